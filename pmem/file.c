@@ -1,0 +1,536 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/file.c -- the data path: read (as iovecs into the pool), write,
+ * truncate, fallocate, fsync, SEEK_DATA/SEEK_HOLE, and the per-file set of
+ * dirty blocks that fsync flushes.
+ *
+ * Data blocks are written in place, never journaled. Ordering rules that
+ * keep a crash from exposing stale bytes:
+ *  - a newly allocated block is zeroed where the write does not cover it and
+ *    is made durable before the transaction that maps it commits
+ *    (pm_tx_order), so a file never maps a block holding someone else's old
+ *    data;
+ *  - bytes past EOF in the last block are garbage until the file grows over
+ *    them: growing (write past EOF, truncate up) zeroes them first, ordered
+ *    before the new size commits.
+ */
+
+#include <errno.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pmem/fs_int.h"
+
+#define PM_MAX_FILE_SIZE (1ull << 50)
+#define ZERO_LEN (64u << 10)
+static const uint8_t zeros[ZERO_LEN] __attribute__((aligned(4096)));
+
+/* ---- dirty block set ---------------------------------------------------- */
+
+static struct pm_dchunk *dchunk(struct pm_dirty *ds, uint64_t chunk, bool create)
+{
+	size_t lo = 0, hi = ds->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (ds->c[mid].chunk < chunk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < ds->n && ds->c[lo].chunk == chunk)
+		return &ds->c[lo];
+	if (!create)
+		return NULL;
+	if (ds->n == ds->cap) {
+		size_t ncap = ds->cap ? ds->cap * 2 : 8;
+		struct pm_dchunk *nc = realloc(ds->c, ncap * sizeof(*nc));
+		if (!nc)
+			return NULL;
+		ds->c = nc;
+		ds->cap = ncap;
+	}
+	memmove(&ds->c[lo + 1], &ds->c[lo], (ds->n - lo) * sizeof(*ds->c));
+	memset(&ds->c[lo], 0, sizeof(ds->c[lo]));
+	ds->c[lo].chunk = chunk;
+	ds->n++;
+	return &ds->c[lo];
+}
+
+/* Marks file blocks [fblk, fblk+n) dirty. If memory runs out the blocks are
+ * flushed at once instead, which is always correct. Returns false then. */
+static bool dirty_add(struct pm_inode *ip, uint64_t fblk, uint64_t n)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&ip->dlock);
+	while (n) {
+		struct pm_dchunk *c = dchunk(&ip->dirty, fblk / PM_ALIGN_BLOCKS, true);
+		uint64_t i = fblk % PM_ALIGN_BLOCKS;
+		if (!c) {
+			ok = false;
+			break;
+		}
+		for (; n && i < PM_ALIGN_BLOCKS; i++, n--, fblk++)
+			c->bits[i / 64] |= 1ull << (i % 64);
+	}
+	pthread_mutex_unlock(&ip->dlock);
+	return ok;
+}
+
+void pm_dirty_add(struct pm_inode *ip, uint64_t fblk, uint64_t n)
+{
+	(void)dirty_add(ip, fblk, n);
+}
+
+void pm_dirty_free(struct pm_dirty *ds)
+{
+	free(ds->c);
+	memset(ds, 0, sizeof(*ds));
+}
+
+/*
+ * Flushes every dirty block of @ip and drains; the map must be stable (the
+ * caller holds ip->rw, or holds the last reference).
+ */
+int pm_flush_inode_data(struct pm_fs *fs, struct pm_inode *ip)
+{
+	const struct pm_persist_ops *ops = &fs->pool->ops;
+	uint64_t run_start = 0, run_len = 0;
+	size_t k;
+	bool any = false;
+
+	pthread_mutex_lock(&ip->dlock);
+	for (k = 0; k < ip->dirty.n; k++) {
+		struct pm_dchunk *c = &ip->dirty.c[k];
+		unsigned i;
+		for (i = 0; i < PM_ALIGN_BLOCKS; i++) {
+			uint64_t pblk;
+			if (!(c->bits[i / 64] & (1ull << (i % 64))))
+				continue;
+			pblk = pm_bmap_get(fs, &ip->d, c->chunk * PM_ALIGN_BLOCKS + i, false);
+			if (!pblk)
+				continue;
+			if (run_len && run_start + run_len == pblk) {
+				run_len++;
+				continue;
+			}
+			if (run_len)
+				pm_flush(ops, pm_block_ptr(fs->pool, run_start), run_len << PM_BLOCK_SHIFT);
+			run_start = pblk;
+			run_len = 1;
+			any = true;
+		}
+	}
+	if (run_len)
+		pm_flush(ops, pm_block_ptr(fs->pool, run_start), run_len << PM_BLOCK_SHIFT);
+	ip->dirty.n = 0;
+	pthread_mutex_unlock(&ip->dlock);
+	if (any)
+		pm_drain(ops);
+	return 0;
+}
+
+/* ---- read ---------------------------------------------------------------- */
+
+int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len,
+		  struct iovec *iov, int maxiov, size_t *bytes)
+{
+	uint64_t size, end, pos;
+	int n = 0;
+
+	*bytes = 0;
+	pthread_rwlock_rdlock(&ip->rw);
+	if (S_ISDIR(ip->d.mode)) {
+		pthread_rwlock_unlock(&ip->rw);
+		return -EISDIR;
+	}
+	size = ip->d.size;
+	if (off >= size || !len)
+		return 0;
+	end = len > size - off ? size : off + len;
+	for (pos = off; pos < end && n < maxiov;) {
+		uint64_t fblk = pos >> PM_BLOCK_SHIFT, pblk;
+		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(end, PM_BLOCK_SIZE) - fblk,
+					  &pblk, false);
+		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, take;
+
+		if (run_end > end)
+			run_end = end;
+		take = run_end - pos;
+		if (pblk) {
+			iov[n].iov_base = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (pos & (PM_BLOCK_SIZE - 1));
+			iov[n++].iov_len = take;
+			pos += take;
+		} else {
+			while (take && n < maxiov) {
+				uint64_t t = take > ZERO_LEN ? ZERO_LEN : take;
+				iov[n].iov_base = (void *)zeros;
+				iov[n++].iov_len = t;
+				take -= t;
+				pos += t;
+			}
+		}
+	}
+	*bytes = pos - off;
+	/* relatime: atime moves when it is older than mtime/ctime or a day old */
+	{
+		struct pm_time now;
+		pm_now(&now);
+		pthread_mutex_lock(&fs->lock);
+		if (ip->d.atime.sec <= ip->d.mtime.sec || ip->d.atime.sec <= ip->d.ctime.sec ||
+		    ip->d.atime.sec + 86400 <= now.sec) {
+			ip->d.atime = now;
+			ip->times_dirty = true;
+		}
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return n;
+}
+
+void pm_read_end(struct pm_fs *fs, struct pm_inode *ip)
+{
+	(void)fs;
+	pthread_rwlock_unlock(&ip->rw);
+}
+
+/* ---- write --------------------------------------------------------------- */
+
+struct cursor {
+	const struct iovec *iov;
+	int n, i;
+	size_t off;
+};
+
+static void copy_in(struct cursor *c, uint8_t *dst, size_t len)
+{
+	while (len) {
+		size_t avail = c->iov[c->i].iov_len - c->off, t = len < avail ? len : avail;
+		memcpy(dst, (const uint8_t *)c->iov[c->i].iov_base + c->off, t);
+		dst += t;
+		len -= t;
+		c->off += t;
+		if (c->off == c->iov[c->i].iov_len) {
+			c->i++;
+			c->off = 0;
+		}
+	}
+}
+
+/* Holes in file blocks [first, last]: how many blocks must be allocated. */
+static uint64_t count_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t last,
+			    bool tx)
+{
+	uint64_t f = first, holes = 0;
+
+	while (f <= last) {
+		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, tx);
+		if (!pblk)
+			holes += n;
+		f += n;
+	}
+	return holes;
+}
+
+/*
+ * Zeroes the garbage past EOF in the last block before the file grows over
+ * it; in a transaction (the zeroes are ordered before its commit).
+ */
+static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
+{
+	uint64_t size = ip->d.size, pblk, stop;
+
+	if (!(size & (PM_BLOCK_SIZE - 1)) || new_end <= size)
+		return;
+	pblk = pm_bmap_get(fs, &ip->d, size >> PM_BLOCK_SHIFT, true);
+	if (!pblk)
+		return;
+	stop = (size | (PM_BLOCK_SIZE - 1)) + 1;
+	{
+		uint8_t *p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (size & (PM_BLOCK_SIZE - 1));
+		memset(p, 0, stop - size);
+		pm_tx_order(fs, p, stop - size);
+	}
+}
+
+/*
+ * Allocates every hole in file blocks [first, last] as zeroed blocks except
+ * where [cover_lo, cover_hi) (bytes) will be written; in a transaction, with
+ * space reserved.
+ */
+static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t last,
+		      uint64_t cover_lo, uint64_t cover_hi)
+{
+	uint64_t f = first, goal = 0;
+
+	while (f <= last) {
+		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, true), i;
+		if (pblk) {
+			goal = pblk + n;
+			f += n;
+			continue;
+		}
+		if (!goal && f)
+			goal = pm_bmap_get(fs, &ip->d, f - 1, true) + 1;
+		while (n) {
+			uint64_t start;
+			int got = pm_balloc(fs, goal, n, &start);
+			if (got < 0)
+				return got;
+			for (i = 0; i < (uint64_t)got; i++) {
+				uint64_t lo = (f + i) << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE;
+				uint8_t *p = pm_block_ptr(fs->pool, start + i);
+				int rc;
+				/* zero what the caller will not overwrite */
+				if (cover_hi <= lo || cover_lo >= hi) {
+					memset(p, 0, PM_BLOCK_SIZE);
+				} else {
+					if (cover_lo > lo)
+						memset(p, 0, cover_lo - lo);
+					if (cover_hi < hi)
+						memset(p + (cover_hi - lo), 0, hi - cover_hi);
+				}
+				pm_tx_order(fs, p, PM_BLOCK_SIZE);
+				rc = pm_bmap_set(fs, ip, f + i, start + i);
+				if (rc)
+					return rc;
+				ip->d.blocks++;
+			}
+			f += (uint64_t)got;
+			n -= (uint64_t)got;
+			goal = start + (uint64_t)got;
+		}
+	}
+	return 0;
+}
+
+static bool needs_kill_priv(const struct pm_cred *cr, const struct pm_inode *ip)
+{
+	if (cr->uid == 0)
+		return false;
+	return (ip->d.mode & S_ISUID) || ((ip->d.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
+}
+
+/* Copies the caller's bytes into the mapped blocks of [off, off+len). */
+static void copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor *c, uint64_t off,
+			   uint64_t len, bool tx)
+{
+	while (len) {
+		uint64_t fblk = off >> PM_BLOCK_SHIFT, pblk;
+		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(off + len, PM_BLOCK_SIZE) - fblk,
+					  &pblk, tx);
+		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, t;
+
+		if (!pblk)
+			abort(); /* holes were filled */
+		t = (run_end < off + len ? run_end : off + len) - off;
+		copy_in(c, (uint8_t *)pm_block_ptr(fs->pool, pblk) + (off & (PM_BLOCK_SIZE - 1)), t);
+		off += t;
+		len -= t;
+	}
+}
+
+ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
+		 const struct iovec *src, int n)
+{
+	struct cursor c = { .iov = src, .n = n };
+	uint64_t len = 0, end, first, last, holes;
+	int i, rc = 0;
+
+	for (i = 0; i < n; i++)
+		len += src[i].iov_len;
+	if (!S_ISREG(ip->d.mode))
+		return S_ISDIR(ip->d.mode) ? -EISDIR : -EINVAL;
+	if (!len)
+		return 0;
+	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
+		return -EFBIG;
+	end = off + len;
+	first = off >> PM_BLOCK_SHIFT;
+	last = (end - 1) >> PM_BLOCK_SHIFT;
+
+	pthread_rwlock_wrlock(&ip->rw);
+	holes = count_holes(fs, ip, first, last, false);
+	pthread_mutex_lock(&fs->lock);
+	if (holes || end > ip->d.size || needs_kill_priv(cr, ip)) {
+		if (holes && fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
+			rc = -ENOSPC;
+			goto out;
+		}
+		pm_tx_begin(fs);
+		zero_tail(fs, ip, end);
+		if (holes && fill_holes(fs, ip, first, last, off, end))
+			abort(); /* space was reserved */
+		copy_to_blocks(fs, ip, &c, off, len, true);
+		if (end > ip->d.size)
+			ip->d.size = end;
+		if (needs_kill_priv(cr, ip)) {
+			ip->d.mode &= ~(uint32_t)S_ISUID;
+			if (ip->d.mode & S_IXGRP)
+				ip->d.mode &= ~(uint32_t)S_ISGID;
+		}
+		pm_touch(ip, true, true);
+		pm_inode_write(fs, ip);
+		pm_tx_commit(fs);
+		/* blocks that existed before were written in place: dirty */
+		if (holes != last - first + 1)
+			pm_dirty_add(ip, first, last - first + 1);
+	} else {
+		pthread_mutex_unlock(&fs->lock);
+		copy_to_blocks(fs, ip, &c, off, len, false);
+		pm_dirty_add(ip, first, last - first + 1);
+		pthread_mutex_lock(&fs->lock);
+		pm_touch(ip, true, true);
+		ip->times_dirty = true;
+	}
+out:
+	pthread_mutex_unlock(&fs->lock);
+	pthread_rwlock_unlock(&ip->rw);
+	return rc ? rc : (ssize_t)len;
+}
+
+/* ---- truncate, fallocate ------------------------------------------------- */
+
+/* Sets the size; in a transaction with ip->rw held exclusive. */
+int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
+{
+	if (size > PM_MAX_FILE_SIZE)
+		return -EFBIG;
+	if (size > ip->d.size)
+		zero_tail(fs, ip, size);
+	else
+		pm_bmap_punch(fs, ip, PM_DIV_UP(size, PM_BLOCK_SIZE), ~0ull);
+	ip->d.size = size;
+	return 0;
+}
+
+/* Zeroes bytes [lo, hi) of the file where blocks are mapped (data writes). */
+static void zero_mapped(struct pm_fs *fs, struct pm_inode *ip, uint64_t lo, uint64_t hi)
+{
+	while (lo < hi) {
+		uint64_t fblk = lo >> PM_BLOCK_SHIFT, pblk;
+		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(hi, PM_BLOCK_SIZE) - fblk, &pblk,
+					  true);
+		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, t;
+
+		t = (run_end < hi ? run_end : hi) - lo;
+		if (pblk) {
+			memset((uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1)), 0, t);
+			pm_dirty_add(ip, fblk, nb);
+		}
+		lo += t;
+	}
+}
+
+int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, uint64_t len)
+{
+	bool keep = mode & FALLOC_FL_KEEP_SIZE;
+	uint64_t end, first, last, holes = 0;
+	int rc = 0;
+
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		return -EOPNOTSUPP;
+	if ((mode & FALLOC_FL_PUNCH_HOLE) && (!keep || (mode & FALLOC_FL_ZERO_RANGE)))
+		return -EOPNOTSUPP;
+	if (!S_ISREG(ip->d.mode))
+		return S_ISDIR(ip->d.mode) ? -EISDIR : -ENODEV;
+	if (!len)
+		return -EINVAL;
+	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
+		return -EFBIG;
+	end = off + len;
+	first = off >> PM_BLOCK_SHIFT;
+	last = (end - 1) >> PM_BLOCK_SHIFT;
+
+	pthread_rwlock_wrlock(&ip->rw);
+	if (!(mode & FALLOC_FL_PUNCH_HOLE))
+		holes = count_holes(fs, ip, first, last, false);
+	pthread_mutex_lock(&fs->lock);
+	if (holes && fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	pm_tx_begin(fs);
+	if (mode & FALLOC_FL_PUNCH_HOLE) {
+		uint64_t from = PM_DIV_UP(off, PM_BLOCK_SIZE), to = end >> PM_BLOCK_SHIFT;
+		if (from < to) {
+			zero_mapped(fs, ip, off, from << PM_BLOCK_SHIFT);
+			zero_mapped(fs, ip, to << PM_BLOCK_SHIFT, end);
+			pm_bmap_punch(fs, ip, from, to);
+		} else {
+			zero_mapped(fs, ip, off, end);
+		}
+		pm_touch(ip, true, true);
+	} else {
+		if (!keep && end > ip->d.size)
+			zero_tail(fs, ip, end);
+		if (mode & FALLOC_FL_ZERO_RANGE) {
+			zero_mapped(fs, ip, off, end);
+			pm_touch(ip, true, true);
+		}
+		if (holes && fill_holes(fs, ip, first, last, 0, 0))
+			abort();
+		if (!keep && end > ip->d.size) {
+			ip->d.size = end;
+			pm_touch(ip, true, true);
+		} else {
+			pm_touch(ip, false, true);
+		}
+	}
+	pm_inode_write(fs, ip);
+	pm_tx_commit(fs);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}
+
+/* ---- sync, seek ---------------------------------------------------------- */
+
+int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync)
+{
+	pthread_rwlock_rdlock(&ip->rw);
+	pm_flush_inode_data(fs, ip);
+	pthread_mutex_lock(&fs->lock);
+	/* every metadata change is already durable; only lazily kept
+	 * timestamps may be pending (fdatasync may skip them, as POSIX says) */
+	if (ip->times_dirty && !datasync) {
+		pm_tx_begin(fs);
+		pm_inode_write(fs, ip);
+		pm_tx_commit(fs);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	pthread_rwlock_unlock(&ip->rw);
+	return 0;
+}
+
+int64_t pm_lseek(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, int whence)
+{
+	uint64_t size, f;
+	int64_t rc = -ENXIO;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&ip->rw);
+	size = ip->d.size;
+	if (off >= size)
+		goto out;
+	f = off >> PM_BLOCK_SHIFT;
+	while ((f << PM_BLOCK_SHIFT) < size) {
+		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, ~0ull - f, &pblk, false);
+		if ((whence == SEEK_DATA) == (pblk != 0)) {
+			uint64_t at = f << PM_BLOCK_SHIFT;
+			rc = (int64_t)(at > off ? at : off);
+			if ((uint64_t)rc > size)
+				rc = whence == SEEK_HOLE ? (int64_t)size : -ENXIO;
+			goto out;
+		}
+		f += n;
+	}
+	rc = whence == SEEK_HOLE ? (int64_t)size : -ENXIO;
+out:
+	pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/fs.c -- mounting and unmounting the engine: journal recovery, the
+ * orphan list, the clean flag, statfs and syncfs.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pmem/fs_int.h"
+
+static void say(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+struct pm_pool *pm_fs_pool(struct pm_fs *fs)
+{
+	return fs->pool;
+}
+
+void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
+{
+	fs->debug = flags;
+}
+
+/* Frees what unlinked-but-open files held when the pool was last used. */
+static int free_orphans(struct pm_fs *fs, char *err, size_t errlen)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	while (fs->sbc.orphan_head) {
+		struct pm_inode *ip;
+		uint64_t ino = fs->sbc.orphan_head;
+		int rc = pm_iget_locked(fs, ino, &ip);
+
+		if (rc || !(ip->d.flags & PM_IFL_ORPHAN) || ip->d.orphan_prev || ++n > fs->pool->sb->ninodes) {
+			if (!rc)
+				pm_iput_locked(fs, ip);
+			pthread_mutex_unlock(&fs->lock);
+			say(err, errlen, "orphan list is corrupt at inode %llu: run fsck.pinfs",
+			    (unsigned long long)ino);
+			return -EUCLEAN;
+		}
+		if (ip->d.nlink) {
+			/* linked again: only take it off the list */
+			pm_tx_begin(fs);
+			pm_orphan_del(fs, ip);
+			pm_inode_write(fs, ip);
+			pm_tx_commit(fs);
+		}
+		pm_iput_locked(fs, ip); /* nlink 0: frees it and unlinks it */
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errlen)
+{
+	struct pm_fs *fs;
+	const struct pm_dinode *root;
+	uint64_t seq;
+	int rc;
+
+	rc = pm_jreplay(pool, &seq);
+	if (rc < 0) {
+		say(err, errlen, "journal is corrupt: run fsck.pinfs");
+		return rc;
+	}
+	/* the replay may have rewritten the superblock */
+	rc = pm_super_check(pool->sb, pool->size, err, errlen);
+	if (rc)
+		return rc;
+	root = pm_dinode_ptr(pool, PM_ROOT_INO);
+	if (!S_ISDIR(root->mode) || root->nlink < 2) {
+		say(err, errlen, "root inode is not a directory: the pool is corrupt");
+		return -EUCLEAN;
+	}
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->pool = pool;
+	fs->jseq = seq;
+	fs->sbc = *pool->sb;
+	pthread_mutex_init(&fs->lock, NULL);
+	fs->icap = 1024;
+	fs->itab = calloc(fs->icap, sizeof(*fs->itab));
+	rc = fs->itab ? pm_alloc_init(fs) : -ENOMEM;
+	if (!rc)
+		rc = free_orphans(fs, err, errlen);
+	if (rc) {
+		if (rc == -ENOMEM)
+			say(err, errlen, "out of memory");
+		pm_forget_all(fs);
+		pm_tx_release(&fs->tx);
+		free(fs->bmap);
+		free(fs->itab);
+		free(fs);
+		return rc;
+	}
+	pthread_mutex_lock(&fs->lock);
+	pm_tx_begin(fs);
+	fs->sbc.clean = 0;
+	fs->sbc.mount_count++;
+	pm_sb_dirty(fs);
+	pm_tx_commit(fs);
+	pthread_mutex_unlock(&fs->lock);
+	*out = fs;
+	return 0;
+}
+
+int pm_syncfs(struct pm_fs *fs)
+{
+	struct pm_inode **all;
+	size_t i, n = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	all = malloc((fs->icount + 1) * sizeof(*all));
+	if (!all) {
+		pthread_mutex_unlock(&fs->lock);
+		return -ENOMEM;
+	}
+	for (i = 0; i < fs->icap; i++) {
+		struct pm_inode *ip;
+		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
+			ip->refs++;
+			all[n++] = ip;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	for (i = 0; i < n; i++) {
+		pm_fsync(fs, all[i], false);
+		pm_iput(fs, all[i]);
+	}
+	free(all);
+	return 0;
+}
+
+void pm_fs_unmount(struct pm_fs **fsp)
+{
+	struct pm_fs *fs = *fsp;
+	size_t i;
+
+	if (!fs)
+		return;
+	pm_forget_all(fs);
+	pm_syncfs(fs);
+	pthread_mutex_lock(&fs->lock);
+	/* references still held here were leaked by the caller: drop them so
+	 * timestamps are written and orphans freed */
+	for (i = 0; i < fs->icap; i++) {
+		while (fs->itab[i]) {
+			struct pm_inode *ip = fs->itab[i];
+			ip->nlookup = 0;
+			ip->refs = 1;
+			pm_iput_locked(fs, ip);
+		}
+	}
+	pm_tx_begin(fs);
+	fs->sbc.clean = 1;
+	pm_sb_dirty(fs);
+	pm_tx_commit(fs);
+	pthread_mutex_unlock(&fs->lock);
+	pm_tx_release(&fs->tx);
+	pthread_mutex_destroy(&fs->lock);
+	free(fs->bmap);
+	free(fs->itab);
+	free(fs);
+	*fsp = NULL;
+}
+
+void pm_statfs(struct pm_fs *fs, struct statvfs *st)
+{
+	const struct pm_super *sb = fs->pool->sb;
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&fs->lock);
+	st->f_bsize = PM_BLOCK_SIZE;
+	st->f_frsize = PM_BLOCK_SIZE;
+	st->f_blocks = sb->nblocks - sb->data_start;
+	st->f_bfree = fs->avail;
+	st->f_bavail = fs->avail;
+	st->f_files = sb->ninodes - 1;
+	st->f_ffree = fs->sbc.free_inodes;
+	st->f_favail = fs->sbc.free_inodes;
+	st->f_namemax = PM_NAME_MAX;
+	pthread_mutex_unlock(&fs->lock);
+}

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/fs.h -- the pinfs file system engine: POSIX objects (inodes,
+ * directories, block maps, xattrs) on a pool, every metadata change a journal
+ * transaction. It knows nothing of FUSE or leases: fusefs/ calls it, and
+ * fsck and the crash tests drive it directly.
+ *
+ * Errors: every fallible function returns 0 (or a count) or -errno.
+ * Inode references: pm_iget() and every function that hands out a
+ * struct pm_inode * take a reference, pm_iput() drops it. An inode whose link
+ * count dropped to 0 is freed at its last pm_iput() (or, after a crash, at the
+ * next mount).
+ */
+#ifndef PINFS_PMEM_FS_H
+#define PINFS_PMEM_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "pmem/pool.h"
+
+struct pm_fs;
+struct pm_inode;
+
+/* Who is asking: used for ownership of new inodes and POSIX checks the
+ * kernel cannot make for us (chown to a supplementary group, suid clearing). */
+struct pm_cred {
+	uid_t uid;
+	gid_t gid;
+	int ngroups;
+	const gid_t *groups;
+};
+
+/* Mounts the file system on @pool: replays the journal, frees orphans,
+ * marks the pool not-clean. Returns 0 or -errno with a message in @err. */
+int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errlen);
+/* Persists pending timestamps, marks the pool clean and frees @*fsp. The
+ * pool stays open; the caller closes it. */
+void pm_fs_unmount(struct pm_fs **fsp);
+/* Recovery only (fsck, tests): replays a committed journal transaction.
+ * Returns 1 if one was replayed, 0 if none, -EUCLEAN if the header is bad. */
+int pm_journal_recover(struct pm_pool *pool);
+
+struct pm_pool *pm_fs_pool(struct pm_fs *fs);
+
+/* Inode references */
+int pm_iget(struct pm_fs *fs, uint64_t ino, struct pm_inode **out);
+void pm_iput(struct pm_fs *fs, struct pm_inode *ip);
+uint64_t pm_ino(const struct pm_inode *ip);
+/* FUSE lookup counting: one reference is held while nlookup > 0 */
+void pm_lookup_ref(struct pm_fs *fs, struct pm_inode *ip);
+void pm_forget(struct pm_fs *fs, uint64_t ino, uint64_t nlookup);
+void pm_forget_all(struct pm_fs *fs);
+
+void pm_stat(struct pm_fs *fs, struct pm_inode *ip, struct stat *st);
+uint64_t pm_generation(struct pm_fs *fs, struct pm_inode *ip);
+
+/* Namespace. @out receives a referenced inode. */
+int pm_lookup(struct pm_fs *fs, struct pm_inode *dir, const char *name, struct pm_inode **out);
+int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, const char *name,
+	     mode_t mode, dev_t rdev, struct pm_inode **out);
+int pm_symlink(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, const char *name,
+	       const char *target, struct pm_inode **out);
+int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const char *name);
+int pm_unlink(struct pm_fs *fs, struct pm_inode *dir, const char *name);
+int pm_rmdir(struct pm_fs *fs, struct pm_inode *dir, const char *name);
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct pm_inode *ndir,
+	      const char *nname, unsigned flags);
+int pm_readlink(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t size);
+
+/* Directory listing: calls @fill for each entry from cookie @off on (0
+ * starts with "." and ".."); @fill returns non-zero to stop (buffer full),
+ * in which case that entry is not consumed. Returns 0 or -errno. */
+typedef int (*pm_filldir_t)(void *ctx, const char *name, uint64_t ino, unsigned type,
+			    uint64_t next_off);
+int pm_readdir(struct pm_fs *fs, struct pm_inode *dir, uint64_t off, pm_filldir_t fill, void *ctx);
+
+/* setattr */
+#define PM_SET_MODE 0x01u
+#define PM_SET_UID 0x02u
+#define PM_SET_GID 0x04u
+#define PM_SET_SIZE 0x08u
+#define PM_SET_ATIME 0x10u
+#define PM_SET_MTIME 0x20u
+#define PM_SET_ATIME_NOW 0x40u
+#define PM_SET_MTIME_NOW 0x80u
+#define PM_SET_CTIME 0x100u
+struct pm_setattr {
+	unsigned valid; /* PM_SET_* */
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	uint64_t size;
+	struct timespec atime, mtime, ctime;
+};
+int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
+	       const struct pm_setattr *sa);
+
+/* Data. pm_read_begin() takes the inode's data lock shared and describes
+ * [off, off+len) as iovecs pointing into the pool (holes point at a shared
+ * zero buffer); the bytes stay valid and the blocks cannot be freed until
+ * pm_read_end(). Returns the number of iovecs (0 at or past EOF) or -errno;
+ * *bytes gets the length covered. */
+int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len,
+		  struct iovec *iov, int maxiov, size_t *bytes);
+void pm_read_end(struct pm_fs *fs, struct pm_inode *ip);
+/* Copies @n iovecs of source data to the file at @off. Returns bytes written
+ * or -errno (-ENOSPC, -EFBIG). */
+ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
+		 const struct iovec *src, int n);
+/* fallocate modes as in <linux/falloc.h> */
+int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, uint64_t len);
+/* Makes the file's data and metadata durable. */
+int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync);
+/* Makes everything durable. */
+int pm_syncfs(struct pm_fs *fs);
+/* SEEK_DATA / SEEK_HOLE; returns the offset or -ENXIO */
+int64_t pm_lseek(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, int whence);
+
+/* Extended attributes; get/list return the size (or -ERANGE when @size is
+ * too small and non-zero). */
+ssize_t pm_getxattr(struct pm_fs *fs, struct pm_inode *ip, const char *name, void *buf,
+		    size_t size);
+ssize_t pm_listxattr(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t size);
+int pm_setxattr(struct pm_fs *fs, struct pm_inode *ip, const char *name, const void *value,
+		size_t size, int flags);
+int pm_removexattr(struct pm_fs *fs, struct pm_inode *ip, const char *name);
+
+void pm_statfs(struct pm_fs *fs, struct statvfs *st);
+
+/* Test hooks: deliberately wrong writers for the crash-consistency test */
+#define PM_DEBUG_SKIP_BODY_PERSIST 0x1u	 /* journal body never flushed */
+#define PM_DEBUG_SKIP_APPLY_PERSIST 0x2u /* in-place updates never flushed */
+void pm_fs_set_debug(struct pm_fs *fs, unsigned flags);
+
+#endif

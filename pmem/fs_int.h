@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/fs_int.h -- internals shared by the engine's files (journal.c,
+ * alloc.c, inode.c, bmap.c, dir.c, xattr.c, file.c, fs.c). Not for fusefs/.
+ *
+ * Locking
+ *  1. fs->lock (a mutex) serialises every metadata change: the one open
+ *     transaction, the allocator, the inode cache and every directory index.
+ *     One lock is enough here: a transaction is a few microseconds of memory
+ *     copies, far less than the FUSE round trip that carries it.
+ *  2. ip->rw (a rwlock) guards a file's block map and size against the data
+ *     path: readers hold it shared while the kernel copies out of the pool,
+ *     writers and truncates hold it exclusive. So a block is never freed or
+ *     reused while a read is still copying from it.
+ *  3. ip->dlock (a mutex) guards ip->dirty, the set of blocks written and
+ *     not yet flushed.
+ *  Order: ip->rw before fs->lock before ip->dlock. When two inodes' rw are
+ *  needed (never today) take the lower inode number first.
+ */
+#ifndef PINFS_PMEM_FS_INT_H
+#define PINFS_PMEM_FS_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pmem/fs.h"
+#include "pmem/layout.h"
+
+#define PM_ALIGN_BLOCKS 512u /* 2 MiB in blocks */
+
+/* A block changed by the open transaction: a DRAM copy and the byte range
+ * [lo, hi) that differs from the pool. */
+struct pm_shadow {
+	uint64_t blk;
+	uint32_t lo, hi;
+	uint8_t *buf;
+};
+
+/* The one open transaction. Locking: protected by fs->lock. */
+struct pm_tx {
+	bool active;
+	struct pm_shadow *sh; /* shadows, in first-touch order */
+	size_t nsh, capsh;
+	uint64_t *hkey; /* open-addressing blk -> shadow index + 1 */
+	uint32_t *hval;
+	size_t hcap;
+	uint64_t *freed; /* blocks freed: handed back after commit */
+	size_t nfreed, capfreed;
+	struct iovec *ordered; /* new data to persist before the commit */
+	size_t nordered, capordered;
+	bool sb_dirty; /* fs->sbc must be written */
+};
+
+/* Dirty data blocks of a file: sorted chunks of 512 blocks (2 MiB) with a
+ * bitmap each. Locking: protected by ip->dlock. */
+struct pm_dchunk {
+	uint64_t chunk;
+	uint64_t bits[PM_ALIGN_BLOCKS / 64];
+};
+struct pm_dirty {
+	struct pm_dchunk *c;
+	size_t n, cap;
+};
+
+/* In-core index of one directory. Locking: protected by fs->lock. */
+struct pm_dir {
+	uint64_t *h;	  /* (hash << 32) | (pos + 1); 0 empty, ~0 deleted */
+	uint32_t hcap, hused;
+	uint64_t *pblk;	  /* directory block index -> pool block */
+	uint8_t *nfree;	  /* free slots per directory block */
+	uint64_t nblocks; /* directory blocks */
+	uint64_t hint;	  /* first block that may have room */
+};
+
+/*
+ * In-core inode.
+ * Locking: ino, hnext, refs, nlookup, d, times_dirty and dir are protected
+ * by fs->lock; d.size and the block map are also only changed with rw held
+ * exclusive, so readers holding rw shared may read them without fs->lock.
+ */
+struct pm_inode {
+	uint64_t ino;
+	struct pm_inode *hnext;	 /* inode cache chain */
+	unsigned refs;		 /* pm_iget references */
+	uint64_t nlookup;	 /* FUSE lookups; holds one of refs while > 0 */
+	pthread_rwlock_t rw;	 /* data lock, see above */
+	pthread_mutex_t dlock;	 /* guards dirty */
+	struct pm_dinode d;	 /* the inode as it is (or will be) in the pool */
+	bool times_dirty;	 /* d has timestamps the pool does not have yet */
+	struct pm_dir *dir;	 /* directories: index, built on first use */
+	struct pm_dirty dirty;	 /* data blocks written, not flushed */
+};
+
+struct pm_fs {
+	struct pm_pool *pool;
+	pthread_mutex_t lock;	/* see "Locking" above */
+	struct pm_tx tx;	/* protected by lock */
+	struct pm_super sbc;	/* DRAM superblock; lock */
+	uint64_t *bmap;		/* DRAM bitmap: 1 = not allocatable; lock */
+	uint64_t avail;		/* blocks allocatable now; lock */
+	uint64_t alloc_hint;	/* lock */
+	uint64_t ino_hint;	/* lock */
+	struct pm_inode **itab; /* inode cache buckets; lock */
+	size_t icap, icount;	/* lock */
+	uint64_t jseq;		/* last journal sequence; lock */
+	unsigned debug;		/* PM_DEBUG_* */
+	uint8_t *jbuf;		/* journal staging, for non-pmem records */
+};
+
+/* journal.c -- transactions */
+void pm_tx_begin(struct pm_fs *fs);
+/* Returns a writable shadow of @blk (copied from the pool on first touch). */
+uint8_t *pm_tx_block(struct pm_fs *fs, uint64_t blk);
+/* Like pm_tx_block for a block just allocated: starts zeroed, all dirty. */
+uint8_t *pm_tx_block_new(struct pm_fs *fs, uint64_t blk);
+/* Marks [p, p+len) of a shadow as changed. */
+void pm_tx_dirty(struct pm_fs *fs, const void *p, size_t len);
+/* Readable view of @blk: the shadow if the open transaction changed it. */
+const uint8_t *pm_tx_peek(struct pm_fs *fs, uint64_t blk);
+/* Data that must be durable before the transaction commits (new blocks). */
+void pm_tx_order(struct pm_fs *fs, const void *p, size_t len);
+/* Commits: durable on return. Aborts the process if the journal overflows
+ * (an engine bug: every operation is bounded by pm_geometry()). */
+void pm_tx_commit(struct pm_fs *fs);
+void pm_tx_release(struct pm_tx *tx);
+int pm_jreplay(struct pm_pool *pool, uint64_t *seq);
+
+/* alloc.c -- blocks and inode slots; all called in a transaction */
+int pm_alloc_init(struct pm_fs *fs);
+/* Allocates up to @want contiguous blocks, near @goal; returns the first in
+ * *out and the count (>= 1), or -ENOSPC. @align2m: start 2 MiB aligned. */
+int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
+void pm_bfree(struct pm_fs *fs, uint64_t blk);
+void pm_release_freed(struct pm_fs *fs);
+int pm_ialloc(struct pm_fs *fs, uint64_t *ino);
+bool pm_block_in_use(struct pm_fs *fs, uint64_t blk);
+
+/* inode.c */
+struct pm_dinode *pm_dinode_ptr(struct pm_pool *p, uint64_t ino);
+void pm_inode_write(struct pm_fs *fs, struct pm_inode *ip); /* in a tx */
+struct pm_inode *pm_icache_find(struct pm_fs *fs, uint64_t ino);
+int pm_iget_locked(struct pm_fs *fs, uint64_t ino, struct pm_inode **out);
+int pm_icache_insert(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *d,
+		     struct pm_inode **out);
+void pm_iput_locked(struct pm_fs *fs, struct pm_inode *ip);
+void pm_now(struct pm_time *t);
+void pm_touch(struct pm_inode *ip, bool m, bool c);
+void pm_inode_free_blocks(struct pm_fs *fs, struct pm_inode *ip);
+void pm_orphan_add(struct pm_fs *fs, struct pm_inode *ip);
+void pm_orphan_del(struct pm_fs *fs, struct pm_inode *ip);
+void pm_sb_dirty(struct pm_fs *fs);
+unsigned pm_dtype(uint32_t mode);
+
+/* bmap.c -- block maps */
+/* Pool block of file block @fblk, 0 for a hole. @tx: see shadows. */
+uint64_t pm_bmap_get(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk, bool tx);
+/* The run starting at @fblk: returns its length (<= @max) and its first pool
+ * block in *pblk (0 for a run of holes). */
+uint64_t pm_bmap_run(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk, uint64_t max,
+		     uint64_t *pblk, bool tx);
+/* Maps @fblk to @pblk, allocating map nodes; in a tx. */
+int pm_bmap_set(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t pblk);
+/* Frees every block of file blocks [from, to) and emptied map nodes; in a
+ * tx. Returns the number of data blocks freed. */
+uint64_t pm_bmap_punch(struct pm_fs *fs, struct pm_inode *ip, uint64_t from, uint64_t to);
+/* Map nodes needed at most to map @n new blocks */
+uint64_t pm_bmap_worst(const struct pm_dinode *d, uint64_t n);
+/* Visits every allocated block (data and map nodes) */
+typedef void (*pm_bmap_visit_t)(void *ctx, uint64_t fblk, uint64_t pblk, unsigned level);
+int pm_bmap_walk(struct pm_pool *p, const struct pm_dinode *d, pm_bmap_visit_t fn, void *ctx);
+
+/* dir.c */
+uint32_t pm_name_hash(const char *name, size_t len);
+int pm_dir_load(struct pm_fs *fs, struct pm_inode *dir);
+int pm_dir_find(struct pm_fs *fs, struct pm_inode *dir, const char *name, uint64_t *ino,
+		uint32_t *pos);
+int pm_dir_add(struct pm_fs *fs, struct pm_inode *dir, const char *name, uint64_t ino,
+	       unsigned type);
+void pm_dir_del(struct pm_fs *fs, struct pm_inode *dir, uint32_t pos);
+void pm_dir_set(struct pm_fs *fs, struct pm_inode *dir, uint32_t pos, uint64_t ino, unsigned type);
+void pm_dir_free(struct pm_dir **dp);
+
+/* file.c */
+void pm_dirty_add(struct pm_inode *ip, uint64_t fblk, uint64_t n);
+void pm_dirty_free(struct pm_dirty *ds);
+int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
+int pm_flush_inode_data(struct pm_fs *fs, struct pm_inode *ip);
+
+/* xattr.c */
+void pm_xattr_free(struct pm_fs *fs, struct pm_inode *ip);
+
+#define PM_DIV_UP(a, b) (((a) + (b) - 1) / (b))
+
+#endif

@@ -1,0 +1,470 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/inode.c -- in-core inodes: the cache, references, lookup counts,
+ * attributes, the orphan list and freeing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pmem/fs_int.h"
+
+struct pm_dinode *pm_dinode_ptr(struct pm_pool *p, uint64_t ino)
+{
+	return (struct pm_dinode *)pm_block_ptr(p, p->sb->itable_start + ino / PM_INODES_PER_BLOCK) +
+	       ino % PM_INODES_PER_BLOCK;
+}
+
+void pm_now(struct pm_time *t)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t->sec = ts.tv_sec;
+	t->nsec = (uint32_t)ts.tv_nsec;
+	t->pad = 0;
+}
+
+void pm_touch(struct pm_inode *ip, bool m, bool c)
+{
+	struct pm_time now;
+
+	pm_now(&now);
+	if (m)
+		ip->d.mtime = now;
+	if (c)
+		ip->d.ctime = now;
+}
+
+void pm_sb_dirty(struct pm_fs *fs)
+{
+	fs->tx.sb_dirty = true;
+}
+
+unsigned pm_dtype(uint32_t mode)
+{
+	return (mode & S_IFMT) >> 12;
+}
+
+/* Writes ip->d to its slot. Called in a transaction with fs->lock held. */
+void pm_inode_write(struct pm_fs *fs, struct pm_inode *ip)
+{
+	struct pm_super *sb = fs->pool->sb;
+	uint8_t *b = pm_tx_block(fs, sb->itable_start + ip->ino / PM_INODES_PER_BLOCK);
+	struct pm_dinode *di = (struct pm_dinode *)b + ip->ino % PM_INODES_PER_BLOCK;
+
+	memcpy(di, &ip->d, sizeof(*di));
+	pm_tx_dirty(fs, di, sizeof(*di));
+	ip->times_dirty = false;
+}
+
+static size_t ibucket(const struct pm_fs *fs, uint64_t ino)
+{
+	return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 17) & (fs->icap - 1);
+}
+
+struct pm_inode *pm_icache_find(struct pm_fs *fs, uint64_t ino)
+{
+	struct pm_inode *ip;
+
+	for (ip = fs->itab[ibucket(fs, ino)]; ip; ip = ip->hnext)
+		if (ip->ino == ino)
+			return ip;
+	return NULL;
+}
+
+static void icache_grow(struct pm_fs *fs)
+{
+	size_t ocap = fs->icap, i;
+	struct pm_inode **old = fs->itab;
+	struct pm_inode **nt = calloc(ocap * 2, sizeof(*nt));
+
+	if (!nt)
+		return; /* keep the longer chains */
+	fs->itab = nt;
+	fs->icap = ocap * 2;
+	for (i = 0; i < ocap; i++) {
+		struct pm_inode *ip = old[i], *next;
+		for (; ip; ip = next) {
+			size_t b = ibucket(fs, ip->ino);
+			next = ip->hnext;
+			ip->hnext = nt[b];
+			nt[b] = ip;
+		}
+	}
+	free(old);
+}
+
+/* Caches a new in-core inode holding @d, with one reference. Called with
+ * fs->lock held; the slot must not be cached. */
+int pm_icache_insert(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *d,
+		     struct pm_inode **out)
+{
+	struct pm_inode *ip = calloc(1, sizeof(*ip));
+	size_t b;
+
+	if (!ip)
+		return -ENOMEM;
+	ip->ino = ino;
+	ip->refs = 1;
+	memcpy(&ip->d, d, sizeof(ip->d));
+	pthread_rwlock_init(&ip->rw, NULL);
+	pthread_mutex_init(&ip->dlock, NULL);
+	if (fs->icount + 1 > fs->icap)
+		icache_grow(fs);
+	b = ibucket(fs, ino);
+	ip->hnext = fs->itab[b];
+	fs->itab[b] = ip;
+	fs->icount++;
+	*out = ip;
+	return 0;
+}
+
+/* Called with fs->lock held. */
+int pm_iget_locked(struct pm_fs *fs, uint64_t ino, struct pm_inode **out)
+{
+	struct pm_inode *ip;
+	const struct pm_dinode *di;
+
+	if (ino < PM_ROOT_INO || ino >= fs->pool->sb->ninodes)
+		return -ESTALE;
+	ip = pm_icache_find(fs, ino);
+	if (ip) {
+		ip->refs++;
+		*out = ip;
+		return 0;
+	}
+	di = pm_dinode_ptr(fs->pool, ino);
+	if (!di->mode)
+		return -ESTALE;
+	return pm_icache_insert(fs, ino, di, out);
+}
+
+int pm_iget(struct pm_fs *fs, uint64_t ino, struct pm_inode **out)
+{
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = pm_iget_locked(fs, ino, out);
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+uint64_t pm_ino(const struct pm_inode *ip)
+{
+	return ip->ino;
+}
+
+/*
+ * Edits the inode @ino whether or not it is cached: returns where to change
+ * it; pass the result to di_done() in the same transaction.
+ */
+static struct pm_dinode *di_edit(struct pm_fs *fs, uint64_t ino, struct pm_inode **cached)
+{
+	struct pm_super *sb = fs->pool->sb;
+	uint8_t *b;
+
+	*cached = pm_icache_find(fs, ino);
+	if (*cached)
+		return &(*cached)->d;
+	b = pm_tx_block(fs, sb->itable_start + ino / PM_INODES_PER_BLOCK);
+	return (struct pm_dinode *)b + ino % PM_INODES_PER_BLOCK;
+}
+
+static void di_done(struct pm_fs *fs, struct pm_dinode *di, struct pm_inode *cached)
+{
+	if (cached)
+		pm_inode_write(fs, cached);
+	else
+		pm_tx_dirty(fs, di, sizeof(*di));
+}
+
+/* Puts @ip on the orphan list; in a transaction. The caller writes ip. */
+void pm_orphan_add(struct pm_fs *fs, struct pm_inode *ip)
+{
+	uint64_t head = fs->sbc.orphan_head;
+
+	if (ip->d.flags & PM_IFL_ORPHAN)
+		return;
+	if (head) {
+		struct pm_inode *c;
+		struct pm_dinode *h = di_edit(fs, head, &c);
+		h->orphan_prev = ip->ino;
+		di_done(fs, h, c);
+	}
+	ip->d.flags |= PM_IFL_ORPHAN;
+	ip->d.orphan_next = head;
+	ip->d.orphan_prev = 0;
+	fs->sbc.orphan_head = ip->ino;
+	pm_sb_dirty(fs);
+}
+
+/* Takes @ip off the orphan list; in a transaction. The caller writes ip. */
+void pm_orphan_del(struct pm_fs *fs, struct pm_inode *ip)
+{
+	struct pm_inode *c;
+	struct pm_dinode *o;
+
+	if (!(ip->d.flags & PM_IFL_ORPHAN))
+		return;
+	if (ip->d.orphan_prev) {
+		o = di_edit(fs, ip->d.orphan_prev, &c);
+		o->orphan_next = ip->d.orphan_next;
+		di_done(fs, o, c);
+	} else {
+		fs->sbc.orphan_head = ip->d.orphan_next;
+		pm_sb_dirty(fs);
+	}
+	if (ip->d.orphan_next) {
+		o = di_edit(fs, ip->d.orphan_next, &c);
+		o->orphan_prev = ip->d.orphan_prev;
+		di_done(fs, o, c);
+	}
+	ip->d.flags &= ~PM_IFL_ORPHAN;
+	ip->d.orphan_next = ip->d.orphan_prev = 0;
+}
+
+/* Frees every block of @ip; in a transaction. */
+void pm_inode_free_blocks(struct pm_fs *fs, struct pm_inode *ip)
+{
+	pm_bmap_punch(fs, ip, 0, ~0ull);
+	pm_xattr_free(fs, ip);
+}
+
+/* Frees the inode slot and everything it holds: one transaction. */
+static void inode_destroy(struct pm_fs *fs, struct pm_inode *ip)
+{
+	pm_tx_begin(fs);
+	pm_orphan_del(fs, ip);
+	pm_inode_free_blocks(fs, ip);
+	memset(&ip->d, 0, sizeof(ip->d));
+	pm_inode_write(fs, ip);
+	fs->sbc.free_inodes++;
+	pm_sb_dirty(fs);
+	pm_tx_commit(fs);
+}
+
+static void icache_remove(struct pm_fs *fs, struct pm_inode *ip)
+{
+	struct pm_inode **pp = &fs->itab[ibucket(fs, ip->ino)];
+
+	while (*pp != ip)
+		pp = &(*pp)->hnext;
+	*pp = ip->hnext;
+	fs->icount--;
+}
+
+/* Called with fs->lock held and no transaction open. */
+void pm_iput_locked(struct pm_fs *fs, struct pm_inode *ip)
+{
+	if (!ip)
+		return;
+	if (!ip->refs)
+		abort();
+	if (--ip->refs)
+		return;
+	if (ip->d.nlink == 0) {
+		inode_destroy(fs, ip);
+	} else {
+		pm_flush_inode_data(fs, ip);
+		if (ip->times_dirty) {
+			pm_tx_begin(fs);
+			pm_inode_write(fs, ip);
+			pm_tx_commit(fs);
+		}
+	}
+	icache_remove(fs, ip);
+	pm_dir_free(&ip->dir);
+	pm_dirty_free(&ip->dirty);
+	pthread_rwlock_destroy(&ip->rw);
+	pthread_mutex_destroy(&ip->dlock);
+	free(ip);
+}
+
+void pm_iput(struct pm_fs *fs, struct pm_inode *ip)
+{
+	if (!ip)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	pm_iput_locked(fs, ip);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void pm_lookup_ref(struct pm_fs *fs, struct pm_inode *ip)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (ip->nlookup++ == 0)
+		ip->refs++;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void forget_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t n)
+{
+	if (!ip || !ip->nlookup)
+		return;
+	if (n > ip->nlookup)
+		n = ip->nlookup;
+	ip->nlookup -= n;
+	if (!ip->nlookup)
+		pm_iput_locked(fs, ip);
+}
+
+void pm_forget(struct pm_fs *fs, uint64_t ino, uint64_t n)
+{
+	pthread_mutex_lock(&fs->lock);
+	forget_locked(fs, pm_icache_find(fs, ino), n);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void pm_forget_all(struct pm_fs *fs)
+{
+	size_t i;
+
+	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i < fs->icap; i++) {
+		struct pm_inode *ip = fs->itab[i];
+		while (ip) {
+			struct pm_inode *next = ip->hnext;
+			if (ip->nlookup) {
+				forget_locked(fs, ip, ip->nlookup);
+				next = fs->itab[i]; /* the chain may have changed */
+			}
+			ip = next;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void pm_stat(struct pm_fs *fs, struct pm_inode *ip, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&fs->lock);
+	st->st_ino = ip->ino;
+	st->st_mode = ip->d.mode;
+	st->st_nlink = ip->d.nlink;
+	st->st_uid = ip->d.uid;
+	st->st_gid = ip->d.gid;
+	st->st_rdev = ip->d.rdev;
+	st->st_size = (off_t)ip->d.size;
+	st->st_blksize = PM_BLOCK_SIZE;
+	st->st_blocks = (blkcnt_t)(ip->d.blocks * (PM_BLOCK_SIZE / 512));
+	st->st_atim.tv_sec = ip->d.atime.sec;
+	st->st_atim.tv_nsec = ip->d.atime.nsec;
+	st->st_mtim.tv_sec = ip->d.mtime.sec;
+	st->st_mtim.tv_nsec = ip->d.mtime.nsec;
+	st->st_ctim.tv_sec = ip->d.ctime.sec;
+	st->st_ctim.tv_nsec = ip->d.ctime.nsec;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+uint64_t pm_generation(struct pm_fs *fs, struct pm_inode *ip)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&fs->lock);
+	g = ip->d.generation;
+	pthread_mutex_unlock(&fs->lock);
+	return g;
+}
+
+static bool in_group(const struct pm_cred *cr, gid_t gid)
+{
+	int i;
+
+	if (cr->gid == gid)
+		return true;
+	for (i = 0; i < cr->ngroups; i++)
+		if (cr->groups[i] == gid)
+			return true;
+	return false;
+}
+
+static void set_time(struct pm_time *t, const struct timespec *ts)
+{
+	t->sec = ts->tv_sec;
+	t->nsec = (uint32_t)ts->tv_nsec;
+	t->pad = 0;
+}
+
+/*
+ * Changes attributes, all in one transaction. The kernel has already checked
+ * permissions (default_permissions); chown is checked again here because the
+ * kernel's view of the caller's groups and ours must agree for the
+ * supplementary-group rule, and because other callers (tests) have no kernel.
+ */
+int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
+	       const struct pm_setattr *sa)
+{
+	bool size = sa->valid & PM_SET_SIZE;
+	struct pm_dinode nd;
+	int rc = 0;
+
+	if (size) {
+		if (S_ISDIR(ip->d.mode))
+			return -EISDIR;
+		if (!S_ISREG(ip->d.mode))
+			return -EINVAL;
+		pthread_rwlock_wrlock(&ip->rw);
+	}
+	pthread_mutex_lock(&fs->lock);
+	nd = ip->d;
+	if (sa->valid & (PM_SET_UID | PM_SET_GID)) {
+		bool uid_change = (sa->valid & PM_SET_UID) && sa->uid != nd.uid;
+		bool gid_change = (sa->valid & PM_SET_GID) && sa->gid != nd.gid;
+		if (cr->uid != 0 && (uid_change || (gid_change && (cr->uid != nd.uid ||
+								    !in_group(cr, sa->gid))))) {
+			rc = -EPERM;
+			goto out;
+		}
+		if (sa->valid & PM_SET_UID)
+			nd.uid = sa->uid;
+		if (sa->valid & PM_SET_GID)
+			nd.gid = sa->gid;
+		if (!S_ISDIR(nd.mode)) {
+			nd.mode &= ~(uint32_t)S_ISUID;
+			if (nd.mode & S_IXGRP)
+				nd.mode &= ~(uint32_t)S_ISGID;
+		}
+	}
+	if (sa->valid & PM_SET_MODE) {
+		nd.mode = (nd.mode & S_IFMT) | (sa->mode & 07777);
+		if (cr->uid != 0 && !in_group(cr, nd.gid))
+			nd.mode &= ~(uint32_t)S_ISGID;
+	}
+	if (sa->valid & PM_SET_ATIME_NOW)
+		pm_now(&nd.atime);
+	else if (sa->valid & PM_SET_ATIME)
+		set_time(&nd.atime, &sa->atime);
+	if (sa->valid & PM_SET_MTIME_NOW)
+		pm_now(&nd.mtime);
+	else if (sa->valid & PM_SET_MTIME)
+		set_time(&nd.mtime, &sa->mtime);
+
+	pm_tx_begin(fs);
+	ip->d = nd;
+	if (size && sa->size != ip->d.size) {
+		rc = pm_truncate_locked(fs, ip, sa->size);
+		if (rc) {
+			/* nothing changed in the pool yet: drop the shadows */
+			fs->tx.nsh = 0;
+			fs->tx.sb_dirty = false;
+			fs->tx.active = false;
+			memcpy(&ip->d, pm_dinode_ptr(fs->pool, ip->ino), sizeof(ip->d));
+			goto out;
+		}
+		pm_touch(ip, true, false);
+	}
+	if (sa->valid & PM_SET_CTIME)
+		set_time(&ip->d.ctime, &sa->ctime);
+	else
+		pm_touch(ip, false, true);
+	pm_inode_write(fs, ip);
+	pm_tx_commit(fs);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	if (size)
+		pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}

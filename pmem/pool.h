@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/pool.h -- a mapped pinfs pool: geometry, mkfs, open and validation.
+ * Knows nothing of files or directories; pmem/fs.h builds on it.
+ */
+#ifndef PINFS_PMEM_POOL_H
+#define PINFS_PMEM_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pmem/layout.h"
+#include "pmem/persist.h"
+
+#define PM_POOL_MIN_SIZE (8ull << 20)
+#define PM_POOL_MAX_SIZE (1ull << 46) /* 64 TiB */
+#define PM_POOL_DEFAULT_SIZE (256ull << 20)
+
+/* A mapped pool. Immutable after open, except through the journal. */
+struct pm_pool {
+	void *base;		   /* mapping of the whole pool */
+	uint64_t size;		   /* bytes mapped */
+	bool is_pmem;		   /* pmem_is_pmem() said yes */
+	bool owns_mapping;	   /* unmap at close (false for test images) */
+	int fd;			   /* the pool file, -1 for in-memory images */
+	struct pm_persist_ops ops; /* the persistence seam */
+	struct pm_super *sb;	   /* == base */
+	char path[4096];	   /* as given at open */
+};
+
+struct pm_mkfs_opts {
+	uint64_t size;	   /* bytes, rounded down to a block multiple */
+	uint64_t ninodes;  /* 0: one per 8 KiB of pool */
+	uint64_t features; /* PM_FEAT_INCOMPAT_* */
+	bool force;	   /* overwrite an existing pinfs pool */
+};
+
+/* Computes the region layout for @sb->nblocks / @ninodes into @sb. */
+int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes);
+
+/* Formats @path (created if missing) and writes an empty root directory.
+ * Returns 0, -EEXIST if it holds a pinfs pool and !force, or -errno.
+ * A message for the user is left in @err. */
+int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen);
+
+/* Formats an in-memory image (tests). */
+int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
+		const struct pm_persist_ops *ops);
+
+/* Maps and validates @path. On failure returns -errno (-EUCLEAN for a corrupt
+ * or foreign pool, -EPROTONOSUPPORT for a newer version) and leaves one line
+ * for the user in @err. */
+int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errlen);
+
+/* Wraps an in-memory image with the given ops (tests, crash images). */
+int pm_pool_open_mem(void *base, uint64_t size, const struct pm_persist_ops *ops,
+		     struct pm_pool **out, char *err, size_t errlen);
+
+void pm_pool_close(struct pm_pool **pp);
+
+/* Checks a superblock against the size of what holds it; 0 or -errno with a
+ * message, as pm_pool_open(). */
+int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t errlen);
+
+uint32_t pm_super_csum(const struct pm_super *sb);
+
+static inline void *pm_block_ptr(const struct pm_pool *p, uint64_t blk)
+{
+	return (char *)p->base + (blk << PM_BLOCK_SHIFT);
+}
+
+/* Parses "256M", "1G", "4096" into bytes; -EINVAL on junk. */
+int pm_parse_size(const char *s, uint64_t *out);
+
+#endif
