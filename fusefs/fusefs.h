@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fusefs/fusefs.h -- the FUSE daemon's shared state.
+ *
+ * Global lock order (also in README.md), outermost first:
+ *
+ *	ip->rw  (pmem: a file's data lock)
+ *	  fs->lock  (pmem: metadata, journal, allocator, inode cache)
+ *	    ip->dlock  (pmem: a file's dirty-block set)
+ *
+ * No lock is held across fuse_reply_*() except ip->rw (shared) while a read
+ * reply copies out of the pool: that is what keeps the blocks from being
+ * freed mid-copy. It cannot deadlock: the kernel copies into the reader's
+ * pages, which a direct-I/O read pinned before sending the request, so the
+ * reply never waits on another request of this file system.
+ */
+#ifndef PINFS_FUSEFS_H
+#define PINFS_FUSEFS_H
+
+#include <fuse_lowlevel.h>
+
+#include "pmem/fs.h"
+
+struct ffs {
+	struct pm_fs *fs;
+	struct pm_pool *pool;
+	double timeout; /* entry and attribute cache timeout, seconds */
+	int debug;
+	int init_unique_valid;
+	uint64_t init_unique; /* the INIT request, for the reply patch */
+};
+
+extern const struct fuse_lowlevel_ops ffs_ops;
+
+/* Custom /dev/fuse I/O (see main.c) */
+extern const struct fuse_custom_io ffs_io;
+
+#endif

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fusefs/main.c -- the pinfs daemon: options, pool, session, loop and the
+ * cleanup ladder.
+ *
+ *   pinfs [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT
+ *
+ * Exit: 0 after a clean unmount (fusermount3 -u, SIGTERM, SIGINT), 1 on any
+ * failure to start, with one line on stderr saying why.
+ */
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "fusefs/fusefs.h"
+
+/* Kernel 6.6+ lets FOPEN_DIRECT_IO files be mmapped MAP_SHARED when the
+ * daemon says so at INIT; libfuse 3.14 does not know the flag yet. */
+#ifndef FUSE_DIRECT_IO_ALLOW_MMAP
+#define FUSE_DIRECT_IO_ALLOW_MMAP (1ull << 36)
+#endif
+
+static struct ffs g_ffs;
+
+/*
+ * Custom /dev/fuse I/O: plain read() and writev(), plus one patch. The
+ * INIT reply gets FUSE_DIRECT_IO_ALLOW_MMAP when the kernel offered it, so
+ * that shared mmap keeps working on direct-I/O files (our coherence model,
+ * see ops.c). Nothing else is touched.
+ */
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	ssize_t n = read(fd, buf, len);
+	struct ffs *f = userdata;
+
+	if (n >= (ssize_t)(sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in))) {
+		const struct fuse_in_header *in = buf;
+		if (in->opcode == FUSE_INIT) {
+			const struct fuse_init_in *ii = (const void *)(in + 1);
+			uint64_t flags = ii->flags;
+			if (flags & FUSE_INIT_EXT)
+				flags |= (uint64_t)ii->flags2 << 32;
+			if (flags & FUSE_DIRECT_IO_ALLOW_MMAP) {
+				f->init_unique = in->unique;
+				f->init_unique_valid = 1;
+			}
+		}
+	}
+	return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct ffs *f = userdata;
+
+	if (f->init_unique_valid && count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+		const struct fuse_out_header *oh = iov[0].iov_base;
+		if (oh->unique == f->init_unique && oh->error == 0) {
+			struct fuse_init_out *io = iov[1].iov_base;
+			if (io->flags & FUSE_INIT_EXT)
+				io->flags2 |= (uint32_t)(FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+			f->init_unique_valid = 0;
+		}
+	}
+	return writev(fd, iov, count);
+}
+
+const struct fuse_custom_io ffs_io = {
+	.read = io_read,
+	.writev = io_writev,
+};
+
+struct opts {
+	char *pool;
+	double timeout;
+};
+
+static const struct fuse_opt opt_spec[] = {
+	{ "timeout=%lf", offsetof(struct opts, timeout), 0 },
+	FUSE_OPT_END,
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct opts *o = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT && !o->pool) {
+		o->pool = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT\n\n"
+	       "pinfs options:\n"
+	       "    -o timeout=SECONDS     entry/attribute cache timeout (default 1.0)\n"
+	       "    -o allow_other         let other users in (multi-user semantics)\n\n",
+	       prog);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cl;
+	struct fuse_loop_config *lc = NULL;
+	struct opts o = { .timeout = 1.0 };
+	struct fuse_session *se = NULL;
+	char err[512] = "", fsname[4200];
+	int rc = 1;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+		return 1;
+	if (fuse_parse_cmdline(&args, &cl) != 0)
+		return 1;
+	if (cl.show_help) {
+		usage(argv[0]);
+		return 0;
+	}
+	if (cl.show_version) {
+		printf("pinfs 0.1.0, FUSE library %s\n", fuse_pkgversion());
+		return 0;
+	}
+	if (!o.pool || !cl.mountpoint) {
+		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTIONS] POOL MOUNTPOINT\n", argv[0]);
+		return 1;
+	}
+	if (o.timeout < 0) {
+		fprintf(stderr, "pinfs: timeout must not be negative\n");
+		return 1;
+	}
+	g_ffs.timeout = o.timeout;
+	g_ffs.debug = cl.debug;
+
+	/* the kernel checks permissions against the attributes we report */
+	fuse_opt_add_arg(&args, "-odefault_permissions");
+	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", o.pool);
+	fuse_opt_add_arg(&args, fsname);
+
+	if (pm_pool_open(o.pool, &g_ffs.pool, err, sizeof(err))) {
+		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
+		goto out_args;
+	}
+	if (pm_fs_mount(g_ffs.pool, &g_ffs.fs, err, sizeof(err))) {
+		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
+		goto out_pool;
+	}
+	fprintf(stderr, "pinfs: %s: %s\n", o.pool,
+		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
+				    : "not persistent memory: durability by msync");
+
+	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
+	if (!se) /* libfuse said why (e.g. an unknown option) */
+		goto out_fs;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, cl.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_session_custom_io(se, &ffs_io, fuse_session_fd(se)) != 0)
+		goto out_unmount;
+	fuse_daemonize(cl.foreground);
+
+	if (cl.singlethread) {
+		rc = fuse_session_loop(se);
+	} else {
+		lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 0);
+		fuse_loop_cfg_set_max_threads(lc, cl.max_threads && cl.max_threads <= 100000 ? cl.max_threads : 10);
+		if (cl.max_idle_threads <= 100000) /* UINT_MAX: not given */
+			fuse_loop_cfg_set_idle_threads(lc, cl.max_idle_threads);
+		rc = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	rc = rc ? 1 : 0;
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_fs:
+	pm_fs_unmount(&g_ffs.fs);
+out_pool:
+	pm_pool_close(&g_ffs.pool);
+out_args:
+	free(cl.mountpoint);
+	free(o.pool);
+	fuse_opt_free_args(&args);
+	return rc;
+}

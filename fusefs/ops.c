@@ -1,0 +1,729 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fusefs/ops.c -- the one fuse_lowlevel_ops table. Each handler turns the
+ * request into an engine call (pmem/fs.h) and replies exactly once; this is
+ * the only place where an engine -errno becomes a positive FUSE error.
+ *
+ * Caching: entries and attributes are cached by the kernel for
+ * ffs->timeout seconds (every change goes through this daemon, which the
+ * kernel sees). File data is never cached by the kernel: every open is
+ * FOPEN_DIRECT_IO, so a read() always reaches the pool, including bytes
+ * stored through a direct mapping of the pool behind FUSE's back. Shared
+ * mmap of such a file still works because main.c negotiates
+ * FUSE_DIRECT_IO_ALLOW_MMAP with the kernel.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fusefs/fusefs.h"
+
+#define MAX_IOV 1024
+
+static struct ffs *ffs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* The caller's credentials; groups are only fetched when @groups is set. */
+struct cred_buf {
+	struct pm_cred cr;
+	gid_t g[64];
+};
+
+static const struct pm_cred *cred_get(fuse_req_t req, struct cred_buf *cb, bool groups)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	cb->cr.uid = ctx->uid;
+	cb->cr.gid = ctx->gid;
+	cb->cr.ngroups = 0;
+	cb->cr.groups = cb->g;
+	if (groups && ctx->uid != 0) {
+		int n = fuse_req_getgroups(req, 64, cb->g);
+		cb->cr.ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
+	}
+	return &cb->cr;
+}
+
+static int iget(fuse_req_t req, fuse_ino_t ino, struct pm_inode **ip)
+{
+	return pm_iget(ffs_of(req)->fs, ino, ip);
+}
+
+/* Replies with an entry for @ip and takes the lookup reference the kernel
+ * now holds. Consumes the caller's reference. */
+static void reply_entry(fuse_req_t req, struct pm_inode *ip, struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = pm_ino(ip);
+	e.generation = pm_generation(f->fs, ip);
+	pm_stat(f->fs, ip, &e.attr);
+	e.attr_timeout = f->timeout;
+	e.entry_timeout = f->timeout;
+	pm_lookup_ref(f->fs, ip);
+	if (fi) {
+		/* create: the open file keeps the caller's reference */
+		fi->fh = (uintptr_t)ip;
+		fi->direct_io = 1;
+		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+			/* interrupted: the kernel will not release it */
+			pm_forget(f->fs, e.ino, 1);
+			pm_iput(f->fs, ip);
+		}
+		return;
+	}
+	pm_iput(f->fs, ip);
+	if (fuse_reply_entry(req, &e) == -ENOENT)
+		pm_forget(f->fs, e.ino, 1);
+}
+
+static void reply_attr(fuse_req_t req, struct pm_inode *ip)
+{
+	struct ffs *f = ffs_of(req);
+	struct stat st;
+
+	pm_stat(f->fs, ip, &st);
+	pm_iput(f->fs, ip);
+	fuse_reply_attr(req, &st, f->timeout);
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void ffs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	/* no writeback cache: writes must reach the pool at once */
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	conn->time_gran = 1;
+	conn->max_write = 1u << 20;
+	conn->max_readahead = 1u << 20;
+}
+
+static void ffs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *dir, *ip;
+	int rc = iget(req, parent, &dir);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = pm_lookup(f->fs, dir, name, &ip);
+	pm_iput(f->fs, dir);
+	if (rc == -ENOENT) {
+		/* a negative entry the kernel may cache */
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = f->timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, ip, NULL);
+}
+
+static void ffs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	pm_forget(ffs_of(req)->fs, ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void ffs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		pm_forget(ffs_of(req)->fs, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* ---- attributes ---------------------------------------------------------- */
+
+static void ffs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct pm_inode *ip;
+	int rc;
+
+	(void)fi;
+	rc = iget(req, ino, &ip);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		reply_attr(req, ip);
+}
+
+static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct cred_buf cb;
+	struct pm_setattr sa;
+	struct pm_inode *ip = NULL;
+	int rc;
+
+	(void)fi;
+	memset(&sa, 0, sizeof(sa));
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		sa.valid |= PM_SET_MODE;
+		sa.mode = attr->st_mode;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		sa.valid |= PM_SET_UID;
+		sa.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		sa.valid |= PM_SET_GID;
+		sa.gid = attr->st_gid;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		sa.valid |= PM_SET_SIZE;
+		sa.size = (uint64_t)attr->st_size;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		sa.valid |= PM_SET_ATIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME) {
+		sa.valid |= PM_SET_ATIME;
+		sa.atime = attr->st_atim;
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		sa.valid |= PM_SET_MTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME) {
+		sa.valid |= PM_SET_MTIME;
+		sa.mtime = attr->st_mtim;
+	}
+	if (to_set & FUSE_SET_ATTR_CTIME) {
+		sa.valid |= PM_SET_CTIME;
+		sa.ctime = attr->st_ctim;
+	}
+	rc = iget(req, ino, &ip);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = pm_setattr(f->fs, cred_get(req, &cb, to_set & (FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE)),
+			ip, &sa);
+	if (rc) {
+		pm_iput(f->fs, ip);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_attr(req, ip);
+}
+
+/* ---- namespace ----------------------------------------------------------- */
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
+		      const char *link, struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct cred_buf cb;
+	struct pm_inode *dir, *ip = NULL;
+	int rc = iget(req, parent, &dir);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (link)
+		rc = pm_symlink(f->fs, cred_get(req, &cb, false), dir, name, link, &ip);
+	else
+		rc = pm_mknod(f->fs, cred_get(req, &cb, mode & S_ISGID), dir, name, mode, rdev, &ip);
+	pm_iput(f->fs, dir);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, ip, fi);
+}
+
+static void ffs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	make_node(req, parent, name, mode, rdev, NULL, NULL);
+}
+
+static void ffs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	make_node(req, parent, name, (mode & 07777) | S_IFDIR, 0, NULL, NULL);
+}
+
+static void ffs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	make_node(req, parent, name, S_IFLNK | 0777, 0, link, NULL);
+}
+
+static void ffs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	make_node(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, fi);
+}
+
+static void ffs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ffs *f = ffs_of(req);
+	char buf[PM_SYMLINK_MAX + 1];
+	struct pm_inode *ip;
+	int rc = iget(req, ino, &ip);
+
+	if (!rc) {
+		rc = pm_readlink(f->fs, ip, buf, sizeof(buf));
+		pm_iput(f->fs, ip);
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, bool isdir)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *dir;
+	int rc = iget(req, parent, &dir);
+
+	if (!rc) {
+		rc = isdir ? pm_rmdir(f->fs, dir, name) : pm_unlink(f->fs, dir, name);
+		pm_iput(f->fs, dir);
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void ffs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, false);
+}
+
+static void ffs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, true);
+}
+
+static void ffs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *od = NULL, *nd = NULL;
+	int rc = iget(req, parent, &od);
+
+	if (!rc)
+		rc = iget(req, newparent, &nd);
+	if (!rc)
+		rc = pm_rename(f->fs, od, name, nd, newname, flags);
+	pm_iput(f->fs, nd);
+	pm_iput(f->fs, od);
+	fuse_reply_err(req, -rc);
+}
+
+static void ffs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip = NULL, *dir = NULL;
+	int rc = iget(req, ino, &ip);
+
+	if (!rc)
+		rc = iget(req, newparent, &dir);
+	if (!rc)
+		rc = pm_link(f->fs, ip, dir, newname);
+	pm_iput(f->fs, dir);
+	if (rc) {
+		pm_iput(f->fs, ip);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, ip, NULL);
+}
+
+/* ---- files --------------------------------------------------------------- */
+
+static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip;
+	int rc = iget(req, ino, &ip);
+
+	if (!rc && (fi->flags & O_TRUNC)) {
+		/* FUSE_CAP_ATOMIC_O_TRUNC: the truncate arrives here, not as SETATTR */
+		struct cred_buf cb;
+		struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = 0 };
+		struct stat st;
+		pm_stat(f->fs, ip, &st);
+		if (S_ISREG(st.st_mode) && st.st_size != 0)
+			rc = pm_setattr(f->fs, cred_get(req, &cb, false), ip, &sa);
+		if (rc)
+			pm_iput(f->fs, ip);
+	}
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)ip;
+	fi->direct_io = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		pm_iput(f->fs, ip); /* interrupted: no release will come */
+}
+
+static void ffs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	pm_iput(ffs_of(req)->fs, (struct pm_inode *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void ffs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip = (struct pm_inode *)(uintptr_t)fi->fh;
+	struct iovec iov[MAX_IOV];
+	size_t bytes;
+	int n;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = pm_read_begin(f->fs, ip, (uint64_t)off, size, iov, MAX_IOV, &bytes);
+	if (n < 0) {
+		fuse_reply_err(req, -n);
+		return;
+	}
+	/* the kernel copies straight out of the pool; ip->rw (shared) keeps the
+	 * blocks from being freed until the copy is done (fusefs.h) */
+	fuse_reply_iov(req, iov, n);
+	pm_read_end(f->fs, ip);
+}
+
+static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off,
+			  struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip = (struct pm_inode *)(uintptr_t)fi->fh;
+	struct iovec iov[64];
+	struct cred_buf cb;
+	size_t i;
+	int n = 0;
+	ssize_t rc;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	for (i = bufv->idx; i < bufv->count && n < 64; i++) {
+		const struct fuse_buf *b = &bufv->buf[i];
+		size_t skip = i == bufv->idx ? bufv->off : 0;
+		if (b->flags & FUSE_BUF_IS_FD) {
+			fuse_reply_err(req, EIO); /* splice is never negotiated */
+			return;
+		}
+		iov[n].iov_base = (char *)b->mem + skip;
+		iov[n++].iov_len = b->size - skip;
+	}
+	rc = pm_write(f->fs, cred_get(req, &cb, false), ip, (uint64_t)off, iov, n);
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else
+		fuse_reply_write(req, (size_t)rc);
+}
+
+static void ffs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void ffs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip;
+	int rc;
+
+	(void)fi;
+	rc = iget(req, ino, &ip);
+	if (!rc) {
+		rc = pm_fsync(f->fs, ip, datasync);
+		pm_iput(f->fs, ip);
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void ffs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			  struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	int rc;
+
+	(void)ino;
+	if (off < 0 || len <= 0)
+		rc = -EINVAL;
+	else
+		rc = pm_fallocate(f->fs, (struct pm_inode *)(uintptr_t)fi->fh, mode, (uint64_t)off,
+				  (uint64_t)len);
+	fuse_reply_err(req, -rc);
+}
+
+static void ffs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	int64_t rc;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	rc = pm_lseek(f->fs, (struct pm_inode *)(uintptr_t)fi->fh, (uint64_t)off, whence);
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else
+		fuse_reply_lseek(req, rc);
+}
+
+/* ---- directories --------------------------------------------------------- */
+
+static void ffs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct pm_inode *ip;
+	int rc = iget(req, ino, &ip);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)ip;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		pm_iput(ffs_of(req)->fs, ip);
+}
+
+struct rd_ctx {
+	fuse_req_t req;
+	struct ffs *f;
+	char *buf;
+	size_t size, used;
+	bool plus;
+};
+
+static int rd_fill(void *p, const char *name, uint64_t ino, unsigned type, uint64_t next)
+{
+	struct rd_ctx *c = p;
+	size_t need;
+
+	if (!c->plus) {
+		struct stat st;
+		memset(&st, 0, sizeof(st));
+		st.st_ino = ino;
+		st.st_mode = type << 12;
+		need = fuse_add_direntry(c->req, c->buf + c->used, c->size - c->used, name, &st,
+					 (off_t)next);
+		if (need > c->size - c->used)
+			return 1;
+	} else {
+		struct fuse_entry_param e;
+		struct pm_inode *ip = NULL;
+		bool dot = !strcmp(name, ".") || !strcmp(name, "..");
+
+		memset(&e, 0, sizeof(e));
+		if (!dot && pm_iget(c->f->fs, ino, &ip) == 0) {
+			e.ino = ino;
+			e.generation = pm_generation(c->f->fs, ip);
+			pm_stat(c->f->fs, ip, &e.attr);
+			e.attr_timeout = e.entry_timeout = c->f->timeout;
+		} else {
+			e.attr.st_ino = ino;
+			e.attr.st_mode = type << 12;
+		}
+		need = fuse_add_direntry_plus(c->req, c->buf + c->used, c->size - c->used, name, &e,
+					      (off_t)next);
+		if (need > c->size - c->used) {
+			pm_iput(c->f->fs, ip);
+			return 1;
+		}
+		if (ip) {
+			pm_lookup_ref(c->f->fs, ip); /* the kernel holds it now */
+			pm_iput(c->f->fs, ip);
+		}
+	}
+	c->used += need;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+		       bool plus)
+{
+	struct rd_ctx c = { .req = req, .f = ffs_of(req), .size = size, .plus = plus };
+	int rc;
+
+	c.buf = malloc(size);
+	if (!c.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = pm_readdir(c.f->fs, (struct pm_inode *)(uintptr_t)fi->fh, (uint64_t)off, rd_fill, &c);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, c.buf, c.used);
+	free(c.buf);
+}
+
+static void ffs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, false);
+}
+
+static void ffs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			    struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, true);
+}
+
+static void ffs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	pm_iput(ffs_of(req)->fs, (struct pm_inode *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void ffs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	ffs_fsync(req, ino, datasync, fi);
+}
+
+static void ffs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st;
+
+	(void)ino;
+	pm_statfs(ffs_of(req)->fs, &st);
+	fuse_reply_statfs(req, &st);
+}
+
+/* ---- extended attributes ------------------------------------------------- */
+
+static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip;
+	int rc = iget(req, ino, &ip);
+
+	if (!rc) {
+		rc = pm_setxattr(f->fs, ip, name, value, size, flags);
+		pm_iput(f->fs, ip);
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip;
+	char *buf = NULL;
+	ssize_t rc = iget(req, ino, &ip);
+
+	if (!rc) {
+		buf = size ? malloc(size) : NULL;
+		rc = size && !buf ? -ENOMEM : pm_getxattr(f->fs, ip, name, buf, size);
+		pm_iput(f->fs, ip);
+	}
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+	free(buf);
+}
+
+static void ffs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip;
+	char *buf = NULL;
+	ssize_t rc = iget(req, ino, &ip);
+
+	if (!rc) {
+		buf = size ? malloc(size) : NULL;
+		rc = size && !buf ? -ENOMEM : pm_listxattr(f->fs, ip, buf, size);
+		pm_iput(f->fs, ip);
+	}
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+	free(buf);
+}
+
+static void ffs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct ffs *f = ffs_of(req);
+	struct pm_inode *ip;
+	int rc = iget(req, ino, &ip);
+
+	if (!rc) {
+		rc = pm_removexattr(f->fs, ip, name);
+		pm_iput(f->fs, ip);
+	}
+	fuse_reply_err(req, -rc);
+}
+
+const struct fuse_lowlevel_ops ffs_ops = {
+	.init = ffs_init,
+	.lookup = ffs_lookup,
+	.forget = ffs_forget,
+	.forget_multi = ffs_forget_multi,
+	.getattr = ffs_getattr,
+	.setattr = ffs_setattr,
+	.readlink = ffs_readlink,
+	.mknod = ffs_mknod,
+	.mkdir = ffs_mkdir,
+	.unlink = ffs_unlink,
+	.rmdir = ffs_rmdir,
+	.symlink = ffs_symlink,
+	.rename = ffs_rename,
+	.link = ffs_link,
+	.open = ffs_open,
+	.read = ffs_read,
+	.write_buf = ffs_write_buf,
+	.flush = ffs_flush,
+	.release = ffs_release,
+	.fsync = ffs_fsync,
+	.opendir = ffs_opendir,
+	.readdir = ffs_readdir,
+	.readdirplus = ffs_readdirplus,
+	.releasedir = ffs_releasedir,
+	.fsyncdir = ffs_fsyncdir,
+	.statfs = ffs_statfs,
+	.setxattr = ffs_setxattr,
+	.getxattr = ffs_getxattr,
+	.listxattr = ffs_listxattr,
+	.removexattr = ffs_removexattr,
+	.create = ffs_create,
+	.fallocate = ffs_fallocate,
+	.lseek = ffs_lseek,
+};
