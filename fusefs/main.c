@@ -182,7 +182,9 @@ int main(int argc, char **argv)
 		rc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
-	rc = rc ? 1 : 0;
+	/* the loop returns the signal number after SIGTERM/SIGINT/SIGHUP: a
+	 * clean unmount; only a negative value is a failure */
+	rc = rc < 0 ? 1 : 0;
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -272,6 +273,11 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 		say(err, errlen, "cannot open %s: %s", path, strerror(-rc));
 		return rc;
 	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);
+		say(err, errlen, "%s is in use by a pinfs process", path);
+		return -EBUSY;
+	}
 	n = pread(fd, &old, sizeof(old), 0);
 	if (n == (ssize_t)sizeof(old) && old.magic == PM_SUPER_MAGIC && !o->force) {
 		close(fd);
@@ -364,22 +370,37 @@ int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errle
 		say(err, errlen, "%s: too small to be a pinfs pool", path);
 		return -EUCLEAN;
 	}
-	close(fd);
+	/* one user at a time: two daemons (or a daemon and fsck) on one pool
+	 * would corrupt it. The lock goes away with the process, even on
+	 * SIGKILL. */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = -errno;
+		close(fd);
+		if (rc == -EWOULDBLOCK)
+			rc = -EBUSY;
+		if (rc == -EBUSY)
+			say(err, errlen, "pool is in use by another pinfs process");
+		else
+			say(err, errlen, "cannot lock pool: %s", strerror(-rc));
+		return rc;
+	}
 	base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
 	if (!base) {
 		rc = -(errno ? errno : EIO);
+		close(fd);
 		say(err, errlen, "cannot map pool %s: %s", path, pmem_errormsg());
 		return rc;
 	}
 	rc = pool_new(base, mapped, out, err, errlen);
 	if (rc) {
+		close(fd);
 		pmem_unmap(base, mapped);
 		return rc;
 	}
 	(*out)->size = mapped;
 	(*out)->is_pmem = is_pmem;
 	(*out)->owns_mapping = true;
-	(*out)->fd = open(path, O_RDWR | O_CLOEXEC);
+	(*out)->fd = fd;
 	snprintf((*out)->path, sizeof((*out)->path), "%s", path);
 	pm_persist_ops_libpmem(&(*out)->ops, is_pmem);
 	return 0;

@@ -1,0 +1,122 @@
+"""pytest wiring for the pinfs mount-level tests: skip markers and fixtures.
+
+The machinery (daemon start/stop, fsck, watchdog) lives in pinfs_mount.py;
+see its docstring for the environment variables.
+"""
+
+import os
+import shutil
+import tempfile
+import threading
+
+import pytest
+
+from pinfs_mount import (DEFAULT_POOL_SIZE, FAKE, HERE, SKIP_REASON, WATCHDOG_S, FakeMount,
+                         PinfsMount, check_fsck, describe, force_unmount, mkfs, mounted, run)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'pool_size(size): size given to mkfs.pinfs --size')
+    config.addinivalue_line('markers', 'mount_options(*opts): extra pinfs -o options')
+    config.addinivalue_line('markers', 'needs_daemon: cannot run with PINFS_TEST_FAKE')
+    config.addinivalue_line('markers', 'watchdog(seconds): a longer per-test watchdog')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip every test of this directory, with the reason, when pinfs is not usable."""
+    for item in items:
+        if not str(getattr(item, 'path', item.fspath)).startswith(HERE + os.sep):
+            continue
+        if SKIP_REASON is not None:
+            if os.environ.get('PINFS_TEST_REQUIRE') != '1':
+                item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+        elif FAKE and item.get_closest_marker('needs_daemon'):
+            item.add_marker(pytest.mark.skip(reason='needs the pinfs daemon (PINFS_TEST_FAKE set)'))
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+@pytest.fixture(autouse=True)
+def _required():
+    """With PINFS_TEST_REQUIRE=1 a missing prerequisite is a failure, not a skip."""
+    if SKIP_REASON is not None and os.environ.get('PINFS_TEST_REQUIRE') == '1':
+        pytest.fail('PINFS_TEST_REQUIRE=1, but ' + SKIP_REASON, pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _umask():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture
+def scratch():
+    """A fresh directory in /dev/shm (pools, logs), removed afterwards."""
+    base = '/dev/shm' if os.path.isdir('/dev/shm') else None
+    d = tempfile.mkdtemp(prefix='pinfs-test-', dir=base)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def mountpoint():
+    """A fresh empty directory to mount on (never in the source tree)."""
+    d = tempfile.mkdtemp(prefix='pinfs-mnt-')
+    yield d
+    if mounted(d):
+        force_unmount(d)
+    try:
+        os.rmdir(d)
+    except OSError:
+        pass
+
+
+def _marker_args(request, name, default):
+    m = request.node.get_closest_marker(name)
+    return m.args if m is not None else default
+
+
+@pytest.fixture
+def pool(request, scratch):
+    """Path of a freshly formatted pool (size from @pytest.mark.pool_size)."""
+    size = _marker_args(request, 'pool_size', (DEFAULT_POOL_SIZE,))[0]
+    if FAKE:
+        path = os.path.join(scratch, 'pool.fs')
+        os.mkdir(path)
+        res = run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0755' % size, 'tmpfs', path])
+        assert res.returncode == 0, describe(res)
+        yield path
+        force_unmount(path)
+        return
+    path = os.path.join(scratch, 'pool')
+    mkfs(path, size)
+    yield path
+
+
+@pytest.fixture
+def mnt(request, pool, mountpoint, scratch):
+    """A live pinfs mount of a fresh pool; always unmounted and checked afterwards."""
+    options = _marker_args(request, 'mount_options', ())
+    cls = FakeMount if FAKE else PinfsMount
+    m = cls(pool, mountpoint, scratch, options)
+    watchdog_s = _marker_args(request, 'watchdog', (WATCHDOG_S,))[0]
+    timer = threading.Timer(watchdog_s, m.watchdog)
+    timer.daemon = True
+    try:
+        m.start()
+        timer.start()
+        yield m
+    finally:
+        timer.cancel()
+        # Leave the mountpoint before unmounting; a test may have chdir'd into it.
+        try:
+            if os.getcwd().startswith(m.dir):
+                os.chdir('/')
+        except OSError:
+            os.chdir('/')
+        problems = m.stop()
+        if problems:
+            pytest.fail('\n'.join(problems))
+        check_fsck(m.pool)

@@ -1,0 +1,374 @@
+"""Machinery for the pinfs mount-level tests (used by conftest.py and the tests).
+
+These tests run against a live mount, in the idiom of libfuse's test/util.py:
+start the daemon in the foreground, wait until the mount answers, run the test,
+and on every path (pass, fail, exception) unmount and reap the daemon by pid.
+A test also fails if the daemon did not exit 0 or wrote an unexpected error to
+stderr, and (after a clean unmount) if fsck.pinfs does not find the pool clean.
+
+Every pool is a fresh file in /dev/shm (tmpfs stands in for persistent memory),
+every mountpoint a fresh directory from tempfile.mkdtemp(); both are removed
+afterwards.  Every blocking step has a timeout, and a per-test watchdog kills
+the daemon if a test hangs on the mount, so a hung daemon turns into a failure
+instead of a hung test run.
+
+Environment:
+  PINFS_BUILD         build directory holding pinfs, mkfs.pinfs and
+                      fsck.pinfs (default: <repo>/build; searched recursively)
+  PINFS_TEST_REQUIRE  "1": fail instead of skipping when binaries are missing
+  PINFS_TEST_TIMEOUT  per-test watchdog in seconds (default 60)
+  PINFS_TEST_FAKE     debug only: "tmpfs" runs the file-system tests on a
+                      bind-mounted tmpfs instead of pinfs, to check the tests'
+                      own logic; tests that need the daemon are skipped
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.environ.get('PINFS_BUILD', os.path.join(REPO, 'build'))
+FAKE = os.environ.get('PINFS_TEST_FAKE', '')
+WATCHDOG_S = float(os.environ.get('PINFS_TEST_TIMEOUT', '60'))
+
+MOUNT_TIMEOUT_S = 10     # daemon start until the mount answers
+EXIT_TIMEOUT_S = 10      # unmount until the daemon has exited
+CMD_TIMEOUT_S = 60       # mkfs / fsck / umount commands
+
+DEFAULT_POOL_SIZE = '128M'
+
+# stderr lines that mean something went wrong in the daemon
+ERROR_RE = re.compile(r'error|AddressSanitizer|LeakSanitizer|ThreadSanitizer|'
+                      r'UndefinedBehaviorSanitizer|runtime error|'
+                      r'Segmentation fault|Assertion .* failed', re.I)
+
+PROGRAMS = ('pinfs', 'mkfs.pinfs', 'fsck.pinfs')
+
+
+def _find_program(name):
+    """Path of an executable `name` in the build dir (any depth), or None."""
+    if not os.path.isdir(BUILD):
+        return None
+    direct = os.path.join(BUILD, name)
+    if os.path.isfile(direct) and os.access(direct, os.X_OK):
+        return direct
+    for root, dirs, files in os.walk(BUILD):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and
+                         not d.endswith('.p') and d != 'meson-private')
+        if name in files:
+            path = os.path.join(root, name)
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
+BIN = {name: _find_program(name) for name in PROGRAMS}
+
+
+def _skip_reason():
+    """Why the mount tests cannot run here, or None."""
+    if FAKE:
+        if FAKE != 'tmpfs':
+            return 'PINFS_TEST_FAKE=%r: only "tmpfs" is known' % FAKE
+        if os.getuid() != 0:
+            return 'PINFS_TEST_FAKE=tmpfs needs root (mount)'
+        return None
+    missing = [n for n in PROGRAMS if BIN[n] is None]
+    if missing:
+        return ('pinfs binaries not built: %s not found under %s '
+                '(build first, or set PINFS_BUILD)' % (', '.join(missing), BUILD))
+    if shutil.which('fusermount3') is None:
+        return "can't find fusermount3 (install the fuse3 package)"
+    if not os.path.exists('/dev/fuse'):
+        return 'FUSE kernel module does not seem to be loaded (/dev/fuse missing)'
+    try:
+        os.close(os.open('/dev/fuse', os.O_RDWR))
+    except OSError as exc:
+        return 'unable to open /dev/fuse: %s' % exc.strerror
+    return None
+
+
+SKIP_REASON = _skip_reason()
+
+
+# --------------------------------------------------------------------------
+# commands
+
+def run(cmd, timeout=CMD_TIMEOUT_S, **kw):
+    """Run a command to completion with a timeout; returns CompletedProcess (text)."""
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=timeout, **kw)
+
+
+def describe(res):
+    return 'exit %s\nstdout:\n%s\nstderr:\n%s' % (res.returncode, res.stdout, res.stderr)
+
+
+def mkfs(pool, size=DEFAULT_POOL_SIZE, force=False):
+    """Format `pool`; asserts mkfs.pinfs exits 0."""
+    if FAKE:
+        return
+    cmd = [BIN['mkfs.pinfs'], '--size', size] + (['--force'] if force else []) + [pool]
+    res = run(cmd)
+    assert res.returncode == 0, 'mkfs.pinfs failed: %s' % describe(res)
+
+
+def fsck(pool, *args):
+    """Run fsck.pinfs on `pool`; returns CompletedProcess."""
+    return run([BIN['fsck.pinfs']] + list(args) + [pool])
+
+
+def check_fsck(pool):
+    """Assert fsck.pinfs finds `pool` clean (exit 0)."""
+    if FAKE:
+        return
+    res = fsck(pool)
+    assert res.returncode == 0, 'fsck.pinfs %s: %s' % (pool, describe(res))
+
+
+def mounted(path):
+    """True if `path` is a mount point per /proc/self/mountinfo.
+
+    Unlike os.path.ismount() this also sees a FUSE mount whose daemon died
+    (stat on it fails with ENOTCONN).
+    """
+    path = os.path.realpath(path)
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            mp = line.split()[4]
+            mp = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), mp)
+            if mp == path:
+                return True
+    return False
+
+
+def force_unmount(path):
+    """Unmount `path` however it can be done: fusermount3 -u, then umount -l."""
+    for cmd in (['fusermount3', '-u', path], ['umount', path],
+                ['fusermount3', '-u', '-z', path], ['umount', '-l', path]):
+        if not mounted(path):
+            return True
+        try:
+            run(cmd, timeout=EXIT_TIMEOUT_S)
+        except (subprocess.TimeoutExpired, FileNotFoundError):
+            pass
+    return not mounted(path)
+
+
+def wait_until(cond, timeout, interval=0.05):
+    """Poll cond() until it is true or `timeout` seconds have passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        val = cond()
+        if val or time.monotonic() >= deadline:
+            return val
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# the mount
+
+class PinfsMount:
+    """A pinfs daemon serving `pool` on `dir`.
+
+    start() launches `pinfs -f` and waits for the mount; stop() unmounts and
+    reaps the daemon and returns what went wrong (empty list when clean);
+    unmount() is stop() that fails the test on problems; remount() is
+    unmount + fsck + start on the same pool.
+    """
+
+    def __init__(self, pool, mountpoint, workdir, options=()):
+        self.pool = pool
+        self.dir = mountpoint
+        self.workdir = workdir
+        self.options = list(options)
+        self.proc = None
+        self.starts = 0
+        self.allowed_stderr = []     # regexes of error lines a test expects
+        self.logs = []               # (stdout path, stderr path) per start
+        self.watchdog_fired = False
+
+    # -- paths
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    @property
+    def stderr_path(self):
+        return self.logs[-1][1]
+
+    def output(self):
+        """All the daemon's stdout+stderr text so far (every start)."""
+        text = []
+        for out, err in self.logs:
+            for p in (out, err):
+                with open(p, errors='replace') as f:
+                    text.append(f.read())
+        return ''.join(text)
+
+    def allow_stderr(self, regex):
+        """Let lines matching `regex` through the stderr error check."""
+        self.allowed_stderr.append(re.compile(regex))
+
+    # -- life cycle
+    def command(self, extra_options=()):
+        opts = self.options + list(extra_options)
+        cmd = [BIN['pinfs'], '-f']
+        if opts:
+            cmd += ['-o', ','.join(opts)]
+        return cmd + [self.pool, self.dir]
+
+    def start(self):
+        assert self.proc is None, 'daemon already running'
+        assert not mounted(self.dir), '%s is already a mount point' % self.dir
+        self.starts += 1
+        out = os.path.join(self.workdir, 'daemon-%d.stdout' % self.starts)
+        err = os.path.join(self.workdir, 'daemon-%d.stderr' % self.starts)
+        self.logs.append((out, err))
+        with open(out, 'wb') as fo, open(err, 'wb') as fe:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=fo, stderr=fe)
+        self._wait_for_mount()
+
+    def _wait_for_mount(self):
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if os.path.ismount(self.dir):
+                return
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self.proc = None
+                force_unmount(self.dir)
+                pytest.fail('pinfs exited with %s before the mount came up; stderr:\n%s'
+                            % (rc, self._read(self.stderr_path)))
+            time.sleep(0.05)
+        self._kill()
+        force_unmount(self.dir)
+        pytest.fail('mount did not come up within %s s; stderr:\n%s'
+                    % (MOUNT_TIMEOUT_S, self._read(self.stderr_path)))
+
+    def stop(self):
+        """Unmount and reap the daemon; returns a list of problems (empty: clean)."""
+        problems = []
+        if self.proc is None:
+            if mounted(self.dir):
+                force_unmount(self.dir)
+            return problems
+        if mounted(self.dir):
+            try:
+                res = run(['fusermount3', '-u', self.dir], timeout=EXIT_TIMEOUT_S)
+                if res.returncode != 0:
+                    problems.append('fusermount3 -u failed: %s' % res.stderr.strip())
+            except subprocess.TimeoutExpired:
+                problems.append('fusermount3 -u timed out')
+            if mounted(self.dir):
+                force_unmount(self.dir)
+        try:
+            rc = self.proc.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pid = self.proc.pid
+            self._kill()
+            rc = None
+            problems.append('daemon (pid %d) did not exit within %s s of the unmount; killed'
+                            % (pid, EXIT_TIMEOUT_S))
+        self.proc = None
+        if self.watchdog_fired:
+            problems.append('test hung for %s s; the watchdog killed the daemon' % WATCHDOG_S)
+        elif rc is not None and rc != 0:
+            problems.append('daemon exited with %s (expected 0)' % rc)
+        bad = self.unexpected_stderr(self.stderr_path)
+        if bad:
+            problems.append('unexpected error lines on the daemon\'s stderr:\n  ' + '\n  '.join(bad))
+        if problems:
+            problems.append('daemon stderr:\n' + self._read(self.stderr_path))
+        return problems
+
+    def unmount(self):
+        problems = self.stop()
+        if problems:
+            pytest.fail('\n'.join(problems))
+
+    def remount(self, check=True):
+        """Unmount (failing on any problem), fsck the pool (must be clean), mount again."""
+        self.unmount()
+        if check:
+            check_fsck(self.pool)
+        self.start()
+
+    def kill_daemon(self, sig=signal.SIGKILL):
+        """Send `sig` to the daemon, reap it, and clear away the dead mount.
+
+        Returns the daemon's exit status (negative: killed by a signal).
+        """
+        os.kill(self.proc.pid, sig)
+        try:
+            rc = self.proc.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            pytest.fail('daemon did not die from signal %d' % sig)
+        self.proc = None
+        assert force_unmount(self.dir), 'could not unmount %s after the daemon died' % self.dir
+        return rc
+
+    def _kill(self):
+        if self.proc is not None:
+            try:
+                self.proc.kill()
+                self.proc.wait(timeout=EXIT_TIMEOUT_S)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            self.proc = None
+
+    def watchdog(self):
+        """Timer callback: a test hangs; kill the daemon so its syscalls fail with ENOTCONN."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            self.watchdog_fired = True
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # -- stderr
+    def unexpected_stderr(self, path):
+        bad = []
+        for line in self._read(path).splitlines():
+            if ERROR_RE.search(line) and not any(r.search(line) for r in self.allowed_stderr):
+                bad.append(line)
+        return bad
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path, errors='replace') as f:
+                return f.read()
+        except OSError:
+            return ''
+
+
+class FakeMount(PinfsMount):
+    """Debug stand-in (PINFS_TEST_FAKE=tmpfs): the "pool" is a size-limited
+    tmpfs, "mounting" bind-mounts it.  Checks the tests' logic, not pinfs."""
+
+    def start(self):
+        assert not mounted(self.dir)
+        self.starts += 1
+        res = run(['mount', '--bind', self.pool, self.dir])
+        assert res.returncode == 0, describe(res)
+
+    def stop(self):
+        if mounted(self.dir):
+            force_unmount(self.dir)
+        return []
+
+    def kill_daemon(self, sig=signal.SIGKILL):
+        pytest.skip('no daemon in PINFS_TEST_FAKE mode')
+
+    def output(self):
+        return ''

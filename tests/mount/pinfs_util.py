@@ -1,0 +1,231 @@
+"""Helpers for the pinfs mount tests: syscalls Python's os module lacks
+(renameat2 flags, fallocate modes, utimensat UTIME_NOW/UTIME_OMIT), running
+code as another user, and deterministic data patterns.
+"""
+
+import ctypes
+import errno
+import hashlib
+import os
+import pickle
+import platform
+import random
+import select
+import signal
+import time
+import traceback
+
+import pytest
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+AT_FDCWD = -100
+
+# --------------------------------------------------------------------------
+# renameat2
+
+RENAME_NOREPLACE = 1 << 0
+RENAME_EXCHANGE = 1 << 1
+
+# The os module does not expose renameat2 flags; call the syscall directly.
+SYS_RENAMEAT2 = {'x86_64': 316, 'aarch64': 276, 'riscv64': 276,
+                 'ppc64le': 357, 's390x': 347}.get(platform.machine())
+
+
+def renameat2(old, new, flags):
+    """rename(old, new) with RENAME_* flags; raises OSError on failure."""
+    if SYS_RENAMEAT2 is None:
+        pytest.skip('SYS_renameat2 number unknown for %s' % platform.machine())
+    rc = _libc.syscall(ctypes.c_long(SYS_RENAMEAT2),
+                       ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(old)),
+                       ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(new)),
+                       ctypes.c_uint(flags))
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), old, None, new)
+
+
+# --------------------------------------------------------------------------
+# fallocate
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+_fallocate = getattr(_libc, 'fallocate64', None) or _libc.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd, mode, offset, length):
+    """fallocate(2) with any mode; raises OSError on failure."""
+    if _fallocate(fd, mode, offset, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+# --------------------------------------------------------------------------
+# utimensat
+
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [('tv_sec', ctypes.c_long), ('tv_nsec', ctypes.c_long)]
+
+
+def utimensat(path, atime, mtime, follow=True):
+    """Set times; each of atime/mtime is ns since the epoch, UTIME_NOW or UTIME_OMIT."""
+    def ts(v):
+        if v in (UTIME_NOW, UTIME_OMIT):
+            return _Timespec(0, v)
+        return _Timespec(v // 10**9, v % 10**9)
+    times = (_Timespec * 2)(ts(atime), ts(mtime))
+    flags = 0 if follow else 0x100  # AT_SYMLINK_NOFOLLOW
+    if _libc.utimensat(ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(path)),
+                       times, ctypes.c_int(flags)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+
+
+# --------------------------------------------------------------------------
+# errno assertions
+
+def expect_errno(expected, fn, *args, **kw):
+    """Call fn and assert it raises OSError with errno in `expected` (one or a tuple)."""
+    if isinstance(expected, int):
+        expected = (expected,)
+    try:
+        res = fn(*args, **kw)
+    except OSError as e:
+        assert e.errno in expected, '%s%r: got %s (%s), expected %s' % (
+            getattr(fn, '__name__', fn), args, errno.errorcode.get(e.errno, e.errno), e,
+            '/'.join(errno.errorcode[x] for x in expected))
+        return e
+    pytest.fail('%s%r succeeded (returned %r), expected %s' % (
+        getattr(fn, '__name__', fn), args, res, '/'.join(errno.errorcode[x] for x in expected)))
+
+
+# --------------------------------------------------------------------------
+# files and data
+
+def pattern(seed, size):
+    """`size` deterministic pseudo-random bytes for `seed`."""
+    return random.Random(seed).randbytes(size)
+
+
+def write_file(path, data, mode=0o644, fsync=True):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_file(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def pread_all(fd, size, offset):
+    """pread exactly `size` bytes (less only at EOF)."""
+    out = bytearray()
+    while len(out) < size:
+        chunk = os.pread(fd, size - len(out), offset + len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bfree * st.f_frsize
+
+
+# --------------------------------------------------------------------------
+# running as another user
+
+class ChildFailed(Exception):
+    pass
+
+
+def as_user(fn, uid=1000, gid=1000, groups=None, timeout=10):
+    """Run fn() in a forked child with the given credentials and return its result.
+
+    The child drops to (uid, gid, groups) with setgroups/setgid/setuid, runs
+    fn and reports through a pipe: its return value (must pickle), or an
+    OSError, which is re-raised here with the same errno.  The child is killed
+    if it does not finish within `timeout` seconds.
+    """
+    if groups is None:
+        groups = [gid]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        try:
+            os.close(r)
+            try:
+                os.setgroups(groups)
+                os.setgid(gid)
+                os.setuid(uid)
+                try:
+                    msg = ('ok', fn())
+                except OSError as e:
+                    msg = ('oserror', e.errno, str(e))
+            except BaseException:
+                msg = ('exc', traceback.format_exc())
+            data = pickle.dumps(msg)
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    buf = b''
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ChildFailed('child running as uid %d did not finish in %s s' % (uid, timeout))
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except ChildFailed:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        os.close(r)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline + 5:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+    if not buf:
+        raise ChildFailed('child running as uid %d died without reporting' % uid)
+    msg = pickle.loads(buf)
+    if msg[0] == 'ok':
+        return msg[1]
+    if msg[0] == 'oserror':
+        raise OSError(msg[1], msg[2])
+    raise ChildFailed('child running as uid %d raised:\n%s' % (uid, msg[1]))

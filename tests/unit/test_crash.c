@@ -1,0 +1,686 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tests/unit/test_crash.c -- crash consistency of every metadata operation.
+ *
+ * The engine runs on an in-memory pool whose persistence ops table records
+ * each flush (with the bytes flushed, as they were at that moment) and each
+ * drain. For every operation, every prefix of that record is a possible
+ * crash image: the pool as it was before the operation plus the flushes that
+ * reached the media before the crash. Stores never flushed are lost, which
+ * is the worst case the protocol must survive.
+ *
+ * For each crash image the test replays the journal, runs the checker (no
+ * problem allowed), mounts, and compares the logical contents of the file
+ * system with the state before and after the operation: it must be one of
+ * the two. The image after the last event must be the "after" state: what
+ * returned success is durable.
+ *
+ * A deliberately wrong writer (PM_DEBUG_SKIP_APPLY_PERSIST: the journal is
+ * marked empty before the in-place updates were flushed) must be caught.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include "pmem/fs.h"
+#include "pmem/fsck.h"
+#include "pmem/pool.h"
+#include "tests/unit/check.h"
+
+#define POOL_SIZE (8u << 20)
+
+/* ---- the recording persistence double ----------------------------------- */
+
+struct event {
+	size_t off, len; /* len 0: a drain */
+	uint8_t *data;
+};
+
+struct recorder {
+	uint8_t *base;
+	bool on;
+	struct event *ev;
+	size_t n, cap;
+	size_t flushes, drains;
+};
+
+static void rec_push(struct recorder *r, size_t off, size_t len, const void *src)
+{
+	if (r->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 256;
+		r->ev = realloc(r->ev, r->cap * sizeof(*r->ev));
+		if (!r->ev)
+			abort();
+	}
+	r->ev[r->n].off = off;
+	r->ev[r->n].len = len;
+	r->ev[r->n].data = NULL;
+	if (len) {
+		r->ev[r->n].data = malloc(len);
+		if (!r->ev[r->n].data)
+			abort();
+		memcpy(r->ev[r->n].data, src, len);
+	}
+	r->n++;
+}
+
+static void rec_flush(void *ctx, const void *addr, size_t len)
+{
+	struct recorder *r = ctx;
+
+	r->flushes++;
+	if (r->on)
+		rec_push(r, (size_t)((const uint8_t *)addr - r->base), len, addr);
+}
+
+static void rec_drain(void *ctx)
+{
+	struct recorder *r = ctx;
+
+	r->drains++;
+	if (r->on)
+		rec_push(r, 0, 0, NULL);
+}
+
+static void rec_reset(struct recorder *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->n; i++)
+		free(r->ev[i].data);
+	r->n = 0;
+}
+
+static void noop_flush(void *ctx, const void *addr, size_t len)
+{
+	(void)ctx;
+	(void)addr;
+	(void)len;
+}
+
+static void noop_drain(void *ctx)
+{
+	(void)ctx;
+}
+
+static const struct pm_persist_ops noop_ops = { noop_flush, noop_drain, NULL };
+
+/* ---- a logical dump of the whole tree ----------------------------------- */
+
+struct sbuf {
+	char *s;
+	size_t len, cap;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		size_t room = b->cap - b->len;
+		va_start(ap, fmt);
+		n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
+		va_end(ap);
+		if (b->s && (size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		b->cap = (b->cap + (size_t)n + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+		if (!b->s)
+			abort();
+	}
+}
+
+struct names {
+	char (*name)[256];
+	uint64_t *ino;
+	size_t n, cap;
+};
+
+static int collect(void *ctx, const char *name, uint64_t ino, unsigned type, uint64_t next)
+{
+	struct names *nm = ctx;
+
+	(void)type;
+	(void)next;
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return 0;
+	if (nm->n == nm->cap) {
+		nm->cap = nm->cap ? nm->cap * 2 : 16;
+		nm->name = realloc(nm->name, nm->cap * sizeof(*nm->name));
+		nm->ino = realloc(nm->ino, nm->cap * sizeof(*nm->ino));
+	}
+	snprintf(nm->name[nm->n], 256, "%s", name);
+	nm->ino[nm->n++] = ino;
+	return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+	const uint8_t *c = p;
+
+	while (n--)
+		h = (h ^ *c++) * 1099511628211ull;
+	return h;
+}
+
+static void dump_inode(struct pm_fs *fs, struct pm_inode *ip, const char *path, struct sbuf *b);
+
+static void dump_dir(struct pm_fs *fs, struct pm_inode *dir, const char *path, struct sbuf *b)
+{
+	struct names nm = { 0 };
+	size_t i;
+
+	pm_readdir(fs, dir, 0, collect, &nm);
+	/* sort by name: readdir order depends on slot reuse */
+	{
+		char (*sorted)[256] = malloc((nm.n + 1) * 256);
+		memcpy(sorted, nm.name, nm.n * 256);
+		qsort(sorted, nm.n, 256, cmp_names);
+		for (i = 0; i < nm.n; i++) {
+			struct pm_inode *ip;
+			char sub[4096];
+			snprintf(sub, sizeof(sub), "%s/%s", path, sorted[i]);
+			if (pm_lookup(fs, dir, sorted[i], &ip)) {
+				sb_printf(b, "%s: lookup failed\n", sub);
+				continue;
+			}
+			dump_inode(fs, ip, sub, b);
+			pm_iput(fs, ip);
+		}
+		free(sorted);
+	}
+	free(nm.name);
+	free(nm.ino);
+}
+
+static void dump_inode(struct pm_fs *fs, struct pm_inode *ip, const char *path, struct sbuf *b)
+{
+	struct stat st;
+	char xl[4096];
+	ssize_t xn;
+
+	pm_stat(fs, ip, &st);
+	sb_printf(b, "%s ino=%llu mode=%o uid=%u gid=%u nlink=%lu size=%lld rdev=%llu",
+		  path, (unsigned long long)st.st_ino, st.st_mode, st.st_uid, st.st_gid,
+		  (unsigned long)st.st_nlink, (long long)st.st_size, (unsigned long long)st.st_rdev);
+	xn = pm_listxattr(fs, ip, xl, sizeof(xl));
+	if (xn > 0) {
+		char *p;
+		for (p = xl; p < xl + xn; p += strlen(p) + 1) {
+			char v[4096];
+			ssize_t vn = pm_getxattr(fs, ip, p, v, sizeof(v));
+			sb_printf(b, " x:%s=%.*s", p, (int)(vn > 0 ? vn : 0), v);
+		}
+	}
+	if (S_ISLNK(st.st_mode)) {
+		char t[4096];
+		pm_readlink(fs, ip, t, sizeof(t));
+		sb_printf(b, " -> %s", t);
+	} else if (S_ISREG(st.st_mode)) {
+		struct iovec iov[1024];
+		size_t bytes;
+		uint64_t h = 1469598103934665603ull, off = 0;
+		for (;;) {
+			int n = pm_read_begin(fs, ip, off, 1u << 20, iov, 1024, &bytes), i;
+			if (n <= 0) {
+				if (n == 0)
+					pm_read_end(fs, ip);
+				break;
+			}
+			for (i = 0; i < n; i++)
+				h = fnv(iov[i].iov_base, iov[i].iov_len, h);
+			pm_read_end(fs, ip);
+			off += bytes;
+		}
+		sb_printf(b, " data=%016llx", (unsigned long long)h);
+	}
+	sb_printf(b, "\n");
+	if (S_ISDIR(st.st_mode))
+		dump_dir(fs, ip, path, b);
+}
+
+static char *dump(struct pm_fs *fs)
+{
+	struct sbuf b = { 0 };
+	struct pm_inode *root;
+	struct statvfs sv;
+
+	if (pm_iget(fs, 1, &root))
+		abort();
+	dump_inode(fs, root, "", &b);
+	pm_iput(fs, root);
+	pm_statfs(fs, &sv);
+	sb_printf(&b, "free inodes %llu\n", (unsigned long long)sv.f_ffree);
+	return b.s;
+}
+
+/* ---- the operations ------------------------------------------------------ */
+
+static const struct pm_cred root_cred = { 0, 0, 0, NULL };
+
+struct ctx {
+	struct pm_fs *fs;
+	struct pm_inode *root, *held; /* held: an open, unlinked file */
+};
+
+static struct pm_inode *get(struct ctx *c, const char *name)
+{
+	struct pm_inode *ip = NULL;
+
+	if (pm_lookup(c->fs, c->root, name, &ip))
+		return NULL;
+	return ip;
+}
+
+static int mk(struct ctx *c, struct pm_inode *dir, const char *name, mode_t mode)
+{
+	struct pm_inode *ip;
+	int rc = pm_mknod(c->fs, &root_cred, dir, name, mode, 0, &ip);
+
+	if (!rc)
+		pm_iput(c->fs, ip);
+	return rc;
+}
+
+static int wr(struct ctx *c, const char *name, uint64_t off, size_t len, int seed)
+{
+	struct pm_inode *ip = get(c, name);
+	char *buf = malloc(len);
+	struct iovec iov = { buf, len };
+	ssize_t rc;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		buf[i] = (char)(seed + i * 7);
+	rc = ip ? pm_write(c->fs, &root_cred, ip, off, &iov, 1) : -ENOENT;
+	pm_iput(c->fs, ip);
+	free(buf);
+	return rc < 0 ? (int)rc : 0;
+}
+
+static int op_create(struct ctx *c) { return mk(c, c->root, "new", S_IFREG | 0644); }
+static int op_mkdir(struct ctx *c) { return mk(c, c->root, "newdir", S_IFDIR | 0755); }
+static int op_mkfifo(struct ctx *c) { return mk(c, c->root, "fifo", S_IFIFO | 0600); }
+static int op_mknod_chr(struct ctx *c)
+{
+	struct pm_inode *ip;
+	int rc = pm_mknod(c->fs, &root_cred, c->root, "chr", S_IFCHR | 0600, 0x0501, &ip);
+	if (!rc)
+		pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_symlink(struct ctx *c)
+{
+	struct pm_inode *ip;
+	int rc = pm_symlink(c->fs, &root_cred, c->root, "sym", "some/target/path", &ip);
+	if (!rc)
+		pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_link(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f1");
+	int rc = ip ? pm_link(c->fs, ip, c->root, "f1-link") : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_unlink(struct ctx *c) { return pm_unlink(c->fs, c->root, "f1-link"); }
+static int op_unlink_last(struct ctx *c) { return pm_unlink(c->fs, c->root, "big"); }
+static int op_unlink_open(struct ctx *c)
+{
+	c->held = get(c, "f2");
+	return pm_unlink(c->fs, c->root, "f2");
+}
+static int op_release_open(struct ctx *c)
+{
+	pm_iput(c->fs, c->held);
+	c->held = NULL;
+	return 0;
+}
+static int op_rmdir(struct ctx *c) { return pm_rmdir(c->fs, c->root, "newdir"); }
+static int op_rename(struct ctx *c) { return pm_rename(c->fs, c->root, "new", c->root, "renamed", 0); }
+static int op_rename_over(struct ctx *c)
+{
+	return pm_rename(c->fs, c->root, "renamed", c->root, "f1", 0);
+}
+static int op_rename_noreplace(struct ctx *c)
+{
+	int rc = pm_rename(c->fs, c->root, "f1", c->root, "fifo", RENAME_NOREPLACE);
+	return rc == -EEXIST ? 0 : -1;
+}
+static int op_exchange(struct ctx *c)
+{
+	return pm_rename(c->fs, c->root, "f1", c->root, "sym", RENAME_EXCHANGE);
+}
+static int op_rename_dir_across(struct ctx *c)
+{
+	struct pm_inode *d1 = get(c, "d1"), *d2 = get(c, "d2");
+	int rc = pm_rename(c->fs, d1, "sub", d2, "moved", 0);
+	pm_iput(c->fs, d1);
+	pm_iput(c->fs, d2);
+	return rc;
+}
+static int op_exchange_dirs(struct ctx *c)
+{
+	struct pm_inode *d2 = get(c, "d2");
+	int rc = pm_rename(c->fs, d2, "moved", c->root, "d1", RENAME_EXCHANGE);
+	pm_iput(c->fs, d2);
+	return rc;
+}
+static int op_chmod(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f1");
+	struct pm_setattr sa = { .valid = PM_SET_MODE | PM_SET_UID | PM_SET_GID, .mode = 0600,
+				 .uid = 1000, .gid = 100 };
+	int rc = ip ? pm_setattr(c->fs, &root_cred, ip, &sa) : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int trunc(struct ctx *c, const char *name, uint64_t size)
+{
+	struct pm_inode *ip = get(c, name);
+	struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = size };
+	int rc = ip ? pm_setattr(c->fs, &root_cred, ip, &sa) : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_truncate_down(struct ctx *c) { return trunc(c, "big", 5000); }
+static int op_truncate_up(struct ctx *c) { return trunc(c, "big", 3u << 20); }
+static int op_write_alloc(struct ctx *c) { return wr(c, "big", 1u << 20, 200000, 3); }
+static int op_write_grow(struct ctx *c) { return wr(c, "f1", 10, 9000, 5); }
+static int falloc(struct ctx *c, int mode, uint64_t off, uint64_t len)
+{
+	struct pm_inode *ip = get(c, "big");
+	int rc = ip ? pm_fallocate(c->fs, ip, mode, off, len) : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_fallocate(struct ctx *c) { return falloc(c, 0, 4u << 20, 300000); }
+static int op_punch(struct ctx *c)
+{
+	return falloc(c, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192, 1u << 20);
+}
+static int op_setxattr(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f1");
+	int rc = ip ? pm_setxattr(c->fs, ip, "user.k", "value", 5, 0) : -ENOENT;
+	if (!rc)
+		rc = pm_setxattr(c->fs, ip, "user.k2", "v2", 2, 0);
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_removexattr(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f1");
+	int rc = ip ? pm_removexattr(c->fs, ip, "user.k") : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_many_entries(struct ctx *c)
+{
+	struct pm_inode *d = get(c, "d2");
+	char name[64];
+	int i, rc = 0;
+
+	/* one operation here is one create: check the last of many, which
+	 * needs a new directory block */
+	for (i = 0; i < 140 && !rc; i++) {
+		snprintf(name, sizeof(name), "entry-with-a-longer-name-%03d", i);
+		rc = mk(c, d, name, S_IFREG | 0644);
+	}
+	pm_iput(c->fs, d);
+	return rc;
+}
+
+struct op {
+	const char *name;
+	int (*fn)(struct ctx *c);
+	bool setup; /* run before recording: not checked itself */
+};
+
+static const struct op ops[] = {
+	{ "create", op_create, false },
+	{ "mkdir", op_mkdir, false },
+	{ "mkfifo", op_mkfifo, false },
+	{ "mknod_chr", op_mknod_chr, false },
+	{ "symlink", op_symlink, false },
+	{ "link", op_link, false },
+	{ "unlink", op_unlink, false },
+	{ "write_allocating", op_write_alloc, false },
+	{ "write_growing", op_write_grow, false },
+	{ "truncate_up", op_truncate_up, false },
+	{ "fallocate", op_fallocate, false },
+	{ "punch_hole", op_punch, false },
+	{ "truncate_down", op_truncate_down, false },
+	{ "setxattr", op_setxattr, false },
+	{ "removexattr", op_removexattr, false },
+	{ "chmod_chown", op_chmod, false },
+	{ "rmdir", op_rmdir, false },
+	{ "rename", op_rename, false },
+	{ "rename_over_existing", op_rename_over, false },
+	{ "rename_noreplace", op_rename_noreplace, false },
+	{ "rename_exchange", op_exchange, false },
+	{ "rename_dir_across", op_rename_dir_across, false },
+	{ "rename_exchange_dirs", op_exchange_dirs, false },
+	{ "unlink_open_file", op_unlink_open, false },
+	{ "release_unlinked", op_release_open, false },
+	{ "many_entries", op_many_entries, true },
+	{ "create_in_big_dir", NULL, false },
+	{ "unlink_file_with_blocks", op_unlink_last, false },
+};
+
+static int op_create_in_big_dir(struct ctx *c)
+{
+	struct pm_inode *d = get(c, "d2");
+	int rc = mk(c, d, "the-one-after", S_IFREG | 0644);
+	pm_iput(c->fs, d);
+	return rc;
+}
+
+/* ---- the check ----------------------------------------------------------- */
+
+struct world {
+	uint8_t *img;
+	struct recorder rec;
+	struct pm_persist_ops ops;
+	struct pm_pool *pool;
+	struct ctx c;
+};
+
+static void setup(struct world *w)
+{
+	struct pm_mkfs_opts o = { .size = POOL_SIZE };
+	char err[256];
+	struct pm_inode *d1;
+
+	w->img = aligned_alloc(4096, POOL_SIZE);
+	memset(w->img, 0, POOL_SIZE);
+	CHECK_EQ(pm_mkfs_mem(w->img, POOL_SIZE, &o, &noop_ops), 0);
+	w->rec.base = w->img;
+	w->ops.flush = rec_flush;
+	w->ops.drain = rec_drain;
+	w->ops.ctx = &w->rec;
+	CHECK_EQ(pm_pool_open_mem(w->img, POOL_SIZE, &w->ops, &w->pool, err, sizeof(err)), 0);
+	CHECK_EQ(pm_fs_mount(w->pool, &w->c.fs, err, sizeof(err)), 0);
+	CHECK_EQ(pm_iget(w->c.fs, 1, &w->c.root), 0);
+	/* the starting tree */
+	CHECK_EQ(mk(&w->c, w->c.root, "f1", S_IFREG | 0644), 0);
+	CHECK_EQ(mk(&w->c, w->c.root, "f2", S_IFREG | 0644), 0);
+	CHECK_EQ(mk(&w->c, w->c.root, "big", S_IFREG | 0644), 0);
+	CHECK_EQ(mk(&w->c, w->c.root, "d1", S_IFDIR | 0755), 0);
+	CHECK_EQ(mk(&w->c, w->c.root, "d2", S_IFDIR | 0755), 0);
+	d1 = get(&w->c, "d1");
+	CHECK_EQ(mk(&w->c, d1, "sub", S_IFDIR | 0755), 0);
+	pm_iput(w->c.fs, d1);
+	CHECK_EQ(wr(&w->c, "f1", 0, 100, 1), 0);
+	CHECK_EQ(wr(&w->c, "f2", 0, 70000, 2), 0);
+	CHECK_EQ(wr(&w->c, "big", 0, 2u << 20, 9), 0);
+}
+
+static void teardown(struct world *w)
+{
+	pm_iput(w->c.fs, w->c.held);
+	pm_iput(w->c.fs, w->c.root);
+	pm_fs_unmount(&w->c.fs);
+	pm_pool_close(&w->pool);
+	rec_reset(&w->rec);
+	free(w->rec.ev);
+	free(w->img);
+}
+
+/* Builds crash image @k (events [0, k) applied to @before). */
+static void build_image(uint8_t *dst, const uint8_t *before, const struct recorder *r, size_t k)
+{
+	size_t i;
+
+	memcpy(dst, before, POOL_SIZE);
+	for (i = 0; i < k; i++)
+		if (r->ev[i].len)
+			memcpy(dst + r->ev[i].off, r->ev[i].data, r->ev[i].len);
+}
+
+/* Recovers a crash image and dumps it; NULL (with a message) if the image is
+ * not consistent. */
+static char *recover_and_dump(uint8_t *img, const char *op, size_t k)
+{
+	struct pm_fsck_result res = { 0, 0 };
+	struct pm_pool *p;
+	struct pm_fs *fs;
+	char err[256];
+	char *d;
+	FILE *devnull = fopen("/dev/null", "w");
+
+	if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &p, err, sizeof(err))) {
+		fprintf(stderr, "%s: crash point %zu: pool refused: %s\n", op, k, err);
+		fclose(devnull);
+		return NULL;
+	}
+	if (pm_journal_recover(p) < 0 || pm_fsck(p, false, devnull, &res) || res.errors) {
+		fprintf(stderr, "%s: crash point %zu: fsck found %lu problems:\n", op, k, res.errors);
+		pm_fsck(p, false, stderr, &res);
+		pm_pool_close(&p);
+		fclose(devnull);
+		return NULL;
+	}
+	fclose(devnull);
+	if (pm_fs_mount(p, &fs, err, sizeof(err))) {
+		fprintf(stderr, "%s: crash point %zu: mount failed: %s\n", op, k, err);
+		pm_pool_close(&p);
+		return NULL;
+	}
+	d = dump(fs);
+	pm_fs_unmount(&fs);
+	pm_pool_close(&p);
+	return d;
+}
+
+/* Runs every operation with crash images; returns the number of failures. */
+static int run_all(unsigned debug, bool quiet)
+{
+	struct world w;
+	uint8_t *before = aligned_alloc(4096, POOL_SIZE);
+	uint8_t *img = aligned_alloc(4096, POOL_SIZE);
+	size_t i, k, points = 0;
+	int failures = 0;
+
+	memset(&w, 0, sizeof(w));
+	setup(&w);
+	pm_fs_set_debug(w.c.fs, debug);
+	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		int (*fn)(struct ctx *) = ops[i].fn ? ops[i].fn : op_create_in_big_dir;
+		char *sbefore, *safter;
+		int rc;
+
+		if (ops[i].setup) {
+			CHECK_EQ(fn(&w.c), 0);
+			continue;
+		}
+		sbefore = dump(w.c.fs);
+		memcpy(before, w.img, POOL_SIZE);
+		rec_reset(&w.rec);
+		w.rec.on = true;
+		rc = fn(&w.c);
+		w.rec.on = false;
+		if (rc) {
+			fprintf(stderr, "%s: failed with %d\n", ops[i].name, rc);
+			failures++;
+			free(sbefore);
+			continue;
+		}
+		safter = dump(w.c.fs);
+		for (k = 0; k <= w.rec.n; k++) {
+			char *s;
+			/* only points at a drain or at the end, plus every flush
+			 * point of small records (flush order matters there) */
+			if (k < w.rec.n && w.rec.ev[k].len && w.rec.n > 64)
+				continue;
+			build_image(img, before, &w.rec, k);
+			points++;
+			s = recover_and_dump(img, ops[i].name, k);
+			if (!s) {
+				failures++;
+				break;
+			}
+			if (k == w.rec.n && strcmp(s, safter)) {
+				if (!quiet)
+					fprintf(stderr, "%s: the final image lost the operation\n--- want\n%s--- got\n%s",
+						ops[i].name, safter, s);
+				failures++;
+				free(s);
+				break;
+			}
+			if (strcmp(s, sbefore) && strcmp(s, safter)) {
+				if (!quiet)
+					fprintf(stderr, "%s: crash point %zu/%zu is neither before nor after\n--- before\n%s--- after\n%s--- got\n%s",
+						ops[i].name, k, w.rec.n, sbefore, safter, s);
+				failures++;
+				free(s);
+				break;
+			}
+			free(s);
+		}
+		free(sbefore);
+		free(safter);
+	}
+	if (!quiet)
+		printf("test_crash: %zu crash images checked, %d failures\n", points, failures);
+	teardown(&w);
+	free(before);
+	free(img);
+	return failures;
+}
+
+static int test_every_crash_point_is_before_or_after(void)
+{
+	CHECK_EQ(run_all(0, false), 0);
+	return 0;
+}
+
+static int test_wrong_writer_is_caught(void)
+{
+	/* the in-place updates are never flushed: the final image must miss
+	 * operations, and the test above must notice */
+	CHECK(run_all(PM_DEBUG_SKIP_APPLY_PERSIST, true) > 0);
+	return 0;
+}
+
+int main(void)
+{
+	RUN(test_every_crash_point_is_before_or_after);
+	RUN(test_wrong_writer_is_caught);
+	return check_done();
+}
