@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease/abi.h -- the public ioctl ABI of pinfs: the one header clients
+ * include. FUSE passes only "restricted" ioctls on regular files: the
+ * argument is a fixed-size struct whose size is encoded in the command
+ * number, copied in and/or out by the kernel (at most 16 KiB each way); no
+ * pointer inside it is ever followed. So every struct here is flat.
+ *
+ * All integers are little-endian host order, fixed width; reserved fields
+ * must be zero (EINVAL otherwise) so they can be given meaning later.
+ *
+ * Issue the ioctls on an open file of a pinfs mount (any file for
+ * PINFS_IOC_STATS / PINFS_IOC_POLICY on the root sets mount-wide state).
+ */
+#ifndef PINFS_LEASE_ABI_H
+#define PINFS_LEASE_ABI_H
+
+#include <linux/ioctl.h>
+#include <stdint.h>
+
+#define PINFS_IOC_MAGIC 0xb7
+
+/* pin flags */
+#define PINFS_PIN_WRITE 0x1u	 /* the holder will store: needs an fd open for writing */
+#define PINFS_PIN_REVOCABLE 0x2u /* the holder accepts revocation (SIGBUS) */
+#define PINFS_PIN_ON_CLOSE 0x4u	 /* the pin ends when this open file is released */
+#define PINFS_PIN_FLAGS (PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE | PINFS_PIN_ON_CLOSE)
+
+/* One physically contiguous piece of a pinned range. */
+struct pinfs_seg {
+	uint64_t file_off; /* byte offset in the file */
+	uint64_t pool_off; /* byte offset in the pool file */
+	uint64_t len;	   /* bytes, a multiple of 4096 */
+};
+
+#define PINFS_SEGS_MAX 64 /* segments in one reply; fetch more with PINFS_IOC_SEGS */
+
+/*
+ * PINFS_IOC_PIN: pins [offset, offset + length) of the file, rounded out to
+ * 4 KiB blocks; holes are allocated (as a write fault would). Pinning past
+ * EOF is EINVAL, a zero length EINVAL, PINFS_PIN_WRITE on an fd not open for
+ * writing EBADF. Over the per-process limits: ENOMEM.
+ * Out: the lease id, the rounded range, and its first segments.
+ */
+struct pinfs_pin {
+	/* in */
+	uint64_t offset;
+	uint64_t length;
+	uint32_t flags;	   /* PINFS_PIN_* */
+	uint32_t reserved; /* must be zero */
+	/* out */
+	uint64_t lease_id;
+	uint64_t pin_offset; /* rounded down to a block */
+	uint64_t pin_length; /* rounded up to blocks */
+	uint32_t nsegs_total;
+	uint32_t nsegs; /* valid entries in segs[] */
+	struct pinfs_seg segs[PINFS_SEGS_MAX];
+};
+
+/* PINFS_IOC_SEGS: more segments of a lease, from segment index @first. */
+struct pinfs_segs {
+	uint64_t lease_id; /* in */
+	uint32_t first;	   /* in */
+	uint32_t nsegs;	   /* out */
+	uint32_t nsegs_total; /* out */
+	uint32_t reserved;
+	struct pinfs_seg segs[PINFS_SEGS_MAX]; /* out */
+};
+
+/* PINFS_IOC_UNPIN: ends a lease (the holder or root). Unpinning a revoked
+ * lease acknowledges the revocation: its quarantined blocks are freed. */
+struct pinfs_unpin {
+	uint64_t lease_id;
+	uint64_t reserved;
+};
+
+/* lease states */
+#define PINFS_LEASE_ACTIVE 1u
+#define PINFS_LEASE_BREAKING 2u /* a break notice was sent; grace running */
+#define PINFS_LEASE_REVOKED 3u	/* revoked: blocks quarantined until unpin/exit */
+
+struct pinfs_lease_info {
+	uint64_t lease_id;
+	uint64_t ino;
+	uint64_t offset, length; /* bytes */
+	uint32_t holder_pid;	 /* thread-group id */
+	uint32_t flags;		 /* PINFS_PIN_* */
+	uint32_t state;		 /* PINFS_LEASE_* */
+	uint32_t reserved;
+	uint64_t age_ns;
+	char comm[16];		 /* holder's command name */
+};
+
+#define PINFS_LIST_MAX 64
+/* PINFS_IOC_LIST: leases of this file (or of the whole mount when
+ * @all is set), from index @first. */
+struct pinfs_list {
+	uint32_t first; /* in */
+	uint32_t all;	/* in: 1 = every lease of the mount */
+	uint32_t n;	/* out: valid entries */
+	uint32_t total; /* out */
+	struct pinfs_lease_info l[PINFS_LIST_MAX];
+};
+
+/* truncate policies */
+#define PINFS_POLICY_DEFAULT 0u /* per file: follow the mount's */
+#define PINFS_POLICY_FAIL 1u
+#define PINFS_POLICY_REVOKE 2u
+#define PINFS_POLICY_WAIT 3u
+#define PINFS_POLICY_BREAK 4u
+
+/* PINFS_IOC_GET_POLICY / PINFS_IOC_SET_POLICY: the file's policy; with
+ * @mount set, the mount's default (setting it needs root). */
+struct pinfs_policy {
+	uint32_t policy; /* PINFS_POLICY_* */
+	uint32_t mount;	 /* 1 = the mount default */
+	uint32_t effective; /* out (get): what applies to this file */
+	uint32_t reserved;
+};
+
+/* PINFS_IOC_STATS: per file and per mount counters. */
+struct pinfs_counters {
+	uint64_t pins, pinned_blocks, leases_revoked, leases_broken, refusals;
+	uint64_t quarantined_blocks;
+	uint64_t dirty_blocks, clean_blocks, pinned_dirty_blocks;
+	uint64_t flushed_background, flushed_integrity, pinned_kept_dirty;
+	uint64_t csum_failures;
+	uint64_t reserved[7];
+};
+struct pinfs_stats {
+	struct pinfs_counters file;
+	struct pinfs_counters mount;
+};
+
+#define PINFS_IOC_PIN _IOWR(PINFS_IOC_MAGIC, 1, struct pinfs_pin)
+#define PINFS_IOC_SEGS _IOWR(PINFS_IOC_MAGIC, 2, struct pinfs_segs)
+#define PINFS_IOC_UNPIN _IOW(PINFS_IOC_MAGIC, 3, struct pinfs_unpin)
+#define PINFS_IOC_LIST _IOWR(PINFS_IOC_MAGIC, 4, struct pinfs_list)
+#define PINFS_IOC_GET_POLICY _IOWR(PINFS_IOC_MAGIC, 5, struct pinfs_policy)
+#define PINFS_IOC_SET_POLICY _IOW(PINFS_IOC_MAGIC, 6, struct pinfs_policy)
+#define PINFS_IOC_STATS _IOR(PINFS_IOC_MAGIC, 7, struct pinfs_stats)
+
+/* The pool's path, for clients that map leases: a read-only xattr of every
+ * file of the mount. Whoever can open the pool file can map all of it: the
+ * pool file's permissions are the trust boundary. */
+#define PINFS_XATTR_POOL "user.pinfs.pool"
+/* A file's policy as an xattr: "fail", "revoke", "wait", "break", "default" */
+#define PINFS_XATTR_POLICY "user.pinfs.policy"
+
+_Static_assert(sizeof(struct pinfs_pin) <= 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_segs) <= 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_list) <= 16384, "restricted ioctl limit");
+
+#endif

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease/pin.h -- the pin table: every lease (one pin of a block range of one
+ * file by one holder process) the daemon has handed out, indexed for the
+ * questions the file system asks on its hot paths:
+ *
+ *   - is this pool block pinned?                (writeback, free, O(1))
+ *   - which leases overlap these file blocks?   (truncate / punch, O(log N + k))
+ *   - which leases does this process / open file hold?   (exit, release)
+ *
+ * It is pure bookkeeping: it never frees a block, sends a signal or sleeps.
+ * When the last lease on a pool block ends, the table reports the block
+ * through a callback so that the caller can free it if it was quarantined
+ * (lease/policy.c decides that). Units are blocks of PM_BLOCK_SIZE bytes.
+ *
+ * Errors: 0 (or a count) or -errno. Every function may be called from any
+ * thread; the table has one internal mutex (see the Locking block in
+ * lease/pin.c) which is never held while a callback runs, so a callback may
+ * call back into the table.
+ *
+ * Snapshots: every struct lease the table copies out (lease_get,
+ * lease_find_overlap, lease_list) carries nseg but NULL seg_* pointers: the
+ * segments belong to the table; fetch them with lease_segments().
+ */
+#ifndef PINFS_LEASE_PIN_H
+#define PINFS_LEASE_PIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lease/abi.h"
+
+struct lease_table; /* opaque */
+
+/* A lease as the table stores it and copies it out. */
+struct lease {
+	uint64_t id;		/* unique, never reused, starts at 1 */
+	uint64_t ino;		/* file (never 0) */
+	uint64_t first, nblocks; /* file blocks [first, first + nblocks) */
+	uint32_t holder;	/* thread-group id */
+	uint32_t flags;		/* PINFS_PIN_* */
+	uint32_t state;		/* PINFS_LEASE_ACTIVE / BREAKING / REVOKED */
+	uint64_t start_ns;	/* CLOCK_MONOTONIC at pin */
+	uint64_t fh;		/* opaque: the open file it came from (PINFS_PIN_ON_CLOSE) */
+	uint64_t nseg;		/* physical segments */
+	uint64_t *seg_pblk, *seg_fblk, *seg_len; /* owned by the table; NULL in snapshots */
+};
+
+/* A run of pool blocks [pblk, pblk + n) whose pin count just reached 0.
+ * Called without the table lock held. */
+typedef void (*lease_unpinned_fn)(void *ctx, uint64_t pblk, uint64_t n);
+
+/* Creates an empty table without limits. 0 or -ENOMEM. */
+int lease_table_new(struct lease_table **out);
+
+/* Frees the table and every lease still in it, and NULLs *tp. No other
+ * thread may be using it. Blocks still pinned are not reported: remove the
+ * leases first if that matters. */
+void lease_table_delete(struct lease_table **tp);
+
+/* Per-holder limits checked by lease_add: at most @max_leases_per_holder
+ * leases and @max_bytes_per_holder pinned bytes (nblocks * PM_BLOCK_SIZE,
+ * summed over the holder's leases, overlaps counted twice, as
+ * RLIMIT_MEMLOCK does). 0 means no limit. Existing leases are kept. */
+void lease_table_set_limits(struct lease_table *t, uint64_t max_leases_per_holder,
+			    uint64_t max_bytes_per_holder);
+
+/*
+ * Adds a lease of @holder on file blocks [first, first + n) of @ino, whose
+ * pool blocks are given as @nseg segments: segment i maps file blocks
+ * [seg_fblk[i], + seg_len[i]) to pool blocks [seg_pblk[i], + seg_len[i]).
+ * The segments must tile the range in order (seg_fblk[0] == first, each
+ * starting where the previous one ended, lengths > 0, summing to n), and no
+ * pool block may be UINT64_MAX or wrap. The table copies them.
+ * Increments the pin count of every pool block.
+ * Returns 0 and the new lease's id in *id; -EINVAL for a bad range or
+ * segments (ino 0, n 0, wrap), -ENOMEM over the holder's limits or out of
+ * memory (the table is then unchanged).
+ */
+int lease_add(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
+	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
+	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id);
+
+/*
+ * Removes lease @id and decrements the pin count of its blocks. Every run of
+ * pool blocks whose count reached 0 is passed to @fn (may be NULL) after the
+ * table lock is dropped. Never fails otherwise: 0 or -ENOENT.
+ */
+int lease_remove(struct lease_table *t, uint64_t id, lease_unpinned_fn fn, void *ctx);
+
+/* Removes every lease of @holder (it exited), reporting as lease_remove.
+ * Returns how many. */
+int lease_remove_holder(struct lease_table *t, uint32_t holder, lease_unpinned_fn fn, void *ctx);
+
+/* Removes every PINFS_PIN_ON_CLOSE lease taken through open file @fh (it
+ * was released), reporting as lease_remove. Returns how many. O(1) when
+ * there are none. */
+int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, void *ctx);
+
+/* Is pool block @pblk pinned by any lease? Exact (never false for a pinned
+ * block, never true for an unpinned one at the moment of the call). O(1). */
+bool lease_block_pinned(struct lease_table *t, uint64_t pblk);
+
+/*
+ * Copies the leases of @ino overlapping file blocks [first, first + n)
+ * (n == UINT64_MAX: to the end of the file) into out[0..max), in order of
+ * (first, id), and returns how many there are in total (may exceed @max;
+ * @out may be NULL when @max is 0). O(log N + k) in the N leases of @ino.
+ */
+size_t lease_find_overlap(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
+			  struct lease *out, size_t max);
+
+/* Copies lease @id into *out (a snapshot). 0 or -ENOENT. */
+int lease_get(struct lease_table *t, uint64_t id, struct lease *out);
+
+/* Sets the state of lease @id to PINFS_LEASE_*: 0, -ENOENT, or -EINVAL for
+ * an unknown state. */
+int lease_set_state(struct lease_table *t, uint64_t id, uint32_t state);
+
+/* Copies the leases of @ino (0: every lease), ordered by id, from index
+ * @first, into out[0..max); returns how many there are in total. Paging
+ * forward through the list costs O(max) per call while the table does not
+ * change in between. */
+size_t lease_list(struct lease_table *t, uint64_t ino, size_t first, struct lease *out, size_t max);
+
+/* Copies the segments of lease @id from index @first, up to @max of them,
+ * into fblk/pblk/len (any of which may be NULL); returns the lease's total
+ * number of segments, or -ENOENT. */
+long lease_segments(struct lease_table *t, uint64_t id, size_t first, uint64_t *fblk,
+		    uint64_t *pblk, uint64_t *len, size_t max);
+
+/* Leases in the table, and distinct pool blocks with a pin count > 0. Either
+ * pointer may be NULL. */
+void lease_table_counts(struct lease_table *t, uint64_t *nleases, uint64_t *npinned_blocks);
+
+/* Leases on file @ino. O(1). */
+uint64_t lease_count_ino(struct lease_table *t, uint64_t ino);
+
+/* Leases and pinned bytes (as the limits count them) of @holder. Either
+ * pointer may be NULL. */
+void lease_holder_counts(struct lease_table *t, uint32_t holder, uint64_t *nleases,
+			 uint64_t *nbytes);
+
+/* Holders with at least one lease (for the exit watcher), in no particular
+ * order: fills out[0..max), returns how many there are in total. */
+size_t lease_holders(struct lease_table *t, uint32_t *out, size_t max);
+
+/* For tests: verifies every internal invariant (indexes agree, interval
+ * trees ordered, balanced and correctly augmented, pin counts equal to what
+ * the leases add up to). O(N + pinned blocks). 0, -EUCLEAN (logged on
+ * stderr) or -ENOMEM. */
+int lease_table_check(struct lease_table *t);
+
+#endif

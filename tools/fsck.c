@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tools/fsck.c -- fsck.pinfs: checks (and with --repair, mends) a pinfs pool
+ * that is not mounted. The checking is pm_fsck() (pmem/fsck.c); this file is
+ * the command line: open, journal replay, check, summary, exit status.
+ *
+ * Exit status, as e2fsck(8):
+ *	0  clean
+ *	1  problems were found and all of them repaired
+ *	4  problems left (or a corrupt superblock or journal)
+ *	8  operational error: cannot open or map the pool, not a pinfs pool,
+ *	   a newer format, out of memory, the pool is in use (-EBUSY)
+ *	16 usage error
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pmem/fs.h"
+#include "pmem/fsck.h"
+#include "pmem/pool.h"
+
+#define EXIT_CLEAN 0
+#define EXIT_REPAIRED 1
+#define EXIT_LEFT 4
+#define EXIT_OPERATIONAL 8
+#define EXIT_USAGE 16
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: fsck.pinfs [-y|--repair] [-n] POOL\n"
+		"  -y, --repair    fix what can be fixed safely (leaked blocks, counters,\n"
+		"                  link counts); report the rest\n"
+		"  -n, --no-change open the pool without writing anything, not even a\n"
+		"                  journal replay\n"
+		"Exit: 0 clean, 1 all problems repaired, 4 problems left, 8 operational\n"
+		"error, 16 usage error.\n");
+}
+
+/* Does @path begin with a pinfs superblock magic? Tells a corrupt pinfs
+ * superblock (exit 4) from something that is not a pinfs pool (exit 8). */
+static bool has_pinfs_magic(const char *path)
+{
+	uint64_t magic = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = pread(fd, &magic, sizeof(magic), 0);
+	close(fd);
+	return n == (ssize_t)sizeof(magic) && magic == PM_SUPER_MAGIC;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "repair", no_argument, NULL, 'y' },
+		{ "no-change", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pm_fsck_result res;
+	struct pm_pool *pool = NULL;
+	bool repair = false, no_change = false;
+	const char *path;
+	char err[512];
+	int c, rc, status;
+
+	while ((c = getopt_long(argc, argv, "ynh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'y':
+			repair = true;
+			break;
+		case 'n':
+			no_change = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_CLEAN;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "fsck.pinfs: %s\n", optind < argc ? "more than one pool given" :
+								      "no pool given");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (repair && no_change) {
+		fprintf(stderr, "fsck.pinfs: --repair and -n exclude each other\n");
+		return EXIT_USAGE;
+	}
+	path = argv[optind];
+
+	/* pm_pool_open() takes the pool's lock: a pool a daemon is serving is
+	 * refused (-EBUSY), since repairing a live pool would corrupt it */
+	rc = pm_pool_open(path, &pool, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "fsck.pinfs: %s: %s\n", path, err);
+		return rc == -EUCLEAN && has_pinfs_magic(path) ? EXIT_LEFT : EXIT_OPERATIONAL;
+	}
+	if (!pool->sb->clean)
+		printf("fsck.pinfs: %s: was not cleanly unmounted\n", path);
+
+	if (no_change) {
+		const struct pm_jhdr *h = pm_block_ptr(pool, pool->sb->journal_start);
+		if (h->magic == PM_JOURNAL_MAGIC && h->state == PM_JSTATE_COMMITTED)
+			printf("fsck.pinfs: %s: the journal holds a transaction; not replayed (-n)\n",
+			       path);
+	} else {
+		rc = pm_journal_recover(pool);
+		if (rc < 0) {
+			fprintf(stderr, "fsck.pinfs: %s: the journal is corrupt: %s\n", path,
+				strerror(-rc));
+			pm_pool_close(&pool);
+			return EXIT_LEFT;
+		}
+		if (rc == 1)
+			printf("fsck.pinfs: %s: replayed a committed journal transaction\n", path);
+	}
+
+	rc = pm_fsck(pool, repair, stdout, &res);
+	if (rc) {
+		fprintf(stderr, "fsck.pinfs: %s: cannot check: %s\n", path, strerror(-rc));
+		pm_pool_close(&pool);
+		return EXIT_OPERATIONAL;
+	}
+
+	if (!res.errors) {
+		const struct pm_super *sb = pool->sb;
+		uint64_t total = sb->nblocks - sb->data_start;
+		printf("fsck.pinfs: %s: clean, %llu files, %llu/%llu blocks used\n", path,
+		       (unsigned long long)(sb->ninodes - 1 - sb->free_inodes),
+		       (unsigned long long)(total - sb->free_blocks), (unsigned long long)total);
+		status = EXIT_CLEAN;
+	} else if (res.repaired == res.errors) {
+		printf("fsck.pinfs: %s: %lu problem%s found, all repaired\n", path, res.errors,
+		       res.errors == 1 ? "" : "s");
+		status = EXIT_REPAIRED;
+	} else {
+		printf("fsck.pinfs: %s: %lu problem%s found, %lu repaired, %lu left\n", path,
+		       res.errors, res.errors == 1 ? "" : "s", res.repaired, res.errors - res.repaired);
+		status = EXIT_LEFT;
+	}
+	if (fflush(stdout) != 0) {
+		perror("fsck.pinfs: stdout");
+		status = status > EXIT_OPERATIONAL ? status : EXIT_OPERATIONAL;
+	}
+	pm_pool_close(&pool);
+	return status;
+}
