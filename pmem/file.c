@@ -138,6 +138,7 @@ int pm_flush_inode_data(struct pm_fs *fs, struct pm_inode *ip)
 int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len,
 		  struct iovec *iov, int maxiov, size_t *bytes)
 {
+	struct pm_time now;
 	uint64_t size, end, pos;
 	int n = 0;
 
@@ -147,6 +148,21 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 		pthread_rwlock_unlock(&ip->rw);
 		return -EISDIR;
 	}
+	/*
+	 * A reference for the reply: the caller replies before pm_read_end(),
+	 * and the reply lets the reader close the file, so release and forget
+	 * may drop every other reference before pm_read_end() runs.
+	 * relatime: atime moves when older than mtime/ctime or a day old.
+	 */
+	pm_now(&now);
+	pthread_mutex_lock(&fs->lock);
+	ip->refs++;
+	if (ip->d.atime.sec <= ip->d.mtime.sec || ip->d.atime.sec <= ip->d.ctime.sec ||
+	    ip->d.atime.sec + 86400 <= now.sec) {
+		ip->d.atime = now;
+		ip->times_dirty = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
 	size = ip->d.size;
 	if (off >= size || !len)
 		return 0;
@@ -175,25 +191,13 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 		}
 	}
 	*bytes = pos - off;
-	/* relatime: atime moves when it is older than mtime/ctime or a day old */
-	{
-		struct pm_time now;
-		pm_now(&now);
-		pthread_mutex_lock(&fs->lock);
-		if (ip->d.atime.sec <= ip->d.mtime.sec || ip->d.atime.sec <= ip->d.ctime.sec ||
-		    ip->d.atime.sec + 86400 <= now.sec) {
-			ip->d.atime = now;
-			ip->times_dirty = true;
-		}
-		pthread_mutex_unlock(&fs->lock);
-	}
 	return n;
 }
 
 void pm_read_end(struct pm_fs *fs, struct pm_inode *ip)
 {
-	(void)fs;
 	pthread_rwlock_unlock(&ip->rw);
+	pm_iput(fs, ip);
 }
 
 /* ---- write --------------------------------------------------------------- */

@@ -104,11 +104,12 @@ struct pm_setattr {
 int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 	       const struct pm_setattr *sa);
 
-/* Data. pm_read_begin() takes the inode's data lock shared and describes
- * [off, off+len) as iovecs pointing into the pool (holes point at a shared
- * zero buffer); the bytes stay valid and the blocks cannot be freed until
- * pm_read_end(). Returns the number of iovecs (0 at or past EOF) or -errno;
- * *bytes gets the length covered. */
+/* Data. pm_read_begin() takes the inode's data lock shared and a reference,
+ * and describes [off, off+len) as iovecs pointing into the pool (holes point
+ * at a shared zero buffer); the bytes stay valid and the blocks cannot be
+ * freed until pm_read_end(), which must follow every non-negative return
+ * (and may be the last reference: @ip is gone after it). Returns the number
+ * of iovecs (0 at or past EOF) or -errno; *bytes gets the length covered. */
 int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len,
 		  struct iovec *iov, int maxiov, size_t *bytes);
 void pm_read_end(struct pm_fs *fs, struct pm_inode *ip);
