@@ -132,6 +132,38 @@ struct pinfs_stats {
 	struct pinfs_counters mount;
 };
 
+/* events (pinfsctl events) */
+#define PINFS_EV_PIN 1u
+#define PINFS_EV_UNPIN 2u
+#define PINFS_EV_BREAK 3u	/* a lease-break notice was sent */
+#define PINFS_EV_REVOKE 4u
+#define PINFS_EV_REFUSE 5u	/* truncate/punch refused: err says why */
+#define PINFS_EV_EXIT 6u	/* a holder exited: its pins ended */
+#define PINFS_EV_WAIT 7u	/* truncate/punch waits for pins (policy wait/break) */
+struct pinfs_event {
+	uint64_t seq;	   /* 1, 2, ... per mount */
+	uint64_t time_ns;  /* CLOCK_REALTIME */
+	uint32_t type;	   /* PINFS_EV_* */
+	uint32_t holder_pid;
+	uint64_t lease_id;
+	uint64_t ino;
+	uint64_t offset, length; /* bytes */
+	int32_t err;	   /* REFUSE: the errno returned */
+	uint32_t policy;   /* the policy that decided, PINFS_POLICY_* */
+	char comm[16];	   /* holder's command name */
+};
+#define PINFS_EVENTS_MAX 128
+/* PINFS_IOC_EVENTS: events with seq > after_seq; waits up to timeout_ms
+ * (at most 1000) for the first one. */
+struct pinfs_events {
+	uint64_t after_seq;  /* in */
+	uint32_t timeout_ms; /* in */
+	uint32_t n;	     /* out */
+	uint64_t next_seq;   /* out: pass as after_seq next time */
+	uint64_t lost;	     /* out: events that fell out of the ring */
+	struct pinfs_event ev[PINFS_EVENTS_MAX];
+};
+
 #define PINFS_IOC_PIN _IOWR(PINFS_IOC_MAGIC, 1, struct pinfs_pin)
 #define PINFS_IOC_SEGS _IOWR(PINFS_IOC_MAGIC, 2, struct pinfs_segs)
 #define PINFS_IOC_UNPIN _IOW(PINFS_IOC_MAGIC, 3, struct pinfs_unpin)
@@ -139,6 +171,15 @@ struct pinfs_stats {
 #define PINFS_IOC_GET_POLICY _IOWR(PINFS_IOC_MAGIC, 5, struct pinfs_policy)
 #define PINFS_IOC_SET_POLICY _IOW(PINFS_IOC_MAGIC, 6, struct pinfs_policy)
 #define PINFS_IOC_STATS _IOR(PINFS_IOC_MAGIC, 7, struct pinfs_stats)
+#define PINFS_IOC_EVENTS _IOWR(PINFS_IOC_MAGIC, 8, struct pinfs_events)
+
+/*
+ * Signals to holders, sent with pidfd_send_signal() and si_code SI_QUEUE;
+ * si_value.sival_ptr carries the lease id (as uintptr_t):
+ *   SIGIO   lease-break notice (policy "break"): unpin within the grace time
+ *   SIGBUS  the lease was revoked: stop using the mapping and unpin to
+ *           acknowledge (its blocks stay quarantined until then or exit)
+ */
 
 /* The pool's path, for clients that map leases: a read-only xattr of every
  * file of the mount. Whoever can open the pool file can map all of it: the
@@ -150,5 +191,6 @@ struct pinfs_stats {
 _Static_assert(sizeof(struct pinfs_pin) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_segs) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_list) <= 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_events) < 16384, "restricted ioctl limit");
 
 #endif
