@@ -21,9 +21,20 @@
 
 #include "pmem/fs.h"
 
+struct lease_mgr;
+struct lease_cfg;
+
+/* One open file (fi->fh): what the ioctls need to know about it. */
+struct ffs_file {
+	struct pm_inode *ip; /* holds a reference */
+	int flags;	     /* open flags: O_ACCMODE decides write pins */
+};
+
 struct ffs {
 	struct pm_fs *fs;
 	struct pm_pool *pool;
+	struct lease_mgr *lm;
+	char pool_path[4096]; /* realpath, served as PINFS_XATTR_POOL */
 	double timeout; /* entry and attribute cache timeout, seconds */
 	int debug;
 	int init_unique_valid;
@@ -31,6 +42,15 @@ struct ffs {
 };
 
 extern const struct fuse_lowlevel_ops ffs_ops;
+
+/* fusefs/ioctl.c */
+void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+	       struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+	       size_t out_bufsz);
+int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg);
+void ffs_leases_stop(struct ffs *f);
+void ffs_set_current_req(fuse_req_t req);
+uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip);
 
 /* Custom /dev/fuse I/O (see main.c) */
 extern const struct fuse_custom_io ffs_io;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "lease/lease.h"
 
 /* Kernel 6.6+ lets FOPEN_DIRECT_IO files be mmapped MAP_SHARED when the
  * daemon says so at INIT; libfuse 3.14 does not know the flag yet. */
@@ -80,12 +81,60 @@ const struct fuse_custom_io ffs_io = {
 struct opts {
 	char *pool;
 	double timeout;
+	char *policy;
+	char *busy_errno;
+	double wait_timeout;
+	double lease_break_time;
+	unsigned long max_pins;
+	char *max_pinned;
 };
 
 static const struct fuse_opt opt_spec[] = {
 	{ "timeout=%lf", offsetof(struct opts, timeout), 0 },
+	{ "policy=%s", offsetof(struct opts, policy), 0 },
+	{ "busy_errno=%s", offsetof(struct opts, busy_errno), 0 },
+	{ "wait_timeout=%lf", offsetof(struct opts, wait_timeout), 0 },
+	{ "lease_break_time=%lf", offsetof(struct opts, lease_break_time), 0 },
+	{ "max_pins=%lu", offsetof(struct opts, max_pins), 0 },
+	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
 	FUSE_OPT_END,
 };
+
+/* Turns the pin options into the lease manager's configuration; a message
+ * and -EINVAL for bad values. */
+static int lease_config(const struct opts *o, struct lease_cfg *c)
+{
+	c->policy = PINFS_POLICY_FAIL;
+	c->busy_errno = EBUSY;
+	c->wait_timeout = o->wait_timeout;
+	c->lease_break_time = o->lease_break_time;
+	c->max_pins = o->max_pins;
+	c->max_pinned_bytes = 1ull << 30;
+	if (o->policy && (lease_policy_parse(o->policy, &c->policy) ||
+			  c->policy == PINFS_POLICY_DEFAULT)) {
+		fprintf(stderr, "pinfs: unknown policy '%s' (fail, revoke, wait, break)\n", o->policy);
+		return -EINVAL;
+	}
+	if (o->busy_errno) {
+		if (!strcmp(o->busy_errno, "EBUSY"))
+			c->busy_errno = EBUSY;
+		else if (!strcmp(o->busy_errno, "ETXTBSY"))
+			c->busy_errno = ETXTBSY;
+		else {
+			fprintf(stderr, "pinfs: busy_errno must be EBUSY or ETXTBSY\n");
+			return -EINVAL;
+		}
+	}
+	if (o->max_pinned && pm_parse_size(o->max_pinned, &c->max_pinned_bytes)) {
+		fprintf(stderr, "pinfs: bad max_pinned '%s'\n", o->max_pinned);
+		return -EINVAL;
+	}
+	if (c->wait_timeout < 0 || c->lease_break_time < 0) {
+		fprintf(stderr, "pinfs: wait_timeout and lease_break_time must not be negative\n");
+		return -EINVAL;
+	}
+	return 0;
+}
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
@@ -104,7 +153,14 @@ static void usage(const char *prog)
 	printf("usage: %s [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT\n\n"
 	       "pinfs options:\n"
 	       "    -o timeout=SECONDS     entry/attribute cache timeout (default 1.0)\n"
-	       "    -o allow_other         let other users in (multi-user semantics)\n\n",
+	       "    -o allow_other         let other users in (multi-user semantics)\n"
+	       "    -o policy=POLICY       truncate of pinned blocks: fail (default), revoke,\n"
+	       "                           wait, break\n"
+	       "    -o busy_errno=ERRNO    EBUSY (default) or ETXTBSY for refusals\n"
+	       "    -o wait_timeout=S      policy wait: give up after S seconds (default 30)\n"
+	       "    -o lease_break_time=S  policy break: grace before revoking (default 45)\n"
+	       "    -o max_pins=N          pins per process (default 4096)\n"
+	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n\n",
 	       prog);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -115,7 +171,9 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cl;
 	struct fuse_loop_config *lc = NULL;
-	struct opts o = { .timeout = 1.0 };
+	struct opts o = { .timeout = 1.0, .wait_timeout = 30, .lease_break_time = 45,
+			  .max_pins = 4096 };
+	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
 	int rc = 1;
@@ -142,6 +200,10 @@ int main(int argc, char **argv)
 	}
 	g_ffs.timeout = o.timeout;
 	g_ffs.debug = cl.debug;
+	if (lease_config(&o, &lcfg))
+		goto out_args;
+	if (!realpath(o.pool, g_ffs.pool_path))
+		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
 
 	/* the kernel checks permissions against the attributes we report */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
@@ -159,6 +221,10 @@ int main(int argc, char **argv)
 	fprintf(stderr, "pinfs: %s: %s\n", o.pool,
 		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
 				    : "not persistent memory: durability by msync");
+	if (ffs_leases_start(&g_ffs, &lcfg)) {
+		fprintf(stderr, "pinfs: cannot start the lease manager\n");
+		goto out_fs;
+	}
 
 	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
 	if (!se) /* libfuse said why (e.g. an unknown option) */
@@ -192,12 +258,16 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_fs:
+	ffs_leases_stop(&g_ffs);
 	pm_fs_unmount(&g_ffs.fs);
 out_pool:
 	pm_pool_close(&g_ffs.pool);
 out_args:
 	free(cl.mountpoint);
 	free(o.pool);
+	free(o.policy);
+	free(o.busy_errno);
+	free(o.max_pinned);
 	fuse_opt_free_args(&args);
 	return rc;
 }

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "lease/abi.h"
+#include "lease/lease.h"
 
 #define MAX_IOV 1024
 
@@ -52,6 +54,36 @@ static int iget(fuse_req_t req, fuse_ino_t ino, struct pm_inode **ip)
 	return pm_iget(ffs_of(req)->fs, ino, ip);
 }
 
+static struct ffs_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct ffs_file *)(uintptr_t)fi->fh;
+}
+
+/* Wraps the caller's inode reference in a new open file, in fi->fh. */
+static int file_new(struct pm_inode *ip, struct fuse_file_info *fi)
+{
+	struct ffs_file *file = malloc(sizeof(*file));
+
+	if (!file)
+		return -ENOMEM;
+	file->ip = ip;
+	file->flags = fi->flags;
+	fi->fh = (uintptr_t)file;
+	return 0;
+}
+
+/* Drops an open file: its on-close pins, its inode reference. */
+static void file_put(fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct ffs *f = ffs_of(req);
+	struct ffs_file *file = file_of(fi);
+
+	if (f->lm)
+		lease_release_fh(f->lm, (uint64_t)(uintptr_t)file);
+	pm_iput(f->fs, file->ip);
+	free(file);
+}
+
 /* Replies with an entry for @ip and takes the lookup reference the kernel
  * now holds. Consumes the caller's reference. */
 static void reply_entry(fuse_req_t req, struct pm_inode *ip, struct fuse_file_info *fi)
@@ -68,12 +100,17 @@ static void reply_entry(fuse_req_t req, struct pm_inode *ip, struct fuse_file_in
 	pm_lookup_ref(f->fs, ip);
 	if (fi) {
 		/* create: the open file keeps the caller's reference */
-		fi->fh = (uintptr_t)ip;
+		if (file_new(ip, fi)) {
+			pm_forget(f->fs, e.ino, 1);
+			pm_iput(f->fs, ip);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
 		fi->direct_io = 1;
 		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 			/* interrupted: the kernel will not release it */
 			pm_forget(f->fs, e.ino, 1);
-			pm_iput(f->fs, ip);
+			file_put(req, fi);
 		}
 		return;
 	}
@@ -218,6 +255,7 @@ static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	ffs_set_current_req(req);
 	rc = pm_setattr(f->fs, cred_get(req, &cb, to_set & (FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE)),
 			ip, &sa);
 	if (rc) {
@@ -364,8 +402,14 @@ static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = 0 };
 		struct stat st;
 		pm_stat(f->fs, ip, &st);
+		ffs_set_current_req(req);
 		if (S_ISREG(st.st_mode) && st.st_size != 0)
 			rc = pm_setattr(f->fs, cred_get(req, &cb, false), ip, &sa);
+		if (rc)
+			pm_iput(f->fs, ip);
+	}
+	if (!rc) {
+		rc = file_new(ip, fi);
 		if (rc)
 			pm_iput(f->fs, ip);
 	}
@@ -373,16 +417,15 @@ static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	fi->fh = (uintptr_t)ip;
 	fi->direct_io = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		pm_iput(f->fs, ip); /* interrupted: no release will come */
+		file_put(req, fi); /* interrupted: no release will come */
 }
 
 static void ffs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	pm_iput(ffs_of(req)->fs, (struct pm_inode *)(uintptr_t)fi->fh);
+	file_put(req, fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -390,7 +433,7 @@ static void ffs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	struct ffs *f = ffs_of(req);
-	struct pm_inode *ip = (struct pm_inode *)(uintptr_t)fi->fh;
+	struct pm_inode *ip = file_of(fi)->ip;
 	struct iovec iov[MAX_IOV];
 	size_t bytes;
 	int n;
@@ -415,7 +458,7 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 			  struct fuse_file_info *fi)
 {
 	struct ffs *f = ffs_of(req);
-	struct pm_inode *ip = (struct pm_inode *)(uintptr_t)fi->fh;
+	struct pm_inode *ip = file_of(fi)->ip;
 	struct iovec iov[64];
 	struct cred_buf cb;
 	size_t i;
@@ -475,9 +518,10 @@ static void ffs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, o
 	(void)ino;
 	if (off < 0 || len <= 0)
 		rc = -EINVAL;
-	else
-		rc = pm_fallocate(f->fs, (struct pm_inode *)(uintptr_t)fi->fh, mode, (uint64_t)off,
-				  (uint64_t)len);
+	else {
+		ffs_set_current_req(req);
+		rc = pm_fallocate(f->fs, file_of(fi)->ip, mode, (uint64_t)off, (uint64_t)len);
+	}
 	fuse_reply_err(req, -rc);
 }
 
@@ -492,7 +536,7 @@ static void ffs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, ENXIO);
 		return;
 	}
-	rc = pm_lseek(f->fs, (struct pm_inode *)(uintptr_t)fi->fh, (uint64_t)off, whence);
+	rc = pm_lseek(f->fs, file_of(fi)->ip, (uint64_t)off, whence);
 	if (rc < 0)
 		fuse_reply_err(req, (int)-rc);
 	else
@@ -510,9 +554,14 @@ static void ffs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	fi->fh = (uintptr_t)ip;
-	if (fuse_reply_open(req, fi) == -ENOENT)
+	rc = file_new(ip, fi);
+	if (rc) {
 		pm_iput(ffs_of(req)->fs, ip);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		file_put(req, fi);
 }
 
 struct rd_ctx {
@@ -578,7 +627,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = pm_readdir(c.f->fs, (struct pm_inode *)(uintptr_t)fi->fh, (uint64_t)off, rd_fill, &c);
+	rc = pm_readdir(c.f->fs, file_of(fi)->ip, (uint64_t)off, rd_fill, &c);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -603,7 +652,7 @@ static void ffs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 static void ffs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	pm_iput(ffs_of(req)->fs, (struct pm_inode *)(uintptr_t)fi->fh);
+	file_put(req, fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -628,8 +677,27 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 {
 	struct ffs *f = ffs_of(req);
 	struct pm_inode *ip;
-	int rc = iget(req, ino, &ip);
+	int rc;
 
+	if (!strcmp(name, PINFS_XATTR_POOL)) {
+		fuse_reply_err(req, EPERM); /* read-only, computed */
+		return;
+	}
+	if (!strcmp(name, PINFS_XATTR_POLICY)) {
+		char v[16];
+		uint32_t p;
+		if (size == 0 || size >= sizeof(v)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(v, value, size);
+		v[size] = 0;
+		if (lease_policy_parse(v, &p)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+	}
+	rc = iget(req, ino, &ip);
 	if (!rc) {
 		rc = pm_setxattr(f->fs, ip, name, value, size, flags);
 		pm_iput(f->fs, ip);
@@ -642,8 +710,20 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 	struct ffs *f = ffs_of(req);
 	struct pm_inode *ip;
 	char *buf = NULL;
-	ssize_t rc = iget(req, ino, &ip);
+	ssize_t rc;
 
+	if (!strcmp(name, PINFS_XATTR_POOL)) {
+		/* where to map leases from: the pool file (the trust boundary) */
+		size_t n = strlen(f->pool_path);
+		if (!size)
+			fuse_reply_xattr(req, n);
+		else if (size < n)
+			fuse_reply_err(req, ERANGE);
+		else
+			fuse_reply_buf(req, f->pool_path, n);
+		return;
+	}
+	rc = iget(req, ino, &ip);
 	if (!rc) {
 		buf = size ? malloc(size) : NULL;
 		rc = size && !buf ? -ENOMEM : pm_getxattr(f->fs, ip, name, buf, size);
@@ -726,4 +806,5 @@ const struct fuse_lowlevel_ops ffs_ops = {
 	.create = ffs_create,
 	.fallocate = ffs_fallocate,
 	.lseek = ffs_lseek,
+	.ioctl = ffs_ioctl,
 };

@@ -129,6 +129,74 @@ void pm_bfree(struct pm_fs *fs, uint64_t blk)
 	tx->freed[tx->nfreed++] = blk;
 }
 
+/*
+ * Quarantine: blocks the pool calls free but that a (revoked) lease still
+ * pins, because its holder may still store into them through its mapping or
+ * its io_uring fixed buffers. They stay "in use" in fs->bmap until
+ * pm_unquarantine(). A hash set (linear probing, backward-shift deletion);
+ * protected by fs->lock. DRAM only: after a crash there are no holders.
+ */
+static size_t qslot(const struct pm_fs *fs, uint64_t b)
+{
+	return (size_t)((b * 0x9e3779b97f4a7c15ull) >> 24) & (fs->qcap - 1);
+}
+
+static bool q_add(struct pm_fs *fs, uint64_t b)
+{
+	size_t i;
+
+	if ((fs->qcount + 1) * 2 > fs->qcap) {
+		size_t ocap = fs->qcap, ncap = ocap ? ocap * 2 : 1024, j;
+		uint64_t *old = fs->qset, *nq = calloc(ncap, sizeof(*nq));
+		if (!nq)
+			return false;
+		fs->qset = nq;
+		fs->qcap = ncap;
+		for (j = 0; j < ocap; j++)
+			if (old[j]) {
+				for (i = qslot(fs, old[j]); nq[i]; i = (i + 1) & (ncap - 1))
+					;
+				nq[i] = old[j];
+			}
+		free(old);
+	}
+	for (i = qslot(fs, b); fs->qset[i]; i = (i + 1) & (fs->qcap - 1))
+		if (fs->qset[i] == b)
+			return true;
+	fs->qset[i] = b;
+	fs->qcount++;
+	return true;
+}
+
+static bool q_del(struct pm_fs *fs, uint64_t b)
+{
+	size_t i, j, k;
+
+	if (!fs->qcount)
+		return false;
+	for (i = qslot(fs, b); fs->qset[i] != b; i = (i + 1) & (fs->qcap - 1))
+		if (!fs->qset[i])
+			return false;
+	/* backward-shift: keep every later entry reachable */
+	for (j = i;;) {
+		fs->qset[i] = 0;
+		for (;;) {
+			j = (j + 1) & (fs->qcap - 1);
+			if (!fs->qset[j])
+				goto done;
+			k = qslot(fs, fs->qset[j]);
+			if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+				continue;
+			break;
+		}
+		fs->qset[i] = fs->qset[j];
+		i = j;
+	}
+done:
+	fs->qcount--;
+	return true;
+}
+
 /* Called after the transaction that freed tx->freed committed. */
 void pm_release_freed(struct pm_fs *fs)
 {
@@ -137,12 +205,84 @@ void pm_release_freed(struct pm_fs *fs)
 
 	for (i = 0; i < tx->nfreed; i++) {
 		uint64_t b = tx->freed[i];
+		/* a block that cannot be remembered as quarantined stays in use
+		 * until the next mount: leaking is safe, reusing is not */
+		if (fs->hooks.pinned && fs->hooks.pinned(fs->hooks.ctx, b)) {
+			q_add(fs, b);
+			continue;
+		}
 		fs->bmap[b >> 6] &= ~(1ull << (b & 63));
 		if (b < fs->alloc_hint)
 			fs->alloc_hint = b;
+		fs->avail++;
 	}
-	fs->avail += tx->nfreed;
 	tx->nfreed = 0;
+}
+
+void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n)
+{
+	uint64_t b;
+
+	pthread_mutex_lock(&fs->lock);
+	for (b = pblk; b < pblk + n; b++) {
+		if (!q_del(fs, b))
+			continue;
+		fs->bmap[b >> 6] &= ~(1ull << (b & 63));
+		if (b < fs->alloc_hint)
+			fs->alloc_hint = b;
+		fs->avail++;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+uint64_t pm_quarantined(struct pm_fs *fs)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&fs->lock);
+	n = fs->qcount;
+	pthread_mutex_unlock(&fs->lock);
+	return n;
+}
+
+/* Are blocks [b, b+n) all allocatable? */
+static bool run_free(const struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	while (n) {
+		uint64_t bit = b & 63, k = 64 - bit < n ? 64 - bit : n;
+		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << bit;
+		if (fs->bmap[b >> 6] & mask)
+			return false;
+		b += k;
+		n -= k;
+	}
+	return true;
+}
+
+int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out)
+{
+	struct pm_super *sb = fs->pool->sb;
+	uint64_t c, start, n, b;
+
+	if (want > PM_ALIGN_BLOCKS - phase)
+		want = PM_ALIGN_BLOCKS - phase;
+	if (!want || fs->avail < want)
+		return -ENOSPC;
+	for (c = PM_DIV_UP(sb->data_start, PM_ALIGN_BLOCKS); (c + 1) * PM_ALIGN_BLOCKS <= sb->nblocks;
+	     c++) {
+		start = c * PM_ALIGN_BLOCKS + phase;
+		if (!run_free(fs, start, want))
+			continue;
+		for (n = want, b = start; b < start + n; b++)
+			fs->bmap[b >> 6] |= 1ull << (b & 63);
+		media_bits(fs, start, n, true);
+		fs->avail -= n;
+		fs->sbc.free_blocks -= n;
+		pm_sb_dirty(fs);
+		*out = start;
+		return (int)n;
+	}
+	return -ENOSPC;
 }
 
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino)

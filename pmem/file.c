@@ -265,7 +265,7 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
  * space reserved.
  */
 static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t last,
-		      uint64_t cover_lo, uint64_t cover_hi)
+		      uint64_t cover_lo, uint64_t cover_hi, bool align)
 {
 	uint64_t f = first, goal = 0;
 
@@ -280,7 +280,13 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 			goal = pm_bmap_get(fs, &ip->d, f - 1, true) + 1;
 		while (n) {
 			uint64_t start;
-			int got = pm_balloc(fs, goal, n, &start);
+			int got = -ENOSPC;
+			/* pinnable extents: the same offset inside a 2 MiB chunk in
+			 * the file and in the pool, so mappings can use huge pages */
+			if (align || n >= PM_ALIGN_BLOCKS)
+				got = pm_balloc_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), n, &start);
+			if (got < 0)
+				got = pm_balloc(fs, goal, n, &start);
 			if (got < 0)
 				return got;
 			for (i = 0; i < (uint64_t)got; i++) {
@@ -365,7 +371,7 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		}
 		pm_tx_begin(fs);
 		zero_tail(fs, ip, end);
-		if (holes && fill_holes(fs, ip, first, last, off, end))
+		if (holes && fill_holes(fs, ip, first, last, off, end, false))
 			abort(); /* space was reserved */
 		copy_to_blocks(fs, ip, &c, off, len, true);
 		if (end > ip->d.size)
@@ -449,8 +455,18 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 	last = (end - 1) >> PM_BLOCK_SHIFT;
 
 	pthread_rwlock_wrlock(&ip->rw);
-	if (!(mode & FALLOC_FL_PUNCH_HOLE))
+	if (mode & FALLOC_FL_PUNCH_HOLE) {
+		uint64_t from = PM_DIV_UP(off, PM_BLOCK_SIZE), to = end >> PM_BLOCK_SHIFT;
+		if (from < to && fs->hooks.may_free) {
+			rc = fs->hooks.may_free(fs->hooks.ctx, ip, from, to - from);
+			if (rc) {
+				pthread_rwlock_unlock(&ip->rw);
+				return rc;
+			}
+		}
+	} else {
 		holes = count_holes(fs, ip, first, last, false);
+	}
 	pthread_mutex_lock(&fs->lock);
 	if (holes && fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
 		rc = -ENOSPC;
@@ -474,7 +490,7 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 			zero_mapped(fs, ip, off, end);
 			pm_touch(ip, true, true);
 		}
-		if (holes && fill_holes(fs, ip, first, last, 0, 0))
+		if (holes && fill_holes(fs, ip, first, last, 0, 0, false))
 			abort();
 		if (!keep && end > ip->d.size) {
 			ip->d.size = end;
@@ -536,5 +552,81 @@ int64_t pm_lseek(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, int whence
 	rc = whence == SEEK_HOLE ? (int64_t)size : -ENXIO;
 out:
 	pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}
+
+/* ---- pins ------------------------------------------------------------------ */
+
+void pm_data_unlock(struct pm_inode *ip)
+{
+	pthread_rwlock_unlock(&ip->rw);
+}
+
+void pm_data_relock(struct pm_inode *ip)
+{
+	pthread_rwlock_wrlock(&ip->rw);
+}
+
+int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, pm_pin_cb cb,
+		  void *ctx)
+{
+	struct pm_seg *segs = NULL;
+	size_t nsegs = 0, cap = 0;
+	uint64_t holes, f, last = first + n - 1;
+	int rc = 0;
+
+	if (!S_ISREG(ip->d.mode))
+		return S_ISDIR(ip->d.mode) ? -EISDIR : -EINVAL;
+	if (!n || first + n < first)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&ip->rw);
+	if (last >= PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE)) {
+		rc = -EINVAL; /* pinning past EOF */
+		goto out;
+	}
+	holes = count_holes(fs, ip, first, last, false);
+	if (holes) {
+		/* as a write fault would: allocate, zeroed */
+		pthread_mutex_lock(&fs->lock);
+		if (fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
+			pthread_mutex_unlock(&fs->lock);
+			rc = -ENOSPC;
+			goto out;
+		}
+		pm_tx_begin(fs);
+		if (fill_holes(fs, ip, first, last, 0, 0, true))
+			abort(); /* space was reserved */
+		pm_touch(ip, false, true);
+		pm_inode_write(fs, ip);
+		pm_tx_commit(fs);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	for (f = first; f <= last;) {
+		uint64_t pblk, k = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, false);
+		if (!pblk)
+			abort(); /* just filled */
+		if (nsegs && segs[nsegs - 1].pblk + segs[nsegs - 1].n == pblk) {
+			segs[nsegs - 1].n += k;
+		} else {
+			if (nsegs == cap) {
+				struct pm_seg *ns;
+				cap = cap ? cap * 2 : 16;
+				ns = realloc(segs, cap * sizeof(*ns));
+				if (!ns) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				segs = ns;
+			}
+			segs[nsegs].fblk = f;
+			segs[nsegs].pblk = pblk;
+			segs[nsegs++].n = k;
+		}
+		f += k;
+	}
+	rc = cb(ctx, segs, nsegs);
+out:
+	pthread_rwlock_unlock(&ip->rw);
+	free(segs);
 	return rc;
 }

@@ -32,6 +32,13 @@ void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
 	fs->debug = flags;
 }
 
+void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->hooks = *h;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 /* Frees what unlinked-but-open files held when the pool was last used. */
 static int free_orphans(struct pm_fs *fs, char *err, size_t errlen)
 {
@@ -172,6 +179,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	pthread_mutex_unlock(&fs->lock);
 	pm_tx_release(&fs->tx);
 	pthread_mutex_destroy(&fs->lock);
+	free(fs->qset);
 	free(fs->bmap);
 	free(fs->itab);
 	free(fs);

@@ -137,6 +137,44 @@ int pm_removexattr(struct pm_fs *fs, struct pm_inode *ip, const char *name);
 
 void pm_statfs(struct pm_fs *fs, struct statvfs *st);
 
+/*
+ * Pins: the engine asks, the lease manager decides (lease/lease.h).
+ *  may_free   called with the file's data lock held exclusive (and no other
+ *             engine lock) before file blocks [first, first+n) of @ip are
+ *             freed by truncate or hole punch; 0 lets it go ahead, -errno
+ *             fails the operation unchanged. May sleep.
+ *  pinned     called under the engine's metadata lock when a freed block is
+ *             about to become allocatable: if it is still pinned it is
+ *             quarantined instead, until pm_unquarantine().
+ */
+struct pm_pin_hooks {
+	int (*may_free)(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n);
+	bool (*pinned)(void *ctx, uint64_t pblk);
+	void *ctx;
+};
+void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h);
+/* For may_free only: drop and retake the data lock it was called with. */
+void pm_data_unlock(struct pm_inode *ip);
+void pm_data_relock(struct pm_inode *ip);
+/* Pool blocks [pblk, pblk+n) are no longer pinned: release the quarantined
+ * ones. */
+void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n);
+uint64_t pm_quarantined(struct pm_fs *fs);
+
+/* One physically contiguous run of a pinned range (file and pool blocks). */
+struct pm_seg {
+	uint64_t fblk, pblk, n;
+};
+/*
+ * Pins file blocks [first, first+n): allocates holes (zeroed, 2 MiB aligned
+ * where possible), then calls @cb with the runs while holding the file's
+ * data lock, so no truncate can come between. Returns @cb's result or
+ * -errno (-EINVAL past EOF, -ENOSPC).
+ */
+typedef int (*pm_pin_cb)(void *ctx, const struct pm_seg *segs, size_t nsegs);
+int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, pm_pin_cb cb,
+		  void *ctx);
+
 /* Test hooks: deliberately wrong writers for the crash-consistency test */
 #define PM_DEBUG_SKIP_BODY_PERSIST 0x1u	 /* journal body never flushed */
 #define PM_DEBUG_SKIP_APPLY_PERSIST 0x2u /* in-place updates never flushed */

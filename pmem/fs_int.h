@@ -105,6 +105,9 @@ struct pm_fs {
 	size_t icap, icount;	/* lock */
 	uint64_t jseq;		/* last journal sequence; lock */
 	unsigned debug;		/* PM_DEBUG_* */
+	struct pm_pin_hooks hooks; /* set once before use */
+	uint64_t *qset;		/* quarantined blocks: open addressing; lock */
+	size_t qcap, qcount;	/* lock */
 	uint8_t *jbuf;		/* journal staging, for non-pmem records */
 };
 
@@ -129,8 +132,12 @@ int pm_jreplay(struct pm_pool *pool, uint64_t *seq);
 /* alloc.c -- blocks and inode slots; all called in a transaction */
 int pm_alloc_init(struct pm_fs *fs);
 /* Allocates up to @want contiguous blocks, near @goal; returns the first in
- * *out and the count (>= 1), or -ENOSPC. @align2m: start 2 MiB aligned. */
+ * *out and the count (>= 1), or -ENOSPC. */
 int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
+/* Like pm_balloc, but the run starts at a block whose offset in its 2 MiB
+ * chunk is @phase (0..511) and stays inside that chunk; -ENOSPC if there is
+ * no such run, and the caller falls back to pm_balloc. */
+int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out);
 void pm_bfree(struct pm_fs *fs, uint64_t blk);
 void pm_release_freed(struct pm_fs *fs);
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino);

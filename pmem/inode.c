@@ -407,6 +407,16 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 		if (!S_ISREG(ip->d.mode))
 			return -EINVAL;
 		pthread_rwlock_wrlock(&ip->rw);
+		/* shrinking frees blocks: the pins have their say first, with the
+		 * data lock held so no new pin can come in between */
+		if (sa->size < ip->d.size && fs->hooks.may_free) {
+			uint64_t from = PM_DIV_UP(sa->size, PM_BLOCK_SIZE);
+			rc = fs->hooks.may_free(fs->hooks.ctx, ip, from, UINT64_MAX);
+			if (rc) {
+				pthread_rwlock_unlock(&ip->rw);
+				return rc;
+			}
+		}
 	}
 	pthread_mutex_lock(&fs->lock);
 	nd = ip->d;

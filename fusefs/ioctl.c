@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fusefs/ioctl.c -- the pin/lease ioctls (lease/abi.h) and the glue between
+ * the engine's pin hooks and the lease manager.
+ *
+ * FUSE hands us only restricted ioctls on regular files and directories: the
+ * kernel copies exactly _IOC_SIZE(cmd) bytes in and out and follows no
+ * pointer, so every argument is checked for size and reserved fields here
+ * and nothing else can reach the lease manager.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fusefs/fusefs.h"
+#include "lease/abi.h"
+#include "lease/lease.h"
+
+/* The request being served by this thread, for the interruption check of a
+ * truncate waiting on pins. */
+static __thread fuse_req_t cur_req;
+
+void ffs_set_current_req(fuse_req_t req)
+{
+	cur_req = req;
+}
+
+uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip)
+{
+	char v[16];
+	ssize_t n = pm_getxattr(f->fs, ip, PINFS_XATTR_POLICY, v, sizeof(v) - 1);
+	uint32_t p;
+
+	if (n <= 0)
+		return PINFS_POLICY_DEFAULT;
+	v[n] = 0;
+	return lease_policy_parse(v, &p) ? PINFS_POLICY_DEFAULT : p;
+}
+
+struct wait_arg {
+	struct pm_inode *ip;
+	fuse_req_t req;
+};
+
+static bool w_interrupted(void *arg)
+{
+	struct wait_arg *a = arg;
+
+	return a->req && fuse_req_interrupted(a->req);
+}
+
+static void w_unlock(void *arg)
+{
+	pm_data_unlock(((struct wait_arg *)arg)->ip);
+}
+
+static void w_relock(void *arg)
+{
+	pm_data_relock(((struct wait_arg *)arg)->ip);
+}
+
+static int hook_may_free(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n)
+{
+	struct ffs *f = ctx;
+	struct wait_arg a = { ip, cur_req };
+	struct lease_waiter w = { w_interrupted, w_unlock, w_relock, &a };
+
+	return lease_may_free(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip), &w);
+}
+
+static bool hook_pinned(void *ctx, uint64_t pblk)
+{
+	return lease_mgr_block_pinned(((struct ffs *)ctx)->lm, pblk);
+}
+
+static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
+{
+	pm_unquarantine(((struct ffs *)ctx)->fs, pblk, n);
+}
+
+int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
+{
+	struct lease_ops ops = { lease_unpinned, f };
+	struct pm_pin_hooks h = { hook_may_free, hook_pinned, f };
+	int rc = lease_mgr_new(cfg, &ops, &f->lm);
+
+	if (rc)
+		return rc;
+	pm_fs_set_pin_hooks(f->fs, &h);
+	return 0;
+}
+
+void ffs_leases_stop(struct ffs *f)
+{
+	struct pm_pin_hooks none = { NULL, NULL, NULL };
+
+	if (f->fs)
+		pm_fs_set_pin_hooks(f->fs, &none);
+	lease_mgr_delete(&f->lm);
+}
+
+/* ---- the ioctls ---------------------------------------------------------- */
+
+struct pin_ctx {
+	struct ffs *f;
+	uint64_t ino, first, n, fh;
+	uint32_t holder, flags;
+	struct pinfs_pin *out;
+};
+
+static int pin_cb(void *p, const struct pm_seg *segs, size_t nsegs)
+{
+	struct pin_ctx *c = p;
+	uint64_t *a = malloc(3 * nsegs * sizeof(*a));
+	size_t i;
+	int rc;
+
+	if (!a)
+		return -ENOMEM;
+	for (i = 0; i < nsegs; i++) {
+		a[i] = segs[i].fblk;
+		a[nsegs + i] = segs[i].pblk;
+		a[2 * nsegs + i] = segs[i].n;
+	}
+	rc = lease_pin(c->f->lm, c->ino, c->first, c->n, c->holder, c->flags, c->fh, a, a + nsegs,
+		       a + 2 * nsegs, nsegs, &c->out->lease_id);
+	free(a);
+	if (rc)
+		return rc;
+	c->out->nsegs_total = (uint32_t)nsegs;
+	for (i = 0; i < nsegs && i < PINFS_SEGS_MAX; i++) {
+		c->out->segs[i].file_off = segs[i].fblk << 12;
+		c->out->segs[i].pool_off = segs[i].pblk << 12;
+		c->out->segs[i].len = segs[i].n << 12;
+	}
+	c->out->nsegs = (uint32_t)i;
+	return 0;
+}
+
+static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin *in,
+		  struct pinfs_pin *out)
+{
+	struct ffs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct pin_ctx c;
+	struct stat st;
+	uint64_t end;
+
+	if (in->reserved || (in->flags & ~PINFS_PIN_FLAGS) || !in->length ||
+	    __builtin_add_overflow(in->offset, in->length, &end))
+		return -EINVAL;
+	if ((in->flags & PINFS_PIN_WRITE) && (file->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	pm_stat(f->fs, file->ip, &st);
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (end > (uint64_t)st.st_size)
+		return -EINVAL; /* pinning past EOF */
+	memset(out, 0, sizeof(*out));
+	out->offset = in->offset;
+	out->length = in->length;
+	out->flags = in->flags;
+	c.f = f;
+	c.ino = pm_ino(file->ip);
+	c.first = in->offset >> 12;
+	c.n = ((end - 1) >> 12) - c.first + 1;
+	c.fh = (uint64_t)(uintptr_t)file;
+	c.holder = lease_tgid_of((uint32_t)ctx->pid);
+	c.flags = in->flags;
+	c.out = out;
+	out->pin_offset = c.first << 12;
+	out->pin_length = c.n << 12;
+	return pm_pin_blocks(f->fs, file->ip, c.first, c.n, pin_cb, &c);
+}
+
+static int do_segs(struct ffs *f, const struct pinfs_segs *in, struct pinfs_segs *out)
+{
+	uint64_t fb[PINFS_SEGS_MAX], pb[PINFS_SEGS_MAX], len[PINFS_SEGS_MAX];
+	long total;
+	uint32_t i;
+
+	if (in->reserved)
+		return -EINVAL;
+	total = lease_segments(lease_mgr_table(f->lm), in->lease_id, in->first, fb, pb, len,
+			       PINFS_SEGS_MAX);
+	if (total < 0)
+		return (int)total;
+	memset(out, 0, sizeof(*out));
+	out->lease_id = in->lease_id;
+	out->first = in->first;
+	out->nsegs_total = (uint32_t)total;
+	for (i = 0; i < PINFS_SEGS_MAX && in->first + i < (uint64_t)total; i++) {
+		out->segs[i].file_off = fb[i] << 12;
+		out->segs[i].pool_off = pb[i] << 12;
+		out->segs[i].len = len[i] << 12;
+	}
+	out->nsegs = i;
+	return 0;
+}
+
+static void read_comm(uint32_t pid, char comm[16])
+{
+	char path[64];
+	int fd;
+	ssize_t n;
+
+	memset(comm, 0, 16);
+	snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	n = fd >= 0 ? read(fd, comm, 15) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n > 0 && comm[n - 1] == '\n')
+		comm[n - 1] = 0;
+	if (n <= 0)
+		strcpy(comm, "?");
+}
+
+static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, struct pinfs_list *out)
+{
+	struct lease l[PINFS_LIST_MAX];
+	struct timespec now;
+	size_t total, i;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	memset(out, 0, sizeof(*out));
+	total = lease_list(lease_mgr_table(f->lm), in->all ? 0 : ino, in->first, l, PINFS_LIST_MAX);
+	out->first = in->first;
+	out->all = in->all;
+	out->total = (uint32_t)total;
+	for (i = 0; i < PINFS_LIST_MAX && in->first + i < total; i++) {
+		struct pinfs_lease_info *o = &out->l[i];
+		uint64_t t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+		o->lease_id = l[i].id;
+		o->ino = l[i].ino;
+		o->offset = l[i].first << 12;
+		o->length = l[i].nblocks << 12;
+		o->holder_pid = l[i].holder;
+		o->flags = l[i].flags;
+		o->state = l[i].state;
+		o->age_ns = t > l[i].start_ns ? t - l[i].start_ns : 0;
+		read_comm(l[i].holder, o->comm);
+	}
+	out->n = (uint32_t)i;
+	return 0;
+}
+
+static int do_policy(fuse_req_t req, struct ffs_file *file, bool set, const struct pinfs_policy *in,
+		     struct pinfs_policy *out)
+{
+	struct ffs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+
+	if (in->reserved || in->mount > 1 || (set && in->policy > PINFS_POLICY_BREAK))
+		return -EINVAL;
+	if (set && in->mount && in->policy == PINFS_POLICY_DEFAULT)
+		return -EINVAL;
+	if (set) {
+		const char *name = lease_policy_name(in->policy);
+		if (in->mount) {
+			if (ctx->uid != 0)
+				return -EPERM;
+			lease_mgr_set_policy(f->lm, in->policy);
+			return 0;
+		}
+		pm_stat(f->fs, file->ip, &st);
+		if (ctx->uid != 0 && ctx->uid != st.st_uid)
+			return -EPERM;
+		if (in->policy == PINFS_POLICY_DEFAULT) {
+			int rc = pm_removexattr(f->fs, file->ip, PINFS_XATTR_POLICY);
+			return rc == -ENODATA ? 0 : rc;
+		}
+		return pm_setxattr(f->fs, file->ip, PINFS_XATTR_POLICY, name, strlen(name), 0);
+	}
+	memset(out, 0, sizeof(*out));
+	out->mount = in->mount;
+	out->policy = in->mount ? lease_mgr_policy(f->lm) : ffs_file_policy(f, file->ip);
+	out->effective = out->policy == PINFS_POLICY_DEFAULT ? lease_mgr_policy(f->lm) : out->policy;
+	return 0;
+}
+
+static void do_stats(struct ffs *f, struct ffs_file *file, struct pinfs_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	lease_mgr_counters(f->lm, pm_ino(file->ip), &out->file);
+	lease_mgr_counters(f->lm, 0, &out->mount);
+	out->mount.quarantined_blocks = pm_quarantined(f->fs);
+}
+
+void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+	       struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+	       size_t out_bufsz)
+{
+	struct ffs *f = fuse_req_userdata(req);
+	struct ffs_file *file = (struct ffs_file *)(uintptr_t)fi->fh;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	union {
+		struct pinfs_pin pin;
+		struct pinfs_segs segs;
+		struct pinfs_list list;
+		struct pinfs_policy policy;
+		struct pinfs_stats stats;
+		struct pinfs_events events;
+	} *out = NULL;
+	size_t in_need = 0, out_len = 0;
+	int rc;
+
+	(void)arg;
+	if (flags & (FUSE_IOCTL_COMPAT | FUSE_IOCTL_UNRESTRICTED)) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	switch (cmd) {
+	case PINFS_IOC_PIN: in_need = sizeof(struct pinfs_pin); out_len = in_need; break;
+	case PINFS_IOC_SEGS: in_need = sizeof(struct pinfs_segs); out_len = in_need; break;
+	case PINFS_IOC_UNPIN: in_need = sizeof(struct pinfs_unpin); break;
+	case PINFS_IOC_LIST: in_need = sizeof(struct pinfs_list); out_len = in_need; break;
+	case PINFS_IOC_GET_POLICY: in_need = sizeof(struct pinfs_policy); out_len = in_need; break;
+	case PINFS_IOC_SET_POLICY: in_need = sizeof(struct pinfs_policy); break;
+	case PINFS_IOC_STATS: out_len = sizeof(struct pinfs_stats); break;
+	case PINFS_IOC_EVENTS: in_need = sizeof(struct pinfs_events); out_len = in_need; break;
+	default:
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	if (in_bufsz < in_need || out_bufsz < out_len || !file) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (out_len && !(out = calloc(1, sizeof(*out)))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	(void)ino;
+	switch (cmd) {
+	case PINFS_IOC_PIN:
+		rc = do_pin(req, file, in_buf, &out->pin);
+		break;
+	case PINFS_IOC_SEGS:
+		rc = do_segs(f, in_buf, &out->segs);
+		break;
+	case PINFS_IOC_UNPIN: {
+		const struct pinfs_unpin *u = in_buf;
+		rc = u->reserved ? -EINVAL
+				 : lease_unpin(f->lm, u->lease_id, lease_tgid_of((uint32_t)ctx->pid),
+					       ctx->uid);
+		break;
+	}
+	case PINFS_IOC_LIST:
+		rc = do_list(f, pm_ino(file->ip), in_buf, &out->list);
+		break;
+	case PINFS_IOC_GET_POLICY:
+		rc = do_policy(req, file, false, in_buf, &out->policy);
+		break;
+	case PINFS_IOC_SET_POLICY:
+		rc = do_policy(req, file, true, in_buf, NULL);
+		break;
+	case PINFS_IOC_STATS:
+		do_stats(f, file, &out->stats);
+		rc = 0;
+		break;
+	default: { /* PINFS_IOC_EVENTS */
+		const struct pinfs_events *e = in_buf;
+		lease_mgr_events(f->lm, e->after_seq, e->timeout_ms, &out->events);
+		rc = 0;
+		break;
+	}
+	}
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_ioctl(req, 0, out, out_len);
+	free(out);
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease/lease.h -- the lease manager: pins and leases of one mount, the four
+ * truncate policies, holder tracking (pidfd), revocation signals, the event
+ * ring and the counters. No FUSE here: fusefs/ioctl.c turns requests into
+ * these calls, and tests drive them directly.
+ *
+ * The manager decides; the file system acts. Before freeing blocks of a file
+ * (truncate, O_TRUNC, hole punch) the file system calls lease_may_free() with
+ * the file's data lock held: it returns 0 when the blocks may go (no pins,
+ * or the pins were revoked), or an errno. Blocks that are freed while still
+ * pinned by a revoked lease are quarantined by the file system (it asks
+ * lease_block_pinned()) and handed back through lease_ops.unpinned once the
+ * last pin on them ends.
+ */
+#ifndef PINFS_LEASE_LEASE_H
+#define PINFS_LEASE_LEASE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lease/abi.h"
+#include "lease/pin.h"
+
+struct lease_mgr;
+
+struct lease_cfg {
+	uint32_t policy;	   /* mount default, PINFS_POLICY_* (not DEFAULT) */
+	int busy_errno;		   /* EBUSY, or ETXTBSY (Weiny's proposal) */
+	double wait_timeout;	   /* policy wait: seconds before busy_errno */
+	double lease_break_time;   /* policy break: grace seconds */
+	uint64_t max_pins;	   /* per process, 0 = no limit */
+	uint64_t max_pinned_bytes; /* per process, 0 = no limit */
+};
+
+struct lease_ops {
+	/* pool blocks [pblk, pblk + n) are no longer pinned by anyone */
+	void (*unpinned)(void *ctx, uint64_t pblk, uint64_t n);
+	void *ctx;
+};
+
+int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
+		  struct lease_mgr **out);
+/* Stops the holder watcher and frees everything (leases included). */
+void lease_mgr_delete(struct lease_mgr **mp);
+
+/* The mount default; set on a live mount. */
+uint32_t lease_mgr_policy(struct lease_mgr *m);
+void lease_mgr_set_policy(struct lease_mgr *m, uint32_t policy);
+const struct lease_cfg *lease_mgr_cfg(struct lease_mgr *m);
+
+/* Thread-group id of thread @tid (FUSE reports the calling thread); the
+ * tid itself if /proc does not say. */
+uint32_t lease_tgid_of(uint32_t tid);
+
+/*
+ * Registers a lease on blocks already allocated and mapped by the caller
+ * (see lease_add() for the segment arrays); watches the holder. Returns 0
+ * and the id, -ENOMEM over the holder's limits, -ESRCH if the holder is gone.
+ */
+int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
+	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
+	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id);
+/* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. */
+int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid);
+/* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh. */
+void lease_release_fh(struct lease_mgr *m, uint64_t fh);
+
+/* How lease_may_free() sleeps: it drops the caller's data lock while it
+ * waits (as xfs_break_layouts() drops the MMAPLOCK), so a holder can go on
+ * using the file and unpin; it polls @interrupted. Any member may be NULL. */
+struct lease_waiter {
+	bool (*interrupted)(void *arg);
+	void (*unlock)(void *arg);
+	void (*relock)(void *arg);
+	void *arg;
+};
+/* Called with the file's data lock held, before blocks [first, first+n) of
+ * @ino are freed. Applies @policy (PINFS_POLICY_*, DEFAULT = the mount's).
+ * Returns, with the lock held again, 0 (go ahead: the decision holds as
+ * long as the lock is held), -busy_errno, or -EINTR. */
+int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		   uint32_t policy, const struct lease_waiter *w);
+
+/* Is pool block @pblk pinned (by any lease, revoked ones included)? */
+bool lease_mgr_block_pinned(struct lease_mgr *m, uint64_t pblk);
+
+struct lease_table *lease_mgr_table(struct lease_mgr *m);
+
+/* Counters of one file (@ino) or, with @ino 0, of the mount. */
+void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters *c);
+/* Counts a quarantined block (+1) or its release (-1), for the counters. */
+void lease_mgr_quarantine_count(struct lease_mgr *m, int64_t delta);
+
+/* Events with seq > @after, waiting up to @timeout_ms for the first. */
+void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,
+		      struct pinfs_events *out);
+
+/* Name <-> number of a policy ("fail", ...); -EINVAL for unknown names. */
+int lease_policy_parse(const char *name, uint32_t *policy);
+const char *lease_policy_name(uint32_t policy);
+
+/* lease/holder.c: the exit watcher (one epoll thread, one pidfd per
+ * holder). Internal to the manager. */
+struct lease_watch;
+int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, struct lease_watch **out);
+int lease_watch_add(struct lease_watch *w, uint32_t tgid);
+/* Sends @sig with si_code SI_QUEUE and @id as si_value to @tgid. */
+int lease_watch_signal(struct lease_watch *w, uint32_t tgid, int sig, uint64_t id);
+void lease_watch_delete(struct lease_watch **wp);
+
+#endif

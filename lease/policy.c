@@ -1,0 +1,606 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease/policy.c -- the lease manager and the truncate policies.
+ *
+ * What to do when a truncate or hole punch would free pinned blocks is the
+ * question Linux argued about for years. The kernel's answer today
+ * (dax_layout_busy_page() / xfs_break_layouts()) is to wait for the pins to
+ * go, possibly forever; Harrosh argued for failing the operation (EBUSY);
+ * Weiny's lease prototype revoked the holder's lease with SIGBUS when the
+ * pinning call site said it could take it (ETXTBSY otherwise); NFS
+ * delegations break with a grace period first. pinfs implements all four,
+ * per file, and lease_may_free() is where they differ:
+ *
+ *   fail    refuse at once with busy_errno; nothing changes
+ *   revoke  every affected lease must be revocable, else refuse as "fail";
+ *           each is marked revoked and its holder gets SIGBUS (si_value =
+ *           lease id); the operation goes ahead at once
+ *   wait    sleep until the affected pins are gone, at most wait_timeout
+ *           seconds (then refuse); an interrupted caller gets EINTR
+ *   break   send each holder SIGIO (si_value = lease id) and mark the lease
+ *           breaking; wait up to lease_break_time for it to unpin; then
+ *           revoke what is left, as "revoke" does
+ *
+ * A revoked lease no longer owns its file range -- the range may be
+ * truncated and written again -- but its blocks stay pinned: the file system
+ * quarantines them when it frees them, and gets them back through
+ * lease_ops.unpinned when the former holder unpins (acknowledging the
+ * revocation) or exits. So no one ever reads another file's data through a
+ * stale mapping, and a holder's late stores never land in another file.
+ *
+ * The caller holds the file's data lock across lease_may_free() and the
+ * freeing, and pinning takes the same lock, so no new pin can slip in
+ * between the decision and the act (xfs_break_layouts() relies on the same
+ * property of the MMAPLOCK).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lease/lease.h"
+
+#define EV_RING 4096u
+#define COMM_CACHE 256u
+
+struct fcount { /* per-file counters */
+	uint64_t ino, revoked, broken, refused;
+};
+
+/*
+ * Locking
+ *  1. m->lock guards the event ring, the counters, the comm cache, gen and
+ *     the policy. It is a leaf lock except that it is taken inside the
+ *     lease table's callbacks' callers, never the other way round.
+ *  2. m->cv is signalled (broadcast) with m->lock held whenever a pin ends
+ *     (gen changes) or an event is recorded: waiting truncates and event
+ *     readers both sleep on it.
+ *  3. The lease table has its own lock (lease/pin.c); the table never calls
+ *     back with it held.
+ */
+struct lease_mgr {
+	struct lease_cfg cfg;	 /* cfg.policy protected by lock */
+	struct lease_ops ops;
+	struct lease_table *t;
+	struct lease_watch *w;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	uint64_t gen;		 /* pins ended so far; lock */
+	struct pinfs_event *ring; /* lock */
+	uint64_t seq;		 /* last event; lock */
+	struct pinfs_counters mc; /* mount counters; lock */
+	struct fcount *fc;	 /* per-file counters; lock */
+	size_t nfc, capfc;
+	struct {
+		uint32_t tgid;
+		char comm[16];
+	} comm[COMM_CACHE];	 /* lock */
+};
+
+static uint64_t now_ns(clockid_t c)
+{
+	struct timespec ts;
+
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint32_t lease_tgid_of(uint32_t tid)
+{
+	char path[64], line[128];
+	uint32_t tgid = tid;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%u/status", tid);
+	f = fopen(path, "re");
+	if (!f)
+		return tid;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %u", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
+/* Called with m->lock held. */
+static const char *comm_of(struct lease_mgr *m, uint32_t tgid)
+{
+	unsigned slot = tgid % COMM_CACHE;
+
+	if (m->comm[slot].tgid != tgid) {
+		char path[64];
+		int fd;
+		ssize_t n;
+
+		m->comm[slot].tgid = tgid;
+		memset(m->comm[slot].comm, 0, sizeof(m->comm[slot].comm));
+		snprintf(path, sizeof(path), "/proc/%u/comm", tgid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		n = fd >= 0 ? read(fd, m->comm[slot].comm, 15) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n > 0 && m->comm[slot].comm[n - 1] == '\n')
+			m->comm[slot].comm[n - 1] = 0;
+		if (n <= 0)
+			strcpy(m->comm[slot].comm, "?");
+	}
+	return m->comm[slot].comm;
+}
+
+static struct fcount *fcount(struct lease_mgr *m, uint64_t ino)
+{
+	size_t i;
+
+	for (i = 0; i < m->nfc; i++)
+		if (m->fc[i].ino == ino)
+			return &m->fc[i];
+	if (m->nfc == m->capfc) {
+		size_t ncap = m->capfc ? m->capfc * 2 : 16;
+		struct fcount *n = realloc(m->fc, ncap * sizeof(*n));
+		if (!n)
+			return NULL;
+		m->fc = n;
+		m->capfc = ncap;
+	}
+	memset(&m->fc[m->nfc], 0, sizeof(m->fc[0]));
+	m->fc[m->nfc].ino = ino;
+	return &m->fc[m->nfc++];
+}
+
+/* Records an event; called with m->lock held. */
+static void ev_push(struct lease_mgr *m, uint32_t type, const struct lease *l, uint64_t ino,
+		    uint64_t first, uint64_t n, int err, uint32_t policy)
+{
+	struct pinfs_event *e = &m->ring[++m->seq % EV_RING];
+
+	memset(e, 0, sizeof(*e));
+	e->seq = m->seq;
+	e->time_ns = now_ns(CLOCK_REALTIME);
+	e->type = type;
+	e->err = err;
+	e->policy = policy;
+	e->ino = ino;
+	e->offset = first << 12;
+	e->length = n == UINT64_MAX ? UINT64_MAX : n << 12;
+	if (l) {
+		e->lease_id = l->id;
+		e->holder_pid = l->holder;
+		e->ino = l->ino;
+		e->offset = l->first << 12;
+		e->length = l->nblocks << 12;
+		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));
+	}
+	pthread_cond_broadcast(&m->cv);
+}
+
+static void unpinned(void *ctx, uint64_t pblk, uint64_t n)
+{
+	struct lease_mgr *m = ctx;
+
+	if (m->ops.unpinned)
+		m->ops.unpinned(m->ops.ctx, pblk, n);
+}
+
+static void holder_gone(void *ctx, uint32_t tgid)
+{
+	struct lease_mgr *m = ctx;
+	int n = lease_remove_holder(m->t, tgid, unpinned, m);
+
+	pthread_mutex_lock(&m->lock);
+	if (n > 0) {
+		struct lease l;
+		memset(&l, 0, sizeof(l));
+		l.holder = tgid;
+		ev_push(m, PINFS_EV_EXIT, &l, 0, 0, 0, n, 0);
+	}
+	m->gen++;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->lock);
+}
+
+int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
+		  struct lease_mgr **out)
+{
+	struct lease_mgr *m = calloc(1, sizeof(*m));
+	pthread_condattr_t ca;
+	int rc;
+
+	if (!m)
+		return -ENOMEM;
+	m->cfg = *cfg;
+	m->ops = *ops;
+	m->ring = calloc(EV_RING, sizeof(*m->ring));
+	if (!m->ring) {
+		free(m);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	rc = lease_table_new(&m->t);
+	if (!rc) {
+		lease_table_set_limits(m->t, cfg->max_pins, cfg->max_pinned_bytes);
+		rc = lease_watch_new(holder_gone, m, &m->w);
+	}
+	if (rc) {
+		lease_table_delete(&m->t);
+		free(m->ring);
+		free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+void lease_mgr_delete(struct lease_mgr **mp)
+{
+	struct lease_mgr *m = *mp;
+
+	if (!m)
+		return;
+	lease_watch_delete(&m->w);
+	lease_table_delete(&m->t);
+	pthread_cond_destroy(&m->cv);
+	pthread_mutex_destroy(&m->lock);
+	free(m->ring);
+	free(m->fc);
+	free(m);
+	*mp = NULL;
+}
+
+uint32_t lease_mgr_policy(struct lease_mgr *m)
+{
+	uint32_t p;
+
+	pthread_mutex_lock(&m->lock);
+	p = m->cfg.policy;
+	pthread_mutex_unlock(&m->lock);
+	return p;
+}
+
+void lease_mgr_set_policy(struct lease_mgr *m, uint32_t policy)
+{
+	pthread_mutex_lock(&m->lock);
+	m->cfg.policy = policy;
+	pthread_mutex_unlock(&m->lock);
+}
+
+const struct lease_cfg *lease_mgr_cfg(struct lease_mgr *m)
+{
+	return &m->cfg;
+}
+
+struct lease_table *lease_mgr_table(struct lease_mgr *m)
+{
+	return m->t;
+}
+
+bool lease_mgr_block_pinned(struct lease_mgr *m, uint64_t pblk)
+{
+	return lease_block_pinned(m->t, pblk);
+}
+
+int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
+	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
+	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
+{
+	struct lease l;
+	int rc = lease_watch_add(m->w, holder);
+
+	if (rc)
+		return rc == -ENOMEM ? rc : -ESRCH;
+	rc = lease_add(m->t, ino, first, n, holder, flags, fh, seg_fblk, seg_pblk, seg_len, nseg, id);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&m->lock);
+	m->mc.pins++;
+	if (lease_get(m->t, *id, &l) == 0)
+		ev_push(m, PINFS_EV_PIN, &l, 0, 0, 0, 0, 0);
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid)
+{
+	struct lease l;
+	int rc = lease_get(m->t, id, &l);
+
+	if (rc)
+		return rc;
+	if (l.holder != caller_tgid && uid != 0)
+		return -EPERM;
+	rc = lease_remove(m->t, id, unpinned, m);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&m->lock);
+	ev_push(m, PINFS_EV_UNPIN, &l, 0, 0, 0, 0, 0);
+	m->gen++;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+void lease_release_fh(struct lease_mgr *m, uint64_t fh)
+{
+	int n = lease_remove_fh(m->t, fh, unpinned, m);
+
+	if (n <= 0)
+		return;
+	pthread_mutex_lock(&m->lock);
+	m->gen++;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* The live (not revoked) leases on [first, first+n) of @ino: a malloc'd
+ * array in *out (free it), count returned; -ENOMEM. */
+static long live_overlap(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			 struct lease **out)
+{
+	size_t max = 16, total, i, k = 0;
+	struct lease *v = NULL;
+
+	for (;;) {
+		struct lease *nv = realloc(v, max * sizeof(*v));
+		if (!nv) {
+			free(v);
+			return -ENOMEM;
+		}
+		v = nv;
+		total = lease_find_overlap(m->t, ino, first, n, v, max);
+		if (total <= max)
+			break;
+		max = total + 16;
+	}
+	for (i = 0; i < total; i++)
+		if (v[i].state != PINFS_LEASE_REVOKED)
+			v[k++] = v[i];
+	*out = v;
+	return (long)k;
+}
+
+/* Refuses: counts and records it. */
+static int refuse(struct lease_mgr *m, const struct lease *l, uint64_t ino, uint64_t first,
+		  uint64_t n, uint32_t policy)
+{
+	struct fcount *f;
+	int err = m->cfg.busy_errno;
+
+	pthread_mutex_lock(&m->lock);
+	m->mc.refusals++;
+	f = fcount(m, ino);
+	if (f)
+		f->refused++;
+	ev_push(m, PINFS_EV_REFUSE, NULL, ino, first, n, err, policy);
+	if (l) {
+		struct pinfs_event *e = &m->ring[m->seq % EV_RING];
+		e->lease_id = l->id;
+		e->holder_pid = l->holder;
+		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));
+	}
+	pthread_mutex_unlock(&m->lock);
+	return -err;
+}
+
+/* Revokes every lease in v[0..k) if all are revocable; 0 or the refusal. */
+static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino, uint64_t first,
+		      uint64_t n, uint32_t policy)
+{
+	long i;
+
+	for (i = 0; i < k; i++)
+		if (!(v[i].flags & PINFS_PIN_REVOCABLE))
+			return refuse(m, &v[i], ino, first, n, policy);
+	for (i = 0; i < k; i++) {
+		struct fcount *f;
+		if (lease_set_state(m->t, v[i].id, PINFS_LEASE_REVOKED))
+			continue; /* ended meanwhile */
+		v[i].state = PINFS_LEASE_REVOKED;
+		/* the signal may fail if the holder just died: the watcher
+		 * then ends its pins anyway */
+		lease_watch_signal(m->w, v[i].holder, SIGBUS, v[i].id);
+		pthread_mutex_lock(&m->lock);
+		m->mc.leases_revoked++;
+		f = fcount(m, ino);
+		if (f)
+			f->revoked++;
+		ev_push(m, PINFS_EV_REVOKE, &v[i], 0, 0, 0, 0, policy);
+		pthread_mutex_unlock(&m->lock);
+	}
+	return 0;
+}
+
+/* Sleeps until a pin ends after generation @gen, until @deadline_ns
+ * (CLOCK_MONOTONIC), or for at most 50 ms (to poll @interrupted). */
+static void wait_gen(struct lease_mgr *m, uint64_t gen, uint64_t deadline_ns)
+{
+	uint64_t now = now_ns(CLOCK_MONOTONIC), until = now + 50000000ull;
+	struct timespec ts;
+
+	if (deadline_ns < until)
+		until = deadline_ns;
+	ts.tv_sec = (time_t)(until / 1000000000ull);
+	ts.tv_nsec = (long)(until % 1000000000ull);
+	pthread_mutex_lock(&m->lock);
+	while (m->gen == gen && now_ns(CLOCK_MONOTONIC) < until)
+		if (pthread_cond_timedwait(&m->cv, &m->lock, &ts) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&m->lock);
+}
+
+static uint64_t gen_of(struct lease_mgr *m)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&m->lock);
+	g = m->gen;
+	pthread_mutex_unlock(&m->lock);
+	return g;
+}
+
+int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		   uint32_t policy, const struct lease_waiter *w)
+{
+	uint64_t deadline = 0;
+	bool noticed = false;
+	struct lease *v = NULL;
+	long k, i;
+	int rc;
+
+	if (policy == PINFS_POLICY_DEFAULT)
+		policy = lease_mgr_policy(m);
+	for (;;) {
+		uint64_t gen = gen_of(m);
+
+		free(v);
+		k = live_overlap(m, ino, first, n, &v);
+		if (k < 0)
+			return (int)k;
+		if (k == 0) {
+			rc = 0;
+			break;
+		}
+		if (policy == PINFS_POLICY_FAIL) {
+			rc = refuse(m, &v[0], ino, first, n, policy);
+			break;
+		}
+		if (policy == PINFS_POLICY_REVOKE) {
+			rc = revoke_all(m, v, k, ino, first, n, policy);
+			break;
+		}
+		if (!deadline) {
+			double s = policy == PINFS_POLICY_BREAK ? m->cfg.lease_break_time
+								: m->cfg.wait_timeout;
+			deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9);
+			pthread_mutex_lock(&m->lock);
+			ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, policy);
+			pthread_mutex_unlock(&m->lock);
+		}
+		if (policy == PINFS_POLICY_BREAK && !noticed) {
+			for (i = 0; i < k; i++) {
+				struct fcount *f;
+				if (v[i].state == PINFS_LEASE_BREAKING)
+					continue;
+				lease_set_state(m->t, v[i].id, PINFS_LEASE_BREAKING);
+				lease_watch_signal(m->w, v[i].holder, SIGIO, v[i].id);
+				pthread_mutex_lock(&m->lock);
+				m->mc.leases_broken++;
+				f = fcount(m, ino);
+				if (f)
+					f->broken++;
+				ev_push(m, PINFS_EV_BREAK, &v[i], 0, 0, 0, 0, policy);
+				pthread_mutex_unlock(&m->lock);
+			}
+			noticed = true;
+		}
+		if (now_ns(CLOCK_MONOTONIC) >= deadline) {
+			if (policy == PINFS_POLICY_BREAK)
+				rc = revoke_all(m, v, k, ino, first, n, policy);
+			else
+				rc = refuse(m, &v[0], ino, first, n, policy);
+			break;
+		}
+		if (w && w->interrupted && w->interrupted(w->arg)) {
+			rc = -EINTR;
+			break;
+		}
+		if (w && w->unlock)
+			w->unlock(w->arg);
+		wait_gen(m, gen, deadline);
+		if (w && w->relock)
+			w->relock(w->arg);
+	}
+	free(v);
+	return rc;
+}
+
+void lease_mgr_quarantine_count(struct lease_mgr *m, int64_t delta)
+{
+	pthread_mutex_lock(&m->lock);
+	m->mc.quarantined_blocks = (uint64_t)((int64_t)m->mc.quarantined_blocks + delta);
+	pthread_mutex_unlock(&m->lock);
+}
+
+void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters *c)
+{
+	uint64_t nleases, nblocks;
+
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_lock(&m->lock);
+	if (ino) {
+		struct fcount *f = fcount(m, ino);
+		if (f) {
+			c->leases_revoked = f->revoked;
+			c->leases_broken = f->broken;
+			c->refusals = f->refused;
+		}
+	} else {
+		*c = m->mc;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (ino) {
+		struct lease l[64];
+		size_t total, i, first = 0;
+		c->pins = lease_count_ino(m->t, ino);
+		do {
+			total = lease_list(m->t, ino, first, l, 64);
+			for (i = 0; i < 64 && first + i < total; i++)
+				c->pinned_blocks += l[i].nblocks;
+			first += 64;
+		} while (first < total);
+	} else {
+		lease_table_counts(m->t, &nleases, &nblocks);
+		c->pins = nleases;
+		c->pinned_blocks = nblocks;
+	}
+}
+
+void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,
+		      struct pinfs_events *out)
+{
+	uint64_t until = now_ns(CLOCK_MONOTONIC) + (uint64_t)(timeout_ms > 1000 ? 1000 : timeout_ms) * 1000000ull;
+	struct timespec ts = { (time_t)(until / 1000000000ull), (long)(until % 1000000000ull) };
+	uint64_t oldest, s;
+
+	out->n = 0;
+	out->lost = 0;
+	pthread_mutex_lock(&m->lock);
+	while (m->seq <= after && now_ns(CLOCK_MONOTONIC) < until)
+		if (pthread_cond_timedwait(&m->cv, &m->lock, &ts) == ETIMEDOUT)
+			break;
+	oldest = m->seq >= EV_RING ? m->seq - EV_RING + 1 : 1;
+	s = after + 1;
+	if (s < oldest) {
+		out->lost = oldest - s;
+		s = oldest;
+	}
+	for (; s <= m->seq && out->n < PINFS_EVENTS_MAX; s++)
+		out->ev[out->n++] = m->ring[s % EV_RING];
+	out->next_seq = s - 1;
+	pthread_mutex_unlock(&m->lock);
+}
+
+static const char *const names[] = { "default", "fail", "revoke", "wait", "break" };
+
+int lease_policy_parse(const char *name, uint32_t *policy)
+{
+	uint32_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(name, names[i])) {
+			*policy = i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *lease_policy_name(uint32_t policy)
+{
+	return policy < sizeof(names) / sizeof(names[0]) ? names[policy] : "?";
+}
