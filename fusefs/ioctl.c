@@ -79,6 +79,23 @@ static bool hook_pinned(void *ctx, uint64_t pblk)
 	return lease_mgr_block_pinned(((struct ffs *)ctx)->lm, pblk);
 }
 
+/* Write-pinned ranges of a file, for integrity writeback. */
+static void hook_write_pinned(void *ctx, uint64_t ino,
+			      void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg)
+{
+	struct lease_table *t = lease_mgr_table(((struct ffs *)ctx)->lm);
+	struct lease l[64];
+	size_t total, i, first = 0;
+
+	do {
+		total = lease_list(t, ino, first, l, 64);
+		for (i = 0; i < 64 && first + i < total; i++)
+			if ((l[i].flags & PINFS_PIN_WRITE) && l[i].state != PINFS_LEASE_REVOKED)
+				fn(arg, l[i].first, l[i].nblocks);
+		first += 64;
+	} while (first < total);
+}
+
 static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 {
 	pm_unquarantine(((struct ffs *)ctx)->fs, pblk, n);
@@ -87,7 +104,7 @@ static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
 	struct lease_ops ops = { lease_unpinned, f };
-	struct pm_pin_hooks h = { hook_may_free, hook_pinned, f };
+	struct pm_pin_hooks h = { hook_may_free, hook_pinned, hook_write_pinned, f };
 	int rc = lease_mgr_new(cfg, &ops, &f->lm);
 
 	if (rc)
@@ -98,7 +115,7 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 
 void ffs_leases_stop(struct ffs *f)
 {
-	struct pm_pin_hooks none = { NULL, NULL, NULL };
+	struct pm_pin_hooks none = { NULL, NULL, NULL, NULL };
 
 	if (f->fs)
 		pm_fs_set_pin_hooks(f->fs, &none);
@@ -176,7 +193,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	c.out = out;
 	out->pin_offset = c.first << 12;
 	out->pin_length = c.n << 12;
-	return pm_pin_blocks(f->fs, file->ip, c.first, c.n, pin_cb, &c);
+	return pm_pin_blocks(f->fs, file->ip, c.first, c.n, in->flags & PINFS_PIN_WRITE, pin_cb, &c);
 }
 
 static int do_segs(struct ffs *f, const struct pinfs_segs *in, struct pinfs_segs *out)
@@ -286,12 +303,57 @@ static int do_policy(fuse_req_t req, struct ffs_file *file, bool set, const stru
 	return 0;
 }
 
+static void wb_fill(struct pinfs_counters *c, const struct pm_wb_stats *w)
+{
+	c->dirty_blocks = w->dirty;
+	c->clean_blocks = w->clean;
+	c->flushed_background = w->flushed_background;
+	c->flushed_integrity = w->flushed_integrity;
+	c->pinned_kept_dirty = w->pinned_kept_dirty;
+	c->csum_failures = w->csum_failures;
+}
+
 static void do_stats(struct ffs *f, struct ffs_file *file, struct pinfs_stats *out)
 {
+	struct pm_wb_stats w;
+
 	memset(out, 0, sizeof(*out));
 	lease_mgr_counters(f->lm, pm_ino(file->ip), &out->file);
 	lease_mgr_counters(f->lm, 0, &out->mount);
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
+	pm_inode_wb_stats(f->fs, file->ip, &w);
+	wb_fill(&out->file, &w);
+	/* a pinned block is always dirty: the pinned share of the dirty set */
+	out->file.pinned_dirty_blocks = out->file.pinned_blocks < w.dirty ? out->file.pinned_blocks
+									   : w.dirty;
+	pm_fs_wb_stats(f->fs, &w);
+	wb_fill(&out->mount, &w);
+	out->mount.pinned_dirty_blocks = out->mount.pinned_blocks < w.dirty ? out->mount.pinned_blocks
+									     : w.dirty;
+}
+
+static int do_scrub(struct ffs *f, struct ffs_file *file, const struct pinfs_scrub *in,
+		    struct pinfs_scrub *out)
+{
+	struct pm_scrub r;
+	int rc;
+
+	if (in->reserved || in->all > 1)
+		return -EINVAL;
+	rc = pm_scrub(f->fs, in->all ? NULL : file->ip, &r);
+	if (rc)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	out->all = in->all;
+	out->files = r.files;
+	out->checked = r.checked;
+	out->bad = r.bad;
+	out->skipped_dirty = r.skipped_dirty;
+	out->skipped_pinned = r.skipped_pinned;
+	out->skipped_nocsum = r.skipped_nocsum;
+	out->first_bad_ino = r.first_bad_ino;
+	out->first_bad_off = r.first_bad_off;
+	return 0;
 }
 
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
@@ -308,6 +370,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		struct pinfs_policy policy;
 		struct pinfs_stats stats;
 		struct pinfs_events events;
+		struct pinfs_scrub scrub;
 	} *out = NULL;
 	size_t in_need = 0, out_len = 0;
 	int rc;
@@ -326,6 +389,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_SET_POLICY: in_need = sizeof(struct pinfs_policy); break;
 	case PINFS_IOC_STATS: out_len = sizeof(struct pinfs_stats); break;
 	case PINFS_IOC_EVENTS: in_need = sizeof(struct pinfs_events); out_len = in_need; break;
+	case PINFS_IOC_SCRUB: in_need = sizeof(struct pinfs_scrub); out_len = in_need; break;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -365,6 +429,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_STATS:
 		do_stats(f, file, &out->stats);
 		rc = 0;
+		break;
+	case PINFS_IOC_SCRUB:
+		rc = do_scrub(f, file, in_buf, &out->scrub);
 		break;
 	default: { /* PINFS_IOC_EVENTS */
 		const struct pinfs_events *e = in_buf;

@@ -87,6 +87,8 @@ struct opts {
 	double lease_break_time;
 	unsigned long max_pins;
 	char *max_pinned;
+	double writeback_interval;
+	double dirty_expire;
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -97,6 +99,8 @@ static const struct fuse_opt opt_spec[] = {
 	{ "lease_break_time=%lf", offsetof(struct opts, lease_break_time), 0 },
 	{ "max_pins=%lu", offsetof(struct opts, max_pins), 0 },
 	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
+	{ "writeback_interval=%lf", offsetof(struct opts, writeback_interval), 0 },
+	{ "dirty_expire=%lf", offsetof(struct opts, dirty_expire), 0 },
 	FUSE_OPT_END,
 };
 
@@ -160,7 +164,9 @@ static void usage(const char *prog)
 	       "    -o wait_timeout=S      policy wait: give up after S seconds (default 30)\n"
 	       "    -o lease_break_time=S  policy break: grace before revoking (default 45)\n"
 	       "    -o max_pins=N          pins per process (default 4096)\n"
-	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n\n",
+	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n"
+	       "    -o writeback_interval=S  background flusher period (default 5)\n"
+	       "    -o dirty_expire=S      flush blocks dirty for this long (default 30)\n\n",
 	       prog);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -172,7 +178,7 @@ int main(int argc, char **argv)
 	struct fuse_cmdline_opts cl;
 	struct fuse_loop_config *lc = NULL;
 	struct opts o = { .timeout = 1.0, .wait_timeout = 30, .lease_break_time = 45,
-			  .max_pins = 4096 };
+			  .max_pins = 4096, .writeback_interval = 5, .dirty_expire = 30 };
 	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
@@ -225,6 +231,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: cannot start the lease manager\n");
 		goto out_fs;
 	}
+	if (o.writeback_interval <= 0 || o.dirty_expire < 0) {
+		fprintf(stderr, "pinfs: writeback_interval must be positive, dirty_expire not negative\n");
+		goto out_fs;
+	}
+	pm_fs_start_flusher(g_ffs.fs, o.writeback_interval, o.dirty_expire);
 
 	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
 	if (!se) /* libfuse said why (e.g. an unknown option) */
@@ -258,6 +269,10 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_fs:
+	/* the flusher and the holder watcher call into each other's halves:
+	 * stop the flusher first, then the leases, then the engine */
+	if (g_ffs.fs)
+		pm_flusher_stop(g_ffs.fs);
 	ffs_leases_stop(&g_ffs);
 	pm_fs_unmount(&g_ffs.fs);
 out_pool:

@@ -173,6 +173,19 @@ struct pinfs_events {
 #define PINFS_IOC_STATS _IOR(PINFS_IOC_MAGIC, 7, struct pinfs_stats)
 #define PINFS_IOC_EVENTS _IOWR(PINFS_IOC_MAGIC, 8, struct pinfs_events)
 
+/* PINFS_IOC_SCRUB: verifies the checksum of every clean block of this file
+ * (or, with @all, of every file of the mount). A pinned or dirty block has
+ * no valid checksum and is skipped, counted by reason. EOPNOTSUPP on a pool
+ * made without mkfs.pinfs --checksums. */
+struct pinfs_scrub {
+	uint32_t all;	   /* in */
+	uint32_t reserved; /* in, must be zero */
+	uint64_t files, checked, bad;			      /* out */
+	uint64_t skipped_dirty, skipped_pinned, skipped_nocsum; /* out */
+	uint64_t first_bad_ino, first_bad_off;		      /* out */
+};
+#define PINFS_IOC_SCRUB _IOWR(PINFS_IOC_MAGIC, 9, struct pinfs_scrub)
+
 /*
  * Signals to holders, sent with pidfd_send_signal() and si_code SI_QUEUE;
  * si_value.sival_ptr carries the lease id (as uintptr_t):

@@ -27,112 +27,6 @@
 #define ZERO_LEN (64u << 10)
 static const uint8_t zeros[ZERO_LEN] __attribute__((aligned(4096)));
 
-/* ---- dirty block set ---------------------------------------------------- */
-
-static struct pm_dchunk *dchunk(struct pm_dirty *ds, uint64_t chunk, bool create)
-{
-	size_t lo = 0, hi = ds->n;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (ds->c[mid].chunk < chunk)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < ds->n && ds->c[lo].chunk == chunk)
-		return &ds->c[lo];
-	if (!create)
-		return NULL;
-	if (ds->n == ds->cap) {
-		size_t ncap = ds->cap ? ds->cap * 2 : 8;
-		struct pm_dchunk *nc = realloc(ds->c, ncap * sizeof(*nc));
-		if (!nc)
-			return NULL;
-		ds->c = nc;
-		ds->cap = ncap;
-	}
-	memmove(&ds->c[lo + 1], &ds->c[lo], (ds->n - lo) * sizeof(*ds->c));
-	memset(&ds->c[lo], 0, sizeof(ds->c[lo]));
-	ds->c[lo].chunk = chunk;
-	ds->n++;
-	return &ds->c[lo];
-}
-
-/* Marks file blocks [fblk, fblk+n) dirty. If memory runs out the blocks are
- * flushed at once instead, which is always correct. Returns false then. */
-static bool dirty_add(struct pm_inode *ip, uint64_t fblk, uint64_t n)
-{
-	bool ok = true;
-
-	pthread_mutex_lock(&ip->dlock);
-	while (n) {
-		struct pm_dchunk *c = dchunk(&ip->dirty, fblk / PM_ALIGN_BLOCKS, true);
-		uint64_t i = fblk % PM_ALIGN_BLOCKS;
-		if (!c) {
-			ok = false;
-			break;
-		}
-		for (; n && i < PM_ALIGN_BLOCKS; i++, n--, fblk++)
-			c->bits[i / 64] |= 1ull << (i % 64);
-	}
-	pthread_mutex_unlock(&ip->dlock);
-	return ok;
-}
-
-void pm_dirty_add(struct pm_inode *ip, uint64_t fblk, uint64_t n)
-{
-	(void)dirty_add(ip, fblk, n);
-}
-
-void pm_dirty_free(struct pm_dirty *ds)
-{
-	free(ds->c);
-	memset(ds, 0, sizeof(*ds));
-}
-
-/*
- * Flushes every dirty block of @ip and drains; the map must be stable (the
- * caller holds ip->rw, or holds the last reference).
- */
-int pm_flush_inode_data(struct pm_fs *fs, struct pm_inode *ip)
-{
-	const struct pm_persist_ops *ops = &fs->pool->ops;
-	uint64_t run_start = 0, run_len = 0;
-	size_t k;
-	bool any = false;
-
-	pthread_mutex_lock(&ip->dlock);
-	for (k = 0; k < ip->dirty.n; k++) {
-		struct pm_dchunk *c = &ip->dirty.c[k];
-		unsigned i;
-		for (i = 0; i < PM_ALIGN_BLOCKS; i++) {
-			uint64_t pblk;
-			if (!(c->bits[i / 64] & (1ull << (i % 64))))
-				continue;
-			pblk = pm_bmap_get(fs, &ip->d, c->chunk * PM_ALIGN_BLOCKS + i, false);
-			if (!pblk)
-				continue;
-			if (run_len && run_start + run_len == pblk) {
-				run_len++;
-				continue;
-			}
-			if (run_len)
-				pm_flush(ops, pm_block_ptr(fs->pool, run_start), run_len << PM_BLOCK_SHIFT);
-			run_start = pblk;
-			run_len = 1;
-			any = true;
-		}
-	}
-	if (run_len)
-		pm_flush(ops, pm_block_ptr(fs->pool, run_start), run_len << PM_BLOCK_SHIFT);
-	ip->dirty.n = 0;
-	pthread_mutex_unlock(&ip->dlock);
-	if (any)
-		pm_drain(ops);
-	return 0;
-}
-
 /* ---- read ---------------------------------------------------------------- */
 
 int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len,
@@ -167,6 +61,14 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 	if (off >= size || !len)
 		return 0;
 	end = len > size - off ? size : off + len;
+	if (fs->csum) {
+		uint64_t f0 = off >> PM_BLOCK_SHIFT;
+		int rc = pm_csum_verify(fs, ip, f0, PM_DIV_UP(end, PM_BLOCK_SIZE) - f0);
+		if (rc) {
+			pm_read_end(fs, ip);
+			return rc;
+		}
+	}
 	for (pos = off; pos < end && n < maxiov;) {
 		uint64_t fblk = pos >> PM_BLOCK_SHIFT, pblk;
 		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(end, PM_BLOCK_SIZE) - fblk,
@@ -252,6 +154,7 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
 	if (!pblk)
 		return;
 	stop = (size | (PM_BLOCK_SIZE - 1)) + 1;
+	pm_dirty_mark(fs, ip, size >> PM_BLOCK_SHIFT, 1, true);
 	{
 		uint8_t *p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (size & (PM_BLOCK_SIZE - 1));
 		memset(p, 0, stop - size);
@@ -303,10 +206,13 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 						memset(p + (cover_hi - lo), 0, hi - cover_hi);
 				}
 				pm_tx_order(fs, p, PM_BLOCK_SIZE);
+				pm_csum_forget(fs, start + i);
 				rc = pm_bmap_set(fs, ip, f + i, start + i);
 				if (rc)
 					return rc;
 				ip->d.blocks++;
+				/* durable at commit, but not checksummed yet */
+				pm_dirty_mark(fs, ip, f + i, 1, true);
 			}
 			f += (uint64_t)got;
 			n -= (uint64_t)got;
@@ -373,6 +279,7 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		zero_tail(fs, ip, end);
 		if (holes && fill_holes(fs, ip, first, last, off, end, false))
 			abort(); /* space was reserved */
+		pm_dirty_mark(fs, ip, first, last - first + 1, true);
 		copy_to_blocks(fs, ip, &c, off, len, true);
 		if (end > ip->d.size)
 			ip->d.size = end;
@@ -384,13 +291,10 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		pm_touch(ip, true, true);
 		pm_inode_write(fs, ip);
 		pm_tx_commit(fs);
-		/* blocks that existed before were written in place: dirty */
-		if (holes != last - first + 1)
-			pm_dirty_add(ip, first, last - first + 1);
 	} else {
 		pthread_mutex_unlock(&fs->lock);
+		pm_dirty_mark(fs, ip, first, last - first + 1, false);
 		copy_to_blocks(fs, ip, &c, off, len, false);
-		pm_dirty_add(ip, first, last - first + 1);
 		pthread_mutex_lock(&fs->lock);
 		pm_touch(ip, true, true);
 		ip->times_dirty = true;
@@ -427,8 +331,8 @@ static void zero_mapped(struct pm_fs *fs, struct pm_inode *ip, uint64_t lo, uint
 
 		t = (run_end < hi ? run_end : hi) - lo;
 		if (pblk) {
+			pm_dirty_mark(fs, ip, fblk, PM_DIV_UP(lo + t, PM_BLOCK_SIZE) - fblk, true);
 			memset((uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1)), 0, t);
-			pm_dirty_add(ip, fblk, nb);
 		}
 		lo += t;
 	}
@@ -512,7 +416,7 @@ out:
 int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync)
 {
 	pthread_rwlock_rdlock(&ip->rw);
-	pm_flush_inode_data(fs, ip);
+	pm_writeback_inode(fs, ip, true, 0);
 	pthread_mutex_lock(&fs->lock);
 	/* every metadata change is already durable; only lazily kept
 	 * timestamps may be pending (fdatasync may skip them, as POSIX says) */
@@ -567,8 +471,8 @@ void pm_data_relock(struct pm_inode *ip)
 	pthread_rwlock_wrlock(&ip->rw);
 }
 
-int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, pm_pin_cb cb,
-		  void *ctx)
+int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, bool write,
+		  pm_pin_cb cb, void *ctx)
 {
 	struct pm_seg *segs = NULL;
 	size_t nsegs = 0, cap = 0;
@@ -601,6 +505,10 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		pm_tx_commit(fs);
 		pthread_mutex_unlock(&fs->lock);
 	}
+	/* a block under a write pin is always dirty: its checksum goes now,
+	 * before the holder can store */
+	if (write)
+		pm_dirty_mark(fs, ip, first, n, false);
 	for (f = first; f <= last;) {
 		uint64_t pblk, k = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, false);
 		if (!pblk)

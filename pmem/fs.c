@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pmem/fs_int.h"
 
@@ -99,6 +100,16 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 	fs->jseq = seq;
 	fs->sbc = *pool->sb;
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->wblock, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&fs->wbcv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (pool->sb->feat_incompat & PM_FEAT_INCOMPAT_CSUM)
+		fs->csum = pm_block_ptr(pool, pool->sb->csum_start);
 	fs->icap = 1024;
 	fs->itab = calloc(fs->icap, sizeof(*fs->itab));
 	rc = fs->itab ? pm_alloc_init(fs) : -ENOMEM;
@@ -159,6 +170,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 
 	if (!fs)
 		return;
+	pm_flusher_stop(fs);
 	pm_forget_all(fs);
 	pm_syncfs(fs);
 	pthread_mutex_lock(&fs->lock);
@@ -179,6 +191,8 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	pthread_mutex_unlock(&fs->lock);
 	pm_tx_release(&fs->tx);
 	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->wblock);
+	pthread_cond_destroy(&fs->wbcv);
 	free(fs->qset);
 	free(fs->bmap);
 	free(fs->itab);

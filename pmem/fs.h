@@ -150,6 +150,9 @@ void pm_statfs(struct pm_fs *fs, struct statvfs *st);
 struct pm_pin_hooks {
 	int (*may_free)(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n);
 	bool (*pinned)(void *ctx, uint64_t pblk);
+	/* calls @fn for each file block range of @ino under a live write pin */
+	void (*write_pinned)(void *ctx, uint64_t ino,
+			     void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg);
 	void *ctx;
 };
 void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h);
@@ -172,8 +175,43 @@ struct pm_seg {
  * -errno (-EINVAL past EOF, -ENOSPC).
  */
 typedef int (*pm_pin_cb)(void *ctx, const struct pm_seg *segs, size_t nsegs);
-int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, pm_pin_cb cb,
-		  void *ctx);
+int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, bool write,
+		  pm_pin_cb cb, void *ctx);
+
+/*
+ * Writeback (pmem/writeback.c). A data block is dirty from the moment it is
+ * written (or write-pinned) until writeback has made it durable and, on a
+ * checksummed pool, recorded its CRC32C: then it is clean. The background
+ * flusher makes dirty blocks older than dirty_expire durable every
+ * interval seconds, skipping pinned blocks; fsync/syncfs/unmount make every
+ * dirty block and every write-pinned block of the file durable, and leave the
+ * pinned ones dirty (the holder may store again at any moment).
+ */
+struct pm_wb_stats {
+	uint64_t dirty;		    /* blocks dirty now */
+	uint64_t clean;		    /* allocated data blocks not dirty */
+	uint64_t flushed_background; /* blocks made durable by the flusher */
+	uint64_t flushed_integrity;  /* ... by fsync, syncfs, unmount, eviction */
+	uint64_t pinned_kept_dirty;  /* pinned blocks flushed but kept dirty */
+	uint64_t pinned_skipped;     /* pinned blocks the flusher skipped */
+	uint64_t csum_failures;	    /* reads or scrubs that found a bad CRC */
+};
+void pm_fs_start_flusher(struct pm_fs *fs, double interval_s, double expire_s);
+/* Stops the flusher (idempotent); unmount does it too. */
+void pm_flusher_stop(struct pm_fs *fs);
+/* One background pass now (tests): flushes blocks dirty for >= expire_s. */
+void pm_writeback_pass(struct pm_fs *fs, double expire_s);
+void pm_inode_wb_stats(struct pm_fs *fs, struct pm_inode *ip, struct pm_wb_stats *st);
+void pm_fs_wb_stats(struct pm_fs *fs, struct pm_wb_stats *st);
+bool pm_fs_has_csum(struct pm_fs *fs);
+
+struct pm_scrub {
+	uint64_t files, checked, bad, skipped_dirty, skipped_pinned, skipped_nocsum;
+	uint64_t first_bad_ino, first_bad_off;
+};
+/* Verifies every clean block of @ip (or, with @ip NULL, of every file) against
+ * its checksum; -EOPNOTSUPP on a pool without checksums. */
+int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res);
 
 /* Test hooks: deliberately wrong writers for the crash-consistency test */
 #define PM_DEBUG_SKIP_BODY_PERSIST 0x1u	 /* journal body never flushed */

@@ -56,6 +56,7 @@ struct pm_tx {
  * bitmap each. Locking: protected by ip->dlock. */
 struct pm_dchunk {
 	uint64_t chunk;
+	uint64_t since_ns; /* CLOCK_MONOTONIC when the first block got dirty */
 	uint64_t bits[PM_ALIGN_BLOCKS / 64];
 };
 struct pm_dirty {
@@ -90,6 +91,7 @@ struct pm_inode {
 	bool times_dirty;	 /* d has timestamps the pool does not have yet */
 	struct pm_dir *dir;	 /* directories: index, built on first use */
 	struct pm_dirty dirty;	 /* data blocks written, not flushed */
+	struct pm_wb_stats wb;	 /* this file's writeback counters; dlock */
 };
 
 struct pm_fs {
@@ -108,6 +110,13 @@ struct pm_fs {
 	struct pm_pin_hooks hooks; /* set once before use */
 	uint64_t *qset;		/* quarantined blocks: open addressing; lock */
 	size_t qcap, qcount;	/* lock */
+	uint32_t *csum;		/* checksum table in the pool, NULL without */
+	struct pm_wb_stats wb;	/* mount writeback counters; wblock */
+	pthread_mutex_t wblock;	/* guards wb and the flusher's state */
+	pthread_cond_t wbcv;	/* wakes the flusher */
+	pthread_t flusher;
+	bool flusher_on, flusher_stop; /* wblock */
+	double wb_interval, wb_expire;  /* seconds */
 	uint8_t *jbuf;		/* journal staging, for non-pmem records */
 };
 
@@ -189,10 +198,24 @@ void pm_dir_set(struct pm_fs *fs, struct pm_inode *dir, uint32_t pos, uint64_t i
 void pm_dir_free(struct pm_dir **dp);
 
 /* file.c */
-void pm_dirty_add(struct pm_inode *ip, uint64_t fblk, uint64_t n);
 void pm_dirty_free(struct pm_dirty *ds);
 int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
-int pm_flush_inode_data(struct pm_fs *fs, struct pm_inode *ip);
+
+/* writeback.c */
+/* Marks file blocks [fblk, fblk+n) dirty before they are written in place:
+ * a clean block's checksum is invalidated, durably, first. Called with
+ * ip->rw held (either way) or the last reference. */
+void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n, bool tx);
+/* A block just allocated to a file: no valid checksum (ordered in the tx). */
+void pm_csum_forget(struct pm_fs *fs, uint64_t pblk);
+/* Integrity writeback of one file: every dirty block and every block under a
+ * write pin is made durable; unpinned ones become clean (checksummed),
+ * pinned ones stay dirty. ip->rw held, or the last reference. */
+void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
+			uint64_t older_than_ns);
+/* Verifies clean blocks of [fblk, fblk+n) against their checksums; -EIO on a
+ * mismatch (logged). ip->rw held. */
+int pm_csum_verify(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n);
 
 /* xattr.c */
 void pm_xattr_free(struct pm_fs *fs, struct pm_inode *ip);

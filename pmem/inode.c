@@ -268,7 +268,7 @@ void pm_iput_locked(struct pm_fs *fs, struct pm_inode *ip)
 	if (ip->d.nlink == 0) {
 		inode_destroy(fs, ip);
 	} else {
-		pm_flush_inode_data(fs, ip);
+		pm_writeback_inode(fs, ip, true, 0);
 		if (ip->times_dirty) {
 			pm_tx_begin(fs);
 			pm_inode_write(fs, ip);

@@ -15,6 +15,8 @@
  *	[journal_start, +journal_blocks)   redo journal (struct pm_jhdr + records)
  *	[itable_start, +itable_blocks)     inode table, PM_INODES_PER_BLOCK each
  *	[bitmap_start, +bitmap_blocks)     block allocation bitmap, 1 bit/block
+ *	[csum_start, +csum_blocks)         with PM_FEAT_INCOMPAT_CSUM: one u32
+ *	                                   CRC32C per block (PM_CSUM_*)
  *	[data_start, nblocks)              data, map, directory and xattr blocks
  *
  * Block number 0 is the superblock, so a block pointer of 0 means "none"
@@ -47,7 +49,7 @@
  * pinfs has no read-only mode); unknown compat bits are ignored. */
 #define PM_FEAT_COMPAT_SUPP 0ull
 #define PM_FEAT_INCOMPAT_CSUM 0x1ull /* CRC32C per data block (issue 4) */
-#define PM_FEAT_INCOMPAT_SUPP 0ull
+#define PM_FEAT_INCOMPAT_SUPP PM_FEAT_INCOMPAT_CSUM
 #define PM_FEAT_RO_COMPAT_SUPP 0ull
 
 #define PM_ROOT_INO 1ull
@@ -87,7 +89,9 @@ struct pm_super {
 	uint64_t mkfs_time;	  /* seconds since the epoch */
 	uint32_t sb_csum;	  /* CRC32C, see above */
 	uint32_t reserved0;	  /* must be zero */
-	uint8_t reserved[3904];	  /* must be zero */
+	uint64_t csum_start;	  /* first checksum block (CSUM feature), else 0 */
+	uint64_t csum_blocks;	  /* checksum table length in blocks, else 0 */
+	uint8_t reserved[3888];	  /* must be zero */
 };
 _Static_assert(sizeof(struct pm_super) == PM_BLOCK_SIZE, "superblock size");
 
@@ -197,6 +201,21 @@ struct pm_xattr_ent {
 static inline unsigned pm_xattr_ent_size(unsigned nlen, unsigned vlen)
 {
 	return (sizeof(struct pm_xattr_ent) + nlen + vlen + 3u) & ~3u;
+}
+
+/*
+ * Data block checksums (PM_FEAT_INCOMPAT_CSUM): entry i of the table is the
+ * CRC32C of pool block i while that block is clean, PM_CSUM_NONE while it is
+ * not (dirty, pinned, just allocated, or never checksummed). A checksum is
+ * written only after the block's bytes are durable, and invalidated (and
+ * made durable) before the block is written again, so a valid entry always
+ * describes durable bytes. A CRC of 0 is stored as PM_CSUM_ZERO.
+ */
+#define PM_CSUM_NONE 0u
+#define PM_CSUM_ZERO 0xffffffffu
+static inline uint32_t pm_csum_encode(uint32_t crc)
+{
+	return crc ? crc : PM_CSUM_ZERO;
 }
 
 /*

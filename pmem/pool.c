@@ -81,7 +81,7 @@ static uint64_t div_up(uint64_t a, uint64_t b)
  * plus a handful of map nodes, inodes and directory slots. So it is sized
  * as the bitmap twice over plus a fixed part for everything else.
  */
-int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes)
+int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t incompat)
 {
 	uint64_t nblocks = size >> PM_BLOCK_SHIFT;
 	uint64_t bitmap_blocks = div_up(nblocks, PM_BLOCK_SIZE * 8ull);
@@ -110,7 +110,14 @@ int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes)
 	sb->ninodes = ninodes;
 	sb->bitmap_start = sb->itable_start + sb->itable_blocks;
 	sb->bitmap_blocks = bitmap_blocks;
+	sb->csum_start = 0;
+	sb->csum_blocks = 0;
 	sb->data_start = sb->bitmap_start + bitmap_blocks;
+	if (incompat & PM_FEAT_INCOMPAT_CSUM) {
+		sb->csum_start = sb->data_start;
+		sb->csum_blocks = div_up(nblocks * 4, PM_BLOCK_SIZE);
+		sb->data_start += sb->csum_blocks;
+	}
 	/* at least a quarter of the pool must be left for data */
 	if (sb->data_start + nblocks / 4 > nblocks)
 		return -EINVAL;
@@ -160,7 +167,9 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 		return -EUCLEAN;
 	}
 	memset(&g, 0, sizeof(g));
-	if (pm_geometry(&g, sb->pool_size, sb->ninodes - 1) || g.journal_start != sb->journal_start ||
+	if (pm_geometry(&g, sb->pool_size, sb->ninodes - 1, sb->feat_incompat) ||
+	    g.journal_start != sb->journal_start || g.csum_start != sb->csum_start ||
+	    g.csum_blocks != sb->csum_blocks ||
 	    g.journal_blocks != sb->journal_blocks || g.itable_start != sb->itable_start ||
 	    g.itable_blocks != sb->itable_blocks || g.bitmap_start != sb->bitmap_start ||
 	    g.bitmap_blocks != sb->bitmap_blocks || g.data_start != sb->data_start ||
@@ -189,7 +198,7 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 	int rc;
 
 	memset(&sb, 0, sizeof(sb));
-	rc = pm_geometry(&sb, size, o->ninodes);
+	rc = pm_geometry(&sb, size, o->ninodes, o->features);
 	if (rc)
 		return rc;
 	sb.magic = PM_SUPER_MAGIC;

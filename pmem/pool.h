@@ -36,8 +36,9 @@ struct pm_mkfs_opts {
 	bool force;	   /* overwrite an existing pinfs pool */
 };
 
-/* Computes the region layout for @sb->nblocks / @ninodes into @sb. */
-int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes);
+/* Computes the region layout of a pool of @size bytes, @ninodes inodes
+ * (0: default) and incompat features @incompat into @sb. */
+int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t incompat);
 
 /* Formats @path (created if missing) and writes an empty root directory.
  * Returns 0, -EEXIST if it holds a pinfs pool and !force, or -errno.

@@ -19,7 +19,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: mkfs.pinfs [--size SIZE] [--inodes N] [--force] POOL\n"
 		   "  --size SIZE   pool size, e.g. 256M, 4G (default 256M; sparse on tmpfs)\n"
 		   "  --inodes N    inode slots (default: one per 8 KiB)\n"
-		   "  --force       overwrite an existing pinfs pool\n");
+		   "  --force       overwrite an existing pinfs pool\n"
+		   "  --checksums   keep a CRC32C of every clean data block\n");
 }
 
 int main(int argc, char **argv)
@@ -28,6 +29,7 @@ int main(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "inodes", required_argument, NULL, 'i' },
 		{ "force", no_argument, NULL, 'f' },
+		{ "checksums", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -36,7 +38,7 @@ int main(int argc, char **argv)
 	char err[256] = "";
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:i:fh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:i:fch", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (pm_parse_size(optarg, &o.size)) {
@@ -52,6 +54,9 @@ int main(int argc, char **argv)
 			break;
 		case 'f':
 			o.force = true;
+			break;
+		case 'c':
+			o.features |= PM_FEAT_INCOMPAT_CSUM;
 			break;
 		case 'h':
 			usage(stdout);
@@ -71,10 +76,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	memset(&sb, 0, sizeof(sb));
-	pm_geometry(&sb, o.size & ~(uint64_t)(PM_BLOCK_SIZE - 1), o.ninodes);
-	printf("mkfs.pinfs: %s: %llu MiB, %llu blocks of 4 KiB, %llu inodes, journal %llu KiB\n",
+	pm_geometry(&sb, o.size & ~(uint64_t)(PM_BLOCK_SIZE - 1), o.ninodes, o.features);
+	printf("mkfs.pinfs: %s: %llu MiB, %llu blocks of 4 KiB, %llu inodes, journal %llu KiB%s\n",
 	       argv[optind], (unsigned long long)(sb.pool_size >> 20),
 	       (unsigned long long)sb.nblocks, (unsigned long long)sb.ninodes - 1,
-	       (unsigned long long)(sb.journal_blocks * 4));
+	       (unsigned long long)(sb.journal_blocks * 4),
+	       (o.features & PM_FEAT_INCOMPAT_CSUM) ? ", block checksums" : "");
 	return 0;
 }

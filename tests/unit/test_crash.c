@@ -32,84 +32,9 @@
 #include "pmem/fsck.h"
 #include "pmem/pool.h"
 #include "tests/unit/check.h"
+#include "tests/unit/record.h"
 
 #define POOL_SIZE (8u << 20)
-
-/* ---- the recording persistence double ----------------------------------- */
-
-struct event {
-	size_t off, len; /* len 0: a drain */
-	uint8_t *data;
-};
-
-struct recorder {
-	uint8_t *base;
-	bool on;
-	struct event *ev;
-	size_t n, cap;
-	size_t flushes, drains;
-};
-
-static void rec_push(struct recorder *r, size_t off, size_t len, const void *src)
-{
-	if (r->n == r->cap) {
-		r->cap = r->cap ? r->cap * 2 : 256;
-		r->ev = realloc(r->ev, r->cap * sizeof(*r->ev));
-		if (!r->ev)
-			abort();
-	}
-	r->ev[r->n].off = off;
-	r->ev[r->n].len = len;
-	r->ev[r->n].data = NULL;
-	if (len) {
-		r->ev[r->n].data = malloc(len);
-		if (!r->ev[r->n].data)
-			abort();
-		memcpy(r->ev[r->n].data, src, len);
-	}
-	r->n++;
-}
-
-static void rec_flush(void *ctx, const void *addr, size_t len)
-{
-	struct recorder *r = ctx;
-
-	r->flushes++;
-	if (r->on)
-		rec_push(r, (size_t)((const uint8_t *)addr - r->base), len, addr);
-}
-
-static void rec_drain(void *ctx)
-{
-	struct recorder *r = ctx;
-
-	r->drains++;
-	if (r->on)
-		rec_push(r, 0, 0, NULL);
-}
-
-static void rec_reset(struct recorder *r)
-{
-	size_t i;
-
-	for (i = 0; i < r->n; i++)
-		free(r->ev[i].data);
-	r->n = 0;
-}
-
-static void noop_flush(void *ctx, const void *addr, size_t len)
-{
-	(void)ctx;
-	(void)addr;
-	(void)len;
-}
-
-static void noop_drain(void *ctx)
-{
-	(void)ctx;
-}
-
-static const struct pm_persist_ops noop_ops = { noop_flush, noop_drain, NULL };
 
 /* ---- a logical dump of the whole tree ----------------------------------- */
 

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tests/unit/test_writeback.c -- Kara's rule for pinned blocks, checked with
+ * a recording persistence ops table: fsync makes written data and data
+ * stored through a pinned mapping durable, pinned blocks stay dirty, the
+ * background flusher never flushes a pinned block, and checksums are only
+ * ever verified on clean blocks.
+ *
+ * The pin hooks are a test double: a set of pinned pool blocks and one write
+ * pin range, which is all the engine asks the lease manager.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "pmem/fs.h"
+#include "pmem/pool.h"
+#include "tests/unit/check.h"
+#include "tests/unit/record.h"
+
+#define POOL_SIZE (16u << 20)
+
+static const struct pm_cred root_cred = { 0, 0, 0, NULL };
+
+/* the pin double: pool blocks pinned, and the file range write-pinned */
+static uint64_t pinned_pblk[64];
+static size_t npinned;
+static uint64_t wp_ino, wp_first, wp_n;
+
+static bool t_pinned(void *ctx, uint64_t pblk)
+{
+	size_t i;
+
+	(void)ctx;
+	for (i = 0; i < npinned; i++)
+		if (pinned_pblk[i] == pblk)
+			return true;
+	return false;
+}
+
+static void t_write_pinned(void *ctx, uint64_t ino, void (*fn)(void *, uint64_t, uint64_t),
+			   void *arg)
+{
+	(void)ctx;
+	if (wp_n && ino == wp_ino)
+		fn(arg, wp_first, wp_n);
+}
+
+struct world {
+	uint8_t *img;
+	struct recorder rec;
+	struct pm_persist_ops ops;
+	struct pm_pool *pool;
+	struct pm_fs *fs;
+	struct pm_inode *root, *f;
+};
+
+static int setup(struct world *w, bool csum)
+{
+	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = csum ? PM_FEAT_INCOMPAT_CSUM : 0 };
+	struct pm_pin_hooks h = { NULL, t_pinned, t_write_pinned, NULL };
+	char err[256];
+
+	memset(w, 0, sizeof(*w));
+	npinned = 0;
+	wp_n = 0;
+	w->img = aligned_alloc(4096, POOL_SIZE);
+	CHECK(w->img);
+	memset(w->img, 0, POOL_SIZE);
+	CHECK_OK(pm_mkfs_mem(w->img, POOL_SIZE, &o, &noop_ops));
+	w->rec.base = w->img;
+	w->ops.flush = rec_flush;
+	w->ops.drain = rec_drain;
+	w->ops.ctx = &w->rec;
+	CHECK_OK(pm_pool_open_mem(w->img, POOL_SIZE, &w->ops, &w->pool, err, sizeof(err)));
+	CHECK_OK(pm_fs_mount(w->pool, &w->fs, err, sizeof(err)));
+	pm_fs_set_pin_hooks(w->fs, &h);
+	CHECK_OK(pm_iget(w->fs, 1, &w->root));
+	CHECK_OK(pm_mknod(w->fs, &root_cred, w->root, "f", S_IFREG | 0644, 0, &w->f));
+	return 0;
+}
+
+static void teardown(struct world *w)
+{
+	pm_iput(w->fs, w->f);
+	pm_iput(w->fs, w->root);
+	pm_fs_unmount(&w->fs);
+	pm_pool_close(&w->pool);
+	rec_reset(&w->rec);
+	free(w->rec.ev);
+	free(w->img);
+}
+
+static int wr(struct world *w, uint64_t off, size_t len, int c)
+{
+	char *buf = malloc(len);
+	struct iovec iov = { buf, len };
+	ssize_t n;
+
+	memset(buf, c, len);
+	n = pm_write(w->fs, &root_cred, w->f, off, &iov, 1);
+	free(buf);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* The pool as the recorder says it is durable: the image before recording
+ * started (@base) plus every flush up to the last drain. */
+static uint8_t *durable_image(struct world *w, const uint8_t *base)
+{
+	uint8_t *img = malloc(POOL_SIZE);
+	size_t i, last = 0;
+
+	memcpy(img, base, POOL_SIZE);
+	for (i = 0; i < w->rec.n; i++)
+		if (!w->rec.ev[i].len)
+			last = i;
+	for (i = 0; i < last; i++)
+		if (w->rec.ev[i].len)
+			memcpy(img + w->rec.ev[i].off, w->rec.ev[i].data, w->rec.ev[i].len);
+	return img;
+}
+
+/* Was any byte of pool block @pblk flushed while recording? */
+static bool flushed(struct world *w, uint64_t pblk)
+{
+	size_t i, lo = pblk << 12, hi = lo + 4096;
+
+	for (i = 0; i < w->rec.n; i++)
+		if (w->rec.ev[i].len && w->rec.ev[i].off < hi && w->rec.ev[i].off + w->rec.ev[i].len > lo)
+			return true;
+	return false;
+}
+
+struct segs {
+	struct pm_seg s[16];
+	size_t n;
+};
+
+static int keep_segs(void *ctx, const struct pm_seg *s, size_t n)
+{
+	struct segs *out = ctx;
+
+	out->n = n < 16 ? n : 16;
+	memcpy(out->s, s, out->n * sizeof(*s));
+	return 0;
+}
+
+static int pin(struct world *w, uint64_t first, uint64_t n, struct segs *sg)
+{
+	size_t i;
+	uint64_t b;
+
+	CHECK_OK(pm_pin_blocks(w->fs, w->f, first, n, true, keep_segs, sg));
+	for (i = 0; i < sg->n; i++)
+		for (b = 0; b < sg->s[i].n; b++)
+			pinned_pblk[npinned++] = sg->s[i].pblk + b;
+	wp_ino = pm_ino(w->f);
+	wp_first = first;
+	wp_n = n;
+	return 0;
+}
+
+static void unpin_all(void)
+{
+	npinned = 0;
+	wp_n = 0;
+}
+
+static int test_fsync_makes_written_data_durable(void)
+{
+	struct world w;
+	uint8_t *before, *img;
+	uint64_t pblk;
+	struct segs sg;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(wr(&w, 0, 8 * 4096, 'a')); /* allocating: durable at commit */
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	before = malloc(POOL_SIZE);
+	memcpy(before, w.img, POOL_SIZE);
+	w.rec.on = true;
+	CHECK_OK(wr(&w, 4096, 4096, 'b')); /* in place: not durable yet */
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 1, 1, false, keep_segs, &sg));
+	pblk = sg.s[0].pblk;
+	img = durable_image(&w, before);
+	CHECK_EQ(img[pblk << 12], 'a');
+	free(img);
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	w.rec.on = false;
+	img = durable_image(&w, before);
+	CHECK_EQ(img[pblk << 12], 'b');
+	free(img);
+	free(before);
+	teardown(&w);
+	return 0;
+}
+
+static int test_stores_through_a_pinned_mapping_are_durable_after_fsync(void)
+{
+	struct world w;
+	struct pm_wb_stats st;
+	uint8_t *before, *img;
+	struct segs sg;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	CHECK_OK(pin(&w, 4, 4, &sg));
+	pm_inode_wb_stats(w.fs, w.f, &st);
+	CHECK_EQ(st.dirty, 4); /* write-pinned blocks are dirty at once */
+	CHECK_EQ(st.clean, 12);
+	before = malloc(POOL_SIZE);
+	memcpy(before, w.img, POOL_SIZE);
+	w.rec.on = true;
+	/* the "device" stores behind the file system's back */
+	memset(w.img + (sg.s[0].pblk << 12), 'Z', 4096);
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	w.rec.on = false;
+	img = durable_image(&w, before);
+	CHECK_EQ(img[sg.s[0].pblk << 12], 'Z');
+	free(img);
+	free(before);
+	pm_inode_wb_stats(w.fs, w.f, &st);
+	CHECK_EQ(st.dirty, 4);		  /* pinned blocks stay dirty */
+	CHECK_EQ(st.clean, 12);		  /* the others are clean */
+	CHECK_EQ(st.pinned_kept_dirty, 4); /* flushed, kept dirty */
+	/* after unpin the next writeback cleans them */
+	unpin_all();
+	pm_writeback_pass(w.fs, 0);
+	pm_inode_wb_stats(w.fs, w.f, &st);
+	CHECK_EQ(st.dirty, 0);
+	CHECK_EQ(st.clean, 16);
+	teardown(&w);
+	return 0;
+}
+
+static int test_fsync_of_a_clean_unpinned_file_flushes_nothing(void)
+{
+	struct world w;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(wr(&w, 0, 8 * 4096, 'a'));
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	w.rec.flushes = 0;
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	CHECK_EQ(w.rec.flushes, 0);
+	teardown(&w);
+	return 0;
+}
+
+static int test_background_flusher_never_flushes_pinned_blocks(void)
+{
+	struct world w;
+	struct pm_wb_stats st;
+	struct segs sg;
+	size_t i;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	CHECK_OK(pin(&w, 0, 8, &sg));
+	CHECK_OK(wr(&w, 0, 16 * 4096, 'b')); /* dirty everything */
+	rec_reset(&w.rec);
+	w.rec.on = true;
+	pm_writeback_pass(w.fs, 0);
+	w.rec.on = false;
+	for (i = 0; i < npinned; i++)
+		CHECK(!flushed(&w, pinned_pblk[i])); /* recorder agrees */
+	pm_inode_wb_stats(w.fs, w.f, &st);
+	CHECK_EQ(st.flushed_background, 8); /* and the counters */
+	CHECK_EQ(st.pinned_skipped, 8);
+	CHECK_EQ(st.dirty, 8);
+	teardown(&w);
+	return 0;
+}
+
+static int read_byte(struct world *w, uint64_t off, int *c)
+{
+	struct iovec iov[4];
+	size_t bytes;
+	int n = pm_read_begin(w->fs, w->f, off, 1, iov, 4, &bytes);
+
+	if (n < 0)
+		return n;
+	*c = n ? *(uint8_t *)iov[0].iov_base : -1;
+	pm_read_end(w->fs, w->f);
+	return 0;
+}
+
+static int test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one(void)
+{
+	struct world w;
+	struct pm_scrub r;
+	struct segs sg, all;
+	int c;
+
+	CHECK_OK(setup(&w, true));
+	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 16, false, keep_segs, &all));
+	CHECK_EQ(all.n, 1);
+	CHECK_OK(read_byte(&w, 5 * 4096, &c));
+	CHECK_EQ(c, 'a');
+	/* a flipped bit in clean block 5 */
+	w.img[((all.s[0].pblk + 5) << 12) + 100] ^= 1;
+	CHECK_EQ(read_byte(&w, 5 * 4096, &c), -EIO);
+	CHECK_OK(read_byte(&w, 6 * 4096, &c)); /* the neighbours are fine */
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.bad, 1);
+	CHECK_EQ(r.checked, 15);
+	CHECK_EQ(r.first_bad_off, 5 * 4096);
+	/* the same flip in a pinned block is no corruption: it is dirty */
+	CHECK_OK(pin(&w, 8, 2, &sg));
+	w.img[(sg.s[0].pblk << 12) + 100] ^= 1;
+	CHECK_OK(read_byte(&w, 8 * 4096, &c));
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.bad, 1); /* still only block 5 */
+	CHECK_EQ(r.skipped_pinned, 2);
+	/* rewriting block 5 makes it dirty, then clean with a new checksum */
+	CHECK_OK(wr(&w, 5 * 4096, 4096, 'c'));
+	unpin_all();
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	CHECK_OK(read_byte(&w, 5 * 4096, &c));
+	CHECK_EQ(c, 'c');
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.bad, 0);
+	teardown(&w);
+	return 0;
+}
+
+int main(void)
+{
+	RUN(test_fsync_makes_written_data_durable);
+	RUN(test_stores_through_a_pinned_mapping_are_durable_after_fsync);
+	RUN(test_fsync_of_a_clean_unpinned_file_flushes_nothing);
+	RUN(test_background_flusher_never_flushes_pinned_blocks);
+	RUN(test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one);
+	return T_EXIT_PASS;
+}
