@@ -111,11 +111,12 @@ static void dump_dir(struct pm_fs *fs, struct pm_inode *dir, const char *path, s
 	size_t i;
 
 	pm_readdir(fs, dir, 0, collect, &nm);
-	/* sort by name: readdir order depends on slot reuse */
+	/* sort by name: readdir order depends on slot reuse (the inode
+	 * numbers are looked up again below, so nm.ino may go stale) */
 	{
-		char (*sorted)[256] = malloc((nm.n + 1) * 256);
-		memcpy(sorted, nm.name, nm.n * 256);
-		qsort(sorted, nm.n, 256, cmp_names);
+		char (*sorted)[256] = nm.name;
+		if (nm.n)
+			qsort(sorted, nm.n, 256, cmp_names);
 		for (i = 0; i < nm.n; i++) {
 			struct pm_inode *ip;
 			char sub[4096];
@@ -127,7 +128,6 @@ static void dump_dir(struct pm_fs *fs, struct pm_inode *dir, const char *path, s
 			dump_inode(fs, ip, sub, b);
 			pm_iput(fs, ip);
 		}
-		free(sorted);
 	}
 	free(nm.name);
 	free(nm.ino);
