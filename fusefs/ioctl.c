@@ -188,7 +188,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	c.first = in->offset >> 12;
 	c.n = ((end - 1) >> 12) - c.first + 1;
 	c.fh = (uint64_t)(uintptr_t)file;
-	c.holder = lease_tgid_of((uint32_t)ctx->pid);
+	c.holder = lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid);
 	c.flags = in->flags;
 	c.out = out;
 	out->pin_offset = c.first << 12;
@@ -413,8 +413,8 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_UNPIN: {
 		const struct pinfs_unpin *u = in_buf;
 		rc = u->reserved ? -EINVAL
-				 : lease_unpin(f->lm, u->lease_id, lease_tgid_of((uint32_t)ctx->pid),
-					       ctx->uid);
+				 : lease_unpin(f->lm, u->lease_id,
+					       lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid), ctx->uid);
 		break;
 	}
 	case PINFS_IOC_LIST:

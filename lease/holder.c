@@ -159,6 +159,16 @@ out:
 	return rc;
 }
 
+bool lease_watch_has(struct lease_watch *w, uint32_t tgid)
+{
+	bool has;
+
+	pthread_mutex_lock(&w->lock);
+	has = find(w, tgid) >= 0;
+	pthread_mutex_unlock(&w->lock);
+	return has;
+}
+
 int lease_watch_signal(struct lease_watch *w, uint32_t tgid, int sig, uint64_t id)
 {
 	siginfo_t info;

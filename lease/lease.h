@@ -52,6 +52,9 @@ const struct lease_cfg *lease_mgr_cfg(struct lease_mgr *m);
 /* Thread-group id of thread @tid (FUSE reports the calling thread); the
  * tid itself if /proc does not say. */
 uint32_t lease_tgid_of(uint32_t tid);
+/* The same, without reading /proc when @tid is a holder the manager already
+ * watches (its pidfd proves it is a live thread-group leader). */
+uint32_t lease_mgr_holder_of(struct lease_mgr *m, uint32_t tid);
 
 /*
  * Registers a lease on blocks already allocated and mapped by the caller
@@ -105,6 +108,8 @@ const char *lease_policy_name(uint32_t policy);
 struct lease_watch;
 int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, struct lease_watch **out);
 int lease_watch_add(struct lease_watch *w, uint32_t tgid);
+/* Is @tgid a live watched holder (a thread-group leader)? */
+bool lease_watch_has(struct lease_watch *w, uint32_t tgid);
 /* Sends @sig with si_code SI_QUEUE and @id as si_value to @tgid. */
 int lease_watch_signal(struct lease_watch *w, uint32_t tgid, int sig, uint64_t id);
 void lease_watch_delete(struct lease_watch **wp);

@@ -107,6 +107,11 @@ uint32_t lease_tgid_of(uint32_t tid)
 	return tgid;
 }
 
+uint32_t lease_mgr_holder_of(struct lease_mgr *m, uint32_t tid)
+{
+	return lease_watch_has(m->w, tid) ? tid : lease_tgid_of(tid);
+}
+
 /* Called with m->lock held. */
 static const char *comm_of(struct lease_mgr *m, uint32_t tgid)
 {
