@@ -116,6 +116,16 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 void ffs_leases_stop(struct ffs *f)
 {
 	struct pm_pin_hooks none = { NULL, NULL, NULL, NULL };
+	uint64_t nleases = 0, nblocks = 0;
+
+	if (f->lm)
+		lease_table_counts(lease_mgr_table(f->lm), &nleases, &nblocks);
+	if (nleases)
+		/* the holders map the pool file itself: nothing here can stop
+		 * them storing into blocks a later mount may reuse (README) */
+		fprintf(stderr, "pinfs: unmounting with %llu leases on %llu blocks still held: "
+				"their holders can still write to the pool file\n",
+			(unsigned long long)nleases, (unsigned long long)nblocks);
 
 	if (f->fs)
 		pm_fs_set_pin_hooks(f->fs, &none);

@@ -52,6 +52,15 @@ struct fcount { /* per-file counters */
 	uint64_t ino, revoked, broken, refused;
 };
 
+/* A truncate or punch waiting on pins (wait/break): new pins on its range
+ * are refused meanwhile, as Linux refuses a new lease while one is being
+ * broken (generic_add_lease: EAGAIN), so the waiter cannot be starved and no
+ * late pin is revoked without its own notice. */
+struct pending {
+	uint64_t ino, first, n;
+};
+#define MAX_PENDING 64
+
 /*
  * Locking
  *  1. m->lock guards the event ring, the counters, the comm cache, gen and
@@ -74,6 +83,8 @@ struct lease_mgr {
 	struct pinfs_event *ring; /* lock */
 	uint64_t seq;		 /* last event; lock */
 	struct pinfs_counters mc; /* mount counters; lock */
+	struct pending pend[MAX_PENDING]; /* lock */
+	unsigned npend;		 /* lock */
 	struct fcount *fc;	 /* per-file counters; lock */
 	size_t nfc, capfc;
 	struct {
@@ -297,8 +308,18 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
 {
 	struct lease l;
-	int rc = lease_watch_add(m->w, holder);
+	unsigned i;
+	int rc;
 
+	pthread_mutex_lock(&m->lock);
+	for (i = 0; i < m->npend; i++)
+		if (m->pend[i].ino == ino && first < m->pend[i].first + m->pend[i].n &&
+		    m->pend[i].first < first + n) {
+			pthread_mutex_unlock(&m->lock);
+			return -EAGAIN; /* a truncate is waiting for this range */
+		}
+	pthread_mutex_unlock(&m->lock);
+	rc = lease_watch_add(m->w, holder);
 	if (rc)
 		return rc == -ENOMEM ? rc : -ESRCH;
 	rc = lease_add(m->t, ino, first, n, holder, flags, fh, seg_fblk, seg_pblk, seg_len, nseg, id);
@@ -449,11 +470,47 @@ static uint64_t gen_of(struct lease_mgr *m)
 	return g;
 }
 
+static void pend_add(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, bool *added)
+{
+	pthread_mutex_lock(&m->lock);
+	if (m->npend < MAX_PENDING) {
+		m->pend[m->npend].ino = ino;
+		m->pend[m->npend].first = first;
+		m->pend[m->npend++].n = n;
+		*added = true;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void pend_del(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&m->lock);
+	for (i = 0; i < m->npend; i++)
+		if (m->pend[i].ino == ino && m->pend[i].first == first && m->pend[i].n == n) {
+			m->pend[i] = m->pend[--m->npend];
+			break;
+		}
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* A break that ends in a refusal hands the leases back: they are active
+ * again, and the next break notices them afresh. */
+static void unbreak(struct lease_mgr *m, struct lease *v, long k)
+{
+	long i;
+
+	for (i = 0; i < k; i++)
+		if (v[i].state == PINFS_LEASE_BREAKING)
+			lease_set_state(m->t, v[i].id, PINFS_LEASE_ACTIVE);
+}
+
 int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
 		   uint32_t policy, const struct lease_waiter *w)
 {
 	uint64_t deadline = 0;
-	bool noticed = false;
+	bool pending = false;
 	struct lease *v = NULL;
 	long k, i;
 	int rc;
@@ -483,11 +540,12 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
 			double s = policy == PINFS_POLICY_BREAK ? m->cfg.lease_break_time
 								: m->cfg.wait_timeout;
 			deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9);
+			pend_add(m, ino, first, n, &pending);
 			pthread_mutex_lock(&m->lock);
 			ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, policy);
 			pthread_mutex_unlock(&m->lock);
 		}
-		if (policy == PINFS_POLICY_BREAK && !noticed) {
+		if (policy == PINFS_POLICY_BREAK) {
 			for (i = 0; i < k; i++) {
 				struct fcount *f;
 				if (v[i].state == PINFS_LEASE_BREAKING)
@@ -501,17 +559,20 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
 					f->broken++;
 				ev_push(m, PINFS_EV_BREAK, &v[i], 0, 0, 0, 0, policy);
 				pthread_mutex_unlock(&m->lock);
+				v[i].state = PINFS_LEASE_BREAKING;
 			}
-			noticed = true;
 		}
 		if (now_ns(CLOCK_MONOTONIC) >= deadline) {
 			if (policy == PINFS_POLICY_BREAK)
 				rc = revoke_all(m, v, k, ino, first, n, policy);
 			else
 				rc = refuse(m, &v[0], ino, first, n, policy);
+			if (rc)
+				unbreak(m, v, k);
 			break;
 		}
 		if (w && w->interrupted && w->interrupted(w->arg)) {
+			unbreak(m, v, k);
 			rc = -EINTR;
 			break;
 		}
@@ -521,6 +582,8 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
 		if (w && w->relock)
 			w->relock(w->arg);
 	}
+	if (pending)
+		pend_del(m, ino, first, n);
 	free(v);
 	return rc;
 }

@@ -11,6 +11,7 @@
  * in two places.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,35 @@ int pm_alloc_init(struct pm_fs *fs)
 	fs->alloc_hint = sb->data_start;
 	fs->ino_hint = PM_ROOT_INO + 1;
 	return 0;
+}
+
+/* Remembers an allocation so pm_tx_abort() can give it back. */
+static void note_alloc(struct pm_fs *fs, uint64_t start, uint64_t n)
+{
+	struct pm_tx *tx = &fs->tx;
+
+	if (tx->nalloced == tx->capalloced) {
+		tx->capalloced = tx->capalloced ? tx->capalloced * 2 : 16;
+		tx->alloced = realloc(tx->alloced, 2 * tx->capalloced * sizeof(*tx->alloced));
+		if (!tx->alloced)
+			abort();
+	}
+	tx->alloced[2 * tx->nalloced] = start;
+	tx->alloced[2 * tx->nalloced++ + 1] = n;
+}
+
+bool pm_blk_ok(struct pm_fs *fs, uint64_t b)
+{
+	static int said;
+	const struct pm_super *sb = fs->pool->sb;
+
+	if (b >= sb->data_start && b < sb->nblocks)
+		return true;
+	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+		fprintf(stderr, "pinfs: a block map points outside the data area (block %llu): "
+				"the pool is corrupt, run fsck.pinfs\n",
+			(unsigned long long)b);
+	return false;
 }
 
 /* Sets or clears bits [b, b+n) of the pool bitmap through the transaction. */
@@ -103,6 +133,7 @@ int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
 	for (b = start; b < start + n; b++)
 		fs->bmap[b >> 6] |= 1ull << (b & 63);
 	media_bits(fs, start, n, true);
+	note_alloc(fs, start, n);
 	fs->avail -= n;
 	fs->sbc.free_blocks -= n;
 	pm_sb_dirty(fs);
@@ -276,6 +307,7 @@ int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t 
 		for (n = want, b = start; b < start + n; b++)
 			fs->bmap[b >> 6] |= 1ull << (b & 63);
 		media_bits(fs, start, n, true);
+		note_alloc(fs, start, n);
 		fs->avail -= n;
 		fs->sbc.free_blocks -= n;
 		pm_sb_dirty(fs);

@@ -40,10 +40,12 @@ uint64_t pm_bmap_get(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk,
 
 	if (!blk || !fits(d->map_height, fblk))
 		return 0;
+	if (!pm_blk_ok(fs, blk))
+		return 0;
 	for (level = d->map_height; level >= 1; level--) {
 		blk = node_ro(fs, blk, tx)[(fblk >> shift_of(level)) & (PM_MAP_FANOUT - 1)];
-		if (!blk)
-			return 0;
+		if (!blk || !pm_blk_ok(fs, blk))
+			return 0; /* a corrupt pointer reads as a hole, never a wild access */
 	}
 	return blk;
 }
@@ -58,11 +60,11 @@ uint64_t pm_bmap_run(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk,
 	*pblk = 0;
 	if (!max)
 		return 0;
-	if (!blk || !fits(d->map_height, fblk))
+	if (!blk || !fits(d->map_height, fblk) || !pm_blk_ok(fs, blk))
 		return max; /* beyond the map: all hole */
 	for (level = d->map_height; level > 1; level--) {
 		uint64_t child = node_ro(fs, blk, tx)[(fblk >> shift_of(level)) & (PM_MAP_FANOUT - 1)];
-		if (!child) {
+		if (!child || !pm_blk_ok(fs, child)) {
 			/* a hole to the end of this entry's span */
 			n = span_of(level) - (fblk & (span_of(level) - 1));
 			return n < max ? n : max;
@@ -72,6 +74,10 @@ uint64_t pm_bmap_run(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk,
 	node = node_ro(fs, blk, tx);
 	idx = fblk & (PM_MAP_FANOUT - 1);
 	*pblk = node[idx];
+	if (*pblk && !pm_blk_ok(fs, *pblk)) {
+		*pblk = 0;
+		return 1;
+	}
 	for (n = 1; n < max && idx + n < PM_MAP_FANOUT; n++) {
 		uint64_t e = node[idx + n];
 		if (*pblk ? e != *pblk + n : e != 0)
@@ -139,6 +145,8 @@ int pm_bmap_set(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t p
 			pm_tx_dirty(fs, &node[idx], sizeof(node[idx]));
 			return 0;
 		}
+		if (node[idx] && !pm_blk_ok(fs, node[idx]))
+			return -EUCLEAN;
 		if (!node[idx]) {
 			rc = node_alloc(fs, ip, &nb);
 			if (rc)
@@ -187,7 +195,7 @@ static uint64_t free_subtree(struct pm_fs *fs, struct freer *fr, uint64_t blk, u
 	unsigned i;
 
 	for (i = 0; i < PM_MAP_FANOUT; i++) {
-		if (!node[i])
+		if (!node[i] || !pm_blk_ok(fs, node[i]))
 			continue;
 		if (level == 1) {
 			freer_add(fr, node[i]);
@@ -230,7 +238,9 @@ static uint64_t punch_node(struct pm_fs *fs, struct freer *fr, uint64_t blk, uns
 
 		if (!child)
 			continue;
-		if (level == 1) {
+		if (!pm_blk_ok(fs, child)) {
+			cleared = true; /* drop the bad pointer, free nothing */
+		} else if (level == 1) {
 			freer_add(fr, child);
 			data++;
 			cleared = true;
@@ -270,6 +280,11 @@ uint64_t pm_bmap_punch(struct pm_fs *fs, struct pm_inode *ip, uint64_t from, uin
 		return 0;
 	if (to > cap)
 		to = cap;
+	if (!pm_blk_ok(fs, d->map_root)) {
+		d->map_root = 0; /* a corrupt root: forget it, free nothing */
+		d->map_height = 0;
+		return 0;
+	}
 	data = punch_node(fs, &fr, d->map_root, d->map_height, 0, from, to, &empty);
 	if (empty) {
 		freer_add(&fr, d->map_root);

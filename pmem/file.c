@@ -38,7 +38,7 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 
 	*bytes = 0;
 	pthread_rwlock_rdlock(&ip->rw);
-	if (S_ISDIR(ip->d.mode)) {
+	if (S_ISDIR(ip->ftype)) {
 		pthread_rwlock_unlock(&ip->rw);
 		return -EISDIR;
 	}
@@ -229,9 +229,10 @@ static bool needs_kill_priv(const struct pm_cred *cr, const struct pm_inode *ip)
 	return (ip->d.mode & S_ISUID) || ((ip->d.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
 }
 
-/* Copies the caller's bytes into the mapped blocks of [off, off+len). */
-static void copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor *c, uint64_t off,
-			   uint64_t len, bool tx)
+/* Copies the caller's bytes into the mapped blocks of [off, off+len);
+ * -EIO if a block is missing (only a corrupt map does that). */
+static int copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor *c, uint64_t off,
+			  uint64_t len, bool tx)
 {
 	while (len) {
 		uint64_t fblk = off >> PM_BLOCK_SHIFT, pblk;
@@ -240,12 +241,13 @@ static void copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor 
 		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, t;
 
 		if (!pblk)
-			abort(); /* holes were filled */
+			return -EIO;
 		t = (run_end < off + len ? run_end : off + len) - off;
 		copy_in(c, (uint8_t *)pm_block_ptr(fs->pool, pblk) + (off & (PM_BLOCK_SIZE - 1)), t);
 		off += t;
 		len -= t;
 	}
+	return 0;
 }
 
 ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
@@ -257,8 +259,8 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 
 	for (i = 0; i < n; i++)
 		len += src[i].iov_len;
-	if (!S_ISREG(ip->d.mode))
-		return S_ISDIR(ip->d.mode) ? -EISDIR : -EINVAL;
+	if (!S_ISREG(ip->ftype))
+		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
 	if (!len)
 		return 0;
 	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
@@ -277,10 +279,15 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		}
 		pm_tx_begin(fs);
 		zero_tail(fs, ip, end);
-		if (holes && fill_holes(fs, ip, first, last, off, end, false))
-			abort(); /* space was reserved */
-		pm_dirty_mark(fs, ip, first, last - first + 1, true);
-		copy_to_blocks(fs, ip, &c, off, len, true);
+		/* space was reserved: only a corrupt map fails here */
+		if ((holes && fill_holes(fs, ip, first, last, off, end, false)) ||
+		    (pm_dirty_mark(fs, ip, first, last - first + 1, true),
+		     copy_to_blocks(fs, ip, &c, off, len, true))) {
+			pm_tx_abort(fs);
+			pm_inode_reload(fs, ip);
+			rc = -EIO;
+			goto out;
+		}
 		if (end > ip->d.size)
 			ip->d.size = end;
 		if (needs_kill_priv(cr, ip)) {
@@ -294,8 +301,10 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 	} else {
 		pthread_mutex_unlock(&fs->lock);
 		pm_dirty_mark(fs, ip, first, last - first + 1, false);
-		copy_to_blocks(fs, ip, &c, off, len, false);
+		rc = copy_to_blocks(fs, ip, &c, off, len, false);
 		pthread_mutex_lock(&fs->lock);
+		if (rc)
+			goto out;
 		pm_touch(ip, true, true);
 		ip->times_dirty = true;
 	}
@@ -348,8 +357,8 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 		return -EOPNOTSUPP;
 	if ((mode & FALLOC_FL_PUNCH_HOLE) && (!keep || (mode & FALLOC_FL_ZERO_RANGE)))
 		return -EOPNOTSUPP;
-	if (!S_ISREG(ip->d.mode))
-		return S_ISDIR(ip->d.mode) ? -EISDIR : -ENODEV;
+	if (!S_ISREG(ip->ftype))
+		return S_ISDIR(ip->ftype) ? -EISDIR : -ENODEV;
 	if (!len)
 		return -EINVAL;
 	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
@@ -394,8 +403,12 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 			zero_mapped(fs, ip, off, end);
 			pm_touch(ip, true, true);
 		}
-		if (holes && fill_holes(fs, ip, first, last, 0, 0, false))
-			abort();
+		if (holes && fill_holes(fs, ip, first, last, 0, 0, false)) {
+			pm_tx_abort(fs);
+			pm_inode_reload(fs, ip);
+			rc = -EIO; /* space was reserved: a corrupt map */
+			goto out;
+		}
 		if (!keep && end > ip->d.size) {
 			ip->d.size = end;
 			pm_touch(ip, true, true);
@@ -479,8 +492,8 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 	uint64_t holes, f, last = first + n - 1;
 	int rc = 0;
 
-	if (!S_ISREG(ip->d.mode))
-		return S_ISDIR(ip->d.mode) ? -EISDIR : -EINVAL;
+	if (!S_ISREG(ip->ftype))
+		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
 	if (!n || first + n < first)
 		return -EINVAL;
 	pthread_rwlock_wrlock(&ip->rw);
@@ -498,8 +511,13 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 			goto out;
 		}
 		pm_tx_begin(fs);
-		if (fill_holes(fs, ip, first, last, 0, 0, true))
-			abort(); /* space was reserved */
+		if (fill_holes(fs, ip, first, last, 0, 0, true)) {
+			pm_tx_abort(fs); /* space was reserved: a corrupt map */
+			pm_inode_reload(fs, ip);
+			pthread_mutex_unlock(&fs->lock);
+			rc = -EIO;
+			goto out;
+		}
 		pm_touch(ip, false, true);
 		pm_inode_write(fs, ip);
 		pm_tx_commit(fs);
@@ -511,8 +529,10 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		pm_dirty_mark(fs, ip, first, n, false);
 	for (f = first; f <= last;) {
 		uint64_t pblk, k = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, false);
-		if (!pblk)
-			abort(); /* just filled */
+		if (!pblk) {
+			rc = -EIO; /* just filled: only a corrupt map has holes here */
+			goto out;
+		}
 		if (nsegs && segs[nsegs - 1].pblk + segs[nsegs - 1].n == pblk) {
 			segs[nsegs - 1].n += k;
 		} else {

@@ -49,6 +49,8 @@ struct pm_tx {
 	size_t nfreed, capfreed;
 	struct iovec *ordered; /* new data to persist before the commit */
 	size_t nordered, capordered;
+	uint64_t *alloced; /* (start, n) pairs allocated: undone by an abort */
+	size_t nalloced, capalloced;
 	bool sb_dirty; /* fs->sbc must be written */
 };
 
@@ -85,6 +87,7 @@ struct pm_inode {
 	struct pm_inode *hnext;	 /* inode cache chain */
 	unsigned refs;		 /* pm_iget references */
 	uint64_t nlookup;	 /* FUSE lookups; holds one of refs while > 0 */
+	uint32_t ftype;		 /* d.mode & S_IFMT: immutable, read without locks */
 	pthread_rwlock_t rw;	 /* data lock, see above */
 	pthread_mutex_t dlock;	 /* guards dirty */
 	struct pm_dinode d;	 /* the inode as it is (or will be) in the pool */
@@ -136,6 +139,13 @@ void pm_tx_order(struct pm_fs *fs, const void *p, size_t len);
  * (an engine bug: every operation is bounded by pm_geometry()). */
 void pm_tx_commit(struct pm_fs *fs);
 void pm_tx_release(struct pm_tx *tx);
+/* Drops an open transaction: nothing reaches the pool, allocations are given
+ * back. The caller restores the in-core inodes it changed
+ * (pm_inode_reload). For failures found mid-way, e.g. a corrupt map. */
+void pm_tx_abort(struct pm_fs *fs);
+void pm_inode_reload(struct pm_fs *fs, struct pm_inode *ip);
+/* Is @b a block a map may point at? Logs (once) when not. */
+bool pm_blk_ok(struct pm_fs *fs, uint64_t b);
 int pm_jreplay(struct pm_pool *pool, uint64_t *seq);
 
 /* alloc.c -- blocks and inode slots; all called in a transaction */

@@ -48,6 +48,11 @@ unsigned pm_dtype(uint32_t mode)
 	return (mode & S_IFMT) >> 12;
 }
 
+void pm_inode_reload(struct pm_fs *fs, struct pm_inode *ip)
+{
+	memcpy(&ip->d, pm_dinode_ptr(fs->pool, ip->ino), sizeof(ip->d));
+}
+
 /* Writes ip->d to its slot. Called in a transaction with fs->lock held. */
 void pm_inode_write(struct pm_fs *fs, struct pm_inode *ip)
 {
@@ -110,6 +115,7 @@ int pm_icache_insert(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *d,
 	ip->ino = ino;
 	ip->refs = 1;
 	memcpy(&ip->d, d, sizeof(ip->d));
+	ip->ftype = d->mode & S_IFMT;
 	pthread_rwlock_init(&ip->rw, NULL);
 	pthread_mutex_init(&ip->dlock, NULL);
 	if (fs->icount + 1 > fs->icap)
@@ -402,9 +408,9 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 	int rc = 0;
 
 	if (size) {
-		if (S_ISDIR(ip->d.mode))
+		if (S_ISDIR(ip->ftype))
 			return -EISDIR;
-		if (!S_ISREG(ip->d.mode))
+		if (!S_ISREG(ip->ftype))
 			return -EINVAL;
 		pthread_rwlock_wrlock(&ip->rw);
 		/* shrinking frees blocks: the pins have their say first, with the
@@ -457,11 +463,9 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 	if (size && sa->size != ip->d.size) {
 		rc = pm_truncate_locked(fs, ip, sa->size);
 		if (rc) {
-			/* nothing changed in the pool yet: drop the shadows */
-			fs->tx.nsh = 0;
-			fs->tx.sb_dirty = false;
-			fs->tx.active = false;
-			memcpy(&ip->d, pm_dinode_ptr(fs->pool, ip->ino), sizeof(ip->d));
+			/* nothing changed in the pool yet */
+			pm_tx_abort(fs);
+			pm_inode_reload(fs, ip);
 			goto out;
 		}
 		pm_touch(ip, true, false);

@@ -62,6 +62,7 @@ void pm_tx_begin(struct pm_fs *fs)
 	tx->nsh = 0;
 	tx->nfreed = 0;
 	tx->nordered = 0;
+	tx->nalloced = 0;
 	tx->sb_dirty = false;
 	if (tx->hcap)
 		memset(tx->hkey, 0, tx->hcap * sizeof(*tx->hkey));
@@ -316,6 +317,24 @@ void pm_tx_commit(struct pm_fs *fs)
 	pm_release_freed(fs);
 }
 
+void pm_tx_abort(struct pm_fs *fs)
+{
+	struct pm_tx *tx = &fs->tx;
+	size_t i;
+	uint64_t b;
+
+	for (i = 0; i < tx->nalloced; i++)
+		for (b = tx->alloced[2 * i]; b < tx->alloced[2 * i] + tx->alloced[2 * i + 1]; b++) {
+			fs->bmap[b >> 6] &= ~(1ull << (b & 63));
+			fs->avail++;
+		}
+	/* the pool's superblock is what the last commit wrote */
+	fs->sbc = *fs->pool->sb;
+	tx->nsh = tx->nordered = tx->nfreed = tx->nalloced = 0;
+	tx->sb_dirty = false;
+	tx->active = false;
+}
+
 void pm_tx_release(struct pm_tx *tx)
 {
 	size_t i;
@@ -327,6 +346,7 @@ void pm_tx_release(struct pm_tx *tx)
 	free(tx->hval);
 	free(tx->freed);
 	free(tx->ordered);
+	free(tx->alloced);
 	memset(tx, 0, sizeof(*tx));
 }
 

@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease/client.c -- the pinfs client library (see lease/client.h): pin over
+ * the ioctl ABI of lease/abi.h, then map the pool blocks the daemon reports,
+ * segment by segment, into one reserved range of the address space.
+ *
+ * It only talks to the daemon through ioctls and one xattr, and to the
+ * kernel through mmap; it has no state of its own beyond struct pinfs_map.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "lease/client.h"
+
+#define PAGE 4096ull
+#define HUGE_PAGE (2ull << 20)
+
+/* The segments of one lease, as one array. */
+struct segs {
+	struct pinfs_seg *s;
+	uint32_t n;
+};
+
+static void map_clear(struct pinfs_map *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->pool_fd = -1;
+	m->fd = -1;
+}
+
+static int lease_unpin(int fd, uint64_t id)
+{
+	struct pinfs_unpin u = { .lease_id = id };
+
+	if (ioctl(fd, PINFS_IOC_UNPIN, &u) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Collects all segments of the lease pinned by *p: those in the pin reply
+ * and the rest through PINFS_IOC_SEGS. 0, -ENOMEM, -EPROTO, or the ioctl's
+ * -errno. */
+static int segs_fetch(int fd, const struct pinfs_pin *p, struct segs *out)
+{
+	uint32_t total = p->nsegs_total, have = p->nsegs;
+
+	if (total == 0 || have == 0 || have > total || have > PINFS_SEGS_MAX)
+		return -EPROTO;
+	out->s = calloc(total, sizeof(*out->s));
+	if (!out->s)
+		return -ENOMEM;
+	out->n = total;
+	memcpy(out->s, p->segs, have * sizeof(*out->s));
+
+	while (have < total) {
+		struct pinfs_segs q = { .lease_id = p->lease_id, .first = have };
+
+		if (ioctl(fd, PINFS_IOC_SEGS, &q) < 0)
+			return -errno;
+		/* The segment list of a lease never changes while it exists. */
+		if (q.nsegs_total != total || q.nsegs == 0 || q.nsegs > PINFS_SEGS_MAX ||
+		    q.nsegs > total - have)
+			return -EPROTO;
+		memcpy(out->s + have, q.segs, q.nsegs * sizeof(*out->s));
+		have += q.nsegs;
+	}
+	return 0;
+}
+
+/* Do the segments tile [pin_offset, + pin_length) in order, in whole
+ * pages, inside a pool of @pool_size bytes? */
+static int segs_check(const struct segs *sg, uint64_t pin_offset, uint64_t pin_length,
+		      uint64_t pool_size)
+{
+	uint64_t at = pin_offset;
+
+	if (pin_offset % PAGE || pin_length == 0 || pin_length % PAGE)
+		return -EPROTO;
+	for (uint32_t i = 0; i < sg->n; i++) {
+		const struct pinfs_seg *s = &sg->s[i];
+
+		if (s->file_off != at || s->len == 0 || s->len % PAGE || s->pool_off % PAGE ||
+		    s->pool_off > pool_size || s->len > pool_size - s->pool_off ||
+		    s->len > pin_offset + pin_length - at)
+			return -EPROTO;
+		at += s->len;
+	}
+	return at == pin_offset + pin_length ? 0 : -EPROTO;
+}
+
+/* Opens the pool named by the file's PINFS_XATTR_POOL xattr. */
+static int pool_open(int fd, uint32_t flags, int *pool_fd)
+{
+	char path[4096];
+	ssize_t n = fgetxattr(fd, PINFS_XATTR_POOL, path, sizeof(path) - 1);
+
+	/* The pin worked, so this is pinfs: a missing xattr is the daemon's fault. */
+	if (n < 0)
+		return errno == ENODATA || errno == ENOTSUP ? -EPROTO : -errno;
+	path[n] = '\0';
+	/* A relative path is relative to the daemon's directory, not ours:
+	 * opening it here could map an unrelated file. */
+	if (n == 0 || path[0] != '/' || strlen(path) != (size_t)n)
+		return -EPROTO;
+	*pool_fd = open(path, ((flags & PINFS_PIN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (*pool_fd < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Reserves @len bytes of address space (PROT_NONE), starting at an address
+ * congruent to @phase modulo 2 MiB, so that a segment whose pool offset is
+ * 2 MiB-aligned relative to the first one can use huge pages. The slack is
+ * given back.
+ */
+static int va_reserve(size_t len, uint64_t phase, void **out)
+{
+	size_t span = len + HUGE_PAGE;
+	char *p = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uintptr_t start;
+
+	if (p == MAP_FAILED)
+		return -errno;
+	start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+	start += phase % HUGE_PAGE;
+	if (start - HUGE_PAGE >= (uintptr_t)p)
+		start -= HUGE_PAGE;
+	if (start > (uintptr_t)p)
+		munmap(p, start - (uintptr_t)p);
+	if ((uintptr_t)p + span > start + len)
+		munmap((void *)(start + len), (uintptr_t)p + span - (start + len));
+	*out = (void *)start;
+	return 0;
+}
+
+/* Maps every segment over the reserved range at @base. */
+static int segs_map(const struct segs *sg, char *base, uint64_t pin_offset, uint32_t flags,
+		    int pool_fd)
+{
+	int prot = PROT_READ | ((flags & PINFS_PIN_WRITE) ? PROT_WRITE : 0);
+
+	for (uint32_t i = 0; i < sg->n; i++) {
+		const struct pinfs_seg *s = &sg->s[i];
+		char *at = base + (s->file_off - pin_offset);
+		void *p = mmap(at, s->len, prot, MAP_SHARED | MAP_FIXED, pool_fd,
+			       (off_t)s->pool_off);
+
+		if (p == MAP_FAILED)
+			return -errno;
+		/* For tmpfs huge=advise; harmless (EINVAL) elsewhere. */
+		if (s->len >= HUGE_PAGE)
+			(void)madvise(p, s->len, MADV_HUGEPAGE);
+	}
+	return 0;
+}
+
+int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pinfs_map *m)
+{
+	struct pinfs_pin *p = calloc(1, sizeof(*p));
+	struct segs sg = { NULL, 0 };
+	struct stat st;
+	void *base = NULL;
+	int rc, pinned = 0;
+
+	map_clear(m);
+	if (!p)
+		return -ENOMEM;
+	p->offset = off;
+	p->length = len;
+	p->flags = flags;
+	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	pinned = 1;
+	m->lease_id = p->lease_id;
+	m->offset = p->pin_offset;
+	m->flags = flags;
+	m->fd = fd;
+
+	rc = segs_fetch(fd, p, &sg);
+	if (rc < 0)
+		goto out;
+	if (p->pin_length > SIZE_MAX) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = pool_open(fd, flags, &m->pool_fd);
+	if (rc < 0)
+		goto out;
+	if (fstat(m->pool_fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = segs_check(&sg, p->pin_offset, p->pin_length, (uint64_t)st.st_size);
+	if (rc < 0)
+		goto out;
+	m->len = (size_t)p->pin_length;
+	rc = va_reserve(m->len, sg.s[0].pool_off, &base);
+	if (rc < 0)
+		goto out;
+	rc = segs_map(&sg, base, p->pin_offset, flags, m->pool_fd);
+	if (rc < 0)
+		goto out;
+	m->addr = base;
+	m->nsegs = sg.n;
+	rc = 0;
+out:
+	if (rc < 0) {
+		if (base)
+			munmap(base, m->len);
+		if (m->pool_fd >= 0)
+			close(m->pool_fd);
+		if (pinned)
+			(void)lease_unpin(fd, p->lease_id);
+		map_clear(m);
+	}
+	free(sg.s);
+	free(p);
+	return rc;
+}
+
+int pinfs_map_unpin(struct pinfs_map *m)
+{
+	int rc = 0;
+
+	if (m->addr && munmap(m->addr, m->len) < 0)
+		rc = -errno; /* only EINVAL: *m was corrupted */
+	if (m->pool_fd >= 0)
+		close(m->pool_fd);
+	/* Unmap first: once the lease ends its blocks may belong to another
+	 * file, and no mapping of ours may still reach them. */
+	if (m->fd >= 0) {
+		int u = lease_unpin(m->fd, m->lease_id);
+		if (u < 0)
+			rc = u;
+	}
+	map_clear(m);
+	return rc;
+}
+
+void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off)
+{
+	if (!m->addr || file_off < m->offset || file_off - m->offset >= m->len)
+		return NULL;
+	return (char *)m->addr + (file_off - m->offset);
+}

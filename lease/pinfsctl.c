@@ -1,0 +1,949 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lease/pinfsctl.c -- the pinfs control tool: take and hold a pin, end one,
+ * list every pin of a mount (like /proc/locks), get or set truncate
+ * policies, show counters, follow lease events. Everything goes through the
+ * ioctls of lease/abi.h; nothing here maps pool memory.
+ *
+ * Ioctls that concern the whole mount are issued on the mount root. FUSE
+ * passes ioctls on directories only when the daemon accepts them
+ * (FUSE_CAP_IOCTL_DIR); if a FUSE mount answers ENOTTY there we say so once
+ * and use any regular file of the mount instead.
+ *
+ * Exit: 0 success, 1 failure (with a message), 2 usage error, 3 (pin) the
+ * held lease was revoked.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lease/abi.h"
+
+#define EXIT_OK 0
+#define EXIT_ERR 1
+#define EXIT_USAGE 2
+#define EXIT_REVOKED 3
+
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
+
+static const char *const policy_names[] = {
+	[PINFS_POLICY_DEFAULT] = "default", [PINFS_POLICY_FAIL] = "fail",
+	[PINFS_POLICY_REVOKE] = "revoke",   [PINFS_POLICY_WAIT] = "wait",
+	[PINFS_POLICY_BREAK] = "break",
+};
+#define NPOLICIES (sizeof(policy_names) / sizeof(policy_names[0]))
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: pinfsctl COMMAND ...\n"
+		"  pin [--write] [--revocable] [--cooperative] [--on-close] [--hold SECONDS]\n"
+		"      FILE OFFSET LENGTH   pin a range, print \"lease N\", hold it until SECONDS\n"
+		"                           pass (default: forever) or SIGINT/SIGTERM, then unpin;\n"
+		"                           --cooperative: unpin on a lease-break notice\n"
+		"  unpin FILE LEASE         end a lease (its holder or root)\n"
+		"  pins PATH                every pin of the mount holding PATH:\n"
+		"                           LEASE: FILE START-END PID COMM FLAGS STATE AGE\n"
+		"  policy PATH [POLICY]     get/set the truncate policy: of the mount if PATH is\n"
+		"                           its root, else of the file; POLICY is one of\n"
+		"                           fail, revoke, wait, break, default (files only)\n"
+		"  stats PATH               counters of the file, or of the mount for a directory\n"
+		"  events [--count N] [--new] MOUNTPOINT\n"
+		"                           print lease events as they happen (starting with those\n"
+		"                           the daemon still remembers, unless --new); stop after N\n"
+		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
+		"Exit status: 0 success, 1 failure, 2 usage error, 3 (pin) the lease was revoked.\n");
+}
+
+static int usage_err(void)
+{
+	usage(stderr);
+	return EXIT_USAGE;
+}
+
+/* Parses a byte count: decimal or 0x hex, with an optional binary suffix
+ * k, m, g or t. 0 or -EINVAL. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int policy_parse(const char *s, uint32_t *out)
+{
+	for (uint32_t i = 0; i < NPOLICIES; i++) {
+		if (!strcmp(s, policy_names[i])) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static const char *policy_name(uint32_t p)
+{
+	return p < NPOLICIES ? policy_names[p] : "unknown";
+}
+
+/* What to say about an ioctl failure. */
+static const char *ioctl_strerror(int err)
+{
+	if (err == ENOTTY)
+		return "not a pinfs mount, or the daemon does not serve this ioctl (ENOTTY)";
+	return strerror(err);
+}
+
+/* ---- the mount a path is on ------------------------------------------- */
+
+/* Undoes the octal escapes (\040 ...) of /proc/self/mountinfo in place. */
+static void unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/* Is @mp the path @p or one of its ancestors? */
+static bool path_under(const char *p, const char *mp)
+{
+	size_t n = strlen(mp);
+
+	if (!strcmp(mp, "/"))
+		return true;
+	return !strncmp(p, mp, n) && (p[n] == '\0' || p[n] == '/');
+}
+
+/*
+ * Finds the mount point of the file system holding @path: the longest mount
+ * point in /proc/self/mountinfo with the same device that contains the
+ * path's real location. 0, -ENOENT, or -errno.
+ */
+static int mount_root(const char *path, char *out, size_t size)
+{
+	char real[PATH_MAX], *line = NULL, mp[PATH_MAX + 1];
+	size_t cap = 0, best = 0;
+	struct stat st;
+	FILE *f;
+
+	if (stat(path, &st) < 0 || !realpath(path, real))
+		return -errno;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		unsigned maj, min;
+		char fmt[64];
+
+		snprintf(fmt, sizeof(fmt), "%%*d %%*d %%u:%%u %%*s %%%ds", PATH_MAX);
+		if (sscanf(line, fmt, &maj, &min, mp) != 3)
+			continue;
+		unescape(mp);
+		if (makedev(maj, min) != st.st_dev || !path_under(real, mp))
+			continue;
+		if (strlen(mp) >= best && strlen(mp) < size) {
+			best = strlen(mp);
+			strcpy(out, mp);
+		}
+	}
+	free(line);
+	fclose(f);
+	return best ? 0 : -ENOENT;
+}
+
+/* ---- walking the mount (nftw has no context pointer) -------------------- */
+
+static struct {
+	dev_t dev;
+	const uint64_t *ino; /* wanted inode numbers */
+	char **path;	     /* found paths, parallel to ino[] */
+	size_t n, left;
+	char *first_reg;     /* or: the first regular file */
+} walk;
+
+static int ino_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Index of @ino in the sorted array ino[0..n), or -1. */
+static long ino_find(const uint64_t *ino, size_t n, uint64_t key)
+{
+	const uint64_t *p = n ? bsearch(&key, ino, n, sizeof(*ino), ino_cmp) : NULL;
+
+	return p ? p - ino : -1;
+}
+
+static int walk_resolve(const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
+{
+	long i;
+
+	(void)type;
+	(void)ftw;
+	if (sb->st_dev != walk.dev)
+		return 0;
+	i = ino_find(walk.ino, walk.n, (uint64_t)sb->st_ino);
+	if (i >= 0 && !walk.path[i]) {
+		walk.path[i] = strdup(fpath);
+		if (walk.path[i] && --walk.left == 0)
+			return 1; /* all found: stop */
+	}
+	return 0;
+}
+
+static int walk_first_reg(const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)ftw;
+	if (type != FTW_F || !S_ISREG(sb->st_mode) || sb->st_dev != walk.dev)
+		return 0;
+	walk.first_reg = strdup(fpath);
+	return 1;
+}
+
+/* Looks up a path for each of @n inode numbers (sorted, distinct) under
+ * mount point @mp, stopping once all are found; path[i] stays NULL for
+ * those not found (unlinked files). */
+static void inodes_resolve(const char *mp, const uint64_t *ino, char **path, size_t n)
+{
+	struct stat st;
+
+	if (n == 0 || stat(mp, &st) < 0)
+		return;
+	walk.dev = st.st_dev;
+	walk.ino = ino;
+	walk.path = path;
+	walk.n = walk.left = n;
+	nftw(mp, walk_resolve, 32, FTW_PHYS | FTW_MOUNT);
+}
+
+/*
+ * ioctl(*fd, cmd, arg); when *fd is a directory and the daemon refuses
+ * directory ioctls (ENOTTY), says so once and retries on the first regular
+ * file of the mount holding @path, which then replaces *fd. 0 or -errno.
+ */
+static int ctl_ioctl(const char *path, int *fd, unsigned long cmd, void *arg)
+{
+	static bool warned;
+	char mp[PATH_MAX];
+	struct statfs sfs;
+	struct stat st;
+	int nfd, err;
+
+	if (ioctl(*fd, cmd, arg) == 0)
+		return 0;
+	err = errno;
+	if (err != ENOTTY || fstat(*fd, &st) < 0 || !S_ISDIR(st.st_mode) ||
+	    fstatfs(*fd, &sfs) < 0 || sfs.f_type != FUSE_SUPER_MAGIC)
+		return -err;
+	if (!warned) {
+		fprintf(stderr,
+			"pinfsctl: %s: ioctl on a directory answered ENOTTY (daemon without "
+			"FUSE_CAP_IOCTL_DIR?); using a regular file of the mount\n",
+			path);
+		warned = true;
+	}
+	if (mount_root(path, mp, sizeof(mp)) < 0)
+		return -ENOTTY;
+	walk.dev = st.st_dev;
+	walk.first_reg = NULL;
+	nftw(mp, walk_first_reg, 32, FTW_PHYS | FTW_MOUNT);
+	if (!walk.first_reg) {
+		fprintf(stderr, "pinfsctl: %s: no regular file on the mount to issue it on\n", path);
+		return -ENOTTY;
+	}
+	nfd = open(walk.first_reg, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	err = errno;
+	free(walk.first_reg);
+	walk.first_reg = NULL;
+	if (nfd < 0)
+		return -err;
+	close(*fd);
+	*fd = nfd;
+	if (ioctl(*fd, cmd, arg) < 0)
+		return -errno;
+	return 0;
+}
+
+static int open_path(const char *cmd, const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC);
+
+	if (fd < 0)
+		fprintf(stderr, "pinfsctl: %s: %s: %s\n", cmd, path, strerror(errno));
+	return fd;
+}
+
+/* ---- pin ---------------------------------------------------------------- */
+
+static int unpin(int fd, uint64_t id)
+{
+	struct pinfs_unpin u = { .lease_id = id };
+
+	if (ioctl(fd, PINFS_IOC_UNPIN, &u) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Holds the lease until the time passes or a signal ends it. The signals are
+ * blocked and taken synchronously with sigtimedwait(): no handler, no race
+ * between checking and sleeping.
+ */
+static int hold(int fd, uint64_t id, double seconds, bool cooperative, const sigset_t *set)
+{
+	struct timespec end, now;
+	int rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	if (seconds > 0) {
+		time_t whole = (time_t)seconds;
+		end.tv_sec += whole;
+		end.tv_nsec += (long)((seconds - (double)whole) * 1e9);
+		if (end.tv_nsec >= 1000000000L) {
+			end.tv_sec++;
+			end.tv_nsec -= 1000000000L;
+		}
+	}
+	for (;;) {
+		struct timespec left, *timeout = NULL;
+		siginfo_t si;
+		int sig;
+
+		if (seconds > 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left.tv_sec = end.tv_sec - now.tv_sec;
+			left.tv_nsec = end.tv_nsec - now.tv_nsec;
+			if (left.tv_nsec < 0) {
+				left.tv_sec--;
+				left.tv_nsec += 1000000000L;
+			}
+			if (left.tv_sec < 0)
+				break;
+			timeout = &left;
+		}
+		sig = sigtimedwait(set, &si, timeout);
+		if (sig < 0 && errno == EAGAIN)
+			break;
+		if (sig < 0)
+			continue; /* EINTR: another signal's handler ran */
+		if (sig == SIGINT || sig == SIGTERM)
+			break;
+		if (si.si_code != SI_QUEUE || (uint64_t)(uintptr_t)si.si_value.sival_ptr != id) {
+			fprintf(stderr, "pinfsctl: pin: ignoring %s (code %d) not about lease %" PRIu64 "\n",
+				sig == SIGBUS ? "SIGBUS" : "SIGIO", si.si_code, id);
+			continue;
+		}
+		if (sig == SIGBUS) {
+			printf("lease %" PRIu64 " revoked\n", id);
+			fflush(stdout);
+			/* Acknowledge, so the quarantined blocks are freed now. */
+			rc = unpin(fd, id);
+			if (rc < 0 && rc != -ENOENT && rc != -EINVAL)
+				fprintf(stderr, "pinfsctl: pin: unpin of revoked lease %" PRIu64 ": %s\n",
+					id, strerror(-rc));
+			return EXIT_REVOKED;
+		}
+		/* SIGIO: a lease-break notice */
+		if (cooperative) {
+			printf("lease %" PRIu64 " break notice, unpinning\n", id);
+			fflush(stdout);
+			break;
+		}
+		printf("lease %" PRIu64 " break notice, holding on\n", id);
+		fflush(stdout);
+	}
+	rc = unpin(fd, id);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: unpin %" PRIu64 ": %s\n", id, ioctl_strerror(-rc));
+		return EXIT_ERR;
+	}
+	return EXIT_OK;
+}
+
+static int cmd_pin(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "write", no_argument, NULL, 'w' },
+		{ "revocable", no_argument, NULL, 'r' },
+		{ "cooperative", no_argument, NULL, 'c' },
+		{ "on-close", no_argument, NULL, 'o' },
+		{ "hold", required_argument, NULL, 'H' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pinfs_pin *p;
+	uint32_t flags = 0;
+	bool cooperative = false;
+	double seconds = 0;
+	uint64_t off, len;
+	sigset_t set;
+	char *end;
+	int opt, fd, rc;
+
+	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'w': flags |= PINFS_PIN_WRITE; break;
+		case 'r': flags |= PINFS_PIN_REVOCABLE; break;
+		case 'o': flags |= PINFS_PIN_ON_CLOSE; break;
+		case 'c': cooperative = true; break;
+		case 'H':
+			errno = 0;
+			seconds = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(seconds) || seconds <= 0) {
+				fprintf(stderr, "pinfsctl: pin: bad --hold '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		default: return usage_err();
+		}
+	}
+	if (argc - optind != 3 || parse_size(argv[optind + 1], &off) < 0 ||
+	    parse_size(argv[optind + 2], &len) < 0)
+		return usage_err();
+
+	/* Blocked before pinning, so that no notice can be lost. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGIO);
+	sigaddset(&set, SIGBUS);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+
+	fd = open_path("pin", argv[optind], (flags & PINFS_PIN_WRITE) ? O_RDWR : O_RDONLY);
+	if (fd < 0)
+		return EXIT_ERR;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		fprintf(stderr, "pinfsctl: pin: out of memory\n");
+		return EXIT_ERR;
+	}
+	p->offset = off;
+	p->length = len;
+	p->flags = flags;
+	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
+		fprintf(stderr, "pinfsctl: pin %s [%" PRIu64 ", +%" PRIu64 "): %s\n", argv[optind],
+			off, len, ioctl_strerror(errno));
+		free(p);
+		close(fd);
+		return EXIT_ERR;
+	}
+	printf("lease %" PRIu64 "\n", p->lease_id);
+	fflush(stdout);
+	rc = hold(fd, p->lease_id, seconds, cooperative, &set);
+	free(p);
+	close(fd);
+	return rc;
+}
+
+/* ---- unpin -------------------------------------------------------------- */
+
+static int cmd_unpin(int argc, char **argv)
+{
+	uint64_t id;
+	char *end;
+	int fd, rc;
+
+	if (argc != 3)
+		return usage_err();
+	errno = 0;
+	id = strtoull(argv[2], &end, 10);
+	if (errno || end == argv[2] || *end || argv[2][0] == '-' || id == 0) {
+		fprintf(stderr, "pinfsctl: unpin: bad lease id '%s'\n", argv[2]);
+		return EXIT_USAGE;
+	}
+	fd = open_path("unpin", argv[1], O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return EXIT_ERR;
+	rc = unpin(fd, id);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": %s\n", argv[1], id,
+			ioctl_strerror(-rc));
+		return EXIT_ERR;
+	}
+	return EXIT_OK;
+}
+
+/* ---- pins --------------------------------------------------------------- */
+
+/* Prints @s with whitespace, backslashes and control characters escaped as
+ * \ooo, as /proc/mounts does, so that every line splits on spaces. */
+static void print_escaped(const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch <= ' ' || ch == '\\' || ch == 0x7f)
+			printf("\\%03o", ch);
+		else
+			putchar(ch);
+	}
+}
+
+static void print_comm(const char comm[16])
+{
+	char c[17];
+
+	memcpy(c, comm, 16);
+	c[16] = '\0';
+	if (!c[0])
+		strcpy(c, "?");
+	print_escaped(c);
+}
+
+/* "START-END" (END inclusive), or "START-EOF", as /proc/locks does. */
+static void print_range(uint64_t off, uint64_t len)
+{
+	if (len == 0 || len == UINT64_MAX || off + len < off)
+		printf("%" PRIu64 "-EOF", off);
+	else
+		printf("%" PRIu64 "-%" PRIu64, off, off + len - 1);
+}
+
+static const char *state_name(uint32_t s)
+{
+	switch (s) {
+	case PINFS_LEASE_ACTIVE: return "active";
+	case PINFS_LEASE_BREAKING: return "breaking";
+	case PINFS_LEASE_REVOKED: return "revoked";
+	default: return "unknown";
+	}
+}
+
+static int cmd_pins(int argc, char **argv)
+{
+	struct pinfs_list *l = calloc(1, sizeof(*l));
+	struct pinfs_lease_info *all = NULL;
+	uint64_t *inos = NULL;
+	char **paths = NULL, mp[PATH_MAX];
+	size_t n = 0, cap = 0, ninos = 0;
+	int fd = -1, rc, status = EXIT_ERR;
+
+	if (argc != 2) {
+		free(l);
+		return usage_err();
+	}
+	if (!l)
+		goto oom;
+	fd = open_path("pins", argv[1], O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		goto out;
+	/* Page through; stop when a page comes back empty or the (possibly
+	 * shrinking) total is reached. */
+	for (uint32_t first = 0;; first += l->n) {
+		memset(l, 0, sizeof(*l));
+		l->first = first;
+		l->all = 1;
+		rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_LIST, l);
+		if (rc < 0) {
+			fprintf(stderr, "pinfsctl: pins %s: %s\n", argv[1], ioctl_strerror(-rc));
+			goto out;
+		}
+		if (l->n > PINFS_LIST_MAX) {
+			fprintf(stderr, "pinfsctl: pins: daemon returned %u entries\n", l->n);
+			goto out;
+		}
+		if (n + l->n > cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			void *na;
+			while (ncap < n + l->n)
+				ncap *= 2;
+			na = realloc(all, ncap * sizeof(*all));
+			if (!na)
+				goto oom;
+			all = na;
+			cap = ncap;
+		}
+		/* Leases that come and go between pages shift the index: keep
+		 * the list in strictly increasing id order, as it is served. */
+		for (uint32_t i = 0; i < l->n; i++)
+			if (n == 0 || l->l[i].lease_id > all[n - 1].lease_id)
+				all[n++] = l->l[i];
+		if (l->n == 0 || first + l->n >= l->total)
+			break;
+	}
+
+	/* One walk of the mount resolves every inode. */
+	inos = calloc(n ? n : 1, sizeof(*inos));
+	paths = calloc(n ? n : 1, sizeof(*paths));
+	if (!inos || !paths)
+		goto oom;
+	for (size_t i = 0; i < n; i++)
+		inos[i] = all[i].ino;
+	qsort(inos, n, sizeof(*inos), ino_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (ninos == 0 || inos[i] != inos[ninos - 1])
+			inos[ninos++] = inos[i];
+	if (ninos && mount_root(argv[1], mp, sizeof(mp)) == 0)
+		inodes_resolve(mp, inos, paths, ninos);
+
+	for (size_t i = 0; i < n; i++) {
+		const struct pinfs_lease_info *e = &all[i];
+		long j = ino_find(inos, ninos, e->ino);
+		const char *path = j >= 0 ? paths[j] : NULL;
+
+		printf("%" PRIu64 ": ", e->lease_id);
+		if (path)
+			print_escaped(path);
+		else
+			printf("ino:%" PRIu64, e->ino);
+		putchar(' ');
+		print_range(e->offset, e->length);
+		printf(" %u ", e->holder_pid);
+		print_comm(e->comm);
+		printf(" %s%s%s %s %" PRIu64 "\n", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
+		       (e->flags & PINFS_PIN_REVOCABLE) ? ",revocable" : "",
+		       (e->flags & PINFS_PIN_ON_CLOSE) ? ",on-close" : "", state_name(e->state),
+		       e->age_ns / 1000000000u);
+	}
+	status = EXIT_OK;
+	goto out;
+oom:
+	fprintf(stderr, "pinfsctl: pins: out of memory\n");
+out:
+	if (paths)
+		for (size_t j = 0; j < ninos; j++)
+			free(paths[j]);
+	free(paths);
+	free(inos);
+	free(all);
+	free(l);
+	if (fd >= 0)
+		close(fd);
+	return status;
+}
+
+/* ---- policy ------------------------------------------------------------- */
+
+/* Is directory @path the root of its mount? */
+static bool is_mount_root(const char *path)
+{
+	char mp[PATH_MAX], real[PATH_MAX];
+
+	return mount_root(path, mp, sizeof(mp)) == 0 && realpath(path, real) && !strcmp(mp, real);
+}
+
+static int cmd_policy(int argc, char **argv)
+{
+	struct pinfs_policy pol = { 0 };
+	struct stat st;
+	uint32_t set = 0;
+	int fd, rc;
+
+	if (argc != 2 && argc != 3)
+		return usage_err();
+	if (argc == 3 && policy_parse(argv[2], &set) < 0) {
+		fprintf(stderr, "pinfsctl: policy: unknown policy '%s' (fail, revoke, wait, break, "
+				"default)\n", argv[2]);
+		return EXIT_USAGE;
+	}
+	if (stat(argv[1], &st) < 0) {
+		fprintf(stderr, "pinfsctl: policy: %s: %s\n", argv[1], strerror(errno));
+		return EXIT_ERR;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (!is_mount_root(argv[1])) {
+			fprintf(stderr, "pinfsctl: policy: %s: a directory but not the mount root; "
+					"policies belong to the mount or to regular files\n", argv[1]);
+			return EXIT_ERR;
+		}
+		pol.mount = 1;
+	} else if (!S_ISREG(st.st_mode)) {
+		fprintf(stderr, "pinfsctl: policy: %s: not a regular file or the mount root\n",
+			argv[1]);
+		return EXIT_ERR;
+	}
+	fd = open_path("policy", argv[1], O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return EXIT_ERR;
+	if (argc == 3) {
+		pol.policy = set;
+		rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_SET_POLICY, &pol);
+	} else {
+		rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_GET_POLICY, &pol);
+	}
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: policy %s%s%s: %s\n", argv[1], argc == 3 ? " " : "",
+			argc == 3 ? argv[2] : "", ioctl_strerror(-rc));
+		return EXIT_ERR;
+	}
+	if (argc == 2)
+		printf("%s\n", policy_name(pol.effective ? pol.effective : pol.policy));
+	return EXIT_OK;
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+static int cmd_stats(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} counters[] = {
+#define C(name, field) { name ":", offsetof(struct pinfs_counters, field) }
+		C("pins", pins),
+		C("pinned", pinned_blocks),
+		C("revoked", leases_revoked),
+		C("broken", leases_broken),
+		C("refused", refusals),
+		C("quarantined", quarantined_blocks),
+		C("dirty", dirty_blocks),
+		C("clean", clean_blocks),
+		C("pinned_dirty", pinned_dirty_blocks),
+		C("flushed_background", flushed_background),
+		C("flushed_integrity", flushed_integrity),
+		C("pinned_kept_dirty", pinned_kept_dirty),
+		C("csum_failures", csum_failures),
+#undef C
+	};
+	struct pinfs_stats s;
+	const struct pinfs_counters *c;
+	struct stat st;
+	int fd, rc;
+
+	if (argc != 2)
+		return usage_err();
+	fd = open_path("stats", argv[1], O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return EXIT_ERR;
+	if (fstat(fd, &st) < 0) {
+		fprintf(stderr, "pinfsctl: stats: %s: %s\n", argv[1], strerror(errno));
+		close(fd);
+		return EXIT_ERR;
+	}
+	memset(&s, 0, sizeof(s));
+	rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_STATS, &s);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: stats %s: %s\n", argv[1], ioctl_strerror(-rc));
+		return EXIT_ERR;
+	}
+	c = S_ISDIR(st.st_mode) ? &s.mount : &s.file;
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+		printf("%-20s%12" PRIu64 "\n", counters[i].name,
+		       *(const uint64_t *)((const char *)c + counters[i].off));
+	return EXIT_OK;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static volatile sig_atomic_t g_stop;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+}
+
+static const char *event_name(uint32_t t)
+{
+	switch (t) {
+	case PINFS_EV_PIN: return "pin";
+	case PINFS_EV_UNPIN: return "unpin";
+	case PINFS_EV_BREAK: return "break";
+	case PINFS_EV_REVOKE: return "revoke";
+	case PINFS_EV_REFUSE: return "refuse";
+	case PINFS_EV_EXIT: return "exit";
+	case PINFS_EV_WAIT: return "wait";
+	default: return NULL;
+	}
+}
+
+/* One line: TIME seq=N TYPE lease=L pid=P/COMM ino=I range=S-E err=E policy=P */
+static void event_print(const struct pinfs_event *e)
+{
+	time_t sec = (time_t)(e->time_ns / 1000000000ull);
+	const char *type = event_name(e->type), *errname;
+	char when[32];
+	struct tm tm;
+
+	localtime_r(&sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	printf("%s.%06u seq=%" PRIu64 " ", when, (unsigned)(e->time_ns % 1000000000ull / 1000),
+	       e->seq);
+	if (type)
+		printf("%s", type);
+	else
+		printf("type:%u", e->type);
+	printf(" lease=%" PRIu64 " pid=%u/", e->lease_id, e->holder_pid);
+	print_comm(e->comm);
+	printf(" ino=%" PRIu64 " range=", e->ino);
+	print_range(e->offset, e->length);
+	errname = e->err ? strerrorname_np(e->err < 0 ? -e->err : e->err) : NULL;
+	if (errname)
+		printf(" err=%s", errname);
+	else
+		printf(" err=%d", e->err);
+	printf(" policy=%s\n", policy_name(e->policy));
+}
+
+static int cmd_events(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "count", required_argument, NULL, 'n' },
+		{ "new", no_argument, NULL, 'N' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	uint64_t count = 0, printed = 0, after = 0, lost = 0;
+	bool skip_history = false;
+	struct sigaction sa;
+	const char *mp;
+	char *end;
+	int opt, fd, rc, status = EXIT_ERR;
+
+	if (!ev) {
+		fprintf(stderr, "pinfsctl: events: out of memory\n");
+		return EXIT_ERR;
+	}
+	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'n':
+			errno = 0;
+			count = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || count == 0) {
+				fprintf(stderr, "pinfsctl: events: bad --count '%s'\n", optarg);
+				free(ev);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'N': skip_history = true; break;
+		default: free(ev); return usage_err();
+		}
+	}
+	if (argc - optind != 1) {
+		free(ev);
+		return usage_err();
+	}
+	mp = argv[optind];
+
+	/* No SA_RESTART: let a blocked wait end early where it can. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	fd = open_path("events", mp, O_RDONLY | O_DIRECTORY);
+	if (fd < 0) {
+		free(ev);
+		return EXIT_ERR;
+	}
+	for (bool skipping = skip_history; !g_stop;) {
+		memset(ev, 0, sizeof(*ev));
+		ev->after_seq = after;
+		ev->timeout_ms = skipping ? 0 : 1000;
+		rc = ctl_ioctl(mp, &fd, PINFS_IOC_EVENTS, ev);
+		if (rc == -EINTR)
+			continue;
+		if (rc < 0) {
+			fprintf(stderr, "pinfsctl: events %s: %s\n", mp, ioctl_strerror(-rc));
+			goto out;
+		}
+		if (ev->n > PINFS_EVENTS_MAX) {
+			fprintf(stderr, "pinfsctl: events: daemon returned %u events\n", ev->n);
+			goto out;
+		}
+		if (skipping) {
+			/* Skip what is already there: drain without waiting. */
+			after = ev->next_seq > after ? ev->next_seq : after;
+			lost = ev->lost;
+			if (ev->n == 0)
+				skipping = false;
+			continue;
+		}
+		if (ev->lost > lost) {
+			fprintf(stderr, "pinfsctl: events: %" PRIu64 " events lost\n", ev->lost - lost);
+			lost = ev->lost;
+		}
+		for (uint32_t i = 0; i < ev->n; i++) {
+			event_print(&ev->ev[i]);
+			fflush(stdout);
+			if (count && ++printed == count) {
+				status = EXIT_OK;
+				goto out;
+			}
+		}
+		if (ev->next_seq > after)
+			after = ev->next_seq;
+	}
+	status = EXIT_OK;
+out:
+	close(fd);
+	free(ev);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int argc, char **argv);
+	} cmds[] = {
+		{ "pin", cmd_pin },	  { "unpin", cmd_unpin },   { "pins", cmd_pins },
+		{ "policy", cmd_policy }, { "stats", cmd_stats },   { "events", cmd_events },
+	};
+
+	if (argc < 2)
+		return usage_err();
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (!strcmp(argv[1], cmds[i].name)) {
+			/* The subcommand parses argv[1..] with getopt from the start. */
+			optind = 1;
+			return cmds[i].fn(argc - 1, argv + 1);
+		}
+	}
+	fprintf(stderr, "pinfsctl: unknown command '%s'\n", argv[1]);
+	return usage_err();
+}
