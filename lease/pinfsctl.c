@@ -67,6 +67,9 @@ static void usage(FILE *f)
 		"                           its root, else of the file; POLICY is one of\n"
 		"                           fail, revoke, wait, break, default (files only)\n"
 		"  stats PATH               counters of the file, or of the mount for a directory\n"
+		"  scrub PATH               verify the checksums of every clean block of the file,\n"
+		"                           or of every file for a directory (mkfs --checksums);\n"
+		"                           exit 1 if a block is bad\n"
 		"  events [--count N] [--new] MOUNTPOINT\n"
 		"                           print lease events as they happen (starting with those\n"
 		"                           the daemon still remembers, unless --new); stop after N\n"
@@ -772,6 +775,43 @@ static int cmd_stats(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static int cmd_scrub(int argc, char **argv)
+{
+	struct pinfs_scrub r;
+	struct stat st;
+	int fd, rc;
+
+	if (argc != 2)
+		return usage_err();
+	fd = open_path("scrub", argv[1], O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return EXIT_ERR;
+	if (fstat(fd, &st) < 0) {
+		fprintf(stderr, "pinfsctl: scrub: %s: %s\n", argv[1], strerror(errno));
+		close(fd);
+		return EXIT_ERR;
+	}
+	memset(&r, 0, sizeof(r));
+	r.all = S_ISDIR(st.st_mode) ? 1 : 0;
+	rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_SCRUB, &r);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: scrub %s: %s\n", argv[1], ioctl_strerror(-rc));
+		return EXIT_ERR;
+	}
+	printf("files:              %12" PRIu64 "\n"
+	       "checked:            %12" PRIu64 "\n"
+	       "bad:                %12" PRIu64 "\n"
+	       "skipped_dirty:      %12" PRIu64 "\n"
+	       "skipped_pinned:     %12" PRIu64 "\n"
+	       "skipped_nocsum:     %12" PRIu64 "\n",
+	       r.files, r.checked, r.bad, r.skipped_dirty, r.skipped_pinned, r.skipped_nocsum);
+	if (r.bad)
+		printf("first_bad:          inode %" PRIu64 " offset %" PRIu64 "\n", r.first_bad_ino,
+		       r.first_bad_off);
+	return r.bad ? EXIT_ERR : EXIT_OK;
+}
+
 /* ---- events ------------------------------------------------------------- */
 
 static volatile sig_atomic_t g_stop;
@@ -929,6 +969,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "pin", cmd_pin },	  { "unpin", cmd_unpin },   { "pins", cmd_pins },
 		{ "policy", cmd_policy }, { "stats", cmd_stats },   { "events", cmd_events },
+		{ "scrub", cmd_scrub },
 	};
 
 	if (argc < 2)

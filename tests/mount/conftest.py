@@ -20,6 +20,7 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'mount_options(*opts): extra pinfs -o options')
     config.addinivalue_line('markers', 'needs_daemon: cannot run with PINFS_TEST_FAKE')
     config.addinivalue_line('markers', 'watchdog(seconds): a longer per-test watchdog')
+    config.addinivalue_line('markers', 'mkfs_options(*opts): extra mkfs.pinfs options')
 
 
 def pytest_collection_modifyitems(config, items):
@@ -91,7 +92,7 @@ def pool(request, scratch):
         force_unmount(path)
         return
     path = os.path.join(scratch, 'pool')
-    mkfs(path, size)
+    mkfs(path, size, extra=_marker_args(request, 'mkfs_options', ()))
     yield path
 
 

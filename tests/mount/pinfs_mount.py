@@ -111,11 +111,12 @@ def describe(res):
     return 'exit %s\nstdout:\n%s\nstderr:\n%s' % (res.returncode, res.stdout, res.stderr)
 
 
-def mkfs(pool, size=DEFAULT_POOL_SIZE, force=False):
+def mkfs(pool, size=DEFAULT_POOL_SIZE, force=False, extra=()):
     """Format `pool`; asserts mkfs.pinfs exits 0."""
     if FAKE:
         return
-    cmd = [BIN['mkfs.pinfs'], '--size', size] + (['--force'] if force else []) + [pool]
+    cmd = ([BIN['mkfs.pinfs'], '--size', size] + (['--force'] if force else []) + list(extra) +
+           [pool])
     res = run(cmd)
     assert res.returncode == 0, 'mkfs.pinfs failed: %s' % describe(res)
 

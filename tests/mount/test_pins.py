@@ -1435,7 +1435,9 @@ def _stress_worker(files, seed, deadline, wfd):
                         fcntl.ioctl(fd, IOC_PIN, buf, True)
                         held.append((fd, PIN_HDR.unpack_from(buf, 0)[4]))
                     except OSError as e:
-                        if e.errno not in (errno.EINVAL, errno.ENOMEM, errno.ENOSPC):
+                        # EAGAIN: a truncate is waiting for pins on that range
+                        if e.errno not in (errno.EINVAL, errno.ENOMEM, errno.ENOSPC,
+                                           errno.EAGAIN):
                             raise
                         counts['pin_' + errno.errorcode[e.errno]] += 1
                 elif op == 'unpin':
