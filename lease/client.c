@@ -253,3 +253,30 @@ void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off)
 		return NULL;
 	return (char *)m->addr + (file_off - m->offset);
 }
+
+/* Parses a byte count: decimal or 0x hex, with an optional binary suffix
+ * k, m, g or t. 0 or -EINVAL. */
+int pinfs_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}

@@ -75,4 +75,8 @@ int pinfs_map_unpin(struct pinfs_map *m);
  * lies outside the pinned range. */
 void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off);
 
+/* Parses a byte count: decimal or 0x hex, with an optional binary suffix k,
+ * m, g or t (powers of 1024). 0 or -EINVAL. */
+int pinfs_parse_size(const char *s, uint64_t *out);
+
 #endif

@@ -105,33 +105,6 @@ static int signals_install(void)
 	return 0;
 }
 
-/* Parses a byte count: decimal or 0x hex, with an optional binary suffix
- * k, m, g or t. 0 or -EINVAL. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (!*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	default: break;
-	}
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
 static int parse_nonneg(const char *s, double *out)
 {
 	char *end;
@@ -393,7 +366,7 @@ int main(int argc, char **argv)
 			break;
 		case 's': source = optarg; break;
 		case 'C':
-			if (parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30)) {
+			if (pinfs_parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30)) {
 				fprintf(stderr, "pinclient: bad --chunk '%s' (1 byte .. 1 GiB)\n", optarg);
 				return EXIT_USAGE;
 			}
@@ -407,7 +380,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	path = argv[optind];
-	if (parse_size(argv[optind + 1], &off) < 0 || parse_size(argv[optind + 2], &len) < 0) {
+	if (pinfs_parse_size(argv[optind + 1], &off) < 0 || pinfs_parse_size(argv[optind + 2], &len) < 0) {
 		fprintf(stderr, "pinclient: bad OFFSET or LENGTH\n");
 		usage(stderr);
 		return EXIT_USAGE;

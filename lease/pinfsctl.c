@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "lease/abi.h"
+#include "lease/client.h"
 
 #define EXIT_OK 0
 #define EXIT_ERR 1
@@ -81,33 +82,6 @@ static int usage_err(void)
 {
 	usage(stderr);
 	return EXIT_USAGE;
-}
-
-/* Parses a byte count: decimal or 0x hex, with an optional binary suffix
- * k, m, g or t. 0 or -EINVAL. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (!*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	default: break;
-	}
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
 }
 
 static int policy_parse(const char *s, uint32_t *out)
@@ -447,8 +421,8 @@ static int cmd_pin(int argc, char **argv)
 		default: return usage_err();
 		}
 	}
-	if (argc - optind != 3 || parse_size(argv[optind + 1], &off) < 0 ||
-	    parse_size(argv[optind + 2], &len) < 0)
+	if (argc - optind != 3 || pinfs_parse_size(argv[optind + 1], &off) < 0 ||
+	    pinfs_parse_size(argv[optind + 2], &len) < 0)
 		return usage_err();
 
 	/* Blocked before pinning, so that no notice can be lost. */

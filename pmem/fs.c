@@ -12,17 +12,6 @@
 
 #include "pmem/fs_int.h"
 
-static void say(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 struct pm_pool *pm_fs_pool(struct pm_fs *fs)
 {
 	return fs->pool;
@@ -55,7 +44,7 @@ static int free_orphans(struct pm_fs *fs, char *err, size_t errlen)
 			if (!rc)
 				pm_iput_locked(fs, ip);
 			pthread_mutex_unlock(&fs->lock);
-			say(err, errlen, "orphan list is corrupt at inode %llu: run fsck.pinfs",
+			pm_errmsg(err, errlen, "orphan list is corrupt at inode %llu: run fsck.pinfs",
 			    (unsigned long long)ino);
 			return -EUCLEAN;
 		}
@@ -81,7 +70,7 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 
 	rc = pm_jreplay(pool, &seq);
 	if (rc < 0) {
-		say(err, errlen, "journal is corrupt: run fsck.pinfs");
+		pm_errmsg(err, errlen, "journal is corrupt: run fsck.pinfs");
 		return rc;
 	}
 	/* the replay may have rewritten the superblock */
@@ -90,7 +79,7 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 		return rc;
 	root = pm_dinode_ptr(pool, PM_ROOT_INO);
 	if (!S_ISDIR(root->mode) || root->nlink < 2) {
-		say(err, errlen, "root inode is not a directory: the pool is corrupt");
+		pm_errmsg(err, errlen, "root inode is not a directory: the pool is corrupt");
 		return -EUCLEAN;
 	}
 	fs = calloc(1, sizeof(*fs));
@@ -117,7 +106,7 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 		rc = free_orphans(fs, err, errlen);
 	if (rc) {
 		if (rc == -ENOMEM)
-			say(err, errlen, "out of memory");
+			pm_errmsg(err, errlen, "out of memory");
 		pm_forget_all(fs);
 		pm_tx_release(&fs->tx);
 		free(fs->bmap);

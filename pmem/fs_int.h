@@ -177,6 +177,8 @@ void pm_orphan_add(struct pm_fs *fs, struct pm_inode *ip);
 void pm_orphan_del(struct pm_fs *fs, struct pm_inode *ip);
 void pm_sb_dirty(struct pm_fs *fs);
 unsigned pm_dtype(uint32_t mode);
+/* Is @gid the caller's group or one of its supplementary groups? */
+bool pm_cred_in_group(const struct pm_cred *cr, gid_t gid);
 
 /* bmap.c -- block maps */
 /* Pool block of file block @fblk, 0 for a hole. @tx: see shadows. */

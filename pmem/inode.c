@@ -375,7 +375,7 @@ uint64_t pm_generation(struct pm_fs *fs, struct pm_inode *ip)
 	return g;
 }
 
-static bool in_group(const struct pm_cred *cr, gid_t gid)
+bool pm_cred_in_group(const struct pm_cred *cr, gid_t gid)
 {
 	int i;
 
@@ -430,7 +430,7 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 		bool uid_change = (sa->valid & PM_SET_UID) && sa->uid != nd.uid;
 		bool gid_change = (sa->valid & PM_SET_GID) && sa->gid != nd.gid;
 		if (cr->uid != 0 && (uid_change || (gid_change && (cr->uid != nd.uid ||
-								    !in_group(cr, sa->gid))))) {
+								    !pm_cred_in_group(cr, sa->gid))))) {
 			rc = -EPERM;
 			goto out;
 		}
@@ -446,7 +446,7 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 	}
 	if (sa->valid & PM_SET_MODE) {
 		nd.mode = (nd.mode & S_IFMT) | (sa->mode & 07777);
-		if (cr->uid != 0 && !in_group(cr, nd.gid))
+		if (cr->uid != 0 && !pm_cred_in_group(cr, nd.gid))
 			nd.mode &= ~(uint32_t)S_ISGID;
 	}
 	if (sa->valid & PM_SET_ATIME_NOW)

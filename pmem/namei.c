@@ -42,18 +42,6 @@ static int check_dir(struct pm_inode *dir)
 	return 0;
 }
 
-static bool in_group(const struct pm_cred *cr, gid_t gid)
-{
-	int i;
-
-	if (cr->gid == gid)
-		return true;
-	for (i = 0; i < cr->ngroups; i++)
-		if (cr->groups[i] == gid)
-			return true;
-	return false;
-}
-
 int pm_lookup(struct pm_fs *fs, struct pm_inode *dir, const char *name, struct pm_inode **out)
 {
 	uint64_t ino;
@@ -97,7 +85,7 @@ static int inode_new(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode
 		if (S_ISDIR(mode))
 			d.mode |= S_ISGID;
 	}
-	if (!S_ISDIR(mode) && (d.mode & S_ISGID) && cr->uid != 0 && !in_group(cr, d.gid))
+	if (!S_ISDIR(mode) && (d.mode & S_ISGID) && cr->uid != 0 && !pm_cred_in_group(cr, d.gid))
 		d.mode &= ~(uint32_t)S_ISGID;
 	d.nlink = S_ISDIR(mode) ? 2 : 1;
 	pm_now(&d.btime);

@@ -23,7 +23,7 @@
 #include "pmem/crc32c.h"
 #include "pmem/pool.h"
 
-static void say(char *err, size_t errlen, const char *fmt, ...)
+void pm_errmsg(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -129,40 +129,40 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 	struct pm_super g;
 
 	if (avail < PM_BLOCK_SIZE) {
-		say(err, errlen, "too small to hold a pinfs superblock (%llu bytes)",
+		pm_errmsg(err, errlen, "too small to hold a pinfs superblock (%llu bytes)",
 		    (unsigned long long)avail);
 		return -EUCLEAN;
 	}
 	if (sb->magic != PM_SUPER_MAGIC) {
-		say(err, errlen, "not a pinfs pool (bad magic)");
+		pm_errmsg(err, errlen, "not a pinfs pool (bad magic)");
 		return -EUCLEAN;
 	}
 	if (sb->version > PM_VERSION) {
-		say(err, errlen, "pool version %u is newer than this pinfs (%u)", sb->version,
+		pm_errmsg(err, errlen, "pool version %u is newer than this pinfs (%u)", sb->version,
 		    PM_VERSION);
 		return -EPROTONOSUPPORT;
 	}
 	if (sb->sb_csum != pm_super_csum(sb)) {
-		say(err, errlen, "superblock checksum mismatch: the superblock is corrupt");
+		pm_errmsg(err, errlen, "superblock checksum mismatch: the superblock is corrupt");
 		return -EUCLEAN;
 	}
 	if (sb->version != PM_VERSION || sb->block_size != PM_BLOCK_SIZE) {
-		say(err, errlen, "unsupported pool version %u or block size %u", sb->version,
+		pm_errmsg(err, errlen, "unsupported pool version %u or block size %u", sb->version,
 		    sb->block_size);
 		return -EUCLEAN;
 	}
 	if (sb->feat_incompat & ~PM_FEAT_INCOMPAT_SUPP) {
-		say(err, errlen, "pool uses unknown incompatible features 0x%llx",
+		pm_errmsg(err, errlen, "pool uses unknown incompatible features 0x%llx",
 		    (unsigned long long)(sb->feat_incompat & ~PM_FEAT_INCOMPAT_SUPP));
 		return -EPROTONOSUPPORT;
 	}
 	if (sb->feat_ro_compat & ~PM_FEAT_RO_COMPAT_SUPP) {
-		say(err, errlen, "pool uses unknown read-only-compatible features 0x%llx",
+		pm_errmsg(err, errlen, "pool uses unknown read-only-compatible features 0x%llx",
 		    (unsigned long long)(sb->feat_ro_compat & ~PM_FEAT_RO_COMPAT_SUPP));
 		return -EPROTONOSUPPORT;
 	}
 	if (sb->pool_size > avail || sb->pool_size != sb->nblocks << PM_BLOCK_SHIFT) {
-		say(err, errlen, "pool is truncated: superblock says %llu bytes, only %llu present",
+		pm_errmsg(err, errlen, "pool is truncated: superblock says %llu bytes, only %llu present",
 		    (unsigned long long)sb->pool_size, (unsigned long long)avail);
 		return -EUCLEAN;
 	}
@@ -174,12 +174,12 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 	    g.itable_blocks != sb->itable_blocks || g.bitmap_start != sb->bitmap_start ||
 	    g.bitmap_blocks != sb->bitmap_blocks || g.data_start != sb->data_start ||
 	    g.ninodes != sb->ninodes) {
-		say(err, errlen, "superblock geometry is inconsistent: the superblock is corrupt");
+		pm_errmsg(err, errlen, "superblock geometry is inconsistent: the superblock is corrupt");
 		return -EUCLEAN;
 	}
 	if (sb->free_blocks > sb->nblocks - sb->data_start || sb->free_inodes >= sb->ninodes ||
 	    sb->orphan_head >= sb->ninodes) {
-		say(err, errlen, "superblock counters out of range: the superblock is corrupt");
+		pm_errmsg(err, errlen, "superblock counters out of range: the superblock is corrupt");
 		return -EUCLEAN;
 	}
 	return 0;
@@ -273,30 +273,30 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	ssize_t n;
 
 	if (size < PM_POOL_MIN_SIZE || size > PM_POOL_MAX_SIZE) {
-		say(err, errlen, "pool size must be between 8 MiB and 64 TiB");
+		pm_errmsg(err, errlen, "pool size must be between 8 MiB and 64 TiB");
 		return -EINVAL;
 	}
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
-		say(err, errlen, "cannot open %s: %s", path, strerror(-rc));
+		pm_errmsg(err, errlen, "cannot open %s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		close(fd);
-		say(err, errlen, "%s is in use by a pinfs process", path);
+		pm_errmsg(err, errlen, "%s is in use by a pinfs process", path);
 		return -EBUSY;
 	}
 	n = pread(fd, &old, sizeof(old), 0);
 	if (n == (ssize_t)sizeof(old) && old.magic == PM_SUPER_MAGIC && !o->force) {
 		close(fd);
-		say(err, errlen, "%s already holds a pinfs pool (use --force to overwrite)", path);
+		pm_errmsg(err, errlen, "%s already holds a pinfs pool (use --force to overwrite)", path);
 		return -EEXIST;
 	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 		close(fd);
-		say(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
+		pm_errmsg(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (S_ISREG(st.st_mode)) {
@@ -304,7 +304,7 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 		if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
 			rc = -errno;
 			close(fd);
-			say(err, errlen, "cannot size %s: %s", path, strerror(-rc));
+			pm_errmsg(err, errlen, "cannot size %s: %s", path, strerror(-rc));
 			return rc;
 		}
 	}
@@ -312,12 +312,12 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
 	if (!base) {
 		rc = -(errno ? errno : EIO);
-		say(err, errlen, "cannot map %s: %s", path, pmem_errormsg());
+		pm_errmsg(err, errlen, "cannot map %s: %s", path, pmem_errormsg());
 		return rc;
 	}
 	if (mapped < size) {
 		pmem_unmap(base, mapped);
-		say(err, errlen, "%s holds only %zu bytes, %llu asked for", path, mapped,
+		pm_errmsg(err, errlen, "%s holds only %zu bytes, %llu asked for", path, mapped,
 		    (unsigned long long)size);
 		return -ENOSPC;
 	}
@@ -327,7 +327,7 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	rc = format_image(base, size, o, &ops);
 	pmem_unmap(base, mapped);
 	if (rc)
-		say(err, errlen, "cannot lay out a pool of %llu bytes", (unsigned long long)size);
+		pm_errmsg(err, errlen, "cannot lay out a pool of %llu bytes", (unsigned long long)size);
 	return rc;
 }
 
@@ -340,7 +340,7 @@ static int pool_new(void *base, uint64_t size, struct pm_pool **out, char *err, 
 		return rc;
 	p = calloc(1, sizeof(*p));
 	if (!p) {
-		say(err, errlen, "out of memory");
+		pm_errmsg(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	p->base = base;
@@ -371,12 +371,12 @@ int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errle
 
 	if (fd < 0) {
 		rc = -errno;
-		say(err, errlen, "cannot open pool %s: %s", path, strerror(-rc));
+		pm_errmsg(err, errlen, "cannot open pool %s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0 || (S_ISREG(st.st_mode) && st.st_size < PM_BLOCK_SIZE)) {
 		close(fd);
-		say(err, errlen, "%s: too small to be a pinfs pool", path);
+		pm_errmsg(err, errlen, "%s: too small to be a pinfs pool", path);
 		return -EUCLEAN;
 	}
 	/* one user at a time: two daemons (or a daemon and fsck) on one pool
@@ -388,16 +388,16 @@ int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errle
 		if (rc == -EWOULDBLOCK)
 			rc = -EBUSY;
 		if (rc == -EBUSY)
-			say(err, errlen, "pool is in use by another pinfs process");
+			pm_errmsg(err, errlen, "pool is in use by another pinfs process");
 		else
-			say(err, errlen, "cannot lock pool: %s", strerror(-rc));
+			pm_errmsg(err, errlen, "cannot lock pool: %s", strerror(-rc));
 		return rc;
 	}
 	base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
 	if (!base) {
 		rc = -(errno ? errno : EIO);
 		close(fd);
-		say(err, errlen, "cannot map pool %s: %s", path, pmem_errormsg());
+		pm_errmsg(err, errlen, "cannot map pool %s: %s", path, pmem_errormsg());
 		return rc;
 	}
 	rc = pool_new(base, mapped, out, err, errlen);

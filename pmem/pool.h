@@ -71,6 +71,10 @@ static inline void *pm_block_ptr(const struct pm_pool *p, uint64_t blk)
 	return (char *)p->base + (blk << PM_BLOCK_SHIFT);
 }
 
+/* Leaves a one-line message for the user in @err (may be NULL). */
+void pm_errmsg(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Parses "256M", "1G", "4096" into bytes; -EINVAL on junk. */
 int pm_parse_size(const char *s, uint64_t *out);
 
