@@ -156,7 +156,7 @@ static void usage(const char *prog)
 {
 	printf("usage: %s [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT\n\n"
 	       "pinfs options:\n"
-	       "    -o timeout=SECONDS     entry/attribute cache timeout (default 1.0)\n"
+	       "    -o timeout=SECONDS     entry/attribute cache timeout (default 86400)\n"
 	       "    -o allow_other         let other users in (multi-user semantics)\n"
 	       "    -o policy=POLICY       truncate of pinned blocks: fail (default), revoke,\n"
 	       "                           wait, break\n"
@@ -177,7 +177,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cl;
 	struct fuse_loop_config *lc = NULL;
-	struct opts o = { .timeout = 1.0, .wait_timeout = 30, .lease_break_time = 45,
+	struct opts o = { .timeout = 86400, .wait_timeout = 30, .lease_break_time = 45,
 			  .max_pins = 4096, .writeback_interval = 5, .dirty_expire = 30 };
 	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
