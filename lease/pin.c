@@ -244,6 +244,11 @@ struct lease_table {
 	uint64_t max_leases, max_bytes;		/* protected by lock; 0: no limit */
 	struct umap by_id, by_ino, by_holder, by_fh; /* protected by lock */
 	struct umap blocks;			/* protected by lock: pblk -> count */
+	/* protected by lock: 2 MiB chunk (pblk >> 9) -> blocks of it pinned.
+	 * Small and cache-resident, so "is this block pinned?" for the many
+	 * blocks a truncate frees is answered without touching the big block
+	 * map when their chunk has no pin at all. */
+	struct umap chunks;
 	struct lease_chain all;			/* protected by lock */
 	uint64_t nleases;			/* protected by lock */
 	uint64_t gen; /* protected by lock; bumped by every add and removal */
@@ -480,18 +485,27 @@ static void tree_overlap(const struct lease_node *x, struct overlap_query *q)
 
 /* ---- pool block pin counts ------------------------------------------------ */
 
+#define CHUNK_SHIFT 9
+
 /* Called with t->lock held. 0 or -ENOMEM (count unchanged). */
 static int blocks_pin(struct lease_table *t, uint64_t pblk)
 {
-	struct umap_ent *e = umap_find(&t->blocks, pblk);
+	struct umap_ent *e = umap_find(&t->blocks, pblk), *c;
 	if (e) {
 		e->val++;
 		return 0;
 	}
 	int rc = umap_reserve(&t->blocks, t->blocks.used + 1);
+	if (!rc)
+		rc = umap_reserve(&t->chunks, t->chunks.used + 1);
 	if (rc)
 		return rc;
 	umap_insert(&t->blocks, pblk, 1);
+	c = umap_find(&t->chunks, pblk >> CHUNK_SHIFT);
+	if (c)
+		c->val++;
+	else
+		umap_insert(&t->chunks, pblk >> CHUNK_SHIFT, 1);
 	return 0;
 }
 
@@ -504,6 +518,11 @@ static bool blocks_unpin(struct lease_table *t, uint64_t pblk)
 	if (--e->val)
 		return false;
 	umap_del(&t->blocks, e);
+	e = umap_find(&t->chunks, pblk >> CHUNK_SHIFT);
+	if (!e)
+		lease_bug("a pinned block's chunk is not counted");
+	if (!--e->val)
+		umap_del(&t->chunks, e);
 	return true;
 }
 
@@ -674,6 +693,7 @@ void lease_table_delete(struct lease_table **tp)
 	free_groups(&t->by_fh);
 	umap_free(&t->by_id);
 	umap_free(&t->blocks);
+	umap_free(&t->chunks);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 	*tp = NULL;
@@ -896,7 +916,8 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
 bool lease_block_pinned(struct lease_table *t, uint64_t pblk)
 {
 	table_lock(t);
-	bool pinned = umap_find(&t->blocks, pblk) != NULL;
+	bool pinned = umap_find(&t->chunks, pblk >> CHUNK_SHIFT) != NULL &&
+		      umap_find(&t->blocks, pblk) != NULL;
 	table_unlock(t);
 	return pinned;
 }
