@@ -64,9 +64,8 @@ static void note_alloc(struct pm_fs *fs, uint64_t start, uint64_t n)
 bool pm_blk_ok(struct pm_fs *fs, uint64_t b)
 {
 	static int said;
-	const struct pm_super *sb = fs->pool->sb;
 
-	if (b >= sb->data_start && b < sb->nblocks)
+	if (b >= fs->data_start && b < fs->nblocks)
 		return true;
 	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
 		fprintf(stderr, "pinfs: a block map points outside the data area (block %llu): "

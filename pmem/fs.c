@@ -86,6 +86,8 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 	if (!fs)
 		return -ENOMEM;
 	fs->pool = pool;
+	fs->data_start = pool->sb->data_start;
+	fs->nblocks = pool->sb->nblocks;
 	fs->jseq = seq;
 	fs->sbc = *pool->sb;
 	pthread_mutex_init(&fs->lock, NULL);

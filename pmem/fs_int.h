@@ -99,6 +99,8 @@ struct pm_inode {
 
 struct pm_fs {
 	struct pm_pool *pool;
+	uint64_t data_start, nblocks; /* immutable copies: the pool's superblock
+				       * is rewritten by every commit */
 	pthread_mutex_t lock;	/* see "Locking" above */
 	struct pm_tx tx;	/* protected by lock */
 	struct pm_super sbc;	/* DRAM superblock; lock */
