@@ -120,16 +120,57 @@ void ffs_leases_stop(struct ffs *f)
 
 	if (f->lm)
 		lease_table_counts(lease_mgr_table(f->lm), &nleases, &nblocks);
-	if (nleases)
+	if (nleases && f->fs) {
 		/* the holders map the pool file itself: nothing here can stop
-		 * them storing into blocks a later mount may reuse (README) */
-		fprintf(stderr, "pinfs: unmounting with %llu leases on %llu blocks still held: "
-				"their holders can still write to the pool file\n",
-			(unsigned long long)nleases, (unsigned long long)nblocks);
+		 * them storing into blocks a later mount would reuse, so the
+		 * pool remembers them and the next mount waits for them */
+		uint32_t tg[PM_PINHOLDERS_MAX];
+		struct pm_pinholder h[PM_PINHOLDERS_MAX];
+		size_t n = lease_holders(lease_mgr_table(f->lm), tg, PM_PINHOLDERS_MAX), i, k = 0;
+
+		for (i = 0; i < n && i < PM_PINHOLDERS_MAX; i++) {
+			memset(&h[k], 0, sizeof(h[k]));
+			h[k].pid = tg[i];
+			if (ffs_start_ticks(tg[i], &h[k].start_ticks) == 0)
+				k++;
+		}
+		pm_fs_set_pinholders(f->fs, h, (unsigned)k);
+		fprintf(stderr, "pinfs: unmounting with %llu leases on %llu blocks still held by "
+				"%zu processes: the pool will not mount again until they are gone\n",
+			(unsigned long long)nleases, (unsigned long long)nblocks, k);
+	}
 
 	if (f->fs)
 		pm_fs_set_pin_hooks(f->fs, &none);
 	lease_mgr_delete(&f->lm);
+}
+
+int ffs_start_ticks(uint32_t pid, uint64_t *ticks)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long st = 0;
+	int fd, i;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	/* field 22, counting after the ")" that ends the command name */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -EIO;
+	for (i = 0; i < 20 && p; i++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &st) != 1)
+		return -EIO;
+	*ticks = st;
+	return 0;
 }
 
 /* ---- the ioctls ---------------------------------------------------------- */

@@ -22,6 +22,17 @@ void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
 	fs->debug = flags;
 }
 
+void pm_fs_set_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (n > PM_PINHOLDERS_MAX)
+		n = PM_PINHOLDERS_MAX;
+	memset(fs->sbc.pinholders, 0, sizeof(fs->sbc.pinholders));
+	memcpy(fs->sbc.pinholders, h, n * sizeof(*h));
+	fs->sbc.npinholders = n;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h)
 {
 	pthread_mutex_lock(&fs->lock);
@@ -120,6 +131,9 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 	pm_tx_begin(fs);
 	fs->sbc.clean = 0;
 	fs->sbc.mount_count++;
+	/* the caller has checked that the last mount's holders are gone */
+	fs->sbc.npinholders = 0;
+	memset(fs->sbc.pinholders, 0, sizeof(fs->sbc.pinholders));
 	pm_sb_dirty(fs);
 	pm_tx_commit(fs);
 	pthread_mutex_unlock(&fs->lock);

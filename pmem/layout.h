@@ -91,8 +91,16 @@ struct pm_super {
 	uint32_t reserved0;	  /* must be zero */
 	uint64_t csum_start;	  /* first checksum block (CSUM feature), else 0 */
 	uint64_t csum_blocks;	  /* checksum table length in blocks, else 0 */
-	uint8_t reserved[3888];	  /* must be zero */
+	uint32_t npinholders;	  /* entries in pinholders[], <= PM_PINHOLDERS_MAX */
+	uint32_t reserved1;	  /* must be zero */
+	struct pm_pinholder {
+		uint32_t pid;	       /* thread-group id */
+		uint32_t pad;	       /* must be zero */
+		uint64_t start_ticks;  /* /proc/PID/stat starttime: a reused pid differs */
+	} pinholders[32];	  /* processes that held pins at the last unmount */
+	uint8_t reserved[3368];	  /* must be zero */
 };
+#define PM_PINHOLDERS_MAX 32u
 _Static_assert(sizeof(struct pm_super) == PM_BLOCK_SIZE, "superblock size");
 
 /* A timestamp: seconds and nanoseconds since the epoch. */

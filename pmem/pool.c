@@ -178,7 +178,7 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 		return -EUCLEAN;
 	}
 	if (sb->free_blocks > sb->nblocks - sb->data_start || sb->free_inodes >= sb->ninodes ||
-	    sb->orphan_head >= sb->ninodes) {
+	    sb->orphan_head >= sb->ninodes || sb->npinholders > PM_PINHOLDERS_MAX) {
 		pm_errmsg(err, errlen, "superblock counters out of range: the superblock is corrupt");
 		return -EUCLEAN;
 	}
