@@ -96,6 +96,32 @@ static void hook_write_pinned(void *ctx, uint64_t ino,
 	} while (first < total);
 }
 
+/* The pool's record of live holders (read by the next mount, see main.c):
+ * kept current as holders come and go, so even a daemon killed with SIGKILL
+ * leaves the right record behind. */
+static void persist_holders(struct ffs *f, const uint32_t *tg, size_t n)
+{
+	struct pm_pinholder h[PM_PINHOLDERS_MAX];
+	size_t i, k = 0;
+
+	for (i = 0; i < n && k < PM_PINHOLDERS_MAX; i++) {
+		memset(&h[k], 0, sizeof(h[k]));
+		h[k].pid = tg[i];
+		if (ffs_start_ticks(tg[i], &h[k].start_ticks) == 0)
+			k++;
+	}
+	pm_fs_persist_pinholders(f->fs, h, (unsigned)k);
+}
+
+static void holders_changed(void *ctx)
+{
+	struct ffs *f = ctx;
+	uint32_t tg[PM_PINHOLDERS_MAX];
+	size_t n = lease_mgr_holder_list(f->lm, tg, PM_PINHOLDERS_MAX);
+
+	persist_holders(f, tg, n < PM_PINHOLDERS_MAX ? n : PM_PINHOLDERS_MAX);
+}
+
 static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 {
 	pm_unquarantine(((struct ffs *)ctx)->fs, pblk, n);
@@ -103,7 +129,7 @@ static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
-	struct lease_ops ops = { lease_unpinned, f };
+	struct lease_ops ops = { lease_unpinned, holders_changed, f };
 	struct pm_pin_hooks h = { hook_may_free, hook_pinned, hook_write_pinned, f };
 	int rc = lease_mgr_new(cfg, &ops, &f->lm);
 
@@ -120,24 +146,21 @@ void ffs_leases_stop(struct ffs *f)
 
 	if (f->lm)
 		lease_table_counts(lease_mgr_table(f->lm), &nleases, &nblocks);
-	if (nleases && f->fs) {
+	if (f->fs) {
 		/* the holders map the pool file itself: nothing here can stop
 		 * them storing into blocks a later mount would reuse, so the
-		 * pool remembers them and the next mount waits for them */
+		 * pool remembers those still holding leases, and the next mount
+		 * waits for them */
 		uint32_t tg[PM_PINHOLDERS_MAX];
-		struct pm_pinholder h[PM_PINHOLDERS_MAX];
-		size_t n = lease_holders(lease_mgr_table(f->lm), tg, PM_PINHOLDERS_MAX), i, k = 0;
+		size_t n = nleases ? lease_holders(lease_mgr_table(f->lm), tg, PM_PINHOLDERS_MAX) : 0;
 
-		for (i = 0; i < n && i < PM_PINHOLDERS_MAX; i++) {
-			memset(&h[k], 0, sizeof(h[k]));
-			h[k].pid = tg[i];
-			if (ffs_start_ticks(tg[i], &h[k].start_ticks) == 0)
-				k++;
-		}
-		pm_fs_set_pinholders(f->fs, h, (unsigned)k);
-		fprintf(stderr, "pinfs: unmounting with %llu leases on %llu blocks still held by "
-				"%zu processes: the pool will not mount again until they are gone\n",
-			(unsigned long long)nleases, (unsigned long long)nblocks, k);
+		if (n > PM_PINHOLDERS_MAX)
+			n = PM_PINHOLDERS_MAX;
+		persist_holders(f, tg, n);
+		if (nleases)
+			fprintf(stderr, "pinfs: unmounting with %llu leases on %llu blocks still held by "
+					"%zu processes: the pool will not mount again until they are gone\n",
+				(unsigned long long)nleases, (unsigned long long)nblocks, n);
 	}
 
 	if (f->fs)

@@ -229,7 +229,7 @@ int main(int argc, char **argv)
 			uint64_t t;
 			if (ffs_start_ticks(sb->pinholders[i].pid, &t) == 0 &&
 			    t == sb->pinholders[i].start_ticks) {
-				fprintf(stderr, "pinfs: %s: process %u held pins at the last unmount and "
+				fprintf(stderr, "pinfs: %s: process %u held pins when the pool was last mounted and "
 						"may still store into the pool: end it first\n",
 					o.pool, sb->pinholders[i].pid);
 				goto out_pool;

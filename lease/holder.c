@@ -131,6 +131,7 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid)
 	pthread_mutex_lock(&w->lock);
 	if (find(w, tgid) >= 0)
 		goto out;
+	rc = 1; /* a new holder */
 	fd = (int)syscall(SYS_pidfd_open, (pid_t)tgid, 0);
 	if (fd < 0) {
 		rc = -errno;
@@ -157,6 +158,18 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid)
 out:
 	pthread_mutex_unlock(&w->lock);
 	return rc;
+}
+
+size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max)
+{
+	size_t i, n;
+
+	pthread_mutex_lock(&w->lock);
+	n = w->n;
+	for (i = 0; i < n && i < max; i++)
+		out[i] = w->h[i].tgid;
+	pthread_mutex_unlock(&w->lock);
+	return n;
 }
 
 bool lease_watch_has(struct lease_watch *w, uint32_t tgid)

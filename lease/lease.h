@@ -36,6 +36,8 @@ struct lease_cfg {
 struct lease_ops {
 	/* pool blocks [pblk, pblk + n) are no longer pinned by anyone */
 	void (*unpinned)(void *ctx, uint64_t pblk, uint64_t n);
+	/* the set of watched holders changed (lease_mgr_holder_list()) */
+	void (*holders_changed)(void *ctx);
 	void *ctx;
 };
 
@@ -64,6 +66,9 @@ uint32_t lease_mgr_holder_of(struct lease_mgr *m, uint32_t tid);
 int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
 	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id);
+/* Processes that have pinned since they were first seen and are alive:
+ * fills up to @max, returns how many. */
+size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max);
 /* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. */
 int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid);
 /* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh. */
@@ -107,7 +112,11 @@ const char *lease_policy_name(uint32_t policy);
  * holder). Internal to the manager. */
 struct lease_watch;
 int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, struct lease_watch **out);
+/* 1 if @tgid is newly watched, 0 if it already was, or -errno. */
 int lease_watch_add(struct lease_watch *w, uint32_t tgid);
+/* The watched holders (alive, pinned since they were added): fills up to
+ * @max, returns how many there are. */
+size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max);
 /* Is @tgid a live watched holder (a thread-group leader)? */
 bool lease_watch_has(struct lease_watch *w, uint32_t tgid);
 /* Sends @sig with si_code SI_QUEUE and @id as si_value to @tgid. */

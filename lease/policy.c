@@ -217,6 +217,13 @@ static void holder_gone(void *ctx, uint32_t tgid)
 	m->gen++;
 	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->lock);
+	if (m->ops.holders_changed)
+		m->ops.holders_changed(m->ops.ctx);
+}
+
+size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max)
+{
+	return lease_watch_list(m->w, out, max);
 }
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
@@ -320,8 +327,10 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 		}
 	pthread_mutex_unlock(&m->lock);
 	rc = lease_watch_add(m->w, holder);
-	if (rc)
+	if (rc < 0)
 		return rc == -ENOMEM ? rc : -ESRCH;
+	if (rc == 1 && m->ops.holders_changed)
+		m->ops.holders_changed(m->ops.ctx);
 	rc = lease_add(m->t, ino, first, n, holder, flags, fh, seg_fblk, seg_pblk, seg_len, nseg, id);
 	if (rc)
 		return rc;

@@ -22,14 +22,21 @@ void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
 	fs->debug = flags;
 }
 
-void pm_fs_set_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n)
+void pm_fs_persist_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n)
 {
 	pthread_mutex_lock(&fs->lock);
 	if (n > PM_PINHOLDERS_MAX)
 		n = PM_PINHOLDERS_MAX;
+	if (fs->sbc.npinholders == n && !memcmp(fs->sbc.pinholders, h, n * sizeof(*h))) {
+		pthread_mutex_unlock(&fs->lock);
+		return; /* nothing changed */
+	}
+	pm_tx_begin(fs);
 	memset(fs->sbc.pinholders, 0, sizeof(fs->sbc.pinholders));
 	memcpy(fs->sbc.pinholders, h, n * sizeof(*h));
 	fs->sbc.npinholders = n;
+	pm_sb_dirty(fs);
+	pm_tx_commit(fs);
 	pthread_mutex_unlock(&fs->lock);
 }
 

@@ -164,10 +164,11 @@ void pm_data_relock(struct pm_inode *ip);
 void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n);
 uint64_t pm_quarantined(struct pm_fs *fs);
 
-/* Records, for the next mount to check, the processes that still hold pins
- * (they map the pool file itself and may go on storing into it after the
- * daemon is gone). Written by pm_fs_unmount(); cleared by pm_fs_mount(). */
-void pm_fs_set_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n);
+/* Records in the superblock, durably (one transaction), the processes that
+ * hold pins: they map the pool file itself and may go on storing into it
+ * after the daemon is gone, so the next mount must wait for them. Cleared
+ * by pm_fs_mount(). */
+void pm_fs_persist_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n);
 
 /* One physically contiguous run of a pinned range (file and pool blocks). */
 struct pm_seg {

@@ -1004,7 +1004,7 @@ def test_pool_does_not_mount_again_while_a_former_holder_lives(mnt, holders):
     h.ok('scribble %d %d' % (lease, LATER))
     res = subprocess.run(mnt.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, universal_newlines=True, timeout=20)
-    assert res.returncode != 0 and 'held pins at the last unmount' in res.stderr, res.stderr
+    assert res.returncode != 0 and 'held pins when the pool was last mounted' in res.stderr, res.stderr
     assert not os.path.ismount(mnt.dir)
     # once it is gone the pool mounts, and nothing it stored reaches a file
     h.kill()
@@ -1021,6 +1021,23 @@ def test_pool_does_not_mount_again_while_a_former_holder_lives(mnt, holders):
     finally:
         os.close(fd)
     assert LATER not in read_file(other), 'the former holder\'s stores landed in another file'
+
+
+@pytest.mark.pool_size('16M')
+def test_daemon_killed_with_pins_held_does_not_restart_while_the_holder_lives(mnt, holders):
+    path = mnt.path('pinned')
+    write_file(path, bytes([0x11]) * (64 * KiB))
+    h = holders(path)
+    lease = h.pin(0, 64 * KiB, 'w')
+    h.ok('map %d' % lease)
+    mnt.kill_daemon(signal.SIGKILL)
+    res = subprocess.run(mnt.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=20)
+    assert res.returncode != 0 and 'held pins when the pool was last mounted' in res.stderr, res.stderr
+    h.kill()
+    check_fsck(mnt.pool)
+    mnt.start()
+    assert read_file(path)[:4] == bytes([0x11]) * 4
 
 
 def test_direct_mapping_is_coherent_with_read_and_write(mnt, holders):
