@@ -705,6 +705,18 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	fuse_reply_err(req, -rc);
 }
 
+/* Replies to getxattr/listxattr: the size when the caller asked for it
+ * (@size 0), else the bytes. */
+static void reply_xattr(fuse_req_t req, ssize_t rc, size_t size, const char *buf)
+{
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+}
+
 static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct ffs *f = ffs_of(req);
@@ -715,12 +727,7 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 	if (!strcmp(name, PINFS_XATTR_POOL)) {
 		/* where to map leases from: the pool file (the trust boundary) */
 		size_t n = strlen(f->pool_path);
-		if (!size)
-			fuse_reply_xattr(req, n);
-		else if (size < n)
-			fuse_reply_err(req, ERANGE);
-		else
-			fuse_reply_buf(req, f->pool_path, n);
+		reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, f->pool_path);
 		return;
 	}
 	rc = iget(req, ino, &ip);
@@ -729,12 +736,7 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 		rc = size && !buf ? -ENOMEM : pm_getxattr(f->fs, ip, name, buf, size);
 		pm_iput(f->fs, ip);
 	}
-	if (rc < 0)
-		fuse_reply_err(req, (int)-rc);
-	else if (!size)
-		fuse_reply_xattr(req, (size_t)rc);
-	else
-		fuse_reply_buf(req, buf, (size_t)rc);
+	reply_xattr(req, rc, size, buf);
 	free(buf);
 }
 
@@ -750,12 +752,7 @@ static void ffs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		rc = size && !buf ? -ENOMEM : pm_listxattr(f->fs, ip, buf, size);
 		pm_iput(f->fs, ip);
 	}
-	if (rc < 0)
-		fuse_reply_err(req, (int)-rc);
-	else if (!size)
-		fuse_reply_xattr(req, (size_t)rc);
-	else
-		fuse_reply_buf(req, buf, (size_t)rc);
+	reply_xattr(req, rc, size, buf);
 	free(buf);
 }
 

@@ -154,23 +154,25 @@ struct pinned_ctx {
 	struct wb_list *l;
 };
 
+static bool is_dirty(struct pm_inode *ip, uint64_t fblk);
+
+/* A write-pinned range: its blocks that the dirty set did not already list
+ * (a write-pinned block is dirty from the pin on, so normally none). */
 static void add_pinned(void *arg, uint64_t first, uint64_t n)
 {
 	struct pinned_ctx *c = arg;
 	uint64_t f;
 
+	pthread_mutex_lock(&c->ip->dlock);
 	for (f = first; f < first + n; f++) {
-		uint64_t pblk = pm_bmap_get(c->fs, &c->ip->d, f, false);
+		uint64_t pblk;
+		if (is_dirty(c->ip, f))
+			continue;
+		pblk = pm_bmap_get(c->fs, &c->ip->d, f, false);
 		if (pblk)
 			wb_push(c->l, f, pblk, true);
 	}
-}
-
-static int cmp_fblk(const void *a, const void *b)
-{
-	const struct wb_ent *x = a, *y = b;
-
-	return x->fblk < y->fblk ? -1 : x->fblk > y->fblk;
+	pthread_mutex_unlock(&c->ip->dlock);
 }
 
 static bool is_pinned(struct pm_fs *fs, uint64_t pblk)
@@ -224,15 +226,6 @@ void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
 	}
 	if (!l.n && !nskipped)
 		return;
-	/* a dirty block under a write pin came twice: once is enough */
-	if (l.n > 1) {
-		size_t j = 0;
-		qsort(l.e, l.n, sizeof(*l.e), cmp_fblk);
-		for (k = 0; k < l.n; k++)
-			if (!j || l.e[j - 1].fblk != l.e[k].fblk)
-				l.e[j++] = l.e[k];
-		l.n = j;
-	}
 
 	for (k = 0; k < l.n; k++) {
 		uint64_t pblk = l.e[k].pblk;
