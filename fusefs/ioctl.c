@@ -295,24 +295,6 @@ static int do_segs(struct ffs *f, const struct pinfs_segs *in, struct pinfs_segs
 	return 0;
 }
 
-static void read_comm(uint32_t pid, char comm[16])
-{
-	char path[64];
-	int fd;
-	ssize_t n;
-
-	memset(comm, 0, 16);
-	snprintf(path, sizeof(path), "/proc/%u/comm", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	n = fd >= 0 ? read(fd, comm, 15) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n > 0 && comm[n - 1] == '\n')
-		comm[n - 1] = 0;
-	if (n <= 0)
-		strcpy(comm, "?");
-}
-
 static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, struct pinfs_list *out)
 {
 	struct lease l[PINFS_LIST_MAX];
@@ -336,7 +318,7 @@ static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, str
 		o->flags = l[i].flags;
 		o->state = l[i].state;
 		o->age_ns = t > l[i].start_ns ? t - l[i].start_ns : 0;
-		read_comm(l[i].holder, o->comm);
+		lease_mgr_comm(f->lm, l[i].holder, o->comm);
 	}
 	out->n = (uint32_t)i;
 	return 0;

@@ -49,7 +49,6 @@ void lease_mgr_delete(struct lease_mgr **mp);
 /* The mount default; set on a live mount. */
 uint32_t lease_mgr_policy(struct lease_mgr *m);
 void lease_mgr_set_policy(struct lease_mgr *m, uint32_t policy);
-const struct lease_cfg *lease_mgr_cfg(struct lease_mgr *m);
 
 /* Thread-group id of thread @tid (FUSE reports the calling thread); the
  * tid itself if /proc does not say. */
@@ -95,10 +94,11 @@ bool lease_mgr_block_pinned(struct lease_mgr *m, uint64_t pblk);
 
 struct lease_table *lease_mgr_table(struct lease_mgr *m);
 
-/* Counters of one file (@ino) or, with @ino 0, of the mount. */
+/* Counters of one file (@ino) or, with @ino 0, of the mount; the file
+ * system fills in what it counts itself (quarantine, writeback). */
 void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters *c);
-/* Counts a quarantined block (+1) or its release (-1), for the counters. */
-void lease_mgr_quarantine_count(struct lease_mgr *m, int64_t delta);
+/* The command name of holder @tgid (cached), "?" when unknown. */
+void lease_mgr_comm(struct lease_mgr *m, uint32_t tgid, char comm[16]);
 
 /* Events with seq > @after, waiting up to @timeout_ms for the first. */
 void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,

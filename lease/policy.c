@@ -295,11 +295,6 @@ void lease_mgr_set_policy(struct lease_mgr *m, uint32_t policy)
 	pthread_mutex_unlock(&m->lock);
 }
 
-const struct lease_cfg *lease_mgr_cfg(struct lease_mgr *m)
-{
-	return &m->cfg;
-}
-
 struct lease_table *lease_mgr_table(struct lease_mgr *m)
 {
 	return m->t;
@@ -597,10 +592,10 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
 	return rc;
 }
 
-void lease_mgr_quarantine_count(struct lease_mgr *m, int64_t delta)
+void lease_mgr_comm(struct lease_mgr *m, uint32_t tgid, char comm[16])
 {
 	pthread_mutex_lock(&m->lock);
-	m->mc.quarantined_blocks = (uint64_t)((int64_t)m->mc.quarantined_blocks + delta);
+	memcpy(comm, comm_of(m, tgid), 16);
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -22,11 +22,6 @@ static bool dbit(const struct pm_fs *fs, uint64_t b)
 	return (fs->bmap[b >> 6] >> (b & 63)) & 1;
 }
 
-bool pm_block_in_use(struct pm_fs *fs, uint64_t blk)
-{
-	return dbit(fs, blk);
-}
-
 int pm_alloc_init(struct pm_fs *fs)
 {
 	struct pm_super *sb = fs->pool->sb;

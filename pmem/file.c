@@ -211,9 +211,9 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 				if (rc)
 					return rc;
 				ip->d.blocks++;
-				/* durable at commit, but not checksummed yet */
-				pm_dirty_mark(fs, ip, f + i, 1, true);
 			}
+			/* durable at commit, but not checksummed yet */
+			pm_dirty_mark(fs, ip, f, (uint64_t)got, true);
 			f += (uint64_t)got;
 			n -= (uint64_t)got;
 			goal = start + (uint64_t)got;
@@ -280,9 +280,12 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		pm_tx_begin(fs);
 		zero_tail(fs, ip, end);
 		/* space was reserved: only a corrupt map fails here */
-		if ((holes && fill_holes(fs, ip, first, last, off, end, false)) ||
-		    (pm_dirty_mark(fs, ip, first, last - first + 1, true),
-		     copy_to_blocks(fs, ip, &c, off, len, true))) {
+		rc = holes ? fill_holes(fs, ip, first, last, off, end, false) : 0;
+		if (!rc) {
+			pm_dirty_mark(fs, ip, first, last - first + 1, true);
+			rc = copy_to_blocks(fs, ip, &c, off, len, true);
+		}
+		if (rc) {
 			pm_tx_abort(fs);
 			pm_inode_reload(fs, ip);
 			rc = -EIO;

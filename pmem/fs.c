@@ -12,11 +12,6 @@
 
 #include "pmem/fs_int.h"
 
-struct pm_pool *pm_fs_pool(struct pm_fs *fs)
-{
-	return fs->pool;
-}
-
 void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
 {
 	fs->debug = flags;

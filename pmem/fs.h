@@ -45,8 +45,6 @@ void pm_fs_unmount(struct pm_fs **fsp);
  * Returns 1 if one was replayed, 0 if none, -EUCLEAN if the header is bad. */
 int pm_journal_recover(struct pm_pool *pool);
 
-struct pm_pool *pm_fs_pool(struct pm_fs *fs);
-
 /* Inode references */
 int pm_iget(struct pm_fs *fs, uint64_t ino, struct pm_inode **out);
 void pm_iput(struct pm_fs *fs, struct pm_inode *ip);
@@ -209,7 +207,6 @@ void pm_flusher_stop(struct pm_fs *fs);
 void pm_writeback_pass(struct pm_fs *fs, double expire_s);
 void pm_inode_wb_stats(struct pm_fs *fs, struct pm_inode *ip, struct pm_wb_stats *st);
 void pm_fs_wb_stats(struct pm_fs *fs, struct pm_wb_stats *st);
-bool pm_fs_has_csum(struct pm_fs *fs);
 
 struct pm_scrub {
 	uint64_t files, checked, bad, skipped_dirty, skipped_pinned, skipped_nocsum;

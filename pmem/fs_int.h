@@ -162,7 +162,6 @@ int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t 
 void pm_bfree(struct pm_fs *fs, uint64_t blk);
 void pm_release_freed(struct pm_fs *fs);
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino);
-bool pm_block_in_use(struct pm_fs *fs, uint64_t blk);
 
 /* inode.c */
 struct pm_dinode *pm_dinode_ptr(struct pm_pool *p, uint64_t ino);

@@ -185,7 +185,7 @@ void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
 {
 	const struct pm_persist_ops *ops = &fs->pool->ops;
 	struct wb_list l = { 0 };
-	uint64_t run_start = 0, run_len = 0, nclean = 0, nkept = 0, nskipped = 0;
+	uint64_t run_start = 0, run_len = 0, nkept = 0, nskipped = 0;
 	uint8_t bounce[PM_BLOCK_SIZE];
 	size_t k;
 
@@ -276,7 +276,6 @@ void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
 		c = chunk_of(&ip->dirty, l.e[k].fblk / PM_ALIGN_BLOCKS, false);
 		if (c)
 			c->bits[i / 64] &= ~(1ull << (i % 64));
-		nclean++;
 	}
 	/* drop chunks that became clean */
 	{
@@ -307,7 +306,6 @@ void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
 	fs->wb.pinned_kept_dirty += nkept;
 	fs->wb.pinned_skipped += nskipped;
 	pthread_mutex_unlock(&fs->wblock);
-	(void)nclean;
 	free(l.e);
 }
 
@@ -482,11 +480,6 @@ void pm_fs_wb_stats(struct pm_fs *fs, struct pm_wb_stats *st)
 	pthread_mutex_unlock(&fs->wblock);
 	st->dirty = dirty;
 	st->clean = used > dirty ? used - dirty : 0;
-}
-
-bool pm_fs_has_csum(struct pm_fs *fs)
-{
-	return fs->csum != NULL;
 }
 
 /* ---- the background flusher ------------------------------------------------- */
