@@ -270,14 +270,25 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	return pm_pin_blocks(f->fs, file->ip, c.first, c.n, in->flags & PINFS_PIN_WRITE, pin_cb, &c);
 }
 
-static int do_segs(struct ffs *f, const struct pinfs_segs *in, struct pinfs_segs *out)
+/* Where a lease's blocks sit in the pool: the holder's (or root's) to know,
+ * as for PINFS_IOC_UNPIN; anyone else gets EPERM. */
+static int do_segs(fuse_req_t req, const struct pinfs_segs *in, struct pinfs_segs *out)
 {
+	struct ffs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	uint64_t fb[PINFS_SEGS_MAX], pb[PINFS_SEGS_MAX], len[PINFS_SEGS_MAX];
+	struct lease l;
 	long total;
 	uint32_t i;
+	int rc;
 
 	if (in->reserved)
 		return -EINVAL;
+	rc = lease_get(lease_mgr_table(f->lm), in->lease_id, &l);
+	if (rc)
+		return rc;
+	if (l.holder != lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid) && ctx->uid != 0)
+		return -EPERM;
 	total = lease_segments(lease_mgr_table(f->lm), in->lease_id, in->first, fb, pb, len,
 			       PINFS_SEGS_MAX);
 	if (total < 0)
@@ -464,7 +475,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		rc = do_pin(req, file, in_buf, &out->pin);
 		break;
 	case PINFS_IOC_SEGS:
-		rc = do_segs(f, in_buf, &out->segs);
+		rc = do_segs(req, in_buf, &out->segs);
 		break;
 	case PINFS_IOC_UNPIN: {
 		const struct pinfs_unpin *u = in_buf;

@@ -59,7 +59,9 @@ struct pinfs_pin {
 	struct pinfs_seg segs[PINFS_SEGS_MAX];
 };
 
-/* PINFS_IOC_SEGS: more segments of a lease, from segment index @first. */
+/* PINFS_IOC_SEGS: more segments of a lease, from segment index @first. Only
+ * the holder (or root) may ask: EPERM for anyone else, ENOENT for no such
+ * lease. */
 struct pinfs_segs {
 	uint64_t lease_id; /* in */
 	uint32_t first;	   /* in */

@@ -101,6 +101,8 @@ IOC_LIST = _ioc(_R | _W, 4, LIST_SIZE)
 IOC_GET_POLICY = _ioc(_R | _W, 5, POLICY.size)
 IOC_SET_POLICY = _ioc(_W, 6, POLICY.size)
 IOC_STATS = _ioc(_R, 7, STATS_SIZE)
+SEGS_HDR = struct.Struct('<QIIII')
+IOC_SEGS = _ioc(_R | _W, 2, SEGS_HDR.size + 64 * SEG.size)
 
 POLICY_NUM = {'default': 0, 'fail': 1, 'revoke': 2, 'wait': 3, 'break': 4}
 STATE_NAME = {1: 'active', 2: 'breaking', 3: 'revoked'}
@@ -1190,7 +1192,7 @@ def test_unknown_ioctl_is_enotty_and_bad_flags_einval(mnt, holders):
 
 @pytest.mark.mount_options('allow_other')
 @pytest.mark.skipif(os.getuid() != 0, reason='needs root to switch users')
-def test_unpin_of_someone_elses_lease_is_eperm(mnt, holders):
+def test_unpin_or_segments_of_someone_elses_lease_is_eperm(mnt, holders):
     path, _ = _setup_file(mnt, size=64 * KiB)
     os.chmod(path, 0o666)
     h = holders(path)
@@ -1207,6 +1209,17 @@ def test_unpin_of_someone_elses_lease_is_eperm(mnt, holders):
         as_user(unpin_as_other, uid=1000, gid=1000)
     assert e.value.errno == errno.EPERM
     assert [l['id'] for l in list_leases(path)] == [lease]
+
+    def segs_as_other():
+        buf = bytearray(IOC_SEGS >> 16 & 0x3fff)
+        SEGS_HDR.pack_into(buf, 0, lease, 0, 0, 0, 0)
+        _ioctl(path, IOC_SEGS, buf)
+        return SEGS_HDR.unpack_from(buf)
+    with pytest.raises(OSError) as e:
+        as_user(segs_as_other, uid=1000, gid=1000)
+    assert e.value.errno == errno.EPERM, 'where a lease sits in the pool is the holder\'s to know'
+    lid, first, nsegs, total, _ = segs_as_other()  # root may look
+    assert (lid, first, nsegs, total) == (lease, 0, 1, 1)
     # another process of the same user (root) is not the holder either, but root may
     other = holders(path)
     assert other.cmd('unpin %d' % lease) == 'ok', 'root may unpin any lease'
