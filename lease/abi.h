@@ -153,7 +153,8 @@ struct pinfs_event {
 	uint64_t ino;
 	uint64_t offset, length; /* bytes */
 	int32_t err;	   /* REFUSE: the errno returned */
-	uint32_t policy;   /* the policy that decided, PINFS_POLICY_* */
+	uint32_t policy;   /* the policy that decided, PINFS_POLICY_*; 0 where
+			    * none did (PIN, UNPIN, EXIT) */
 	char comm[16];	   /* holder's command name */
 };
 #define PINFS_EVENTS_MAX 128
