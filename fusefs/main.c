@@ -147,6 +147,8 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	c->lease_break_time = o->lease_break_time;
 	c->max_pins = o->max_pins;
 	c->max_pinned_bytes = 1ull << 30;
+	/* the pool records every live holder (see ffs_leases_start) */
+	c->max_holders = PM_PINHOLDERS_MAX;
 	if (o->policy && (lease_policy_parse(o->policy, &c->policy) ||
 			  c->policy == PINFS_POLICY_DEFAULT)) {
 		fprintf(stderr, "pinfs: unknown policy '%s' (fail, revoke, wait, break)\n", o->policy);

@@ -44,6 +44,7 @@ struct lease_watch {
 	pthread_mutex_t lock;
 	struct hold *h; /* protected by lock */
 	size_t n, cap;	/* protected by lock */
+	size_t max;	/* at most this many holders, 0 = no limit */
 	void (*gone)(void *ctx, uint32_t tgid);
 	void *ctx;
 };
@@ -92,7 +93,8 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
-int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, struct lease_watch **out)
+int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, size_t max,
+		    struct lease_watch **out)
 {
 	struct lease_watch *w = calloc(1, sizeof(*w));
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
@@ -102,6 +104,7 @@ int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, struct le
 		return -ENOMEM;
 	w->gone = gone;
 	w->ctx = ctx;
+	w->max = max;
 	pthread_mutex_init(&w->lock, NULL);
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->stopfd = eventfd(0, EFD_CLOEXEC);
@@ -131,6 +134,10 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid)
 	pthread_mutex_lock(&w->lock);
 	if (find(w, tgid) >= 0)
 		goto out;
+	if (w->max && w->n >= w->max) {
+		rc = -EUSERS;
+		goto out;
+	}
 	rc = 1; /* a new holder */
 	fd = (int)syscall(SYS_pidfd_open, (pid_t)tgid, 0);
 	if (fd < 0) {

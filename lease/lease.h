@@ -31,6 +31,8 @@ struct lease_cfg {
 	double lease_break_time;   /* policy break: grace seconds */
 	uint64_t max_pins;	   /* per process, 0 = no limit */
 	uint64_t max_pinned_bytes; /* per process, 0 = no limit */
+	uint32_t max_holders;	   /* processes holding pins at once, 0 = no
+				    * limit; one more gets EUSERS */
 };
 
 struct lease_ops {
@@ -111,8 +113,10 @@ const char *lease_policy_name(uint32_t policy);
 /* lease/holder.c: the exit watcher (one epoll thread, one pidfd per
  * holder). Internal to the manager. */
 struct lease_watch;
-int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, struct lease_watch **out);
-/* 1 if @tgid is newly watched, 0 if it already was, or -errno. */
+int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, size_t max,
+		    struct lease_watch **out);
+/* 1 if @tgid is newly watched, 0 if it already was, or -errno: -EUSERS when
+ * @max (of lease_watch_new, 0 = no limit) holders are watched already. */
 int lease_watch_add(struct lease_watch *w, uint32_t tgid);
 /* The watched holders (alive, pinned since they were added): fills up to
  * @max, returns how many there are. */

@@ -250,7 +250,7 @@ int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 	rc = lease_table_new(&m->t);
 	if (!rc) {
 		lease_table_set_limits(m->t, cfg->max_pins, cfg->max_pinned_bytes);
-		rc = lease_watch_new(holder_gone, m, &m->w);
+		rc = lease_watch_new(holder_gone, m, cfg->max_holders, &m->w);
 	}
 	if (rc) {
 		lease_table_delete(&m->t);
@@ -323,7 +323,7 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 	pthread_mutex_unlock(&m->lock);
 	rc = lease_watch_add(m->w, holder);
 	if (rc < 0)
-		return rc == -ENOMEM ? rc : -ESRCH;
+		return rc == -ENOMEM || rc == -EUSERS ? rc : -ESRCH;
 	if (rc == 1 && m->ops.holders_changed)
 		m->ops.holders_changed(m->ops.ctx);
 	rc = lease_add(m->t, ino, first, n, holder, flags, fh, seg_fblk, seg_pblk, seg_len, nseg, id);

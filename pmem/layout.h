@@ -97,10 +97,10 @@ struct pm_super {
 		uint32_t pid;	       /* thread-group id */
 		uint32_t pad;	       /* must be zero */
 		uint64_t start_ticks;  /* /proc/PID/stat starttime: a reused pid differs */
-	} pinholders[32];	  /* processes that held pins at the last unmount */
-	uint8_t reserved[3368];	  /* must be zero */
+	} pinholders[128];	  /* processes that hold (held at the last unmount) pins */
+	uint8_t reserved[1832];	  /* must be zero */
 };
-#define PM_PINHOLDERS_MAX 32u
+#define PM_PINHOLDERS_MAX 128u
 _Static_assert(sizeof(struct pm_super) == PM_BLOCK_SIZE, "superblock size");
 
 /* A timestamp: seconds and nanoseconds since the epoch. */

@@ -1284,6 +1284,46 @@ def test_pinned_bytes_limit_per_process_is_enomem(mnt, holders):
     h.pin(1 * MiB, 256 * KiB, 'w')
 
 
+SB_NPINHOLDERS = 208          # struct pm_super: npinholders, then pinholders[] at 216
+PINHOLDERS_MAX = 128
+
+
+def _pool_holders(pool):
+    """The live-holder record in the pool's superblock: a list of pids."""
+    with open(pool, 'rb') as f:
+        sb = f.read(4096)
+    n = struct.unpack_from('<I', sb, SB_NPINHOLDERS)[0]
+    return [struct.unpack_from('<I', sb, 216 + 16 * i)[0] for i in range(n)]
+
+
+@pytest.mark.watchdog(120)
+def test_one_holder_more_than_the_pool_records_is_eusers(mnt, holders):
+    """The pool records every process holding pins (so it is never mounted
+    again under a live one): a new holder past the record's size is refused
+    with EUSERS, never pinned unrecorded."""
+    path, _ = _setup_file(mnt, size=1 * MiB)
+    hs = []
+    for i in range(PINHOLDERS_MAX):
+        h = holders(path)
+        h.pin((i % 256) * 4096, 4096, 'w')
+        hs.append(h)
+    assert sorted(_pool_holders(mnt.pool)) == sorted(h.pid for h in hs)
+    late = holders(path)
+    with pytest.raises(OSError) as e:
+        late.pin(0, 4096, 'w')
+    assert e.value.errno == errno.EUSERS
+    assert late.pid not in _pool_holders(mnt.pool)
+    hs[0].pin(8192, 4096, 'w')                      # holders already recorded may pin more
+    hs[1].kill()                                    # a holder gone frees its place
+    deadline = time.monotonic() + 10
+    while hs[1].pid in _pool_holders(mnt.pool):
+        assert time.monotonic() < deadline, 'the exit of a holder was not noticed'
+        time.sleep(0.02)
+    late.pin(0, 4096, 'w')
+    assert late.pid in _pool_holders(mnt.pool)
+    assert len(_pool_holders(mnt.pool)) == PINHOLDERS_MAX
+
+
 # --------------------------------------------------------------------------
 # pinfsctl events, pinclient end to end
 
