@@ -487,13 +487,6 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		fuse_reply_write(req, (size_t)rc);
 }
 
-static void ffs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	fuse_reply_err(req, 0);
-}
-
 static void ffs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct ffs *f = ffs_of(req);
@@ -787,7 +780,10 @@ const struct fuse_lowlevel_ops ffs_ops = {
 	.open = ffs_open,
 	.read = ffs_read,
 	.write_buf = ffs_write_buf,
-	.flush = ffs_flush,
+	/* no .flush: every write is synchronous (all opens are direct_io) and
+	 * close() has no state to settle or error to report, so the kernel's
+	 * first FLUSH gets libfuse's ENOSYS, which it takes as "not needed"
+	 * (fc->no_flush), and every later close() costs no round trip */
 	.release = ffs_release,
 	.fsync = ffs_fsync,
 	.opendir = ffs_opendir,
