@@ -246,6 +246,26 @@ def test_mmap_shared_store_is_visible_to_read(mnt):
     assert read_file(path) == data
 
 
+def test_mmap_store_without_msync_reaches_the_pool_by_close(mnt):
+    """No FLUSH handler: close() must still write the mapping's dirty pages
+    back (the kernel does, before it would send FLUSH), and every close
+    returns 0."""
+    path = mnt.path('mapped-nosync')
+    size = 32 * KiB
+    write_file(path, bytes(size))
+    data = pattern(9, size)
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    m[:] = data
+    m.close()                  # munmap: the pages stay dirty in the page cache
+    os.close(fd)               # raises on a non-zero return
+    for _ in range(3):         # later closes too (FLUSH is no longer sent)
+        os.close(os.open(path, os.O_RDWR))
+    assert read_file(path) == data
+    mnt.remount()
+    assert read_file(path) == data
+
+
 def test_mmap_sees_data_written_with_write(mnt):
     path = mnt.path('mapped')
     size = 16 * KiB
