@@ -244,10 +244,11 @@ struct lease_table {
 	uint64_t max_leases, max_bytes;		/* protected by lock; 0: no limit */
 	struct umap by_id, by_ino, by_holder, by_fh; /* protected by lock */
 	struct umap blocks;			/* protected by lock: pblk -> count */
-	/* protected by lock: 2 MiB chunk (pblk >> 9) -> blocks of it pinned.
-	 * Small and cache-resident, so "is this block pinned?" for the many
-	 * blocks a truncate frees is answered without touching the big block
-	 * map when their chunk has no pin at all. */
+	/* protected by lock: 2 MiB chunk (pblk >> 9) -> struct chunk, a
+	 * bitmap of its pinned blocks. Small and cache-resident, so "is this
+	 * block pinned?" for the many blocks a truncate frees is answered from
+	 * it alone, never from the big block map, however many pins there
+	 * are (bench-pins: truncate with 100 000 pins). */
 	struct umap chunks;
 	struct lease_chain all;			/* protected by lock */
 	uint64_t nleases;			/* protected by lock */
@@ -486,11 +487,27 @@ static void tree_overlap(const struct lease_node *x, struct overlap_query *q)
 /* ---- pool block pin counts ------------------------------------------------ */
 
 #define CHUNK_SHIFT 9
+#define CHUNK_BLOCKS (1u << CHUNK_SHIFT)
+
+/* The pinned blocks of one 2 MiB chunk: bit i <=> block (chunk << 9) + i
+ * has a non-zero count in t->blocks. */
+struct chunk {
+	uint32_t npinned; /* bits set */
+	uint64_t bits[CHUNK_BLOCKS / 64];
+};
+
+static struct chunk *chunk_of(const struct lease_table *t, uint64_t pblk)
+{
+	return umap_get_ptr(&t->chunks, pblk >> CHUNK_SHIFT);
+}
 
 /* Called with t->lock held. 0 or -ENOMEM (count unchanged). */
 static int blocks_pin(struct lease_table *t, uint64_t pblk)
 {
-	struct umap_ent *e = umap_find(&t->blocks, pblk), *c;
+	struct umap_ent *e = umap_find(&t->blocks, pblk);
+	struct chunk *c;
+	unsigned bit = (unsigned)(pblk & (CHUNK_BLOCKS - 1));
+
 	if (e) {
 		e->val++;
 		return 0;
@@ -500,12 +517,16 @@ static int blocks_pin(struct lease_table *t, uint64_t pblk)
 		rc = umap_reserve(&t->chunks, t->chunks.used + 1);
 	if (rc)
 		return rc;
+	c = chunk_of(t, pblk);
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		umap_insert(&t->chunks, pblk >> CHUNK_SHIFT, (uint64_t)(uintptr_t)c);
+	}
 	umap_insert(&t->blocks, pblk, 1);
-	c = umap_find(&t->chunks, pblk >> CHUNK_SHIFT);
-	if (c)
-		c->val++;
-	else
-		umap_insert(&t->chunks, pblk >> CHUNK_SHIFT, 1);
+	c->bits[bit / 64] |= 1ull << (bit % 64);
+	c->npinned++;
 	return 0;
 }
 
@@ -521,8 +542,13 @@ static bool blocks_unpin(struct lease_table *t, uint64_t pblk)
 	e = umap_find(&t->chunks, pblk >> CHUNK_SHIFT);
 	if (!e)
 		lease_bug("a pinned block's chunk is not counted");
-	if (!--e->val)
+	struct chunk *c = (struct chunk *)(uintptr_t)e->val;
+	unsigned bit = (unsigned)(pblk & (CHUNK_BLOCKS - 1));
+	c->bits[bit / 64] &= ~(1ull << (bit % 64));
+	if (!--c->npinned) {
 		umap_del(&t->chunks, e);
+		free(c);
+	}
 	return true;
 }
 
@@ -693,6 +719,8 @@ void lease_table_delete(struct lease_table **tp)
 	free_groups(&t->by_fh);
 	umap_free(&t->by_id);
 	umap_free(&t->blocks);
+	for (size_t i = 0; i < t->chunks.cap; i++)
+		free((void *)(uintptr_t)t->chunks.e[i].val);
 	umap_free(&t->chunks);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
@@ -916,8 +944,9 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
 bool lease_block_pinned(struct lease_table *t, uint64_t pblk)
 {
 	table_lock(t);
-	bool pinned = umap_find(&t->chunks, pblk >> CHUNK_SHIFT) != NULL &&
-		      umap_find(&t->blocks, pblk) != NULL;
+	const struct chunk *c = chunk_of(t, pblk);
+	unsigned bit = (unsigned)(pblk & (CHUNK_BLOCKS - 1));
+	bool pinned = c && (c->bits[bit / 64] >> (bit % 64) & 1);
 	table_unlock(t);
 	return pinned;
 }
@@ -1221,6 +1250,37 @@ static int check_locked(struct lease_table *t)
 		}
 	}
 	umap_free(&counts);
+	/* chunk bitmaps: a bit per pinned block, nothing else */
+	size_t bits = 0;
+	for (size_t i = 0; !rc && i < t->chunks.cap; i++) {
+		const struct chunk *c = (const void *)(uintptr_t)t->chunks.e[i].val;
+		unsigned n = 0;
+		if (!c)
+			continue;
+		for (unsigned w = 0; w < CHUNK_BLOCKS / 64; w++)
+			n += (unsigned)__builtin_popcountll(c->bits[w]);
+		if (!n || n != c->npinned) {
+			fprintf(stderr, "pinfs: pin table check: chunk %" PRIu64 " has %u bits, "
+				"counts %u\n", t->chunks.e[i].key, n, c->npinned);
+			rc = -EUCLEAN;
+		}
+		bits += n;
+	}
+	for (size_t i = 0; !rc && i < t->blocks.cap; i++) {
+		uint64_t p = t->blocks.e[i].key;
+		const struct chunk *c = chunk_of(t, p);
+		unsigned bit = (unsigned)(p & (CHUNK_BLOCKS - 1));
+		if (t->blocks.e[i].val && !(c && (c->bits[bit / 64] >> (bit % 64) & 1))) {
+			fprintf(stderr, "pinfs: pin table check: block %" PRIu64 " pinned, "
+				"its chunk bit clear\n", p);
+			rc = -EUCLEAN;
+		}
+	}
+	if (!rc && bits != t->blocks.used) {
+		fprintf(stderr, "pinfs: pin table check: %zu chunk bits, %zu blocks pinned\n",
+			bits, t->blocks.used);
+		rc = -EUCLEAN;
+	}
 	return rc;
 }
 
