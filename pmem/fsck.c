@@ -758,7 +758,7 @@ static void report_dups(struct fsck *f)
 	uint64_t ino;
 
 	qsort(f->dups, f->ndups, sizeof(*f->dups), cmp_dup);
-	f->owners = calloc(f->ndups, sizeof(*f->owners));
+	f->owners = calloc(f->ndups ? f->ndups : 1, sizeof(*f->owners)); /* none listed: dups_unlisted */
 	if (!f->owners) {
 		f->nomem = true;
 		return;
