@@ -165,12 +165,17 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
 /*
  * Allocates every hole in file blocks [first, last] as zeroed blocks except
  * where [cover_lo, cover_hi) (bytes) will be written; in a transaction, with
- * space reserved.
+ * space reserved. With @roll, a fill bigger than one transaction can hold
+ * (pm_tx_alloc_budget) is committed in parts: each part leaves the file
+ * with some more of its holes filled with zeroes and nothing else changed,
+ * a state as consistent as the final one (a crash between parts shows a
+ * partial preallocation, as on ext4 and XFS). Without @roll the caller
+ * guarantees the fill is small (a write: at most max_write).
  */
 static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t last,
-		      uint64_t cover_lo, uint64_t cover_hi, bool align)
+		      uint64_t cover_lo, uint64_t cover_hi, bool align, bool roll)
 {
-	uint64_t f = first, goal = 0;
+	uint64_t f = first, goal = 0, budget = pm_tx_alloc_budget(fs), since = 0;
 
 	while (f <= last) {
 		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, true), i;
@@ -217,6 +222,12 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 			f += (uint64_t)got;
 			n -= (uint64_t)got;
 			goal = start + (uint64_t)got;
+			since += (uint64_t)got;
+			if (roll && since >= budget) {
+				pm_inode_write(fs, ip);
+				pm_tx_roll(fs);
+				since = 0;
+			}
 		}
 	}
 	return 0;
@@ -280,7 +291,7 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		pm_tx_begin(fs);
 		zero_tail(fs, ip, end);
 		/* space was reserved: only a corrupt map fails here */
-		rc = holes ? fill_holes(fs, ip, first, last, off, end, false) : 0;
+		rc = holes ? fill_holes(fs, ip, first, last, off, end, false, false) : 0;
 		if (!rc) {
 			pm_dirty_mark(fs, ip, first, last - first + 1, true);
 			rc = copy_to_blocks(fs, ip, &c, off, len, true);
@@ -406,7 +417,7 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 			zero_mapped(fs, ip, off, end);
 			pm_touch(ip, true, true);
 		}
-		if (holes && fill_holes(fs, ip, first, last, 0, 0, false)) {
+		if (holes && fill_holes(fs, ip, first, last, 0, 0, false, true)) {
 			pm_tx_abort(fs);
 			pm_inode_reload(fs, ip);
 			rc = -EIO; /* space was reserved: a corrupt map */
@@ -514,7 +525,7 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 			goto out;
 		}
 		pm_tx_begin(fs);
-		if (fill_holes(fs, ip, first, last, 0, 0, true)) {
+		if (fill_holes(fs, ip, first, last, 0, 0, true, true)) {
 			pm_tx_abort(fs); /* space was reserved: a corrupt map */
 			pm_inode_reload(fs, ip);
 			pthread_mutex_unlock(&fs->lock);

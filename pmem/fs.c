@@ -17,6 +17,11 @@ void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
 	fs->debug = flags;
 }
 
+unsigned pm_fs_debug(const struct pm_fs *fs)
+{
+	return fs->debug;
+}
+
 void pm_fs_persist_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n)
 {
 	pthread_mutex_lock(&fs->lock);

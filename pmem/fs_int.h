@@ -137,6 +137,13 @@ void pm_tx_dirty(struct pm_fs *fs, const void *p, size_t len);
 const uint8_t *pm_tx_peek(struct pm_fs *fs, uint64_t blk);
 /* Data that must be durable before the transaction commits (new blocks). */
 void pm_tx_order(struct pm_fs *fs, const void *p, size_t len);
+/* How many blocks one transaction may allocate into a file map and still
+ * fit the journal (new map nodes are journaled whole: 8 bytes a block). */
+uint64_t pm_tx_alloc_budget(const struct pm_fs *fs);
+/* Commits the running transaction and begins the next: for operations too
+ * big for one (a huge fallocate or pin), at a point where the state is
+ * consistent on its own. The caller has written its inode. */
+void pm_tx_roll(struct pm_fs *fs);
 /* Commits: durable on return. Aborts the process if the journal overflows
  * (an engine bug: every operation is bounded by pm_geometry()). */
 void pm_tx_commit(struct pm_fs *fs);

@@ -223,6 +223,23 @@ static uint64_t jcap(struct pm_pool *p)
 	return (p->sb->journal_blocks - 1) << PM_BLOCK_SHIFT;
 }
 
+uint64_t pm_tx_alloc_budget(const struct pm_fs *fs)
+{
+	/* a quarter of the journal for the map nodes (8 bytes a block), the
+	 * rest for bitmap blocks, the inode and the superblock */
+	uint64_t b = jcap(fs->pool) / 4 / 8;
+
+	if (fs->debug & PM_DEBUG_SMALL_TX)
+		return 64; /* the crash test sees every part */
+	return b < PM_ALIGN_BLOCKS ? PM_ALIGN_BLOCKS : b;
+}
+
+void pm_tx_roll(struct pm_fs *fs)
+{
+	pm_tx_commit(fs);
+	pm_tx_begin(fs);
+}
+
 static uint32_t jcsum(const struct pm_jhdr *h, const uint8_t *body)
 {
 	struct pm_jhdr t = *h;

@@ -1284,6 +1284,43 @@ def test_pinned_bytes_limit_per_process_is_enomem(mnt, holders):
     h.pin(1 * MiB, 256 * KiB, 'w')
 
 
+@pytest.mark.pool_size('2560M')
+@pytest.mark.mount_options('max_pinned=3G')
+@pytest.mark.watchdog(300)
+def test_fallocate_and_pin_bigger_than_one_transaction(mnt, holders):
+    """Filling 2.25 GiB of holes in one call needs ~4.6 MiB of new map nodes,
+    more than the pool's journal holds: the daemon used to abort. Now the fill
+    commits in parts, and the file, the pin and the free space come out right."""
+    size = 2304 * MiB
+    path = mnt.path('big')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    free0 = free_blocks(mnt)   # after the directory got its block
+    try:
+        os.posix_fallocate(fd, 0, size)
+        st = os.fstat(fd)
+        assert st.st_size == size
+        assert st.st_blocks * 512 >= size
+        for off in (0, size // 2 + 12345, size - 4096):
+            assert os.pread(fd, 4096, off) == bytes(4096)
+        assert free0 - free_blocks(mnt) >= size // BLOCK
+        os.ftruncate(fd, 0)
+        assert free_blocks(mnt) == free0
+        # a pin over a hole allocates it, as a write fault would
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    h = holders(path)
+    lease = h.pin(0, size, 'w')
+    assert free0 - free_blocks(mnt) >= size // BLOCK
+    assert sum(seg[2] for seg in h.last_pin['segs']) == size
+    h.unpin(lease)
+    os.truncate(path, 0)
+    assert free_blocks(mnt) == free0
+    h.kill()                   # its open file would keep the mount busy
+    mnt.remount()
+    assert os.stat(path).st_size == 0
+
+
 SB_NPINHOLDERS = 208          # struct pm_super: npinholders, then pinholders[] at 216
 PINHOLDERS_MAX = 128
 

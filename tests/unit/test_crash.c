@@ -342,6 +342,19 @@ static int falloc(struct ctx *c, int mode, uint64_t off, uint64_t len)
 	return rc;
 }
 static int op_fallocate(struct ctx *c) { return falloc(c, 0, 4u << 20, 300000); }
+/* A fill bigger than one transaction (made small here) commits in parts:
+ * every crash image between them must be fsck-clean and show the old size
+ * and contents; the last, the new ones. */
+static int op_fallocate_parts(struct ctx *c)
+{
+	unsigned old = pm_fs_debug(c->fs);
+	int rc;
+
+	pm_fs_set_debug(c->fs, old | PM_DEBUG_SMALL_TX);
+	rc = falloc(c, 0, 0, (1u << 20) + 5000);
+	pm_fs_set_debug(c->fs, old);
+	return rc;
+}
 static int op_punch(struct ctx *c)
 {
 	return falloc(c, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192, 1u << 20);
@@ -396,6 +409,7 @@ static const struct op ops[] = {
 	{ "fallocate", op_fallocate, false },
 	{ "punch_hole", op_punch, false },
 	{ "truncate_down", op_truncate_down, false },
+	{ "fallocate_in_parts", op_fallocate_parts, false },
 	{ "setxattr", op_setxattr, false },
 	{ "removexattr", op_removexattr, false },
 	{ "chmod_chown", op_chmod, false },
