@@ -1321,6 +1321,64 @@ def test_fallocate_and_pin_bigger_than_one_transaction(mnt, holders):
     assert os.stat(path).st_size == 0
 
 
+EVENT_SIZE = 80
+IOC_EVENTS = _ioc(_R | _W, 8, 32 + 128 * EVENT_SIZE)
+SCRUB_SIZE = 72
+IOC_SCRUB = _ioc(_R | _W, 9, SCRUB_SIZE)
+FUZZ_ERRNOS = {errno.EINVAL, errno.ENOENT, errno.EPERM, errno.EBADF, errno.ENOMEM, errno.EAGAIN,
+               errno.EBUSY, errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOSPC, errno.EUSERS}
+
+
+@pytest.mark.mount_options('policy=revoke')
+@pytest.mark.watchdog(180)
+def test_random_ioctls_get_documented_errors_and_never_hurt_the_daemon(mnt, holders):
+    """5 000 ioctls with random payloads (valid command numbers, biased
+    fields: small lease ids, offsets near the file, random flags), from a
+    child process that then exits: every call succeeds or fails with one of
+    the documented errnos, the daemon lives on, the pins of the child end,
+    and the pool is fsck-clean after (the fixture checks)."""
+    path, data = _setup_file(mnt, size=256 * KiB)
+    other = holders(path)
+    lease = other.pin(0, 64 * KiB, 'wr')
+    cmds = [(IOC_PIN, PIN_SIZE), (IOC_SEGS, IOC_SEGS >> 16 & 0x3fff), (IOC_UNPIN, 16),
+            (IOC_LIST, LIST_SIZE), (IOC_GET_POLICY, POLICY.size), (IOC_SET_POLICY, POLICY.size),
+            (IOC_STATS, STATS_SIZE), (IOC_EVENTS, 32 + 128 * EVENT_SIZE), (IOC_SCRUB, SCRUB_SIZE)]
+
+    def fuzz():
+        rnd = random.Random(20261126)
+        seen = collections.Counter()
+        fds = [os.open(path, os.O_RDWR), os.open(path, os.O_RDONLY), os.open(mnt.dir, os.O_RDONLY)]
+        for _ in range(5000):
+            cmd, size = rnd.choice(cmds)
+            buf = bytearray(rnd.getrandbits(8) for _ in range(min(size, 64))) + bytearray(size - min(size, 64))
+            words = [rnd.choice((0, 1, 2, 3, 4096, 65536, 262144, lease + 1, lease + 2, 2 ** 63,
+                                 2 ** 64 - 1, rnd.getrandbits(64))) for _ in range(4)]
+            if size >= 32:
+                struct.pack_into('<QQQQ', buf, 0, *words)
+            if rnd.random() < 0.5 and size >= 24:
+                struct.pack_into('<I', buf, 20, 0)          # reserved fields zero half the time
+            if cmd == IOC_EVENTS:
+                struct.pack_into('<I', buf, 8, rnd.randrange(3))    # timeout_ms: short
+            try:
+                fcntl.ioctl(rnd.choice(fds), cmd, buf, True)
+                seen['ok'] += 1
+            except OSError as e:
+                if e.errno not in FUZZ_ERRNOS:
+                    raise AssertionError('ioctl %#x gave %s' % (cmd, errno.errorcode.get(e.errno)))
+                seen[errno.errorcode[e.errno]] += 1
+        for fd in fds:
+            os.close(fd)
+        return dict(seen)
+    seen = as_user(fuzz, uid=0, gid=0, groups=[0], timeout=150)
+    assert seen.get('ok', 0) > 100 and seen.get('EINVAL', 0) > 100, seen
+    # the child is gone, and its pins with it; the other holder's lease and
+    # the file are untouched (no ioctl writes data)
+    assert wait_until(lambda: [l['id'] for l in list_leases(path)] == [lease], timeout=5), \
+        list_leases(path)
+    assert read_file(path) == data
+    other.unpin(lease)
+
+
 SB_NPINHOLDERS = 208          # struct pm_super: npinholders, then pinholders[] at 216
 PINHOLDERS_MAX = 128
 
