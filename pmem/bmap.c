@@ -226,7 +226,9 @@ static uint64_t punch_node(struct pm_fs *fs, struct freer *fr, uint64_t blk, uns
 	const uint64_t *ro = node_ro(fs, blk, true);
 	uint64_t span = span_of(level), data = 0;
 	uint64_t first = from > base ? (from - base) / span : 0;
-	uint64_t last = PM_DIV_UP(to - base, span);
+	/* to > base here; (to - base + span - 1) would overflow when the
+	 * punch runs to the end of a height-5 map (to = ~0) */
+	uint64_t last = (to - base - 1) / span + 1;
 	unsigned i;
 
 	if (last > PM_MAP_FANOUT)

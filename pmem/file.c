@@ -166,16 +166,18 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
  * Allocates every hole in file blocks [first, last] as zeroed blocks except
  * where [cover_lo, cover_hi) (bytes) will be written; in a transaction, with
  * space reserved. With @roll, a fill bigger than one transaction can hold
- * (pm_tx_alloc_budget) is committed in parts: each part leaves the file
+ * (pm_tx_room) is committed in parts: each part leaves the file
  * with some more of its holes filled with zeroes and nothing else changed,
  * a state as consistent as the final one (a crash between parts shows a
  * partial preallocation, as on ext4 and XFS). Without @roll the caller
  * guarantees the fill is small (a write: at most max_write).
  */
+#define FILL_STEP_BLOCKS 24
+
 static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t last,
 		      uint64_t cover_lo, uint64_t cover_hi, bool align, bool roll)
 {
-	uint64_t f = first, goal = 0, budget = pm_tx_alloc_budget(fs), since = 0;
+	uint64_t f = first, goal = 0;
 
 	while (f <= last) {
 		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, true), i;
@@ -187,14 +189,24 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 		if (!goal && f)
 			goal = pm_bmap_get(fs, &ip->d, f - 1, true) + 1;
 		while (n) {
-			uint64_t start;
+			/* at most a 2 MiB chunk at a time: it touches at most
+			 * FILL_STEP_BLOCKS metadata blocks (two map leaves, the
+			 * nodes above them, two bitmap blocks, the superblock and
+			 * the inode) */
+			uint64_t step = fs->debug & PM_DEBUG_SMALL_TX ? 64 : PM_ALIGN_BLOCKS;
+			uint64_t start, want = n < step ? n : step;
 			int got = -ENOSPC;
+
+			if (roll && !pm_tx_room(fs, FILL_STEP_BLOCKS)) {
+				pm_inode_write(fs, ip);
+				pm_tx_roll(fs);
+			}
 			/* pinnable extents: the same offset inside a 2 MiB chunk in
 			 * the file and in the pool, so mappings can use huge pages */
-			if (align || n >= PM_ALIGN_BLOCKS)
-				got = pm_balloc_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), n, &start);
+			if (align || want >= PM_ALIGN_BLOCKS)
+				got = pm_balloc_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), want, &start);
 			if (got < 0)
-				got = pm_balloc(fs, goal, n, &start);
+				got = pm_balloc(fs, goal, want, &start);
 			if (got < 0)
 				return got;
 			for (i = 0; i < (uint64_t)got; i++) {
@@ -222,12 +234,6 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 			f += (uint64_t)got;
 			n -= (uint64_t)got;
 			goal = start + (uint64_t)got;
-			since += (uint64_t)got;
-			if (roll && since >= budget) {
-				pm_inode_write(fs, ip);
-				pm_tx_roll(fs);
-				since = 0;
-			}
 		}
 	}
 	return 0;

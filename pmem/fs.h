@@ -219,7 +219,7 @@ int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res);
 /* Test hooks: deliberately wrong writers for the crash-consistency test */
 #define PM_DEBUG_SKIP_BODY_PERSIST 0x1u	 /* journal body never flushed */
 #define PM_DEBUG_SKIP_APPLY_PERSIST 0x2u /* in-place updates never flushed */
-#define PM_DEBUG_SMALL_TX 0x4u		 /* hole fills commit every 64 blocks */
+#define PM_DEBUG_SMALL_TX 0x4u		 /* hole fills commit in small parts */
 void pm_fs_set_debug(struct pm_fs *fs, unsigned flags);
 unsigned pm_fs_debug(const struct pm_fs *fs);
 

@@ -137,9 +137,9 @@ void pm_tx_dirty(struct pm_fs *fs, const void *p, size_t len);
 const uint8_t *pm_tx_peek(struct pm_fs *fs, uint64_t blk);
 /* Data that must be durable before the transaction commits (new blocks). */
 void pm_tx_order(struct pm_fs *fs, const void *p, size_t len);
-/* How many blocks one transaction may allocate into a file map and still
- * fit the journal (new map nodes are journaled whole: 8 bytes a block). */
-uint64_t pm_tx_alloc_budget(const struct pm_fs *fs);
+/* Can the running transaction touch @nblocks more metadata blocks, each
+ * journaled whole in the worst case, and still fit the journal? */
+bool pm_tx_room(const struct pm_fs *fs, size_t nblocks);
 /* Commits the running transaction and begins the next: for operations too
  * big for one (a huge fallocate or pin), at a point where the state is
  * consistent on its own. The caller has written its inode. */

@@ -223,15 +223,15 @@ static uint64_t jcap(struct pm_pool *p)
 	return (p->sb->journal_blocks - 1) << PM_BLOCK_SHIFT;
 }
 
-uint64_t pm_tx_alloc_budget(const struct pm_fs *fs)
+bool pm_tx_room(const struct pm_fs *fs, size_t nblocks)
 {
-	/* a quarter of the journal for the map nodes (8 bytes a block), the
-	 * rest for bitmap blocks, the inode and the superblock */
-	uint64_t b = jcap(fs->pool) / 4 / 8;
+	/* a shadow's record is at most a whole block plus its header */
+	const uint64_t per = PM_BLOCK_SIZE + sizeof(struct pm_jrec) + 8;
+	uint64_t cap = jcap(fs->pool);
 
 	if (fs->debug & PM_DEBUG_SMALL_TX)
-		return 64; /* the crash test sees every part */
-	return b < PM_ALIGN_BLOCKS ? PM_ALIGN_BLOCKS : b;
+		cap = 24 * per; /* the crash test sees every part */
+	return (fs->tx.nsh + nblocks) * per <= cap;
 }
 
 void pm_tx_roll(struct pm_fs *fs)

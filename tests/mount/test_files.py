@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from pinfs_mount import wait_until
 from pinfs_util import KiB, MiB, expect_errno, pattern, pread_all, read_file, sha256, write_file
 
 
@@ -166,6 +167,31 @@ def test_large_file_pattern_survives_remount(mnt):
     check()
     mnt.remount()
     check()
+
+
+def test_truncate_and_unlink_free_a_file_reaching_past_2_to_the_48(mnt):
+    """A byte at 2^48 makes the block map five levels deep; truncate and
+    unlink must still free everything (the punch once overflowed there and
+    freed nothing: old bytes came back, the space leaked)."""
+    path = mnt.path('deep')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    st0 = os.statvfs(mnt.dir)   # after the directory got its block
+    try:
+        os.pwrite(fd, b'SECRET' * 100, 0)
+        os.pwrite(fd, b'z', 1 << 48)
+        assert os.pread(fd, 1, 1 << 48) == b'z'
+        os.ftruncate(fd, 0)
+        assert os.fstat(fd).st_blocks == 0
+        os.ftruncate(fd, 600)
+        assert os.pread(fd, 600, 0) == bytes(600)
+        os.pwrite(fd, b'z', (1 << 48) + 4096)
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    # the kernel sends RELEASE after close() returns: until it arrives the
+    # file is open-unlinked and keeps its blocks
+    assert wait_until(lambda: os.statvfs(mnt.dir).f_bfree == st0.f_bfree, timeout=5), \
+        (os.statvfs(mnt.dir).f_bfree, st0.f_bfree)
 
 
 def test_sparse_file_reads_zeros_in_holes_and_uses_few_blocks(mnt):
