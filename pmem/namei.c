@@ -401,6 +401,13 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 			rc = -EINVAL;
 			goto out;
 		}
+		/* a directory swapped for a non-directory adds a link to the
+		 * parent it moves into */
+		if (odir != ndir && S_ISDIR(src->d.mode) != S_ISDIR(dst->d.mode) &&
+		    (S_ISDIR(src->d.mode) ? ndir : odir)->d.nlink >= PM_LINK_MAX) {
+			rc = -EMLINK;
+			goto out;
+		}
 		pm_tx_begin(fs);
 		pm_dir_set(fs, odir, spos, dst->ino, pm_dtype(dst->d.mode));
 		pm_dir_set(fs, ndir, dpos, src->ino, pm_dtype(src->d.mode));

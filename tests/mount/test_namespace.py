@@ -6,6 +6,8 @@ import os
 import socket
 import stat
 
+import pytest
+
 from pinfs_util import (RENAME_EXCHANGE, RENAME_NOREPLACE, expect_errno, read_file,
                         renameat2, write_file)
 
@@ -313,6 +315,46 @@ def test_symlink_readlink_round_trip(mnt):
     check()
     mnt.remount()
     check()
+
+
+LINK_MAX = 65000   # PM_LINK_MAX
+
+
+@pytest.mark.pool_size('1G')
+@pytest.mark.watchdog(300)
+def test_link_and_subdirectory_limits_are_emlink(mnt):
+    """65 000 links at most: link() and mkdir() past it, and a rename or an
+    exchange that would move a directory into a full parent, get EMLINK and
+    change nothing."""
+    f = mnt.path('f')
+    write_file(f, b'linked')
+    os.mkdir(mnt.path('L'))
+    for i in range(LINK_MAX - 1):
+        os.link(f, mnt.path('L', str(i)))
+    assert os.stat(f).st_nlink == LINK_MAX
+    expect_errno(errno.EMLINK, os.link, f, mnt.path('L', 'one-more'))
+    full = mnt.path('D')
+    os.mkdir(full)
+    for i in range(LINK_MAX - 2):           # "." and the entry in its parent
+        os.mkdir(os.path.join(full, str(i)))
+    assert os.stat(full).st_nlink == LINK_MAX
+    expect_errno(errno.EMLINK, os.mkdir, os.path.join(full, 'one-more'))
+    os.mkdir(mnt.path('lone'))
+    expect_errno(errno.EMLINK, os.rename, mnt.path('lone'), os.path.join(full, 'lone'))
+    write_file(os.path.join(full, 'file'), b'x')
+    expect_errno(errno.EMLINK, renameat2, mnt.path('lone'), os.path.join(full, 'file'),
+                 RENAME_EXCHANGE)
+    assert os.path.isdir(mnt.path('lone')) and os.path.isfile(os.path.join(full, 'file'))
+    assert os.stat(full).st_nlink == LINK_MAX
+    # a rename inside the full parent moves no link: fine
+    os.rename(os.path.join(full, '0'), os.path.join(full, 'zero'))
+    # below the limit again, both work
+    os.unlink(mnt.path('L', '0'))
+    os.link(f, mnt.path('L', 'one-more'))
+    os.rmdir(os.path.join(full, 'zero'))
+    renameat2(mnt.path('lone'), os.path.join(full, 'file'), RENAME_EXCHANGE)
+    assert os.path.isfile(mnt.path('lone')) and os.path.isdir(os.path.join(full, 'file'))
+    assert os.stat(full).st_nlink == LINK_MAX
 
 
 def test_symlink_loop_fails_with_eloop(mnt):
