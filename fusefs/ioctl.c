@@ -122,6 +122,11 @@ static void holders_changed(void *ctx)
 	persist_holders(f, tg, n < PM_PINHOLDERS_MAX ? n : PM_PINHOLDERS_MAX);
 }
 
+static void hook_ino_gone(void *ctx, uint64_t ino)
+{
+	lease_mgr_forget_ino(((struct ffs *)ctx)->lm, ino);
+}
+
 static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 {
 	pm_unquarantine(((struct ffs *)ctx)->fs, pblk, n);
@@ -130,7 +135,8 @@ static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
 	struct lease_ops ops = { lease_unpinned, holders_changed, f };
-	struct pm_pin_hooks h = { hook_may_free, hook_pinned, hook_write_pinned, f };
+	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
+				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone, .ctx = f };
 	int rc = lease_mgr_new(cfg, &ops, &f->lm);
 
 	if (rc)
@@ -141,7 +147,7 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 
 void ffs_leases_stop(struct ffs *f)
 {
-	struct pm_pin_hooks none = { NULL, NULL, NULL, NULL };
+	struct pm_pin_hooks none = { 0 };
 	uint64_t nleases = 0, nblocks = 0;
 
 	if (f->lm)
@@ -322,7 +328,7 @@ static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, str
 		struct pinfs_lease_info *o = &out->l[i];
 		uint64_t t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
 		o->lease_id = l[i].id;
-		o->ino = l[i].ino;
+		o->ino = l[i].ino & LEASE_INO_GONE ? 0 : l[i].ino; /* 0: the file is gone */
 		o->offset = l[i].first << 12;
 		o->length = l[i].nblocks << 12;
 		o->holder_pid = l[i].holder;

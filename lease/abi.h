@@ -87,7 +87,8 @@ struct pinfs_unpin {
 
 struct pinfs_lease_info {
 	uint64_t lease_id;
-	uint64_t ino;
+	uint64_t ino;		 /* 0: the file is gone (unlinked and closed); its
+				  * pinned blocks stay out of use until the unpin */
 	uint64_t offset, length; /* bytes */
 	uint32_t holder_pid;	 /* thread-group id */
 	uint32_t flags;		 /* PINFS_PIN_* */

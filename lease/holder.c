@@ -6,8 +6,16 @@
  * its exit, with no polling loop. Signals to holders go through the same
  * pidfds (pidfd_send_signal), so a recycled pid can never receive a signal
  * meant for a dead holder.
+ *
+ * A pid is not an identity: between a holder's exit and the moment this
+ * thread handles it, the kernel may give the pid to a new process, which
+ * may pin too. So every watched process gets a generation number of its
+ * own; leases carry it, signals and the exit are handled per generation,
+ * and a pid whose watched process has exited is watched again, as a new
+ * generation, when it pins.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -35,6 +43,7 @@
 struct hold {
 	uint32_t tgid;
 	int pidfd;
+	uint64_t gen; /* unique per watched process, never 0 */
 };
 
 struct lease_watch {
@@ -45,16 +54,37 @@ struct lease_watch {
 	struct hold *h; /* protected by lock */
 	size_t n, cap;	/* protected by lock */
 	size_t max;	/* at most this many holders, 0 = no limit */
-	void (*gone)(void *ctx, uint32_t tgid);
+	uint64_t next_gen; /* protected by lock */
+	void (*gone)(void *ctx, uint32_t tgid, uint64_t gen);
 	void *ctx;
 };
 
+/* Has the process behind @pidfd exited (its pidfd is readable)? */
+static bool exited(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0;
+}
+
+/* The live watched process with pid @tgid; w->lock held. An entry whose
+ * process has exited (its exit not handled yet) is not it. */
 static ssize_t find(struct lease_watch *w, uint32_t tgid)
 {
 	size_t i;
 
 	for (i = 0; i < w->n; i++)
-		if (w->h[i].tgid == tgid)
+		if (w->h[i].tgid == tgid && !exited(w->h[i].pidfd))
+			return (ssize_t)i;
+	return -1;
+}
+
+static ssize_t find_gen(struct lease_watch *w, uint64_t gen)
+{
+	size_t i;
+
+	for (i = 0; i < w->n; i++)
+		if (w->h[i].gen == gen)
 			return (ssize_t)i;
 	return -1;
 }
@@ -73,28 +103,30 @@ static void *watch_main(void *arg)
 			break;
 		}
 		for (i = 0; i < n; i++) {
-			uint32_t tgid = (uint32_t)ev[i].data.u64;
+			uint64_t gen = ev[i].data.u64;
+			uint32_t tgid = 0;
 			ssize_t k;
 
-			if (ev[i].data.u64 == UINT64_MAX)
+			if (gen == UINT64_MAX)
 				return NULL;
 			pthread_mutex_lock(&w->lock);
-			k = find(w, tgid);
+			k = find_gen(w, gen);
 			if (k >= 0) {
+				tgid = w->h[k].tgid;
 				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->h[k].pidfd, NULL);
 				close(w->h[k].pidfd);
 				w->h[k] = w->h[--w->n];
 			}
 			pthread_mutex_unlock(&w->lock);
 			if (k >= 0)
-				w->gone(w->ctx, tgid);
+				w->gone(w->ctx, tgid, gen);
 		}
 	}
 	return NULL;
 }
 
-int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, size_t max,
-		    struct lease_watch **out)
+int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid, uint64_t gen), void *ctx,
+		    size_t max, struct lease_watch **out)
 {
 	struct lease_watch *w = calloc(1, sizeof(*w));
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
@@ -126,14 +158,18 @@ fail:
 	return rc;
 }
 
-int lease_watch_add(struct lease_watch *w, uint32_t tgid)
+int lease_watch_add(struct lease_watch *w, uint32_t tgid, uint64_t *gen)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tgid };
+	struct epoll_event ev = { .events = EPOLLIN };
+	ssize_t k;
 	int fd, rc = 0;
 
 	pthread_mutex_lock(&w->lock);
-	if (find(w, tgid) >= 0)
+	k = find(w, tgid);
+	if (k >= 0) {
+		*gen = w->h[k].gen;
 		goto out;
+	}
 	if (w->max && w->n >= w->max) {
 		rc = -EUSERS;
 		goto out;
@@ -155,13 +191,16 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid)
 		w->h = nh;
 		w->cap = ncap;
 	}
+	ev.data.u64 = ++w->next_gen;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		rc = -errno;
 		close(fd);
 		goto out;
 	}
 	w->h[w->n].tgid = tgid;
-	w->h[w->n++].pidfd = fd;
+	w->h[w->n].pidfd = fd;
+	w->h[w->n++].gen = ev.data.u64;
+	*gen = ev.data.u64;
 out:
 	pthread_mutex_unlock(&w->lock);
 	return rc;
@@ -172,9 +211,13 @@ size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max)
 	size_t i, n;
 
 	pthread_mutex_lock(&w->lock);
-	n = w->n;
-	for (i = 0; i < n && i < max; i++)
-		out[i] = w->h[i].tgid;
+	for (i = n = 0; i < w->n; i++) {
+		if (exited(w->h[i].pidfd))
+			continue; /* its exit is being handled */
+		if (n < max)
+			out[n] = w->h[i].tgid;
+		n++;
+	}
 	pthread_mutex_unlock(&w->lock);
 	return n;
 }
@@ -189,7 +232,7 @@ bool lease_watch_has(struct lease_watch *w, uint32_t tgid)
 	return has;
 }
 
-int lease_watch_signal(struct lease_watch *w, uint32_t tgid, int sig, uint64_t id)
+int lease_watch_signal(struct lease_watch *w, uint64_t gen, int sig, uint64_t id)
 {
 	siginfo_t info;
 	ssize_t k;
@@ -202,7 +245,7 @@ int lease_watch_signal(struct lease_watch *w, uint32_t tgid, int sig, uint64_t i
 	info.si_uid = getuid();
 	info.si_value.sival_ptr = (void *)(uintptr_t)id;
 	pthread_mutex_lock(&w->lock);
-	k = find(w, tgid);
+	k = find_gen(w, gen);
 	if (k < 0)
 		rc = -ESRCH;
 	else if (syscall(SYS_pidfd_send_signal, w->h[k].pidfd, sig, &info, 0) < 0)

@@ -99,6 +99,9 @@ struct lease_table *lease_mgr_table(struct lease_mgr *m);
 /* Counters of one file (@ino) or, with @ino 0, of the mount; the file
  * system fills in what it counts itself (quarantine, writeback). */
 void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters *c);
+/* File @ino was destroyed and its number may be reused: its leases move
+ * aside (lease_forget_ino) and its counters go. */
+void lease_mgr_forget_ino(struct lease_mgr *m, uint64_t ino);
 /* The command name of holder @tgid (cached), "?" when unknown. */
 void lease_mgr_comm(struct lease_mgr *m, uint32_t tgid, char comm[16]);
 
@@ -113,18 +116,20 @@ const char *lease_policy_name(uint32_t policy);
 /* lease/holder.c: the exit watcher (one epoll thread, one pidfd per
  * holder). Internal to the manager. */
 struct lease_watch;
-int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid), void *ctx, size_t max,
-		    struct lease_watch **out);
-/* 1 if @tgid is newly watched, 0 if it already was, or -errno: -EUSERS when
- * @max (of lease_watch_new, 0 = no limit) holders are watched already. */
-int lease_watch_add(struct lease_watch *w, uint32_t tgid);
+int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid, uint64_t gen), void *ctx,
+		    size_t max, struct lease_watch **out);
+/* 1 if the process with pid @tgid is newly watched, 0 if it already was, or
+ * -errno: -EUSERS when @max (of lease_watch_new, 0 = no limit) holders are
+ * watched already. *gen: that process's generation, for its leases. */
+int lease_watch_add(struct lease_watch *w, uint32_t tgid, uint64_t *gen);
 /* The watched holders (alive, pinned since they were added): fills up to
  * @max, returns how many there are. */
 size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max);
 /* Is @tgid a live watched holder (a thread-group leader)? */
 bool lease_watch_has(struct lease_watch *w, uint32_t tgid);
-/* Sends @sig with si_code SI_QUEUE and @id as si_value to @tgid. */
-int lease_watch_signal(struct lease_watch *w, uint32_t tgid, int sig, uint64_t id);
+/* Sends @sig with si_code SI_QUEUE and @id as si_value to the process of
+ * generation @gen; -ESRCH once it is gone. */
+int lease_watch_signal(struct lease_watch *w, uint64_t gen, int sig, uint64_t id);
 void lease_watch_delete(struct lease_watch **wp);
 
 #endif

@@ -253,6 +253,7 @@ struct lease_table {
 	struct lease_chain all;			/* protected by lock */
 	uint64_t nleases;			/* protected by lock */
 	uint64_t gen; /* protected by lock; bumped by every add and removal */
+	uint64_t gone_seq; /* protected by lock: keys for lease_forget_ino */
 	struct {      /* protected by lock: where the last lease_list stopped */
 		uint64_t gen, ino;
 		size_t idx;
@@ -757,6 +758,15 @@ int lease_add(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n, u
 	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
 {
+	return lease_add_gen(t, ino, first, n, holder, 0, flags, fh, seg_fblk, seg_pblk, seg_len,
+			     nseg, id);
+}
+
+int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
+		  uint32_t holder, uint64_t holder_gen, uint32_t flags, uint64_t fh,
+		  const uint64_t *seg_fblk, const uint64_t *seg_pblk, const uint64_t *seg_len,
+		  uint64_t nseg, uint64_t *id)
+{
 	struct lease_ino *li, *new_li = NULL;
 	struct lease_group *hg, *fg = NULL, *new_hg = NULL, *new_fg = NULL;
 	struct lease_node *node;
@@ -780,6 +790,7 @@ int lease_add(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n, u
 	node->l.first = first;
 	node->l.nblocks = n;
 	node->l.holder = holder;
+	node->l.holder_gen = holder_gen;
 	node->l.flags = flags;
 	node->l.state = PINFS_LEASE_ACTIVE;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -897,8 +908,10 @@ int lease_remove(struct lease_table *t, uint64_t id, lease_unpinned_fn fn, void 
 
 /* Detaches every lease of group @key in @m (list @w). Called with t->lock
  * held; returns the detached nodes, in id order, through *dead. */
+/* Detaches the leases of group @key (only those of holder generation @gen
+ * unless it is 0) onto the *dead chain; returns how many. */
 static int detach_group(struct lease_table *t, struct umap *m, uint64_t key, int w,
-			struct lease_node **dead)
+			uint64_t gen, struct lease_node **dead)
 {
 	struct lease_group *g = group_find(m, key);
 	struct lease_node **tail = dead;
@@ -910,6 +923,8 @@ static int detach_group(struct lease_table *t, struct umap *m, uint64_t key, int
 	/* The group is freed with its last lease: read next before detaching. */
 	for (struct lease_node *n = g->list.head, *next; n; n = next) {
 		next = n->link[w].next;
+		if (gen && n->l.holder_gen != gen)
+			continue;
 		node_detach(t, n);
 		n->dead = NULL;
 		*tail = n;
@@ -924,10 +939,43 @@ int lease_remove_holder(struct lease_table *t, uint32_t holder, lease_unpinned_f
 	struct lease_node *dead;
 
 	table_lock(t);
-	int count = detach_group(t, &t->by_holder, holder, LL_HOLDER, &dead);
+	int count = detach_group(t, &t->by_holder, holder, LL_HOLDER, 0, &dead);
 	table_unlock(t);
 	dead_release(dead, fn, ctx);
 	return count;
+}
+
+int lease_remove_holder_gen(struct lease_table *t, uint32_t holder, uint64_t gen,
+			    lease_unpinned_fn fn, void *ctx)
+{
+	struct lease_node *dead;
+
+	table_lock(t);
+	int count = detach_group(t, &t->by_holder, holder, LL_HOLDER, gen, &dead);
+	table_unlock(t);
+	dead_release(dead, fn, ctx);
+	return count;
+}
+
+uint64_t lease_forget_ino(struct lease_table *t, uint64_t ino)
+{
+	uint64_t n = 0;
+
+	table_lock(t);
+	struct umap_ent *e = umap_find(&t->by_ino, ino);
+	if (e && !(ino & LEASE_INO_GONE)) {
+		struct lease_ino *li = (void *)(uintptr_t)e->val;
+		uint64_t key = LEASE_INO_GONE | ++t->gone_seq;
+		umap_del(&t->by_ino, e); /* room for the insert below */
+		li->ino = key;
+		for (struct lease_node *x = li->list.head; x; x = x->link[LL_INO].next)
+			x->l.ino = key;
+		umap_insert(&t->by_ino, key, (uint64_t)(uintptr_t)li);
+		n = li->n;
+		t->gen++;
+	}
+	table_unlock(t);
+	return n;
 }
 
 int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, void *ctx)
@@ -935,7 +983,7 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
 	struct lease_node *dead;
 
 	table_lock(t);
-	int count = detach_group(t, &t->by_fh, fh, LL_FH, &dead);
+	int count = detach_group(t, &t->by_fh, fh, LL_FH, 0, &dead);
 	table_unlock(t);
 	dead_release(dead, fn, ctx);
 	return count;

@@ -40,6 +40,7 @@ struct lease {
 	uint64_t first, nblocks; /* file blocks [first, first + nblocks) */
 	uint32_t holder;	/* thread-group id */
 	uint32_t flags;		/* PINFS_PIN_* */
+	uint64_t holder_gen;	/* which process of that pid (lease_watch_add), 0: any */
 	uint32_t state;		/* PINFS_LEASE_ACTIVE / BREAKING / REVOKED */
 	uint64_t start_ns;	/* CLOCK_MONOTONIC at pin */
 	uint64_t fh;		/* opaque: the open file it came from (PINFS_PIN_ON_CLOSE) */
@@ -81,6 +82,12 @@ void lease_table_set_limits(struct lease_table *t, uint64_t max_leases_per_holde
 int lease_add(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
 	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id);
+/* The same for the process generation @holder_gen of pid @holder (see
+ * lease_remove_holder_gen). */
+int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
+		  uint32_t holder, uint64_t holder_gen, uint32_t flags, uint64_t fh,
+		  const uint64_t *seg_fblk, const uint64_t *seg_pblk, const uint64_t *seg_len,
+		  uint64_t nseg, uint64_t *id);
 
 /*
  * Removes lease @id and decrements the pin count of its blocks. Every run of
@@ -92,6 +99,21 @@ int lease_remove(struct lease_table *t, uint64_t id, lease_unpinned_fn fn, void 
 /* Removes every lease of @holder (it exited), reporting as lease_remove.
  * Returns how many. */
 int lease_remove_holder(struct lease_table *t, uint32_t holder, lease_unpinned_fn fn, void *ctx);
+/* The same for only the leases of generation @gen of @holder: a pid the
+ * kernel reused may already hold new leases when the old process's exit is
+ * handled, and those must stay. */
+int lease_remove_holder_gen(struct lease_table *t, uint32_t holder, uint64_t gen,
+			    lease_unpinned_fn fn, void *ctx);
+
+/* Leases whose file is gone carry an ino with this bit (see
+ * lease_forget_ino); no file ever matches them. */
+#define LEASE_INO_GONE (1ull << 63)
+
+/* The file @ino was destroyed (its last link and last open ended) and its
+ * number may be given to a new file: its leases, which still pin the old
+ * blocks (quarantined), are moved to a key of their own, so that the new
+ * file neither sees nor is held by them. Returns how many. */
+uint64_t lease_forget_ino(struct lease_table *t, uint64_t ino);
 
 /* Removes every PINFS_PIN_ON_CLOSE lease taken through open file @fh (it
  * was released), reporting as lease_remove. Returns how many. O(1) when

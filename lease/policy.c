@@ -148,13 +148,26 @@ static const char *comm_of(struct lease_mgr *m, uint32_t tgid)
 	return m->comm[slot].comm;
 }
 
-static struct fcount *fcount(struct lease_mgr *m, uint64_t ino)
+/* The counters of file @ino, or NULL; m->lock held. */
+static struct fcount *fcount_find(struct lease_mgr *m, uint64_t ino)
 {
 	size_t i;
 
 	for (i = 0; i < m->nfc; i++)
 		if (m->fc[i].ino == ino)
 			return &m->fc[i];
+	return NULL;
+}
+
+/* The same, made when missing (an event to count); NULL without memory.
+ * Entries exist only for files that had an event, until the file is
+ * destroyed (lease_mgr_forget_ino). */
+static struct fcount *fcount(struct lease_mgr *m, uint64_t ino)
+{
+	struct fcount *f = fcount_find(m, ino);
+
+	if (f)
+		return f;
 	if (m->nfc == m->capfc) {
 		size_t ncap = m->capfc ? m->capfc * 2 : 16;
 		struct fcount *n = realloc(m->fc, ncap * sizeof(*n));
@@ -202,10 +215,10 @@ static void unpinned(void *ctx, uint64_t pblk, uint64_t n)
 		m->ops.unpinned(m->ops.ctx, pblk, n);
 }
 
-static void holder_gone(void *ctx, uint32_t tgid)
+static void holder_gone(void *ctx, uint32_t tgid, uint64_t gen)
 {
 	struct lease_mgr *m = ctx;
-	int n = lease_remove_holder(m->t, tgid, unpinned, m);
+	int n = lease_remove_holder_gen(m->t, tgid, gen, unpinned, m);
 
 	pthread_mutex_lock(&m->lock);
 	if (n > 0) {
@@ -310,23 +323,28 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
 {
 	struct lease l;
+	uint64_t gen = 0;
 	unsigned i;
 	int rc;
 
 	pthread_mutex_lock(&m->lock);
 	for (i = 0; i < m->npend; i++)
-		if (m->pend[i].ino == ino && first < m->pend[i].first + m->pend[i].n &&
-		    m->pend[i].first < first + n) {
+		if (m->pend[i].ino == ino &&
+		    (first >= m->pend[i].first ? first - m->pend[i].first < m->pend[i].n
+					       : m->pend[i].first - first < n)) {
+			/* overlap, written so that n = UINT64_MAX (to the end
+			 * of the file) cannot wrap around */
 			pthread_mutex_unlock(&m->lock);
 			return -EAGAIN; /* a truncate is waiting for this range */
 		}
 	pthread_mutex_unlock(&m->lock);
-	rc = lease_watch_add(m->w, holder);
+	rc = lease_watch_add(m->w, holder, &gen);
 	if (rc < 0)
 		return rc == -ENOMEM || rc == -EUSERS ? rc : -ESRCH;
 	if (rc == 1 && m->ops.holders_changed)
 		m->ops.holders_changed(m->ops.ctx);
-	rc = lease_add(m->t, ino, first, n, holder, flags, fh, seg_fblk, seg_pblk, seg_len, nseg, id);
+	rc = lease_add_gen(m->t, ino, first, n, holder, gen, flags, fh, seg_fblk, seg_pblk, seg_len,
+			   nseg, id);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&m->lock);
@@ -434,7 +452,7 @@ static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino
 		v[i].state = PINFS_LEASE_REVOKED;
 		/* the signal may fail if the holder just died: the watcher
 		 * then ends its pins anyway */
-		lease_watch_signal(m->w, v[i].holder, SIGBUS, v[i].id);
+		lease_watch_signal(m->w, v[i].holder_gen, SIGBUS, v[i].id);
 		pthread_mutex_lock(&m->lock);
 		m->mc.leases_revoked++;
 		f = fcount(m, ino);
@@ -555,7 +573,7 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
 				if (v[i].state == PINFS_LEASE_BREAKING)
 					continue;
 				lease_set_state(m->t, v[i].id, PINFS_LEASE_BREAKING);
-				lease_watch_signal(m->w, v[i].holder, SIGIO, v[i].id);
+				lease_watch_signal(m->w, v[i].holder_gen, SIGIO, v[i].id);
 				pthread_mutex_lock(&m->lock);
 				m->mc.leases_broken++;
 				f = fcount(m, ino);
@@ -599,6 +617,18 @@ void lease_mgr_comm(struct lease_mgr *m, uint32_t tgid, char comm[16])
 	pthread_mutex_unlock(&m->lock);
 }
 
+void lease_mgr_forget_ino(struct lease_mgr *m, uint64_t ino)
+{
+	struct fcount *f;
+
+	lease_forget_ino(m->t, ino);
+	pthread_mutex_lock(&m->lock);
+	f = fcount_find(m, ino);
+	if (f)
+		*f = m->fc[--m->nfc];
+	pthread_mutex_unlock(&m->lock);
+}
+
 void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters *c)
 {
 	uint64_t nleases, nblocks;
@@ -606,7 +636,7 @@ void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters
 	memset(c, 0, sizeof(*c));
 	pthread_mutex_lock(&m->lock);
 	if (ino) {
-		struct fcount *f = fcount(m, ino);
+		struct fcount *f = fcount_find(m, ino);
 		if (f) {
 			c->leases_revoked = f->revoked;
 			c->leases_broken = f->broken;

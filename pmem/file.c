@@ -573,6 +573,13 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		f += k;
 	}
 	rc = cb(ctx, segs, nsegs);
+	/* writeback does not take ip->rw: between the mark above and the pin
+	 * taking effect in cb it may have flushed these blocks and marked them
+	 * clean (with a checksum). Now that they are pinned, writeback keeps
+	 * them dirty: mark them once more before the holder learns where they
+	 * are (the reply), so no store of its can meet a stale checksum. */
+	if (!rc && write)
+		pm_dirty_mark(fs, ip, first, n, false);
 out:
 	pthread_rwlock_unlock(&ip->rw);
 	free(segs);

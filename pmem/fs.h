@@ -151,6 +151,8 @@ struct pm_pin_hooks {
 	/* calls @fn for each file block range of @ino under a live write pin */
 	void (*write_pinned)(void *ctx, uint64_t ino,
 			     void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg);
+	/* inode @ino is destroyed and its number free for reuse */
+	void (*ino_gone)(void *ctx, uint64_t ino);
 	void *ctx;
 };
 void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h);

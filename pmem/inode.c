@@ -250,6 +250,10 @@ static void inode_destroy(struct pm_fs *fs, struct pm_inode *ip)
 	fs->sbc.free_inodes++;
 	pm_sb_dirty(fs);
 	pm_tx_commit(fs);
+	/* pins on it stay (its pinned blocks are quarantined), but no longer
+	 * on this number, which the next create may take */
+	if (fs->hooks.ino_gone)
+		fs->hooks.ino_gone(fs->hooks.ctx, ip->ino);
 }
 
 static void icache_remove(struct pm_fs *fs, struct pm_inode *ip)

@@ -659,6 +659,42 @@ def test_pin_on_close_ends_when_the_file_is_closed(mnt, holders):
         list_leases(mnt.path('other')))
 
 
+@pytest.mark.mkfs_options('--inodes', '64')
+def test_a_new_file_with_a_destroyed_pinned_files_number_is_not_held(mnt, holders):
+    """A pinned file unlinked and closed is destroyed; its pins keep its
+    blocks (quarantined) but not its inode number: the next file to get that
+    number is free of them (it used to be held, and its truncate EBUSY)."""
+    victim = mnt.path('victim')
+    write_file(victim, pattern(3, 64 * KiB))
+    write_file(mnt.path('other'), b'x')
+    old_ino = os.stat(victim).st_ino
+    h = holders(victim)
+    lease = h.pin(0, 16 * KiB, 'w')
+    h.ok('reopen %s' % mnt.path('other'))    # closes the pinned file
+    free0 = free_blocks(mnt)
+    os.unlink(victim)
+    # destroyed (RELEASE is asynchronous): all but the 4 pinned blocks free
+    assert wait_until(lambda: free_blocks(mnt) > free0, 2), (free_blocks(mnt), free0)
+    assert mount_stats(mnt.dir)['quarantined_blocks'] == 4
+    reused = None
+    for i in range(200):                      # the inode allocator goes round
+        p = mnt.path('n%d' % i)
+        write_file(p, b'new data' * 512)
+        if os.stat(p).st_ino == old_ino:
+            reused = p
+            break
+        os.unlink(p)
+    assert reused, 'no new file got inode %d: %r' % (old_ino, [os.stat(mnt.path(x)).st_ino for x in os.listdir(mnt.dir)])
+    assert list_leases(reused, all_=False) == []
+    os.truncate(reused, 0)                    # policy fail: nothing holds it
+    [gone] = list_leases(reused)
+    assert (gone['id'], gone['ino'], gone['state']) == (lease, 0, 'active')
+    f1 = free_blocks(mnt)
+    h.unpin(lease)                            # the quarantined blocks come back
+    assert list_leases(reused) == []
+    assert free_blocks(mnt) == f1 + 4
+
+
 @pytest.mark.mount_options('wait_timeout=5', 'lease_break_time=5')
 @pytest.mark.parametrize('policy', ['wait', 'break'])
 def test_waiting_truncate_proceeds_when_holder_dies(mnt, holders, policy):

@@ -6,10 +6,14 @@
  * holder where one is needed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,12 +21,20 @@
 #include "tests/unit/check.h"
 
 static uint64_t unpinned_blocks;
+/* When armed, the next unpin report blocks (stalling the holder watcher
+ * thread, which reports a dead holder's blocks) until stall_go is posted. */
+static int stall_armed;
+static sem_t stalled, stall_go;
 
 static void on_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 {
 	(void)ctx;
 	(void)pblk;
 	__atomic_add_fetch(&unpinned_blocks, n, __ATOMIC_RELAXED);
+	if (__atomic_exchange_n(&stall_armed, 0, __ATOMIC_SEQ_CST)) {
+		sem_post(&stalled);
+		sem_wait(&stall_go);
+	}
 }
 
 static struct lease_mgr *mgr(uint32_t policy)
@@ -211,6 +223,140 @@ static int test_per_file_policy_overrides_and_busy_errno(void)
 	return 0;
 }
 
+/* A truncate to a non-zero size waits on [from, end of file): pins that
+ * start anywhere in that range get EAGAIN (the range's end once wrapped
+ * around, letting every pin past its start through). */
+struct waiter {
+	struct lease_mgr *m;
+	int rc;
+};
+
+static void *wait_truncate(void *arg)
+{
+	struct waiter *w = arg;
+
+	w->rc = lease_may_free(w->m, 7, 4, UINT64_MAX, PINFS_POLICY_WAIT, NULL);
+	return NULL;
+}
+
+static int test_pins_in_a_waiting_truncates_range_are_eagain(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_WAIT);
+	struct waiter w = { m, 1 };
+	uint64_t id, id2, f = 6, p = 2000, n = 4;
+	pthread_t th;
+
+	CHECK(m);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));                 /* file blocks [0, 8) */
+	CHECK_OK(pthread_create(&th, NULL, wait_truncate, &w));  /* frees [4, ...) */
+	usleep(100000);
+	CHECK_EQ(lease_pin(m, 7, 6, 4, (uint32_t)getpid(), 0, 0, &f, &p, &n, 1, &id2), -EAGAIN);
+	f = 100;
+	CHECK_EQ(lease_pin(m, 7, 100, 4, (uint32_t)getpid(), 0, 0, &f, &p, &n, 1, &id2), -EAGAIN);
+	f = 0;
+	CHECK_OK(lease_pin(m, 7, 0, 4, (uint32_t)getpid(), 0, 0, &f, &p, &n, 1, &id2)); /* before */
+	CHECK_OK(lease_unpin(m, id2, (uint32_t)getpid(), 1000));
+	pthread_join(th, NULL);
+	CHECK_EQ(w.rc, -EBUSY);                                  /* wait_timeout */
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
+static pid_t sleeper(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	return pid;
+}
+
+static bool lease_exists(struct lease_mgr *m, uint64_t id)
+{
+	struct lease l;
+
+	return lease_get(lease_mgr_table(m), id, &l) == 0;
+}
+
+/*
+ * A pid the kernel hands to a new process while the old holder's exit is
+ * still waiting to be handled: the new process's leases must survive the
+ * old exit. The watcher thread is stalled in a report; the pid is reused
+ * through /proc/sys/kernel/ns_last_pid (root; skipped otherwise).
+ */
+static int test_a_reused_pid_keeps_its_new_leases(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_FAIL);
+	uint64_t f = 0, p = 3000, n = 1, idq, id1, id2;
+	pid_t q, p1, p2 = -1;
+	int tries, fd;
+
+	CHECK(m);
+	fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+	if (fd < 0) {
+		lease_mgr_delete(&m);
+		return T_EXIT_SKIP;
+	}
+	sem_init(&stalled, 0, 0);
+	sem_init(&stall_go, 0, 0);
+	/* 1. stall the watcher in the exit of Q */
+	q = sleeper();
+	CHECK_OK(lease_pin(m, 9, 0, 1, (uint32_t)q, 0, 0, &f, &p, &n, 1, &idq));
+	__atomic_store_n(&stall_armed, 1, __ATOMIC_SEQ_CST);
+	kill(q, SIGKILL);
+	waitpid(q, NULL, 0);
+	CHECK_OK(sem_wait(&stalled));
+	/* 2. P pins and exits; its exit cannot be handled yet */
+	p1 = sleeper();
+	p = 3001;
+	CHECK_OK(lease_pin(m, 7, 0, 1, (uint32_t)p1, 0, 0, &f, &p, &n, 1, &id1));
+	kill(p1, SIGKILL);
+	waitpid(p1, NULL, 0);
+	/* 3. a new process gets P's pid and pins another file */
+	for (tries = 0; tries < 200 && p2 != p1; tries++) {
+		char b[32];
+		int len = snprintf(b, sizeof(b), "%d", p1 - 1);
+		if (p2 > 0) {
+			kill(p2, SIGKILL);
+			waitpid(p2, NULL, 0);
+		}
+		if (pwrite(fd, b, (size_t)len, 0) != len)
+			break;
+		p2 = sleeper();
+	}
+	close(fd);
+	if (p2 != p1) {
+		if (p2 > 0) {
+			kill(p2, SIGKILL);
+			waitpid(p2, NULL, 0);
+		}
+		sem_post(&stall_go);
+		lease_mgr_delete(&m);
+		return T_EXIT_SKIP;
+	}
+	p = 3002;
+	CHECK_OK(lease_pin(m, 8, 0, 1, (uint32_t)p2, 0, 0, &f, &p, &n, 1, &id2));
+	/* 4. the old exit is handled: the old lease goes, the new one stays */
+	sem_post(&stall_go);
+	for (tries = 0; tries < 200 && lease_exists(m, id1); tries++)
+		usleep(10000);
+	CHECK(!lease_exists(m, id1));
+	CHECK(!lease_exists(m, idq));
+	CHECK(lease_exists(m, id2));
+	CHECK_EQ(lease_may_free(m, 8, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), -EBUSY);
+	/* 5. and goes with its own process */
+	kill(p2, SIGKILL);
+	waitpid(p2, NULL, 0);
+	for (tries = 0; tries < 200 && lease_exists(m, id2); tries++)
+		usleep(10000);
+	CHECK(!lease_exists(m, id2));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
 int main(void)
 {
 	sigset_t set;
@@ -225,5 +371,7 @@ int main(void)
 	RUN(test_wait_blocks_until_unpin_then_times_out);
 	RUN(test_break_notices_then_revokes_or_refuses);
 	RUN(test_per_file_policy_overrides_and_busy_errno);
+	RUN(test_pins_in_a_waiting_truncates_range_are_eagain);
+	RUN(test_a_reused_pid_keeps_its_new_leases);
 	return T_EXIT_PASS;
 }

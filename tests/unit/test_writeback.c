@@ -60,7 +60,7 @@ struct world {
 static int setup(struct world *w, bool csum)
 {
 	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = csum ? PM_FEAT_INCOMPAT_CSUM : 0 };
-	struct pm_pin_hooks h = { NULL, t_pinned, t_write_pinned, NULL };
+	struct pm_pin_hooks h = { .pinned = t_pinned, .write_pinned = t_write_pinned };
 	char err[256];
 
 	memset(w, 0, sizeof(*w));
