@@ -39,9 +39,6 @@ struct ffs {
 	int debug;
 	int init_unique_valid;
 	uint64_t init_unique; /* the INIT request, for the reply patch */
-	/* requests read that owe a reply, and replies written to them
-	 * (__atomic, relaxed); at exit they must match: see main.c */
-	uint64_t asked, answered;
 };
 
 extern const struct fuse_lowlevel_ops ffs_ops;

@@ -29,42 +29,17 @@
 
 static struct ffs g_ffs;
 
-/* Kernels since 5.0 mark the unique of an INTERRUPT (and so of the EAGAIN
- * reply libfuse may give it) with bit 0; ordinary requests are even. */
-#define FFS_INT_REQ_BIT 1ull
-
-/* Does a request with this opcode owe the kernel a reply? */
-static bool owes_reply(uint32_t opcode, uint64_t unique)
-{
-	switch (opcode) {
-	case FUSE_FORGET:
-	case FUSE_BATCH_FORGET:
-	case FUSE_INTERRUPT:
-	case FUSE_NOTIFY_REPLY:
-		return false;
-	default:
-		return !(unique & FFS_INT_REQ_BIT);
-	}
-}
-
 /*
- * Custom /dev/fuse I/O: plain read() and writev(), plus one patch and one
- * count. The INIT reply gets FUSE_DIRECT_IO_ALLOW_MMAP when the kernel
- * offered it, so that shared mmap keeps working on direct-I/O files (our
- * coherence model, see ops.c). Requests that owe a reply and the replies
- * written are counted, so that the daemon can say at exit whether any
- * caller was left without an answer (see main()). Nothing else is touched.
+ * Custom /dev/fuse I/O: plain read() and writev(), plus one patch. The
+ * INIT reply gets FUSE_DIRECT_IO_ALLOW_MMAP when the kernel offered it, so
+ * that shared mmap keeps working on direct-I/O files (our coherence model,
+ * see ops.c). Nothing else is touched.
  */
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	ssize_t n = read(fd, buf, len);
 	struct ffs *f = userdata;
 
-	if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
-		const struct fuse_in_header *in = buf;
-		if (owes_reply(in->opcode, in->unique))
-			__atomic_fetch_add(&f->asked, 1, __ATOMIC_RELAXED);
-	}
 	if (n >= (ssize_t)(sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in))) {
 		const struct fuse_in_header *in = buf;
 		if (in->opcode == FUSE_INIT) {
@@ -84,14 +59,6 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct ffs *f = userdata;
-
-	/* libfuse puts the out header alone in iov[0]; unique 0 is a
-	 * notification, odd uniques answer an INTERRUPT */
-	if (count >= 1 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
-		const struct fuse_out_header *oh = iov[0].iov_base;
-		if (oh->unique != 0 && !(oh->unique & FFS_INT_REQ_BIT))
-			__atomic_fetch_add(&f->answered, 1, __ATOMIC_RELAXED);
-	}
 
 	if (f->init_unique_valid && count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
 	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
@@ -313,14 +280,6 @@ int main(int argc, char **argv)
 	/* the loop returns the signal number after SIGTERM/SIGINT/SIGHUP: a
 	 * clean unmount; only a negative value is a failure */
 	rc = rc < 0 ? 1 : 0;
-	/* every worker has finished its request: a request read but never
-	 * answered left a caller blocked until the connection went away */
-	if (g_ffs.asked != g_ffs.answered) {
-		fprintf(stderr, "pinfs: internal error: %llu of %llu requests were never answered\n",
-			(unsigned long long)(g_ffs.asked - g_ffs.answered),
-			(unsigned long long)g_ffs.asked);
-		rc = 1;
-	}
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:

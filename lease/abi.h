@@ -39,9 +39,10 @@ struct pinfs_seg {
  * PINFS_IOC_PIN: pins [offset, offset + length) of the file, rounded out to
  * 4 KiB blocks; holes are allocated (as a write fault would). Pinning past
  * EOF is EINVAL, a zero length EINVAL, PINFS_PIN_WRITE on an fd not open for
- * writing EBADF. Over the per-process limits: ENOMEM. A process that holds
- * no pin yet while 128 others do (the pool records every holder, so that it
- * is not mounted again while one lives): EUSERS. While a truncate or
+ * writing EBADF. Over the per-process limits: ENOMEM. A process that has not
+ * pinned yet while 128 others that have are alive: EUSERS (the pool records
+ * every process that pinned, until it exits, also after its last unpin, so
+ * that it is not mounted again while one lives). While a truncate or
  * hole punch waits for pins on an overlapping range (policies wait, break):
  * EAGAIN, so the waiter cannot be starved by new pins.
  * Out: the lease id, the rounded range, and its first segments.

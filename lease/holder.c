@@ -222,6 +222,16 @@ size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max)
 	return n;
 }
 
+bool lease_watch_alive(struct lease_watch *w, uint64_t gen)
+{
+	bool alive;
+
+	pthread_mutex_lock(&w->lock);
+	alive = find_gen(w, gen) >= 0;
+	pthread_mutex_unlock(&w->lock);
+	return alive;
+}
+
 bool lease_watch_has(struct lease_watch *w, uint32_t tgid)
 {
 	bool has;

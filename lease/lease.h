@@ -125,6 +125,8 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid, uint64_t *gen);
 /* The watched holders (alive, pinned since they were added): fills up to
  * @max, returns how many there are. */
 size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max);
+/* Is generation @gen still watched (its exit not handled yet)? */
+bool lease_watch_alive(struct lease_watch *w, uint64_t gen);
 /* Is @tgid a live watched holder (a thread-group leader)? */
 bool lease_watch_has(struct lease_watch *w, uint32_t tgid);
 /* Sends @sig with si_code SI_QUEUE and @id as si_value to the process of

@@ -199,7 +199,7 @@ static void ev_push(struct lease_mgr *m, uint32_t type, const struct lease *l, u
 	if (l) {
 		e->lease_id = l->id;
 		e->holder_pid = l->holder;
-		e->ino = l->ino;
+		e->ino = l->ino & LEASE_INO_GONE ? 0 : l->ino; /* 0: the file is gone */
 		e->offset = l->first << 12;
 		e->length = l->nblocks << 12;
 		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));
@@ -347,6 +347,14 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 			   nseg, id);
 	if (rc)
 		return rc;
+	/* if the holder's exit was handled between the watch and the add, no
+	 * one else will remove this lease: the exit handler drops the watch
+	 * entry before it removes the generation's leases, so checking after
+	 * the add catches every order */
+	if (!lease_watch_alive(m->w, gen)) {
+		lease_remove(m->t, *id, unpinned, m);
+		return -ESRCH;
+	}
 	pthread_mutex_lock(&m->lock);
 	m->mc.pins++;
 	if (lease_get(m->t, *id, &l) == 0)

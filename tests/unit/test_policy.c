@@ -357,6 +357,42 @@ static int test_a_reused_pid_keeps_its_new_leases(void)
 	return 0;
 }
 
+/* The holder dies between being watched and its lease being added (here:
+ * in the holders_changed callback, which runs in between): the pin fails
+ * with ESRCH and leaves no lease behind that no exit would ever end. */
+static pid_t dying;
+
+static void kill_dying(void *ctx)
+{
+	(void)ctx;
+	if (dying > 0) {
+		kill(dying, SIGKILL);
+		waitpid(dying, NULL, 0);
+		dying = 0;
+		usleep(100000); /* the watcher handles the exit */
+	}
+}
+
+static int test_a_holder_dying_during_its_pin_leaves_no_lease(void)
+{
+	struct lease_cfg cfg = { .policy = PINFS_POLICY_FAIL, .busy_errno = EBUSY,
+				 .wait_timeout = 0.3, .lease_break_time = 0.3 };
+	struct lease_ops ops = { on_unpinned, kill_dying, NULL };
+	struct lease_mgr *m = NULL;
+	uint64_t f = 0, p = 5000, n = 1, id = 0;
+	pid_t pid;
+
+	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+	pid = dying = sleeper();
+	CHECK(pid > 0);
+	CHECK_EQ(lease_pin(m, 9, 0, 1, (uint32_t)pid, 0, 0, &f, &p, &n, 1, &id), -ESRCH);
+	usleep(100000);
+	CHECK(!lease_mgr_block_pinned(m, 5000));
+	CHECK_EQ(lease_count_ino(lease_mgr_table(m), 9), 0);
+	lease_mgr_delete(&m);
+	return 0;
+}
+
 int main(void)
 {
 	sigset_t set;
@@ -373,5 +409,6 @@ int main(void)
 	RUN(test_per_file_policy_overrides_and_busy_errno);
 	RUN(test_pins_in_a_waiting_truncates_range_are_eagain);
 	RUN(test_a_reused_pid_keeps_its_new_leases);
+	RUN(test_a_holder_dying_during_its_pin_leaves_no_lease);
 	return T_EXIT_PASS;
 }
