@@ -364,11 +364,13 @@ static pid_t dying;
 
 static void kill_dying(void *ctx)
 {
+	/* also called from the watcher thread (after an exit) */
+	pid_t pid = __atomic_exchange_n(&dying, 0, __ATOMIC_SEQ_CST);
+
 	(void)ctx;
-	if (dying > 0) {
-		kill(dying, SIGKILL);
-		waitpid(dying, NULL, 0);
-		dying = 0;
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
 		usleep(100000); /* the watcher handles the exit */
 	}
 }
@@ -383,8 +385,9 @@ static int test_a_holder_dying_during_its_pin_leaves_no_lease(void)
 	pid_t pid;
 
 	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
-	pid = dying = sleeper();
+	pid = sleeper();
 	CHECK(pid > 0);
+	__atomic_store_n(&dying, pid, __ATOMIC_SEQ_CST);
 	CHECK_EQ(lease_pin(m, 9, 0, 1, (uint32_t)pid, 0, 0, &f, &p, &n, 1, &id), -ESRCH);
 	usleep(100000);
 	CHECK(!lease_mgr_block_pinned(m, 5000));
