@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "lease/client.h"
 #include "lease/lease.h"
 
 /* Kernel 6.6+ lets FOPEN_DIRECT_IO files be mmapped MAP_SHARED when the
@@ -131,7 +132,7 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 			return -EINVAL;
 		}
 	}
-	if (o->max_pinned && pm_parse_size(o->max_pinned, &c->max_pinned_bytes)) {
+	if (o->max_pinned && pinfs_parse_size(o->max_pinned, &c->max_pinned_bytes)) {
 		fprintf(stderr, "pinfs: bad max_pinned '%s'\n", o->max_pinned);
 		return -EINVAL;
 	}

@@ -255,7 +255,7 @@ void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off)
 }
 
 /* Parses a byte count: decimal or 0x hex, with an optional binary suffix
- * k, m, g or t. 0 or -EINVAL. */
+ * k, m, g or t, which may be spelt KiB, MB, ... 0 or -EINVAL. */
 int pinfs_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
@@ -265,7 +265,7 @@ int pinfs_parse_size(const char *s, uint64_t *out)
 	if (!*s || *s == '-')
 		return -EINVAL;
 	errno = 0;
-	v = strtoull(s, &end, 0);
+	v = strtoull(s, &end, (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10);
 	if (errno || end == s)
 		return -EINVAL;
 	switch (*end) {
@@ -275,6 +275,10 @@ int pinfs_parse_size(const char *s, uint64_t *out)
 	case 't': case 'T': shift = 40; end++; break;
 	default: break;
 	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'B' || *end == 'b') && shift)
+		end++;
 	if (*end || (shift && v > (UINT64_MAX >> shift)))
 		return -EINVAL;
 	*out = (uint64_t)v << shift;

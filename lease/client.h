@@ -76,7 +76,7 @@ int pinfs_map_unpin(struct pinfs_map *m);
 void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off);
 
 /* Parses a byte count: decimal or 0x hex, with an optional binary suffix k,
- * m, g or t (powers of 1024). 0 or -EINVAL. */
+ * m, g or t (powers of 1024; "M", "MiB" and "MB" alike). 0 or -EINVAL. */
 int pinfs_parse_size(const char *s, uint64_t *out);
 
 #endif

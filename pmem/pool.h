@@ -75,7 +75,5 @@ static inline void *pm_block_ptr(const struct pm_pool *p, uint64_t blk)
 void pm_errmsg(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Parses "256M", "1G", "4096" into bytes; -EINVAL on junk. */
-int pm_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lease/client.h"
 #include "pmem/pool.h"
 
 static void usage(FILE *f)
@@ -41,13 +42,13 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "s:i:fch", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (pm_parse_size(optarg, &o.size)) {
+			if (pinfs_parse_size(optarg, &o.size)) {
 				fprintf(stderr, "mkfs.pinfs: bad size '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 'i':
-			if (pm_parse_size(optarg, &o.ninodes) || !o.ninodes) {
+			if (pinfs_parse_size(optarg, &o.ninodes) || !o.ninodes) {
 				fprintf(stderr, "mkfs.pinfs: bad inode count '%s'\n", optarg);
 				return 2;
 			}
