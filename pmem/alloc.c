@@ -108,10 +108,25 @@ static uint64_t find_free(const struct pm_fs *fs, uint64_t b, uint64_t end)
 	return end;
 }
 
+/* Takes free blocks [start, start + n): in DRAM, on media (in the
+ * transaction) and in the counters. */
+static void take_run(struct pm_fs *fs, uint64_t start, uint64_t n)
+{
+	uint64_t b;
+
+	for (b = start; b < start + n; b++)
+		fs->bmap[b >> 6] |= 1ull << (b & 63);
+	media_bits(fs, start, n, true);
+	note_alloc(fs, start, n);
+	fs->avail -= n;
+	fs->sbc.free_blocks -= n;
+	pm_sb_dirty(fs);
+}
+
 int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
 {
 	struct pm_super *sb = fs->pool->sb;
-	uint64_t start, n, b;
+	uint64_t start, n;
 
 	if (!fs->avail || !want)
 		return -ENOSPC;
@@ -124,13 +139,7 @@ int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
 		abort(); /* avail says there is a free block */
 	for (n = 0; n < want && start + n < sb->nblocks && !dbit(fs, start + n); n++)
 		;
-	for (b = start; b < start + n; b++)
-		fs->bmap[b >> 6] |= 1ull << (b & 63);
-	media_bits(fs, start, n, true);
-	note_alloc(fs, start, n);
-	fs->avail -= n;
-	fs->sbc.free_blocks -= n;
-	pm_sb_dirty(fs);
+	take_run(fs, start, n);
 	fs->alloc_hint = start + n;
 	*out = start;
 	return (int)n;
@@ -287,7 +296,7 @@ static bool run_free(const struct pm_fs *fs, uint64_t b, uint64_t n)
 int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out)
 {
 	struct pm_super *sb = fs->pool->sb;
-	uint64_t c, start, n, b;
+	uint64_t c, start;
 
 	if (want > PM_ALIGN_BLOCKS - phase)
 		want = PM_ALIGN_BLOCKS - phase;
@@ -298,15 +307,9 @@ int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t 
 		start = c * PM_ALIGN_BLOCKS + phase;
 		if (!run_free(fs, start, want))
 			continue;
-		for (n = want, b = start; b < start + n; b++)
-			fs->bmap[b >> 6] |= 1ull << (b & 63);
-		media_bits(fs, start, n, true);
-		note_alloc(fs, start, n);
-		fs->avail -= n;
-		fs->sbc.free_blocks -= n;
-		pm_sb_dirty(fs);
+		take_run(fs, start, want);
 		*out = start;
-		return (int)n;
+		return (int)want;
 	}
 	return -ENOSPC;
 }
