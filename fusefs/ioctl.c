@@ -328,7 +328,7 @@ static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, str
 		struct pinfs_lease_info *o = &out->l[i];
 		uint64_t t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
 		o->lease_id = l[i].id;
-		o->ino = l[i].ino & LEASE_INO_GONE ? 0 : l[i].ino; /* 0: the file is gone */
+		o->ino = lease_file_ino(&l[i]);
 		o->offset = l[i].first << 12;
 		o->length = l[i].nblocks << 12;
 		o->holder_pid = l[i].holder;

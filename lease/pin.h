@@ -109,6 +109,12 @@ int lease_remove_holder_gen(struct lease_table *t, uint32_t holder, uint64_t gen
  * lease_forget_ino); no file ever matches them. */
 #define LEASE_INO_GONE (1ull << 63)
 
+/* The file of a lease as the ABI reports it: 0 once the file is gone. */
+static inline uint64_t lease_file_ino(const struct lease *l)
+{
+	return l->ino & LEASE_INO_GONE ? 0 : l->ino;
+}
+
 /* The file @ino was destroyed (its last link and last open ended) and its
  * number may be given to a new file: its leases, which still pin the old
  * blocks (quarantined), are moved to a key of their own, so that the new

@@ -199,7 +199,7 @@ static void ev_push(struct lease_mgr *m, uint32_t type, const struct lease *l, u
 	if (l) {
 		e->lease_id = l->id;
 		e->holder_pid = l->holder;
-		e->ino = l->ino & LEASE_INO_GONE ? 0 : l->ino; /* 0: the file is gone */
+		e->ino = lease_file_ino(l);
 		e->offset = l->first << 12;
 		e->length = l->nblocks << 12;
 		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));

@@ -543,10 +543,6 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		pm_tx_commit(fs);
 		pthread_mutex_unlock(&fs->lock);
 	}
-	/* a block under a write pin is always dirty: its checksum goes now,
-	 * before the holder can store */
-	if (write)
-		pm_dirty_mark(fs, ip, first, n, false);
 	for (f = first; f <= last;) {
 		uint64_t pblk, k = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, false);
 		if (!pblk) {
@@ -573,11 +569,10 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		f += k;
 	}
 	rc = cb(ctx, segs, nsegs);
-	/* writeback does not take ip->rw: between the mark above and the pin
-	 * taking effect in cb it may have flushed these blocks and marked them
-	 * clean (with a checksum). Now that they are pinned, writeback keeps
-	 * them dirty: mark them once more before the holder learns where they
-	 * are (the reply), so no store of its can meet a stale checksum. */
+	/* a block under a write pin is always dirty: its checksum goes now,
+	 * before the holder learns where the block is (the reply). Only now:
+	 * writeback does not take ip->rw, and until cb has made the pin
+	 * effective it may still flush and clean the block. */
 	if (!rc && write)
 		pm_dirty_mark(fs, ip, first, n, false);
 out:
