@@ -5,17 +5,23 @@
  *
  *   pinfs [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT
  *
- * Exit: 0 after a clean unmount (fusermount3 -u, SIGTERM, SIGINT), 1 on any
- * failure to start, with one line on stderr saying why.
+ * Without -f the daemon forks into the background once the mount is up
+ * (fuse_daemonize) and logs to syslog; every thread (holder watcher,
+ * flusher, FUSE workers) starts after that fork.
+ *
+ * Exit: 0 after a clean unmount (fusermount3 -u, umount, SIGTERM, SIGINT), 1
+ * on any failure to start, with one line on stderr saying why.
  */
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
@@ -72,6 +78,70 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		}
 	}
 	return writev(fd, iov, count);
+}
+
+/*
+ * Background logging. fuse_daemonize() points stderr at /dev/null, so a
+ * background daemon sends what it would have written there to syslog
+ * (LOG_DAEMON, ident "pinfs"), one record per line, as libfuse file systems
+ * do; -f keeps stderr. Every message of pmem/, lease/ and fusefs/ goes
+ * through stderr, so swapping the stream catches them all, libfuse's own
+ * included (its default log function writes to stderr too).
+ */
+static char log_line[1024];
+static size_t log_len;
+
+static void log_emit(void)
+{
+	size_t n = log_len;
+
+	while (n && (log_line[n - 1] == '\n' || log_line[n - 1] == '\r'))
+		n--;
+	if (n)
+		syslog(LOG_ERR, "%.*s", (int)n, log_line);
+	log_len = 0;
+}
+
+/* called with the stream's lock held (stdio locks the FILE) */
+static ssize_t log_write(void *cookie, const char *buf, size_t len)
+{
+	size_t i;
+
+	(void)cookie;
+	for (i = 0; i < len; i++) {
+		if (log_len == sizeof(log_line) - 1)
+			log_emit();
+		log_line[log_len++] = buf[i];
+		if (buf[i] == '\n')
+			log_emit();
+	}
+	return (ssize_t)len;
+}
+
+static int log_close(void *cookie)
+{
+	(void)cookie;
+	log_emit();
+	return 0;
+}
+
+static void fuse_log_syslog(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	vsyslog((int)level, fmt, ap);
+}
+
+static void log_to_syslog(void)
+{
+	static const cookie_io_functions_t fns = { .write = log_write, .close = log_close };
+	FILE *f;
+
+	openlog("pinfs", LOG_PID, LOG_DAEMON);
+	fuse_set_log_func(fuse_log_syslog);
+	f = fopencookie(NULL, "w", fns);
+	if (!f)
+		return;
+	setvbuf(f, NULL, _IOLBF, 0);
+	stderr = f;
 }
 
 const struct fuse_custom_io ffs_io = {
@@ -246,15 +316,10 @@ int main(int argc, char **argv)
 	fprintf(stderr, "pinfs: %s: %s\n", o.pool,
 		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
 				    : "not persistent memory: durability by msync");
-	if (ffs_leases_start(&g_ffs, &lcfg)) {
-		fprintf(stderr, "pinfs: cannot start the lease manager\n");
-		goto out_fs;
-	}
 	if (o.writeback_interval <= 0 || o.dirty_expire < 0) {
 		fprintf(stderr, "pinfs: writeback_interval must be positive, dirty_expire not negative\n");
 		goto out_fs;
 	}
-	pm_fs_start_flusher(g_ffs.fs, o.writeback_interval, o.dirty_expire);
 
 	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
 	if (!se) /* libfuse said why (e.g. an unknown option) */
@@ -265,7 +330,19 @@ int main(int argc, char **argv)
 		goto out_signals;
 	if (fuse_session_custom_io(se, &ffs_io, fuse_session_fd(se)) != 0)
 		goto out_unmount;
-	fuse_daemonize(cl.foreground);
+	/* Everything that can fail for a reason the user should see on the
+	 * terminal is done; from here on a background daemon logs to syslog.
+	 * fuse_daemonize() forks: a thread started before it would not exist
+	 * in the daemon, so every thread starts after it. */
+	if (fuse_daemonize(cl.foreground) != 0)
+		goto out_unmount;
+	if (!cl.foreground)
+		log_to_syslog();
+	if (ffs_leases_start(&g_ffs, &lcfg)) {
+		fprintf(stderr, "pinfs: cannot start the lease manager\n");
+		goto out_unmount;
+	}
+	pm_fs_start_flusher(g_ffs.fs, o.writeback_interval, o.dirty_expire);
 
 	if (cl.singlethread) {
 		rc = fuse_session_loop(se);

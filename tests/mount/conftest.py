@@ -21,6 +21,8 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'needs_daemon: cannot run with PINFS_TEST_FAKE')
     config.addinivalue_line('markers', 'watchdog(seconds): a longer per-test watchdog')
     config.addinivalue_line('markers', 'mkfs_options(*opts): extra mkfs.pinfs options')
+    config.addinivalue_line('markers', 'foreground: run the daemon with -f, its stderr '
+                            'captured (default: in the background, as users run it)')
 
 
 def pytest_collection_modifyitems(config, items):
@@ -101,7 +103,8 @@ def mnt(request, pool, mountpoint, scratch):
     """A live pinfs mount of a fresh pool; always unmounted and checked afterwards."""
     options = _marker_args(request, 'mount_options', ())
     cls = FakeMount if FAKE else PinfsMount
-    m = cls(pool, mountpoint, scratch, options)
+    m = cls(pool, mountpoint, scratch, options,
+            foreground=request.node.get_closest_marker('foreground') is not None)
     watchdog_s = _marker_args(request, 'watchdog', (WATCHDOG_S,))[0]
     timer = threading.Timer(watchdog_s, m.watchdog)
     timer.daemon = True

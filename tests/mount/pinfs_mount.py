@@ -1,10 +1,19 @@
 """Machinery for the pinfs mount-level tests (used by conftest.py and the tests).
 
 These tests run against a live mount, in the idiom of libfuse's test/util.py:
-start the daemon in the foreground, wait until the mount answers, run the test,
-and on every path (pass, fail, exception) unmount and reap the daemon by pid.
-A test also fails if the daemon did not exit 0 or wrote an unexpected error to
-stderr, and (after a clean unmount) if fsck.pinfs does not find the pool clean.
+start the daemon, wait until the mount answers, run the test, and on every
+path (pass, fail, exception) unmount and reap the daemon by pid.  A test also
+fails if the daemon did not exit 0 or wrote an unexpected error to stderr (or,
+under a sanitizer, to its report file), and (after a clean unmount) if
+fsck.pinfs does not find the pool clean.
+
+The daemon runs the way users run it: in the background (`pinfs POOL MNT`, no
+-f), so it forks, leaves its session and logs to syslog.  bgreaper.py starts
+it as a child subreaper, which gets the orphaned daemon's pid and exit status.
+A test that needs the daemon's log marks itself @pytest.mark.foreground and
+gets `pinfs -f` with stderr captured.  What the daemon prints before it forks
+(bad options, a refused pool, the msync line) reaches the captured stderr in
+both modes.
 
 Every pool is a fresh file in /dev/shm (tmpfs stands in for persistent memory),
 every mountpoint a fresh directory from tempfile.mkdtemp(); both are removed
@@ -24,9 +33,11 @@ Environment:
 
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -174,6 +185,109 @@ def wait_until(cond, timeout, interval=0.05):
 
 
 # --------------------------------------------------------------------------
+# a background daemon
+
+REAPER = os.path.join(HERE, 'bgreaper.py')
+
+
+class BackgroundDaemon:
+    """`pinfs POOL MNT` (no -f) run through bgreaper.py.
+
+    Offers what the tests use of subprocess.Popen for the daemon itself:
+    pid, poll(), wait(timeout), kill(), send_signal(), returncode.
+    """
+
+    def __init__(self, cmd, stdout, stderr, env=None):
+        r, w = os.pipe()
+        try:
+            self.reaper = subprocess.Popen([sys.executable, REAPER, str(w)] + cmd,
+                                           stdin=subprocess.DEVNULL, stdout=stdout,
+                                           stderr=stderr, pass_fds=(w,), env=env)
+        finally:
+            os.close(w)
+        self._r = r
+        self._buf = b''
+        self.pid = None
+        self.returncode = None
+        self.launcher_rc = None
+
+    def _line(self, timeout):
+        """The reaper's next status line, or None after `timeout` s (or at EOF)."""
+        deadline = time.monotonic() + timeout
+        while b'\n' not in self._buf:
+            left = deadline - time.monotonic()
+            if self._r is None or left < 0:
+                return None
+            ready, _, _ = select.select([self._r], [], [], max(left, 0))
+            if not ready:
+                return None
+            chunk = os.read(self._r, 4096)
+            if not chunk:
+                os.close(self._r)
+                self._r = None
+                continue
+            self._buf += chunk
+        line, self._buf = self._buf.split(b'\n', 1)
+        return line.decode(errors='replace')
+
+    def launch(self, timeout):
+        """Waits for the launcher; returns (launcher exit status, message) --
+        0 once the daemon runs in the background with self.pid set."""
+        line = self._line(timeout)
+        if line is None:
+            return None, 'the launcher did not exit within %s s' % timeout
+        words = line.split(' ', 2)
+        self.launcher_rc = int(words[1])
+        if self.launcher_rc != 0:
+            self._reap_reaper()
+            return self.launcher_rc, line
+        line = self._line(timeout)
+        if line is None or not line.startswith('daemon ') or int(line.split()[1]) <= 0:
+            self._reap_reaper()
+            return -1, 'no daemon after the launcher exited: %s' % line
+        self.pid = int(line.split()[1])
+        return 0, ''
+
+    def poll(self):
+        if self.returncode is None and self.pid is not None:
+            line = self._line(0)
+            if line is not None and line.startswith('exit '):
+                self.returncode = int(line.split()[1])
+                self._reap_reaper()
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired('pinfs daemon %s' % self.pid, timeout)
+            line = self._line(min(0.2, max(deadline - time.monotonic(), 0)))
+            if line is not None and line.startswith('exit '):
+                self.returncode = int(line.split()[1])
+                self._reap_reaper()
+        return self.returncode
+
+    def send_signal(self, sig):
+        # the reaper reaps the daemon at once and reports it; a pid is
+        # signalled only while no exit has been reported
+        if self.poll() is None and self.pid is not None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def _reap_reaper(self):
+        try:
+            self.reaper.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.reaper.kill()
+            self.reaper.wait()
+        if self._r is not None:
+            os.close(self._r)
+            self._r = None
+
+
+# --------------------------------------------------------------------------
 # the mount
 
 class PinfsMount:
@@ -185,11 +299,12 @@ class PinfsMount:
     unmount + fsck + start on the same pool.
     """
 
-    def __init__(self, pool, mountpoint, workdir, options=()):
+    def __init__(self, pool, mountpoint, workdir, options=(), foreground=False):
         self.pool = pool
         self.dir = mountpoint
         self.workdir = workdir
         self.options = list(options)
+        self.foreground = foreground
         self.proc = None
         self.starts = 0
         self.allowed_stderr = []     # regexes of error lines a test expects
@@ -220,7 +335,7 @@ class PinfsMount:
     # -- life cycle
     def command(self, extra_options=()):
         opts = self.options + list(extra_options)
-        cmd = [BIN['pinfs'], '-f']
+        cmd = [BIN['pinfs']] + (['-f'] if self.foreground else [])
         if opts:
             cmd += ['-o', ','.join(opts)]
         return cmd + [self.pool, self.dir]
@@ -233,9 +348,39 @@ class PinfsMount:
         err = os.path.join(self.workdir, 'daemon-%d.stderr' % self.starts)
         self.logs.append((out, err))
         with open(out, 'wb') as fo, open(err, 'wb') as fe:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=fo, stderr=fe)
+            if self.foreground:
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                             stdout=fo, stderr=fe)
+            else:
+                self.proc = BackgroundDaemon(self.command(), fo, fe, env=self._env())
+        if not self.foreground:
+            rc, msg = self.proc.launch(MOUNT_TIMEOUT_S)
+            if rc != 0:
+                self.proc = None
+                force_unmount(self.dir)
+                pytest.fail('pinfs (background) failed to start: %s; stderr:\n%s'
+                            % (msg, self._read(self.stderr_path)))
         self._wait_for_mount()
+
+    def _env(self):
+        """The daemon's environment: in the background its stderr is
+        /dev/null, so sanitizer reports go to files in the work dir."""
+        env = dict(os.environ)
+        for var in ('ASAN_OPTIONS', 'UBSAN_OPTIONS', 'TSAN_OPTIONS', 'LSAN_OPTIONS'):
+            opts = env.get(var, '')
+            env[var] = (opts + ':' if opts else '') + 'log_path=' + self._sanitizer_prefix()
+        return env
+
+    def _sanitizer_prefix(self):
+        return os.path.join(self.workdir, 'daemon-%d.sanitizer' % self.starts)
+
+    def sanitizer_reports(self):
+        """Text of every sanitizer report file the daemon wrote, by file."""
+        out = []
+        for name in sorted(os.listdir(self.workdir)):
+            if '.sanitizer' in name:
+                out.append('%s:\n%s' % (name, self._read(os.path.join(self.workdir, name))))
+        return out
 
     def _wait_for_mount(self):
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
@@ -283,6 +428,9 @@ class PinfsMount:
             problems.append('test hung for %s s; the watchdog killed the daemon' % WATCHDOG_S)
         elif rc is not None and rc != 0:
             problems.append('daemon exited with %s (expected 0)' % rc)
+        reports = self.sanitizer_reports()
+        if reports:
+            problems.append('sanitizer reports from the daemon:\n' + '\n'.join(reports))
         bad = self.unexpected_stderr(self.stderr_path)
         if bad:
             problems.append('unexpected error lines on the daemon\'s stderr:\n  ' + '\n  '.join(bad))
@@ -307,7 +455,10 @@ class PinfsMount:
 
         Returns the daemon's exit status (negative: killed by a signal).
         """
-        os.kill(self.proc.pid, sig)
+        try:
+            self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass                         # already dead (a test killed it)
         try:
             rc = self.proc.wait(timeout=EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
