@@ -304,6 +304,46 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	return rc;
 }
 
+int pm_pid_start_ticks(uint32_t pid, uint64_t *ticks)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long st = 0;
+	int fd, i;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	/* field 22, counting after the ")" that ends the command name */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -EIO;
+	for (i = 0; i < 20 && p; i++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &st) != 1)
+		return -EIO;
+	*ticks = st;
+	return 0;
+}
+
+uint32_t pm_super_live_holder(const struct pm_super *sb)
+{
+	uint32_t i;
+	uint64_t t;
+
+	for (i = 0; i < sb->npinholders && i < PM_PINHOLDERS_MAX; i++)
+		if (pm_pid_start_ticks(sb->pinholders[i].pid, &t) == 0 &&
+		    t == sb->pinholders[i].start_ticks)
+			return sb->pinholders[i].pid;
+	return 0;
+}
+
 static int pool_new(void *base, uint64_t size, struct pm_pool **out, char *err, size_t errlen)
 {
 	struct pm_pool *p;

@@ -71,6 +71,17 @@ static inline void *pm_block_ptr(const struct pm_pool *p, uint64_t blk)
 	return (char *)p->base + (blk << PM_BLOCK_SHIFT);
 }
 
+/* /proc/PID/stat starttime of process @pid in *ticks: 0, or -errno when it
+ * is gone (or /proc cannot say). With the pid, it names one process for as
+ * long as the machine runs: a reused pid has a later start time. */
+int pm_pid_start_ticks(uint32_t pid, uint64_t *ticks);
+
+/* The pid of the first process in @sb's holder record that is still alive
+ * (same pid, same start time), or 0 if none is. Such a process may still
+ * store into the pool through its mapping. @sb must have passed
+ * pm_super_check(), which bounds npinholders. */
+uint32_t pm_super_live_holder(const struct pm_super *sb);
+
 /* Leaves a one-line message for the user in @err (may be NULL). */
 void pm_errmsg(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
