@@ -33,7 +33,7 @@ struct pm_mkfs_opts {
 	uint64_t size;	   /* bytes, rounded down to a block multiple */
 	uint64_t ninodes;  /* 0: one per 8 KiB of pool */
 	uint64_t features; /* PM_FEAT_INCOMPAT_* */
-	bool force;	   /* overwrite an existing pinfs pool */
+	bool force;	   /* overwrite what the target holds (see pm_mkfs) */
 };
 
 /* Computes the region layout of a pool of @size bytes, @ninodes inodes
@@ -41,8 +41,14 @@ struct pm_mkfs_opts {
 int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t incompat);
 
 /* Formats @path (created if missing) and writes an empty root directory.
- * Returns 0, -EEXIST if it holds a pinfs pool and !force, or -errno.
- * A message for the user is left in @err. */
+ * Writes nothing until every check has passed. Returns 0; -EEXIST, unless
+ * o->force, if it holds anything (a pinfs pool, another file's data, a
+ * device), an empty or all-hole file being the exception; even with
+ * o->force, -EBUSY while a pinfs process holds the pool lock or the pool's
+ * holder record names a live process, -ENODEV/-EISDIR/-EINVAL for what
+ * cannot hold a pool (a character device that is not DAX, a directory, a
+ * FIFO); or -errno. One line for the user, starting with @path where it is
+ * about what is there, is left in @err. */
 int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen);
 
 /* Formats an in-memory image (tests). */
