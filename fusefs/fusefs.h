@@ -51,8 +51,6 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg);
 void ffs_leases_stop(struct ffs *f);
 void ffs_set_current_req(fuse_req_t req);
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip);
-/* /proc/PID/stat starttime of @pid: 0 or -errno (gone). */
-int ffs_start_ticks(uint32_t pid, uint64_t *ticks);
 
 /* Custom /dev/fuse I/O (see main.c) */
 extern const struct fuse_custom_io ffs_io;

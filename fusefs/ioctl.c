@@ -107,7 +107,7 @@ static void persist_holders(struct ffs *f, const uint32_t *tg, size_t n)
 	for (i = 0; i < n && k < PM_PINHOLDERS_MAX; i++) {
 		memset(&h[k], 0, sizeof(h[k]));
 		h[k].pid = tg[i];
-		if (ffs_start_ticks(tg[i], &h[k].start_ticks) == 0)
+		if (pm_pid_start_ticks(tg[i], &h[k].start_ticks) == 0)
 			k++;
 	}
 	pm_fs_persist_pinholders(f->fs, h, (unsigned)k);
@@ -172,34 +172,6 @@ void ffs_leases_stop(struct ffs *f)
 	if (f->fs)
 		pm_fs_set_pin_hooks(f->fs, &none);
 	lease_mgr_delete(&f->lm);
-}
-
-int ffs_start_ticks(uint32_t pid, uint64_t *ticks)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long st = 0;
-	int fd, i;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
-	/* field 22, counting after the ")" that ends the command name */
-	p = strrchr(buf, ')');
-	if (!p)
-		return -EIO;
-	for (i = 0; i < 20 && p; i++)
-		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p + 1, "%llu", &st) != 1)
-		return -EIO;
-	*ticks = st;
-	return 0;
 }
 
 /* ---- the ioctls ---------------------------------------------------------- */

@@ -296,17 +296,12 @@ int main(int argc, char **argv)
 	/* processes that held pins at the last unmount still map the pool:
 	 * reusing their blocks would put their stores into other files */
 	{
-		const struct pm_super *sb = g_ffs.pool->sb;
-		uint32_t i;
-		for (i = 0; i < sb->npinholders && i < PM_PINHOLDERS_MAX; i++) {
-			uint64_t t;
-			if (ffs_start_ticks(sb->pinholders[i].pid, &t) == 0 &&
-			    t == sb->pinholders[i].start_ticks) {
-				fprintf(stderr, "pinfs: %s: process %u held pins when the pool was last mounted and "
-						"may still store into the pool: end it first\n",
-					o.pool, sb->pinholders[i].pid);
-				goto out_pool;
-			}
+		uint32_t pid = pm_super_live_holder(g_ffs.pool->sb);
+		if (pid) {
+			fprintf(stderr, "pinfs: %s: process %u held pins when the pool was last mounted and "
+					"may still store into the pool: end it first\n",
+				o.pool, pid);
+			goto out_pool;
 		}
 	}
 	if (pm_fs_mount(g_ffs.pool, &g_ffs.fs, err, sizeof(err))) {

@@ -9,13 +9,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libpmem.h>
+#include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,55 +237,296 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 	return format_image(base, size, o, ops);
 }
 
-int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen)
+/* ---- mkfs: what is there before it is formatted --------------------------
+ *
+ * mkfs destroys whatever its target holds, so it looks first, and writes
+ * nothing (no O_TRUNC, no ftruncate) until every check has passed:
+ *
+ *   1. open without truncating; refuse outright what cannot hold a pool (a
+ *      directory, a FIFO, a character device that is not device DAX, which
+ *      is never even opened for writing: some drivers act on open);
+ *   2. check what is there (mkfs_check): without --force only an empty (or
+ *      all-hole) file is formatted; a pool whose holder record names a live
+ *      process is refused even with --force;
+ *   3. take the pool lock without waiting: a daemon, fsck.pinfs or another
+ *      mkfs.pinfs holds it while it uses the pool, --force or not;
+ *   4. check again under the lock (what was read in 2 may have changed
+ *      until then), then format.
+ */
+
+/* A name for what the first @n bytes of a file or device, @b, are, from a
+ * few well-known signatures; "" if none. It only tells the user what --force
+ * would destroy: no decision depends on it. */
+static const char *mkfs_signature(const unsigned char *b, size_t n)
 {
-	struct pm_super old;
-	struct pm_persist_ops ops;
-	struct stat st;
-	uint64_t size = o->size & ~(uint64_t)(PM_BLOCK_SIZE - 1);
-	size_t mapped;
-	int is_pmem, fd, rc;
-	void *base;
+	size_t i;
+
+	if (n >= 4 && !memcmp(b, "\177ELF", 4))
+		return "an ELF binary";
+	if (n >= 4 && !memcmp(b, "XFSB", 4))
+		return "an XFS file system";
+	if (n >= 6 && !memcmp(b, "LUKS\272\276", 6))
+		return "a LUKS volume";
+	if (n >= 4 && !memcmp(b, "PK\003\004", 4))
+		return "a ZIP archive";
+	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		return "gzip data";
+	/* text: no NUL and no control byte but the usual white space and ESC */
+	for (i = 0; i < n; i++)
+		if ((b[i] < 0x20 && (b[i] < '\a' || b[i] > '\r') && b[i] != 033) || b[i] == 0x7f)
+			break;
+	if (n && i == n)
+		return "text";
+	if (n >= 1082 && b[1080] == 0x53 && b[1081] == 0xef)
+		return "an ext2/3/4 file system";
+	if (n >= PM_BLOCK_SIZE && !memcmp(b + PM_BLOCK_SIZE - 10, "SWAPSPACE2", 10))
+		return "Linux swap space";
+	return "";
+}
+
+/* "9 bytes", "64 MiB", "2 GiB": a size for a message. */
+static void mkfs_size_str(char *buf, size_t len, uint64_t n)
+{
+	if (n >= (1ull << 30) && !(n & ((1ull << 30) - 1)))
+		snprintf(buf, len, "%llu GiB", (unsigned long long)(n >> 30));
+	else if (n >= (1ull << 20) && !(n & ((1ull << 20) - 1)))
+		snprintf(buf, len, "%llu MiB", (unsigned long long)(n >> 20));
+	else
+		snprintf(buf, len, "%llu byte%s", (unsigned long long)n, n == 1 ? "" : "s");
+}
+
+/* Is the character device @st device DAX (/dev/daxX.Y), the only kind of
+ * character device libpmem maps? Asked of sysfs, without opening it. */
+static bool mkfs_is_devdax(const struct stat *st)
+{
+	char link[96], target[256];
 	ssize_t n;
 
-	if (size < PM_POOL_MIN_SIZE || size > PM_POOL_MAX_SIZE) {
-		pm_errmsg(err, errlen, "pool size must be between 8 MiB and 64 TiB");
-		return -EINVAL;
+	snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st->st_rdev),
+		 minor(st->st_rdev));
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n <= 0)
+		return false;
+	target[n] = 0;
+	return !strcmp(strrchr(target, '/') ? strrchr(target, '/') + 1 : target, "dax");
+}
+
+/* Bytes the block or DAX device @st (open as @fd) holds; 0 if unknown. */
+static uint64_t mkfs_device_size(int fd, const struct stat *st)
+{
+	char path[96];
+	unsigned long long n = 0;
+	uint64_t b = 0;
+	FILE *f;
+
+	if (S_ISBLK(st->st_mode))
+		return ioctl(fd, BLKGETSIZE64, &b) == 0 ? b : 0;
+	snprintf(path, sizeof(path), "/sys/dev/char/%u:%u/size", major(st->st_rdev),
+		 minor(st->st_rdev));
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu", &n) != 1)
+		n = 0;
+	fclose(f);
+	return n;
+}
+
+/*
+ * Opens @path read-write for mkfs into *@out, creating it (0600) if missing,
+ * never truncating. What cannot hold a pool is refused before it is opened
+ * for writing: the path is looked at through an O_PATH descriptor, which no
+ * driver sees, and reopened through /proc/self/fd, so both are one inode.
+ * A block device is opened O_EXCL: the kernel refuses it while mounted.
+ * 0 or -errno, with a message in @err.
+ */
+static int mkfs_open(const char *path, int *out, char *err, size_t errlen)
+{
+	int flags = O_RDWR | O_CLOEXEC, pfd, fd, rc;
+	char proc[64];
+	struct stat st;
+
+	pfd = open(path, O_PATH | O_CLOEXEC);
+	if (pfd < 0 && errno == ENOENT) {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			*out = fd;
+			return 0;
+		}
+		if (errno == EEXIST) /* created meanwhile: look at it */
+			pfd = open(path, O_PATH | O_CLOEXEC);
+		else
+			pfd = -1;
 	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	if (pfd < 0 || fstat(pfd, &st) < 0) {
 		rc = -errno;
+		if (pfd >= 0)
+			close(pfd);
 		pm_errmsg(err, errlen, "cannot open %s: %s", path, strerror(-rc));
 		return rc;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		close(fd);
-		pm_errmsg(err, errlen, "%s is in use by a pinfs process", path);
-		return -EBUSY;
+	rc = 0;
+	if (S_ISBLK(st.st_mode)) {
+		flags |= O_EXCL;
+	} else if (S_ISCHR(st.st_mode) && !mkfs_is_devdax(&st)) {
+		pm_errmsg(err, errlen, "%s: a character device (%u:%u) that is not a DAX device: it cannot "
+		    "hold a pool", path, major(st.st_rdev), minor(st.st_rdev));
+		rc = -ENODEV;
+	} else if (S_ISDIR(st.st_mode)) {
+		pm_errmsg(err, errlen, "%s: a directory: a pool is a file or a device", path);
+		rc = -EISDIR;
+	} else if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)) {
+		pm_errmsg(err, errlen, "%s: a FIFO or socket: a pool is a file or a device", path);
+		rc = -EINVAL;
 	}
-	n = pread(fd, &old, sizeof(old), 0);
-	if (n == (ssize_t)sizeof(old) && old.magic == PM_SUPER_MAGIC && !o->force) {
-		close(fd);
-		pm_errmsg(err, errlen, "%s already holds a pinfs pool (use --force to overwrite)", path);
-		return -EEXIST;
+	if (rc) {
+		close(pfd);
+		return rc;
 	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, flags);
+	rc = fd < 0 ? -errno : 0;
+	close(pfd);
+	if (rc == -EBUSY)
+		pm_errmsg(err, errlen, "%s: the device is in use (mounted, or opened exclusively)", path);
+	else if (rc)
+		pm_errmsg(err, errlen, "cannot open %s: %s", path, strerror(-rc));
+	else
+		*out = fd;
+	return rc;
+}
+
+/*
+ * May mkfs write over what @fd (@path) holds? 0 if so. Without @force,
+ * -EEXIST for anything but an empty or all-hole regular file: a foreign
+ * file or device, or a pinfs pool (naming its uuid and size). Even with
+ * @force, -EBUSY for a pinfs pool whose holder record names a live process:
+ * it may still store into the pool through its mapping, and its stores would
+ * land in the new file system. Reads only; one line for the user in @err.
+ */
+static int mkfs_check(int fd, const char *path, bool force, char *err, size_t errlen)
+{
+	union {
+		struct pm_super sb;
+		unsigned char b[PM_BLOCK_SIZE];
+	} head;
+	char what[64], size_str[32], why[200];
+	const char *sig;
+	struct stat st;
+	uint64_t size;
+	uint32_t pid;
+	ssize_t n;
+	int rc;
+
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
-		close(fd);
 		pm_errmsg(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (S_ISREG(st.st_mode)) {
-		/* drop old contents so a sparse pool stays sparse */
-		if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
-			rc = -errno;
-			close(fd);
-			pm_errmsg(err, errlen, "cannot size %s: %s", path, strerror(-rc));
-			return rc;
-		}
+		size = (uint64_t)st.st_size;
+		/* nothing to lose: empty, or nothing but a hole (truncate -s) */
+		if (!size || (lseek(fd, 0, SEEK_DATA) < 0 && errno == ENXIO))
+			return 0;
+	} else {
+		size = mkfs_device_size(fd, &st);
 	}
-	close(fd);
-	base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
+	memset(&head, 0, sizeof(head));
+	n = pread(fd, head.b, sizeof(head.b), 0);
+	if (n < 0) {
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot read %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	mkfs_size_str(size_str, sizeof(size_str), size);
+
+	if (n >= (ssize_t)sizeof(head.sb.magic) && head.sb.magic == PM_SUPER_MAGIC) {
+		/* the holder record is trusted only in a superblock that checks out
+		 * (pm_super_check bounds npinholders) */
+		if (pm_super_check(&head.sb, size ? size : UINT64_MAX, why, sizeof(why))) {
+			if (force)
+				return 0;
+			pm_errmsg(err, errlen, "%s: holds a pinfs pool that does not validate (%s); use "
+			    "--force to overwrite it", path, why);
+			return -EEXIST;
+		}
+		pid = pm_super_live_holder(&head.sb);
+		if (pid) {
+			char comm[32] = "", cpath[48];
+			FILE *f;
+
+			snprintf(cpath, sizeof(cpath), "/proc/%u/comm", pid);
+			f = fopen(cpath, "re");
+			if (f) {
+				if (!fgets(comm, sizeof(comm), f))
+					comm[0] = 0;
+				comm[strcspn(comm, "\n")] = 0;
+				fclose(f);
+			}
+			pm_errmsg(err, errlen, "%s: process %u%s%s%s held pins in this pool and may still "
+			    "store into it through its mapping: end it first (--force does not override "
+			    "this)", path, pid, comm[0] ? " (" : "", comm, comm[0] ? ")" : "");
+			return -EBUSY;
+		}
+		if (force)
+			return 0;
+		mkfs_size_str(size_str, sizeof(size_str), head.sb.pool_size);
+		snprintf(why, sizeof(why),
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 head.sb.uuid[0], head.sb.uuid[1], head.sb.uuid[2], head.sb.uuid[3],
+			 head.sb.uuid[4], head.sb.uuid[5], head.sb.uuid[6], head.sb.uuid[7],
+			 head.sb.uuid[8], head.sb.uuid[9], head.sb.uuid[10], head.sb.uuid[11],
+			 head.sb.uuid[12], head.sb.uuid[13], head.sb.uuid[14], head.sb.uuid[15]);
+		pm_errmsg(err, errlen, "%s: holds a pinfs pool (uuid %s, %s): formatting destroys every "
+		    "file in it; use --force to overwrite it", path, why, size_str);
+		return -EEXIST;
+	}
+	if (force)
+		return 0;
+	sig = mkfs_signature(head.b, (size_t)n);
+	if (S_ISREG(st.st_mode))
+		snprintf(what, sizeof(what), "a regular file of %s", size_str);
+	else if (S_ISBLK(st.st_mode))
+		snprintf(what, sizeof(what), "a block device (%u:%u%s%s)", major(st.st_rdev),
+			 minor(st.st_rdev), size ? ", " : "", size ? size_str : "");
+	else
+		snprintf(what, sizeof(what), "a DAX device (%u:%u%s%s)", major(st.st_rdev),
+			 minor(st.st_rdev), size ? ", " : "", size ? size_str : "");
+	pm_errmsg(err, errlen, "%s: %s%s%s%s that is not a pinfs pool; use --force to overwrite it",
+	    path, what, *sig ? " (" : "", sig, *sig ? ")" : "");
+	return -EEXIST;
+}
+
+/*
+ * Formats what @fd (@path, locked, checked) holds as a pool of @size bytes.
+ * Order: a regular file's old contents are dropped (so a sparse pool stays
+ * sparse), the superblock is zeroed and persisted, then format_image()
+ * writes everything but the superblock and the superblock last.
+ */
+static int mkfs_format(int fd, const char *path, uint64_t size, const struct pm_mkfs_opts *o,
+		       char *err, size_t errlen)
+{
+	struct pm_persist_ops ops;
+	char proc[64];
+	struct stat st;
+	size_t mapped;
+	int is_pmem, rc;
+	void *base;
+
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (S_ISREG(st.st_mode) && (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)) {
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot size %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	/* map the very file that was checked and locked, not whatever @path
+	 * names by now */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	base = pmem_map_file(proc, 0, 0, 0, &mapped, &is_pmem);
 	if (!base) {
 		rc = -(errno ? errno : EIO);
 		pm_errmsg(err, errlen, "cannot map %s: %s", path, pmem_errormsg());
@@ -302,6 +546,79 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	if (rc)
 		pm_errmsg(err, errlen, "cannot lay out a pool of %llu bytes", (unsigned long long)size);
 	return rc;
+}
+
+int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen)
+{
+	uint64_t size = o->size & ~(uint64_t)(PM_BLOCK_SIZE - 1);
+	int fd, rc;
+
+	if (size < PM_POOL_MIN_SIZE || size > PM_POOL_MAX_SIZE) {
+		pm_errmsg(err, errlen, "pool size must be between 8 MiB and 64 TiB");
+		return -EINVAL;
+	}
+	rc = mkfs_open(path, &fd, err, errlen);
+	if (rc)
+		return rc;
+	rc = mkfs_check(fd, path, o->force, err, errlen);
+	if (rc)
+		goto out;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		if (rc == -EBUSY)
+			pm_errmsg(err, errlen, "%s: in use by a pinfs daemon, fsck.pinfs or mkfs.pinfs "
+			    "(it holds the pool lock; --force does not override this)", path);
+		else
+			pm_errmsg(err, errlen, "cannot lock %s: %s", path, strerror(-rc));
+		goto out;
+	}
+	/* under the lock nobody else mounts, repairs or formats it: look again */
+	rc = mkfs_check(fd, path, o->force, err, errlen);
+	if (!rc)
+		rc = mkfs_format(fd, path, size, o, err, errlen);
+out:
+	close(fd); /* drops the lock, after the pool is unmapped */
+	return rc;
+}
+
+int pm_pid_start_ticks(uint32_t pid, uint64_t *ticks)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long st = 0;
+	int fd, i;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	/* field 22, counting after the ")" that ends the command name */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -EIO;
+	for (i = 0; i < 20 && p; i++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &st) != 1)
+		return -EIO;
+	*ticks = st;
+	return 0;
+}
+
+uint32_t pm_super_live_holder(const struct pm_super *sb)
+{
+	uint32_t i;
+	uint64_t t;
+
+	for (i = 0; i < sb->npinholders && i < PM_PINHOLDERS_MAX; i++)
+		if (pm_pid_start_ticks(sb->pinholders[i].pid, &t) == 0 &&
+		    t == sb->pinholders[i].start_ticks)
+			return sb->pinholders[i].pid;
+	return 0;
 }
 
 static int pool_new(void *base, uint64_t size, struct pm_pool **out, char *err, size_t errlen)

@@ -33,7 +33,7 @@ struct pm_mkfs_opts {
 	uint64_t size;	   /* bytes, rounded down to a block multiple */
 	uint64_t ninodes;  /* 0: one per 8 KiB of pool */
 	uint64_t features; /* PM_FEAT_INCOMPAT_* */
-	bool force;	   /* overwrite an existing pinfs pool */
+	bool force;	   /* overwrite what the target holds (see pm_mkfs) */
 };
 
 /* Computes the region layout of a pool of @size bytes, @ninodes inodes
@@ -41,8 +41,14 @@ struct pm_mkfs_opts {
 int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t incompat);
 
 /* Formats @path (created if missing) and writes an empty root directory.
- * Returns 0, -EEXIST if it holds a pinfs pool and !force, or -errno.
- * A message for the user is left in @err. */
+ * Writes nothing until every check has passed. Returns 0; -EEXIST, unless
+ * o->force, if it holds anything (a pinfs pool, another file's data, a
+ * device), an empty or all-hole file being the exception; even with
+ * o->force, -EBUSY while a pinfs process holds the pool lock or the pool's
+ * holder record names a live process, -ENODEV/-EISDIR/-EINVAL for what
+ * cannot hold a pool (a character device that is not DAX, a directory, a
+ * FIFO); or -errno. One line for the user, starting with @path where it is
+ * about what is there, is left in @err. */
 int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen);
 
 /* Formats an in-memory image (tests). */
@@ -70,6 +76,17 @@ static inline void *pm_block_ptr(const struct pm_pool *p, uint64_t blk)
 {
 	return (char *)p->base + (blk << PM_BLOCK_SHIFT);
 }
+
+/* /proc/PID/stat starttime of process @pid in *ticks: 0, or -errno when it
+ * is gone (or /proc cannot say). With the pid, it names one process for as
+ * long as the machine runs: a reused pid has a later start time. */
+int pm_pid_start_ticks(uint32_t pid, uint64_t *ticks);
+
+/* The pid of the first process in @sb's holder record that is still alive
+ * (same pid, same start time), or 0 if none is. Such a process may still
+ * store into the pool through its mapping. @sb must have passed
+ * pm_super_check(), which bounds npinholders. */
+uint32_t pm_super_live_holder(const struct pm_super *sb);
 
 /* Leaves a one-line message for the user in @err (may be NULL). */
 void pm_errmsg(char *err, size_t errlen, const char *fmt, ...)

@@ -2,9 +2,15 @@
 /*
  * tools/mkfs.c -- mkfs.pinfs: formats a pool file or device.
  *
- *   mkfs.pinfs [--size SIZE] [--inodes N] [--force] POOL
+ *   mkfs.pinfs [--size SIZE] [--inodes N] [--checksums] [--force] POOL
  *
- * Exit: 0 formatted, 1 failed (message on stderr), 2 usage.
+ * Without --force it formats only a new path or an empty (or all-hole) file
+ * and refuses, naming what is there, anything else: another file's data, a
+ * device, an existing pinfs pool. Even with --force it refuses a pool in use
+ * (locked by a daemon, fsck.pinfs or mkfs.pinfs) or whose holder record names
+ * a live process. A refusal writes nothing (pm_mkfs, pmem/pool.c).
+ *
+ * Exit: 0 formatted, 1 failed or refused (one line on stderr), 2 usage.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,11 +23,15 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mkfs.pinfs [--size SIZE] [--inodes N] [--force] POOL\n"
+	fprintf(f, "usage: mkfs.pinfs [--size SIZE] [--inodes N] [--checksums] [--force] POOL\n"
 		   "  --size SIZE   pool size, e.g. 256M, 4G (default 256M; sparse on tmpfs)\n"
 		   "  --inodes N    inode slots (default: one per 8 KiB)\n"
-		   "  --force       overwrite an existing pinfs pool\n"
-		   "  --checksums   keep a CRC32C of every clean data block\n");
+		   "  --force       overwrite what POOL holds: a non-empty file, a device or\n"
+		   "                a pinfs pool (never one in use, or whose recorded pin\n"
+		   "                holders are still alive)\n"
+		   "  --checksums   keep a CRC32C of every clean data block\n"
+		   "Without --force only a new path or an empty file is formatted.\n"
+		   "Exit: 0 formatted, 1 failed or refused, 2 usage.\n");
 }
 
 int main(int argc, char **argv)
