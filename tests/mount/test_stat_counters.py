@@ -1,0 +1,63 @@
+"""What stat, pinfsctl stats and pinfsctl events report after pins,
+truncates, hole punches and holder exits, on a live mount.
+
+The kernel caches attributes for -o timeout (default 86400 s), so whatever
+the daemon changes behind the kernel's back (a pin filling holes) must be
+invalidated by the daemon; counters and events must say what really is.
+The holders are pinhold processes (see test_pins.py).
+"""
+
+import os
+import re
+import time
+
+import pytest
+
+from pinfs_mount import run, wait_until
+from pinfs_util import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, KiB, MiB, fallocate
+from test_pins import PINFSCTL, Holder, holders, needs_pinfsctl, pinhold_exe  # noqa: F401
+
+pytestmark = [pytest.mark.needs_daemon]
+
+BLOCK = 4096
+
+
+def du_kib(path):
+    res = run(['du', '-k', path])
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout.split()[0])
+
+
+def ctl_stats(path):
+    """`pinfsctl stats PATH` as a dict of ints."""
+    res = run([PINFSCTL, 'stats', path])
+    assert res.returncode == 0, res.stderr
+    out = {}
+    for line in res.stdout.splitlines():
+        name, value = line.split(':')
+        out[name.strip()] = int(value)
+    return out
+
+
+# --------------------------------------------------------------------------
+# A. attributes stay true after a pin
+
+def test_pin_of_a_hole_shows_in_stat_and_du_at_once(mnt, holders):
+    path = mnt.path('sparse')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(fd, 4 * MiB)
+    os.close(fd)
+    st0 = os.stat(path)                       # the kernel caches these attributes
+    assert st0.st_blocks == 0 and du_kib(path) == 0
+    time.sleep(0.01)
+    h = holders(path)
+    h.pin(1 * MiB, 512 * KiB, 'w')            # a hole: 128 blocks are allocated
+    st1 = os.stat(path)
+    assert st1.st_blocks >= 512 * KiB // 512, 'st_blocks %d after pinning a 512 KiB hole' \
+        % st1.st_blocks
+    assert du_kib(path) >= 512
+    assert st1.st_size == 4 * MiB
+    assert st1.st_ctime_ns > st0.st_ctime_ns, 'allocating blocks changes ctime'
+    # a pin of what is already allocated changes nothing
+    h.pin(1 * MiB, 4 * KiB, '')
+    assert os.stat(path).st_blocks == st1.st_blocks
