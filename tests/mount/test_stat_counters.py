@@ -61,3 +61,30 @@ def test_pin_of_a_hole_shows_in_stat_and_du_at_once(mnt, holders):
     # a pin of what is already allocated changes nothing
     h.pin(1 * MiB, 4 * KiB, '')
     assert os.stat(path).st_blocks == st1.st_blocks
+
+
+# --------------------------------------------------------------------------
+# B. counters and events are right
+
+@needs_pinfsctl
+def test_truncate_and_punch_drop_freed_blocks_from_dirty_and_clean_at_once(mnt):
+    path = mnt.path('f')
+    with open(path, 'wb') as f:
+        f.write(b'x' * (8 * MiB))             # 2048 blocks, dirty until writeback
+    s = ctl_stats(path)
+    assert s['dirty'] + s['clean'] == 2048, s
+    os.truncate(path, 1 * MiB)                # 256 blocks left
+    s = ctl_stats(path)
+    assert s['dirty'] + s['clean'] == 256 and s['dirty'] <= 256, s
+    m = ctl_stats(mnt.dir)
+    assert m['dirty'] <= 256 + 8, m           # the root directory's blocks at most
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 256 * KiB, 512 * KiB)
+    finally:
+        os.close(fd)
+    s = ctl_stats(path)
+    assert s['dirty'] + s['clean'] == 128 and s['dirty'] <= 128, s
+    assert 128 * BLOCK // 512 <= os.stat(path).st_blocks < 256 * BLOCK // 512  # + map blocks
+    os.unlink(path)
+    assert wait_until(lambda: ctl_stats(mnt.dir)['dirty'] <= 8, 5), ctl_stats(mnt.dir)
