@@ -10,8 +10,9 @@
  * (FUSE_CAP_IOCTL_DIR); if a FUSE mount answers ENOTTY there we say so once
  * and use any regular file of the mount instead.
  *
- * Exit: 0 success, 1 failure (with a message), 2 usage error, 3 (pin) the
- * held lease was revoked.
+ * Exit: 0 success, 1 failure (with a message; also events --timeout
+ * expiring before --count events came), 2 usage error, 3 (pin) the held
+ * lease was revoked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,11 +72,14 @@ static void usage(FILE *f)
 		"  scrub PATH               verify the checksums of every clean block of the file,\n"
 		"                           or of every file for a directory (mkfs --checksums);\n"
 		"                           exit 1 if a block is bad\n"
-		"  events [--count N] [--new] MOUNTPOINT\n"
+		"  events [--count N] [--timeout SECONDS] [--new] MOUNTPOINT\n"
 		"                           print lease events as they happen (starting with those\n"
-		"                           the daemon still remembers, unless --new); stop after N\n"
+		"                           the daemon still remembers, unless --new); stop after N;\n"
+		"                           give up after SECONDS: exit 1 if N events had not come\n"
+		"                           (0 without --count)\n"
 		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
-		"Exit status: 0 success, 1 failure, 2 usage error, 3 (pin) the lease was revoked.\n");
+		"Exit status: 0 success, 1 failure (or events --timeout before N events), 2 usage\n"
+		"error, 3 (pin) the lease was revoked.\n");
 }
 
 static int usage_err(void)
@@ -842,11 +846,14 @@ static int cmd_events(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, 'n' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "new", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pinfs_events *ev = calloc(1, sizeof(*ev));
 	uint64_t count = 0, printed = 0, after = 0, lost = 0;
+	double timeout = -1; /* seconds; negative: none */
+	struct timespec t0;
 	bool skip_history = false;
 	struct sigaction sa;
 	const char *mp;
@@ -864,6 +871,15 @@ static int cmd_events(int argc, char **argv)
 			count = strtoull(optarg, &end, 10);
 			if (errno || end == optarg || *end || optarg[0] == '-' || count == 0) {
 				fprintf(stderr, "pinfsctl: events: bad --count '%s'\n", optarg);
+				free(ev);
+				return EXIT_USAGE;
+			}
+			break;
+		case 't':
+			errno = 0;
+			timeout = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(timeout) || timeout < 0) {
+				fprintf(stderr, "pinfsctl: events: bad --timeout '%s' (seconds)\n", optarg);
 				free(ev);
 				return EXIT_USAGE;
 			}
@@ -890,10 +906,28 @@ static int cmd_events(int argc, char **argv)
 		free(ev);
 		return EXIT_ERR;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (bool skipping = skip_history; !g_stop;) {
+		unsigned wait_ms = 1000;
+		if (timeout >= 0) {
+			struct timespec now;
+			double left;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left = timeout - (double)(now.tv_sec - t0.tv_sec) -
+			       (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+			if (left <= 0) {
+				if (!count)
+					break; /* followed for as long as asked */
+				fprintf(stderr, "pinfsctl: events: timeout after %g s: %" PRIu64
+						" of %" PRIu64 " events\n", timeout, printed, count);
+				goto out;
+			}
+			if (left * 1000 < wait_ms)
+				wait_ms = (unsigned)ceil(left * 1000);
+		}
 		memset(ev, 0, sizeof(*ev));
 		ev->after_seq = after;
-		ev->timeout_ms = skipping ? 0 : 1000;
+		ev->timeout_ms = skipping ? 0 : wait_ms;
 		rc = ctl_ioctl(mp, &fd, PINFS_IOC_EVENTS, ev);
 		if (rc == -EINTR)
 			continue;

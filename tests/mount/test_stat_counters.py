@@ -88,3 +88,31 @@ def test_truncate_and_punch_drop_freed_blocks_from_dirty_and_clean_at_once(mnt):
     assert 128 * BLOCK // 512 <= os.stat(path).st_blocks < 256 * BLOCK // 512  # + map blocks
     os.unlink(path)
     assert wait_until(lambda: ctl_stats(mnt.dir)['dirty'] <= 8, 5), ctl_stats(mnt.dir)
+
+
+@needs_pinfsctl
+def test_events_count_with_timeout_gives_up_with_exit_1(mnt, holders):
+    path = mnt.path('f')
+    with open(path, 'wb') as f:
+        f.write(b'x' * (64 * KiB))
+    h = holders(path)
+    lease = h.pin(0, 4 * KiB, '')
+    t0 = time.monotonic()
+    res = run([PINFSCTL, 'events', '--count', '5', '--timeout', '1.5', mnt.dir], timeout=10)
+    took = time.monotonic() - t0
+    assert res.returncode == 1, res
+    assert 1.4 <= took < 4, took
+    assert len(res.stdout.splitlines()) == 1, res.stdout      # the pin, printed as it came
+    assert re.search(r'timeout', res.stderr) and '1 of 5' in res.stderr, res.stderr
+    # enough events within the time: exit 0 at once
+    h.unpin(lease)
+    t0 = time.monotonic()
+    res = run([PINFSCTL, 'events', '--count', '2', '--timeout', '5', mnt.dir], timeout=10)
+    assert res.returncode == 0, res
+    assert time.monotonic() - t0 < 2
+    assert len(res.stdout.splitlines()) == 2, res.stdout
+    # a bad value is a usage error
+    res = run([PINFSCTL, 'events', '--timeout', 'soon', mnt.dir], timeout=10)
+    assert res.returncode == 2, res
+    res = run([PINFSCTL, '--help'], timeout=10)
+    assert '--timeout' in res.stdout
