@@ -146,7 +146,7 @@ struct pinfs_stats {
 #define PINFS_EV_BREAK 3u	/* a lease-break notice was sent */
 #define PINFS_EV_REVOKE 4u
 #define PINFS_EV_REFUSE 5u	/* truncate/punch refused: err says why */
-#define PINFS_EV_EXIT 6u	/* a holder exited: its pins ended */
+#define PINFS_EV_EXIT 6u	/* a holder exited: its pins ended (nleases of them) */
 #define PINFS_EV_WAIT 7u	/* truncate/punch waits for pins (policy wait/break) */
 struct pinfs_event {
 	uint64_t seq;	   /* 1, 2, ... per mount */
@@ -155,8 +155,13 @@ struct pinfs_event {
 	uint32_t holder_pid;
 	uint64_t lease_id;
 	uint64_t ino;
-	uint64_t offset, length; /* bytes */
-	int32_t err;	   /* REFUSE: the errno returned */
+	union {
+		uint64_t offset;  /* bytes */
+		uint64_t nleases; /* EXIT: how many leases ended with the
+				   * holder (lease_id, ino, length are 0) */
+	};
+	uint64_t length;   /* bytes */
+	int32_t err;	   /* REFUSE: the errno returned; 0 otherwise */
 	uint32_t policy;   /* the policy that decided, PINFS_POLICY_*; 0 where
 			    * none did (PIN, UNPIN, EXIT) */
 	char comm[16];	   /* holder's command name */
@@ -214,5 +219,6 @@ _Static_assert(sizeof(struct pinfs_pin) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_segs) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_list) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_events) < 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_event) == 80, "the event ABI is 80 bytes");
 
 #endif

@@ -814,7 +814,8 @@ static const char *event_name(uint32_t t)
 	}
 }
 
-/* One line: TIME seq=N TYPE lease=L pid=P/COMM ino=I range=S-E err=E policy=P */
+/* One line: TIME seq=N TYPE lease=L pid=P/COMM ino=I range=S-E err=E policy=P
+ * (an exit says leases=N, how many ended with the holder, instead of range) */
 static void event_print(const struct pinfs_event *e)
 {
 	time_t sec = (time_t)(e->time_ns / 1000000000ull);
@@ -832,8 +833,13 @@ static void event_print(const struct pinfs_event *e)
 		printf("type:%u", e->type);
 	printf(" lease=%" PRIu64 " pid=%u/", e->lease_id, e->holder_pid);
 	print_comm(e->comm);
-	printf(" ino=%" PRIu64 " range=", e->ino);
-	print_range(e->offset, e->length);
+	printf(" ino=%" PRIu64, e->ino);
+	if (e->type == PINFS_EV_EXIT) {
+		printf(" leases=%" PRIu64, e->nleases);
+	} else {
+		printf(" range=");
+		print_range(e->offset, e->length);
+	}
 	errname = e->err ? strerrorname_np(e->err < 0 ? -e->err : e->err) : NULL;
 	if (errname)
 		printf(" err=%s", errname);

@@ -91,6 +91,25 @@ def test_truncate_and_punch_drop_freed_blocks_from_dirty_and_clean_at_once(mnt):
 
 
 @needs_pinfsctl
+def test_exit_event_counts_leases_in_its_own_field_not_in_err(mnt, holders):
+    path = mnt.path('f')
+    with open(path, 'wb') as f:
+        f.write(b'x' * (1 * MiB))
+    h = holders(path)
+    h.pin(0, 64 * KiB, 'w')
+    h.pin(128 * KiB, 64 * KiB, 'w')
+    pid = h.pid
+    assert h.exit() == 0
+    res = run([PINFSCTL, 'events', '--count', '3', '--timeout', '5', mnt.dir], timeout=10)
+    assert res.returncode == 0, res
+    exits = [ln for ln in res.stdout.splitlines() if re.search(r'\bexit\b', ln)]
+    assert len(exits) == 1, res.stdout
+    assert re.search(r'pid=%d/' % pid, exits[0]), exits[0]
+    assert re.search(r'\bleases=2\b', exits[0]), exits[0]
+    assert re.search(r'\berr=0\b', exits[0]), exits[0]
+
+
+@needs_pinfsctl
 def test_events_count_with_timeout_gives_up_with_exit_1(mnt, holders):
     path = mnt.path('f')
     with open(path, 'wb') as f:
