@@ -42,6 +42,7 @@ struct ffs {
 	/* for notifications (libfuse 3.14 has no fuse_req_session); set once
 	 * by main() before the loop starts */
 	struct fuse_session *se;
+	uint64_t mmap_lost_bytes; /* atomic: see struct pinfs_counters */
 };
 
 extern const struct fuse_lowlevel_ops ffs_ops;

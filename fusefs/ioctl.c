@@ -423,6 +423,7 @@ static void do_stats(struct ffs *f, struct ffs_file *file, struct pinfs_stats *o
 	lease_mgr_counters(f->lm, pm_ino(file->ip), &out->file);
 	lease_mgr_counters(f->lm, 0, &out->mount);
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
+	out->mount.mmap_lost_bytes = __atomic_load_n(&f->mmap_lost_bytes, __ATOMIC_RELAXED);
 	pm_inode_wb_stats(f->fs, file->ip, &w);
 	wb_fill(&out->file, &w);
 	/* a pinned block is always dirty: the pinned share of the dirty set */

@@ -133,7 +133,12 @@ struct pinfs_counters {
 	uint64_t dirty_blocks, clean_blocks, pinned_dirty_blocks;
 	uint64_t flushed_background, flushed_integrity, pinned_kept_dirty;
 	uint64_t csum_failures;
-	uint64_t reserved[7];
+	/* mount only: bytes the kernel wrote back from shared mappings
+	 * (mmap MAP_SHARED of a file of the mount) that could not be stored,
+	 * e.g. ENOSPC for a store into a hole on a full pool: they are not in
+	 * the files (the first fsync/msync of such a file reported the errno) */
+	uint64_t mmap_lost_bytes;
+	uint64_t reserved[6];
 };
 struct pinfs_stats {
 	struct pinfs_counters file;

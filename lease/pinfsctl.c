@@ -722,6 +722,7 @@ static int cmd_stats(int argc, char **argv)
 		C("flushed_integrity", flushed_integrity),
 		C("pinned_kept_dirty", pinned_kept_dirty),
 		C("csum_failures", csum_failures),
+		C("mmap_lost_bytes", mmap_lost_bytes),
 #undef C
 	};
 	struct pinfs_stats s;
@@ -747,9 +748,14 @@ static int cmd_stats(int argc, char **argv)
 		return EXIT_ERR;
 	}
 	c = S_ISDIR(st.st_mode) ? &s.mount : &s.file;
-	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		/* counted for the mount only */
+		if (!S_ISDIR(st.st_mode) &&
+		    counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes))
+			continue;
 		printf("%-20s%12" PRIu64 "\n", counters[i].name,
 		       *(const uint64_t *)((const char *)c + counters[i].off));
+	}
 	return EXIT_OK;
 }
 
