@@ -39,6 +39,10 @@ struct ffs {
 	int debug;
 	int init_unique_valid;
 	uint64_t init_unique; /* the INIT request, for the reply patch */
+	/* for notifications (libfuse 3.14 has no fuse_req_session); set once
+	 * by main() before the loop starts */
+	struct fuse_session *se;
+	uint64_t mmap_lost_bytes; /* atomic: see struct pinfs_counters */
 };
 
 extern const struct fuse_lowlevel_ops ffs_ops;
@@ -51,6 +55,10 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg);
 void ffs_leases_stop(struct ffs *f);
 void ffs_set_current_req(fuse_req_t req);
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip);
+/* Tells the kernel to drop its cached attributes of @ino (what stat shows
+ * changed behind its back). Touches no page cache, so a request handler may
+ * call it; must not hold a pmem or lease lock (it writes to /dev/fuse). */
+void ffs_inval_attr(struct ffs *f, uint64_t ino);
 
 /* Custom /dev/fuse I/O (see main.c) */
 extern const struct fuse_custom_io ffs_io;

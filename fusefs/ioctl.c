@@ -43,6 +43,35 @@ uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip)
 	return lease_policy_parse(v, &p) ? PINFS_POLICY_DEFAULT : p;
 }
 
+void ffs_inval_attr(struct ffs *f, uint64_t ino)
+{
+	/* a negative offset: attributes only, no page cache; -ENOENT (the
+	 * kernel holds no inode for it) needs nothing */
+	if (f->se)
+		fuse_lowlevel_notify_inval_inode(f->se, (fuse_ino_t)ino, -1, 0);
+}
+
+/* What stat shows of a file that an ioctl may change behind the kernel's
+ * back: a pin that fills holes (st_blocks, ctime), a policy set through the
+ * xattr (ctime). */
+struct attr_sig {
+	blkcnt_t blocks;
+	off_t size;
+	struct timespec mtime, ctime;
+};
+
+static void attr_sig(struct ffs *f, struct pm_inode *ip, struct attr_sig *a)
+{
+	struct stat st;
+
+	pm_stat(f->fs, ip, &st);
+	memset(a, 0, sizeof(*a));
+	a->blocks = st.st_blocks;
+	a->size = st.st_size;
+	a->mtime = st.st_mtim;
+	a->ctime = st.st_ctim;
+}
+
 struct wait_arg {
 	struct pm_inode *ip;
 	fuse_req_t req;
@@ -366,6 +395,7 @@ static void do_stats(struct ffs *f, struct ffs_file *file, struct pinfs_stats *o
 	lease_mgr_counters(f->lm, pm_ino(file->ip), &out->file);
 	lease_mgr_counters(f->lm, 0, &out->mount);
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
+	out->mount.mmap_lost_bytes = __atomic_load_n(&f->mmap_lost_bytes, __ATOMIC_RELAXED);
 	pm_inode_wb_stats(f->fs, file->ip, &w);
 	wb_fill(&out->file, &w);
 	/* a pinned block is always dirty: the pinned share of the dirty set */
@@ -418,6 +448,8 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		struct pinfs_scrub scrub;
 	} *out = NULL;
 	size_t in_need = 0, out_len = 0;
+	struct attr_sig before, after;
+	bool may_change;
 	int rc;
 
 	(void)arg;
@@ -448,6 +480,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		return;
 	}
 	(void)ino;
+	may_change = cmd == PINFS_IOC_PIN || cmd == PINFS_IOC_SET_POLICY;
+	if (may_change)
+		attr_sig(f, file->ip, &before);
 	switch (cmd) {
 	case PINFS_IOC_PIN:
 		rc = do_pin(req, file, in_buf, &out->pin);
@@ -484,6 +519,13 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		rc = 0;
 		break;
 	}
+	}
+	/* before the reply, so that a stat after the ioctl returns sees it; a
+	 * failed pin may have filled holes too (a refusal after the fill) */
+	if (may_change) {
+		attr_sig(f, file->ip, &after);
+		if (memcmp(&before, &after, sizeof(before)))
+			ffs_inval_attr(f, pm_ino(file->ip));
 	}
 	if (rc)
 		fuse_reply_err(req, -rc);

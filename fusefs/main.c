@@ -317,6 +317,7 @@ int main(int argc, char **argv)
 	}
 
 	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
+	g_ffs.se = se;
 	if (!se) /* libfuse said why (e.g. an unknown option) */
 		goto out_fs;
 	if (fuse_set_signal_handlers(se) != 0)

@@ -13,6 +13,7 @@
  * FUSE_DIRECT_IO_ALLOW_MMAP with the kernel.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -481,6 +482,21 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		iov[n++].iov_len = b->size - skip;
 	}
 	rc = pm_write(f->fs, cred_get(req, &cb, false), ip, (uint64_t)off, iov, n);
+	if (rc < 0 && fi->writepage) {
+		/* the kernel writing back a shared mapping's page: nobody waits
+		 * for this reply but the kernel, which keeps the errno for the
+		 * next fsync/msync and drops the page's bytes. Say so, once.
+		 * (Why the space cannot be reserved earlier: README, "A store
+		 * through a shared mapping on a full pool".) */
+		size_t len = 0;
+		for (i = 0; i < (size_t)n; i++)
+			len += iov[i].iov_len;
+		fprintf(stderr, "pinfs: inode %llu: bytes %lld-%lld stored through a shared mapping are lost: "
+				"page writeback failed: %s\n",
+			(unsigned long long)pm_ino(ip), (long long)off, (long long)(off + len - 1),
+			strerror((int)-rc));
+		__atomic_add_fetch(&f->mmap_lost_bytes, len, __ATOMIC_RELAXED);
+	}
 	if (rc < 0)
 		fuse_reply_err(req, (int)-rc);
 	else

@@ -133,7 +133,12 @@ struct pinfs_counters {
 	uint64_t dirty_blocks, clean_blocks, pinned_dirty_blocks;
 	uint64_t flushed_background, flushed_integrity, pinned_kept_dirty;
 	uint64_t csum_failures;
-	uint64_t reserved[7];
+	/* mount only: bytes the kernel wrote back from shared mappings
+	 * (mmap MAP_SHARED of a file of the mount) that could not be stored,
+	 * e.g. ENOSPC for a store into a hole on a full pool: they are not in
+	 * the files (the first fsync/msync of such a file reported the errno) */
+	uint64_t mmap_lost_bytes;
+	uint64_t reserved[6];
 };
 struct pinfs_stats {
 	struct pinfs_counters file;
@@ -146,7 +151,7 @@ struct pinfs_stats {
 #define PINFS_EV_BREAK 3u	/* a lease-break notice was sent */
 #define PINFS_EV_REVOKE 4u
 #define PINFS_EV_REFUSE 5u	/* truncate/punch refused: err says why */
-#define PINFS_EV_EXIT 6u	/* a holder exited: its pins ended */
+#define PINFS_EV_EXIT 6u	/* a holder exited: its pins ended (nleases of them) */
 #define PINFS_EV_WAIT 7u	/* truncate/punch waits for pins (policy wait/break) */
 struct pinfs_event {
 	uint64_t seq;	   /* 1, 2, ... per mount */
@@ -155,8 +160,13 @@ struct pinfs_event {
 	uint32_t holder_pid;
 	uint64_t lease_id;
 	uint64_t ino;
-	uint64_t offset, length; /* bytes */
-	int32_t err;	   /* REFUSE: the errno returned */
+	union {
+		uint64_t offset;  /* bytes */
+		uint64_t nleases; /* EXIT: how many leases ended with the
+				   * holder (lease_id, ino, length are 0) */
+	};
+	uint64_t length;   /* bytes */
+	int32_t err;	   /* REFUSE: the errno returned; 0 otherwise */
 	uint32_t policy;   /* the policy that decided, PINFS_POLICY_*; 0 where
 			    * none did (PIN, UNPIN, EXIT) */
 	char comm[16];	   /* holder's command name */
@@ -214,5 +224,6 @@ _Static_assert(sizeof(struct pinfs_pin) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_segs) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_list) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_events) < 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_event) == 80, "the event ABI is 80 bytes");
 
 #endif

@@ -10,8 +10,9 @@
  * (FUSE_CAP_IOCTL_DIR); if a FUSE mount answers ENOTTY there we say so once
  * and use any regular file of the mount instead.
  *
- * Exit: 0 success, 1 failure (with a message), 2 usage error, 3 (pin) the
- * held lease was revoked.
+ * Exit: 0 success, 1 failure (with a message; also events --timeout
+ * expiring before --count events came), 2 usage error, 3 (pin) the held
+ * lease was revoked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,11 +72,14 @@ static void usage(FILE *f)
 		"  scrub PATH               verify the checksums of every clean block of the file,\n"
 		"                           or of every file for a directory (mkfs --checksums);\n"
 		"                           exit 1 if a block is bad\n"
-		"  events [--count N] [--new] MOUNTPOINT\n"
+		"  events [--count N] [--timeout SECONDS] [--new] MOUNTPOINT\n"
 		"                           print lease events as they happen (starting with those\n"
-		"                           the daemon still remembers, unless --new); stop after N\n"
+		"                           the daemon still remembers, unless --new); stop after N;\n"
+		"                           give up after SECONDS: exit 1 if N events had not come\n"
+		"                           (0 without --count)\n"
 		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
-		"Exit status: 0 success, 1 failure, 2 usage error, 3 (pin) the lease was revoked.\n");
+		"Exit status: 0 success, 1 failure (or events --timeout before N events), 2 usage\n"
+		"error, 3 (pin) the lease was revoked.\n");
 }
 
 static int usage_err(void)
@@ -718,6 +722,7 @@ static int cmd_stats(int argc, char **argv)
 		C("flushed_integrity", flushed_integrity),
 		C("pinned_kept_dirty", pinned_kept_dirty),
 		C("csum_failures", csum_failures),
+		C("mmap_lost_bytes", mmap_lost_bytes),
 #undef C
 	};
 	struct pinfs_stats s;
@@ -743,9 +748,14 @@ static int cmd_stats(int argc, char **argv)
 		return EXIT_ERR;
 	}
 	c = S_ISDIR(st.st_mode) ? &s.mount : &s.file;
-	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		/* counted for the mount only */
+		if (!S_ISDIR(st.st_mode) &&
+		    counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes))
+			continue;
 		printf("%-20s%12" PRIu64 "\n", counters[i].name,
 		       *(const uint64_t *)((const char *)c + counters[i].off));
+	}
 	return EXIT_OK;
 }
 
@@ -810,7 +820,8 @@ static const char *event_name(uint32_t t)
 	}
 }
 
-/* One line: TIME seq=N TYPE lease=L pid=P/COMM ino=I range=S-E err=E policy=P */
+/* One line: TIME seq=N TYPE lease=L pid=P/COMM ino=I range=S-E err=E policy=P
+ * (an exit says leases=N, how many ended with the holder, instead of range) */
 static void event_print(const struct pinfs_event *e)
 {
 	time_t sec = (time_t)(e->time_ns / 1000000000ull);
@@ -828,8 +839,13 @@ static void event_print(const struct pinfs_event *e)
 		printf("type:%u", e->type);
 	printf(" lease=%" PRIu64 " pid=%u/", e->lease_id, e->holder_pid);
 	print_comm(e->comm);
-	printf(" ino=%" PRIu64 " range=", e->ino);
-	print_range(e->offset, e->length);
+	printf(" ino=%" PRIu64, e->ino);
+	if (e->type == PINFS_EV_EXIT) {
+		printf(" leases=%" PRIu64, e->nleases);
+	} else {
+		printf(" range=");
+		print_range(e->offset, e->length);
+	}
 	errname = e->err ? strerrorname_np(e->err < 0 ? -e->err : e->err) : NULL;
 	if (errname)
 		printf(" err=%s", errname);
@@ -842,11 +858,14 @@ static int cmd_events(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, 'n' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "new", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pinfs_events *ev = calloc(1, sizeof(*ev));
 	uint64_t count = 0, printed = 0, after = 0, lost = 0;
+	double timeout = -1; /* seconds; negative: none */
+	struct timespec t0;
 	bool skip_history = false;
 	struct sigaction sa;
 	const char *mp;
@@ -864,6 +883,15 @@ static int cmd_events(int argc, char **argv)
 			count = strtoull(optarg, &end, 10);
 			if (errno || end == optarg || *end || optarg[0] == '-' || count == 0) {
 				fprintf(stderr, "pinfsctl: events: bad --count '%s'\n", optarg);
+				free(ev);
+				return EXIT_USAGE;
+			}
+			break;
+		case 't':
+			errno = 0;
+			timeout = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(timeout) || timeout < 0) {
+				fprintf(stderr, "pinfsctl: events: bad --timeout '%s' (seconds)\n", optarg);
 				free(ev);
 				return EXIT_USAGE;
 			}
@@ -890,10 +918,28 @@ static int cmd_events(int argc, char **argv)
 		free(ev);
 		return EXIT_ERR;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (bool skipping = skip_history; !g_stop;) {
+		unsigned wait_ms = 1000;
+		if (timeout >= 0) {
+			struct timespec now;
+			double left;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left = timeout - (double)(now.tv_sec - t0.tv_sec) -
+			       (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+			if (left <= 0) {
+				if (!count)
+					break; /* followed for as long as asked */
+				fprintf(stderr, "pinfsctl: events: timeout after %g s: %" PRIu64
+						" of %" PRIu64 " events\n", timeout, printed, count);
+				goto out;
+			}
+			if (left * 1000 < wait_ms)
+				wait_ms = (unsigned)ceil(left * 1000);
+		}
 		memset(ev, 0, sizeof(*ev));
 		ev->after_seq = after;
-		ev->timeout_ms = skipping ? 0 : 1000;
+		ev->timeout_ms = skipping ? 0 : wait_ms;
 		rc = ctl_ioctl(mp, &fd, PINFS_IOC_EVENTS, ev);
 		if (rc == -EINTR)
 			continue;

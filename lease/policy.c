@@ -225,7 +225,8 @@ static void holder_gone(void *ctx, uint32_t tgid, uint64_t gen)
 		struct lease l;
 		memset(&l, 0, sizeof(l));
 		l.holder = tgid;
-		ev_push(m, PINFS_EV_EXIT, &l, 0, 0, 0, n, 0);
+		ev_push(m, PINFS_EV_EXIT, &l, 0, 0, 0, 0, 0);
+		m->ring[m->seq % EV_RING].nleases = (uint64_t)n;
 	}
 	m->gen++;
 	pthread_cond_broadcast(&m->cv);

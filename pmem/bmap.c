@@ -275,7 +275,12 @@ uint64_t pm_bmap_punch(struct pm_fs *fs, struct pm_inode *ip, uint64_t from, uin
 	uint64_t data, cap;
 	bool empty;
 
-	if (!d->map_root || from >= to)
+	if (from >= to)
+		return 0;
+	/* blocks that leave the file are neither dirty nor clean any more
+	 * (writeback would only drop them at its next pass) */
+	pm_dirty_forget(ip, from, to);
+	if (!d->map_root)
 		return 0;
 	cap = d->map_height >= PM_MAP_MAX_HEIGHT ? ~0ull : 1ull << (PM_MAP_SHIFT * d->map_height);
 	if (from >= cap)

@@ -226,6 +226,11 @@ int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
  * a clean block's checksum is invalidated, durably, first. Called with
  * ip->rw held (either way) or the last reference. */
 void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n, bool tx);
+/* File blocks [from, to) left the file (truncate, hole punch, destroy):
+ * they leave its dirty set at once, so the counters never count freed
+ * blocks. Called with fs->lock held (it takes ip->dlock), ip->rw held
+ * exclusive or the last reference. */
+void pm_dirty_forget(struct pm_inode *ip, uint64_t from, uint64_t to);
 /* A block just allocated to a file: no valid checksum (ordered in the tx). */
 void pm_csum_forget(struct pm_fs *fs, uint64_t pblk);
 /* Integrity writeback of one file: every dirty block and every block under a

@@ -83,6 +83,30 @@ void pm_dirty_free(struct pm_dirty *ds)
 	memset(ds, 0, sizeof(*ds));
 }
 
+void pm_dirty_forget(struct pm_inode *ip, uint64_t from, uint64_t to)
+{
+	size_t k, j = 0;
+
+	pthread_mutex_lock(&ip->dlock);
+	for (k = 0; k < ip->dirty.n; k++) {
+		struct pm_dchunk *c = &ip->dirty.c[k];
+		uint64_t base = c->chunk * PM_ALIGN_BLOCKS;
+		bool any = false;
+		unsigned i, w;
+
+		if (base + PM_ALIGN_BLOCKS > from && base < to)
+			for (i = 0; i < PM_ALIGN_BLOCKS; i++)
+				if (base + i >= from && base + i < to)
+					c->bits[i / 64] &= ~(1ull << (i % 64));
+		for (w = 0; w < PM_ALIGN_BLOCKS / 64; w++)
+			any |= c->bits[w] != 0;
+		if (any)
+			ip->dirty.c[j++] = *c;
+	}
+	ip->dirty.n = j;
+	pthread_mutex_unlock(&ip->dlock);
+}
+
 void pm_csum_forget(struct pm_fs *fs, uint64_t pblk)
 {
 	if (!fs->csum || fs->csum[pblk] == PM_CSUM_NONE)

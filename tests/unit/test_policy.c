@@ -396,6 +396,35 @@ static int test_a_holder_dying_during_its_pin_leaves_no_lease(void)
 	return 0;
 }
 
+/* A holder's exit is one event: how many leases ended in nleases, err 0. */
+static int test_exit_event_counts_the_holders_leases(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_FAIL);
+	uint64_t f = 0, p = 6000, n = 1, id;
+	struct pinfs_events ev;
+	pid_t pid = sleeper();
+	uint32_t i;
+
+	CHECK(m);
+	CHECK(pid > 0);
+	CHECK_OK(lease_pin(m, 11, 0, 1, (uint32_t)pid, 0, 0, &f, &p, &n, 1, &id));
+	p = 6001;
+	CHECK_OK(lease_pin(m, 11, 0, 1, (uint32_t)pid, 0, 0, &f, &p, &n, 1, &id));
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	for (i = 0; i < 50 && lease_count_ino(lease_mgr_table(m), 11); i++)
+		usleep(10000);
+	memset(&ev, 0, sizeof(ev));
+	lease_mgr_events(m, 0, 0, &ev);
+	CHECK_EQ(ev.n, 3);
+	CHECK_EQ(ev.ev[2].type, PINFS_EV_EXIT);
+	CHECK_EQ(ev.ev[2].holder_pid, (uint32_t)pid);
+	CHECK_EQ(ev.ev[2].nleases, 2);
+	CHECK_EQ(ev.ev[2].err, 0);
+	lease_mgr_delete(&m);
+	return 0;
+}
+
 int main(void)
 {
 	sigset_t set;
@@ -413,5 +442,6 @@ int main(void)
 	RUN(test_pins_in_a_waiting_truncates_range_are_eagain);
 	RUN(test_a_reused_pid_keeps_its_new_leases);
 	RUN(test_a_holder_dying_during_its_pin_leaves_no_lease);
+	RUN(test_exit_event_counts_the_holders_leases);
 	return T_EXIT_PASS;
 }
