@@ -152,7 +152,7 @@ static int pin(struct world *w, uint64_t first, uint64_t n, struct segs *sg)
 	size_t i;
 	uint64_t b;
 
-	CHECK_OK(pm_pin_blocks(w->fs, w->f, first, n, true, keep_segs, sg));
+	CHECK_OK(pm_pin_blocks(w->fs, w->f, first, n, PM_PIN_WRITE, keep_segs, sg));
 	for (i = 0; i < sg->n; i++)
 		for (b = 0; b < sg->s[i].n; b++)
 			pinned_pblk[npinned++] = sg->s[i].pblk + b;
@@ -182,7 +182,7 @@ static int test_fsync_makes_written_data_durable(void)
 	memcpy(before, w.img, POOL_SIZE);
 	w.rec.on = true;
 	CHECK_OK(wr(&w, 4096, 4096, 'b')); /* in place: not durable yet */
-	CHECK_OK(pm_pin_blocks(w.fs, w.f, 1, 1, false, keep_segs, &sg));
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 1, 1, 0, keep_segs, &sg));
 	pblk = sg.s[0].pblk;
 	img = durable_image(&w, before);
 	CHECK_EQ(img[pblk << 12], 'a');
@@ -299,7 +299,7 @@ static int test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one(v
 	CHECK_OK(setup(&w, true));
 	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
 	CHECK_OK(pm_fsync(w.fs, w.f, false));
-	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 16, false, keep_segs, &all));
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 16, 0, keep_segs, &all));
 	CHECK_EQ(all.n, 1);
 	CHECK_OK(read_byte(&w, 5 * 4096, &c));
 	CHECK_EQ(c, 'a');
