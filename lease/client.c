@@ -310,9 +310,10 @@ const char *pinfs_pin_strerror(int fd, int err, char *buf, size_t size)
 	}
 	path[n] = '\0';
 	if (stat(path, &st) < 0)
-		snprintf(buf, size, "you may not map the pool %s (a directory on its path is closed "
-				    "to you: %s): pinning needs root or membership of the pool's group "
-				    "(pinfs -o pin_group=GROUP), and a path to the pool",
+		snprintf(buf, size, "you may not map the pool %s: a directory on its path is closed "
+				    "to you (%s); pinning needs root, or membership of the pool's group "
+				    "(pinfs -o pin_group=GROUP) and directories up to the pool that "
+				    "let you through",
 			 path, strerror(errno));
 	else
 		snprintf(buf, size, "you may not map the pool %s (mode %04o, owner %s, group %s): "

@@ -204,6 +204,7 @@ def _one_clear_line(res, pool):
     assert '\n' not in err, 'expected one line:\n' + res.stderr
     assert 'you may not map the pool %s' % pool in err, err
     assert 'pin_group' in err and 'root' in err, 'the message must name the rule: ' + err
+    print(err)
     return err
 
 

@@ -330,6 +330,32 @@ static int test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one(v
 	return 0;
 }
 
+/* A pin that may not allocate (PM_PIN_NOALLOC: a read pin by a caller who
+ * could not write the file) fails on a hole and allocates nothing, but pins
+ * allocated blocks. */
+static int test_noalloc_pin_of_a_hole_is_eacces_and_allocates_nothing(void)
+{
+	struct world w;
+	struct statvfs before, after;
+	struct segs sg;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(wr(&w, 0, 4096, 'a'));
+	CHECK_OK(wr(&w, 3 * 4096, 4096, 'd')); /* blocks 1 and 2: holes */
+	pm_statfs(w.fs, &before);
+	CHECK_EQ(pm_pin_blocks(w.fs, w.f, 0, 4, PM_PIN_NOALLOC, keep_segs, &sg), -EACCES);
+	CHECK_EQ(pm_pin_blocks(w.fs, w.f, 2, 1, PM_PIN_NOALLOC, keep_segs, &sg), -EACCES);
+	pm_statfs(w.fs, &after);
+	CHECK_EQ(after.f_bfree, before.f_bfree);
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 3, 1, PM_PIN_NOALLOC, keep_segs, &sg));
+	CHECK_EQ(sg.n, 1);
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 4, 0, keep_segs, &sg)); /* may allocate */
+	pm_statfs(w.fs, &after);
+	CHECK_EQ(after.f_bfree < before.f_bfree, 1);
+	teardown(&w);
+	return 0;
+}
+
 int main(void)
 {
 	RUN(test_fsync_makes_written_data_durable);
@@ -337,5 +363,6 @@ int main(void)
 	RUN(test_fsync_of_a_clean_unpinned_file_flushes_nothing);
 	RUN(test_background_flusher_never_flushes_pinned_blocks);
 	RUN(test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one);
+	RUN(test_noalloc_pin_of_a_hole_is_eacces_and_allocates_nothing);
 	return T_EXIT_PASS;
 }
