@@ -248,7 +248,9 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct pin_ctx c;
 	struct stat st;
+	bool may_alloc;
 	uint64_t end;
+	int rc;
 
 	if (in->reserved || (in->flags & ~PINFS_PIN_FLAGS) || !in->length ||
 	    __builtin_add_overflow(in->offset, in->length, &end))
@@ -260,6 +262,11 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 		return -EINVAL;
 	if (end > (uint64_t)st.st_size)
 		return -EINVAL; /* pinning past EOF */
+	/* who may pin (fusefs/access.c), before anything is allocated */
+	rc = ffs_pin_access(req, f, &st, in->flags & PINFS_PIN_WRITE,
+			    (file->flags & O_ACCMODE) != O_RDONLY, &may_alloc);
+	if (rc)
+		return rc;
 	memset(out, 0, sizeof(*out));
 	out->offset = in->offset;
 	out->length = in->length;
@@ -274,7 +281,10 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	c.out = out;
 	out->pin_offset = c.first << 12;
 	out->pin_length = c.n << 12;
-	return pm_pin_blocks(f->fs, file->ip, c.first, c.n, in->flags & PINFS_PIN_WRITE, pin_cb, &c);
+	return pm_pin_blocks(f->fs, file->ip, c.first, c.n,
+			     ((in->flags & PINFS_PIN_WRITE) ? PM_PIN_WRITE : 0) |
+				     (may_alloc ? 0 : PM_PIN_NOALLOC),
+			     pin_cb, &c);
 }
 
 /* Where a lease's blocks sit in the pool: the holder's (or root's) to know,
@@ -347,7 +357,7 @@ static int do_policy(fuse_req_t req, struct ffs_file *file, bool set, const stru
 {
 	struct ffs *f = fuse_req_userdata(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct stat st;
+	int rc;
 
 	if (in->reserved || in->mount > 1 || (set && in->policy > PINFS_POLICY_BREAK))
 		return -EINVAL;
@@ -361,11 +371,11 @@ static int do_policy(fuse_req_t req, struct ffs_file *file, bool set, const stru
 			lease_mgr_set_policy(f->lm, in->policy);
 			return 0;
 		}
-		pm_stat(f->fs, file->ip, &st);
-		if (ctx->uid != 0 && ctx->uid != st.st_uid)
-			return -EPERM;
+		rc = ffs_may_set_policy(req, f, file->ip);
+		if (rc)
+			return rc;
 		if (in->policy == PINFS_POLICY_DEFAULT) {
-			int rc = pm_removexattr(f->fs, file->ip, PINFS_XATTR_POLICY);
+			rc = pm_removexattr(f->fs, file->ip, PINFS_XATTR_POLICY);
 			return rc == -ENODATA ? 0 : rc;
 		}
 		return pm_setxattr(f->fs, file->ip, PINFS_XATTR_POLICY, name, strlen(name), 0);

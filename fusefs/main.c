@@ -160,6 +160,8 @@ struct opts {
 	char *max_pinned;
 	double writeback_interval;
 	double dirty_expire;
+	char *pin_access;
+	char *pin_group;
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -172,6 +174,8 @@ static const struct fuse_opt opt_spec[] = {
 	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
 	{ "writeback_interval=%lf", offsetof(struct opts, writeback_interval), 0 },
 	{ "dirty_expire=%lf", offsetof(struct opts, dirty_expire), 0 },
+	{ "pin_access=%s", offsetof(struct opts, pin_access), 0 },
+	{ "pin_group=%s", offsetof(struct opts, pin_group), 0 },
 	FUSE_OPT_END,
 };
 
@@ -239,7 +243,12 @@ static void usage(const char *prog)
 	       "    -o max_pins=N          pins per process (default 4096)\n"
 	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n"
 	       "    -o writeback_interval=S  background flusher period (default 5)\n"
-	       "    -o dirty_expire=S      flush blocks dirty for this long (default 30)\n\n",
+	       "    -o dirty_expire=S      flush blocks dirty for this long (default 30)\n"
+	       "    -o pin_access=WHO      who may pin a file: owner (default; or CAP_LEASE),\n"
+	       "                           writer (also whoever may write it)\n"
+	       "    -o pin_group=GROUP     make the pool file GROUP's, mode 0660: members can\n"
+	       "                           map the whole pool (trust them like the daemon's\n"
+	       "                           owner) and so may pin\n\n",
 	       prog);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -279,6 +288,13 @@ int main(int argc, char **argv)
 	}
 	g_ffs.timeout = o.timeout;
 	g_ffs.debug = cl.debug;
+	if (o.pin_access && strcmp(o.pin_access, "owner")) {
+		if (strcmp(o.pin_access, "writer")) {
+			fprintf(stderr, "pinfs: pin_access must be owner or writer\n");
+			goto out_args;
+		}
+		g_ffs.pin_writer = 1;
+	}
 	if (lease_config(&o, &lcfg))
 		goto out_args;
 	if (!realpath(o.pool, g_ffs.pool_path))
@@ -293,6 +309,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
 		goto out_args;
 	}
+	if (o.pin_group && ffs_pool_share(&g_ffs, o.pin_group))
+		goto out_pool;
 	/* processes that held pins at the last unmount still map the pool:
 	 * reusing their blocks would put their stores into other files */
 	{
@@ -375,6 +393,8 @@ out_args:
 	free(o.policy);
 	free(o.busy_errno);
 	free(o.max_pinned);
+	free(o.pin_access);
+	free(o.pin_group);
 	fuse_opt_free_args(&args);
 	return rc;
 }

@@ -708,7 +708,11 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	}
 	rc = iget(req, ino, &ip);
 	if (!rc) {
-		rc = pm_setxattr(f->fs, ip, name, value, size, flags);
+		/* the policy needs what a pin needs (fusefs/access.c) */
+		if (!strcmp(name, PINFS_XATTR_POLICY))
+			rc = ffs_may_set_policy(req, f, ip);
+		if (!rc)
+			rc = pm_setxattr(f->fs, ip, name, value, size, flags);
 		pm_iput(f->fs, ip);
 	}
 	fuse_reply_err(req, -rc);
@@ -772,7 +776,10 @@ static void ffs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	int rc = iget(req, ino, &ip);
 
 	if (!rc) {
-		rc = pm_removexattr(f->fs, ip, name);
+		if (!strcmp(name, PINFS_XATTR_POLICY))
+			rc = ffs_may_set_policy(req, f, ip);
+		if (!rc)
+			rc = pm_removexattr(f->fs, ip, name);
 		pm_iput(f->fs, ip);
 	}
 	fuse_reply_err(req, -rc);

@@ -45,6 +45,22 @@ struct pinfs_seg {
  * that it is not mounted again while one lives). While a truncate or
  * hole punch waits for pins on an overlapping range (policies wait, break):
  * EAGAIN, so the waiter cannot be starved by new pins.
+ *
+ * Who may pin, checked in this order before anything is allocated or pinned
+ * (a pin can refuse, delay or revoke another process's truncate):
+ *  - EACCES: the pin rule. As F_SETLEASE: only the file's owner (fsuid ==
+ *    the file's uid) or a caller with CAP_LEASE in its effective set; a
+ *    mount with -o pin_access=writer also lets whoever may write the file
+ *    (its mode bits against the caller's uid, gid and groups).
+ *  - EPERM: the caller could not open the pool file (PINFS_XATTR_POOL) for
+ *    reading, or for reading and writing with PINFS_PIN_WRITE (uid 0, the
+ *    pool's owner, its group with the group bits, or the other bits):
+ *    holders map the pool, so such a pin would be useless. See pinfs
+ *    -o pin_group=GROUP and pinfs_pin_strerror() in lease/client.h.
+ *  - EACCES: a pin of a range with holes (which it would allocate) by a
+ *    caller who could not write the file: the fd is read-only and the mode
+ *    bits do not let the caller write (uid 0 passes them). Nothing is
+ *    allocated; pinning blocks that are already allocated stays allowed.
  * Out: the lease id, the rounded range, and its first segments.
  */
 struct pinfs_pin {
@@ -118,7 +134,10 @@ struct pinfs_list {
 #define PINFS_POLICY_BREAK 4u
 
 /* PINFS_IOC_GET_POLICY / PINFS_IOC_SET_POLICY: the file's policy; with
- * @mount set, the mount's default (setting it needs root). */
+ * @mount set, the mount's default (setting it needs root: EPERM). Setting a
+ * file's policy, here or through PINFS_XATTR_POLICY, needs what pinning it
+ * needs (the pin rule of PINFS_IOC_PIN: owner or CAP_LEASE, or a writer
+ * under pin_access=writer): EACCES otherwise. */
 struct pinfs_policy {
 	uint32_t policy; /* PINFS_POLICY_* */
 	uint32_t mount;	 /* 1 = the mount default */
@@ -215,7 +234,9 @@ struct pinfs_scrub {
 
 /* The pool's path, for clients that map leases: a read-only xattr of every
  * file of the mount. Whoever can open the pool file can map all of it: the
- * pool file's permissions are the trust boundary. */
+ * pool file's permissions are the trust boundary (pinfs -o pin_group=GROUP
+ * makes it GROUP's, mode 0660: trust GROUP's members like the daemon's
+ * owner). */
 #define PINFS_XATTR_POOL "user.pinfs.pool"
 /* A file's policy as an xattr: "fail", "revoke", "wait", "break", "default" */
 #define PINFS_XATTR_POLICY "user.pinfs.policy"

@@ -9,6 +9,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -110,8 +113,11 @@ static int pool_open(int fd, uint32_t flags, int *pool_fd)
 	if (n == 0 || path[0] != '/' || strlen(path) != (size_t)n)
 		return -EPROTO;
 	*pool_fd = open(path, ((flags & PINFS_PIN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	/* the daemon let the pin through, but the pool is closed to us all
+	 * the same (a directory on its path, or it changed): the same answer
+	 * as the daemon's refusal, which pinfs_pin_strerror() explains */
 	if (*pool_fd < 0)
-		return -errno;
+		return errno == EACCES ? -EPERM : -errno;
 	return 0;
 }
 
@@ -252,6 +258,70 @@ void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off)
 	if (!m->addr || file_off < m->offset || file_off - m->offset >= m->len)
 		return NULL;
 	return (char *)m->addr + (file_off - m->offset);
+}
+
+static const char *user_name(uid_t uid, char *buf, size_t size)
+{
+	struct passwd pw, *p = NULL;
+	char tmp[1024];
+
+	if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &p) == 0 && p)
+		snprintf(buf, size, "%s", p->pw_name);
+	else
+		snprintf(buf, size, "%u", (unsigned)uid);
+	return buf;
+}
+
+static const char *group_name(gid_t gid, char *buf, size_t size)
+{
+	struct group gr, *g = NULL;
+	char tmp[4096];
+
+	if (getgrgid_r(gid, &gr, tmp, sizeof(tmp), &g) == 0 && g)
+		snprintf(buf, size, "%s", g->gr_name);
+	else
+		snprintf(buf, size, "%u", (unsigned)gid);
+	return buf;
+}
+
+const char *pinfs_pin_strerror(int fd, int err, char *buf, size_t size)
+{
+	char path[4096], u[64], g[64];
+	ssize_t n;
+	struct stat st;
+
+	if (err < 0)
+		err = -err;
+	if (err == EACCES) {
+		snprintf(buf, size, "you may not pin this file: a pin needs the file's owner or "
+				    "CAP_LEASE (or write access to it, if pinfs runs with "
+				    "-o pin_access=writer), and a read pin of a hole needs write "
+				    "access (%s)", strerror(err));
+		return buf;
+	}
+	if (err != EPERM) {
+		snprintf(buf, size, "%s", strerror(err));
+		return buf;
+	}
+	n = fgetxattr(fd, PINFS_XATTR_POOL, path, sizeof(path) - 1);
+	if (n < 0) {
+		snprintf(buf, size, "%s", strerror(err));
+		return buf;
+	}
+	path[n] = '\0';
+	if (stat(path, &st) < 0)
+		snprintf(buf, size, "you may not map the pool %s: a directory on its path is closed "
+				    "to you (%s); pinning needs root, or membership of the pool's group "
+				    "(pinfs -o pin_group=GROUP) and directories up to the pool that "
+				    "let you through",
+			 path, strerror(errno));
+	else
+		snprintf(buf, size, "you may not map the pool %s (mode %04o, owner %s, group %s): "
+				    "pinning needs root or membership of the pool's group "
+				    "(pinfs -o pin_group=GROUP)",
+			 path, (unsigned)(st.st_mode & 07777), user_name(st.st_uid, u, sizeof(u)),
+			 group_name(st.st_gid, g, sizeof(g)));
+	return buf;
 }
 
 /* Parses a byte count: decimal or 0x hex, with an optional binary suffix

@@ -56,10 +56,12 @@ struct pinfs_map {
  * Returns 0 and fills *m; or -errno with *m cleared (pool_fd -1) and nothing
  * left pinned or mapped: the PINFS_IOC_PIN errors (EINVAL for a zero length
  * or a range past EOF, EBADF for a write pin on a read-only fd, ENOMEM over
- * the per-process limits, ENOTTY if @fd is not on a pinfs mount), the
- * getxattr/open/mmap errors of the pool, or EPROTO if the daemon's answer
- * does not describe the range (segments that do not tile it, a relative or
- * short pool file).
+ * the per-process limits, ENOTTY if @fd is not on a pinfs mount, EACCES
+ * when the pin rule refuses it, EPERM when the caller may not map the pool),
+ * the getxattr/open/mmap errors of the pool (its open's EACCES is returned
+ * as EPERM: the same "you may not map the pool"), or EPROTO if the daemon's
+ * answer does not describe the range (segments that do not tile it, a
+ * relative or short pool file). pinfs_pin_strerror() says what they mean.
  */
 int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pinfs_map *m);
 
@@ -70,6 +72,15 @@ int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pin
  * (-ENOENT/-EINVAL: the lease had already ended, e.g. PINFS_PIN_ON_CLOSE).
  */
 int pinfs_map_unpin(struct pinfs_map *m);
+
+/*
+ * What an error of pinfs_map_pin() or PINFS_IOC_PIN on @fd (-errno or errno)
+ * means, in one line for a person, into @buf; returns @buf. EPERM names the
+ * pool (its path, mode, owner and group) and the rule: pinning needs root or
+ * membership of the pool's group (pinfs -o pin_group=GROUP). EACCES names
+ * the pin rule. Anything else is strerror().
+ */
+const char *pinfs_pin_strerror(int fd, int err, char *buf, size_t size);
 
 /* The address of file offset @file_off inside the mapping, or NULL when it
  * lies outside the pinned range. */

@@ -415,8 +415,9 @@ int main(int argc, char **argv)
 	rc = pinfs_map_pin(c.fd, off, len, PINFS_PIN_WRITE | (revocable ? PINFS_PIN_REVOCABLE : 0),
 			   &c.map);
 	if (rc < 0) {
+		char why[8192];
 		fprintf(stderr, "pinclient: pin %s [%" PRIu64 ", +%" PRIu64 "): %s\n", path, off, len,
-			strerror(-rc));
+			pinfs_pin_strerror(c.fd, rc, why, sizeof(why)));
 		return EXIT_ERR;
 	}
 	c.mapped = true;

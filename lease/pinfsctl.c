@@ -449,8 +449,11 @@ static int cmd_pin(int argc, char **argv)
 	p->length = len;
 	p->flags = flags;
 	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
+		char why[8192];
+		int err = errno;
 		fprintf(stderr, "pinfsctl: pin %s [%" PRIu64 ", +%" PRIu64 "): %s\n", argv[optind],
-			off, len, ioctl_strerror(errno));
+			off, len,
+			err == ENOTTY ? ioctl_strerror(err) : pinfs_pin_strerror(fd, err, why, sizeof(why)));
 		free(p);
 		close(fd);
 		return EXIT_ERR;

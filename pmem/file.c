@@ -504,8 +504,8 @@ void pm_data_relock(struct pm_inode *ip)
 	pthread_rwlock_wrlock(&ip->rw);
 }
 
-int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, bool write,
-		  pm_pin_cb cb, void *ctx)
+int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n,
+		  unsigned flags, pm_pin_cb cb, void *ctx)
 {
 	struct pm_seg *segs = NULL;
 	size_t nsegs = 0, cap = 0;
@@ -522,6 +522,10 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		goto out;
 	}
 	holes = count_holes(fs, ip, first, last, false);
+	if (holes && (flags & PM_PIN_NOALLOC)) {
+		rc = -EACCES; /* checked under ip->rw: no hole can appear after it */
+		goto out;
+	}
 	if (holes) {
 		/* as a write fault would: allocate, zeroed */
 		pthread_mutex_lock(&fs->lock);
@@ -573,7 +577,7 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 	 * before the holder learns where the block is (the reply). Only now:
 	 * writeback does not take ip->rw, and until cb has made the pin
 	 * effective it may still flush and clean the block. */
-	if (!rc && write)
+	if (!rc && (flags & PM_PIN_WRITE))
 		pm_dirty_mark(fs, ip, first, n, false);
 out:
 	pthread_rwlock_unlock(&ip->rw);

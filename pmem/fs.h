@@ -177,12 +177,16 @@ struct pm_seg {
 /*
  * Pins file blocks [first, first+n): allocates holes (zeroed, 2 MiB aligned
  * where possible), then calls @cb with the runs while holding the file's
- * data lock, so no truncate can come between. Returns @cb's result or
- * -errno (-EINVAL past EOF, -ENOSPC).
+ * data lock, so no truncate can come between. @flags: PM_PIN_WRITE (the
+ * blocks become dirty), PM_PIN_NOALLOC (the caller may not allocate in this
+ * file: a hole in the range is -EACCES, and nothing is allocated). Returns
+ * @cb's result or -errno (-EINVAL past EOF, -ENOSPC, -EACCES).
  */
+#define PM_PIN_WRITE 0x1u
+#define PM_PIN_NOALLOC 0x2u
 typedef int (*pm_pin_cb)(void *ctx, const struct pm_seg *segs, size_t nsegs);
-int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n, bool write,
-		  pm_pin_cb cb, void *ctx);
+int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n,
+		  unsigned flags, pm_pin_cb cb, void *ctx);
 
 /*
  * Writeback (pmem/writeback.c). A data block is dirty from the moment it is

@@ -152,7 +152,7 @@ static int pin(struct world *w, uint64_t first, uint64_t n, struct segs *sg)
 	size_t i;
 	uint64_t b;
 
-	CHECK_OK(pm_pin_blocks(w->fs, w->f, first, n, true, keep_segs, sg));
+	CHECK_OK(pm_pin_blocks(w->fs, w->f, first, n, PM_PIN_WRITE, keep_segs, sg));
 	for (i = 0; i < sg->n; i++)
 		for (b = 0; b < sg->s[i].n; b++)
 			pinned_pblk[npinned++] = sg->s[i].pblk + b;
@@ -182,7 +182,7 @@ static int test_fsync_makes_written_data_durable(void)
 	memcpy(before, w.img, POOL_SIZE);
 	w.rec.on = true;
 	CHECK_OK(wr(&w, 4096, 4096, 'b')); /* in place: not durable yet */
-	CHECK_OK(pm_pin_blocks(w.fs, w.f, 1, 1, false, keep_segs, &sg));
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 1, 1, 0, keep_segs, &sg));
 	pblk = sg.s[0].pblk;
 	img = durable_image(&w, before);
 	CHECK_EQ(img[pblk << 12], 'a');
@@ -299,7 +299,7 @@ static int test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one(v
 	CHECK_OK(setup(&w, true));
 	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
 	CHECK_OK(pm_fsync(w.fs, w.f, false));
-	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 16, false, keep_segs, &all));
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 16, 0, keep_segs, &all));
 	CHECK_EQ(all.n, 1);
 	CHECK_OK(read_byte(&w, 5 * 4096, &c));
 	CHECK_EQ(c, 'a');
@@ -330,6 +330,32 @@ static int test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one(v
 	return 0;
 }
 
+/* A pin that may not allocate (PM_PIN_NOALLOC: a read pin by a caller who
+ * could not write the file) fails on a hole and allocates nothing, but pins
+ * allocated blocks. */
+static int test_noalloc_pin_of_a_hole_is_eacces_and_allocates_nothing(void)
+{
+	struct world w;
+	struct statvfs before, after;
+	struct segs sg;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(wr(&w, 0, 4096, 'a'));
+	CHECK_OK(wr(&w, 3 * 4096, 4096, 'd')); /* blocks 1 and 2: holes */
+	pm_statfs(w.fs, &before);
+	CHECK_EQ(pm_pin_blocks(w.fs, w.f, 0, 4, PM_PIN_NOALLOC, keep_segs, &sg), -EACCES);
+	CHECK_EQ(pm_pin_blocks(w.fs, w.f, 2, 1, PM_PIN_NOALLOC, keep_segs, &sg), -EACCES);
+	pm_statfs(w.fs, &after);
+	CHECK_EQ(after.f_bfree, before.f_bfree);
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 3, 1, PM_PIN_NOALLOC, keep_segs, &sg));
+	CHECK_EQ(sg.n, 1);
+	CHECK_OK(pm_pin_blocks(w.fs, w.f, 0, 4, 0, keep_segs, &sg)); /* may allocate */
+	pm_statfs(w.fs, &after);
+	CHECK_EQ(after.f_bfree < before.f_bfree, 1);
+	teardown(&w);
+	return 0;
+}
+
 int main(void)
 {
 	RUN(test_fsync_makes_written_data_durable);
@@ -337,5 +363,6 @@ int main(void)
 	RUN(test_fsync_of_a_clean_unpinned_file_flushes_nothing);
 	RUN(test_background_flusher_never_flushes_pinned_blocks);
 	RUN(test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one);
+	RUN(test_noalloc_pin_of_a_hole_is_eacces_and_allocates_nothing);
 	return T_EXIT_PASS;
 }
