@@ -393,6 +393,7 @@ static void wb_fill(struct pinfs_counters *c, const struct pm_wb_stats *w)
 	c->clean_blocks = w->clean;
 	c->flushed_background = w->flushed_background;
 	c->flushed_integrity = w->flushed_integrity;
+	c->flushed_write = w->flushed_write;
 	c->pinned_kept_dirty = w->pinned_kept_dirty;
 	c->csum_failures = w->csum_failures;
 }

@@ -157,7 +157,10 @@ struct pinfs_counters {
 	 * e.g. ENOSPC for a store into a hole on a full pool: they are not in
 	 * the files (the first fsync/msync of such a file reported the errno) */
 	uint64_t mmap_lost_bytes;
-	uint64_t reserved[6];
+	/* blocks write() made durable before returning (every write() is:
+	 * sync(2) never reaches a FUSE daemon) */
+	uint64_t flushed_write;
+	uint64_t reserved[5];
 };
 struct pinfs_stats {
 	struct pinfs_counters file;

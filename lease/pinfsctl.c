@@ -723,6 +723,7 @@ static int cmd_stats(int argc, char **argv)
 		C("pinned_dirty", pinned_dirty_blocks),
 		C("flushed_background", flushed_background),
 		C("flushed_integrity", flushed_integrity),
+		C("flushed_write", flushed_write),
 		C("pinned_kept_dirty", pinned_kept_dirty),
 		C("csum_failures", csum_failures),
 		C("mmap_lost_bytes", mmap_lost_bytes),

@@ -154,7 +154,7 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
 	if (!pblk)
 		return;
 	stop = (size | (PM_BLOCK_SIZE - 1)) + 1;
-	pm_dirty_mark(fs, ip, size >> PM_BLOCK_SHIFT, 1, true);
+	pm_dirty_mark_written(fs, ip, size >> PM_BLOCK_SHIFT, 1, true);
 	{
 		uint8_t *p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (size & (PM_BLOCK_SIZE - 1));
 		memset(p, 0, stop - size);
@@ -213,24 +213,30 @@ static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uin
 				uint64_t lo = (f + i) << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE;
 				uint8_t *p = pm_block_ptr(fs->pool, start + i);
 				int rc;
-				/* zero what the caller will not overwrite */
+				/* zero what the caller will not overwrite (and
+				 * orders itself: copy_to_blocks) */
 				if (cover_hi <= lo || cover_lo >= hi) {
 					memset(p, 0, PM_BLOCK_SIZE);
+					pm_tx_order(fs, p, PM_BLOCK_SIZE);
 				} else {
-					if (cover_lo > lo)
+					if (cover_lo > lo) {
 						memset(p, 0, cover_lo - lo);
-					if (cover_hi < hi)
+						pm_tx_order(fs, p, cover_lo - lo);
+					}
+					if (cover_hi < hi) {
 						memset(p + (cover_hi - lo), 0, hi - cover_hi);
+						pm_tx_order(fs, p + (cover_hi - lo), hi - cover_hi);
+					}
 				}
-				pm_tx_order(fs, p, PM_BLOCK_SIZE);
 				pm_csum_forget(fs, start + i);
 				rc = pm_bmap_set(fs, ip, f + i, start + i);
 				if (rc)
 					return rc;
 				ip->d.blocks++;
 			}
-			/* durable at commit, but not checksummed yet */
-			pm_dirty_mark(fs, ip, f, (uint64_t)got, true);
+			/* durable at commit; on a checksummed pool dirty until
+			 * checksummed */
+			pm_dirty_mark_written(fs, ip, f, (uint64_t)got, true);
 			f += (uint64_t)got;
 			n -= (uint64_t)got;
 			goal = start + (uint64_t)got;
@@ -246,8 +252,9 @@ static bool needs_kill_priv(const struct pm_cred *cr, const struct pm_inode *ip)
 	return (ip->d.mode & S_ISUID) || ((ip->d.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
 }
 
-/* Copies the caller's bytes into the mapped blocks of [off, off+len);
- * -EIO if a block is missing (only a corrupt map does that). */
+/* Copies the caller's bytes into the mapped blocks of [off, off+len), in a
+ * transaction (@tx) ordered before its commit; -EIO if a block is missing
+ * (only a corrupt map does that). */
 static int copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor *c, uint64_t off,
 			  uint64_t len, bool tx)
 {
@@ -256,11 +263,17 @@ static int copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor *
 		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(off + len, PM_BLOCK_SIZE) - fblk,
 					  &pblk, tx);
 		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, t;
+		uint8_t *dst;
 
 		if (!pblk)
 			return -EIO;
 		t = (run_end < off + len ? run_end : off + len) - off;
-		copy_in(c, (uint8_t *)pm_block_ptr(fs->pool, pblk) + (off & (PM_BLOCK_SIZE - 1)), t);
+		dst = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (off & (PM_BLOCK_SIZE - 1));
+		copy_in(c, dst, t);
+		/* durable before the commit that maps new blocks: a crash
+		 * never shows a block's former owner's bytes where we wrote */
+		if (tx)
+			pm_tx_order(fs, dst, t);
 		off += t;
 		len -= t;
 	}
@@ -272,6 +285,7 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 {
 	struct cursor c = { .iov = src, .n = n };
 	uint64_t len = 0, end, first, last, holes;
+	bool ordered = false;
 	int i, rc = 0;
 
 	for (i = 0; i < n; i++)
@@ -299,7 +313,7 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		/* space was reserved: only a corrupt map fails here */
 		rc = holes ? fill_holes(fs, ip, first, last, off, end, false, false) : 0;
 		if (!rc) {
-			pm_dirty_mark(fs, ip, first, last - first + 1, true);
+			pm_dirty_mark_written(fs, ip, first, last - first + 1, true);
 			rc = copy_to_blocks(fs, ip, &c, off, len, true);
 		}
 		if (rc) {
@@ -318,9 +332,10 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		pm_touch(ip, true, true);
 		pm_inode_write(fs, ip);
 		pm_tx_commit(fs);
+		ordered = true;
 	} else {
 		pthread_mutex_unlock(&fs->lock);
-		pm_dirty_mark(fs, ip, first, last - first + 1, false);
+		pm_dirty_mark_written(fs, ip, first, last - first + 1, false);
 		rc = copy_to_blocks(fs, ip, &c, off, len, false);
 		pthread_mutex_lock(&fs->lock);
 		if (rc)
@@ -330,6 +345,9 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 	}
 out:
 	pthread_mutex_unlock(&fs->lock);
+	/* write() returns with its bytes durable (see pm_write_settle) */
+	if (!rc)
+		pm_write_settle(fs, ip, off, len, ordered);
 	pthread_rwlock_unlock(&ip->rw);
 	return rc ? rc : (ssize_t)len;
 }
@@ -349,7 +367,8 @@ int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
 	return 0;
 }
 
-/* Zeroes bytes [lo, hi) of the file where blocks are mapped (data writes). */
+/* Zeroes bytes [lo, hi) of the file where blocks are mapped, in a
+ * transaction: durable at its commit. */
 static void zero_mapped(struct pm_fs *fs, struct pm_inode *ip, uint64_t lo, uint64_t hi)
 {
 	while (lo < hi) {
@@ -360,8 +379,10 @@ static void zero_mapped(struct pm_fs *fs, struct pm_inode *ip, uint64_t lo, uint
 
 		t = (run_end < hi ? run_end : hi) - lo;
 		if (pblk) {
-			pm_dirty_mark(fs, ip, fblk, PM_DIV_UP(lo + t, PM_BLOCK_SIZE) - fblk, true);
-			memset((uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1)), 0, t);
+			uint8_t *p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1));
+			pm_dirty_mark_written(fs, ip, fblk, PM_DIV_UP(lo + t, PM_BLOCK_SIZE) - fblk, true);
+			memset(p, 0, t);
+			pm_tx_order(fs, p, t); /* durable with the punch */
 		}
 		lo += t;
 	}

@@ -202,6 +202,7 @@ struct pm_wb_stats {
 	uint64_t clean;		    /* allocated data blocks not dirty */
 	uint64_t flushed_background; /* blocks made durable by the flusher */
 	uint64_t flushed_integrity;  /* ... by fsync, syncfs, unmount, eviction */
+	uint64_t flushed_write;	    /* ... by write() itself, before it returned */
 	uint64_t pinned_kept_dirty;  /* pinned blocks flushed but kept dirty */
 	uint64_t pinned_skipped;     /* pinned blocks the flusher skipped */
 	uint64_t csum_failures;	    /* reads or scrubs that found a bad CRC */

@@ -226,6 +226,25 @@ int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
  * a clean block's checksum is invalidated, durably, first. Called with
  * ip->rw held (either way) or the last reference. */
 void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n, bool tx);
+/* Bytes of file blocks [fblk, fblk+n) are about to change, and the caller
+ * makes the change durable before it returns (pm_write_settle, or the
+ * commit of the transaction that orders them). With checksums this is
+ * pm_dirty_mark: the block is dirty until writeback records its new
+ * checksum. Without, only pinned blocks become dirty (never clean while
+ * pinned); the others stay clean, since they will be durable. Locks as
+ * pm_dirty_mark. */
+void pm_dirty_mark_written(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n,
+			   bool tx);
+/* write() has copied [off, off+len) into the file's blocks: makes those bytes
+ * durable before write() returns (fs-dax's flushing copies), so sync(2) and
+ * syncfs(2), of which a FUSE daemon never hears, find nothing of write()'s
+ * left to do. Unpinned blocks end clean (checksummed, on a checksummed pool;
+ * a block dirty from before is flushed whole first); pinned ones are flushed
+ * too but stay dirty. @ordered: the bytes were already ordered before a
+ * transaction's commit, only blocks dirty from before need a flush.
+ * Called with ip->rw held exclusive, fs->lock not held. */
+void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64_t len,
+		     bool ordered);
 /* File blocks [from, to) left the file (truncate, hole punch, destroy):
  * they leave its dirty set at once, so the counters never count freed
  * blocks. Called with fs->lock held (it takes ip->dlock), ip->rw held

@@ -146,6 +146,33 @@ void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_
 		pm_drain(ops);
 }
 
+static bool is_pinned(struct pm_fs *fs, uint64_t pblk);
+
+void pm_dirty_mark_written(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n,
+			   bool tx)
+{
+	uint64_t end = fblk + n;
+
+	if (fs->csum) {
+		pm_dirty_mark(fs, ip, fblk, n, tx);
+		return;
+	}
+	pthread_mutex_lock(&ip->dlock);
+	for (; fblk < end; fblk++) {
+		uint64_t pblk = pm_bmap_get(fs, &ip->d, fblk, tx);
+		struct pm_dchunk *c;
+		unsigned i = (unsigned)(fblk % PM_ALIGN_BLOCKS);
+
+		if (!pblk || !is_pinned(fs, pblk))
+			continue;
+		c = chunk_of(&ip->dirty, fblk / PM_ALIGN_BLOCKS, true);
+		if (!c)
+			abort(); /* untracked dirty data could never be made durable */
+		c->bits[i / 64] |= 1ull << (i % 64);
+	}
+	pthread_mutex_unlock(&ip->dlock);
+}
+
 /* One block to write back. */
 struct wb_ent {
 	uint64_t fblk, pblk;
@@ -179,6 +206,22 @@ struct pinned_ctx {
 };
 
 static bool is_dirty(struct pm_inode *ip, uint64_t fblk);
+
+/* Drops chunks with no dirty block left. Called with ip->dlock held. */
+static void drop_clean_chunks(struct pm_dirty *ds)
+{
+	size_t k, j = 0;
+
+	for (k = 0; k < ds->n; k++) {
+		unsigned w;
+		bool any = false;
+		for (w = 0; w < PM_ALIGN_BLOCKS / 64; w++)
+			any |= ds->c[k].bits[w] != 0;
+		if (any)
+			ds->c[j++] = ds->c[k];
+	}
+	ds->n = j;
+}
 
 /* A write-pinned range: its blocks that the dirty set did not already list
  * (a write-pinned block is dirty from the pin on, so normally none). */
@@ -301,19 +344,7 @@ void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
 		if (c)
 			c->bits[i / 64] &= ~(1ull << (i % 64));
 	}
-	/* drop chunks that became clean */
-	{
-		size_t j = 0;
-		for (k = 0; k < ip->dirty.n; k++) {
-			unsigned w;
-			bool any = false;
-			for (w = 0; w < PM_ALIGN_BLOCKS / 64; w++)
-				any |= ip->dirty.c[k].bits[w] != 0;
-			if (any)
-				ip->dirty.c[j++] = ip->dirty.c[k];
-		}
-		ip->dirty.n = j;
-	}
+	drop_clean_chunks(&ip->dirty);
 	if (integrity)
 		ip->wb.flushed_integrity += l.n;
 	else
@@ -504,6 +535,127 @@ void pm_fs_wb_stats(struct pm_fs *fs, struct pm_wb_stats *st)
 	pthread_mutex_unlock(&fs->wblock);
 	st->dirty = dirty;
 	st->clean = used > dirty ? used - dirty : 0;
+}
+
+/* Flushes pool bytes in runs: adjacent ranges become one flush (one msync
+ * on a pool that is not persistent memory). */
+struct flush_run {
+	const struct pm_persist_ops *ops;
+	uint8_t *start;
+	size_t len;
+	bool any;
+};
+
+static void run_add(struct flush_run *r, uint8_t *p, size_t len)
+{
+	if (!len)
+		return;
+	if (r->len && r->start + r->len == p) {
+		r->len += len;
+		return;
+	}
+	if (r->len)
+		pm_flush(r->ops, r->start, r->len);
+	r->start = p;
+	r->len = len;
+	r->any = true;
+}
+
+static void run_end(struct flush_run *r)
+{
+	if (r->len)
+		pm_flush(r->ops, r->start, r->len);
+	r->len = 0;
+	if (r->any)
+		pm_drain(r->ops);
+	r->any = false;
+}
+
+/*
+ * Order of writes: (1) the written bytes, and every block dirty from before
+ * whole, are flushed and drained; (2) on a checksummed pool, each unpinned
+ * block's checksum is computed from the now durable bytes (no bounce copy
+ * needed: ip->rw is held exclusive, no writer but a pin holder can touch the
+ * block, and unpinned blocks have none), stored, flushed and drained; (3)
+ * unpinned blocks leave the dirty set. A crash before (2) leaves their
+ * checksums invalid (pm_dirty_mark_written made that durable before the
+ * copy), never stale.
+ */
+void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64_t len,
+		     bool ordered)
+{
+	struct flush_run r = { .ops = &fs->pool->ops };
+	uint64_t first = off >> PM_BLOCK_SHIFT, last = (off + len - 1) >> PM_BLOCK_SHIFT, f;
+	struct wb_list l = { 0 };
+	uint64_t nclean = 0;
+	size_t k;
+
+	if (!len)
+		return;
+	pthread_mutex_lock(&ip->dlock);
+	for (f = first; f <= last; f++) {
+		uint64_t pblk = pm_bmap_get(fs, &ip->d, f, false);
+		uint64_t lo = f << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE;
+		struct pm_dchunk *c = chunk_of(&ip->dirty, f / PM_ALIGN_BLOCKS, false);
+		unsigned i = (unsigned)(f % PM_ALIGN_BLOCKS);
+		bool pinned, dirty = c && bit(c, i);
+
+		if (!pblk)
+			continue; /* cannot happen: write() maps every block first */
+		pinned = is_pinned(fs, pblk);
+		wb_push(&l, f, pblk, pinned);
+		if (dirty && !pinned) {
+			/* dirty from before (a former pin holder's stores, a
+			 * fill not yet checksummed): all of it, or writeback
+			 * would never see the rest once it is clean */
+			run_add(&r, pm_block_ptr(fs->pool, pblk), PM_BLOCK_SIZE);
+			continue;
+		}
+		if (ordered)
+			continue;
+		if (lo < off)
+			lo = off;
+		if (hi > off + len)
+			hi = off + len;
+		run_add(&r, (uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1)),
+			hi - lo);
+	}
+	pthread_mutex_unlock(&ip->dlock);
+	run_end(&r);
+
+	if (fs->csum) {
+		for (k = 0; k < l.n; k++) {
+			uint64_t pblk = l.e[k].pblk;
+			if (l.e[k].pinned)
+				continue;
+			fs->csum[pblk] = pm_csum_encode(
+				pm_crc32c(0, pm_block_ptr(fs->pool, pblk), PM_BLOCK_SIZE));
+			run_add(&r, (uint8_t *)&fs->csum[pblk], sizeof(fs->csum[pblk]));
+		}
+		run_end(&r);
+	}
+
+	pthread_mutex_lock(&ip->dlock);
+	for (k = 0; k < l.n; k++) {
+		struct pm_dchunk *c;
+		unsigned i = (unsigned)(l.e[k].fblk % PM_ALIGN_BLOCKS);
+
+		if (l.e[k].pinned)
+			continue; /* flushed, but never clean while pinned */
+		c = chunk_of(&ip->dirty, l.e[k].fblk / PM_ALIGN_BLOCKS, false);
+		if (c && bit(c, i)) {
+			c->bits[i / 64] &= ~(1ull << (i % 64));
+			nclean++;
+		}
+	}
+	if (nclean)
+		drop_clean_chunks(&ip->dirty);
+	ip->wb.flushed_write += l.n;
+	pthread_mutex_unlock(&ip->dlock);
+	pthread_mutex_lock(&fs->wblock);
+	fs->wb.flushed_write += l.n;
+	pthread_mutex_unlock(&fs->wblock);
+	free(l.e);
 }
 
 /* ---- the background flusher ------------------------------------------------- */

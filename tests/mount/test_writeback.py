@@ -30,7 +30,8 @@ PIN = _ioc(3, 1, PIN_SZ)
 UNPIN = _ioc(1, 3, 16)
 STATS = _ioc(2, 7, 320)
 COUNTERS = ('pins pinned revoked broken refused quarantined dirty clean pinned_dirty '
-            'flushed_background flushed_integrity pinned_kept_dirty csum_failures').split()
+            'flushed_background flushed_integrity pinned_kept_dirty csum_failures '
+            'mmap_lost_bytes flushed_write').split()
 
 
 def pin(fd, off, length, flags):
@@ -47,8 +48,8 @@ def unpin(fd, lid):
 def stats(fd):
     buf = bytearray(320)
     fcntl.ioctl(fd, STATS, buf)
-    f = dict(zip(COUNTERS, struct.unpack_from('<13Q', buf, 0)))
-    m = dict(zip(COUNTERS, struct.unpack_from('<13Q', buf, 160)))
+    f = dict(zip(COUNTERS, struct.unpack_from('<15Q', buf, 0)))
+    m = dict(zip(COUNTERS, struct.unpack_from('<15Q', buf, 160)))
     return f, m
 
 
@@ -71,7 +72,10 @@ def test_fsync_keeps_pinned_blocks_dirty_and_unpin_lets_writeback_clean_them(mnt
     fd = os.open(mnt.path('f'), os.O_RDWR | os.O_CREAT, 0o644)
     os.pwrite(fd, b'a' * (64 * 4096), 0)
     lid, _ = pin(fd, 0, 16 * 4096, 1)          # write pin: 16 blocks
-    os.pwrite(fd, b'b' * (64 * 4096), 0)        # everything dirty again
+    os.pwrite(fd, b'b' * (64 * 4096), 0)        # durable at once; pinned stay dirty
+    f, m = stats(fd)
+    assert f['dirty'] == 16 and f['clean'] == 48, f
+    assert f['flushed_write'] >= 128, f        # both writes made every block durable
     os.fsync(fd)
     f, _ = stats(fd)
     assert f['dirty'] == 16 and f['clean'] == 48, f
@@ -83,7 +87,7 @@ def test_fsync_keeps_pinned_blocks_dirty_and_unpin_lets_writeback_clean_them(mnt
     f, m = stats(fd)
     assert f['dirty'] == 0 and f['clean'] == 64, f
     assert f['flushed_background'] >= 16, f
-    assert m['flushed_integrity'] >= 48, m
+    assert m['flushed_integrity'] >= 16, m     # fsync: the pinned blocks
     os.close(fd)
 
 
@@ -142,3 +146,48 @@ def test_same_flip_in_pinned_block_is_not_corruption(mnt):
     assert stats(fd)[0]['csum_failures'] == 0
     unpin(fd, lid)
     os.close(fd)
+
+
+def test_write_is_durable_without_fsync_so_sync_keeps_its_promise(mnt):
+    """sync(2)/syncfs(2) never reach a FUSE daemon (the kernel sends SYNCFS to
+    virtiofs only), so every write() is durable when it returns: nothing is
+    dirty after writes, sync has nothing left to do, and fsync flushes no data
+    block. (The crash-image proof is tests/unit/test_writeback.c.)"""
+    path = mnt.path('f')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, os.urandom(1 << 20), 0)          # allocating
+        os.pwrite(fd, b'x' * 100, 5000)                # partial, in place
+        os.pwrite(fd, b'y' * (64 << 10), 128 << 10)    # in place
+        f, m = stats(fd)
+        assert f['dirty'] == 0 and f['clean'] == 256, f
+        assert f['flushed_write'] >= 256 + 1 + 16, f
+        res = subprocess.run(['sync', '-f', path], timeout=30)
+        assert res.returncode == 0
+        before = stats(fd)[1]['flushed_integrity']
+        os.fsync(fd)
+        f, m = stats(fd)
+        assert f['dirty'] == 0 and m['flushed_integrity'] == before, (f, m)
+    finally:
+        os.close(fd)
+    # the data is in the pool, read back after a remount
+    data = open(path, 'rb').read()
+    mnt.remount()
+    assert open(path, 'rb').read() == data
+
+
+def test_write_into_a_write_pinned_block_is_durable_but_stays_dirty(mnt):
+    fd = os.open(mnt.path('f'), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b'a' * (8 * 4096), 0)
+        lid, _ = pin(fd, 0, 2 * 4096, 1)
+        os.pwrite(fd, b'b' * (8 * 4096), 0)
+        f, _ = stats(fd)
+        assert f['dirty'] == 2 and f['clean'] == 6, f
+        subprocess.run(['sync', '-f', mnt.path('f')], timeout=30)
+        os.fsync(fd)
+        f, _ = stats(fd)
+        assert f['dirty'] == 2, f      # Kara's rule: never clean while pinned
+        unpin(fd, lid)
+    finally:
+        os.close(fd)
