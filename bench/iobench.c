@@ -1,9 +1,12 @@
 /*
  * iobench - small, controlled I/O and metadata micro-benchmarks for
- * scripts/bench (pinfs vs. passthrough_hp vs. tmpfs).
+ * scripts/bench (pinfs vs. passthrough_hp vs. tmpfs) and scripts/bench-writes
+ * (pinfs before and after a change, same workloads).
  *
  * Every sub-command prints one or more "KEY VALUE" lines on stdout, where
- * VALUE is a number or "n/a".  Diagnostics go to stderr.
+ * VALUE is a number or "n/a".  Diagnostics go to stderr.  KEY is the
+ * sub-command and the mode ("seqwrite_buf"); a caller takes the keys it
+ * wants and ignores the others.
  *
  * Exit status: 0 ok, 2 not applicable (e.g. O_DIRECT refused with EINVAL),
  * 1 failure.
@@ -11,10 +14,17 @@
  * Sub-commands (MODE is "buf" or "direct"):
  *   seqwrite  FILE MIB MODE      write MIB MiB in 1 MiB writes to a new FILE,
  *                                then fsync + close (all timed)     -> MiB/s
+ *                                also KEY_nofsync: the rate up to the return
+ *                                of the last write                  -> MiB/s
  *   seqread   FILE MODE          drop FILE's cached pages (fadvise), then
  *                                read it in 1 MiB reads              -> MiB/s
  *   randwrite FILE NOPS MODE     NOPS 4 KiB pwrites at distinct random
  *                                4 KiB-aligned offsets, then fsync   -> IOPS
+ *                                also KEY_nofsync (up to the last pwrite)
+ *   append    FILE NOPS MODE     NOPS 4 KiB writes appended to a new FILE
+ *                                (each one allocates), then fsync + close
+ *                                                                    -> IOPS
+ *                                also KEY_nofsync (up to the last write)
  *   randread  FILE NOPS MODE     drop cache, NOPS 4 KiB preads at distinct
  *                                random offsets (FADV_RANDOM)        -> IOPS
  *   meta      DIR N              in new dir DIR: create N empty files,
@@ -202,12 +212,21 @@ static void report(const char *key, double ops, double secs)
 	fflush(stdout);
 }
 
+/* KEY_nofsync: the rate up to the return of the last write, before fsync */
+static void report_nofsync(const char *key, double ops, double secs)
+{
+	char k[64];
+
+	snprintf(k, sizeof(k), "%s_nofsync", key);
+	report(k, ops, secs);
+}
+
 static int cmd_seqwrite(const char *path, long mib, int dflag)
 {
 	const char *key = dflag ? "seqwrite_direct" : "seqwrite_buf";
 	char *buf = aligned_buf(MIB);
 	long done = 0;
-	double t0, t;
+	double t0, tw, t;
 	int fd;
 
 	unlink(path);
@@ -226,11 +245,13 @@ static int cmd_seqwrite(const char *path, long mib, int dflag)
 			break;
 		}
 	}
+	tw = now() - t0;
 	if (fsync(fd) != 0)
 		io_fail(key, "fsync", dflag);
 	if (close(fd) != 0)
 		io_fail(key, "close", dflag);
 	t = now() - t0;
+	report_nofsync(key, (double)done, tw);
 	report(key, (double)done, t);
 	free(buf);
 	return 0;
@@ -277,7 +298,7 @@ static int cmd_rand(const char *path, long nops, int dflag, int wr)
 	char *buf = aligned_buf(BLK);
 	struct stat st;
 	long nblocks, i, *perm;
-	double t0, t;
+	double t0, tw, t;
 	int fd;
 
 	fd = open_or_na(key, path, (wr ? O_RDWR : O_RDONLY) | dflag, 0);
@@ -310,12 +331,53 @@ static int cmd_rand(const char *path, long nops, int dflag, int wr)
 			break;
 		}
 	}
+	tw = now() - t0;
 	if (wr && fsync(fd) != 0)
 		io_fail(key, "fsync", dflag);
 	t = now() - t0;
 	close(fd);
+	if (wr)
+		report_nofsync(key, (double)i, tw);
 	report(key, (double)i, t);
 	free(perm);
+	free(buf);
+	return 0;
+}
+
+/* NOPS 4 KiB appends to a new file: every write allocates a block */
+static int cmd_append(const char *path, long nops, int dflag)
+{
+	const char *key = dflag ? "append_direct" : "append_buf";
+	char *buf = aligned_buf(BLK);
+	double t0, tw, t;
+	long i;
+	int fd;
+
+	unlink(path);
+	fd = open_or_na(key, path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | dflag,
+			0644);
+	t0 = now();
+	for (i = 0; i < nops; i++) {
+		ssize_t n = write(fd, buf, BLK);
+
+		if (n != BLK) {
+			if (n >= 0)
+				errno = EIO;
+			io_fail(key, "write", dflag);
+		}
+		if ((i & 255) == 255 && now() - t0 > max_seconds) {
+			i++;
+			break;
+		}
+	}
+	tw = now() - t0;
+	if (fsync(fd) != 0)
+		io_fail(key, "fsync", dflag);
+	if (close(fd) != 0)
+		io_fail(key, "close", dflag);
+	t = now() - t0;
+	report_nofsync(key, (double)i, tw);
+	report(key, (double)i, t);
 	free(buf);
 	return 0;
 }
@@ -514,6 +576,7 @@ static void usage(void)
 		"usage: iobench seqwrite FILE MIB buf|direct\n"
 		"       iobench seqread FILE buf|direct\n"
 		"       iobench randwrite|randread FILE NOPS buf|direct\n"
+		"       iobench append FILE NOPS buf|direct\n"
 		"       iobench meta DIR N\n"
 		"       iobench populate DIR N\n"
 		"       iobench lookup DIR N NOPS hit|warm|miss\n"
@@ -546,6 +609,9 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "randread") == 0 && argc == 5)
 		return cmd_rand(argv[2], parse_long(argv[3]),
 				parse_mode(argv[4]), 0);
+	if (strcmp(cmd, "append") == 0 && argc == 5)
+		return cmd_append(argv[2], parse_long(argv[3]),
+				  parse_mode(argv[4]));
 	if (strcmp(cmd, "meta") == 0 && argc == 4)
 		return cmd_meta(argv[2], parse_long(argv[3]));
 	if (strcmp(cmd, "populate") == 0 && argc == 4)
