@@ -3,7 +3,7 @@
  * scripts/bench-pins. Each measurement runs beside its baseline in the same
  * process, so that both see the same CPU placement and machine state.
  *
- * It talks to pinfs only through the raw ioctls of lease/abi.h, the
+ * It talks to pinfs only through the raw ioctls of include/pinfs/abi.h, the
  * user.pinfs.pool xattr and mmap of the pool file (no client library), and
  * to the kernel's own long-term pin through io_uring_register_buffers().
  *
@@ -71,7 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 
 #define KIB 1024UL
 #define MIB (1024UL * 1024UL)

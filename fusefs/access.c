@@ -5,7 +5,7 @@
  * A pin can refuse, delay or revoke another process's truncate of the file,
  * and a pin of a hole allocates space in it; the holder then maps the pool
  * file itself. So three questions are asked of every PINFS_IOC_PIN, in this
- * order and before anything is allocated or pinned (lease/abi.h has the
+ * order and before anything is allocated or pinned (include/pinfs/abi.h has the
  * errnos):
  *
  *  1. The pin rule (-o pin_access): may this caller hold a lease on the

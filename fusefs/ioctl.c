@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fusefs/ioctl.c -- the pin/lease ioctls (lease/abi.h) and the glue between
+ * fusefs/ioctl.c -- the pin/lease ioctls (include/pinfs/abi.h) and the glue between
  * the engine's pin hooks and the lease manager.
  *
  * FUSE hands us only restricted ioctls on regular files and directories: the
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 #include "lease/lease.h"
 
 /* The request being served by this thread, for the interruption check of a

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
-#include "lease/client.h"
+#include "pinfs/client.h"
 #include "lease/lease.h"
 
 /* Kernel 6.6+ lets FOPEN_DIRECT_IO files be mmapped MAP_SHARED when the

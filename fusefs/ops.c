@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 #include "lease/lease.h"
 
 #define MAX_IOV 1024

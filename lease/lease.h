@@ -19,7 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 #include "lease/pin.h"
 
 struct lease_mgr;

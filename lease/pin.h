@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 
 struct lease_table; /* opaque */
 

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lease/client.h"
+#include "pinfs/client.h"
 #include "pmem/pool.h"
 
 static void usage(FILE *f)

@@ -3,7 +3,7 @@
  * tests/mount/pinhold.c -- a scriptable lease holder for the pin tests
  * (test_pins.py). It is the *holder*: the pins it takes belong to its
  * process, and the signals the daemon sends about them (SIGBUS = revoked,
- * SIGIO = lease-break notice, lease/abi.h) are reported with their exact
+ * SIGIO = lease-break notice, include/pinfs/abi.h) are reported with their exact
  * siginfo: both are blocked and read from a signalfd, so nothing is lost and
  * nothing kills it.
  *
@@ -57,7 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 
 #define MAXL 64
 

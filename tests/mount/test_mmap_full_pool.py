@@ -27,7 +27,7 @@ DATA = b'stored through a shared mapping ' * 64      # 2 KiB
 
 
 def mmap_lost_bytes(any_file):
-    """The mount's mmap_lost_bytes counter (lease/abi.h struct pinfs_counters)."""
+    """The mount's mmap_lost_bytes counter (include/pinfs/abi.h struct pinfs_counters)."""
     buf = _ioctl(any_file, IOC_STATS, bytearray(STATS_SIZE))
     return struct.unpack_from('<Q', buf, 160 + 13 * 8)[0]
 

@@ -1,4 +1,4 @@
-"""Who may pin (lease/abi.h PINFS_IOC_PIN, fusefs/access.c), end to end as
+"""Who may pin (include/pinfs/abi.h PINFS_IOC_PIN, fusefs/access.c), end to end as
 unprivileged users.
 
 A pin can refuse, delay or revoke another process's truncate, so by default

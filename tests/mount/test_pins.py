@@ -2,7 +2,7 @@
 
 The holder in most tests is pinhold (tests/mount/pinhold.c, compiled once per
 session unless the build has one): a separate process that pins through the
-ioctls of lease/abi.h, maps the pinned blocks straight from the pool file,
+ioctls of include/pinfs/abi.h, maps the pinned blocks straight from the pool file,
 and reports every signal the daemon sends it with its exact siginfo
 (si_signo, si_code, si_value, si_pid) -- SIGBUS and SIGIO are blocked and
 read from a signalfd, so none is lost and none kills it.
@@ -70,13 +70,13 @@ SI_QUEUE = -1
 PINCLIENT = _find_program('pinclient')
 PINFSCTL = _find_program('pinfsctl')
 needs_pinclient = pytest.mark.skipif(
-    PINCLIENT is None, reason='pinclient not built under %s (lease/pinclient.c)' % BUILD)
+    PINCLIENT is None, reason='pinclient not built under %s (client/pinclient.c)' % BUILD)
 needs_pinfsctl = pytest.mark.skipif(
-    PINFSCTL is None, reason='pinfsctl not built under %s (lease/pinfsctl.c)' % BUILD)
+    PINFSCTL is None, reason='pinfsctl not built under %s (client/pinfsctl.c)' % BUILD)
 
 
 # --------------------------------------------------------------------------
-# the ioctl ABI (lease/abi.h), for what this process asks itself
+# the ioctl ABI (include/pinfs/abi.h), for what this process asks itself
 
 def _ioc(direction, nr, size):
     return (direction << 30) | (size << 16) | (0xb7 << 8) | nr
@@ -178,7 +178,8 @@ def pinhold_exe():
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pinhold.c')
     cc = os.environ.get('CC', 'cc')
     try:
-        res = run([cc, '-std=gnu11', '-D_GNU_SOURCE', '-O1', '-Wall', '-I', REPO, src, '-o', exe],
+        res = run([cc, '-std=gnu11', '-D_GNU_SOURCE', '-O1', '-Wall', '-I', REPO,
+                   '-I', os.path.join(REPO, 'include'), src, '-o', exe],
                   timeout=120)
     except FileNotFoundError:
         pytest.skip('no C compiler (%s) to build tests/mount/pinhold.c' % cc)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lease/pinclient.c -- an RDMA-like pinfs client. It pins part of a file,
- * maps the pinned blocks straight from the pool (lease/client.h), registers
+ * client/pinclient.c -- an RDMA-like pinfs client. It pins part of a file,
+ * maps the pinned blocks straight from the pool (include/pinfs/client.h), registers
  * that mapping with io_uring as fixed buffers -- a real kernel long-term pin,
  * as an RDMA NIC would take -- and keeps "DMA-ing" into it with READ_FIXED
  * from a source file at a given rate. After every transfer it checks that
@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lease/client.h"
+#include "pinfs/client.h"
 
 #define EXIT_OK 0
 #define EXIT_ERR 1

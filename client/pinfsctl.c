@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lease/pinfsctl.c -- the pinfs control tool: take and hold a pin, end one,
+ * client/pinfsctl.c -- the pinfs control tool: take and hold a pin, end one,
  * list every pin of a mount (like /proc/locks), get or set truncate
  * policies, show counters, follow lease events. Everything goes through the
- * ioctls of lease/abi.h; nothing here maps pool memory.
+ * ioctls of include/pinfs/abi.h; nothing here maps pool memory.
  *
  * Ioctls that concern the whole mount are issued on the mount root. FUSE
  * passes ioctls on directories only when the daemon accepts them
@@ -35,8 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lease/abi.h"
-#include "lease/client.h"
+#include "pinfs/abi.h"
+#include "pinfs/client.h"
 
 #define EXIT_OK 0
 #define EXIT_ERR 1

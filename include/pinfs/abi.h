@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lease/abi.h -- the public ioctl ABI of pinfs: the one header clients
+ * include/pinfs/abi.h -- the public ioctl ABI of pinfs: the one header clients
  * include. FUSE passes only "restricted" ioctls on regular files: the
  * argument is a fixed-size struct whose size is encoded in the command
  * number, copied in and/or out by the kernel (at most 16 KiB each way); no
@@ -56,7 +56,7 @@ struct pinfs_seg {
  *    reading, or for reading and writing with PINFS_PIN_WRITE (uid 0, the
  *    pool's owner, its group with the group bits, or the other bits):
  *    holders map the pool, so such a pin would be useless. See pinfs
- *    -o pin_group=GROUP and pinfs_pin_strerror() in lease/client.h.
+ *    -o pin_group=GROUP and pinfs_pin_strerror() in include/pinfs/client.h.
  *  - EACCES: a pin of a range with holes (which it would allocate) by a
  *    caller who could not write the file: the fd is read-only and the mode
  *    bits do not let the caller write (uid 0 passes them). Nothing is

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lease/client.h -- the pinfs client library: pin a byte range of a file on
+ * include/pinfs/client.h -- the pinfs client library: pin a byte range of a file on
  * a pinfs mount and map its blocks straight from the pool file (DAX-style),
  * into one contiguous range of the caller's address space.
  *
@@ -14,7 +14,7 @@
  * all of it (the pool file's permissions are the trust boundary).
  *
  * Revocation: the daemon may revoke a PINFS_PIN_REVOCABLE lease (SIGBUS with
- * si_code SI_QUEUE, see lease/abi.h). The mapping stays valid -- its blocks
+ * si_code SI_QUEUE, see include/pinfs/abi.h). The mapping stays valid -- its blocks
  * are quarantined, no longer part of the file -- until pinfs_map_unpin(),
  * which acknowledges the revocation. Anything else that pins the mapping
  * (io_uring fixed buffers, RDMA MRs) must be released before that call: once
@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lease/abi.h"
+#include "pinfs/abi.h"
 
 /* A pinned and mapped range. Treat as read-only; all fields are valid
  * between a successful pinfs_map_pin() and pinfs_map_unpin(). */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lease/client.c -- the pinfs client library (see lease/client.h): pin over
- * the ioctl ABI of lease/abi.h, then map the pool blocks the daemon reports,
+ * client/client.c -- the pinfs client library (see include/pinfs/client.h): pin over
+ * the ioctl ABI of include/pinfs/abi.h, then map the pool blocks the daemon reports,
  * segment by segment, into one reserved range of the address space.
  *
  * It only talks to the daemon through ioctls and one xattr, and to the
@@ -20,7 +20,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "lease/client.h"
+#include "pinfs/client.h"
 
 #define PAGE 4096ull
 #define HUGE_PAGE (2ull << 20)
