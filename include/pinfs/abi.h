@@ -18,6 +18,10 @@
 #include <linux/ioctl.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define PINFS_IOC_MAGIC 0xb7
 
 /* pin flags */
@@ -244,10 +248,17 @@ struct pinfs_scrub {
 /* A file's policy as an xattr: "fail", "revoke", "wait", "break", "default" */
 #define PINFS_XATTR_POLICY "user.pinfs.policy"
 
+/* Checked by every C build (C++ spells it static_assert). */
+#ifndef __cplusplus
 _Static_assert(sizeof(struct pinfs_pin) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_segs) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_list) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_events) < 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_event) == 80, "the event ABI is 80 bytes");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

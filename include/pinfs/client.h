@@ -30,6 +30,10 @@
 
 #include "pinfs/abi.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A pinned and mapped range. Treat as read-only; all fields are valid
  * between a successful pinfs_map_pin() and pinfs_map_unpin(). */
 struct pinfs_map {
@@ -89,5 +93,9 @@ void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off);
 /* Parses a byte count: decimal or 0x hex, with an optional binary suffix k,
  * m, g or t (powers of 1024; "M", "MiB" and "MB" alike). 0 or -EINVAL. */
 int pinfs_parse_size(const char *s, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

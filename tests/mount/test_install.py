@@ -1,0 +1,186 @@
+"""The installable client library: libpinfs, its headers and pinfs.pc.
+
+The build under test is installed into a temporary --destdir (once per
+module); examples/pinfs-example.c is then compiled against that tree using
+nothing but `pkg-config --cflags --libs pinfs` (PKG_CONFIG_SYSROOT_DIR and
+PKG_CONFIG_PATH point into the destdir; liburing comes from the system) and
+run, with LD_LIBRARY_PATH into the destdir, against a file on a live mount:
+it pins, stores a pattern through the mapping, registers the mapping with
+io_uring, fsyncs, unpins; the test then reads the pattern back itself.
+
+In a sanitizer build (b_sanitize set) the installed library needs the
+sanitizer runtime, so the example is compiled with the same -fsanitize=.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from pinfs_mount import BUILD, REPO, describe, run
+
+pytestmark = [pytest.mark.needs_daemon]
+
+EXAMPLE = os.path.join(REPO, 'examples', 'pinfs-example.c')
+HEADERS = ('abi.h', 'client.h')
+SONAME = 'libpinfs.so.0'
+REAL = 'libpinfs.so.0.1.0'
+VERSION_NODE = 'PINFS_0.1'
+EXAMPLE_LEN = 1024 * 1024 + 1000      # not a whole number of blocks
+
+
+def example_pattern(size):
+    """What examples/pinfs-example.c stores: byte i is i % 251."""
+    period = bytes(range(251))
+    return (period * (size // 251 + 1))[:size]
+
+
+def b_sanitize():
+    """The build's b_sanitize option ('none' when unset)."""
+    res = run(['meson', 'introspect', BUILD, '--buildoptions'])
+    assert res.returncode == 0, 'meson introspect: ' + describe(res)
+    for opt in json.loads(res.stdout):
+        if opt['name'] == 'b_sanitize':
+            return opt['value']
+    return 'none'
+
+
+class Installed:
+    """Paths inside the destdir of `meson install`."""
+
+    def __init__(self, dest):
+        self.dest = dest
+        pcs = [root for root, _, files in os.walk(dest) if 'pinfs.pc' in files]
+        assert len(pcs) == 1, 'pinfs.pc installed in %s' % pcs
+        self.pkgconfig = pcs[0]
+        self.libdir = os.path.dirname(self.pkgconfig)
+        incs = [root for root, dirs, _ in os.walk(dest) if root.endswith('/include')
+                and 'pinfs' in dirs]
+        assert len(incs) == 1, 'include/pinfs installed in %s' % incs
+        self.includedir = incs[0]
+
+    def pkg_config(self, *args):
+        env = dict(os.environ, PKG_CONFIG_SYSROOT_DIR=self.dest,
+                   PKG_CONFIG_PATH=self.pkgconfig, PKG_CONFIG_LIBDIR=self.pkgconfig)
+        res = run(['pkg-config'] + list(args), env=env)
+        assert res.returncode == 0, 'pkg-config %s: %s' % (' '.join(args), describe(res))
+        return res.stdout.split()
+
+
+@pytest.fixture(scope='module')
+def installed():
+    for tool in ('meson', 'pkg-config', 'cc', 'nm', 'readelf'):
+        if shutil.which(tool) is None:
+            pytest.fail('%s not found (scripts/deps installs it)' % tool)
+    dest = tempfile.mkdtemp(prefix='pinfs-destdir-', dir='/dev/shm')
+    try:
+        res = run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--no-rebuild',
+                   '--quiet'], timeout=120)
+        assert res.returncode == 0, 'meson install: ' + describe(res)
+        yield Installed(dest)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def example(installed):
+    """examples/pinfs-example built against the destdir with pkg-config only."""
+    out = os.path.join(installed.dest, 'pinfs-example')
+    flags = ['-std=gnu11', '-Wall', '-Wextra', '-Werror', '-g']
+    san = b_sanitize()
+    if san != 'none':
+        flags.append('-fsanitize=' + san)
+    uring = run(['pkg-config', '--cflags', '--libs', 'liburing'])
+    assert uring.returncode == 0, 'pkg-config liburing: ' + describe(uring)
+    cmd = (['cc'] + flags + ['-o', out, EXAMPLE] +
+           installed.pkg_config('--cflags', '--libs', 'pinfs') + uring.stdout.split())
+    res = run(cmd, timeout=120)
+    assert res.returncode == 0, '%s\n%s' % (' '.join(cmd), describe(res))
+    return out
+
+
+def test_install_puts_headers_library_and_pc_in_the_prefix(installed):
+    for h in HEADERS:
+        assert os.path.isfile(os.path.join(installed.includedir, 'pinfs', h)), h
+    assert installed.libdir.endswith('/lib/x86_64-linux-gnu') or \
+        installed.libdir.endswith('/lib64') or installed.libdir.endswith('/lib'), \
+        installed.libdir
+    lib = os.path.join(installed.libdir, 'libpinfs.so')
+    so0 = os.path.join(installed.libdir, SONAME)
+    assert os.path.islink(lib) and os.readlink(lib) == SONAME, 'libpinfs.so -> %s' % (
+        os.readlink(lib) if os.path.islink(lib) else 'not a symlink')
+    assert os.path.islink(so0) and os.readlink(so0) == REAL, '%s -> %s' % (
+        SONAME, os.readlink(so0) if os.path.islink(so0) else 'not a symlink')
+    real = os.path.join(installed.libdir, REAL)
+    assert os.path.isfile(real) and not os.path.islink(real)
+    res = run(['readelf', '-d', real])
+    assert res.returncode == 0, describe(res)
+    assert 'Library soname: [%s]' % SONAME in res.stdout, res.stdout
+
+    cflags = installed.pkg_config('--cflags', 'pinfs')
+    libs = installed.pkg_config('--libs', 'pinfs')
+    assert cflags == ['-I' + installed.includedir], cflags
+    assert libs == ['-L' + installed.libdir, '-lpinfs'], libs
+    assert installed.pkg_config('--modversion', 'pinfs') == ['0.1.0']
+
+
+def test_library_exports_only_pinfs_symbols(installed):
+    res = run(['nm', '-D', '--defined-only', os.path.join(installed.libdir, REAL)])
+    assert res.returncode == 0, describe(res)
+    names = [line.split()[-1] for line in res.stdout.splitlines() if line.strip()]
+    assert VERSION_NODE in names, res.stdout          # the version node itself ("A")
+    exported = sorted(n for n in names if n != VERSION_NODE)
+    assert exported, res.stdout
+    bad = [n for n in exported if not n.startswith('pinfs_')]
+    assert not bad, 'exported beyond pinfs_*: %s' % bad
+    unversioned = [n for n in exported if not n.endswith('@@' + VERSION_NODE)]
+    assert not unversioned, 'not in %s: %s' % (VERSION_NODE, unversioned)
+    for fn in ('pinfs_map_pin', 'pinfs_map_unpin', 'pinfs_map_ptr', 'pinfs_pin_strerror',
+               'pinfs_parse_size'):
+        assert fn + '@@' + VERSION_NODE in exported, fn
+
+
+def test_installed_headers_compile_alone_as_c_and_cxx(installed, tmp_path):
+    """Each public header is self-contained with -I$includedir only, in C and C++."""
+    compilers = [('cc', 'c', ['-std=c11'])]
+    if shutil.which('c++'):
+        compilers.append(('c++', 'c++', ['-std=c++11']))
+    for h in HEADERS:
+        for cc, lang, std in compilers:
+            src = tmp_path / ('use_%s.%s' % (h.replace('.', '_'), 'c' if lang == 'c' else 'cc'))
+            src.write_text('#include <pinfs/%s>\nint main(void) { return 0; }\n' % h)
+            cmd = ([cc] + std + ['-Wall', '-Wextra', '-Werror', '-fsyntax-only'] +
+                   installed.pkg_config('--cflags', 'pinfs') + [str(src)])
+            res = run(cmd)
+            assert res.returncode == 0, '%s\n%s' % (' '.join(cmd), describe(res))
+
+
+def test_example_built_with_pkg_config_pins_stores_and_fsyncs(installed, example, mnt):
+    env = dict(os.environ, LD_LIBRARY_PATH=installed.libdir)
+    # the example must load the installed library, not one from elsewhere
+    res = run(['ldd', example], env=env)
+    assert res.returncode == 0, describe(res)
+    line = [l for l in res.stdout.splitlines() if SONAME in l]
+    assert line and installed.libdir + '/' + SONAME in line[0], res.stdout
+
+    path = mnt.path('example.dat')
+    res = run([example, path, str(EXAMPLE_LEN)], env=env, timeout=60)
+    assert res.returncode == 0, describe(res)
+    assert res.stderr == '', describe(res)
+    with open(path, 'rb') as f:
+        data = f.read()
+    assert len(data) == EXAMPLE_LEN
+    assert data == example_pattern(EXAMPLE_LEN), 'the pattern is not in the file'
+
+    # the lease ended: a second run pins the same range again and succeeds
+    res = run([example, path, str(EXAMPLE_LEN)], env=env, timeout=60)
+    assert res.returncode == 0, describe(res)
+
+
+def test_example_fails_with_a_message_off_a_pinfs_mount(installed, example, tmp_path):
+    env = dict(os.environ, LD_LIBRARY_PATH=installed.libdir)
+    res = run([example, str(tmp_path / 'not-pinfs.dat'), '4096'], env=env, timeout=60)
+    assert res.returncode == 1, describe(res)
+    assert res.stderr.startswith('pinfs-example: pin '), describe(res)
