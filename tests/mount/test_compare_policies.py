@@ -1,0 +1,128 @@
+"""scripts/compare-policies end to end: it runs every policy against every
+holder kind on its own pools and mounts (daemons in the background), prints
+the table and the extra cases, and writes the picture where --out says.
+
+Run with a 1 s wait_timeout / lease_break_time so the whole run stays near
+20 s. What is checked is what each policy stands for in the debate: fail
+refuses, revoke succeeds by SIGBUS, wait succeeds only when the holder
+unpins in time, break gets a cooperative holder's pin back without SIGBUS,
+revoked blocks stay quarantined while a kernel pin outlives the lease, and
+fsync leaves pinned blocks durable but dirty.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import xml.dom.minidom
+
+import pytest
+
+from pinfs_mount import BUILD, REPO, run
+
+SCRIPT = os.path.join(REPO, 'scripts', 'compare-policies')
+GRACE = 1.0
+
+
+@pytest.fixture(scope='module')
+def result(tmp_path_factory):
+    d = tmp_path_factory.mktemp('compare')
+    out, js = str(d / 'x.svg'), str(d / 'x.json')
+    env = dict(os.environ, PINFS_BUILD=BUILD)
+    res = run([SCRIPT, '--out', out, '--json', js, '--grace', str(GRACE)], timeout=120,
+              env=env, cwd=str(d))
+    assert res.returncode == 0, 'exit %s\n%s\n%s' % (res.returncode, res.stdout, res.stderr)
+    with open(js) as f:
+        data = json.load(f)
+    return dict(stdout=res.stdout, svg=out, data=data, dir=str(d))
+
+
+def row(result, policy, holder):
+    return next(r for r in result['data']['rows']
+                if r['policy'] == policy and r['holder'] == holder)
+
+
+def test_picture_path_is_said_first(result):
+    first = result['stdout'].splitlines()[0]
+    assert first == 'The picture will be written to %s' % result['svg']
+    assert result['stdout'].rstrip().splitlines()[-1].startswith(
+        'The picture: %s' % result['svg'])
+
+
+def test_table_names_whose_position_and_defines_holders(result):
+    out = result['stdout']
+    for who in ('Boaz Harrosh', "Ira Weiny", "today's kernel", 'F_SETLEASE', "Ts'o"):
+        assert who in out
+    head = out.index('POLICY  HOLDER')
+    for kind in ('revocable', 'not revocable', 'cooperative', 'unpins in time'):
+        assert '  %s ' % kind in out[:head]
+
+
+def test_fail_refuses_with_ebusy(result):
+    for kind in ('revocable', 'not revocable', 'cooperative', 'unpins in time'):
+        r = row(result, 'fail', kind)
+        assert (r['trunc'], r['punch'], r['size']) == ('EBUSY', 'EBUSY', 8 << 20)
+
+
+def test_revoke_revocable_succeeds_with_sigbus(result):
+    r = row(result, 'revoke', 'revocable')
+    assert (r['trunc'], r['punch'], r['size']) == ('ok', 'ok', 1 << 20)
+    assert 'SIGBUS' in r['saw'] and r['exit'] == '3'
+    assert r['quarantine'] and r['quarantine'][0] == 512
+
+
+def test_revoke_refuses_pins_that_are_not_revocable(result):
+    for kind in ('not revocable', 'cooperative'):
+        assert row(result, 'revoke', kind)['trunc'] == 'EBUSY'
+
+
+def test_wait_succeeds_when_the_holder_unpins_in_time(result):
+    r = row(result, 'wait', 'unpins in time')
+    assert r['trunc'] == 'ok' and r['size'] == 1 << 20
+    assert r['trunc_ms'] < GRACE * 1000
+    assert r['saw'] == 'none'
+
+
+def test_wait_fails_after_the_timeout_when_the_holder_holds(result):
+    r = row(result, 'wait', 'not revocable')
+    assert r['trunc'] == 'EBUSY' and r['trunc_ms'] >= GRACE * 1000 * 0.95
+
+
+def test_break_gets_a_cooperative_pin_back_without_sigbus(result):
+    r = row(result, 'break', 'cooperative')
+    assert r['trunc'] == 'ok' and r['saw'] == 'SIGIO' and r['exit'] == '0'
+    assert r['trunc_ms'] < GRACE * 1000
+
+
+def test_kernel_pin_outlives_revocation_blocks_quarantined(result):
+    k = result['data']['kernel_pin']
+    assert k['trunc'] == 'ok'
+    assert k['bufs_during'] and k['bufs_during'] == k['bufs_before']
+    assert k['quarantined'] == 512
+    assert k['saw'] == 'SIGBUS' and k['rc'] == 3
+    assert k['quarantined_after'] == 0
+
+
+def test_fsync_leaves_pinned_blocks_durable_and_dirty(result):
+    steps = dict((name.split(' (')[0], st) for name, st in result['data']['writeback'])
+    assert steps['after write() of 8 MiB']['dirty'] == 0
+    pinned = steps['fsync() while pinned']
+    assert pinned['dirty'] == 512 and pinned['pinned_kept_dirty'] == 512
+    assert pinned['flushed_integrity'] >= 512
+    assert steps['fsync() after the unpin']['dirty'] == 0
+    assert "Jan Kara's rule" in result['stdout']
+
+
+def test_picture_is_well_formed_and_labelled(result):
+    with open(result['svg']) as f:
+        text = f.read()
+    xml.dom.minidom.parseString(text)
+    assert 'revoked (SIGBUS)' in text and 'no SIGBUS' in text and 'log scale' in text
+    if shutil.which('rsvg-convert') is None:
+        pytest.skip('rsvg-convert not installed (Debian librsvg2-bin)')
+    png = os.path.join(result['dir'], 'x.png')
+    res = subprocess.run(['rsvg-convert', result['svg'], '-o', png], timeout=60,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert res.returncode == 0, res.stderr
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
