@@ -118,6 +118,15 @@ static int parse_nonneg(const char *s, double *out)
 	return 0;
 }
 
+/* One line saying what is wrong, then where to look; the usage exit status. */
+static int usage_error(const char *fmt, const char *arg)
+{
+	fputs("pinclient: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'pinclient --help'.\n");
+	return 2;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -134,6 +143,8 @@ static void usage(FILE *f)
 		"  --duration SECS   stop after SECS seconds (default: until signalled)\n"
 		"  --source FILE     regular file to read from (default: a pattern file in /dev/shm)\n"
 		"  --chunk BYTES     bytes per transfer (default 256k)\n"
+		"  --help            print this help and exit\n"
+		"  --version         print the version and exit\n"
 		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
 		"\n"
 		"Exit status: 0 clean unpin (duration over, SIGINT/SIGTERM, or a cooperative\n"
@@ -336,6 +347,7 @@ int main(int argc, char **argv)
 		{ "source", required_argument, NULL, 's' },
 		{ "chunk", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool revocable = false, cooperative = false;
@@ -348,43 +360,42 @@ int main(int argc, char **argv)
 	struct stat st;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	opterr = 0; /* our messages, in our format */
+	while ((opt = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'r': revocable = true; break;
 		case 'c': cooperative = true; break;
 		case 'R':
 			if (parse_nonneg(optarg, &rate) < 0) {
-				fprintf(stderr, "pinclient: bad --rate '%s'\n", optarg);
-				return EXIT_USAGE;
+				return usage_error("--rate '%s' is not a rate in MB/s", optarg);
 			}
 			break;
 		case 'd':
 			if (parse_nonneg(optarg, &duration) < 0) {
-				fprintf(stderr, "pinclient: bad --duration '%s'\n", optarg);
-				return EXIT_USAGE;
+				return usage_error("--duration '%s' is not a number of seconds", optarg);
 			}
 			break;
 		case 's': source = optarg; break;
 		case 'C':
 			if (pinfs_parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30)) {
-				fprintf(stderr, "pinclient: bad --chunk '%s' (1 byte .. 1 GiB)\n", optarg);
-				return EXIT_USAGE;
+				return usage_error("--chunk '%s' is not a size of 1 byte .. 1 GiB", optarg);
 			}
 			break;
 		case 'h': usage(stdout); return EXIT_OK;
-		default: usage(stderr); return EXIT_USAGE;
+		case 'V': printf("pinclient (pinfs) " PINFS_VERSION "\n"); return EXIT_OK;
+		case ':': return usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default: return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (argc - optind != 3) {
-		usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (argc - optind < 3)
+		return usage_error("missing FILE OFFSET LENGTH%s", "");
+	if (argc - optind > 3)
+		return usage_error("unexpected argument '%s'", argv[optind + 3]);
 	path = argv[optind];
-	if (pinfs_parse_size(argv[optind + 1], &off) < 0 || pinfs_parse_size(argv[optind + 2], &len) < 0) {
-		fprintf(stderr, "pinclient: bad OFFSET or LENGTH\n");
-		usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (pinfs_parse_size(argv[optind + 1], &off) < 0)
+		return usage_error("'%s' is not a size (OFFSET)", argv[optind + 1]);
+	if (pinfs_parse_size(argv[optind + 2], &len) < 0)
+		return usage_error("'%s' is not a size (LENGTH)", argv[optind + 2]);
 
 	rc = signals_install();
 	if (rc < 0) {

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,8 +64,16 @@ static void usage(FILE *f)
 		"                           pass (default: forever) or SIGINT/SIGTERM, then unpin;\n"
 		"                           --cooperative: unpin on a lease-break notice\n"
 		"  unpin FILE LEASE         end a lease (its holder or root)\n"
-		"  pins PATH                every pin of the mount holding PATH:\n"
-		"                           LEASE: FILE START-END PID COMM FLAGS STATE AGE\n"
+		"  pins [--json] [--noheadings] PATH\n"
+		"                           every pin of the mount holding PATH, one a line\n"
+		"                           under a header, as lslocks does:\n"
+		"                           LEASE FILE START END SIZE PID COMMAND FLAGS STATE AGE\n"
+		"                           START and END in bytes, END is exclusive; SIZE\n"
+		"                           human-readable; FLAGS R or W, then ,revocable\n"
+		"                           ,on-close; AGE in seconds; --noheadings: no header;\n"
+		"                           --json: {\"pins\": [{\"lease\", \"path\", \"start\",\n"
+		"                           \"end\", \"size\", \"pid\", \"command\", \"flags\": [...],\n"
+		"                           \"state\", \"age\"}, ...]}\n"
 		"  policy PATH [POLICY]     get/set the truncate policy: of the mount if PATH is\n"
 		"                           its root, else of the file; POLICY is one of\n"
 		"                           fail, revoke, wait, break, default (files only)\n"
@@ -77,15 +86,43 @@ static void usage(FILE *f)
 		"                           the daemon still remembers, unless --new); stop after N;\n"
 		"                           give up after SECONDS: exit 1 if N events had not come\n"
 		"                           (0 without --count)\n"
+		"  --help, --version        print this help, or the version, and exit\n"
 		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
 		"Exit status: 0 success, 1 failure (or events --timeout before N events), 2 usage\n"
 		"error, 3 (pin) the lease was revoked.\n");
 }
 
-static int usage_err(void)
+/* One line saying what is wrong (@fmt, or nothing if NULL), then where to
+ * look, as coreutils do; returns the usage exit status. */
+static int usage_error(const char *fmt, ...)
 {
-	usage(stderr);
+	va_list ap;
+
+	if (fmt) {
+		fputs("pinfsctl: ", stderr);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	fprintf(stderr, "Try 'pinfsctl --help'.\n");
 	return EXIT_USAGE;
+}
+
+/* getopt_long's complaint, in our format (opterr is 0). */
+static int usage_bad_option(const char *cmd, char **argv)
+{
+	if (optopt && optopt != '?' && optopt < 256 && argv[optind - 1][1] != '-')
+		return usage_error("%s: unknown option '-%c'", cmd, optopt);
+	return usage_error("%s: unknown option or missing argument '%s'", cmd, argv[optind - 1]);
+}
+
+/* The operand count check of a subcommand. */
+static int usage_operands(const char *cmd, int have, int want, const char *what)
+{
+	if (have < want)
+		return usage_error("%s: missing %s", cmd, what);
+	return usage_error("%s: too many arguments", cmd);
 }
 
 static int policy_parse(const char *s, uint32_t *out)
@@ -418,16 +455,19 @@ static int cmd_pin(int argc, char **argv)
 			errno = 0;
 			seconds = strtod(optarg, &end);
 			if (errno || end == optarg || *end || !isfinite(seconds) || seconds <= 0) {
-				fprintf(stderr, "pinfsctl: pin: bad --hold '%s'\n", optarg);
-				return EXIT_USAGE;
+				return usage_error("pin: --hold '%s' is not a positive number of seconds",
+						   optarg);
 			}
 			break;
-		default: return usage_err();
+		default: return usage_bad_option("pin", argv);
 		}
 	}
-	if (argc - optind != 3 || pinfs_parse_size(argv[optind + 1], &off) < 0 ||
-	    pinfs_parse_size(argv[optind + 2], &len) < 0)
-		return usage_err();
+	if (argc - optind != 3)
+		return usage_operands("pin", argc - optind, 3, "FILE OFFSET LENGTH");
+	if (pinfs_parse_size(argv[optind + 1], &off) < 0)
+		return usage_error("pin: '%s' is not a size (OFFSET)", argv[optind + 1]);
+	if (pinfs_parse_size(argv[optind + 2], &len) < 0)
+		return usage_error("pin: '%s' is not a size (LENGTH)", argv[optind + 2]);
 
 	/* Blocked before pinning, so that no notice can be lost. */
 	sigemptyset(&set);
@@ -475,13 +515,11 @@ static int cmd_unpin(int argc, char **argv)
 	int fd, rc;
 
 	if (argc != 3)
-		return usage_err();
+		return usage_operands("unpin", argc - 1, 2, "FILE LEASE");
 	errno = 0;
 	id = strtoull(argv[2], &end, 10);
-	if (errno || end == argv[2] || *end || argv[2][0] == '-' || id == 0) {
-		fprintf(stderr, "pinfsctl: unpin: bad lease id '%s'\n", argv[2]);
-		return EXIT_USAGE;
-	}
+	if (errno || end == argv[2] || *end || argv[2][0] == '-' || id == 0)
+		return usage_error("unpin: '%s' is not a lease id", argv[2]);
 	fd = open_path("unpin", argv[1], O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return EXIT_ERR;
@@ -540,22 +578,227 @@ static const char *state_name(uint32_t s)
 	}
 }
 
+/* @len bytes as lslocks writes sizes: 1024-based, one letter, one decimal
+ * where it matters (512B, 4K, 1.5M, 64K). */
+static void human_size(uint64_t len, char *out, size_t size)
+{
+	static const char units[] = "BKMGTPE";
+	uint64_t v = len, rem = 0;
+	int u = 0;
+
+	while (v >= 1024 && u < 6) {
+		rem = v % 1024;
+		v /= 1024;
+		u++;
+	}
+	/* one decimal, rounded, as util-linux's size_to_human_string */
+	rem = (rem * 10 + 512) / 1024;
+	if (rem >= 10) {
+		v++;
+		rem = 0;
+	}
+	if (u && rem)
+		snprintf(out, size, "%" PRIu64 ".%" PRIu64 "%c", v, rem, units[u]);
+	else
+		snprintf(out, size, "%" PRIu64 "%c", v, units[u]);
+}
+
+/* @s as the body of a JSON string. */
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+/* Is the pin unbounded (to the end of the file, whatever it becomes)? */
+static bool range_to_eof(uint64_t off, uint64_t len)
+{
+	return len == 0 || len == UINT64_MAX || off + len < off;
+}
+
+/* The table of `pinfsctl pins`: one row of strings per pin, so the
+ * columns can be as wide as their widest cell. */
+enum { COL_LEASE, COL_FILE, COL_START, COL_END, COL_SIZE, COL_PID, COL_COMMAND, COL_FLAGS,
+       COL_STATE, COL_AGE, NCOLS };
+static const char *const col_names[NCOLS] = { "LEASE", "FILE", "START", "END", "SIZE",
+					      "PID", "COMMAND", "FLAGS", "STATE", "AGE" };
+/* numbers are right-aligned, words left-aligned */
+static const bool col_right[NCOLS] = { [COL_LEASE] = true, [COL_START] = true, [COL_END] = true,
+				       [COL_SIZE] = true, [COL_PID] = true, [COL_AGE] = true };
+
+/* @s escaped as /proc/mounts does (see print_escaped) into a new string. */
+static char *escaped_dup(const char *s)
+{
+	char *buf = NULL, *out;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch <= ' ' || ch == '\\' || ch == 0x7f)
+			fprintf(f, "\\%03o", ch);
+		else
+			fputc(ch, f);
+	}
+	if (fclose(f) != 0)
+		return NULL;
+	out = buf;
+	return out;
+}
+
+static void comm_copy(const char comm[16], char out[17])
+{
+	memcpy(out, comm, 16);
+	out[16] = '\0';
+	if (!out[0])
+		strcpy(out, "?");
+}
+
+static void pins_print_json(const struct pinfs_lease_info *all, size_t n, char *const *path_of)
+{
+	printf("{\"pins\": [");
+	for (size_t i = 0; i < n; i++) {
+		const struct pinfs_lease_info *e = &all[i];
+		bool eof = range_to_eof(e->offset, e->length);
+		char comm[17], ino[32];
+		const char *sep = "";
+
+		comm_copy(e->comm, comm);
+		printf("%s\n  {\"lease\": %" PRIu64 ", \"path\": ", i ? "," : "", e->lease_id);
+		if (path_of[i]) {
+			json_string(path_of[i]);
+		} else {
+			snprintf(ino, sizeof(ino), "ino:%" PRIu64, e->ino);
+			json_string(ino);
+		}
+		printf(", \"start\": %" PRIu64, e->offset);
+		if (eof)
+			printf(", \"end\": null, \"size\": null");
+		else
+			printf(", \"end\": %" PRIu64 ", \"size\": %" PRIu64, e->offset + e->length,
+			       e->length);
+		printf(", \"pid\": %u, \"command\": ", e->holder_pid);
+		json_string(comm);
+		printf(", \"flags\": [");
+		if (e->flags & PINFS_PIN_WRITE) {
+			printf("\"write\"");
+			sep = ", ";
+		} else {
+			printf("\"read\"");
+			sep = ", ";
+		}
+		if (e->flags & PINFS_PIN_REVOCABLE)
+			printf("%s\"revocable\"", sep);
+		if (e->flags & PINFS_PIN_ON_CLOSE)
+			printf("%s\"on-close\"", sep);
+		printf("], \"state\": \"%s\", \"age\": %" PRIu64 "}", state_name(e->state),
+		       e->age_ns / 1000000000u);
+	}
+	printf("%s]}\n", n ? "\n" : "");
+}
+
+/* The table; 0 or -ENOMEM. */
+static int pins_print_table(const struct pinfs_lease_info *all, size_t n, char *const *path_of,
+			    bool headings)
+{
+	char *(*cell)[NCOLS] = calloc(n ? n : 1, sizeof(*cell));
+	size_t width[NCOLS];
+	int rc = 0;
+
+	if (!cell)
+		return -ENOMEM;
+	for (int c = 0; c < NCOLS; c++)
+		width[c] = headings ? strlen(col_names[c]) : 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const struct pinfs_lease_info *e = &all[i];
+		bool eof = range_to_eof(e->offset, e->length);
+		char comm[17], size[32], ino[32];
+
+		comm_copy(e->comm, comm);
+		if (eof)
+			strcpy(size, "-");
+		else
+			human_size(e->length, size, sizeof(size));
+		snprintf(ino, sizeof(ino), "ino:%" PRIu64, e->ino);
+		if (asprintf(&cell[i][COL_LEASE], "%" PRIu64, e->lease_id) < 0 ||
+		    !(cell[i][COL_FILE] = path_of[i] ? escaped_dup(path_of[i]) : strdup(ino)) ||
+		    asprintf(&cell[i][COL_START], "%" PRIu64, e->offset) < 0 ||
+		    (eof ? !(cell[i][COL_END] = strdup("EOF")) :
+			   asprintf(&cell[i][COL_END], "%" PRIu64, e->offset + e->length) < 0) ||
+		    !(cell[i][COL_SIZE] = strdup(size)) ||
+		    asprintf(&cell[i][COL_PID], "%u", e->holder_pid) < 0 ||
+		    !(cell[i][COL_COMMAND] = escaped_dup(comm)) ||
+		    asprintf(&cell[i][COL_FLAGS], "%s%s%s", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
+			     (e->flags & PINFS_PIN_REVOCABLE) ? ",revocable" : "",
+			     (e->flags & PINFS_PIN_ON_CLOSE) ? ",on-close" : "") < 0 ||
+		    !(cell[i][COL_STATE] = strdup(state_name(e->state))) ||
+		    asprintf(&cell[i][COL_AGE], "%" PRIu64, e->age_ns / 1000000000u) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+		for (int c = 0; c < NCOLS; c++)
+			if (strlen(cell[i][c]) > width[c])
+				width[c] = strlen(cell[i][c]);
+	}
+	if (rc == 0) {
+		if (headings)
+			for (int c = 0; c < NCOLS; c++)
+				printf("%s%*s%s", c ? " " : "", col_right[c] ? (int)width[c] : -(int)width[c],
+				       col_names[c], c == NCOLS - 1 ? "\n" : "");
+		for (size_t i = 0; i < n; i++)
+			for (int c = 0; c < NCOLS; c++)
+				printf("%s%*s%s", c ? " " : "",
+				       col_right[c] ? (int)width[c] : c == NCOLS - 1 ? 0 : -(int)width[c],
+				       cell[i][c], c == NCOLS - 1 ? "\n" : "");
+	}
+	for (size_t i = 0; i < n; i++)
+		for (int c = 0; c < NCOLS; c++)
+			free(cell[i][c]);
+	free(cell);
+	return rc;
+}
+
 static int cmd_pins(int argc, char **argv)
 {
-	struct pinfs_list *l = calloc(1, sizeof(*l));
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "noheadings", no_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pinfs_list *l = NULL;
 	struct pinfs_lease_info *all = NULL;
 	uint64_t *inos = NULL;
-	char **paths = NULL, mp[PATH_MAX];
+	char **paths = NULL, **path_of = NULL, mp[PATH_MAX];
 	size_t n = 0, cap = 0, ninos = 0;
-	int fd = -1, rc, status = EXIT_ERR;
+	bool json = false, headings = true;
+	const char *path;
+	int opt, fd = -1, rc, status = EXIT_ERR;
 
-	if (argc != 2) {
-		free(l);
-		return usage_err();
+	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'j': json = true; break;
+		case 'n': headings = false; break;
+		default: return usage_bad_option("pins", argv);
+		}
 	}
+	if (argc - optind != 1)
+		return usage_operands("pins", argc - optind, 1, "PATH");
+	path = argv[optind];
+	l = calloc(1, sizeof(*l));
 	if (!l)
 		goto oom;
-	fd = open_path("pins", argv[1], O_RDONLY | O_NONBLOCK);
+	fd = open_path("pins", path, O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		goto out;
 	/* Page through; stop when a page comes back empty or the (possibly
@@ -564,9 +807,9 @@ static int cmd_pins(int argc, char **argv)
 		memset(l, 0, sizeof(*l));
 		l->first = first;
 		l->all = 1;
-		rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_LIST, l);
+		rc = ctl_ioctl(path, &fd, PINFS_IOC_LIST, l);
 		if (rc < 0) {
-			fprintf(stderr, "pinfsctl: pins %s: %s\n", argv[1], ioctl_strerror(-rc));
+			fprintf(stderr, "pinfsctl: pins %s: %s\n", path, ioctl_strerror(-rc));
 			goto out;
 		}
 		if (l->n > PINFS_LIST_MAX) {
@@ -604,28 +847,20 @@ static int cmd_pins(int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		if (ninos == 0 || inos[i] != inos[ninos - 1])
 			inos[ninos++] = inos[i];
-	if (ninos && mount_root(argv[1], mp, sizeof(mp)) == 0)
+	if (ninos && mount_root(path, mp, sizeof(mp)) == 0)
 		inodes_resolve(mp, inos, paths, ninos);
 
+	path_of = calloc(n ? n : 1, sizeof(*path_of));
+	if (!path_of)
+		goto oom;
 	for (size_t i = 0; i < n; i++) {
-		const struct pinfs_lease_info *e = &all[i];
-		long j = ino_find(inos, ninos, e->ino);
-		const char *path = j >= 0 ? paths[j] : NULL;
-
-		printf("%" PRIu64 ": ", e->lease_id);
-		if (path)
-			print_escaped(path);
-		else
-			printf("ino:%" PRIu64, e->ino);
-		putchar(' ');
-		print_range(e->offset, e->length);
-		printf(" %u ", e->holder_pid);
-		print_comm(e->comm);
-		printf(" %s%s%s %s %" PRIu64 "\n", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
-		       (e->flags & PINFS_PIN_REVOCABLE) ? ",revocable" : "",
-		       (e->flags & PINFS_PIN_ON_CLOSE) ? ",on-close" : "", state_name(e->state),
-		       e->age_ns / 1000000000u);
+		long j = ino_find(inos, ninos, all[i].ino);
+		path_of[i] = j >= 0 ? paths[j] : NULL;
 	}
+	if (json)
+		pins_print_json(all, n, path_of);
+	else if (pins_print_table(all, n, path_of, headings) < 0)
+		goto oom;
 	status = EXIT_OK;
 	goto out;
 oom:
@@ -635,6 +870,7 @@ out:
 		for (size_t j = 0; j < ninos; j++)
 			free(paths[j]);
 	free(paths);
+	free(path_of);
 	free(inos);
 	free(all);
 	free(l);
@@ -661,12 +897,10 @@ static int cmd_policy(int argc, char **argv)
 	int fd, rc;
 
 	if (argc != 2 && argc != 3)
-		return usage_err();
-	if (argc == 3 && policy_parse(argv[2], &set) < 0) {
-		fprintf(stderr, "pinfsctl: policy: unknown policy '%s' (fail, revoke, wait, break, "
-				"default)\n", argv[2]);
-		return EXIT_USAGE;
-	}
+		return usage_operands("policy", argc - 1, 1, "PATH");
+	if (argc == 3 && policy_parse(argv[2], &set) < 0)
+		return usage_error("policy: unknown policy '%s' (fail, revoke, wait, break, default)",
+				   argv[2]);
 	if (stat(argv[1], &st) < 0) {
 		fprintf(stderr, "pinfsctl: policy: %s: %s\n", argv[1], strerror(errno));
 		return EXIT_ERR;
@@ -735,7 +969,7 @@ static int cmd_stats(int argc, char **argv)
 	int fd, rc;
 
 	if (argc != 2)
-		return usage_err();
+		return usage_operands("stats", argc - 1, 1, "PATH");
 	fd = open_path("stats", argv[1], O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return EXIT_ERR;
@@ -770,7 +1004,7 @@ static int cmd_scrub(int argc, char **argv)
 	int fd, rc;
 
 	if (argc != 2)
-		return usage_err();
+		return usage_operands("scrub", argc - 1, 1, "PATH");
 	fd = open_path("scrub", argv[1], O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return EXIT_ERR;
@@ -886,27 +1120,27 @@ static int cmd_events(int argc, char **argv)
 			errno = 0;
 			count = strtoull(optarg, &end, 10);
 			if (errno || end == optarg || *end || optarg[0] == '-' || count == 0) {
-				fprintf(stderr, "pinfsctl: events: bad --count '%s'\n", optarg);
 				free(ev);
-				return EXIT_USAGE;
+				return usage_error("events: --count '%s' is not a positive number",
+						   optarg);
 			}
 			break;
 		case 't':
 			errno = 0;
 			timeout = strtod(optarg, &end);
 			if (errno || end == optarg || *end || !isfinite(timeout) || timeout < 0) {
-				fprintf(stderr, "pinfsctl: events: bad --timeout '%s' (seconds)\n", optarg);
 				free(ev);
-				return EXIT_USAGE;
+				return usage_error("events: --timeout '%s' is not a number of seconds",
+						   optarg);
 			}
 			break;
 		case 'N': skip_history = true; break;
-		default: free(ev); return usage_err();
+		default: free(ev); return usage_bad_option("events", argv);
 		}
 	}
 	if (argc - optind != 1) {
 		free(ev);
-		return usage_err();
+		return usage_operands("events", argc - optind, 1, "MOUNTPOINT");
 	}
 	mp = argv[optind];
 
@@ -996,10 +1230,15 @@ int main(int argc, char **argv)
 		{ "scrub", cmd_scrub },
 	};
 
+	opterr = 0; /* our messages, in our format */
 	if (argc < 2)
-		return usage_err();
+		return usage_error("no command given");
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("pinfsctl (pinfs) " PINFS_VERSION "\n");
 		return EXIT_OK;
 	}
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
@@ -1009,6 +1248,7 @@ int main(int argc, char **argv)
 			return cmds[i].fn(argc - 1, argv + 1);
 		}
 	}
-	fprintf(stderr, "pinfsctl: unknown command '%s'\n", argv[1]);
-	return usage_err();
+	if (argv[1][0] == '-')
+		return usage_error("unknown option '%s'", argv[1]);
+	return usage_error("unknown command '%s'", argv[1]);
 }

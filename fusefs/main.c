@@ -10,10 +10,13 @@
  * flusher, FUSE workers) starts after that fork.
  *
  * Exit: 0 after a clean unmount (fusermount3 -u, umount, SIGTERM, SIGINT), 1
- * on any failure to start, with one line on stderr saying why.
+ * on any failure to start, with one line on stderr saying why; a usage error
+ * is such a failure too. Every option is checked before the pool is opened:
+ * a bad command line never touches (or recovers) a pool.
  */
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <grp.h>
 #include <linux/fuse.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -193,7 +196,8 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	c->max_holders = PM_PINHOLDERS_MAX;
 	if (o->policy && (lease_policy_parse(o->policy, &c->policy) ||
 			  c->policy == PINFS_POLICY_DEFAULT)) {
-		fprintf(stderr, "pinfs: unknown policy '%s' (fail, revoke, wait, break)\n", o->policy);
+		fprintf(stderr, "pinfs: -o policy=%s: unknown policy (fail, revoke, wait, break)\n",
+			o->policy);
 		return -EINVAL;
 	}
 	if (o->busy_errno) {
@@ -202,19 +206,58 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 		else if (!strcmp(o->busy_errno, "ETXTBSY"))
 			c->busy_errno = ETXTBSY;
 		else {
-			fprintf(stderr, "pinfs: busy_errno must be EBUSY or ETXTBSY\n");
+			fprintf(stderr, "pinfs: -o busy_errno=%s: must be EBUSY or ETXTBSY\n",
+				o->busy_errno);
 			return -EINVAL;
 		}
 	}
 	if (o->max_pinned && pinfs_parse_size(o->max_pinned, &c->max_pinned_bytes)) {
-		fprintf(stderr, "pinfs: bad max_pinned '%s'\n", o->max_pinned);
+		fprintf(stderr, "pinfs: -o max_pinned=%s: '%s' is not a size\n", o->max_pinned,
+			o->max_pinned);
 		return -EINVAL;
 	}
-	if (c->wait_timeout < 0 || c->lease_break_time < 0) {
-		fprintf(stderr, "pinfs: wait_timeout and lease_break_time must not be negative\n");
+	if (c->wait_timeout < 0) {
+		fprintf(stderr, "pinfs: -o wait_timeout=%g: must not be negative\n", c->wait_timeout);
+		return -EINVAL;
+	}
+	if (c->lease_break_time < 0) {
+		fprintf(stderr, "pinfs: -o lease_break_time=%g: must not be negative\n",
+			c->lease_break_time);
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* Does group @group (a name or a number) exist? A message and -EINVAL if
+ * not. ffs_pool_share() applies it once the pool is open. */
+static int pin_group_check(const char *group)
+{
+	struct group gr, *g = NULL;
+	char *end, buf[4096];
+	unsigned long v;
+	int rc;
+
+	errno = 0;
+	v = strtoul(group, &end, 10);
+	if (*group && !*end && !errno && v < (gid_t)-1)
+		return 0;
+	rc = getgrnam_r(group, &gr, buf, sizeof(buf), &g);
+	if (!g) {
+		fprintf(stderr, "pinfs: -o pin_group=%s: %s\n", group,
+			rc ? strerror(rc) : "no such group");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* "pinfs: POOL: ERR", unless ERR already names POOL (pmem/ messages often
+ * do): a path is said once. */
+static void say_pool_error(const char *pool, const char *err)
+{
+	if (strstr(err, pool))
+		fprintf(stderr, "pinfs: %s\n", err);
+	else
+		fprintf(stderr, "pinfs: %s: %s\n", pool, err);
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -229,12 +272,22 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	return 1;
 }
 
-static void usage(const char *prog)
+/* The usage error convention of the tools: one line saying what is wrong,
+ * then where to look. */
+static void usage_error(void)
 {
-	printf("usage: %s [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT\n\n"
+	fprintf(stderr, "Try 'pinfs --help'.\n");
+}
+
+/* pinfs's own options; libfuse's (allow_other, -f, -d ...) follow, printed
+ * by libfuse, so none of them is listed here again. */
+static void usage(void)
+{
+	printf("usage: pinfs [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT\n\n"
+	       "Serves the pinfs pool POOL (made by mkfs.pinfs) at MOUNTPOINT.\n"
+	       "Exit status: 0 after a clean unmount, 1 on any failure (usage errors included).\n\n"
 	       "pinfs options:\n"
 	       "    -o timeout=SECONDS     entry/attribute cache timeout (default 86400)\n"
-	       "    -o allow_other         let other users in (multi-user semantics)\n"
 	       "    -o policy=POLICY       truncate of pinned blocks: fail (default), revoke,\n"
 	       "                           wait, break\n"
 	       "    -o busy_errno=ERRNO    EBUSY (default) or ETXTBSY for refusals\n"
@@ -248,8 +301,7 @@ static void usage(const char *prog)
 	       "                           writer (also whoever may write it)\n"
 	       "    -o pin_group=GROUP     make the pool file GROUP's, mode 0660: members can\n"
 	       "                           map the whole pool (trust them like the daemon's\n"
-	       "                           owner) and so may pin\n\n",
-	       prog);
+	       "                           owner) and so may pin\n\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -257,7 +309,7 @@ static void usage(const char *prog)
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct fuse_cmdline_opts cl;
+	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *lc = NULL;
 	struct opts o = { .timeout = 86400, .wait_timeout = 30, .lease_break_time = 45,
 			  .max_pins = 4096, .writeback_interval = 5, .dirty_expire = 30 };
@@ -266,37 +318,60 @@ int main(int argc, char **argv)
 	char err[512] = "", fsname[4200];
 	int rc = 1;
 
-	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
-		return 1;
-	if (fuse_parse_cmdline(&args, &cl) != 0)
-		return 1;
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
+		usage_error(); /* libfuse said which option */
+		goto out_args_early;
+	}
+	if (fuse_parse_cmdline(&args, &cl) != 0) {
+		usage_error();
+		goto out_args_early;
+	}
 	if (cl.show_help) {
-		usage(argv[0]);
-		return 0;
+		usage();
+		rc = 0;
+		goto out_args;
 	}
 	if (cl.show_version) {
-		printf("pinfs 0.1.0, FUSE library %s\n", fuse_pkgversion());
-		return 0;
+		printf("pinfs (pinfs) " PINFS_VERSION "\nFUSE library version %s\n",
+		       fuse_pkgversion());
+		rc = 0;
+		goto out_args;
 	}
 	if (!o.pool || !cl.mountpoint) {
-		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTIONS] POOL MOUNTPOINT\n", argv[0]);
-		return 1;
+		fprintf(stderr, "pinfs: %s\n", o.pool ? "no mount point given" : "no pool given");
+		usage_error();
+		goto out_args;
 	}
+
+	/* Every option is checked here, before the pool is opened: a typo
+	 * must not cost a journal replay, nor leave a pool half-shared. */
 	if (o.timeout < 0) {
-		fprintf(stderr, "pinfs: timeout must not be negative\n");
-		return 1;
+		fprintf(stderr, "pinfs: -o timeout=%g: must not be negative\n", o.timeout);
+		goto out_usage;
 	}
 	g_ffs.timeout = o.timeout;
 	g_ffs.debug = cl.debug;
 	if (o.pin_access && strcmp(o.pin_access, "owner")) {
 		if (strcmp(o.pin_access, "writer")) {
-			fprintf(stderr, "pinfs: pin_access must be owner or writer\n");
-			goto out_args;
+			fprintf(stderr, "pinfs: -o pin_access=%s: must be owner or writer\n",
+				o.pin_access);
+			goto out_usage;
 		}
 		g_ffs.pin_writer = 1;
 	}
 	if (lease_config(&o, &lcfg))
-		goto out_args;
+		goto out_usage;
+	if (o.writeback_interval <= 0) {
+		fprintf(stderr, "pinfs: -o writeback_interval=%g: must be positive\n",
+			o.writeback_interval);
+		goto out_usage;
+	}
+	if (o.dirty_expire < 0) {
+		fprintf(stderr, "pinfs: -o dirty_expire=%g: must not be negative\n", o.dirty_expire);
+		goto out_usage;
+	}
+	if (o.pin_group && pin_group_check(o.pin_group))
+		goto out_usage;
 	if (!realpath(o.pool, g_ffs.pool_path))
 		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
 
@@ -305,9 +380,18 @@ int main(int argc, char **argv)
 	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", o.pool);
 	fuse_opt_add_arg(&args, fsname);
 
-	if (pm_pool_open(o.pool, &g_ffs.pool, err, sizeof(err))) {
-		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
+	/* The session checks libfuse's options (an unknown -o among them);
+	 * it is only data until it is mounted, so it comes before the pool. */
+	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
+	g_ffs.se = se;
+	if (!se) { /* libfuse said why (e.g. an unknown option) */
+		usage_error();
 		goto out_args;
+	}
+
+	if (pm_pool_open(o.pool, &g_ffs.pool, err, sizeof(err))) {
+		say_pool_error(o.pool, err);
+		goto out_session;
 	}
 	if (o.pin_group && ffs_pool_share(&g_ffs, o.pin_group))
 		goto out_pool;
@@ -323,23 +407,14 @@ int main(int argc, char **argv)
 		}
 	}
 	if (pm_fs_mount(g_ffs.pool, &g_ffs.fs, err, sizeof(err))) {
-		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
+		say_pool_error(o.pool, err);
 		goto out_pool;
 	}
 	fprintf(stderr, "pinfs: %s: %s\n", o.pool,
 		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
 				    : "not persistent memory: durability by msync");
-	if (o.writeback_interval <= 0 || o.dirty_expire < 0) {
-		fprintf(stderr, "pinfs: writeback_interval must be positive, dirty_expire not negative\n");
-		goto out_fs;
-	}
-
-	se = fuse_session_new(&args, &ffs_ops, sizeof(ffs_ops), &g_ffs);
-	g_ffs.se = se;
-	if (!se) /* libfuse said why (e.g. an unknown option) */
-		goto out_fs;
 	if (fuse_set_signal_handlers(se) != 0)
-		goto out_session;
+		goto out_fs;
 	if (fuse_session_mount(se, cl.mountpoint) != 0)
 		goto out_signals;
 	if (fuse_session_custom_io(se, &ffs_io, fuse_session_fd(se)) != 0)
@@ -376,8 +451,6 @@ out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
-out_session:
-	fuse_session_destroy(se);
 out_fs:
 	/* the flusher and the holder watcher call into each other's halves:
 	 * stop the flusher first, then the leases, then the engine */
@@ -387,6 +460,11 @@ out_fs:
 	pm_fs_unmount(&g_ffs.fs);
 out_pool:
 	pm_pool_close(&g_ffs.pool);
+out_session:
+	fuse_session_destroy(se);
+	goto out_args;
+out_usage:
+	usage_error();
 out_args:
 	free(cl.mountpoint);
 	free(o.pool);
@@ -395,6 +473,7 @@ out_args:
 	free(o.max_pinned);
 	free(o.pin_access);
 	free(o.pin_group);
+out_args_early:
 	fuse_opt_free_args(&args);
 	return rc;
 }

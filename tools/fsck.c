@@ -39,8 +39,29 @@ static void usage(FILE *to)
 		"                  link counts); report the rest\n"
 		"  -n, --no-change open the pool without writing anything, not even a\n"
 		"                  journal replay\n"
+		"      --help      print this help and exit\n"
+		"      --version   print the version and exit\n"
 		"Exit: 0 clean, 1 all problems repaired, 4 problems left, 8 operational\n"
 		"error, 16 usage error.\n");
+}
+
+/* One line saying what is wrong, then where to look; exit status 16. */
+static int usage_error(const char *fmt, const char *arg)
+{
+	fputs("fsck.pinfs: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'fsck.pinfs --help'.\n");
+	return EXIT_USAGE;
+}
+
+/* "fsck.pinfs: POOL: ERR", unless ERR already names POOL (pmem/ messages
+ * often do): a path is said once. */
+static void say_pool_error(const char *path, const char *err)
+{
+	if (strstr(err, path))
+		fprintf(stderr, "fsck.pinfs: %s\n", err);
+	else
+		fprintf(stderr, "fsck.pinfs: %s: %s\n", path, err);
 }
 
 /* Does @path begin with a pinfs superblock magic? Tells a corrupt pinfs
@@ -64,6 +85,7 @@ int main(int argc, char **argv)
 		{ "repair", no_argument, NULL, 'y' },
 		{ "no-change", no_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pm_fsck_result res;
@@ -73,7 +95,8 @@ int main(int argc, char **argv)
 	char err[512];
 	int c, rc, status;
 
-	while ((c = getopt_long(argc, argv, "ynh", longopts, NULL)) != -1) {
+	opterr = 0; /* our messages, in our format */
+	while ((c = getopt_long(argc, argv, ":ynhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'y':
 			repair = true;
@@ -84,28 +107,28 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return EXIT_CLEAN;
+		case 'V':
+			printf("fsck.pinfs (pinfs) " PINFS_VERSION "\n");
+			return EXIT_CLEAN;
+		case ':':
+			return usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default:
-			usage(stderr);
-			return EXIT_USAGE;
+			return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind != argc - 1) {
-		fprintf(stderr, "fsck.pinfs: %s\n", optind < argc ? "more than one pool given" :
-								      "no pool given");
-		usage(stderr);
-		return EXIT_USAGE;
-	}
-	if (repair && no_change) {
-		fprintf(stderr, "fsck.pinfs: --repair and -n exclude each other\n");
-		return EXIT_USAGE;
-	}
+	if (optind == argc)
+		return usage_error("no pool given%s", "");
+	if (optind != argc - 1)
+		return usage_error("unexpected argument '%s' (one pool only)", argv[optind + 1]);
+	if (repair && no_change)
+		return usage_error("%s--repair and -n exclude each other", "");
 	path = argv[optind];
 
 	/* pm_pool_open() takes the pool's lock: a pool a daemon is serving is
 	 * refused (-EBUSY), since repairing a live pool would corrupt it */
 	rc = pm_pool_open(path, &pool, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "fsck.pinfs: %s: %s\n", path, err);
+		say_pool_error(path, err);
 		return rc == -EUCLEAN && has_pinfs_magic(path) ? EXIT_LEFT : EXIT_OPERATIONAL;
 	}
 	if (!pool->sb->clean)

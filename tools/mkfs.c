@@ -30,8 +30,22 @@ static void usage(FILE *f)
 		   "                a pinfs pool (never one in use, or whose recorded pin\n"
 		   "                holders are still alive)\n"
 		   "  --checksums   keep a CRC32C of every clean data block\n"
+		   "  --help        print this help and exit\n"
+		   "  --version     print the version and exit\n"
 		   "Without --force only a new path or an empty file is formatted.\n"
 		   "Exit: 0 formatted, 1 failed or refused, 2 usage.\n");
+}
+
+/* One line saying what is wrong, then where to look; exit status 2. */
+static int usage_error(const char *fmt, const char *arg)
+{
+	if (fmt) {
+		fputs("mkfs.pinfs: ", stderr);
+		fprintf(stderr, fmt, arg);
+		fputc('\n', stderr);
+	}
+	fprintf(stderr, "Try 'mkfs.pinfs --help'.\n");
+	return 2;
 }
 
 int main(int argc, char **argv)
@@ -42,6 +56,7 @@ int main(int argc, char **argv)
 		{ "force", no_argument, NULL, 'f' },
 		{ "checksums", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pm_mkfs_opts o = { .size = PM_POOL_DEFAULT_SIZE };
@@ -49,19 +64,16 @@ int main(int argc, char **argv)
 	char err[256] = "";
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:i:fch", longopts, NULL)) != -1) {
+	opterr = 0; /* our messages, in our format */
+	while ((c = getopt_long(argc, argv, ":s:i:fchV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (pinfs_parse_size(optarg, &o.size)) {
-				fprintf(stderr, "mkfs.pinfs: bad size '%s'\n", optarg);
-				return 2;
-			}
+			if (pinfs_parse_size(optarg, &o.size))
+				return usage_error("'%s' is not a size", optarg);
 			break;
 		case 'i':
-			if (pinfs_parse_size(optarg, &o.ninodes) || !o.ninodes) {
-				fprintf(stderr, "mkfs.pinfs: bad inode count '%s'\n", optarg);
-				return 2;
-			}
+			if (pinfs_parse_size(optarg, &o.ninodes) || !o.ninodes)
+				return usage_error("'%s' is not an inode count", optarg);
 			break;
 		case 'f':
 			o.force = true;
@@ -72,15 +84,19 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'V':
+			printf("mkfs.pinfs (pinfs) " PINFS_VERSION "\n");
+			return 0;
+		case ':':
+			return usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default:
-			usage(stderr);
-			return 2;
+			return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind != argc - 1) {
-		usage(stderr);
-		return 2;
-	}
+	if (optind == argc)
+		return usage_error("no pool given%s", "");
+	if (optind != argc - 1)
+		return usage_error("unexpected argument '%s' (one pool only)", argv[optind + 1]);
 	rc = pm_mkfs(argv[optind], &o, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "mkfs.pinfs: %s\n", err);

@@ -604,7 +604,8 @@ def test_break_marks_lease_breaking_during_grace_then_revokes(mnt, holders):
         assert seen, 'the lease never showed state "breaking": %s' % list_leases(mnt.path())
         if PINFSCTL:
             res = run([PINFSCTL, 'pins', mnt.dir], timeout=10)
-            assert re.search(r'^\s*%d:.*\bbreaking\b' % lease, res.stdout, re.M), res.stdout
+            # LEASE FILE START END SIZE PID COMMAND FLAGS STATE AGE
+            assert re.search(r'^\s*%d\s.*\sbreaking\s+\d+$' % lease, res.stdout, re.M), res.stdout
     finally:
         t.join(10)
     err, secs = result['r']
@@ -902,7 +903,8 @@ def test_sigkilled_holder_loses_pins_promptly_and_quarantine_is_freed(mnt, holde
     if PINFSCTL:
         res = run([PINFSCTL, 'pins', mnt.dir], timeout=10)
         assert res.returncode == 0, res.stderr
-        assert not re.search(r'^\s*\d+:', res.stdout, re.M), res.stdout
+        assert res.stdout.split('\n')[0].split()[0] == 'LEASE', res.stdout
+        assert not re.search(r'^\s*\d+\s', res.stdout, re.M), res.stdout
     assert mount_stats(path)['quarantined_blocks'] == 0
     assert free_blocks(mnt) - free_q == PIN_BLOCKS
     os.truncate(path, 0)
@@ -1534,7 +1536,7 @@ def test_pinclient_revocable_is_revoked_under_revoke_and_exits_3(mnt):
     try:
         res = run([PINFSCTL, 'pins', mnt.dir], timeout=10)
         assert res.returncode == 0, res
-        rows = [ln for ln in res.stdout.splitlines() if re.match(r'\s*%d:' % lease, ln)]
+        rows = [ln for ln in res.stdout.splitlines() if re.match(r'\s*%d\s' % lease, ln)]
         assert len(rows) == 1, res.stdout
         assert str(p.pid) in rows[0].split() and 'pinclient' in rows[0], rows[0]
         time.sleep(0.3)                              # let it transfer
