@@ -44,7 +44,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.environ.get('PINFS_BUILD', os.path.join(REPO, 'build'))
+# absolute: tests run programs and scripts from other working directories
+BUILD = os.path.abspath(os.environ.get('PINFS_BUILD', os.path.join(REPO, 'build')))
 FAKE = os.environ.get('PINFS_TEST_FAKE', '')
 WATCHDOG_S = float(os.environ.get('PINFS_TEST_TIMEOUT', '60'))
 
