@@ -83,12 +83,13 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 {
 	struct pm_fs *fs;
 	const struct pm_dinode *root;
+	char msg[160];
 	uint64_t seq;
 	int rc;
 
-	rc = pm_jreplay(pool, &seq);
+	rc = pm_jreplay(pool, &seq, msg, sizeof(msg));
 	if (rc < 0) {
-		pm_errmsg(err, errlen, "journal is corrupt: run fsck.pinfs");
+		pm_errmsg(err, errlen, "the journal is corrupt (%s): run fsck.pinfs", msg);
 		return rc;
 	}
 	/* the replay may have rewritten the superblock */

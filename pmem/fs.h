@@ -42,8 +42,10 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
  * pool stays open; the caller closes it. */
 void pm_fs_unmount(struct pm_fs **fsp);
 /* Recovery only (fsck, tests): replays a committed journal transaction.
- * Returns 1 if one was replayed, 0 if none, -EUCLEAN if the header is bad. */
-int pm_journal_recover(struct pm_pool *pool);
+ * Returns 1 if one was replayed, 0 if none, -EUCLEAN if a committed record
+ * is malformed or lies outside the pool (nothing is written then; one line
+ * for the user is left in @err, which may be NULL). */
+int pm_journal_recover(struct pm_pool *pool, char *err, size_t errlen);
 
 /* Inode references */
 int pm_iget(struct pm_fs *fs, uint64_t ino, struct pm_inode **out);

@@ -155,7 +155,9 @@ void pm_tx_abort(struct pm_fs *fs);
 void pm_inode_reload(struct pm_fs *fs, struct pm_inode *ip);
 /* Is @b a block a map may point at? Logs (once) when not. */
 bool pm_blk_ok(struct pm_fs *fs, uint64_t b);
-int pm_jreplay(struct pm_pool *pool, uint64_t *seq);
+/* Replays a committed journal transaction (see journal.c): 1 replayed, 0
+ * none, -EUCLEAN (message in @err) if a record lies outside the pool. */
+int pm_jreplay(struct pm_pool *pool, uint64_t *seq, char *err, size_t errlen);
 
 /* alloc.c -- blocks and inode slots; all called in a transaction */
 int pm_alloc_init(struct pm_fs *fs);

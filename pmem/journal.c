@@ -370,9 +370,11 @@ void pm_tx_release(struct pm_tx *tx)
 /*
  * Recovery: see the protocol above. Every record is checked to lie inside
  * the pool and outside the journal before it is applied, so a corrupt
- * journal can make the mount fail but never write out of bounds.
+ * journal can make the mount fail but never write out of bounds. The
+ * record's offset and length are on-media numbers: the checks are written
+ * so that no sum can wrap (pm_range_ok()).
  */
-int pm_jreplay(struct pm_pool *pool, uint64_t *seq)
+int pm_jreplay(struct pm_pool *pool, uint64_t *seq, char *err, size_t errlen)
 {
 	struct pm_jhdr *h = jhdr(pool);
 	const uint8_t *body = jbody(pool);
@@ -392,16 +394,29 @@ int pm_jreplay(struct pm_pool *pool, uint64_t *seq)
 		pm_persist(ops, &h->state, sizeof(h->state));
 		return 0;
 	}
-	/* validate everything before applying anything */
+	/* validate everything before applying anything; pos <= body_len + 7
+	 * <= cap + 7 and len < 2^32, so pos sums cannot wrap */
 	for (i = 0; i < h->nrecs; i++) {
 		struct pm_jrec r;
-		if (pos + sizeof(r) > h->body_len)
+		if (pos + sizeof(r) > h->body_len) {
+			pm_errmsg(err, errlen,
+				  "journal record %u of %u lies past the journal body (%llu bytes)",
+				  i, h->nrecs, (unsigned long long)h->body_len);
 			return -EUCLEAN;
+		}
 		memcpy(&r, body + pos, sizeof(r));
-		if (r.len == 0 || r.off + r.len > pool->sb->pool_size ||
-		    (r.off < jhi && r.off + r.len > jlo) ||
-		    pos + sizeof(r) + r.len > h->body_len)
+		if (r.len == 0 || pos + sizeof(r) + r.len > h->body_len) {
+			pm_errmsg(err, errlen, "journal record %u has a bad length %u", i, r.len);
 			return -EUCLEAN;
+		}
+		if (!pm_range_ok(r.off, r.len, pool->sb->pool_size) ||
+		    (r.off < jhi && r.off + r.len > jlo)) {
+			pm_errmsg(err, errlen,
+				  "journal record %u out of range: offset %llu, length %u, pool %llu bytes",
+				  i, (unsigned long long)r.off, r.len,
+				  (unsigned long long)pool->sb->pool_size);
+			return -EUCLEAN;
+		}
 		pos += sizeof(r) + ((r.len + 7u) & ~7u);
 	}
 	for (pos = 0, i = 0; i < h->nrecs; i++) {
@@ -417,7 +432,7 @@ int pm_jreplay(struct pm_pool *pool, uint64_t *seq)
 	return 1;
 }
 
-int pm_journal_recover(struct pm_pool *pool)
+int pm_journal_recover(struct pm_pool *pool, char *err, size_t errlen)
 {
-	return pm_jreplay(pool, NULL);
+	return pm_jreplay(pool, NULL, err, errlen);
 }

@@ -72,6 +72,13 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 
 uint32_t pm_super_csum(const struct pm_super *sb);
 
+/* Does [off, off + len) lie inside [0, limit)? Written so that nothing
+ * wraps: use it for every offset and length read from the pool. */
+static inline bool pm_range_ok(uint64_t off, uint64_t len, uint64_t limit)
+{
+	return off <= limit && len <= limit - off;
+}
+
 static inline void *pm_block_ptr(const struct pm_pool *p, uint64_t blk)
 {
 	return (char *)p->base + (blk << PM_BLOCK_SHIFT);

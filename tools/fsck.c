@@ -140,10 +140,11 @@ int main(int argc, char **argv)
 			printf("fsck.pinfs: %s: the journal holds a transaction; not replayed (-n)\n",
 			       path);
 	} else {
-		rc = pm_journal_recover(pool);
+		char jerr[160] = "";
+		rc = pm_journal_recover(pool, jerr, sizeof(jerr));
 		if (rc < 0) {
 			fprintf(stderr, "fsck.pinfs: %s: the journal is corrupt: %s\n", path,
-				strerror(-rc));
+				jerr[0] ? jerr : strerror(-rc));
 			pm_pool_close(&pool);
 			return EXIT_LEFT;
 		}

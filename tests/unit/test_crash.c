@@ -515,7 +515,7 @@ static char *recover_and_dump(uint8_t *img, const char *op, size_t k, bool data)
 		fclose(devnull);
 		return NULL;
 	}
-	if (pm_journal_recover(p) < 0 || pm_fsck(p, false, devnull, &res) || res.errors) {
+	if (pm_journal_recover(p, NULL, 0) < 0 || pm_fsck(p, false, devnull, &res) || res.errors) {
 		if (!quiet_mode) {
 			fprintf(stderr, "%s: crash point %zu: fsck found %lu problems:\n", op, k, res.errors);
 			pm_fsck(p, false, stderr, &res);

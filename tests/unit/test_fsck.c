@@ -191,7 +191,7 @@ static int fsck_img_opt(uint8_t *img, bool repair, bool no_replay, struct pm_fsc
 		fprintf(stderr, "pm_pool_open_mem: %s\n", err);
 		return rc;
 	}
-	if (!no_replay && pm_journal_recover(pool) < 0) {
+	if (!no_replay && pm_journal_recover(pool, NULL, 0) < 0) {
 		pm_pool_close(&pool);
 		return -EUCLEAN;
 	}

@@ -208,7 +208,7 @@ static long read_f_from_image(uint8_t *img, uint8_t *buf, size_t cap)
 
 	if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &p, err, sizeof(err)))
 		return -1;
-	if (pm_journal_recover(p) < 0 || pm_fs_mount(p, &fs, err, sizeof(err))) {
+	if (pm_journal_recover(p, NULL, 0) < 0 || pm_fs_mount(p, &fs, err, sizeof(err))) {
 		pm_pool_close(&p);
 		return -1;
 	}

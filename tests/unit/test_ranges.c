@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tests/unit/test_ranges.c -- a crafted pool cannot make pinfs write (or
+ * read) outside the pool. Each case crafts an on-media number that becomes
+ * an address or a length -- a journal record's offset and length, ... -- so
+ * that a naive `off + len > size` check wraps, and expects recovery, mount
+ * and fsck to refuse the pool with -EUCLEAN instead.
+ *
+ * The image is mapped between two PROT_NONE guard regions, as the daemon's
+ * pmem mapping has unmapped memory around it: a stray write below or above
+ * the image is a SIGSEGV in every build (and an ASan report under ASan),
+ * not a silent heap corruption.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "pmem/crc32c.h"
+#include "pmem/fs.h"
+#include "pmem/fs_int.h"
+#include "pmem/fsck.h"
+#include "tests/unit/check.h"
+
+#define POOL_SIZE (16ull << 20)
+#define GUARD (1ull << 20)
+
+static void noop_flush(void *ctx, const void *addr, size_t len)
+{
+	(void)ctx;
+	(void)addr;
+	(void)len;
+}
+
+static void noop_drain(void *ctx)
+{
+	(void)ctx;
+}
+
+static const struct pm_persist_ops noop_ops = { noop_flush, noop_drain, NULL };
+
+static uint8_t *region; /* GUARD | image | GUARD */
+static uint8_t *img;	/* the image, POOL_SIZE bytes */
+static uint8_t *fresh;	/* a freshly formatted image, to compare against */
+
+static int map_image(void)
+{
+	struct pm_mkfs_opts o = { .size = POOL_SIZE };
+
+	region = mmap(NULL, POOL_SIZE + 2 * GUARD, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(region != MAP_FAILED);
+	img = region + GUARD;
+	CHECK_OK(mprotect(img, POOL_SIZE, PROT_READ | PROT_WRITE));
+	CHECK_OK(pm_mkfs_mem(img, POOL_SIZE, &o, &noop_ops));
+	fresh = malloc(POOL_SIZE);
+	CHECK(fresh != NULL);
+	memcpy(fresh, img, POOL_SIZE);
+	return T_EXIT_PASS;
+}
+
+static struct pm_super *sb(void)
+{
+	return (struct pm_super *)img;
+}
+
+/* Writes a committed, CRC-valid journal transaction of one record that
+ * copies @len bytes of 0xa5 to pool offset @off. */
+static void journal_write(uint64_t off, uint32_t len)
+{
+	struct pm_jhdr *h = (struct pm_jhdr *)(img + sb()->journal_start * PM_BLOCK_SIZE);
+	uint8_t *body = img + (sb()->journal_start + 1) * PM_BLOCK_SIZE;
+	struct pm_jrec r = { .off = off, .len = len, .pad = 0 };
+	struct pm_jhdr t;
+	uint64_t blen = sizeof(r) + ((len + 7ull) & ~7ull);
+
+	memcpy(body, &r, sizeof(r));
+	memset(body + sizeof(r), 0xa5, len);
+	memset(h, 0, sizeof(*h));
+	h->magic = PM_JOURNAL_MAGIC;
+	h->seq = 7;
+	h->state = PM_JSTATE_COMMITTED;
+	h->nrecs = 1;
+	h->body_len = blen;
+	t = *h;
+	h->csum = pm_crc32c(pm_crc32c(0, &t, sizeof(t)), body, blen);
+}
+
+/* Recovery, mount and fsck must all refuse a pool whose committed journal
+ * record is [off, off + len), and the image must be left as it was. */
+static int expect_refused(uint64_t off, uint32_t len)
+{
+	struct pm_pool *pool;
+	struct pm_fs *fs = NULL;
+	struct pm_fsck_result res;
+	uint8_t *before;
+	char err[256] = "";
+	FILE *devnull = fopen("/dev/null", "w");
+
+	CHECK(devnull != NULL);
+	memcpy(img, fresh, POOL_SIZE);
+	journal_write(off, len);
+	before = malloc(POOL_SIZE);
+	CHECK(before != NULL);
+	memcpy(before, img, POOL_SIZE);
+
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK_EQ(pm_journal_recover(pool, err, sizeof(err)), -EUCLEAN);
+	CHECK_CONTAINS(err, "journal record 0 out of range");
+	CHECK(memcmp(img, before, POOL_SIZE) == 0);
+
+	err[0] = '\0';
+	CHECK_EQ(pm_fs_mount(pool, &fs, err, sizeof(err)), -EUCLEAN);
+	CHECK(fs == NULL);
+	CHECK_CONTAINS(err, "out of range");
+	CHECK(memcmp(img, before, POOL_SIZE) == 0);
+
+	/* fsck without replay: the committed header is a problem it reports
+	 * and cannot repair */
+	CHECK_OK(pm_fsck(pool, true, devnull, &res));
+	CHECK_GT(res.errors, 0);
+	CHECK(memcmp(img, before, POOL_SIZE) == 0);
+
+	pm_pool_close(&pool);
+	fclose(devnull);
+	free(before);
+	return T_EXIT_PASS;
+}
+
+static int test_journal_record_below_the_pool_is_refused(void)
+{
+	/* off + len == 0 (mod 2^64): the old check passed it and the replay
+	 * wrote the 4 KiB below the mapping */
+	return expect_refused(UINT64_MAX - 4095, 4096);
+}
+
+static int test_journal_record_wrapping_past_the_pool_is_refused(void)
+{
+	/* off + len wraps to just above 0: it "ends" inside the pool */
+	return expect_refused(UINT64_MAX - 7, 64);
+}
+
+static int test_journal_record_ending_past_the_pool_is_refused(void)
+{
+	return expect_refused(POOL_SIZE - 8, 16);
+}
+
+static int test_journal_record_starting_at_the_end_is_refused(void)
+{
+	return expect_refused(POOL_SIZE, 8);
+}
+
+static int test_journal_record_inside_the_pool_is_replayed(void)
+{
+	struct pm_pool *pool;
+	char err[256] = "";
+	uint64_t off = (sb()->nblocks - 1) * PM_BLOCK_SIZE; /* last block: data */
+
+	memcpy(img, fresh, POOL_SIZE);
+	journal_write(off, PM_BLOCK_SIZE);
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK_EQ(pm_journal_recover(pool, err, sizeof(err)), 1);
+	CHECK_EQ(img[off], 0xa5);
+	CHECK_EQ(img[POOL_SIZE - 1], 0xa5);
+	pm_pool_close(&pool);
+	return T_EXIT_PASS;
+}
+
+static int test_journal_record_count_past_the_body_is_refused(void)
+{
+	struct pm_pool *pool;
+	struct pm_jhdr *h;
+	struct pm_jhdr t;
+	char err[256] = "";
+
+	memcpy(img, fresh, POOL_SIZE);
+	journal_write((sb()->nblocks - 1) * PM_BLOCK_SIZE, 8);
+	h = (struct pm_jhdr *)(img + sb()->journal_start * PM_BLOCK_SIZE);
+	h->nrecs = UINT32_MAX;
+	h->csum = 0;
+	t = *h;
+	h->csum = pm_crc32c(pm_crc32c(0, &t, sizeof(t)),
+			    img + (sb()->journal_start + 1) * PM_BLOCK_SIZE, h->body_len);
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK_EQ(pm_journal_recover(pool, err, sizeof(err)), -EUCLEAN);
+	CHECK_CONTAINS(err, "journal record 1 ");
+	CHECK_EQ(img[POOL_SIZE - PM_BLOCK_SIZE], 0); /* nothing applied */
+	pm_pool_close(&pool);
+	return T_EXIT_PASS;
+}
+
+int main(void)
+{
+	RUN(map_image);
+	RUN(test_journal_record_inside_the_pool_is_replayed);
+	RUN(test_journal_record_below_the_pool_is_refused);
+	RUN(test_journal_record_wrapping_past_the_pool_is_refused);
+	RUN(test_journal_record_ending_past_the_pool_is_refused);
+	RUN(test_journal_record_starting_at_the_end_is_refused);
+	RUN(test_journal_record_count_past_the_body_is_refused);
+	munmap(region, POOL_SIZE + 2 * GUARD);
+	free(fresh);
+	return T_EXIT_PASS;
+}
