@@ -128,11 +128,38 @@ int pm_icache_insert(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *d,
 	return 0;
 }
 
+/*
+ * Are the on-media numbers of @di that become addresses in range? A map
+ * root or xattr block outside the data area, a map taller than
+ * PM_MAP_MAX_HEIGHT (whose shifts would exceed 64 bits) or an orphan link
+ * past the inode table would send the engine outside the pool or into an
+ * abort(); such an inode is refused with -EUCLEAN instead (fsck.pinfs
+ * reports each of these).
+ */
+static int dinode_check(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *di)
+{
+	static int said;
+	uint64_t ninodes = fs->pool->sb->ninodes;
+
+	if (di->map_height <= PM_MAP_MAX_HEIGHT &&
+	    (!di->map_root || (di->map_root >= fs->data_start && di->map_root < fs->nblocks)) &&
+	    (!di->xattr_block ||
+	     (di->xattr_block >= fs->data_start && di->xattr_block < fs->nblocks)) &&
+	    di->orphan_next < ninodes && di->orphan_prev < ninodes)
+		return 0;
+	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+		fprintf(stderr, "pinfs: inode %llu points outside the pool: "
+				"the pool is corrupt, run fsck.pinfs\n",
+			(unsigned long long)ino);
+	return -EUCLEAN;
+}
+
 /* Called with fs->lock held. */
 int pm_iget_locked(struct pm_fs *fs, uint64_t ino, struct pm_inode **out)
 {
 	struct pm_inode *ip;
 	const struct pm_dinode *di;
+	int rc;
 
 	if (ino < PM_ROOT_INO || ino >= fs->pool->sb->ninodes)
 		return -ESTALE;
@@ -145,6 +172,9 @@ int pm_iget_locked(struct pm_fs *fs, uint64_t ino, struct pm_inode **out)
 	di = pm_dinode_ptr(fs->pool, ino);
 	if (!di->mode)
 		return -ESTALE;
+	rc = dinode_check(fs, ino, di);
+	if (rc)
+		return rc;
 	return pm_icache_insert(fs, ino, di, out);
 }
 
