@@ -18,11 +18,13 @@
 #include <fuse_lowlevel.h>
 #include <grp.h>
 #include <linux/fuse.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -165,6 +167,7 @@ struct opts {
 	double dirty_expire;
 	char *pin_access;
 	char *pin_group;
+	int pool_shared;
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -179,6 +182,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "dirty_expire=%lf", offsetof(struct opts, dirty_expire), 0 },
 	{ "pin_access=%s", offsetof(struct opts, pin_access), 0 },
 	{ "pin_group=%s", offsetof(struct opts, pin_group), 0 },
+	{ "pool_shared", offsetof(struct opts, pool_shared), 1 },
 	FUSE_OPT_END,
 };
 
@@ -228,9 +232,10 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	return 0;
 }
 
-/* Does group @group (a name or a number) exist? A message and -EINVAL if
- * not. ffs_pool_share() applies it once the pool is open. */
-static int pin_group_check(const char *group)
+/* Does group @group (a name or a number) exist? Its gid in *@gid if so; a
+ * message and -EINVAL if not. ffs_pool_share() applies it once the pool is
+ * open. */
+static int pin_group_check(const char *group, gid_t *gid)
 {
 	struct group gr, *g = NULL;
 	char *end, buf[4096];
@@ -239,13 +244,76 @@ static int pin_group_check(const char *group)
 
 	errno = 0;
 	v = strtoul(group, &end, 10);
-	if (*group && !*end && !errno && v < (gid_t)-1)
+	if (*group && !*end && !errno && v < (gid_t)-1) {
+		*gid = (gid_t)v;
 		return 0;
+	}
 	rc = getgrnam_r(group, &gr, buf, sizeof(buf), &g);
 	if (!g) {
 		fprintf(stderr, "pinfs: -o pin_group=%s: %s\n", group,
 			rc ? strerror(rc) : "no such group");
 		return -EINVAL;
+	}
+	*gid = g->gr_gid;
+	return 0;
+}
+
+/*
+ * Is the open pool @fd (@pool as given) private enough to serve? Whoever can
+ * open the pool file can map all of it, and so read and write every file
+ * and the metadata under the daemon's feet. So, unless -o pool_shared:
+ *
+ *  - the pool must be owned by the daemon's euid (its owner can chmod it
+ *    open, or rewrite it, at any time); root serving a user's pool is
+ *    refused too;
+ *  - no "other" permission bit may be set;
+ *  - no group bit either, on a regular file, unless -o pin_group=GROUP
+ *    names the pool's present group (@share_gid, @share set): the daemon
+ *    then makes it GROUP's, 0660, itself (ffs_pool_share). A device's group
+ *    bits are the system's (disk), whose members read every disk anyway.
+ *
+ * Checked before the pool is recovered or anything is written; one line on
+ * stderr and -EPERM on a refusal.
+ */
+static int pool_private_check(int fd, const char *pool, bool share, gid_t share_gid)
+{
+	char name[256], buf[1024], mode[8];
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		fprintf(stderr, "pinfs: %s: cannot stat the pool: %s\n", pool, strerror(errno));
+		return -errno;
+	}
+	snprintf(mode, sizeof(mode), "%04o", (unsigned)(st.st_mode & 07777));
+	if (st.st_uid != geteuid()) {
+		if (!getpwuid_r(st.st_uid, &pw, buf, sizeof(buf), &pwp) && pwp)
+			snprintf(name, sizeof(name), "user %s (uid %u)", pwp->pw_name,
+				 (unsigned)st.st_uid);
+		else
+			snprintf(name, sizeof(name), "uid %u", (unsigned)st.st_uid);
+		fprintf(stderr, "pinfs: %s: owned by %s, who can rewrite the pool under the daemon "
+				"(uid %u): chown it to uid %u (or use -o pool_shared)\n",
+			pool, name, (unsigned)geteuid(), (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & 0007) {
+		fprintf(stderr, "pinfs: %s: mode %s lets other users map the whole pool: chmod 600 "
+				"it%s (or -o pool_shared)\n",
+			pool, mode, share ? "" : ", or use -o pin_group=GROUP");
+		return -EPERM;
+	}
+	if ((st.st_mode & 0070) && S_ISREG(st.st_mode) && !(share && st.st_gid == share_gid)) {
+		if (!getgrgid_r(st.st_gid, &gr, buf, sizeof(buf), &grp) && grp)
+			snprintf(name, sizeof(name), "group %s (gid %u)", grp->gr_name,
+				 (unsigned)st.st_gid);
+		else
+			snprintf(name, sizeof(name), "gid %u", (unsigned)st.st_gid);
+		fprintf(stderr, "pinfs: %s: mode %s lets %s map the whole pool: chmod 600 it, or use "
+				"-o pin_group=GROUP (or -o pool_shared)\n",
+			pool, mode, name);
+		return -EPERM;
 	}
 	return 0;
 }
@@ -301,7 +369,9 @@ static void usage(void)
 	       "                           writer (also whoever may write it)\n"
 	       "    -o pin_group=GROUP     make the pool file GROUP's, mode 0660: members can\n"
 	       "                           map the whole pool (trust them like the daemon's\n"
-	       "                           owner) and so may pin\n\n");
+	       "                           owner) and so may pin\n"
+	       "    -o pool_shared         serve a pool that another user owns or may open:\n"
+	       "                           trust everyone who can open the pool\n\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -316,6 +386,7 @@ int main(int argc, char **argv)
 	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
+	gid_t share_gid = 0;
 	int rc = 1;
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
@@ -370,7 +441,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: -o dirty_expire=%g: must not be negative\n", o.dirty_expire);
 		goto out_usage;
 	}
-	if (o.pin_group && pin_group_check(o.pin_group))
+	if (o.pin_group && pin_group_check(o.pin_group, &share_gid))
 		goto out_usage;
 	if (!realpath(o.pool, g_ffs.pool_path))
 		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
@@ -393,6 +464,10 @@ int main(int argc, char **argv)
 		say_pool_error(o.pool, err);
 		goto out_session;
 	}
+	/* nothing is written until the pool is known to be private */
+	if (!o.pool_shared &&
+	    pool_private_check(g_ffs.pool->fd, o.pool, o.pin_group != NULL, share_gid))
+		goto out_pool;
 	if (o.pin_group && ffs_pool_share(&g_ffs, o.pin_group))
 		goto out_pool;
 	/* processes that held pins at the last unmount still map the pool:

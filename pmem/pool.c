@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <libpmem.h>
 #include <linux/fs.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,16 +243,25 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
  * mkfs destroys whatever its target holds, so it looks first, and writes
  * nothing (no O_TRUNC, no ftruncate) until every check has passed:
  *
- *   1. open without truncating; refuse outright what cannot hold a pool (a
+ *   1. open without truncating and without following a symbolic link;
+ *      refuse outright what cannot hold a pool (a symbolic link, a
  *      directory, a FIFO, a character device that is not device DAX, which
- *      is never even opened for writing: some drivers act on open);
+ *      is never even opened for writing: some drivers act on open) and a
+ *      regular file another user owns (--force or not);
  *   2. check what is there (mkfs_check): without --force only an empty (or
  *      all-hole) file is formatted; a pool whose holder record names a live
  *      process is refused even with --force;
  *   3. take the pool lock without waiting: a daemon, fsck.pinfs or another
  *      mkfs.pinfs holds it while it uses the pool, --force or not;
  *   4. check again under the lock (what was read in 2 may have changed
- *      until then), then format.
+ *      until then), make a regular file mode 0600, then format.
+ *
+ * Whoever can open the pool file can map all of it, so a pool is private to
+ * its owner: mkfs never formats through a symbolic link (whoever controls
+ * the link chooses what is destroyed), nor a file someone else owns (its
+ * owner could chmod it open, or rewrite it under the daemon, at any time),
+ * and leaves what it formats readable by its owner only. Devices keep
+ * their owner and mode: who may open /dev/pmemX is the system's business.
  */
 
 /* A name for what the first @n bytes of a file or device, @b, are, from a
@@ -334,11 +344,13 @@ static uint64_t mkfs_device_size(int fd, const struct stat *st)
 
 /*
  * Opens @path read-write for mkfs into *@out, creating it (0600) if missing,
- * never truncating. What cannot hold a pool is refused before it is opened
+ * never truncating and never following a symbolic link in its last
+ * component (-ELOOP). What cannot hold a pool is refused before it is opened
  * for writing: the path is looked at through an O_PATH descriptor, which no
  * driver sees, and reopened through /proc/self/fd, so both are one inode.
- * A block device is opened O_EXCL: the kernel refuses it while mounted.
- * 0 or -errno, with a message in @err.
+ * A regular file owned by another user than the caller (euid) is refused
+ * (-EPERM), root included: chown it first. A block device is opened O_EXCL:
+ * the kernel refuses it while mounted. 0 or -errno, with a message in @err.
  */
 static int mkfs_open(const char *path, int *out, char *err, size_t errlen)
 {
@@ -346,15 +358,17 @@ static int mkfs_open(const char *path, int *out, char *err, size_t errlen)
 	char proc[64];
 	struct stat st;
 
-	pfd = open(path, O_PATH | O_CLOEXEC);
+	/* O_PATH | O_NOFOLLOW opens a symbolic link itself, dangling or not */
+	pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (pfd < 0 && errno == ENOENT) {
-		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		/* O_EXCL never follows a symbolic link either */
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0) {
 			*out = fd;
 			return 0;
 		}
 		if (errno == EEXIST) /* created meanwhile: look at it */
-			pfd = open(path, O_PATH | O_CLOEXEC);
+			pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		else
 			pfd = -1;
 	}
@@ -366,7 +380,30 @@ static int mkfs_open(const char *path, int *out, char *err, size_t errlen)
 		return rc;
 	}
 	rc = 0;
-	if (S_ISBLK(st.st_mode)) {
+	if (S_ISLNK(st.st_mode)) {
+		char target[256];
+		ssize_t n = readlinkat(pfd, "", target, sizeof(target) - 1);
+
+		target[n > 0 ? n : 0] = 0;
+		pm_errmsg(err, errlen, "%s is a symbolic link%s%s%s: mkfs.pinfs formats only the file "
+		    "itself, never through a link (--force does not override this); give the target's "
+		    "path", path, n > 0 ? " (to " : "", target, n > 0 ? ")" : "");
+		rc = -ELOOP;
+	} else if (S_ISREG(st.st_mode) && st.st_uid != geteuid()) {
+		struct passwd pw, *pwp = NULL;
+		char buf[1024], who[96];
+
+		if (!getpwuid_r(st.st_uid, &pw, buf, sizeof(buf), &pwp) && pwp)
+			snprintf(who, sizeof(who), "user %s (uid %u)", pwp->pw_name,
+				 (unsigned)st.st_uid);
+		else
+			snprintf(who, sizeof(who), "uid %u", (unsigned)st.st_uid);
+		pm_errmsg(err, errlen, "%s: owned by %s, not by the caller (uid %u): its owner could "
+		    "open the new pool to anyone; mkfs.pinfs formats only its caller's own files "
+		    "(--force does not override this): chown it first, or remove it", path, who,
+		    (unsigned)geteuid());
+		rc = -EPERM;
+	} else if (S_ISBLK(st.st_mode)) {
 		flags |= O_EXCL;
 	} else if (S_ISCHR(st.st_mode) && !mkfs_is_devdax(&st)) {
 		pm_errmsg(err, errlen, "%s: a character device (%u:%u) that is not a DAX device: it cannot "
@@ -548,6 +585,29 @@ static int mkfs_format(int fd, const char *path, uint64_t size, const struct pm_
 	return rc;
 }
 
+/* Makes the regular file @fd (@path) mode 0600 before anything is written
+ * into it: whoever can open the pool file can map all of it. A device keeps
+ * its mode. 0 or -errno, with a message in @err. */
+static int mkfs_private(int fd, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int rc;
+
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_mode & 07777) == 0600)
+		return 0;
+	if (fchmod(fd, 0600) < 0) {
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot make %s mode 0600: %s", path, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
 int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen)
 {
 	uint64_t size = o->size & ~(uint64_t)(PM_BLOCK_SIZE - 1);
@@ -574,6 +634,8 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	}
 	/* under the lock nobody else mounts, repairs or formats it: look again */
 	rc = mkfs_check(fd, path, o->force, err, errlen);
+	if (!rc)
+		rc = mkfs_private(fd, path, err, errlen);
 	if (!rc)
 		rc = mkfs_format(fd, path, size, o, err, errlen);
 out:

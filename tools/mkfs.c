@@ -8,7 +8,9 @@
  * and refuses, naming what is there, anything else: another file's data, a
  * device, an existing pinfs pool. Even with --force it refuses a pool in use
  * (locked by a daemon, fsck.pinfs or mkfs.pinfs) or whose holder record names
- * a live process. A refusal writes nothing (pm_mkfs, pmem/pool.c).
+ * a live process, a symbolic link (never followed) and a regular file owned
+ * by another user than the caller (root included). A formatted regular file
+ * ends mode 0600. A refusal writes nothing (pm_mkfs, pmem/pool.c).
  *
  * Exit: 0 formatted, 1 failed or refused (one line on stderr), 2 usage.
  */
@@ -33,6 +35,8 @@ static void usage(FILE *f)
 		   "  --help        print this help and exit\n"
 		   "  --version     print the version and exit\n"
 		   "Without --force only a new path or an empty file is formatted.\n"
+		   "Never a symbolic link, nor a file another user owns; a formatted file\n"
+		   "is made mode 0600.\n"
 		   "Exit: 0 formatted, 1 failed or refused, 2 usage.\n");
 }
 
