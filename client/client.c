@@ -6,6 +6,8 @@
  *
  * It only talks to the daemon through ioctls and one xattr, and to the
  * kernel through mmap; it has no state of its own beyond struct pinfs_map.
+ * Every range it maps is MADV_DONTFORK: the mapping never outlives the
+ * process the daemon holds responsible for it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -147,6 +149,21 @@ static int va_reserve(size_t len, uint64_t phase, void **out)
 	return 0;
 }
 
+/*
+ * Keeps [addr, + len) out of every child of this process (MADV_DONTFORK, as
+ * libibverbs' ibv_fork_init() does for RDMA memory). The daemon quarantines a
+ * lease's blocks for as long as the process that pinned them lives; a child
+ * that inherited the mapping could outlive it and store into blocks already
+ * given to another file. In the child the range is simply not mapped: a
+ * load or store there is SIGSEGV.
+ */
+static int range_dontfork(void *addr, size_t len)
+{
+	if (madvise(addr, len, MADV_DONTFORK) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Maps every segment over the reserved range at @base. */
 static int segs_map(const struct segs *sg, char *base, uint64_t pin_offset, uint32_t flags,
 		    int pool_fd)
@@ -213,7 +230,15 @@ int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pin
 	rc = va_reserve(m->len, sg.s[0].pool_off, &base);
 	if (rc < 0)
 		goto out;
+	rc = range_dontfork(base, m->len);
+	if (rc < 0)
+		goto out;
 	rc = segs_map(&sg, base, p->pin_offset, flags, m->pool_fd);
+	if (rc < 0)
+		goto out;
+	/* MAP_FIXED made new mappings, which do not inherit the reservation's
+	 * flag: mark them again. */
+	rc = range_dontfork(base, m->len);
 	if (rc < 0)
 		goto out;
 	m->addr = base;

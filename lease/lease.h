@@ -72,7 +72,9 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max);
 /* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. */
 int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid);
-/* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh. */
+/* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh: they
+ * become revoked (the holder may still map their blocks, which stay pinned
+ * until it unpins or exits). */
 void lease_release_fh(struct lease_mgr *m, uint64_t fh);
 
 /* How lease_may_free() sleeps: it drops the caller's data lock while it

@@ -989,6 +989,26 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
 	return count;
 }
 
+int lease_end_fh(struct lease_table *t, uint64_t fh)
+{
+	int count = 0;
+
+	table_lock(t);
+	struct lease_group *g = group_find(&t->by_fh, fh);
+	/* The group is freed with its last member: read next first. */
+	for (struct lease_node *n = g ? g->list.head : NULL, *next; n; n = next) {
+		next = n->link[LL_FH].next;
+		group_leave(&t->by_fh, fh, n, LL_FH, 0);
+		n->l.flags &= ~PINFS_PIN_ON_CLOSE;
+		n->l.state = PINFS_LEASE_REVOKED;
+		count++;
+	}
+	if (count)
+		t->gen++;
+	table_unlock(t);
+	return count;
+}
+
 bool lease_block_pinned(struct lease_table *t, uint64_t pblk)
 {
 	table_lock(t);

@@ -126,6 +126,13 @@ uint64_t lease_forget_ino(struct lease_table *t, uint64_t ino);
  * there are none. */
 int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, void *ctx);
 
+/* Ends every PINFS_PIN_ON_CLOSE lease taken through open file @fh (it was
+ * released) without unpinning its blocks: each becomes PINFS_LEASE_REVOKED
+ * (no longer holds its file range; drops PINFS_PIN_ON_CLOSE) and stays on
+ * its holder until lease_remove or the holder's exit, as a revoked lease
+ * does. Returns how many. O(1) when there are none. */
+int lease_end_fh(struct lease_table *t, uint64_t fh);
+
 /* Is pool block @pblk pinned by any lease? Exact (never false for a pinned
  * block, never true for an unpinned one at the moment of the call). O(1). */
 bool lease_block_pinned(struct lease_table *t, uint64_t pblk);

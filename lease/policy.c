@@ -27,6 +27,7 @@
  * lease_ops.unpinned when the former holder unpins (acknowledging the
  * revocation) or exits. So no one ever reads another file's data through a
  * stale mapping, and a holder's late stores never land in another file.
+ * A PINFS_PIN_ON_CLOSE lease ends at release the same way (lease_release_fh).
  *
  * The caller holds the file's data lock across lease_may_free() and the
  * freeing, and pinning takes the same lock, so no new pin can slip in
@@ -383,9 +384,16 @@ int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t
 	return 0;
 }
 
+/*
+ * An on-close lease ends at release, but the holder's mapping of its blocks
+ * does not: munmap is the holder's, and nothing makes it unmap before
+ * close(). So the lease ends as a revoked one does -- the file range is
+ * free again, the blocks stay pinned and are quarantined if freed -- and
+ * they come back only when the holder unpins (it has unmapped) or exits.
+ */
 void lease_release_fh(struct lease_mgr *m, uint64_t fh)
 {
-	int n = lease_remove_fh(m->t, fh, unpinned, m);
+	int n = lease_end_fh(m->t, fh);
 
 	if (n <= 0)
 		return;

@@ -20,6 +20,20 @@
  * (io_uring fixed buffers, RDMA MRs) must be released before that call: once
  * the lease ends the blocks can be reused by another file.
  *
+ * fork(): the mapping is MADV_DONTFORK, as libibverbs' ibv_fork_init()
+ * makes RDMA memory: a child of the caller has nothing mapped there, and a
+ * load or store at m->addr in the child is SIGSEGV. The daemon keeps a
+ * lease's blocks from other files only while the process that pinned them
+ * lives, and a child could outlive it. Do not pass the range to a child;
+ * let it pin for itself.
+ *
+ * PINFS_PIN_ON_CLOSE: the lease ends when its file is closed; the mapping
+ * does not. The ended lease shows as revoked and its blocks stay out of the
+ * free list (quarantined once the file lets them go) until it is unpinned
+ * -- PINFS_IOC_UNPIN of m->lease_id, after munmap, through any open file of
+ * the mount -- or the caller exits. pinfs_map_unpin() after the close
+ * unmaps, and its unpin fails (m->fd is closed).
+ *
  * Errors: 0 or -errno, as the rest of pinfs. Not async-signal-safe.
  */
 #ifndef PINFS_LEASE_CLIENT_H
