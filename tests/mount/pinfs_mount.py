@@ -31,6 +31,7 @@ Environment:
                       own logic; tests that need the daemon are skipped
 """
 
+import json
 import os
 import re
 import select
@@ -121,6 +122,18 @@ def run(cmd, timeout=CMD_TIMEOUT_S, **kw):
 
 def describe(res):
     return 'exit %s\nstdout:\n%s\nstderr:\n%s' % (res.returncode, res.stdout, res.stderr)
+
+
+def sanitize_flags():
+    """The -fsanitize= flags of the build under test ([] when it has none):
+    a test program linked with one of its static libraries, or with the
+    library it installs, needs the same sanitizer runtime."""
+    res = run(['meson', 'introspect', BUILD, '--buildoptions'])
+    assert res.returncode == 0, 'meson introspect: ' + describe(res)
+    for opt in json.loads(res.stdout):
+        if opt['name'] == 'b_sanitize' and opt['value'] not in ('', 'none'):
+            return ['-fsanitize=' + opt['value']]
+    return []
 
 
 def mkfs(pool, size=DEFAULT_POOL_SIZE, force=False, extra=()):

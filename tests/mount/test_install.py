@@ -12,14 +12,13 @@ In a sanitizer build (b_sanitize set) the installed library needs the
 sanitizer runtime, so the example is compiled with the same -fsanitize=.
 """
 
-import json
 import os
 import shutil
 import tempfile
 
 import pytest
 
-from pinfs_mount import BUILD, REPO, describe, run
+from pinfs_mount import BUILD, REPO, describe, run, sanitize_flags
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -35,16 +34,6 @@ def example_pattern(size):
     """What examples/pinfs-example.c stores: byte i is i % 251."""
     period = bytes(range(251))
     return (period * (size // 251 + 1))[:size]
-
-
-def b_sanitize():
-    """The build's b_sanitize option ('none' when unset)."""
-    res = run(['meson', 'introspect', BUILD, '--buildoptions'])
-    assert res.returncode == 0, 'meson introspect: ' + describe(res)
-    for opt in json.loads(res.stdout):
-        if opt['name'] == 'b_sanitize':
-            return opt['value']
-    return 'none'
 
 
 class Installed:
@@ -89,9 +78,7 @@ def example(installed):
     """examples/pinfs-example built against the destdir with pkg-config only."""
     out = os.path.join(installed.dest, 'pinfs-example')
     flags = ['-std=gnu11', '-Wall', '-Wextra', '-Werror', '-g']
-    san = b_sanitize()
-    if san != 'none':
-        flags.append('-fsanitize=' + san)
+    flags += sanitize_flags()
     uring = run(['pkg-config', '--cflags', '--libs', 'liburing'])
     assert uring.returncode == 0, 'pkg-config liburing: ' + describe(uring)
     cmd = (['cc'] + flags + ['-o', out, EXAMPLE] +
