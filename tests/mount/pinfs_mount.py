@@ -159,6 +159,26 @@ def check_fsck(pool):
     assert res.returncode == 0, 'fsck.pinfs %s: %s' % (pool, describe(res))
 
 
+def try_mount(pool, mountpoint, options=()):
+    """Start `pinfs -f` on `pool`, expecting a refusal; returns (returncode,
+    stderr). Fails the test if it mounts instead."""
+    cmd = [BIN['pinfs'], '-f'] + (['-o', ','.join(options)] if options else []) + [pool, mountpoint]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        out, err = proc.communicate(timeout=MOUNT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # It did not refuse: it is serving the bad pool.  Clean up and fail.
+        force_unmount(mountpoint)
+        proc.kill()
+        proc.communicate(timeout=MOUNT_TIMEOUT_S)
+        pytest.fail('pinfs mounted %s instead of refusing it' % pool)
+    finally:
+        if mounted(mountpoint):
+            force_unmount(mountpoint)
+    return proc.returncode, err
+
+
 def mounted(path):
     """True if `path` is a mount point per /proc/self/mountinfo.
 

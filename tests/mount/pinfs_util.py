@@ -147,6 +147,24 @@ def pread_all(fd, size, offset):
     return bytes(out)
 
 
+def fill_until_enospc(path, byte):
+    """Writes `byte` into a new file `path` in 64 KiB writes until the file
+    system is full (ENOSPC, any other errno fails the test); returns the
+    number of bytes written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    chunk = bytes([byte]) * (64 << 10)
+    written = 0
+    try:
+        while True:
+            try:
+                written += os.write(fd, chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                return written
+    finally:
+        os.close(fd)
+
+
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
 

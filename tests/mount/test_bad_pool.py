@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from pinfs_mount import (BIN, MOUNT_TIMEOUT_S, PinfsMount,
-                         check_fsck, force_unmount, fsck, mkfs, mounted, run)
+                         check_fsck, force_unmount, fsck, mkfs, mounted, run, try_mount)
 from pinfs_util import write_file
 
 pytestmark = pytest.mark.needs_daemon
@@ -77,25 +77,6 @@ def _read_super(pool):
         return f.read(SB_SIZE)
 
 
-def _try_mount(pool, mountpoint, options=()):
-    """Start pinfs on `pool`; expect it to refuse.  Returns (returncode, stderr)."""
-    cmd = [BIN['pinfs'], '-f'] + (['-o', ','.join(options)] if options else []) + [pool, mountpoint]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
-    try:
-        out, err = proc.communicate(timeout=MOUNT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        # It did not refuse: it is serving the bad pool.  Clean up and fail.
-        force_unmount(mountpoint)
-        proc.kill()
-        proc.communicate(timeout=MOUNT_TIMEOUT_S)
-        pytest.fail('pinfs mounted %s instead of refusing it' % pool)
-    finally:
-        if mounted(mountpoint):
-            force_unmount(mountpoint)
-    return proc.returncode, err
-
-
 def _one_clear_line(stderr):
     lines = [l for l in stderr.splitlines() if l.strip()]
     assert len(lines) == 1, 'expected exactly one line on stderr, got:\n' + stderr
@@ -105,7 +86,7 @@ def _one_clear_line(stderr):
 
 
 def _assert_refused(pool, mountpoint, keyword=None):
-    rc, err = _try_mount(pool, mountpoint)
+    rc, err = try_mount(pool, mountpoint)
     assert rc > 0, 'pinfs on a bad pool: exit %s (negative means killed by a signal)\n%s' % (rc, err)
     assert not mounted(mountpoint)
     line = _one_clear_line(err)
@@ -148,7 +129,7 @@ def test_empty_and_missing_files_are_refused(scratch, mountpoint):
     write_file(empty, b'')
     _assert_refused(empty, mountpoint)
     missing = os.path.join(scratch, 'missing')
-    rc, err = _try_mount(missing, mountpoint)
+    rc, err = try_mount(missing, mountpoint)
     assert rc > 0
     _one_clear_line(err)
     assert fsck(missing).returncode == 8
@@ -200,7 +181,7 @@ def test_pool_with_flipped_superblock_byte_is_refused(scratch, mountpoint, good_
 
 
 def test_unknown_mount_option_is_rejected(good_pool, mountpoint):
-    rc, err = _try_mount(good_pool, mountpoint, options=['no_such_option_xyz'])
+    rc, err = try_mount(good_pool, mountpoint, options=['no_such_option_xyz'])
     assert rc > 0, 'exit %s\n%s' % (rc, err)
     assert 'no_such_option_xyz' in err, 'the message should name the bad option: %r' % err
     assert not mounted(mountpoint)
@@ -213,7 +194,7 @@ def test_second_mount_of_the_same_pool_is_refused(good_pool, mountpoint, scratch
     try:
         first.start()
         try:
-            rc, err = _try_mount(good_pool, other)
+            rc, err = try_mount(good_pool, other)
             assert rc > 0, 'a pool must not be served by two daemons at once\n%s' % err
             _one_clear_line(err)
         finally:

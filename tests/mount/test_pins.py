@@ -42,7 +42,7 @@ import pytest
 
 from pinfs_mount import check_fsck, BUILD, REPO, _find_program, mounted, run, wait_until
 from pinfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, KiB,
-                        MiB, as_user,
+                        MiB, as_user, fill_until_enospc,
                         expect_errno, fallocate, pattern, read_file, write_file)
 
 pytestmark = [pytest.mark.needs_daemon]
@@ -954,18 +954,7 @@ def test_revoked_blocks_never_reused_by_other_file_while_holder_maps_them(mnt, h
 
     # fill the pool with another file
     other = mnt.path('other')
-    fd = os.open(other, os.O_WRONLY | os.O_CREAT, 0o644)
-    chunk = bytes([FILL]) * (64 * KiB)
-    written = 0
-    try:
-        while True:
-            try:
-                written += os.write(fd, chunk)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-                break
-    finally:
-        os.close(fd)
+    written = fill_until_enospc(other, FILL)
     assert written > 8 * MiB, 'only %d bytes fit in the pool' % written
     time.sleep(0.05)
     h.ok('scribble %d -1' % lease)

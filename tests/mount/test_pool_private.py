@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 from pinfs_mount import (BIN, MOUNT_TIMEOUT_S, PinfsMount, check_fsck, describe, force_unmount,
-                         mkfs, mounted, run)
+                         mkfs, mounted, run, try_mount)
 
 pytestmark = pytest.mark.needs_daemon
 
@@ -46,20 +46,8 @@ def _refused(pool, mountpoint, options=()):
     """Start pinfs -f on `pool`, expect a refusal; returns its one stderr line.
     The pool must be byte for byte what it was."""
     before = _digest(pool)
-    cmd = [BIN['pinfs'], '-f'] + (['-o', ','.join(options)] if options else []) + [pool, mountpoint]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
-    try:
-        _, err = proc.communicate(timeout=MOUNT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        force_unmount(mountpoint)
-        proc.kill()
-        proc.communicate(timeout=MOUNT_TIMEOUT_S)
-        pytest.fail('pinfs mounted %s instead of refusing it' % pool)
-    finally:
-        if mounted(mountpoint):
-            force_unmount(mountpoint)
-    assert proc.returncode == 1, 'exit %s\n%s' % (proc.returncode, err)
+    rc, err = try_mount(pool, mountpoint, options)
+    assert rc == 1, 'exit %s\n%s' % (rc, err)
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1, 'expected one line on stderr, got:\n' + err
     assert _digest(pool) == before, 'the refused pool was written to'

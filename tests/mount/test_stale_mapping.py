@@ -27,7 +27,7 @@ import tempfile
 import pytest
 
 from pinfs_mount import BUILD, REPO, run, sanitize_flags, wait_until
-from pinfs_util import KiB, MiB, read_file, write_file
+from pinfs_util import KiB, MiB, fill_until_enospc, read_file, write_file
 from test_pins import list_leases, mount_stats
 
 pytestmark = [pytest.mark.needs_daemon]
@@ -68,18 +68,7 @@ def _subreaper(on):
 
 def _fill_pool(path):
     """Writes FILL bytes into a new file until ENOSPC; returns how many."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    chunk = bytes([FILL]) * (64 * KiB)
-    written = 0
-    try:
-        while True:
-            try:
-                written += os.write(fd, chunk)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-                break
-    finally:
-        os.close(fd)
+    written = fill_until_enospc(path, FILL)
     assert written > 4 * MiB, 'only %d bytes fit in the pool' % written
     return written
 
