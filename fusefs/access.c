@@ -43,11 +43,14 @@
 
 #define CAP_LEASE_BIT 28 /* linux/capability.h CAP_LEASE */
 
-/* The credentials of one request's caller. */
+/* The credentials of one request's caller. The supplementary groups cost a
+ * read of /proc, so they are fetched only when a check needs them (never for
+ * the common owner or root pin). */
 struct cred {
+	fuse_req_t req;
 	uid_t uid; /* fsuid */
 	gid_t gid; /* fsgid */
-	int ngroups;
+	int ngroups;			/* -1: not fetched yet */
 	gid_t groups[FFS_GROUPS_MAX]; /* supplementary; the rest ignored */
 	pid_t pid;		      /* thread id, 0 if unknown */
 };
@@ -55,23 +58,26 @@ struct cred {
 static void cred_get(fuse_req_t req, struct cred *c)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	int n;
 
+	c->req = req;
 	c->uid = ctx->uid;
 	c->gid = ctx->gid;
 	c->pid = ctx->pid;
-	n = ctx->pid > 0 ? fuse_req_getgroups(req, FFS_GROUPS_MAX, c->groups) : -ESRCH;
-	/* more than FFS_GROUPS_MAX: only the first count (a refusal, never a
-	 * wrong grant) */
-	c->ngroups = n < 0 ? 0 : n > FFS_GROUPS_MAX ? FFS_GROUPS_MAX : n;
+	c->ngroups = -1;
 }
 
-static bool cred_in_group(const struct cred *c, gid_t g)
+static bool cred_in_group(struct cred *c, gid_t g)
 {
 	int i;
 
 	if (c->gid == g)
 		return true;
+	if (c->ngroups < 0) {
+		int n = c->pid > 0 ? fuse_req_getgroups(c->req, FFS_GROUPS_MAX, c->groups) : -ESRCH;
+		/* more than FFS_GROUPS_MAX: only the first count (a refusal,
+		 * never a wrong grant) */
+		c->ngroups = n < 0 ? 0 : n > FFS_GROUPS_MAX ? FFS_GROUPS_MAX : n;
+	}
 	for (i = 0; i < c->ngroups; i++)
 		if (c->groups[i] == g)
 			return true;
@@ -103,7 +109,7 @@ static bool cred_has_cap_lease(const struct cred *c)
 
 /* May @c access an object of owner @uid, group @gid and @mode for @want
  * (a mask of R_OK, W_OK)? */
-static bool cred_may(const struct cred *c, uid_t uid, gid_t gid, mode_t mode, int want)
+static bool cred_may(struct cred *c, uid_t uid, gid_t gid, mode_t mode, int want)
 {
 	unsigned bits;
 
@@ -119,7 +125,7 @@ static bool cred_may(const struct cred *c, uid_t uid, gid_t gid, mode_t mode, in
 }
 
 /* The pin rule (1. above): 0 or -EACCES. */
-static int cred_may_lease(const struct ffs *f, const struct cred *c, const struct stat *st)
+static int cred_may_lease(const struct ffs *f, struct cred *c, const struct stat *st)
 {
 	if (c->uid == st->st_uid)
 		return 0;
@@ -159,27 +165,10 @@ int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip)
 	return cred_may_lease(f, &c, &st);
 }
 
-int ffs_pool_share(struct ffs *f, const char *group)
+int ffs_pool_share(struct ffs *f, const char *group, gid_t gid)
 {
-	char *end, buf[4096];
-	struct group gr, *g = NULL;
-	unsigned long v;
-	gid_t gid;
 	int rc;
 
-	errno = 0;
-	v = strtoul(group, &end, 10);
-	if (*group && !*end && !errno && v < (gid_t)-1) {
-		gid = (gid_t)v;
-	} else {
-		rc = getgrnam_r(group, &gr, buf, sizeof(buf), &g);
-		if (!g) {
-			fprintf(stderr, "pinfs: -o pin_group=%s: %s\n", group,
-				rc ? strerror(rc) : "no such group");
-			return -EINVAL;
-		}
-		gid = g->gr_gid;
-	}
 	/* group first, then the mode: the pool is never open to a group it
 	 * was not meant for */
 	if (fchown(f->pool->fd, (uid_t)-1, gid) < 0) {

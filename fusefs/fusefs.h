@@ -71,9 +71,10 @@ int ffs_pin_access(fuse_req_t req, struct ffs *f, const struct stat *st, bool wr
 		   bool fd_writable, bool *may_alloc);
 /* May the caller set @ip's truncate policy (ioctl or xattr)? 0 or -EACCES. */
 int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip);
-/* -o pin_group=GROUP (a name or a number): makes the pool file group GROUP,
- * mode 0660. 0, or -errno after one line on stderr saying why not. */
-int ffs_pool_share(struct ffs *f, const char *group);
+/* -o pin_group=GROUP (@group as given, @gid as main.c resolved it before the
+ * pool was opened): makes the pool file group @gid, mode 0660. 0, or -errno
+ * after one line on stderr saying why not. */
+int ffs_pool_share(struct ffs *f, const char *group, gid_t gid);
 
 /* Custom /dev/fuse I/O (see main.c) */
 extern const struct fuse_custom_io ffs_io;

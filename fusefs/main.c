@@ -258,6 +258,24 @@ static int pin_group_check(const char *group, gid_t *gid)
 	return 0;
 }
 
+/* "user NAME (uid N)" or "group NAME (gid N)", or just the number. */
+static void id_name(char *out, size_t len, bool group, unsigned id)
+{
+	char buf[1024];
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	const char *n = NULL;
+
+	if (group ? !getgrgid_r(id, &gr, buf, sizeof(buf), &grp) && grp
+		  : !getpwuid_r(id, &pw, buf, sizeof(buf), &pwp) && pwp)
+		n = group ? grp->gr_name : pwp->pw_name;
+	if (n)
+		snprintf(out, len, "%s %s (%s %u)", group ? "group" : "user", n,
+			 group ? "gid" : "uid", id);
+	else
+		snprintf(out, len, "%s %u", group ? "gid" : "uid", id);
+}
+
 /*
  * Is the open pool @fd (@pool as given) private enough to serve? Whoever can
  * open the pool file can map all of it, and so read and write every file
@@ -277,9 +295,7 @@ static int pin_group_check(const char *group, gid_t *gid)
  */
 static int pool_private_check(int fd, const char *pool, bool share, gid_t share_gid)
 {
-	char name[256], buf[1024], mode[8];
-	struct passwd pw, *pwp = NULL;
-	struct group gr, *grp = NULL;
+	char name[300], mode[8];
 	struct stat st;
 
 	if (fstat(fd, &st) < 0) {
@@ -288,11 +304,7 @@ static int pool_private_check(int fd, const char *pool, bool share, gid_t share_
 	}
 	snprintf(mode, sizeof(mode), "%04o", (unsigned)(st.st_mode & 07777));
 	if (st.st_uid != geteuid()) {
-		if (!getpwuid_r(st.st_uid, &pw, buf, sizeof(buf), &pwp) && pwp)
-			snprintf(name, sizeof(name), "user %s (uid %u)", pwp->pw_name,
-				 (unsigned)st.st_uid);
-		else
-			snprintf(name, sizeof(name), "uid %u", (unsigned)st.st_uid);
+		id_name(name, sizeof(name), false, st.st_uid);
 		fprintf(stderr, "pinfs: %s: owned by %s, who can rewrite the pool under the daemon "
 				"(uid %u): chown it to uid %u (or use -o pool_shared)\n",
 			pool, name, (unsigned)geteuid(), (unsigned)geteuid());
@@ -305,11 +317,7 @@ static int pool_private_check(int fd, const char *pool, bool share, gid_t share_
 		return -EPERM;
 	}
 	if ((st.st_mode & 0070) && S_ISREG(st.st_mode) && !(share && st.st_gid == share_gid)) {
-		if (!getgrgid_r(st.st_gid, &gr, buf, sizeof(buf), &grp) && grp)
-			snprintf(name, sizeof(name), "group %s (gid %u)", grp->gr_name,
-				 (unsigned)st.st_gid);
-		else
-			snprintf(name, sizeof(name), "gid %u", (unsigned)st.st_gid);
+		id_name(name, sizeof(name), true, st.st_gid);
 		fprintf(stderr, "pinfs: %s: mode %s lets %s map the whole pool: chmod 600 it, or use "
 				"-o pin_group=GROUP (or -o pool_shared)\n",
 			pool, mode, name);
@@ -468,7 +476,7 @@ int main(int argc, char **argv)
 	if (!o.pool_shared &&
 	    pool_private_check(g_ffs.pool->fd, o.pool, o.pin_group != NULL, share_gid))
 		goto out_pool;
-	if (o.pin_group && ffs_pool_share(&g_ffs, o.pin_group))
+	if (o.pin_group && ffs_pool_share(&g_ffs, o.pin_group, share_gid))
 		goto out_pool;
 	/* processes that held pins at the last unmount still map the pool:
 	 * reusing their blocks would put their stores into other files */

@@ -77,6 +77,22 @@ static bool bit(const struct pm_dchunk *c, unsigned i)
 	return (c->bits[i / 64] >> (i % 64)) & 1;
 }
 
+/* Drops chunks with no dirty block left. Called with ip->dlock held. */
+static void drop_clean_chunks(struct pm_dirty *ds)
+{
+	size_t k, j = 0;
+
+	for (k = 0; k < ds->n; k++) {
+		unsigned w;
+		bool any = false;
+		for (w = 0; w < PM_ALIGN_BLOCKS / 64; w++)
+			any |= ds->c[k].bits[w] != 0;
+		if (any)
+			ds->c[j++] = ds->c[k];
+	}
+	ds->n = j;
+}
+
 void pm_dirty_free(struct pm_dirty *ds)
 {
 	free(ds->c);
@@ -85,25 +101,20 @@ void pm_dirty_free(struct pm_dirty *ds)
 
 void pm_dirty_forget(struct pm_inode *ip, uint64_t from, uint64_t to)
 {
-	size_t k, j = 0;
+	size_t k;
 
 	pthread_mutex_lock(&ip->dlock);
 	for (k = 0; k < ip->dirty.n; k++) {
 		struct pm_dchunk *c = &ip->dirty.c[k];
 		uint64_t base = c->chunk * PM_ALIGN_BLOCKS;
-		bool any = false;
-		unsigned i, w;
+		unsigned i;
 
 		if (base + PM_ALIGN_BLOCKS > from && base < to)
 			for (i = 0; i < PM_ALIGN_BLOCKS; i++)
 				if (base + i >= from && base + i < to)
 					c->bits[i / 64] &= ~(1ull << (i % 64));
-		for (w = 0; w < PM_ALIGN_BLOCKS / 64; w++)
-			any |= c->bits[w] != 0;
-		if (any)
-			ip->dirty.c[j++] = *c;
 	}
-	ip->dirty.n = j;
+	drop_clean_chunks(&ip->dirty);
 	pthread_mutex_unlock(&ip->dlock);
 }
 
@@ -207,21 +218,6 @@ struct pinned_ctx {
 
 static bool is_dirty(struct pm_inode *ip, uint64_t fblk);
 
-/* Drops chunks with no dirty block left. Called with ip->dlock held. */
-static void drop_clean_chunks(struct pm_dirty *ds)
-{
-	size_t k, j = 0;
-
-	for (k = 0; k < ds->n; k++) {
-		unsigned w;
-		bool any = false;
-		for (w = 0; w < PM_ALIGN_BLOCKS / 64; w++)
-			any |= ds->c[k].bits[w] != 0;
-		if (any)
-			ds->c[j++] = ds->c[k];
-	}
-	ds->n = j;
-}
 
 /* A write-pinned range: its blocks that the dirty set did not already list
  * (a write-pinned block is dirty from the pin on, so normally none). */
