@@ -25,27 +25,13 @@ import sys
 import tempfile
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
+from bgreaper import PR_SET_CHILD_SUBREAPER, children
 
 
 def run(cmd, **kw):
     res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, universal_newlines=True, timeout=30, **kw)
     return {'cmd': cmd, 'rc': res.returncode, 'out': res.stdout, 'err': res.stderr}
-
-
-def children():
-    me, found = os.getpid(), []
-    for name in os.listdir('/proc'):
-        if name.isdigit():
-            try:
-                with open('/proc/%s/stat' % name) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(')') + 2:].split()[1]) == me:
-                found.append(int(name))
-    return found
 
 
 def mount_entry(mnt):

@@ -39,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -160,23 +161,37 @@ def check_fsck(pool):
 
 
 def try_mount(pool, mountpoint, options=()):
-    """Start `pinfs -f` on `pool`, expecting a refusal; returns (returncode,
-    stderr). Fails the test if it mounts instead."""
-    cmd = [BIN['pinfs'], '-f'] + (['-o', ','.join(options)] if options else []) + [pool, mountpoint]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+    """Start pinfs on `pool` as users do (in the background, no -f), expecting a
+    refusal: everything is checked before the daemon forks, so a refusal is the
+    launcher's exit status and stderr. Returns (returncode, stderr); fails the
+    test (after unmounting, which ends the daemon) if it mounted instead."""
+    cmd = [BIN['pinfs']] + (['-o', ','.join(options)] if options else []) + [pool, mountpoint]
     try:
-        out, err = proc.communicate(timeout=MOUNT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        # It did not refuse: it is serving the bad pool.  Clean up and fail.
-        force_unmount(mountpoint)
-        proc.kill()
-        proc.communicate(timeout=MOUNT_TIMEOUT_S)
-        pytest.fail('pinfs mounted %s instead of refusing it' % pool)
+        res = run(cmd, timeout=MOUNT_TIMEOUT_S)
     finally:
         if mounted(mountpoint):
             force_unmount(mountpoint)
-    return proc.returncode, err
+            pytest.fail('pinfs mounted %s instead of refusing it' % pool)
+    return res.returncode, res.stderr
+
+
+def compile_helper(name, extra=(), sanitize=False):
+    """Compiles tests/mount/NAME.c against the repository's headers (plus
+    `extra`: libraries of the build, which need the build's sanitizer flags:
+    `sanitize`) into a fresh temporary directory. Returns the executable's
+    path; skips the test without a C compiler."""
+    d = tempfile.mkdtemp(prefix=name + '-')
+    exe = os.path.join(d, name)
+    cc = os.environ.get('CC', 'cc')
+    try:
+        res = run([cc, '-std=gnu11', '-D_GNU_SOURCE', '-O1', '-Wall', '-I', REPO,
+                   '-I', os.path.join(REPO, 'include')] + (sanitize_flags() if sanitize else []) +
+                  [os.path.join(HERE, name + '.c')] + list(extra) + ['-o', exe], timeout=120)
+    except FileNotFoundError:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.skip('no C compiler (%s) to build tests/mount/%s.c' % (cc, name))
+    assert res.returncode == 0, 'compiling %s.c failed:\n%s' % (name, res.stderr)
+    return exe
 
 
 def mounted(path):

@@ -6,12 +6,11 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 
 import pytest
 
-from pinfs_mount import (BIN, MOUNT_TIMEOUT_S, PinfsMount,
+from pinfs_mount import (BIN, PinfsMount,
                          check_fsck, force_unmount, fsck, mkfs, mounted, run, try_mount)
 from pinfs_util import write_file
 

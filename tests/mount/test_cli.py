@@ -100,7 +100,7 @@ def test_a_bad_pool_path_is_said_once(name, mountpoint):
 def test_pinfs_options_are_checked_before_the_pool_is_opened(option, named, scratch,
                                                              mountpoint):
     missing = os.path.join(scratch, 'no-such-pool')
-    res = run([_bin('pinfs'), '-f', '-o', option, missing, mountpoint])
+    res = run([_bin('pinfs'), '-o', option, missing, mountpoint])   # as users run it
     line = _usage_error_shape('pinfs', res, 1)
     assert named in line, line
     assert 'no-such-pool' not in res.stderr, 'the pool was opened first: %s' % res.stderr

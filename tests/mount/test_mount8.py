@@ -12,7 +12,6 @@ fstab over /etc/fstab: the machine's own files are never touched.
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 import pytest

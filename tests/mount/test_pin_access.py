@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from pinfs_mount import BIN, force_unmount, mounted, run
+from pinfs_mount import run, try_mount
 from pinfs_util import KiB, MiB, as_user, expect_errno
 from test_pins import (IOC_PIN, IOC_SET_POLICY, PIN_HDR, PIN_SIZE, PIN_WRITE, PIN_REVOCABLE,
                        PINCLIENT, PINFSCTL, POLICY, POLICY_NUM, SEG, get_policy, list_leases,
@@ -288,13 +288,8 @@ def test_pin_group_members_pin_map_and_store_and_others_are_refused(mnt):
 
 @pytest.mark.parametrize('opt', ['pin_access=everyone', 'pin_group=no-such-group-pinfs'])
 def test_bad_pin_access_or_pin_group_is_refused_at_mount_with_one_line(pool, mountpoint, opt):
-    try:
-        res = run([BIN['pinfs'], '-f', '-o', opt, pool, mountpoint], timeout=10)
-    finally:
-        if mounted(mountpoint):
-            force_unmount(mountpoint)
-            pytest.fail('pinfs mounted with ' + opt)
-    assert res.returncode != 0
-    assert opt.split('=')[0] in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("Try '")]
-    assert len(lines) == 1, 'expected one clear message (and a Try line):\n' + res.stderr
+    rc, err = try_mount(pool, mountpoint, [opt])
+    assert rc != 0
+    assert opt.split('=')[0] in err, err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("Try '")]
+    assert len(lines) == 1, 'expected one clear message (and a Try line):\n' + err

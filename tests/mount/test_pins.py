@@ -34,13 +34,14 @@ import select
 import signal
 import struct
 import subprocess
-import tempfile
+import shutil
 import threading
 import time
 
 import pytest
 
-from pinfs_mount import check_fsck, BUILD, REPO, _find_program, mounted, run, wait_until
+from pinfs_mount import (check_fsck, BUILD, _find_program, compile_helper, run, try_mount,
+                         wait_until)
 from pinfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, KiB,
                         MiB, as_user, fill_until_enospc,
                         expect_errno, fallocate, pattern, read_file, write_file)
@@ -173,23 +174,9 @@ def pinhold_exe():
     if built:
         yield built
         return
-    d = tempfile.mkdtemp(prefix='pinhold-')
-    exe = os.path.join(d, 'pinhold')
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pinhold.c')
-    cc = os.environ.get('CC', 'cc')
-    try:
-        res = run([cc, '-std=gnu11', '-D_GNU_SOURCE', '-O1', '-Wall', '-I', REPO,
-                   '-I', os.path.join(REPO, 'include'), src, '-o', exe],
-                  timeout=120)
-    except FileNotFoundError:
-        pytest.skip('no C compiler (%s) to build tests/mount/pinhold.c' % cc)
-    assert res.returncode == 0, 'compiling pinhold.c failed:\n%s' % res.stderr
+    exe = compile_helper('pinhold')
     yield exe
-    try:
-        os.unlink(exe)
-        os.rmdir(d)
-    except OSError:
-        pass
+    shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
 
 
 class HolderError(Exception):
@@ -1280,16 +1267,10 @@ def test_pinfsctl_policy_unknown_name_is_usage_error(mnt):
 
 
 def test_unknown_policy_mount_option_is_refused(pool, mountpoint):
-    from pinfs_mount import BIN, force_unmount
-    try:
-        res = run([BIN['pinfs'], '-f', '-o', 'policy=bogus', pool, mountpoint], timeout=10)
-    finally:
-        if mounted(mountpoint):
-            force_unmount(mountpoint)
-            pytest.fail('pinfs mounted with policy=bogus')
-    assert res.returncode != 0
-    assert 'bogus' in res.stderr and 'policy' in res.stderr, res.stderr
-    assert res.stderr.count('\n') <= 3, 'expected one clear message:\n' + res.stderr
+    rc, err = try_mount(pool, mountpoint, ['policy=bogus'])
+    assert rc != 0
+    assert 'bogus' in err and 'policy' in err, err
+    assert err.count('\n') <= 3, 'expected one clear message:\n' + err
 
 
 @pytest.mark.mount_options('max_pins=2')

@@ -13,12 +13,10 @@ Runs as root (it chowns files to uid 1000 and gid 2000).
 import hashlib
 import os
 import stat
-import subprocess
 
 import pytest
 
-from pinfs_mount import (BIN, MOUNT_TIMEOUT_S, PinfsMount, check_fsck, describe, force_unmount,
-                         mkfs, mounted, run, try_mount)
+from pinfs_mount import BIN, PinfsMount, check_fsck, describe, run, try_mount
 
 pytestmark = pytest.mark.needs_daemon
 

@@ -18,15 +18,14 @@ client library (so it is the library that is tested).
 """
 
 import ctypes
-import errno
 import os
 import signal
 import subprocess
-import tempfile
+import shutil
 
 import pytest
 
-from pinfs_mount import BUILD, REPO, run, sanitize_flags, wait_until
+from pinfs_mount import BUILD, compile_helper, wait_until
 from pinfs_util import KiB, MiB, fill_until_enospc, read_file, write_file
 from test_pins import list_leases, mount_stats
 
@@ -42,20 +41,9 @@ def staleholder():
     lib = os.path.join(BUILD, 'libpinfs_client.a')
     if not os.path.exists(lib):
         pytest.skip('no %s' % lib)
-    d = tempfile.mkdtemp(prefix='staleholder-')
-    exe = os.path.join(d, 'staleholder')
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'staleholder.c')
-    cc = os.environ.get('CC', 'cc')
-    try:
-        res = run([cc, '-std=gnu11', '-D_GNU_SOURCE', '-O1', '-Wall', '-I', REPO,
-                   '-I', os.path.join(REPO, 'include')] + sanitize_flags() + [src, lib, '-o', exe],
-                  timeout=120)
-    except FileNotFoundError:
-        pytest.skip('no C compiler (%s) to build tests/mount/staleholder.c' % cc)
-    assert res.returncode == 0, 'compiling staleholder.c failed:\n%s' % res.stderr
+    exe = compile_helper('staleholder', [lib], sanitize=True)
     yield exe
-    os.unlink(exe)
-    os.rmdir(d)
+    shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
 
 
 def _subreaper(on):
