@@ -227,3 +227,19 @@ def test_sigkill_with_open_unlinked_file_recovers_its_space(mnt):
     assert os.listdir(mnt.dir) == []
     st = os.statvfs(mnt.dir)
     assert st.f_bfree * st.f_frsize >= before - (256 << 10), 'orphan space not reclaimed by recovery'
+
+
+@pytest.mark.foreground
+def test_foreground_daemon_serves_the_same_and_exits_0(mnt):
+    """-f (debugging) keeps the daemon attached: it is the process the test
+    started, its stderr is the log, and an unmount ends it with exit status 0
+    and a clean pool, as in the background mode every other test uses."""
+    assert isinstance(mnt.proc, subprocess.Popen) and mnt.proc.poll() is None
+    write_file(mnt.path('f'), b'foreground\n')
+    res = subprocess.run(['sync', '-f', mnt.path('f')], timeout=30)
+    assert res.returncode == 0
+    mnt.unmount()                    # requires exit status 0 and no error lines
+    assert 'msync' in mnt.output()   # the log went to the captured stderr
+    check_fsck(mnt.pool)
+    mnt.start()
+    assert read_file(mnt.path('f')) == b'foreground\n'
