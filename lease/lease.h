@@ -93,6 +93,46 @@ struct lease_waiter {
 int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
 		   uint32_t policy, const struct lease_waiter *w);
 
+/*
+ * Parked requests: what a FUSE worker must not sleep for (lease/policy.c
+ * says why). A wait is made by lease_may_free_nowait() or
+ * lease_mgr_events_nowait() (which answer -EINPROGRESS then), armed by its
+ * owner once it holds no lock, called back once per arming from the
+ * manager's completion thread, and ended by its owner with lease_wait_end().
+ */
+struct lease_wait;
+/* @status: 0 (look again / the events are in), -EINTR (an EVENTS read was
+ * interrupted), -ESHUTDOWN (the manager is being deleted: reply, end the
+ * wait, do not arm it again). Called without any lease lock held. */
+typedef void (*lease_wait_fn)(void *arg, int status);
+
+/*
+ * lease_may_free() that never sleeps. With *@wp NULL it decides as
+ * lease_may_free() does, except where that would wait (policy wait or break
+ * with live pins in the range): then it makes a wait, records the waiting
+ * (event, SIGIO for break, new pins in the range refused) and returns
+ * -EINPROGRESS with the wait in *@wp. The caller gives up its locks (the
+ * operation fails unchanged), arms the wait, and when called back runs the
+ * operation again with the same *@wp: this call then looks again (the
+ * range and policy are the wait's) and answers 0, -busy_errno, -EINTR
+ * (interrupted) or -EINPROGRESS (arm it again). Same locking as
+ * lease_may_free(); the deadline is fixed at the first look.
+ */
+int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			  uint32_t policy, struct lease_wait **wp);
+/* Parks @w: calls @fn(@arg, status) once, from the completion thread (or at
+ * once with -ESHUTDOWN if the manager is stopping). Must not hold a lock
+ * that @fn takes. */
+void lease_wait_arm(struct lease_mgr *m, struct lease_wait *w, lease_wait_fn fn, void *arg);
+/* The request of @w was interrupted: a parked truncate's next look answers
+ * -EINTR (unless the pins are gone or the deadline passed), a parked EVENTS
+ * read is called back with -EINTR. Any thread, any time until the owner
+ * ends @w. */
+void lease_wait_interrupt(struct lease_mgr *m, struct lease_wait *w);
+/* Ends and frees *@wp (NULL: nothing), disarming it; a truncate's wait that
+ * never decided hands its breaking leases back (as a refusal does). */
+void lease_wait_end(struct lease_mgr *m, struct lease_wait **wp);
+
 /* Is pool block @pblk pinned (by any lease, revoked ones included)? */
 bool lease_mgr_block_pinned(struct lease_mgr *m, uint64_t pblk);
 
@@ -107,9 +147,18 @@ void lease_mgr_forget_ino(struct lease_mgr *m, uint64_t ino);
 /* The command name of holder @tgid (cached), "?" when unknown. */
 void lease_mgr_comm(struct lease_mgr *m, uint32_t tgid, char comm[16]);
 
-/* Events with seq > @after, waiting up to @timeout_ms for the first. */
+/* Events with seq > @after, waiting up to @timeout_ms (at most 1000) for
+ * the first; every event (root's view). */
 void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,
 		      struct pinfs_events *out);
+/* The events with seq > @after that reader @uid may see: those about its
+ * own holders' leases (the holder's uid when it pinned), every event for
+ * root (0). Fills @out and returns 0 when there are some (or some were
+ * lost, or @timeout_ms is 0); else makes a wait in *@wp and returns
+ * -EINPROGRESS: once armed it is called back with @out filled when such an
+ * event is recorded or after @timeout_ms (at most 1000; then n is 0). -ENOMEM. */
+int lease_mgr_events_nowait(struct lease_mgr *m, uint64_t after, unsigned timeout_ms, uint32_t uid,
+			    struct pinfs_events *out, struct lease_wait **wp);
 
 /* Name <-> number of a policy ("fail", ...); -EINVAL for unknown names. */
 int lease_policy_parse(const char *name, uint32_t *policy);

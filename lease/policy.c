@@ -33,6 +33,21 @@
  * freeing, and pinning takes the same lock, so no new pin can slip in
  * between the decision and the act (xfs_break_layouts() relies on the same
  * property of the MMAPLOCK).
+ *
+ * Nobody sleeps in a FUSE worker. libfuse serves a mount with a handful of
+ * worker threads; a truncate waiting out a pin (wait, break) or an EVENTS
+ * read waiting for an event would hold one each, and a user with a few
+ * threads could leave none for anybody else's stat. So those requests are
+ * parked (struct lease_wait): lease_may_free_nowait() makes the same
+ * decisions as lease_may_free() but, where the latter would sleep, answers
+ * -EINPROGRESS; the caller drops its locks, returns from its handler without
+ * replying and arms the wait. The manager's completion thread ("completer")
+ * calls the wait back when it is worth looking again -- a pin ended, the
+ * deadline passed, the request was interrupted -- and the caller runs the
+ * operation again from the start (retaking its locks and asking again, so
+ * every decision is made under the data lock, as before) and replies from
+ * there. EVENTS waits are answered by the completer itself once an event the
+ * reader may see is recorded or its timeout passes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +63,7 @@
 
 #define EV_RING 4096u
 #define COMM_CACHE 256u
+#define UID_NONE UINT32_MAX /* an event nobody but root may see */
 
 struct fcount { /* per-file counters */
 	uint64_t ino, revoked, broken, refused;
@@ -63,15 +79,56 @@ struct pending {
 #define MAX_PENDING 64
 
 /*
+ * A parked request (see the top of this file): a truncate or punch waiting
+ * on pins (W_FREE) or an EVENTS read waiting for events (W_EVENTS). Its
+ * owner (the file system) makes it, arms it, and ends it with
+ * lease_wait_end(); while it is armed it is on m->parked and the completer
+ * calls @fn once, unlinking it first.
+ */
+enum { W_FREE, W_EVENTS };
+struct lease_wait {
+	struct lease_wait *next, *prev; /* on m->parked while armed; m->lock */
+	int kind;
+	bool armed;		  /* m->lock */
+	bool interrupted;	  /* m->lock */
+	int status;		  /* for @fn; the completer's */
+	uint64_t deadline;	  /* CLOCK_MONOTONIC ns; fixed when made */
+	lease_wait_fn fn;	  /* set by lease_wait_arm */
+	void *arg;
+	/* W_FREE: the range asked for; only the owner's thread touches these */
+	uint64_t ino, first, n;
+	uint32_t policy;	  /* WAIT or BREAK */
+	bool pending;		  /* on m->pend */
+	bool decided;		  /* the last step decided (no unbreak at the end) */
+	uint64_t gen;		  /* m->gen when last found pinned; m->lock */
+	/* W_EVENTS */
+	uint64_t after;		  /* the reader's after_seq */
+	uint64_t scanned;	  /* events up to here hold nothing for @uid; m->lock */
+	uint32_t uid;		  /* the reader: sees its holders' events, root all */
+	struct pinfs_events *out; /* filled by the completer before @fn */
+};
+
+/* The uid of a holder process, recorded when it pins: an event about it is
+ * shown to that user (and root) only, also after the process is gone. */
+struct holder_uid {
+	uint32_t tgid, uid;
+};
+
+/*
  * Locking
  *  1. m->lock guards the event ring, the counters, the comm cache, gen and
  *     the policy. It is a leaf lock except that it is taken inside the
  *     lease table's callbacks' callers, never the other way round.
  *  2. m->cv is signalled (broadcast) with m->lock held whenever a pin ends
- *     (gen changes) or an event is recorded: waiting truncates and event
- *     readers both sleep on it.
+ *     (gen changes), an event is recorded, a wait is armed or interrupted,
+ *     or the manager stops: the completer and the blocking callers of
+ *     lease_may_free() (no FUSE worker; tests) sleep on it.
  *  3. The lease table has its own lock (lease/pin.c); the table never calls
  *     back with it held.
+ *  4. The completer calls a wait's fn without m->lock (fn runs the file
+ *     system's operation again, which takes its own locks and this one);
+ *     the file system's interruption callback takes m->lock inside libfuse's
+ *     request lock, so nothing here calls into libfuse with m->lock held.
  */
 struct lease_mgr {
 	struct lease_cfg cfg;	 /* cfg.policy protected by lock */
@@ -88,6 +145,12 @@ struct lease_mgr {
 	unsigned npend;		 /* lock */
 	struct fcount *fc;	 /* per-file counters; lock */
 	size_t nfc, capfc;
+	uint32_t *ring_uid;	 /* whose event ring[i] is (UID_NONE: root's); lock */
+	struct holder_uid *hu;	 /* uid of each holder; lock */
+	size_t nhu, caphu;
+	struct lease_wait parked; /* armed waits (list head); lock */
+	pthread_t completer;
+	bool stop;		 /* lease_mgr_delete began; lock */
 	struct {
 		uint32_t tgid;
 		char comm[16];
@@ -182,11 +245,89 @@ static struct fcount *fcount(struct lease_mgr *m, uint64_t ino)
 	return &m->fc[m->nfc++];
 }
 
-/* Records an event; called with m->lock held. */
+/* The file-system uid of process @tgid from /proc (what FUSE reports as
+ * the caller's uid), UID_NONE if it is gone. */
+static uint32_t proc_uid(uint32_t tgid)
+{
+	char path[64], line[128];
+	unsigned r, e, sv, fs;
+	uint32_t uid = UID_NONE;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%u/status", tgid);
+	f = fopen(path, "re");
+	if (!f)
+		return UID_NONE;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid: %u %u %u %u", &r, &e, &sv, &fs) == 4) {
+			uid = fs;
+			break;
+		}
+	fclose(f);
+	return uid;
+}
+
+/* The recorded uid of holder @tgid, UID_NONE if unknown; m->lock held. */
+static uint32_t holder_uid(struct lease_mgr *m, uint32_t tgid)
+{
+	size_t i;
+
+	for (i = 0; i < m->nhu; i++)
+		if (m->hu[i].tgid == tgid)
+			return m->hu[i].uid;
+	return UID_NONE;
+}
+
+/* Records @uid as holder @tgid's (a pid reused by another user's process
+ * takes the new uid); m->lock held. Without memory the holder's events are
+ * shown to root only. */
+static void holder_uid_set(struct lease_mgr *m, uint32_t tgid, uint32_t uid)
+{
+	size_t i;
+
+	for (i = 0; i < m->nhu; i++)
+		if (m->hu[i].tgid == tgid) {
+			m->hu[i].uid = uid;
+			return;
+		}
+	if (m->nhu == m->caphu) {
+		size_t ncap = m->caphu ? m->caphu * 2 : 16;
+		struct holder_uid *n = realloc(m->hu, ncap * sizeof(*n));
+		if (!n)
+			return;
+		m->hu = n;
+		m->caphu = ncap;
+	}
+	m->hu[m->nhu].tgid = tgid;
+	m->hu[m->nhu++].uid = uid;
+}
+
+static void holder_uid_drop(struct lease_mgr *m, uint32_t tgid)
+{
+	size_t i;
+
+	for (i = 0; i < m->nhu; i++)
+		if (m->hu[i].tgid == tgid) {
+			m->hu[i] = m->hu[--m->nhu];
+			return;
+		}
+}
+
+/* May the reader @uid see event @seq? Its holders' events, root all;
+ * m->lock held. */
+static bool ev_visible(const struct lease_mgr *m, uint64_t seq, uint32_t uid)
+{
+	return uid == 0 || m->ring_uid[seq % EV_RING] == uid;
+}
+
+/* Records an event; called with m->lock held. It is @l's holder's (root
+ * sees all): lease-less events set ring_uid themselves. */
 static void ev_push(struct lease_mgr *m, uint32_t type, const struct lease *l, uint64_t ino,
 		    uint64_t first, uint64_t n, int err, uint32_t policy)
 {
 	struct pinfs_event *e = &m->ring[++m->seq % EV_RING];
+
+	m->ring_uid[m->seq % EV_RING] = l ? holder_uid(m, l->holder) : UID_NONE;
 
 	memset(e, 0, sizeof(*e));
 	e->seq = m->seq;
@@ -220,6 +361,7 @@ static void holder_gone(void *ctx, uint32_t tgid, uint64_t gen)
 {
 	struct lease_mgr *m = ctx;
 	int n = lease_remove_holder_gen(m->t, tgid, gen, unpinned, m);
+	bool again = lease_watch_has(m->w, tgid); /* the pid is a new holder's */
 
 	pthread_mutex_lock(&m->lock);
 	if (n > 0) {
@@ -229,6 +371,8 @@ static void holder_gone(void *ctx, uint32_t tgid, uint64_t gen)
 		ev_push(m, PINFS_EV_EXIT, &l, 0, 0, 0, 0, 0);
 		m->ring[m->seq % EV_RING].nleases = (uint64_t)n;
 	}
+	if (!again)
+		holder_uid_drop(m, tgid);
 	m->gen++;
 	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->lock);
@@ -240,6 +384,8 @@ size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max)
 {
 	return lease_watch_list(m->w, out, max);
 }
+
+static void *completer_main(void *arg);
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 		  struct lease_mgr **out)
@@ -253,10 +399,14 @@ int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 	m->cfg = *cfg;
 	m->ops = *ops;
 	m->ring = calloc(EV_RING, sizeof(*m->ring));
-	if (!m->ring) {
+	m->ring_uid = calloc(EV_RING, sizeof(*m->ring_uid));
+	if (!m->ring || !m->ring_uid) {
+		free(m->ring);
+		free(m->ring_uid);
 		free(m);
 		return -ENOMEM;
 	}
+	m->parked.next = m->parked.prev = &m->parked;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -267,9 +417,17 @@ int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 		lease_table_set_limits(m->t, cfg->max_pins, cfg->max_pinned_bytes);
 		rc = lease_watch_new(holder_gone, m, cfg->max_holders, &m->w);
 	}
+	if (!rc) {
+		rc = -pthread_create(&m->completer, NULL, completer_main, m);
+		if (rc)
+			lease_watch_delete(&m->w);
+	}
 	if (rc) {
 		lease_table_delete(&m->t);
+		pthread_cond_destroy(&m->cv);
+		pthread_mutex_destroy(&m->lock);
 		free(m->ring);
+		free(m->ring_uid);
 		free(m);
 		return rc;
 	}
@@ -283,11 +441,36 @@ void lease_mgr_delete(struct lease_mgr **mp)
 
 	if (!m)
 		return;
+	/* the completer first: it may be running a wait's fn, which uses the
+	 * table and the watcher; then every wait still parked is told, so
+	 * that its owner replies and ends it (nothing may stay parked) */
+	pthread_mutex_lock(&m->lock);
+	m->stop = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->lock);
+	pthread_join(m->completer, NULL);
+	for (;;) {
+		struct lease_wait *w;
+
+		pthread_mutex_lock(&m->lock);
+		w = m->parked.next;
+		if (w == &m->parked) {
+			pthread_mutex_unlock(&m->lock);
+			break;
+		}
+		w->prev->next = w->next;
+		w->next->prev = w->prev;
+		w->armed = false;
+		pthread_mutex_unlock(&m->lock);
+		w->fn(w->arg, -ESHUTDOWN);
+	}
 	lease_watch_delete(&m->w);
 	lease_table_delete(&m->t);
 	pthread_cond_destroy(&m->cv);
 	pthread_mutex_destroy(&m->lock);
 	free(m->ring);
+	free(m->ring_uid);
+	free(m->hu);
 	free(m->fc);
 	free(m);
 	*mp = NULL;
@@ -326,6 +509,7 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 {
 	struct lease l;
 	uint64_t gen = 0;
+	uint32_t uid;
 	unsigned i;
 	int rc;
 
@@ -343,6 +527,10 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 	rc = lease_watch_add(m->w, holder, &gen);
 	if (rc < 0)
 		return rc == -ENOMEM || rc == -EUSERS ? rc : -ESRCH;
+	uid = proc_uid(holder); /* outside the lock: /proc */
+	pthread_mutex_lock(&m->lock);
+	holder_uid_set(m, holder, uid);
+	pthread_mutex_unlock(&m->lock);
 	if (rc == 1 && m->ops.holders_changed)
 		m->ops.holders_changed(m->ops.ctx);
 	rc = lease_add_gen(m->t, ino, first, n, holder, gen, flags, fh, seg_fblk, seg_pblk, seg_len,
@@ -445,6 +633,7 @@ static int refuse(struct lease_mgr *m, const struct lease *l, uint64_t ino, uint
 	ev_push(m, PINFS_EV_REFUSE, NULL, ino, first, n, err, policy);
 	if (l) {
 		struct pinfs_event *e = &m->ring[m->seq % EV_RING];
+		m->ring_uid[m->seq % EV_RING] = holder_uid(m, l->holder);
 		e->lease_id = l->id;
 		e->holder_pid = l->holder;
 		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));
@@ -482,7 +671,7 @@ static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino
 }
 
 /* Sleeps until a pin ends after generation @gen, until @deadline_ns
- * (CLOCK_MONOTONIC), or for at most 50 ms (to poll @interrupted). */
+ * (CLOCK_MONOTONIC), or for at most 50 ms (to poll an interruption). */
 static void wait_gen(struct lease_mgr *m, uint64_t gen, uint64_t deadline_ns)
 {
 	uint64_t now = now_ns(CLOCK_MONOTONIC), until = now + 50000000ull;
@@ -545,85 +734,192 @@ static void unbreak(struct lease_mgr *m, struct lease *v, long k)
 			lease_set_state(m->t, v[i].id, PINFS_LEASE_ACTIVE);
 }
 
-int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
-		   uint32_t policy, const struct lease_waiter *w)
+/*
+ * One look at the pins in the way of a waiting truncate (policy wait or
+ * break), with the file's data lock held: 0 (no pin left, or break revoked
+ * them at the deadline), the refusal, -EINTR, or -EINPROGRESS (look again
+ * after a pin ends, at the deadline or when interrupted; w->gen says which
+ * pins were seen). The first look records the wait (event, pending range)
+ * and, for break, every look notices the leases not yet told.
+ */
+static int free_step(struct lease_mgr *m, struct lease_wait *w)
 {
-	uint64_t deadline = 0;
-	bool pending = false;
+	uint64_t gen = gen_of(m);
 	struct lease *v = NULL;
 	long k, i;
 	int rc;
 
-	if (policy == PINFS_POLICY_DEFAULT)
-		policy = lease_mgr_policy(m);
-	for (;;) {
-		uint64_t gen = gen_of(m);
-
+	k = live_overlap(m, w->ino, w->first, w->n, &v);
+	if (k < 0)
+		return (int)k;
+	if (k == 0) {
 		free(v);
-		k = live_overlap(m, ino, first, n, &v);
-		if (k < 0)
-			return (int)k;
-		if (k == 0) {
-			rc = 0;
-			break;
-		}
-		if (policy == PINFS_POLICY_FAIL) {
-			rc = refuse(m, &v[0], ino, first, n, policy);
-			break;
-		}
-		if (policy == PINFS_POLICY_REVOKE) {
-			rc = revoke_all(m, v, k, ino, first, n, policy);
-			break;
-		}
-		if (!deadline) {
-			double s = policy == PINFS_POLICY_BREAK ? m->cfg.lease_break_time
-								: m->cfg.wait_timeout;
-			deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9);
-			pend_add(m, ino, first, n, &pending);
-			pthread_mutex_lock(&m->lock);
-			ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, policy);
-			pthread_mutex_unlock(&m->lock);
-		}
-		if (policy == PINFS_POLICY_BREAK) {
-			for (i = 0; i < k; i++) {
-				struct fcount *f;
-				if (v[i].state == PINFS_LEASE_BREAKING)
-					continue;
-				lease_set_state(m->t, v[i].id, PINFS_LEASE_BREAKING);
-				lease_watch_signal(m->w, v[i].holder_gen, SIGIO, v[i].id);
-				pthread_mutex_lock(&m->lock);
-				m->mc.leases_broken++;
-				f = fcount(m, ino);
-				if (f)
-					f->broken++;
-				ev_push(m, PINFS_EV_BREAK, &v[i], 0, 0, 0, 0, policy);
-				pthread_mutex_unlock(&m->lock);
-				v[i].state = PINFS_LEASE_BREAKING;
-			}
-		}
-		if (now_ns(CLOCK_MONOTONIC) >= deadline) {
-			if (policy == PINFS_POLICY_BREAK)
-				rc = revoke_all(m, v, k, ino, first, n, policy);
-			else
-				rc = refuse(m, &v[0], ino, first, n, policy);
-			if (rc)
-				unbreak(m, v, k);
-			break;
-		}
-		if (w && w->interrupted && w->interrupted(w->arg)) {
-			unbreak(m, v, k);
-			rc = -EINTR;
-			break;
-		}
-		if (w && w->unlock)
-			w->unlock(w->arg);
-		wait_gen(m, gen, deadline);
-		if (w && w->relock)
-			w->relock(w->arg);
+		return 0;
 	}
-	if (pending)
-		pend_del(m, ino, first, n);
+	if (!w->deadline) {
+		double s = w->policy == PINFS_POLICY_BREAK ? m->cfg.lease_break_time
+							  : m->cfg.wait_timeout;
+		w->deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9);
+		if (!w->deadline)
+			w->deadline = 1;
+		pend_add(m, w->ino, w->first, w->n, &w->pending);
+		pthread_mutex_lock(&m->lock);
+		ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, w->policy);
+		pthread_mutex_unlock(&m->lock);
+	}
+	if (w->policy == PINFS_POLICY_BREAK) {
+		for (i = 0; i < k; i++) {
+			struct fcount *f;
+			if (v[i].state == PINFS_LEASE_BREAKING)
+				continue;
+			lease_set_state(m->t, v[i].id, PINFS_LEASE_BREAKING);
+			lease_watch_signal(m->w, v[i].holder_gen, SIGIO, v[i].id);
+			pthread_mutex_lock(&m->lock);
+			m->mc.leases_broken++;
+			f = fcount(m, w->ino);
+			if (f)
+				f->broken++;
+			ev_push(m, PINFS_EV_BREAK, &v[i], 0, 0, 0, 0, w->policy);
+			pthread_mutex_unlock(&m->lock);
+			v[i].state = PINFS_LEASE_BREAKING;
+		}
+	}
+	pthread_mutex_lock(&m->lock);
+	w->gen = gen;
+	rc = w->interrupted ? -EINTR : -EINPROGRESS;
+	pthread_mutex_unlock(&m->lock);
+	if (now_ns(CLOCK_MONOTONIC) >= w->deadline) {
+		if (w->policy == PINFS_POLICY_BREAK)
+			rc = revoke_all(m, v, k, w->ino, w->first, w->n, w->policy);
+		else
+			rc = refuse(m, &v[0], w->ino, w->first, w->n, w->policy);
+		if (rc)
+			unbreak(m, v, k);
+	} else if (rc == -EINTR) {
+		unbreak(m, v, k);
+	}
 	free(v);
+	return rc;
+}
+
+int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			  uint32_t policy, struct lease_wait **wp)
+{
+	struct lease_wait *w = *wp;
+	struct lease *v = NULL;
+	long k;
+	int rc;
+
+	if (!w) {
+		if (policy == PINFS_POLICY_DEFAULT)
+			policy = lease_mgr_policy(m);
+		k = live_overlap(m, ino, first, n, &v);
+		if (k <= 0) {
+			free(v);
+			return (int)k;
+		}
+		if (policy == PINFS_POLICY_FAIL)
+			rc = refuse(m, &v[0], ino, first, n, policy);
+		else if (policy == PINFS_POLICY_REVOKE)
+			rc = revoke_all(m, v, k, ino, first, n, policy);
+		else
+			rc = -EINPROGRESS;
+		free(v);
+		if (rc != -EINPROGRESS)
+			return rc;
+		w = calloc(1, sizeof(*w));
+		if (!w)
+			return -ENOMEM;
+		w->kind = W_FREE;
+		w->ino = ino;
+		w->first = first;
+		w->n = n;
+		w->policy = policy;
+		*wp = w;
+	}
+	rc = free_step(m, w);
+	w->decided = rc != -EINPROGRESS;
+	return rc;
+}
+
+void lease_wait_arm(struct lease_mgr *m, struct lease_wait *w, lease_wait_fn fn, void *arg)
+{
+	bool stopped;
+
+	w->fn = fn;
+	w->arg = arg;
+	pthread_mutex_lock(&m->lock);
+	stopped = m->stop;
+	if (!stopped) {
+		w->next = &m->parked;
+		w->prev = m->parked.prev;
+		w->prev->next = w;
+		m->parked.prev = w;
+		w->armed = true;
+		pthread_cond_broadcast(&m->cv);
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (stopped)
+		fn(arg, -ESHUTDOWN);
+}
+
+void lease_wait_interrupt(struct lease_mgr *m, struct lease_wait *w)
+{
+	pthread_mutex_lock(&m->lock);
+	w->interrupted = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->lock);
+}
+
+void lease_wait_end(struct lease_mgr *m, struct lease_wait **wp)
+{
+	struct lease_wait *w = *wp;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&m->lock);
+	if (w->armed) {
+		w->prev->next = w->next;
+		w->next->prev = w->prev;
+		w->armed = false;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (w->kind == W_FREE && !w->decided && w->deadline) {
+		/* given up before a decision: the leases it put into breaking
+		 * are handed back, as after a refusal */
+		struct lease *v = NULL;
+		long k = live_overlap(m, w->ino, w->first, w->n, &v);
+		if (k > 0)
+			unbreak(m, v, k);
+		free(v);
+	}
+	if (w->pending)
+		pend_del(m, w->ino, w->first, w->n);
+	free(w);
+	*wp = NULL;
+}
+
+int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		   uint32_t policy, const struct lease_waiter *wt)
+{
+	struct lease_wait *w = NULL;
+	int rc;
+
+	for (;;) {
+		rc = lease_may_free_nowait(m, ino, first, n, policy, &w);
+		if (rc != -EINPROGRESS)
+			break;
+		if (wt && wt->interrupted && wt->interrupted(wt->arg)) {
+			lease_wait_interrupt(m, w);
+			continue; /* the next look answers -EINTR, or 0 if the pins went */
+		}
+		if (wt && wt->unlock)
+			wt->unlock(wt->arg);
+		wait_gen(m, w->gen, w->deadline);
+		if (wt && wt->relock)
+			wt->relock(wt->arg);
+	}
+	lease_wait_end(m, &w);
 	return rc;
 }
 
@@ -680,29 +976,142 @@ void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters
 	}
 }
 
-void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,
-		      struct pinfs_events *out)
+/* Fills @out with the events after @after that reader @uid may see;
+ * m->lock held. next_seq is the last event looked at (seen or not), lost
+ * counts those that fell out of the ring unread. */
+static void events_fill(struct lease_mgr *m, uint64_t after, uint32_t uid,
+			struct pinfs_events *out)
 {
-	uint64_t until = now_ns(CLOCK_MONOTONIC) + (uint64_t)(timeout_ms > 1000 ? 1000 : timeout_ms) * 1000000ull;
-	struct timespec ts = { (time_t)(until / 1000000000ull), (long)(until % 1000000000ull) };
-	uint64_t oldest, s;
+	uint64_t oldest = m->seq >= EV_RING ? m->seq - EV_RING + 1 : 1, s = after + 1;
 
 	out->n = 0;
 	out->lost = 0;
-	pthread_mutex_lock(&m->lock);
-	while (m->seq <= after && now_ns(CLOCK_MONOTONIC) < until)
-		if (pthread_cond_timedwait(&m->cv, &m->lock, &ts) == ETIMEDOUT)
-			break;
-	oldest = m->seq >= EV_RING ? m->seq - EV_RING + 1 : 1;
-	s = after + 1;
 	if (s < oldest) {
 		out->lost = oldest - s;
 		s = oldest;
 	}
 	for (; s <= m->seq && out->n < PINFS_EVENTS_MAX; s++)
-		out->ev[out->n++] = m->ring[s % EV_RING];
+		if (ev_visible(m, s, uid))
+			out->ev[out->n++] = m->ring[s % EV_RING];
 	out->next_seq = s - 1;
+}
+
+/* Is there an event for the parked reader @w yet? m->lock held. */
+static bool events_ready(struct lease_mgr *m, struct lease_wait *w)
+{
+	uint64_t oldest = m->seq >= EV_RING ? m->seq - EV_RING + 1 : 1;
+
+	if (w->scanned + 1 < oldest)
+		return true; /* some fell out of the ring: say so */
+	for (; w->scanned < m->seq; w->scanned++)
+		if (ev_visible(m, w->scanned + 1, w->uid))
+			return true;
+	return false;
+}
+
+static uint64_t events_deadline(unsigned timeout_ms)
+{
+	return now_ns(CLOCK_MONOTONIC) +
+	       (uint64_t)(timeout_ms > 1000 ? 1000 : timeout_ms) * 1000000ull;
+}
+
+void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,
+		      struct pinfs_events *out)
+{
+	uint64_t until = events_deadline(timeout_ms);
+	struct timespec ts = { (time_t)(until / 1000000000ull), (long)(until % 1000000000ull) };
+
+	pthread_mutex_lock(&m->lock);
+	while (m->seq <= after && now_ns(CLOCK_MONOTONIC) < until)
+		if (pthread_cond_timedwait(&m->cv, &m->lock, &ts) == ETIMEDOUT)
+			break;
+	events_fill(m, after, 0, out);
 	pthread_mutex_unlock(&m->lock);
+}
+
+int lease_mgr_events_nowait(struct lease_mgr *m, uint64_t after, unsigned timeout_ms, uint32_t uid,
+			    struct pinfs_events *out, struct lease_wait **wp)
+{
+	struct lease_wait *w;
+
+	pthread_mutex_lock(&m->lock);
+	events_fill(m, after, uid, out);
+	if (out->n || out->lost || !timeout_ms) {
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&m->lock);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->kind = W_EVENTS;
+	w->deadline = events_deadline(timeout_ms);
+	w->after = after;
+	w->scanned = after;
+	w->uid = uid;
+	w->out = out;
+	*wp = w;
+	return -EINPROGRESS;
+}
+
+/*
+ * The completion thread: calls back every armed wait that is worth another
+ * look (its pins changed, its deadline passed, it was interrupted) or, for
+ * an EVENTS read, that has its answer (filled in here, under the lock). It
+ * sleeps until the earliest deadline or the next broadcast of m->cv.
+ */
+static void *completer_main(void *arg)
+{
+	struct lease_mgr *m = arg;
+
+	pthread_mutex_lock(&m->lock);
+	while (!m->stop) {
+		uint64_t now = now_ns(CLOCK_MONOTONIC), next = now + 1000000000ull;
+		struct lease_wait *w, *nx, *ready = NULL;
+		struct timespec ts;
+
+		for (w = m->parked.next; w != &m->parked; w = nx) {
+			bool go;
+
+			nx = w->next;
+			if (w->kind == W_FREE) {
+				go = w->interrupted || m->gen != w->gen || now >= w->deadline;
+				w->status = 0;
+			} else if (w->interrupted) {
+				go = true;
+				w->status = -EINTR;
+			} else {
+				go = events_ready(m, w) || now >= w->deadline;
+				if (go)
+					events_fill(m, w->after, w->uid, w->out);
+				w->status = 0;
+			}
+			if (!go) {
+				if (w->deadline < next)
+					next = w->deadline;
+				continue;
+			}
+			w->prev->next = w->next;
+			w->next->prev = w->prev;
+			w->armed = false;
+			w->next = ready; /* a private list now */
+			ready = w;
+		}
+		if (ready) {
+			pthread_mutex_unlock(&m->lock);
+			for (w = ready; w; w = nx) {
+				nx = w->next; /* fn may re-arm or free it */
+				w->fn(w->arg, w->status);
+			}
+			pthread_mutex_lock(&m->lock);
+			continue;
+		}
+		ts.tv_sec = (time_t)(next / 1000000000ull);
+		ts.tv_nsec = (long)(next % 1000000000ull);
+		pthread_cond_timedwait(&m->cv, &m->lock, &ts);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
 }
 
 static const char *const names[] = { "default", "fail", "revoke", "wait", "break" };
