@@ -23,6 +23,7 @@
 
 struct lease_mgr;
 struct lease_cfg;
+struct lease_wait;
 
 /* One open file (fi->fh): what the ioctls need to know about it. */
 struct ffs_file {
@@ -54,7 +55,10 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	       size_t out_bufsz);
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg);
 void ffs_leases_stop(struct ffs *f);
-void ffs_set_current_req(fuse_req_t req);
+/* While set (non-NULL), an engine call of this thread that would wait on
+ * pins answers -EINPROGRESS instead and keeps its wait in *@wp, for the
+ * handler to park the request (ops.c); NULL again after the call. */
+void ffs_set_wait(struct lease_wait **wp);
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip);
 /* Tells the kernel to drop its cached attributes of @ino (what stat shows
  * changed behind its back). Touches no page cache, so a request handler may

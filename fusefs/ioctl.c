@@ -22,13 +22,13 @@
 #include "pinfs/abi.h"
 #include "lease/lease.h"
 
-/* The request being served by this thread, for the interruption check of a
- * truncate waiting on pins. */
-static __thread fuse_req_t cur_req;
+/* Where the engine call this thread is running for a request keeps its
+ * wait on pins (fusefs/ops.c): set, the may_free hook never sleeps. */
+static __thread struct lease_wait **cur_wait;
 
-void ffs_set_current_req(fuse_req_t req)
+void ffs_set_wait(struct lease_wait **wp)
 {
-	cur_req = req;
+	cur_wait = wp;
 }
 
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip)
@@ -72,34 +72,27 @@ static void attr_sig(struct ffs *f, struct pm_inode *ip, struct attr_sig *a)
 	a->ctime = st.st_ctim;
 }
 
-struct wait_arg {
-	struct pm_inode *ip;
-	fuse_req_t req;
-};
-
-static bool w_interrupted(void *arg)
-{
-	struct wait_arg *a = arg;
-
-	return a->req && fuse_req_interrupted(a->req);
-}
-
 static void w_unlock(void *arg)
 {
-	pm_data_unlock(((struct wait_arg *)arg)->ip);
+	pm_data_unlock(arg);
 }
 
 static void w_relock(void *arg)
 {
-	pm_data_relock(((struct wait_arg *)arg)->ip);
+	pm_data_relock(arg);
 }
 
+/* A request handler's engine call answers -EINPROGRESS (nothing changed)
+ * where the policy says wait: the handler parks the request (ops.c). Only a
+ * caller that is no request handler (none today) would sleep here. */
 static int hook_may_free(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n)
 {
 	struct ffs *f = ctx;
-	struct wait_arg a = { ip, cur_req };
-	struct lease_waiter w = { w_interrupted, w_unlock, w_relock, &a };
+	struct lease_waiter w = { NULL, w_unlock, w_relock, ip };
 
+	if (cur_wait)
+		return lease_may_free_nowait(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip),
+					     cur_wait);
 	return lease_may_free(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip), &w);
 }
 
@@ -204,6 +197,67 @@ void ffs_leases_stop(struct ffs *f)
 }
 
 /* ---- the ioctls ---------------------------------------------------------- */
+
+/* An EVENTS read waiting for events, parked (lease/policy.c): no worker
+ * sleeps for it. The completion thread replies. */
+struct ev_park {
+	fuse_req_t req;
+	struct lease_mgr *lm;
+	struct lease_wait *w;
+	struct pinfs_events *out; /* malloc'd: the reply */
+};
+
+/* libfuse calls this with the request's lock held: only a flag is set */
+static void ev_interrupted(fuse_req_t req, void *arg)
+{
+	struct ev_park *p = arg;
+
+	(void)req;
+	lease_wait_interrupt(p->lm, p->w);
+}
+
+static void ev_done(void *arg, int status)
+{
+	struct ev_park *p = arg;
+
+	/* waits for a running ev_interrupted, and no other comes: p may go */
+	fuse_req_interrupt_func(p->req, NULL, NULL);
+	if (status)
+		fuse_reply_err(p->req, EINTR); /* interrupted, or unmounting */
+	else
+		fuse_reply_ioctl(p->req, 0, p->out, sizeof(*p->out));
+	lease_wait_end(p->lm, &p->w);
+	free(p->out);
+	free(p);
+}
+
+/* PINFS_IOC_EVENTS: 0 with @out filled at once, -EINPROGRESS when the
+ * request was parked (it owns @out then; replied later), -errno. A user
+ * sees the events of their own holders' leases only; root sees all. */
+static int do_events(fuse_req_t req, struct ffs *f, const struct pinfs_events *in,
+		     struct pinfs_events *out)
+{
+	struct lease_wait *w = NULL;
+	struct ev_park *p;
+	int rc;
+
+	rc = lease_mgr_events_nowait(f->lm, in->after_seq, in->timeout_ms, fuse_req_ctx(req)->uid,
+				     out, &w);
+	if (rc != -EINPROGRESS)
+		return rc;
+	p = malloc(sizeof(*p));
+	if (!p) {
+		lease_wait_end(f->lm, &w);
+		return -ENOMEM;
+	}
+	p->req = req;
+	p->lm = f->lm;
+	p->w = w;
+	p->out = out;
+	fuse_req_interrupt_func(req, ev_interrupted, p);
+	lease_wait_arm(f->lm, w, ev_done, p);
+	return -EINPROGRESS;
+}
 
 struct pin_ctx {
 	struct ffs *f;
@@ -524,12 +578,11 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_SCRUB:
 		rc = do_scrub(f, file, in_buf, &out->scrub);
 		break;
-	default: { /* PINFS_IOC_EVENTS */
-		const struct pinfs_events *e = in_buf;
-		lease_mgr_events(f->lm, e->after_seq, e->timeout_ms, &out->events);
-		rc = 0;
+	default: /* PINFS_IOC_EVENTS */
+		rc = do_events(req, f, in_buf, &out->events);
+		if (rc == -EINPROGRESS)
+			return; /* parked: replied later, @out with it */
 		break;
-	}
 	}
 	/* before the reply, so that a stat after the ioctl returns sees it; a
 	 * failed pin may have filled holes too (a refusal after the fill) */

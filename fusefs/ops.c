@@ -73,10 +73,10 @@ static int file_new(struct pm_inode *ip, struct fuse_file_info *fi)
 	return 0;
 }
 
-/* Drops an open file: its on-close pins, its inode reference. */
-static void file_put(fuse_req_t req, struct fuse_file_info *fi)
+/* Drops an open file: its on-close pins, its inode reference. Takes @f,
+ * not the request: it also runs after a failed reply, which freed that. */
+static void file_put(struct ffs *f, struct fuse_file_info *fi)
 {
-	struct ffs *f = ffs_of(req);
 	struct ffs_file *file = file_of(fi);
 
 	if (f->lm)
@@ -111,7 +111,7 @@ static void reply_entry(fuse_req_t req, struct pm_inode *ip, struct fuse_file_in
 		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 			/* interrupted: the kernel will not release it */
 			pm_forget(f->fs, e.ino, 1);
-			file_put(req, fi);
+			file_put(f, fi);
 		}
 		return;
 	}
@@ -128,6 +128,160 @@ static void reply_attr(fuse_req_t req, struct pm_inode *ip)
 	pm_stat(f->fs, ip, &st);
 	pm_iput(f->fs, ip);
 	fuse_reply_attr(req, &st, f->timeout);
+}
+
+/* ---- truncates that wait on pins ------------------------------------------ */
+
+/*
+ * A truncate, O_TRUNC open or hole punch that the policy (wait, break) makes
+ * wait for pins is parked, not slept on: the engine call answers
+ * -EINPROGRESS (it changed nothing and dropped its locks), the handler
+ * returns without replying, and the lease manager's completion thread calls
+ * async_resume() when a pin ended, the deadline passed or the kernel sent an
+ * INTERRUPT. That runs the whole engine call again -- it retakes the data
+ * lock and asks the lease manager again, so nothing is freed that a pin
+ * still holds -- and replies, or parks the request once more. Setattr and
+ * fallocate are idempotent, so running them again is safe.
+ *
+ * Locking: no lock is held while parking, resuming or replying; the
+ * interruption callback runs inside libfuse's request lock and only sets a
+ * flag in the lease manager.
+ */
+enum { ASYNC_SETATTR, ASYNC_OPEN, ASYNC_FALLOCATE };
+
+struct ffs_async {
+	fuse_req_t req;
+	struct ffs *f;
+	int kind;
+	struct lease_wait *w;	  /* the lease manager's side of the wait */
+	struct pm_inode *ip;	  /* a reference of its own */
+	struct cred_buf cb;	  /* SETATTR, OPEN: the caller */
+	struct pm_setattr sa;	  /* SETATTR */
+	struct fuse_file_info fi; /* OPEN */
+	int mode;		  /* FALLOCATE */
+	uint64_t off, len;
+};
+
+/* Runs the engine call of @a; -EINPROGRESS: it waits on pins (a->w). */
+static int async_run(struct ffs_async *a)
+{
+	struct ffs *f = a->f;
+	int rc = 0;
+
+	ffs_set_wait(&a->w);
+	switch (a->kind) {
+	case ASYNC_SETATTR:
+		rc = pm_setattr(f->fs, &a->cb.cr, a->ip, &a->sa);
+		break;
+	case ASYNC_OPEN: {
+		/* FUSE_CAP_ATOMIC_O_TRUNC: the truncate arrives here, not as SETATTR */
+		struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = 0 };
+		struct stat st;
+		pm_stat(f->fs, a->ip, &st);
+		if (S_ISREG(st.st_mode) && st.st_size != 0)
+			rc = pm_setattr(f->fs, &a->cb.cr, a->ip, &sa);
+		break;
+	}
+	default:
+		rc = pm_fallocate(f->fs, a->ip, a->mode, a->off, a->len);
+		break;
+	}
+	ffs_set_wait(NULL);
+	return rc;
+}
+
+/* Replies @rc (or the operation's answer) and frees @a; consumes a->ip. */
+static void async_reply(struct ffs_async *a, int rc)
+{
+	struct ffs *f = a->f;
+	fuse_req_t req = a->req;
+
+	lease_wait_end(f->lm, &a->w);
+	if (rc) {
+		pm_iput(f->fs, a->ip);
+		fuse_reply_err(req, -rc);
+	} else if (a->kind == ASYNC_SETATTR) {
+		reply_attr(req, a->ip);
+	} else if (a->kind == ASYNC_FALLOCATE) {
+		pm_iput(f->fs, a->ip);
+		fuse_reply_err(req, 0);
+	} else {
+		struct fuse_file_info *fi = &a->fi;
+		rc = file_new(a->ip, fi);
+		if (rc) {
+			pm_iput(f->fs, a->ip);
+			fuse_reply_err(req, -rc);
+		} else {
+			fi->direct_io = 1;
+			if (fuse_reply_open(req, fi) == -ENOENT)
+				file_put(f, fi); /* interrupted: no release will come */
+		}
+	}
+	free(a);
+}
+
+/* libfuse calls this with the request's lock held: only a flag is set */
+static void async_interrupted(fuse_req_t req, void *arg)
+{
+	struct ffs_async *a = arg;
+
+	(void)req;
+	lease_wait_interrupt(a->f->lm, a->w);
+}
+
+static void async_resume(void *arg, int status)
+{
+	struct ffs_async *a = arg;
+	/* unmounting: the request is answered, not run again */
+	int rc = status ? -EINTR : async_run(a);
+
+	if (rc == -EINPROGRESS) {
+		lease_wait_arm(a->f->lm, a->w, async_resume, a);
+		return;
+	}
+	/* waits for a running async_interrupted, and no other comes */
+	fuse_req_interrupt_func(a->req, NULL, NULL);
+	async_reply(a, rc);
+}
+
+/*
+ * Parks request @req whose engine call answered -EINPROGRESS, leaving the
+ * wait in *@wp: takes over *@wp and the caller's inode reference @ip and
+ * replies later. @kind's operands: @cb for SETATTR and OPEN, @sa for
+ * SETATTR, @fi for OPEN, @mode/@off/@len for FALLOCATE.
+ */
+static void async_park(fuse_req_t req, int kind, struct lease_wait **wp, struct pm_inode *ip,
+		       const struct cred_buf *cb, const struct pm_setattr *sa,
+		       const struct fuse_file_info *fi, int mode, uint64_t off, uint64_t len)
+{
+	struct ffs *f = ffs_of(req);
+	struct ffs_async *a = calloc(1, sizeof(*a));
+
+	if (!a) {
+		lease_wait_end(f->lm, wp);
+		pm_iput(f->fs, ip);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	a->req = req;
+	a->f = f;
+	a->kind = kind;
+	a->w = *wp;
+	*wp = NULL;
+	a->ip = ip;
+	if (cb) {
+		a->cb = *cb;
+		a->cb.cr.groups = a->cb.g;
+	}
+	if (sa)
+		a->sa = *sa;
+	if (fi)
+		a->fi = *fi;
+	a->mode = mode;
+	a->off = off;
+	a->len = len;
+	fuse_req_interrupt_func(req, async_interrupted, a);
+	lease_wait_arm(f->lm, a->w, async_resume, a);
 }
 
 /* ---- lifetime ------------------------------------------------------------ */
@@ -215,6 +369,7 @@ static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 	struct cred_buf cb;
 	struct pm_setattr sa;
 	struct pm_inode *ip = NULL;
+	struct lease_wait *w = NULL;
 	int rc;
 
 	(void)fi;
@@ -256,9 +411,16 @@ static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	ffs_set_current_req(req);
-	rc = pm_setattr(f->fs, cred_get(req, &cb, to_set & (FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE)),
-			ip, &sa);
+	cred_get(req, &cb, to_set & (FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE));
+	ffs_set_wait(&w);
+	rc = pm_setattr(f->fs, &cb.cr, ip, &sa);
+	ffs_set_wait(NULL);
+	if (rc == -EINPROGRESS) {
+		/* waits on pins: parked, replied later (async_park) */
+		async_park(req, ASYNC_SETATTR, &w, ip, &cb, &sa, NULL, 0, 0, 0);
+		return;
+	}
+	lease_wait_end(f->lm, &w);
 	if (rc) {
 		pm_iput(f->fs, ip);
 		fuse_reply_err(req, -rc);
@@ -401,11 +563,20 @@ static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* FUSE_CAP_ATOMIC_O_TRUNC: the truncate arrives here, not as SETATTR */
 		struct cred_buf cb;
 		struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = 0 };
+		struct lease_wait *w = NULL;
 		struct stat st;
 		pm_stat(f->fs, ip, &st);
-		ffs_set_current_req(req);
+		cred_get(req, &cb, false);
+		ffs_set_wait(&w);
 		if (S_ISREG(st.st_mode) && st.st_size != 0)
-			rc = pm_setattr(f->fs, cred_get(req, &cb, false), ip, &sa);
+			rc = pm_setattr(f->fs, &cb.cr, ip, &sa);
+		ffs_set_wait(NULL);
+		if (rc == -EINPROGRESS) {
+			/* waits on pins: parked, replied later (async_park) */
+			async_park(req, ASYNC_OPEN, &w, ip, &cb, NULL, fi, 0, 0, 0);
+			return;
+		}
+		lease_wait_end(f->lm, &w);
 		if (rc)
 			pm_iput(f->fs, ip);
 	}
@@ -420,13 +591,13 @@ static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->direct_io = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		file_put(req, fi); /* interrupted: no release will come */
+		file_put(f, fi); /* interrupted: no release will come */
 }
 
 static void ffs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	file_put(req, fi);
+	file_put(ffs_of(req), fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -528,8 +699,22 @@ static void ffs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, o
 	if (off < 0 || len <= 0)
 		rc = -EINVAL;
 	else {
-		ffs_set_current_req(req);
-		rc = pm_fallocate(f->fs, file_of(fi)->ip, mode, (uint64_t)off, (uint64_t)len);
+		struct pm_inode *ip = file_of(fi)->ip;
+		struct lease_wait *w = NULL;
+		ffs_set_wait(&w);
+		rc = pm_fallocate(f->fs, ip, mode, (uint64_t)off, (uint64_t)len);
+		ffs_set_wait(NULL);
+		if (rc == -EINPROGRESS) {
+			/* waits on pins: parked with an inode reference of its
+			 * own, replied later (async_park) */
+			rc = pm_iget(f->fs, pm_ino(ip), &ip);
+			if (!rc) {
+				async_park(req, ASYNC_FALLOCATE, &w, ip, NULL, NULL, NULL, mode,
+					   (uint64_t)off, (uint64_t)len);
+				return;
+			}
+		}
+		lease_wait_end(f->lm, &w);
 	}
 	fuse_reply_err(req, -rc);
 }
@@ -556,6 +741,7 @@ static void ffs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 static void ffs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct ffs *f = ffs_of(req);
 	struct pm_inode *ip;
 	int rc = iget(req, ino, &ip);
 
@@ -565,12 +751,12 @@ static void ffs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	}
 	rc = file_new(ip, fi);
 	if (rc) {
-		pm_iput(ffs_of(req)->fs, ip);
+		pm_iput(f->fs, ip);
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		file_put(req, fi);
+		file_put(f, fi); /* interrupted: no releasedir will come */
 }
 
 struct rd_ctx {
@@ -661,7 +847,7 @@ static void ffs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 static void ffs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	file_put(req, fi);
+	file_put(ffs_of(req), fi);
 	fuse_reply_err(req, 0);
 }
 
