@@ -13,6 +13,7 @@
  * FUSE_DIRECT_IO_ALLOW_MMAP with the kernel.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,17 +61,46 @@ static struct ffs_file *file_of(struct fuse_file_info *fi)
 	return (struct ffs_file *)(uintptr_t)fi->fh;
 }
 
+/*
+ * Every open file, so that those still open when the daemon stops (a
+ * process had one open at SIGTERM: no RELEASE comes once the connection is
+ * gone) are freed by ffs_destroy.
+ *
+ * Locking: open_lock guards the list (links only); a leaf lock.
+ */
+struct open_file {
+	struct ffs_file file; /* first: fi->fh points here */
+	struct open_file *prev, *next; /* open_lock */
+};
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct open_file open_files = { .prev = &open_files, .next = &open_files };
+
 /* Wraps the caller's inode reference in a new open file, in fi->fh. */
 static int file_new(struct pm_inode *ip, struct fuse_file_info *fi)
 {
-	struct ffs_file *file = malloc(sizeof(*file));
+	struct open_file *o = malloc(sizeof(*o));
 
-	if (!file)
+	if (!o)
 		return -ENOMEM;
-	file->ip = ip;
-	file->flags = fi->flags;
-	fi->fh = (uintptr_t)file;
+	o->file.ip = ip;
+	o->file.flags = fi->flags;
+	pthread_mutex_lock(&open_lock);
+	o->next = &open_files;
+	o->prev = open_files.prev;
+	o->prev->next = o;
+	open_files.prev = o;
+	pthread_mutex_unlock(&open_lock);
+	fi->fh = (uintptr_t)&o->file;
 	return 0;
+}
+
+static void file_free(struct open_file *o)
+{
+	pthread_mutex_lock(&open_lock);
+	o->prev->next = o->next;
+	o->next->prev = o->prev;
+	pthread_mutex_unlock(&open_lock);
+	free(o);
 }
 
 /* Drops an open file: its on-close pins, its inode reference. Takes @f,
@@ -82,7 +112,16 @@ static void file_put(struct ffs *f, struct fuse_file_info *fi)
 	if (f->lm)
 		lease_release_fh(f->lm, (uint64_t)(uintptr_t)file);
 	pm_iput(f->fs, file->ip);
-	free(file);
+	file_free((struct open_file *)file);
+}
+
+/* The session ends (after the engine is unmounted: the inodes are gone,
+ * so only the memory of files still open is freed). */
+static void ffs_destroy(void *userdata)
+{
+	(void)userdata;
+	while (open_files.next != &open_files)
+		file_free(open_files.next);
 }
 
 /* Replies with an entry for @ip and takes the lookup reference the kernel
@@ -973,6 +1012,7 @@ static void ffs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 const struct fuse_lowlevel_ops ffs_ops = {
 	.init = ffs_init,
+	.destroy = ffs_destroy,
 	.lookup = ffs_lookup,
 	.forget = ffs_forget,
 	.forget_multi = ffs_forget_multi,
