@@ -425,6 +425,244 @@ static int test_exit_event_counts_the_holders_leases(void)
 	return 0;
 }
 
+/* ---- parked waits (lease_may_free_nowait, lease_mgr_events_nowait) ---- */
+
+struct parked {
+	sem_t called;
+	int status, ncalls;
+	uint64_t at_ns; /* CLOCK_MONOTONIC of the call */
+	struct lease_mgr *m;
+	struct lease_wait *w; /* ended by the callback on -ESHUTDOWN */
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void parked_fn(void *arg, int status)
+{
+	struct parked *p = arg;
+
+	p->status = status;
+	p->ncalls++;
+	p->at_ns = mono_ns();
+	if (status == -ESHUTDOWN)
+		lease_wait_end(p->m, &p->w);
+	sem_post(&p->called);
+}
+
+/* Waits up to @ms for the callback: 0, or -1 if it did not come. */
+static int parked_wait(struct parked *p, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (sem_timedwait(&p->called, &ts) != 0)
+		if (errno != EINTR)
+			return -1;
+	return 0;
+}
+
+static int test_a_parked_truncate_is_called_back_when_the_pin_ends(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_WAIT);
+	struct lease_wait *w = NULL;
+	struct parked p = { .m = m };
+	struct pinfs_events ev;
+	uint64_t id, id2, f = 6, pb = 2000, n = 2, v;
+
+	CHECK(m);
+	sem_init(&p.called, 0, 0);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
+	CHECK_EQ(lease_may_free_nowait(m, 7, 4, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINPROGRESS);
+	CHECK(w);
+	/* it waits: its range takes no new pin meanwhile, and it said so */
+	CHECK_EQ(lease_pin(m, 7, 6, 2, (uint32_t)getpid(), 0, 0, &f, &pb, &n, 1, &id2), -EAGAIN);
+	lease_mgr_events(m, 0, 0, &ev);
+	CHECK_EQ(ev.n, 2);
+	CHECK_EQ(ev.ev[1].type, PINFS_EV_WAIT);
+	lease_wait_arm(m, w, parked_fn, &p);
+	CHECK_EQ(parked_wait(&p, 100), -1); /* nothing to look at again yet */
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	CHECK_OK(parked_wait(&p, 1000));
+	CHECK_EQ(p.status, 0);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 4, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), 0);
+	lease_wait_end(m, &w);
+	CHECK(!w);
+	CHECK_OK(lease_pin(m, 7, 6, 2, (uint32_t)getpid(), 0, 0, &f, &pb, &n, 1, &id2));
+	CHECK_OK(lease_unpin(m, id2, (uint32_t)getpid(), 1000));
+	CHECK_EQ(next_signal(0, &v), -1); /* wait never signals */
+	CHECK_EQ(p.ncalls, 1);
+	lease_mgr_delete(&m);
+	sem_destroy(&p.called);
+	return 0;
+}
+
+static int test_a_parked_truncate_is_refused_at_the_deadline(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_WAIT); /* wait_timeout 0.3 s */
+	struct lease_wait *w = NULL;
+	struct parked p = { .m = m };
+	struct pinfs_events ev;
+	uint64_t id, t0 = mono_ns();
+
+	CHECK(m);
+	sem_init(&p.called, 0, 0);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINPROGRESS);
+	lease_wait_arm(m, w, parked_fn, &p);
+	CHECK_OK(parked_wait(&p, 2000));
+	CHECK_EQ(p.status, 0);
+	CHECK_UGE(p.at_ns - t0, 300000000ull);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EBUSY);
+	lease_wait_end(m, &w);
+	lease_mgr_events(m, 0, 0, &ev);
+	CHECK_EQ(ev.n, 3);
+	CHECK_EQ(ev.ev[2].type, PINFS_EV_REFUSE);
+	CHECK_EQ(ev.ev[2].err, EBUSY);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	sem_destroy(&p.called);
+	return 0;
+}
+
+static int test_an_interrupted_parked_break_answers_eintr_and_hands_the_lease_back(void)
+{
+	struct lease_cfg cfg = { .policy = PINFS_POLICY_BREAK, .busy_errno = EBUSY,
+				 .wait_timeout = 10, .lease_break_time = 10 };
+	struct lease_ops ops = { on_unpinned, NULL, NULL };
+	struct lease_mgr *m = NULL;
+	struct lease_wait *w = NULL;
+	struct parked p;
+	struct lease l;
+	uint64_t id, v = 0;
+
+	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+	memset(&p, 0, sizeof(p));
+	p.m = m;
+	sem_init(&p.called, 0, 0);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &id));
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINPROGRESS);
+	CHECK_EQ(next_signal(1000, &v), SIGIO);
+	CHECK_UEQ(v, id);
+	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_BREAKING);
+	lease_wait_arm(m, w, parked_fn, &p);
+	lease_wait_interrupt(m, w);
+	CHECK_OK(parked_wait(&p, 1000));
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINTR);
+	lease_wait_end(m, &w);
+	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
+	CHECK_EQ(next_signal(0, &v), -1); /* no SIGBUS: nothing was revoked */
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	sem_destroy(&p.called);
+	return 0;
+}
+
+static int test_deleting_the_manager_answers_every_parked_wait(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_WAIT);
+	struct parked pt, pe;
+	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	uint64_t id, seq;
+
+	CHECK(m);
+	CHECK(ev);
+	memset(&pt, 0, sizeof(pt));
+	memset(&pe, 0, sizeof(pe));
+	pt.m = pe.m = m;
+	sem_init(&pt.called, 0, 0);
+	sem_init(&pe.called, 0, 0);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_WAIT, &pt.w), -EINPROGRESS);
+	lease_mgr_events(m, 0, 0, ev);
+	seq = ev->next_seq;
+	CHECK_EQ(lease_mgr_events_nowait(m, seq, 1000, 0, ev, &pe.w), -EINPROGRESS);
+	lease_wait_arm(m, pt.w, parked_fn, &pt);
+	lease_wait_arm(m, pe.w, parked_fn, &pe);
+	lease_mgr_delete(&m); /* the lease goes with it */
+	CHECK_EQ(pt.ncalls, 1);
+	CHECK_EQ(pt.status, -ESHUTDOWN);
+	CHECK(!pt.w);
+	CHECK_EQ(pe.ncalls, 1);
+	CHECK_EQ(pe.status, -ESHUTDOWN);
+	CHECK(!pe.w);
+	free(ev);
+	sem_destroy(&pt.called);
+	sem_destroy(&pe.called);
+	return 0;
+}
+
+/* A reader sees the events of its own holders' leases; root sees all. The
+ * holder is this process: its uid is ours. */
+static int test_events_show_a_user_only_their_own_holders_events(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_FAIL);
+	uint32_t me = (uint32_t)geteuid(), other = me ? me + 1 : 12345;
+	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	struct lease_wait *w = NULL;
+	struct parked p;
+	uint64_t id, t0;
+
+	CHECK(m);
+	CHECK(ev);
+	memset(&p, 0, sizeof(p));
+	p.m = m;
+	sem_init(&p.called, 0, 0);
+	CHECK_OK(pin(m, 0, &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), -EBUSY);
+	CHECK_OK(lease_mgr_events_nowait(m, 0, 0, me, ev, &w));
+	CHECK_EQ(ev->n, 2); /* PIN, REFUSE */
+	CHECK_EQ(ev->ev[0].type, PINFS_EV_PIN);
+	CHECK_EQ(ev->ev[1].type, PINFS_EV_REFUSE);
+	CHECK_OK(lease_mgr_events_nowait(m, 0, 0, 0, ev, &w));
+	CHECK_EQ(ev->n, 2);
+	CHECK_OK(lease_mgr_events_nowait(m, 0, 0, other, ev, &w));
+	CHECK_EQ(ev->n, 0);
+	CHECK_UEQ(ev->next_seq, 2); /* looked past them all the same */
+	CHECK(!w);
+	/* another user's reader waits out its timeout through our events */
+	t0 = mono_ns();
+	CHECK_EQ(lease_mgr_events_nowait(m, 2, 300, other, ev, &w), -EINPROGRESS);
+	lease_wait_arm(m, w, parked_fn, &p);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	CHECK_OK(parked_wait(&p, 2000));
+	CHECK_EQ(p.status, 0);
+	CHECK_UGE(p.at_ns - t0, 300000000ull);
+	CHECK_EQ(ev->n, 0);
+	CHECK_UEQ(ev->next_seq, 3);
+	lease_wait_end(m, &w);
+	/* ours is answered by the next event of ours */
+	CHECK_EQ(lease_mgr_events_nowait(m, 3, 1000, me, ev, &w), -EINPROGRESS);
+	lease_wait_arm(m, w, parked_fn, &p);
+	t0 = mono_ns();
+	CHECK_OK(pin(m, 0, &id));
+	CHECK_OK(parked_wait(&p, 2000));
+	CHECK_EQ(p.status, 0);
+	CHECK_LT(p.at_ns - t0, 200000000ull);
+	CHECK_EQ(ev->n, 1);
+	CHECK_EQ(ev->ev[0].type, PINFS_EV_PIN);
+	CHECK_UEQ(ev->ev[0].lease_id, id);
+	lease_wait_end(m, &w);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	free(ev);
+	sem_destroy(&p.called);
+	return 0;
+}
+
 int main(void)
 {
 	sigset_t set;
@@ -443,5 +681,10 @@ int main(void)
 	RUN(test_a_reused_pid_keeps_its_new_leases);
 	RUN(test_a_holder_dying_during_its_pin_leaves_no_lease);
 	RUN(test_exit_event_counts_the_holders_leases);
+	RUN(test_a_parked_truncate_is_called_back_when_the_pin_ends);
+	RUN(test_a_parked_truncate_is_refused_at_the_deadline);
+	RUN(test_an_interrupted_parked_break_answers_eintr_and_hands_the_lease_back);
+	RUN(test_deleting_the_manager_answers_every_parked_wait);
+	RUN(test_events_show_a_user_only_their_own_holders_events);
 	return T_EXIT_PASS;
 }
