@@ -172,8 +172,12 @@ void ffs_leases_stop(struct ffs *f)
 	struct pm_pin_hooks none = { 0 };
 	uint64_t nleases = 0, nblocks = 0;
 
-	if (f->lm)
+	if (f->lm) {
+		/* parked requests are answered (and no completion is running an
+		 * engine call) before the hooks go */
+		lease_mgr_stop(f->lm);
 		lease_table_counts(lease_mgr_table(f->lm), &nleases, &nblocks);
+	}
 	if (f->fs) {
 		/* the holders map the pool file itself: nothing here can stop
 		 * them storing into blocks a later mount would reuse, so the

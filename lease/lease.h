@@ -45,7 +45,13 @@ struct lease_ops {
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 		  struct lease_mgr **out);
-/* Stops the holder watcher and frees everything (leases included). */
+/* Stops the completion thread and answers every parked wait (its fn gets
+ * -ESHUTDOWN); a wait armed later is answered so at once. Call it before
+ * the file system stops asking the manager (its fn may be running an
+ * engine call). Idempotent. */
+void lease_mgr_stop(struct lease_mgr *m);
+/* Stops (lease_mgr_stop), stops the holder watcher and frees everything
+ * (leases included). */
 void lease_mgr_delete(struct lease_mgr **mp);
 
 /* The mount default; set on a live mount. */

@@ -150,7 +150,7 @@ struct lease_mgr {
 	size_t nhu, caphu;
 	struct lease_wait parked; /* armed waits (list head); lock */
 	pthread_t completer;
-	bool stop;		 /* lease_mgr_delete began; lock */
+	bool stop;		 /* lease_mgr_stop began; lock */
 	struct {
 		uint32_t tgid;
 		char comm[16];
@@ -435,20 +435,20 @@ int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 	return 0;
 }
 
-void lease_mgr_delete(struct lease_mgr **mp)
+void lease_mgr_stop(struct lease_mgr *m)
 {
-	struct lease_mgr *m = *mp;
+	bool was;
 
-	if (!m)
-		return;
-	/* the completer first: it may be running a wait's fn, which uses the
-	 * table and the watcher; then every wait still parked is told, so
-	 * that its owner replies and ends it (nothing may stay parked) */
+	/* the completer first: it may be running a wait's fn, which runs an
+	 * engine call; then every wait still parked is told, so that its
+	 * owner replies and ends it (nothing may stay parked) */
 	pthread_mutex_lock(&m->lock);
+	was = m->stop;
 	m->stop = true;
 	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->lock);
-	pthread_join(m->completer, NULL);
+	if (!was)
+		pthread_join(m->completer, NULL);
 	for (;;) {
 		struct lease_wait *w;
 
@@ -464,6 +464,15 @@ void lease_mgr_delete(struct lease_mgr **mp)
 		pthread_mutex_unlock(&m->lock);
 		w->fn(w->arg, -ESHUTDOWN);
 	}
+}
+
+void lease_mgr_delete(struct lease_mgr **mp)
+{
+	struct lease_mgr *m = *mp;
+
+	if (!m)
+		return;
+	lease_mgr_stop(m);
 	lease_watch_delete(&m->w);
 	lease_table_delete(&m->t);
 	pthread_cond_destroy(&m->cv);
@@ -660,6 +669,7 @@ static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino
 		 * then ends its pins anyway */
 		lease_watch_signal(m->w, v[i].holder_gen, SIGBUS, v[i].id);
 		pthread_mutex_lock(&m->lock);
+		m->gen++; /* its range is free: a truncate waiting on it may go */
 		m->mc.leases_revoked++;
 		f = fcount(m, ino);
 		if (f)
