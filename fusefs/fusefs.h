@@ -13,6 +13,11 @@
  * freed mid-copy. It cannot deadlock: the kernel copies into the reader's
  * pages, which a direct-I/O read pinned before sending the request, so the
  * reply never waits on another request of this file system.
+ *
+ * Not every reply comes from the worker that took the request: a truncate
+ * waiting on pins and an EVENTS read waiting for events are parked (ops.c,
+ * ioctl.c) and answered later from the lease manager's completion thread,
+ * so that no worker sleeps (lease/policy.c).
  */
 #ifndef PINFS_FUSEFS_H
 #define PINFS_FUSEFS_H
