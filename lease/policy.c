@@ -92,7 +92,7 @@ struct lease_wait {
 	bool armed;		  /* m->lock */
 	bool interrupted;	  /* m->lock */
 	int status;		  /* for @fn; the completer's */
-	uint64_t deadline;	  /* CLOCK_MONOTONIC ns; fixed when made */
+	uint64_t deadline;	  /* CLOCK_MONOTONIC ns; fixed before it is armed */
 	lease_wait_fn fn;	  /* set by lease_wait_arm */
 	void *arg;
 	/* W_FREE: the range asked for; only the owner's thread touches these */
@@ -769,9 +769,7 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 	if (!w->deadline) {
 		double s = w->policy == PINFS_POLICY_BREAK ? m->cfg.lease_break_time
 							  : m->cfg.wait_timeout;
-		w->deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9);
-		if (!w->deadline)
-			w->deadline = 1;
+		w->deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9); /* never 0 */
 		pend_add(m, w->ino, w->first, w->n, &w->pending);
 		pthread_mutex_lock(&m->lock);
 		ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, w->policy);
