@@ -48,7 +48,7 @@ FILE_SIZE = 1 * MiB
 TRUNC_TO = 128 * KiB
 PIN_OFF, PIN_LEN = 512 * KiB, 64 * KiB   # inside what the truncate frees
 
-MOUNT_OPTS = ('allow_other', 'policy=wait', 'wait_timeout=%s' % WAIT_S,
+MOUNT_OPTS = ('allow_other', 'wait_timeout=%s' % WAIT_S, 'lease_break_time=%s' % WAIT_S,
               'timeout=0',               # every stat reaches the daemon
               'pin_group=%d' % POOL_GID)
 
@@ -116,17 +116,22 @@ def _wait_events(mnt, n, timeout=10):
     return wait_until(lambda: _waits(mnt) >= n, timeout, interval=0.05)
 
 
-@pytest.mark.mount_options(*MOUNT_OPTS)
 @pytest.mark.watchdog(120)
+@pytest.mark.parametrize('policy', [
+    pytest.param(p, marks=pytest.mark.mount_options('policy=' + p, *MOUNT_OPTS))
+    for p in ('wait', 'break')])
 def test_one_users_32_sleepers_leave_another_users_stat_fast_and_all_get_their_answers(
-        mnt, holders):
+        mnt, holders, policy):
+    """wait: the truncates whose pin stays get EBUSY at wait_timeout; break:
+    every holder gets SIGIO at once, those that do not unpin are revoked
+    (SIGBUS) at lease_break_time and the truncate goes through."""
     _open_pool_dir(mnt)
     files = _alice_files(mnt, NSLEEP)
     bob_file = os.path.join(_shared_dir(mnt), 'bob')
     as_user(lambda: open(bob_file, 'wb').close() or True, **BOB)
     # root pins a range of every file that alice's truncates would free
     hs = [holders(p) for p in files]
-    leases = [h.pin(PIN_OFF, PIN_LEN, 'w') for h in hs]
+    leases = [h.pin(PIN_OFF, PIN_LEN, 'wr') for h in hs]
 
     def sleepers():
         """alice: 16 EVENTS readers and 16 truncates, each its own thread."""
@@ -224,11 +229,17 @@ def test_one_users_32_sleepers_leave_another_users_stat_fast_and_all_get_their_a
             assert end - t_unpin < 2, 'truncate %d ended %.1f s after the unpins' % (
                 i, end - t_unpin)
         else:
-            assert (err, size) == (errno.EBUSY, FILE_SIZE), 'truncate %d: %s, size %d' % (
+            want = (errno.EBUSY, FILE_SIZE) if policy == 'wait' else (0, TRUNC_TO)
+            assert (err, size) == want, 'truncate %d: %s, size %d' % (
                 i, errno.errorcode.get(err, err), size)
-            assert secs >= WAIT_S - 0.5, 'truncate %d refused after only %.1f s' % (i, secs)
+            assert secs >= WAIT_S - 0.5, 'truncate %d ended after only %.1f s' % (i, secs)
+        left = [] if i < NSLEEP // 2 else ['active' if policy == 'wait' else 'revoked']
         assert [l['state'] for l in list_leases(files[i], all_=False)
-                if l['id'] == leases[i]] == ([] if i < NSLEEP // 2 else ['active'])
+                if l['id'] == leases[i]] == left
+        hs[i].sync()
+        sigs = [s[0] for s in hs[i].signals() if s[2] == leases[i]]
+        assert sigs == {'wait': [], 'break': [signal.SIGIO] + (
+            [signal.SIGBUS] if i >= NSLEEP // 2 else [])}[policy], (i, sigs)
     for i in range(NSLEEP):
         got = res['ev', i]
         assert got, 'reader %d got no event' % i
