@@ -305,6 +305,30 @@ def test_killing_a_process_parked_in_a_waiting_truncate_ends_it_and_the_daemon_s
     assert os.stat(path).st_size == TRUNC_TO
 
 
+def test_an_interrupted_event_read_answers_eintr_at_once(mnt):
+    path = mnt.path('f')
+    open(path, 'wb').close()
+
+    def read():
+        signal.signal(signal.SIGALRM, lambda *_: None)   # no SA_RESTART
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _, after, _ = events(fd, 0, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0.3)   # FUSE sends INTERRUPT
+            t0 = time.monotonic()
+            try:
+                events(fd, after, 1000)
+                err = 0
+            except OSError as e:
+                err = e.errno
+            return err, time.monotonic() - t0
+        finally:
+            os.close(fd)
+    err, secs = as_user(read, uid=0, gid=0, groups=[0])
+    assert err == errno.EINTR, errno.errorcode.get(err, err)
+    assert secs < 0.9, 'the interrupted read ended after %.2f s, not at once' % secs
+
+
 def _pin_and_stay(path):
     """A child process that write-pins PIN_OFF..+PIN_LEN of `path` and lives
     on with the lease but without an open file (an open file of a holder
