@@ -585,7 +585,7 @@ static int test_doubly_referenced_block_is_reported(void)
 	uint64_t *leaf = blk_of(img, map_node(img, f1, 1, 1));
 
 	leaf[1] = map_get(img, dino(img, ino.f2), 0);
-	if (expect_problem(img, "is used twice", false))
+	if (expect_problem(img, "is used twice", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -610,13 +610,13 @@ static int test_entry_naming_free_inode_is_reported(void)
 
 	CHECK(de);
 	de->ino = sb_of(img)->ninodes - 1;
-	if (expect_problem(img, "names free inode", false))
+	if (expect_problem(img, "names free inode", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	find_dirent(img, PM_ROOT_INO, "f1")->ino = sb_of(img)->ninodes + 7;
-	if (expect_problem(img, "past the inode table", false))
+	if (expect_problem(img, "past the inode table", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -631,7 +631,7 @@ static int test_bad_entry_hash_is_reported(void)
 	CHECK(de);
 	de->hash ^= 0x100;
 	snprintf(what, sizeof(what), "directory %llu: entry \"f2\": hash", (unsigned long long)ino.d1);
-	if (expect_problem(img, what, false))
+	if (expect_problem(img, what, true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -645,14 +645,14 @@ static int test_bad_entries_are_reported(void)
 	CHECK(de);
 	CHECK_EQ(de->nslots, 2);
 	de->nslots = 0;
-	if (expect_problem(img, "claims 0 slots", false))
+	if (expect_problem(img, "claims 0 slots", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	de = find_dirent(img, ino.d1, "f2");
 	de->type = 4; /* DT_DIR */
-	if (expect_problem(img, "has type 4, but inode", false))
+	if (expect_problem(img, "has type 4, but inode", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -661,7 +661,7 @@ static int test_bad_entries_are_reported(void)
 	put_dirent(free_dirent(img, ino.d1), ino.f2, "f2", pm_dtype(S_IFREG));
 	dino(img, ino.d1)->nentries++;
 	dino(img, ino.f2)->nlink++;
-	if (expect_problem(img, "appears twice", false))
+	if (expect_problem(img, "appears twice", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -669,7 +669,7 @@ static int test_bad_entries_are_reported(void)
 	de = find_dirent(img, ino.d1, "f2");
 	de->name[1] = '/';
 	de->hash = pm_name_hash(de->name, 2);
-	if (expect_problem(img, "contains '/' or NUL", false))
+	if (expect_problem(img, "contains '/' or NUL", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -680,13 +680,13 @@ static int test_parent_mismatch_is_reported(void)
 	uint8_t *img = img_copy(clean_img);
 
 	dino(img, ino.d2)->parent = PM_ROOT_INO;
-	if (expect_problem(img, "its parent is 1, but its entry is in directory", false))
+	if (expect_problem(img, "its parent is 1, but its entry is in directory", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, PM_ROOT_INO)->parent = ino.d1;
-	if (expect_problem(img, "root directory: parent is", false))
+	if (expect_problem(img, "root directory: parent is", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -701,7 +701,7 @@ static int test_directory_cycles_are_reported(void)
 	put_dirent(free_dirent(img, ino.d2), ino.d1, "loop", pm_dtype(S_IFDIR));
 	dino(img, ino.d2)->nentries++;
 	dino(img, ino.d2)->nlink++;
-	if (expect_problem(img, "already has an entry in directory", false))
+	if (expect_problem(img, "already has an entry in directory", true))
 		return T_EXIT_FAIL;
 
 	/* and cut /d1 from the root: d1 and d2 now only name each other */
@@ -709,7 +709,7 @@ static int test_directory_cycles_are_reported(void)
 	memset(de, 0, sizeof(*de));
 	dino(img, PM_ROOT_INO)->nentries--;
 	dino(img, PM_ROOT_INO)->nlink--;
-	if (expect_problem(img, "not reachable from the root", false))
+	if (expect_problem(img, "not reachable from the root", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -717,7 +717,7 @@ static int test_directory_cycles_are_reported(void)
 	img = img_copy(clean_img);
 	put_dirent(free_dirent(img, ino.d2), PM_ROOT_INO, "up", pm_dtype(S_IFDIR));
 	dino(img, ino.d2)->nentries++;
-	if (expect_problem(img, "names the root directory", false))
+	if (expect_problem(img, "names the root directory", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -731,25 +731,25 @@ static int test_bad_map_pointers_are_reported(void)
 
 	CHECK_EQ(f1->map_height, 1);
 	leaf[3] = sb_of(img)->nblocks + 5;
-	if (expect_problem(img, "outside the data region", false))
+	if (expect_problem(img, "outside the data region", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.sparse)->map_root = 2; /* the journal */
-	if (expect_problem(img, "map root 2 is outside the data region", false))
+	if (expect_problem(img, "map root 2 is outside the data region", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.sparse)->map_height = PM_MAP_MAX_HEIGHT + 1;
-	if (expect_problem(img, "map height 6 exceeds 5", false))
+	if (expect_problem(img, "map height 6 exceeds 5", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.f1)->xattr_block = sb_of(img)->itable_start;
-	if (expect_problem(img, "xattr block", false))
+	if (expect_problem(img, "xattr block", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -768,7 +768,7 @@ static int test_map_pointing_at_itself_is_reported(void)
 	for (i = 0; i < PM_MAP_FANOUT; i++)
 		root[i] = sp->map_root;
 	((uint64_t *)blk_of(img, mid))[7] = mid;
-	if (expect_problem(img, "is used twice", false))
+	if (expect_problem(img, "is used twice", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -822,13 +822,13 @@ static int test_orphan_list_damage_is_reported(void)
 
 	CHECK_NE(second, 0);
 	dino(img, second)->orphan_next = head; /* a cycle */
-	if (expect_problem(img, "loops back", false))
+	if (expect_problem(img, "loops back", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(orphan_img);
 	dino(img, second)->orphan_prev = 0;
-	if (expect_problem(img, "orphan_prev is 0", false))
+	if (expect_problem(img, "orphan_prev is 0", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -836,13 +836,13 @@ static int test_orphan_list_damage_is_reported(void)
 	sb_of(img)->orphan_head = second; /* the head is now lost */
 	dino(img, second)->orphan_prev = 0;
 	resum(img);
-	if (expect_problem(img, "not on the orphan list", false))
+	if (expect_problem(img, "not on the orphan list", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(orphan_img);
 	dino(img, head)->nlink = 1;
-	if (expect_problem(img, "on the orphan list with link count 1", false))
+	if (expect_problem(img, "on the orphan list with link count 1", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -850,7 +850,7 @@ static int test_orphan_list_damage_is_reported(void)
 	img = img_copy(clean_img);
 	memset(find_dirent(img, PM_ROOT_INO, "f1"), 0, PM_DIR_SLOT);
 	dino(img, PM_ROOT_INO)->nentries--;
-	if (expect_problem(img, "orphan left behind", false))
+	if (expect_problem(img, "orphan left behind", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -861,58 +861,58 @@ static int test_bad_inodes_are_reported(void)
 	uint8_t *img = img_copy(clean_img);
 
 	((char *)blk_of(img, map_get(img, dino(img, ino.sl), 0)))[2] = 0;
-	if (expect_problem(img, "NUL", false))
+	if (expect_problem(img, "NUL", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.chr)->mode = 0170600;
-	if (expect_problem(img, "unknown file type", false))
+	if (expect_problem(img, "unknown file type", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.f1)->mtime.nsec = 1000000000u;
 	dino(img, ino.f1)->reserved[40] = 1;
-	if (expect_problem(img, "reserved bytes are not zero", false))
+	if (expect_problem(img, "reserved bytes are not zero", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	((struct pm_xattr_hdr *)blk_of(img, dino(img, ino.f1)->xattr_block))->magic ^= 1;
-	if (expect_problem(img, "bad magic", false))
+	if (expect_problem(img, "bad magic", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img); /* "user.test" -> "user\0test" */
 	((char *)blk_of(img, dino(img, ino.f1)->xattr_block))[sizeof(struct pm_xattr_hdr) +
 							      sizeof(struct pm_xattr_ent) + 4] = 0;
-	if (expect_problem(img, "name contains NUL", false))
+	if (expect_problem(img, "name contains NUL", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	((struct pm_xattr_hdr *)blk_of(img, dino(img, ino.f1)->xattr_block))->used += 4;
-	if (expect_problem(img, "xattr entries end at byte", false))
+	if (expect_problem(img, "xattr entries end at byte", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	/* a hole in a directory */
 	img = img_copy(clean_img);
 	((uint64_t *)blk_of(img, dino(img, ino.d3)->map_root))[1] = 0;
-	if (expect_problem(img, "hole at file block 1", false))
+	if (expect_problem(img, "hole at file block 1", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.f1)->size = ~0ull - 5;
-	if (expect_problem(img, "exceeds the largest file", false))
+	if (expect_problem(img, "exceeds the largest file", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	memset(dino(img, 0), 0xff, 8);
-	if (expect_problem(img, "inode slot 0 is not zero", false))
+	if (expect_problem(img, "inode slot 0 is not zero", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -946,14 +946,14 @@ static int test_bitmap_damage_is_reported(void)
 	uint64_t b = map_get(img, dino(img, ino.f1), 0);
 
 	bm[b >> 3] &= (uint8_t)~(1u << (b & 7));
-	if (expect_problem(img, "is marked free in the allocation bitmap", false))
+	if (expect_problem(img, "is marked free in the allocation bitmap", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	bm = blk_of(img, sb_of(img)->bitmap_start);
 	bm[0] &= (uint8_t)~2u; /* block 1: the journal */
-	if (expect_problem(img, "metadata, but marked free", false))
+	if (expect_problem(img, "metadata, but marked free", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
