@@ -723,7 +723,9 @@ static int pool_new(void *base, uint64_t size, unsigned flags, struct pm_pool **
 	struct pm_super *copy = NULL;
 	int rc = pm_super_check(base, size, err, errlen);
 
-	if (rc && size >= PM_BLOCK_SIZE) {
+	/* corruption only (-EUCLEAN): a newer pool with a sound superblock is
+	 * not to be "restored" from a backup */
+	if (rc == -EUCLEAN && size >= PM_BLOCK_SIZE) {
 		bk = find_backup(base, size);
 		if (bk && !(flags & PM_POOL_BACKUP_SB)) {
 			size_t n = err ? strlen(err) : 0;
