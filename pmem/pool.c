@@ -117,7 +117,12 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 	/* the checksum first: a flipped bit in the version or the feature
 	 * masks is corruption (the backup may help), not a newer pool */
 	if (sb->sb_csum != pm_super_csum(sb)) {
-		pm_errmsg(err, errlen, "superblock checksum mismatch: the superblock is corrupt");
+		if (sb->version > PM_VERSION)
+			pm_errmsg(err, errlen, "superblock checksum mismatch, and it says pool version "
+			    "%u, newer than this pinfs (%u): the superblock is corrupt (or from a pinfs "
+			    "that checksums it differently)", sb->version, PM_VERSION);
+		else
+			pm_errmsg(err, errlen, "superblock checksum mismatch: the superblock is corrupt");
 		return -EUCLEAN;
 	}
 	if (sb->version > PM_VERSION) {
@@ -741,6 +746,8 @@ static int pool_new(void *base, uint64_t size, unsigned flags, struct pm_pool **
 			return -ENOMEM;
 		}
 		memcpy(copy, bk, sizeof(*copy));
+	} else if (rc) {
+		return rc;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
