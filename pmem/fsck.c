@@ -152,6 +152,7 @@ struct fsck {
 	bool unsure_leaks;     /* a pointer was invalid or duplicated: blocks it held look leaked */
 	bool sb_dirty;	       /* the superblock was changed: write it at the end */
 	bool orphans_bad;      /* the orphan list needs rebuilding */
+	uint64_t root_extra;   /* a block grow_root() added this round, or 0 */
 	uint64_t max_gen;      /* highest inode generation */
 	uint64_t alloc_next;   /* where the search for a free block goes on */
 
@@ -1682,10 +1683,47 @@ static void rebuild_orphans(struct fsck *f)
 }
 
 /*
+ * Adds an empty block to the root directory, for reconnected inodes, when
+ * its blocks are full (or it has none, a root made again): file block
+ * size / 4096, mapped by a root leaf of height 1 (made if the map is empty).
+ * Returns the block, 0 if the map has another shape or the pool is full.
+ */
+static uint64_t grow_root(struct fsck *f)
+{
+	struct pm_dinode *d = pm_dinode_ptr(f->pool, PM_ROOT_INO);
+	uint64_t n = d->size / PM_BLOCK_SIZE, leaf = 0, data;
+
+	if (d->size % PM_BLOCK_SIZE || (d->map_height == 0 && n) ||
+	    (d->map_height == 1 && n >= PM_MAP_FANOUT) || d->map_height > 1 ||
+	    (d->map_height == 1 && ((uint64_t *)pm_block_ptr(f->pool, d->map_root))[n]))
+		return 0;
+	if (d->map_height == 0) {
+		leaf = alloc_block(f);
+		if (!leaf)
+			return 0;
+		zero(f, pm_block_ptr(f->pool, leaf), PM_BLOCK_SIZE);
+	}
+	data = alloc_block(f);
+	if (!data)
+		return 0; /* the leaf stays allocated, unreferenced: freed next round */
+	zero(f, pm_block_ptr(f->pool, data), PM_BLOCK_SIZE);
+	if (leaf) {
+		SET(f, ((uint64_t *)pm_block_ptr(f->pool, leaf))[0], data);
+		SET(f, d->map_height, 1);
+		SET(f, d->map_root, leaf);
+	} else {
+		SET(f, ((uint64_t *)pm_block_ptr(f->pool, d->map_root))[n], data);
+	}
+	SET(f, d->size, d->size + PM_BLOCK_SIZE);
+	SET(f, d->blocks, d->blocks + (leaf ? 2 : 1));
+	return data;
+}
+
+/*
  * Gives inode @ino, which no entry names, an entry "#INO" in the root
- * directory (e2fsck puts such inodes in lost+found under that name). False
- * if the root's blocks have no free slot or the name is taken: the caller
- * orphans it instead.
+ * directory (e2fsck puts such inodes in lost+found under that name), in a
+ * free slot of its blocks or of one grow_root() adds. False if there is
+ * none or the name is taken: the caller orphans it instead.
  */
 static bool reconnect(struct fsck *f, uint64_t ino)
 {
@@ -1696,10 +1734,10 @@ static bool reconnect(struct fsck *f, uint64_t ino)
 	unsigned len;
 	uint64_t bi;
 
-	if (!db || (f->is[PM_ROOT_INO].flags & IS_BADDIR))
+	if ((f->is[PM_ROOT_INO].flags & IS_BADDIR) || !S_ISDIR(pm_dinode_ptr(f->pool, PM_ROOT_INO)->mode))
 		return false;
 	len = (unsigned)snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino);
-	for (bi = 0; bi < db->n; bi++) {
+	for (bi = 0; db && bi < db->n; bi++) {
 		uint8_t *b = pm_block_ptr(f->pool, f->dblk[db->first + bi]);
 		unsigned s = 0;
 		while (s < PM_DIR_SLOTS) {
@@ -1715,8 +1753,18 @@ static bool reconnect(struct fsck *f, uint64_t ino)
 			s += e->nslots;
 		}
 	}
-	if (!free_de)
+	if (!free_de && f->root_extra) {
+		/* the block grow_root() added this round: slots in order */
+		struct pm_dirent *e = pm_block_ptr(f->pool, f->root_extra);
+		unsigned k;
+		for (k = 0; k < PM_DIR_SLOTS && !free_de; k++)
+			if (!e[k].ino)
+				free_de = &e[k];
+	}
+	if (!free_de && !(f->root_extra = grow_root(f)))
 		return false;
+	if (!free_de)
+		free_de = pm_block_ptr(f->pool, f->root_extra);
 	memset(&de, 0, sizeof(de));
 	de.ino = ino;
 	de.name_len = (uint8_t)len;
@@ -2025,6 +2073,7 @@ static int fsck_round(struct fsck *f)
 
 	f->nerr = f->nfix = 0;
 	f->unsure_leaks = f->sb_dirty = f->orphans_bad = f->nomem = false;
+	f->root_extra = 0;
 	f->max_gen = 0;
 	f->sb = f->pool->sb;
 	if (check_super(f)) {

@@ -978,6 +978,26 @@ static int test_orphan_list_damage_is_reported(void)
 	if (others_intact(img, true))
 		return T_EXIT_FAIL;
 	free(img);
+
+	/* the root inode wiped: made again, everything in it reconnected as
+	 * "#INO" in a block fsck adds to it */
+	img = img_copy(clean_img);
+	memset(dino(img, PM_ROOT_INO), 0, sizeof(struct pm_dinode));
+	if (expect_problem(img, "root inode 1 is not a directory", true))
+		return T_EXIT_FAIL;
+	{
+		char name[32];
+		snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino.d1);
+		CHECK(find_dirent(img, PM_ROOT_INO, name));
+		snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino.f1);
+		CHECK(find_dirent(img, PM_ROOT_INO, name));
+		CHECK(find_dirent(img, ino.d1, "f2"));
+	}
+	/* /hard went with the root's blocks: f2 keeps one link, and its bytes */
+	CHECK_EQ(dino(img, ino.f2)->nlink, 1);
+	CHECK_OK(file_holds(img, ino.f2, "hello", 5));
+	CHECK_OK(file_holds(img, ino.f1, f1_pattern(), 100 * 1024));
+	free(img);
 	return T_EXIT_PASS;
 }
 
