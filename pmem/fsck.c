@@ -1172,6 +1172,8 @@ static void report_dups(struct fsck *f)
 			f->owners[f->nowners++].blk = f->dups[i].blk;
 
 	memset(f->ref, 0, words * sizeof(*f->ref));
+	if (f->backup)
+		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
 	f->pass1b = true;
 	for (ino = PM_ROOT_INO; ino < sb->ninodes; ino++) {
 		struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
