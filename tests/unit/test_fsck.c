@@ -1551,6 +1551,10 @@ static void mutate(struct fuzz *z, uint8_t *img)
 				offsetof(struct pm_super, ninodes), offsetof(struct pm_super, data_start),
 			};
 			size_t off = fields[rnd(z) % (sizeof(fields) / sizeof(fields[0]))];
+			if (rnd(z) % 5 == 0) { /* a bit flip, checksum stale: the backup */
+				((uint8_t *)sb)[rnd(z) % PM_BLOCK_SIZE] ^= (uint8_t)(1u << (rnd(z) % 8));
+				break;
+			}
 			if (rnd(z) % 2) {
 				uint64_t v = plausible(z, nblocks);
 				memcpy((uint8_t *)sb + off, &v, off == offsetof(struct pm_super, clean) ? 4 : 8);
