@@ -2151,16 +2151,22 @@ int pm_fsck_ex(struct pm_pool *pool, const struct pm_fsck_opts *o, FILE *out,
 			break;
 		}
 	}
-	if (!rc && o->repair && res->errors == res->repaired && pool->sb == pool->base &&
-	    !pool->sb->clean) {
-		/* checked and mended: mark it clean, as e2fsck does */
-		pool->sb->clean = 1;
-		/* TODO(errors-flag): clear the superblock's errors flag here, with
-		 * the clean flag, once pmem/layout.h has it (issue 8, item 3) */
-		pool->sb->sb_csum = pm_super_csum(pool->sb);
-		pm_persist(&pool->ops, pool->sb, sizeof(*pool->sb));
-		if (out)
-			fprintf(out, "fsck.pinfs: superblock: marked clean\n");
+	/* checked and mended, nothing left: the pool is consistent. Mark it
+	 * clean, as e2fsck does (the next mount needs no recovery to trust it) */
+	if (!rc && o->repair && res->errors == res->repaired && pool->sb == pool->base) {
+		bool dirty = false;
+		if (!pool->sb->clean) {
+			pool->sb->clean = 1;
+			dirty = true;
+			if (out)
+				fprintf(out, "fsck.pinfs: superblock: marked clean\n");
+		}
+		/* TODO(errors-flag, issue 8 item 3): once pmem/layout.h has the
+		 * superblock's errors flag, clear it here (dirty = true) and say so */
+		if (dirty) {
+			pool->sb->sb_csum = pm_super_csum(pool->sb);
+			pm_persist(&pool->ops, pool->sb, sizeof(*pool->sb));
+		}
 	}
 	return rc;
 }
