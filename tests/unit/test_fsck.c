@@ -917,8 +917,19 @@ static int test_orphan_list_damage_is_reported(void)
 
 	CHECK_NE(second, 0);
 	dino(img, second)->orphan_next = head; /* a cycle */
+	CHECK_EQ(sb_of(img)->clean, 0); /* a crash image */
 	if (expect_problem(img, "loops back", true))
 		return T_EXIT_FAIL;
+	/* mended, nothing left: marked clean; both orphans still listed (the
+	 * rebuilt list goes in inode order) */
+	CHECK_EQ(sb_of(img)->clean, 1);
+	{
+		uint64_t lo = head < second ? head : second, hi = head ^ second ^ lo;
+		CHECK_UEQ(sb_of(img)->orphan_head, lo);
+		CHECK_UEQ(dino(img, lo)->orphan_next, hi);
+		CHECK_UEQ(dino(img, hi)->orphan_prev, lo);
+		CHECK_UEQ(dino(img, hi)->orphan_next, 0);
+	}
 	free(img);
 
 	img = img_copy(orphan_img);
