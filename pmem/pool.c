@@ -698,25 +698,36 @@ uint32_t pm_super_live_holder(const struct pm_super *sb)
 	return 0;
 }
 
-/*
- * The backup superblock of a pool mapped at @base, @size bytes, whose primary
- * superblock is unusable: the last block of the mapping, if it holds a
- * superblock that passes pm_super_check() on its own, has the backup feature
- * and names itself as the backup (so a pool smaller than its device is found
- * when it fills the device, as mkfs makes it). NULL if there is none.
- */
-static const struct pm_super *find_backup(const void *base, uint64_t size)
+/* The superblock at block @blk of the mapping at @base, @size bytes, if it
+ * is a sound backup superblock that names @blk as its place; else NULL. */
+static const struct pm_super *backup_at(const void *base, uint64_t size, uint64_t blk)
 {
 	const struct pm_super *bk;
-	uint64_t blk;
 
-	if (size < 2 * PM_BLOCK_SIZE)
+	if (blk < 1 || blk >= size / PM_BLOCK_SIZE)
 		return NULL;
-	blk = size / PM_BLOCK_SIZE - 1;
 	bk = (const struct pm_super *)((const char *)base + blk * PM_BLOCK_SIZE);
 	if (bk->magic != PM_SUPER_MAGIC || pm_super_check(bk, size, NULL, 0) ||
 	    pm_backup_sb_block(bk) != blk)
 		return NULL;
+	return bk;
+}
+
+/*
+ * The backup superblock of a pool mapped at @base, @size bytes, whose primary
+ * superblock is unusable: in the last block of the mapping (a pool file, a
+ * device the pool fills), or where the primary's pool size, if it is still
+ * readable, puts it (a pool smaller than its device). NULL if none is sound.
+ */
+static const struct pm_super *find_backup(const void *base, uint64_t size)
+{
+	const struct pm_super *sb = base, *bk;
+
+	if (size < 2 * PM_BLOCK_SIZE)
+		return NULL;
+	bk = backup_at(base, size, size / PM_BLOCK_SIZE - 1);
+	if (!bk && sb->pool_size <= size && !(sb->pool_size % PM_BLOCK_SIZE))
+		bk = backup_at(base, size, sb->pool_size / PM_BLOCK_SIZE - 1);
 	return bk;
 }
 

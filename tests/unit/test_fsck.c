@@ -1189,6 +1189,29 @@ static int test_backup_superblock_damage_is_repaired(void)
 	return T_EXIT_PASS;
 }
 
+/* A pool smaller than what holds it (a device): its backup is found where
+ * the primary's pool size puts it. */
+static int test_backup_of_a_pool_smaller_than_its_device(void)
+{
+	struct pm_mkfs_opts o = { .size = POOL_SIZE - (4u << 20) };
+	uint8_t *img = img_copy(NULL);
+	struct pm_pool *pool;
+	char err[512];
+
+	memset(img, 0, POOL_SIZE);
+	CHECK_OK(pm_mkfs_mem(img, o.size, &o, &noop_ops));
+	CHECK_UEQ(pm_backup_sb_block(sb_of(img)), (POOL_SIZE - (4u << 20)) / PM_BLOCK_SIZE - 1);
+	sb_of(img)->uuid[5] ^= 0x20;
+	CHECK_NE(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)), 0);
+	CHECK_CONTAINS(err, "backup superblock (block 3071) is intact");
+	CHECK_OK(pm_pool_open_mem_flags(img, POOL_SIZE, &noop_ops, PM_POOL_BACKUP_SB, &pool, err,
+					sizeof(err)));
+	CHECK(pool->sb != pool->base);
+	pm_pool_close(&pool);
+	free(img);
+	return T_EXIT_PASS;
+}
+
 /* Pools made before the backup (feat_compat 0) are still accepted, and
  * without a backup a corrupt superblock stays unrepairable. */
 static int test_pool_without_backup_is_accepted(void)
@@ -1708,6 +1731,7 @@ int main(void)
 	RUN(test_superblock_bit_flips_are_repaired_from_backup);
 	RUN(test_backup_superblock_damage_is_repaired);
 	RUN(test_pool_without_backup_is_accepted);
+	RUN(test_backup_of_a_pool_smaller_than_its_device);
 	RUN(test_checksums_are_verified);
 	RUN(test_random_engine_operations_stay_clean);
 	RUN(test_random_mutations_never_crash_and_repairs_converge);
