@@ -26,22 +26,55 @@
  * another file's map) costs one visit and one report, and the orphan list
  * walk stops at the first inode it has already seen.
  *
- * Repairs are plain stores into the mapping, each made durable at once with
- * pm_persist() through pool->ops, and only where no judgement is needed:
- *  - a leaked block's bitmap bit is cleared, unless some block pointer was
- *    invalid or duplicated (the blocks it used to name would look leaked,
- *    and may be wanted back);
- *  - an inode's block counter is set to what its map and xattr block hold,
- *    if the walk saw the whole map;
- *  - a directory's nentries and a non-directory's link count are set from
- *    the entries found, if no block is referenced twice (a directory block
- *    shared by two directories would be counted twice) and, for a link
- *    count, the inode is not an orphan;
- *  - the superblock's free counters, written last, with a new checksum.
- * Each store is one aligned field or bitmap byte, so a crash during repair
- * leaves each field old or new. The superblock is the exception: its
- * counters and checksum are persisted together but not atomically, so a
- * crash in that one persist can leave a checksum mismatch.
+ * Repairs (@repair) are plain stores into the mapping, each made durable at
+ * once with pm_persist() through pool->ops. A repair can uncover more work
+ * (a dropped pointer leaves its block leaked, a dropped entry leaves its
+ * inode unreachable), so with @repair the passes run again, up to
+ * MAX_ROUNDS times, until a round repairs nothing: that last round's
+ * unrepaired problems are what is left (and the only unrepaired lines
+ * printed); every repair of every round is printed as it is made. What is
+ * repaired, and how (the line says which):
+ *  - the superblock: a corrupt primary is rewritten from the backup (the
+ *    caller opened the pool with PM_POOL_BACKUP_SB); reserved bytes, the
+ *    clean flag, the next generation, the free counters; a damaged or stale
+ *    backup is rewritten from the primary. A committed journal the replay
+ *    refused is discarded (its header reset);
+ *  - inodes: reserved bytes, padding, nanoseconds, unknown mode bits and
+ *    flags, stray orphan links, parent, device number, sizes; an inode of
+ *    unknown type, or a symlink without its one block, is cleared (its
+ *    entries are dropped, its blocks freed);
+ *  - block maps: a pointer outside the data region, or a map root or height
+ *    that cannot be, is dropped (the file gets a hole there). A block that
+ *    two pointers claim (e2fsck's "multiply-claimed blocks") stays with the
+ *    first claimant in inode order; the second gets a copy of it in a free
+ *    block (data, directory and xattr blocks), or loses the pointer (a map
+ *    node: its file blocks become holes). A directory's size is set to the
+ *    blocks it has from block 0 on, and blocks past a hole are dropped;
+ *  - xattr blocks that do not parse are dropped (the inode loses its
+ *    extended attributes);
+ *  - directory entries: a bad slot count, an empty or illegal name, . or ..,
+ *    a duplicate name, an entry naming a free inode, the root, or a second
+ *    entry for a directory is dropped; a wrong hash or type is corrected;
+ *    entry counts and a directory's parent are set from what is found;
+ *  - link counts of files and directories, from the entries found;
+ *  - an inode no entry names and that is no orphan is reconnected to the
+ *    root directory as "#INO", like e2fsck's lost+found (a directory keeps
+ *    its subtree); if the root has no free slot it goes on the orphan list
+ *    instead, and the next mount frees it (both are said);
+ *  - the orphan list is rebuilt from the inodes that are orphans (no entry,
+ *    orphan flag or on the old list), when anything about it is wrong; a
+ *    removed directory's stale entries are dropped;
+ *  - the allocation bitmap: in-use blocks and metadata marked free are
+ *    marked in use, leaked blocks freed (in a round where no pointer was
+ *    invalid or duplicated, so no block can be wanted back).
+ * Left alone (reported, exit 4): a root inode that is not a directory, a
+ * primary superblock with no intact backup, and data blocks whose checksum
+ * fails (--checksums): fsck cannot know the right bytes.
+ *
+ * Each store is one aligned field, one slot or bitmap byte, so a crash
+ * during repair leaves each field old or new, and running fsck again
+ * finishes the job. The superblock is the exception: its fields and
+ * checksum are persisted together but not atomically.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -51,6 +84,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "pmem/crc32c.h"
 #include "pmem/fs_int.h"
 #include "pmem/fsck.h"
 
@@ -60,6 +94,7 @@
 /* The engine's largest file (PM_MAX_FILE_SIZE in pmem/file.c; it belongs in
  * layout.h). Past it the data path's block arithmetic overflows. */
 #define FSCK_MAX_FILE_SIZE (1ull << 50)
+#define MAX_ROUNDS 16u /* repair rounds before fsck gives up converging */
 
 /* What the passes learn about each inode slot. */
 struct ino_state {
@@ -75,6 +110,7 @@ struct ino_state {
 #define IS_QUEUED 0x08u	 /* directory queued for pass 2 */
 #define IS_REACHED 0x10u /* directory reached from the root */
 #define IS_BADDIR 0x20u	 /* directory with holes or blocks past its size */
+#define IS_DROP 0x40u	 /* unreachable, no room to reconnect: orphan it */
 
 enum bkind { BK_MAP, BK_DATA, BK_XATTR };
 
@@ -82,6 +118,7 @@ enum bkind { BK_MAP, BK_DATA, BK_XATTR };
 struct dup {
 	uint64_t blk, ino, fblk;
 	enum bkind kind;
+	uint64_t *slot; /* the pointer in the pool */
 };
 
 /* Pass 1b: the first claimant of a duplicated block. */
@@ -99,16 +136,25 @@ struct dirblocks {
 struct fsck {
 	struct pm_pool *pool;
 	struct pm_super *sb;
-	bool repair;
+	bool repair, checksums;
 	FILE *out;
+	FILE *held;	       /* repair rounds: unrepaired lines, printed if last */
 	struct pm_fsck_result *res;
+	unsigned long nerr, nfix; /* this round */
 	uint64_t nblocks, data_start, ninodes;
+	uint64_t backup;       /* the backup superblock's block, 0 if none */
 	uint8_t *bitmap;       /* the pool's allocation bitmap */
+	uint32_t *csum;	       /* the checksum table, NULL without */
 	uint64_t *ref;	       /* blocks claimed by some inode */
 	struct ino_state *is;  /* per inode slot */
 	bool nomem;
 	bool pass1b;	       /* silent re-walk naming first owners */
 	bool unsure_leaks;     /* a pointer was invalid or duplicated: blocks it held look leaked */
+	bool sb_dirty;	       /* the superblock was changed: write it at the end */
+	bool orphans_bad;      /* the orphan list needs rebuilding */
+	uint64_t root_extra;   /* a block grow_root() added this round, or 0 */
+	uint64_t max_gen;      /* highest inode generation */
+	uint64_t alloc_next;   /* where the search for a free block goes on */
 
 	struct dup *dups;
 	size_t ndups, capdups;
@@ -118,6 +164,7 @@ struct fsck {
 
 	/* data blocks found by the current walk (directories, symlinks) */
 	uint64_t *wfb, *wpb;
+	uint64_t **wslot; /* where each pointer is */
 	bool *wfirst; /* the walk's inode claimed the block first */
 	size_t capw;
 
@@ -138,33 +185,54 @@ struct fsck {
 
 /* ---- reporting ----------------------------------------------------------- */
 
-static void line(struct fsck *f, const char *msg, const char *suffix)
+/* Repaired lines go out at once; the others, in a repair round, wait for
+ * the round's end (only the last round's are printed). */
+static void line(struct fsck *f, bool fixed, const char *msg, const char *suffix)
 {
-	if (f->out)
-		fprintf(f->out, "fsck.pinfs: %s%s\n", msg, suffix);
+	FILE *to = !fixed && f->held ? f->held : f->out;
+
+	if (to)
+		fprintf(to, "fsck.pinfs: %s%s%s\n", msg, suffix ? ": " : "", suffix ? suffix : "");
 }
 
-/* Counts one problem (and its repair when @fixed) and prints it. */
-static void __attribute__((format(printf, 3, 4)))
-problem(struct fsck *f, bool fixed, const char *fmt, ...)
+/* Counts one problem (and its repair when @fixed: @action says what was
+ * done, "fixed" if NULL) and prints it. */
+static void vproblem(struct fsck *f, bool fixed, const char *action, const char *fmt, va_list ap)
 {
 	char msg[512];
-	va_list ap;
 
 	if (f->pass1b)
 		return;
-	f->res->errors++;
+	f->nerr++;
 	if (fixed)
-		f->res->repaired++;
-	if (f->subj_what && f->shown >= SHOW_PER_SUBJECT) {
+		f->nfix++;
+	if (f->subj_what && f->shown >= SHOW_PER_SUBJECT && !fixed) {
 		f->hidden++;
 		return;
 	}
 	f->shown++;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	line(f, fixed, msg, fixed ? (action ? action : "fixed") : NULL);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+problem(struct fsck *f, bool fixed, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vproblem(f, fixed, NULL, fmt, ap);
 	va_end(ap);
-	line(f, msg, fixed ? ": fixed" : "");
+}
+
+static void __attribute__((format(printf, 4, 5)))
+problem_as(struct fsck *f, bool fixed, const char *action, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vproblem(f, fixed, action, fmt, ap);
+	va_end(ap);
 }
 
 /* A remark that is not a problem. */
@@ -176,7 +244,7 @@ static void __attribute__((format(printf, 2, 3))) note(struct fsck *f, const cha
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	line(f, msg, "");
+	line(f, false, msg, NULL);
 }
 
 static void subject_begin(struct fsck *f, const char *what, uint64_t id)
@@ -219,6 +287,25 @@ static void persist(struct fsck *f, const void *p, size_t len)
 	pm_persist(&f->pool->ops, p, len);
 }
 
+/* Stores @len bytes at @dst in the pool, durably. */
+static void put(struct fsck *f, void *dst, const void *src, size_t len)
+{
+	memmove(dst, src, len);
+	persist(f, dst, len);
+}
+
+#define SET(f, field, val)                                \
+	do {                                              \
+		__typeof__(field) v_ = (val);             \
+		put((f), &(field), &v_, sizeof(v_));      \
+	} while (0)
+
+static void zero(struct fsck *f, void *dst, size_t len)
+{
+	memset(dst, 0, len);
+	persist(f, dst, len);
+}
+
 /* ---- bitmaps ------------------------------------------------------------- */
 
 static bool bm_get(const uint8_t *bm, uint64_t b)
@@ -231,9 +318,41 @@ static bool ref_get(const struct fsck *f, uint64_t b)
 	return (f->ref[b >> 6] >> (b & 63)) & 1;
 }
 
+static void bm_set(struct fsck *f, uint64_t b, bool on)
+{
+	uint8_t *p = &f->bitmap[b >> 3];
+
+	if (on)
+		*p |= (uint8_t)(1u << (b & 7));
+	else
+		*p &= (uint8_t)~(1u << (b & 7));
+	persist(f, p, 1);
+}
+
+/* A block a pointer may name: the data region, but the backup superblock */
 static bool in_data(const struct fsck *f, uint64_t b)
 {
-	return b >= f->data_start && b < f->nblocks;
+	return b >= f->data_start && b < f->nblocks && b != f->backup;
+}
+
+/* A block that is free in the bitmap and that no inode claims, now marked
+ * in use (and claimed); 0 if the pool has none. */
+static uint64_t alloc_block(struct fsck *f)
+{
+	uint64_t n = f->nblocks - f->data_start, i, b;
+
+	for (i = 0; i < n; i++) {
+		b = f->data_start + (f->alloc_next - f->data_start + i) % n;
+		if (b == f->backup || bm_get(f->bitmap, b) || ref_get(f, b))
+			continue;
+		bm_set(f, b, true);
+		f->ref[b >> 6] |= 1ull << (b & 63);
+		if (f->csum && f->csum[b] != PM_CSUM_NONE)
+			SET(f, f->csum[b], PM_CSUM_NONE);
+		f->alloc_next = b + 1;
+		return b;
+	}
+	return 0;
 }
 
 static bool all_zero(const void *p, size_t n)
@@ -267,31 +386,130 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem, bool *nomem)
 
 /* ---- pass 0: superblock and journal -------------------------------------- */
 
+/* Do @a and @b agree on everything mkfs wrote and nothing changes after? */
+static bool same_static(const struct pm_super *a, const struct pm_super *b)
+{
+	return a->magic == b->magic && a->version == b->version &&
+	       a->block_size == b->block_size && a->feat_compat == b->feat_compat &&
+	       a->feat_incompat == b->feat_incompat && a->feat_ro_compat == b->feat_ro_compat &&
+	       !memcmp(a->uuid, b->uuid, sizeof(a->uuid)) && a->pool_size == b->pool_size &&
+	       a->nblocks == b->nblocks && a->journal_start == b->journal_start &&
+	       a->journal_blocks == b->journal_blocks && a->itable_start == b->itable_start &&
+	       a->itable_blocks == b->itable_blocks && a->ninodes == b->ninodes &&
+	       a->bitmap_start == b->bitmap_start && a->bitmap_blocks == b->bitmap_blocks &&
+	       a->data_start == b->data_start && a->csum_start == b->csum_start &&
+	       a->csum_blocks == b->csum_blocks && a->mkfs_time == b->mkfs_time;
+}
+
 static int check_super(struct fsck *f)
 {
 	struct pm_super *sb = f->sb;
-	const struct pm_jhdr *h;
+	struct pm_jhdr *h;
 	char msg[256];
 
 	if (pm_super_check(sb, f->pool->size, msg, sizeof(msg))) {
 		problem(f, false, "superblock: %s", msg);
 		return -1;
 	}
-	if (sb->reserved0 || !all_zero(sb->reserved, sizeof(sb->reserved)))
-		problem(f, false, "superblock: reserved bytes are not zero");
-	if (sb->clean > 1)
-		problem(f, false, "superblock: clean flag is %u, not 0 or 1", sb->clean);
-	if (sb->next_generation == 0)
-		problem(f, false, "superblock: next generation is 0");
+	f->nblocks = sb->nblocks;
+	f->data_start = sb->data_start;
+	f->ninodes = sb->ninodes;
+	f->bitmap = pm_block_ptr(f->pool, sb->bitmap_start);
+	f->backup = pm_backup_sb_block(sb);
+	f->csum = (sb->feat_incompat & PM_FEAT_INCOMPAT_CSUM) ? pm_block_ptr(f->pool, sb->csum_start)
+							      : NULL;
+	if (sb != f->pool->base) {
+		/* the caller found the primary corrupt and gave us the backup */
+		pm_super_check(f->pool->base, f->pool->size, msg, sizeof(msg));
+		problem_as(f, f->repair, "rewritten from the backup superblock",
+			   "superblock: %s; the backup superblock (block %llu) is intact", msg,
+			   (unsigned long long)pm_backup_sb_block(sb));
+		if (f->repair)
+			f->sb_dirty = true;
+	}
+	if (sb->reserved0 || sb->reserved1 || !all_zero(sb->reserved, sizeof(sb->reserved))) {
+		if (f->repair) {
+			sb->reserved0 = sb->reserved1 = 0;
+			memset(sb->reserved, 0, sizeof(sb->reserved));
+			f->sb_dirty = true;
+		}
+		problem_as(f, f->repair, "zeroed", "superblock: reserved bytes are not zero");
+	}
+	if (sb->clean > 1) {
+		uint32_t old = sb->clean;
+		if (f->repair) {
+			sb->clean = 0;
+			f->sb_dirty = true;
+		}
+		problem_as(f, f->repair, "set to 0 (not clean)",
+			   "superblock: clean flag is %u, not 0 or 1", old);
+	}
+	/* next_generation is checked against the inodes in pass 1 */
 
 	h = pm_block_ptr(f->pool, sb->journal_start);
-	if (h->magic != 0 && h->magic != PM_JOURNAL_MAGIC)
-		problem(f, false, "journal: bad header magic 0x%016llx", (unsigned long long)h->magic);
-	if (h->state != PM_JSTATE_EMPTY)
-		problem(f, false, "journal: header state is %u, not EMPTY after recovery", h->state);
-	if (h->pad)
-		problem(f, false, "journal: header padding is not zero");
+	if ((h->magic != 0 && h->magic != PM_JOURNAL_MAGIC) || h->state != PM_JSTATE_EMPTY ||
+	    h->pad) {
+		if (h->magic != 0 && h->magic != PM_JOURNAL_MAGIC)
+			problem_as(f, f->repair, "the journal header is reset",
+				   "journal: bad header magic 0x%016llx", (unsigned long long)h->magic);
+		if (h->state != PM_JSTATE_EMPTY)
+			problem_as(f, f->repair, "the journal header is reset (the transaction is discarded)",
+				   "journal: header state is %u, not EMPTY after recovery", h->state);
+		if (h->pad)
+			problem_as(f, f->repair, "the journal header is reset",
+				   "journal: header padding is not zero");
+		if (f->repair)
+			zero(f, h, sizeof(*h));
+	}
+
+	if (f->backup) {
+		struct pm_super *bk = pm_block_ptr(f->pool, f->backup);
+		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) ||
+		    !bm_get(f->bitmap, f->backup)) {
+			if (!bm_get(f->bitmap, f->backup))
+				problem(f, f->repair,
+					"block %llu, the backup superblock, is marked free in the allocation bitmap",
+					(unsigned long long)f->backup);
+			else
+				problem_as(f, f->repair, "rewritten from the superblock",
+					   "backup superblock (block %llu) is %s",
+					   (unsigned long long)f->backup,
+					   bk->sb_csum != pm_super_csum(bk) ? "corrupt (checksum mismatch)"
+									   : "not a copy of the superblock");
+			if (f->repair) {
+				if (!bm_get(f->bitmap, f->backup))
+					bm_set(f, f->backup, true);
+				f->sb_dirty = true; /* written with the primary, at the end */
+			}
+		}
+	}
 	return 0;
+}
+
+/* Writes the superblock if this round changed it, with its checksum; then
+ * the backup, a copy of it, if the pool has one and it differs in what
+ * matters. */
+static void write_super(struct fsck *f)
+{
+	struct pm_super *sb = f->sb, *bk;
+
+	if (!f->sb_dirty)
+		return;
+	sb->sb_csum = pm_super_csum(sb);
+	if ((void *)sb != f->pool->base) {
+		put(f, f->pool->base, sb, sizeof(*sb));
+		f->pool->sb = f->pool->base;
+		f->sb = f->pool->sb;
+		sb = f->sb;
+	} else {
+		persist(f, sb, sizeof(*sb));
+	}
+	if (f->backup) {
+		bk = pm_block_ptr(f->pool, f->backup);
+		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb))
+			put(f, bk, sb, sizeof(*sb));
+	}
+	f->sb_dirty = false;
 }
 
 /* ---- pass 1: inodes and block maps --------------------------------------- */
@@ -302,13 +520,16 @@ struct walk {
 	uint64_t ino;
 	uint64_t counted; /* valid pointers: map nodes, data blocks, xattr block */
 	uint64_t ndata;	  /* data block pointers */
+	uint64_t end;	  /* 1 + the last file block mapped, 0 if none */
 	bool partial;	  /* part of the map was not walked: counted is a guess */
+	bool verify;	  /* --checksums: verify the data blocks' checksums */
 	size_t max;	  /* data blocks to keep in f->wfb/wpb (0: none) */
 	size_t n;	  /* kept so far */
 	bool overflow;	  /* more than max */
 };
 
-static void note_dup(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind, uint64_t fblk)
+static void note_dup(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind, uint64_t fblk,
+		     uint64_t *slot)
 {
 	/* a pointer that should say something else: whatever it said looks leaked */
 	f->unsure_leaks = true;
@@ -318,7 +539,7 @@ static void note_dup(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind
 	}
 	f->dups = grow(f->dups, &f->capdups, f->ndups + 1, sizeof(*f->dups), &f->nomem);
 	if (f->ndups < f->capdups)
-		f->dups[f->ndups++] = (struct dup){ blk, ino, fblk, kind };
+		f->dups[f->ndups++] = (struct dup){ blk, ino, fblk, kind, slot };
 }
 
 static struct owner *owner_of(struct fsck *f, uint64_t blk)
@@ -352,7 +573,7 @@ static const char *use_of(char *buf, size_t size, enum bkind kind, uint64_t ino,
  * Returns true the first time; false if it was already claimed, which pass 1
  * records as a duplicate.
  */
-static bool claim(struct walk *w, uint64_t blk, enum bkind kind, uint64_t fblk)
+static bool claim(struct walk *w, uint64_t blk, enum bkind kind, uint64_t fblk, uint64_t *slot)
 {
 	struct fsck *f = w->f;
 	uint64_t *word = &f->ref[blk >> 6], bit = 1ull << (blk & 63);
@@ -360,7 +581,7 @@ static bool claim(struct walk *w, uint64_t blk, enum bkind kind, uint64_t fblk)
 
 	if (*word & bit) {
 		if (!f->pass1b)
-			note_dup(f, blk, w->ino, kind, fblk);
+			note_dup(f, blk, w->ino, kind, fblk, slot);
 		return false;
 	}
 	*word |= bit;
@@ -370,13 +591,17 @@ static bool claim(struct walk *w, uint64_t blk, enum bkind kind, uint64_t fblk)
 			*o = (struct owner){ blk, w->ino, fblk, kind, true };
 		return true;
 	}
-	if (!bm_get(f->bitmap, blk))
-		problem(f, false, "block %llu, %s, is marked free in the allocation bitmap",
-			(unsigned long long)blk, use_of(use, sizeof(use), kind, w->ino, fblk));
+	if (!bm_get(f->bitmap, blk)) {
+		if (f->repair)
+			bm_set(f, blk, true);
+		problem_as(f, f->repair, "marked in use",
+			   "block %llu, %s, is marked free in the allocation bitmap",
+			   (unsigned long long)blk, use_of(use, sizeof(use), kind, w->ino, fblk));
+	}
 	return true;
 }
 
-static void keep(struct walk *w, uint64_t fblk, uint64_t pblk, bool first)
+static void keep(struct walk *w, uint64_t fblk, uint64_t pblk, bool first, uint64_t *slot)
 {
 	struct fsck *f = w->f;
 
@@ -388,7 +613,7 @@ static void keep(struct walk *w, uint64_t fblk, uint64_t pblk, bool first)
 	}
 	if (w->n >= f->capw) {
 		size_t ncap = f->capw ? f->capw * 2 : 64;
-		uint64_t *a = realloc(f->wfb, ncap * sizeof(*a)), *b;
+		uint64_t *a = realloc(f->wfb, ncap * sizeof(*a)), *b, **d;
 		bool *c;
 		if (!a) {
 			f->nomem = true;
@@ -407,11 +632,34 @@ static void keep(struct walk *w, uint64_t fblk, uint64_t pblk, bool first)
 			return;
 		}
 		f->wfirst = c;
+		d = realloc(f->wslot, ncap * sizeof(*d));
+		if (!d) {
+			f->nomem = true;
+			return;
+		}
+		f->wslot = d;
 		f->capw = ncap;
 	}
 	f->wfb[w->n] = fblk;
 	f->wfirst[w->n] = first;
+	f->wslot[w->n] = slot;
 	f->wpb[w->n++] = pblk;
+}
+
+/* --checksums: a clean data block's CRC must match its table entry */
+static void verify_csum(struct walk *w, uint64_t blk, uint64_t fblk)
+{
+	struct fsck *f = w->f;
+	uint32_t want = f->csum[blk], got;
+
+	if (want == PM_CSUM_NONE)
+		return;
+	got = pm_csum_encode(pm_crc32c(0, pm_block_ptr(f->pool, blk), PM_BLOCK_SIZE));
+	if (got != want)
+		problem(f, false,
+			"inode %llu: file block %llu (block %llu): checksum mismatch (0x%08x, the table says 0x%08x): the data is damaged; reads of it fail with EIO",
+			(unsigned long long)w->ino, (unsigned long long)fblk, (unsigned long long)blk,
+			got, want);
 }
 
 /* Walks the map node @blk at @level (1: points at data) covering file blocks
@@ -420,7 +668,7 @@ static void keep(struct walk *w, uint64_t fblk, uint64_t pblk, bool first)
 static void walk_node(struct walk *w, uint64_t blk, unsigned level, uint64_t base)
 {
 	struct fsck *f = w->f;
-	const uint64_t *node = pm_block_ptr(f->pool, blk);
+	uint64_t *node = pm_block_ptr(f->pool, blk);
 	unsigned shift = PM_MAP_SHIFT * (level - 1), i;
 
 	for (i = 0; i < PM_MAP_FANOUT; i++) {
@@ -429,91 +677,132 @@ static void walk_node(struct walk *w, uint64_t blk, unsigned level, uint64_t bas
 		if (!e)
 			continue;
 		if (!in_data(f, e)) {
-			problem(f, false,
-				"inode %llu: %s for file block %llu is %llu, outside the data region [%llu, %llu)",
-				(unsigned long long)w->ino, level > 1 ? "map pointer" : "block pointer",
-				(unsigned long long)fb, (unsigned long long)e,
-				(unsigned long long)f->data_start, (unsigned long long)f->nblocks);
+			problem_as(f, f->repair && !f->pass1b, "dropped (a hole)",
+				   "inode %llu: %s for file block %llu is %llu, outside the data region [%llu, %llu)%s",
+				   (unsigned long long)w->ino, level > 1 ? "map pointer" : "block pointer",
+				   (unsigned long long)fb, (unsigned long long)e,
+				   (unsigned long long)f->data_start, (unsigned long long)f->nblocks,
+				   e == f->backup && e ? " (it is the backup superblock)" : "");
+			if (f->repair && !f->pass1b)
+				SET(f, node[i], 0);
 			w->partial = true;
 			f->unsure_leaks = true;
 			continue;
 		}
 		w->counted++;
 		if (level > 1) {
-			if (claim(w, e, BK_MAP, fb))
+			if (claim(w, e, BK_MAP, fb, &node[i]))
 				walk_node(w, e, level - 1, fb);
 			else
 				w->partial = true; /* its subtree belongs to the first claimant */
 		} else {
-			bool first = claim(w, e, BK_DATA, fb);
+			bool first = claim(w, e, BK_DATA, fb, &node[i]);
 			w->ndata++;
-			keep(w, fb, e, first);
+			w->end = fb + 1;
+			if (first && w->verify && !f->pass1b)
+				verify_csum(w, e, fb);
+			keep(w, fb, e, first, &node[i]);
 		}
 	}
 }
 
-static void check_xattr(struct fsck *f, uint64_t ino, uint64_t blk)
+/* Checks inode @ino's xattr block @blk; false if it does not parse (the
+ * caller drops it with @fix). Padding is zeroed in place with @fix. */
+static bool check_xattr(struct fsck *f, uint64_t ino, uint64_t blk, bool fix)
 {
-	const uint8_t *b = pm_block_ptr(f->pool, blk);
-	const struct pm_xattr_hdr *h = (const void *)b;
-	const uint8_t *p = b + sizeof(*h);
+	static const char drop[] = "the inode's extended attributes are dropped";
+	uint8_t *b = pm_block_ptr(f->pool, blk);
+	struct pm_xattr_hdr *h = (void *)b;
+	uint8_t *p = b + sizeof(*h);
 	unsigned long long in = (unsigned long long)ino;
 	uint32_t pos = 0, i, j, prev;
+	bool ok = true;
 
 	if (h->magic != PM_XATTR_MAGIC) {
-		problem(f, false, "inode %llu: xattr block %llu has bad magic 0x%08x", in,
-			(unsigned long long)blk, h->magic);
-		return;
+		problem_as(f, fix, drop, "inode %llu: xattr block %llu has bad magic 0x%08x", in,
+			   (unsigned long long)blk, h->magic);
+		return false;
 	}
-	if (h->pad)
-		problem(f, false, "inode %llu: xattr header padding is not zero", in);
 	if (h->used > PM_XATTR_SPACE) {
-		problem(f, false, "inode %llu: xattr block claims %u bytes used, more than %zu", in,
-			h->used, PM_XATTR_SPACE);
-		return;
+		problem_as(f, fix, drop, "inode %llu: xattr block claims %u bytes used, more than %zu",
+			   in, h->used, PM_XATTR_SPACE);
+		return false;
 	}
-	if (h->count == 0)
-		problem(f, false, "inode %llu: xattr block holds no attributes (an empty set has no block)",
-			in);
+	if (h->count == 0) {
+		problem_as(f, fix, drop,
+			   "inode %llu: xattr block holds no attributes (an empty set has no block)", in);
+		return false;
+	}
 	/* each entry takes at least 4 bytes of at most PM_XATTR_SPACE */
 	for (i = 0; i < h->count; i++) {
-		const struct pm_xattr_ent *e = (const void *)(p + pos);
+		struct pm_xattr_ent *e = (void *)(p + pos);
 		unsigned sz;
 
 		if (pos + sizeof(*e) > h->used) {
-			problem(f, false, "inode %llu: xattr entry %u of %u starts past the %u used bytes",
-				in, i, h->count, h->used);
-			return;
+			problem_as(f, fix, drop,
+				   "inode %llu: xattr entry %u of %u starts past the %u used bytes", in, i,
+				   h->count, h->used);
+			return false;
 		}
 		sz = pm_xattr_ent_size(e->name_len, e->value_len);
 		if (pos + sz > h->used) {
-			problem(f, false, "inode %llu: xattr entry %u (%u bytes) runs past the %u used bytes",
-				in, i, sz, h->used);
-			return;
+			problem_as(f, fix, drop,
+				   "inode %llu: xattr entry %u (%u bytes) runs past the %u used bytes", in,
+				   i, sz, h->used);
+			return false;
 		}
-		if (e->name_len == 0)
-			problem(f, false, "inode %llu: xattr entry %u has an empty name", in, i);
-		else if (memchr(e + 1, 0, e->name_len))
+		if (e->name_len == 0) {
+			problem_as(f, fix, drop, "inode %llu: xattr entry %u has an empty name", in, i);
+			ok = false;
+		} else if (memchr(e + 1, 0, e->name_len)) {
 			/* listxattr would split it into names that do not exist */
-			problem(f, false, "inode %llu: xattr entry %u: name contains NUL", in, i);
-		if (e->pad)
-			problem(f, false, "inode %llu: xattr entry %u padding is not zero", in, i);
+			problem_as(f, fix, drop, "inode %llu: xattr entry %u: name contains NUL", in, i);
+			ok = false;
+		}
 		/* a duplicate name: compare with every earlier entry */
 		for (j = 0, prev = 0; e->name_len && j < i; j++) {
 			const struct pm_xattr_ent *o = (const void *)(p + prev);
 			if (o->name_len == e->name_len && !memcmp(o + 1, e + 1, e->name_len)) {
 				char nm[80];
-				problem(f, false, "inode %llu: xattr \"%s\" is stored twice", in,
-					printable(nm, sizeof(nm), (const char *)(e + 1), e->name_len));
+				problem_as(f, fix, drop, "inode %llu: xattr \"%s\" is stored twice", in,
+					   printable(nm, sizeof(nm), (const char *)(e + 1), e->name_len));
+				ok = false;
 				break;
 			}
 			prev += pm_xattr_ent_size(o->name_len, o->value_len);
 		}
 		pos += sz;
 	}
-	if (pos != h->used)
-		problem(f, false, "inode %llu: xattr entries end at byte %u, the header says %u", in, pos,
-			h->used);
+	if (pos != h->used) {
+		problem_as(f, fix, drop, "inode %llu: xattr entries end at byte %u, the header says %u",
+			   in, pos, h->used);
+		ok = false;
+	}
+	if (!ok)
+		return false;
+	/* only padding is wrong: zero it, keep the attributes */
+	if (h->pad) {
+		problem_as(f, fix, "zeroed", "inode %llu: xattr header padding is not zero", in);
+		if (fix)
+			SET(f, h->pad, 0);
+	}
+	for (i = 0, pos = 0; i < h->count; i++) {
+		struct pm_xattr_ent *e = (void *)(p + pos);
+		if (e->pad) {
+			problem_as(f, fix, "zeroed", "inode %llu: xattr entry %u padding is not zero", in, i);
+			if (fix)
+				SET(f, e->pad, 0);
+		}
+		pos += pm_xattr_ent_size(e->name_len, e->value_len);
+	}
+	return true;
+}
+
+/* Drops inode @d's block map: the file keeps its size and reads as zeros. */
+static void drop_map(struct fsck *f, struct pm_dinode *d)
+{
+	SET(f, d->map_root, 0);
+	SET(f, d->map_height, 0);
 }
 
 /*
@@ -521,32 +810,41 @@ static void check_xattr(struct fsck *f, uint64_t ino, uint64_t blk)
  * Pass 1 and pass 1b both call it, in the same inode order, so claims are
  * made in the same order and the first claimant of a duplicate is the same.
  */
-static void walk_blocks(struct walk *w, const struct pm_dinode *d)
+static void walk_blocks(struct walk *w, struct pm_dinode *d)
 {
 	struct fsck *f = w->f;
 	unsigned long long in = (unsigned long long)w->ino;
+	bool fix = f->repair && !f->pass1b;
+	static const char dropped[] = "the map is dropped (the file's blocks are lost: it reads as zeros)";
 
 	if (d->map_height > PM_MAP_MAX_HEIGHT) {
-		problem(f, false, "inode %llu: map height %u exceeds %u", in, d->map_height,
-			PM_MAP_MAX_HEIGHT);
+		problem_as(f, fix, dropped, "inode %llu: map height %u exceeds %u", in, d->map_height,
+			   PM_MAP_MAX_HEIGHT);
 		w->partial = true;
 		if (d->map_root)
 			f->unsure_leaks = true;
+		if (fix)
+			drop_map(f, d);
 	} else if (!d->map_root != !d->map_height) {
-		problem(f, false, "inode %llu: map root %llu with map height %u", in,
-			(unsigned long long)d->map_root, d->map_height);
+		problem_as(f, fix, dropped, "inode %llu: map root %llu with map height %u", in,
+			   (unsigned long long)d->map_root, d->map_height);
 		w->partial = true;
 		if (d->map_root)
 			f->unsure_leaks = true;
+		if (fix)
+			drop_map(f, d);
 	} else if (d->map_root && !in_data(f, d->map_root)) {
-		problem(f, false, "inode %llu: map root %llu is outside the data region [%llu, %llu)", in,
-			(unsigned long long)d->map_root, (unsigned long long)f->data_start,
-			(unsigned long long)f->nblocks);
+		problem_as(f, fix, dropped,
+			   "inode %llu: map root %llu is outside the data region [%llu, %llu)", in,
+			   (unsigned long long)d->map_root, (unsigned long long)f->data_start,
+			   (unsigned long long)f->nblocks);
 		w->partial = true;
 		f->unsure_leaks = true;
+		if (fix)
+			drop_map(f, d);
 	} else if (d->map_root) {
 		w->counted++;
-		if (claim(w, d->map_root, BK_MAP, 0))
+		if (claim(w, d->map_root, BK_MAP, 0, &d->map_root))
 			walk_node(w, d->map_root, d->map_height, 0);
 		else
 			w->partial = true;
@@ -555,25 +853,38 @@ static void walk_blocks(struct walk *w, const struct pm_dinode *d)
 	if (!d->xattr_block)
 		return;
 	if (!in_data(f, d->xattr_block)) {
-		problem(f, false, "inode %llu: xattr block %llu is outside the data region [%llu, %llu)",
-			in, (unsigned long long)d->xattr_block, (unsigned long long)f->data_start,
-			(unsigned long long)f->nblocks);
+		problem_as(f, fix, "dropped (the inode loses its extended attributes)",
+			   "inode %llu: xattr block %llu is outside the data region [%llu, %llu)", in,
+			   (unsigned long long)d->xattr_block, (unsigned long long)f->data_start,
+			   (unsigned long long)f->nblocks);
 		w->partial = true;
 		f->unsure_leaks = true;
+		if (fix)
+			SET(f, d->xattr_block, 0);
 		return;
 	}
 	w->counted++;
-	if (claim(w, d->xattr_block, BK_XATTR, 0) && !f->pass1b)
-		check_xattr(f, w->ino, d->xattr_block);
+	if (claim(w, d->xattr_block, BK_XATTR, 0, &d->xattr_block) && !f->pass1b &&
+	    !check_xattr(f, w->ino, d->xattr_block, fix) && fix) {
+		SET(f, d->xattr_block, 0);
+		w->partial = true; /* the block count is right next round */
+	}
 }
 
-static void check_time(struct fsck *f, uint64_t ino, const char *which, const struct pm_time *t)
+static void check_time(struct fsck *f, uint64_t ino, const char *which, struct pm_time *t)
 {
-	if (t->nsec >= NSEC_PER_SEC)
-		problem(f, false, "inode %llu: %s nanoseconds %u are not below 1e9",
-			(unsigned long long)ino, which, t->nsec);
-	if (t->pad)
-		problem(f, false, "inode %llu: %s padding is not zero", (unsigned long long)ino, which);
+	if (t->nsec >= NSEC_PER_SEC) {
+		problem_as(f, f->repair, "set to 0", "inode %llu: %s nanoseconds %u are not below 1e9",
+			   (unsigned long long)ino, which, t->nsec);
+		if (f->repair)
+			SET(f, t->nsec, 0);
+	}
+	if (t->pad) {
+		problem_as(f, f->repair, "zeroed", "inode %llu: %s padding is not zero",
+			   (unsigned long long)ino, which);
+		if (f->repair)
+			SET(f, t->pad, 0);
+	}
 }
 
 static const char *type_name(uint32_t mode)
@@ -590,26 +901,38 @@ static const char *type_name(uint32_t mode)
 	}
 }
 
+/* Clears inode @ino's slot: entries naming it are dropped and its blocks
+ * freed by later rounds. Only for inodes that cannot be mended. */
+static void clear_inode(struct fsck *f, uint64_t ino)
+{
+	zero(f, pm_dinode_ptr(f->pool, ino), sizeof(struct pm_dinode));
+	f->is[ino].flags = 0;
+}
+
 /* A directory's blocks: holes and blocks past its size are errors; the
- * blocks below its size are kept for pass 2. */
-static void check_dir_shape(struct fsck *f, uint64_t ino, const struct pm_dinode *d,
-			    const struct walk *w)
+ * blocks below its size are kept for pass 2. With repair, the size becomes
+ * the blocks it has from block 0 on, and blocks past a hole are dropped (the
+ * entries in them are lost; their inodes are reconnected later). */
+static void check_dir_shape(struct fsck *f, uint64_t ino, struct pm_dinode *d, struct walk *w)
 {
 	unsigned long long in = (unsigned long long)ino;
-	uint64_t want = d->size / PM_BLOCK_SIZE, below = 0, i;
+	uint64_t want = d->size / PM_BLOCK_SIZE, below = 0, i, contig;
 	struct ino_state *st = &f->is[ino];
 	struct dirblocks *db;
+	bool bad = false;
 
 	if (d->size % PM_BLOCK_SIZE) {
 		problem(f, false, "directory %llu: size %llu is not a multiple of %u", in,
 			(unsigned long long)d->size, PM_BLOCK_SIZE);
-		st->flags |= IS_BADDIR;
+		bad = true;
 	}
 	if (w->overflow) {
 		problem(f, false, "directory %llu: maps more blocks than the pool holds", in);
 		st->flags |= IS_BADDIR;
 	}
 	/* file blocks come in increasing order */
+	for (contig = 0; contig < w->n && f->wfb[contig] == contig; contig++)
+		;
 	while (below < w->n && f->wfb[below] < want)
 		below++;
 	for (i = 0; i < below && f->wfb[i] == i; i++)
@@ -617,11 +940,26 @@ static void check_dir_shape(struct fsck *f, uint64_t ino, const struct pm_dinode
 	if (i < want && !w->overflow) {
 		problem(f, false, "directory %llu: hole at file block %llu (its size says %llu blocks)",
 			in, (unsigned long long)i, (unsigned long long)want);
-		st->flags |= IS_BADDIR;
+		bad = true;
 	}
 	if (below < w->n) {
 		problem(f, false, "directory %llu: file block %llu lies past its size (%llu blocks)", in,
 			(unsigned long long)f->wfb[below], (unsigned long long)want);
+		bad = true;
+	}
+	if (bad && f->repair && !w->overflow && !f->pass1b) {
+		/* the problems above are counted unrepaired: this is their fix */
+		for (i = contig; i < w->n; i++)
+			SET(f, *f->wslot[i], 0);
+		SET(f, d->size, contig * PM_BLOCK_SIZE);
+		problem_as(f, true, "size set, blocks past the first hole dropped",
+			   "directory %llu: its size becomes %llu blocks, the blocks it has from block 0 on",
+			   in, (unsigned long long)contig);
+		want = contig;
+		below = contig;
+		f->unsure_leaks = true;
+		w->partial = true; /* the block count is right next round */
+	} else if (bad) {
 		st->flags |= IS_BADDIR;
 	}
 
@@ -641,22 +979,40 @@ static void check_dir_shape(struct fsck *f, uint64_t ino, const struct pm_dinode
 	db->n = f->ndblk - db->first;
 }
 
-static void check_symlink(struct fsck *f, uint64_t ino, const struct pm_dinode *d,
-			  const struct walk *w)
+/* false: the symlink cannot be mended (the caller clears it) */
+static bool check_symlink(struct fsck *f, uint64_t ino, struct pm_dinode *d, const struct walk *w)
 {
 	unsigned long long in = (unsigned long long)ino;
 	bool size_ok = d->size >= 1 && d->size <= PM_SYMLINK_MAX;
+	const char *target;
+	size_t len;
 
-	if (!size_ok)
-		problem(f, false, "inode %llu: symlink size %llu is not 1..%u", in,
-			(unsigned long long)d->size, PM_SYMLINK_MAX);
 	if (w->ndata != 1 || w->n != 1 || f->wfb[0] != 0) {
-		problem(f, false, "inode %llu: a symlink has exactly one data block, at file block 0 (it has %llu)",
-			in, (unsigned long long)w->ndata);
-		return;
+		problem_as(f, f->repair, "the symlink is cleared",
+			   "inode %llu: a symlink has exactly one data block, at file block 0 (it has %llu)",
+			   in, (unsigned long long)w->ndata);
+		return false;
 	}
-	if (size_ok && memchr(pm_block_ptr(f->pool, f->wpb[0]), 0, d->size))
-		problem(f, false, "inode %llu: symlink target contains a NUL byte", in);
+	target = pm_block_ptr(f->pool, f->wpb[0]);
+	len = strnlen(target, PM_SYMLINK_MAX);
+	if (size_ok && !memchr(target, 0, d->size))
+		return true;
+	if (!len) {
+		problem_as(f, f->repair, "the symlink is cleared",
+			   "inode %llu: symlink target is empty (size %llu)", in,
+			   (unsigned long long)d->size);
+		return false;
+	}
+	if (!size_ok)
+		problem_as(f, f->repair, "size set to the target's length",
+			   "inode %llu: symlink size %llu is not 1..%u", in, (unsigned long long)d->size,
+			   PM_SYMLINK_MAX);
+	else
+		problem_as(f, f->repair, "cut at the NUL",
+			   "inode %llu: symlink target contains a NUL byte", in);
+	if (f->repair)
+		SET(f, d->size, len);
+	return true;
 }
 
 static void check_inode(struct fsck *f, uint64_t ino)
@@ -666,78 +1022,126 @@ static void check_inode(struct fsck *f, uint64_t ino)
 	unsigned long long in = (unsigned long long)ino;
 	uint32_t type = d->mode & S_IFMT;
 	struct walk w = { .f = f, .ino = ino };
+	bool fix = f->repair;
 
 	st->flags |= IS_USED;
 	if (type == S_IFDIR)
 		st->flags |= IS_DIR;
 	subject_begin(f, "inode", ino);
 
-	if (!type_name(d->mode))
-		problem(f, false, "inode %llu: unknown file type in mode 0%o", in, d->mode);
-	if (d->mode & ~(uint32_t)(S_IFMT | 07777))
-		problem(f, false, "inode %llu: unknown bits in mode 0%o", in, d->mode);
-	if (!all_zero(d->reserved, sizeof(d->reserved)))
-		problem(f, false, "inode %llu: reserved bytes are not zero", in);
+	if (!type_name(d->mode)) {
+		problem_as(f, fix, "the inode is cleared", "inode %llu: unknown file type in mode 0%o",
+			   in, d->mode);
+		if (fix) {
+			f->unsure_leaks = true; /* its blocks: freed next round */
+			clear_inode(f, ino);
+			goto out;
+		}
+	}
+	if (d->mode & ~(uint32_t)(S_IFMT | 07777)) {
+		problem_as(f, fix, "cleared", "inode %llu: unknown bits in mode 0%o", in, d->mode);
+		if (fix)
+			SET(f, d->mode, d->mode & (uint32_t)(S_IFMT | 07777));
+	}
+	if (!all_zero(d->reserved, sizeof(d->reserved))) {
+		problem_as(f, fix, "zeroed", "inode %llu: reserved bytes are not zero", in);
+		if (fix)
+			zero(f, d->reserved, sizeof(d->reserved));
+	}
 	check_time(f, ino, "atime", &d->atime);
 	check_time(f, ino, "mtime", &d->mtime);
 	check_time(f, ino, "ctime", &d->ctime);
 	check_time(f, ino, "btime", &d->btime);
-	if (d->flags & ~PM_IFL_ORPHAN)
-		problem(f, false, "inode %llu: unknown flags 0x%x", in, d->flags);
-	if (!(d->flags & PM_IFL_ORPHAN) && (d->orphan_next || d->orphan_prev))
-		problem(f, false, "inode %llu: orphan links %llu/%llu set, but it is not an orphan", in,
-			(unsigned long long)d->orphan_next, (unsigned long long)d->orphan_prev);
-	if (type != S_IFDIR && (d->parent || d->nentries))
-		problem(f, false, "inode %llu: a %s with a parent (%llu) or entry count (%llu)", in,
-			type_name(d->mode) ? type_name(d->mode) : "non-directory",
-			(unsigned long long)d->parent, (unsigned long long)d->nentries);
-	if (type != S_IFCHR && type != S_IFBLK && d->rdev)
-		problem(f, false, "inode %llu: device number set on a non-device", in);
+	if (d->flags & ~PM_IFL_ORPHAN) {
+		problem_as(f, fix, "cleared", "inode %llu: unknown flags 0x%x", in, d->flags);
+		if (fix)
+			SET(f, d->flags, d->flags & PM_IFL_ORPHAN);
+	}
+	if (!(d->flags & PM_IFL_ORPHAN) && (d->orphan_next || d->orphan_prev)) {
+		problem_as(f, fix, "zeroed", "inode %llu: orphan links %llu/%llu set, but it is not an orphan",
+			   in, (unsigned long long)d->orphan_next, (unsigned long long)d->orphan_prev);
+		if (fix) {
+			SET(f, d->orphan_next, 0);
+			SET(f, d->orphan_prev, 0);
+		}
+	}
+	if (type != S_IFDIR && (d->parent || d->nentries)) {
+		problem_as(f, fix, "zeroed", "inode %llu: a %s with a parent (%llu) or entry count (%llu)",
+			   in, type_name(d->mode) ? type_name(d->mode) : "non-directory",
+			   (unsigned long long)d->parent, (unsigned long long)d->nentries);
+		if (fix) {
+			SET(f, d->parent, 0);
+			SET(f, d->nentries, 0);
+		}
+	}
+	if (type != S_IFCHR && type != S_IFBLK && d->rdev) {
+		problem_as(f, fix, "zeroed", "inode %llu: device number set on a non-device", in);
+		if (fix)
+			SET(f, d->rdev, 0);
+	}
 	/* else the next inode made could repeat it: stale NFS handles would work */
 	if (d->generation >= f->sb->next_generation)
-		problem(f, false, "inode %llu: generation %llu is not below the superblock's next generation %llu",
-			in, (unsigned long long)d->generation,
-			(unsigned long long)f->sb->next_generation);
+		problem_as(f, fix, "the superblock's next generation is raised",
+			   "inode %llu: generation %llu is not below the superblock's next generation %llu",
+			   in, (unsigned long long)d->generation,
+			   (unsigned long long)f->sb->next_generation);
+	if (d->generation > f->max_gen)
+		f->max_gen = d->generation;
 
 	if (type == S_IFDIR)
 		w.max = (size_t)(f->nblocks - f->data_start);
 	else if (type == S_IFLNK)
 		w.max = 2;
+	w.verify = f->checksums && f->csum && type == S_IFREG;
 	walk_blocks(&w, d);
 	if (f->nomem)
 		goto out;
-
-	if (d->blocks != w.counted) {
-		bool fix = f->repair && !w.partial;
-		uint64_t old = d->blocks;
-		if (fix) {
-			d->blocks = w.counted;
-			persist(f, &d->blocks, sizeof(d->blocks));
-		}
-		problem(f, fix, "inode %llu: block count %llu, but its map and xattr block hold %llu", in,
-			(unsigned long long)old, (unsigned long long)w.counted);
-	}
 
 	switch (type) {
 	case S_IFDIR:
 		check_dir_shape(f, ino, d, &w);
 		break;
 	case S_IFLNK:
-		check_symlink(f, ino, d, &w);
+		if (!check_symlink(f, ino, d, &w) && fix) {
+			f->unsure_leaks = true;
+			clear_inode(f, ino);
+			goto out;
+		}
 		break;
 	case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
-		if (d->size || d->map_root)
-			problem(f, false, "inode %llu: a %s with size %llu and map root %llu", in,
-				type_name(d->mode), (unsigned long long)d->size,
-				(unsigned long long)d->map_root);
+		if (d->size || d->map_root) {
+			problem_as(f, fix, "size zeroed, map dropped",
+				   "inode %llu: a %s with size %llu and map root %llu", in,
+				   type_name(d->mode), (unsigned long long)d->size,
+				   (unsigned long long)d->map_root);
+			if (fix) {
+				SET(f, d->size, 0);
+				if (d->map_root || d->map_height)
+					drop_map(f, d);
+				w.partial = true;
+			}
+		}
 		break;
 	case S_IFREG:
-		if (d->size > FSCK_MAX_FILE_SIZE)
-			problem(f, false, "inode %llu: size %llu exceeds the largest file, %llu", in,
-				(unsigned long long)d->size, FSCK_MAX_FILE_SIZE);
+		if (d->size > FSCK_MAX_FILE_SIZE) {
+			problem_as(f, fix, "set to the end of its last mapped block",
+				   "inode %llu: size %llu exceeds the largest file, %llu", in,
+				   (unsigned long long)d->size, FSCK_MAX_FILE_SIZE);
+			if (fix)
+				SET(f, d->size, w.end * PM_BLOCK_SIZE);
+		}
 		break;
 	default:
 		break;
+	}
+
+	if (d->blocks != w.counted) {
+		bool bfix = fix && !w.partial;
+		uint64_t old = d->blocks;
+		if (bfix)
+			SET(f, d->blocks, w.counted);
+		problem(f, bfix, "inode %llu: block count %llu, but its map and xattr block hold %llu", in,
+			(unsigned long long)old, (unsigned long long)w.counted);
 	}
 out:
 	subject_end(f);
@@ -768,52 +1172,100 @@ static void report_dups(struct fsck *f)
 			f->owners[f->nowners++].blk = f->dups[i].blk;
 
 	memset(f->ref, 0, words * sizeof(*f->ref));
+	if (f->backup)
+		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
 	f->pass1b = true;
 	for (ino = PM_ROOT_INO; ino < sb->ninodes; ino++) {
-		const struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+		struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
 		struct walk w = { .f = f, .ino = ino };
 		if (d->mode)
 			walk_blocks(&w, d);
 	}
 	f->pass1b = false;
 
-	/* one problem per extra reference, lines capped per block */
+	/* one problem per extra reference, lines capped per block. With
+	 * repair the first claimant keeps the block; the other gets a copy
+	 * (data, directory, xattr block) or loses the pointer (a map node:
+	 * copying it would share its children in turn) */
 	for (i = 0; i < f->ndups; i++) {
 		const struct dup *u = &f->dups[i];
 		const struct owner *o = owner_of(f, u->blk);
-		char a[96], b[96];
+		struct pm_dinode *d = pm_dinode_ptr(f->pool, u->ino);
+		char a[96], b[96], act[128];
+		bool fix = f->repair && u->slot;
+		uint64_t nb = 0;
+
 		if (!i || f->dups[i - 1].blk != u->blk) {
 			if (i)
 				subject_end(f);
 			subject_begin(f, "block", u->blk);
 		}
-		problem(f, false, "block %llu is used twice: as %s and as %s", (unsigned long long)u->blk,
-			o && o->set ? use_of(a, sizeof(a), o->kind, o->ino, o->fblk) : "something",
-			use_of(b, sizeof(b), u->kind, u->ino, u->fblk));
+		if (fix && u->kind != BK_MAP)
+			nb = alloc_block(f);
+		if (nb)
+			snprintf(act, sizeof(act), "inode %llu gets a copy, block %llu (multiply-claimed block cloned)",
+				 (unsigned long long)u->ino, (unsigned long long)nb);
+		else if (u->kind == BK_MAP)
+			snprintf(act, sizeof(act), "dropped from inode %llu: the file blocks it mapped become holes",
+				 (unsigned long long)u->ino);
+		else
+			snprintf(act, sizeof(act), "dropped from inode %llu (no free block for a copy)",
+				 (unsigned long long)u->ino);
+		problem_as(f, fix, act, "block %llu is used twice: as %s and as %s",
+			   (unsigned long long)u->blk,
+			   o && o->set ? use_of(a, sizeof(a), o->kind, o->ino, o->fblk) : "something",
+			   use_of(b, sizeof(b), u->kind, u->ino, u->fblk));
+		if (!fix)
+			continue;
+		if (nb) {
+			put(f, pm_block_ptr(f->pool, nb), pm_block_ptr(f->pool, u->blk), PM_BLOCK_SIZE);
+			SET(f, *u->slot, nb);
+		} else if (u->slot == &d->map_root) {
+			drop_map(f, d);
+		} else {
+			SET(f, *u->slot, 0);
+		}
 	}
 	subject_end(f);
 	if (f->dups_unlisted) {
-		f->res->errors += f->dups_unlisted;
+		f->nerr += f->dups_unlisted;
 		note(f, "%lu more references to blocks already in use, not listed", f->dups_unlisted);
 	}
 }
 
 static void pass1(struct fsck *f)
 {
-	const struct pm_dinode *slot0 = pm_dinode_ptr(f->pool, 0);
-	const struct pm_dinode *root = pm_dinode_ptr(f->pool, PM_ROOT_INO);
+	struct pm_dinode *slot0 = pm_dinode_ptr(f->pool, 0);
+	struct pm_dinode *root = pm_dinode_ptr(f->pool, PM_ROOT_INO);
 	uint64_t ino;
 
-	if (!all_zero(slot0, sizeof(*slot0)))
-		problem(f, false, "inode slot 0 is not zero");
-	if (!S_ISDIR(root->mode))
-		problem(f, false, "root inode %llu is not a directory (mode 0%o)",
-			(unsigned long long)PM_ROOT_INO, root->mode);
+	if (!all_zero(slot0, sizeof(*slot0))) {
+		problem_as(f, f->repair, "zeroed", "inode slot 0 is not zero");
+		if (f->repair)
+			zero(f, slot0, sizeof(*slot0));
+	}
+	if (!S_ISDIR(root->mode)) {
+		problem_as(f, f->repair, root->mode ? "made a directory again" : "made an empty directory again",
+			   "root inode %llu is not a directory (mode 0%o)", (unsigned long long)PM_ROOT_INO,
+			   root->mode);
+		if (f->repair) {
+			if (!root->mode)
+				zero(f, root, sizeof(*root));
+			SET(f, root->mode, S_IFDIR | (root->mode ? root->mode & 07777 : 0755));
+			SET(f, root->parent, PM_ROOT_INO);
+			if (root->nlink < 2)
+				SET(f, root->nlink, 2);
+		}
+	}
 	for (ino = PM_ROOT_INO; ino < f->ninodes && !f->nomem; ino++)
 		if (pm_dinode_ptr(f->pool, ino)->mode)
 			check_inode(f, ino);
 	if ((f->ndups || f->dups_unlisted) && !f->nomem)
 		report_dups(f);
+	if (f->repair && f->max_gen >= f->sb->next_generation) {
+		f->sb->next_generation = f->max_gen + 1;
+		f->sb_dirty = true;
+	}
 }
 
 /* ---- pass 2: directories ------------------------------------------------- */
@@ -892,81 +1344,139 @@ static void enqueue(struct fsck *f, struct queue *q, uint64_t ino)
 	q->q[q->tail++] = (uint32_t)ino;
 }
 
+/* Zeroes the @n slots of the entry at @de: a free slot has ino 0, and its
+ * name slots must not be read as entries. */
+static void drop_entry(struct fsck *f, struct pm_dirent *de, unsigned n)
+{
+	zero(f, de, (size_t)n * PM_DIR_SLOT);
+}
+
 /* One live entry (ino != 0, nslots sane) at slot @s of pool block @blk of
- * directory @dino. */
-static void check_dirent(struct fsck *f, uint64_t dino, const struct pm_dirent *de, uint64_t blk,
+ * directory @dino. Returns false if repair dropped it. */
+static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, uint64_t blk,
 			 unsigned s, struct queue *q)
 {
+	static const char dropped[] = "the entry is dropped";
 	unsigned long long dn = (unsigned long long)dino;
+	bool fix = f->repair;
 	struct ino_state *xs;
-	const struct pm_dinode *xd;
+	struct pm_dinode *xd;
 	char nm[96], where[128];
 	const char *name = dname(de);
+	bool bad = false;
 
 	if (de->name_len == 0) {
-		problem(f, false, "directory %llu: entry in block %llu slot %u has an empty name", dn,
-			(unsigned long long)blk, s);
+		problem_as(f, fix, dropped, "directory %llu: entry in block %llu slot %u has an empty name",
+			   dn, (unsigned long long)blk, s);
 		snprintf(where, sizeof(where), "entry in block %llu slot %u", (unsigned long long)blk, s);
+		bad = true;
 	} else if (pm_dirent_slots(de->name_len) > de->nslots) {
-		problem(f, false, "directory %llu: entry in block %llu slot %u: a %u-byte name needs %u slots, it has %u",
-			dn, (unsigned long long)blk, s, de->name_len, pm_dirent_slots(de->name_len),
-			de->nslots);
+		problem_as(f, fix, dropped,
+			   "directory %llu: entry in block %llu slot %u: a %u-byte name needs %u slots, it has %u",
+			   dn, (unsigned long long)blk, s, de->name_len, pm_dirent_slots(de->name_len),
+			   de->nslots);
 		snprintf(where, sizeof(where), "entry in block %llu slot %u", (unsigned long long)blk, s);
+		bad = true;
 	} else {
 		printable(nm, sizeof(nm), name, de->name_len);
 		snprintf(where, sizeof(where), "entry \"%s\"", nm);
-		if (de->nslots != pm_dirent_slots(de->name_len))
-			problem(f, false, "directory %llu: %s takes %u slots, a %u-byte name needs %u", dn,
-				where, de->nslots, de->name_len, pm_dirent_slots(de->name_len));
-		if (memchr(name, '/', de->name_len) || memchr(name, 0, de->name_len))
-			problem(f, false, "directory %llu: %s: name contains '/' or NUL", dn, where);
-		if ((de->name_len == 1 && name[0] == '.') ||
-		    (de->name_len == 2 && name[0] == '.' && name[1] == '.'))
-			problem(f, false, "directory %llu: %s: . and .. are never stored", dn, where);
-		if (de->hash != pm_name_hash(name, de->name_len))
-			problem(f, false, "directory %llu: %s: hash 0x%08x, expected 0x%08x", dn, where,
-				de->hash, pm_name_hash(name, de->name_len));
-		if (!names_add(f, de))
-			problem(f, false, "directory %llu: %s appears twice", dn, where);
+		if (memchr(name, '/', de->name_len) || memchr(name, 0, de->name_len)) {
+			problem_as(f, fix, dropped, "directory %llu: %s: name contains '/' or NUL", dn,
+				   where);
+			bad = true;
+		} else if ((de->name_len == 1 && name[0] == '.') ||
+			   (de->name_len == 2 && name[0] == '.' && name[1] == '.')) {
+			problem_as(f, fix, dropped, "directory %llu: %s: . and .. are never stored", dn,
+				   where);
+			bad = true;
+		}
 	}
-	if (de->pad)
-		problem(f, false, "directory %llu: %s: padding is not zero", dn, where);
+	if (!bad && de->ino >= f->ninodes) {
+		problem_as(f, fix, dropped,
+			   "directory %llu: %s names inode %llu, past the inode table (%llu slots)", dn,
+			   where, (unsigned long long)de->ino, (unsigned long long)f->ninodes);
+		bad = true;
+	}
+	if (!bad && !(f->is[de->ino].flags & IS_USED)) {
+		problem_as(f, fix, dropped, "directory %llu: %s names free inode %llu", dn, where,
+			   (unsigned long long)de->ino);
+		bad = true;
+	}
+	if (!bad && de->ino == PM_ROOT_INO) {
+		problem_as(f, fix, dropped, "directory %llu: %s names the root directory", dn, where);
+		bad = true;
+	}
+	if (!bad && (f->is[de->ino].flags & IS_DIR) && f->is[de->ino].found_in) {
+		problem_as(f, fix, dropped,
+			   "directory %llu: %s names directory %llu, which already has an entry in directory %u (a hard link or a cycle)",
+			   dn, where, (unsigned long long)de->ino, f->is[de->ino].found_in);
+		bad = true;
+	}
+	if (!bad && !names_add(f, de)) {
+		problem_as(f, fix, dropped, "directory %llu: %s appears twice", dn, where);
+		bad = true;
+	}
+	if (bad) {
+		if (fix) {
+			drop_entry(f, de, de->nslots);
+			return false;
+		}
+		/* as before repair: a bad entry still names what it names */
+		if (de->ino < f->ninodes && (f->is[de->ino].flags & IS_USED) &&
+		    f->is[de->ino].nref < UINT32_MAX) {
+			f->is[de->ino].nref++;
+			if ((f->is[de->ino].flags & IS_DIR) && de->ino != PM_ROOT_INO &&
+			    f->is[dino].nsub < UINT32_MAX)
+				f->is[dino].nsub++;
+		}
+		return true;
+	}
 
-	if (de->ino >= f->ninodes) {
-		problem(f, false, "directory %llu: %s names inode %llu, past the inode table (%llu slots)",
-			dn, where, (unsigned long long)de->ino, (unsigned long long)f->ninodes);
-		return;
+	if (de->nslots != pm_dirent_slots(de->name_len)) {
+		unsigned need = pm_dirent_slots(de->name_len), extra = de->nslots - need;
+		problem_as(f, fix, "the spare slots are freed",
+			   "directory %llu: %s takes %u slots, a %u-byte name needs %u", dn, where,
+			   de->nslots, de->name_len, need);
+		if (fix) {
+			SET(f, de->nslots, (uint8_t)need);
+			zero(f, (uint8_t *)de + need * PM_DIR_SLOT, extra * PM_DIR_SLOT);
+		}
+	}
+	if (de->hash != pm_name_hash(name, de->name_len)) {
+		problem_as(f, fix, "corrected", "directory %llu: %s: hash 0x%08x, expected 0x%08x", dn,
+			   where, de->hash, pm_name_hash(name, de->name_len));
+		if (fix)
+			SET(f, de->hash, pm_name_hash(name, de->name_len));
+	}
+	if (de->pad) {
+		problem_as(f, fix, "zeroed", "directory %llu: %s: padding is not zero", dn, where);
+		if (fix)
+			SET(f, de->pad, 0);
 	}
 	xs = &f->is[de->ino];
-	if (!(xs->flags & IS_USED)) {
-		problem(f, false, "directory %llu: %s names free inode %llu", dn, where,
-			(unsigned long long)de->ino);
-		return;
-	}
 	xd = pm_dinode_ptr(f->pool, de->ino);
-	if (de->type != pm_dtype(xd->mode))
-		problem(f, false, "directory %llu: %s has type %u, but inode %llu has type %u", dn, where,
-			de->type, (unsigned long long)de->ino, pm_dtype(xd->mode));
+	if (de->type != pm_dtype(xd->mode)) {
+		problem_as(f, fix, "corrected", "directory %llu: %s has type %u, but inode %llu has type %u",
+			   dn, where, de->type, (unsigned long long)de->ino, pm_dtype(xd->mode));
+		if (fix)
+			SET(f, de->type, (uint8_t)pm_dtype(xd->mode));
+	}
 	if (xs->nref < UINT32_MAX)
 		xs->nref++;
-	if (de->ino == PM_ROOT_INO) {
-		problem(f, false, "directory %llu: %s names the root directory", dn, where);
-		return;
-	}
 	if (!(xs->flags & IS_DIR))
-		return;
+		return true;
 	if (f->is[dino].nsub < UINT32_MAX)
 		f->is[dino].nsub++;
-	if (xs->found_in) {
-		problem(f, false, "directory %llu: %s names directory %llu, which already has an entry in directory %u (a hard link or a cycle)",
-			dn, where, (unsigned long long)de->ino, xs->found_in);
-		return;
-	}
 	xs->found_in = (uint32_t)dino;
-	if (xd->parent != dino)
-		problem(f, false, "directory %llu: its parent is %llu, but its entry is in directory %llu",
-			(unsigned long long)de->ino, (unsigned long long)xd->parent, dn);
+	if (xd->parent != dino) {
+		problem_as(f, fix, "set to the directory holding its entry",
+			   "directory %llu: its parent is %llu, but its entry is in directory %llu",
+			   (unsigned long long)de->ino, (unsigned long long)xd->parent, dn);
+		if (fix)
+			SET(f, xd->parent, dino);
+	}
 	enqueue(f, q, de->ino);
+	return true;
 }
 
 static void scan_dir(struct fsck *f, uint64_t dino, struct queue *q, bool safe_counts)
@@ -982,35 +1492,39 @@ static void scan_dir(struct fsck *f, uint64_t dino, struct queue *q, bool safe_c
 	names_reset(f);
 	for (bi = 0; bi < db->n && !f->nomem; bi++) {
 		uint64_t blk = f->dblk[db->first + bi];
-		const uint8_t *b = pm_block_ptr(f->pool, blk);
+		uint8_t *b = pm_block_ptr(f->pool, blk);
 		unsigned s = 0;
 
 		while (s < PM_DIR_SLOTS) {
-			const struct pm_dirent *de = (const void *)(b + s * PM_DIR_SLOT);
+			struct pm_dirent *de = (void *)(b + s * PM_DIR_SLOT);
 			if (!de->ino) {
 				s++;
 				continue;
 			}
 			if (!de->nslots || s + de->nslots > PM_DIR_SLOTS) {
 				/* the engine takes it for a free slot (pm_dir_load) */
-				problem(f, false, "directory %llu: entry in block %llu slot %u claims %u slots",
-					(unsigned long long)dino, (unsigned long long)blk, s, de->nslots);
+				problem_as(f, f->repair, "the slot is freed",
+					   "directory %llu: entry in block %llu slot %u claims %u slots",
+					   (unsigned long long)dino, (unsigned long long)blk, s, de->nslots);
+				if (f->repair)
+					drop_entry(f, de, 1);
 				s++;
 				continue;
 			}
-			live++;
-			check_dirent(f, dino, de, blk, s, q);
-			s += de->nslots;
+			{
+				unsigned n = de->nslots;
+				if (check_dirent(f, dino, de, blk, s, q))
+					live++;
+				s += n;
+			}
 		}
 	}
 	st->nlive = live > UINT32_MAX ? UINT32_MAX : (uint32_t)live;
 	if (d->nentries != live && !f->nomem) {
 		bool fix = f->repair && safe_counts && !(st->flags & IS_BADDIR);
 		uint64_t old = d->nentries;
-		if (fix) {
-			d->nentries = live;
-			persist(f, &d->nentries, sizeof(d->nentries));
-		}
+		if (fix)
+			SET(f, d->nentries, live);
 		problem(f, fix, "directory %llu: entry count %llu, but it holds %llu entries",
 			(unsigned long long)dino, (unsigned long long)old, (unsigned long long)live);
 	}
@@ -1054,6 +1568,19 @@ static void pass2(struct fsck *f)
 
 /* ---- pass 3: orphan list and link counts --------------------------------- */
 
+static const char rebuilt[] = "the orphan list is rebuilt";
+
+/* An orphan-list problem: the list is rebuilt at the end of pass 3. */
+static void __attribute__((format(printf, 2, 3))) orphan_problem(struct fsck *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	f->orphans_bad = true;
+	va_start(ap, fmt);
+	vproblem(f, f->repair, rebuilt, fmt, ap);
+	va_end(ap);
+}
+
 static void check_orphans(struct fsck *f)
 {
 	uint64_t prev = 0, ino = f->sb->orphan_head;
@@ -1064,76 +1591,297 @@ static void check_orphans(struct fsck *f)
 		const struct pm_dinode *d;
 
 		if (ino >= f->ninodes) {
-			problem(f, false, "orphan list: inode %llu (after %llu) is past the inode table",
-				(unsigned long long)ino, (unsigned long long)prev);
+			orphan_problem(f, "orphan list: inode %llu (after %llu) is past the inode table",
+				       (unsigned long long)ino, (unsigned long long)prev);
 			break;
 		}
 		st = &f->is[ino];
 		if (st->flags & IS_ORPHAN) {
-			problem(f, false, "orphan list: loops back to inode %llu (after %llu)",
-				(unsigned long long)ino, (unsigned long long)prev);
+			orphan_problem(f, "orphan list: loops back to inode %llu (after %llu)",
+				       (unsigned long long)ino, (unsigned long long)prev);
 			break;
 		}
 		if (!(st->flags & IS_USED)) {
-			problem(f, false, "orphan list: names free inode %llu (after %llu)",
-				(unsigned long long)ino, (unsigned long long)prev);
+			orphan_problem(f, "orphan list: names free inode %llu (after %llu)",
+				       (unsigned long long)ino, (unsigned long long)prev);
 			break;
 		}
 		st->flags |= IS_ORPHAN;
 		d = pm_dinode_ptr(f->pool, ino);
 		if (ino == PM_ROOT_INO)
-			problem(f, false, "orphan list: holds the root directory");
+			orphan_problem(f, "orphan list: holds the root directory");
 		if (!(d->flags & PM_IFL_ORPHAN))
-			problem(f, false, "inode %llu: on the orphan list without the orphan flag",
-				(unsigned long long)ino);
+			orphan_problem(f, "inode %llu: on the orphan list without the orphan flag",
+				       (unsigned long long)ino);
 		if (d->orphan_prev != prev)
-			problem(f, false, "inode %llu: orphan_prev is %llu, but it follows %llu on the orphan list",
-				(unsigned long long)ino, (unsigned long long)d->orphan_prev,
-				(unsigned long long)prev);
-		if (d->nlink)
-			problem(f, false, "inode %llu: on the orphan list with link count %u",
-				(unsigned long long)ino, d->nlink);
+			orphan_problem(f, "inode %llu: orphan_prev is %llu, but it follows %llu on the orphan list",
+				       (unsigned long long)ino, (unsigned long long)d->orphan_prev,
+				       (unsigned long long)prev);
+		if (d->nlink && !st->nref)
+			orphan_problem(f, "inode %llu: on the orphan list with link count %u",
+				       (unsigned long long)ino, d->nlink);
 		prev = ino;
 		ino = d->orphan_next;
 	}
 	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++)
 		if ((f->is[ino].flags & (IS_USED | IS_ORPHAN)) == IS_USED &&
 		    (pm_dinode_ptr(f->pool, ino)->flags & PM_IFL_ORPHAN))
-			problem(f, false, "inode %llu: has the orphan flag but is not on the orphan list",
-				(unsigned long long)ino);
+			orphan_problem(f, "inode %llu: has the orphan flag but is not on the orphan list",
+				       (unsigned long long)ino);
 }
 
-static void check_dir_links(struct fsck *f, uint64_t ino, const struct pm_dinode *d,
-			    const struct ino_state *st)
+/* Is @ino to be an orphan after the rebuild? */
+static bool wants_orphan(struct fsck *f, uint64_t ino)
+{
+	const struct ino_state *st = &f->is[ino];
+
+	return ino != PM_ROOT_INO && (st->flags & IS_USED) && !st->nref &&
+	       ((st->flags & (IS_ORPHAN | IS_DROP)) ||
+		(pm_dinode_ptr(f->pool, ino)->flags & PM_IFL_ORPHAN));
+}
+
+/* Links every inode that wants_orphan() in inode order, from the head in
+ * the superblock; takes every other inode off it. An inode that entries
+ * name leaves the list (the entries win) with its link count set. */
+static void rebuild_orphans(struct fsck *f)
+{
+	uint64_t ino, prev = 0, head = 0;
+
+	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++) {
+		struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+		const struct ino_state *st = &f->is[ino];
+
+		if (!(st->flags & IS_USED))
+			continue;
+		if (wants_orphan(f, ino)) {
+			if (!(d->flags & PM_IFL_ORPHAN))
+				SET(f, d->flags, d->flags | PM_IFL_ORPHAN);
+			if (d->nlink)
+				SET(f, d->nlink, 0);
+			if (d->orphan_prev != prev)
+				SET(f, d->orphan_prev, prev);
+			if (prev)
+				SET(f, pm_dinode_ptr(f->pool, prev)->orphan_next, ino);
+			else
+				head = ino;
+			prev = ino;
+			continue;
+		}
+		if (d->flags & PM_IFL_ORPHAN)
+			SET(f, d->flags, d->flags & ~PM_IFL_ORPHAN);
+		if (d->orphan_next)
+			SET(f, d->orphan_next, 0);
+		if (d->orphan_prev)
+			SET(f, d->orphan_prev, 0);
+		if (!(st->flags & IS_DIR) && st->nref && d->nlink != st->nref)
+			SET(f, d->nlink, st->nref);
+	}
+	if (prev && pm_dinode_ptr(f->pool, prev)->orphan_next)
+		SET(f, pm_dinode_ptr(f->pool, prev)->orphan_next, 0);
+	if (f->sb->orphan_head != head) {
+		f->sb->orphan_head = head;
+		f->sb_dirty = true;
+	}
+}
+
+/*
+ * Adds an empty block to the root directory, for reconnected inodes, when
+ * its blocks are full (or it has none, a root made again): file block
+ * size / 4096, mapped by a root leaf of height 1 (made if the map is empty).
+ * Returns the block, 0 if the map has another shape or the pool is full.
+ */
+static uint64_t grow_root(struct fsck *f)
+{
+	struct pm_dinode *d = pm_dinode_ptr(f->pool, PM_ROOT_INO);
+	uint64_t n = d->size / PM_BLOCK_SIZE, leaf = 0, data;
+
+	if (d->size % PM_BLOCK_SIZE || (d->map_height == 0 && n) ||
+	    (d->map_height == 1 && n >= PM_MAP_FANOUT) || d->map_height > 1 ||
+	    (d->map_height == 1 && ((uint64_t *)pm_block_ptr(f->pool, d->map_root))[n]))
+		return 0;
+	if (d->map_height == 0) {
+		leaf = alloc_block(f);
+		if (!leaf)
+			return 0;
+		zero(f, pm_block_ptr(f->pool, leaf), PM_BLOCK_SIZE);
+	}
+	data = alloc_block(f);
+	if (!data)
+		return 0; /* the leaf stays allocated, unreferenced: freed next round */
+	zero(f, pm_block_ptr(f->pool, data), PM_BLOCK_SIZE);
+	if (leaf) {
+		SET(f, ((uint64_t *)pm_block_ptr(f->pool, leaf))[0], data);
+		SET(f, d->map_height, 1);
+		SET(f, d->map_root, leaf);
+	} else {
+		SET(f, ((uint64_t *)pm_block_ptr(f->pool, d->map_root))[n], data);
+	}
+	SET(f, d->size, d->size + PM_BLOCK_SIZE);
+	SET(f, d->blocks, d->blocks + (leaf ? 2 : 1));
+	return data;
+}
+
+/*
+ * Gives inode @ino, which no entry names, an entry "#INO" in the root
+ * directory (e2fsck puts such inodes in lost+found under that name), in a
+ * free slot of its blocks or of one grow_root() adds. False if there is
+ * none or the name is taken: the caller orphans it instead.
+ */
+static bool reconnect(struct fsck *f, uint64_t ino)
+{
+	const struct dirblocks *db = dir_blocks(f, PM_ROOT_INO);
+	struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+	struct pm_dirent *free_de = NULL, de;
+	char name[24];
+	unsigned len;
+	uint64_t bi;
+
+	if ((f->is[PM_ROOT_INO].flags & IS_BADDIR) || !S_ISDIR(pm_dinode_ptr(f->pool, PM_ROOT_INO)->mode))
+		return false;
+	len = (unsigned)snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino);
+	for (bi = 0; db && bi < db->n; bi++) {
+		uint8_t *b = pm_block_ptr(f->pool, f->dblk[db->first + bi]);
+		unsigned s = 0;
+		while (s < PM_DIR_SLOTS) {
+			struct pm_dirent *e = (void *)(b + s * PM_DIR_SLOT);
+			if (!e->ino || !e->nslots || s + e->nslots > PM_DIR_SLOTS) {
+				if (!e->ino && !free_de)
+					free_de = e;
+				s++;
+				continue;
+			}
+			if (e->name_len == len && !memcmp(dname(e), name, len))
+				return false;
+			s += e->nslots;
+		}
+	}
+	if (!free_de && f->root_extra) {
+		/* the block grow_root() added this round: slots in order */
+		struct pm_dirent *e = pm_block_ptr(f->pool, f->root_extra);
+		unsigned k;
+		for (k = 0; k < PM_DIR_SLOTS && !free_de; k++)
+			if (!e[k].ino)
+				free_de = &e[k];
+	}
+	if (!free_de && !(f->root_extra = grow_root(f)))
+		return false;
+	if (!free_de)
+		free_de = pm_block_ptr(f->pool, f->root_extra);
+	memset(&de, 0, sizeof(de));
+	de.ino = ino;
+	de.name_len = (uint8_t)len;
+	de.hash = pm_name_hash(name, len);
+	de.type = (uint8_t)pm_dtype(d->mode);
+	de.nslots = 1;
+	memcpy(de.name, name, len);
+	put(f, free_de, &de, sizeof(de));
+	if (S_ISDIR(d->mode) && d->parent != PM_ROOT_INO)
+		SET(f, d->parent, PM_ROOT_INO);
+	return true;
+}
+
+/* Inode @ino: no entry names it and it is on no orphan list (@what says
+ * that). Reconnected to the root, or orphaned, with repair. Returns true
+ * for a reconnected directory. */
+static bool lost(struct fsck *f, uint64_t ino, const char *what)
+{
+	char act[96];
+
+	if (!f->repair) {
+		problem(f, false, "%s %llu: %s", S_ISDIR(pm_dinode_ptr(f->pool, ino)->mode) ? "directory" : "inode",
+			(unsigned long long)ino, what);
+		return false;
+	}
+	if (reconnect(f, ino)) {
+		snprintf(act, sizeof(act), "reconnected to the root directory as \"#%llu\"",
+			 (unsigned long long)ino);
+		problem_as(f, true, act, "%s %llu: %s",
+			   S_ISDIR(pm_dinode_ptr(f->pool, ino)->mode) ? "directory" : "inode",
+			   (unsigned long long)ino, what);
+		return S_ISDIR(pm_dinode_ptr(f->pool, ino)->mode);
+	}
+	f->is[ino].flags |= IS_DROP;
+	f->orphans_bad = true;
+	problem_as(f, true, "no free slot in the root directory: put on the orphan list, the next mount frees it (dropped)",
+		   "%s %llu: %s", S_ISDIR(pm_dinode_ptr(f->pool, ino)->mode) ? "directory" : "inode",
+		   (unsigned long long)ino, what);
+	return false;
+}
+
+/* Drops every entry of directory @ino (removed, on the orphan list, but
+ * not empty): the inodes they named are reconnected next round. */
+static void clear_dir_entries(struct fsck *f, uint64_t ino)
+{
+	const struct dirblocks *db = dir_blocks(f, ino);
+	uint64_t bi;
+
+	if (!db)
+		return;
+	for (bi = 0; bi < db->n; bi++) {
+		uint8_t *b = pm_block_ptr(f->pool, f->dblk[db->first + bi]);
+		if (!all_zero(b, PM_BLOCK_SIZE))
+			zero(f, b, PM_BLOCK_SIZE);
+	}
+	SET(f, pm_dinode_ptr(f->pool, ino)->nentries, 0);
+}
+
+/* Returns true if it reconnected the directory. */
+static bool check_dir_links(struct fsck *f, uint64_t ino, struct pm_dinode *d,
+			    const struct ino_state *st, bool safe_counts, uint64_t *cycle)
 {
 	unsigned long long in = (unsigned long long)ino;
 	uint64_t want = 2 + (uint64_t)st->nsub;
+	bool fix = f->repair && safe_counts && !(st->flags & IS_BADDIR);
 
 	if (ino == PM_ROOT_INO) {
-		if (d->parent != PM_ROOT_INO)
-			problem(f, false, "root directory: parent is %llu, not %llu",
-				(unsigned long long)d->parent, (unsigned long long)PM_ROOT_INO);
+		if (d->parent != PM_ROOT_INO) {
+			problem_as(f, f->repair, "set to itself", "root directory: parent is %llu, not %llu",
+				   (unsigned long long)d->parent, (unsigned long long)PM_ROOT_INO);
+			if (f->repair)
+				SET(f, d->parent, PM_ROOT_INO);
+		}
 	} else if (!st->nref) {
-		if (!(st->flags & IS_ORPHAN))
-			problem(f, false, "directory %llu: no entry names it and it is not on the orphan list (orphan left behind)",
-				in);
-		else if (st->nlive)
-			problem(f, false, "directory %llu: removed (on the orphan list) but still holds %u entries",
-				in, st->nlive);
-		return;
+		if (!(st->flags & IS_ORPHAN)) {
+			if (d->flags & PM_IFL_ORPHAN) {
+				problem_as(f, f->repair, "kept as an orphan: the next mount frees it",
+					   "directory %llu: no entry names it and it is not on the orphan list (orphan left behind)",
+					   in);
+				return false;
+			}
+			return lost(f, ino, "no entry names it and it is not on the orphan list (orphan left behind)");
+		}
+		if (st->nlive) {
+			problem_as(f, f->repair, "its entries are dropped",
+				   "directory %llu: removed (on the orphan list) but still holds %u entries",
+				   in, st->nlive);
+			if (f->repair)
+				clear_dir_entries(f, ino);
+		}
+		return false;
 	} else if (!(st->flags & IS_REACHED)) {
+		/* in a cycle or under a lost directory: the lost one is
+		 * reconnected this round, a cycle is broken after the loop */
 		problem(f, false, "directory %llu: not reachable from the root (its entry is in a directory cycle or a lost directory)",
 			in);
+		if (!*cycle)
+			*cycle = ino;
+		return false;
 	}
-	if (d->nlink != want)
-		problem(f, false, "directory %llu: link count %u, but it has %u subdirectories (expected %llu)",
-			in, d->nlink, st->nsub, (unsigned long long)want);
+	if (d->nlink != want) {
+		uint32_t old = d->nlink;
+		if (fix)
+			SET(f, d->nlink, (uint32_t)want);
+		problem(f, fix, "directory %llu: link count %u, but it has %u subdirectories (expected %llu)",
+			in, old, st->nsub, (unsigned long long)want);
+	}
+	return false;
 }
 
 static void pass3(struct fsck *f)
 {
 	bool safe_counts = f->ndups == 0 && !f->dups_unlisted;
-	uint64_t ino;
+	uint64_t ino, cycle = 0;
+	unsigned long dirs_back = 0;
 
 	check_orphans(f);
 	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++) {
@@ -1144,30 +1892,47 @@ static void pass3(struct fsck *f)
 			continue;
 		d = pm_dinode_ptr(f->pool, ino);
 		if (st->flags & IS_DIR) {
-			check_dir_links(f, ino, d, st);
+			dirs_back += check_dir_links(f, ino, d, st, safe_counts, &cycle);
 			continue;
 		}
 		if (!st->nref) {
 			/* on the orphan list: its link count was checked there */
-			if (!(st->flags & IS_ORPHAN))
-				problem(f, false, "inode %llu: link count %u, but no directory entry names it and it is not on the orphan list (orphan left behind)",
-					(unsigned long long)ino, d->nlink);
+			if (st->flags & IS_ORPHAN)
+				continue;
+			if (d->flags & PM_IFL_ORPHAN)
+				problem_as(f, f->repair, "kept as an orphan: the next mount frees it",
+					   "inode %llu: link count %u, but no directory entry names it and it is not on the orphan list (orphan left behind)",
+					   (unsigned long long)ino, d->nlink);
+			else
+				lost(f, ino, "no directory entry names it and it is not on the orphan list (orphan left behind)");
 			continue;
 		}
 		if (d->nlink != st->nref) {
-			/* an orphan that entries name: is the entry or the
-			 * unlink stale? Not ours to guess. */
-			bool fix = f->repair && safe_counts && !(st->flags & IS_ORPHAN) &&
-				   !(d->flags & PM_IFL_ORPHAN);
+			bool orphan = (st->flags & IS_ORPHAN) || (d->flags & PM_IFL_ORPHAN);
+			/* an orphan that entries name: the entries win, it
+			 * leaves the list (rebuild_orphans sets the count) */
+			bool fix = f->repair && safe_counts;
 			uint32_t old = d->nlink;
-			if (fix) {
-				d->nlink = st->nref;
-				persist(f, &d->nlink, sizeof(d->nlink));
-			}
-			problem(f, fix, "inode %llu: link count %u, but %u directory entries name it",
-				(unsigned long long)ino, old, st->nref);
+			if (fix && orphan)
+				f->orphans_bad = true;
+			else if (fix)
+				SET(f, d->nlink, st->nref);
+			problem_as(f, fix, orphan ? "the entries win: it leaves the orphan list" : NULL,
+				   "inode %llu: link count %u, but %u directory entries name it",
+				   (unsigned long long)ino, old, st->nref);
 		}
 	}
+	/* unreachable directories that all have entries: a cycle. Break the
+	 * first by giving it an entry in the root; the entry that made the
+	 * cycle is dropped next round as a second name */
+	if (f->repair && !dirs_back && cycle) {
+		if (reconnect(f, cycle))
+			problem_as(f, true, "reconnected to the root directory",
+				   "directory %llu: heads a cycle of directories no path from the root reaches",
+				   (unsigned long long)cycle);
+	}
+	if (f->repair && f->orphans_bad)
+		rebuild_orphans(f);
 }
 
 /* ---- pass 4: bitmap and counters ----------------------------------------- */
@@ -1197,7 +1962,13 @@ static void bitmap_runs(struct fsck *f, uint64_t from, uint64_t to, bool bit, co
 		}
 		for (start = b; b < to && bm_get(f->bitmap, b) == bit; b++)
 			;
-		problem(f, false, "%s: %s", run_name(rn, sizeof(rn), start, b - 1), what);
+		if (f->repair) {
+			uint64_t i;
+			for (i = start; i < b; i++)
+				bm_set(f, i, !bit);
+		}
+		problem_as(f, f->repair, bit ? "marked free" : "marked in use", "%s: %s",
+			   run_name(rn, sizeof(rn), start, b - 1), what);
 	}
 }
 
@@ -1233,7 +2004,6 @@ static void pass4(struct fsck *f)
 {
 	struct pm_super *sb = f->sb;
 	uint64_t free_blocks = 0, free_inodes = 0, b, ino;
-	bool sb_dirty = false;
 
 	bitmap_runs(f, 0, f->data_start, false, "metadata, but marked free in the allocation bitmap");
 	leaked_runs(f);
@@ -1251,7 +2021,7 @@ static void pass4(struct fsck *f)
 		uint64_t old = sb->free_blocks;
 		if (f->repair) {
 			sb->free_blocks = free_blocks;
-			sb_dirty = true;
+			f->sb_dirty = true;
 		}
 		problem(f, f->repair, "superblock: %llu free blocks, but the bitmap has %llu",
 			(unsigned long long)old, (unsigned long long)free_blocks);
@@ -1260,62 +2030,150 @@ static void pass4(struct fsck *f)
 		uint64_t old = sb->free_inodes;
 		if (f->repair) {
 			sb->free_inodes = free_inodes;
-			sb_dirty = true;
+			f->sb_dirty = true;
 		}
 		problem(f, f->repair, "superblock: %llu free inodes, but %llu slots are free",
 			(unsigned long long)old, (unsigned long long)free_inodes);
-	}
-	if (sb_dirty) {
-		sb->sb_csum = pm_super_csum(sb);
-		persist(f, sb, sizeof(*sb));
 	}
 }
 
 /* ---- entry point --------------------------------------------------------- */
 
-/*
- * Order of writes (with @repair): block counters (pass 1), entry counters
- * (pass 2), link counts (pass 3), bitmap bytes, then the superblock with its
- * checksum (pass 4); each persisted as it is made. See the top of this file.
- */
-int pm_fsck(struct pm_pool *pool, bool repair, FILE *out, struct pm_fsck_result *res)
+/* Frees what one round allocated, for the next. */
+static void round_free(struct fsck *f)
 {
-	struct fsck f = { .pool = pool, .sb = pool->sb, .repair = repair, .out = out, .res = res };
+	free(f->ref);
+	free(f->is);
+	free(f->dups);
+	free(f->owners);
+	free(f->wfb);
+	free(f->wpb);
+	free(f->wslot);
+	free(f->wfirst);
+	free(f->dblk);
+	free(f->dirs);
+	free(f->names);
+	f->ref = NULL;
+	f->is = NULL;
+	f->dups = NULL;
+	f->owners = NULL;
+	f->wfb = f->wpb = NULL;
+	f->wslot = NULL;
+	f->wfirst = NULL;
+	f->dblk = NULL;
+	f->dirs = NULL;
+	f->names = NULL;
+	f->ndups = f->capdups = f->nowners = f->capw = 0;
+	f->ndblk = f->capdblk = f->ndirs = f->capdirs = f->capnames = f->nnames = 0;
+	f->dups_unlisted = 0;
+}
+
+/* One round of every pass. 0, or -ENOMEM. */
+static int fsck_round(struct fsck *f)
+{
+	int rc = 0;
+
+	f->nerr = f->nfix = 0;
+	f->unsure_leaks = f->sb_dirty = f->orphans_bad = f->nomem = false;
+	f->root_extra = 0;
+	f->max_gen = 0;
+	f->sb = f->pool->sb;
+	if (check_super(f)) {
+		write_super(f);
+		return 0; /* nothing else can be located safely */
+	}
+	f->alloc_next = f->data_start;
+	f->ref = calloc((size_t)PM_DIV_UP(f->nblocks, 64), sizeof(*f->ref));
+	f->is = calloc((size_t)f->ninodes, sizeof(*f->is));
+	if (!f->ref || !f->is) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (f->backup) /* never a leak, never free */
+		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
+	pass1(f);
+	if (!f->nomem)
+		pass2(f);
+	if (!f->nomem)
+		pass3(f);
+	if (!f->nomem)
+		pass4(f);
+	if (f->nomem)
+		rc = -ENOMEM;
+	write_super(f);
+out:
+	round_free(f);
+	return rc;
+}
+
+/*
+ * Order of writes (with @repair): each repair as it is made, the
+ * superblock (and its backup) at the end of each round. See the top of
+ * this file.
+ */
+int pm_fsck_ex(struct pm_pool *pool, const struct pm_fsck_opts *o, FILE *out,
+	       struct pm_fsck_result *res)
+{
+	struct fsck f = { .pool = pool, .repair = o->repair, .checksums = o->checksums,
+			  .out = out, .res = res };
+	unsigned long fixed = 0;
+	unsigned round;
 	int rc = 0;
 
 	res->errors = 0;
 	res->repaired = 0;
-	if (check_super(&f))
-		return 0; /* nothing else can be located safely */
-	f.nblocks = f.sb->nblocks;
-	f.data_start = f.sb->data_start;
-	f.ninodes = f.sb->ninodes;
-	f.bitmap = pm_block_ptr(pool, f.sb->bitmap_start);
-	f.ref = calloc((size_t)PM_DIV_UP(f.nblocks, 64), sizeof(*f.ref));
-	f.is = calloc((size_t)f.ninodes, sizeof(*f.is));
-	if (!f.ref || !f.is) {
-		rc = -ENOMEM;
-		goto out;
+	if (pool->sb != pool->base && !pm_super_check(pool->base, pool->size, NULL, 0))
+		pool->sb = pool->base; /* a journal replay mended the primary */
+	for (round = 0; round < (o->repair ? MAX_ROUNDS : 1u); round++) {
+		char *buf = NULL;
+		size_t len = 0;
+		bool last;
+
+		f.held = NULL;
+		if (o->repair && out) {
+			f.held = open_memstream(&buf, &len);
+			if (!f.held)
+				return -ENOMEM;
+		}
+		rc = fsck_round(&f);
+		fixed += f.nfix;
+		last = rc || !f.nfix || round + 1 == (o->repair ? MAX_ROUNDS : 1u);
+		if (f.held) {
+			fclose(f.held);
+			if (last && len)
+				fwrite(buf, 1, len, out);
+			free(buf);
+			f.held = NULL;
+		}
+		if (last) {
+			res->errors = fixed + (f.nerr - f.nfix);
+			res->repaired = fixed;
+			break;
+		}
 	}
-	pass1(&f);
-	if (!f.nomem)
-		pass2(&f);
-	if (!f.nomem)
-		pass3(&f);
-	if (!f.nomem)
-		pass4(&f);
-	if (f.nomem)
-		rc = -ENOMEM;
-out:
-	free(f.ref);
-	free(f.is);
-	free(f.dups);
-	free(f.owners);
-	free(f.wfb);
-	free(f.wpb);
-	free(f.wfirst);
-	free(f.dblk);
-	free(f.dirs);
-	free(f.names);
+	/* checked and mended, nothing left: the pool is consistent. Mark it
+	 * clean, as e2fsck does (the next mount needs no recovery to trust it) */
+	if (!rc && o->repair && res->errors == res->repaired && pool->sb == pool->base) {
+		bool dirty = false;
+		if (!pool->sb->clean) {
+			pool->sb->clean = 1;
+			dirty = true;
+			if (out)
+				fprintf(out, "fsck.pinfs: superblock: marked clean\n");
+		}
+		/* TODO(errors-flag, issue 8 item 3): once pmem/layout.h has the
+		 * superblock's errors flag, clear it here (dirty = true) and say so */
+		if (dirty) {
+			pool->sb->sb_csum = pm_super_csum(pool->sb);
+			pm_persist(&pool->ops, pool->sb, sizeof(*pool->sb));
+		}
+	}
 	return rc;
+}
+
+int pm_fsck(struct pm_pool *pool, bool repair, FILE *out, struct pm_fsck_result *res)
+{
+	struct pm_fsck_opts o = { .repair = repair };
+
+	return pm_fsck_ex(pool, &o, out, res);
 }

@@ -18,6 +18,11 @@ struct pm_fsck_result {
 	unsigned long repaired; /* problems fixed in the pool (0 without repair) */
 };
 
+struct pm_fsck_opts {
+	bool repair;	/* mend what can be mended (see pmem/fsck.c) */
+	bool checksums; /* verify the CRC32C of every clean data block */
+};
+
 /*
  * Checks every invariant of an open pool whose journal the caller has already
  * replayed (pm_journal_recover()). Never crashes or reads outside the pool,
@@ -25,14 +30,25 @@ struct pm_fsck_result {
  *
  *	fsck.pinfs: inode 12: link count 1, but 2 directory entries name it
  *
- * With @repair it fixes what is safe to fix: leaked bitmap bits, the
- * superblock's free block and free inode counters, link counts of
- * non-directories that directory entries name, inodes' block counters and
- * directories' entry counters. Everything else is reported and left alone.
+ * With @repair it mends everything that has a safe repair (the list, and
+ * what each repair does, is at the top of pmem/fsck.c), round after round
+ * until a round finds nothing more to mend; each repair is printed as
+ *
+ *	fsck.pinfs: inode 12: link count 1, but 2 directory entries name it: fixed
+ *
+ * and what is left is printed once, from the last round. A pool opened
+ * with PM_POOL_BACKUP_SB whose primary superblock is corrupt gets its
+ * primary back from the backup. With everything repaired, a pool that was
+ * not cleanly unmounted is marked clean. Without @repair nothing is
+ * written: the pool may be mapped read-only (PM_POOL_RDONLY).
  *
  * Returns 0 (problems are counted in @res, not returned) or -errno for an
  * operational failure (-ENOMEM).
  */
+int pm_fsck_ex(struct pm_pool *pool, const struct pm_fsck_opts *o, FILE *out,
+	       struct pm_fsck_result *res);
+
+/* pm_fsck_ex() with only @repair. */
 int pm_fsck(struct pm_pool *pool, bool repair, FILE *out, struct pm_fsck_result *res);
 
 #endif

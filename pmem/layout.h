@@ -18,6 +18,8 @@
  *	[csum_start, +csum_blocks)         with PM_FEAT_INCOMPAT_CSUM: one u32
  *	                                   CRC32C per block (PM_CSUM_*)
  *	[data_start, nblocks)              data, map, directory and xattr blocks
+ *	block nblocks - 1                  with PM_FEAT_COMPAT_BACKUP_SB: a copy
+ *	                                   of the superblock (see below)
  *
  * Block number 0 is the superblock, so a block pointer of 0 means "none"
  * (a hole in a block map, no xattr block, ...). Inode number 0 is invalid;
@@ -47,7 +49,8 @@
 /* Feature masks, as ext4 has them. A pool with an unknown incompat bit is
  * refused; an unknown ro_compat bit allows read-only use only (refused too,
  * pinfs has no read-only mode); unknown compat bits are ignored. */
-#define PM_FEAT_COMPAT_SUPP 0ull
+#define PM_FEAT_COMPAT_BACKUP_SB 0x1ull /* backup superblock in the last block */
+#define PM_FEAT_COMPAT_SUPP PM_FEAT_COMPAT_BACKUP_SB
 #define PM_FEAT_INCOMPAT_CSUM 0x1ull /* CRC32C per data block (issue 4) */
 #define PM_FEAT_INCOMPAT_SUPP PM_FEAT_INCOMPAT_CSUM
 #define PM_FEAT_RO_COMPAT_SUPP 0ull
@@ -102,6 +105,22 @@ struct pm_super {
 };
 #define PM_PINHOLDERS_MAX 128u
 _Static_assert(sizeof(struct pm_super) == PM_BLOCK_SIZE, "superblock size");
+
+/*
+ * Backup superblock (PM_FEAT_COMPAT_BACKUP_SB, set by mkfs since pinfs 0.1):
+ * the last block of the pool, nblocks - 1, holds a copy of the superblock as
+ * mkfs wrote it, with its own valid sb_csum. Only its static fields (magic,
+ * version, features, uuid, geometry, mkfs_time) are meant: the counters, the
+ * orphan head, the clean flag and the holder record in it are stale, and
+ * fsck recomputes them when it restores the primary from it. The block is
+ * marked in use in the allocation bitmap and is never allocated, so pinfs
+ * versions that ignore the (compat) feature leave it alone. Pools made
+ * without it are still valid; they just have no backup.
+ */
+static inline uint64_t pm_backup_sb_block(const struct pm_super *sb)
+{
+	return (sb->feat_compat & PM_FEAT_COMPAT_BACKUP_SB) ? sb->nblocks - 1 : 0;
+}
 
 /* A timestamp: seconds and nanoseconds since the epoch. */
 struct pm_time {

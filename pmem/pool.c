@@ -114,14 +114,21 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 		pm_errmsg(err, errlen, "not a pinfs pool (bad magic)");
 		return -EUCLEAN;
 	}
+	/* the checksum first: a flipped bit in the version or the feature
+	 * masks is corruption (the backup may help), not a newer pool */
+	if (sb->sb_csum != pm_super_csum(sb)) {
+		if (sb->version > PM_VERSION)
+			pm_errmsg(err, errlen, "superblock checksum mismatch, and it says pool version "
+			    "%u, newer than this pinfs (%u): the superblock is corrupt (or from a pinfs "
+			    "that checksums it differently)", sb->version, PM_VERSION);
+		else
+			pm_errmsg(err, errlen, "superblock checksum mismatch: the superblock is corrupt");
+		return -EUCLEAN;
+	}
 	if (sb->version > PM_VERSION) {
 		pm_errmsg(err, errlen, "pool version %u is newer than this pinfs (%u)", sb->version,
 		    PM_VERSION);
 		return -EPROTONOSUPPORT;
-	}
-	if (sb->sb_csum != pm_super_csum(sb)) {
-		pm_errmsg(err, errlen, "superblock checksum mismatch: the superblock is corrupt");
-		return -EUCLEAN;
 	}
 	if (sb->version != PM_VERSION || sb->block_size != PM_BLOCK_SIZE) {
 		pm_errmsg(err, errlen, "unsupported pool version %u or block size %u", sb->version,
@@ -182,6 +189,7 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 	sb.version = PM_VERSION;
 	sb.block_size = PM_BLOCK_SIZE;
 	sb.feat_incompat = o->features;
+	sb.feat_compat = PM_FEAT_COMPAT_BACKUP_SB;
 	clock_gettime(CLOCK_REALTIME, &now);
 	sb.mkfs_time = (uint64_t)now.tv_sec;
 	{
@@ -207,6 +215,9 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		/* bits past nblocks are "in use" so they are never handed out */
 		for (b = sb.nblocks; b < sb.bitmap_blocks * PM_BLOCK_SIZE * 8; b++)
 			bm[b >> 3] |= (uint8_t)(1u << (b & 7));
+		/* the backup superblock's block is never allocated */
+		b = pm_backup_sb_block(&sb);
+		bm[b >> 3] |= (uint8_t)(1u << (b & 7));
 	}
 	root = (struct pm_dinode *)((char *)base + (sb.itable_start << PM_BLOCK_SHIFT)) + PM_ROOT_INO;
 	root->mode = 040755;
@@ -219,13 +230,17 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 	root->parent = PM_ROOT_INO;
 	root->generation = 1;
 	sb.next_generation = 2;
-	sb.free_blocks = sb.nblocks - sb.data_start;
+	sb.free_blocks = sb.nblocks - sb.data_start - 1; /* - the backup superblock */
 	sb.free_inodes = sb.ninodes - 2; /* slot 0 and the root */
 	sb.clean = 1;
 	pm_flush(ops, (char *)base + PM_BLOCK_SIZE, (sb.data_start - 1) << PM_BLOCK_SHIFT);
 	pm_drain(ops);
 
 	sb.sb_csum = pm_super_csum(&sb);
+	/* the backup before the primary: a pool with a valid primary always
+	 * has its backup */
+	memcpy(pm_backup_ptr(base, &sb), &sb, sizeof(sb));
+	pm_persist(ops, pm_backup_ptr(base, &sb), sizeof(sb));
 	memcpy(base, &sb, sizeof(sb));
 	pm_persist(ops, base, sizeof(sb));
 	return 0;
@@ -683,43 +698,164 @@ uint32_t pm_super_live_holder(const struct pm_super *sb)
 	return 0;
 }
 
-static int pool_new(void *base, uint64_t size, struct pm_pool **out, char *err, size_t errlen)
+/* The superblock at block @blk of the mapping at @base, @size bytes, if it
+ * is a sound backup superblock that names @blk as its place; else NULL. */
+static const struct pm_super *backup_at(const void *base, uint64_t size, uint64_t blk)
+{
+	const struct pm_super *bk;
+
+	if (blk < 1 || blk >= size / PM_BLOCK_SIZE)
+		return NULL;
+	bk = (const struct pm_super *)((const char *)base + blk * PM_BLOCK_SIZE);
+	if (bk->magic != PM_SUPER_MAGIC || pm_super_check(bk, size, NULL, 0) ||
+	    pm_backup_sb_block(bk) != blk)
+		return NULL;
+	return bk;
+}
+
+/*
+ * The backup superblock of a pool mapped at @base, @size bytes, whose primary
+ * superblock is unusable: in the last block of the mapping (a pool file, a
+ * device the pool fills), or where the primary's pool size, if it is still
+ * readable, puts it (a pool smaller than its device). NULL if none is sound.
+ */
+static const struct pm_super *find_backup(const void *base, uint64_t size)
+{
+	const struct pm_super *sb = base, *bk;
+
+	if (size < 2 * PM_BLOCK_SIZE)
+		return NULL;
+	bk = backup_at(base, size, size / PM_BLOCK_SIZE - 1);
+	if (!bk && sb->pool_size <= size && !(sb->pool_size % PM_BLOCK_SIZE))
+		bk = backup_at(base, size, sb->pool_size / PM_BLOCK_SIZE - 1);
+	return bk;
+}
+
+static int pool_new(void *base, uint64_t size, unsigned flags, struct pm_pool **out, char *err,
+		    size_t errlen)
 {
 	struct pm_pool *p;
+	const struct pm_super *bk = NULL;
+	struct pm_super *copy = NULL;
 	int rc = pm_super_check(base, size, err, errlen);
 
-	if (rc)
+	/* corruption only (-EUCLEAN): a newer pool with a sound superblock is
+	 * not to be "restored" from a backup */
+	if (rc == -EUCLEAN && size >= PM_BLOCK_SIZE) {
+		bk = find_backup(base, size);
+		if (bk && !(flags & PM_POOL_BACKUP_SB)) {
+			size_t n = err ? strlen(err) : 0;
+			pm_errmsg(err + n, errlen - n, "; the backup superblock (block %llu) is intact: "
+			    "fsck.pinfs --repair restores the primary from it",
+			    (unsigned long long)pm_backup_sb_block(bk));
+		}
+		if (!bk || !(flags & PM_POOL_BACKUP_SB))
+			return rc;
+		copy = malloc(sizeof(*copy));
+		if (!copy) {
+			pm_errmsg(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		memcpy(copy, bk, sizeof(*copy));
+	} else if (rc) {
 		return rc;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
+		free(copy);
 		pm_errmsg(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	p->base = base;
-	p->size = ((struct pm_super *)base)->pool_size;
-	p->sb = base;
+	p->sb = copy ? copy : base;
+	p->sb_copy = copy;
+	p->size = p->sb->pool_size;
 	p->fd = -1;
 	*out = p;
 	return 0;
 }
 
-int pm_pool_open_mem(void *base, uint64_t size, const struct pm_persist_ops *ops,
-		     struct pm_pool **out, char *err, size_t errlen)
+int pm_pool_reload_super(struct pm_pool *p, char *err, size_t errlen)
 {
-	int rc = pool_new(base, size, out, err, errlen);
+	const struct pm_super *bk;
+	int rc = pm_super_check(p->base, p->size, err, errlen);
+
+	if (!rc) {
+		p->sb = p->base;
+		return 0;
+	}
+	bk = find_backup(p->base, p->size);
+	if (!bk)
+		return rc;
+	if (!p->sb_copy) {
+		p->sb_copy = malloc(sizeof(*p->sb_copy));
+		if (!p->sb_copy) {
+			pm_errmsg(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	memcpy(p->sb_copy, bk, sizeof(*p->sb_copy));
+	p->sb = p->sb_copy;
+	return 0;
+}
+
+int pm_pool_open_mem_flags(void *base, uint64_t size, const struct pm_persist_ops *ops,
+			   unsigned flags, struct pm_pool **out, char *err, size_t errlen)
+{
+	int rc = pool_new(base, size, flags, out, err, errlen);
 
 	if (!rc)
 		(*out)->ops = *ops;
 	return rc;
 }
 
+int pm_pool_open_mem(void *base, uint64_t size, const struct pm_persist_ops *ops,
+		     struct pm_pool **out, char *err, size_t errlen)
+{
+	return pm_pool_open_mem_flags(base, size, ops, 0, out, err, errlen);
+}
+
+/* Maps @fd (@path) read-only: a store through it faults, so a checker that
+ * opened it so provably writes nothing. */
+static void *map_rdonly(int fd, const char *path, size_t *mapped, char *err, size_t errlen)
+{
+	struct stat st;
+	uint64_t size;
+	void *base;
+
+	if (fstat(fd, &st) < 0) {
+		pm_errmsg(err, errlen, "cannot stat pool %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : mkfs_device_size(fd, &st);
+	if (!size || size > SIZE_MAX) {
+		pm_errmsg(err, errlen, "cannot tell the size of pool %s", path);
+		errno = EINVAL;
+		return NULL;
+	}
+	base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		pm_errmsg(err, errlen, "cannot map pool %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	*mapped = (size_t)size;
+	return base;
+}
+
 int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errlen)
 {
+	return pm_pool_open_flags(path, 0, out, err, errlen);
+}
+
+int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, char *err,
+		       size_t errlen)
+{
+	bool rdonly = flags & PM_POOL_RDONLY;
 	size_t mapped;
-	int is_pmem, rc;
+	int is_pmem = 0, rc;
 	void *base;
 	struct stat st;
-	int fd = open(path, O_RDWR | O_CLOEXEC);
+	int fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 
 	if (fd < 0) {
 		rc = -errno;
@@ -745,22 +881,31 @@ int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errle
 			pm_errmsg(err, errlen, "cannot lock pool: %s", strerror(-rc));
 		return rc;
 	}
-	base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
+	if (rdonly) {
+		base = map_rdonly(fd, path, &mapped, err, errlen);
+	} else {
+		base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
+		if (!base)
+			pm_errmsg(err, errlen, "cannot map pool %s: %s", path, pmem_errormsg());
+	}
 	if (!base) {
 		rc = -(errno ? errno : EIO);
 		close(fd);
-		pm_errmsg(err, errlen, "cannot map pool %s: %s", path, pmem_errormsg());
 		return rc;
 	}
-	rc = pool_new(base, mapped, out, err, errlen);
+	rc = pool_new(base, mapped, flags, out, err, errlen);
 	if (rc) {
 		close(fd);
-		pmem_unmap(base, mapped);
+		if (rdonly)
+			munmap(base, mapped);
+		else
+			pmem_unmap(base, mapped);
 		return rc;
 	}
 	(*out)->size = mapped;
 	(*out)->is_pmem = is_pmem;
 	(*out)->owns_mapping = true;
+	(*out)->rdonly = rdonly;
 	(*out)->fd = fd;
 	snprintf((*out)->path, sizeof((*out)->path), "%s", path);
 	pm_persist_ops_libpmem(&(*out)->ops, is_pmem);
@@ -773,8 +918,11 @@ void pm_pool_close(struct pm_pool **pp)
 
 	if (!p)
 		return;
-	if (p->owns_mapping)
+	if (p->owns_mapping && p->rdonly)
+		munmap(p->base, p->size);
+	else if (p->owns_mapping)
 		pmem_unmap(p->base, p->size);
+	free(p->sb_copy);
 	if (p->fd >= 0)
 		close(p->fd);
 	free(p);

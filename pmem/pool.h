@@ -25,7 +25,10 @@ struct pm_pool {
 	bool owns_mapping;	   /* unmap at close (false for test images) */
 	int fd;			   /* the pool file, -1 for in-memory images */
 	struct pm_persist_ops ops; /* the persistence seam */
-	struct pm_super *sb;	   /* == base */
+	struct pm_super *sb;	   /* == base, or sb_copy (PM_POOL_BACKUP_SB) */
+	struct pm_super *sb_copy;  /* the backup superblock, in DRAM, while the
+				    * primary is corrupt; NULL otherwise */
+	bool rdonly;		   /* mapped PROT_READ (PM_POOL_RDONLY) */
 	char path[4096];	   /* as given at open */
 };
 
@@ -55,16 +58,39 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		const struct pm_persist_ops *ops);
 
+/* pm_pool_open_flags() flags */
+#define PM_POOL_RDONLY 0x1u    /* open and map read-only: nothing can be written */
+#define PM_POOL_BACKUP_SB 0x2u /* a corrupt primary superblock: use the backup
+				* (a DRAM copy in pool->sb_copy) if it is intact */
+
 /* Maps and validates @path. On failure returns -errno (-EUCLEAN for a corrupt
  * or foreign pool, -EPROTONOSUPPORT for a newer version) and leaves one line
  * for the user in @err. */
 int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errlen);
+/* The same with PM_POOL_* @flags (fsck). Without PM_POOL_BACKUP_SB a pool
+ * whose primary is corrupt is refused, and the message says whether the
+ * backup is intact. */
+int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, char *err,
+		       size_t errlen);
+/* Validates the superblock again (after a journal replay rewrote it): the
+ * primary if it checks out, else an intact backup as PM_POOL_BACKUP_SB.
+ * 0 or -errno with a message. */
+int pm_pool_reload_super(struct pm_pool *p, char *err, size_t errlen);
 
 /* Wraps an in-memory image with the given ops (tests, crash images). */
 int pm_pool_open_mem(void *base, uint64_t size, const struct pm_persist_ops *ops,
 		     struct pm_pool **out, char *err, size_t errlen);
 
+int pm_pool_open_mem_flags(void *base, uint64_t size, const struct pm_persist_ops *ops,
+			   unsigned flags, struct pm_pool **out, char *err, size_t errlen);
+
 void pm_pool_close(struct pm_pool **pp);
+
+/* Where @sb's backup superblock lies in the image at @base. */
+static inline struct pm_super *pm_backup_ptr(void *base, const struct pm_super *sb)
+{
+	return (struct pm_super *)((char *)base + (pm_backup_sb_block(sb) << PM_BLOCK_SHIFT));
+}
 
 /* Checks a superblock against the size of what holds it; 0 or -errno with a
  * message, as pm_pool_open(). */

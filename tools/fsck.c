@@ -4,6 +4,12 @@
  * that is not mounted. The checking is pm_fsck() (pmem/fsck.c); this file is
  * the command line: open, journal replay, check, summary, exit status.
  *
+ * Modes: -n opens the pool read-only and writes nothing (a committed
+ * journal transaction is reported, not replayed: the verdict is the pool as
+ * found); the default replays a committed transaction, as a mount would,
+ * and counts that as a repaired problem (exit 1, not 0: the pool as found
+ * was not consistent), and writes nothing else; --repair mends.
+ *
  * Exit status, as e2fsck(8):
  *	0  clean
  *	1  problems were found and all of them repaired
@@ -34,13 +40,17 @@
 static void usage(FILE *to)
 {
 	fprintf(to,
-		"usage: fsck.pinfs [-y|--repair] [-n] POOL\n"
-		"  -y, --repair    fix what can be fixed safely (leaked blocks, counters,\n"
-		"                  link counts); report the rest\n"
-		"  -n, --no-change open the pool without writing anything, not even a\n"
-		"                  journal replay\n"
+		"usage: fsck.pinfs [-y|--repair | -n] [--checksums] POOL\n"
+		"  -y, --repair    mend everything that has a safe repair (each repair is\n"
+		"                  printed with what it did); report the rest\n"
+		"  -n, --no-change open and map the pool read-only: nothing is written, not\n"
+		"                  even a journal replay\n"
+		"      --checksums verify the CRC32C of every clean data block (pools made\n"
+		"                  with mkfs.pinfs --checksums)\n"
 		"      --help      print this help and exit\n"
 		"      --version   print the version and exit\n"
+		"Without -y or -n a committed journal transaction is replayed (as a mount\n"
+		"would) and counted as a repaired problem; nothing else is written.\n"
 		"Exit: 0 clean, 1 all problems repaired, 4 problems left, 8 operational\n"
 		"error, 16 usage error.\n");
 }
@@ -79,30 +89,48 @@ static bool has_pinfs_magic(const char *path)
 	return n == (ssize_t)sizeof(magic) && magic == PM_SUPER_MAGIC;
 }
 
+/* What a replay of the committed transaction in @pool's journal would write:
+ * "3 records, 8192 bytes"; "" if the journal holds none. */
+static void pending_tx(const struct pm_pool *pool, char *buf, size_t size)
+{
+	const struct pm_jhdr *h = pm_block_ptr(pool, pool->sb->journal_start);
+
+	buf[0] = 0;
+	if (h->magic == PM_JOURNAL_MAGIC && h->state == PM_JSTATE_COMMITTED)
+		snprintf(buf, size, "%u record%s, %llu bytes of records", h->nrecs,
+			 h->nrecs == 1 ? "" : "s", (unsigned long long)h->body_len);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "repair", no_argument, NULL, 'y' },
 		{ "no-change", no_argument, NULL, 'n' },
+		{ "checksums", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct pm_fsck_opts o = { 0 };
 	struct pm_fsck_result res;
 	struct pm_pool *pool = NULL;
-	bool repair = false, no_change = false;
+	bool no_change = false;
+	unsigned long jerrors = 0, jfixed = 0;
 	const char *path;
-	char err[512];
+	char err[512], tx[96];
 	int c, rc, status;
 
 	opterr = 0; /* our messages, in our format */
 	while ((c = getopt_long(argc, argv, ":ynhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'y':
-			repair = true;
+			o.repair = true;
 			break;
 		case 'n':
 			no_change = true;
+			break;
+		case 'c':
+			o.checksums = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -120,13 +148,17 @@ int main(int argc, char **argv)
 		return usage_error("no pool given%s", "");
 	if (optind != argc - 1)
 		return usage_error("unexpected argument '%s' (one pool only)", argv[optind + 1]);
-	if (repair && no_change)
+	if (o.repair && no_change)
 		return usage_error("%s--repair and -n exclude each other", "");
 	path = argv[optind];
 
-	/* pm_pool_open() takes the pool's lock: a pool a daemon is serving is
-	 * refused (-EBUSY), since repairing a live pool would corrupt it */
-	rc = pm_pool_open(path, &pool, err, sizeof(err));
+	/* pm_pool_open_flags() takes the pool's lock: a pool a daemon is
+	 * serving is refused (-EBUSY), since repairing a live pool would
+	 * corrupt it. -n maps it read-only: a stray store would fault. A
+	 * corrupt primary superblock is replaced by the backup (in DRAM; only
+	 * --repair writes it back) */
+	rc = pm_pool_open_flags(path, PM_POOL_BACKUP_SB | (no_change ? PM_POOL_RDONLY : 0), &pool,
+				err, sizeof(err));
 	if (rc) {
 		say_pool_error(path, err);
 		return rc == -EUCLEAN && has_pinfs_magic(path) ? EXIT_LEFT : EXIT_OPERATIONAL;
@@ -134,30 +166,45 @@ int main(int argc, char **argv)
 	if (!pool->sb->clean)
 		printf("fsck.pinfs: %s: was not cleanly unmounted\n", path);
 
+	pending_tx(pool, tx, sizeof(tx));
 	if (no_change) {
-		const struct pm_jhdr *h = pm_block_ptr(pool, pool->sb->journal_start);
-		if (h->magic == PM_JOURNAL_MAGIC && h->state == PM_JSTATE_COMMITTED)
-			printf("fsck.pinfs: %s: the journal holds a transaction; not replayed (-n)\n",
-			       path);
+		/* the verdict is the pool as found: pm_fsck reports the
+		 * committed transaction as a problem left */
+		if (tx[0])
+			printf("fsck.pinfs: %s: the journal holds a committed transaction (%s); a mount "
+			       "or fsck without -n replays it; not replayed (-n)\n", path, tx);
 	} else {
 		char jerr[160] = "";
 		rc = pm_journal_recover(pool, jerr, sizeof(jerr));
 		if (rc < 0) {
-			fprintf(stderr, "fsck.pinfs: %s: the journal is corrupt: %s\n", path,
-				jerr[0] ? jerr : strerror(-rc));
+			/* pm_fsck reports the header; --repair discards it */
+			printf("fsck.pinfs: %s: the journal is corrupt, not replayed: %s\n", path,
+			       jerr[0] ? jerr : strerror(-rc));
+		} else if (rc == 1) {
+			/* a repair like any other: the pool as found was not clean */
+			printf("fsck.pinfs: journal: a committed transaction (%s) was not applied: "
+			       "replayed\n", tx);
+			jerrors = jfixed = 1;
+		}
+		rc = pm_pool_reload_super(pool, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "fsck.pinfs: %s: after the journal replay: %s\n", path, err);
 			pm_pool_close(&pool);
 			return EXIT_LEFT;
 		}
-		if (rc == 1)
-			printf("fsck.pinfs: %s: replayed a committed journal transaction\n", path);
 	}
 
-	rc = pm_fsck(pool, repair, stdout, &res);
+	rc = pm_fsck_ex(pool, &o, stdout, &res);
 	if (rc) {
 		fprintf(stderr, "fsck.pinfs: %s: cannot check: %s\n", path, strerror(-rc));
 		pm_pool_close(&pool);
 		return EXIT_OPERATIONAL;
 	}
+	if (o.checksums && !(pool->sb->feat_incompat & PM_FEAT_INCOMPAT_CSUM))
+		printf("fsck.pinfs: %s: the pool keeps no block checksums (mkfs.pinfs --checksums): "
+		       "none verified\n", path);
+	res.errors += jerrors;
+	res.repaired += jfixed;
 
 	if (!res.errors) {
 		const struct pm_super *sb = pool->sb;
@@ -171,8 +218,9 @@ int main(int argc, char **argv)
 		       res.errors == 1 ? "" : "s");
 		status = EXIT_REPAIRED;
 	} else {
-		printf("fsck.pinfs: %s: %lu problem%s found, %lu repaired, %lu left\n", path,
-		       res.errors, res.errors == 1 ? "" : "s", res.repaired, res.errors - res.repaired);
+		printf("fsck.pinfs: %s: %lu problem%s found, %lu repaired, %lu left%s\n", path,
+		       res.errors, res.errors == 1 ? "" : "s", res.repaired, res.errors - res.repaired,
+		       o.repair || no_change ? "" : " (fsck.pinfs --repair mends what it can)");
 		status = EXIT_LEFT;
 	}
 	if (fflush(stdout) != 0) {

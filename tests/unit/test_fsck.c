@@ -177,21 +177,29 @@ static void put_dirent(struct pm_dirent *de, uint64_t target, const char *name, 
 
 /* fsck on @img as fsck.pinfs runs it (journal replay first, unless
  * @no_replay); the report goes to *text (caller frees). */
+static bool verify_checksums; /* fsck --checksums */
+static int exercise(uint8_t *img);
+
 static int fsck_img_opt(uint8_t *img, bool repair, bool no_replay, struct pm_fsck_result *res,
 			char **text)
 {
+	struct pm_fsck_opts o = { .repair = repair, .checksums = verify_checksums };
 	struct pm_pool *pool;
-	char err[256];
+	char err[512];
 	size_t len;
 	FILE *out;
-	int rc = pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err));
+	/* as fsck.pinfs: a corrupt primary superblock is replaced by the backup */
+	int rc = pm_pool_open_mem_flags(img, POOL_SIZE, &noop_ops, PM_POOL_BACKUP_SB, &pool, err,
+					sizeof(err));
 
 	*text = NULL;
 	if (rc) {
-		fprintf(stderr, "pm_pool_open_mem: %s\n", err);
+		if (verbose)
+			fprintf(stderr, "pm_pool_open_mem: %s\n", err);
 		return rc;
 	}
-	if (!no_replay && pm_journal_recover(pool, NULL, 0) < 0) {
+	if (!no_replay && (pm_journal_recover(pool, NULL, 0) < 0 ||
+			   pm_pool_reload_super(pool, NULL, 0))) {
 		pm_pool_close(&pool);
 		return -EUCLEAN;
 	}
@@ -200,7 +208,7 @@ static int fsck_img_opt(uint8_t *img, bool repair, bool no_replay, struct pm_fsc
 		pm_pool_close(&pool);
 		return -errno;
 	}
-	rc = pm_fsck(pool, repair, out, res);
+	rc = pm_fsck_ex(pool, &o, out, res);
 	fclose(out);
 	pm_pool_close(&pool);
 	if (verbose)
@@ -255,6 +263,46 @@ static int expect_problem(uint8_t *img, const char *what, bool fixable)
 	if (!fixable)
 		CHECK_CONTAINS(text, what);
 	free(text);
+	if (fixable) {
+		/* repaired: the engine mounts it and works (on a copy: callers
+		 * look at the repaired image) */
+		uint8_t *copy = img_copy(img);
+		int bad = exercise(copy);
+		free(copy);
+		CHECK_EQ(bad, 0);
+	}
+	return T_EXIT_PASS;
+}
+
+static const uint8_t *f1_pattern(void); /* the bytes of /f1 */
+
+/* File @i of @img holds @len bytes @want from offset 0 (block aligned). */
+static int file_holds(uint8_t *img, uint64_t i, const void *want, size_t len)
+{
+	struct pm_dinode *d = dino(img, i);
+	size_t off;
+
+	CHECK_UEQ(d->size, len);
+	for (off = 0; off < len; off += PM_BLOCK_SIZE) {
+		uint64_t b = map_get(img, d, off / PM_BLOCK_SIZE);
+		size_t n = len - off < PM_BLOCK_SIZE ? len - off : PM_BLOCK_SIZE;
+		CHECK_NE(b, 0);
+		if (memcmp(blk_of(img, b), (const uint8_t *)want + off, n)) {
+			fprintf(stderr, "inode %llu: file block %zu differs\n", (unsigned long long)i,
+				off / PM_BLOCK_SIZE);
+			return T_EXIT_FAIL;
+		}
+	}
+	return T_EXIT_PASS;
+}
+
+/* The files a test did not break still hold their bytes. */
+static int others_intact(uint8_t *img, bool f1_too)
+{
+	if (f1_too)
+		CHECK_OK(file_holds(img, ino.f1, f1_pattern(), 100 * 1024));
+	CHECK_OK(file_holds(img, ino.f2, "hello", 5));
+	CHECK_EQ(dino(img, ino.f2)->nlink, 2);
 	return T_EXIT_PASS;
 }
 
@@ -272,6 +320,13 @@ static int mk(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, 
 	      mode_t mode, struct pm_inode **out)
 {
 	return pm_mknod(fs, cr, dir, name, mode, S_ISCHR(mode) ? makedev(1, 3) : 0, out);
+}
+
+static uint8_t f1_buf[100 * 1024]; /* what /f1 holds */
+
+static const uint8_t *f1_pattern(void)
+{
+	return f1_buf;
 }
 
 /*
@@ -295,12 +350,12 @@ static int build_images(void)
 	struct pm_inode *root, *d1, *d2, *d3, *f1, *f2, *sl, *sp, *chr, *fifo, *mv, *o1, *o2, *ip;
 	struct pm_pool *pool;
 	struct pm_fs *fs;
-	static uint8_t buf[100 * 1024];
+	uint8_t *buf = f1_buf;
 	char err[256], name[64];
 	uint8_t *img = img_copy(NULL);
 	int i;
 
-	for (i = 0; i < (int)sizeof(buf); i++)
+	for (i = 0; i < (int)sizeof(f1_buf); i++)
 		buf[i] = (uint8_t)(i * 7 + 1);
 	CHECK_OK(pm_mkfs_mem(img, POOL_SIZE, &o, &noop_ops));
 	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
@@ -311,7 +366,7 @@ static int build_images(void)
 	CHECK_OK(mk(fs, &cr, d1, "d2", S_IFDIR | 0755, &d2));
 	CHECK_OK(mk(fs, &cr, root, "d3", S_IFDIR | 0755, &d3));
 	CHECK_OK(mk(fs, &cr, root, "f1", S_IFREG | 0644, &f1));
-	CHECK_EQ(write_str(fs, &cr, f1, 0, buf, sizeof(buf)), sizeof(buf));
+	CHECK_EQ(write_str(fs, &cr, f1, 0, buf, sizeof(f1_buf)), sizeof(f1_buf));
 	CHECK_OK(pm_setxattr(fs, f1, "user.test", "value", 5, 0));
 	CHECK_OK(pm_setxattr(fs, d1, "user.dir", "x", 1, XATTR_CREATE));
 	CHECK_OK(mk(fs, &cr, d1, "f2", S_IFREG | 0644, &f2));
@@ -584,9 +639,33 @@ static int test_doubly_referenced_block_is_reported(void)
 	struct pm_dinode *f1 = dino(img, ino.f1);
 	uint64_t *leaf = blk_of(img, map_node(img, f1, 1, 1));
 
-	leaf[1] = map_get(img, dino(img, ino.f2), 0);
-	if (expect_problem(img, "is used twice", false))
+	uint64_t f2blk = map_get(img, dino(img, ino.f2), 0);
+
+	leaf[1] = f2blk;
+	/* f1 (lower inode number) claims it first: f2 gets the copy */
+	CHECK_LT(ino.f1, ino.f2);
+	if (expect_problem(img, "is used twice", true))
 		return T_EXIT_FAIL;
+	CHECK_UEQ(leaf[1], f2blk);
+	CHECK_NE(map_get(img, dino(img, ino.f2), 0), f2blk);
+	if (others_intact(img, false))
+		return T_EXIT_FAIL;
+	CHECK(memcmp(blk_of(img, leaf[1]), "hello", 5) == 0);
+	free(img);
+
+	/* the report says which inode got the copy */
+	img = img_copy(clean_img);
+	leaf = blk_of(img, map_node(img, dino(img, ino.f1), 1, 1));
+	leaf[1] = f2blk;
+	{
+		struct pm_fsck_result r;
+		char *text, want[128];
+		CHECK_OK(fsck_img(img, true, &r, &text));
+		snprintf(want, sizeof(want), "inode %llu gets a copy", (unsigned long long)ino.f2);
+		CHECK_CONTAINS(text, want);
+		CHECK_CONTAINS(text, "multiply-claimed block cloned");
+		free(text);
+	}
 	free(img);
 	return T_EXIT_PASS;
 }
@@ -610,13 +689,13 @@ static int test_entry_naming_free_inode_is_reported(void)
 
 	CHECK(de);
 	de->ino = sb_of(img)->ninodes - 1;
-	if (expect_problem(img, "names free inode", false))
+	if (expect_problem(img, "names free inode", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	find_dirent(img, PM_ROOT_INO, "f1")->ino = sb_of(img)->ninodes + 7;
-	if (expect_problem(img, "past the inode table", false))
+	if (expect_problem(img, "past the inode table", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -631,7 +710,7 @@ static int test_bad_entry_hash_is_reported(void)
 	CHECK(de);
 	de->hash ^= 0x100;
 	snprintf(what, sizeof(what), "directory %llu: entry \"f2\": hash", (unsigned long long)ino.d1);
-	if (expect_problem(img, what, false))
+	if (expect_problem(img, what, true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -645,14 +724,14 @@ static int test_bad_entries_are_reported(void)
 	CHECK(de);
 	CHECK_EQ(de->nslots, 2);
 	de->nslots = 0;
-	if (expect_problem(img, "claims 0 slots", false))
+	if (expect_problem(img, "claims 0 slots", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	de = find_dirent(img, ino.d1, "f2");
 	de->type = 4; /* DT_DIR */
-	if (expect_problem(img, "has type 4, but inode", false))
+	if (expect_problem(img, "has type 4, but inode", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -661,7 +740,7 @@ static int test_bad_entries_are_reported(void)
 	put_dirent(free_dirent(img, ino.d1), ino.f2, "f2", pm_dtype(S_IFREG));
 	dino(img, ino.d1)->nentries++;
 	dino(img, ino.f2)->nlink++;
-	if (expect_problem(img, "appears twice", false))
+	if (expect_problem(img, "appears twice", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -669,7 +748,7 @@ static int test_bad_entries_are_reported(void)
 	de = find_dirent(img, ino.d1, "f2");
 	de->name[1] = '/';
 	de->hash = pm_name_hash(de->name, 2);
-	if (expect_problem(img, "contains '/' or NUL", false))
+	if (expect_problem(img, "contains '/' or NUL", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -680,13 +759,13 @@ static int test_parent_mismatch_is_reported(void)
 	uint8_t *img = img_copy(clean_img);
 
 	dino(img, ino.d2)->parent = PM_ROOT_INO;
-	if (expect_problem(img, "its parent is 1, but its entry is in directory", false))
+	if (expect_problem(img, "its parent is 1, but its entry is in directory", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, PM_ROOT_INO)->parent = ino.d1;
-	if (expect_problem(img, "root directory: parent is", false))
+	if (expect_problem(img, "root directory: parent is", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -701,7 +780,7 @@ static int test_directory_cycles_are_reported(void)
 	put_dirent(free_dirent(img, ino.d2), ino.d1, "loop", pm_dtype(S_IFDIR));
 	dino(img, ino.d2)->nentries++;
 	dino(img, ino.d2)->nlink++;
-	if (expect_problem(img, "already has an entry in directory", false))
+	if (expect_problem(img, "already has an entry in directory", true))
 		return T_EXIT_FAIL;
 
 	/* and cut /d1 from the root: d1 and d2 now only name each other */
@@ -709,7 +788,7 @@ static int test_directory_cycles_are_reported(void)
 	memset(de, 0, sizeof(*de));
 	dino(img, PM_ROOT_INO)->nentries--;
 	dino(img, PM_ROOT_INO)->nlink--;
-	if (expect_problem(img, "not reachable from the root", false))
+	if (expect_problem(img, "not reachable from the root", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -717,7 +796,7 @@ static int test_directory_cycles_are_reported(void)
 	img = img_copy(clean_img);
 	put_dirent(free_dirent(img, ino.d2), PM_ROOT_INO, "up", pm_dtype(S_IFDIR));
 	dino(img, ino.d2)->nentries++;
-	if (expect_problem(img, "names the root directory", false))
+	if (expect_problem(img, "names the root directory", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -731,25 +810,41 @@ static int test_bad_map_pointers_are_reported(void)
 
 	CHECK_EQ(f1->map_height, 1);
 	leaf[3] = sb_of(img)->nblocks + 5;
-	if (expect_problem(img, "outside the data region", false))
+	if (expect_problem(img, "outside the data region", true))
 		return T_EXIT_FAIL;
+	/* the pointer is dropped: file block 3 is a hole, the rest is kept */
+	CHECK_EQ(leaf[3], 0);
+	CHECK_UEQ(dino(img, ino.f1)->size, 100 * 1024);
+	CHECK(memcmp(blk_of(img, leaf[2]), f1_pattern() + 2 * PM_BLOCK_SIZE, PM_BLOCK_SIZE) == 0);
+	CHECK(memcmp(blk_of(img, leaf[4]), f1_pattern() + 4 * PM_BLOCK_SIZE, PM_BLOCK_SIZE) == 0);
+	if (others_intact(img, false))
+		return T_EXIT_FAIL;
+	free(img);
+
+	/* a pointer to the backup superblock is no data block either */
+	img = img_copy(clean_img);
+	leaf = blk_of(img, dino(img, ino.f1)->map_root);
+	leaf[5] = pm_backup_sb_block(sb_of(img));
+	if (expect_problem(img, "it is the backup superblock", true))
+		return T_EXIT_FAIL;
+	CHECK_EQ(leaf[5], 0);
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.sparse)->map_root = 2; /* the journal */
-	if (expect_problem(img, "map root 2 is outside the data region", false))
+	if (expect_problem(img, "map root 2 is outside the data region", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.sparse)->map_height = PM_MAP_MAX_HEIGHT + 1;
-	if (expect_problem(img, "map height 6 exceeds 5", false))
+	if (expect_problem(img, "map height 6 exceeds 5", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.f1)->xattr_block = sb_of(img)->itable_start;
-	if (expect_problem(img, "xattr block", false))
+	if (expect_problem(img, "xattr block", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -768,7 +863,7 @@ static int test_map_pointing_at_itself_is_reported(void)
 	for (i = 0; i < PM_MAP_FANOUT; i++)
 		root[i] = sp->map_root;
 	((uint64_t *)blk_of(img, mid))[7] = mid;
-	if (expect_problem(img, "is used twice", false))
+	if (expect_problem(img, "is used twice", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -822,13 +917,24 @@ static int test_orphan_list_damage_is_reported(void)
 
 	CHECK_NE(second, 0);
 	dino(img, second)->orphan_next = head; /* a cycle */
-	if (expect_problem(img, "loops back", false))
+	CHECK_EQ(sb_of(img)->clean, 0); /* a crash image */
+	if (expect_problem(img, "loops back", true))
 		return T_EXIT_FAIL;
+	/* mended, nothing left: marked clean; both orphans still listed (the
+	 * rebuilt list goes in inode order) */
+	CHECK_EQ(sb_of(img)->clean, 1);
+	{
+		uint64_t lo = head < second ? head : second, hi = head ^ second ^ lo;
+		CHECK_UEQ(sb_of(img)->orphan_head, lo);
+		CHECK_UEQ(dino(img, lo)->orphan_next, hi);
+		CHECK_UEQ(dino(img, hi)->orphan_prev, lo);
+		CHECK_UEQ(dino(img, hi)->orphan_next, 0);
+	}
 	free(img);
 
 	img = img_copy(orphan_img);
 	dino(img, second)->orphan_prev = 0;
-	if (expect_problem(img, "orphan_prev is 0", false))
+	if (expect_problem(img, "orphan_prev is 0", true))
 		return T_EXIT_FAIL;
 	free(img);
 
@@ -836,22 +942,72 @@ static int test_orphan_list_damage_is_reported(void)
 	sb_of(img)->orphan_head = second; /* the head is now lost */
 	dino(img, second)->orphan_prev = 0;
 	resum(img);
-	if (expect_problem(img, "not on the orphan list", false))
+	if (expect_problem(img, "not on the orphan list", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(orphan_img);
 	dino(img, head)->nlink = 1;
-	if (expect_problem(img, "on the orphan list with link count 1", false))
+	if (expect_problem(img, "on the orphan list with link count 1", true))
 		return T_EXIT_FAIL;
 	free(img);
 
-	/* an entry dropped without the inode going on the list */
+	/* an entry dropped without the inode going on the list: the file is
+	 * reconnected to the root as "#INO", with its data */
 	img = img_copy(clean_img);
 	memset(find_dirent(img, PM_ROOT_INO, "f1"), 0, PM_DIR_SLOT);
 	dino(img, PM_ROOT_INO)->nentries--;
-	if (expect_problem(img, "orphan left behind", false))
+	if (expect_problem(img, "orphan left behind", true))
 		return T_EXIT_FAIL;
+	{
+		char name[32];
+		struct pm_dirent *de;
+		snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino.f1);
+		de = find_dirent(img, PM_ROOT_INO, name);
+		CHECK(de);
+		CHECK_UEQ(de->ino, ino.f1);
+		CHECK_EQ(dino(img, ino.f1)->nlink, 1);
+	}
+	if (others_intact(img, true))
+		return T_EXIT_FAIL;
+	free(img);
+
+	/* a directory cut from the tree keeps its subtree under "#INO" */
+	img = img_copy(clean_img);
+	memset(find_dirent(img, PM_ROOT_INO, "d1"), 0, PM_DIR_SLOT);
+	dino(img, PM_ROOT_INO)->nentries--;
+	dino(img, PM_ROOT_INO)->nlink--;
+	if (expect_problem(img, "orphan left behind", true))
+		return T_EXIT_FAIL;
+	{
+		char name[32];
+		snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino.d1);
+		CHECK(find_dirent(img, PM_ROOT_INO, name));
+		CHECK(find_dirent(img, ino.d1, "f2"));
+		CHECK_UEQ(dino(img, ino.d1)->parent, PM_ROOT_INO);
+	}
+	if (others_intact(img, true))
+		return T_EXIT_FAIL;
+	free(img);
+
+	/* the root inode wiped: made again, everything in it reconnected as
+	 * "#INO" in a block fsck adds to it */
+	img = img_copy(clean_img);
+	memset(dino(img, PM_ROOT_INO), 0, sizeof(struct pm_dinode));
+	if (expect_problem(img, "root inode 1 is not a directory", true))
+		return T_EXIT_FAIL;
+	{
+		char name[32];
+		snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino.d1);
+		CHECK(find_dirent(img, PM_ROOT_INO, name));
+		snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino.f1);
+		CHECK(find_dirent(img, PM_ROOT_INO, name));
+		CHECK(find_dirent(img, ino.d1, "f2"));
+	}
+	/* /hard went with the root's blocks: f2 keeps one link, and its bytes */
+	CHECK_EQ(dino(img, ino.f2)->nlink, 1);
+	CHECK_OK(file_holds(img, ino.f2, "hello", 5));
+	CHECK_OK(file_holds(img, ino.f1, f1_pattern(), 100 * 1024));
 	free(img);
 	return T_EXIT_PASS;
 }
@@ -861,58 +1017,58 @@ static int test_bad_inodes_are_reported(void)
 	uint8_t *img = img_copy(clean_img);
 
 	((char *)blk_of(img, map_get(img, dino(img, ino.sl), 0)))[2] = 0;
-	if (expect_problem(img, "NUL", false))
+	if (expect_problem(img, "NUL", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.chr)->mode = 0170600;
-	if (expect_problem(img, "unknown file type", false))
+	if (expect_problem(img, "unknown file type", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.f1)->mtime.nsec = 1000000000u;
 	dino(img, ino.f1)->reserved[40] = 1;
-	if (expect_problem(img, "reserved bytes are not zero", false))
+	if (expect_problem(img, "reserved bytes are not zero", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	((struct pm_xattr_hdr *)blk_of(img, dino(img, ino.f1)->xattr_block))->magic ^= 1;
-	if (expect_problem(img, "bad magic", false))
+	if (expect_problem(img, "bad magic", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img); /* "user.test" -> "user\0test" */
 	((char *)blk_of(img, dino(img, ino.f1)->xattr_block))[sizeof(struct pm_xattr_hdr) +
 							      sizeof(struct pm_xattr_ent) + 4] = 0;
-	if (expect_problem(img, "name contains NUL", false))
+	if (expect_problem(img, "name contains NUL", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	((struct pm_xattr_hdr *)blk_of(img, dino(img, ino.f1)->xattr_block))->used += 4;
-	if (expect_problem(img, "xattr entries end at byte", false))
+	if (expect_problem(img, "xattr entries end at byte", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	/* a hole in a directory */
 	img = img_copy(clean_img);
 	((uint64_t *)blk_of(img, dino(img, ino.d3)->map_root))[1] = 0;
-	if (expect_problem(img, "hole at file block 1", false))
+	if (expect_problem(img, "hole at file block 1", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	dino(img, ino.f1)->size = ~0ull - 5;
-	if (expect_problem(img, "exceeds the largest file", false))
+	if (expect_problem(img, "exceeds the largest file", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	memset(dino(img, 0), 0xff, 8);
-	if (expect_problem(img, "inode slot 0 is not zero", false))
+	if (expect_problem(img, "inode slot 0 is not zero", true))
 		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
@@ -946,15 +1102,192 @@ static int test_bitmap_damage_is_reported(void)
 	uint64_t b = map_get(img, dino(img, ino.f1), 0);
 
 	bm[b >> 3] &= (uint8_t)~(1u << (b & 7));
-	if (expect_problem(img, "is marked free in the allocation bitmap", false))
+	if (expect_problem(img, "is marked free in the allocation bitmap", true))
 		return T_EXIT_FAIL;
 	free(img);
 
 	img = img_copy(clean_img);
 	bm = blk_of(img, sb_of(img)->bitmap_start);
 	bm[0] &= (uint8_t)~2u; /* block 1: the journal */
-	if (expect_problem(img, "metadata, but marked free", false))
+	if (expect_problem(img, "metadata, but marked free", true))
 		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* The bytes mkfs wrote and nothing changes: geometry, features, uuid. */
+static int same_geometry(const struct pm_super *a, const struct pm_super *b)
+{
+	CHECK_UEQ(a->magic, b->magic);
+	CHECK_UEQ(a->feat_compat, b->feat_compat);
+	CHECK_UEQ(a->feat_incompat, b->feat_incompat);
+	CHECK(memcmp(a->uuid, b->uuid, sizeof(a->uuid)) == 0);
+	CHECK_UEQ(a->nblocks, b->nblocks);
+	CHECK_UEQ(a->ninodes, b->ninodes);
+	CHECK_UEQ(a->data_start, b->data_start);
+	CHECK_UEQ(a->free_blocks, b->free_blocks);
+	CHECK_UEQ(a->free_inodes, b->free_inodes);
+	CHECK_UEQ(a->orphan_head, b->orphan_head);
+	return T_EXIT_PASS;
+}
+
+static int test_superblock_bit_flips_are_repaired_from_backup(void)
+{
+	const char *s = getenv("FSCK_SEED");
+	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
+	struct pm_pool *pool;
+	char err[512];
+	unsigned k;
+
+	fprintf(stderr, "superblock bit flips: FSCK_SEED=%llu\n", (unsigned long long)seed);
+	CHECK(sb_of(clean_img)->feat_compat & PM_FEAT_COMPAT_BACKUP_SB);
+	for (k = 0; k < 24; k++) {
+		uint8_t *img = img_copy(clean_img);
+		/* 8 bits of the fields every open reads, then anywhere */
+		uint64_t bit = k < 8 ? (seed + k * 37) % (8 * 16) : (seed * 2654435761u + k * 977) % (8 * PM_BLOCK_SIZE);
+
+		img[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		/* a mount refuses it, and says the backup can mend it */
+		CHECK_NE(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)), 0);
+		CHECK_CONTAINS(err, "the backup superblock (block 4095) is intact");
+		if (expect_problem(img, "the backup superblock (block 4095) is intact", true)) {
+			fprintf(stderr, "flipped bit %llu\n", (unsigned long long)bit);
+			return T_EXIT_FAIL;
+		}
+		CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+		pm_pool_close(&pool);
+		if (same_geometry(sb_of(img), sb_of(clean_img)) || others_intact(img, true))
+			return T_EXIT_FAIL;
+		free(img);
+	}
+	return T_EXIT_PASS;
+}
+
+static int test_backup_superblock_damage_is_repaired(void)
+{
+	uint8_t *img = img_copy(clean_img);
+	struct pm_super *bk = pm_backup_ptr(img, sb_of(img));
+
+	memset((uint8_t *)bk + 200, 0x5a, 64);
+	if (expect_problem(img, "backup superblock (block 4095) is corrupt", true))
+		return T_EXIT_FAIL;
+	CHECK_EQ(bk->sb_csum, pm_super_csum(bk));
+	CHECK(memcmp(bk->uuid, sb_of(img)->uuid, sizeof(bk->uuid)) == 0);
+	free(img);
+
+	/* both copies bad: nothing to restore from, exit 4 as before */
+	img = img_copy(clean_img);
+	sb_of(img)->nblocks ^= 1;
+	pm_backup_ptr(img, sb_of(clean_img))->uuid[0] ^= 1;
+	{
+		struct pm_fsck_result r;
+		char *text;
+		CHECK_EQ(fsck_img(img, true, &r, &text), -EUCLEAN);
+		free(text);
+	}
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* A pool smaller than what holds it (a device): its backup is found where
+ * the primary's pool size puts it. */
+static int test_backup_of_a_pool_smaller_than_its_device(void)
+{
+	struct pm_mkfs_opts o = { .size = POOL_SIZE - (4u << 20) };
+	uint8_t *img = img_copy(NULL);
+	struct pm_pool *pool;
+	char err[512];
+
+	memset(img, 0, POOL_SIZE);
+	CHECK_OK(pm_mkfs_mem(img, o.size, &o, &noop_ops));
+	CHECK_UEQ(pm_backup_sb_block(sb_of(img)), (POOL_SIZE - (4u << 20)) / PM_BLOCK_SIZE - 1);
+	sb_of(img)->uuid[5] ^= 0x20;
+	CHECK_NE(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)), 0);
+	CHECK_CONTAINS(err, "backup superblock (block 3071) is intact");
+	CHECK_OK(pm_pool_open_mem_flags(img, POOL_SIZE, &noop_ops, PM_POOL_BACKUP_SB, &pool, err,
+					sizeof(err)));
+	CHECK(pool->sb != pool->base);
+	pm_pool_close(&pool);
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* Pools made before the backup (feat_compat 0) are still accepted, and
+ * without a backup a corrupt superblock stays unrepairable. */
+static int test_pool_without_backup_is_accepted(void)
+{
+	uint8_t *img = img_copy(clean_img);
+	struct pm_super *sb = sb_of(img);
+	uint64_t b = pm_backup_sb_block(sb);
+	uint8_t *bm = blk_of(img, sb->bitmap_start);
+	struct pm_fsck_result r;
+	char *text;
+
+	memset(blk_of(img, b), 0, PM_BLOCK_SIZE);
+	bm[b >> 3] &= (uint8_t)~(1u << (b & 7));
+	sb->feat_compat = 0;
+	sb->free_blocks++;
+	resum(img);
+	if (expect_clean(img) || exercise(img))
+		return T_EXIT_FAIL;
+	sb->nblocks ^= 2;
+	CHECK_EQ(fsck_img(img, true, &r, &text), -EUCLEAN);
+	free(text);
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* --checksums: a clean block whose bytes no longer match its CRC is
+ * reported (and left: fsck cannot know the right bytes); without the option
+ * it is not looked at. */
+static int test_checksums_are_verified(void)
+{
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = PM_FEAT_INCOMPAT_CSUM };
+	static uint8_t buf[3 * PM_BLOCK_SIZE];
+	struct pm_inode *root, *f;
+	struct pm_fsck_result r;
+	uint8_t *img = img_copy(NULL);
+	struct pm_pool *pool;
+	struct pm_fs *fs;
+	uint32_t *csum;
+	uint64_t fino, b;
+	char err[256], *text;
+	size_t i;
+
+	for (i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 3 + 11);
+	CHECK_OK(pm_mkfs_mem(img, POOL_SIZE, &o, &noop_ops));
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK_OK(pm_fs_mount(pool, &fs, err, sizeof(err)));
+	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
+	CHECK_OK(pm_mknod(fs, &cr, root, "data", S_IFREG | 0644, 0, &f));
+	CHECK_EQ(write_str(fs, &cr, f, 0, buf, sizeof(buf)), sizeof(buf));
+	CHECK_OK(pm_fsync(fs, f, false));
+	fino = pm_ino(f);
+	pm_iput(fs, f);
+	pm_iput(fs, root);
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+
+	csum = blk_of(img, sb_of(img)->csum_start);
+	b = map_get(img, dino(img, fino), 1);
+	CHECK_NE(csum[b], PM_CSUM_NONE); /* clean, checksummed */
+	verify_checksums = true;
+	if (expect_clean(img))
+		return T_EXIT_FAIL;
+	((uint8_t *)blk_of(img, b))[100] ^= 0x40; /* bit rot */
+	verify_checksums = false;
+	if (expect_clean(img)) /* not looked at without --checksums */
+		return T_EXIT_FAIL;
+	verify_checksums = true;
+	if (expect_problem(img, "file block 1 (block", false))
+		return T_EXIT_FAIL;
+	CHECK_OK(fsck_img(img, false, &r, &text));
+	CHECK_EQ(r.errors, 1);
+	CHECK_CONTAINS(text, "checksum mismatch");
+	free(text);
+	verify_checksums = false;
 	free(img);
 	return T_EXIT_PASS;
 }
@@ -1252,6 +1585,10 @@ static void mutate(struct fuzz *z, uint8_t *img)
 				offsetof(struct pm_super, ninodes), offsetof(struct pm_super, data_start),
 			};
 			size_t off = fields[rnd(z) % (sizeof(fields) / sizeof(fields[0]))];
+			if (rnd(z) % 5 == 0) { /* a bit flip, checksum stale: the backup */
+				((uint8_t *)sb)[rnd(z) % PM_BLOCK_SIZE] ^= (uint8_t)(1u << (rnd(z) % 8));
+				break;
+			}
 			if (rnd(z) % 2) {
 				uint64_t v = plausible(z, nblocks);
 				memcpy((uint8_t *)sb + off, &v, off == offsetof(struct pm_super, clean) ? 4 : 8);
@@ -1280,9 +1617,10 @@ static int test_random_mutations_never_crash_and_repairs_converge(void)
 	unsigned long iters = e ? strtoul(e, NULL, 0) : 400, it;
 	unsigned long refused = 0, clean = 0, exercised = 0, repaired = 0;
 	struct fuzz z = { .seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) };
-	uint8_t *img = img_copy(NULL);
+	uint8_t *img = img_copy(NULL), *before = img_copy(NULL);
+	unsigned long left = 0;
 	struct pm_pool *pool;
-	char err[256];
+	char err[512];
 
 	if (!z.seed)
 		z.seed = 1;
@@ -1301,11 +1639,23 @@ static int test_random_mutations_never_crash_and_repairs_converge(void)
 
 		memcpy(img, rnd(&z) % 4 ? clean_img : orphan_img, POOL_SIZE);
 		mutate(&z, img);
-		if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err))) {
+		/* as fsck.pinfs opens it: a corrupt primary, the backup */
+		if (pm_pool_open_mem_flags(img, POOL_SIZE, &noop_ops, PM_POOL_BACKUP_SB, &pool, err,
+					   sizeof(err))) {
 			refused++;
 			continue;
 		}
 		pm_pool_close(&pool);
+
+		/* -n: nothing written, whatever the image */
+		memcpy(before, img, POOL_SIZE);
+		rc = fsck_img_opt(img, false, true, &r1, &text);
+		free(text);
+		CHECK_OK(rc);
+		if (memcmp(before, img, POOL_SIZE)) {
+			fprintf(stderr, "iteration %lu: fsck without repair wrote to the pool\n", it);
+			return T_EXIT_FAIL;
+		}
 
 		rc = fsck_img(img, false, &r1, &text);
 		free(text);
@@ -1326,11 +1676,15 @@ static int test_random_mutations_never_crash_and_repairs_converge(void)
 				it, r2.repaired, r2.errors, r3.errors, text);
 			return T_EXIT_FAIL;
 		}
-		free(text);
 		if (r1.errors == 0)
 			clean++;
 		else if (r3.errors == 0)
 			repaired++;
+		else
+			left++;
+		if (r3.errors && verbose)
+			fprintf(stderr, "iteration %lu: problems left after --repair:\n%s", it, text);
+		free(text);
 		if (r3.errors == 0) {
 			exercised++;
 			if (exercise(img)) {
@@ -1339,10 +1693,15 @@ static int test_random_mutations_never_crash_and_repairs_converge(void)
 			}
 		}
 	}
-	fprintf(stderr, "fuzz: %lu refused at open, %lu clean, %lu repaired to clean, %lu with problems left, %lu exercised\n",
-		refused, clean, repaired, iters - refused - clean - repaired, exercised);
+	fprintf(stderr, "fuzz: %lu refused at open, %lu clean, %lu repaired to clean, %lu with problems left after --repair, %lu exercised\n",
+		refused, clean, repaired, left, exercised);
+	/* before the repairs of issue 8 (seed 1, 428 images): 65 refused,
+	 * 307 with problems left. Now a pool fsck cannot mend is rare */
+	CHECK_LE(left * 20, iters - refused);
+	CHECK_LE(refused * 20, iters);
 	free(z.meta);
 	free(img);
+	free(before);
 	return T_EXIT_PASS;
 }
 
@@ -1369,6 +1728,11 @@ int main(void)
 	RUN(test_bad_inodes_are_reported);
 	RUN(test_journal_state_is_checked);
 	RUN(test_bitmap_damage_is_reported);
+	RUN(test_superblock_bit_flips_are_repaired_from_backup);
+	RUN(test_backup_superblock_damage_is_repaired);
+	RUN(test_pool_without_backup_is_accepted);
+	RUN(test_backup_of_a_pool_smaller_than_its_device);
+	RUN(test_checksums_are_verified);
 	RUN(test_random_engine_operations_stay_clean);
 	RUN(test_random_mutations_never_crash_and_repairs_converge);
 	free(clean_img);
