@@ -277,8 +277,11 @@ static int check_super(struct fsck *f)
 		problem(f, false, "superblock: %s", msg);
 		return -1;
 	}
-	if (sb->reserved0 || !all_zero(sb->reserved, sizeof(sb->reserved)))
+	if (!all_zero(sb->reserved, sizeof(sb->reserved)))
 		problem(f, false, "superblock: reserved bytes are not zero");
+	if (sb->errors)
+		problem(f, false, "superblock: errors flag 0x%x is set: pinfs found the pool corrupt",
+			sb->errors);
 	if (sb->clean > 1)
 		problem(f, false, "superblock: clean flag is %u, not 0 or 1", sb->clean);
 	if (sb->next_generation == 0)

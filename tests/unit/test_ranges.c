@@ -211,7 +211,10 @@ static int expect_inode_refused(size_t field, uint64_t val, size_t width)
 	d->nlink = 1;
 	memcpy((uint8_t *)d + field, &val, width);
 	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
-	CHECK_OK(pm_fs_mount(pool, &fs, err, sizeof(err)));
+	/* refused at mount (fsck's check); forced, refused at pm_iget() */
+	CHECK_EQ(pm_fs_mount(pool, &fs, err, sizeof(err)), -EUCLEAN);
+	CHECK_CONTAINS(err, "fsck.pinfs --repair");
+	CHECK_OK(pm_fs_mount_flags(pool, PM_MOUNT_FORCE, &fs, err, sizeof(err)));
 	rc = pm_iget(fs, 2, &ip);
 	if (rc == 0) {
 		/* the unfixed engine: these read through the bad numbers */
@@ -219,7 +222,9 @@ static int expect_inode_refused(size_t field, uint64_t val, size_t width)
 		pm_iput(fs, ip);
 	}
 	CHECK_EQ(rc, -EUCLEAN);
+	CHECK(pm_fs_errors(fs)); /* and the mount stops writing */
 	pm_fs_unmount(&fs);
+	CHECK_UEQ(sb()->errors, PM_SB_ERR_CORRUPT);
 	pm_pool_close(&pool);
 	return T_EXIT_PASS;
 }
