@@ -367,6 +367,9 @@ struct ck {
 	bool nomem;
 	uint64_t badinodes; /* pass 1: inodes pm_dinode_check refuses */
 	uint64_t badptrs;   /* pass 1: map entries outside the data area */
+	uint64_t badcount;  /* pass 1: inodes whose map disagrees with d.blocks */
+	uint64_t claims;    /* the current inode's blocks, as its map says */
+	bool wild;	    /* the current inode's map points outside the data area */
 };
 
 static bool ck_in_data(const struct pm_fs *fs, uint64_t b)
@@ -417,16 +420,19 @@ static void ck_walk(struct ck *c, uint64_t b, unsigned level)
 	const uint64_t *node;
 	unsigned i;
 
+	c->claims++;
 	if (!ck_claim(c, b) || level == 0)
 		return;
 	node = pm_block_ptr(c->fs->pool, b);
 	for (i = 0; i < PM_MAP_FANOUT; i++) {
 		if (!node[i])
 			continue;
-		if (ck_in_data(c->fs, node[i]))
+		if (ck_in_data(c->fs, node[i])) {
 			ck_walk(c, node[i], level - 1);
-		else
+		} else {
 			c->badptrs += !c->pass2;
+			c->wild = true;
+		}
 	}
 }
 
@@ -445,19 +451,29 @@ static int ck_pass(struct ck *c)
 			c->badinodes += !c->pass2;
 			continue; /* pm_iget refuses it */
 		}
-		c->hit = false;
+		c->hit = c->wild = false;
+		c->claims = 0;
 		if (d->map_root)
 			ck_walk(c, d->map_root, d->map_height);
 		if (d->xattr_block)
 			ck_walk(c, d->xattr_block, 0);
 		if (c->nomem)
 			return -ENOMEM;
+		/* A map that does not hold the blocks the inode counts (a
+		 * wrong height reads map nodes as data, or data as map
+		 * nodes) or that points outside the data area is not trusted
+		 * either: the inode's reads would return what is not its
+		 * data. */
+		if (!c->pass2 && (c->wild || c->claims != d->blocks)) {
+			c->badcount += !c->wild;
+			c->hit = true;
+		}
 		if (c->hit) {
 			uint64_t *nb = realloc(fs->bad, (fs->nbad + 1) * sizeof(*nb));
 			if (!nb)
 				return -ENOMEM;
 			fs->bad = nb;
-			fs->bad[fs->nbad++] = ino; /* ascending: stays sorted */
+			fs->bad[fs->nbad++] = ino;
 		}
 	}
 	return 0;
@@ -493,6 +509,16 @@ int pm_alloc_check(struct pm_fs *fs)
 		c.pass2 = true;
 		rc = ck_pass(&c);
 	}
+	if (!rc && fs->nbad) { /* pass 1 and 2 each added in ascending order */
+		qsort(fs->bad, fs->nbad, sizeof(*fs->bad), cmp_u64);
+		for (i = n = 0; i < fs->nbad; i++)
+			if (!n || fs->bad[n - 1] != fs->bad[i])
+				fs->bad[n++] = fs->bad[i];
+		fs->nbad = n;
+	}
+	if (!rc && c.badcount)
+		pm_fs_corrupt(fs, "%llu inodes count other blocks than their maps hold",
+			      (unsigned long long)c.badcount);
 	if (!rc && c.badinodes)
 		pm_fs_corrupt(fs, "%llu inodes have fields out of range",
 			      (unsigned long long)c.badinodes);

@@ -15,10 +15,9 @@
 
 int pm_fs_corrupt(struct pm_fs *fs, const char *fmt, ...)
 {
-	static unsigned said;
 	va_list ap;
 
-	if (__atomic_fetch_add(&said, 1, __ATOMIC_RELAXED) < 16) {
+	if (fs->nsaid++ < 8) { /* the first few: one bad block can be met often */
 		char msg[256];
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);

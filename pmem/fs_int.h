@@ -125,6 +125,7 @@ struct pm_fs {
 	double wb_interval, wb_expire;  /* seconds */
 	uint8_t *jbuf;		/* journal staging, for non-pmem records */
 	bool errors;		/* pool found corrupt: no more changes; lock */
+	unsigned nsaid;		/* corruption messages logged; lock */
 	uint64_t *bad;		/* inodes refused (-EUCLEAN): sorted; set at mount */
 	size_t nbad;
 };
