@@ -136,14 +136,15 @@ static int free_orphans(struct pm_fs *fs)
  */
 static int mount_check(struct pm_pool *pool, char *err, size_t errlen)
 {
+	const char *path = pool->path[0] ? pool->path : "POOL";
 	struct pm_fsck_result res;
 	int rc;
 
 	if (pool->sb->errors) {
 		pm_errmsg(err, errlen,
-			  "the pool is marked corrupt (errors flag 0x%x, set by an earlier mount): "
-			  "run fsck.pinfs --repair on it (or mount with -o force, read-only)",
-			  pool->sb->errors);
+			  "the pool is marked corrupt (errors flag 0x%x, set while it was served): "
+			  "repair it with 'fsck.pinfs --repair %s', or mount it read-only with -o force",
+			  pool->sb->errors, path);
 		return -EUCLEAN;
 	}
 	rc = pm_fsck(pool, false, NULL, &res);
@@ -153,10 +154,11 @@ static int mount_check(struct pm_pool *pool, char *err, size_t errlen)
 	}
 	if (res.errors) {
 		pm_errmsg(err, errlen,
-			  "fsck finds %lu problem%s in the pool%s: run fsck.pinfs on it to see them, "
-			  "fsck.pinfs --repair to repair (or mount with -o force)",
+			  "the pool is corrupt: fsck finds %lu problem%s%s; see them with "
+			  "'fsck.pinfs %s', repair with 'fsck.pinfs --repair %s', or mount anyway "
+			  "with -o force",
 			  res.errors, res.errors == 1 ? "" : "s",
-			  pool->sb->clean ? "" : " (not cleanly unmounted)");
+			  pool->sb->clean ? "" : " after recovery (not cleanly unmounted)", path, path);
 		return -EUCLEAN;
 	}
 	return 0;

@@ -28,7 +28,10 @@
  * EUCLEAN, EROFS, ESTALE, ... are what a corrupt pool should give.
  *
  * FUZZ_IMAGES sets the number of images (default 300), FUZZ_ONLY=N runs
- * image N alone, FUZZ_VERBOSE=1 names each image before it runs.
+ * image N alone, FUZZ_VERBOSE=1 names each image before it runs. With
+ * FUZZ_WRITE=PATH and FUZZ_ONLY=N the program only writes mutated image N
+ * to PATH (tests/mount/test_fuzz_mount.py mounts it for real) and prints
+ * which tree it holds.
  */
 #include <errno.h>
 #include <signal.h>
@@ -841,6 +844,24 @@ fail:
 	return T_EXIT_FAIL;
 }
 
+/* FUZZ_WRITE: image @i, mutated, into the file @path. */
+static int write_image(unsigned long i, const char *path)
+{
+	FILE *f;
+	int b;
+
+	rnd_state = run_seed * 0x100000001b3ull + i;
+	b = (int)(rnd() % NBASE);
+	memcpy(img, base[b], POOL_SIZE);
+	mutate();
+	f = fopen(path, "wbx");
+	CHECK(f);
+	CHECK_EQ(fwrite(img, 1, POOL_SIZE, f), POOL_SIZE);
+	CHECK_OK(fclose(f));
+	printf("%s\n", base_name[b]);
+	return T_EXIT_PASS;
+}
+
 static int test_mutated_pools_are_refused_or_served_safely(void)
 {
 	const char *s = getenv("FUZZ_SEED"), *e = getenv("FUZZ_IMAGES"), *only = getenv("FUZZ_ONLY");
@@ -850,6 +871,8 @@ static int test_mutated_pools_are_refused_or_served_safely(void)
 	run_seed = s ? strtoull(s, NULL, 0) : 20261202;
 	fprintf(stderr, "fuzz: FUZZ_SEED=%llu, %lu images\n", (unsigned long long)run_seed, nimg);
 	signal(SIGALRM, on_alarm);
+	if (only && getenv("FUZZ_WRITE"))
+		return write_image(strtoul(only, NULL, 0), getenv("FUZZ_WRITE"));
 	if (only)
 		return one_image(strtoul(only, NULL, 0), &n);
 	for (i = 0; i < nimg; i++)
