@@ -15,6 +15,9 @@ that looks like a file's tag (tests/unit/test_fuzz.c: 0xf1f1 << 48 | inode)
 must be that file's own.
 
 FUZZ_SEED and FUZZ_MOUNT_IMAGES (default 20) choose the sample.
+
+Also: a pool marked corrupt (the superblock's errors flag) is refused with
+one line naming fsck.pinfs --repair, and -o force serves it read-only.
 """
 
 import errno
@@ -29,8 +32,9 @@ import time
 
 import pytest
 
-from pinfs_mount import (BIN, BUILD, EXIT_TIMEOUT_S, MOUNT_TIMEOUT_S, WATCHDOG_S, force_unmount,
-                         mounted, run)
+from pinfs_mount import (BIN, BUILD, EXIT_TIMEOUT_S, MOUNT_TIMEOUT_S, WATCHDOG_S, PinfsMount,
+                         force_unmount, mounted, run, try_mount)
+from test_bad_pool import SB_CSUM_OFFSET, _edit_super
 
 pytestmark = pytest.mark.needs_daemon
 
@@ -274,3 +278,45 @@ def test_mutated_pools_are_refused_or_served_safely_by_the_daemon(scratch, mount
           '%(forced_refused)d not mountable even forced; %(survived)d mounts survived' % counts)
     assert counts['survived'] == counts['mounted'] + counts['forced']
     assert counts['forced'] > 0
+
+
+SB_ERRORS_OFFSET = 188  # u32 pm_super.errors (pmem/layout.h), PM_SB_ERR_CORRUPT = 1
+
+
+def test_pool_marked_corrupt_is_refused_and_served_read_only_with_force(pool, mountpoint,
+                                                                        scratch):
+    m = PinfsMount(pool, mountpoint, scratch)
+    m.start()
+    with open(m.path('f'), 'wb') as f:
+        f.write(b'kept' * 1024)
+    m.unmount()
+    assert SB_ERRORS_OFFSET == SB_CSUM_OFFSET + 4
+    _edit_super(pool, SB_ERRORS_OFFSET, '<I', 1, fix_csum=True)
+
+    rc, err = try_mount(pool, mountpoint)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 1 and len(lines) == 1, err
+    assert 'marked corrupt' in lines[0] and "fsck.pinfs --repair %s" % pool in lines[0], err
+
+    m = PinfsMount(pool, mountpoint, scratch, ['force'])
+    m.start()
+    try:
+        with open(m.path('f'), 'rb') as f:
+            assert f.read() == b'kept' * 1024
+        fd = os.open(m.path('f'), os.O_WRONLY)
+        try:
+            changes = (('create', lambda: os.open(m.path('g'), os.O_CREAT | os.O_WRONLY, 0o644)),
+                       ('write', lambda: os.pwrite(fd, b'x', 0)),
+                       ('truncate', lambda: os.truncate(m.path('f'), 0)),
+                       ('unlink', lambda: os.unlink(m.path('f'))),
+                       ('mkdir', lambda: os.mkdir(m.path('d'))),
+                       ('rename', lambda: os.rename(m.path('f'), m.path('h'))),
+                       ('setxattr', lambda: os.setxattr(m.path('f'), 'user.x', b'1')))
+            for what, change in changes:
+                with pytest.raises(OSError, match='') as e:
+                    change()
+                assert e.value.errno == errno.EROFS, (what, e.value)
+        finally:
+            os.close(fd)
+    finally:
+        m.unmount()

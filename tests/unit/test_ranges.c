@@ -254,6 +254,43 @@ static int test_inode_with_orphan_link_past_the_table_is_refused(void)
 	return expect_inode_refused(offsetof(struct pm_dinode, orphan_next), UINT64_MAX / 16, 8);
 }
 
+/* The errors flag: set by the engine (here: pm_super_set_errors, as
+ * pm_fs_corrupt does), it refuses the mount until cleared; forced, the
+ * mount serves reads and refuses changes. */
+static int test_pool_marked_corrupt_is_refused_until_the_flag_is_cleared(void)
+{
+	struct pm_cred cr = { 0, 0, 0, NULL };
+	struct pm_pool *pool;
+	struct pm_fs *fs;
+	struct pm_inode *root, *ip = NULL;
+	char err[256] = "";
+
+	memcpy(img, fresh, POOL_SIZE);
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	pm_super_set_errors(pool, PM_SB_ERR_CORRUPT);
+	CHECK_OK(pm_super_check(pool->sb, POOL_SIZE, err, sizeof(err))); /* checksum kept */
+	CHECK_EQ(pm_fs_mount(pool, &fs, err, sizeof(err)), -EUCLEAN);
+	CHECK_CONTAINS(err, "marked corrupt");
+	CHECK_CONTAINS(err, "fsck.pinfs --repair");
+
+	CHECK_OK(pm_fs_mount_flags(pool, PM_MOUNT_FORCE, &fs, err, sizeof(err)));
+	CHECK(pm_fs_errors(fs));
+	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
+	CHECK_EQ(pm_mknod(fs, &cr, root, "f", S_IFREG | 0644, 0, &ip), -EROFS);
+	CHECK_EQ(pm_setxattr(fs, root, "user.x", "1", 1, 0), -EROFS);
+	pm_iput(fs, root);
+	pm_fs_unmount(&fs);
+	CHECK_UEQ(sb()->errors, PM_SB_ERR_CORRUPT); /* the unmount keeps it */
+
+	pm_super_clear_errors(pool);
+	CHECK_OK(pm_super_check(pool->sb, POOL_SIZE, err, sizeof(err)));
+	CHECK_OK(pm_fs_mount(pool, &fs, err, sizeof(err)));
+	CHECK(!pm_fs_errors(fs));
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+	return T_EXIT_PASS;
+}
+
 int main(void)
 {
 	RUN(map_image);
@@ -268,6 +305,7 @@ int main(void)
 	RUN(test_inode_with_map_root_outside_the_pool_is_refused);
 	RUN(test_inode_with_map_taller_than_the_format_is_refused);
 	RUN(test_inode_with_orphan_link_past_the_table_is_refused);
+	RUN(test_pool_marked_corrupt_is_refused_until_the_flag_is_cleared);
 	munmap(region, POOL_SIZE + 2 * GUARD);
 	free(fresh);
 	return T_EXIT_PASS;
