@@ -220,7 +220,9 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	fs->itab = calloc(fs->icap, sizeof(*fs->itab));
 	fs->errors = pool->sb->errors != 0; /* forced: serve it read-only */
 	rc = fs->itab ? pm_alloc_init(fs) : -ENOMEM;
-	if (!rc)
+	/* the check above has compared the bitmap with every map already;
+	 * a forced mount has only the walk to keep files apart */
+	if (!rc && (flags & PM_MOUNT_FORCE))
 		rc = pm_alloc_check(fs);
 	/* a corrupt pool keeps its orphans: freeing trusts their maps */
 	if (!rc && !fs->errors)

@@ -43,10 +43,12 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
  * -EUCLEAN and one line naming the problem and the fsck.pinfs command when
  * its errors flag is set, or when the read-only check of pmem/fsck.c finds
  * any problem after recovery. PM_MOUNT_FORCE serves such a pool anyway,
- * read-only if its errors flag is set. Either way, at mount every block
- * map is walked: a block that two owners claim makes them unreadable
- * (-EUCLEAN), and no block a map names is ever handed out, whatever the
- * bitmap says.
+ * read-only if its errors flag is set, after walking every block map: a
+ * block that two owners claim (or that the bitmap calls free, or a map that
+ * points outside the data area or holds other than the inode's block count)
+ * makes its owners unreadable (-EUCLEAN), and no block a map names is ever
+ * handed out, whatever the bitmap says. Without it, the check has compared
+ * the bitmap with every map already.
  */
 #define PM_MOUNT_FORCE 0x1u
 int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, char *err,
