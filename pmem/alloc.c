@@ -483,22 +483,29 @@ int pm_alloc_check(struct pm_fs *fs)
 {
 	struct ck c = { .fs = fs };
 	uint64_t b, taken = 0;
-	size_t i, n;
+	size_t i, n, ndup;
 	int rc;
 
 	c.used = malloc(PM_DIV_UP(fs->nblocks, 64) * 8);
 	if (!c.used)
 		return -ENOMEM;
 	rc = ck_pass(&c);
+	ndup = c.ndups;
 	if (!rc) {
 		/* the bitmap must have every named block: take the ones it
-		 * lacks, so the allocator never hands them out */
-		for (b = fs->data_start; b < fs->nblocks; b++)
+		 * lacks, so the allocator never hands them out. Their owners
+		 * are suspect like those of a block named twice (the block
+		 * may hold a deleted file's bytes): pass 2 finds them. */
+		for (b = fs->data_start; b < fs->nblocks && !c.nomem; b++)
 			if (((c.used[b >> 6] >> (b & 63)) & 1) && !dbit(fs, b)) {
 				fs->bmap[b >> 6] |= 1ull << (b & 63);
 				fs->avail--;
 				taken++;
+				c.pass2 = false;
+				ck_claim(&c, b); /* named already: goes on c.dups */
 			}
+		if (c.nomem)
+			rc = -ENOMEM;
 	}
 	if (!rc && c.ndups) {
 		qsort(c.dups, c.ndups, sizeof(*c.dups), cmp_u64);
@@ -528,11 +535,12 @@ int pm_alloc_check(struct pm_fs *fs)
 	if (!rc && taken)
 		pm_fs_corrupt(fs, "%llu blocks that files use are free in the bitmap",
 			      (unsigned long long)taken);
-	if (!rc && c.ndups)
-		pm_fs_corrupt(fs, "%zu blocks are named twice (first: block %llu), %zu inodes "
-				  "that name them are refused (first: inode %llu)",
-			      c.ndups, (unsigned long long)c.dups[0], fs->nbad,
-			      (unsigned long long)(fs->nbad ? fs->bad[0] : 0));
+	if (!rc && ndup)
+		pm_fs_corrupt(fs, "%zu blocks are named twice", ndup);
+	if (!rc && fs->nbad)
+		pm_fs_corrupt(fs, "%zu inodes are refused: their maps are not to be trusted "
+				  "(first: inode %llu)",
+			      fs->nbad, (unsigned long long)fs->bad[0]);
 	free(c.used);
 	free(c.dups);
 	return rc;
