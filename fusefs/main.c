@@ -168,6 +168,7 @@ struct opts {
 	char *pin_access;
 	char *pin_group;
 	int pool_shared;
+	int force;
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -183,6 +184,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "pin_access=%s", offsetof(struct opts, pin_access), 0 },
 	{ "pin_group=%s", offsetof(struct opts, pin_group), 0 },
 	{ "pool_shared", offsetof(struct opts, pool_shared), 1 },
+	{ "force", offsetof(struct opts, force), 1 },
 	FUSE_OPT_END,
 };
 
@@ -379,7 +381,9 @@ static void usage(void)
 	       "                           map the whole pool (trust them like the daemon's\n"
 	       "                           owner) and so may pin\n"
 	       "    -o pool_shared         serve a pool that another user owns or may open:\n"
-	       "                           trust everyone who can open the pool\n\n");
+	       "                           trust everyone who can open the pool\n"
+	       "    -o force               serve a pool fsck calls corrupt (read-only if it\n"
+	       "                           is marked corrupt)\n\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -489,10 +493,14 @@ int main(int argc, char **argv)
 			goto out_pool;
 		}
 	}
-	if (pm_fs_mount(g_ffs.pool, &g_ffs.fs, err, sizeof(err))) {
+	if (pm_fs_mount_flags(g_ffs.pool, o.force ? PM_MOUNT_FORCE : 0, &g_ffs.fs, err,
+			      sizeof(err))) {
 		say_pool_error(o.pool, err);
 		goto out_pool;
 	}
+	if (pm_fs_errors(g_ffs.fs))
+		fprintf(stderr, "pinfs: %s: the pool is corrupt: serving it read-only (EROFS) until "
+				"fsck.pinfs --repair\n", o.pool);
 	fprintf(stderr, "pinfs: %s: %s\n", o.pool,
 		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
 				    : "not persistent memory: durability by msync");

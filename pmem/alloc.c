@@ -136,7 +136,11 @@ int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
 	if (start == sb->nblocks)
 		start = find_free(fs, sb->data_start, goal);
 	if (start >= sb->nblocks || dbit(fs, start))
-		abort(); /* avail says there is a free block */
+	{
+		pm_fs_corrupt(fs, "the free block count says %llu, the bitmap none",
+			      (unsigned long long)fs->avail);
+		return -ENOSPC;
+	}
 	for (n = 0; n < want && start + n < sb->nblocks && !dbit(fs, start + n); n++)
 		;
 	take_run(fs, start, n);
@@ -149,8 +153,17 @@ void pm_bfree(struct pm_fs *fs, uint64_t blk)
 {
 	struct pm_tx *tx = &fs->tx;
 
-	if (blk < fs->pool->sb->data_start || blk >= fs->pool->sb->nblocks || !dbit(fs, blk))
-		abort(); /* freeing metadata or a free block: the map is corrupt */
+	/* freeing metadata or a free block: a map is corrupt. Leave the block
+	 * as it is: leaking it is safe, handing it out twice is not. */
+	if (blk < fs->data_start || blk >= fs->nblocks) {
+		pm_fs_corrupt(fs, "freeing block %llu, outside the data area",
+			      (unsigned long long)blk);
+		return;
+	}
+	if (!dbit(fs, blk)) {
+		pm_fs_corrupt(fs, "freeing block %llu, which is free", (unsigned long long)blk);
+		return;
+	}
 	media_bits(fs, blk, 1, false);
 	fs->sbc.free_blocks++;
 	pm_sb_dirty(fs);
@@ -336,5 +349,199 @@ int pm_ialloc(struct pm_fs *fs, uint64_t *ino)
 			return 0;
 		}
 	}
-	abort(); /* free_inodes says there is one */
+	/* free_inodes says there is one */
+	pm_fs_corrupt(fs, "the superblock counts %llu free inodes, the table has none",
+		      (unsigned long long)fs->sbc.free_inodes);
+	return -ENOSPC;
+}
+
+/* ---- the mount-time walk (pm_alloc_check) -------------------------------- */
+
+struct ck {
+	struct pm_fs *fs;
+	uint64_t *used;	 /* blocks claimed so far */
+	uint64_t *dups;	 /* blocks claimed more than once (pass 1) */
+	size_t ndups, capdups;
+	bool pass2;	 /* pass 2: find the owners of dups */
+	bool hit;	 /* pass 2: the current inode names a dup */
+	bool nomem;
+	uint64_t badinodes; /* pass 1: inodes pm_dinode_check refuses */
+	uint64_t badptrs;   /* pass 1: map entries outside the data area */
+	uint64_t badcount;  /* pass 1: inodes whose map disagrees with d.blocks */
+	uint64_t claims;    /* the current inode's blocks, as its map says */
+	bool wild;	    /* the current inode's map points outside the data area */
+};
+
+static bool ck_in_data(const struct pm_fs *fs, uint64_t b)
+{
+	return b >= fs->data_start && b < fs->nblocks;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Claims @b; true the first time. */
+static bool ck_claim(struct ck *c, uint64_t b)
+{
+	uint64_t *w = &c->used[b >> 6], m = 1ull << (b & 63);
+
+	if (c->pass2 && bsearch(&b, c->dups, c->ndups, sizeof(*c->dups), cmp_u64))
+		c->hit = true;
+	if (!(*w & m)) {
+		*w |= m;
+		return true;
+	}
+	if (!c->pass2) {
+		if (c->ndups == c->capdups) {
+			size_t ncap = c->capdups ? c->capdups * 2 : 64;
+			uint64_t *d = realloc(c->dups, ncap * sizeof(*d));
+			if (!d) {
+				c->nomem = true;
+				return false;
+			}
+			c->dups = d;
+			c->capdups = ncap;
+		}
+		c->dups[c->ndups++] = b;
+	}
+	return false;
+}
+
+/* Claims block @b at @level (0: data or xattr, else a map node) and, the
+ * first time only, what it points at: a map that names one node many times
+ * costs one visit, so the walk is linear in the pool's size. Pointers
+ * outside the data area are skipped: the engine reads them as holes. */
+static void ck_walk(struct ck *c, uint64_t b, unsigned level)
+{
+	const uint64_t *node;
+	unsigned i;
+
+	c->claims++;
+	if (!ck_claim(c, b) || level == 0)
+		return;
+	node = pm_block_ptr(c->fs->pool, b);
+	for (i = 0; i < PM_MAP_FANOUT; i++) {
+		if (!node[i])
+			continue;
+		if (ck_in_data(c->fs, node[i])) {
+			ck_walk(c, node[i], level - 1);
+		} else {
+			c->badptrs += !c->pass2;
+			c->wild = true;
+		}
+	}
+}
+
+static int ck_pass(struct ck *c)
+{
+	struct pm_fs *fs = c->fs;
+	uint64_t ino, ninodes = fs->pool->sb->ninodes;
+
+	memset(c->used, 0, PM_DIV_UP(fs->nblocks, 64) * 8);
+	for (ino = PM_ROOT_INO; ino < ninodes; ino++) {
+		const struct pm_dinode *d = pm_dinode_ptr(fs->pool, ino);
+
+		if (!d->mode)
+			continue;
+		if (pm_dinode_check(fs, d)) {
+			c->badinodes += !c->pass2;
+			continue; /* pm_iget refuses it */
+		}
+		c->hit = c->wild = false;
+		c->claims = 0;
+		if (d->map_root)
+			ck_walk(c, d->map_root, d->map_height);
+		if (d->xattr_block)
+			ck_walk(c, d->xattr_block, 0);
+		if (c->nomem)
+			return -ENOMEM;
+		/* A map that does not hold the blocks the inode counts (a
+		 * wrong height reads map nodes as data, or data as map
+		 * nodes) or that points outside the data area is not trusted
+		 * either: the inode's reads would return what is not its
+		 * data. */
+		if (!c->pass2 && (c->wild || c->claims != d->blocks)) {
+			c->badcount += !c->wild;
+			c->hit = true;
+		}
+		if (c->hit) {
+			uint64_t *nb = realloc(fs->bad, (fs->nbad + 1) * sizeof(*nb));
+			if (!nb)
+				return -ENOMEM;
+			fs->bad = nb;
+			fs->bad[fs->nbad++] = ino;
+		}
+	}
+	return 0;
+}
+
+int pm_alloc_check(struct pm_fs *fs)
+{
+	struct ck c = { .fs = fs };
+	uint64_t b, taken = 0;
+	size_t i, n, ndup;
+	int rc;
+
+	c.used = malloc(PM_DIV_UP(fs->nblocks, 64) * 8);
+	if (!c.used)
+		return -ENOMEM;
+	rc = ck_pass(&c);
+	ndup = c.ndups;
+	if (!rc) {
+		/* the bitmap must have every named block: take the ones it
+		 * lacks, so the allocator never hands them out. Their owners
+		 * are suspect like those of a block named twice (the block
+		 * may hold a deleted file's bytes): pass 2 finds them. */
+		for (b = fs->data_start; b < fs->nblocks && !c.nomem; b++)
+			if (((c.used[b >> 6] >> (b & 63)) & 1) && !dbit(fs, b)) {
+				fs->bmap[b >> 6] |= 1ull << (b & 63);
+				fs->avail--;
+				taken++;
+				c.pass2 = false;
+				ck_claim(&c, b); /* named already: goes on c.dups */
+			}
+		if (c.nomem)
+			rc = -ENOMEM;
+	}
+	if (!rc && c.ndups) {
+		qsort(c.dups, c.ndups, sizeof(*c.dups), cmp_u64);
+		for (i = n = 0; i < c.ndups; i++)
+			if (!n || c.dups[n - 1] != c.dups[i])
+				c.dups[n++] = c.dups[i];
+		c.ndups = n;
+		c.pass2 = true;
+		rc = ck_pass(&c);
+	}
+	if (!rc && fs->nbad) { /* pass 1 and 2 each added in ascending order */
+		qsort(fs->bad, fs->nbad, sizeof(*fs->bad), cmp_u64);
+		for (i = n = 0; i < fs->nbad; i++)
+			if (!n || fs->bad[n - 1] != fs->bad[i])
+				fs->bad[n++] = fs->bad[i];
+		fs->nbad = n;
+	}
+	if (!rc && c.badcount)
+		pm_fs_corrupt(fs, "%llu inodes count other blocks than their maps hold",
+			      (unsigned long long)c.badcount);
+	if (!rc && c.badinodes)
+		pm_fs_corrupt(fs, "%llu inodes have fields out of range",
+			      (unsigned long long)c.badinodes);
+	if (!rc && c.badptrs)
+		pm_fs_corrupt(fs, "%llu block map entries point outside the data area",
+			      (unsigned long long)c.badptrs);
+	if (!rc && taken)
+		pm_fs_corrupt(fs, "%llu blocks that files use are free in the bitmap",
+			      (unsigned long long)taken);
+	if (!rc && ndup)
+		pm_fs_corrupt(fs, "%zu blocks are named twice", ndup);
+	if (!rc && fs->nbad)
+		pm_fs_corrupt(fs, "%zu inodes are refused: their maps are not to be trusted "
+				  "(first: inode %llu)",
+			      fs->nbad, (unsigned long long)fs->bad[0]);
+	free(c.used);
+	free(c.dups);
+	return rc;
 }

@@ -28,6 +28,30 @@ uint32_t pm_name_hash(const char *name, size_t len)
 	return h ? h : 1;
 }
 
+/*
+ * The slots taken by the entry at slot @s of directory block @b: 0 for a
+ * free slot, -1 for an entry the format forbids (a slot count that does not
+ * match its name length or runs past the block, an empty name or one with
+ * '/' or NUL, "." or "..", an inode number past the table). Every walk of a
+ * block goes through here, so a bad entry can neither stall it (nslots 0)
+ * nor make it read past the block; a bad entry is skipped as one slot.
+ */
+int pm_dirent_len(const struct pm_fs *fs, const uint8_t *b, unsigned s)
+{
+	const struct pm_dirent *de = (const void *)(b + s * PM_DIR_SLOT);
+
+	if (!de->ino)
+		return 0;
+	if (!de->name_len || de->nslots != pm_dirent_slots(de->name_len) ||
+	    s + de->nslots > PM_DIR_SLOTS || de->ino >= fs->pool->sb->ninodes)
+		return -1;
+	if (memchr(de->name, '/', de->name_len) || memchr(de->name, 0, de->name_len))
+		return -1;
+	if (de->name[0] == '.' && (de->name_len == 1 || (de->name_len == 2 && de->name[1] == '.')))
+		return -1;
+	return de->nslots;
+}
+
 static const struct pm_dirent *dirent_at(struct pm_fs *fs, struct pm_dir *dd, uint32_t pos)
 {
 	const uint8_t *b = pm_tx_peek(fs, dd->pblk[pos / PM_DIR_SLOTS]);
@@ -100,7 +124,7 @@ static int blocks_reserve(struct pm_dir *dd, uint64_t n)
 int pm_dir_load(struct pm_fs *fs, struct pm_inode *dir)
 {
 	struct pm_dir *dd;
-	uint64_t bi, live = 0;
+	uint64_t bi, live = 0, bad = 0;
 	int rc;
 
 	if (dir->dir)
@@ -118,14 +142,18 @@ int pm_dir_load(struct pm_fs *fs, struct pm_inode *dir)
 
 		dd->pblk[bi] = pm_bmap_get(fs, &dir->d, bi, true);
 		if (!dd->pblk[bi]) {
-			rc = -EUCLEAN; /* directories have no holes */
+			/* directories have no holes */
+			rc = pm_fs_corrupt(fs, "directory %llu has a hole at block %llu",
+					   (unsigned long long)dir->ino, (unsigned long long)bi);
 			break;
 		}
 		b = pm_tx_peek(fs, dd->pblk[bi]);
 		while (s < PM_DIR_SLOTS) {
 			const struct pm_dirent *de = (const void *)(b + s * PM_DIR_SLOT);
-			if (!de->ino || !de->nslots || s + de->nslots > PM_DIR_SLOTS) {
-				nfree++;
+			int n = pm_dirent_len(fs, b, s);
+			if (n <= 0) {
+				nfree += n == 0;
+				bad += n < 0;
 				s++;
 				continue;
 			}
@@ -134,7 +162,7 @@ int pm_dir_load(struct pm_fs *fs, struct pm_inode *dir)
 				break;
 			h_insert(dd, de->hash, (uint32_t)(bi * PM_DIR_SLOTS + s));
 			live++;
-			s += de->nslots;
+			s += (unsigned)n;
 		}
 		dd->nfree[bi] = (uint8_t)(nfree > 255 ? 255 : nfree);
 	}
@@ -142,6 +170,12 @@ int pm_dir_load(struct pm_fs *fs, struct pm_inode *dir)
 		pm_dir_free(&dd);
 		return rc;
 	}
+	/* the bad entries are left out; a count that disagrees would let
+	 * rmdir drop a directory that still has entries */
+	if (bad || live != dir->d.nentries)
+		pm_fs_corrupt(fs, "directory %llu has %llu bad entries, %llu live of %llu counted",
+			      (unsigned long long)dir->ino, (unsigned long long)bad,
+			      (unsigned long long)live, (unsigned long long)dir->d.nentries);
 	dir->dir = dd;
 	return 0;
 }
@@ -205,10 +239,10 @@ static int find_run(struct pm_fs *fs, struct pm_dir *dd, uint64_t bi, unsigned n
 	unsigned s = 0, run = 0;
 
 	while (s < PM_DIR_SLOTS) {
-		const struct pm_dirent *de = (const void *)(b + s * PM_DIR_SLOT);
-		if (de->ino) {
+		int n = pm_dirent_len(fs, b, s);
+		if (n) {
 			run = 0;
-			s += de->nslots;
+			s += n > 0 ? (unsigned)n : 1;
 			continue;
 		}
 		if (++run == need)

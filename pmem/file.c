@@ -294,6 +294,8 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
 	if (!len)
 		return 0;
+	if (pm_fs_writable(fs)) /* the pool was found corrupt */
+		return -EROFS;
 	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
 		return -EFBIG;
 	end = off + len;
@@ -402,6 +404,8 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 		return S_ISDIR(ip->ftype) ? -EISDIR : -ENODEV;
 	if (!len)
 		return -EINVAL;
+	if (pm_fs_writable(fs)) /* the pool was found corrupt */
+		return -EROFS;
 	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
 		return -EFBIG;
 	end = off + len;
@@ -474,7 +478,7 @@ int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync)
 	pthread_mutex_lock(&fs->lock);
 	/* every metadata change is already durable; only lazily kept
 	 * timestamps may be pending (fdatasync may skip them, as POSIX says) */
-	if (ip->times_dirty && !datasync) {
+	if (ip->times_dirty && !datasync && !fs->errors) {
 		pm_tx_begin(fs);
 		pm_inode_write(fs, ip);
 		pm_tx_commit(fs);
@@ -537,6 +541,8 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
 	if (!n || first + n < first)
 		return -EINVAL;
+	if ((flags & PM_PIN_WRITE) && pm_fs_writable(fs)) /* the pool was found corrupt */
+		return -EROFS;
 	pthread_rwlock_wrlock(&ip->rw);
 	if (last >= PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE)) {
 		rc = -EINVAL; /* pinning past EOF */
@@ -550,9 +556,9 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 	if (holes) {
 		/* as a write fault would: allocate, zeroed */
 		pthread_mutex_lock(&fs->lock);
-		if (fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
+		if (fs->avail < holes + pm_bmap_worst(&ip->d, holes) || pm_fs_writable(fs)) {
+			rc = pm_fs_writable(fs) ? -EROFS : -ENOSPC;
 			pthread_mutex_unlock(&fs->lock);
-			rc = -ENOSPC;
 			goto out;
 		}
 		pm_tx_begin(fs);

@@ -11,6 +11,54 @@
 #include <time.h>
 
 #include "pmem/fs_int.h"
+#include "pmem/fsck.h"
+
+int pm_fs_corrupt(struct pm_fs *fs, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (fs->nsaid++ < 8) { /* the first few: one bad block can be met often */
+		char msg[256];
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		fprintf(stderr, "pinfs: %s: the pool is corrupt%s; run fsck.pinfs --repair after "
+				"unmounting\n",
+			msg, fs->errors ? "" : ", no more changes are made (EROFS)");
+	}
+	if (!fs->errors) {
+		__atomic_store_n(&fs->errors, true, __ATOMIC_RELAXED);
+		fs->sbc.errors |= PM_SB_ERR_CORRUPT;
+		pm_super_set_errors(fs->pool, PM_SB_ERR_CORRUPT);
+	}
+	return -EUCLEAN;
+}
+
+bool pm_fs_errors(struct pm_fs *fs)
+{
+	bool e;
+
+	pthread_mutex_lock(&fs->lock);
+	e = fs->errors;
+	pthread_mutex_unlock(&fs->lock);
+	return e;
+}
+
+bool pm_ino_bad(const struct pm_fs *fs, uint64_t ino)
+{
+	size_t lo = 0, hi = fs->nbad;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (fs->bad[mid] == ino)
+			return true;
+		if (fs->bad[mid] < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
 
 void pm_fs_set_debug(struct pm_fs *fs, unsigned flags)
 {
@@ -48,23 +96,24 @@ void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h)
 }
 
 /* Frees what unlinked-but-open files held when the pool was last used. */
-static int free_orphans(struct pm_fs *fs, char *err, size_t errlen)
+static int free_orphans(struct pm_fs *fs)
 {
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	while (fs->sbc.orphan_head) {
+	while (fs->sbc.orphan_head && !fs->errors) {
 		struct pm_inode *ip;
 		uint64_t ino = fs->sbc.orphan_head;
 		int rc = pm_iget_locked(fs, ino, &ip);
 
 		if (rc || !(ip->d.flags & PM_IFL_ORPHAN) || ip->d.orphan_prev || ++n > fs->pool->sb->ninodes) {
+			/* only a forced mount gets here (fsck reports it): serve
+			 * the pool read-only, the orphans stay for fsck */
+			pm_fs_corrupt(fs, "the orphan list is corrupt at inode %llu",
+				      (unsigned long long)ino);
 			if (!rc)
-				pm_iput_locked(fs, ip);
-			pthread_mutex_unlock(&fs->lock);
-			pm_errmsg(err, errlen, "orphan list is corrupt at inode %llu: run fsck.pinfs",
-			    (unsigned long long)ino);
-			return -EUCLEAN;
+				pm_iput_locked(fs, ip); /* frees nothing now */
+			break;
 		}
 		if (ip->d.nlink) {
 			/* linked again: only take it off the list */
@@ -79,7 +128,49 @@ static int free_orphans(struct pm_fs *fs, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The checks before a pool is served (see pm_fs_mount_flags in fs.h):
+ * after recovery, the errors flag, then the read-only check of fsck. A
+ * pool not cleanly unmounted has just been recovered; the check is what
+ * proves it consistent.
+ */
+static int mount_check(struct pm_pool *pool, char *err, size_t errlen)
+{
+	const char *path = pool->path[0] ? pool->path : "POOL";
+	struct pm_fsck_result res;
+	int rc;
+
+	if (pool->sb->errors) {
+		pm_errmsg(err, errlen,
+			  "the pool is marked corrupt (errors flag 0x%x, set while it was served): "
+			  "repair it with 'fsck.pinfs --repair %s', or mount it read-only with -o force",
+			  pool->sb->errors, path);
+		return -EUCLEAN;
+	}
+	rc = pm_fsck(pool, false, NULL, &res);
+	if (rc) {
+		pm_errmsg(err, errlen, "cannot check the pool: %s", strerror(-rc));
+		return rc;
+	}
+	if (res.errors) {
+		pm_errmsg(err, errlen,
+			  "the pool is corrupt: fsck finds %lu problem%s%s; see them with "
+			  "'fsck.pinfs %s', repair with 'fsck.pinfs --repair %s', or mount anyway "
+			  "with -o force",
+			  res.errors, res.errors == 1 ? "" : "s",
+			  pool->sb->clean ? "" : " after recovery (not cleanly unmounted)", path, path);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
 int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errlen)
+{
+	return pm_fs_mount_flags(pool, 0, out, err, errlen);
+}
+
+int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, char *err,
+		      size_t errlen)
 {
 	struct pm_fs *fs;
 	const struct pm_dinode *root;
@@ -96,6 +187,11 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 	rc = pm_super_check(pool->sb, pool->size, err, errlen);
 	if (rc)
 		return rc;
+	if (!(flags & PM_MOUNT_FORCE)) {
+		rc = mount_check(pool, err, errlen);
+		if (rc)
+			return rc;
+	}
 	root = pm_dinode_ptr(pool, PM_ROOT_INO);
 	if (!S_ISDIR(root->mode) || root->nlink < 2) {
 		pm_errmsg(err, errlen, "root inode is not a directory: the pool is corrupt");
@@ -122,15 +218,22 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
 		fs->csum = pm_block_ptr(pool, pool->sb->csum_start);
 	fs->icap = 1024;
 	fs->itab = calloc(fs->icap, sizeof(*fs->itab));
+	fs->errors = pool->sb->errors != 0; /* forced: serve it read-only */
 	rc = fs->itab ? pm_alloc_init(fs) : -ENOMEM;
-	if (!rc)
-		rc = free_orphans(fs, err, errlen);
+	/* the check above has compared the bitmap with every map already;
+	 * a forced mount has only the walk to keep files apart */
+	if (!rc && (flags & PM_MOUNT_FORCE))
+		rc = pm_alloc_check(fs);
+	/* a corrupt pool keeps its orphans: freeing trusts their maps */
+	if (!rc && !fs->errors)
+		rc = free_orphans(fs);
 	if (rc) {
 		if (rc == -ENOMEM)
 			pm_errmsg(err, errlen, "out of memory");
 		pm_forget_all(fs);
 		pm_tx_release(&fs->tx);
 		free(fs->bmap);
+		free(fs->bad);
 		free(fs->itab);
 		free(fs);
 		return rc;
@@ -208,6 +311,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	pthread_cond_destroy(&fs->wbcv);
 	free(fs->qset);
 	free(fs->bmap);
+	free(fs->bad);
 	free(fs->itab);
 	free(fs);
 	*fsp = NULL;

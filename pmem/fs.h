@@ -38,6 +38,24 @@ struct pm_cred {
 /* Mounts the file system on @pool: replays the journal, frees orphans,
  * marks the pool not-clean. Returns 0 or -errno with a message in @err. */
 int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errlen);
+/*
+ * pm_fs_mount() with @flags. Without PM_MOUNT_FORCE a pool is refused with
+ * -EUCLEAN and one line naming the problem and the fsck.pinfs command when
+ * its errors flag is set, or when the read-only check of pmem/fsck.c finds
+ * any problem after recovery. PM_MOUNT_FORCE serves such a pool anyway,
+ * read-only if its errors flag is set, after walking every block map: a
+ * block that two owners claim (or that the bitmap calls free, or a map that
+ * points outside the data area or holds other than the inode's block count)
+ * makes its owners unreadable (-EUCLEAN), and no block a map names is ever
+ * handed out, whatever the bitmap says. Without it, the check has compared
+ * the bitmap with every map already.
+ */
+#define PM_MOUNT_FORCE 0x1u
+int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, char *err,
+		      size_t errlen);
+/* Has the engine found the pool corrupt (errors flag)? Then every change
+ * fails with -EROFS: the mount serves reads only. */
+bool pm_fs_errors(struct pm_fs *fs);
 /* Persists pending timestamps, marks the pool clean and frees @*fsp. The
  * pool stays open; the caller closes it. */
 void pm_fs_unmount(struct pm_fs **fsp);

@@ -20,6 +20,7 @@
 #ifndef PINFS_PMEM_FS_INT_H
 #define PINFS_PMEM_FS_INT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -123,7 +124,25 @@ struct pm_fs {
 	bool flusher_on, flusher_stop; /* wblock */
 	double wb_interval, wb_expire;  /* seconds */
 	uint8_t *jbuf;		/* journal staging, for non-pmem records */
+	bool errors;		/* pool found corrupt: no more changes; lock */
+	unsigned nsaid;		/* corruption messages logged; lock */
+	uint64_t *bad;		/* inodes refused (-EUCLEAN): sorted; set at mount */
+	size_t nbad;
 };
+
+/* fs.c -- corruption. The engine met an impossible on-media state: logs
+ * @fmt (the first few times), sets the errors flag in DRAM and, durably, in
+ * the superblock; from then on every change fails with -EROFS. Called with
+ * fs->lock held, in a transaction or not. Returns -EUCLEAN. */
+int pm_fs_corrupt(struct pm_fs *fs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* -EROFS once the pool was found corrupt, else 0. Set under fs->lock,
+ * never cleared while mounted: callers without the lock may ask too. */
+static inline int pm_fs_writable(const struct pm_fs *fs)
+{
+	return __atomic_load_n(&fs->errors, __ATOMIC_RELAXED) ? -EROFS : 0;
+}
+/* Is @ino on the mount's list of inodes refused for sharing blocks? */
+bool pm_ino_bad(const struct pm_fs *fs, uint64_t ino);
 
 /* journal.c -- transactions */
 void pm_tx_begin(struct pm_fs *fs);
@@ -171,8 +190,19 @@ int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t 
 void pm_bfree(struct pm_fs *fs, uint64_t blk);
 void pm_release_freed(struct pm_fs *fs);
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino);
+/* At mount: walks every inode's block map and xattr block. A block named
+ * twice (by two inodes, or twice by one) puts its owners on fs->bad; a
+ * named block the bitmap calls free is taken in DRAM, so never handed out;
+ * both mark the pool corrupt. Called before any transaction. */
+int pm_alloc_check(struct pm_fs *fs);
 
 /* inode.c */
+/* Are the fields of in-use inode @di that the engine follows or computes
+ * with in range (type, map height and root, xattr block, orphan links,
+ * parent, size, link count)? 0 or -EUCLEAN; logs nothing. */
+int pm_dinode_check(const struct pm_fs *fs, const struct pm_dinode *di);
+/* Drops a just-created in-core inode whose transaction was aborted. */
+void pm_icache_discard(struct pm_fs *fs, struct pm_inode *ip);
 struct pm_dinode *pm_dinode_ptr(struct pm_pool *p, uint64_t ino);
 void pm_inode_write(struct pm_fs *fs, struct pm_inode *ip); /* in a tx */
 struct pm_inode *pm_icache_find(struct pm_fs *fs, uint64_t ino);
@@ -209,6 +239,9 @@ typedef void (*pm_bmap_visit_t)(void *ctx, uint64_t fblk, uint64_t pblk, unsigne
 int pm_bmap_walk(struct pm_pool *p, const struct pm_dinode *d, pm_bmap_visit_t fn, void *ctx);
 
 /* dir.c */
+/* Slots taken by the entry at slot @s of directory block @b: 0 free, -1
+ * malformed (skipped as one slot), else its nslots. */
+int pm_dirent_len(const struct pm_fs *fs, const uint8_t *b, unsigned s);
 uint32_t pm_name_hash(const char *name, size_t len);
 int pm_dir_load(struct pm_fs *fs, struct pm_inode *dir);
 int pm_dir_find(struct pm_fs *fs, struct pm_inode *dir, const char *name, uint64_t *ino,

@@ -151,6 +151,7 @@ struct fsck {
 	bool pass1b;	       /* silent re-walk naming first owners */
 	bool unsure_leaks;     /* a pointer was invalid or duplicated: blocks it held look leaked */
 	bool sb_dirty;	       /* the superblock was changed: write it at the end */
+	uint32_t errors_flag;   /* the errors flag found set (and cleared) by --repair */
 	bool orphans_bad;      /* the orphan list needs rebuilding */
 	uint64_t root_extra;   /* a block grow_root() added this round, or 0 */
 	uint64_t max_gen;      /* highest inode generation */
@@ -427,9 +428,21 @@ static int check_super(struct fsck *f)
 		if (f->repair)
 			f->sb_dirty = true;
 	}
-	if (sb->reserved0 || sb->reserved1 || !all_zero(sb->reserved, sizeof(sb->reserved))) {
+	if (sb->errors) {
+		uint32_t old = sb->errors;
 		if (f->repair) {
-			sb->reserved0 = sb->reserved1 = 0;
+			/* the checks below decide what is wrong; if they leave
+			 * something, pm_fsck_ex sets the flag again */
+			f->errors_flag |= old;
+			sb->errors = 0;
+			f->sb_dirty = true;
+		}
+		problem_as(f, f->repair, "cleared", "superblock: errors flag 0x%x is set: pinfs found the pool corrupt",
+			   old);
+	}
+	if (sb->reserved1 || !all_zero(sb->reserved, sizeof(sb->reserved))) {
+		if (f->repair) {
+			sb->reserved1 = 0;
 			memset(sb->reserved, 0, sizeof(sb->reserved));
 			f->sb_dirty = true;
 		}
@@ -2151,6 +2164,9 @@ int pm_fsck_ex(struct pm_pool *pool, const struct pm_fsck_opts *o, FILE *out,
 			break;
 		}
 	}
+	/* problems are left: the errors flag a repair cleared is set again */
+	if (!rc && o->repair && f.errors_flag && res->errors != res->repaired)
+		pm_super_set_errors(pool, f.errors_flag);
 	/* checked and mended, nothing left: the pool is consistent. Mark it
 	 * clean, as e2fsck does (the next mount needs no recovery to trust it) */
 	if (!rc && o->repair && res->errors == res->repaired && pool->sb == pool->base) {
@@ -2161,8 +2177,6 @@ int pm_fsck_ex(struct pm_pool *pool, const struct pm_fsck_opts *o, FILE *out,
 			if (out)
 				fprintf(out, "fsck.pinfs: superblock: marked clean\n");
 		}
-		/* TODO(errors-flag, issue 8 item 3): once pmem/layout.h has the
-		 * superblock's errors flag, clear it here (dirty = true) and say so */
 		if (dirty) {
 			pool->sb->sb_csum = pm_super_csum(pool->sb);
 			pm_persist(&pool->ops, pool->sb, sizeof(*pool->sb));

@@ -129,29 +129,46 @@ int pm_icache_insert(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *d,
 }
 
 /*
- * Are the on-media numbers of @di that become addresses in range? A map
- * root or xattr block outside the data area, a map taller than
- * PM_MAP_MAX_HEIGHT (whose shifts would exceed 64 bits) or an orphan link
- * past the inode table would send the engine outside the pool or into an
- * abort(); such an inode is refused with -EUCLEAN instead (fsck.pinfs
- * reports each of these).
+ * Are the on-media numbers of @di that become addresses, shifts or loop
+ * bounds in range? A map root or xattr block outside the data area, a map
+ * taller than PM_MAP_MAX_HEIGHT (whose shifts would exceed 64 bits), a root
+ * without a height (read as a data block), an orphan link or parent past
+ * the inode table, a directory size that is not whole blocks of the pool,
+ * or a linked-nowhere inode off the orphan list would send the engine
+ * outside the pool, into an endless loop or into another file's blocks;
+ * such an inode is refused with -EUCLEAN instead (fsck.pinfs reports each
+ * of these).
  */
-static int dinode_check(struct pm_fs *fs, uint64_t ino, const struct pm_dinode *di)
+int pm_dinode_check(const struct pm_fs *fs, const struct pm_dinode *di)
 {
-	static int said;
 	uint64_t ninodes = fs->pool->sb->ninodes;
 
-	if (di->map_height <= PM_MAP_MAX_HEIGHT &&
-	    (!di->map_root || (di->map_root >= fs->data_start && di->map_root < fs->nblocks)) &&
-	    (!di->xattr_block ||
-	     (di->xattr_block >= fs->data_start && di->xattr_block < fs->nblocks)) &&
-	    di->orphan_next < ninodes && di->orphan_prev < ninodes)
-		return 0;
-	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
-		fprintf(stderr, "pinfs: inode %llu points outside the pool: "
-				"the pool is corrupt, run fsck.pinfs\n",
-			(unsigned long long)ino);
-	return -EUCLEAN;
+	switch (di->mode & S_IFMT) {
+	case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR: case S_IFBLK:
+	case S_IFIFO: case S_IFSOCK:
+		break;
+	default:
+		return -EUCLEAN;
+	}
+	if (di->map_height > PM_MAP_MAX_HEIGHT || !di->map_root != !di->map_height)
+		return -EUCLEAN;
+	if (di->map_root && (di->map_root < fs->data_start || di->map_root >= fs->nblocks))
+		return -EUCLEAN;
+	if (di->xattr_block &&
+	    (di->xattr_block < fs->data_start || di->xattr_block >= fs->nblocks))
+		return -EUCLEAN;
+	if (di->orphan_next >= ninodes || di->orphan_prev >= ninodes || di->parent >= ninodes)
+		return -EUCLEAN;
+	if (di->size > (1ull << 50)) /* PM_MAX_FILE_SIZE: block arithmetic stays in range */
+		return -EUCLEAN;
+	if (S_ISDIR(di->mode) &&
+	    (di->size % PM_BLOCK_SIZE || di->size / PM_BLOCK_SIZE > fs->nblocks))
+		return -EUCLEAN;
+	if (S_ISLNK(di->mode) && (di->size == 0 || di->size > PM_SYMLINK_MAX))
+		return -EUCLEAN;
+	if (di->nlink == 0 && !(di->flags & PM_IFL_ORPHAN))
+		return -EUCLEAN;
+	return 0;
 }
 
 /* Called with fs->lock held. */
@@ -172,9 +189,12 @@ int pm_iget_locked(struct pm_fs *fs, uint64_t ino, struct pm_inode **out)
 	di = pm_dinode_ptr(fs->pool, ino);
 	if (!di->mode)
 		return -ESTALE;
-	rc = dinode_check(fs, ino, di);
+	if (pm_ino_bad(fs, ino))
+		return -EUCLEAN; /* shares blocks with another inode (pm_alloc_check) */
+	rc = pm_dinode_check(fs, di);
 	if (rc)
-		return rc;
+		return pm_fs_corrupt(fs, "inode %llu has fields out of range",
+				     (unsigned long long)ino);
 	return pm_icache_insert(fs, ino, di, out);
 }
 
@@ -227,8 +247,14 @@ void pm_orphan_add(struct pm_fs *fs, struct pm_inode *ip)
 	if (head) {
 		struct pm_inode *c;
 		struct pm_dinode *h = di_edit(fs, head, &c);
-		h->orphan_prev = ip->ino;
-		di_done(fs, h, c);
+		if (!(h->flags & PM_IFL_ORPHAN) || h->orphan_prev) {
+			pm_fs_corrupt(fs, "orphan list head %llu is not an orphan",
+				      (unsigned long long)head);
+			head = 0; /* start a new list; fsck finds the old one */
+		} else {
+			h->orphan_prev = ip->ino;
+			di_done(fs, h, c);
+		}
 	}
 	ip->d.flags |= PM_IFL_ORPHAN;
 	ip->d.orphan_next = head;
@@ -245,18 +271,35 @@ void pm_orphan_del(struct pm_fs *fs, struct pm_inode *ip)
 
 	if (!(ip->d.flags & PM_IFL_ORPHAN))
 		return;
+	/* each neighbour must point back at @ip: never edit another inode
+	 * on the word of a corrupt link */
 	if (ip->d.orphan_prev) {
 		o = di_edit(fs, ip->d.orphan_prev, &c);
-		o->orphan_next = ip->d.orphan_next;
-		di_done(fs, o, c);
-	} else {
+		if (o->orphan_next == ip->ino && (o->flags & PM_IFL_ORPHAN)) {
+			o->orphan_next = ip->d.orphan_next;
+			di_done(fs, o, c);
+		} else {
+			pm_fs_corrupt(fs, "orphan list: inode %llu does not point back at %llu",
+				      (unsigned long long)ip->d.orphan_prev,
+				      (unsigned long long)ip->ino);
+		}
+	} else if (fs->sbc.orphan_head == ip->ino) {
 		fs->sbc.orphan_head = ip->d.orphan_next;
 		pm_sb_dirty(fs);
+	} else {
+		pm_fs_corrupt(fs, "orphan list: inode %llu is not its head",
+			      (unsigned long long)ip->ino);
 	}
 	if (ip->d.orphan_next) {
 		o = di_edit(fs, ip->d.orphan_next, &c);
-		o->orphan_prev = ip->d.orphan_prev;
-		di_done(fs, o, c);
+		if (o->orphan_prev == ip->ino && (o->flags & PM_IFL_ORPHAN)) {
+			o->orphan_prev = ip->d.orphan_prev;
+			di_done(fs, o, c);
+		} else {
+			pm_fs_corrupt(fs, "orphan list: inode %llu does not point back at %llu",
+				      (unsigned long long)ip->d.orphan_next,
+				      (unsigned long long)ip->ino);
+		}
 	}
 	ip->d.flags &= ~PM_IFL_ORPHAN;
 	ip->d.orphan_next = ip->d.orphan_prev = 0;
@@ -269,9 +312,13 @@ void pm_inode_free_blocks(struct pm_fs *fs, struct pm_inode *ip)
 	pm_xattr_free(fs, ip);
 }
 
-/* Frees the inode slot and everything it holds: one transaction. */
+/* Frees the inode slot and everything it holds: one transaction. On a pool
+ * found corrupt nothing is freed: the inode stays (an orphan, or a leak),
+ * for fsck to judge, since its map may name blocks that are not its own. */
 static void inode_destroy(struct pm_fs *fs, struct pm_inode *ip)
 {
+	if (fs->errors)
+		return;
 	pm_tx_begin(fs);
 	pm_orphan_del(fs, ip);
 	pm_inode_free_blocks(fs, ip);
@@ -296,6 +343,21 @@ static void icache_remove(struct pm_fs *fs, struct pm_inode *ip)
 	fs->icount--;
 }
 
+static void inode_free(struct pm_inode *ip)
+{
+	pm_dir_free(&ip->dir);
+	pm_dirty_free(&ip->dirty);
+	pthread_rwlock_destroy(&ip->rw);
+	pthread_mutex_destroy(&ip->dlock);
+	free(ip);
+}
+
+void pm_icache_discard(struct pm_fs *fs, struct pm_inode *ip)
+{
+	icache_remove(fs, ip);
+	inode_free(ip);
+}
+
 /* Called with fs->lock held and no transaction open. */
 void pm_iput_locked(struct pm_fs *fs, struct pm_inode *ip)
 {
@@ -309,18 +371,14 @@ void pm_iput_locked(struct pm_fs *fs, struct pm_inode *ip)
 		inode_destroy(fs, ip);
 	} else {
 		pm_writeback_inode(fs, ip, true, 0);
-		if (ip->times_dirty) {
+		if (ip->times_dirty && !fs->errors) {
 			pm_tx_begin(fs);
 			pm_inode_write(fs, ip);
 			pm_tx_commit(fs);
 		}
 	}
 	icache_remove(fs, ip);
-	pm_dir_free(&ip->dir);
-	pm_dirty_free(&ip->dirty);
-	pthread_rwlock_destroy(&ip->rw);
-	pthread_mutex_destroy(&ip->dlock);
-	free(ip);
+	inode_free(ip);
 }
 
 void pm_iput(struct pm_fs *fs, struct pm_inode *ip)
@@ -459,6 +517,9 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 		}
 	}
 	pthread_mutex_lock(&fs->lock);
+	rc = pm_fs_writable(fs);
+	if (rc)
+		goto out;
 	nd = ip->d;
 	if (sa->valid & (PM_SET_UID | PM_SET_GID)) {
 		bool uid_change = (sa->valid & PM_SET_UID) && sa->uid != nd.uid;

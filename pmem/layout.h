@@ -91,7 +91,10 @@ struct pm_super {
 	uint32_t mount_count;	  /* incremented at every mount */
 	uint64_t mkfs_time;	  /* seconds since the epoch */
 	uint32_t sb_csum;	  /* CRC32C, see above */
-	uint32_t reserved0;	  /* must be zero */
+	uint32_t errors;	  /* PM_SB_ERR_*: the engine found the pool corrupt
+				   * while serving it; a mount is refused (unless
+				   * forced, then read-only) until fsck.pinfs
+				   * --repair clears it (pm_super_clear_errors) */
 	uint64_t csum_start;	  /* first checksum block (CSUM feature), else 0 */
 	uint64_t csum_blocks;	  /* checksum table length in blocks, else 0 */
 	uint32_t npinholders;	  /* entries in pinholders[], <= PM_PINHOLDERS_MAX */
@@ -104,6 +107,7 @@ struct pm_super {
 	uint8_t reserved[1832];	  /* must be zero */
 };
 #define PM_PINHOLDERS_MAX 128u
+#define PM_SB_ERR_CORRUPT 0x1u /* an impossible on-media state was met */
 _Static_assert(sizeof(struct pm_super) == PM_BLOCK_SIZE, "superblock size");
 
 /*

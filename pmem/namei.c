@@ -42,6 +42,38 @@ static int check_dir(struct pm_inode *dir)
 	return 0;
 }
 
+/* The inode a directory entry names; fs->lock held. An entry naming an
+ * inode with no links (an orphan, or a freed slot's leftovers) is a
+ * corrupt pool, not a file: unlinking it again would wrap its count. */
+static int iget_entry(struct pm_fs *fs, uint64_t ino, struct pm_inode **out)
+{
+	int rc = pm_iget_locked(fs, ino, out);
+
+	if (rc || (*out)->d.nlink)
+		return rc;
+	rc = pm_fs_corrupt(fs, "a directory entry names inode %llu, which has no links",
+			   (unsigned long long)ino);
+	pm_iput_locked(fs, *out); /* frees nothing: the pool is now corrupt */
+	*out = NULL;
+	return rc;
+}
+
+/*
+ * A change failed after its transaction began: the pool proved corrupt
+ * under it, or a counter lied. Nothing reaches the pool; @dir (and the
+ * directory index, rebuilt at next use) return to what the pool holds and
+ * @ip_new, an inode this transaction created, is dropped. Returns @rc.
+ */
+static int tx_fail(struct pm_fs *fs, int rc, struct pm_inode *dir, struct pm_inode *ip_new)
+{
+	pm_tx_abort(fs);
+	pm_inode_reload(fs, dir);
+	pm_dir_free(&dir->dir);
+	if (ip_new)
+		pm_icache_discard(fs, ip_new);
+	return rc;
+}
+
 int pm_lookup(struct pm_fs *fs, struct pm_inode *dir, const char *name, struct pm_inode **out)
 {
 	uint64_t ino;
@@ -60,6 +92,10 @@ int pm_lookup(struct pm_fs *fs, struct pm_inode *dir, const char *name, struct p
 		ino = dir->d.parent;
 	else if ((rc = pm_dir_find(fs, dir, name, &ino, &pos)))
 		goto out;
+	else {
+		rc = iget_entry(fs, ino, out);
+		goto out;
+	}
 	rc = pm_iget_locked(fs, ino, out);
 out:
 	pthread_mutex_unlock(&fs->lock);
@@ -120,6 +156,9 @@ static int may_add(struct pm_fs *fs, struct pm_inode *dir, const char *name, uin
 		return -EEXIST;
 	if (rc != -ENOENT)
 		return rc;
+	rc = pm_fs_writable(fs); /* loading @dir may have found it corrupt */
+	if (rc)
+		return rc;
 	if (fs->avail < DIR_ADD_WORST + extra)
 		return -ENOSPC;
 	return 0;
@@ -158,8 +197,11 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 	rc = inode_new(fs, cr, dir, mode, rdev, &ip);
 	if (!rc)
 		rc = pm_dir_add(fs, dir, name, ip->ino, pm_dtype((uint32_t)mode));
-	if (rc)
-		abort(); /* resources were checked above */
+	if (rc) { /* resources were checked above: the pool is corrupt */
+		tx_fail(fs, rc, dir, ip);
+		ip = NULL;
+		goto out;
+	}
 	if (S_ISDIR(mode))
 		dir->d.nlink++;
 	dir_touch(fs, dir);
@@ -190,23 +232,31 @@ int pm_symlink(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir,
 		goto out;
 	pm_tx_begin(fs);
 	rc = inode_new(fs, cr, dir, S_IFLNK | 0777, 0, &ip);
-	if (rc || pm_balloc(fs, 0, 1, &blk) != 1)
-		abort();
+	if (rc || (rc = pm_balloc(fs, 0, 1, &blk)) != 1) {
+		rc = rc < 0 ? rc : -ENOSPC; /* space was checked: the pool is corrupt */
+		goto fail;
+	}
 	/* the target is data: written in place, ordered before the commit */
 	memset(pm_block_ptr(fs->pool, blk), 0, PM_BLOCK_SIZE);
 	memcpy(pm_block_ptr(fs->pool, blk), target, len);
 	pm_tx_order(fs, pm_block_ptr(fs->pool, blk), PM_BLOCK_SIZE);
 	ip->d.blocks++;
-	if (pm_bmap_set(fs, ip, 0, blk))
-		abort();
+	rc = pm_bmap_set(fs, ip, 0, blk);
+	if (rc)
+		goto fail;
 	ip->d.size = len;
 	pm_inode_write(fs, ip);
-	if (pm_dir_add(fs, dir, name, ip->ino, pm_dtype(S_IFLNK)))
-		abort();
+	rc = pm_dir_add(fs, dir, name, ip->ino, pm_dtype(S_IFLNK));
+	if (rc)
+		goto fail;
 	dir_touch(fs, dir);
 	pm_tx_commit(fs);
 	*out = ip;
 out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+fail:
+	tx_fail(fs, rc, dir, ip);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
@@ -247,8 +297,11 @@ int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const c
 	if (rc)
 		goto out;
 	pm_tx_begin(fs);
-	if (pm_dir_add(fs, dir, name, ip->ino, pm_dtype(ip->d.mode)))
-		abort();
+	rc = pm_dir_add(fs, dir, name, ip->ino, pm_dtype(ip->d.mode));
+	if (rc) { /* space was checked: the pool is corrupt */
+		tx_fail(fs, rc, dir, NULL);
+		goto out;
+	}
 	ip->d.nlink++;
 	pm_touch(ip, false, true);
 	pm_inode_write(fs, ip);
@@ -291,7 +344,9 @@ static int remove_entry(struct pm_fs *fs, struct pm_inode *dir, const char *name
 	else
 		rc = pm_dir_find(fs, dir, name, &ino, &pos);
 	if (!rc)
-		rc = pm_iget_locked(fs, ino, &ip);
+		rc = iget_entry(fs, ino, &ip);
+	if (!rc)
+		rc = pm_fs_writable(fs);
 	if (rc)
 		goto out;
 	if (isdir && !S_ISDIR(ip->d.mode))
@@ -337,6 +392,8 @@ static bool is_below(struct pm_fs *fs, struct pm_inode *dir, uint64_t anc)
 			return true;
 		if (ino == PM_ROOT_INO)
 			return false;
+		if (ino == 0 || ino >= fs->pool->sb->ninodes)
+			return true; /* a corrupt "..": refuse */
 		c = pm_icache_find(fs, ino);
 		d = c ? &c->d : pm_dinode_ptr(fs->pool, ino);
 		ino = d->parent;
@@ -377,18 +434,20 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 	if (!rc)
 		rc = pm_dir_find(fs, odir, oname, &sino, &spos);
 	if (!rc)
-		rc = pm_iget_locked(fs, sino, &src);
+		rc = iget_entry(fs, sino, &src);
 	if (rc)
 		goto out;
 	rc = pm_dir_find(fs, ndir, nname, &dino, &dpos);
 	if (rc == 0) {
-		rc = pm_iget_locked(fs, dino, &dst);
+		rc = iget_entry(fs, dino, &dst);
 		if (rc)
 			goto out;
 	} else if (rc != -ENOENT) {
 		goto out;
 	}
-	rc = 0;
+	rc = pm_fs_writable(fs);
+	if (rc)
+		goto out;
 	if (flags & RENAME_EXCHANGE) {
 		if (!dst) {
 			rc = -ENOENT;
@@ -448,8 +507,12 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 		if (S_ISDIR(dst->d.mode))
 			ndir->d.nlink--;
 		drop_link(fs, dst);
-	} else if (pm_dir_add(fs, ndir, nname, src->ino, pm_dtype(src->d.mode))) {
-		abort(); /* space was checked */
+	} else {
+		rc = pm_dir_add(fs, ndir, nname, src->ino, pm_dtype(src->d.mode));
+		if (rc) { /* space was checked: the pool is corrupt */
+			tx_fail(fs, rc, ndir, NULL);
+			goto out;
+		}
 	}
 	pm_dir_del(fs, odir, spos);
 	reparent(src, odir, ndir);
@@ -518,8 +581,8 @@ int pm_readdir(struct pm_fs *fs, struct pm_inode *dir, uint64_t off, pm_filldir_
 				while (s < PM_DIR_SLOTS && n < RD_BATCH) {
 					const struct pm_dirent *de = (const void *)(b + s * PM_DIR_SLOT);
 					uint64_t pos = bi * PM_DIR_SLOTS + s;
-					if (!de->ino) {
-						s++;
+					if (pm_dirent_len(fs, b, s) <= 0) {
+						s++; /* free, or bad (pm_dir_load said so) */
 						continue;
 					}
 					if (pos >= start) {

@@ -47,6 +47,28 @@ uint32_t pm_super_csum(const struct pm_super *sb)
 	return pm_crc32c(0, &tmp, sizeof(tmp));
 }
 
+void pm_super_set_errors(struct pm_pool *pool, uint32_t flags)
+{
+	struct pm_super *sb = pool->sb;
+
+	if ((sb->errors & flags) == flags)
+		return;
+	sb->errors |= flags;
+	sb->sb_csum = pm_super_csum(sb);
+	pm_persist(&pool->ops, sb, sizeof(*sb));
+}
+
+void pm_super_clear_errors(struct pm_pool *pool)
+{
+	struct pm_super *sb = pool->sb;
+
+	if (!sb->errors)
+		return;
+	sb->errors = 0;
+	sb->sb_csum = pm_super_csum(sb);
+	pm_persist(&pool->ops, sb, sizeof(*sb));
+}
+
 static uint64_t div_up(uint64_t a, uint64_t b)
 {
 	return (a + b - 1) / b;

@@ -98,6 +98,17 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 
 uint32_t pm_super_csum(const struct pm_super *sb);
 
+/*
+ * The superblock's errors flag (pm_super.errors, PM_SB_ERR_*). The engine
+ * sets it when it meets a state the format forbids; a pool with it set is
+ * refused at mount (read-only when forced) until fsck.pinfs --repair has
+ * checked the pool and cleared it. Both store the field, recompute the
+ * checksum and persist the superblock at once, outside the journal: the
+ * engine's next commit writes its copy, which has the flag too.
+ */
+void pm_super_set_errors(struct pm_pool *pool, uint32_t flags);
+void pm_super_clear_errors(struct pm_pool *pool);
+
 /* Does [off, off + len) lie inside [0, limit)? Written so that nothing
  * wraps: use it for every offset and length read from the pool. */
 static inline bool pm_range_ok(uint64_t off, uint64_t len, uint64_t limit)

@@ -12,24 +12,48 @@
 
 #define XATTR_SIZE_MAX_ 65536
 
-/* Finds @name in the block; returns its byte offset after the header, or
- * -ENODATA; -EUCLEAN if the block is malformed. */
+/*
+ * Is the attribute block @b well formed: the magic, a used length inside
+ * the block, and count entries, each with a name, packed exactly into
+ * used bytes? Every reader checks this first, so no entry can send it past
+ * the block. A bad block marks the pool corrupt; fs->lock held.
+ */
+static int xcheck(struct pm_fs *fs, struct pm_inode *ip, const uint8_t *b)
+{
+	const struct pm_xattr_hdr *h = (const void *)b;
+	const uint8_t *p = b + sizeof(*h);
+	uint64_t pos = 0;
+	unsigned i;
+
+	if (h->magic != PM_XATTR_MAGIC || h->used > PM_XATTR_SPACE || h->count > PM_XATTR_SPACE / 4)
+		goto bad;
+	for (i = 0; i < h->count; i++) {
+		const struct pm_xattr_ent *e = (const void *)(p + pos);
+		if (pos + sizeof(*e) > h->used || !e->name_len)
+			goto bad;
+		pos += pm_xattr_ent_size(e->name_len, e->value_len);
+		if (pos > h->used)
+			goto bad;
+	}
+	if (pos != h->used)
+		goto bad;
+	return 0;
+bad:
+	return pm_fs_corrupt(fs, "inode %llu: its xattr block %llu is malformed",
+			     (unsigned long long)ip->ino, (unsigned long long)ip->d.xattr_block);
+}
+
+/* Finds @name in a block xcheck() accepted; returns its byte offset after
+ * the header, or -ENODATA. */
 static int xfind(const uint8_t *b, const char *name, size_t nlen, unsigned *entsz)
 {
 	const struct pm_xattr_hdr *h = (const void *)b;
 	const uint8_t *p = b + sizeof(*h);
 	unsigned i, pos = 0;
 
-	if (h->magic != PM_XATTR_MAGIC || h->used > PM_XATTR_SPACE)
-		return -EUCLEAN;
 	for (i = 0; i < h->count; i++) {
 		const struct pm_xattr_ent *e = (const void *)(p + pos);
-		unsigned sz;
-		if (pos + sizeof(*e) > h->used)
-			return -EUCLEAN;
-		sz = pm_xattr_ent_size(e->name_len, e->value_len);
-		if (pos + sz > h->used)
-			return -EUCLEAN;
+		unsigned sz = pm_xattr_ent_size(e->name_len, e->value_len);
 		if (e->name_len == nlen && !memcmp(e + 1, name, nlen)) {
 			*entsz = sz;
 			return (int)pos;
@@ -53,6 +77,9 @@ ssize_t pm_getxattr(struct pm_fs *fs, struct pm_inode *ip, const char *name, voi
 		goto out;
 	}
 	b = pm_block_ptr(fs->pool, ip->d.xattr_block);
+	rc = xcheck(fs, ip, b);
+	if (rc)
+		goto out;
 	pos = xfind(b, name, strlen(name), &sz);
 	if (pos < 0) {
 		rc = pos;
@@ -86,11 +113,10 @@ ssize_t pm_listxattr(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t si
 	}
 	h = pm_block_ptr(fs->pool, ip->d.xattr_block);
 	p = (const uint8_t *)(h + 1);
-	if (h->magic != PM_XATTR_MAGIC || h->used > PM_XATTR_SPACE) {
-		rc = -EUCLEAN;
+	rc = xcheck(fs, ip, (const uint8_t *)h);
+	if (rc)
 		goto out;
-	}
-	for (i = 0; i < h->count && pos + sizeof(struct pm_xattr_ent) <= h->used; i++) {
+	for (i = 0; i < h->count; i++) {
 		const struct pm_xattr_ent *e = (const void *)(p + pos);
 		if (size) {
 			if (total + e->name_len + 1 > size) {
@@ -126,14 +152,17 @@ static int xupdate(struct pm_fs *fs, struct pm_inode *ip, const char *name, cons
 		return -ERANGE;
 	if (vlen > XATTR_SIZE_MAX_)
 		return -E2BIG;
+	if (pm_fs_writable(fs))
+		return -EROFS;
 	memset(nb, 0, sizeof(nb));
 	nh->magic = PM_XATTR_MAGIC;
 	if (ip->d.xattr_block) {
 		const uint8_t *b = pm_block_ptr(fs->pool, ip->d.xattr_block);
 		const struct pm_xattr_hdr *h = (const void *)b;
+		int rc = xcheck(fs, ip, b);
+		if (rc)
+			return rc;
 		pos = xfind(b, name, nlen, &sz);
-		if (pos == -EUCLEAN)
-			return pos;
 		memcpy(nb, b, sizeof(*h) + h->used);
 		if (pos >= 0) {
 			uint8_t *p = nb + sizeof(*nh);
@@ -173,8 +202,13 @@ static int xupdate(struct pm_fs *fs, struct pm_inode *ip, const char *name, cons
 	} else {
 		uint8_t *b;
 		if (!ip->d.xattr_block) {
-			if (pm_balloc(fs, 0, 1, &ip->d.xattr_block) != 1)
-				abort();
+			uint64_t xb;
+			if (pm_balloc(fs, 0, 1, &xb) != 1) {
+				/* avail said there was one: the pool is corrupt */
+				pm_tx_abort(fs);
+				return -ENOSPC;
+			}
+			ip->d.xattr_block = xb;
 			ip->d.blocks++;
 			b = pm_tx_block_new(fs, ip->d.xattr_block);
 		} else {

@@ -1581,7 +1581,7 @@ static void mutate(struct fuzz *z, uint8_t *img)
 			static const size_t fields[] = {
 				offsetof(struct pm_super, free_blocks), offsetof(struct pm_super, free_inodes),
 				offsetof(struct pm_super, orphan_head), offsetof(struct pm_super, next_generation),
-				offsetof(struct pm_super, clean), offsetof(struct pm_super, reserved0),
+				offsetof(struct pm_super, clean), offsetof(struct pm_super, errors),
 				offsetof(struct pm_super, ninodes), offsetof(struct pm_super, data_start),
 			};
 			size_t off = fields[rnd(z) % (sizeof(fields) / sizeof(fields[0]))];
