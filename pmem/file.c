@@ -272,9 +272,14 @@ static uint64_t fill_step(const struct pm_fs *fs)
 }
 
 #define FILL_STEP_BLOCKS 24
+
 /* A batch: what is zeroed in one go without fs->lock, and mapped in one
- * visit under it (about a millisecond of map updates and a commit). */
-#define FILL_BATCH_BLOCKS 8192u /* 32 MiB */
+ * visit under it (about a millisecond of map updates and a commit); small
+ * for the crash tests, which then see several batches. */
+static uint64_t fill_batch(const struct pm_fs *fs)
+{
+	return fs->debug & PM_DEBUG_SMALL_TX ? 128 : 8192; /* 32 MiB */
+}
 
 /*
  * Reserves blocks for the next holes, at most @max of them. Called with
@@ -455,7 +460,7 @@ static int fill_run(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl)
 	int rc;
 
 	for (;;) {
-		rc = fill_reserve(fs, ip, fl, FILL_BATCH_BLOCKS);
+		rc = fill_reserve(fs, ip, fl, fill_batch(fs));
 		if (rc)
 			break;
 		pthread_mutex_unlock(&fs->lock);
