@@ -274,11 +274,12 @@ static uint64_t fill_step(const struct pm_fs *fs)
 #define FILL_STEP_BLOCKS 24
 
 /* A batch: what is zeroed in one go without fs->lock, and mapped in one
- * visit under it (about a millisecond of map updates and a commit); small
- * for the crash tests, which then see several batches. */
+ * visit under it: 2 048 map updates and a commit, a few hundred
+ * microseconds, the longest a fill holds fs->lock. Small for the crash
+ * tests, which then see several batches. */
 static uint64_t fill_batch(const struct pm_fs *fs)
 {
-	return fs->debug & PM_DEBUG_SMALL_TX ? 128 : 8192; /* 32 MiB */
+	return fs->debug & PM_DEBUG_SMALL_TX ? 128 : 2048; /* 8 MiB */
 }
 
 /*
