@@ -298,6 +298,7 @@ static int fill_reserve(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, 
 	fl->j = 0;
 	while (f <= fl->last && taken < max) {
 		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, fl->last - f + 1, &pblk, false);
+		bool ends_batch = false;
 
 		if (pblk) {
 			fl->goal = pblk + n;
@@ -306,8 +307,15 @@ static int fill_reserve(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, 
 		}
 		if (!fl->goal && f)
 			fl->goal = pm_bmap_get(fs, &ip->d, f - 1, false) + 1;
-		if (n > max - taken)
+		if (n > max - taken) {
+			ends_batch = true;
 			n = max - taken;
+			/* end the batch at a 2 MiB boundary of the file: a
+			 * chunk reserved in two batches could land in two pool
+			 * chunks, and lose its huge-page mapping */
+			if (n > (f + n) % PM_ALIGN_BLOCKS)
+				n -= (f + n) % PM_ALIGN_BLOCKS;
+		}
 		while (n) {
 			uint64_t step = fill_step(fs), start, want = n < step ? n : step;
 			int got = -ENOSPC;
@@ -332,6 +340,8 @@ static int fill_reserve(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, 
 			fl->left = fl->left > (uint64_t)got ? fl->left - (uint64_t)got : 0;
 			fl->pending += (uint64_t)got;
 		}
+		if (ends_batch)
+			break;
 	}
 	if (f > fl->last)
 		fl->left = 0;
