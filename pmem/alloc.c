@@ -359,7 +359,6 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 	return -ENOSPC;
 }
 
-
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino)
 {
 	struct pm_super *sb = fs->pool->sb;

@@ -11,9 +11,9 @@
  *     never moves under fs->lock: a write or a fill that needs new blocks
  *     reserves them under it (pm_breserve), drops it to zero them, copy into
  *     them and make them durable, and takes it again to map them in one
- *     transaction (pm_bclaim); a fill too big for one transaction also
- *     drops it between its parts. Other clients' operations then wait for
- *     at most one part's metadata, never for a file's data.
+ *     transaction (pm_bclaim); a big fill (fallocate, a pin's holes) does
+ *     that 8 MiB at a time. Other clients' operations then wait for at most
+ *     one batch's metadata, never for a file's data.
  *  2. ip->rw (a rwlock) guards a file's block map and size against the data
  *     path: readers hold it shared while the kernel copies out of the pool,
  *     writers and truncates hold it exclusive. So a block is never freed or
