@@ -9,6 +9,14 @@
  * released (pm_release_freed): a block freed by an open transaction cannot be
  * handed out again by the same transaction, so a crash never finds one block
  * in two places.
+ *
+ * Reservations split an allocation in two, so that a big fill or copy into
+ * new blocks runs without fs->lock: pm_breserve() takes blocks in fs->bmap
+ * and fs->avail only (no transaction; the pool's bitmap still calls them
+ * free, so a crash simply forgets them), and pm_bclaim(), later, in the
+ * transaction that maps them, sets their bits in the pool's bitmap. Nobody
+ * else can be handed a reserved block, and nobody can see one: no map points
+ * at it, and a block freed while pinned is quarantined, never reserved.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -108,22 +116,49 @@ static uint64_t find_free(const struct pm_fs *fs, uint64_t b, uint64_t end)
 	return end;
 }
 
-/* Takes free blocks [start, start + n): in DRAM, on media (in the
- * transaction) and in the counters. */
-static void take_run(struct pm_fs *fs, uint64_t start, uint64_t n)
+/* Takes free blocks [start, start + n) in DRAM: nobody else gets them. */
+static void reserve_run(struct pm_fs *fs, uint64_t start, uint64_t n)
 {
 	uint64_t b;
 
 	for (b = start; b < start + n; b++)
 		fs->bmap[b >> 6] |= 1ull << (b & 63);
+	fs->avail -= n;
+}
+
+void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n)
+{
 	media_bits(fs, start, n, true);
 	note_alloc(fs, start, n);
-	fs->avail -= n;
 	fs->sbc.free_blocks -= n;
 	pm_sb_dirty(fs);
 }
 
-int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
+void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n)
+{
+	uint64_t b;
+
+	for (b = start; b < start + n; b++) {
+		if (!dbit(fs, b))
+			abort(); /* not reserved: a bookkeeping bug */
+		fs->bmap[b >> 6] &= ~(1ull << (b & 63));
+	}
+	fs->avail += n;
+	if (start < fs->alloc_hint)
+		fs->alloc_hint = start;
+}
+
+/* Takes free blocks [start, start + n): in DRAM, on media (in the
+ * transaction, unless @reserve_only) and in the counters. */
+static void take_run(struct pm_fs *fs, uint64_t start, uint64_t n, bool reserve_only)
+{
+	reserve_run(fs, start, n);
+	if (!reserve_only)
+		pm_bclaim(fs, start, n);
+}
+
+static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
+		  bool reserve_only)
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t start, n;
@@ -135,18 +170,27 @@ int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
 	start = find_free(fs, goal, sb->nblocks);
 	if (start == sb->nblocks)
 		start = find_free(fs, sb->data_start, goal);
-	if (start >= sb->nblocks || dbit(fs, start))
-	{
+	if (start >= sb->nblocks || dbit(fs, start)) {
 		pm_fs_corrupt(fs, "the free block count says %llu, the bitmap none",
 			      (unsigned long long)fs->avail);
 		return -ENOSPC;
 	}
 	for (n = 0; n < want && start + n < sb->nblocks && !dbit(fs, start + n); n++)
 		;
-	take_run(fs, start, n);
+	take_run(fs, start, n, reserve_only);
 	fs->alloc_hint = start + n;
 	*out = start;
 	return (int)n;
+}
+
+int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
+{
+	return balloc(fs, goal, want, out, false);
+}
+
+int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
+{
+	return balloc(fs, goal, want, out, true);
 }
 
 void pm_bfree(struct pm_fs *fs, uint64_t blk)
@@ -306,7 +350,7 @@ static bool run_free(const struct pm_fs *fs, uint64_t b, uint64_t n)
 	return true;
 }
 
-int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out)
+int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out)
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t c, start;
@@ -320,7 +364,7 @@ int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t 
 		start = c * PM_ALIGN_BLOCKS + phase;
 		if (!run_free(fs, start, want))
 			continue;
-		take_run(fs, start, want);
+		reserve_run(fs, start, want);
 		*out = start;
 		return (int)want;
 	}

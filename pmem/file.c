@@ -6,13 +6,18 @@
  *
  * Data blocks are written in place, never journaled. Ordering rules that
  * keep a crash from exposing stale bytes:
- *  - a newly allocated block is zeroed where the write does not cover it and
- *    is made durable before the transaction that maps it commits
- *    (pm_tx_order), so a file never maps a block holding someone else's old
- *    data;
+ *  - a newly allocated block is zeroed where the write does not cover it,
+ *    written, and made durable before the transaction that maps it commits,
+ *    so a file never maps a block holding someone else's old data;
  *  - bytes past EOF in the last block are garbage until the file grows over
- *    them: growing (write past EOF, truncate up) zeroes them first, ordered
+ *    them: growing (write past EOF, truncate up) zeroes them first, durable
  *    before the new size commits.
+ *
+ * No data moves under fs->lock (fs_int.h, "Locking"): new blocks are
+ * reserved under it, zeroed and written without it (ip->rw held exclusive
+ * keeps the file's readers and pins away; the pool's bitmap still calls the
+ * blocks free, so a crash forgets them), flushed, and mapped by a
+ * transaction under it again. See "filling holes" below.
  */
 
 #include <errno.h>
@@ -142,107 +147,351 @@ static uint64_t count_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t firs
 
 /*
  * Zeroes the garbage past EOF in the last block before the file grows over
- * it; in a transaction (the zeroes are ordered before its commit).
+ * it. @tx: in a transaction, the zeroes ordered before its commit; else
+ * without fs->lock (ip->rw held exclusive), flushed, and the caller drains
+ * before the commit that grows the file.
  */
-static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end)
+static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end, bool tx)
 {
 	uint64_t size = ip->d.size, pblk, stop;
+	uint8_t *p;
 
 	if (!(size & (PM_BLOCK_SIZE - 1)) || new_end <= size)
 		return;
-	pblk = pm_bmap_get(fs, &ip->d, size >> PM_BLOCK_SHIFT, true);
+	pblk = pm_bmap_get(fs, &ip->d, size >> PM_BLOCK_SHIFT, tx);
 	if (!pblk)
 		return;
 	stop = (size | (PM_BLOCK_SIZE - 1)) + 1;
-	pm_dirty_mark_written(fs, ip, size >> PM_BLOCK_SHIFT, 1, true);
-	{
-		uint8_t *p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (size & (PM_BLOCK_SIZE - 1));
-		memset(p, 0, stop - size);
+	pm_dirty_mark_written(fs, ip, size >> PM_BLOCK_SHIFT, 1, tx);
+	p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (size & (PM_BLOCK_SIZE - 1));
+	memset(p, 0, stop - size);
+	if (tx)
 		pm_tx_order(fs, p, stop - size);
+	else
+		pm_flush(&fs->pool->ops, p, stop - size);
+}
+
+/* ---- filling holes ------------------------------------------------------- */
+
+/*
+ * A fill gives the holes of file blocks [first, last] new blocks, in
+ * batches. A batch is reserved under fs->lock (pm_breserve: taken in DRAM
+ * only), zeroed -- and, for a write, written -- and made durable without
+ * it, then claimed and mapped by a transaction under it again. The caller
+ * holds ip->rw exclusive from start to end, so no read or pin of the file
+ * runs in between; until the commit the pool's bitmap still calls the
+ * blocks free and no map points at them, so a crash forgets them whatever
+ * they hold. Space: the start takes all the fill can need (its holes and,
+ * at worst, their map nodes) out of fs->avail, so that another client
+ * cannot make a later batch fail with ENOSPC; reserving and mapping turn
+ * that held space into blocks.
+ */
+struct fill_ext {
+	uint64_t fblk, pblk, n;
+};
+
+struct fill {
+	struct fill_ext *e; /* reserved runs, ascending file blocks */
+	size_t n, cap;
+	size_t i;	    /* first run not wholly claimed yet */
+	uint64_t j;	    /* blocks of e[i] claimed */
+	uint64_t next, last; /* holes of [next, last] are not reserved yet */
+	uint64_t left;	    /* ... this many */
+	uint64_t pending;   /* reserved, not claimed */
+	uint64_t held;	    /* kept out of fs->avail for the rest */
+	uint64_t goal;	    /* where the next run should start in the pool */
+	bool align;
+};
+
+/* The most the rest of the fill can take: its holes not reserved yet, and
+ * map nodes for every block not mapped yet. */
+static uint64_t fill_need(const struct pm_inode *ip, const struct fill *fl)
+{
+	return fl->left + pm_bmap_worst(&ip->d, fl->left + fl->pending);
+}
+
+/* Keeps the rest's space from other clients while fs->lock is dropped. */
+static void fill_hold(struct pm_fs *fs, const struct pm_inode *ip, struct fill *fl)
+{
+	uint64_t need = fill_need(ip, fl);
+
+	fl->held = need < fs->avail ? need : fs->avail;
+	fs->avail -= fl->held;
+}
+
+static void fill_unhold(struct pm_fs *fs, struct fill *fl)
+{
+	fs->avail += fl->held;
+	fl->held = 0;
+}
+
+/* Starts a fill of @holes holes in [first, last]; -ENOSPC if the pool
+ * cannot take it. fs->lock held; pair with fill_end(). */
+static int fill_start(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, uint64_t first,
+		      uint64_t last, uint64_t holes, bool align)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->next = first;
+	fl->last = last;
+	fl->left = holes;
+	fl->align = align;
+	if (fs->avail < fill_need(ip, fl))
+		return -ENOSPC;
+	fill_hold(fs, ip, fl);
+	return 0;
+}
+
+static int fill_push(struct fill *fl, uint64_t fblk, uint64_t pblk, uint64_t n)
+{
+	struct fill_ext *last = fl->n ? &fl->e[fl->n - 1] : NULL;
+
+	if (last && last->fblk + last->n == fblk && last->pblk + last->n == pblk) {
+		last->n += n;
+		return 0;
+	}
+	if (fl->n == fl->cap) {
+		size_t ncap = fl->cap ? fl->cap * 2 : 16;
+		struct fill_ext *ne = realloc(fl->e, ncap * sizeof(*ne));
+		if (!ne)
+			return -ENOMEM;
+		fl->e = ne;
+		fl->cap = ncap;
+	}
+	fl->e[fl->n].fblk = fblk;
+	fl->e[fl->n].pblk = pblk;
+	fl->e[fl->n++].n = n;
+	return 0;
+}
+
+static uint64_t fill_step(const struct pm_fs *fs)
+{
+	/* at most a 2 MiB chunk at a time: mapping it touches at most
+	 * FILL_STEP_BLOCKS metadata blocks (two map leaves, the nodes above
+	 * them, two bitmap blocks, the superblock and the inode) */
+	return fs->debug & PM_DEBUG_SMALL_TX ? 64 : PM_ALIGN_BLOCKS;
+}
+
+#define FILL_STEP_BLOCKS 24
+
+/* A batch: what is zeroed in one go without fs->lock, and mapped in one
+ * visit under it: 2 048 map updates and a commit, a few hundred
+ * microseconds, the longest a fill holds fs->lock. Small for the crash
+ * tests, which then see several batches. */
+static uint64_t fill_batch(const struct pm_fs *fs)
+{
+	return fs->debug & PM_DEBUG_SMALL_TX ? 128 : 2048; /* 8 MiB */
+}
+
+/*
+ * Reserves blocks for the next holes, at most @max of them. Called with
+ * fs->lock held, every run reserved before already mapped. Pinnable
+ * extents (@align) and whole 2 MiB chunks get the same offset inside a
+ * 2 MiB chunk in the file and in the pool, so mappings can use huge pages.
+ */
+static int fill_reserve(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, uint64_t max)
+{
+	uint64_t f = fl->next, taken = 0;
+	int rc = 0;
+
+	fill_unhold(fs, fl);
+	fl->n = fl->i = 0;
+	fl->j = 0;
+	while (f <= fl->last && taken < max) {
+		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, fl->last - f + 1, &pblk, false);
+		bool ends_batch = false;
+
+		if (pblk) {
+			fl->goal = pblk + n;
+			f += n;
+			continue;
+		}
+		if (!fl->goal && f)
+			fl->goal = pm_bmap_get(fs, &ip->d, f - 1, false) + 1;
+		if (n > max - taken) {
+			ends_batch = true;
+			n = max - taken;
+			/* end the batch at a 2 MiB boundary of the file: a
+			 * chunk reserved in two batches could land in two pool
+			 * chunks, and lose its huge-page mapping */
+			if (n > (f + n) % PM_ALIGN_BLOCKS)
+				n -= (f + n) % PM_ALIGN_BLOCKS;
+		}
+		while (n) {
+			uint64_t step = fill_step(fs), start, want = n < step ? n : step;
+			int got = -ENOSPC;
+
+			if (fl->align || want >= PM_ALIGN_BLOCKS)
+				got = pm_breserve_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), want, &start);
+			if (got < 0)
+				got = pm_breserve(fs, fl->goal, want, &start);
+			if (got < 0) {
+				rc = got; /* the space was held: cannot happen */
+				goto out;
+			}
+			rc = fill_push(fl, f, start, (uint64_t)got);
+			if (rc) {
+				pm_bunreserve(fs, start, (uint64_t)got);
+				goto out;
+			}
+			f += (uint64_t)got;
+			n -= (uint64_t)got;
+			taken += (uint64_t)got;
+			fl->goal = start + (uint64_t)got;
+			fl->left = fl->left > (uint64_t)got ? fl->left - (uint64_t)got : 0;
+			fl->pending += (uint64_t)got;
+		}
+		if (ends_batch)
+			break;
+	}
+	if (f > fl->last)
+		fl->left = 0;
+	fl->next = f;
+out:
+	fill_hold(fs, ip, fl);
+	return rc;
+}
+
+/*
+ * Zeroes the reserved blocks except file bytes [cover_lo, cover_hi), which
+ * the caller writes, forgets their checksums, and flushes both; the caller
+ * drains before the commit that maps them. Called without fs->lock, ip->rw
+ * held exclusive: the blocks are this fill's alone.
+ */
+static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo, uint64_t cover_hi)
+{
+	const struct pm_persist_ops *ops = &fs->pool->ops;
+	size_t k;
+
+	for (k = fl->i; k < fl->n; k++) {
+		const struct fill_ext *e = &fl->e[k];
+		uint64_t lo = e->fblk << PM_BLOCK_SHIFT, hi = (e->fblk + e->n) << PM_BLOCK_SHIFT;
+		uint64_t a = cover_lo > lo ? cover_lo : lo, b = cover_hi < hi ? cover_hi : hi, i;
+		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
+
+		if (a >= b) {
+			memset(p, 0, hi - lo);
+			pm_flush(ops, p, hi - lo);
+		} else {
+			memset(p, 0, a - lo);
+			pm_flush(ops, p, a - lo);
+			memset(p + (b - lo), 0, hi - b);
+			pm_flush(ops, p + (b - lo), hi - b);
+		}
+		/* a new block has no valid checksum: a former owner's must not
+		 * survive into the commit that maps it */
+		for (i = 0; fs->csum && i < e->n; i++) {
+			uint32_t *cs = &fs->csum[e->pblk + i];
+			if (*cs != PM_CSUM_NONE) {
+				*cs = PM_CSUM_NONE;
+				pm_flush(ops, cs, sizeof(*cs));
+			}
+		}
 	}
 }
 
 /*
- * Allocates every hole in file blocks [first, last] as zeroed blocks except
- * where [cover_lo, cover_hi) (bytes) will be written; in a transaction, with
- * space reserved. With @roll, a fill bigger than one transaction can hold
- * (pm_tx_room) is committed in parts: each part leaves the file
- * with some more of its holes filled with zeroes and nothing else changed,
- * a state as consistent as the final one (a crash between parts shows a
- * partial preallocation, as on ext4 and XFS). Without @roll the caller
+ * Claims and maps the reserved blocks, in the open transaction, with
+ * fs->lock held. With @roll, a batch the journal cannot hold in one
+ * transaction commits in parts: each part leaves the file with some more of
+ * its holes filled with zeroes and nothing else changed, a state as
+ * consistent as the final one (a crash between parts shows a partial
+ * preallocation, as on ext4 and XFS); fs->lock is dropped between parts, so
+ * that other clients' operations get in. Without @roll the caller
  * guarantees the fill is small (a write: at most max_write).
  */
-#define FILL_STEP_BLOCKS 24
-
-static int fill_holes(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t last,
-		      uint64_t cover_lo, uint64_t cover_hi, bool align, bool roll)
+static int fill_map(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, bool roll)
 {
-	uint64_t f = first, goal = 0;
+	int rc = 0;
 
-	while (f <= last) {
-		uint64_t pblk, n = pm_bmap_run(fs, &ip->d, f, last - f + 1, &pblk, true), i;
-		if (pblk) {
-			goal = pblk + n;
-			f += n;
-			continue;
-		}
-		if (!goal && f)
-			goal = pm_bmap_get(fs, &ip->d, f - 1, true) + 1;
-		while (n) {
-			/* at most a 2 MiB chunk at a time: it touches at most
-			 * FILL_STEP_BLOCKS metadata blocks (two map leaves, the
-			 * nodes above them, two bitmap blocks, the superblock and
-			 * the inode) */
-			uint64_t step = fs->debug & PM_DEBUG_SMALL_TX ? 64 : PM_ALIGN_BLOCKS;
-			uint64_t start, want = n < step ? n : step;
-			int got = -ENOSPC;
+	fill_unhold(fs, fl);
+	for (; fl->i < fl->n; fl->i++, fl->j = 0) {
+		const struct fill_ext *e = &fl->e[fl->i];
 
+		while (fl->j < e->n) {
+			uint64_t k = e->n - fl->j, at = fl->j, b;
+
+			if (k > fill_step(fs))
+				k = fill_step(fs);
 			if (roll && !pm_tx_room(fs, FILL_STEP_BLOCKS)) {
 				pm_inode_write(fs, ip);
-				pm_tx_roll(fs);
+				fill_hold(fs, ip, fl);
+				pm_tx_commit(fs);
+				pthread_mutex_unlock(&fs->lock); /* give way */
+				pthread_mutex_lock(&fs->lock);
+				pm_tx_begin(fs);
+				fill_unhold(fs, fl);
 			}
-			/* pinnable extents: the same offset inside a 2 MiB chunk in
-			 * the file and in the pool, so mappings can use huge pages */
-			if (align || want >= PM_ALIGN_BLOCKS)
-				got = pm_balloc_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), want, &start);
-			if (got < 0)
-				got = pm_balloc(fs, goal, want, &start);
-			if (got < 0)
-				return got;
-			for (i = 0; i < (uint64_t)got; i++) {
-				uint64_t lo = (f + i) << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE;
-				uint8_t *p = pm_block_ptr(fs->pool, start + i);
-				int rc;
-				/* zero what the caller will not overwrite (and
-				 * orders itself: copy_to_blocks) */
-				if (cover_hi <= lo || cover_lo >= hi) {
-					memset(p, 0, PM_BLOCK_SIZE);
-					pm_tx_order(fs, p, PM_BLOCK_SIZE);
-				} else {
-					if (cover_lo > lo) {
-						memset(p, 0, cover_lo - lo);
-						pm_tx_order(fs, p, cover_lo - lo);
-					}
-					if (cover_hi < hi) {
-						memset(p + (cover_hi - lo), 0, hi - cover_hi);
-						pm_tx_order(fs, p + (cover_hi - lo), hi - cover_hi);
-					}
-				}
-				pm_csum_forget(fs, start + i);
-				rc = pm_bmap_set(fs, ip, f + i, start + i);
+			/* claimed: from here an abort of the transaction gives
+			 * them back, not fill_end() */
+			pm_bclaim(fs, e->pblk + at, k);
+			fl->j += k;
+			fl->pending -= k;
+			for (b = 0; b < k; b++) {
+				rc = pm_bmap_set(fs, ip, e->fblk + at + b, e->pblk + at + b);
 				if (rc)
-					return rc;
+					goto out;
 				ip->d.blocks++;
 			}
-			/* durable at commit; on a checksummed pool dirty until
-			 * checksummed */
-			pm_dirty_mark_written(fs, ip, f, (uint64_t)got, true);
-			f += (uint64_t)got;
-			n -= (uint64_t)got;
-			goal = start + (uint64_t)got;
+			/* durable before the commit; on a checksummed pool dirty
+			 * until checksummed. (Without checksums only pinned
+			 * blocks are marked, and a block just reserved is never
+			 * pinned: a pinned block freed is quarantined.) */
+			if (fs->csum)
+				pm_dirty_mark_written(fs, ip, e->fblk + at, k, true);
 		}
 	}
-	return 0;
+out:
+	fill_hold(fs, ip, fl);
+	return rc;
+}
+
+/* Ends a fill: what it holds and has not claimed goes back. fs->lock held,
+ * no transaction open. */
+static void fill_end(struct pm_fs *fs, struct fill *fl)
+{
+	fill_unhold(fs, fl);
+	for (; fl->i < fl->n; fl->i++, fl->j = 0)
+		if (fl->e[fl->i].n > fl->j)
+			pm_bunreserve(fs, fl->e[fl->i].pblk + fl->j, fl->e[fl->i].n - fl->j);
+	free(fl->e);
+	memset(fl, 0, sizeof(*fl));
+}
+
+/*
+ * Fills every hole of a started fill with zeroed blocks, a batch at a time,
+ * dropping fs->lock while it zeroes and between parts. Called with ip->rw
+ * held exclusive and fs->lock held, no transaction open. Returns 0 with
+ * fs->lock held and a transaction open that maps the last part (the caller
+ * adds its inode changes and commits), or -errno with fs->lock held and no
+ * transaction (parts committed before stay: a partial preallocation, as
+ * after a crash). Ends the fill either way.
+ */
+static int fill_run(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl)
+{
+	int rc;
+
+	for (;;) {
+		rc = fill_reserve(fs, ip, fl, fill_batch(fs));
+		if (rc)
+			break;
+		pthread_mutex_unlock(&fs->lock);
+		fill_zero(fs, fl, 0, 0);
+		pm_drain(&fs->pool->ops);
+		pthread_mutex_lock(&fs->lock);
+		pm_tx_begin(fs);
+		if (fill_map(fs, ip, fl, true)) {
+			pm_tx_abort(fs);
+			pm_inode_reload(fs, ip);
+			rc = -EIO; /* space was held: a corrupt map */
+			break;
+		}
+		if (!fl->left)
+			break;
+		pm_inode_write(fs, ip);
+		pm_tx_commit(fs);
+	}
+	fill_end(fs, fl);
+	return rc;
 }
 
 static bool needs_kill_priv(const struct pm_cred *cr, const struct pm_inode *ip)
@@ -252,34 +501,61 @@ static bool needs_kill_priv(const struct pm_cred *cr, const struct pm_inode *ip)
 	return (ip->d.mode & S_ISUID) || ((ip->d.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
 }
 
-/* Copies the caller's bytes into the mapped blocks of [off, off+len), in a
- * transaction (@tx) ordered before its commit; -EIO if a block is missing
- * (only a corrupt map does that). */
-static int copy_to_blocks(struct pm_fs *fs, struct pm_inode *ip, struct cursor *c, uint64_t off,
-			  uint64_t len, bool tx)
+/*
+ * Copies the caller's bytes to file bytes [off, off+len): into the mapped
+ * blocks, and into the blocks @fl reserved for holes (NULL: none). @flush:
+ * flushes what it copied (the caller drains before the commit that maps
+ * new blocks: a crash never shows a block's former owner's bytes where we
+ * wrote). -EIO if a block is missing (only a corrupt map does that). Called
+ * with ip->rw held exclusive, fs->lock not needed.
+ */
+static int copy_to_file(struct pm_fs *fs, struct pm_inode *ip, const struct fill *fl,
+			struct cursor *c, uint64_t off, uint64_t len, bool flush)
 {
+	size_t k = fl ? fl->i : 0;
+
 	while (len) {
 		uint64_t fblk = off >> PM_BLOCK_SHIFT, pblk;
 		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(off + len, PM_BLOCK_SIZE) - fblk,
-					  &pblk, tx);
-		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, t;
+					  &pblk, false);
+		uint64_t run_end, t;
 		uint8_t *dst;
 
+		if (!pblk && fl) {
+			/* a hole: the block reserved for it */
+			while (k < fl->n && fl->e[k].fblk + fl->e[k].n <= fblk)
+				k++;
+			if (k < fl->n && fl->e[k].fblk <= fblk) {
+				pblk = fl->e[k].pblk + (fblk - fl->e[k].fblk);
+				if (nb > fl->e[k].fblk + fl->e[k].n - fblk)
+					nb = fl->e[k].fblk + fl->e[k].n - fblk;
+			}
+		}
 		if (!pblk)
 			return -EIO;
+		run_end = (fblk + nb) << PM_BLOCK_SHIFT;
 		t = (run_end < off + len ? run_end : off + len) - off;
 		dst = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (off & (PM_BLOCK_SIZE - 1));
 		copy_in(c, dst, t);
-		/* durable before the commit that maps new blocks: a crash
-		 * never shows a block's former owner's bytes where we wrote */
-		if (tx)
-			pm_tx_order(fs, dst, t);
+		if (flush)
+			pm_flush(&fs->pool->ops, dst, t);
 		off += t;
 		len -= t;
 	}
 	return 0;
 }
 
+/*
+ * Order of writes for a write that allocates or grows the file: (1) without
+ * fs->lock: the tail past the old EOF and the new blocks' uncovered parts
+ * are zeroed, the caller's bytes copied, all of it and the new blocks'
+ * invalidated checksums flushed, and drained; (2) under fs->lock, one
+ * transaction maps the new blocks and sets the size, and commits. The
+ * blocks were reserved under fs->lock before (1); ip->rw is held exclusive
+ * throughout. A write that does neither copies without fs->lock and keeps
+ * its timestamps lazily; both then make the bytes durable before returning
+ * (pm_write_settle).
+ */
 ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
 		 const struct iovec *src, int n)
 {
@@ -306,22 +582,39 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 	holes = count_holes(fs, ip, first, last, false);
 	pthread_mutex_lock(&fs->lock);
 	if (holes || end > ip->d.size || needs_kill_priv(cr, ip)) {
-		if (holes && fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
-			rc = -ENOSPC;
-			goto out;
+		struct fill fl;
+
+		memset(&fl, 0, sizeof(fl));
+		if (holes) {
+			rc = fill_start(fs, ip, &fl, first, last, holes, false);
+			if (rc)
+				goto out;
+			rc = fill_reserve(fs, ip, &fl, holes);
+			if (rc) {
+				fill_end(fs, &fl);
+				goto out;
+			}
 		}
-		pm_tx_begin(fs);
-		zero_tail(fs, ip, end);
-		/* space was reserved: only a corrupt map fails here */
-		rc = holes ? fill_holes(fs, ip, first, last, off, end, false, false) : 0;
+		pthread_mutex_unlock(&fs->lock);
+		/* (1): other clients' operations go on meanwhile */
+		zero_tail(fs, ip, end, false);
+		fill_zero(fs, &fl, off, end);
+		/* the mapped blocks: a clean one's checksum goes first */
+		pm_dirty_mark_written(fs, ip, first, last - first + 1, false);
+		rc = copy_to_file(fs, ip, &fl, &c, off, len, true);
+		pm_drain(&fs->pool->ops);
+		pthread_mutex_lock(&fs->lock);
+		/* (2) */
 		if (!rc) {
-			pm_dirty_mark_written(fs, ip, first, last - first + 1, true);
-			rc = copy_to_blocks(fs, ip, &c, off, len, true);
+			pm_tx_begin(fs);
+			if (holes && fill_map(fs, ip, &fl, false)) {
+				pm_tx_abort(fs);
+				pm_inode_reload(fs, ip);
+				rc = -EIO; /* space was held: a corrupt map */
+			}
 		}
 		if (rc) {
-			pm_tx_abort(fs);
-			pm_inode_reload(fs, ip);
-			rc = -EIO;
+			fill_end(fs, &fl);
 			goto out;
 		}
 		if (end > ip->d.size)
@@ -334,11 +627,12 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		pm_touch(ip, true, true);
 		pm_inode_write(fs, ip);
 		pm_tx_commit(fs);
+		fill_end(fs, &fl);
 		ordered = true;
 	} else {
 		pthread_mutex_unlock(&fs->lock);
 		pm_dirty_mark_written(fs, ip, first, last - first + 1, false);
-		rc = copy_to_blocks(fs, ip, &c, off, len, false);
+		rc = copy_to_file(fs, ip, NULL, &c, off, len, false);
 		pthread_mutex_lock(&fs->lock);
 		if (rc)
 			goto out;
@@ -362,38 +656,50 @@ int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
 	if (size > PM_MAX_FILE_SIZE)
 		return -EFBIG;
 	if (size > ip->d.size)
-		zero_tail(fs, ip, size);
+		zero_tail(fs, ip, size, true);
 	else
 		pm_bmap_punch(fs, ip, PM_DIV_UP(size, PM_BLOCK_SIZE), ~0ull);
 	ip->d.size = size;
 	return 0;
 }
 
-/* Zeroes bytes [lo, hi) of the file where blocks are mapped, in a
- * transaction: durable at its commit. */
-static void zero_mapped(struct pm_fs *fs, struct pm_inode *ip, uint64_t lo, uint64_t hi)
+/* Zeroes bytes [lo, hi) of the file where blocks are mapped. @tx: in a
+ * transaction, durable at its commit; else without fs->lock (ip->rw held
+ * exclusive), flushed, and the caller drains. */
+static void zero_mapped(struct pm_fs *fs, struct pm_inode *ip, uint64_t lo, uint64_t hi, bool tx)
 {
 	while (lo < hi) {
 		uint64_t fblk = lo >> PM_BLOCK_SHIFT, pblk;
 		uint64_t nb = pm_bmap_run(fs, &ip->d, fblk, PM_DIV_UP(hi, PM_BLOCK_SIZE) - fblk, &pblk,
-					  true);
+					  tx);
 		uint64_t run_end = (fblk + nb) << PM_BLOCK_SHIFT, t;
 
 		t = (run_end < hi ? run_end : hi) - lo;
 		if (pblk) {
 			uint8_t *p = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1));
-			pm_dirty_mark_written(fs, ip, fblk, PM_DIV_UP(lo + t, PM_BLOCK_SIZE) - fblk, true);
+			pm_dirty_mark_written(fs, ip, fblk, PM_DIV_UP(lo + t, PM_BLOCK_SIZE) - fblk, tx);
 			memset(p, 0, t);
-			pm_tx_order(fs, p, t); /* durable with the punch */
+			if (tx)
+				pm_tx_order(fs, p, t); /* durable with the punch */
+			else
+				pm_flush(&fs->pool->ops, p, t);
 		}
 		lo += t;
 	}
 }
 
+/*
+ * A fill (no PUNCH_HOLE) zeroes a ZERO_RANGE's mapped bytes and fills the
+ * holes without fs->lock, and commits a huge fill in parts with fs->lock
+ * dropped between them (fill_run): one 8 GiB fallocate must not stall
+ * every other client for the seconds it takes to zero 8 GiB. The size
+ * changes with the last part.
+ */
 int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, uint64_t len)
 {
 	bool keep = mode & FALLOC_FL_KEEP_SIZE;
 	uint64_t end, first, last, holes = 0;
+	struct fill fl;
 	int rc = 0;
 
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
@@ -422,45 +728,50 @@ int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, 
 				return rc;
 			}
 		}
-	} else {
-		holes = count_holes(fs, ip, first, last, false);
-	}
-	pthread_mutex_lock(&fs->lock);
-	if (holes && fs->avail < holes + pm_bmap_worst(&ip->d, holes)) {
-		rc = -ENOSPC;
-		goto out;
-	}
-	pm_tx_begin(fs);
-	if (mode & FALLOC_FL_PUNCH_HOLE) {
-		uint64_t from = PM_DIV_UP(off, PM_BLOCK_SIZE), to = end >> PM_BLOCK_SHIFT;
+		pthread_mutex_lock(&fs->lock);
+		pm_tx_begin(fs);
 		if (from < to) {
-			zero_mapped(fs, ip, off, from << PM_BLOCK_SHIFT);
-			zero_mapped(fs, ip, to << PM_BLOCK_SHIFT, end);
+			zero_mapped(fs, ip, off, from << PM_BLOCK_SHIFT, true);
+			zero_mapped(fs, ip, to << PM_BLOCK_SHIFT, end, true);
 			pm_bmap_punch(fs, ip, from, to);
 		} else {
-			zero_mapped(fs, ip, off, end);
+			zero_mapped(fs, ip, off, end, true);
 		}
 		pm_touch(ip, true, true);
-	} else {
-		if (!keep && end > ip->d.size)
-			zero_tail(fs, ip, end);
-		if (mode & FALLOC_FL_ZERO_RANGE) {
-			zero_mapped(fs, ip, off, end);
-			pm_touch(ip, true, true);
-		}
-		if (holes && fill_holes(fs, ip, first, last, 0, 0, false, true)) {
-			pm_tx_abort(fs);
-			pm_inode_reload(fs, ip);
-			rc = -EIO; /* space was reserved: a corrupt map */
-			goto out;
-		}
-		if (!keep && end > ip->d.size) {
-			ip->d.size = end;
-			pm_touch(ip, true, true);
-		} else {
-			pm_touch(ip, false, true);
-		}
+		goto commit;
 	}
+
+	holes = count_holes(fs, ip, first, last, false);
+	pthread_mutex_lock(&fs->lock);
+	if (holes) {
+		rc = fill_start(fs, ip, &fl, first, last, holes, false);
+		if (rc)
+			goto out;
+	}
+	if (mode & FALLOC_FL_ZERO_RANGE) {
+		/* the space is held: nothing fails after this */
+		pthread_mutex_unlock(&fs->lock);
+		zero_mapped(fs, ip, off, end, false);
+		pm_drain(&fs->pool->ops);
+		pthread_mutex_lock(&fs->lock);
+	}
+	if (holes) {
+		rc = fill_run(fs, ip, &fl);
+		if (rc)
+			goto out;
+	} else {
+		pm_tx_begin(fs);
+	}
+	if (mode & FALLOC_FL_ZERO_RANGE)
+		pm_touch(ip, true, true);
+	if (!keep && end > ip->d.size) {
+		zero_tail(fs, ip, end, true);
+		ip->d.size = end;
+		pm_touch(ip, true, true);
+	} else {
+		pm_touch(ip, false, true);
+	}
+commit:
 	pm_inode_write(fs, ip);
 	pm_tx_commit(fs);
 out:
@@ -554,19 +865,18 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 		goto out;
 	}
 	if (holes) {
-		/* as a write fault would: allocate, zeroed */
+		/* as a write fault would: allocate, zeroed (without fs->lock
+		 * but for the map updates: fill_run) */
+		struct fill fl;
+
 		pthread_mutex_lock(&fs->lock);
-		if (fs->avail < holes + pm_bmap_worst(&ip->d, holes) || pm_fs_writable(fs)) {
-			rc = pm_fs_writable(fs) ? -EROFS : -ENOSPC;
+		rc = pm_fs_writable(fs); /* the pool was found corrupt: EROFS */
+		if (!rc)
+			rc = fill_start(fs, ip, &fl, first, last, holes, true);
+		if (!rc)
+			rc = fill_run(fs, ip, &fl);
+		if (rc) {
 			pthread_mutex_unlock(&fs->lock);
-			goto out;
-		}
-		pm_tx_begin(fs);
-		if (fill_holes(fs, ip, first, last, 0, 0, true, true)) {
-			pm_tx_abort(fs); /* space was reserved: a corrupt map */
-			pm_inode_reload(fs, ip);
-			pthread_mutex_unlock(&fs->lock);
-			rc = -EIO;
 			goto out;
 		}
 		pm_touch(ip, false, true);

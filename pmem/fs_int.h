@@ -7,11 +7,20 @@
  *  1. fs->lock (a mutex) serialises every metadata change: the one open
  *     transaction, the allocator, the inode cache and every directory index.
  *     One lock is enough here: a transaction is a few microseconds of memory
- *     copies, far less than the FUSE round trip that carries it.
+ *     copies, far less than the FUSE round trip that carries it. So data
+ *     never moves under fs->lock: a write or a fill that needs new blocks
+ *     reserves them under it (pm_breserve), drops it to zero them, copy into
+ *     them and make them durable, and takes it again to map them in one
+ *     transaction (pm_bclaim); a big fill (fallocate, a pin's holes) does
+ *     that 8 MiB at a time. Other clients' operations then wait for at most
+ *     one batch's metadata, never for a file's data.
  *  2. ip->rw (a rwlock) guards a file's block map and size against the data
  *     path: readers hold it shared while the kernel copies out of the pool,
  *     writers and truncates hold it exclusive. So a block is never freed or
- *     reused while a read is still copying from it.
+ *     reused while a read is still copying from it. A write or fill holds it
+ *     exclusive from before its reservation until after the commit that maps
+ *     the blocks, fs->lock dropped in between: no read or pin of the file
+ *     sees a block whose bytes are not written yet, or a size ahead of them.
  *  3. ip->dlock (a mutex) guards ip->dirty, the set of blocks written and
  *     not yet flushed.
  *  Order: ip->rw before fs->lock before ip->dlock. When two inodes' rw are
@@ -183,10 +192,18 @@ int pm_alloc_init(struct pm_fs *fs);
 /* Allocates up to @want contiguous blocks, near @goal; returns the first in
  * *out and the count (>= 1), or -ENOSPC. */
 int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
-/* Like pm_balloc, but the run starts at a block whose offset in its 2 MiB
+/* Reservations (see alloc.c): like pm_balloc, but the blocks are only taken
+ * in DRAM, outside any transaction; the caller fills them without
+ * fs->lock, then, in the transaction that maps them, claims them
+ * (pm_bclaim: a pm_tx_abort gives claimed blocks back) or gives them back
+ * (pm_bunreserve). All with fs->lock held. */
+int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
+/* Like pm_breserve, but the run starts at a block whose offset in its 2 MiB
  * chunk is @phase (0..511) and stays inside that chunk; -ENOSPC if there is
- * no such run, and the caller falls back to pm_balloc. */
-int pm_balloc_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out);
+ * no such run, and the caller falls back to pm_breserve. */
+int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out);
+void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n);
+void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bfree(struct pm_fs *fs, uint64_t blk);
 void pm_release_freed(struct pm_fs *fs);
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino);
@@ -285,8 +302,6 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
  * blocks. Called with fs->lock held (it takes ip->dlock), ip->rw held
  * exclusive or the last reference. */
 void pm_dirty_forget(struct pm_inode *ip, uint64_t from, uint64_t to);
-/* A block just allocated to a file: no valid checksum (ordered in the tx). */
-void pm_csum_forget(struct pm_fs *fs, uint64_t pblk);
 /* Integrity writeback of one file: every dirty block and every block under a
  * write pin is made durable; unpinned ones become clean (checksummed),
  * pinned ones stay dirty. ip->rw held, or the last reference. */

@@ -118,14 +118,6 @@ void pm_dirty_forget(struct pm_inode *ip, uint64_t from, uint64_t to)
 	pthread_mutex_unlock(&ip->dlock);
 }
 
-void pm_csum_forget(struct pm_fs *fs, uint64_t pblk)
-{
-	if (!fs->csum || fs->csum[pblk] == PM_CSUM_NONE)
-		return;
-	fs->csum[pblk] = PM_CSUM_NONE;
-	pm_tx_order(fs, &fs->csum[pblk], sizeof(fs->csum[pblk]));
-}
-
 void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n, bool tx)
 {
 	const struct pm_persist_ops *ops = &fs->pool->ops;

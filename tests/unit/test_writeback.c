@@ -10,12 +10,14 @@
  * pin range, which is all the engine asks the lease manager.
  */
 #include <errno.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "pmem/fs.h"
+#include "pmem/fsck.h"
 #include "pmem/pool.h"
 #include "tests/unit/check.h"
 #include "tests/unit/record.h"
@@ -397,6 +399,113 @@ static int test_allocating_write_never_shows_a_former_owners_bytes(void)
 	return 0;
 }
 
+/* Like read_f_from_image, after fsck finds @img consistent (else -1); also
+ * gives the file's allocated blocks. */
+static long read_f_checked(uint8_t *img, uint8_t *buf, size_t cap, uint64_t *blocks)
+{
+	struct pm_fsck_result res = { 0, 0 };
+	struct pm_pool *p;
+	struct pm_fs *fs;
+	struct pm_inode *root, *f;
+	struct stat st;
+	FILE *devnull = fopen("/dev/null", "w");
+	char err[256];
+	int rc;
+
+	*blocks = 0;
+	if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &p, err, sizeof(err)))
+		return -1;
+	rc = pm_journal_recover(p, NULL, 0) < 0 || pm_fsck(p, false, devnull, &res) || res.errors;
+	fclose(devnull);
+	if (rc) {
+		fprintf(stderr, "fsck found %lu problems:\n", res.errors);
+		pm_fsck(p, false, stderr, &res);
+	}
+	pm_pool_close(&p);
+	if (rc)
+		return -1;
+	if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &p, err, sizeof(err)))
+		return -1;
+	if (pm_fs_mount(p, &fs, err, sizeof(err)) == 0) {
+		if (pm_iget(fs, 1, &root) == 0) {
+			if (pm_lookup(fs, root, "f", &f) == 0) {
+				pm_stat(fs, f, &st);
+				*blocks = (uint64_t)st.st_blocks / 8;
+				pm_iput(fs, f);
+			}
+			pm_iput(fs, root);
+		}
+		pm_fs_unmount(&fs);
+	}
+	pm_pool_close(&p);
+	return read_f_from_image(img, buf, cap);
+}
+
+/* A big fill (fallocate, a pin's holes) zeroes its new blocks without
+ * fs->lock, in batches, and maps each batch in its own transaction: at no
+ * crash point may the file map a block that still holds a deleted file's
+ * bytes, and every crash image between the parts is consistent. Made to
+ * take many batches and parts (PM_DEBUG_SMALL_TX). */
+static int test_fill_in_parts_never_shows_a_former_owners_bytes(void)
+{
+	enum { NB = 1024 }; /* 4 MiB: eight batches of 128 blocks */
+	struct world w;
+	struct pm_inode *g;
+	struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = NB * 4096 };
+	uint8_t *before, *img, *buf = malloc(NB * 4096);
+	struct iovec iov;
+	size_t k, nd, i, partial = 0, full = 0;
+
+	CHECK_OK(setup(&w, false));
+	CHECK_OK(pm_mknod(w.fs, &root_cred, w.root, "g", S_IFREG | 0644, 0, &g));
+	memset(buf, 'X', NB * 4096);
+	iov.iov_base = buf;
+	iov.iov_len = NB * 4096;
+	/* a file of 'X' over most of the pool's free blocks, then gone: the
+	 * fill must get blocks that held its bytes */
+	CHECK_EQ(pm_write(w.fs, &root_cred, g, 0, &iov, 1), NB * 4096);
+	CHECK_OK(pm_write(w.fs, &root_cred, g, NB * 4096, &iov, 1) == NB * 4096 ? 0 : -1);
+	CHECK_OK(pm_fsync(w.fs, g, false));
+	pm_iput(w.fs, g);
+	CHECK_OK(pm_unlink(w.fs, w.root, "g"));
+	/* sparse: every block a hole, the size already there (KEEP_SIZE), so
+	 * a crash image between parts shows the filled blocks' bytes */
+	CHECK_OK(pm_setattr(w.fs, &root_cred, w.f, &sa));
+	before = aligned_alloc(4096, POOL_SIZE);
+	memcpy(before, w.img, POOL_SIZE);
+	pm_fs_set_debug(w.fs, PM_DEBUG_SMALL_TX);
+	w.rec.on = true;
+	CHECK_OK(pm_fallocate(w.fs, w.f, FALLOC_FL_KEEP_SIZE, 0, NB * 4096));
+	w.rec.on = false;
+	pm_fs_set_debug(w.fs, 0);
+	nd = drains_recorded(&w);
+	for (k = 0; k <= nd; k++) {
+		uint64_t blocks;
+		long size;
+		img = k < nd ? image_at_drain(&w, before, k) : durable_image(&w, before);
+		memset(buf, 'U', NB * 4096);
+		size = read_f_checked(img, buf, NB * 4096, &blocks);
+		free(img);
+		CHECK_EQ(size, NB * 4096);
+		for (i = 0; i < NB * 4096; i++)
+			if (buf[i] != 0) {
+				fprintf(stderr, "crash at drain %zu of %zu (%llu blocks mapped): byte %zu is '%c'\n",
+					k, nd, (unsigned long long)blocks, i, buf[i]);
+				CHECK_EQ(buf[i], 0);
+			}
+		if (blocks >= NB)
+			full++;
+		else if (blocks > 0)
+			partial++;
+	}
+	CHECK(partial >= 7); /* the parts committed one by one */
+	CHECK(full > 0);     /* and the last image has them all */
+	free(before);
+	free(buf);
+	teardown(&w);
+	return 0;
+}
+
 static int test_stores_through_a_pinned_mapping_are_durable_after_fsync(void)
 {
 	struct world w;
@@ -568,6 +677,7 @@ int main(void)
 	RUN(test_write_is_durable_and_checksummed_when_it_returns);
 	RUN(test_write_into_pinned_and_formerly_pinned_blocks);
 	RUN(test_allocating_write_never_shows_a_former_owners_bytes);
+	RUN(test_fill_in_parts_never_shows_a_former_owners_bytes);
 	RUN(test_stores_through_a_pinned_mapping_are_durable_after_fsync);
 	RUN(test_fsync_of_a_clean_unpinned_file_flushes_nothing);
 	RUN(test_background_flusher_never_flushes_pinned_blocks);
