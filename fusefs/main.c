@@ -188,7 +188,7 @@ struct opts {
 	char *pin_access;
 	char *pin_group;
 	int pool_shared;
-	int io_uring; /* -1: not given (the default, see transport_default) */
+	int io_uring; /* -1: not given (the default, see transport_start) */
 };
 
 static const struct fuse_opt opt_spec[] = {
