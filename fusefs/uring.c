@@ -314,8 +314,8 @@ static void *ring_thread(void *arg)
 	sigset_t all;
 	int rc;
 
-	/* signals (SIGTERM ...) are for libfuse's loop, never this thread:
-	 * an interrupted io_uring_enter() is not worth the retry logic */
+	/* signals (SIGTERM ...) are for libfuse's loop, never this thread
+	 * (a ptrace stop still interrupts io_uring_enter(): retried below) */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	snprintf(name, sizeof(name), "pinfs-ring%u", t->qid);
@@ -339,7 +339,9 @@ static void *ring_thread(void *arg)
 		register_result(t, -ENOMEM);
 		return NULL;
 	}
-	rc = io_uring_submit(&t->ring);
+	do
+		rc = io_uring_submit(&t->ring);
+	while (rc == -EINTR);
 	if (rc < 0) {
 		register_result(t, rc);
 		return NULL;
@@ -354,6 +356,8 @@ static void *ring_thread(void *arg)
 	register_result(t, 0);
 	for (;;) {
 		rc = io_uring_wait_cqe(&t->ring, &cqe);
+		if (rc == -EINTR)
+			continue; /* a ptrace stop (strace, gdb): wait again */
 		if (rc < 0) {
 			fprintf(stderr, "pinfs: io_uring queue %u: wait: %s\n", t->qid, strerror(-rc));
 			break;
@@ -378,7 +382,9 @@ static void *ring_thread(void *arg)
 		}
 		/* commit the reply and sleep for the next request in one
 		 * io_uring_enter(); the CQE is that next request */
-		rc = io_uring_submit(&t->ring);
+		do
+			rc = io_uring_submit(&t->ring);
+		while (rc == -EINTR);
 		if (rc < 0) {
 			fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 			break;
