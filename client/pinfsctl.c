@@ -961,6 +961,7 @@ static int cmd_stats(int argc, char **argv)
 		C("pinned_kept_dirty", pinned_kept_dirty),
 		C("csum_failures", csum_failures),
 		C("mmap_lost_bytes", mmap_lost_bytes),
+		C("ring_requests", ring_requests),
 #undef C
 	};
 	struct pinfs_stats s;
@@ -989,11 +990,17 @@ static int cmd_stats(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		/* counted for the mount only */
 		if (!S_ISDIR(st.st_mode) &&
-		    counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes))
+		    (counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes) ||
+		     counters[i].off == offsetof(struct pinfs_counters, ring_requests)))
 			continue;
 		printf("%-20s%12" PRIu64 "\n", counters[i].name,
 		       *(const uint64_t *)((const char *)c + counters[i].off));
 	}
+	/* mount only; 0 from a daemon older than the field: nothing said */
+	if (S_ISDIR(st.st_mode) && c->transport)
+		printf("%-20s%12s\n", "transport:",
+		       c->transport == PINFS_TRANSPORT_IO_URING ? "io_uring"
+		       : c->transport == PINFS_TRANSPORT_DEV_FUSE ? "/dev/fuse" : "unknown");
 	return EXIT_OK;
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "fusefs/uring.h"
 #include "pinfs/abi.h"
 #include "lease/lease.h"
 
@@ -465,6 +466,8 @@ static void do_stats(struct ffs *f, struct ffs_file *file, struct pinfs_stats *o
 	lease_mgr_counters(f->lm, 0, &out->mount);
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
 	out->mount.mmap_lost_bytes = __atomic_load_n(&f->mmap_lost_bytes, __ATOMIC_RELAXED);
+	out->mount.transport = ffs_uring_transport();
+	out->mount.ring_requests = ffs_uring_requests();
 	pm_inode_wb_stats(f->fs, file->ip, &w);
 	wb_fill(&out->file, &w);
 	/* a pinned block is always dirty: the pinned share of the dirty set */

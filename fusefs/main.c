@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "fusefs/uring.h"
 #include "pinfs/client.h"
 #include "lease/lease.h"
 
@@ -42,11 +43,17 @@
 static struct ffs g_ffs;
 
 /*
- * Custom /dev/fuse I/O: plain read() and writev(), plus one patch. The
- * INIT reply gets FUSE_DIRECT_IO_ALLOW_MMAP when the kernel offered it, so
- * that shared mmap keeps working on direct-I/O files (our coherence model,
- * see ops.c). Nothing else is touched.
+ * Custom /dev/fuse I/O: plain read() and writev(), plus the INIT patches
+ * and the reply routing of FUSE over io_uring (fusefs/uring.c):
+ *  - the INIT reply gets FUSE_DIRECT_IO_ALLOW_MMAP when the kernel offered
+ *    it, so that shared mmap keeps working on direct-I/O files (our
+ *    coherence model, see ops.c), and FUSE_OVER_IO_URING when the rings
+ *    can serve (uring.c decides and logs the transport);
+ *  - a reply to a request that came in on a ring entry is committed to
+ *    that entry instead of being written to /dev/fuse.
  */
+static uint64_t init_flags; /* what the kernel offered at INIT */
+
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	ssize_t n = read(fd, buf, len);
@@ -59,10 +66,10 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 			uint64_t flags = ii->flags;
 			if (flags & FUSE_INIT_EXT)
 				flags |= (uint64_t)ii->flags2 << 32;
-			if (flags & FUSE_DIRECT_IO_ALLOW_MMAP) {
-				f->init_unique = in->unique;
-				f->init_unique_valid = 1;
-			}
+			init_flags = flags;
+			f->init_unique = in->unique;
+			f->init_unique_valid = 1;
+			ffs_uring_init_request(in->unique, flags);
 		}
 	}
 	return n;
@@ -71,18 +78,31 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct ffs *f = userdata;
+	const struct fuse_out_header *oh = iov[0].iov_base;
+	bool init = false;
+	ssize_t n;
 
-	if (f->init_unique_valid && count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
-	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
-		const struct fuse_out_header *oh = iov[0].iov_base;
-		if (oh->unique == f->init_unique && oh->error == 0) {
-			struct fuse_init_out *io = iov[1].iov_base;
-			if (io->flags & FUSE_INIT_EXT)
-				io->flags2 |= (uint32_t)(FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
-			f->init_unique_valid = 0;
-		}
+	n = ffs_uring_reply(iov, count);
+	if (n != -ENOENT) {
+		if (n >= 0)
+			return n;
+		errno = (int)-n;
+		return -1;
 	}
-	return writev(fd, iov, count);
+	if (f->init_unique_valid && count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t) &&
+	    oh->unique == f->init_unique && oh->error == 0) {
+		struct fuse_init_out *io = iov[1].iov_base;
+		if (io->flags & FUSE_INIT_EXT && init_flags & FUSE_DIRECT_IO_ALLOW_MMAP)
+			io->flags2 |= (uint32_t)(FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+		ffs_uring_init_reply(oh->unique, io);
+		f->init_unique_valid = 0;
+		init = true;
+	}
+	n = writev(fd, iov, count);
+	if (init)
+		ffs_uring_init_done(oh->unique, n >= 0);
+	return n;
 }
 
 /*
@@ -169,6 +189,7 @@ struct opts {
 	char *pin_group;
 	int pool_shared;
 	int force;
+	int io_uring; /* -1: not given (the default, see transport_start) */
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -185,6 +206,8 @@ static const struct fuse_opt opt_spec[] = {
 	{ "pin_group=%s", offsetof(struct opts, pin_group), 0 },
 	{ "pool_shared", offsetof(struct opts, pool_shared), 1 },
 	{ "force", offsetof(struct opts, force), 1 },
+	{ "io_uring", offsetof(struct opts, io_uring), 1 },
+	{ "no_io_uring", offsetof(struct opts, io_uring), 0 },
 	FUSE_OPT_END,
 };
 
@@ -383,9 +406,24 @@ static void usage(void)
 	       "    -o pool_shared         serve a pool that another user owns or may open:\n"
 	       "                           trust everyone who can open the pool\n"
 	       "    -o force               serve a pool fsck calls corrupt (read-only if it\n"
-	       "                           is marked corrupt)\n\n");
+	       "                           is marked corrupt)\n"
+	       "    -o io_uring            serve requests through FUSE over io_uring when the\n"
+	       "                           kernel offers it (the default; /dev/fuse otherwise)\n"
+	       "    -o no_io_uring         serve requests through /dev/fuse only\n\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
+}
+
+/*
+ * The transport: FUSE over io_uring unless -o no_io_uring (@opt 0); -1 is
+ * the default (io_uring, measured faster on every small-request row of
+ * scripts/bench, see README "Measured"). Whatever the kernel says, the
+ * mount works: uring.c falls back to /dev/fuse and logs one line why.
+ * After fuse_daemonize(): it starts threads.
+ */
+static void transport_start(struct fuse_session *se, int opt)
+{
+	ffs_uring_setup(se, opt != 0);
 }
 
 int main(int argc, char **argv)
@@ -394,7 +432,8 @@ int main(int argc, char **argv)
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *lc = NULL;
 	struct opts o = { .timeout = 86400, .wait_timeout = 30, .lease_break_time = 45,
-			  .max_pins = 4096, .writeback_interval = 5, .dirty_expire = 30 };
+			  .max_pins = 4096, .writeback_interval = 5, .dirty_expire = 30,
+			  .io_uring = -1 };
 	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
@@ -523,6 +562,7 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	}
 	pm_fs_start_flusher(g_ffs.fs, o.writeback_interval, o.dirty_expire);
+	transport_start(se, o.io_uring);
 
 	if (cl.singlethread) {
 		rc = fuse_session_loop(se);
@@ -540,6 +580,8 @@ int main(int argc, char **argv)
 	rc = rc < 0 ? 1 : 0;
 out_unmount:
 	fuse_session_unmount(se);
+	/* after the unmount: the kernel has cancelled the rings' commands */
+	ffs_uring_stop();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_fs:

@@ -164,8 +164,15 @@ struct pinfs_counters {
 	/* blocks write() made durable before returning (every write() is:
 	 * sync(2) never reaches a FUSE daemon) */
 	uint64_t flushed_write;
-	uint64_t reserved[5];
+	uint64_t reserved[3];
+	/* mount only: requests that came in through FUSE over io_uring */
+	uint64_t ring_requests;
+	/* mount only: PINFS_TRANSPORT_*, what serves requests now (0: a
+	 * daemon older than the field) */
+	uint64_t transport;
 };
+#define PINFS_TRANSPORT_DEV_FUSE 1u /* read()/writev() on /dev/fuse */
+#define PINFS_TRANSPORT_IO_URING 2u /* FUSE over io_uring (pinfs -o io_uring) */
 struct pinfs_stats {
 	struct pinfs_counters file;
 	struct pinfs_counters mount;

@@ -26,6 +26,11 @@ Environment:
                       fsck.pinfs (default: <repo>/build; searched recursively)
   PINFS_TEST_REQUIRE  "1": fail instead of skipping when binaries are missing
   PINFS_TEST_TIMEOUT  per-test watchdog in seconds (default 60)
+  PINFS_TEST_TRANSPORT  "io_uring" or "dev_fuse": every pinfs the harness
+                      starts gets -o io_uring / -o no_io_uring (unless the test
+                      names a transport itself); with "io_uring" every mount
+                      must then really serve through io_uring (STATS says so),
+                      or the test fails: no silent fallback to /dev/fuse
   PINFS_TEST_FAKE     debug only: "tmpfs" runs the file-system tests on a
                       bind-mounted tmpfs instead of pinfs, to check the tests'
                       own logic; tests that need the daemon are skipped
@@ -63,6 +68,42 @@ ERROR_RE = re.compile(r'error|AddressSanitizer|LeakSanitizer|ThreadSanitizer|'
                       r'Segmentation fault|Assertion .* failed', re.I)
 
 PROGRAMS = ('pinfs', 'mkfs.pinfs', 'fsck.pinfs')
+
+TRANSPORT = os.environ.get('PINFS_TEST_TRANSPORT', '')
+TRANSPORT_OPTION = {'': None, 'io_uring': 'io_uring', 'dev_fuse': 'no_io_uring'}
+if TRANSPORT not in TRANSPORT_OPTION:
+    raise RuntimeError('PINFS_TEST_TRANSPORT=%s: must be io_uring or dev_fuse' % TRANSPORT)
+TRANSPORT_OPTIONS = ('io_uring', 'no_io_uring')
+
+
+def with_transport(options):
+    """`options` plus PINFS_TEST_TRANSPORT's option, unless one is there."""
+    options = list(options)
+    opt = TRANSPORT_OPTION[TRANSPORT]
+    if opt and not any(o in TRANSPORT_OPTIONS for o in options):
+        options.append(opt)
+    return options
+
+
+# PINFS_IOC_STATS (include/pinfs/abi.h): two struct pinfs_counters of 20
+# u64; the mount's `transport` is its last field
+STATS_SIZE = 2 * 20 * 8
+IOC_STATS = (2 << 30) | (STATS_SIZE << 16) | (0xb7 << 8) | 7
+TRANSPORT_NAME = {0: 'unknown', 1: '/dev/fuse', 2: 'io_uring'}
+
+
+def mount_transport(path):
+    """(transport name, ring_requests) of the mount holding `path`."""
+    import fcntl
+    import struct
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(STATS_SIZE)
+        fcntl.ioctl(fd, IOC_STATS, buf)
+    finally:
+        os.close(fd)
+    ring_requests, transport = struct.unpack_from('<2Q', buf, 160 + 18 * 8)
+    return TRANSPORT_NAME.get(transport, str(transport)), ring_requests
 
 
 def _find_program(name):
@@ -165,6 +206,7 @@ def try_mount(pool, mountpoint, options=()):
     refusal: everything is checked before the daemon forks, so a refusal is the
     launcher's exit status and stderr. Returns (returncode, stderr); fails the
     test (after unmounting, which ends the daemon) if it mounted instead."""
+    options = with_transport(options)
     cmd = [BIN['pinfs']] + (['-o', ','.join(options)] if options else []) + [pool, mountpoint]
     try:
         res = run(cmd, timeout=MOUNT_TIMEOUT_S)
@@ -383,7 +425,7 @@ class PinfsMount:
 
     # -- life cycle
     def command(self, extra_options=()):
-        opts = self.options + list(extra_options)
+        opts = with_transport(self.options + list(extra_options))
         cmd = [BIN['pinfs']] + (['-f'] if self.foreground else [])
         if opts:
             cmd += ['-o', ','.join(opts)]
@@ -410,6 +452,22 @@ class PinfsMount:
                 pytest.fail('pinfs (background) failed to start: %s; stderr:\n%s'
                             % (msg, self._read(self.stderr_path)))
         self._wait_for_mount()
+        if TRANSPORT == 'io_uring' and not any(o in TRANSPORT_OPTIONS for o in self.options):
+            self._check_io_uring()
+
+    def _check_io_uring(self):
+        """PINFS_TEST_TRANSPORT=io_uring: the mount must serve through the
+        rings (they register right after INIT), not have fallen back."""
+        seen = None
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            seen = mount_transport(self.dir)
+            if seen[0] == 'io_uring' and seen[1] > 0:
+                return
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail('PINFS_TEST_TRANSPORT=io_uring, but the mount serves through %s '
+                    '(ring requests: %s); daemon output:\n%s' % (seen[0], seen[1], self.output()))
 
     def _env(self):
         """The daemon's environment: in the background its stderr is

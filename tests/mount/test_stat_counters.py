@@ -29,13 +29,13 @@ def du_kib(path):
 
 
 def ctl_stats(path):
-    """`pinfsctl stats PATH` as a dict of ints."""
+    """`pinfsctl stats PATH` as a dict of ints (the mount's transport: a word)."""
     res = run([PINFSCTL, 'stats', path])
     assert res.returncode == 0, res.stderr
     out = {}
     for line in res.stdout.splitlines():
         name, value = line.split(':')
-        out[name.strip()] = int(value)
+        out[name.strip()] = value.strip() if name == 'transport' else int(value)
     return out
 
 
