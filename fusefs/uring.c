@@ -12,15 +12,21 @@
  * COMMIT_AND_FETCH, which hands the reply over and waits for the next
  * request in the same io_uring_enter().
  *
- * Here each queue has RING_THREADS threads, each with its own io_uring and
- * ONE entry. One entry per thread, not a deep queue per thread, because
- * pinfs handlers may block (policy "wait" sleeps until a holder unpins, and
- * that unpin is a request too, maybe from the same CPU): a blocked handler
- * then holds one thread and one entry, and the queue's other threads go on
- * serving, as the workers of libfuse's multi-threaded loop do. The kernel
- * reuses the most recently freed entry first, so a lone client keeps one
- * hot thread. The threads run on their queue's CPU when the daemon may run
- * there (a daemon started under taskset keeps its CPUs).
+ * Here each queue has RING_THREADS threads, each with its own io_uring,
+ * starting with ONE entry each: a handler that blocks for a while (a big
+ * fallocate, fs->lock behind one) then holds one thread and one entry, and
+ * the queue's other threads go on serving, as the workers of libfuse's
+ * multi-threaded loop do. A request that its handler parks (a truncate
+ * waiting on pins, an EVENTS read: answered later by the lease manager's
+ * thread) keeps its entry until that answer, but not its thread: the
+ * thread goes on, and registers one more entry when it has none left
+ * waiting for requests (at most RING_MAX_ENTS), so parked requests never
+ * starve the queue, however many one user parks. The answer is copied
+ * into the entry by whoever gives it and the owner thread, woken through
+ * an eventfd polled on its ring, commits it. The kernel reuses the most
+ * recently freed entry first, so a lone client keeps one hot thread. The
+ * threads run on their queue's CPU when the daemon may run there (a daemon
+ * started under taskset keeps its CPUs).
  *
  * A request is handed to libfuse 3.14 as if read from /dev/fuse:
  * fuse_in_header, the opcode's fixed struct (the header buffer's op_in) and
@@ -32,17 +38,21 @@
  * handler takes its data before it replies.
  *
  * Locking:
- *  1. ring_lock guards the global state machine (state, counters) and the
+ *  1. U.lock guards the global state machine (state, counters) and the
  *     start condition; held only for bookkeeping, never across a request.
- *  2. Each thread's t->lock guards its entry's reply hand-over (t->busy,
- *     t->replied, the reply copy into the entry's buffers). Only the
- *     owning thread touches its io_uring (single issuer): a reply from
- *     another thread (an asynchronous reply) copies into the entry under
- *     t->lock and signals t->cv; the owner commits it.
- *  3. No lock of this file is held across fuse_session_process_buf(), an
+ *  2. U.flight_lock guards the list of entries holding a request not yet
+ *     answered (e->unique, e->fl_*): a reply finds its entry there and takes
+ *     it off, so a request is answered once. Order: U.flight_lock before
+ *     t->lock.
+ *  3. Each thread's t->lock guards its entries' hand-over (e->replied,
+ *     e->parked, t->ready, t->nparked) and the reply copy into an entry.
+ *     Only the owning thread touches its io_uring (single issuer): a reply
+ *     from another thread to a parked request queues the entry on t->ready
+ *     and wakes the owner (t->wake_fd), which commits it.
+ *  4. No lock of this file is held across fuse_session_process_buf(), an
  *     io_uring wait or a pmem/lease call; ffs_uring_reply() is called by
  *     libfuse from inside handlers, which may hold ip->rw (a read reply
- *     copies from the pool under it): t->lock nests inside them.
+ *     copies from the pool under it): these locks nest inside them.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -62,13 +72,33 @@
 #include "fusefs/uring.h"
 #include "pinfs/abi.h"
 
-#define RING_THREADS 4		       /* threads (= entries) per queue */
+#define RING_THREADS 4		       /* threads per queue */
+#define RING_MAX_ENTS 256	       /* entries per thread, parked ones included */
 #define RING_PAYLOAD (1u << 20)	       /* payload buffer: max_write, 256 pages */
 #define RING_PAD 4096u		       /* room for in_header + op_in before it */
 #define RING_SMALL (RING_PAD + (68u << 10)) /* copy buffer of non-write requests */
 #define ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
 
-enum { UD_ENTRY = 1, UD_STOP = 2 };
+/* CQE user_data: an entry's address, or one of these */
+enum { UD_STOP = 2, UD_WAKE = 3 };
+
+struct ring_thr;
+
+/* One registered entry: the buffers a request comes in and its answer goes
+ * out through. Owned by one thread (its ring). */
+struct ring_ent {
+	struct ring_thr *t;
+	struct ffs_uring_req_header *hdr;
+	char *area;    /* RING_PAD + RING_PAYLOAD, mmap()ed */
+	char *payload; /* area + RING_PAD: registered as iov[1] */
+	char *small;   /* RING_SMALL: non-write requests are rebuilt here */
+	struct iovec reg_iov[2];
+	uint64_t unique;		    /* U.flight_lock: the request held, 0 if none */
+	struct ring_ent *fl_prev, *fl_next; /* U.flight_lock: in flight */
+	bool replied;			    /* t->lock: the answer is in the buffers */
+	bool parked;			    /* t->lock: its handler returned unanswered */
+	struct ring_ent *next_ready;	    /* t->lock: on t->ready */
+};
 
 struct ring_thr {
 	unsigned qid;
@@ -77,16 +107,13 @@ struct ring_thr {
 	struct io_uring ring;
 	bool ring_ok;
 	int stop_fd; /* eventfd: wakes the thread out of its wait at stop */
-	struct ffs_uring_req_header *hdr;
-	char *area;    /* RING_PAD + RING_PAYLOAD, mmap()ed */
-	char *payload; /* area + RING_PAD: registered as iov[1] */
-	char *small;   /* RING_SMALL: non-write requests are rebuilt here */
-	struct iovec reg_iov[2];
-	uint64_t unique; /* atomic: the request the entry holds, 0 if none */
+	int wake_fd; /* eventfd: a parked request was answered */
+	struct ring_ent **ents; /* owner only: every entry, for tear-down */
+	unsigned nents;		/* owner only */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cv;
-	bool replied; /* protected by lock */
+	struct ring_ent *ready; /* protected by lock: answered, to commit */
+	unsigned nparked;	/* protected by lock */
 };
 
 /* The global state; one session per daemon. */
@@ -113,11 +140,14 @@ static struct {
 	bool said;	       /* the transport line was printed */
 	uint32_t transport;    /* atomic: PINFS_TRANSPORT_* */
 	uint64_t requests;     /* atomic */
+	pthread_mutex_t flight_lock;
+	struct ring_ent flight; /* flight_lock: list head of entries in flight */
 } U = { .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = -1,
-	.transport = PINFS_TRANSPORT_DEV_FUSE };
+	.transport = PINFS_TRANSPORT_DEV_FUSE, .flight_lock = PTHREAD_MUTEX_INITIALIZER,
+	.flight = { .fl_prev = &U.flight, .fl_next = &U.flight } };
 
 /* the entry whose request this thread is handling (fast path of a reply) */
-static __thread struct ring_thr *tl_cur;
+static __thread struct ring_ent *tl_cur;
 
 static bool stopping(void)
 {
@@ -191,11 +221,17 @@ static unsigned possible_cpus(void)
 
 /* ---- one thread, one ring, one entry ------------------------------------ */
 
-static struct io_uring_sqe *sqe_cmd(struct ring_thr *t, uint32_t cmd_op, uint64_t commit_id)
+static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
 {
+	struct ring_thr *t = e->t;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
 	struct ffs_uring_cmd_req *req;
 
+	if (!sqe) {
+		/* the SQ is full of this round's commands: hand them over */
+		io_uring_submit(&t->ring);
+		sqe = io_uring_get_sqe(&t->ring);
+	}
 	if (!sqe)
 		return NULL;
 	memset(sqe, 0, 128); /* SQE128: the command area is the second half */
@@ -203,33 +239,93 @@ static struct io_uring_sqe *sqe_cmd(struct ring_thr *t, uint32_t cmd_op, uint64_
 	sqe->flags = IOSQE_FIXED_FILE;
 	sqe->fd = 0; /* the /dev/fuse fd, registered as fixed file 0 */
 	sqe->cmd_op = cmd_op;
-	sqe->user_data = UD_ENTRY;
+	sqe->user_data = (uint64_t)(uintptr_t)e;
 	req = (struct ffs_uring_cmd_req *)sqe->cmd;
 	req->qid = (uint16_t)t->qid;
 	req->commit_id = commit_id;
 	if (cmd_op == FFS_URING_CMD_REGISTER) {
-		sqe->addr = (uint64_t)(uintptr_t)t->reg_iov;
+		sqe->addr = (uint64_t)(uintptr_t)e->reg_iov;
 		sqe->len = 2;
 	}
 	return sqe;
 }
 
-static void queue_stop_poll(struct ring_thr *t)
+static void queue_poll(struct ring_thr *t, int fd, uint64_t ud)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
 
+	if (!sqe) {
+		io_uring_submit(&t->ring);
+		sqe = io_uring_get_sqe(&t->ring);
+	}
 	if (sqe) {
-		io_uring_prep_poll_add(sqe, t->stop_fd, POLLIN);
-		sqe->user_data = UD_STOP;
+		io_uring_prep_poll_add(sqe, fd, POLLIN);
+		sqe->user_data = ud;
 	}
 }
 
-/* Turns the entry's request into /dev/fuse form and hands it to libfuse;
- * returns once the reply is in the entry (possibly given by another thread
- * later), false if the daemon stops first. */
-static bool serve(struct ring_thr *t)
+/* A new entry of @t's (not yet registered); NULL when out of memory. */
+static struct ring_ent *ent_new(struct ring_thr *t)
 {
-	struct ffs_uring_req_header *h = t->hdr;
+	struct ring_ent *e, **ents;
+
+	ents = realloc(t->ents, (t->nents + 1) * sizeof(*ents));
+	if (!ents)
+		return NULL;
+	t->ents = ents;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->t = t;
+	e->hdr = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* MAP_NORESERVE, untouched until used: an entry a burst of parked
+	 * requests made costs little once they are answered */
+	e->area = mmap(NULL, RING_PAD + RING_PAYLOAD, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	e->small = malloc(RING_SMALL);
+	if (e->hdr == MAP_FAILED || e->area == MAP_FAILED || !e->small) {
+		if (e->hdr != MAP_FAILED)
+			munmap(e->hdr, 4096);
+		if (e->area != MAP_FAILED)
+			munmap(e->area, RING_PAD + RING_PAYLOAD);
+		free(e->small);
+		free(e);
+		return NULL;
+	}
+	e->payload = e->area + RING_PAD;
+	e->reg_iov[0].iov_base = e->hdr;
+	e->reg_iov[0].iov_len = sizeof(*e->hdr);
+	e->reg_iov[1].iov_base = e->payload;
+	e->reg_iov[1].iov_len = RING_PAYLOAD;
+	t->ents[t->nents++] = e;
+	return e;
+}
+
+static void ent_delete(struct ring_ent *e)
+{
+	munmap(e->hdr, 4096);
+	munmap(e->area, RING_PAD + RING_PAYLOAD);
+	free(e->small);
+	free(e);
+}
+
+/* Takes @e off the in-flight list; called with U.flight_lock held. */
+static void flight_del(struct ring_ent *e)
+{
+	e->fl_prev->fl_next = e->fl_next;
+	e->fl_next->fl_prev = e->fl_prev;
+	e->fl_prev = e->fl_next = NULL;
+	e->unique = 0;
+}
+
+/* Turns the entry's request into /dev/fuse form and hands it to libfuse.
+ * Returns true if the answer is in the entry (commit it now), false if the
+ * handler parked the request: the answer comes later, from another thread,
+ * through t->ready. */
+static bool serve(struct ring_ent *e)
+{
+	struct ring_thr *t = e->t;
+	struct ffs_uring_req_header *h = e->hdr;
 	const struct fuse_in_header *in = (const void *)h->in_out;
 	uint32_t psz = h->ring_ent_in_out.payload_sz;
 	uint64_t unique = h->ring_ent_in_out.commit_id;
@@ -239,9 +335,6 @@ static bool serve(struct ring_thr *t)
 	bool done;
 
 	__atomic_add_fetch(&U.requests, 1, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&t->lock);
-	t->replied = false;
-	pthread_mutex_unlock(&t->lock);
 	if (in->len < sizeof(*in) + psz || in->len - sizeof(*in) - psz > FFS_URING_OP_IN_OUT_SZ ||
 	    psz > RING_PAYLOAD || in->unique != unique) {
 		/* not the layout this file knows: answer EIO, keep serving */
@@ -257,25 +350,36 @@ static bool serve(struct ring_thr *t)
 	}
 	opsz = in->len - sizeof(*in) - psz;
 	if (in->opcode == FUSE_WRITE || sizeof(*in) + opsz + psz > RING_SMALL) {
-		start = t->payload - sizeof(*in) - opsz;
+		start = e->payload - sizeof(*in) - opsz;
 	} else {
-		start = t->small;
-		memcpy(start + sizeof(*in) + opsz, t->payload, psz);
+		start = e->small;
+		memcpy(start + sizeof(*in) + opsz, e->payload, psz);
 	}
 	memcpy(start, in, sizeof(*in));
 	memcpy(start + sizeof(*in), h->op_in, opsz);
 	buf.mem = start;
 	buf.size = in->len;
-	__atomic_store_n(&t->unique, unique, __ATOMIC_RELEASE);
-	tl_cur = t;
+	pthread_mutex_lock(&t->lock);
+	e->replied = false;
+	e->parked = false;
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&U.flight_lock);
+	e->unique = unique;
+	e->fl_next = &U.flight;
+	e->fl_prev = U.flight.fl_prev;
+	e->fl_prev->fl_next = e;
+	U.flight.fl_prev = e;
+	pthread_mutex_unlock(&U.flight_lock);
+	tl_cur = e;
 	fuse_session_process_buf(U.se, &buf);
 	tl_cur = NULL;
-	/* replied in the handler, or later by another thread (async reply) */
+	/* answered in the handler (or already by another thread), or parked */
 	pthread_mutex_lock(&t->lock);
-	while (!t->replied && !stopping())
-		pthread_cond_wait(&t->cv, &t->lock);
-	done = t->replied;
-	__atomic_store_n(&t->unique, 0, __ATOMIC_RELEASE);
+	done = e->replied;
+	if (!done) {
+		e->parked = true;
+		t->nparked++;
+	}
 	pthread_mutex_unlock(&t->lock);
 	return done;
 }
@@ -305,13 +409,58 @@ static void register_result(struct ring_thr *t, int err)
 	pthread_mutex_unlock(&U.lock);
 }
 
+/* Commits the answers of @t's parked requests that came in (t->ready). */
+static int commit_ready(struct ring_thr *t)
+{
+	struct ring_ent *e, *next;
+	uint64_t v;
+
+	if (read(t->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return -errno;
+	queue_poll(t, t->wake_fd, UD_WAKE);
+	pthread_mutex_lock(&t->lock);
+	e = t->ready;
+	t->ready = NULL;
+	for (next = e; next; next = next->next_ready) {
+		next->parked = false;
+		t->nparked--;
+	}
+	pthread_mutex_unlock(&t->lock);
+	for (; e; e = next) {
+		next = e->next_ready;
+		if (!sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH, e->hdr->ring_ent_in_out.commit_id))
+			return -EBUSY;
+	}
+	return 0;
+}
+
+/* After a request was parked: when none of @t's entries waits for a
+ * request any more, registers one more (up to RING_MAX_ENTS). */
+static void keep_one_fetching(struct ring_thr *t)
+{
+	struct ring_ent *e;
+	bool need;
+
+	pthread_mutex_lock(&t->lock);
+	need = t->nparked >= t->nents && t->nents < RING_MAX_ENTS;
+	pthread_mutex_unlock(&t->lock);
+	if (!need)
+		return;
+	e = ent_new(t);
+	if (!e || !sqe_cmd(e, FFS_URING_CMD_REGISTER, 0))
+		fprintf(stderr, "pinfs: io_uring queue %u: cannot add an entry (%u parked "
+				"requests): out of memory\n", t->qid, t->nents);
+}
+
 static void *ring_thread(void *arg)
 {
 	struct ring_thr *t = arg;
 	struct io_uring_cqe *cqe;
+	struct ring_ent *e;
 	char name[16];
 	cpu_set_t set;
 	sigset_t all;
+	uint64_t ud;
 	int rc;
 
 	/* signals (SIGTERM ...) are for libfuse's loop, never this thread
@@ -334,8 +483,10 @@ static void *ring_thread(void *arg)
 	if (rc < 0)
 		return NULL;
 
-	queue_stop_poll(t);
-	if (!sqe_cmd(t, FFS_URING_CMD_REGISTER, 0)) {
+	queue_poll(t, t->stop_fd, UD_STOP);
+	queue_poll(t, t->wake_fd, UD_WAKE);
+	e = ent_new(t);
+	if (!e || !sqe_cmd(e, FFS_URING_CMD_REGISTER, 0)) {
 		register_result(t, -ENOMEM);
 		return NULL;
 	}
@@ -348,7 +499,7 @@ static void *ring_thread(void *arg)
 	}
 	/* a refused REGISTER completes at once; a taken one only when a
 	 * request comes */
-	if (!io_uring_peek_cqe(&t->ring, &cqe) && cqe->user_data == UD_ENTRY && cqe->res < 0) {
+	if (!io_uring_peek_cqe(&t->ring, &cqe) && cqe->user_data == (uintptr_t)e && cqe->res < 0) {
 		register_result(t, cqe->res);
 		io_uring_cqe_seen(&t->ring, cqe);
 		return NULL;
@@ -362,25 +513,33 @@ static void *ring_thread(void *arg)
 			fprintf(stderr, "pinfs: io_uring queue %u: wait: %s\n", t->qid, strerror(-rc));
 			break;
 		}
-		if (cqe->user_data == UD_STOP) {
-			io_uring_cqe_seen(&t->ring, cqe);
-			break;
-		}
+		ud = cqe->user_data;
 		rc = cqe->res;
 		io_uring_cqe_seen(&t->ring, cqe);
-		if (rc < 0) {
+		if (ud == UD_STOP)
+			break;
+		if (ud == UD_WAKE) {
+			rc = commit_ready(t);
+		} else if (rc < 0) {
 			/* ENOTCONN, ECANCELED: unmounted or aborted */
-			if (rc != -ENOTCONN && rc != -ECANCELED && !stopping())
-				fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
+			if (rc == -ENOTCONN || rc == -ECANCELED || stopping())
+				break;
+			/* this entry is lost to the queue; the others serve on */
+			fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
+			continue;
+		} else {
+			e = (struct ring_ent *)(uintptr_t)ud;
+			if (serve(e))
+				rc = sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH,
+					     e->hdr->ring_ent_in_out.commit_id) ? 0 : -EBUSY;
+			else
+				keep_one_fetching(t);
+		}
+		if (rc < 0) {
+			fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
 			break;
 		}
-		if (!serve(t))
-			break;
-		if (!sqe_cmd(t, FFS_URING_CMD_COMMIT_AND_FETCH, t->hdr->ring_ent_in_out.commit_id)) {
-			fprintf(stderr, "pinfs: io_uring queue %u: no free SQE\n", t->qid);
-			break;
-		}
-		/* commit the reply and sleep for the next request in one
+		/* commit the answers and sleep for the next request in one
 		 * io_uring_enter(); the CQE is that next request */
 		do
 			rc = io_uring_submit(&t->ring);
@@ -398,33 +557,34 @@ static void *ring_thread(void *arg)
 ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 {
 	const struct fuse_out_header *oh = iov[0].iov_base;
-	struct ring_thr *t = tl_cur;
 	struct fuse_out_header *dst;
+	struct ring_ent *e;
+	struct ring_thr *t;
 	size_t total = 0, off = 0;
-	unsigned i;
+	uint64_t one = 1;
+	bool wake = false;
 	int k;
 
 	if (!U.thr || stopping() || iov[0].iov_len != sizeof(*oh) || !oh->unique)
 		return -ENOENT;
-	if (!t || __atomic_load_n(&t->unique, __ATOMIC_ACQUIRE) != oh->unique) {
-		/* an asynchronous reply from another thread: find its entry */
-		t = NULL;
-		for (i = 0; i < U.nthr; i++)
-			if (__atomic_load_n(&U.thr[i].unique, __ATOMIC_ACQUIRE) == oh->unique) {
-				t = &U.thr[i];
-				break;
-			}
-		if (!t)
-			return -ENOENT; /* a /dev/fuse request (or an interrupt's) */
-	}
 	for (k = 1; k < count; k++)
 		total += iov[k].iov_len;
-	pthread_mutex_lock(&t->lock);
-	if (__atomic_load_n(&t->unique, __ATOMIC_ACQUIRE) != oh->unique || t->replied) {
-		pthread_mutex_unlock(&t->lock);
-		return -ENOENT;
+	pthread_mutex_lock(&U.flight_lock);
+	e = tl_cur;
+	if (!e || e->unique != oh->unique) {
+		/* an asynchronous reply from another thread: find its entry */
+		for (e = U.flight.fl_next; e != &U.flight && e->unique != oh->unique; e = e->fl_next)
+			;
+		if (e == &U.flight) {
+			pthread_mutex_unlock(&U.flight_lock);
+			return -ENOENT; /* a /dev/fuse request (or an interrupt's) */
+		}
 	}
-	dst = (void *)t->hdr->in_out;
+	flight_del(e); /* answered once */
+	t = e->t;
+	pthread_mutex_lock(&t->lock);
+	pthread_mutex_unlock(&U.flight_lock);
+	dst = (void *)e->hdr->in_out;
 	*dst = *oh;
 	if (total > RING_PAYLOAD) {
 		/* cannot happen for requests the kernel sized (max_pages):
@@ -437,14 +597,21 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 		total = 0;
 	} else {
 		for (k = 1; k < count; k++) {
-			memcpy(t->payload + off, iov[k].iov_base, iov[k].iov_len);
+			memcpy(e->payload + off, iov[k].iov_base, iov[k].iov_len);
 			off += iov[k].iov_len;
 		}
 	}
-	t->hdr->ring_ent_in_out.payload_sz = (uint32_t)total;
-	t->replied = true;
-	pthread_cond_signal(&t->cv);
+	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)total;
+	e->replied = true;
+	if (e->parked) {
+		/* its handler returned long ago: the owner commits it */
+		e->next_ready = t->ready;
+		t->ready = e;
+		wake = true;
+	}
 	pthread_mutex_unlock(&t->lock);
+	if (wake && write(t->wake_fd, &one, sizeof(one)) < 0)
+		perror("pinfs: io_uring wake");
 	return (ssize_t)(sizeof(*oh) + total);
 }
 
@@ -518,56 +685,42 @@ static int thr_open(struct ring_thr *t, unsigned qid)
 
 	t->qid = qid;
 	pthread_mutex_init(&t->lock, NULL);
-	pthread_cond_init(&t->cv, NULL);
 	t->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (t->stop_fd < 0)
+	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->stop_fd < 0 || t->wake_fd < 0)
 		return -errno;
 	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SQE128;
-	rc = io_uring_queue_init_params(4, &t->ring, &p);
+	/* room for a completion of every entry at once, and two polls */
+	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
+	p.cq_entries = 2 * RING_MAX_ENTS;
+	rc = io_uring_queue_init_params(64, &t->ring, &p);
 	if (rc < 0)
 		return rc;
 	t->ring_ok = true;
 	rc = io_uring_register_files(&t->ring, &U.fd, 1);
 	if (rc < 0)
 		return rc;
-	t->hdr = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	t->area = mmap(NULL, RING_PAD + RING_PAYLOAD, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	t->small = malloc(RING_SMALL);
-	if (t->hdr == MAP_FAILED || t->area == MAP_FAILED || !t->small) {
-		if (t->hdr == MAP_FAILED)
-			t->hdr = NULL;
-		if (t->area == MAP_FAILED)
-			t->area = NULL;
-		return -ENOMEM;
-	}
-	t->payload = t->area + RING_PAD;
-	t->reg_iov[0].iov_base = t->hdr;
-	t->reg_iov[0].iov_len = sizeof(*t->hdr);
-	t->reg_iov[1].iov_base = t->payload;
-	t->reg_iov[1].iov_len = RING_PAYLOAD;
 	return 0;
 }
 
 static void thr_close(struct ring_thr *t)
 {
+	unsigned i;
+
 	if (t->ring_ok)
 		io_uring_queue_exit(&t->ring);
 	t->ring_ok = false;
 	if (t->stop_fd >= 0)
 		close(t->stop_fd);
-	t->stop_fd = -1;
-	if (t->hdr)
-		munmap(t->hdr, 4096);
-	if (t->area)
-		munmap(t->area, RING_PAD + RING_PAYLOAD);
-	free(t->small);
-	t->hdr = NULL;
-	t->area = NULL;
-	t->small = NULL;
+	if (t->wake_fd >= 0)
+		close(t->wake_fd);
+	t->stop_fd = t->wake_fd = -1;
+	for (i = 0; i < t->nents; i++)
+		ent_delete(t->ents[i]);
+	free(t->ents);
+	t->ents = NULL;
+	t->nents = 0;
 	pthread_mutex_destroy(&t->lock);
-	pthread_cond_destroy(&t->cv);
 }
 
 void ffs_uring_setup(struct fuse_session *se, bool want)
@@ -589,7 +742,7 @@ void ffs_uring_setup(struct fuse_session *se, bool want)
 		goto fail;
 	}
 	for (i = 0; i < U.nthr; i++)
-		U.thr[i].stop_fd = -1;
+		U.thr[i].stop_fd = U.thr[i].wake_fd = -1;
 	for (i = 0; i < U.nthr; i++) {
 		rc = thr_open(&U.thr[i], i / RING_THREADS);
 		if (rc) {
@@ -634,9 +787,6 @@ void ffs_uring_stop(void)
 			continue;
 		if (t->stop_fd >= 0 && write(t->stop_fd, &one, sizeof(one)) < 0)
 			perror("pinfs: io_uring stop");
-		pthread_mutex_lock(&t->lock);
-		pthread_cond_broadcast(&t->cv);
-		pthread_mutex_unlock(&t->lock);
 		pthread_join(t->tid, NULL);
 		t->started = false;
 	}
