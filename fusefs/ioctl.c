@@ -196,7 +196,9 @@ void ffs_leases_stop(struct ffs *f)
 		 * pool remembers those still holding leases, and the next mount
 		 * waits for them */
 		uint32_t tg[PM_PINHOLDERS_MAX];
-		size_t n = nleases ? lease_holders(lease_mgr_table(f->lm), tg, PM_PINHOLDERS_MAX) : 0;
+		/* the watch: processes with leases, and those still mapping the
+		 * pool (blocks of leases that ended) */
+		size_t n = f->lm ? lease_mgr_holder_list(f->lm, tg, PM_PINHOLDERS_MAX) : 0;
 
 		if (n > PM_PINHOLDERS_MAX)
 			n = PM_PINHOLDERS_MAX;
@@ -371,7 +373,7 @@ static int do_list(fuse_req_t req, uint64_t ino, const struct pinfs_list *in,
 		o->length = l[i].nblocks << 12;
 		/* an orphan (its holder gone, a mapping left) has no pid */
 		o->holder_pid = l[i].holder == LEASE_HOLDER_NONE ? 0 : l[i].holder;
-		o->flags = l[i].flags;
+		o->flags = l[i].flags & PINFS_PIN_FLAGS;
 		o->state = l[i].state;
 		o->age_ns = t > l[i].start_ns ? t - l[i].start_ns : 0;
 		if (l[i].holder == LEASE_HOLDER_NONE)

@@ -696,6 +696,8 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 	bool mapped = false, changed = false;
 	int rc;
 
+	if (l->flags & LEASE_ENDED && l->holder != LEASE_HOLDER_NONE)
+		return -ENOENT; /* unpinned already, waiting for the unmap */
 	lease_mgr_pool(m, &dev, &ino);
 	if (l->holder != LEASE_HOLDER_NONE) {
 		/* the holder's word that it unmapped is not enough */
@@ -704,19 +706,17 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 		free(mp);
 	}
 	if (mapped) {
-		rc = lease_orphan(t, l->id);
+		/* stays on its holder, counted, until the sweep sees no
+		 * mapping of it */
+		rc = lease_mark_ended(t, l->id);
 		if (rc == 0)
 			lease_watch_kick(lease_mgr_watch(m));
-		if (rc == -EALREADY)
-			rc = -ENOENT; /* another UNPIN ended it first */
-	} else {
-		rc = lease_remove(t, l->id, lease_mgr_unpinned, m);
+		return rc == -EALREADY ? -ENOENT : rc;
 	}
+	rc = lease_remove(t, l->id, lease_mgr_unpinned, m);
 	if (rc)
 		return rc;
 	if (l->holder != LEASE_HOLDER_NONE && lease_watch_put(lease_mgr_watch(m), l->holder_gen) == 1)
-		changed = true;
-	if (changed)
 		lease_mgr_holders_changed(m);
 	return 0;
 }
@@ -798,15 +798,44 @@ int lease_end_holder(struct lease_mgr *m, uint32_t tgid, uint64_t gen)
 bool lease_sweep_orphans(void *ctx)
 {
 	struct lease_mgr *m = ctx;
-	uint64_t *ids = NULL;
-	long n = holder_ids(m, LEASE_HOLDER_NONE, 0, &ids);
+	struct lease_table *t = lease_mgr_table(m);
+	struct lease_mapping *mp = NULL;
+	struct lease *v = NULL;
+	uint64_t dev, ino;
+	size_t max = 64, total, i, nmp = 0, left = 0;
 	bool changed = false;
-	size_t left;
+	int rc;
 
-	if (n < 0)
-		return true;
-	left = n ? end_mapped(m, ids, n, &changed) : 0;
-	free(ids);
+	for (;;) {
+		struct lease *nv = realloc(v, max * sizeof(*v));
+		if (!nv) {
+			free(v);
+			return true;
+		}
+		v = nv;
+		total = lease_list(t, 0, 0, v, max);
+		if (total <= max)
+			break;
+		max = total + 16;
+	}
+	lease_mgr_pool(m, &dev, &ino);
+	rc = lease_maps_all(dev, ino, &mp, &nmp);
+	for (i = 0; i < total; i++) {
+		if (!(v[i].flags & LEASE_ENDED))
+			continue;
+		if (rc || lease_mapped(m, v[i].id, mp, nmp, v[i].holder == LEASE_HOLDER_NONE,
+				       &changed)) {
+			left++;
+			continue;
+		}
+		if (lease_remove(t, v[i].id, lease_mgr_unpinned, m))
+			continue; /* its holder's exit ended it meanwhile */
+		if (v[i].holder != LEASE_HOLDER_NONE &&
+		    lease_watch_put(lease_mgr_watch(m), v[i].holder_gen) == 1)
+			changed = true;
+	}
+	free(mp);
+	free(v);
 	if (changed)
 		lease_mgr_holders_changed(m);
 	return left > 0;

@@ -1077,6 +1077,23 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
 	return count;
 }
 
+int lease_mark_ended(struct lease_table *t, uint64_t id)
+{
+	table_lock(t);
+	struct lease_node *n = umap_get_ptr(&t->by_id, id);
+	if (!n || (n->l.flags & LEASE_ENDED)) {
+		table_unlock(t);
+		return n ? -EALREADY : -ENOENT;
+	}
+	if (n->l.flags & PINFS_PIN_ON_CLOSE)
+		group_leave(&t->by_fh, n->l.fh, n, LL_FH, 0);
+	n->l.flags = (n->l.flags & ~PINFS_PIN_ON_CLOSE) | LEASE_ENDED;
+	n->l.state = PINFS_LEASE_REVOKED;
+	t->gen++;
+	table_unlock(t);
+	return 0;
+}
+
 int lease_orphan(struct lease_table *t, uint64_t id)
 {
 	table_lock(t);
@@ -1090,7 +1107,7 @@ int lease_orphan(struct lease_table *t, uint64_t id)
 		group_leave(&t->by_holder, n->l.holder, n, LL_HOLDER, node_bytes(n));
 		if (n->l.flags & PINFS_PIN_ON_CLOSE)
 			group_leave(&t->by_fh, n->l.fh, n, LL_FH, 0);
-		n->l.flags &= ~PINFS_PIN_ON_CLOSE;
+		n->l.flags = (n->l.flags & ~PINFS_PIN_ON_CLOSE) | LEASE_ENDED;
 		n->l.holder = LEASE_HOLDER_NONE;
 		n->l.holder_gen = 0;
 		n->l.state = PINFS_LEASE_REVOKED;

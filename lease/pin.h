@@ -149,9 +149,21 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
  * does. Returns how many. O(1) when there are none. */
 int lease_end_fh(struct lease_table *t, uint64_t fh);
 
+/* In struct lease.flags, beside PINFS_PIN_*: the lease ended (UNPIN, or
+ * its holder exited) while a process still mapped its blocks; it is revoked
+ * and keeps its blocks pinned until no process maps them (lease/holder.c). */
+#define LEASE_ENDED (1u << 31)
+
+/* Lease @id was unpinned while its holder still maps its blocks: it
+ * becomes revoked and LEASE_ENDED, drops PINFS_PIN_ON_CLOSE, and stays on
+ * its holder (counted against its limits) until lease_remove. 0, -EALREADY
+ * (ended already) or -ENOENT. */
+int lease_mark_ended(struct lease_table *t, uint64_t id);
+
 /* Lease @id ended (its holder unpinned or exited) while a process may
  * still map its blocks: it moves to LEASE_HOLDER_NONE, generation 0, as a
- * revoked lease (no longer holds its file range, drops PINFS_PIN_ON_CLOSE),
+ * revoked, LEASE_ENDED lease (no longer holds its file range, drops
+ * PINFS_PIN_ON_CLOSE),
  * and keeps its blocks pinned until lease_remove. Never fails for a lease
  * that exists: 0, -EALREADY (an orphan already) or -ENOENT. */
 int lease_orphan(struct lease_table *t, uint64_t id);
