@@ -652,13 +652,15 @@ static bool lease_mapped(struct lease_mgr *m, uint64_t id, const struct lease_ma
 			 size_t nmp, bool record, bool *changed)
 {
 	struct lease_table *t = lease_mgr_table(m);
-	long total = lease_segments(t, id, 0, NULL, NULL, NULL, 0);
 	uint64_t *pblk, *len;
 	bool found = false;
-	long i;
+	long i, total;
 	size_t j;
 
-	if (total <= 0 || !nmp)
+	if (!nmp)
+		return false;
+	total = lease_segments(t, id, 0, NULL, NULL, NULL, 0);
+	if (total <= 0)
 		return false;
 	pblk = calloc((size_t)total, sizeof(*pblk));
 	len = calloc((size_t)total, sizeof(*len));

@@ -91,10 +91,13 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 /* Ends what lease_pin_begin() started: @pinned, the reference now belongs
  * to the lease; otherwise it is dropped (the holder may leave the watch). */
 void lease_pin_end(struct lease_mgr *m, uint64_t gen, bool pinned);
-/* Processes that have pinned since they were first seen and are alive:
- * fills up to @max, returns how many. */
+/* The holder record: live processes that hold a lease, or map the pool
+ * file (their last lease ended while they mapped it, or they map blocks
+ * of a lease that outlived its holder): fills up to @max, returns how many. */
 size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max);
-/* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. */
+/* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. If
+ * the holder still maps the lease's blocks (its /proc/PID/maps says so),
+ * the lease becomes LEASE_ENDED and keeps them until it unmaps. */
 int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid);
 /* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh: they
  * become revoked (the holder may still map their blocks, which stay pinned
