@@ -820,11 +820,18 @@ bool lease_sweep_orphans(void *ctx)
 			break;
 		max = total + 16;
 	}
+	for (i = left = 0; i < total; i++)
+		if (v[i].flags & LEASE_ENDED)
+			v[left++] = v[i];
+	total = left;
+	left = 0;
+	if (!total) { /* nothing to look for: no scan */
+		free(v);
+		return false;
+	}
 	lease_mgr_pool(m, &dev, &ino);
 	rc = lease_maps_all(dev, ino, &mp, &nmp);
 	for (i = 0; i < total; i++) {
-		if (!(v[i].flags & LEASE_ENDED))
-			continue;
 		if (rc || lease_mapped(m, v[i].id, mp, nmp, v[i].holder == LEASE_HOLDER_NONE,
 				       &changed)) {
 			left++;

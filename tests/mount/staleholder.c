@@ -50,6 +50,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,6 +149,10 @@ static int many(const char *path, long n)
 		}
 		if (pids[i] == 0) {
 			struct pinfs_map m;
+			/* never outlive the test's process */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() == 1)
+				_exit(1);
 			int fd = open(path, O_RDWR), e = 0;
 			if (fd < 0)
 				e = errno;
