@@ -25,6 +25,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -637,8 +638,9 @@ void lease_watch_delete(struct lease_watch **wp)
  * the holder's alone to end: a process that mapped the pool file itself
  * may keep its mapping after UNPIN, and a child that inherited it (fork
  * without MADV_DONTFORK) outlives the holder. So at that end the daemon
- * reads who maps the lease's pool blocks: the holder (UNPIN), or every
- * process (exit, sweep). A lease still mapped is orphaned
+ * reads who maps the lease's pool blocks: the holder (UNPIN; every process
+ * if the holder has children, which may have inherited the mapping), or
+ * every process (exit, sweep). A lease still mapped is orphaned
  * (LEASE_HOLDER_NONE, revoked) and its blocks stay pinned; the processes
  * mapping it join the watch (and the pool's holder record) as mappers; the
  * watch thread sweeps the orphans every 200 ms and ends each one no process
@@ -689,6 +691,34 @@ static bool lease_mapped(struct lease_mgr *m, uint64_t id, const struct lease_ma
 	return found;
 }
 
+/* Has process @pid a child (/proc/PID/task/TID/children)? */
+static bool has_children(uint32_t pid)
+{
+	char path[96], buf[16];
+	struct dirent *d;
+	bool any = false;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%u/task", pid);
+	dir = opendir(path);
+	if (!dir)
+		return false;
+	while (!any && (d = readdir(dir))) {
+		int fd;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%u/task/%.20s/children", pid, d->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		any = read(fd, buf, sizeof(buf)) > 0;
+		close(fd);
+	}
+	closedir(dir);
+	return any;
+}
+
 int lease_end_one(struct lease_mgr *m, const struct lease *l)
 {
 	struct lease_table *t = lease_mgr_table(m);
@@ -702,9 +732,11 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 		return -ENOENT; /* unpinned already, waiting for the unmap */
 	lease_mgr_pool(m, &dev, &ino);
 	if (l->holder != LEASE_HOLDER_NONE) {
-		/* the holder's word that it unmapped is not enough */
-		rc = lease_maps_pid(l->holder, dev, ino, &mp, &nmp);
-		mapped = rc ? true : lease_mapped(m, l->id, mp, nmp, false, &changed);
+		/* the holder's word that it unmapped is not enough; a child may
+		 * have inherited the mapping: with children, every process */
+		rc = has_children(l->holder) ? lease_maps_all(dev, ino, &mp, &nmp)
+					     : lease_maps_pid(l->holder, dev, ino, &mp, &nmp);
+		mapped = rc ? true : lease_mapped(m, l->id, mp, nmp, true, &changed);
 		free(mp);
 	}
 	if (mapped) {

@@ -32,6 +32,8 @@
  *                                 fork     the process forks; the parent
  *                                          prints "child PID" and exits 0,
  *                                          the child reads the next commands
+ *                                 spawn    fork a child that keeps the
+ *                                          mapping and sleeps; "child PID"
  *                                 store B  store byte B over the mapping
  *                                          "stored"
  *                                 unmap    munmap the mapping      "ok"
@@ -114,6 +116,16 @@ static int raw(const char *path, uint64_t len, const char *fl)
 				printf("child %d\n", (int)pid);
 				return 0; /* the holder exits; the child goes on */
 			}
+		} else if (!strncmp(line, "spawn", 5)) {
+			pid_t pid = fork();
+			if (pid == 0) {
+				for (;;)
+					pause(); /* a child keeping the mapping */
+			}
+			if (pid < 0)
+				printf("err %d\n", errno);
+			else
+				printf("child %d\n", (int)pid);
 		} else if (!strncmp(line, "store ", 6)) {
 			memset(m.addr, atoi(line + 6), m.len);
 			printf("stored\n");
@@ -229,15 +241,15 @@ int main(int argc, char **argv)
 		wait_line();
 		return 0;
 	}
+	/* before the fork: the child's line must come second */
+	printf("lease=%llu\n", (unsigned long long)m.lease_id);
 	pid_t pid = fork();
 	if (pid < 0) {
 		perror("fork");
 		return 1;
 	}
-	if (pid > 0) {
-		printf("lease=%llu\n", (unsigned long long)m.lease_id);
+	if (pid > 0)
 		return 0; /* the holder exits, its lease with it */
-	}
 	close(fd);
 	close(m.pool_fd);
 	printf("child %d\n", (int)getpid());

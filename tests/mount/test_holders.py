@@ -206,6 +206,27 @@ def test_unlinked_file_unpinned_while_mapped_keeps_its_blocks(mnt, raw):
     assert wait_until(lambda: free_blocks(mnt) >= free0 + SIZE // BLOCK, 3)
 
 
+@pytest.mark.pool_size('32M')
+def test_holder_unmaps_and_unpins_while_its_child_still_maps(mnt, raw):
+    path, other = _setup(mnt)
+    r = raw(path, 'w')
+    ans = r.cmd('spawn')                         # a child inherits the mapping
+    assert ans.startswith('child '), ans
+    child = int(ans.split()[1])
+    try:
+        assert r.cmd('unmap') == 'ok'
+        assert r.cmd('unpin') == 'ok'            # the holder is clean; its child is not
+        assert [(l['id'], l['state']) for l in list_leases(mnt.dir)] == [(r.lease, 'revoked')]
+        os.truncate(path, 0)
+        assert _quarantined(mnt) == SIZE // BLOCK
+        assert wait_until(lambda: child in _pool_holders(mnt.pool), 3), _pool_holders(mnt.pool)
+    finally:
+        os.kill(child, signal.SIGKILL)          # (a zombie of the holder's: maps nothing)
+    assert wait_until(lambda: list_leases(mnt.dir) == [], 3), list_leases(mnt.dir)
+    assert _quarantined(mnt) == 0
+    assert wait_until(lambda: r.pid not in _pool_holders(mnt.pool), 3)
+
+
 # --------------------------------------------------------------------------
 # limits before any hole is filled
 
