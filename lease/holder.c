@@ -745,6 +745,8 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 		rc = lease_mark_ended(t, l->id);
 		if (rc == 0)
 			lease_watch_kick(lease_mgr_watch(m));
+		if (changed) /* processes that map it joined the record */
+			lease_mgr_holders_changed(m);
 		return rc == -EALREADY ? -ENOENT : rc;
 	}
 	rc = lease_remove(t, l->id, lease_mgr_unpinned, m);

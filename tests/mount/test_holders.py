@@ -224,7 +224,8 @@ def test_holder_unmaps_and_unpins_while_its_child_still_maps(mnt, raw):
         os.kill(child, signal.SIGKILL)          # (a zombie of the holder's: maps nothing)
     assert wait_until(lambda: list_leases(mnt.dir) == [], 3), list_leases(mnt.dir)
     assert _quarantined(mnt) == 0
-    assert wait_until(lambda: r.pid not in _pool_holders(mnt.pool), 3)
+    assert wait_until(lambda: r.pid not in _pool_holders(mnt.pool), 3), (
+        open('/proc/%d/maps' % r.pid).read())
 
 
 # --------------------------------------------------------------------------
