@@ -17,9 +17,11 @@
  * A process leaves the watch (and the pool's holder record) once it holds
  * no lease and maps nothing of the pool: every watched process has one
  * reference count, taken by each pin (lease_watch_add) and dropped by each
- * lease that ends other than by its exit (lease_watch_put); at 0 its
- * /proc/PID/maps is read, and it stays (a "mapper") while it still maps the
- * pool file -- the daemon does not trust it to have unmapped. Mappers, and
+ * lease that ends other than by its exit (lease_watch_put); IDLE_MS after
+ * it reached 0 its /proc/PID/maps is read, and it stays (a "mapper") while
+ * it still maps the pool file -- the daemon does not trust it to have
+ * unmapped; a new holder that finds the watch full lets idle processes go
+ * at once. Mappers, and
  * processes found mapping blocks of leases that ended, are re-checked every
  * SWEEP_MS by this thread (the sweep callback), until they unmap or exit.
  */
@@ -59,10 +61,18 @@ struct hold {
 	uint32_t tgid;
 	int pidfd;
 	uint64_t gen; /* unique per watched process, never 0 */
-	uint64_t refs; /* leases (and pins under way); 0: a mapper */
+	uint64_t refs; /* leases (and pins under way); 0: idle, or a mapper */
+	uint64_t idle_ms; /* mono_ms() when refs last reached 0 */
 };
 
 #define SWEEP_MS 200
+/* A process stays this long after its last lease ended before the sweep
+ * reads its maps and lets it go, so that pin/unpin cycles do not rewrite
+ * the pool's record each time; a new holder that finds the record full
+ * lets the idle ones go at once. */
+#define IDLE_MS 1000
+
+static uint64_t mono_ms(void);
 
 struct lease_watch {
 	int epfd;
@@ -91,12 +101,14 @@ struct lease_watch {
 static int maps_each(uint32_t pid, uint64_t dev, uint64_t ino,
 		     bool (*fn)(void *arg, uint64_t off, uint64_t end), void *arg)
 {
-	char path[64], *line = NULL;
+	char path[64], needle[32], *line = NULL;
 	size_t cap = 0;
 	int rc = 0;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%u/maps", pid);
+	/* the inode field, blank on both sides: only lines with it are parsed */
+	snprintf(needle, sizeof(needle), " %" PRIu64 " ", ino);
 	f = fopen(path, "re");
 	if (!f)
 		return -errno;
@@ -104,6 +116,8 @@ static int maps_each(uint32_t pid, uint64_t dev, uint64_t ino,
 		unsigned long long a, b, off, i;
 		unsigned maj, min;
 
+		if (!strstr(line, needle))
+			continue;
 		if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &a, &b, &off, &maj, &min, &i) != 6)
 			continue;
 		if (i != ino || makedev(maj, min) != dev || b < a)
@@ -274,13 +288,15 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Drops the mappers (refs 0) that no longer map the pool; true if some are
- * left. Called on the watch thread without w->lock. */
-static bool sweep_mappers(struct lease_watch *w)
+/* Drops the processes without a lease (refs 0), idle for IDLE_MS (any,
+ * with @all), that no longer map the pool; true if some are left. Called
+ * without w->lock. *dropped: whether some went. */
+static bool sweep_idle(struct lease_watch *w, bool all, bool *dropped_out)
 {
 	uint64_t *gens = NULL;
 	uint32_t *pids = NULL;
 	bool *maps = NULL, left = false, dropped = false;
+	uint64_t now = mono_ms();
 	size_t i, n = 0;
 
 	pthread_mutex_lock(&w->lock);
@@ -296,11 +312,16 @@ static bool sweep_mappers(struct lease_watch *w)
 		free(maps);
 		return w->n > 0; /* try again later */
 	}
-	for (i = 0; i < w->n; i++)
-		if (!w->h[i].refs) {
-			gens[n] = w->h[i].gen;
-			pids[n++] = w->h[i].tgid;
+	for (i = 0; i < w->n; i++) {
+		if (w->h[i].refs)
+			continue;
+		if (!all && now - w->h[i].idle_ms < IDLE_MS) {
+			left = true; /* not yet */
+			continue;
 		}
+		gens[n] = w->h[i].gen;
+		pids[n++] = w->h[i].tgid;
+	}
 	pthread_mutex_unlock(&w->lock);
 	for (i = 0; i < n; i++)
 		maps[i] = lease_maps_pool(pids[i], w->pool_dev, w->pool_ino);
@@ -325,6 +346,14 @@ static bool sweep_mappers(struct lease_watch *w)
 	free(gens);
 	free(pids);
 	free(maps);
+	*dropped_out = dropped;
+	return left;
+}
+
+static bool sweep_mappers(struct lease_watch *w)
+{
+	bool dropped, left = sweep_idle(w, false, &dropped);
+
 	if (dropped)
 		w->gone(w->ctx, 0, 0); /* no process: the set changed */
 	return left;
@@ -439,10 +468,14 @@ fail:
 void lease_watch_kick(struct lease_watch *w)
 {
 	uint64_t one = 1;
+	bool was;
 
 	pthread_mutex_lock(&w->lock);
+	was = w->sweeping;
 	w->sweeping = true;
 	pthread_mutex_unlock(&w->lock);
+	if (was)
+		return; /* it wakes up to sweep anyway */
 	if (write(w->kickfd, &one, sizeof(one)) < 0) {
 		/* the counter is saturated: the thread is awake anyway */
 	}
@@ -464,8 +497,23 @@ static int watch_add(struct lease_watch *w, uint32_t tgid, bool ref, uint64_t *g
 		goto out;
 	}
 	if (w->max && w->n >= w->max) {
-		rc = -EUSERS;
-		goto out;
+		bool dropped;
+
+		/* full: let the idle ones go now (the caller rewrites the
+		 * record, as for any new holder) */
+		pthread_mutex_unlock(&w->lock);
+		sweep_idle(w, true, &dropped);
+		pthread_mutex_lock(&w->lock);
+		k = find(w, tgid);
+		if (k >= 0) {
+			*gen = w->h[k].gen;
+			w->h[k].refs += ref;
+			goto out;
+		}
+		if (w->n >= w->max) {
+			rc = -EUSERS;
+			goto out;
+		}
 	}
 	rc = 1; /* a new holder */
 	fd = (int)syscall(SYS_pidfd_open, (pid_t)tgid, 0);
@@ -493,6 +541,7 @@ static int watch_add(struct lease_watch *w, uint32_t tgid, bool ref, uint64_t *g
 	w->h[w->n].tgid = tgid;
 	w->h[w->n].pidfd = fd;
 	w->h[w->n].refs = ref;
+	w->h[w->n].idle_ms = mono_ms();
 	w->h[w->n++].gen = ev.data.u64;
 	*gen = ev.data.u64;
 	if (!ref)
@@ -517,8 +566,6 @@ int lease_watch_add_mapper(struct lease_watch *w, uint32_t tgid)
 int lease_watch_put(struct lease_watch *w, uint64_t gen)
 {
 	ssize_t k;
-	uint32_t tgid;
-	bool maps;
 
 	pthread_mutex_lock(&w->lock);
 	k = find_gen(w, gen);
@@ -526,28 +573,12 @@ int lease_watch_put(struct lease_watch *w, uint64_t gen)
 		pthread_mutex_unlock(&w->lock);
 		return 0;
 	}
-	tgid = w->h[k].tgid;
+	/* its last lease ended: the sweep reads its maps after IDLE_MS and
+	 * lets it go unless it still maps the pool */
+	w->h[k].idle_ms = mono_ms();
 	pthread_mutex_unlock(&w->lock);
-	/* its last lease ended: does it still map the pool? (read without
-	 * the lock; a pin meanwhile takes a reference again) */
-	maps = lease_maps_pool(tgid, w->pool_dev, w->pool_ino);
-	pthread_mutex_lock(&w->lock);
-	k = find_gen(w, gen);
-	if (k < 0 || w->h[k].refs) {
-		pthread_mutex_unlock(&w->lock);
-		return 0;
-	}
-	if (maps) {
-		w->sweeping = true;
-		pthread_mutex_unlock(&w->lock);
-		lease_watch_kick(w);
-		return 0;
-	}
-	epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->h[k].pidfd, NULL);
-	close(w->h[k].pidfd);
-	w->h[k] = w->h[--w->n];
-	pthread_mutex_unlock(&w->lock);
-	return 1;
+	lease_watch_kick(w);
+	return 0;
 }
 
 size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max)

@@ -160,7 +160,9 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid, uint64_t *gen);
  * leases); it leaves when it unmaps. As lease_watch_add. */
 int lease_watch_add_mapper(struct lease_watch *w, uint32_t tgid);
 /* Drops a reference of generation @gen. At 0 the process leaves the watch
- * unless it still maps the pool file: 1 if it left, else 0. */
+ * (1 s later, or at once when a new holder needs its place) unless it
+ * still maps the pool file. Returns 0 (1 is reserved for a process that
+ * left at once). */
 int lease_watch_put(struct lease_watch *w, uint64_t gen);
 /* Asks the watch thread to sweep (mappers and the sweep callback). */
 void lease_watch_kick(struct lease_watch *w);

@@ -11,7 +11,8 @@
              (the mnt fixture runs it after unmount).
   limits     checked before any hole is filled; per process and per user.
   record     a process leaves the holder record once it holds no lease and
-             maps nothing of the pool.
+             maps nothing of the pool (about a second later, or at once when
+             a new holder needs its place).
   users      LIST of the whole mount and mount-wide STATS show a user their
              own leases; root sees all.
 
@@ -404,10 +405,10 @@ def test_a_thousand_processes_that_pinned_once_do_not_stop_a_new_one(mnt, staleh
     try:
         line = p.stdout.readline()
         assert line == 'ready ok=1000 errno=0\n', (line, p.stderr.read() if not line else '')
-        assert _pool_holders(mnt.pool) == []
         h = holders(path)
-        h.pin(0, 4096, 'w')
-        assert _pool_holders(mnt.pool) == [h.pid]
+        h.pin(0, 4096, 'w')            # at once: idle processes give way
+        # and within a second or so they are out of the record anyway
+        assert wait_until(lambda: _pool_holders(mnt.pool) == [h.pid], 5), _pool_holders(mnt.pool)
         p.stdin.write('\n')
         p.stdin.flush()
         assert p.wait(timeout=60) == 0
