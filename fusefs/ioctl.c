@@ -196,9 +196,14 @@ void ffs_leases_stop(struct ffs *f)
 		 * pool remembers those still holding leases, and the next mount
 		 * waits for them */
 		uint32_t tg[PM_PINHOLDERS_MAX];
+		size_t n = 0;
+
 		/* the watch: processes with leases, and those still mapping the
-		 * pool (blocks of leases that ended) */
-		size_t n = f->lm ? lease_mgr_holder_list(f->lm, tg, PM_PINHOLDERS_MAX) : 0;
+		 * pool (blocks of leases that ended); not the idle ones */
+		if (f->lm) {
+			lease_watch_settle(lease_mgr_watch(f->lm));
+			n = lease_mgr_holder_list(f->lm, tg, PM_PINHOLDERS_MAX);
+		}
 
 		if (n > PM_PINHOLDERS_MAX)
 			n = PM_PINHOLDERS_MAX;

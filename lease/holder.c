@@ -350,6 +350,13 @@ static bool sweep_idle(struct lease_watch *w, bool all, bool *dropped_out)
 	return left;
 }
 
+void lease_watch_settle(struct lease_watch *w)
+{
+	bool dropped;
+
+	sweep_idle(w, true, &dropped);
+}
+
 static bool sweep_mappers(struct lease_watch *w)
 {
 	bool dropped, left = sweep_idle(w, false, &dropped);

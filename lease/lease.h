@@ -164,6 +164,9 @@ int lease_watch_add_mapper(struct lease_watch *w, uint32_t tgid);
  * still maps the pool file. Returns 0 (1 is reserved for a process that
  * left at once). */
 int lease_watch_put(struct lease_watch *w, uint64_t gen);
+/* Lets every process without a lease that maps nothing of the pool go now
+ * (the record written at unmount). */
+void lease_watch_settle(struct lease_watch *w);
 /* Asks the watch thread to sweep (mappers and the sweep callback). */
 void lease_watch_kick(struct lease_watch *w);
 

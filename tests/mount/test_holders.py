@@ -395,6 +395,16 @@ def test_a_process_that_unpinned_leaves_the_record_and_blocks_no_remount(mnt, ho
     h.pin(0, 4096, 'w')
 
 
+def test_a_process_that_just_unpinned_does_not_block_the_next_mount(mnt, holders):
+    path = mnt.path('f')
+    write_file(path, b'\0' * MiB)
+    h = holders(path)
+    h.unpin(h.pin(0, 64 * KiB, 'w'))
+    h.ok('reopen /dev/null')            # (no file of the mount open)
+    mnt.remount()                       # at once: not a second later
+    assert h.pid not in _pool_holders(mnt.pool)
+
+
 @pytest.mark.watchdog(120)
 def test_a_thousand_processes_that_pinned_once_do_not_stop_a_new_one(mnt, staleholder, holders):
     path = mnt.path('f')
