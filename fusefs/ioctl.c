@@ -160,7 +160,16 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 	struct lease_ops ops = { lease_unpinned, holders_changed, f };
 	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
 				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone, .ctx = f };
-	int rc = lease_mgr_new(cfg, &ops, &f->lm);
+	struct lease_cfg c = *cfg;
+	struct stat st;
+	int rc;
+
+	/* holders map this file: the manager reads who still does */
+	if (fstat(f->pool->fd, &st) < 0)
+		return -errno;
+	c.pool_dev = st.st_dev;
+	c.pool_ino = st.st_ino;
+	rc = lease_mgr_new(&c, &ops, &f->lm);
 
 	if (rc)
 		return rc;
@@ -185,7 +194,14 @@ void ffs_leases_stop(struct ffs *f)
 		 * pool remembers those still holding leases, and the next mount
 		 * waits for them */
 		uint32_t tg[PM_PINHOLDERS_MAX];
-		size_t n = nleases ? lease_holders(lease_mgr_table(f->lm), tg, PM_PINHOLDERS_MAX) : 0;
+		size_t n = 0;
+
+		/* the watch: processes with leases, and those still mapping the
+		 * pool (blocks of leases that ended); not the idle ones */
+		if (f->lm) {
+			lease_watch_settle(lease_mgr_watch(f->lm));
+			n = lease_mgr_holder_list(f->lm, tg, PM_PINHOLDERS_MAX);
+		}
 
 		if (n > PM_PINHOLDERS_MAX)
 			n = PM_PINHOLDERS_MAX;
@@ -266,8 +282,8 @@ static int do_events(fuse_req_t req, struct ffs *f, const struct pinfs_events *i
 
 struct pin_ctx {
 	struct ffs *f;
-	uint64_t ino, first, n, fh;
-	uint32_t holder, flags;
+	uint64_t ino, first, n, fh, gen;
+	uint32_t holder, uid, flags;
 	struct pinfs_pin *out;
 };
 
@@ -285,8 +301,8 @@ static int pin_cb(void *p, const struct pm_seg *segs, size_t nsegs)
 		a[nsegs + i] = segs[i].pblk;
 		a[2 * nsegs + i] = segs[i].n;
 	}
-	rc = lease_pin(c->f->lm, c->ino, c->first, c->n, c->holder, c->flags, c->fh, a, a + nsegs,
-		       a + 2 * nsegs, nsegs, &c->out->lease_id);
+	rc = lease_pin_gen(c->f->lm, c->ino, c->first, c->n, c->holder, c->gen, c->uid, c->flags,
+			   c->fh, a, a + nsegs, a + 2 * nsegs, nsegs, &c->out->lease_id);
 	free(a);
 	if (rc)
 		return rc;
@@ -336,14 +352,22 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	c.n = ((end - 1) >> 12) - c.first + 1;
 	c.fh = (uint64_t)(uintptr_t)file;
 	c.holder = lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid);
+	c.uid = (uint32_t)ctx->uid;
 	c.flags = in->flags;
 	c.out = out;
 	out->pin_offset = c.first << 12;
 	out->pin_length = c.n << 12;
-	return pm_pin_blocks(f->fs, file->ip, c.first, c.n,
-			     ((in->flags & PINFS_PIN_WRITE) ? PM_PIN_WRITE : 0) |
-				     (may_alloc ? 0 : PM_PIN_NOALLOC),
-			     pin_cb, &c);
+	/* a holder slot and room under the limits before any hole is
+	 * filled: a refused pin allocates nothing */
+	rc = lease_pin_begin(f->lm, c.ino, c.first, c.n, c.holder, c.uid, &c.gen);
+	if (rc)
+		return rc;
+	rc = pm_pin_blocks(f->fs, file->ip, c.first, c.n,
+			   ((in->flags & PINFS_PIN_WRITE) ? PM_PIN_WRITE : 0) |
+				   (may_alloc ? 0 : PM_PIN_NOALLOC),
+			   pin_cb, &c);
+	lease_pin_end(f->lm, c.gen, rc == 0);
+	return rc;
 }
 
 /* Where a lease's blocks sit in the pool: the holder's (or root's) to know,
@@ -382,15 +406,25 @@ static int do_segs(fuse_req_t req, const struct pinfs_segs *in, struct pinfs_seg
 	return 0;
 }
 
-static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, struct pinfs_list *out)
+/* The whole mount's leases are root's to see; any other user sees only
+ * their own (a file's leases: whoever may open the file). */
+static int do_list(fuse_req_t req, uint64_t ino, const struct pinfs_list *in,
+		   struct pinfs_list *out)
 {
+	struct ffs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct lease l[PINFS_LIST_MAX];
 	struct timespec now;
 	size_t total, i;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	memset(out, 0, sizeof(*out));
-	total = lease_list(lease_mgr_table(f->lm), in->all ? 0 : ino, in->first, l, PINFS_LIST_MAX);
+	if (in->all && ctx->uid != 0)
+		total = lease_list_user(lease_mgr_table(f->lm), (uint32_t)ctx->uid, in->first, l,
+					PINFS_LIST_MAX);
+	else
+		total = lease_list(lease_mgr_table(f->lm), in->all ? 0 : ino, in->first, l,
+				   PINFS_LIST_MAX);
 	out->first = in->first;
 	out->all = in->all;
 	out->total = (uint32_t)total;
@@ -401,11 +435,15 @@ static int do_list(struct ffs *f, uint64_t ino, const struct pinfs_list *in, str
 		o->ino = lease_file_ino(&l[i]);
 		o->offset = l[i].first << 12;
 		o->length = l[i].nblocks << 12;
-		o->holder_pid = l[i].holder;
-		o->flags = l[i].flags;
+		/* an orphan (its holder gone, a mapping left) has no pid */
+		o->holder_pid = l[i].holder == LEASE_HOLDER_NONE ? 0 : l[i].holder;
+		o->flags = l[i].flags & PINFS_PIN_FLAGS;
 		o->state = l[i].state;
 		o->age_ns = t > l[i].start_ns ? t - l[i].start_ns : 0;
-		lease_mgr_comm(f->lm, l[i].holder, o->comm);
+		if (l[i].holder == LEASE_HOLDER_NONE)
+			strcpy(o->comm, "?");
+		else
+			lease_mgr_comm(f->lm, l[i].holder, o->comm);
 	}
 	out->n = (uint32_t)i;
 	return 0;
@@ -457,13 +495,19 @@ static void wb_fill(struct pinfs_counters *c, const struct pm_wb_stats *w)
 	c->csum_failures = w->csum_failures;
 }
 
-static void do_stats(struct ffs *f, struct ffs_file *file, struct pinfs_stats *out)
+static void do_stats(struct ffs *f, uint32_t uid, struct ffs_file *file, struct pinfs_stats *out)
 {
 	struct pm_wb_stats w;
 
 	memset(out, 0, sizeof(*out));
 	lease_mgr_counters(f->lm, pm_ino(file->ip), &out->file);
 	lease_mgr_counters(f->lm, 0, &out->mount);
+	if (uid != 0) {
+		/* the mount's leases are root's to see: a user sees their own */
+		uint64_t nbytes;
+		lease_user_counts(lease_mgr_table(f->lm), uid, &out->mount.pins, &nbytes);
+		out->mount.pinned_blocks = nbytes >> 12;
+	}
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
 	out->mount.mmap_lost_bytes = __atomic_load_n(&f->mmap_lost_bytes, __ATOMIC_RELAXED);
 	out->mount.transport = ffs_uring_transport();
@@ -570,7 +614,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		break;
 	}
 	case PINFS_IOC_LIST:
-		rc = do_list(f, pm_ino(file->ip), in_buf, &out->list);
+		rc = do_list(req, pm_ino(file->ip), in_buf, &out->list);
 		break;
 	case PINFS_IOC_GET_POLICY:
 		rc = do_policy(req, file, false, in_buf, &out->policy);
@@ -579,7 +623,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		rc = do_policy(req, file, true, in_buf, NULL);
 		break;
 	case PINFS_IOC_STATS:
-		do_stats(f, file, &out->stats);
+		do_stats(f, (uint32_t)ctx->uid, file, &out->stats);
 		rc = 0;
 		break;
 	case PINFS_IOC_SCRUB:

@@ -183,6 +183,8 @@ struct opts {
 	double lease_break_time;
 	unsigned long max_pins;
 	char *max_pinned;
+	unsigned long max_pins_per_user;
+	char *max_pinned_per_user;
 	double writeback_interval;
 	double dirty_expire;
 	char *pin_access;
@@ -200,6 +202,8 @@ static const struct fuse_opt opt_spec[] = {
 	{ "lease_break_time=%lf", offsetof(struct opts, lease_break_time), 0 },
 	{ "max_pins=%lu", offsetof(struct opts, max_pins), 0 },
 	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
+	{ "max_pins_per_user=%lu", offsetof(struct opts, max_pins_per_user), 0 },
+	{ "max_pinned_per_user=%s", offsetof(struct opts, max_pinned_per_user), 0 },
 	{ "writeback_interval=%lf", offsetof(struct opts, writeback_interval), 0 },
 	{ "dirty_expire=%lf", offsetof(struct opts, dirty_expire), 0 },
 	{ "pin_access=%s", offsetof(struct opts, pin_access), 0 },
@@ -215,12 +219,14 @@ static const struct fuse_opt opt_spec[] = {
  * and -EINVAL for bad values. */
 static int lease_config(const struct opts *o, struct lease_cfg *c)
 {
+	memset(c, 0, sizeof(*c));
 	c->policy = PINFS_POLICY_FAIL;
 	c->busy_errno = EBUSY;
 	c->wait_timeout = o->wait_timeout;
 	c->lease_break_time = o->lease_break_time;
 	c->max_pins = o->max_pins;
 	c->max_pinned_bytes = 1ull << 30;
+	c->max_pins_per_user = o->max_pins_per_user;
 	/* the pool records every live holder (see ffs_leases_start) */
 	c->max_holders = PM_PINHOLDERS_MAX;
 	if (o->policy && (lease_policy_parse(o->policy, &c->policy) ||
@@ -243,6 +249,12 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	if (o->max_pinned && pinfs_parse_size(o->max_pinned, &c->max_pinned_bytes)) {
 		fprintf(stderr, "pinfs: -o max_pinned=%s: '%s' is not a size\n", o->max_pinned,
 			o->max_pinned);
+		return -EINVAL;
+	}
+	if (o->max_pinned_per_user &&
+	    pinfs_parse_size(o->max_pinned_per_user, &c->max_pinned_bytes_per_user)) {
+		fprintf(stderr, "pinfs: -o max_pinned_per_user=%s: '%s' is not a size\n",
+			o->max_pinned_per_user, o->max_pinned_per_user);
 		return -EINVAL;
 	}
 	if (c->wait_timeout < 0) {
@@ -396,6 +408,8 @@ static void usage(void)
 	       "    -o lease_break_time=S  policy break: grace before revoking (default 45)\n"
 	       "    -o max_pins=N          pins per process (default 4096)\n"
 	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n"
+	       "    -o max_pins_per_user=N pins per user (default: no limit)\n"
+	       "    -o max_pinned_per_user=SIZE  pinned bytes per user (default: no limit)\n"
 	       "    -o writeback_interval=S  background flusher period (default 5)\n"
 	       "    -o dirty_expire=S      flush blocks dirty for this long (default 30)\n"
 	       "    -o pin_access=WHO      who may pin a file: owner (default; or CAP_LEASE),\n"
@@ -604,6 +618,7 @@ out_args:
 	free(o.policy);
 	free(o.busy_errno);
 	free(o.max_pinned);
+	free(o.max_pinned_per_user);
 	free(o.pin_access);
 	free(o.pin_group);
 out_args_early:

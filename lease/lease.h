@@ -33,6 +33,11 @@ struct lease_cfg {
 	uint64_t max_pinned_bytes; /* per process, 0 = no limit */
 	uint32_t max_holders;	   /* processes holding pins at once, 0 = no
 				    * limit; one more gets EUSERS */
+	uint64_t max_pins_per_user;	     /* per user, 0 = no limit */
+	uint64_t max_pinned_bytes_per_user; /* per user, 0 = no limit */
+	/* the pool file (st_dev, st_ino), whose mappings in /proc/PID/maps
+	 * keep ended leases' blocks quarantined; both 0: not checked */
+	uint64_t pool_dev, pool_ino;
 };
 
 struct lease_ops {
@@ -66,17 +71,39 @@ uint32_t lease_tgid_of(uint32_t tid);
 uint32_t lease_mgr_holder_of(struct lease_mgr *m, uint32_t tid);
 
 /*
- * Registers a lease on blocks already allocated and mapped by the caller
- * (see lease_add() for the segment arrays); watches the holder. Returns 0
- * and the id, -ENOMEM over the holder's limits, -ESRCH if the holder is gone.
+ * Before anything is allocated for a pin of @n blocks of @ino at @first by
+ * @holder (user @uid): watches the holder and takes a reference on it
+ * (*gen: its generation), and checks the per-process and per-user limits
+ * and the range's pending truncates. 0, -EUSERS (no holder slot), -ENOMEM
+ * (over a limit), -EAGAIN (a truncate waits for the range) or -ESRCH. On
+ * 0, call lease_pin_end() whatever happens next.
  */
+int lease_pin_begin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		    uint32_t holder, uint32_t uid, uint64_t *gen);
+/*
+ * Registers a lease on blocks already allocated and mapped by the caller
+ * (see lease_add() for the segment arrays), for the holder generation
+ * @gen of lease_pin_begin(). Returns 0 and the id, -ENOMEM over the
+ * limits, -ESRCH if the holder is gone.
+ */
+int lease_pin_gen(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		  uint32_t holder, uint64_t gen, uint32_t uid, uint32_t flags, uint64_t fh,
+		  const uint64_t *seg_fblk, const uint64_t *seg_pblk, const uint64_t *seg_len,
+		  uint64_t nseg, uint64_t *id);
+/* lease_pin_begin, lease_pin_gen and lease_pin_end in one, as uid 0. */
 int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
 	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id);
-/* Processes that have pinned since they were first seen and are alive:
- * fills up to @max, returns how many. */
+/* Ends what lease_pin_begin() started: @pinned, the reference now belongs
+ * to the lease; otherwise it is dropped (the holder may leave the watch). */
+void lease_pin_end(struct lease_mgr *m, uint64_t gen, bool pinned);
+/* The holder record: live processes that hold a lease, or map the pool
+ * file (their last lease ended while they mapped it, or they map blocks
+ * of a lease that outlived its holder): fills up to @max, returns how many. */
 size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max);
-/* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. */
+/* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. If
+ * the holder still maps the lease's blocks (its /proc/PID/maps says so),
+ * the lease becomes LEASE_ENDED and keeps them until it unmaps. */
 int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid);
 /* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh: they
  * become revoked (the holder may still map their blocks, which stay pinned
@@ -171,14 +198,61 @@ int lease_policy_parse(const char *name, uint32_t *policy);
 const char *lease_policy_name(uint32_t policy);
 
 /* lease/holder.c: the exit watcher (one epoll thread, one pidfd per
- * holder). Internal to the manager. */
+ * holder). Internal to the manager. @gone(ctx, tgid, gen) is called on its
+ * thread when a watched process exits, and with tgid 0, gen 0 when mappers
+ * left the watch; @sweep(ctx) every 200 ms while lease_watch_kick() asked
+ * for it and it returns true. */
 struct lease_watch;
-int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid, uint64_t gen), void *ctx,
-		    size_t max, struct lease_watch **out);
+int lease_watch_new(void (*gone)(void *ctx, uint32_t tgid, uint64_t gen),
+		    bool (*sweep)(void *ctx), void *ctx, size_t max, uint64_t pool_dev,
+		    uint64_t pool_ino, struct lease_watch **out);
 /* 1 if the process with pid @tgid is newly watched, 0 if it already was, or
  * -errno: -EUSERS when @max (of lease_watch_new, 0 = no limit) holders are
- * watched already. *gen: that process's generation, for its leases. */
+ * watched already. Takes one reference on it (a lease, or a pin under way).
+ * *gen: that process's generation, for its leases. */
 int lease_watch_add(struct lease_watch *w, uint32_t tgid, uint64_t *gen);
+/* Watches @tgid without a reference: it maps the pool (blocks of ended
+ * leases); it leaves when it unmaps. As lease_watch_add. */
+int lease_watch_add_mapper(struct lease_watch *w, uint32_t tgid);
+/* Drops a reference of generation @gen. At 0 the process leaves the watch
+ * (1 s later, or at once when a new holder needs its place) unless it
+ * still maps the pool file. Returns 0 (1 is reserved for a process that
+ * left at once). */
+int lease_watch_put(struct lease_watch *w, uint64_t gen);
+/* Lets every process without a lease that maps nothing of the pool go now
+ * (the record written at unmount). */
+void lease_watch_settle(struct lease_watch *w);
+/* Asks the watch thread to sweep (mappers and the sweep callback). */
+void lease_watch_kick(struct lease_watch *w);
+
+/* Mappings of the pool file: process @pid maps file range [off, end). */
+struct lease_mapping {
+	uint32_t pid;
+	uint64_t off, end;
+};
+/* Does @pid map file @dev:@ino at all / in [off, off + len)? From
+ * /proc/PID/maps; false when it cannot be read or dev and ino are 0. */
+bool lease_maps_pool(uint32_t pid, uint64_t dev, uint64_t ino);
+bool lease_maps_range(uint32_t pid, uint64_t dev, uint64_t ino, uint64_t off, uint64_t len);
+/* Every mapping of file @dev:@ino by every process but this one whose maps
+ * this process may read: a malloc'd array. 0 or -errno. */
+int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n);
+/* The same for process @pid alone. */
+int lease_maps_pid(uint32_t pid, uint64_t dev, uint64_t ino, struct lease_mapping **out,
+		   size_t *n);
+
+/* lease/holder.c, for lease/policy.c: how leases end while a mapping may
+ * live (see there). Lease @l (a snapshot) ends by UNPIN: 0 or -ENOENT. */
+int lease_end_one(struct lease_mgr *m, const struct lease *l);
+/* Generation @gen of @tgid exited: its leases end; returns how many. */
+int lease_end_holder(struct lease_mgr *m, uint32_t tgid, uint64_t gen);
+/* The watch thread's sweep: true while orphans are left. */
+bool lease_sweep_orphans(void *ctx);
+/* lease/policy.c, for lease/holder.c. */
+struct lease_watch *lease_mgr_watch(struct lease_mgr *m);
+void lease_mgr_unpinned(void *ctx, uint64_t pblk, uint64_t n);
+void lease_mgr_holders_changed(struct lease_mgr *m);
+void lease_mgr_pool(struct lease_mgr *m, uint64_t *dev, uint64_t *ino);
 /* The watched holders (alive, pinned since they were added): fills up to
  * @max, returns how many there are. */
 size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max);

@@ -13,6 +13,8 @@
  *   by_holder  hash  holder -> struct lease_group: the holder's leases,
  *                    counts and bytes (limits, exit)
  *   by_fh      hash  fh -> struct lease_group: ON_CLOSE leases only (release)
+ *   by_user    hash  uid -> struct user_acct: a user's lease count and bytes
+ *                    (per-user limits)
  *   all              every lease in id order (lease_list(ino 0), delete)
  *
  * and, per pool block, a pin count in `blocks`, an open-addressing hash
@@ -175,6 +177,12 @@ static void umap_free(struct umap *m)
 
 /* ---- the table ------------------------------------------------------------ */
 
+/* The leases of one user, counted; exists while it has any. Locking:
+ * protected by the table's lock. */
+struct user_acct {
+	uint64_t n, bytes;
+};
+
 /* The lists a node is on; see struct lease_node.link. */
 enum { LL_ALL, LL_INO, LL_HOLDER, LL_FH, LL_N };
 
@@ -242,7 +250,9 @@ struct lease_table {
 	pthread_mutex_t lock;
 	uint64_t next_id;			/* protected by lock */
 	uint64_t max_leases, max_bytes;		/* protected by lock; 0: no limit */
+	uint64_t max_user_leases, max_user_bytes; /* protected by lock; 0: no limit */
 	struct umap by_id, by_ino, by_holder, by_fh; /* protected by lock */
+	struct umap by_user;			/* protected by lock: uid -> user_acct */
 	struct umap blocks;			/* protected by lock: pblk -> count */
 	/* protected by lock: 2 MiB chunk (pblk >> 9) -> struct chunk, a
 	 * bitmap of its pinned blocks. Small and cache-resident, so "is this
@@ -630,9 +640,23 @@ static void group_leave(struct umap *m, uint64_t key, struct lease_node *n, int 
 	struct lease_group *g = (void *)(uintptr_t)e->val;
 	chain_del(&g->list, n, w);
 	g->bytes -= bytes;
-	if (--g->n == 0) {
+	if (--g->n == 0 && !(w == LL_HOLDER && key == LEASE_HOLDER_NONE)) {
 		umap_del(m, e);
 		free(g);
+	}
+}
+
+/* Takes @n's blocks off its user's count. Called with t->lock held. */
+static void user_leave(struct lease_table *t, const struct lease_node *n)
+{
+	struct umap_ent *e = umap_find(&t->by_user, n->l.uid);
+	if (!e)
+		lease_bug("lease missing from its user's count");
+	struct user_acct *u = (void *)(uintptr_t)e->val;
+	u->bytes -= node_bytes(n);
+	if (--u->n == 0) {
+		umap_del(&t->by_user, e);
+		free(u);
 	}
 }
 
@@ -660,6 +684,7 @@ static void node_detach(struct lease_table *t, struct lease_node *n)
 	}
 
 	group_leave(&t->by_holder, n->l.holder, n, LL_HOLDER, node_bytes(n));
+	user_leave(t, n);
 	if (n->l.flags & PINFS_PIN_ON_CLOSE)
 		group_leave(&t->by_fh, n->l.fh, n, LL_FH, 0);
 	chain_del(&t->all, n, LL_ALL);
@@ -694,6 +719,16 @@ int lease_table_new(struct lease_table **out)
 		return -rc;
 	}
 	t->next_id = 1;
+	/* the orphans' group always exists, so lease_orphan cannot fail */
+	struct lease_group *none = calloc(1, sizeof(*none));
+	if (!none || umap_reserve(&t->by_holder, 1)) {
+		free(none);
+		pthread_mutex_destroy(&t->lock);
+		free(t);
+		return -ENOMEM;
+	}
+	none->key = LEASE_HOLDER_NONE;
+	umap_insert(&t->by_holder, LEASE_HOLDER_NONE, (uint64_t)(uintptr_t)none);
 	*out = t;
 	return 0;
 }
@@ -718,6 +753,7 @@ void lease_table_delete(struct lease_table **tp)
 	free_groups(&t->by_ino);
 	free_groups(&t->by_holder);
 	free_groups(&t->by_fh);
+	free_groups(&t->by_user);
 	umap_free(&t->by_id);
 	umap_free(&t->blocks);
 	for (size_t i = 0; i < t->chunks.cap; i++)
@@ -735,6 +771,46 @@ void lease_table_set_limits(struct lease_table *t, uint64_t max_leases_per_holde
 	t->max_leases = max_leases_per_holder;
 	t->max_bytes = max_bytes_per_holder;
 	table_unlock(t);
+}
+
+void lease_table_set_user_limits(struct lease_table *t, uint64_t max_leases_per_user,
+				 uint64_t max_bytes_per_user)
+{
+	table_lock(t);
+	t->max_user_leases = max_leases_per_user;
+	t->max_user_bytes = max_bytes_per_user;
+	table_unlock(t);
+}
+
+/* Would @holder / @uid go over a limit with one more lease of @bytes?
+ * Called with t->lock held. */
+static bool over_limits(struct lease_table *t, uint32_t holder, uint32_t uid, uint64_t bytes)
+{
+	const struct lease_group *hg = group_find(&t->by_holder, holder);
+	const struct user_acct *u = umap_get_ptr(&t->by_user, uid);
+
+	if (t->max_leases && hg && hg->n >= t->max_leases)
+		return true;
+	if (t->max_bytes && (bytes > t->max_bytes || (hg && hg->bytes > t->max_bytes - bytes)))
+		return true;
+	if (t->max_user_leases && u && u->n >= t->max_user_leases)
+		return true;
+	if (t->max_user_bytes &&
+	    (bytes > t->max_user_bytes || (u && u->bytes > t->max_user_bytes - bytes)))
+		return true;
+	return false;
+}
+
+int lease_check_limits(struct lease_table *t, uint32_t holder, uint32_t uid, uint64_t nblocks)
+{
+	bool over;
+
+	if (nblocks > (UINT64_MAX >> PM_BLOCK_SHIFT))
+		return -ENOMEM;
+	table_lock(t);
+	over = over_limits(t, holder, uid, nblocks << PM_BLOCK_SHIFT);
+	table_unlock(t);
+	return over ? -ENOMEM : 0;
 }
 
 /* The segments tile [first, first + n) in order, and no pool run wraps. */
@@ -758,23 +834,24 @@ int lease_add(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n, u
 	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
 {
-	return lease_add_gen(t, ino, first, n, holder, 0, flags, fh, seg_fblk, seg_pblk, seg_len,
+	return lease_add_gen(t, ino, first, n, holder, 0, 0, flags, fh, seg_fblk, seg_pblk, seg_len,
 			     nseg, id);
 }
 
 int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
-		  uint32_t holder, uint64_t holder_gen, uint32_t flags, uint64_t fh,
+		  uint32_t holder, uint64_t holder_gen, uint32_t uid, uint32_t flags, uint64_t fh,
 		  const uint64_t *seg_fblk, const uint64_t *seg_pblk, const uint64_t *seg_len,
 		  uint64_t nseg, uint64_t *id)
 {
 	struct lease_ino *li, *new_li = NULL;
 	struct lease_group *hg, *fg = NULL, *new_hg = NULL, *new_fg = NULL;
+	struct user_acct *ua, *new_ua = NULL;
 	struct lease_node *node;
 	struct timespec ts;
 	uint64_t bytes;
 	int rc;
 
-	if (!ino || !n || first > UINT64_MAX - n || n > (UINT64_MAX >> PM_BLOCK_SHIFT) ||
+	if (!ino || !n || holder == LEASE_HOLDER_NONE || first > UINT64_MAX - n || n > (UINT64_MAX >> PM_BLOCK_SHIFT) ||
 	    (flags & ~PINFS_PIN_FLAGS) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
 		return -EINVAL;
 
@@ -791,6 +868,7 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	node->l.nblocks = n;
 	node->l.holder = holder;
 	node->l.holder_gen = holder_gen;
+	node->l.uid = uid;
 	node->l.flags = flags;
 	node->l.state = PINFS_LEASE_ACTIVE;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -808,11 +886,7 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	table_lock(t);
 	hg = group_find(&t->by_holder, holder);
 	bytes = node_bytes(node);
-	if (t->max_leases && hg && hg->n >= t->max_leases) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	if (t->max_bytes && (bytes > t->max_bytes || (hg && hg->bytes > t->max_bytes - bytes))) {
+	if (over_limits(t, holder, uid, bytes)) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -831,6 +905,13 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	if (!hg) {
 		new_hg = calloc(1, sizeof(*new_hg));
 		rc = new_hg ? umap_reserve(&t->by_holder, t->by_holder.used + 1) : -ENOMEM;
+		if (rc)
+			goto fail;
+	}
+	ua = umap_get_ptr(&t->by_user, uid);
+	if (!ua) {
+		new_ua = calloc(1, sizeof(*new_ua));
+		rc = new_ua ? umap_reserve(&t->by_user, t->by_user.used + 1) : -ENOMEM;
 		if (rc)
 			goto fail;
 	}
@@ -866,6 +947,12 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	chain_append(&hg->list, node, LL_HOLDER);
 	hg->n++;
 	hg->bytes += bytes;
+	if (new_ua) {
+		ua = new_ua;
+		umap_insert(&t->by_user, uid, (uintptr_t)ua);
+	}
+	ua->n++;
+	ua->bytes += bytes;
 	if (new_fg) {
 		fg = new_fg;
 		fg->key = fh;
@@ -886,6 +973,7 @@ fail:
 	table_unlock(t);
 	free(new_li);
 	free(new_hg);
+	free(new_ua);
 	free(new_fg);
 	free(node);
 	return rc;
@@ -987,6 +1075,107 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
 	table_unlock(t);
 	dead_release(dead, fn, ctx);
 	return count;
+}
+
+int lease_mark_ended(struct lease_table *t, uint64_t id)
+{
+	table_lock(t);
+	struct lease_node *n = umap_get_ptr(&t->by_id, id);
+	if (!n || (n->l.flags & LEASE_ENDED)) {
+		table_unlock(t);
+		return n ? -EALREADY : -ENOENT;
+	}
+	if (n->l.flags & PINFS_PIN_ON_CLOSE)
+		group_leave(&t->by_fh, n->l.fh, n, LL_FH, 0);
+	n->l.flags = (n->l.flags & ~PINFS_PIN_ON_CLOSE) | LEASE_ENDED;
+	n->l.state = PINFS_LEASE_REVOKED;
+	t->gen++;
+	table_unlock(t);
+	return 0;
+}
+
+int lease_orphan(struct lease_table *t, uint64_t id)
+{
+	table_lock(t);
+	struct lease_node *n = umap_get_ptr(&t->by_id, id);
+	if (!n || n->l.holder == LEASE_HOLDER_NONE) {
+		table_unlock(t);
+		return n ? -EALREADY : -ENOENT;
+	}
+	{
+		struct lease_group *none = group_find(&t->by_holder, LEASE_HOLDER_NONE);
+		group_leave(&t->by_holder, n->l.holder, n, LL_HOLDER, node_bytes(n));
+		if (n->l.flags & PINFS_PIN_ON_CLOSE)
+			group_leave(&t->by_fh, n->l.fh, n, LL_FH, 0);
+		n->l.flags = (n->l.flags & ~PINFS_PIN_ON_CLOSE) | LEASE_ENDED;
+		n->l.holder = LEASE_HOLDER_NONE;
+		n->l.holder_gen = 0;
+		n->l.state = PINFS_LEASE_REVOKED;
+		/* the list is in id order: insert in place */
+		struct lease_node *at = none->list.tail;
+		while (at && at->l.id > n->l.id)
+			at = at->link[LL_HOLDER].prev;
+		struct lease_link *k = &n->link[LL_HOLDER];
+		k->prev = at;
+		k->next = at ? at->link[LL_HOLDER].next : none->list.head;
+		if (k->next)
+			k->next->link[LL_HOLDER].prev = n;
+		else
+			none->list.tail = n;
+		if (at)
+			at->link[LL_HOLDER].next = n;
+		else
+			none->list.head = n;
+		none->n++;
+		none->bytes += node_bytes(n);
+		t->gen++;
+	}
+	table_unlock(t);
+	return 0;
+}
+
+size_t lease_list_holder(struct lease_table *t, uint32_t holder, size_t first,
+			 struct lease *out, size_t max)
+{
+	size_t total, idx = 0, k = 0;
+
+	table_lock(t);
+	struct lease_group *g = group_find(&t->by_holder, holder);
+	total = g ? g->n : 0;
+	for (struct lease_node *n = g ? g->list.head : NULL; n && k < max;
+	     n = n->link[LL_HOLDER].next, idx++)
+		if (idx >= first)
+			snapshot(&out[k++], n);
+	table_unlock(t);
+	return total;
+}
+
+size_t lease_list_user(struct lease_table *t, uint32_t uid, size_t first, struct lease *out,
+		       size_t max)
+{
+	size_t total = 0, k = 0;
+
+	table_lock(t);
+	for (struct lease_node *n = t->all.head; n; n = n->link[LL_ALL].next) {
+		if (n->l.uid != uid)
+			continue;
+		if (total >= first && k < max)
+			snapshot(&out[k++], n);
+		total++;
+	}
+	table_unlock(t);
+	return total;
+}
+
+void lease_user_counts(struct lease_table *t, uint32_t uid, uint64_t *nleases, uint64_t *nbytes)
+{
+	table_lock(t);
+	const struct user_acct *u = umap_get_ptr(&t->by_user, uid);
+	if (nleases)
+		*nleases = u ? u->n : 0;
+	if (nbytes)
+		*nbytes = u ? u->bytes : 0;
+	table_unlock(t);
 }
 
 int lease_end_fh(struct lease_table *t, uint64_t fh)
@@ -1159,9 +1348,9 @@ size_t lease_holders(struct lease_table *t, uint32_t *out, size_t max)
 	size_t k = 0;
 
 	table_lock(t);
-	size_t total = t->by_holder.used;
+	size_t total = t->by_holder.used - 1; /* the orphans' group is no holder */
 	for (size_t i = 0; i < t->by_holder.cap && k < max; i++)
-		if (t->by_holder.e[i].val)
+		if (t->by_holder.e[i].val && t->by_holder.e[i].key != LEASE_HOLDER_NONE)
 			out[k++] = (uint32_t)t->by_holder.e[i].key;
 	table_unlock(t);
 	return total;
@@ -1264,7 +1453,8 @@ static int check_locked(struct lease_table *t)
 				CHECK_FAIL("lease %" PRIu64 " on another holder's list\n", x->l.id);
 			bytes += node_bytes(x);
 		}
-		if (!g->n || g->key != t->by_holder.e[i].key || bytes != g->bytes)
+		if ((!g->n && g->key != LEASE_HOLDER_NONE) || g->key != t->by_holder.e[i].key ||
+		    bytes != g->bytes)
 			CHECK_FAIL("holder %" PRIu64 " badly counted\n", g->key);
 		holders += g->n;
 	}
@@ -1284,6 +1474,25 @@ static int check_locked(struct lease_table *t)
 	}
 	if (inos != t->nleases || holders != t->nleases || onclose)
 		CHECK_FAIL("file, holder or open file indexes miss leases\n");
+	if (!group_find(&t->by_holder, LEASE_HOLDER_NONE))
+		CHECK_FAIL("the orphans' group is missing\n");
+	uint64_t users = 0;
+	for (size_t i = 0; i < t->by_user.cap; i++) {
+		const struct user_acct *u = (void *)(uintptr_t)t->by_user.e[i].val;
+		uint64_t n = 0, bytes = 0;
+		if (!u)
+			continue;
+		for (const struct lease_node *x = t->all.head; x; x = x->link[LL_ALL].next)
+			if (x->l.uid == t->by_user.e[i].key) {
+				n++;
+				bytes += node_bytes(x);
+			}
+		if (!n || n != u->n || bytes != u->bytes)
+			CHECK_FAIL("user %" PRIu64 " badly counted\n", t->by_user.e[i].key);
+		users += n;
+	}
+	if (users != t->nleases)
+		CHECK_FAIL("the user counts miss leases\n");
 
 	/* pin counts: recount every lease's blocks */
 	for (const struct lease_node *x = t->all.head; x; x = x->link[LL_ALL].next) {

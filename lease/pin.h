@@ -42,6 +42,7 @@ struct lease {
 	uint32_t flags;		/* PINFS_PIN_* */
 	uint64_t holder_gen;	/* which process of that pid (lease_watch_add), 0: any */
 	uint32_t state;		/* PINFS_LEASE_ACTIVE / BREAKING / REVOKED */
+	uint32_t uid;		/* the user who pinned (per-user limits, LIST) */
 	uint64_t start_ns;	/* CLOCK_MONOTONIC at pin */
 	uint64_t fh;		/* opaque: the open file it came from (PINFS_PIN_ON_CLOSE) */
 	uint64_t nseg;		/* physical segments */
@@ -51,6 +52,11 @@ struct lease {
 /* A run of pool blocks [pblk, pblk + n) whose pin count just reached 0.
  * Called without the table lock held. */
 typedef void (*lease_unpinned_fn)(void *ctx, uint64_t pblk, uint64_t n);
+
+/* The holder of leases whose process is gone (or unpinned) while some
+ * process may still map their blocks: see lease_orphan(). No pid is ever
+ * this value. */
+#define LEASE_HOLDER_NONE UINT32_MAX
 
 /* Creates an empty table without limits. 0 or -ENOMEM. */
 int lease_table_new(struct lease_table **out);
@@ -66,6 +72,16 @@ void lease_table_delete(struct lease_table **tp);
  * RLIMIT_MEMLOCK does). 0 means no limit. Existing leases are kept. */
 void lease_table_set_limits(struct lease_table *t, uint64_t max_leases_per_holder,
 			    uint64_t max_bytes_per_holder);
+
+/* Per-user limits checked by lease_add_gen, as lease_table_set_limits but
+ * summed over every lease of a user (orphaned ones included: a user cannot
+ * shed them by forking). 0 means no limit. */
+void lease_table_set_user_limits(struct lease_table *t, uint64_t max_leases_per_user,
+				 uint64_t max_bytes_per_user);
+
+/* Would one more lease of @nblocks blocks by @holder of user @uid fit the
+ * limits? 0 or -ENOMEM. Lets the caller refuse before it allocates. */
+int lease_check_limits(struct lease_table *t, uint32_t holder, uint32_t uid, uint64_t nblocks);
 
 /*
  * Adds a lease of @holder on file blocks [first, first + n) of @ino, whose
@@ -83,9 +99,9 @@ int lease_add(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n, u
 	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
 	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id);
 /* The same for the process generation @holder_gen of pid @holder (see
- * lease_remove_holder_gen). */
+ * lease_remove_holder_gen), pinned by user @uid. */
 int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
-		  uint32_t holder, uint64_t holder_gen, uint32_t flags, uint64_t fh,
+		  uint32_t holder, uint64_t holder_gen, uint32_t uid, uint32_t flags, uint64_t fh,
 		  const uint64_t *seg_fblk, const uint64_t *seg_pblk, const uint64_t *seg_len,
 		  uint64_t nseg, uint64_t *id);
 
@@ -133,6 +149,37 @@ int lease_remove_fh(struct lease_table *t, uint64_t fh, lease_unpinned_fn fn, vo
  * does. Returns how many. O(1) when there are none. */
 int lease_end_fh(struct lease_table *t, uint64_t fh);
 
+/* In struct lease.flags, beside PINFS_PIN_*: the lease ended (UNPIN, or
+ * its holder exited) while a process still mapped its blocks; it is revoked
+ * and keeps its blocks pinned until no process maps them (lease/holder.c). */
+#define LEASE_ENDED (1u << 31)
+
+/* Lease @id was unpinned while its holder still maps its blocks: it
+ * becomes revoked and LEASE_ENDED, drops PINFS_PIN_ON_CLOSE, and stays on
+ * its holder (counted against its limits) until lease_remove. 0, -EALREADY
+ * (ended already) or -ENOENT. */
+int lease_mark_ended(struct lease_table *t, uint64_t id);
+
+/* Lease @id ended (its holder unpinned or exited) while a process may
+ * still map its blocks: it moves to LEASE_HOLDER_NONE, generation 0, as a
+ * revoked, LEASE_ENDED lease (no longer holds its file range, drops
+ * PINFS_PIN_ON_CLOSE),
+ * and keeps its blocks pinned until lease_remove. Never fails for a lease
+ * that exists: 0, -EALREADY (an orphan already) or -ENOENT. */
+int lease_orphan(struct lease_table *t, uint64_t id);
+
+/* Copies the leases of @holder, in id order, from index @first, into
+ * out[0..max); returns how many it has in total. O(first + max). */
+size_t lease_list_holder(struct lease_table *t, uint32_t holder, size_t first,
+			 struct lease *out, size_t max);
+
+/* As lease_list(t, 0, ...) restricted to the leases of user @uid. O(N). */
+size_t lease_list_user(struct lease_table *t, uint32_t uid, size_t first, struct lease *out,
+		       size_t max);
+
+/* Leases and pinned bytes of user @uid. Either pointer may be NULL. */
+void lease_user_counts(struct lease_table *t, uint32_t uid, uint64_t *nleases, uint64_t *nbytes);
+
 /* Is pool block @pblk pinned by any lease? Exact (never false for a pinned
  * block, never true for an unpinned one at the moment of the call). O(1). */
 bool lease_block_pinned(struct lease_table *t, uint64_t pblk);
@@ -178,7 +225,8 @@ void lease_holder_counts(struct lease_table *t, uint32_t holder, uint64_t *nleas
 			 uint64_t *nbytes);
 
 /* Holders with at least one lease (for the exit watcher), in no particular
- * order: fills out[0..max), returns how many there are in total. */
+ * order, LEASE_HOLDER_NONE left out: fills out[0..max), returns how many
+ * there are in total. */
 size_t lease_holders(struct lease_table *t, uint32_t *out, size_t max);
 
 /* For tests: verifies every internal invariant (indexes agree, interval

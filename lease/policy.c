@@ -360,9 +360,16 @@ static void unpinned(void *ctx, uint64_t pblk, uint64_t n)
 static void holder_gone(void *ctx, uint32_t tgid, uint64_t gen)
 {
 	struct lease_mgr *m = ctx;
-	int n = lease_remove_holder_gen(m->t, tgid, gen, unpinned, m);
-	bool again = lease_watch_has(m->w, tgid); /* the pid is a new holder's */
+	bool again;
+	int n;
 
+	if (!gen) { /* mappers left the watch */
+		if (m->ops.holders_changed)
+			m->ops.holders_changed(m->ops.ctx);
+		return;
+	}
+	n = lease_end_holder(m, tgid, gen); /* lease/holder.c */
+	again = lease_watch_has(m->w, tgid); /* the pid is a new holder's */
 	pthread_mutex_lock(&m->lock);
 	if (n > 0) {
 		struct lease l;
@@ -415,7 +422,10 @@ int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 	rc = lease_table_new(&m->t);
 	if (!rc) {
 		lease_table_set_limits(m->t, cfg->max_pins, cfg->max_pinned_bytes);
-		rc = lease_watch_new(holder_gone, m, cfg->max_holders, &m->w);
+		lease_table_set_user_limits(m->t, cfg->max_pins_per_user,
+					    cfg->max_pinned_bytes_per_user);
+		rc = lease_watch_new(holder_gone, lease_sweep_orphans, m, cfg->max_holders,
+				     cfg->pool_dev, cfg->pool_ino, &m->w);
 	}
 	if (!rc) {
 		rc = -pthread_create(&m->completer, NULL, completer_main, m);
@@ -507,20 +517,37 @@ struct lease_table *lease_mgr_table(struct lease_mgr *m)
 	return m->t;
 }
 
+struct lease_watch *lease_mgr_watch(struct lease_mgr *m)
+{
+	return m->w;
+}
+
+void lease_mgr_unpinned(void *ctx, uint64_t pblk, uint64_t n)
+{
+	unpinned(ctx, pblk, n);
+}
+
+void lease_mgr_holders_changed(struct lease_mgr *m)
+{
+	if (m->ops.holders_changed)
+		m->ops.holders_changed(m->ops.ctx);
+}
+
+void lease_mgr_pool(struct lease_mgr *m, uint64_t *dev, uint64_t *ino)
+{
+	*dev = m->cfg.pool_dev;
+	*ino = m->cfg.pool_ino;
+}
+
 bool lease_mgr_block_pinned(struct lease_mgr *m, uint64_t pblk)
 {
 	return lease_block_pinned(m->t, pblk);
 }
 
-int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
-	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
-	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
+/* -EAGAIN if a truncate is waiting for [first, first + n) of @ino. */
+static int pending_check(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n)
 {
-	struct lease l;
-	uint64_t gen = 0;
-	uint32_t uid;
 	unsigned i;
-	int rc;
 
 	pthread_mutex_lock(&m->lock);
 	for (i = 0; i < m->npend; i++)
@@ -533,17 +560,65 @@ int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uin
 			return -EAGAIN; /* a truncate is waiting for this range */
 		}
 	pthread_mutex_unlock(&m->lock);
-	rc = lease_watch_add(m->w, holder, &gen);
+	return 0;
+}
+
+int lease_pin_begin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		    uint32_t holder, uint32_t uid, uint64_t *gen)
+{
+	int rc = pending_check(m, ino, first, n);
+	uint32_t huid;
+
+	if (rc)
+		return rc;
+	rc = lease_watch_add(m->w, holder, gen);
 	if (rc < 0)
 		return rc == -ENOMEM || rc == -EUSERS ? rc : -ESRCH;
-	uid = proc_uid(holder); /* outside the lock: /proc */
+	huid = proc_uid(holder); /* whose events these are; outside the lock: /proc */
 	pthread_mutex_lock(&m->lock);
-	holder_uid_set(m, holder, uid);
+	holder_uid_set(m, holder, huid);
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 1 && m->ops.holders_changed)
 		m->ops.holders_changed(m->ops.ctx);
-	rc = lease_add_gen(m->t, ino, first, n, holder, gen, flags, fh, seg_fblk, seg_pblk, seg_len,
+	rc = lease_check_limits(m->t, holder, uid, n);
+	if (rc)
+		lease_pin_end(m, *gen, false);
+	return rc;
+}
+
+void lease_pin_end(struct lease_mgr *m, uint64_t gen, bool pinned)
+{
+	if (!pinned && lease_watch_put(m->w, gen) == 1 && m->ops.holders_changed)
+		m->ops.holders_changed(m->ops.ctx);
+}
+
+int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
+	      uint32_t flags, uint64_t fh, const uint64_t *seg_fblk, const uint64_t *seg_pblk,
+	      const uint64_t *seg_len, uint64_t nseg, uint64_t *id)
+{
+	uint64_t gen;
+	int rc = lease_pin_begin(m, ino, first, n, holder, 0, &gen);
+
+	if (rc)
+		return rc;
+	rc = lease_pin_gen(m, ino, first, n, holder, gen, 0, flags, fh, seg_fblk, seg_pblk, seg_len,
 			   nseg, id);
+	lease_pin_end(m, gen, rc == 0);
+	return rc;
+}
+
+int lease_pin_gen(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+		  uint32_t holder, uint64_t gen, uint32_t uid, uint32_t flags, uint64_t fh,
+		  const uint64_t *seg_fblk, const uint64_t *seg_pblk, const uint64_t *seg_len,
+		  uint64_t nseg, uint64_t *id)
+{
+	struct lease l;
+	int rc = pending_check(m, ino, first, n);
+
+	if (rc)
+		return rc;
+	rc = lease_add_gen(m->t, ino, first, n, holder, gen, uid, flags, fh, seg_fblk, seg_pblk,
+			   seg_len, nseg, id);
 	if (rc)
 		return rc;
 	/* if the holder's exit was handled between the watch and the add, no
@@ -571,7 +646,7 @@ int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t
 		return rc;
 	if (l.holder != caller_tgid && uid != 0)
 		return -EPERM;
-	rc = lease_remove(m->t, id, unpinned, m);
+	rc = lease_end_one(m, &l); /* lease/holder.c: the maps decide */
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&m->lock);

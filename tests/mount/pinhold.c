@@ -110,10 +110,15 @@ static void forget(struct lease *l)
 static int do_unpin(struct lease *l)
 {
 	struct pinfs_unpin u = { .lease_id = l->id };
-	int rc = ioctl(fd, PINFS_IOC_UNPIN, &u) < 0 ? errno : 0;
+	int rc;
 
-	/* the mapping goes first when the lease really ended: afterwards the
-	 * blocks may belong to another file */
+	/* the mapping goes first: once the lease ends the blocks may belong
+	 * to another file (and the daemon keeps them while it sees a mapping) */
+	if (l->addr) {
+		munmap(l->addr, l->len);
+		l->addr = NULL;
+	}
+	rc = ioctl(fd, PINFS_IOC_UNPIN, &u) < 0 ? errno : 0;
 	if (!rc || rc == ENOENT)
 		forget(l);
 	return rc;

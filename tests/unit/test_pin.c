@@ -856,6 +856,93 @@ static int test_perf_100k_leases_overlap_queries_do_not_scan(void)
 	return T_EXIT_PASS;
 }
 
+/* Adds a one-run lease of @holder by user @uid. */
+static int add_user(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
+		    uint64_t pblk, uint32_t holder, uint32_t uid, uint32_t flags, uint64_t fh,
+		    uint64_t *id)
+{
+	return lease_add_gen(t, ino, first, n, holder, 1, uid, flags, fh, &first, &pblk, &n, 1,
+			     id);
+}
+
+static int test_user_limits_orphans_and_ended_leases(void)
+{
+	struct lease_table *t = NULL;
+	struct lease l[8];
+	uint64_t a1, a2, b1, id, n, bytes;
+	uint32_t holders[4];
+	struct reports r;
+
+	CHECK_OK(lease_table_new(&t));
+	lease_table_set_user_limits(t, 3, 8 * 4096);
+	/* user 1000: two processes, one budget */
+	CHECK_OK(add_user(t, 1, 0, 4, 100, 10, 1000, 0, 0, &a1));
+	CHECK_OK(add_user(t, 1, 4, 2, 104, 11, 1000, PINFS_PIN_ON_CLOSE, 7, &a2));
+	CHECK_EQ(lease_check_limits(t, 12, 1000, 3), -ENOMEM);
+	CHECK_EQ(add_user(t, 1, 6, 3, 106, 12, 1000, 0, 0, &id), -ENOMEM);
+	CHECK_OK(lease_check_limits(t, 12, 1000, 2));
+	CHECK_OK(lease_check_limits(t, 12, 1001, 8)); /* user 1001 has its own */
+	CHECK_EQ(lease_check_limits(t, 12, 1001, 9), -ENOMEM);
+	CHECK_OK(add_user(t, 2, 0, 8, 200, 20, 1001, 0, 0, &b1));
+	CHECK(!lease_block_pinned(t, 106));
+	lease_user_counts(t, 1000, &n, &bytes);
+	CHECK_UEQ(n, 2);
+	CHECK_UEQ(bytes, 6 * 4096);
+
+	/* the mount's list as one user sees it */
+	CHECK_UEQ(lease_list_user(t, 1000, 0, l, 8), 2);
+	CHECK_UEQ(l[0].id, a1);
+	CHECK_UEQ(l[1].id, a2);
+	CHECK_UEQ(l[0].uid, 1000);
+	CHECK_UEQ(lease_list_user(t, 1000, 1, l, 8), 2);
+	CHECK_UEQ(l[0].id, a2);
+	CHECK_UEQ(lease_list_user(t, 1001, 0, l, 8), 1);
+	CHECK_UEQ(lease_list_user(t, 7, 0, l, 8), 0);
+
+	/* unpinned while mapped: ended, still its holder's, still counted */
+	CHECK_OK(lease_mark_ended(t, a2));
+	CHECK_EQ(lease_mark_ended(t, a2), -EALREADY);
+	CHECK_OK(lease_get(t, a2, &l[0]));
+	CHECK_UEQ(l[0].state, PINFS_LEASE_REVOKED);
+	CHECK_UEQ(l[0].flags, LEASE_ENDED);
+	CHECK_UEQ(l[0].holder, 11);
+	CHECK_EQ(lease_remove_fh(t, 7, NULL, NULL), 0); /* no longer an on-close lease */
+	CHECK(lease_block_pinned(t, 104));
+	CHECK_OK(lease_table_check(t));
+
+	/* its holder exited while another process maps it: an orphan */
+	CHECK_OK(lease_orphan(t, a2));
+	CHECK_EQ(lease_orphan(t, a2), -EALREADY);
+	CHECK_EQ(lease_orphan(t, 999), -ENOENT);
+	CHECK_OK(lease_orphan(t, a1));
+	CHECK_UEQ(lease_list_holder(t, LEASE_HOLDER_NONE, 0, l, 8), 2);
+	CHECK_UEQ(l[0].id, a1); /* in id order */
+	CHECK_UEQ(l[1].id, a2);
+	CHECK_UEQ(l[0].holder_gen, 0);
+	CHECK_UEQ(lease_list_holder(t, 10, 0, l, 8), 0);
+	CHECK_UEQ(lease_holders(t, holders, 4), 1); /* only 20: orphans have no holder */
+	CHECK_UEQ(holders[0], 20);
+	lease_user_counts(t, 1000, &n, NULL);
+	CHECK_UEQ(n, 2); /* the user still pays for them */
+	CHECK_EQ(add_user(t, 1, 6, 3, 106, 12, 1000, 0, 0, &id), -ENOMEM);
+	CHECK_OK(lease_table_check(t));
+
+	/* the last mapping went: the blocks come back */
+	reports_clear(&r);
+	CHECK_OK(lease_remove(t, a1, on_unpinned, &r));
+	CHECK_OK(lease_remove(t, a2, on_unpinned, &r));
+	CHECK_UEQ(r.count[100] + r.count[101] + r.count[102] + r.count[103], 4);
+	CHECK_UEQ(r.count[104] + r.count[105], 2);
+	lease_user_counts(t, 1000, &n, &bytes);
+	CHECK_UEQ(n, 0);
+	CHECK_UEQ(bytes, 0);
+	CHECK_OK(lease_table_check(t)); /* the orphans' group stays, empty */
+	CHECK_UEQ(lease_holders(t, holders, 4), 1);
+	CHECK_EQ(add_user(t, 1, 0, 1, 300, LEASE_HOLDER_NONE, 0, 0, 0, &id), -EINVAL);
+	lease_table_delete(&t);
+	return T_EXIT_PASS;
+}
+
 int main(void)
 {
 	RUN(test_overlapping_pins_add_up_and_only_last_unpin_reports);
@@ -864,6 +951,7 @@ int main(void)
 	RUN(test_remove_holder_removes_all_of_its_leases);
 	RUN(test_release_removes_only_on_close_leases_of_that_file);
 	RUN(test_limits_give_enomem_and_change_nothing);
+	RUN(test_user_limits_orphans_and_ended_leases);
 	RUN(test_add_rejects_bad_ranges_and_segments);
 	RUN(test_snapshots_states_and_listing);
 	RUN(test_find_overlap_and_counts_match_brute_force_model);
