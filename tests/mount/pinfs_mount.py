@@ -265,7 +265,7 @@ def force_unmount(path):
     return not mounted(path)
 
 
-def wait_until(cond, timeout, interval=0.05):
+def wait_until(cond, timeout, interval=0.01):
     """Poll cond() until it is true or `timeout` seconds have passed; returns its last value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -464,7 +464,7 @@ class PinfsMount:
             seen = mount_transport(self.dir)
             if seen[0] == 'io_uring' and seen[1] > 0:
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)
         self.stop()
         pytest.fail('PINFS_TEST_TRANSPORT=io_uring, but the mount serves through %s '
                     '(ring requests: %s); daemon output:\n%s' % (seen[0], seen[1], self.output()))
@@ -500,7 +500,7 @@ class PinfsMount:
                 force_unmount(self.dir)
                 pytest.fail('pinfs exited with %s before the mount came up; stderr:\n%s'
                             % (rc, self._read(self.stderr_path)))
-            time.sleep(0.05)
+            time.sleep(0.01)
         self._kill()
         force_unmount(self.dir)
         pytest.fail('mount did not come up within %s s; stderr:\n%s'
