@@ -21,9 +21,6 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'needs_daemon: cannot run with PINFS_TEST_FAKE')
     config.addinivalue_line('markers', 'watchdog(seconds): a longer per-test watchdog')
     config.addinivalue_line('markers', 'mkfs_options(*opts): extra mkfs.pinfs options')
-    config.addinivalue_line('markers', 'transport_free: starts no pinfs through the harness, '
-                            'so PINFS_TEST_TRANSPORT changes nothing (scripts/test runs it '
-                            'in one transport\'s run only)')
     config.addinivalue_line('markers', 'foreground: run the daemon with -f, its stderr '
                             'captured (default: in the background, as users run it)')
 

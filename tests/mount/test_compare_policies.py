@@ -20,8 +20,6 @@ import pytest
 
 from pinfs_mount import BUILD, REPO, run
 
-pytestmark = pytest.mark.transport_free  # starts its own daemons or none
-
 SCRIPT = os.path.join(REPO, 'scripts', 'compare-policies')
 GRACE = 1.0
 

@@ -20,8 +20,6 @@ import pytest
 
 from pinfs_mount import BUILD, REPO, _find_program
 
-pytestmark = pytest.mark.transport_free  # starts its own daemons or none
-
 MAN_DIR = os.path.join(REPO, 'man')
 
 # page -> the program whose --help it must cover (None: the overview)
