@@ -299,18 +299,21 @@ static bool sweep_idle(struct lease_watch *w, bool all, bool *dropped_out)
 	uint64_t now = mono_ms();
 	size_t i, n = 0;
 
+	*dropped_out = false;
 	pthread_mutex_lock(&w->lock);
-	if (w->n) {
-		gens = calloc(w->n, sizeof(*gens));
-		pids = calloc(w->n, sizeof(*pids));
-		maps = calloc(w->n, sizeof(*maps));
+	if (!w->n) {
+		pthread_mutex_unlock(&w->lock);
+		return false;
 	}
+	gens = calloc(w->n, sizeof(*gens));
+	pids = calloc(w->n, sizeof(*pids));
+	maps = calloc(w->n, sizeof(*maps));
 	if (!gens || !pids || !maps) {
 		pthread_mutex_unlock(&w->lock);
 		free(gens);
 		free(pids);
 		free(maps);
-		return w->n > 0; /* try again later */
+		return true; /* try again later */
 	}
 	for (i = 0; i < w->n; i++) {
 		if (w->h[i].refs)
