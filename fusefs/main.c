@@ -6,8 +6,9 @@
  *   pinfs [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT
  *
  * Without -f the daemon forks into the background once the mount is up
- * (fuse_daemonize) and logs to syslog; every thread (holder watcher,
- * flusher, FUSE workers) starts after that fork.
+ * (fuse_daemonize) and logs to syslog, or to the file -o logfile= names;
+ * every thread (holder watcher, flusher, FUSE workers) starts after that
+ * fork.
  *
  * Exit: 0 after a clean unmount (fusermount3 -u, umount, SIGTERM, SIGINT), 1
  * on any failure to start, with one line on stderr saying why; a usage error
@@ -15,6 +16,7 @@
  * a bad command line never touches (or recovers) a pool.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <grp.h>
 #include <linux/fuse.h>
@@ -27,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
@@ -115,6 +118,30 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
  */
 static char log_line[1024];
 static size_t log_len;
+static int log_fd = -1; /* -o logfile: stderr, pointing at that file */
+
+/* One line of -o logfile, stamped as syslog would: local time to the
+ * millisecond and the pid (the line itself says "pinfs: "). */
+static void log_file_line(const char *msg, size_t n)
+{
+	char buf[sizeof(log_line) + 64];
+	struct timespec ts;
+	struct tm tm;
+	size_t k;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	k = strftime(buf, 32, "%Y-%m-%d %H:%M:%S", &tm);
+	k += (size_t)snprintf(buf + k, sizeof(buf) - k, ".%03ld [%d] ",
+			      ts.tv_nsec / 1000000, (int)getpid());
+	if (n > sizeof(buf) - k - 1)
+		n = sizeof(buf) - k - 1;
+	memcpy(buf + k, msg, n);
+	buf[k + n] = '\n';
+	if (write(log_fd, buf, k + n + 1) < 0) {
+		/* nowhere left to say it */
+	}
+}
 
 static void log_emit(void)
 {
@@ -122,7 +149,9 @@ static void log_emit(void)
 
 	while (n && (log_line[n - 1] == '\n' || log_line[n - 1] == '\r'))
 		n--;
-	if (n)
+	if (n && log_fd >= 0)
+		log_file_line(log_line, n);
+	else if (n)
 		syslog(LOG_ERR, "%.*s", (int)n, log_line);
 	log_len = 0;
 }
@@ -155,13 +184,26 @@ static void fuse_log_syslog(enum fuse_log_level level, const char *fmt, va_list 
 	vsyslog((int)level, fmt, ap);
 }
 
-static void log_to_syslog(void)
+/* After fuse_daemonize() (or with -f): from here on the log goes to syslog,
+ * or with @fd >= 0 (-o logfile) to that file, which also becomes fd 2, so
+ * whatever writes to fd 2 itself (a sanitizer's report, a crash message)
+ * lands there too, not on /dev/null. */
+static void log_redirect(int fd)
 {
 	static const cookie_io_functions_t fns = { .write = log_write, .close = log_close };
 	FILE *f;
 
-	openlog("pinfs", LOG_PID, LOG_DAEMON);
-	fuse_set_log_func(fuse_log_syslog);
+	if (fd >= 0) {
+		if (fd != STDERR_FILENO) {
+			if (dup2(fd, STDERR_FILENO) < 0)
+				return;
+			close(fd);
+		}
+		log_fd = STDERR_FILENO;
+	} else {
+		openlog("pinfs", LOG_PID, LOG_DAEMON);
+		fuse_set_log_func(fuse_log_syslog);
+	}
 	f = fopencookie(NULL, "w", fns);
 	if (!f)
 		return;
@@ -192,6 +234,7 @@ struct opts {
 	int pool_shared;
 	int force;
 	int io_uring; /* -1: not given (the default, see transport_start) */
+	char *logfile;
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -212,6 +255,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "force", offsetof(struct opts, force), 1 },
 	{ "io_uring", offsetof(struct opts, io_uring), 1 },
 	{ "no_io_uring", offsetof(struct opts, io_uring), 0 },
+	{ "logfile=%s", offsetof(struct opts, logfile), 0 },
 	FUSE_OPT_END,
 };
 
@@ -423,7 +467,10 @@ static void usage(void)
 	       "                           is marked corrupt)\n"
 	       "    -o io_uring            serve requests through FUSE over io_uring when the\n"
 	       "                           kernel offers it (the default; /dev/fuse otherwise)\n"
-	       "    -o no_io_uring         serve requests through /dev/fuse only\n\n");
+	       "    -o no_io_uring         serve requests through /dev/fuse only\n"
+	       "    -o logfile=PATH        once mounted, append the log (and anything else\n"
+	       "                           written to stderr) to PATH, not syslog (or the\n"
+	       "                           terminal with -f)\n\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -452,6 +499,7 @@ int main(int argc, char **argv)
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
 	gid_t share_gid = 0;
+	int logfd = -1;
 	int rc = 1;
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
@@ -508,6 +556,15 @@ int main(int argc, char **argv)
 	}
 	if (o.pin_group && pin_group_check(o.pin_group, &share_gid))
 		goto out_usage;
+	if (o.logfile) {
+		/* opened now, in the caller's directory and with its terminal
+		 * to say why not; private: the log names users' files */
+		logfd = open(o.logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
+		if (logfd < 0) {
+			fprintf(stderr, "pinfs: -o logfile=%s: %s\n", o.logfile, strerror(errno));
+			goto out_args;
+		}
+	}
 	if (!realpath(o.pool, g_ffs.pool_path))
 		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
 
@@ -569,8 +626,10 @@ int main(int argc, char **argv)
 	 * in the daemon, so every thread starts after it. */
 	if (fuse_daemonize(cl.foreground) != 0)
 		goto out_unmount;
-	if (!cl.foreground)
-		log_to_syslog();
+	if (logfd >= 0 || !cl.foreground) {
+		log_redirect(logfd);
+		logfd = -1;
+	}
 	if (ffs_leases_start(&g_ffs, &lcfg)) {
 		fprintf(stderr, "pinfs: cannot start the lease manager\n");
 		goto out_unmount;
@@ -613,7 +672,10 @@ out_session:
 out_usage:
 	usage_error();
 out_args:
+	if (logfd >= 0)
+		close(logfd);
 	free(cl.mountpoint);
+	free(o.logfile);
 	free(o.pool);
 	free(o.policy);
 	free(o.busy_errno);

@@ -399,8 +399,9 @@ class PinfsMount:
         self.proc = None
         self.starts = 0
         self.allowed_stderr = []     # regexes of error lines a test expects
-        self.logs = []               # (stdout path, stderr path) per start
+        self.logs = []               # (stdout, stderr, -o logfile) paths per start
         self.watchdog_fired = False
+        self.logfile = None          # -o logfile of the next starts (None: one per start)
 
     # -- paths
     def path(self, *parts):
@@ -410,14 +411,17 @@ class PinfsMount:
     def stderr_path(self):
         return self.logs[-1][1]
 
+    @property
+    def log_path(self):
+        """The daemon's log after the mount is up (-o logfile; in the
+        background its stderr is this file too, so sanitizer reports that
+        ignore log_path, UBSan's among them, land here)."""
+        return self.logs[-1][2]
+
     def output(self):
-        """All the daemon's stdout+stderr text so far (every start)."""
-        text = []
-        for out, err in self.logs:
-            for p in (out, err):
-                with open(p, errors='replace') as f:
-                    text.append(f.read())
-        return ''.join(text)
+        """All the daemon's stdout, stderr and log text so far (every start;
+        a foreground daemon has no log file)."""
+        return ''.join(self._read(p) for paths in self.logs for p in paths)
 
     def allow_stderr(self, regex):
         """Let lines matching `regex` through the stderr error check."""
@@ -426,6 +430,8 @@ class PinfsMount:
     # -- life cycle
     def command(self, extra_options=()):
         opts = with_transport(self.options + list(extra_options))
+        if not self.foreground and self.logs:
+            opts.append('logfile=' + self.log_path)
         cmd = [BIN['pinfs']] + (['-f'] if self.foreground else [])
         if opts:
             cmd += ['-o', ','.join(opts)]
@@ -437,7 +443,8 @@ class PinfsMount:
         self.starts += 1
         out = os.path.join(self.workdir, 'daemon-%d.stdout' % self.starts)
         err = os.path.join(self.workdir, 'daemon-%d.stderr' % self.starts)
-        self.logs.append((out, err))
+        self.logs.append((out, err, self.logfile or
+                          os.path.join(self.workdir, 'daemon-%d.log' % self.starts)))
         with open(out, 'wb') as fo, open(err, 'wb') as fe:
             if self.foreground:
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
@@ -538,11 +545,13 @@ class PinfsMount:
         reports = self.sanitizer_reports()
         if reports:
             problems.append('sanitizer reports from the daemon:\n' + '\n'.join(reports))
-        bad = self.unexpected_stderr(self.stderr_path)
+        bad = self.unexpected_lines()
         if bad:
-            problems.append('unexpected error lines on the daemon\'s stderr:\n  ' + '\n  '.join(bad))
+            problems.append('unexpected error lines on the daemon\'s stderr or log:\n  '
+                            + '\n  '.join(bad))
         if problems:
             problems.append('daemon stderr:\n' + self._read(self.stderr_path))
+            problems.append('daemon log:\n' + self._read(self.log_path))
         return problems
 
     def unmount(self):
@@ -595,6 +604,10 @@ class PinfsMount:
                 pass
 
     # -- stderr
+    def unexpected_lines(self):
+        """Error lines nobody allowed, on the last start's stderr and log."""
+        return self.unexpected_stderr(self.stderr_path) + self.unexpected_stderr(self.log_path)
+
     def unexpected_stderr(self, path):
         bad = []
         for line in self._read(path).splitlines():

@@ -25,7 +25,7 @@ from test_pins import (PIN_LEN, PIN_OFF, FILE_SIZE, TRUNC_TO, _setup_file, holde
                        list_leases, pinhold_exe)
 
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
-TRANSPORT_LINE = re.compile(r'^pinfs: transport .*$', re.M)
+TRANSPORT_LINE = re.compile(r'pinfs: transport .*$', re.M)  # in the log after a stamp
 
 pytestmark = pytest.mark.needs_daemon
 
@@ -72,7 +72,6 @@ def _wait_io_uring(mnt):
             mount_transport(mnt.dir), mnt.output())
 
 
-@pytest.mark.foreground
 @pytest.mark.mount_options('io_uring')
 def test_io_uring_serves_requests_when_enable_uring_is_y(uring_on, mnt):
     _wait_io_uring(mnt)
@@ -91,7 +90,6 @@ def test_io_uring_serves_requests_when_enable_uring_is_y(uring_on, mnt):
     assert after - before >= 200 + 8, (before, after)
 
 
-@pytest.mark.foreground
 @pytest.mark.mount_options('io_uring')
 def test_falls_back_to_dev_fuse_with_one_line_when_enable_uring_is_n(uring_off, mnt):
     lines = TRANSPORT_LINE.findall(mnt.output())
@@ -104,7 +102,6 @@ def test_falls_back_to_dev_fuse_with_one_line_when_enable_uring_is_n(uring_off, 
     assert mount_transport(mnt.dir) == ('/dev/fuse', 0)
 
 
-@pytest.mark.foreground
 @pytest.mark.mount_options('no_io_uring')
 def test_no_io_uring_option_keeps_dev_fuse_even_when_enabled(uring_on, mnt):
     lines = TRANSPORT_LINE.findall(mnt.output())
