@@ -223,9 +223,9 @@ struct opts {
 	char *busy_errno;
 	double wait_timeout;
 	double lease_break_time;
-	unsigned long max_pins;
+	char *max_pins;
 	char *max_pinned;
-	unsigned long max_pins_per_user;
+	char *max_pins_per_user;
 	char *max_pinned_per_user;
 	double writeback_interval;
 	double dirty_expire;
@@ -243,9 +243,9 @@ static const struct fuse_opt opt_spec[] = {
 	{ "busy_errno=%s", offsetof(struct opts, busy_errno), 0 },
 	{ "wait_timeout=%lf", offsetof(struct opts, wait_timeout), 0 },
 	{ "lease_break_time=%lf", offsetof(struct opts, lease_break_time), 0 },
-	{ "max_pins=%lu", offsetof(struct opts, max_pins), 0 },
+	{ "max_pins=%s", offsetof(struct opts, max_pins), 0 },
 	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
-	{ "max_pins_per_user=%lu", offsetof(struct opts, max_pins_per_user), 0 },
+	{ "max_pins_per_user=%s", offsetof(struct opts, max_pins_per_user), 0 },
 	{ "max_pinned_per_user=%s", offsetof(struct opts, max_pinned_per_user), 0 },
 	{ "writeback_interval=%lf", offsetof(struct opts, writeback_interval), 0 },
 	{ "dirty_expire=%lf", offsetof(struct opts, dirty_expire), 0 },
@@ -259,18 +259,40 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_END,
 };
 
+/* -o NAME=@s, a count: decimal digits only (sscanf's %lu would take "-5"
+ * as 2^64 - 5, no limit at all); a message and -EINVAL if not. */
+static int parse_count(const char *name, const char *s, unsigned long *out)
+{
+	char *end;
+
+	errno = 0;
+	if (s[0] >= '0' && s[0] <= '9') {
+		*out = strtoul(s, &end, 10);
+		if (!*end && !errno)
+			return 0;
+	}
+	fprintf(stderr, "pinfs: -o %s=%s: '%s' is not a count\n", name, s, s);
+	return -EINVAL;
+}
+
 /* Turns the pin options into the lease manager's configuration; a message
  * and -EINVAL for bad values. */
 static int lease_config(const struct opts *o, struct lease_cfg *c)
 {
+	unsigned long max_pins = 4096, max_pins_per_user = 0;
+
 	memset(c, 0, sizeof(*c));
 	c->policy = PINFS_POLICY_FAIL;
 	c->busy_errno = EBUSY;
 	c->wait_timeout = o->wait_timeout;
 	c->lease_break_time = o->lease_break_time;
-	c->max_pins = o->max_pins;
+	if ((o->max_pins && parse_count("max_pins", o->max_pins, &max_pins)) ||
+	    (o->max_pins_per_user &&
+	     parse_count("max_pins_per_user", o->max_pins_per_user, &max_pins_per_user)))
+		return -EINVAL;
+	c->max_pins = max_pins;
 	c->max_pinned_bytes = 1ull << 30;
-	c->max_pins_per_user = o->max_pins_per_user;
+	c->max_pins_per_user = max_pins_per_user;
 	/* the pool records every live holder (see ffs_leases_start) */
 	c->max_holders = PM_PINHOLDERS_MAX;
 	if (o->policy && (lease_policy_parse(o->policy, &c->policy) ||
@@ -493,7 +515,7 @@ int main(int argc, char **argv)
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *lc = NULL;
 	struct opts o = { .timeout = 86400, .wait_timeout = 30, .lease_break_time = 45,
-			  .max_pins = 4096, .writeback_interval = 5, .dirty_expire = 30,
+			  .writeback_interval = 5, .dirty_expire = 30,
 			  .io_uring = -1 };
 	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
@@ -679,6 +701,8 @@ out_args:
 	free(o.pool);
 	free(o.policy);
 	free(o.busy_errno);
+	free(o.max_pins);
+	free(o.max_pins_per_user);
 	free(o.max_pinned);
 	free(o.max_pinned_per_user);
 	free(o.pin_access);

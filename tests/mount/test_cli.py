@@ -90,6 +90,10 @@ def test_a_bad_pool_path_is_said_once(name, mountpoint):
     ('wait_timeout=-1', 'wait_timeout'),
     ('lease_break_time=-1', 'lease_break_time'),
     ('max_pinned=12Q', '12Q'),
+    ('max_pinned_per_user=3 GiB', '3 GiB'),
+    ('max_pins=-5', "'-5' is not a count"),         # not 2^64 - 5: no limit at all
+    ('max_pins=4k', "'4k' is not a count"),
+    ('max_pins_per_user=lots', "'lots' is not a count"),
     ('writeback_interval=0', 'writeback_interval'),
     ('dirty_expire=-1', 'dirty_expire'),
     ('timeout=-1', 'timeout'),
