@@ -4,13 +4,15 @@ safely -- never a crash, a hang, a sanitizer report or a cross-link.
 The images come from tests/unit/test_fuzz.c (FUZZ_WRITE): its tree, its
 mutations, its seed; the unit program drives a few hundred of them through
 the pmem API in-process, this test a sample of them through the kernel, the
-FUSE operations and the daemon's mount checks. Each image is mounted with
-`pinfs -f` (so the test holds the daemon's exit status and stderr); a
-refused one must say why in one line, and one that the mount check refused
-(the line names fsck.pinfs) is then mounted with -o force. A mounted image must survive `ls -lR`
-(lstat), listing and reading every xattr, reading every file, writing a new
-file, and `rm -rf` of everything; the daemon must exit 0 at the unmount with
-nothing on its stderr or in sanitizer reports. Every word read from a file
+FUSE operations and the daemon's mount checks. Each image is mounted as
+users do, in the background (the test reaps the daemon for its exit status;
+-o logfile holds its log and its stderr, where sanitizers report); a
+refused one must say why in one line on the terminal, and one that the
+mount check refused (the line names fsck.pinfs) is then mounted with
+-o force. A mounted image must survive `ls -lR` (lstat), listing and
+reading every xattr, reading every file, writing a new file, and `rm -rf`
+of everything; the daemon must exit 0 at the unmount with no crash or
+sanitizer report in its log. Every word read from a file
 that looks like a file's tag (tests/unit/test_fuzz.c: 0xf1f1 << 48 | inode)
 must be that file's own.
 
@@ -32,7 +34,8 @@ import time
 
 import pytest
 
-from pinfs_mount import (BIN, BUILD, EXIT_TIMEOUT_S, MOUNT_TIMEOUT_S, WATCHDOG_S, PinfsMount,
+from pinfs_mount import (BIN, BUILD, EXIT_TIMEOUT_S, MOUNT_TIMEOUT_S, WATCHDOG_S, BackgroundDaemon,
+                         PinfsMount,
                          check_fsck, force_unmount, fsck, mounted, run, try_mount)
 from test_bad_pool import SB_CSUM_OFFSET, _edit_super
 
@@ -168,31 +171,44 @@ CRASH_RE = re.compile(r'Sanitizer|runtime error|Segmentation fault|Aborted|core 
 
 
 def _attempt(pool, mountpoint, scratch, options):
-    """Starts `pinfs -f` (its exit status and stderr are the test's to see);
-    returns (proc, stderr path) once it mounted, or (returncode, stderr text)
-    once it exited (refused)."""
+    """Starts `pinfs` as users do, in the background, its log (and so its
+    stderr, where sanitizers report) in a file; returns (daemon, log path)
+    once it mounted, or (launcher exit status, launcher stderr text) once
+    it refused."""
     err = os.path.join(scratch, 'daemon.stderr')
-    cmd = [BIN['pinfs'], '-f'] + (['-o', ','.join(options)] if options else []) + [pool,
-                                                                                  mountpoint]
+    log = os.path.join(scratch, 'daemon.log')
+    for p in (err, log):
+        if os.path.exists(p):
+            os.unlink(p)
+    opts = options + ['logfile=' + log]
+    cmd = [BIN['pinfs'], '-o', ','.join(opts), pool, mountpoint]
     with open(err, 'wb') as fe:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fe, stderr=fe)
+        proc = BackgroundDaemon(cmd, fe, fe)
+    rc, msg = proc.launch(MOUNT_TIMEOUT_S)
+    if rc is None or rc == -1:
+        force_unmount(mountpoint)
+        pytest.fail('pinfs %s: %s' % (' '.join(cmd), msg))
+    with open(err, errors='replace') as f:
+        text = f.read()
+    if rc != 0:
+        return rc, text
     deadline = time.monotonic() + MOUNT_TIMEOUT_S
     while time.monotonic() < deadline:
         if os.path.ismount(mountpoint):
-            return proc, err
+            return proc, log
         if proc.poll() is not None:
-            with open(err, errors='replace') as f:
-                return proc.returncode, f.read()
+            break
         time.sleep(0.05)
     proc.kill()
-    proc.wait()
+    proc.wait(EXIT_TIMEOUT_S)
     force_unmount(mountpoint)
-    pytest.fail('pinfs neither mounted nor exited within %s s' % MOUNT_TIMEOUT_S)
+    pytest.fail('pinfs (background) went away or did not mount within %s s:\n%s'
+                % (MOUNT_TIMEOUT_S, text))
 
 
 def _exercise(image, proc, err, mountpoint):
     """ls -lR, cat, a new file, rm -rf, unmount: the daemon must exit 0 with
-    no crash on its stderr. A hang past the watchdog kills the daemon (so
+    no crash in its log (its stderr). A hang past the watchdog kills the daemon (so
     the test's system calls fail) and fails the test."""
     hung = []
 
@@ -225,7 +241,7 @@ def _exercise(image, proc, err, mountpoint):
             rc = proc.wait(timeout=EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
-            rc = proc.wait()
+            rc = proc.wait(EXIT_TIMEOUT_S)
         if mounted(mountpoint):
             force_unmount(mountpoint)
     with open(err, errors='replace') as f:
@@ -252,7 +268,7 @@ def test_mutated_pools_are_refused_or_served_safely_by_the_daemon(scratch, mount
         image = '%d (%s tree; FUZZ_SEED=%s FUZZ_ONLY=%d)' % (index, tree, SEED, index)
         counts['images'] += 1
         res = _attempt(pool, mountpoint, scratch, [])
-        if isinstance(res[0], subprocess.Popen):
+        if isinstance(res[0], BackgroundDaemon):
             counts['mounted'] += 1
             _exercise(image, res[0], res[1], mountpoint)
             counts['survived'] += 1
@@ -263,7 +279,7 @@ def test_mutated_pools_are_refused_or_served_safely_by_the_daemon(scratch, mount
             if 'fsck.pinfs' in line:
                 # the mount check refused it: the engine, forced, must cope
                 res = _attempt(pool, mountpoint, scratch, ['force'])
-                if isinstance(res[0], subprocess.Popen):
+                if isinstance(res[0], BackgroundDaemon):
                     counts['forced'] += 1
                     _exercise(image, res[0], res[1], mountpoint)
                     counts['survived'] += 1
