@@ -491,9 +491,20 @@ static int cmd_pin(int argc, char **argv)
 	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
 		char why[8192];
 		int err = errno;
+		struct stat st;
+
+		if (err == ENOTTY)
+			snprintf(why, sizeof(why), "%s", ioctl_strerror(err));
+		else if (err == EINVAL && fstat(fd, &st) == 0 && (!len || off + len < off ||
+								 off + len > (uint64_t)st.st_size))
+			/* the one EINVAL a user meets: a pin covers file data */
+			snprintf(why, sizeof(why), "%s: the range %s the file's %jd bytes",
+				 strerror(err), len ? "ends past" : "is empty; a pin covers some of",
+				 (intmax_t)st.st_size);
+		else
+			pinfs_pin_strerror(fd, err, why, sizeof(why));
 		fprintf(stderr, "pinfsctl: pin %s [%" PRIu64 ", +%" PRIu64 "): %s\n", argv[optind],
-			off, len,
-			err == ENOTTY ? ioctl_strerror(err) : pinfs_pin_strerror(fd, err, why, sizeof(why)));
+			off, len, why);
 		free(p);
 		close(fd);
 		return EXIT_ERR;

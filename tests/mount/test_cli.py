@@ -130,6 +130,19 @@ def test_pinfsctl_pin_bad_size_names_the_argument(tmp_path):
     assert "'lots' is not a size" in line and 'LENGTH' in line, line
 
 
+def test_pinfsctl_pin_past_the_end_of_file_says_so(mnt):
+    path = mnt.path('short')
+    with open(path, 'wb') as f:
+        f.write(b'hi\n')
+    res = run([_bin('pinfsctl'), 'pin', path, '0', '4k'])
+    assert res.returncode == 1, res
+    assert res.stderr.splitlines() == [
+        "pinfsctl: pin %s [0, +4096): Invalid argument: the range ends past the file's 3 "
+        "bytes" % path], res.stderr
+    res = run([_bin('pinfsctl'), 'pin', '--hold', '0.01', path, '0', '3'])   # inside: pinned
+    assert res.returncode == 0 and re.fullmatch(r'lease \d+\n', res.stdout), res
+
+
 def test_pinclient_bad_size_names_the_argument():
     res = run([_bin('pinclient'), 'f', '4k', 'abc'])
     line = _usage_error_shape('pinclient', res, 2)
