@@ -22,7 +22,8 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'watchdog(seconds): a longer per-test watchdog')
     config.addinivalue_line('markers', 'mkfs_options(*opts): extra mkfs.pinfs options')
     config.addinivalue_line('markers', 'foreground: run the daemon with -f, its stderr '
-                            'captured (default: in the background, as users run it)')
+                            'captured (default: in the background, as users run it, '
+                            'its log in -o logfile)')
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,12 +8,13 @@ under a sanitizer, to its report file), and (after a clean unmount) if
 fsck.pinfs does not find the pool clean.
 
 The daemon runs the way users run it: in the background (`pinfs POOL MNT`, no
--f), so it forks, leaves its session and logs to syslog.  bgreaper.py starts
-it as a child subreaper, which gets the orphaned daemon's pid and exit status.
-A test that needs the daemon's log marks itself @pytest.mark.foreground and
-gets `pinfs -f` with stderr captured.  What the daemon prints before it forks
-(bad options, a refused pool, the msync line) reaches the captured stderr in
-both modes.
+-f), so it forks and leaves its session.  bgreaper.py starts it as a child
+subreaper, which gets the orphaned daemon's pid and exit status.  Its log
+after the fork goes to `-o logfile=` in the work directory, which is also its
+stderr (sanitizer reports land there), and the test reads and checks it as it
+reads the captured stderr of what the daemon printed before it forked (bad
+options, a refused pool, the msync line).  Only a test of -f itself marks
+itself @pytest.mark.foreground and gets `pinfs -f`, stderr captured.
 
 Every pool is a fresh file in /dev/shm (tmpfs stands in for persistent memory),
 every mountpoint a fresh directory from tempfile.mkdtemp(); both are removed
@@ -384,7 +385,8 @@ class BackgroundDaemon:
 class PinfsMount:
     """A pinfs daemon serving `pool` on `dir`.
 
-    start() launches `pinfs -f` and waits for the mount; stop() unmounts and
+    start() launches `pinfs` (in the background; -f if `foreground`) and
+    waits for the mount; stop() unmounts and
     reaps the daemon and returns what went wrong (empty list when clean);
     unmount() is stop() that fails the test on problems; remount() is
     unmount + fsck + start on the same pool.

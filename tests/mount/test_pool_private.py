@@ -41,7 +41,8 @@ def _mode(path):
 
 
 def _refused(pool, mountpoint, options=()):
-    """Start pinfs -f on `pool`, expect a refusal; returns its one stderr line.
+    """Start pinfs on `pool` as users do, expect a refusal; returns its one
+    stderr line.
     The pool must be byte for byte what it was."""
     before = _digest(pool)
     rc, err = try_mount(pool, mountpoint, options)
