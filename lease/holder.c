@@ -147,26 +147,6 @@ bool lease_maps_pool(uint32_t pid, uint64_t dev, uint64_t ino)
 	return maps_each(pid, dev, ino, any_mapping, NULL) == 1;
 }
 
-struct range_q {
-	uint64_t off, end;
-};
-
-static bool overlaps(void *arg, uint64_t off, uint64_t end)
-{
-	const struct range_q *q = arg;
-
-	return off < q->end && q->off < end;
-}
-
-bool lease_maps_range(uint32_t pid, uint64_t dev, uint64_t ino, uint64_t off, uint64_t len)
-{
-	struct range_q q = { off, off + len };
-
-	if (!dev && !ino)
-		return false;
-	return maps_each(pid, dev, ino, overlaps, &q) == 1;
-}
-
 struct collect {
 	struct lease_mapping *v;
 	size_t n, cap;
@@ -198,12 +178,19 @@ int lease_maps_pid(uint32_t pid, uint64_t dev, uint64_t ino, struct lease_mappin
 		   size_t *n)
 {
 	struct collect c = { .pid = pid };
+	int rc;
 
 	*out = NULL;
 	*n = 0;
 	if (!dev && !ino)
 		return 0;
-	(void)maps_each(pid, dev, ino, collect_one, &c);
+	/* gone: it maps nothing; unreadable: it may (the caller keeps the
+	 * blocks, the sweep decides) */
+	rc = maps_each(pid, dev, ino, collect_one, &c);
+	if (rc < 0 && rc != -ENOENT && rc != -ESRCH) {
+		free(c.v);
+		return rc;
+	}
 	if (c.nomem) {
 		free(c.v);
 		return -ENOMEM;
@@ -496,6 +483,7 @@ void lease_watch_kick(struct lease_watch *w)
 static int watch_add(struct lease_watch *w, uint32_t tgid, bool ref, uint64_t *gen)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
+	bool dropped = false;
 	ssize_t k;
 	int fd, rc = 0;
 
@@ -507,10 +495,8 @@ static int watch_add(struct lease_watch *w, uint32_t tgid, bool ref, uint64_t *g
 		goto out;
 	}
 	if (w->max && w->n >= w->max) {
-		bool dropped;
-
 		/* full: let the idle ones go now (the caller rewrites the
-		 * record, as for any new holder) */
+		 * record, as for any new holder; if still full, below) */
 		pthread_mutex_unlock(&w->lock);
 		sweep_idle(w, true, &dropped);
 		pthread_mutex_lock(&w->lock);
@@ -558,6 +544,8 @@ static int watch_add(struct lease_watch *w, uint32_t tgid, bool ref, uint64_t *g
 		w->sweeping = true; /* a mapper: re-checked until it unmaps */
 out:
 	pthread_mutex_unlock(&w->lock);
+	if (dropped && rc <= 0)
+		w->gone(w->ctx, 0, 0); /* processes left; the caller writes nothing */
 	return rc;
 }
 
@@ -573,7 +561,7 @@ int lease_watch_add_mapper(struct lease_watch *w, uint32_t tgid)
 	return watch_add(w, tgid, false, &gen);
 }
 
-int lease_watch_put(struct lease_watch *w, uint64_t gen)
+void lease_watch_put(struct lease_watch *w, uint64_t gen)
 {
 	ssize_t k;
 
@@ -581,14 +569,13 @@ int lease_watch_put(struct lease_watch *w, uint64_t gen)
 	k = find_gen(w, gen);
 	if (k < 0 || !w->h[k].refs || --w->h[k].refs) {
 		pthread_mutex_unlock(&w->lock);
-		return 0;
+		return;
 	}
 	/* its last lease ended: the sweep reads its maps after IDLE_MS and
 	 * lets it go unless it still maps the pool */
 	w->h[k].idle_ms = mono_ms();
 	pthread_mutex_unlock(&w->lock);
 	lease_watch_kick(w);
-	return 0;
 }
 
 size_t lease_watch_list(struct lease_watch *w, uint32_t *out, size_t max)
@@ -793,13 +780,14 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 	rc = lease_remove(t, l->id, lease_mgr_unpinned, m);
 	if (rc)
 		return rc;
-	if (l->holder != LEASE_HOLDER_NONE && lease_watch_put(lease_mgr_watch(m), l->holder_gen) == 1)
-		lease_mgr_holders_changed(m);
+	if (l->holder != LEASE_HOLDER_NONE)
+		lease_watch_put(lease_mgr_watch(m), l->holder_gen);
 	return 0;
 }
 
 /* The ids of @holder's leases (of generation @gen unless 0): malloc'd. */
-static long holder_ids(struct lease_mgr *m, uint32_t holder, uint64_t gen, uint64_t **out)
+static long holder_ids(struct lease_mgr *m, uint32_t holder, uint64_t gen, uint64_t **out,
+		       uint32_t *uid)
 {
 	struct lease_table *t = lease_mgr_table(m);
 	struct lease *v = NULL;
@@ -824,8 +812,10 @@ static long holder_ids(struct lease_mgr *m, uint32_t holder, uint64_t gen, uint6
 		return -ENOMEM;
 	}
 	for (i = 0; i < total; i++)
-		if (!gen || v[i].holder_gen == gen)
+		if (!gen || v[i].holder_gen == gen) {
+			*uid = v[i].uid;
 			ids[k++] = v[i].id;
+		}
 	free(v);
 	*out = ids;
 	return (long)k;
@@ -856,14 +846,19 @@ static size_t end_mapped(struct lease_mgr *m, const uint64_t *ids, long n, bool 
 	return left;
 }
 
-int lease_end_holder(struct lease_mgr *m, uint32_t tgid, uint64_t gen)
+int lease_end_holder(struct lease_mgr *m, uint32_t tgid, uint64_t gen, uint32_t *uid)
 {
 	uint64_t *ids = NULL;
-	long n = holder_ids(m, tgid, gen, &ids);
+	long n = holder_ids(m, tgid, gen, &ids, uid);
 	bool changed = false;
 
-	if (n < 0) /* no memory: end them all, as before */
-		return lease_remove_holder_gen(lease_mgr_table(m), tgid, gen, lease_mgr_unpinned, m);
+	if (n < 0) {
+		/* no memory to look at the maps: the blocks stay pinned (a
+		 * child may still map them) until the unmount frees them */
+		fprintf(stderr, "pinfs: out of memory ending the leases of exited process %u: "
+				"their blocks stay pinned until the unmount\n", tgid);
+		return 0;
+	}
 	if (n && end_mapped(m, ids, n, &changed))
 		lease_watch_kick(lease_mgr_watch(m));
 	free(ids);
@@ -914,9 +909,8 @@ bool lease_sweep_orphans(void *ctx)
 		}
 		if (lease_remove(t, v[i].id, lease_mgr_unpinned, m))
 			continue; /* its holder's exit ended it meanwhile */
-		if (v[i].holder != LEASE_HOLDER_NONE &&
-		    lease_watch_put(lease_mgr_watch(m), v[i].holder_gen) == 1)
-			changed = true;
+		if (v[i].holder != LEASE_HOLDER_NONE)
+			lease_watch_put(lease_mgr_watch(m), v[i].holder_gen);
 	}
 	free(mp);
 	free(v);

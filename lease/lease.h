@@ -216,9 +216,8 @@ int lease_watch_add(struct lease_watch *w, uint32_t tgid, uint64_t *gen);
 int lease_watch_add_mapper(struct lease_watch *w, uint32_t tgid);
 /* Drops a reference of generation @gen. At 0 the process leaves the watch
  * (1 s later, or at once when a new holder needs its place) unless it
- * still maps the pool file. Returns 0 (1 is reserved for a process that
- * left at once). */
-int lease_watch_put(struct lease_watch *w, uint64_t gen);
+ * still maps the pool file; the watch then says so through gone(ctx, 0, 0). */
+void lease_watch_put(struct lease_watch *w, uint64_t gen);
 /* Lets every process without a lease that maps nothing of the pool go now
  * (the record written at unmount). */
 void lease_watch_settle(struct lease_watch *w);
@@ -230,22 +229,23 @@ struct lease_mapping {
 	uint32_t pid;
 	uint64_t off, end;
 };
-/* Does @pid map file @dev:@ino at all / in [off, off + len)? From
- * /proc/PID/maps; false when it cannot be read or dev and ino are 0. */
+/* Does @pid map file @dev:@ino at all? From /proc/PID/maps; false when it
+ * cannot be read or dev and ino are 0. */
 bool lease_maps_pool(uint32_t pid, uint64_t dev, uint64_t ino);
-bool lease_maps_range(uint32_t pid, uint64_t dev, uint64_t ino, uint64_t off, uint64_t len);
 /* Every mapping of file @dev:@ino by every process but this one whose maps
  * this process may read: a malloc'd array. 0 or -errno. */
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n);
-/* The same for process @pid alone. */
+/* The same for process @pid alone; -errno also when its maps exist but
+ * cannot be read (a process that is gone maps nothing: 0). */
 int lease_maps_pid(uint32_t pid, uint64_t dev, uint64_t ino, struct lease_mapping **out,
 		   size_t *n);
 
 /* lease/holder.c, for lease/policy.c: how leases end while a mapping may
  * live (see there). Lease @l (a snapshot) ends by UNPIN: 0 or -ENOENT. */
 int lease_end_one(struct lease_mgr *m, const struct lease *l);
-/* Generation @gen of @tgid exited: its leases end; returns how many. */
-int lease_end_holder(struct lease_mgr *m, uint32_t tgid, uint64_t gen);
+/* Generation @gen of @tgid exited: its leases end; returns how many, and
+ * in *@uid the user who pinned them. */
+int lease_end_holder(struct lease_mgr *m, uint32_t tgid, uint64_t gen, uint32_t *uid);
 /* The watch thread's sweep: true while orphans are left. */
 bool lease_sweep_orphans(void *ctx);
 /* lease/policy.c, for lease/holder.c. */

@@ -108,12 +108,6 @@ struct lease_wait {
 	struct pinfs_events *out; /* filled by the completer before @fn */
 };
 
-/* The uid of a holder process, recorded when it pins: an event about it is
- * shown to that user (and root) only, also after the process is gone. */
-struct holder_uid {
-	uint32_t tgid, uid;
-};
-
 /*
  * Locking
  *  1. m->lock guards the event ring, the counters, the comm cache, gen and
@@ -146,8 +140,6 @@ struct lease_mgr {
 	struct fcount *fc;	 /* per-file counters; lock */
 	size_t nfc, capfc;
 	uint32_t *ring_uid;	 /* whose event ring[i] is (UID_NONE: root's); lock */
-	struct holder_uid *hu;	 /* uid of each holder; lock */
-	size_t nhu, caphu;
 	struct lease_wait parked; /* armed waits (list head); lock */
 	pthread_t completer;
 	bool stop;		 /* lease_mgr_stop began; lock */
@@ -245,74 +237,6 @@ static struct fcount *fcount(struct lease_mgr *m, uint64_t ino)
 	return &m->fc[m->nfc++];
 }
 
-/* The file-system uid of process @tgid from /proc (what FUSE reports as
- * the caller's uid), UID_NONE if it is gone. */
-static uint32_t proc_uid(uint32_t tgid)
-{
-	char path[64], line[128];
-	unsigned r, e, sv, fs;
-	uint32_t uid = UID_NONE;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%u/status", tgid);
-	f = fopen(path, "re");
-	if (!f)
-		return UID_NONE;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Uid: %u %u %u %u", &r, &e, &sv, &fs) == 4) {
-			uid = fs;
-			break;
-		}
-	fclose(f);
-	return uid;
-}
-
-/* The recorded uid of holder @tgid, UID_NONE if unknown; m->lock held. */
-static uint32_t holder_uid(struct lease_mgr *m, uint32_t tgid)
-{
-	size_t i;
-
-	for (i = 0; i < m->nhu; i++)
-		if (m->hu[i].tgid == tgid)
-			return m->hu[i].uid;
-	return UID_NONE;
-}
-
-/* Records @uid as holder @tgid's (a pid reused by another user's process
- * takes the new uid); m->lock held. Without memory the holder's events are
- * shown to root only. */
-static void holder_uid_set(struct lease_mgr *m, uint32_t tgid, uint32_t uid)
-{
-	size_t i;
-
-	for (i = 0; i < m->nhu; i++)
-		if (m->hu[i].tgid == tgid) {
-			m->hu[i].uid = uid;
-			return;
-		}
-	if (m->nhu == m->caphu) {
-		size_t ncap = m->caphu ? m->caphu * 2 : 16;
-		struct holder_uid *n = realloc(m->hu, ncap * sizeof(*n));
-		if (!n)
-			return;
-		m->hu = n;
-		m->caphu = ncap;
-	}
-	m->hu[m->nhu].tgid = tgid;
-	m->hu[m->nhu++].uid = uid;
-}
-
-static void holder_uid_drop(struct lease_mgr *m, uint32_t tgid)
-{
-	size_t i;
-
-	for (i = 0; i < m->nhu; i++)
-		if (m->hu[i].tgid == tgid) {
-			m->hu[i] = m->hu[--m->nhu];
-			return;
-		}
-}
-
 /* May the reader @uid see event @seq? Its holders' events, root all;
  * m->lock held. */
 static bool ev_visible(const struct lease_mgr *m, uint64_t seq, uint32_t uid)
@@ -327,7 +251,7 @@ static void ev_push(struct lease_mgr *m, uint32_t type, const struct lease *l, u
 {
 	struct pinfs_event *e = &m->ring[++m->seq % EV_RING];
 
-	m->ring_uid[m->seq % EV_RING] = l ? holder_uid(m, l->holder) : UID_NONE;
+	m->ring_uid[m->seq % EV_RING] = l ? l->uid : UID_NONE;
 
 	memset(e, 0, sizeof(*e));
 	e->seq = m->seq;
@@ -360,31 +284,27 @@ static void unpinned(void *ctx, uint64_t pblk, uint64_t n)
 static void holder_gone(void *ctx, uint32_t tgid, uint64_t gen)
 {
 	struct lease_mgr *m = ctx;
-	bool again;
+	uint32_t uid = UID_NONE;
 	int n;
 
 	if (!gen) { /* mappers left the watch */
-		if (m->ops.holders_changed)
-			m->ops.holders_changed(m->ops.ctx);
+		lease_mgr_holders_changed(m);
 		return;
 	}
-	n = lease_end_holder(m, tgid, gen); /* lease/holder.c */
-	again = lease_watch_has(m->w, tgid); /* the pid is a new holder's */
+	n = lease_end_holder(m, tgid, gen, &uid); /* lease/holder.c */
 	pthread_mutex_lock(&m->lock);
 	if (n > 0) {
 		struct lease l;
 		memset(&l, 0, sizeof(l));
 		l.holder = tgid;
+		l.uid = uid; /* its leases' user's event (and root's) */
 		ev_push(m, PINFS_EV_EXIT, &l, 0, 0, 0, 0, 0);
 		m->ring[m->seq % EV_RING].nleases = (uint64_t)n;
 	}
-	if (!again)
-		holder_uid_drop(m, tgid);
 	m->gen++;
 	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->lock);
-	if (m->ops.holders_changed)
-		m->ops.holders_changed(m->ops.ctx);
+	lease_mgr_holders_changed(m);
 }
 
 size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max)
@@ -489,7 +409,6 @@ void lease_mgr_delete(struct lease_mgr **mp)
 	pthread_mutex_destroy(&m->lock);
 	free(m->ring);
 	free(m->ring_uid);
-	free(m->hu);
 	free(m->fc);
 	free(m);
 	*mp = NULL;
@@ -567,29 +486,26 @@ int lease_pin_begin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t 
 		    uint32_t holder, uint32_t uid, uint64_t *gen)
 {
 	int rc = pending_check(m, ino, first, n);
-	uint32_t huid;
 
+	if (rc)
+		return rc;
+	/* before the watch: a refused pin must not add its process to the
+	 * pool's holder record (and rewrite it, twice) */
+	rc = lease_check_limits(m->t, holder, uid, n);
 	if (rc)
 		return rc;
 	rc = lease_watch_add(m->w, holder, gen);
 	if (rc < 0)
 		return rc == -ENOMEM || rc == -EUSERS ? rc : -ESRCH;
-	huid = proc_uid(holder); /* whose events these are; outside the lock: /proc */
-	pthread_mutex_lock(&m->lock);
-	holder_uid_set(m, holder, huid);
-	pthread_mutex_unlock(&m->lock);
-	if (rc == 1 && m->ops.holders_changed)
-		m->ops.holders_changed(m->ops.ctx);
-	rc = lease_check_limits(m->t, holder, uid, n);
-	if (rc)
-		lease_pin_end(m, *gen, false);
-	return rc;
+	if (rc == 1)
+		lease_mgr_holders_changed(m);
+	return 0;
 }
 
 void lease_pin_end(struct lease_mgr *m, uint64_t gen, bool pinned)
 {
-	if (!pinned && lease_watch_put(m->w, gen) == 1 && m->ops.holders_changed)
-		m->ops.holders_changed(m->ops.ctx);
+	if (!pinned)
+		lease_watch_put(m->w, gen);
 }
 
 int lease_pin(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n, uint32_t holder,
@@ -717,7 +633,7 @@ static int refuse(struct lease_mgr *m, const struct lease *l, uint64_t ino, uint
 	ev_push(m, PINFS_EV_REFUSE, NULL, ino, first, n, err, policy);
 	if (l) {
 		struct pinfs_event *e = &m->ring[m->seq % EV_RING];
-		m->ring_uid[m->seq % EV_RING] = holder_uid(m, l->holder);
+		m->ring_uid[m->seq % EV_RING] = l->uid;
 		e->lease_id = l->id;
 		e->holder_pid = l->holder;
 		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));
