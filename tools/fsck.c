@@ -163,6 +163,22 @@ int main(int argc, char **argv)
 		say_pool_error(path, err);
 		return rc == -EUCLEAN && has_pinfs_magic(path) ? EXIT_LEFT : EXIT_OPERATIONAL;
 	}
+	/* As the daemon and mkfs: blocks a crashed daemon kept quarantined are
+	 * free in the pool's bitmap, and a holder that lives on may still
+	 * store into them; a repair that copies or grows into them would put
+	 * those stores into another file. Reading (-n) or replaying the
+	 * journal allocates nothing. */
+	if (o.repair) {
+		uint32_t pid = pm_super_live_holder(pool->sb);
+
+		if (pid) {
+			fprintf(stderr, "fsck.pinfs: %s: process %u held pins when the pool was last "
+					"mounted and may still store into the pool: end it first; "
+					"nothing was changed\n", path, pid);
+			pm_pool_close(&pool);
+			return EXIT_OPERATIONAL;
+		}
+	}
 	if (!pool->sb->clean)
 		printf("fsck.pinfs: %s: was not cleanly unmounted\n", path);
 

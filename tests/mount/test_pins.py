@@ -40,7 +40,7 @@ import time
 
 import pytest
 
-from pinfs_mount import (check_fsck, BUILD, _find_program, compile_helper, run, try_mount,
+from pinfs_mount import (check_fsck, BUILD, _find_program, compile_helper, fsck, run, try_mount,
                          wait_until)
 from pinfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, KiB,
                         MiB, as_user, fill_until_enospc,
@@ -1061,6 +1061,36 @@ def test_daemon_killed_with_pins_held_does_not_restart_while_the_holder_lives(mn
     check_fsck(mnt.pool)
     mnt.start()
     assert read_file(path)[:4] == bytes([0x11]) * 4
+
+
+@pytest.mark.pool_size('16M')
+def test_fsck_repair_refuses_a_pool_whose_holder_lives_and_changes_nothing(mnt, holders):
+    """A daemon killed with pins held leaves their blocks free in the pool's
+    bitmap; a repair that allocated them (a block copy, a grown directory)
+    would put the live holder's stores into another file. Like the daemon
+    and mkfs, fsck --repair refuses until the holder is gone; -n still reads."""
+    path = mnt.path('pinned')
+    write_file(path, bytes([0x22]) * (64 * KiB))
+    h = holders(path)
+    lease = h.pin(0, 64 * KiB, 'w')
+    h.ok('map %d' % lease)
+    mnt.kill_daemon(signal.SIGKILL)
+    with open(mnt.pool, 'rb') as f:
+        before = f.read()
+    res = fsck(mnt.pool, '--repair')
+    assert res.returncode == 8, res
+    assert ('process %d held pins when the pool was last mounted' % h.pid) in res.stderr, res
+    assert 'nothing was changed' in res.stderr, res
+    with open(mnt.pool, 'rb') as f:
+        assert f.read() == before, 'fsck --repair wrote to the pool'
+    res = fsck(mnt.pool, '-n')
+    assert res.returncode in (0, 4), res                    # reads; a pending replay is 4
+    h.kill()
+    res = fsck(mnt.pool, '--repair')
+    assert res.returncode in (0, 1), res
+    check_fsck(mnt.pool)
+    mnt.start()
+    assert read_file(path)[:4] == bytes([0x22]) * 4
 
 
 def test_direct_mapping_is_coherent_with_read_and_write(mnt, holders):
