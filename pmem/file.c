@@ -366,6 +366,7 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 		const struct fill_ext *e = &fl->e[k];
 		uint64_t lo = e->fblk << PM_BLOCK_SHIFT, hi = (e->fblk + e->n) << PM_BLOCK_SHIFT;
 		uint64_t a = cover_lo > lo ? cover_lo : lo, b = cover_hi < hi ? cover_hi : hi, i;
+		bool stale;
 		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
 
 		if (a >= b) {
@@ -378,14 +379,16 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 			pm_flush(ops, p + (b - lo), hi - b);
 		}
 		/* a new block has no valid checksum: a former owner's must not
-		 * survive into the commit that maps it */
-		for (i = 0; fs->csum && i < e->n; i++) {
+		 * survive into the commit that maps it (one flush a batch) */
+		for (i = 0, stale = false; fs->csum && i < e->n; i++) {
 			uint32_t *cs = &fs->csum[e->pblk + i];
 			if (*cs != PM_CSUM_NONE) {
 				*cs = PM_CSUM_NONE;
-				pm_flush(ops, cs, sizeof(*cs));
+				stale = true;
 			}
 		}
+		if (stale)
+			pm_flush(ops, &fs->csum[e->pblk], e->n * sizeof(*fs->csum));
 	}
 }
 
@@ -478,6 +481,9 @@ static int fill_run(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl)
 		fill_zero(fs, fl, 0, 0);
 		pm_drain(&fs->pool->ops);
 		pthread_mutex_lock(&fs->lock);
+		rc = pm_fs_writable(fs); /* found corrupt meanwhile: no more parts */
+		if (rc)
+			break;
 		pm_tx_begin(fs);
 		if (fill_map(fs, ip, fl, true)) {
 			pm_tx_abort(fs);
@@ -604,7 +610,9 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		rc = copy_to_file(fs, ip, &fl, &c, off, len, true);
 		pm_drain(&fs->pool->ops);
 		pthread_mutex_lock(&fs->lock);
-		/* (2) */
+		/* (2); the pool may have been found corrupt meanwhile */
+		if (!rc)
+			rc = pm_fs_writable(fs);
 		if (!rc) {
 			pm_tx_begin(fs);
 			if (holes && fill_map(fs, ip, &fl, false)) {

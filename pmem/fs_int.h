@@ -168,10 +168,6 @@ void pm_tx_order(struct pm_fs *fs, const void *p, size_t len);
 /* Can the running transaction touch @nblocks more metadata blocks, each
  * journaled whole in the worst case, and still fit the journal? */
 bool pm_tx_room(const struct pm_fs *fs, size_t nblocks);
-/* Commits the running transaction and begins the next: for operations too
- * big for one (a huge fallocate or pin), at a point where the state is
- * consistent on its own. The caller has written its inode. */
-void pm_tx_roll(struct pm_fs *fs);
 /* Commits: durable on return. Aborts the process if the journal overflows
  * (an engine bug: every operation is bounded by pm_geometry()). */
 void pm_tx_commit(struct pm_fs *fs);

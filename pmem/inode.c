@@ -321,6 +321,10 @@ static void inode_destroy(struct pm_fs *fs, struct pm_inode *ip)
 		return;
 	pm_tx_begin(fs);
 	pm_orphan_del(fs, ip);
+	if (fs->errors) { /* its orphan-list neighbours were not what they say */
+		pm_tx_abort(fs);
+		return;
+	}
 	pm_inode_free_blocks(fs, ip);
 	memset(&ip->d, 0, sizeof(ip->d));
 	pm_inode_write(fs, ip);

@@ -234,12 +234,6 @@ bool pm_tx_room(const struct pm_fs *fs, size_t nblocks)
 	return (fs->tx.nsh + nblocks) * per <= cap;
 }
 
-void pm_tx_roll(struct pm_fs *fs)
-{
-	pm_tx_commit(fs);
-	pm_tx_begin(fs);
-}
-
 static uint32_t jcsum(const struct pm_jhdr *h, const uint8_t *body)
 {
 	struct pm_jhdr t = *h;
