@@ -51,6 +51,7 @@
 #include "pmem/fs.h"
 #include "pmem/fs_int.h"
 #include "tests/unit/check.h"
+#include "tests/unit/record.h"
 
 #define POOL_SIZE (16ull << 20)
 #define GUARD (1ull << 20)
@@ -82,13 +83,6 @@ static uint8_t *saved;	      /* the mutated image, before a mount replays it */
 static volatile sig_atomic_t cur_image = -1;
 static uint64_t run_seed;
 
-static void noop_flush(void *ctx, const void *addr, size_t len)
-{
-	(void)ctx;
-	(void)addr;
-	(void)len;
-}
-
 /* Takes a copy of the image at the first drain that finds the journal
  * header COMMITTED: step 3 of pm_tx_commit done, step 4 not begun. */
 struct snap {
@@ -112,7 +106,8 @@ static void snap_drain(void *ctx)
 		memcpy(s->shot, s->img, POOL_SIZE);
 }
 
-static const struct pm_persist_ops noop_ops = { noop_flush, snap_drain, NULL };
+/* no flushes; a drain may take a snapshot (ctx: a struct snap, or NULL) */
+static const struct pm_persist_ops snap_ops = { noop_flush, snap_drain, NULL };
 
 static void on_alarm(int sig)
 {
@@ -230,7 +225,7 @@ static int build(void)
 	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
 	struct pm_mkfs_opts o = { .size = POOL_SIZE };
 	struct snap sn = { 0 };
-	struct pm_persist_ops ops = noop_ops;
+	struct pm_persist_ops ops = snap_ops;
 	struct pm_inode *root, *d1, *d2, *d3, *small, *sl, *ip, *o1, *o2;
 	struct pm_pool *pool;
 	struct pm_fs *fs;
@@ -333,7 +328,7 @@ static int learn(void)
 
 	for (k = 0; k < NBASE; k++) {
 		memcpy(img, base[k], POOL_SIZE);
-		CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+		CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &snap_ops, &pool, err, sizeof(err)));
 		CHECK_GE(pm_journal_recover(pool, err, sizeof(err)), 0);
 		orig_reg[k] = calloc(ninodes_geo, 1);
 		CHECK(orig_reg[k]);
@@ -789,7 +784,7 @@ static int run_mount(int b, unsigned flags, int *refused, char *why, size_t whyl
 	int rc;
 
 	*refused = 1;
-	if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, why, whylen))
+	if (pm_pool_open_mem(img, POOL_SIZE, &snap_ops, &pool, why, whylen))
 		return T_EXIT_PASS;
 	rc = pm_fs_mount_flags(pool, flags, &c.fs, why, whylen);
 	if (rc) {
