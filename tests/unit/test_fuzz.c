@@ -51,6 +51,7 @@
 #include "pmem/fs.h"
 #include "pmem/fs_int.h"
 #include "tests/unit/check.h"
+#include "tests/unit/names.h"
 #include "tests/unit/record.h"
 
 #define POOL_SIZE (16ull << 20)
@@ -557,32 +558,6 @@ static void mutate(void)
 
 /* ---- exercising a mounted image ------------------------------------------ */
 
-struct names {
-	char (*n)[PM_NAME_MAX + 1];
-	size_t count, cap;
-};
-
-static int collect(void *ctx, const char *name, uint64_t i, unsigned type, uint64_t next)
-{
-	struct names *ns = ctx;
-
-	(void)i;
-	(void)type;
-	(void)next;
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return 0;
-	if (ns->count == ns->cap) {
-		size_t ncap = ns->cap ? ns->cap * 2 : 64;
-		void *p = realloc(ns->n, ncap * sizeof(*ns->n));
-		if (!p)
-			return 1;
-		ns->n = p;
-		ns->cap = ncap;
-	}
-	snprintf(ns->n[ns->count++], PM_NAME_MAX + 1, "%s", name);
-	return 0;
-}
-
 struct ctx {
 	struct pm_fs *fs;
 	int base;
@@ -690,7 +665,7 @@ static int walk(struct ctx *c, struct pm_inode *dir, int depth)
 	if (depth > 12 || seen(c, pm_ino(dir)))
 		return T_EXIT_PASS;
 	read_xattrs(c, dir);
-	(void)pm_readdir(c->fs, dir, 0, collect, &ns);
+	(void)pm_readdir(c->fs, dir, 0, names_collect, &ns);
 	for (k = 0; k < ns.count && rc == T_EXIT_PASS; k++) {
 		struct pm_inode *ip;
 		struct stat st;
@@ -708,7 +683,7 @@ static int walk(struct ctx *c, struct pm_inode *dir, int depth)
 			(void)pm_readlink(c->fs, ip, buf, sizeof(buf));
 		pm_iput(c->fs, ip);
 	}
-	free(ns.n);
+	names_free(&ns);
 	return rc;
 }
 
@@ -720,7 +695,7 @@ static void delete_all(struct ctx *c, struct pm_inode *dir, int depth)
 
 	if (depth > 12 || seen(c, pm_ino(dir)))
 		return;
-	(void)pm_readdir(c->fs, dir, 0, collect, &ns);
+	(void)pm_readdir(c->fs, dir, 0, names_collect, &ns);
 	for (k = 0; k < ns.count; k++) {
 		struct pm_inode *ip;
 		bool isdir;
@@ -740,7 +715,7 @@ static void delete_all(struct ctx *c, struct pm_inode *dir, int depth)
 		else
 			(void)pm_unlink(c->fs, dir, ns.n[k]);
 	}
-	free(ns.n);
+	names_free(&ns);
 }
 
 /* A new file in a pool that may be corrupt: if it can be written, it reads
