@@ -10,8 +10,10 @@ import os
 import pickle
 import platform
 import random
+import re
 import select
 import signal
+import subprocess
 import time
 import traceback
 
@@ -247,3 +249,50 @@ def as_user(fn, uid=1000, gid=1000, groups=None, timeout=10):
     if msg[0] == 'oserror':
         raise OSError(msg[1], msg[2])
     raise ChildFailed('child running as uid %d raised:\n%s' % (uid, msg[1]))
+
+
+# --------------------------------------------------------------------------
+# pinhold --op: one freeing operation, timed, in its own process
+
+OP_RESULT = re.compile(r'result errno=(\d+) ms=([\d.]+)')
+
+
+def reap_op(op):
+    """Kills and reaps a `pinhold --op` process that is still running."""
+    if op.poll() is None:
+        op.kill()
+        op.wait()
+
+
+def start_op(pinhold_exe, args, **popen_kw):
+    """Starts `pinhold --op ARGS` (e.g. ['truncate', path, '512']) and waits
+    for its "ready" line: the operation starts right after. Returns the
+    Popen (stdout a text pipe); the caller reaps it (reap_op)."""
+    op = subprocess.Popen([pinhold_exe, '--op'] + list(args), stdout=subprocess.PIPE,
+                          universal_newlines=True, **popen_kw)
+    try:
+        assert op.stdout.readline().strip() == 'ready'
+    except BaseException:
+        reap_op(op)
+        raise
+    return op
+
+
+def interrupt_op(pinhold_exe, args, while_waiting=None, settle=0.3, timeout=5):
+    """Runs `pinhold --op ARGS`, gives the operation `settle` seconds to
+    start waiting, calls while_waiting(op) if given (it may check the mount,
+    and that op.poll() is still None), then interrupts it with SIGUSR1 --
+    pinhold installs a handler, so the syscall is not restarted and FUSE
+    sends INTERRUPT. Returns (errno, ms) of the operation's result line."""
+    op = start_op(pinhold_exe, args)
+    try:
+        time.sleep(settle)
+        if while_waiting is not None:
+            while_waiting(op)
+        op.send_signal(signal.SIGUSR1)
+        out, _ = op.communicate(timeout=timeout)
+    finally:
+        reap_op(op)
+    m = OP_RESULT.search(out)
+    assert m, out
+    return int(m.group(1)), float(m.group(2))

@@ -44,7 +44,7 @@ from pinfs_mount import (check_fsck, BUILD, _find_program, compile_helper, run, 
                          wait_until)
 from pinfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, KiB,
                         MiB, as_user, fill_until_enospc,
-                        expect_errno, fallocate, pattern, read_file, write_file)
+                        expect_errno, interrupt_op, fallocate, pattern, read_file, write_file)
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -555,20 +555,7 @@ def test_wait_policy_interrupted_caller_gets_eintr(mnt, holders, pinhold_exe, pa
             'ftruncate': ['ftruncate', path, str(TRUNC_TO)],
             'open_trunc': ['otrunc', path],
             'punch_hole': ['punch', path, str(PUNCH_OFF), str(PUNCH_LEN)]}[path_kind]
-    op = subprocess.Popen([pinhold_exe, '--op'] + args, stdout=subprocess.PIPE,
-                          universal_newlines=True)
-    try:
-        assert op.stdout.readline().strip() == 'ready'
-        time.sleep(0.3)
-        op.send_signal(signal.SIGUSR1)   # a handler is installed: FUSE sends INTERRUPT
-        out, _ = op.communicate(timeout=5)
-    finally:
-        if op.poll() is None:
-            op.kill()
-            op.wait()
-    m = re.search(r'result errno=(\d+) ms=([\d.]+)', out)
-    assert m, out
-    err, ms = int(m.group(1)), float(m.group(2))
+    err, ms = interrupt_op(pinhold_exe, args)   # SIGUSR1: FUSE sends INTERRUPT
     print('interrupted %s: %s after %.1f ms' % (path_kind, _errname(err), ms))
     assert err == errno.EINTR, 'interrupted waiting %s gave %s' % (path_kind, _errname(err))
     assert ms < 2000, 'the interruption took %.0f ms to end the wait' % ms
