@@ -3,6 +3,7 @@
 code as another user, and deterministic data patterns.
 """
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -296,3 +297,29 @@ def interrupt_op(pinhold_exe, args, while_waiting=None, settle=0.3, timeout=5):
     m = OP_RESULT.search(out)
     assert m, out
     return int(m.group(1)), float(m.group(2))
+
+
+# --------------------------------------------------------------------------
+# factory fixtures
+
+@contextlib.contextmanager
+def factory(make_one, close):
+    """For a fixture that hands a test a maker of helper processes: yields
+    make(*args, **kw), which returns make_one(*args, **kw) and remembers it;
+    on exit, close(obj) runs for every object made, in order -- so each one
+    is gone before the mount fixture unmounts.
+
+        with factory(lambda path: Holder(exe, path), Holder.kill) as make:
+            yield make
+    """
+    made = []
+
+    def make(*args, **kw):
+        obj = make_one(*args, **kw)
+        made.append(obj)
+        return obj
+    try:
+        yield make
+    finally:
+        for obj in made:
+            close(obj)

@@ -30,7 +30,7 @@ import time
 import pytest
 
 from pinfs_mount import wait_until
-from pinfs_util import KiB, MiB, as_user, fill_until_enospc, read_file, write_file
+from pinfs_util import KiB, MiB, as_user, factory, fill_until_enospc, read_file, write_file
 from test_pins import (BLOCK, free_blocks, list_leases, mount_stats, pinhold_exe, holders,
                        _pool_holders, PINHOLDERS_MAX)
 from test_stale_mapping import staleholder, _subreaper
@@ -87,16 +87,9 @@ class Raw:
 
 @pytest.fixture
 def raw(mnt, staleholder):
-    made = []
     _subreaper(True)       # orphaned children are ours to reap
-
-    def make(path, flags='w'):
-        r = Raw(staleholder, path, flags)
-        made.append(r)
-        return r
-    yield make
-    for r in made:
-        r.close()
+    with factory(lambda path, flags='w': Raw(staleholder, path, flags), Raw.close) as make:
+        yield make
     _subreaper(False)
 
 

@@ -44,7 +44,8 @@ from pinfs_mount import (check_fsck, BUILD, _find_program, compile_helper, run, 
                          wait_until)
 from pinfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, KiB,
                         MiB, as_user, fill_until_enospc,
-                        expect_errno, interrupt_op, fallocate, pattern, read_file, write_file)
+                        expect_errno, factory, interrupt_op, fallocate, pattern, read_file,
+                        write_file)
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -305,15 +306,8 @@ class Holder:
 @pytest.fixture
 def holders(mnt, pinhold_exe):
     """Factory of holders on the mount; every one is gone before the unmount."""
-    made = []
-
-    def make(path, mode='rw'):
-        h = Holder(pinhold_exe, path, mode)
-        made.append(h)
-        return h
-    yield make
-    for h in made:
-        h.kill()
+    with factory(lambda path, mode='rw': Holder(pinhold_exe, path, mode), Holder.kill) as make:
+        yield make
 
 
 def _errname(e):
