@@ -1,6 +1,8 @@
 """Helpers for the pinfs mount tests: syscalls Python's os module lacks
 (renameat2 flags, fallocate modes, utimensat UTIME_NOW/UTIME_OMIT), running
-code as another user, and deterministic data patterns.
+code as another user, deterministic data patterns, and the test helper
+processes: pinhold --op runs (interrupt_op), the scripted holder (Holder;
+fixtures in conftest.py) and fixtures that make several of them (factory).
 """
 
 import contextlib
@@ -10,11 +12,13 @@ import hashlib
 import os
 import pickle
 import platform
+import queue
 import random
 import re
 import select
 import signal
 import subprocess
+import threading
 import time
 import traceback
 
@@ -323,3 +327,130 @@ def factory(make_one, close):
     finally:
         for obj in made:
             close(obj)
+
+
+# --------------------------------------------------------------------------
+# pinhold: the scripted holder (tests/mount/pinhold.c; fixtures pinhold_exe
+# and holders in conftest.py)
+
+class HolderError(Exception):
+    pass
+
+
+class Holder:
+    """One pinhold process holding pins on `path` (opened ro or rw)."""
+
+    def __init__(self, exe, path, mode='rw'):
+        self.proc = subprocess.Popen([exe, path, mode], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     universal_newlines=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.events = []     # unsolicited lines: signals, automatic unpins
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        first = self._line(5)
+        m = re.match(r'ready pid=(\d+)', first or '')
+        if not m:
+            err = ''
+            try:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                err = self.proc.stderr.read()
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+            self.kill()
+            raise HolderError('pinhold did not start: %r, stderr %r' % (first, err))
+        self.pid = int(m.group(1))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip('\n'))
+        self.lines.put(None)
+
+    def _line(self, timeout):
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def cmd(self, line, timeout=10):
+        """Sends a command; returns the answer ("ok ..."/"err ...")."""
+        self.proc.stdin.write(line + '\n')
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            ans = self._line(max(0.0, deadline - time.monotonic()))
+            if ans is None:
+                raise HolderError('pinhold: no answer to %r within %s s (exit %s)'
+                                  % (line, timeout, self.proc.poll()))
+            if ans.startswith(('sig ', 'auto ')):
+                self.events.append(ans)
+                continue
+            return ans
+
+    def ok(self, line, timeout=10):
+        ans = self.cmd(line, timeout)
+        assert ans.startswith('ok'), 'pinhold %r: %s' % (line, ans)
+        return ans[3:]
+
+    def pin(self, off, length, flags='w'):
+        """Pins; returns the lease id (int) or raises OSError with the errno."""
+        ans = self.cmd('pin %d %d %s' % (off, length, flags or '-'))
+        m = re.match(r'err errno=(\d+)', ans)
+        if m:
+            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
+        m = re.match(r'ok lease=(\d+) off=(\d+) len=(\d+) nsegs=(\d+) segs=(\S*)', ans)
+        assert m, ans
+        self.last_pin = dict(
+            id=int(m.group(1)), off=int(m.group(2)), len=int(m.group(3)),
+            segs=[tuple(int(x) for x in s.split(':')) for s in m.group(5).split(',') if s])
+        return self.last_pin['id']
+
+    def unpin(self, lease):
+        ans = self.cmd('unpin %d' % lease)
+        m = re.match(r'err errno=(\d+)', ans)
+        if m:
+            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
+
+    def sync(self):
+        """Barrier: every signal queued before this call has been reported."""
+        self.ok('pid')
+
+    def signals(self):
+        """[(signo, code, value, pid)] of every signal reported so far."""
+        out = []
+        for e in self.events:
+            m = re.match(r'sig signo=(\d+) code=(-?\d+) value=(\d+) pid=(\d+)', e)
+            if m:
+                out.append(tuple(int(x) for x in m.groups()))
+        return out
+
+    def auto_unpins(self):
+        return [tuple(int(x) for x in m.groups()) for m in
+                (re.match(r'auto unpin lease=(\d+) rc=(-?\d+)', e) for e in self.events) if m]
+
+    def exit(self, timeout=5):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write('exit\n')
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for f in (self.proc.stdin, self.proc.stderr):
+            try:
+                f.close()
+            except (BrokenPipeError, OSError):
+                pass

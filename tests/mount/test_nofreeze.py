@@ -27,7 +27,7 @@ import pytest
 from pinfs_mount import wait_until
 from pinfs_util import KiB, MiB, as_user, reap_op, start_op
 from test_pin_access import ALICE, BOB, POOL_GID, _open_pool_dir, _pin, _shared_dir
-from test_pins import _R, _W, _ioc, holders, list_leases, pinhold_exe  # noqa: F401 (fixtures)
+from test_pins import _R, _W, _ioc, list_leases
 
 pytestmark = [pytest.mark.needs_daemon,
               pytest.mark.skipif(os.getuid() != 0, reason='needs root to switch users')]

@@ -19,8 +19,7 @@ import pytest
 
 from pinfs_mount import mount_transport, wait_until
 from pinfs_util import interrupt_op, pattern, read_file, write_file
-from test_pins import (PIN_LEN, PIN_OFF, FILE_SIZE, TRUNC_TO, _setup_file, holders,  # noqa: F401
-                       list_leases, pinhold_exe)
+from test_pins import PIN_LEN, PIN_OFF, FILE_SIZE, TRUNC_TO, _setup_file, list_leases
 
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
 TRANSPORT_LINE = re.compile(r'pinfs: transport .*$', re.M)  # in the log after a stamp
