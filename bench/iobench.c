@@ -62,19 +62,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 #define MIB (1024L * 1024L)
 #define BLK 4096L
 
 static double max_seconds = 20.0;
 static long drop_every;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /*
  * Drop the dentry/inode caches.  Returns the seconds spent, which the

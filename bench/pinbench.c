@@ -73,6 +73,8 @@
 
 #include "pinfs/abi.h"
 
+#include "samples.h"
+
 #define KIB 1024UL
 #define MIB (1024UL * 1024UL)
 #define BLK 4096UL
@@ -124,45 +126,6 @@ static long parse_long(const char *s)
 
 /* ------------------------------------------------------------ samples -- */
 
-struct samples {
-	double *v;
-	size_t n, cap;
-};
-
-static void add(struct samples *s, double x)
-{
-	if (s->n == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 256;
-		s->v = realloc(s->v, s->cap * sizeof(*s->v));
-		if (!s->v)
-			die("realloc");
-	}
-	s->v[s->n++] = x;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* the p-th percentile (nearest rank); sorts */
-static double pct(struct samples *s, double p)
-{
-	size_t k;
-
-	if (!s->n)
-		return -1;
-	qsort(s->v, s->n, sizeof(*s->v), cmp_double);
-	k = (size_t)(p / 100.0 * (double)s->n + 0.999999);
-	if (k < 1)
-		k = 1;
-	if (k > s->n)
-		k = s->n;
-	return s->v[k - 1];
-}
-
 static double mean(const struct samples *s)
 {
 	double t = 0;
@@ -184,9 +147,9 @@ static void put_p(const char *key, struct samples *s)
 	char k[96];
 
 	snprintf(k, sizeof(k), "%s_p50", key);
-	put(k, pct(s, 50));
+	put(k, samples_pct(s, 50));
 	snprintf(k, sizeof(k), "%s_p99", key);
-	put(k, pct(s, 99));
+	put(k, samples_pct(s, 99));
 	snprintf(k, sizeof(k), "%s_n", key);
 	printf("%s %zu\n", k, s->n);
 }
@@ -455,7 +418,7 @@ static int cmd_rtt(const char *dir, long n)
 		(void)ioctl(fd, NULL_IOC);
 		t1 = now_ns();
 		if (rec)
-			add(&snull, us(t1 - t0));
+			samples_add(&snull, us(t1 - t0));
 
 		memset(&pol, 0, sizeof(pol));
 		t0 = now_ns();
@@ -466,8 +429,8 @@ static int cmd_rtt(const char *dir, long n)
 			die("PINFS_IOC_GET_POLICY");
 		t2 = now_ns();
 		if (rec) {
-			add(&sget, us(t1 - t0));
-			add(&sget2, us(t2 - t0));
+			samples_add(&sget, us(t1 - t0));
+			samples_add(&sget2, us(t2 - t0));
 		}
 
 		t0 = now_ns();
@@ -475,7 +438,7 @@ static int cmd_rtt(const char *dir, long n)
 			die("PINFS_IOC_STATS");
 		t1 = now_ns();
 		if (rec)
-			add(&sstats, us(t1 - t0));
+			samples_add(&sstats, us(t1 - t0));
 
 		/* the block pinned moves over the 16 blocks of the file */
 		memset(&p, 0, sizeof(p));
@@ -490,9 +453,9 @@ static int cmd_rtt(const char *dir, long n)
 			die("PINFS_IOC_UNPIN");
 		t2 = now_ns();
 		if (rec) {
-			add(&spin, us(t1 - t0));
-			add(&sunpin, us(t2 - t1));
-			add(&spair, us(t2 - t0));
+			samples_add(&spin, us(t1 - t0));
+			samples_add(&sunpin, us(t2 - t1));
+			samples_add(&spair, us(t2 - t0));
 		}
 
 		memset(&p, 0, sizeof(p));
@@ -508,9 +471,9 @@ static int cmd_rtt(const char *dir, long n)
 			die("PINFS_IOC_UNPIN");
 		t2 = now_ns();
 		if (rec) {
-			add(&swpin, us(t1 - t0));
-			add(&swunpin, us(t2 - t1));
-			add(&swpair, us(t2 - t0));
+			samples_add(&swpin, us(t1 - t0));
+			samples_add(&swunpin, us(t2 - t1));
+			samples_add(&swpair, us(t2 - t0));
 		}
 		if (rec && (i & 63) == 63 && over_time(start)) {
 			fprintf(stderr, "pinbench: rtt stopped after %ld rounds (time cap)\n", i + 1);
@@ -557,12 +520,12 @@ static void time_register(struct io_uring *ring, void *a, size_t len, int reps, 
 			die("io_uring_unregister_buffers");
 		}
 		if (i >= 0) {
-			add(&r, us(t1 - t0));
-			add(&u, us(t2 - t1));
+			samples_add(&r, us(t1 - t0));
+			samples_add(&u, us(t2 - t1));
 		}
 	}
-	*reg = pct(&r, 50);
-	*unreg = pct(&u, 50);
+	*reg = samples_pct(&r, 50);
+	*unreg = samples_pct(&u, 50);
 	free(r.v);
 	free(u.v);
 }
@@ -673,10 +636,10 @@ static int cmd_copy(const char *dir, const char *basedir, long mib, long passes)
 		t4 = now_ns();
 		if (i < 0)
 			continue;
-		add(&win, (double)len / MIB / ((double)(t1 - t0) / 1e9));
-		add(&wbase, (double)len / MIB / ((double)(t2 - t1) / 1e9));
-		add(&rin, (double)len / MIB / ((double)(t3 - t2) / 1e9));
-		add(&rbase, (double)len / MIB / ((double)(t4 - t3) / 1e9));
+		samples_add(&win, (double)len / MIB / ((double)(t1 - t0) / 1e9));
+		samples_add(&wbase, (double)len / MIB / ((double)(t2 - t1) / 1e9));
+		samples_add(&rin, (double)len / MIB / ((double)(t3 - t2) / 1e9));
+		samples_add(&rbase, (double)len / MIB / ((double)(t4 - t3) / 1e9));
 	}
 	/* stores through the mapping are what read() returns */
 	for (i = 0; i < 16; i++) {
@@ -684,10 +647,10 @@ static int cmd_copy(const char *dir, const char *basedir, long mib, long passes)
 		if (pread(fd, chk, BLK, off) != (ssize_t)BLK || memcmp(chk, src + off, BLK))
 			bad++;
 	}
-	put("copy_in_map", pct(&win, 50));
-	put("copy_in_base", pct(&wbase, 50));
-	put("copy_out_map", pct(&rin, 50));
-	put("copy_out_base", pct(&rbase, 50));
+	put("copy_in_map", samples_pct(&win, 50));
+	put("copy_in_base", samples_pct(&wbase, 50));
+	put("copy_out_map", samples_pct(&rin, 50));
+	put("copy_out_base", samples_pct(&rbase, 50));
 	smaps_of(m.addr, m.len, &pmd, &rss);
 	printf("copy_map_pmd_pct %.1f\n", rss ? 100.0 * (double)pmd / (double)rss : 0.0);
 	smaps_of(b, len, &pmd, &rss);
@@ -755,11 +718,11 @@ static int cmd_mapsetup(const char *dir, long n)
 			die("io_uring_register_buffers");
 		}
 		io_uring_unregister_buffers(&ring);
-		add(&spin, us(t1 - t0));
-		add(&smap, us(t2 - t1));
-		add(&stouch, us(t3 - t2));
-		add(&stotal, us(t3 - t0));
-		add(&sreg, us(t4 - t3));
+		samples_add(&spin, us(t1 - t0));
+		samples_add(&smap, us(t2 - t1));
+		samples_add(&stouch, us(t3 - t2));
+		samples_add(&stotal, us(t3 - t0));
+		samples_add(&sreg, us(t4 - t3));
 		smaps_of(m.addr, m.len, &pmd, &rss);
 		pmd_full += pmd == (long)(EXT / KIB);
 		aligned += m.aligned == m.nsegs;
@@ -768,12 +731,12 @@ static int cmd_mapsetup(const char *dir, long n)
 		if (unpin(fd, p.lease_id))
 			die("PINFS_IOC_UNPIN");
 	}
-	put("ms_pin", pct(&spin, 50));
-	put("ms_mmap", pct(&smap, 50));
-	put("ms_touch", pct(&stouch, 50));
-	put("ms_total", pct(&stotal, 50));
-	put("ms_total_p99", pct(&stotal, 99));
-	put("ms_reg", pct(&sreg, 50));
+	put("ms_pin", samples_pct(&spin, 50));
+	put("ms_mmap", samples_pct(&smap, 50));
+	put("ms_touch", samples_pct(&stouch, 50));
+	put("ms_total", samples_pct(&stotal, 50));
+	put("ms_total_p99", samples_pct(&stotal, 99));
+	put("ms_reg", samples_pct(&sreg, 50));
 	printf("ms_extents %ld\nms_aligned %ld\nms_onepiece %ld\nms_pmd %ld\n", n, aligned, onepiece,
 	       pmd_full);
 	io_uring_queue_exit(&ring);
@@ -976,7 +939,7 @@ static void trunc_rounds(int fd, uint64_t s0, const char *buf, long iters, struc
 			die("ftruncate");
 		b = now_ns();
 		if (i >= 0)
-			add(s, us(b - a));
+			samples_add(s, us(b - a));
 		if (i > 10 && over_time(t0))
 			break;
 	}
@@ -1120,8 +1083,8 @@ static int cmd_revoke(const char *dir, long iters)
 		} else if (m.signo != SIGBUS || m.code != SI_QUEUE || m.lease != r.v) {
 			wrong++;
 		} else if (i >= 0) {
-			add(&ssig, us(m.t_ns - t0));
-			add(&sret, us(t1 - t0));
+			samples_add(&ssig, us(m.t_ns - t0));
+			samples_add(&sret, us(t1 - t0));
 			before += m.t_ns <= t1;
 		}
 		/* acknowledge: the quarantined block is freed */
@@ -1138,7 +1101,7 @@ static int cmd_revoke(const char *dir, long iters)
 			die("ftruncate (baseline)");
 		t1 = now_ns();
 		if (i >= 0)
-			add(&snopin, us(t1 - t0));
+			samples_add(&snopin, us(t1 - t0));
 		if (pwrite(fds[0], blk, BLK, (off_t)(size - BLK)) != (ssize_t)BLK)
 			die("pwrite (re-extend)");
 		if (i > 10 && over_time(start))
@@ -1146,7 +1109,7 @@ static int cmd_revoke(const char *dir, long iters)
 	}
 	holder_stop(&h);
 	put_p("revoke_sig", &ssig);
-	put("revoke_sig_max", pct(&ssig, 100));
+	put("revoke_sig_max", samples_pct(&ssig, 100));
 	put_p("revoke_ret", &sret);
 	put_p("revoke_nopin", &snopin);
 	printf("revoke_missed %ld\nrevoke_wrong %ld\nrevoke_sig_before_return %ld\n", missed, wrong,
@@ -1203,8 +1166,8 @@ static int cmd_fsync(const char *dir, long mib, long rounds)
 				die("PINFS_IOC_UNPIN");
 			if (r < 0)
 				continue;
-			add(&sf[mode], us(t1 - t0));
-			add(&sr[mode], us(t2));
+			samples_add(&sf[mode], us(t1 - t0));
+			samples_add(&sr[mode], us(t2));
 			flushed[mode] = f1 - f0;
 			reflushed[mode] = f2 - f1;
 		}
@@ -1213,9 +1176,9 @@ static int cmd_fsync(const char *dir, long mib, long rounds)
 		char k[64];
 
 		snprintf(k, sizeof(k), "fsync_%s", name[mode]);
-		put(k, pct(&sf[mode], 50));
+		put(k, samples_pct(&sf[mode], 50));
 		snprintf(k, sizeof(k), "refsync_%s", name[mode]);
-		put(k, pct(&sr[mode], 50));
+		put(k, samples_pct(&sr[mode], 50));
 		snprintf(k, sizeof(k), "fsync_%s_blocks", name[mode]);
 		printf("%s %" PRIu64 "\n", k, flushed[mode]);
 		snprintf(k, sizeof(k), "refsync_%s_blocks", name[mode]);

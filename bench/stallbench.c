@@ -47,55 +47,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 #define MIB (1024L * 1024L)
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-struct samples {
-	double *v; /* microseconds */
-	size_t n, cap;
-};
-
-static void add(struct samples *s, double us)
-{
-	if (s->n == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 4096;
-		s->v = realloc(s->v, s->cap * sizeof(*s->v));
-		if (!s->v) {
-			perror("stallbench: realloc");
-			exit(1);
-		}
-	}
-	s->v[s->n++] = us;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* nearest-rank percentile of sorted samples */
-static double pct(const struct samples *s, double p)
-{
-	size_t k;
-
-	if (!s->n)
-		return 0;
-	k = (size_t)(p / 100.0 * (double)s->n + 0.999999);
-	if (k < 1)
-		k = 1;
-	if (k > s->n)
-		k = s->n;
-	return s->v[k - 1];
-}
 
 static void report(const char *key, struct samples *s)
 {
@@ -103,9 +57,9 @@ static void report(const char *key, struct samples *s)
 		printf("%s_p50 n/a\n%s_p99 n/a\n%s_max n/a\n%s_n 0\n", key, key, key, key);
 		return;
 	}
-	qsort(s->v, s->n, sizeof(*s->v), cmp_double);
-	printf("%s_p50 %.1f\n%s_p99 %.1f\n%s_max %.1f\n%s_n %zu\n", key, pct(s, 50), key, pct(s, 99),
-	       key, s->v[s->n - 1], key, s->n);
+	samples_sort(s);
+	printf("%s_p50 %.1f\n%s_p99 %.1f\n%s_max %.1f\n%s_n %zu\n", key, samples_pct(s, 50), key,
+	       samples_pct(s, 99), key, s->v[s->n - 1], key, s->n);
 }
 
 static int create_one(const char *dir, long i, struct samples *s)
@@ -122,7 +76,7 @@ static int create_one(const char *dir, long i, struct samples *s)
 		return -1;
 	}
 	close(fd);
-	add(s, (now() - t0) * 1e6);
+	samples_add(s, (now() - t0) * 1e6);
 	return 0;
 }
 
@@ -293,7 +247,7 @@ static int stat_one(const char *path, struct samples *s)
 		fprintf(stderr, "stallbench: statx %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	add(s, (now() - t0) * 1e6);
+	samples_add(s, (now() - t0) * 1e6);
 	return 0;
 }
 

@@ -12,7 +12,9 @@ import threading
 import pytest
 
 from pinfs_mount import (DEFAULT_POOL_SIZE, FAKE, HERE, SKIP_REASON, WATCHDOG_S, FakeMount,
-                         PinfsMount, check_fsck, describe, force_unmount, mkfs, mounted, run)
+                         PinfsMount, _find_program, check_fsck, compile_helper, describe,
+                         force_unmount, mkfs, mounted, run)
+from pinfs_util import Holder, factory
 
 
 def pytest_configure(config):
@@ -125,3 +127,25 @@ def mnt(request, pool, mountpoint, scratch):
         if problems:
             pytest.fail('\n'.join(problems))
         check_fsck(m.pool)
+
+
+# --------------------------------------------------------------------------
+# pinhold, the scripted holder (tests/mount/pinhold.c, class Holder in pinfs_util.py)
+
+@pytest.fixture(scope='session')
+def pinhold_exe():
+    """Path of the pinhold helper: the build's, else compiled here with cc."""
+    built = _find_program('pinhold')
+    if built:
+        yield built
+        return
+    exe = compile_helper('pinhold')
+    yield exe
+    shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
+
+
+@pytest.fixture
+def holders(mnt, pinhold_exe):
+    """Factory of holders on the mount; every one is gone before the unmount."""
+    with factory(lambda path, mode='rw': Holder(pinhold_exe, path, mode), Holder.kill) as make:
+        yield make

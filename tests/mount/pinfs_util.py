@@ -1,17 +1,24 @@
 """Helpers for the pinfs mount tests: syscalls Python's os module lacks
 (renameat2 flags, fallocate modes, utimensat UTIME_NOW/UTIME_OMIT), running
-code as another user, and deterministic data patterns.
+code as another user, deterministic data patterns, and the test helper
+processes: pinhold --op runs (interrupt_op), the scripted holder (Holder;
+fixtures in conftest.py) and fixtures that make several of them (factory).
 """
 
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
 import pickle
 import platform
+import queue
 import random
+import re
 import select
 import signal
+import subprocess
+import threading
 import time
 import traceback
 
@@ -247,3 +254,203 @@ def as_user(fn, uid=1000, gid=1000, groups=None, timeout=10):
     if msg[0] == 'oserror':
         raise OSError(msg[1], msg[2])
     raise ChildFailed('child running as uid %d raised:\n%s' % (uid, msg[1]))
+
+
+# --------------------------------------------------------------------------
+# pinhold --op: one freeing operation, timed, in its own process
+
+OP_RESULT = re.compile(r'result errno=(\d+) ms=([\d.]+)')
+
+
+def reap_op(op):
+    """Kills and reaps a `pinhold --op` process that is still running."""
+    if op.poll() is None:
+        op.kill()
+        op.wait()
+
+
+def start_op(pinhold_exe, args, **popen_kw):
+    """Starts `pinhold --op ARGS` (e.g. ['truncate', path, '512']) and waits
+    for its "ready" line: the operation starts right after. Returns the
+    Popen (stdout a text pipe); the caller reaps it (reap_op)."""
+    op = subprocess.Popen([pinhold_exe, '--op'] + list(args), stdout=subprocess.PIPE,
+                          universal_newlines=True, **popen_kw)
+    try:
+        assert op.stdout.readline().strip() == 'ready'
+    except BaseException:
+        reap_op(op)
+        raise
+    return op
+
+
+def interrupt_op(pinhold_exe, args, while_waiting=None, settle=0.3, timeout=5):
+    """Runs `pinhold --op ARGS`, gives the operation `settle` seconds to
+    start waiting, calls while_waiting(op) if given (it may check the mount,
+    and that op.poll() is still None), then interrupts it with SIGUSR1 --
+    pinhold installs a handler, so the syscall is not restarted and FUSE
+    sends INTERRUPT. Returns (errno, ms) of the operation's result line."""
+    op = start_op(pinhold_exe, args)
+    try:
+        time.sleep(settle)
+        if while_waiting is not None:
+            while_waiting(op)
+        op.send_signal(signal.SIGUSR1)
+        out, _ = op.communicate(timeout=timeout)
+    finally:
+        reap_op(op)
+    m = OP_RESULT.search(out)
+    assert m, out
+    return int(m.group(1)), float(m.group(2))
+
+
+# --------------------------------------------------------------------------
+# factory fixtures
+
+@contextlib.contextmanager
+def factory(make_one, close):
+    """For a fixture that hands a test a maker of helper processes: yields
+    make(*args, **kw), which returns make_one(*args, **kw) and remembers it;
+    on exit, close(obj) runs for every object made, in order -- so each one
+    is gone before the mount fixture unmounts.
+
+        with factory(lambda path: Holder(exe, path), Holder.kill) as make:
+            yield make
+    """
+    made = []
+
+    def make(*args, **kw):
+        obj = make_one(*args, **kw)
+        made.append(obj)
+        return obj
+    try:
+        yield make
+    finally:
+        for obj in made:
+            close(obj)
+
+
+# --------------------------------------------------------------------------
+# pinhold: the scripted holder (tests/mount/pinhold.c; fixtures pinhold_exe
+# and holders in conftest.py)
+
+class HolderError(Exception):
+    pass
+
+
+class Holder:
+    """One pinhold process holding pins on `path` (opened ro or rw)."""
+
+    def __init__(self, exe, path, mode='rw'):
+        self.proc = subprocess.Popen([exe, path, mode], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     universal_newlines=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.events = []     # unsolicited lines: signals, automatic unpins
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        first = self._line(5)
+        m = re.match(r'ready pid=(\d+)', first or '')
+        if not m:
+            err = ''
+            try:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                err = self.proc.stderr.read()
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+            self.kill()
+            raise HolderError('pinhold did not start: %r, stderr %r' % (first, err))
+        self.pid = int(m.group(1))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip('\n'))
+        self.lines.put(None)
+
+    def _line(self, timeout):
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def cmd(self, line, timeout=10):
+        """Sends a command; returns the answer ("ok ..."/"err ...")."""
+        self.proc.stdin.write(line + '\n')
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            ans = self._line(max(0.0, deadline - time.monotonic()))
+            if ans is None:
+                raise HolderError('pinhold: no answer to %r within %s s (exit %s)'
+                                  % (line, timeout, self.proc.poll()))
+            if ans.startswith(('sig ', 'auto ')):
+                self.events.append(ans)
+                continue
+            return ans
+
+    def ok(self, line, timeout=10):
+        ans = self.cmd(line, timeout)
+        assert ans.startswith('ok'), 'pinhold %r: %s' % (line, ans)
+        return ans[3:]
+
+    def pin(self, off, length, flags='w'):
+        """Pins; returns the lease id (int) or raises OSError with the errno."""
+        ans = self.cmd('pin %d %d %s' % (off, length, flags or '-'))
+        m = re.match(r'err errno=(\d+)', ans)
+        if m:
+            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
+        m = re.match(r'ok lease=(\d+) off=(\d+) len=(\d+) nsegs=(\d+) segs=(\S*)', ans)
+        assert m, ans
+        self.last_pin = dict(
+            id=int(m.group(1)), off=int(m.group(2)), len=int(m.group(3)),
+            segs=[tuple(int(x) for x in s.split(':')) for s in m.group(5).split(',') if s])
+        return self.last_pin['id']
+
+    def unpin(self, lease):
+        ans = self.cmd('unpin %d' % lease)
+        m = re.match(r'err errno=(\d+)', ans)
+        if m:
+            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
+
+    def sync(self):
+        """Barrier: every signal queued before this call has been reported."""
+        self.ok('pid')
+
+    def signals(self):
+        """[(signo, code, value, pid)] of every signal reported so far."""
+        out = []
+        for e in self.events:
+            m = re.match(r'sig signo=(\d+) code=(-?\d+) value=(\d+) pid=(\d+)', e)
+            if m:
+                out.append(tuple(int(x) for x in m.groups()))
+        return out
+
+    def auto_unpins(self):
+        return [tuple(int(x) for x in m.groups()) for m in
+                (re.match(r'auto unpin lease=(\d+) rc=(-?\d+)', e) for e in self.events) if m]
+
+    def exit(self, timeout=5):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write('exit\n')
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for f in (self.proc.stdin, self.proc.stderr):
+            try:
+                f.close()
+            except (BrokenPipeError, OSError):
+                pass

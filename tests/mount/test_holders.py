@@ -30,9 +30,10 @@ import time
 import pytest
 
 from pinfs_mount import wait_until
-from pinfs_util import KiB, MiB, as_user, fill_until_enospc, read_file, write_file
-from test_pins import (BLOCK, free_blocks, list_leases, mount_stats, pinhold_exe, holders,
-                       _pool_holders, PINHOLDERS_MAX)
+from pinfs_util import (KiB, MiB, Holder, as_user, factory, fill_until_enospc, read_file,
+                        write_file)
+from test_pins import (BLOCK, free_blocks, list_leases, mount_stats, _pool_holders,
+                       PINHOLDERS_MAX)
 from test_stale_mapping import staleholder, _subreaper
 from test_pin_access import ALICE, BOB, POOL_GID, _alice_file, _open_pool_dir, _shared_dir
 
@@ -87,16 +88,9 @@ class Raw:
 
 @pytest.fixture
 def raw(mnt, staleholder):
-    made = []
     _subreaper(True)       # orphaned children are ours to reap
-
-    def make(path, flags='w'):
-        r = Raw(staleholder, path, flags)
-        made.append(r)
-        return r
-    yield make
-    for r in made:
-        r.close()
+    with factory(lambda path, flags='w': Raw(staleholder, path, flags), Raw.close) as make:
+        yield make
     _subreaper(False)
 
 
@@ -322,7 +316,6 @@ def _file_of(mnt, who, name, size=4 * MiB):
 def test_limits_per_user_as_well_as_per_process(mnt, holders, pinhold_exe, tmp_path):
     _open_pool_dir(mnt)
     a_file, b_file = _file_of(mnt, ALICE, 'a'), _file_of(mnt, BOB, 'b')
-    from test_pins import Holder
     alice = [Holder(_user_holder(pinhold_exe, str(tmp_path), ALICE), a_file) for _ in range(3)]
     bob = Holder(_user_holder(pinhold_exe, str(tmp_path), BOB), b_file)
     try:
@@ -352,7 +345,6 @@ def test_limits_per_user_as_well_as_per_process(mnt, holders, pinhold_exe, tmp_p
 def test_list_and_stats_of_the_mount_show_a_user_their_own_leases(mnt, pinhold_exe, tmp_path):
     _open_pool_dir(mnt)
     a_file, b_file = _file_of(mnt, ALICE, 'a'), _file_of(mnt, BOB, 'b')
-    from test_pins import Holder
     alice = Holder(_user_holder(pinhold_exe, str(tmp_path), ALICE), a_file)
     bob = Holder(_user_holder(pinhold_exe, str(tmp_path), BOB), b_file)
     try:

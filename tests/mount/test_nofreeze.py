@@ -19,16 +19,15 @@ import os
 import signal
 import statistics
 import struct
-import subprocess
 import threading
 import time
 
 import pytest
 
 from pinfs_mount import wait_until
-from pinfs_util import KiB, MiB, as_user
+from pinfs_util import KiB, MiB, as_user, reap_op, start_op
 from test_pin_access import ALICE, BOB, POOL_GID, _open_pool_dir, _pin, _shared_dir
-from test_pins import _R, _W, _ioc, holders, list_leases, pinhold_exe  # noqa: F401 (fixtures)
+from test_pins import _R, _W, _ioc, list_leases
 
 pytestmark = [pytest.mark.needs_daemon,
               pytest.mark.skipif(os.getuid() != 0, reason='needs root to switch users')]
@@ -255,10 +254,7 @@ def test_one_users_32_sleepers_leave_another_users_stat_fast_and_all_get_their_a
 def _start_truncate(pinhold_exe, path, user=None):
     """pinhold --op truncate in its own process: (Popen, after "ready")."""
     kw = dict(user=user['uid'], group=user['gid'], extra_groups=user['groups']) if user else {}
-    op = subprocess.Popen([pinhold_exe, '--op', 'truncate', path, str(TRUNC_TO)],
-                          stdout=subprocess.PIPE, universal_newlines=True, **kw)
-    assert op.stdout.readline().strip() == 'ready'
-    return op
+    return start_op(pinhold_exe, ['truncate', path, str(TRUNC_TO)], **kw)
 
 
 @pytest.mark.mount_options('policy=wait', 'wait_timeout=30')
@@ -278,9 +274,7 @@ def test_killing_a_process_parked_in_a_waiting_truncate_ends_it_and_the_daemon_s
         rc = op.wait(timeout=5)
         secs = time.monotonic() - t0
     finally:
-        if op.poll() is None:
-            op.kill()
-            op.wait()
+        reap_op(op)
     assert rc == -sig, rc
     assert secs < 2, 'the killed truncate took %.1f s to end' % secs
     # nothing changed; the lease is as it was; its range takes pins again
@@ -298,9 +292,7 @@ def test_killing_a_process_parked_in_a_waiting_truncate_ends_it_and_the_daemon_s
         h.unpin(lease)
         out, _ = op.communicate(timeout=10)
     finally:
-        if op.poll() is None:
-            op.kill()
-            op.wait()
+        reap_op(op)
     assert 'result errno=0 ' in out, out
     assert os.stat(path).st_size == TRUNC_TO
 
@@ -380,9 +372,8 @@ def test_unmount_answers_parked_truncates_and_event_reads(mnt, pinhold_exe):
         out, _ = op.communicate(timeout=10)
         t.join(10)
     finally:
-        if op is not None and op.poll() is None:
-            op.kill()
-            op.wait()
+        if op is not None:
+            reap_op(op)
         os.kill(holder, signal.SIGKILL)
         os.waitpid(holder, 0)
     assert 'result errno=0 ' not in out, out

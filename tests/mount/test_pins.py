@@ -27,24 +27,24 @@ import errno
 import fcntl
 import mmap
 import os
-import queue
 import random
 import re
 import select
 import signal
 import struct
 import subprocess
-import shutil
 import threading
 import time
 
 import pytest
 
-from pinfs_mount import (check_fsck, BUILD, _find_program, compile_helper, fsck, run, try_mount,
-                         wait_until)
+from pinfs_mount import check_fsck, BUILD, _find_program, fsck, run, try_mount, wait_until
 from pinfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, KiB,
                         MiB, as_user, fill_until_enospc,
-                        expect_errno, fallocate, pattern, read_file, write_file)
+                        expect_errno, interrupt_op, fallocate, pattern, read_file, write_file)
+# re-exported: test_stat_counters imports these from here
+from conftest import holders, pinhold_exe  # noqa: F401
+from pinfs_util import Holder  # noqa: F401
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -167,154 +167,8 @@ def free_blocks(mnt):
 # --------------------------------------------------------------------------
 # pinhold: the scripted holder
 
-@pytest.fixture(scope='session')
-def pinhold_exe():
-    """Path of the pinhold helper: the build's, else compiled here with cc."""
-    built = _find_program('pinhold')
-    if built:
-        yield built
-        return
-    exe = compile_helper('pinhold')
-    yield exe
-    shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
-
-
-class HolderError(Exception):
-    pass
-
-
-class Holder:
-    """One pinhold process holding pins on `path` (opened ro or rw)."""
-
-    def __init__(self, exe, path, mode='rw'):
-        self.proc = subprocess.Popen([exe, path, mode], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     universal_newlines=True, bufsize=1)
-        self.lines = queue.Queue()
-        self.events = []     # unsolicited lines: signals, automatic unpins
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        first = self._line(5)
-        m = re.match(r'ready pid=(\d+)', first or '')
-        if not m:
-            err = ''
-            try:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-                err = self.proc.stderr.read()
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                pass
-            self.kill()
-            raise HolderError('pinhold did not start: %r, stderr %r' % (first, err))
-        self.pid = int(m.group(1))
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip('\n'))
-        self.lines.put(None)
-
-    def _line(self, timeout):
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def cmd(self, line, timeout=10):
-        """Sends a command; returns the answer ("ok ..."/"err ...")."""
-        self.proc.stdin.write(line + '\n')
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + timeout
-        while True:
-            ans = self._line(max(0.0, deadline - time.monotonic()))
-            if ans is None:
-                raise HolderError('pinhold: no answer to %r within %s s (exit %s)'
-                                  % (line, timeout, self.proc.poll()))
-            if ans.startswith(('sig ', 'auto ')):
-                self.events.append(ans)
-                continue
-            return ans
-
-    def ok(self, line, timeout=10):
-        ans = self.cmd(line, timeout)
-        assert ans.startswith('ok'), 'pinhold %r: %s' % (line, ans)
-        return ans[3:]
-
-    def pin(self, off, length, flags='w'):
-        """Pins; returns the lease id (int) or raises OSError with the errno."""
-        ans = self.cmd('pin %d %d %s' % (off, length, flags or '-'))
-        m = re.match(r'err errno=(\d+)', ans)
-        if m:
-            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
-        m = re.match(r'ok lease=(\d+) off=(\d+) len=(\d+) nsegs=(\d+) segs=(\S*)', ans)
-        assert m, ans
-        self.last_pin = dict(
-            id=int(m.group(1)), off=int(m.group(2)), len=int(m.group(3)),
-            segs=[tuple(int(x) for x in s.split(':')) for s in m.group(5).split(',') if s])
-        return self.last_pin['id']
-
-    def unpin(self, lease):
-        ans = self.cmd('unpin %d' % lease)
-        m = re.match(r'err errno=(\d+)', ans)
-        if m:
-            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
-
-    def sync(self):
-        """Barrier: every signal queued before this call has been reported."""
-        self.ok('pid')
-
-    def signals(self):
-        """[(signo, code, value, pid)] of every signal reported so far."""
-        out = []
-        for e in self.events:
-            m = re.match(r'sig signo=(\d+) code=(-?\d+) value=(\d+) pid=(\d+)', e)
-            if m:
-                out.append(tuple(int(x) for x in m.groups()))
-        return out
-
-    def auto_unpins(self):
-        return [tuple(int(x) for x in m.groups()) for m in
-                (re.match(r'auto unpin lease=(\d+) rc=(-?\d+)', e) for e in self.events) if m]
-
-    def exit(self, timeout=5):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write('exit\n')
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
-
-    def kill(self, sig=signal.SIGKILL):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for f in (self.proc.stdin, self.proc.stderr):
-            try:
-                f.close()
-            except (BrokenPipeError, OSError):
-                pass
-
-
-@pytest.fixture
-def holders(mnt, pinhold_exe):
-    """Factory of holders on the mount; every one is gone before the unmount."""
-    made = []
-
-    def make(path, mode='rw'):
-        h = Holder(pinhold_exe, path, mode)
-        made.append(h)
-        return h
-    yield make
-    for h in made:
-        h.kill()
-
+# The pinhold_exe and holders fixtures are in conftest.py, the Holder class
+# in pinfs_util.py: every mount test may use them.
 
 def _errname(e):
     return errno.errorcode.get(e, str(e)) if e else 'ok'
@@ -555,20 +409,7 @@ def test_wait_policy_interrupted_caller_gets_eintr(mnt, holders, pinhold_exe, pa
             'ftruncate': ['ftruncate', path, str(TRUNC_TO)],
             'open_trunc': ['otrunc', path],
             'punch_hole': ['punch', path, str(PUNCH_OFF), str(PUNCH_LEN)]}[path_kind]
-    op = subprocess.Popen([pinhold_exe, '--op'] + args, stdout=subprocess.PIPE,
-                          universal_newlines=True)
-    try:
-        assert op.stdout.readline().strip() == 'ready'
-        time.sleep(0.3)
-        op.send_signal(signal.SIGUSR1)   # a handler is installed: FUSE sends INTERRUPT
-        out, _ = op.communicate(timeout=5)
-    finally:
-        if op.poll() is None:
-            op.kill()
-            op.wait()
-    m = re.search(r'result errno=(\d+) ms=([\d.]+)', out)
-    assert m, out
-    err, ms = int(m.group(1)), float(m.group(2))
+    err, ms = interrupt_op(pinhold_exe, args)   # SIGUSR1: FUSE sends INTERRUPT
     print('interrupted %s: %s after %.1f ms' % (path_kind, _errname(err), ms))
     assert err == errno.EINTR, 'interrupted waiting %s gave %s' % (path_kind, _errname(err))
     assert ms < 2000, 'the interruption took %.0f ms to end the wait' % ms

@@ -14,15 +14,12 @@ import errno
 import os
 import re
 import signal
-import subprocess
-import time
 
 import pytest
 
 from pinfs_mount import mount_transport, wait_until
-from pinfs_util import pattern, read_file, write_file
-from test_pins import (PIN_LEN, PIN_OFF, FILE_SIZE, TRUNC_TO, _setup_file, holders,  # noqa: F401
-                       list_leases, pinhold_exe)
+from pinfs_util import interrupt_op, pattern, read_file, write_file
+from test_pins import PIN_LEN, PIN_OFF, FILE_SIZE, TRUNC_TO, _setup_file, list_leases
 
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
 TRANSPORT_LINE = re.compile(r'pinfs: transport .*$', re.M)  # in the log after a stamp
@@ -163,11 +160,8 @@ def test_interrupt_of_a_blocked_request_over_io_uring(uring_on, mnt, holders, pi
     path, data = _setup_file(mnt)
     h = holders(path)
     lease = h.pin(PIN_OFF, PIN_LEN, 'w')
-    op = subprocess.Popen([pinhold_exe, '--op', 'truncate', path, str(TRUNC_TO)],
-                          stdout=subprocess.PIPE, universal_newlines=True)
-    try:
-        assert op.stdout.readline().strip() == 'ready'
-        time.sleep(0.3)
+
+    def while_waiting(op):
         # while the truncate waits, the mount answers others (other entries)
         before = _ring_requests(mnt)
         for i in range(20):
@@ -175,15 +169,8 @@ def test_interrupt_of_a_blocked_request_over_io_uring(uring_on, mnt, holders, pi
                 os.stat(mnt.path('nope%d' % i))
         assert _ring_requests(mnt) - before >= 20
         assert op.poll() is None, 'the truncate did not wait for the pin'
-        op.send_signal(signal.SIGUSR1)    # a handler is installed: FUSE sends INTERRUPT
-        out, _ = op.communicate(timeout=5)
-    finally:
-        if op.poll() is None:
-            op.kill()
-            op.wait()
-    m = re.search(r'result errno=(\d+) ms=([\d.]+)', out)
-    assert m, out
-    err, ms = int(m.group(1)), float(m.group(2))
+    # then SIGUSR1: FUSE sends INTERRUPT
+    err, ms = interrupt_op(pinhold_exe, ['truncate', path, str(TRUNC_TO)], while_waiting)
     assert err == errno.EINTR, errno.errorcode.get(err, err)
     assert ms < 3000, 'the interruption took %.0f ms to end the wait' % ms
     assert os.path.getsize(path) == FILE_SIZE

@@ -32,6 +32,7 @@
 #include "pmem/fsck.h"
 #include "pmem/pool.h"
 #include "tests/unit/check.h"
+#include "tests/unit/names.h"
 #include "tests/unit/record.h"
 
 #define POOL_SIZE (8u << 20)
@@ -64,30 +65,6 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	}
 }
 
-struct names {
-	char (*name)[256];
-	uint64_t *ino;
-	size_t n, cap;
-};
-
-static int collect(void *ctx, const char *name, uint64_t ino, unsigned type, uint64_t next)
-{
-	struct names *nm = ctx;
-
-	(void)type;
-	(void)next;
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return 0;
-	if (nm->n == nm->cap) {
-		nm->cap = nm->cap ? nm->cap * 2 : 16;
-		nm->name = realloc(nm->name, nm->cap * sizeof(*nm->name));
-		nm->ino = realloc(nm->ino, nm->cap * sizeof(*nm->ino));
-	}
-	snprintf(nm->name[nm->n], 256, "%s", name);
-	nm->ino[nm->n++] = ino;
-	return 0;
-}
-
 static int cmp_names(const void *a, const void *b)
 {
 	return strcmp(a, b);
@@ -110,14 +87,14 @@ static void dump_dir(struct pm_fs *fs, struct pm_inode *dir, const char *path, s
 	struct names nm = { 0 };
 	size_t i;
 
-	pm_readdir(fs, dir, 0, collect, &nm);
-	/* sort by name: readdir order depends on slot reuse (the inode
-	 * numbers are looked up again below, so nm.ino may go stale) */
+	pm_readdir(fs, dir, 0, names_collect, &nm);
+	/* sort by name: readdir order depends on slot reuse (each name is
+	 * looked up again below) */
 	{
-		char (*sorted)[256] = nm.name;
-		if (nm.n)
-			qsort(sorted, nm.n, 256, cmp_names);
-		for (i = 0; i < nm.n; i++) {
+		char (*sorted)[PM_NAME_MAX + 1] = nm.n;
+		if (nm.count)
+			qsort(sorted, nm.count, sizeof(*sorted), cmp_names);
+		for (i = 0; i < nm.count; i++) {
 			struct pm_inode *ip;
 			char sub[4096];
 			snprintf(sub, sizeof(sub), "%s/%s", path, sorted[i]);
@@ -129,8 +106,7 @@ static void dump_dir(struct pm_fs *fs, struct pm_inode *dir, const char *path, s
 			pm_iput(fs, ip);
 		}
 	}
-	free(nm.name);
-	free(nm.ino);
+	names_free(&nm);
 }
 
 static void dump_inode(struct pm_fs *fs, struct pm_inode *ip, const char *path, struct sbuf *b)

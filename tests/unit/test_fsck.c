@@ -27,22 +27,10 @@
 #include "pmem/fs_int.h"
 #include "pmem/fsck.h"
 #include "tests/unit/check.h"
+#include "tests/unit/names.h"
+#include "tests/unit/record.h"
 
 #define POOL_SIZE (16ull << 20)
-
-static void noop_flush(void *ctx, const void *addr, size_t len)
-{
-	(void)ctx;
-	(void)addr;
-	(void)len;
-}
-
-static void noop_drain(void *ctx)
-{
-	(void)ctx;
-}
-
-static const struct pm_persist_ops noop_ops = { noop_flush, noop_drain, NULL };
 
 static uint8_t *clean_img;  /* the tree, cleanly unmounted */
 static uint8_t *orphan_img; /* the tree while mounted, two unlinked files open */
@@ -444,30 +432,6 @@ static int build_images(void)
 
 /* ---- the engine on a pool fsck passed ------------------------------------ */
 
-struct names {
-	char (*n)[PM_NAME_MAX + 1];
-	size_t count, cap;
-};
-
-static int collect(void *ctx, const char *name, uint64_t i, unsigned type, uint64_t next)
-{
-	struct names *ns = ctx;
-
-	(void)i;
-	(void)type;
-	(void)next;
-	if (ns->count == ns->cap) {
-		size_t ncap = ns->cap ? ns->cap * 2 : 64;
-		void *p = realloc(ns->n, ncap * sizeof(*ns->n));
-		if (!p)
-			return 1;
-		ns->n = p;
-		ns->cap = ncap;
-	}
-	snprintf(ns->n[ns->count++], PM_NAME_MAX + 1, "%s", name);
-	return 0;
-}
-
 static int read_some(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len)
 {
 	struct iovec iov[16];
@@ -495,15 +459,13 @@ static int walk_tree(struct pm_fs *fs, struct pm_inode *dir, int depth)
 	struct names ns = { 0 };
 	size_t k;
 
-	CHECK_OK(pm_readdir(fs, dir, 0, collect, &ns));
+	CHECK_OK(pm_readdir(fs, dir, 0, names_collect, &ns));
 	for (k = 0; k < ns.count; k++) {
 		struct pm_inode *ip;
 		struct stat st;
 		char buf[PM_SYMLINK_MAX + 1];
 		ssize_t xl;
 
-		if (!strcmp(ns.n[k], ".") || !strcmp(ns.n[k], ".."))
-			continue;
 		CHECK_OK(pm_lookup(fs, dir, ns.n[k], &ip));
 		pm_stat(fs, ip, &st);
 		if (S_ISDIR(st.st_mode) && depth < 16 && walk_tree(fs, ip, depth + 1))
@@ -528,7 +490,7 @@ static int walk_tree(struct pm_fs *fs, struct pm_inode *dir, int depth)
 		}
 		pm_iput(fs, ip);
 	}
-	free(ns.n);
+	names_free(&ns);
 	return T_EXIT_PASS;
 }
 

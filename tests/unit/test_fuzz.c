@@ -51,6 +51,8 @@
 #include "pmem/fs.h"
 #include "pmem/fs_int.h"
 #include "tests/unit/check.h"
+#include "tests/unit/names.h"
+#include "tests/unit/record.h"
 
 #define POOL_SIZE (16ull << 20)
 #define GUARD (1ull << 20)
@@ -82,13 +84,6 @@ static uint8_t *saved;	      /* the mutated image, before a mount replays it */
 static volatile sig_atomic_t cur_image = -1;
 static uint64_t run_seed;
 
-static void noop_flush(void *ctx, const void *addr, size_t len)
-{
-	(void)ctx;
-	(void)addr;
-	(void)len;
-}
-
 /* Takes a copy of the image at the first drain that finds the journal
  * header COMMITTED: step 3 of pm_tx_commit done, step 4 not begun. */
 struct snap {
@@ -112,7 +107,8 @@ static void snap_drain(void *ctx)
 		memcpy(s->shot, s->img, POOL_SIZE);
 }
 
-static const struct pm_persist_ops noop_ops = { noop_flush, snap_drain, NULL };
+/* no flushes; a drain may take a snapshot (ctx: a struct snap, or NULL) */
+static const struct pm_persist_ops snap_ops = { noop_flush, snap_drain, NULL };
 
 static void on_alarm(int sig)
 {
@@ -230,7 +226,7 @@ static int build(void)
 	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
 	struct pm_mkfs_opts o = { .size = POOL_SIZE };
 	struct snap sn = { 0 };
-	struct pm_persist_ops ops = noop_ops;
+	struct pm_persist_ops ops = snap_ops;
 	struct pm_inode *root, *d1, *d2, *d3, *small, *sl, *ip, *o1, *o2;
 	struct pm_pool *pool;
 	struct pm_fs *fs;
@@ -333,7 +329,7 @@ static int learn(void)
 
 	for (k = 0; k < NBASE; k++) {
 		memcpy(img, base[k], POOL_SIZE);
-		CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+		CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &snap_ops, &pool, err, sizeof(err)));
 		CHECK_GE(pm_journal_recover(pool, err, sizeof(err)), 0);
 		orig_reg[k] = calloc(ninodes_geo, 1);
 		CHECK(orig_reg[k]);
@@ -562,32 +558,6 @@ static void mutate(void)
 
 /* ---- exercising a mounted image ------------------------------------------ */
 
-struct names {
-	char (*n)[PM_NAME_MAX + 1];
-	size_t count, cap;
-};
-
-static int collect(void *ctx, const char *name, uint64_t i, unsigned type, uint64_t next)
-{
-	struct names *ns = ctx;
-
-	(void)i;
-	(void)type;
-	(void)next;
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return 0;
-	if (ns->count == ns->cap) {
-		size_t ncap = ns->cap ? ns->cap * 2 : 64;
-		void *p = realloc(ns->n, ncap * sizeof(*ns->n));
-		if (!p)
-			return 1;
-		ns->n = p;
-		ns->cap = ncap;
-	}
-	snprintf(ns->n[ns->count++], PM_NAME_MAX + 1, "%s", name);
-	return 0;
-}
-
 struct ctx {
 	struct pm_fs *fs;
 	int base;
@@ -695,7 +665,7 @@ static int walk(struct ctx *c, struct pm_inode *dir, int depth)
 	if (depth > 12 || seen(c, pm_ino(dir)))
 		return T_EXIT_PASS;
 	read_xattrs(c, dir);
-	(void)pm_readdir(c->fs, dir, 0, collect, &ns);
+	(void)pm_readdir(c->fs, dir, 0, names_collect, &ns);
 	for (k = 0; k < ns.count && rc == T_EXIT_PASS; k++) {
 		struct pm_inode *ip;
 		struct stat st;
@@ -713,7 +683,7 @@ static int walk(struct ctx *c, struct pm_inode *dir, int depth)
 			(void)pm_readlink(c->fs, ip, buf, sizeof(buf));
 		pm_iput(c->fs, ip);
 	}
-	free(ns.n);
+	names_free(&ns);
 	return rc;
 }
 
@@ -725,7 +695,7 @@ static void delete_all(struct ctx *c, struct pm_inode *dir, int depth)
 
 	if (depth > 12 || seen(c, pm_ino(dir)))
 		return;
-	(void)pm_readdir(c->fs, dir, 0, collect, &ns);
+	(void)pm_readdir(c->fs, dir, 0, names_collect, &ns);
 	for (k = 0; k < ns.count; k++) {
 		struct pm_inode *ip;
 		bool isdir;
@@ -745,7 +715,7 @@ static void delete_all(struct ctx *c, struct pm_inode *dir, int depth)
 		else
 			(void)pm_unlink(c->fs, dir, ns.n[k]);
 	}
-	free(ns.n);
+	names_free(&ns);
 }
 
 /* A new file in a pool that may be corrupt: if it can be written, it reads
@@ -789,7 +759,7 @@ static int run_mount(int b, unsigned flags, int *refused, char *why, size_t whyl
 	int rc;
 
 	*refused = 1;
-	if (pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, why, whylen))
+	if (pm_pool_open_mem(img, POOL_SIZE, &snap_ops, &pool, why, whylen))
 		return T_EXIT_PASS;
 	rc = pm_fs_mount_flags(pool, flags, &c.fs, why, whylen);
 	if (rc) {

@@ -26,23 +26,10 @@
 #include "pmem/fs_int.h"
 #include "pmem/fsck.h"
 #include "tests/unit/check.h"
+#include "tests/unit/record.h"
 
 #define POOL_SIZE (16ull << 20)
 #define GUARD (1ull << 20)
-
-static void noop_flush(void *ctx, const void *addr, size_t len)
-{
-	(void)ctx;
-	(void)addr;
-	(void)len;
-}
-
-static void noop_drain(void *ctx)
-{
-	(void)ctx;
-}
-
-static const struct pm_persist_ops noop_ops = { noop_flush, noop_drain, NULL };
 
 static uint8_t *region; /* GUARD | image | GUARD */
 static uint8_t *img;	/* the image, POOL_SIZE bytes */
