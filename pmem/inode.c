@@ -263,26 +263,31 @@ void pm_orphan_add(struct pm_fs *fs, struct pm_inode *ip)
 	pm_sb_dirty(fs);
 }
 
+/* Points orphan @nbr, @ip's previous (@prev) or next one, past @ip, if it
+ * points back at @ip: never edit another inode on the word of a corrupt
+ * link (the pool is marked corrupt instead). */
+static void orphan_unlink_nbr(struct pm_fs *fs, const struct pm_inode *ip, uint64_t nbr, bool prev)
+{
+	struct pm_inode *c;
+	struct pm_dinode *o = di_edit(fs, nbr, &c);
+	uint64_t *back = prev ? &o->orphan_next : &o->orphan_prev;
+
+	if (*back == ip->ino && (o->flags & PM_IFL_ORPHAN)) {
+		*back = prev ? ip->d.orphan_next : ip->d.orphan_prev;
+		di_done(fs, o, c);
+	} else {
+		pm_fs_corrupt(fs, "orphan list: inode %llu does not point back at %llu",
+			      (unsigned long long)nbr, (unsigned long long)ip->ino);
+	}
+}
+
 /* Takes @ip off the orphan list; in a transaction. The caller writes ip. */
 void pm_orphan_del(struct pm_fs *fs, struct pm_inode *ip)
 {
-	struct pm_inode *c;
-	struct pm_dinode *o;
-
 	if (!(ip->d.flags & PM_IFL_ORPHAN))
 		return;
-	/* each neighbour must point back at @ip: never edit another inode
-	 * on the word of a corrupt link */
 	if (ip->d.orphan_prev) {
-		o = di_edit(fs, ip->d.orphan_prev, &c);
-		if (o->orphan_next == ip->ino && (o->flags & PM_IFL_ORPHAN)) {
-			o->orphan_next = ip->d.orphan_next;
-			di_done(fs, o, c);
-		} else {
-			pm_fs_corrupt(fs, "orphan list: inode %llu does not point back at %llu",
-				      (unsigned long long)ip->d.orphan_prev,
-				      (unsigned long long)ip->ino);
-		}
+		orphan_unlink_nbr(fs, ip, ip->d.orphan_prev, true);
 	} else if (fs->sbc.orphan_head == ip->ino) {
 		fs->sbc.orphan_head = ip->d.orphan_next;
 		pm_sb_dirty(fs);
@@ -290,17 +295,8 @@ void pm_orphan_del(struct pm_fs *fs, struct pm_inode *ip)
 		pm_fs_corrupt(fs, "orphan list: inode %llu is not its head",
 			      (unsigned long long)ip->ino);
 	}
-	if (ip->d.orphan_next) {
-		o = di_edit(fs, ip->d.orphan_next, &c);
-		if (o->orphan_prev == ip->ino && (o->flags & PM_IFL_ORPHAN)) {
-			o->orphan_prev = ip->d.orphan_prev;
-			di_done(fs, o, c);
-		} else {
-			pm_fs_corrupt(fs, "orphan list: inode %llu does not point back at %llu",
-				      (unsigned long long)ip->d.orphan_next,
-				      (unsigned long long)ip->ino);
-		}
-	}
+	if (ip->d.orphan_next)
+		orphan_unlink_nbr(fs, ip, ip->d.orphan_next, false);
 	ip->d.flags &= ~PM_IFL_ORPHAN;
 	ip->d.orphan_next = ip->d.orphan_prev = 0;
 }
