@@ -221,17 +221,48 @@ static unsigned possible_cpus(void)
 
 /* ---- one thread, one ring, one entry ------------------------------------ */
 
+/* Hands @t's queued SQEs to the kernel: the count taken, or -errno.
+ * Retries an io_uring_enter() that a ptrace stop (strace, gdb) interrupted,
+ * and, a few times, one refused for want of memory (-EAGAIN). */
+static int ring_submit(struct ring_thr *t)
+{
+	int rc, again = 0;
+
+	for (;;) {
+		rc = io_uring_submit(&t->ring);
+		if (rc == -EINTR)
+			continue;
+		if (rc == -EAGAIN && again++ < 16) {
+			sched_yield();
+			continue;
+		}
+		return rc;
+	}
+}
+
+/* A free SQE of @t's ring; when the SQ is full of this round's commands,
+ * submits them first. NULL when even that fails. */
+static struct io_uring_sqe *ring_sqe(struct ring_thr *t)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+	int rc;
+
+	if (sqe)
+		return sqe;
+	rc = ring_submit(t);
+	if (rc < 0) {
+		fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
+		return NULL;
+	}
+	return io_uring_get_sqe(&t->ring);
+}
+
 static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
 {
 	struct ring_thr *t = e->t;
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+	struct io_uring_sqe *sqe = ring_sqe(t);
 	struct ffs_uring_cmd_req *req;
 
-	if (!sqe) {
-		/* the SQ is full of this round's commands: hand them over */
-		io_uring_submit(&t->ring);
-		sqe = io_uring_get_sqe(&t->ring);
-	}
 	if (!sqe)
 		return NULL;
 	memset(sqe, 0, 128); /* SQE128: the command area is the second half */
@@ -250,18 +281,16 @@ static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_
 	return sqe;
 }
 
-static void queue_poll(struct ring_thr *t, int fd, uint64_t ud)
+/* Queues a one-shot poll of @fd, completing with @ud: 0 or -EBUSY (no SQE). */
+static int queue_poll(struct ring_thr *t, int fd, uint64_t ud)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+	struct io_uring_sqe *sqe = ring_sqe(t);
 
-	if (!sqe) {
-		io_uring_submit(&t->ring);
-		sqe = io_uring_get_sqe(&t->ring);
-	}
-	if (sqe) {
-		io_uring_prep_poll_add(sqe, fd, POLLIN);
-		sqe->user_data = ud;
-	}
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	sqe->user_data = ud;
+	return 0;
 }
 
 /* A new entry of @t's (not yet registered); NULL when out of memory. */
@@ -409,29 +438,43 @@ static void register_result(struct ring_thr *t, int err)
 	pthread_mutex_unlock(&U.lock);
 }
 
-/* Commits the answers of @t's parked requests that came in (t->ready). */
+/* Commits the answers of @t's parked requests that came in (t->ready).
+ * An answer whose commit cannot be queued (-EBUSY: no SQE) goes back on
+ * t->ready, still parked, with all those after it: none is dropped. */
 static int commit_ready(struct ring_thr *t)
 {
-	struct ring_ent *e, *next;
+	struct ring_ent *e, *sent, *rest, **tail;
 	uint64_t v;
+	int rc;
 
 	if (read(t->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return -errno;
-	queue_poll(t, t->wake_fd, UD_WAKE);
+	rc = queue_poll(t, t->wake_fd, UD_WAKE);
+	if (rc)
+		return rc; /* t->ready left as it is */
 	pthread_mutex_lock(&t->lock);
-	e = t->ready;
+	sent = rest = t->ready;
 	t->ready = NULL;
-	for (next = e; next; next = next->next_ready) {
-		next->parked = false;
+	pthread_mutex_unlock(&t->lock);
+	/* off t->ready and answered: only this thread touches them now */
+	for (; rest; rest = rest->next_ready)
+		if (!sqe_cmd(rest, FFS_URING_CMD_COMMIT_AND_FETCH,
+			     rest->hdr->ring_ent_in_out.commit_id))
+			break;
+	pthread_mutex_lock(&t->lock);
+	for (e = sent; e != rest; e = e->next_ready) {
+		e->parked = false;
 		t->nparked--;
 	}
-	pthread_mutex_unlock(&t->lock);
-	for (; e; e = next) {
-		next = e->next_ready;
-		if (!sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH, e->hdr->ring_ent_in_out.commit_id))
-			return -EBUSY;
+	if (rest) {
+		/* not sent: back in front of any answer that came meanwhile */
+		for (tail = &rest; *tail; tail = &(*tail)->next_ready)
+			;
+		*tail = t->ready;
+		t->ready = rest;
 	}
-	return 0;
+	pthread_mutex_unlock(&t->lock);
+	return rest ? -EBUSY : 0;
 }
 
 /* After a request was parked: when none of @t's entries waits for a
@@ -483,16 +526,16 @@ static void *ring_thread(void *arg)
 	if (rc < 0)
 		return NULL;
 
-	queue_poll(t, t->stop_fd, UD_STOP);
-	queue_poll(t, t->wake_fd, UD_WAKE);
+	if (queue_poll(t, t->stop_fd, UD_STOP) || queue_poll(t, t->wake_fd, UD_WAKE)) {
+		register_result(t, -EBUSY);
+		return NULL;
+	}
 	e = ent_new(t);
 	if (!e || !sqe_cmd(e, FFS_URING_CMD_REGISTER, 0)) {
 		register_result(t, -ENOMEM);
 		return NULL;
 	}
-	do
-		rc = io_uring_submit(&t->ring);
-	while (rc == -EINTR);
+	rc = ring_submit(t);
 	if (rc < 0) {
 		register_result(t, rc);
 		return NULL;
@@ -541,9 +584,7 @@ static void *ring_thread(void *arg)
 		}
 		/* commit the answers and sleep for the next request in one
 		 * io_uring_enter(); the CQE is that next request */
-		do
-			rc = io_uring_submit(&t->ring);
-		while (rc == -EINTR);
+		rc = ring_submit(t);
 		if (rc < 0) {
 			fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 			break;
