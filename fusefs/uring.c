@@ -45,7 +45,9 @@
  *     it off, so a request is answered once. Order: U.flight_lock before
  *     t->lock.
  *  3. Each thread's t->lock guards its entries' hand-over (e->replied,
- *     e->parked, t->ready, t->nparked) and the reply copy into an entry.
+ *     e->parked, t->ready, t->nparked). The reply copy into an entry is
+ *     done before it, by the replier, who owns the entry's buffers from
+ *     taking it off the in-flight list until it sets e->replied.
  *     Only the owning thread touches its io_uring (single issuer): a reply
  *     from another thread to a parked request queues the entry on t->ready
  *     and wakes the owner (t->wake_fd), which commits it.
@@ -622,9 +624,12 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 		}
 	}
 	flight_del(e); /* answered once */
-	t = e->t;
-	pthread_mutex_lock(&t->lock);
 	pthread_mutex_unlock(&U.flight_lock);
+	/* Off the in-flight list, the entry's buffers are this replier's: no
+	 * other reply finds it, and its owner reads them only once it sees
+	 * e->replied or finds it on t->ready, under t->lock, which publishes
+	 * this copy (up to RING_PAYLOAD) without holding the lock for it. */
+	t = e->t;
 	dst = (void *)e->hdr->in_out;
 	*dst = *oh;
 	if (total > RING_PAYLOAD) {
@@ -643,6 +648,7 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 		}
 	}
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)total;
+	pthread_mutex_lock(&t->lock);
 	e->replied = true;
 	if (e->parked) {
 		/* its handler returned long ago: the owner commits it */
