@@ -134,7 +134,8 @@ static struct {
 	uint64_t init_flags;
 	bool init_seen;
 	bool offered;	       /* the INIT reply said FUSE_OVER_IO_URING */
-	int go;		       /* 0 wait, 1 register, -1 never (stop or no io_uring) */
+	int go;		       /* U.lock, atomic: 0 wait, 1 register, -1 never (stop or
+				* no io_uring); leaves 0 once, never returns to it */
 	bool stopping;	       /* atomic */
 	unsigned registered;   /* threads whose REGISTER was taken */
 	unsigned failed;       /* threads whose REGISTER failed */
@@ -608,7 +609,10 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 	bool wake = false;
 	int k;
 
-	if (!U.thr || stopping() || iov[0].iov_len != sizeof(*oh) || !oh->unique)
+	/* no ring serves (not yet, or io_uring was refused): every reply is
+	 * for /dev/fuse, without a look at the (empty) in-flight list */
+	if (__atomic_load_n(&U.go, __ATOMIC_ACQUIRE) != 1 || stopping() ||
+	    iov[0].iov_len != sizeof(*oh) || !oh->unique)
 		return -ENOENT;
 	for (k = 1; k < count; k++)
 		total += iov[k].iov_len;
@@ -717,7 +721,7 @@ void ffs_uring_init_done(uint64_t unique, bool ok)
 	if (U.init_seen && unique == U.init_unique && !U.go) {
 		if (U.offered && !ok)
 			say_transport("pinfs: transport /dev/fuse: the kernel refused the INIT reply\n");
-		U.go = U.offered && ok ? 1 : -1;
+		__atomic_store_n(&U.go, U.offered && ok ? 1 : -1, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&U.cv);
 	}
 	pthread_mutex_unlock(&U.lock);
@@ -825,7 +829,7 @@ void ffs_uring_stop(void)
 	__atomic_store_n(&U.stopping, true, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&U.lock);
 	if (!U.go)
-		U.go = -1;
+		__atomic_store_n(&U.go, -1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&U.cv);
 	pthread_mutex_unlock(&U.lock);
 	for (i = 0; i < U.nthr; i++) {
