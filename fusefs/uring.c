@@ -45,9 +45,10 @@
  *     it off, so a request is answered once. Order: U.flight_lock before
  *     t->lock.
  *  3. Each thread's t->lock guards its entries' hand-over (e->replied,
- *     e->parked, t->ready, t->nparked). The reply copy into an entry is
- *     done before it, by the replier, who owns the entry's buffers from
- *     taking it off the in-flight list until it sets e->replied.
+ *     e->parked, t->ready). The reply copy into an entry is done before
+ *     it, by the replier, who owns the entry's buffers from taking it off
+ *     the in-flight list until it sets e->replied. What only the owner
+ *     thread reads and writes (t->nents, t->nparked) needs no lock.
  *     Only the owning thread touches its io_uring (single issuer): a reply
  *     from another thread to a parked request queues the entry on t->ready
  *     and wakes the owner (t->wake_fd), which commits it.
@@ -115,7 +116,7 @@ struct ring_thr {
 
 	pthread_mutex_t lock;
 	struct ring_ent *ready; /* protected by lock: answered, to commit */
-	unsigned nparked;	/* protected by lock */
+	unsigned nparked;	/* owner only: entries whose request is parked */
 };
 
 /* The global state; one session per daemon. */
@@ -137,8 +138,6 @@ static struct {
 	int go;		       /* U.lock, atomic: 0 wait, 1 register, -1 never (stop or
 				* no io_uring); leaves 0 once, never returns to it */
 	bool stopping;	       /* atomic */
-	unsigned registered;   /* threads whose REGISTER was taken */
-	unsigned failed;       /* threads whose REGISTER failed */
 	unsigned *q_registered; /* per queue */
 	bool said;	       /* the transport line was printed */
 	uint32_t transport;    /* atomic: PINFS_TRANSPORT_* */
@@ -422,12 +421,9 @@ static void register_result(struct ring_thr *t, int err)
 
 	pthread_mutex_lock(&U.lock);
 	if (err) {
-		U.failed++;
-		if (!U.said)
-			say_transport("pinfs: transport /dev/fuse: io_uring queue %u: REGISTER failed: "
-				      "%s\n", t->qid, strerror(-err));
+		say_transport("pinfs: transport /dev/fuse: io_uring queue %u: REGISTER failed: %s\n",
+			      t->qid, strerror(-err));
 	} else {
-		U.registered++;
 		U.q_registered[t->qid]++;
 	}
 	for (q = 0; q < U.nq && U.q_registered[q]; q++)
@@ -485,12 +481,8 @@ static int commit_ready(struct ring_thr *t)
 static void keep_one_fetching(struct ring_thr *t)
 {
 	struct ring_ent *e;
-	bool need;
 
-	pthread_mutex_lock(&t->lock);
-	need = t->nparked >= t->nents && t->nents < RING_MAX_ENTS;
-	pthread_mutex_unlock(&t->lock);
-	if (!need)
+	if (t->nparked < t->nents || t->nents >= RING_MAX_ENTS)
 		return;
 	e = ent_new(t);
 	if (!e || !sqe_cmd(e, FFS_URING_CMD_REGISTER, 0))
