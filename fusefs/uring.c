@@ -113,6 +113,8 @@ struct ring_thr {
 	int wake_fd; /* eventfd: a parked request was answered */
 	struct ring_ent **ents; /* owner only: every entry, for tear-down */
 	unsigned nents;		/* owner only */
+	uint64_t requests;	/* written by the owner only, read atomically by
+				 * ffs_uring_requests(): requests it served */
 
 	pthread_mutex_t lock;
 	struct ring_ent *ready; /* protected by lock: answered, to commit */
@@ -141,7 +143,6 @@ static struct {
 	unsigned *q_registered; /* per queue */
 	bool said;	       /* the transport line was printed */
 	uint32_t transport;    /* atomic: PINFS_TRANSPORT_* */
-	uint64_t requests;     /* atomic */
 	pthread_mutex_t flight_lock;
 	struct ring_ent flight; /* flight_lock: list head of entries in flight */
 } U = { .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = -1,
@@ -365,7 +366,9 @@ static bool serve(struct ring_ent *e)
 	char *start;
 	bool done;
 
-	__atomic_add_fetch(&U.requests, 1, __ATOMIC_RELAXED);
+	/* one writer: a plain increment, stored whole for the reader; no
+	 * counter every CPU's threads would bounce between them */
+	__atomic_store_n(&t->requests, t->requests + 1, __ATOMIC_RELAXED);
 	if (in->len < sizeof(*in) + psz || in->len - sizeof(*in) - psz > FFS_URING_OP_IN_OUT_SZ ||
 	    psz > RING_PAYLOAD || in->unique != unique) {
 		/* not the layout this file knows: answer EIO, keep serving */
@@ -852,5 +855,10 @@ uint32_t ffs_uring_transport(void)
 
 uint64_t ffs_uring_requests(void)
 {
-	return __atomic_load_n(&U.requests, __ATOMIC_RELAXED);
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; U.thr && i < U.nthr; i++)
+		n += __atomic_load_n(&U.thr[i].requests, __ATOMIC_RELAXED);
+	return n;
 }
