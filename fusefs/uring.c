@@ -224,15 +224,16 @@ static unsigned possible_cpus(void)
 
 /* ---- one thread, one ring, one entry ------------------------------------ */
 
-/* Hands @t's queued SQEs to the kernel: the count taken, or -errno.
- * Retries an io_uring_enter() that a ptrace stop (strace, gdb) interrupted,
- * and, a few times, one refused for want of memory (-EAGAIN). */
-static int ring_submit(struct ring_thr *t)
+/* Hands @t's queued SQEs to the kernel and waits until @wait_nr
+ * completions are there: the count taken, or -errno. Retries an
+ * io_uring_enter() that a ptrace stop (strace, gdb) interrupted, and, a few
+ * times, one refused for want of memory (-EAGAIN). */
+static int ring_submit(struct ring_thr *t, unsigned wait_nr)
 {
 	int rc, again = 0;
 
 	for (;;) {
-		rc = io_uring_submit(&t->ring);
+		rc = io_uring_submit_and_wait(&t->ring, wait_nr);
 		if (rc == -EINTR)
 			continue;
 		if (rc == -EAGAIN && again++ < 16) {
@@ -252,7 +253,7 @@ static struct io_uring_sqe *ring_sqe(struct ring_thr *t)
 
 	if (sqe)
 		return sqe;
-	rc = ring_submit(t);
+	rc = ring_submit(t, 0);
 	if (rc < 0) {
 		fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 		return NULL;
@@ -493,6 +494,37 @@ static void keep_one_fetching(struct ring_thr *t)
 				"requests): out of memory\n", t->qid, t->nents);
 }
 
+/* Handles one completion of @t's ring (@ud, @res): 0, or < 0 when the
+ * thread is to stop (stop asked, unmounted, or an error, logged). */
+static int ring_complete(struct ring_thr *t, uint64_t ud, int res)
+{
+	struct ring_ent *e;
+	int rc = 0;
+
+	if (ud == UD_STOP)
+		return -ECANCELED;
+	if (ud == UD_WAKE) {
+		rc = commit_ready(t);
+	} else if (res < 0) {
+		/* ENOTCONN, ECANCELED: unmounted or aborted */
+		if (res == -ENOTCONN || res == -ECANCELED || stopping())
+			return res;
+		/* this entry is lost to the queue; the others serve on */
+		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-res));
+		return 0;
+	} else {
+		e = (struct ring_ent *)(uintptr_t)ud;
+		if (serve(e))
+			rc = sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH,
+				     e->hdr->ring_ent_in_out.commit_id) ? 0 : -EBUSY;
+		else
+			keep_one_fetching(t);
+	}
+	if (rc < 0)
+		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
+	return rc;
+}
+
 static void *ring_thread(void *arg)
 {
 	struct ring_thr *t = arg;
@@ -501,7 +533,7 @@ static void *ring_thread(void *arg)
 	char name[16];
 	cpu_set_t set;
 	sigset_t all;
-	uint64_t ud;
+	unsigned head, n;
 	int rc;
 
 	/* signals (SIGTERM ...) are for libfuse's loop, never this thread
@@ -533,7 +565,7 @@ static void *ring_thread(void *arg)
 		register_result(t, -ENOMEM);
 		return NULL;
 	}
-	rc = ring_submit(t);
+	rc = ring_submit(t, 0);
 	if (rc < 0) {
 		register_result(t, rc);
 		return NULL;
@@ -547,46 +579,23 @@ static void *ring_thread(void *arg)
 	}
 	register_result(t, 0);
 	for (;;) {
-		rc = io_uring_wait_cqe(&t->ring, &cqe);
-		if (rc == -EINTR)
-			continue; /* a ptrace stop (strace, gdb): wait again */
-		if (rc < 0) {
-			fprintf(stderr, "pinfs: io_uring queue %u: wait: %s\n", t->qid, strerror(-rc));
-			break;
-		}
-		ud = cqe->user_data;
-		rc = cqe->res;
-		io_uring_cqe_seen(&t->ring, cqe);
-		if (ud == UD_STOP)
-			break;
-		if (ud == UD_WAKE) {
-			rc = commit_ready(t);
-		} else if (rc < 0) {
-			/* ENOTCONN, ECANCELED: unmounted or aborted */
-			if (rc == -ENOTCONN || rc == -ECANCELED || stopping())
-				break;
-			/* this entry is lost to the queue; the others serve on */
-			fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
-			continue;
-		} else {
-			e = (struct ring_ent *)(uintptr_t)ud;
-			if (serve(e))
-				rc = sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH,
-					     e->hdr->ring_ent_in_out.commit_id) ? 0 : -EBUSY;
-			else
-				keep_one_fetching(t);
-		}
-		if (rc < 0) {
-			fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
-			break;
-		}
-		/* commit the answers and sleep for the next request in one
-		 * io_uring_enter(); the CQE is that next request */
-		rc = ring_submit(t);
+		/* commit this round's answers and sleep for the next requests
+		 * in one io_uring_enter(); the CQEs are those next requests */
+		rc = ring_submit(t, 1);
 		if (rc < 0) {
 			fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 			break;
 		}
+		n = 0;
+		io_uring_for_each_cqe(&t->ring, head, cqe) {
+			n++;
+			rc = ring_complete(t, cqe->user_data, cqe->res);
+			if (rc < 0)
+				break;
+		}
+		io_uring_cq_advance(&t->ring, n);
+		if (rc < 0)
+			break;
 	}
 	return NULL;
 }
