@@ -85,13 +85,9 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	bool init = false;
 	ssize_t n;
 
-	n = ffs_uring_reply(iov, count);
-	if (n != -ENOENT) {
-		if (n >= 0)
-			return n;
-		errno = (int)-n;
-		return -1;
-	}
+	n = ffs_uring_reply(iov, count); /* the bytes committed, or -ENOENT */
+	if (n >= 0)
+		return n;
 	if (f->init_unique_valid && count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
 	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t) &&
 	    oh->unique == f->init_unique && oh->error == 0) {
@@ -233,7 +229,7 @@ struct opts {
 	char *pin_group;
 	int pool_shared;
 	int force;
-	int io_uring; /* -1: not given (the default, see transport_start) */
+	int io_uring; /* -1: not given (the default: io_uring, see main) */
 	char *logfile;
 };
 
@@ -497,18 +493,6 @@ static void usage(void)
 	fuse_lowlevel_help();
 }
 
-/*
- * The transport: FUSE over io_uring unless -o no_io_uring (@opt 0); -1 is
- * the default (io_uring, measured faster on every small-request row of
- * scripts/bench, see README "Measured"). Whatever the kernel says, the
- * mount works: uring.c falls back to /dev/fuse and logs one line why.
- * After fuse_daemonize(): it starts threads.
- */
-static void transport_start(struct fuse_session *se, int opt)
-{
-	ffs_uring_setup(se, opt != 0);
-}
-
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -657,7 +641,12 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	}
 	pm_fs_start_flusher(g_ffs.fs, o.writeback_interval, o.dirty_expire);
-	transport_start(se, o.io_uring);
+	/* The transport: FUSE over io_uring unless -o no_io_uring (0); -1,
+	 * the default, is io_uring (measured faster on every small-request
+	 * row of scripts/bench, see README "Measured"). Whatever the kernel
+	 * says, the mount works: uring.c falls back to /dev/fuse and logs one
+	 * line why. After fuse_daemonize(): it starts threads. */
+	ffs_uring_setup(se, o.io_uring != 0);
 
 	if (cl.singlethread) {
 		rc = fuse_session_loop(se);

@@ -45,7 +45,10 @@
  *     it off, so a request is answered once. Order: U.flight_lock before
  *     t->lock.
  *  3. Each thread's t->lock guards its entries' hand-over (e->replied,
- *     e->parked, t->ready, t->nparked) and the reply copy into an entry.
+ *     e->parked, t->ready). The reply copy into an entry is done before
+ *     it, by the replier, who owns the entry's buffers from taking it off
+ *     the in-flight list until it sets e->replied. What only the owner
+ *     thread reads and writes (t->nents, t->nparked) needs no lock.
  *     Only the owning thread touches its io_uring (single issuer): a reply
  *     from another thread to a parked request queues the entry on t->ready
  *     and wakes the owner (t->wake_fd), which commits it.
@@ -110,10 +113,12 @@ struct ring_thr {
 	int wake_fd; /* eventfd: a parked request was answered */
 	struct ring_ent **ents; /* owner only: every entry, for tear-down */
 	unsigned nents;		/* owner only */
+	uint64_t requests;	/* written by the owner only, read atomically by
+				 * ffs_uring_requests(): requests it served */
 
 	pthread_mutex_t lock;
 	struct ring_ent *ready; /* protected by lock: answered, to commit */
-	unsigned nparked;	/* protected by lock */
+	unsigned nparked;	/* owner only: entries whose request is parked */
 };
 
 /* The global state; one session per daemon. */
@@ -132,14 +137,12 @@ static struct {
 	uint64_t init_flags;
 	bool init_seen;
 	bool offered;	       /* the INIT reply said FUSE_OVER_IO_URING */
-	int go;		       /* 0 wait, 1 register, -1 never (stop or no io_uring) */
+	int go;		       /* U.lock, atomic: 0 wait, 1 register, -1 never (stop or
+				* no io_uring); leaves 0 once, never returns to it */
 	bool stopping;	       /* atomic */
-	unsigned registered;   /* threads whose REGISTER was taken */
-	unsigned failed;       /* threads whose REGISTER failed */
 	unsigned *q_registered; /* per queue */
 	bool said;	       /* the transport line was printed */
 	uint32_t transport;    /* atomic: PINFS_TRANSPORT_* */
-	uint64_t requests;     /* atomic */
 	pthread_mutex_t flight_lock;
 	struct ring_ent flight; /* flight_lock: list head of entries in flight */
 } U = { .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = -1,
@@ -221,17 +224,49 @@ static unsigned possible_cpus(void)
 
 /* ---- one thread, one ring, one entry ------------------------------------ */
 
+/* Hands @t's queued SQEs to the kernel and waits until @wait_nr
+ * completions are there: the count taken, or -errno. Retries an
+ * io_uring_enter() that a ptrace stop (strace, gdb) interrupted, and, a few
+ * times, one refused for want of memory (-EAGAIN). */
+static int ring_submit(struct ring_thr *t, unsigned wait_nr)
+{
+	int rc, again = 0;
+
+	for (;;) {
+		rc = io_uring_submit_and_wait(&t->ring, wait_nr);
+		if (rc == -EINTR)
+			continue;
+		if (rc == -EAGAIN && again++ < 16) {
+			sched_yield();
+			continue;
+		}
+		return rc;
+	}
+}
+
+/* A free SQE of @t's ring; when the SQ is full of this round's commands,
+ * submits them first. NULL when even that fails. */
+static struct io_uring_sqe *ring_sqe(struct ring_thr *t)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+	int rc;
+
+	if (sqe)
+		return sqe;
+	rc = ring_submit(t, 0);
+	if (rc < 0) {
+		fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
+		return NULL;
+	}
+	return io_uring_get_sqe(&t->ring);
+}
+
 static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
 {
 	struct ring_thr *t = e->t;
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+	struct io_uring_sqe *sqe = ring_sqe(t);
 	struct ffs_uring_cmd_req *req;
 
-	if (!sqe) {
-		/* the SQ is full of this round's commands: hand them over */
-		io_uring_submit(&t->ring);
-		sqe = io_uring_get_sqe(&t->ring);
-	}
 	if (!sqe)
 		return NULL;
 	memset(sqe, 0, 128); /* SQE128: the command area is the second half */
@@ -250,18 +285,16 @@ static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_
 	return sqe;
 }
 
-static void queue_poll(struct ring_thr *t, int fd, uint64_t ud)
+/* Queues a one-shot poll of @fd, completing with @ud: 0 or -EBUSY (no SQE). */
+static int queue_poll(struct ring_thr *t, int fd, uint64_t ud)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+	struct io_uring_sqe *sqe = ring_sqe(t);
 
-	if (!sqe) {
-		io_uring_submit(&t->ring);
-		sqe = io_uring_get_sqe(&t->ring);
-	}
-	if (sqe) {
-		io_uring_prep_poll_add(sqe, fd, POLLIN);
-		sqe->user_data = ud;
-	}
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	sqe->user_data = ud;
+	return 0;
 }
 
 /* A new entry of @t's (not yet registered); NULL when out of memory. */
@@ -334,7 +367,9 @@ static bool serve(struct ring_ent *e)
 	char *start;
 	bool done;
 
-	__atomic_add_fetch(&U.requests, 1, __ATOMIC_RELAXED);
+	/* one writer: a plain increment, stored whole for the reader; no
+	 * counter every CPU's threads would bounce between them */
+	__atomic_store_n(&t->requests, t->requests + 1, __ATOMIC_RELAXED);
 	if (in->len < sizeof(*in) + psz || in->len - sizeof(*in) - psz > FFS_URING_OP_IN_OUT_SZ ||
 	    psz > RING_PAYLOAD || in->unique != unique) {
 		/* not the layout this file knows: answer EIO, keep serving */
@@ -390,12 +425,9 @@ static void register_result(struct ring_thr *t, int err)
 
 	pthread_mutex_lock(&U.lock);
 	if (err) {
-		U.failed++;
-		if (!U.said)
-			say_transport("pinfs: transport /dev/fuse: io_uring queue %u: REGISTER failed: "
-				      "%s\n", t->qid, strerror(-err));
+		say_transport("pinfs: transport /dev/fuse: io_uring queue %u: REGISTER failed: %s\n",
+			      t->qid, strerror(-err));
 	} else {
-		U.registered++;
 		U.q_registered[t->qid]++;
 	}
 	for (q = 0; q < U.nq && U.q_registered[q]; q++)
@@ -409,29 +441,43 @@ static void register_result(struct ring_thr *t, int err)
 	pthread_mutex_unlock(&U.lock);
 }
 
-/* Commits the answers of @t's parked requests that came in (t->ready). */
+/* Commits the answers of @t's parked requests that came in (t->ready).
+ * An answer whose commit cannot be queued (-EBUSY: no SQE) goes back on
+ * t->ready, still parked, with all those after it: none is dropped. */
 static int commit_ready(struct ring_thr *t)
 {
-	struct ring_ent *e, *next;
+	struct ring_ent *e, *sent, *rest, **tail;
 	uint64_t v;
+	int rc;
 
 	if (read(t->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return -errno;
-	queue_poll(t, t->wake_fd, UD_WAKE);
+	rc = queue_poll(t, t->wake_fd, UD_WAKE);
+	if (rc)
+		return rc; /* t->ready left as it is */
 	pthread_mutex_lock(&t->lock);
-	e = t->ready;
+	sent = rest = t->ready;
 	t->ready = NULL;
-	for (next = e; next; next = next->next_ready) {
-		next->parked = false;
+	pthread_mutex_unlock(&t->lock);
+	/* off t->ready and answered: only this thread touches them now */
+	for (; rest; rest = rest->next_ready)
+		if (!sqe_cmd(rest, FFS_URING_CMD_COMMIT_AND_FETCH,
+			     rest->hdr->ring_ent_in_out.commit_id))
+			break;
+	pthread_mutex_lock(&t->lock);
+	for (e = sent; e != rest; e = e->next_ready) {
+		e->parked = false;
 		t->nparked--;
 	}
-	pthread_mutex_unlock(&t->lock);
-	for (; e; e = next) {
-		next = e->next_ready;
-		if (!sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH, e->hdr->ring_ent_in_out.commit_id))
-			return -EBUSY;
+	if (rest) {
+		/* not sent: back in front of any answer that came meanwhile */
+		for (tail = &rest; *tail; tail = &(*tail)->next_ready)
+			;
+		*tail = t->ready;
+		t->ready = rest;
 	}
-	return 0;
+	pthread_mutex_unlock(&t->lock);
+	return rest ? -EBUSY : 0;
 }
 
 /* After a request was parked: when none of @t's entries waits for a
@@ -439,17 +485,44 @@ static int commit_ready(struct ring_thr *t)
 static void keep_one_fetching(struct ring_thr *t)
 {
 	struct ring_ent *e;
-	bool need;
 
-	pthread_mutex_lock(&t->lock);
-	need = t->nparked >= t->nents && t->nents < RING_MAX_ENTS;
-	pthread_mutex_unlock(&t->lock);
-	if (!need)
+	if (t->nparked < t->nents || t->nents >= RING_MAX_ENTS)
 		return;
 	e = ent_new(t);
 	if (!e || !sqe_cmd(e, FFS_URING_CMD_REGISTER, 0))
 		fprintf(stderr, "pinfs: io_uring queue %u: cannot add an entry (%u parked "
 				"requests): out of memory\n", t->qid, t->nents);
+}
+
+/* Handles one completion of @t's ring (@ud, @res): 0, or < 0 when the
+ * thread is to stop (stop asked, unmounted, or an error, logged). */
+static int ring_complete(struct ring_thr *t, uint64_t ud, int res)
+{
+	struct ring_ent *e;
+	int rc = 0;
+
+	if (ud == UD_STOP)
+		return -ECANCELED;
+	if (ud == UD_WAKE) {
+		rc = commit_ready(t);
+	} else if (res < 0) {
+		/* ENOTCONN, ECANCELED: unmounted or aborted */
+		if (res == -ENOTCONN || res == -ECANCELED || stopping())
+			return res;
+		/* this entry is lost to the queue; the others serve on */
+		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-res));
+		return 0;
+	} else {
+		e = (struct ring_ent *)(uintptr_t)ud;
+		if (serve(e))
+			rc = sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH,
+				     e->hdr->ring_ent_in_out.commit_id) ? 0 : -EBUSY;
+		else
+			keep_one_fetching(t);
+	}
+	if (rc < 0)
+		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
+	return rc;
 }
 
 static void *ring_thread(void *arg)
@@ -460,7 +533,7 @@ static void *ring_thread(void *arg)
 	char name[16];
 	cpu_set_t set;
 	sigset_t all;
-	uint64_t ud;
+	unsigned head, n;
 	int rc;
 
 	/* signals (SIGTERM ...) are for libfuse's loop, never this thread
@@ -483,16 +556,16 @@ static void *ring_thread(void *arg)
 	if (rc < 0)
 		return NULL;
 
-	queue_poll(t, t->stop_fd, UD_STOP);
-	queue_poll(t, t->wake_fd, UD_WAKE);
+	if (queue_poll(t, t->stop_fd, UD_STOP) || queue_poll(t, t->wake_fd, UD_WAKE)) {
+		register_result(t, -EBUSY);
+		return NULL;
+	}
 	e = ent_new(t);
 	if (!e || !sqe_cmd(e, FFS_URING_CMD_REGISTER, 0)) {
 		register_result(t, -ENOMEM);
 		return NULL;
 	}
-	do
-		rc = io_uring_submit(&t->ring);
-	while (rc == -EINTR);
+	rc = ring_submit(t, 0);
 	if (rc < 0) {
 		register_result(t, rc);
 		return NULL;
@@ -506,48 +579,23 @@ static void *ring_thread(void *arg)
 	}
 	register_result(t, 0);
 	for (;;) {
-		rc = io_uring_wait_cqe(&t->ring, &cqe);
-		if (rc == -EINTR)
-			continue; /* a ptrace stop (strace, gdb): wait again */
-		if (rc < 0) {
-			fprintf(stderr, "pinfs: io_uring queue %u: wait: %s\n", t->qid, strerror(-rc));
-			break;
-		}
-		ud = cqe->user_data;
-		rc = cqe->res;
-		io_uring_cqe_seen(&t->ring, cqe);
-		if (ud == UD_STOP)
-			break;
-		if (ud == UD_WAKE) {
-			rc = commit_ready(t);
-		} else if (rc < 0) {
-			/* ENOTCONN, ECANCELED: unmounted or aborted */
-			if (rc == -ENOTCONN || rc == -ECANCELED || stopping())
-				break;
-			/* this entry is lost to the queue; the others serve on */
-			fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
-			continue;
-		} else {
-			e = (struct ring_ent *)(uintptr_t)ud;
-			if (serve(e))
-				rc = sqe_cmd(e, FFS_URING_CMD_COMMIT_AND_FETCH,
-					     e->hdr->ring_ent_in_out.commit_id) ? 0 : -EBUSY;
-			else
-				keep_one_fetching(t);
-		}
-		if (rc < 0) {
-			fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
-			break;
-		}
-		/* commit the answers and sleep for the next request in one
-		 * io_uring_enter(); the CQE is that next request */
-		do
-			rc = io_uring_submit(&t->ring);
-		while (rc == -EINTR);
+		/* commit this round's answers and sleep for the next requests
+		 * in one io_uring_enter(); the CQEs are those next requests */
+		rc = ring_submit(t, 1);
 		if (rc < 0) {
 			fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 			break;
 		}
+		n = 0;
+		io_uring_for_each_cqe(&t->ring, head, cqe) {
+			n++;
+			rc = ring_complete(t, cqe->user_data, cqe->res);
+			if (rc < 0)
+				break;
+		}
+		io_uring_cq_advance(&t->ring, n);
+		if (rc < 0)
+			break;
 	}
 	return NULL;
 }
@@ -565,7 +613,10 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 	bool wake = false;
 	int k;
 
-	if (!U.thr || stopping() || iov[0].iov_len != sizeof(*oh) || !oh->unique)
+	/* no ring serves (not yet, or io_uring was refused): every reply is
+	 * for /dev/fuse, without a look at the (empty) in-flight list */
+	if (__atomic_load_n(&U.go, __ATOMIC_ACQUIRE) != 1 || stopping() ||
+	    iov[0].iov_len != sizeof(*oh) || !oh->unique)
 		return -ENOENT;
 	for (k = 1; k < count; k++)
 		total += iov[k].iov_len;
@@ -581,9 +632,12 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 		}
 	}
 	flight_del(e); /* answered once */
-	t = e->t;
-	pthread_mutex_lock(&t->lock);
 	pthread_mutex_unlock(&U.flight_lock);
+	/* Off the in-flight list, the entry's buffers are this replier's: no
+	 * other reply finds it, and its owner reads them only once it sees
+	 * e->replied or finds it on t->ready, under t->lock, which publishes
+	 * this copy (up to RING_PAYLOAD) without holding the lock for it. */
+	t = e->t;
 	dst = (void *)e->hdr->in_out;
 	*dst = *oh;
 	if (total > RING_PAYLOAD) {
@@ -602,6 +656,7 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count)
 		}
 	}
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)total;
+	pthread_mutex_lock(&t->lock);
 	e->replied = true;
 	if (e->parked) {
 		/* its handler returned long ago: the owner commits it */
@@ -670,7 +725,7 @@ void ffs_uring_init_done(uint64_t unique, bool ok)
 	if (U.init_seen && unique == U.init_unique && !U.go) {
 		if (U.offered && !ok)
 			say_transport("pinfs: transport /dev/fuse: the kernel refused the INIT reply\n");
-		U.go = U.offered && ok ? 1 : -1;
+		__atomic_store_n(&U.go, U.offered && ok ? 1 : -1, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&U.cv);
 	}
 	pthread_mutex_unlock(&U.lock);
@@ -778,7 +833,7 @@ void ffs_uring_stop(void)
 	__atomic_store_n(&U.stopping, true, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&U.lock);
 	if (!U.go)
-		U.go = -1;
+		__atomic_store_n(&U.go, -1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&U.cv);
 	pthread_mutex_unlock(&U.lock);
 	for (i = 0; i < U.nthr; i++) {
@@ -809,5 +864,10 @@ uint32_t ffs_uring_transport(void)
 
 uint64_t ffs_uring_requests(void)
 {
-	return __atomic_load_n(&U.requests, __ATOMIC_RELAXED);
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; U.thr && i < U.nthr; i++)
+		n += __atomic_load_n(&U.thr[i].requests, __ATOMIC_RELAXED);
+	return n;
 }

@@ -90,8 +90,9 @@ void ffs_uring_init_reply(uint64_t unique, struct fuse_init_out *out);
 void ffs_uring_init_done(uint64_t unique, bool ok);
 
 /* A reply (iov[0] is the fuse_out_header): committed to the ring entry
- * that holds its request, returning the bytes taken; -ENOENT when no ring
- * entry holds it (the caller writes it to /dev/fuse). Any thread. */
+ * that holds its request, returning the bytes taken; else -ENOENT, the
+ * only error: no ring entry holds it (the caller writes it to /dev/fuse).
+ * Any thread. */
 ssize_t ffs_uring_reply(const struct iovec *iov, int count);
 
 /* What serves requests now: PINFS_TRANSPORT_IO_URING once every queue has
