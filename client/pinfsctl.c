@@ -972,6 +972,8 @@ static int cmd_stats(int argc, char **argv)
 		C("pinned_kept_dirty", pinned_kept_dirty),
 		C("csum_failures", csum_failures),
 		C("mmap_lost_bytes", mmap_lost_bytes),
+		C("severed", severed_blocks),
+		C("unsevered", unsevered_blocks),
 		C("ring_requests", ring_requests),
 #undef C
 	};
@@ -1002,6 +1004,8 @@ static int cmd_stats(int argc, char **argv)
 		/* counted for the mount only */
 		if (!S_ISDIR(st.st_mode) &&
 		    (counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes) ||
+		     counters[i].off == offsetof(struct pinfs_counters, severed_blocks) ||
+		     counters[i].off == offsetof(struct pinfs_counters, unsevered_blocks) ||
 		     counters[i].off == offsetof(struct pinfs_counters, ring_requests)))
 			continue;
 		printf("%-20s%12" PRIu64 "\n", counters[i].name,

@@ -288,41 +288,85 @@ done:
 	return true;
 }
 
-/* Called after the transaction that freed tx->freed committed. */
+void pm_bavail_add(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = b; i < b + n; i++)
+		fs->bmap[i >> 6] &= ~(1ull << (i & 63));
+	if (b < fs->alloc_hint)
+		fs->alloc_hint = b;
+	fs->avail += n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Called after the transaction that freed tx->freed committed: pinned
+ * blocks go to quarantine, the others leave the pool file (sever.c) and
+ * become allocatable, in runs. */
 void pm_release_freed(struct pm_fs *fs)
 {
 	struct pm_tx *tx = &fs->tx;
+	uint64_t *f = tx->freed, start = 0, n = 0;
 	size_t i;
 
+	for (i = 1; i < tx->nfreed; i++)
+		if (f[i] < f[i - 1]) {
+			qsort(f, tx->nfreed, sizeof(*f), cmp_u64);
+			break;
+		}
 	for (i = 0; i < tx->nfreed; i++) {
-		uint64_t b = tx->freed[i];
+		uint64_t b = f[i];
 		/* a block that cannot be remembered as quarantined stays in use
 		 * until the next mount: leaking is safe, reusing is not */
 		if (fs->hooks.pinned && fs->hooks.pinned(fs->hooks.ctx, b)) {
 			q_add(fs, b);
 			continue;
 		}
-		fs->bmap[b >> 6] &= ~(1ull << (b & 63));
-		if (b < fs->alloc_hint)
-			fs->alloc_hint = b;
-		fs->avail++;
+		if (n && b == start + n) {
+			n++;
+			continue;
+		}
+		if (n)
+			pm_sever_release(fs, start, n, false);
+		start = b;
+		n = 1;
 	}
+	if (n)
+		pm_sever_release(fs, start, n, false);
 	tx->nfreed = 0;
 }
 
+/* The lease of blocks [pblk, pblk+n) ended: the quarantined ones leave the
+ * pool file and become allocatable; the others, still a file's, are
+ * tainted (a kernel pin taken through the lease may still reach them), so
+ * that they leave the pool file too when they are freed. */
 void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n)
 {
-	uint64_t b;
+	uint64_t b, start = 0, k = 0;
 
 	pthread_mutex_lock(&fs->lock);
 	for (b = pblk; b < pblk + n; b++) {
-		if (!q_del(fs, b))
+		if (!q_del(fs, b)) {
+			pm_sever_taint(fs, b, 1);
 			continue;
-		fs->bmap[b >> 6] &= ~(1ull << (b & 63));
-		if (b < fs->alloc_hint)
-			fs->alloc_hint = b;
-		fs->avail++;
+		}
+		if (k && b == start + k) {
+			k++;
+			continue;
+		}
+		if (k)
+			pm_sever_release(fs, start, k, true);
+		start = b;
+		k = 1;
 	}
+	if (k)
+		pm_sever_release(fs, start, k, true);
 	pthread_mutex_unlock(&fs->lock);
 }
 
@@ -419,13 +463,6 @@ struct ck {
 static bool ck_in_data(const struct pm_fs *fs, uint64_t b)
 {
 	return b >= fs->data_start && b < fs->nblocks;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* Claims @b; true the first time. */

@@ -224,6 +224,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	 * a forced mount has only the walk to keep files apart */
 	if (!rc && (flags & PM_MOUNT_FORCE))
 		rc = pm_alloc_check(fs);
+	pm_sever_init(fs);
 	/* a corrupt pool keeps its orphans: freeing trusts their maps */
 	if (!rc && !fs->errors)
 		rc = free_orphans(fs);
@@ -248,6 +249,12 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	pm_sb_dirty(fs);
 	pm_tx_commit(fs);
 	pthread_mutex_unlock(&fs->lock);
+	/* free space leaves the pool file: its memory comes back, and a
+	 * kernel pin taken before this mount reaches no block handed out
+	 * now. Not on a forced mount: there only fs->bmap (the walk) knows
+	 * which free blocks a map still names. */
+	if (!fs->errors && !(flags & PM_MOUNT_FORCE))
+		pm_sever_free_space(fs);
 	*out = fs;
 	return 0;
 }
@@ -310,6 +317,8 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	pthread_mutex_destroy(&fs->wblock);
 	pthread_cond_destroy(&fs->wbcv);
 	free(fs->qset);
+	free(fs->taint);
+	free(fs->unsev);
 	free(fs->bmap);
 	free(fs->bad);
 	free(fs->itab);

@@ -184,6 +184,23 @@ void pm_data_relock(struct pm_inode *ip);
 void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n);
 uint64_t pm_quarantined(struct pm_fs *fs);
 
+/*
+ * Severing (pmem/sever.c): a freed block leaves the pool file (PUNCH_HOLE)
+ * before it is reused, so a kernel pin that outlived its lease (io_uring
+ * fixed buffers, RDMA) keeps an orphaned page, never another file's block.
+ */
+/* One line for the mount log: what protects a reused block on this backing. */
+const char *pm_sever_describe(struct pm_fs *fs);
+/* Retries the freed blocks that could not be severed yet (a pinned huge
+ * page); takes fs->lock. The flusher calls it every interval. */
+void pm_sever_retry(struct pm_fs *fs);
+/* At mount: cuts every free block out of the pool file (memory of a sparse
+ * pool comes back; pins from before the mount are severed). Takes fs->lock. */
+void pm_sever_free_space(struct pm_fs *fs);
+/* Blocks cut out before reuse since mount, and freed blocks held back now
+ * because they could not be cut out yet. */
+void pm_sever_counts(struct pm_fs *fs, uint64_t *severed, uint64_t *unsevered);
+
 /* Records in the superblock, durably (one transaction), the processes that
  * hold pins: they map the pool file itself and may go on storing into it
  * after the daemon is gone, so the next mount must wait for them. Cleared

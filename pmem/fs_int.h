@@ -107,6 +107,19 @@ struct pm_inode {
 	struct pm_wb_stats wb;	 /* this file's writeback counters; dlock */
 };
 
+/* How freed blocks leave the pool file (sever.c). */
+enum pm_sever_how {
+	PM_SEVER_NONE,	  /* in-memory image or read-only: nothing is cut */
+	PM_SEVER_PUNCH,	  /* a page-cache file (tmpfs, ...): PUNCH_HOLE */
+	PM_SEVER_HUGETLB, /* hugetlbfs: only whole huge pages leave */
+	PM_SEVER_DAX,	  /* an fsdax file: PUNCH_HOLE; no long-term pins */
+	PM_SEVER_DEVICE,  /* devdax or no PUNCH_HOLE: nothing can be cut */
+};
+
+struct pm_run {
+	uint64_t start, n;
+};
+
 struct pm_fs {
 	struct pm_pool *pool;
 	uint64_t data_start, nblocks; /* immutable copies: the pool's superblock
@@ -125,6 +138,17 @@ struct pm_fs {
 	struct pm_pin_hooks hooks; /* set once before use */
 	uint64_t *qset;		/* quarantined blocks: open addressing; lock */
 	size_t qcap, qcount;	/* lock */
+	/* sever.c: freed blocks leave the pool file before reuse */
+	enum pm_sever_how sever_how; /* what the backing allows; lock */
+	uint64_t sever_gran;	/* blocks per page of the backing (1, 512..) */
+	uint64_t *taint;	/* bitmap, 1 = a lease ended on the block while a
+				 * file owned it: sever it when freed. NULL
+				 * until the first; lock */
+	struct pm_run *unsev;	/* freed, not yet severed: out of the free
+				 * list; lock */
+	size_t nunsev, capunsev; /* lock */
+	uint64_t unsev_blocks, unsev_lost; /* lock */
+	uint64_t severed;	/* blocks cut out before reuse (counter); lock */
 	uint32_t *csum;		/* checksum table in the pool, NULL without */
 	struct pm_wb_stats wb;	/* mount writeback counters; wblock */
 	pthread_mutex_t wblock;	/* guards wb and the flusher's state */
@@ -202,6 +226,19 @@ void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bfree(struct pm_fs *fs, uint64_t blk);
 void pm_release_freed(struct pm_fs *fs);
+/* Makes blocks [b, b+n) allocatable (they were taken in fs->bmap). */
+void pm_bavail_add(struct pm_fs *fs, uint64_t b, uint64_t n);
+
+/* sever.c -- freed blocks leave the pool file before reuse; fs->lock held
+ * unless said otherwise. */
+/* At mount: what the backing allows (fs->sever_how, fs->sever_gran). */
+void pm_sever_init(struct pm_fs *fs);
+/* Freed, unpinned blocks [b, b+n) (taken in fs->bmap) become allocatable,
+ * cut out of the pool file first; @must: a lease covered them (else only
+ * tainted ones must be). Blocks that cannot be severed yet stay taken. */
+void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must);
+/* A lease ended on blocks [b, b+n) that a file still owns. */
+void pm_sever_taint(struct pm_fs *fs, uint64_t b, uint64_t n);
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino);
 /* At mount: walks every inode's block map and xattr block. A block named
  * twice (by two inodes, or twice by one) puts its owners on fs->bad; a

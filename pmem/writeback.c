@@ -696,6 +696,7 @@ static void *flusher_main(void *arg)
 			break;
 		pthread_mutex_unlock(&fs->wblock);
 		pm_writeback_pass(fs, fs->wb_expire);
+		pm_sever_retry(fs);
 		pthread_mutex_lock(&fs->wblock);
 	}
 	pthread_mutex_unlock(&fs->wblock);

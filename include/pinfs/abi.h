@@ -164,7 +164,14 @@ struct pinfs_counters {
 	/* blocks write() made durable before returning (every write() is:
 	 * sync(2) never reaches a FUSE daemon) */
 	uint64_t flushed_write;
-	uint64_t reserved[3];
+	/* mount only: freed blocks cut out of the pool file before reuse, so
+	 * that a kernel pin which outlived its lease (io_uring fixed buffers,
+	 * RDMA) keeps an orphaned page, never another file's block */
+	uint64_t severed_blocks;
+	/* mount only: freed blocks held out of the free list now because they
+	 * could not be cut out yet (a huge page a pin keeps from splitting) */
+	uint64_t unsevered_blocks;
+	uint64_t reserved[1];
 	/* mount only: requests that came in through FUSE over io_uring */
 	uint64_t ring_requests;
 	/* mount only: PINFS_TRANSPORT_*, what serves requests now (0: a

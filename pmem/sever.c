@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/sever.c -- freed blocks leave the pool file before they are reused.
+ *
+ * A kernel pin outlives every intention: io_uring fixed buffers (and RDMA
+ * memory regions) hold the *pages* a holder registered, not its mapping, and
+ * keep them through UNPIN, revocation, munmap, fork and exit of the process
+ * that registered them. If such a page is still the pool file's page when
+ * its block goes to another file, the stale pin writes into that file. So
+ * a block is cut out of the pool file (fallocate PUNCH_HOLE) between its
+ * free and its reuse. On a page-cache backing (tmpfs, hugetlbfs) that does
+ * what page-cache truncate does: the pinned page leaves the file and lives
+ * on, orphaned, with its pin; the pool gets a fresh zero page at the next
+ * touch. It also gives a tmpfs pool's memory back (du of the pool falls).
+ *
+ * Not every punch severs. A 4 KiB punch inside a huge page zeroes the range
+ * but leaves the page in the file when the huge page cannot be split, which
+ * is exactly the case when a pin holds it (tmpfs huge=always), and
+ * hugetlbfs never splits. So a block that a lease may have exposed --
+ * one quarantined until its lease ended, or one a lease ended on while a
+ * file still owned it ("tainted") -- is checked after the punch with
+ * mincore() on the daemon's own mapping: the punch unmapped every PTE of the
+ * range, so a page still counted is still in the file. Such a block is
+ * punched again with its whole huge page when every other block of that
+ * page is free; otherwise it stays out of the free list ("unsevered") and
+ * pm_sever_retry() tries again (the flusher calls it every interval).
+ *
+ * Blocks no lease ever covered are punched only where that returns memory
+ * without splitting a huge page: their page can hold no kernel pin through
+ * pinfs, and a process that maps the pool file itself is trusted like the
+ * daemon (README: the trust boundary).
+ *
+ * What cannot be cut out: a device (devdax, or a file system without
+ * PUNCH_HOLE). The kernel lets devdax pages be pinned long-term, and
+ * nothing here can take them back; the mount log says so once. On an fsdax
+ * file system the kernel refuses long-term pins (FOLL_LONGTERM) outright,
+ * and the punch waits for short-term ones (dax_layout_busy_page).
+ *
+ * Locking: everything here runs with fs->lock held (the taint bitmap, the
+ * unsevered runs and the counters are protected by it), so no block is
+ * handed out between its punch and the check.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "pmem/fs_int.h"
+
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+
+/* Is the tmpfs behind @st_dev mounted with huge pages (huge=always,
+ * within_size or advise), or does the machine force them on all tmpfs? */
+static bool tmpfs_huge(dev_t st_dev)
+{
+	char *line = NULL, want[32], force[64] = "";
+	size_t cap = 0;
+	bool huge = false;
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+
+	if (f) {
+		/* "always within_size advise [never] deny force": [x] is set */
+		if (fgets(force, sizeof(force), f) && strstr(force, "[force]"))
+			huge = true;
+		fclose(f);
+	}
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return huge;
+	snprintf(want, sizeof(want), " %u:%u ", major(st_dev), minor(st_dev));
+	while (!huge && getline(&line, &cap, f) > 0) {
+		char *opts;
+
+		if (!strstr(line, want))
+			continue;
+		/* super options follow " - tmpfs SOURCE " */
+		opts = strstr(line, " - ");
+		if (opts && strstr(opts, "huge=") && !strstr(opts, "huge=never"))
+			huge = true;
+	}
+	free(line);
+	fclose(f);
+	return huge;
+}
+
+void pm_sever_init(struct pm_fs *fs)
+{
+	struct pm_pool *p = fs->pool;
+	struct statfs sfs;
+	struct stat st;
+
+	fs->sever_gran = 1;
+	fs->sever_how = PM_SEVER_NONE;
+	if (p->fd < 0 || p->rdonly || fstat(p->fd, &st) < 0)
+		return;
+	if (!S_ISREG(st.st_mode)) {
+		fs->sever_how = PM_SEVER_DEVICE;
+		return;
+	}
+	fs->sever_how = PM_SEVER_PUNCH;
+	if (fstatfs(p->fd, &sfs) == 0 && (uint64_t)sfs.f_type == HUGETLBFS_MAGIC &&
+	    sfs.f_bsize > PM_BLOCK_SIZE) {
+		fs->sever_how = PM_SEVER_HUGETLB;
+		fs->sever_gran = (uint64_t)sfs.f_bsize / PM_BLOCK_SIZE;
+	} else if (fstatfs(p->fd, &sfs) == 0 && (uint64_t)sfs.f_type == TMPFS_MAGIC &&
+		   tmpfs_huge(st.st_dev)) {
+		fs->sever_gran = PM_ALIGN_BLOCKS;
+	}
+	if (p->is_pmem)
+		fs->sever_how = PM_SEVER_DAX;
+}
+
+const char *pm_sever_describe(struct pm_fs *fs)
+{
+	switch (fs->sever_how) {
+	case PM_SEVER_PUNCH:
+		return fs->sever_gran > 1
+			       ? "freed blocks are cut out of the pool file before reuse "
+				 "(huge pages: a block whose pinned huge page cannot split "
+				 "waits until it can)"
+			       : "freed blocks are cut out of the pool file before reuse "
+				 "(a stale kernel pin keeps an orphaned page)";
+	case PM_SEVER_HUGETLB:
+		return "hugetlbfs: a freed block that a lease covered is reused once its "
+		       "whole huge page can be cut out of the pool file";
+	case PM_SEVER_DAX:
+		return "DAX: the kernel refuses long-term pins of the pool (FOLL_LONGTERM); "
+		       "freed blocks are cut out before reuse";
+	case PM_SEVER_DEVICE:
+		return "a device cannot cut freed blocks out: a kernel pin (RDMA, io_uring "
+		       "fixed buffers) that outlives its lease could reach a reused block";
+	default:
+		return "freed blocks are not cut out of the pool";
+	}
+}
+
+/* Cuts blocks [b, b+n) out of the pool file. 0 or -errno; the first
+ * failure of each kind is logged, and a backing that cannot punch at all
+ * is not asked again. */
+static int punch(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	static int said;
+
+	if (fs->sever_how == PM_SEVER_NONE || fs->sever_how == PM_SEVER_DEVICE || !n)
+		return -EOPNOTSUPP;
+	if (fallocate(fs->pool->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(b << PM_BLOCK_SHIFT), (off_t)(n << PM_BLOCK_SHIFT)) == 0)
+		return 0;
+	if (errno == EOPNOTSUPP || errno == ENODEV) {
+		fs->sever_how = PM_SEVER_DEVICE;
+		fprintf(stderr, "pinfs: the pool cannot punch holes (%s): %s\n", strerror(errno),
+			pm_sever_describe(fs));
+		return -EOPNOTSUPP;
+	}
+	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+		fprintf(stderr, "pinfs: fallocate(PUNCH_HOLE) of pool blocks %" PRIu64 "+%" PRIu64
+				" failed: %s\n", b, n, strerror(errno));
+	return -errno;
+}
+
+/* Does the pool file still hold a page under any block of [b, b+n)? The
+ * first such block in *@first. Unknown (mincore failed): yes. */
+static bool resident(struct pm_fs *fs, uint64_t b, uint64_t n, uint64_t *first)
+{
+	unsigned char vec[512];
+	uint64_t done = 0;
+
+	while (done < n) {
+		uint64_t k = n - done < sizeof(vec) ? n - done : sizeof(vec), i;
+
+		if (mincore(pm_block_ptr(fs->pool, b + done), k << PM_BLOCK_SHIFT, vec) < 0) {
+			*first = b + done;
+			return true;
+		}
+		for (i = 0; i < k; i++)
+			if (vec[i] & 1) {
+				*first = b + done + i;
+				return true;
+			}
+		done += k;
+	}
+	return false;
+}
+
+static bool tainted(const struct pm_fs *fs, uint64_t b)
+{
+	return fs->taint && ((fs->taint[b >> 6] >> (b & 63)) & 1);
+}
+
+static void untaint(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = b; fs->taint && i < b + n; i++)
+		fs->taint[i >> 6] &= ~(1ull << (i & 63));
+}
+
+void pm_sever_taint(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	uint64_t i;
+
+	if (!fs->taint) {
+		fs->taint = calloc(PM_DIV_UP(fs->nblocks, 64), sizeof(uint64_t));
+		if (!fs->taint)
+			return; /* see pm_sever_release: then every block is checked */
+	}
+	for (i = b; i < b + n && i < fs->nblocks; i++)
+		fs->taint[i >> 6] |= 1ull << (i & 63);
+}
+
+/* Is block @b in an unsevered run? */
+static bool unsevered(const struct pm_fs *fs, uint64_t b)
+{
+	size_t i;
+
+	for (i = 0; i < fs->nunsev; i++)
+		if (b >= fs->unsev[i].start && b < fs->unsev[i].start + fs->unsev[i].n)
+			return true;
+	return false;
+}
+
+/* Are all blocks of [lo, hi) but those in [b, e) allocatable, or waiting
+ * to be severed themselves? Then the whole range may be punched. */
+static bool others_free(const struct pm_fs *fs, uint64_t lo, uint64_t hi, uint64_t b, uint64_t e)
+{
+	uint64_t i;
+
+	if (lo < fs->data_start || hi > fs->nblocks)
+		return false;
+	for (i = lo; i < hi; i++) {
+		if (i >= b && i < e)
+			continue;
+		if ((fs->bmap[i >> 6] >> (i & 63)) & 1 && !unsevered(fs, i))
+			return false;
+	}
+	return true;
+}
+
+static void keep_unsevered(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	if (fs->nunsev == fs->capunsev) {
+		size_t ncap = fs->capunsev ? 2 * fs->capunsev : 16;
+		struct pm_run *nv = realloc(fs->unsev, ncap * sizeof(*nv));
+		if (!nv) {
+			/* cannot remember them: they stay in use until the
+			 * next mount (leaking is safe, reusing is not) */
+			fs->unsev_lost += n;
+			return;
+		}
+		fs->unsev = nv;
+		fs->capunsev = ncap;
+	}
+	fs->unsev[fs->nunsev].start = b;
+	fs->unsev[fs->nunsev++].n = n;
+	fs->unsev_blocks += n;
+}
+
+/*
+ * Blocks [b, e), inside one page of the backing (sever_gran blocks), must
+ * leave the pool file before reuse. Returns how many of them, from @b on,
+ * are severed (the rest stay out of the free list).
+ */
+static uint64_t sever_piece(struct pm_fs *fs, uint64_t b, uint64_t e)
+{
+	uint64_t g = fs->sever_gran, lo = b / g * g, hi = lo + g, first;
+
+	if (punch(fs, b, e - b) < 0) {
+		/* nothing can cut it out: a device (the log said so) */
+		return e - b;
+	}
+	if (!resident(fs, b, e - b, &first))
+		return e - b;
+	/* a huge page that could not split (a pin holds it, or hugetlbfs):
+	 * the whole page goes, if nothing else lives in it */
+	if (g > 1 && others_free(fs, lo, hi, b, e) && punch(fs, lo, hi - lo) == 0 &&
+	    !resident(fs, b, e - b, &first))
+		return e - b;
+	return first - b;
+}
+
+/* Makes [b, e) allocatable, after sever or not; counted as severed when
+ * @sev. */
+static void give_back(struct pm_fs *fs, uint64_t b, uint64_t e, bool sev)
+{
+	if (b >= e)
+		return;
+	untaint(fs, b, e - b);
+	if (sev)
+		fs->severed += e - b;
+	pm_bavail_add(fs, b, e - b);
+}
+
+void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
+{
+	uint64_t g = fs->sever_gran, e = b + n;
+
+	while (b < e) {
+		uint64_t pe = (b / g + 1) * g, ok, t;
+		bool need = must;
+
+		if (pe > e)
+			pe = e;
+		/* without a taint bitmap (no memory) every block is suspect */
+		for (t = b; !need && t < pe; t++)
+			need = !fs->taint || tainted(fs, t);
+		if (need) {
+			ok = sever_piece(fs, b, pe);
+			if (fs->sever_how == PM_SEVER_DEVICE) {
+				give_back(fs, b, pe, false);
+			} else {
+				give_back(fs, b, b + ok, true);
+				if (b + ok < pe)
+					keep_unsevered(fs, b + ok, pe - (b + ok));
+			}
+		} else {
+			/* nobody can reach it: punch for the memory, but never
+			 * split a huge page for it */
+			uint64_t lo = b / g * g;
+			bool cut = false;
+			if (g == 1)
+				cut = punch(fs, b, pe - b) == 0;
+			else if (others_free(fs, lo, lo + g, b, pe))
+				cut = punch(fs, lo, g) == 0;
+			give_back(fs, b, pe, cut);
+		}
+		b = pe;
+	}
+}
+
+void pm_sever_retry(struct pm_fs *fs)
+{
+	struct pm_run *v;
+	size_t n, i;
+
+	pthread_mutex_lock(&fs->lock);
+	n = fs->nunsev;
+	v = fs->unsev;
+	if (!n) {
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
+	fs->unsev = NULL;
+	fs->nunsev = fs->capunsev = 0;
+	fs->unsev_blocks = 0;
+	for (i = 0; i < n; i++)
+		pm_sever_release(fs, v[i].start, v[i].n, true);
+	pthread_mutex_unlock(&fs->lock);
+	free(v);
+}
+
+void pm_sever_free_space(struct pm_fs *fs)
+{
+	uint64_t b = fs->data_start, g = fs->sever_gran;
+
+	if (fs->sever_how == PM_SEVER_NONE || fs->sever_how == PM_SEVER_DEVICE)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	while (b < fs->nblocks) {
+		uint64_t s, e;
+
+		while (b < fs->nblocks && (fs->bmap[b >> 6] >> (b & 63)) & 1)
+			b++;
+		for (s = b; b < fs->nblocks && !((fs->bmap[b >> 6] >> (b & 63)) & 1); b++)
+			;
+		e = b;
+		/* whole pages of the backing only */
+		s = PM_DIV_UP(s, g) * g;
+		e = e / g * g;
+		if (s < e && punch(fs, s, e - s) < 0 && fs->sever_how == PM_SEVER_DEVICE)
+			break;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void pm_sever_counts(struct pm_fs *fs, uint64_t *severed, uint64_t *unsev)
+{
+	pthread_mutex_lock(&fs->lock);
+	*severed = fs->severed;
+	*unsev = fs->unsev_blocks + fs->unsev_lost;
+	pthread_mutex_unlock(&fs->lock);
+}
