@@ -174,63 +174,83 @@ static bool collect_one(void *arg, uint64_t off, uint64_t end)
 	return false;
 }
 
-int lease_maps_pid(uint32_t pid, uint64_t dev, uint64_t ino, struct lease_mapping **out,
-		   size_t *n)
+static int cmp_u32(const void *a, const void *b)
 {
-	struct collect c = { .pid = pid };
-	int rc;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
-	*out = NULL;
-	*n = 0;
-	if (!dev && !ino)
-		return 0;
-	/* gone: it maps nothing; unreadable: it may (the caller keeps the
-	 * blocks, the sweep decides) */
-	rc = maps_each(pid, dev, ino, collect_one, &c);
-	if (rc < 0 && rc != -ENOENT && rc != -ESRCH) {
-		free(c.v);
-		return rc;
-	}
-	if (c.nomem) {
-		free(c.v);
-		return -ENOMEM;
-	}
-	*out = c.v;
-	*n = c.n;
-	return 0;
+	return x < y ? -1 : x > y;
 }
+
+/* Rounds of lease_maps_all(): a mapping moves to a new process only by
+ * fork, and a process forked during one round shows up in the next. */
+#define MAPS_ROUNDS_MAX 8
 
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n)
 {
 	struct collect c = { 0 };
-	struct dirent *d;
-	uint32_t self = (uint32_t)getpid();
-	DIR *dir;
+	uint32_t self = (uint32_t)getpid(), *seen = NULL;
+	size_t nseen = 0, capseen = 0, sorted = 0;
+	int round, rc = 0;
 
 	*out = NULL;
 	*n = 0;
 	if (!dev && !ino)
 		return 0;
-	dir = opendir("/proc");
-	if (!dir)
-		return -errno;
-	while ((d = readdir(dir))) {
-		char *end;
-		unsigned long pid = strtoul(d->d_name, &end, 10);
+	/*
+	 * /proc is read again until a round meets no process it had not
+	 * read: readdir() of /proc may miss a process forked while it runs
+	 * (its pid below the cursor), and such a child can inherit a
+	 * mapping whose parent unmaps before its own maps are read.
+	 */
+	for (round = 0; round < MAPS_ROUNDS_MAX; round++) {
+		size_t fresh = 0;
+		struct dirent *d;
+		DIR *dir = opendir("/proc");
 
-		if (*end || !pid || pid > UINT32_MAX || pid == self)
-			continue;
-		c.pid = (uint32_t)pid;
-		/* a process gone meanwhile, or whose maps we may not read,
-		 * maps nothing we can know of */
-		(void)maps_each(c.pid, dev, ino, collect_one, &c);
-		if (c.nomem)
+		if (!dir) {
+			rc = -errno;
 			break;
+		}
+		while ((d = readdir(dir))) {
+			char *end;
+			unsigned long pid = strtoul(d->d_name, &end, 10);
+			uint32_t p32 = (uint32_t)pid;
+
+			if (*end || !pid || pid > UINT32_MAX || p32 == self)
+				continue;
+			if (sorted && bsearch(&p32, seen, sorted, sizeof(*seen), cmp_u32))
+				continue;
+			if (nseen == capseen) {
+				size_t ncap = capseen ? 2 * capseen : 256;
+				uint32_t *ns = realloc(seen, ncap * sizeof(*ns));
+				if (!ns) {
+					c.nomem = true;
+					break;
+				}
+				seen = ns;
+				capseen = ncap;
+			}
+			seen[nseen++] = p32;
+			fresh++;
+			c.pid = p32;
+			/* a process gone meanwhile, or whose maps we may not
+			 * read, maps nothing we can know of */
+			(void)maps_each(c.pid, dev, ino, collect_one, &c);
+			if (c.nomem)
+				break;
+		}
+		closedir(dir);
+		if (c.nomem || !fresh)
+			break;
+		qsort(seen, nseen, sizeof(*seen), cmp_u32);
+		sorted = nseen;
 	}
-	closedir(dir);
-	if (c.nomem) {
+	free(seen);
+	if (c.nomem)
+		rc = -ENOMEM;
+	if (rc) {
 		free(c.v);
-		return -ENOMEM;
+		return rc;
 	}
 	*out = c.v;
 	*n = c.n;
@@ -666,9 +686,9 @@ void lease_watch_delete(struct lease_watch **wp)
  * the holder's alone to end: a process that mapped the pool file itself
  * may keep its mapping after UNPIN, and a child that inherited it (fork
  * without MADV_DONTFORK) outlives the holder. So at that end the daemon
- * reads who maps the lease's pool blocks: the holder (UNPIN; every process
- * if the holder has children, which may have inherited the mapping), or
- * every process (exit, sweep). A lease still mapped is orphaned
+ * reads who maps the lease's pool blocks in every process's maps -- at
+ * UNPIN too: a child that inherited the mapping may have been reparented
+ * by a double fork, so the holder's family is not enough. A lease still mapped is orphaned
  * (LEASE_HOLDER_NONE, revoked) and its blocks stay pinned; the processes
  * mapping it join the watch (and the pool's holder record) as mappers; the
  * watch thread sweeps the orphans every 200 ms and ends each one no process
@@ -719,34 +739,6 @@ static bool lease_mapped(struct lease_mgr *m, uint64_t id, const struct lease_ma
 	return found;
 }
 
-/* Has process @pid a child (/proc/PID/task/TID/children)? */
-static bool has_children(uint32_t pid)
-{
-	char path[96], buf[16];
-	struct dirent *d;
-	bool any = false;
-	DIR *dir;
-
-	snprintf(path, sizeof(path), "/proc/%u/task", pid);
-	dir = opendir(path);
-	if (!dir)
-		return false;
-	while (!any && (d = readdir(dir))) {
-		int fd;
-
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%u/task/%.20s/children", pid, d->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		any = read(fd, buf, sizeof(buf)) > 0;
-		close(fd);
-	}
-	closedir(dir);
-	return any;
-}
-
 int lease_end_one(struct lease_mgr *m, const struct lease *l)
 {
 	struct lease_table *t = lease_mgr_table(m);
@@ -760,10 +752,10 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 		return -ENOENT; /* unpinned already, waiting for the unmap */
 	lease_mgr_pool(m, &dev, &ino);
 	if (l->holder != LEASE_HOLDER_NONE) {
-		/* the holder's word that it unmapped is not enough; a child may
-		 * have inherited the mapping: with children, every process */
-		rc = has_children(l->holder) ? lease_maps_all(dev, ino, &mp, &nmp)
-					     : lease_maps_pid(l->holder, dev, ino, &mp, &nmp);
+		/* the holder's word that it unmapped is not enough, nor its
+		 * family's maps: a child may have inherited the mapping and
+		 * been reparented (a double fork), so every process */
+		rc = lease_maps_all(dev, ino, &mp, &nmp);
 		mapped = rc ? true : lease_mapped(m, l->id, mp, nmp, true, &changed);
 		free(mp);
 	}
