@@ -617,9 +617,6 @@ int main(int argc, char **argv)
 	if (pm_fs_errors(g_ffs.fs))
 		fprintf(stderr, "pinfs: %s: the pool is corrupt: serving it read-only (EROFS) until "
 				"fsck.pinfs --repair\n", o.pool);
-	fprintf(stderr, "pinfs: %s: %s\n", o.pool,
-		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
-				    : "not persistent memory: durability by msync");
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_fs;
 	if (fuse_session_mount(se, cl.mountpoint) != 0)
@@ -636,6 +633,12 @@ int main(int argc, char **argv)
 		log_redirect(logfd);
 		logfd = -1;
 	}
+	/* a successful mount is silent on the terminal, as mount helpers
+	 * are: what the pool is goes to the log */
+	fprintf(stderr, "pinfs: %s: %s; %s\n", o.pool,
+		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
+				    : "not persistent memory: durability by msync",
+		pm_sever_describe(g_ffs.fs));
 	if (ffs_leases_start(&g_ffs, &lcfg)) {
 		fprintf(stderr, "pinfs: cannot start the lease manager\n");
 		goto out_unmount;

@@ -43,6 +43,17 @@ def test_mount_says_whether_pool_is_pmem_or_msync(mnt):
     mnt.start()
 
 
+def test_a_successful_mount_is_silent_on_the_terminal_and_says_it_in_the_log(mnt):
+    """Mount helpers print nothing on success (scripts compare their
+    output): the pool's kind and what protects reused blocks go to the log."""
+    out, err, log = mnt.logs[-1]
+    said = mnt._read(out) + mnt._read(err)
+    assert said == '', 'a successful mount printed on the terminal:\n' + said
+    text = mnt._read(log)
+    assert 'not persistent memory: durability by msync' in text, text
+    assert 'cut out of the pool file before reuse' in text, text
+
+
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_unmounts_cleanly_and_daemon_exits_0(mnt, sig):
     data = b'not fsynced, but a clean unmount flushes everything\n' * 100
