@@ -10,7 +10,7 @@
  * for writing, stores a pattern through the direct mapping of the pool,
  * registers the mapping with io_uring as fixed buffers (the long-term page
  * pin that RDMA or O_DIRECT-style I/O would hold), fsyncs the file, then
- * releases in the only safe order -- the io_uring registration first, then
+ * releases in the sensible order -- the io_uring registration first, then
  * the pin -- and reads the file back with pread() to check the pattern.
  * Byte i of the file is (i % 251): a period prime to every block size.
  *
@@ -146,8 +146,10 @@ int main(int argc, char **argv)
 		ok = 0;
 	}
 
-	/* The kernel's pin on the pages (fixed buffers) goes before the lease:
-	 * once the lease ends the blocks may belong to another file. */
+	/* The kernel's pin on the pages (fixed buffers) goes before the lease.
+	 * Kept past it, it would hold pages the daemon has cut out of the pool
+	 * by the time their blocks go to another file: stores through it land
+	 * in orphaned pages and are lost (see pinfs/client.h). */
 	if (rc == 0) {
 		rc = io_uring_unregister_buffers(&ring);
 		if (rc < 0) {

@@ -16,9 +16,18 @@
  * Revocation: the daemon may revoke a PINFS_PIN_REVOCABLE lease (SIGBUS with
  * si_code SI_QUEUE, see include/pinfs/abi.h). The mapping stays valid -- its blocks
  * are quarantined, no longer part of the file -- until pinfs_map_unpin(),
- * which acknowledges the revocation. Anything else that pins the mapping
- * (io_uring fixed buffers, RDMA MRs) must be released before that call: once
- * the lease ends the blocks can be reused by another file.
+ * which acknowledges the revocation.
+ *
+ * Kernel pins: release anything else that pins the mapping (io_uring fixed
+ * buffers, RDMA MRs) before pinfs_map_unpin(). That is advice for speed and
+ * sense, not a condition of safety: a kernel pin holds the pages, not the
+ * mapping, and outlives the lease; the daemon cuts a freed block out of the
+ * pool file before it hands the block to another file (on tmpfs and
+ * hugetlbfs), so a store through a stale pin lands in an orphaned page that
+ * no file reads -- and is lost. On a DAX pool (a file on an fsdax mount) the
+ * kernel refuses long-term pins of the mapping: io_uring_register_buffers()
+ * fails with EOPNOTSUPP; use ordinary (short-term) I/O there. On a devdax
+ * device nothing can be cut out: there the rule is one of safety again.
  *
  * fork(): the mapping is MADV_DONTFORK, as libibverbs' ibv_fork_init()
  * makes RDMA memory: a child of the caller has nothing mapped there, and a
