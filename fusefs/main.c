@@ -588,7 +588,8 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 
-	if (pm_pool_open(o.pool, &g_ffs.pool, err, sizeof(err))) {
+	/* a daemon just unmounted may still be writing its clean superblock */
+	if (pm_pool_open_flags(o.pool, PM_POOL_WAIT_LOCK, &g_ffs.pool, err, sizeof(err))) {
 		say_pool_error(o.pool, err);
 		goto out_session;
 	}

@@ -6,6 +6,7 @@
  * whatever bytes it holds: every field used to compute an address is checked
  * against the size of the mapping before anything is dereferenced.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libpmem.h>
@@ -869,6 +870,111 @@ int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errle
 	return pm_pool_open_flags(path, 0, out, err, errlen);
 }
 
+/* The command name of process @pid in @comm ("" if gone). */
+static void pid_comm(uint32_t pid, char *comm, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	comm[0] = 0;
+	snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (fgets(comm, (int)len, f))
+		comm[strcspn(comm, "\n")] = 0;
+	fclose(f);
+}
+
+/* A process (not this one) with the file @st names open, a pinfs program
+ * (the daemon, fsck, mkfs: the pool lock's holders) preferred over a
+ * client that has it mapped; 0 if none is seen. /proc/locks would name the
+ * process that took the lock, which for a daemon is the parent it left at
+ * fuse_daemonize(). Only on the refusal path: it reads every process's
+ * fds. */
+static uint32_t pool_user(const struct stat *st, char *comm, size_t len)
+{
+	uint32_t self = (uint32_t)getpid(), any = 0, found = 0;
+	struct dirent *d;
+	DIR *proc = opendir("/proc");
+
+	if (!proc)
+		return 0;
+	while (!found && (d = readdir(proc))) {
+		char path[64], *end;
+		unsigned long pid = strtoul(d->d_name, &end, 10);
+		struct dirent *e;
+		DIR *fds;
+
+		if (*end || !pid || pid > UINT32_MAX || (uint32_t)pid == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%lu/fd", pid);
+		fds = opendir(path);
+		if (!fds)
+			continue;
+		while ((e = readdir(fds))) {
+			struct stat fst;
+
+			if (e->d_name[0] == '.' ||
+			    fstatat(dirfd(fds), e->d_name, &fst, 0) < 0 ||
+			    fst.st_dev != st->st_dev || fst.st_ino != st->st_ino)
+				continue;
+			pid_comm((uint32_t)pid, comm, len);
+			if (!strcmp(comm, "pinfs") || !strcmp(comm, "fsck.pinfs") ||
+			    !strcmp(comm, "mkfs.pinfs"))
+				found = (uint32_t)pid;
+			else if (!any)
+				any = (uint32_t)pid;
+			break;
+		}
+		closedir(fds);
+	}
+	closedir(proc);
+	if (!found && any)
+		pid_comm(any, comm, len);
+	return found ? found : any;
+}
+
+/*
+ * One user at a time: two daemons (or a daemon and fsck) on one pool would
+ * corrupt it. The lock goes away with the process, even on SIGKILL. With
+ * @wait, a lock still held is waited for up to PM_POOL_LOCK_WAIT_MS: a
+ * daemon whose mount was just unmounted is still writing its clean
+ * superblock (tens of ms after umount returns), and a script that remounts
+ * at once must not fail for it. 0, -EBUSY or -errno, with a message.
+ */
+static int pool_lock(int fd, const struct stat *st, bool wait, char *err, size_t errlen)
+{
+	unsigned waited = 0;
+	uint32_t pid;
+	char comm[32] = "";
+
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int rc = -errno;
+
+		if (rc != -EWOULDBLOCK && rc != -EINTR) {
+			pm_errmsg(err, errlen, "cannot lock pool: %s", strerror(-rc));
+			return rc;
+		}
+		if (wait && waited < PM_POOL_LOCK_WAIT_MS) {
+			usleep(10000);
+			waited += 10;
+			continue;
+		}
+		pid = pool_user(st, comm, sizeof(comm));
+		if (pid && waited)
+			pm_errmsg(err, errlen, "pool is in use by another pinfs process (pid %u, %s): "
+				  "it still held the pool %u ms later", pid, comm, waited);
+		else if (pid)
+			pm_errmsg(err, errlen, "pool is in use by another pinfs process (pid %u, %s)",
+				  pid, comm);
+		else
+			pm_errmsg(err, errlen, "pool is in use by another pinfs process");
+		return -EBUSY;
+	}
+	return 0;
+}
+
 int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, char *err,
 		       size_t errlen)
 {
@@ -892,15 +998,9 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 	/* one user at a time: two daemons (or a daemon and fsck) on one pool
 	 * would corrupt it. The lock goes away with the process, even on
 	 * SIGKILL. */
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		rc = -errno;
+	rc = pool_lock(fd, &st, flags & PM_POOL_WAIT_LOCK, err, errlen);
+	if (rc) {
 		close(fd);
-		if (rc == -EWOULDBLOCK)
-			rc = -EBUSY;
-		if (rc == -EBUSY)
-			pm_errmsg(err, errlen, "pool is in use by another pinfs process");
-		else
-			pm_errmsg(err, errlen, "cannot lock pool: %s", strerror(-rc));
 		return rc;
 	}
 	if (rdonly) {

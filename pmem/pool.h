@@ -62,6 +62,9 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 #define PM_POOL_RDONLY 0x1u    /* open and map read-only: nothing can be written */
 #define PM_POOL_BACKUP_SB 0x2u /* a corrupt primary superblock: use the backup
 				* (a DRAM copy in pool->sb_copy) if it is intact */
+#define PM_POOL_WAIT_LOCK 0x4u /* a pool in use: wait up to PM_POOL_LOCK_WAIT_MS
+				* for its user to let go (a daemon exiting) */
+#define PM_POOL_LOCK_WAIT_MS 5000u
 
 /* Maps and validates @path. On failure returns -errno (-EUCLEAN for a corrupt
  * or foreign pool, -EPROTONOSUPPORT for a newer version) and leaves one line

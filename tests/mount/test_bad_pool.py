@@ -196,6 +196,9 @@ def test_second_mount_of_the_same_pool_is_refused(good_pool, mountpoint, scratch
             rc, err = try_mount(good_pool, other)
             assert rc > 0, 'a pool must not be served by two daemons at once\n%s' % err
             _one_clear_line(err)
+            # it waited (bounded) for a daemon that might be exiting, then
+            # named the one that is not
+            assert 'pid %d' % first.proc.pid in err, err
         finally:
             problems = first.stop()
     finally:
