@@ -127,13 +127,36 @@ class Raw:
                 pass
 
 
+def _kill_adopted(exe):
+    """Kills by pid and reaps every child of this process that runs `exe`:
+    holders' orphans adopted here (we are their subreaper) whose pid a
+    failed test never learnt."""
+    for task in os.listdir('/proc/self/task'):
+        try:
+            with open('/proc/self/task/%s/children' % task) as f:
+                pids = [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                if os.readlink('/proc/%d/exe' % pid) != exe:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                pass
+
+
 @pytest.fixture
 def raw(mnt, staleholder):
     """Maker of Raw holders: raw(path, flags='w', size=SIZE, mode='raw')."""
     _subreaper(True)       # orphaned children are ours to reap
-    with factory(lambda *a, **kw: Raw(staleholder, *a, **kw), Raw.close) as make:
-        yield make
-    _subreaper(False)
+    try:
+        with factory(lambda *a, **kw: Raw(staleholder, *a, **kw), Raw.close) as make:
+            yield make
+    finally:
+        _kill_adopted(os.path.realpath(staleholder))
+        _subreaper(False)
 
 
 def _setup(mnt):
