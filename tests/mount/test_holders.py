@@ -22,9 +22,11 @@ library's mapping with MADV_DOFORK put back, SIGBUS/SIGIO blocked).
 
 import errno
 import os
+import queue
 import signal
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -45,22 +47,45 @@ needs_root = pytest.mark.skipif(os.getuid() != 0, reason='needs root to switch u
 
 
 class Raw:
-    """One staleholder in raw mode: pins [0, SIZE) of `path` and maps it with
-    MADV_DOFORK; commands answer one line each."""
+    """One staleholder in raw mode (pins [0, size) of `path` and maps it with
+    MADV_DOFORK) or, with mode='ring', in ring mode (the library's mapping,
+    to be registered with io_uring); commands answer one line each, within
+    `timeout` seconds. close() kills by pid every process it started."""
 
-    def __init__(self, exe, path, flags='w', size=SIZE):
-        self.p = subprocess.Popen([exe, 'raw', path, str(size), flags], stdin=subprocess.PIPE,
+    def __init__(self, exe, path, flags='w', size=SIZE, mode='raw'):
+        self.p = subprocess.Popen([exe, mode, path, str(size), flags], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline()
-        assert line.startswith('lease='), (line, self.p.stderr.read())
-        self.lease = int(line.split('=')[1])
         self.pid = self.p.pid
         self.child = None
+        self.strays = []     # grandchildren (spawn2), reparented to us or init
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        line = self._line(10)
+        if not line.startswith('lease='):
+            if self.p.poll() is None:
+                self.p.kill()
+            self.p.wait()
+            err = self.p.stderr.read()
+            self.close()
+            raise AssertionError('staleholder %s: %r, stderr %r' % (mode, line, err))
+        self.lease = int(line.split('=')[1])
 
-    def cmd(self, line):
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.put(line)
+        self.lines.put('')   # end of file: every writer is gone
+
+    def _line(self, timeout):
+        try:
+            return self.lines.get(timeout=timeout).rstrip('\n')
+        except queue.Empty:
+            return '<no answer within %s s>' % timeout
+
+    def cmd(self, line, timeout=10):
+        """The answer to `line`; '' once the holder (and its child) exited."""
         self.p.stdin.write(line + '\n')
         self.p.stdin.flush()
-        return self.p.stdout.readline().rstrip('\n')
+        return self._line(timeout)
 
     def fork(self):
         """The holder forks and exits; the child (with the mapping) goes on."""
@@ -70,28 +95,68 @@ class Raw:
         assert self.p.wait(timeout=10) == 0
         return self.child
 
+    def spawn2(self, byte):
+        """A grandchild of the holder's that its child left behind: it keeps
+        the mapping and stores `byte` over it every millisecond. Its pid."""
+        ans = self.cmd('spawn2 %d' % byte)
+        assert ans.startswith('grandchild '), ans
+        self.strays.append(int(ans.split()[1]))
+        return self.strays[-1]
+
     def close(self):
-        for pid in (self.child, self.pid if self.p.poll() is None else None):
+        live = self.pid if self.p.poll() is None else None
+        for pid in self.strays + [self.child, live]:
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if self.child:
-            try:
-                os.waitpid(self.child, 0)
-            except ChildProcessError:
-                pass
+        for pid in self.strays + [self.child]:
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        self.strays, self.child = [], None
         if self.p.poll() is None:
             self.p.wait()
+        for f in (self.p.stdin, self.p.stderr):   # (stdout is the reader thread's)
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def _kill_adopted(exe):
+    """Kills by pid and reaps every child of this process that runs `exe`:
+    holders' orphans adopted here (we are their subreaper) whose pid a
+    failed test never learnt."""
+    for task in os.listdir('/proc/self/task'):
+        try:
+            with open('/proc/self/task/%s/children' % task) as f:
+                pids = [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                if os.readlink('/proc/%d/exe' % pid) != exe:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                pass
 
 
 @pytest.fixture
 def raw(mnt, staleholder):
+    """Maker of Raw holders: raw(path, flags='w', size=SIZE, mode='raw')."""
     _subreaper(True)       # orphaned children are ours to reap
-    with factory(lambda path, flags='w': Raw(staleholder, path, flags), Raw.close) as make:
-        yield make
-    _subreaper(False)
+    try:
+        with factory(lambda *a, **kw: Raw(staleholder, *a, **kw), Raw.close) as make:
+            yield make
+    finally:
+        _kill_adopted(os.path.realpath(staleholder))
+        _subreaper(False)
 
 
 def _setup(mnt):

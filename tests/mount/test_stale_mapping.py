@@ -14,7 +14,8 @@ fixture runs it after unmount).
             stays; its blocks stay quarantined until the holder exits.
 
 The holder is tests/mount/staleholder.c, linked here against the build's
-client library (so it is the library that is tested).
+client library (so it is the library that is tested) and liburing (its
+"ring" mode, for test_kernel_pins.py).
 """
 
 import ctypes
@@ -41,7 +42,7 @@ def staleholder():
     lib = os.path.join(BUILD, 'libpinfs_client.a')
     if not os.path.exists(lib):
         pytest.skip('no %s' % lib)
-    exe = compile_helper('staleholder', [lib], sanitize=True)
+    exe = compile_helper('staleholder', [lib, '-luring'], sanitize=True)
     yield exe
     shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
 
