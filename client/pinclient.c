@@ -13,8 +13,14 @@
  * back on a lease-break notice (SIGIO). The signal handlers only record what
  * arrived; the main loop acts on it.
  *
- * Exit: 0 after a clean unpin, 3 when the lease was revoked, 1 on error,
- * 2 on a usage error.
+ * --stale-ring plays a careless RDMA user, on purpose: when its lease ends
+ * it unpins as usual but keeps the io_uring fixed-buffer registration (the
+ * kernel's pin on the pages), and on SIGUSR2 transfers once more through it.
+ * Whatever the pool now keeps in those pages is what that store hits; it
+ * exists so that scripts/compare-policies can show where it lands.
+ *
+ * Exit: 0 after a clean unpin, 3 when the lease was revoked, 1 on error
+ * (with --stale-ring also a failed stale transfer), 2 on a usage error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,7 +56,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free in
 
 /* Written only by the signal handlers (each field once per signal, the
  * flag last), read by the main loop. */
-static volatile sig_atomic_t g_revoked, g_break, g_stop;
+static volatile sig_atomic_t g_revoked, g_break, g_stop, g_stale_go;
 static _Atomic unsigned long long g_revoke_id, g_break_id, g_revoke_ns;
 
 static uint64_t now_ns(void)
@@ -82,24 +88,29 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 		atomic_store(&g_break_id, (uintptr_t)si->si_value.sival_ptr);
 		g_break = 1;
 		break;
+	case SIGUSR2: /* installed with --stale-ring only */
+		g_stale_go = 1;
+		break;
 	default:
 		g_stop = 1;
 		break;
 	}
 }
 
-static int signals_install(void)
+/* SIGUSR2 only with @stale_ring: otherwise it keeps its default action. */
+static int signals_install(bool stale_ring)
 {
-	static const int sigs[] = { SIGBUS, SIGIO, SIGINT, SIGTERM };
+	static const int sigs[] = { SIGBUS, SIGIO, SIGINT, SIGTERM, SIGUSR2 };
+	size_t n = sizeof(sigs) / sizeof(sigs[0]) - (stale_ring ? 0 : 1);
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_signal;
 	sa.sa_flags = SA_SIGINFO | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	for (size_t i = 0; i < n; i++)
 		sigaddset(&sa.sa_mask, sigs[i]);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	for (size_t i = 0; i < n; i++)
 		if (sigaction(sigs[i], &sa, NULL) < 0)
 			return -errno;
 	return 0;
@@ -131,7 +142,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: pinclient [--revocable] [--cooperative] [--rate MBPS] [--duration SECONDS]\n"
-		"                 [--source FILE] [--chunk BYTES] FILE OFFSET LENGTH\n"
+		"                 [--source FILE] [--chunk BYTES] [--stale-ring] FILE OFFSET LENGTH\n"
 		"\n"
 		"Pins [OFFSET, OFFSET+LENGTH) of FILE (on a pinfs mount) for writing, maps it\n"
 		"from the pool, registers the mapping as io_uring fixed buffers and keeps\n"
@@ -143,12 +154,19 @@ static void usage(FILE *f)
 		"  --duration SECS   stop after SECS seconds (default: until signalled)\n"
 		"  --source FILE     regular file to read from (default: a pattern file in /dev/shm)\n"
 		"  --chunk BYTES     bytes per transfer (default 256k)\n"
+		"  --stale-ring      DEMONSTRATION ONLY, a careless RDMA user: when the lease ends\n"
+		"                    (revoked, a cooperative break, --duration over) unpin but keep\n"
+		"                    the io_uring fixed buffers registered, wait for SIGUSR2, then\n"
+		"                    READ_FIXED the whole buffer once more from the source into\n"
+		"                    pages that may now hold another file's data; prints\n"
+		"                    'pinclient: stale dma: N bytes'\n"
 		"  --help            print this help and exit\n"
 		"  --version         print the version and exit\n"
 		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
 		"\n"
 		"Exit status: 0 clean unpin (duration over, SIGINT/SIGTERM, or a cooperative\n"
-		"break), 3 the lease was revoked, 1 error, 2 usage error.\n");
+		"break), 3 the lease was revoked, 1 error (with --stale-ring also: the stale\n"
+		"transfer failed), 2 usage error.\n");
 }
 
 /* Everything held between pinning and the end. */
@@ -158,6 +176,8 @@ struct client {
 	bool mapped;
 	struct io_uring ring;
 	bool ring_up, registered;
+	char *buf_base; /* where the registered buffers start (the mapping, while mapped) */
+	size_t buf_len;
 	uint64_t src_size, chunk;
 	uint64_t win, win_len; /* where transfers land: the requested range, in the mapping */
 	uint64_t pin_ns;
@@ -213,22 +233,17 @@ static int buffers_register(struct client *c)
 	}
 	rc = io_uring_register_buffers(&c->ring, iov, (unsigned)n);
 	free(iov);
-	if (rc == 0)
+	if (rc == 0) {
 		c->registered = true;
+		c->buf_base = c->map.addr;
+		c->buf_len = c->map.len;
+	}
 	return rc;
 }
 
-/*
- * Releases in the sensible order: the kernel's long-term pin on the pages
- * (fixed buffers) first, then our mapping, then the lease. The daemon cuts
- * freed blocks out of the pool before reuse, so a pin kept past the lease
- * only writes into orphaned pages; releasing it first wastes nothing.
- * Returns the unpin's result.
- */
-static int client_release(struct client *c)
+/* Ends the kernel's long-term pin on the pages (fixed buffers) and the ring. */
+static void ring_release(struct client *c)
 {
-	int rc = 0;
-
 	if (c->registered) {
 		int r = io_uring_unregister_buffers(&c->ring);
 		if (r < 0)
@@ -239,6 +254,22 @@ static int client_release(struct client *c)
 		io_uring_queue_exit(&c->ring);
 		c->ring_up = false;
 	}
+}
+
+/*
+ * Releases in the sensible order: the kernel's long-term pin on the pages
+ * (fixed buffers) first, then our mapping, then the lease. The daemon cuts
+ * freed blocks out of the pool before reuse, so a pin kept past the lease
+ * only writes into orphaned pages. With @keep_ring (--stale-ring) the first
+ * step is skipped on purpose: that is the careless user's mistake.
+ * Returns the unpin's result.
+ */
+static int client_release(struct client *c, bool keep_ring)
+{
+	int rc = 0;
+
+	if (!keep_ring)
+		ring_release(c);
 	if (c->mapped) {
 		rc = pinfs_map_unpin(&c->map);
 		c->mapped = false;
@@ -246,9 +277,10 @@ static int client_release(struct client *c)
 	return rc;
 }
 
-/* One READ_FIXED of @n source bytes at @src_off into mapping offset @dst.
- * Returns the bytes read or -errno. Waits for the completion whatever
- * signals arrive: the buffer must not be released under a pending read. */
+/* One READ_FIXED of @n source bytes at @src_off into the registered buffers
+ * at offset @dst (the mapping's offset, while mapped). Returns the bytes read
+ * or -errno. Waits for the completion whatever signals arrive: the buffer
+ * must not be released under a pending read. */
 static long transfer(struct client *c, uint64_t dst, uint64_t n, uint64_t src_off)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
@@ -257,8 +289,8 @@ static long transfer(struct client *c, uint64_t dst, uint64_t n, uint64_t src_of
 
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_read_fixed(sqe, c->src_fd, (char *)c->map.addr + dst, (unsigned)n,
-				 src_off, (int)(dst / REG_BUF_MAX));
+	io_uring_prep_read_fixed(sqe, c->src_fd, c->buf_base + dst, (unsigned)n, src_off,
+				 (int)(dst / REG_BUF_MAX));
 	rc = io_uring_submit(&c->ring);
 	if (rc < 0)
 		return rc;
@@ -288,6 +320,56 @@ static long pread_full(int fd, char *buf, uint64_t n, uint64_t off)
 		got += (uint64_t)r;
 	}
 	return (long)got;
+}
+
+/*
+ * --stale-ring, after the unpin: waits for SIGUSR2 (returns true) or
+ * SIGINT/SIGTERM (false). The signals are blocked between the check and the
+ * sleep, so one that arrives in between is not slept through.
+ */
+static bool stale_wait(void)
+{
+	sigset_t block, old;
+	bool go;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR2);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	while (!g_stale_go && !g_stop)
+		sigsuspend(&old);
+	go = g_stale_go && !g_stop;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return go;
+}
+
+/*
+ * --stale-ring: one READ_FIXED pass over the whole registered buffer from
+ * the source (from its start, wrapping), through a registration whose lease
+ * has ended. Nothing is verified: the pages are no longer ours to read.
+ * Returns the bytes transferred or -errno.
+ */
+static long stale_dma(struct client *c)
+{
+	uint64_t done = 0;
+
+	while (done < c->buf_len) {
+		uint64_t src_off = done % c->src_size, n = c->buf_len - done;
+		long got;
+
+		if (n > c->src_size - src_off)
+			n = c->src_size - src_off;
+		if (n > REG_BUF_MAX - done % REG_BUF_MAX)
+			n = REG_BUF_MAX - done % REG_BUF_MAX; /* one transfer, one buffer */
+		got = transfer(c, done, n, src_off);
+		if (got < 0)
+			return got;
+		if (got == 0)
+			return -ENODATA; /* the source shrank */
+		done += (uint64_t)got;
+	}
+	return (long)done;
 }
 
 enum verdict { GO_ON, STOP_CLEAN, STOP_REVOKED };
@@ -348,14 +430,15 @@ int main(int argc, char **argv)
 		{ "duration", required_argument, NULL, 'd' },
 		{ "source", required_argument, NULL, 's' },
 		{ "chunk", required_argument, NULL, 'C' },
+		{ "stale-ring", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool revocable = false, cooperative = false;
+	bool revocable = false, cooperative = false, stale_ring = false, stale = false;
 	double rate = 100, duration = 0;
 	const char *source = NULL, *path;
-	uint64_t chunk = 256 << 10, off, len, next_check = 0, deadline = UINT64_MAX;
+	uint64_t chunk = 256 << 10, off, len, next_check = 0, deadline = UINT64_MAX, lease;
 	struct client c = { .fd = -1, .src_fd = -1 };
 	enum verdict v = GO_ON;
 	int opt, rc, status = EXIT_OK;
@@ -378,6 +461,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 's': source = optarg; break;
+		case 'S': stale_ring = true; break;
 		case 'C':
 			if (pinfs_parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30)) {
 				return usage_error("--chunk '%s' is not a size of 1 byte .. 1 GiB", optarg);
@@ -399,7 +483,7 @@ int main(int argc, char **argv)
 	if (pinfs_parse_size(argv[optind + 2], &len) < 0)
 		return usage_error("'%s' is not a size (LENGTH)", argv[optind + 2]);
 
-	rc = signals_install();
+	rc = signals_install(stale_ring);
 	if (rc < 0) {
 		fprintf(stderr, "pinclient: sigaction: %s\n", strerror(-rc));
 		return EXIT_ERR;
@@ -550,7 +634,11 @@ int main(int argc, char **argv)
 		}
 	}
 
-	rc = client_release(&c);
+	/* --stale-ring: a lease that ended by itself or by the file system's
+	 * action (not SIGINT/SIGTERM, not an error) keeps the ring. */
+	stale = stale_ring && !g_stop;
+	lease = c.map.lease_id; /* the release clears c.map */
+	rc = client_release(&c, stale);
 	if (v == STOP_REVOKED) {
 		/* The unpin acknowledged the revocation. */
 		if (rc < 0 && rc != -EINVAL && rc != -ENOENT)
@@ -560,9 +648,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinclient: unpin: %s\n", strerror(-rc));
 		status = EXIT_ERR;
 	}
+	if (stale && status != EXIT_ERR) {
+		long got;
+
+		printf("pinclient: lease %" PRIu64 " ended; %zu bytes of io_uring fixed buffers "
+		       "still registered (--stale-ring): stale dma on SIGUSR2\n", lease,
+		       c.buf_len);
+		if (stale_wait()) {
+			got = stale_dma(&c);
+			if (got < 0) {
+				fprintf(stderr, "pinclient: stale READ_FIXED: %s\n",
+					strerror((int)-got));
+				status = EXIT_ERR;
+			} else {
+				printf("pinclient: stale dma: %ld bytes\n", got);
+			}
+		} else {
+			printf("pinclient: stale dma: not done (SIGINT/SIGTERM)\n");
+		}
+	}
+	ring_release(&c);
 	goto out;
 fail:
-	client_release(&c);
+	client_release(&c, false);
 	status = EXIT_ERR;
 out:
 	printf("pinclient: transferred %" PRIu64 " bytes in %" PRIu64 " transfers\n", c.bytes,
