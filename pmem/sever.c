@@ -268,7 +268,8 @@ static void keep_unsevered(struct pm_fs *fs, uint64_t b, uint64_t n)
 }
 
 /*
- * Blocks [b, e), inside one page of the backing (sever_gran blocks), must
+ * Blocks [b, e), inside one page of the backing (sever_gran blocks; with
+ * 4 KiB pages any run), must
  * leave the pool file before reuse. Returns how many of them, from @b on,
  * are severed (the rest stay out of the free list).
  */
@@ -307,7 +308,8 @@ void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 	uint64_t g = fs->sever_gran, e = b + n;
 
 	while (b < e) {
-		uint64_t pe = (b / g + 1) * g, ok, t;
+		/* one page of the backing at a time; 4 KiB pages: the run */
+		uint64_t pe = g > 1 ? (b / g + 1) * g : e, ok, t;
 		bool need = must;
 
 		if (pe > e)
