@@ -23,6 +23,8 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'needs_daemon: cannot run with PINFS_TEST_FAKE')
     config.addinivalue_line('markers', 'watchdog(seconds): a longer per-test watchdog')
     config.addinivalue_line('markers', 'mkfs_options(*opts): extra mkfs.pinfs options')
+    config.addinivalue_line('markers', 'pool_tmpfs(opts): the pool on a tmpfs of its own, '
+                            'mounted with these options (e.g. huge=always)')
     config.addinivalue_line('markers', 'foreground: run the daemon with -f, its stderr '
                             'captured (default: in the background, as users run it, '
                             'its log in -o logfile)')
@@ -96,9 +98,21 @@ def pool(request, scratch):
         yield path
         force_unmount(path)
         return
-    path = os.path.join(scratch, 'pool')
-    mkfs(path, size, extra=_marker_args(request, 'mkfs_options', ()))
-    yield path
+    tmpfs = _marker_args(request, 'pool_tmpfs', (None,))[0]
+    if tmpfs is not None:
+        fs = os.path.join(scratch, 'pool.tmpfs')
+        os.mkdir(fs)
+        res = run(['mount', '-t', 'tmpfs', '-o', 'mode=0700,' + tmpfs, 'tmpfs', fs])
+        assert res.returncode == 0, describe(res)
+        path = os.path.join(fs, 'pool')
+    else:
+        path = os.path.join(scratch, 'pool')
+    try:
+        mkfs(path, size, extra=_marker_args(request, 'mkfs_options', ()))
+        yield path
+    finally:
+        if tmpfs is not None:
+            force_unmount(fs)
 
 
 @pytest.fixture

@@ -27,10 +27,14 @@ fixture runs it after the unmount).
                         the grandchild keeps the mapping, storing into it
                         every millisecond; the holder unmaps and unpins
 
+  pinned huge page    tmpfs huge=always: a block freed inside a huge page a
+                        ring holds stays out of use until the page can go
+
 The holders are tests/mount/staleholder.c ("ring" and "raw" modes), through
 the Raw class and raw fixture of test_holders.py.
 """
 
+import ctypes
 import errno
 import os
 import time
@@ -40,7 +44,7 @@ import pytest
 from pinfs_mount import wait_until
 from pinfs_util import KiB, MiB, as_user, pattern, read_file, write_file
 from test_holders import needs_root, raw, _quarantined  # noqa: F401 (fixture)
-from test_pins import BLOCK, free_blocks, list_leases
+from test_pins import BLOCK, free_blocks, list_leases, mount_stats
 from test_stale_mapping import staleholder  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.needs_daemon, needs_root, pytest.mark.pool_size('64M')]
@@ -230,3 +234,60 @@ def test_mapping_of_a_double_forked_grandchild_never_stores_into_another_users_f
     assert os.waitpid(gc, os.WNOHANG) == (0, 0), 'the grandchild died'
     h.close()                                    # killed: the files stay as they are
     _check_second_users_files(files, err)
+
+
+# --------------------------------------------------------------------------
+# a punch inside a pinned huge page does not sever
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
+def _mount_counters(mnt):
+    st = mount_stats(mnt.dir)
+    return st['severed_blocks'], st['unsevered_blocks']
+
+
+def _shmem_huge_kib():
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('ShmemHugePages:'):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.pool_tmpfs('huge=always,size=128M')
+@pytest.mark.mount_options('writeback_interval=0.2')
+def test_a_freed_block_in_a_pinned_huge_page_waits_until_the_page_can_go(mnt, raw):
+    """tmpfs huge=always: a 4 KiB punch inside a huge page that a kernel pin
+    holds zeroes the range but cannot split the page out of the pool file.
+    The daemon must see that (mincore) and keep the block out of use while
+    the rest of the huge page is still a file's; once the ring is gone the
+    flusher's retry cuts it out."""
+    path = mnt.path('P')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, 2 * MiB)                     # a hole: the pin fills it 2 MiB-aligned
+        huge0 = _shmem_huge_kib()
+        h = raw(path, 'w', 2 * MiB, mode='ring')
+        if _shmem_huge_kib() < huge0 + 2048:
+            pytest.skip('the pool did not get a 2 MiB page (THP for tmpfs unavailable?)')
+        assert h.cmd('ring') == 'ok'                 # io_uring pins the huge page
+        assert h.cmd('unpin') == 'ok'                # the ring keeps it
+        sev0, _ = _mount_counters(mnt)
+        free0 = free_blocks(mnt)
+        # fallocate(PUNCH_HOLE | KEEP_SIZE) of P's first block
+        assert LIBC.fallocate(fd, 0x02 | 0x01, 0, 4 * KiB) == 0, os.strerror(ctypes.get_errno())
+        # the block left P, but not the pool file: held back, retried, still held
+        assert wait_until(lambda: _mount_counters(mnt)[1] == 1, 3), _mount_counters(mnt)
+        time.sleep(0.5)
+        assert _mount_counters(mnt)[1] == 1, 'a block the ring still reaches was reused'
+        assert free_blocks(mnt) == free0, 'the block that could not be cut out counts as free'
+        assert h.cmd('dma %d' % MARK) == 'stored %d' % (2 * MiB)
+        assert read_file(path)[:4 * KiB] == bytes(4 * KiB), 'the punched range does not read zero'
+        h.close()                                    # the ring goes with the holder
+        assert wait_until(lambda: _mount_counters(mnt)[1] == 0, 5), _mount_counters(mnt)
+        assert _mount_counters(mnt)[0] > sev0
+        assert wait_until(lambda: free_blocks(mnt) == free0 + 1, 2)
+    finally:
+        os.close(fd)
