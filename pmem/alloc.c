@@ -163,7 +163,10 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t start, n;
 
-	if (!fs->avail || !want)
+	if (!want)
+		return -ENOSPC;
+	/* nothing free but what the severer is cutting out: take it now */
+	if (!fs->avail && !pm_sever_wait(fs))
 		return -ENOSPC;
 	if (goal < sb->data_start || goal >= sb->nblocks)
 		goal = fs->alloc_hint;
@@ -401,7 +404,7 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 
 	if (want > PM_ALIGN_BLOCKS - phase)
 		want = PM_ALIGN_BLOCKS - phase;
-	if (!want || fs->avail < want)
+	if (!want || pm_avail_for(fs, want) < want)
 		return -ENOSPC;
 	for (c = PM_DIV_UP(sb->data_start, PM_ALIGN_BLOCKS); (c + 1) * PM_ALIGN_BLOCKS <= sb->nblocks;
 	     c++) {

@@ -215,7 +215,7 @@ static void fill_hold(struct pm_fs *fs, const struct pm_inode *ip, struct fill *
 {
 	uint64_t need = fill_need(ip, fl);
 
-	fl->held = need < fs->avail ? need : fs->avail;
+	fl->held = need < pm_avail_for(fs, need) ? need : fs->avail;
 	fs->avail -= fl->held;
 }
 
@@ -235,7 +235,7 @@ static int fill_start(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, ui
 	fl->last = last;
 	fl->left = holes;
 	fl->align = align;
-	if (fs->avail < fill_need(ip, fl))
+	if (pm_avail_for(fs, fill_need(ip, fl)) < fill_need(ip, fl))
 		return -ENOSPC;
 	fill_hold(fs, ip, fl);
 	return 0;

@@ -207,6 +207,8 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	fs->sbc = *pool->sb;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->wblock, NULL);
+	pthread_mutex_init(&fs->sv_lock, NULL);
+	pthread_cond_init(&fs->sv_cv, NULL);
 	{
 		pthread_condattr_t ca;
 		pthread_condattr_init(&ca);
@@ -316,6 +318,10 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->wblock);
 	pthread_cond_destroy(&fs->wbcv);
+	pthread_mutex_destroy(&fs->sv_lock);
+	pthread_cond_destroy(&fs->sv_cv);
+	free(fs->sv_pend);
+	free(fs->sv_done);
 	free(fs->qset);
 	free(fs->taint);
 	free(fs->unsev);
@@ -335,8 +341,10 @@ void pm_statfs(struct pm_fs *fs, struct statvfs *st)
 	st->f_bsize = PM_BLOCK_SIZE;
 	st->f_frsize = PM_BLOCK_SIZE;
 	st->f_blocks = sb->nblocks - sb->data_start;
-	st->f_bfree = fs->avail;
-	st->f_bavail = fs->avail;
+	/* blocks the severer is cutting out are free: an allocation that
+	 * needs them takes them (pm_sever_wait) */
+	st->f_bfree = fs->avail + pm_sever_pending(fs);
+	st->f_bavail = st->f_bfree;
 	st->f_files = sb->ninodes - 1;
 	st->f_ffree = fs->sbc.free_inodes;
 	st->f_favail = fs->sbc.free_inodes;

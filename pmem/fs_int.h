@@ -23,7 +23,12 @@
  *     sees a block whose bytes are not written yet, or a size ahead of them.
  *  3. ip->dlock (a mutex) guards ip->dirty, the set of blocks written and
  *     not yet flushed.
- *  Order: ip->rw before fs->lock before ip->dlock. When two inodes' rw are
+ *  4. fs->sv_lock (a mutex) guards the severer's queues (sever.c): freed
+ *     blocks waiting to be cut out of the pool file, off fs->lock. The
+ *     severer holds nothing while it punches, and never takes fs->lock
+ *     while it holds sv_lock, so an allocator holding fs->lock may wait on
+ *     sv_cv for the blocks in flight.
+ *  Order: ip->rw before fs->lock before ip->dlock; fs->lock before sv_lock. When two inodes' rw are
  *  needed (never today) take the lower inode number first.
  */
 #ifndef PINFS_PMEM_FS_INT_H
@@ -120,6 +125,14 @@ struct pm_run {
 	uint64_t start, n;
 };
 
+/* A freed run on its way through the severer (sever.c). */
+struct pm_svrun {
+	uint64_t start, n;
+	bool must;	/* a lease covered it: check that the punch severed */
+	int punched;	/* 0 punched and (if must) gone; 1 still resident;
+			 * -errno the punch failed */
+};
+
 struct pm_fs {
 	struct pm_pool *pool;
 	uint64_t data_start, nblocks; /* immutable copies: the pool's superblock
@@ -149,6 +162,16 @@ struct pm_fs {
 	size_t nunsev, capunsev; /* lock */
 	uint64_t unsev_blocks, unsev_lost; /* lock */
 	uint64_t severed;	/* blocks cut out before reuse (counter); lock */
+	/* the severer thread: punches freed blocks off fs->lock (4 KiB-page
+	 * backings only); every field below is protected by sv_lock */
+	pthread_mutex_t sv_lock;
+	pthread_cond_t sv_cv;	/* work queued, or a batch done */
+	pthread_t sv_thr;
+	bool sv_on, sv_stop;
+	struct pm_svrun *sv_pend, *sv_done; /* queued; punched, to give back */
+	size_t sv_npend, sv_cappend, sv_ndone, sv_capdone;
+	uint64_t sv_inflight;	/* runs taken by the severer, not yet done */
+	uint64_t sv_blocks;	/* blocks queued, in flight or done: free soon */
 	uint32_t *csum;		/* checksum table in the pool, NULL without */
 	struct pm_wb_stats wb;	/* mount writeback counters; wblock */
 	pthread_mutex_t wblock;	/* guards wb and the flusher's state */
@@ -239,6 +262,18 @@ void pm_sever_init(struct pm_fs *fs);
 void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must);
 /* A lease ended on blocks [b, b+n) that a file still owns. */
 void pm_sever_taint(struct pm_fs *fs, uint64_t b, uint64_t n);
+/* No block is allocatable but the severer holds some: cut them out here
+ * and give them back (fs->lock held; waits for the batch in flight).
+ * True if any came back. */
+bool pm_sever_wait(struct pm_fs *fs);
+/* fs->avail, after taking back what the severer holds if fewer than
+ * @need blocks are allocatable (fs->lock held). */
+uint64_t pm_avail_for(struct pm_fs *fs, uint64_t need);
+/* Blocks freed that the severer has not given back yet (fs->lock held). */
+uint64_t pm_sever_pending(struct pm_fs *fs);
+/* Starts / stops (and drains, giving every block back) the severer. */
+void pm_sever_start(struct pm_fs *fs);
+void pm_sever_stop(struct pm_fs *fs);
 int pm_ialloc(struct pm_fs *fs, uint64_t *ino);
 /* At mount: walks every inode's block map and xattr block. A block named
  * twice (by two inodes, or twice by one) puts its owners on fs->bad; a

@@ -159,7 +159,7 @@ static int may_add(struct pm_fs *fs, struct pm_inode *dir, const char *name, uin
 	rc = pm_fs_writable(fs); /* loading @dir may have found it corrupt */
 	if (rc)
 		return rc;
-	if (fs->avail < DIR_ADD_WORST + extra)
+	if (pm_avail_for(fs, DIR_ADD_WORST + extra) < DIR_ADD_WORST + extra)
 		return -ENOSPC;
 	return 0;
 }
@@ -487,7 +487,7 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 			rc = -ENOTEMPTY;
 		if (rc || src == dst)
 			goto out;
-	} else if (fs->avail < DIR_ADD_WORST) {
+	} else if (pm_avail_for(fs, DIR_ADD_WORST) < DIR_ADD_WORST) {
 		rc = -ENOSPC;
 		goto out;
 	}

@@ -36,9 +36,11 @@
  * file system the kernel refuses long-term pins (FOLL_LONGTERM) outright,
  * and the punch waits for short-term ones (dax_layout_busy_page).
  *
- * Locking: everything here runs with fs->lock held (the taint bitmap, the
- * unsevered runs and the counters are protected by it), so no block is
- * handed out between its punch and the check.
+ * Locking: the taint bitmap, the unsevered runs and the counters are
+ * protected by fs->lock; the severer's queues by fs->sv_lock (see the
+ * severer below, and pmem/fs_int.h for the order). A block is taken in
+ * fs->bmap from its free until it is given back, so nobody is handed it
+ * between its punch and the check.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -303,7 +305,8 @@ static void give_back(struct pm_fs *fs, uint64_t b, uint64_t e, bool sev)
 	pm_bavail_add(fs, b, e - b);
 }
 
-void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
+/* pm_sever_release(), done here and now (fs->lock held). */
+static void release_now(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 {
 	uint64_t g = fs->sever_gran, e = b + n;
 
@@ -357,7 +360,7 @@ void pm_sever_retry(struct pm_fs *fs)
 	fs->nunsev = fs->capunsev = 0;
 	fs->unsev_blocks = 0;
 	for (i = 0; i < n; i++)
-		pm_sever_release(fs, v[i].start, v[i].n, true);
+		release_now(fs, v[i].start, v[i].n, true);
 	pthread_mutex_unlock(&fs->lock);
 	free(v);
 }
@@ -383,6 +386,218 @@ void pm_sever_free_space(struct pm_fs *fs)
 		if (s < e && punch(fs, s, e - s) < 0 && fs->sever_how == PM_SEVER_DEVICE)
 			break;
 	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* ---- the severer: punching off fs->lock -----------------------------------
+ *
+ * Cutting a freed run out of a tmpfs pool costs about 0.3 ms per MiB (the
+ * kernel frees every page and unmaps it from the daemon); under fs->lock a
+ * 1 GiB unlink would stall every other client for a third of a second. So
+ * on a 4 KiB-page backing a freed run is queued, still taken in fs->bmap,
+ * and the severer thread punches it with no lock held, checks it with
+ * mincore() where a lease covered it, and gives it back under fs->lock.
+ * Queued blocks count as free in statfs; an allocation that finds no free
+ * block cuts the queued ones out itself and waits for the batch in flight
+ * (pm_sever_wait), so a pool is never full for want of a punch. Huge-page
+ * backings stay synchronous: whether a whole huge page may go depends on
+ * its neighbours in fs->bmap.
+ */
+
+static bool q_push(struct pm_svrun **v, size_t *n, size_t *cap, const struct pm_svrun *r)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? 2 * *cap : 64;
+		struct pm_svrun *nv = realloc(*v, ncap * sizeof(*nv));
+		if (!nv)
+			return false;
+		*v = nv;
+		*cap = ncap;
+	}
+	(*v)[(*n)++] = *r;
+	return true;
+}
+
+void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
+{
+	struct pm_svrun r = { b, n, must, 0 };
+	uint64_t t;
+	bool queued;
+
+	if (fs->sever_gran > 1 ||
+	    (fs->sever_how != PM_SEVER_PUNCH && fs->sever_how != PM_SEVER_DAX)) {
+		release_now(fs, b, n, must);
+		return;
+	}
+	/* without a taint bitmap (no memory) every block is suspect */
+	for (t = b; !r.must && t < b + n; t++)
+		r.must = !fs->taint || tainted(fs, t);
+	pthread_mutex_lock(&fs->sv_lock);
+	queued = fs->sv_on && q_push(&fs->sv_pend, &fs->sv_npend, &fs->sv_cappend, &r);
+	if (queued) {
+		fs->sv_blocks += n;
+		pthread_cond_broadcast(&fs->sv_cv);
+	}
+	pthread_mutex_unlock(&fs->sv_lock);
+	if (!queued)
+		release_now(fs, b, n, r.must);
+}
+
+/* Punches run @r (no lock needed: its blocks are taken in fs->bmap and
+ * nobody touches them) and, if a lease covered it, asks whether the pages
+ * left the pool file. */
+static void punch_run(struct pm_fs *fs, struct pm_svrun *r)
+{
+	uint64_t first;
+
+	r->punched = punch(fs, r->start, r->n);
+	if (!r->punched && r->must && resident(fs, r->start, r->n, &first))
+		r->punched = 1;
+}
+
+/* Gives back what the severer has done (fs->lock held). */
+static void drain_done(struct pm_fs *fs)
+{
+	struct pm_svrun *v;
+	uint64_t blocks = 0;
+	size_t n, i;
+
+	pthread_mutex_lock(&fs->sv_lock);
+	v = fs->sv_done;
+	n = fs->sv_ndone;
+	fs->sv_done = NULL;
+	fs->sv_ndone = fs->sv_capdone = 0;
+	for (i = 0; i < n; i++)
+		blocks += v[i].n;
+	fs->sv_blocks -= blocks;
+	pthread_mutex_unlock(&fs->sv_lock);
+	for (i = 0; i < n; i++) {
+		if (v[i].punched == 0)
+			give_back(fs, v[i].start, v[i].start + v[i].n, true);
+		else /* not gone, or the punch failed: the careful way */
+			release_now(fs, v[i].start, v[i].n, v[i].must);
+	}
+	free(v);
+}
+
+/* Takes every queued run (sv_lock held); the caller owns the array. */
+static struct pm_svrun *take_pending(struct pm_fs *fs, size_t *n)
+{
+	struct pm_svrun *v = fs->sv_pend;
+
+	*n = fs->sv_npend;
+	fs->sv_pend = NULL;
+	fs->sv_npend = fs->sv_cappend = 0;
+	return v;
+}
+
+static void *severer_main(void *arg)
+{
+	struct pm_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->sv_lock);
+	for (;;) {
+		struct pm_svrun *v;
+		size_t n, i, j;
+
+		while (!fs->sv_npend && !fs->sv_stop)
+			pthread_cond_wait(&fs->sv_cv, &fs->sv_lock);
+		if (!fs->sv_npend)
+			break;
+		v = take_pending(fs, &n);
+		fs->sv_inflight = n;
+		pthread_mutex_unlock(&fs->sv_lock);
+		for (i = 0; i < n; i++)
+			punch_run(fs, &v[i]);
+		pthread_mutex_lock(&fs->sv_lock);
+		for (i = 0; i < n; i++)
+			if (!q_push(&fs->sv_done, &fs->sv_ndone, &fs->sv_capdone, &v[i]))
+				break;
+		for (j = i; j < n; j++) /* no memory: these stay taken until
+					 * the unmount (leaking is safe) */
+			fs->sv_blocks -= v[j].n;
+		fs->sv_inflight = 0;
+		pthread_cond_broadcast(&fs->sv_cv);
+		pthread_mutex_unlock(&fs->sv_lock);
+		free(v);
+		/* give them back; an allocator that waited may have already */
+		pthread_mutex_lock(&fs->lock);
+		drain_done(fs);
+		pthread_mutex_unlock(&fs->lock);
+		pthread_mutex_lock(&fs->sv_lock);
+	}
+	pthread_mutex_unlock(&fs->sv_lock);
+	return NULL;
+}
+
+bool pm_sever_wait(struct pm_fs *fs)
+{
+	struct pm_svrun *v;
+	uint64_t before = fs->avail;
+	size_t n, i;
+
+	pthread_mutex_lock(&fs->sv_lock);
+	if (!fs->sv_blocks) {
+		pthread_mutex_unlock(&fs->sv_lock);
+		return false;
+	}
+	v = take_pending(fs, &n);
+	for (i = 0; i < n; i++)
+		fs->sv_blocks -= v[i].n;
+	/* the severer never takes fs->lock while it holds sv_lock */
+	while (fs->sv_inflight)
+		pthread_cond_wait(&fs->sv_cv, &fs->sv_lock);
+	pthread_mutex_unlock(&fs->sv_lock);
+	for (i = 0; i < n; i++)
+		release_now(fs, v[i].start, v[i].n, v[i].must);
+	free(v);
+	drain_done(fs);
+	return fs->avail > before;
+}
+
+uint64_t pm_avail_for(struct pm_fs *fs, uint64_t need)
+{
+	if (fs->avail < need)
+		pm_sever_wait(fs);
+	return fs->avail;
+}
+
+uint64_t pm_sever_pending(struct pm_fs *fs)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&fs->sv_lock);
+	n = fs->sv_blocks;
+	pthread_mutex_unlock(&fs->sv_lock);
+	return n;
+}
+
+void pm_sever_start(struct pm_fs *fs)
+{
+	if (fs->sever_gran > 1 ||
+	    (fs->sever_how != PM_SEVER_PUNCH && fs->sever_how != PM_SEVER_DAX))
+		return;
+	pthread_mutex_lock(&fs->sv_lock);
+	fs->sv_stop = false;
+	if (!fs->sv_on && pthread_create(&fs->sv_thr, NULL, severer_main, fs) == 0)
+		fs->sv_on = true;
+	pthread_mutex_unlock(&fs->sv_lock);
+}
+
+void pm_sever_stop(struct pm_fs *fs)
+{
+	bool on;
+
+	pthread_mutex_lock(&fs->sv_lock);
+	on = fs->sv_on;
+	fs->sv_on = false; /* frees from now on are done at once */
+	fs->sv_stop = true;
+	pthread_cond_broadcast(&fs->sv_cv);
+	pthread_mutex_unlock(&fs->sv_lock);
+	if (on)
+		pthread_join(fs->sv_thr, NULL); /* it empties the queue first */
+	pthread_mutex_lock(&fs->lock);
+	drain_done(fs);
 	pthread_mutex_unlock(&fs->lock);
 }
 

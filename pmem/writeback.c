@@ -516,7 +516,8 @@ void pm_fs_wb_stats(struct pm_fs *fs, struct pm_wb_stats *st)
 			pthread_mutex_unlock(&ip->dlock);
 		}
 	}
-	used = sb->nblocks - sb->data_start - fs->avail - fs->qcount;
+	used = sb->nblocks - sb->data_start - fs->avail - pm_sever_pending(fs) - fs->qcount -
+	       fs->unsev_blocks;
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&fs->wblock);
 	*st = fs->wb;
@@ -711,6 +712,7 @@ void pm_fs_start_flusher(struct pm_fs *fs, double interval_s, double expire_s)
 	if (!fs->flusher_on && pthread_create(&fs->flusher, NULL, flusher_main, fs) == 0)
 		fs->flusher_on = true;
 	pthread_mutex_unlock(&fs->wblock);
+	pm_sever_start(fs);
 }
 
 void pm_flusher_stop(struct pm_fs *fs)
@@ -725,4 +727,5 @@ void pm_flusher_stop(struct pm_fs *fs)
 	pthread_mutex_unlock(&fs->wblock);
 	if (on)
 		pthread_join(fs->flusher, NULL);
+	pm_sever_stop(fs);
 }
