@@ -186,24 +186,37 @@ static long spawn2(int fd, void *addr, size_t len, int byte)
 	return gc;
 }
 
-static int raw(const char *path, uint64_t len, const char *fl)
+/* SIGBUS and SIGIO blocked, @path opened and [0, @len) pinned and mapped
+ * through the library: the file descriptor, or -1 (said on stderr). */
+static int open_and_pin(const char *path, uint64_t len, uint32_t flags, struct pinfs_map *m)
 {
-	uint32_t flags = pin_flags(fl);
-	struct pinfs_map m;
-	char line[64];
 	int fd, rc;
 
 	block_revocation();
 	fd = open(path, O_RDWR);
 	if (fd < 0) {
 		perror("open");
-		return 1;
+		return -1;
 	}
-	rc = pinfs_map_pin(fd, 0, len, flags, &m);
+	rc = pinfs_map_pin(fd, 0, len, flags, m);
 	if (rc < 0) {
 		fprintf(stderr, "pinfs_map_pin: %s\n", strerror(-rc));
-		return 1;
+		close(fd);
+		return -1;
 	}
+	return fd;
+}
+
+static int raw(const char *path, uint64_t len, const char *fl)
+{
+	uint32_t flags = pin_flags(fl);
+	struct pinfs_map m;
+	char line[64];
+	int fd;
+
+	fd = open_and_pin(path, len, flags, &m);
+	if (fd < 0)
+		return 1;
 	if (madvise(m.addr, m.len, MADV_DOFORK) < 0) {
 		perror("madvise");
 		return 1;
@@ -375,17 +388,9 @@ static int ring(const char *path, uint64_t len, const char *fl)
 	char line[64];
 	int fd, rc;
 
-	block_revocation();
-	fd = open(path, O_RDWR);
-	if (fd < 0) {
-		perror("open");
+	fd = open_and_pin(path, len, pin_flags(fl), &m);
+	if (fd < 0)
 		return 1;
-	}
-	rc = pinfs_map_pin(fd, 0, len, pin_flags(fl), &m);
-	if (rc < 0) {
-		fprintf(stderr, "pinfs_map_pin: %s\n", strerror(-rc));
-		return 1;
-	}
 	r.addr = m.addr;
 	r.len = m.len;
 	printf("lease=%llu\n", (unsigned long long)m.lease_id);
