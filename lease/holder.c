@@ -185,8 +185,41 @@ static int cmp_u32(const void *a, const void *b)
  * fork, and a process forked during one round shows up in the next. */
 #define MAPS_ROUNDS_MAX 8
 
+/* Start time of process @pid in clock ticks since boot (/proc/PID/stat
+ * field 22), or 0 when it cannot be read. */
+static uint64_t start_ticks(uint32_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long st = 0;
+	ssize_t len;
+	int fd, i;
+
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return 0;
+	buf[len] = 0;
+	p = strrchr(buf, ')'); /* the command name may hold anything */
+	for (i = 2; p && i < 22; i++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &st) != 1)
+		return 0;
+	return st;
+}
+
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n)
 {
+	return lease_maps_since(dev, ino, 0, out, n);
+}
+
+int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_mapping **out,
+		     size_t *n)
+{
+	uint64_t since = root ? start_ticks(root) : 0;
 	struct collect c = { 0 };
 	uint32_t self = (uint32_t)getpid(), *seen = NULL;
 	size_t nseen = 0, capseen = 0, sorted = 0;
@@ -220,6 +253,13 @@ int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_
 				continue;
 			if (sorted && bsearch(&p32, seen, sorted, sizeof(*seen), cmp_u32))
 				continue;
+			/* a process older than @root cannot have inherited a
+			 * mapping from it (an unreadable start time: look) */
+			if (since && p32 != root) {
+				uint64_t t = start_ticks(p32);
+				if (t && t < since)
+					continue;
+			}
 			if (nseen == capseen) {
 				size_t ncap = capseen ? 2 * capseen : 256;
 				uint32_t *ns = realloc(seen, ncap * sizeof(*ns));
@@ -754,8 +794,10 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 	if (l->holder != LEASE_HOLDER_NONE) {
 		/* the holder's word that it unmapped is not enough, nor its
 		 * family's maps: a child may have inherited the mapping and
-		 * been reparented (a double fork), so every process */
-		rc = lease_maps_all(dev, ino, &mp, &nmp);
+		 * been reparented (a double fork), so every process that
+		 * started after the holder (only those can have inherited it;
+		 * an older one could only have opened the pool itself) */
+		rc = lease_maps_since(dev, ino, l->holder, &mp, &nmp);
 		mapped = rc ? true : lease_mapped(m, l->id, mp, nmp, true, &changed);
 		free(mp);
 	}

@@ -235,6 +235,12 @@ bool lease_maps_pool(uint32_t pid, uint64_t dev, uint64_t ino);
 /* Every mapping of file @dev:@ino by every process but this one whose maps
  * this process may read: a malloc'd array. 0 or -errno. */
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n);
+/* The same, among process @root and the processes that started after it
+ * (all that can have inherited a mapping from it, by fork, however far
+ * reparented): an UNPIN costs a read of /proc/PID/stat per older process,
+ * not of its maps. */
+int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_mapping **out,
+		     size_t *n);
 
 /* lease/holder.c, for lease/policy.c: how leases end while a mapping may
  * live (see there). Lease @l (a snapshot) ends by UNPIN: 0 or -ENOENT. */
