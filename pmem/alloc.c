@@ -102,11 +102,10 @@ static void media_bits(struct pm_fs *fs, uint64_t b, uint64_t n, bool set)
 	}
 }
 
-/* First clear bit at or after @b, below @end, or @end. */
-static uint64_t find_free(const struct pm_fs *fs, uint64_t b, uint64_t end)
+uint64_t pm_bmap_find(const struct pm_fs *fs, uint64_t b, uint64_t end, bool used)
 {
 	while (b < end) {
-		uint64_t w = ~fs->bmap[b >> 6] & (~0ull << (b & 63));
+		uint64_t w = (used ? fs->bmap[b >> 6] : ~fs->bmap[b >> 6]) & (~0ull << (b & 63));
 		if (w) {
 			uint64_t r = (b & ~63ull) + (uint64_t)__builtin_ctzll(w);
 			return r < end ? r : end;
@@ -138,14 +137,10 @@ void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n)
 {
 	uint64_t b;
 
-	for (b = start; b < start + n; b++) {
+	for (b = start; b < start + n; b++)
 		if (!dbit(fs, b))
 			abort(); /* not reserved: a bookkeeping bug */
-		fs->bmap[b >> 6] &= ~(1ull << (b & 63));
-	}
-	fs->avail += n;
-	if (start < fs->alloc_hint)
-		fs->alloc_hint = start;
+	pm_bavail_add(fs, start, n);
 }
 
 /* Takes free blocks [start, start + n): in DRAM, on media (in the
@@ -170,9 +165,9 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 		return -ENOSPC;
 	if (goal < sb->data_start || goal >= sb->nblocks)
 		goal = fs->alloc_hint;
-	start = find_free(fs, goal, sb->nblocks);
+	start = pm_bmap_find(fs, goal, sb->nblocks, false);
 	if (start == sb->nblocks)
-		start = find_free(fs, sb->data_start, goal);
+		start = pm_bmap_find(fs, sb->data_start, goal, false);
 	if (start >= sb->nblocks || dbit(fs, start)) {
 		pm_fs_corrupt(fs, "the free block count says %llu, the bitmap none",
 			      (unsigned long long)fs->avail);
@@ -309,39 +304,52 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Adds block @b to run *@r (blocks given back together: pm_sever_release
+ * with @must), handing the run over first when @b does not extend it.
+ * Blocks come in increasing order; finish with run_flush(). */
+static void run_add(struct pm_fs *fs, struct pm_run *r, uint64_t b, bool must)
+{
+	if (r->n && b == r->start + r->n) {
+		r->n++;
+		return;
+	}
+	if (r->n)
+		pm_sever_release(fs, r->start, r->n, must);
+	r->start = b;
+	r->n = 1;
+}
+
+static void run_flush(struct pm_fs *fs, struct pm_run *r, bool must)
+{
+	if (r->n)
+		pm_sever_release(fs, r->start, r->n, must);
+	r->n = 0;
+}
+
 /* Called after the transaction that freed tx->freed committed: pinned
  * blocks go to quarantine, the others leave the pool file (sever.c) and
  * become allocatable, in runs. */
 void pm_release_freed(struct pm_fs *fs)
 {
 	struct pm_tx *tx = &fs->tx;
-	uint64_t *f = tx->freed, start = 0, n = 0;
+	struct pm_run r = { 0, 0 };
 	size_t i;
 
 	for (i = 1; i < tx->nfreed; i++)
-		if (f[i] < f[i - 1]) {
-			qsort(f, tx->nfreed, sizeof(*f), cmp_u64);
+		if (tx->freed[i] < tx->freed[i - 1]) {
+			qsort(tx->freed, tx->nfreed, sizeof(*tx->freed), cmp_u64);
 			break;
 		}
 	for (i = 0; i < tx->nfreed; i++) {
-		uint64_t b = f[i];
+		uint64_t b = tx->freed[i];
 		/* a block that cannot be remembered as quarantined stays in use
 		 * until the next mount: leaking is safe, reusing is not */
-		if (fs->hooks.pinned && fs->hooks.pinned(fs->hooks.ctx, b)) {
+		if (fs->hooks.pinned && fs->hooks.pinned(fs->hooks.ctx, b))
 			q_add(fs, b);
-			continue;
-		}
-		if (n && b == start + n) {
-			n++;
-			continue;
-		}
-		if (n)
-			pm_sever_release(fs, start, n, false);
-		start = b;
-		n = 1;
+		else
+			run_add(fs, &r, b, false);
 	}
-	if (n)
-		pm_sever_release(fs, start, n, false);
+	run_flush(fs, &r, false);
 	tx->nfreed = 0;
 }
 
@@ -351,25 +359,17 @@ void pm_release_freed(struct pm_fs *fs)
  * that they leave the pool file too when they are freed. */
 void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n)
 {
-	uint64_t b, start = 0, k = 0;
+	struct pm_run r = { 0, 0 };
+	uint64_t b;
 
 	pthread_mutex_lock(&fs->lock);
 	for (b = pblk; b < pblk + n; b++) {
-		if (!q_del(fs, b)) {
+		if (q_del(fs, b))
+			run_add(fs, &r, b, true);
+		else
 			pm_sever_taint(fs, b, 1);
-			continue;
-		}
-		if (k && b == start + k) {
-			k++;
-			continue;
-		}
-		if (k)
-			pm_sever_release(fs, start, k, true);
-		start = b;
-		k = 1;
 	}
-	if (k)
-		pm_sever_release(fs, start, k, true);
+	run_flush(fs, &r, true);
 	pthread_mutex_unlock(&fs->lock);
 }
 

@@ -213,9 +213,9 @@ static uint64_t fill_need(const struct pm_inode *ip, const struct fill *fl)
 /* Keeps the rest's space from other clients while fs->lock is dropped. */
 static void fill_hold(struct pm_fs *fs, const struct pm_inode *ip, struct fill *fl)
 {
-	uint64_t need = fill_need(ip, fl);
+	uint64_t need = fill_need(ip, fl), avail = pm_avail_for(fs, need);
 
-	fl->held = need < pm_avail_for(fs, need) ? need : fs->avail;
+	fl->held = need < avail ? need : avail;
 	fs->avail -= fl->held;
 }
 

@@ -157,6 +157,8 @@ struct pm_fs {
 	uint64_t *taint;	/* bitmap, 1 = a lease ended on the block while a
 				 * file owned it: sever it when freed. NULL
 				 * until the first; lock */
+	bool taint_lost;	/* the bitmap could not be had: every freed
+				 * block is treated as tainted; lock */
 	struct pm_run *unsev;	/* freed, not yet severed: out of the free
 				 * list; lock */
 	size_t nunsev, capunsev; /* lock */
@@ -249,6 +251,8 @@ void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bfree(struct pm_fs *fs, uint64_t blk);
 void pm_release_freed(struct pm_fs *fs);
+/* First block in [b, end) whose fs->bmap bit is @used, or @end. */
+uint64_t pm_bmap_find(const struct pm_fs *fs, uint64_t b, uint64_t end, bool used);
 /* Makes blocks [b, b+n) allocatable (they were taken in fs->bmap). */
 void pm_bavail_add(struct pm_fs *fs, uint64_t b, uint64_t n);
 

@@ -332,13 +332,9 @@ void pm_tx_abort(struct pm_fs *fs)
 {
 	struct pm_tx *tx = &fs->tx;
 	size_t i;
-	uint64_t b;
 
 	for (i = 0; i < tx->nalloced; i++)
-		for (b = tx->alloced[2 * i]; b < tx->alloced[2 * i] + tx->alloced[2 * i + 1]; b++) {
-			fs->bmap[b >> 6] &= ~(1ull << (b & 63));
-			fs->avail++;
-		}
+		pm_bavail_add(fs, tx->alloced[2 * i], tx->alloced[2 * i + 1]);
 	/* the pool's superblock is what the last commit wrote */
 	fs->sbc = *fs->pool->sb;
 	tx->nsh = tx->nordered = tx->nfreed = tx->nalloced = 0;

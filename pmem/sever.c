@@ -196,9 +196,24 @@ static bool resident(struct pm_fs *fs, uint64_t b, uint64_t n, uint64_t *first)
 	return false;
 }
 
+/* Must block @b be severed before reuse (a lease ended on it while a file
+ * owned it)? Every block, when the bitmap could not be had. */
 static bool tainted(const struct pm_fs *fs, uint64_t b)
 {
-	return fs->taint && ((fs->taint[b >> 6] >> (b & 63)) & 1);
+	if (!fs->taint)
+		return fs->taint_lost;
+	return (fs->taint[b >> 6] >> (b & 63)) & 1;
+}
+
+/* Is any block of [b, e) tainted? */
+static bool any_tainted(const struct pm_fs *fs, uint64_t b, uint64_t e)
+{
+	if (!fs->taint && !fs->taint_lost)
+		return false; /* no lease has ended on a file's block yet */
+	for (; b < e; b++)
+		if (tainted(fs, b))
+			return true;
+	return false;
 }
 
 static void untaint(struct pm_fs *fs, uint64_t b, uint64_t n)
@@ -215,8 +230,10 @@ void pm_sever_taint(struct pm_fs *fs, uint64_t b, uint64_t n)
 
 	if (!fs->taint) {
 		fs->taint = calloc(PM_DIV_UP(fs->nblocks, 64), sizeof(uint64_t));
-		if (!fs->taint)
-			return; /* see pm_sever_release: then every block is checked */
+		if (!fs->taint) {
+			fs->taint_lost = true; /* every block is checked then */
+			return;
+		}
 	}
 	for (i = b; i < b + n && i < fs->nblocks; i++)
 		fs->taint[i >> 6] |= 1ull << (i & 63);
@@ -312,15 +329,11 @@ static void release_now(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 
 	while (b < e) {
 		/* one page of the backing at a time; 4 KiB pages: the run */
-		uint64_t pe = g > 1 ? (b / g + 1) * g : e, ok, t;
-		bool need = must;
+		uint64_t pe = g > 1 ? (b / g + 1) * g : e, ok;
 
 		if (pe > e)
 			pe = e;
-		/* without a taint bitmap (no memory) every block is suspect */
-		for (t = b; !need && t < pe; t++)
-			need = !fs->taint || tainted(fs, t);
-		if (need) {
+		if (must || any_tainted(fs, b, pe)) {
 			ok = sever_piece(fs, b, pe);
 			if (fs->sever_how == PM_SEVER_DEVICE) {
 				give_back(fs, b, pe, false);
@@ -373,13 +386,10 @@ void pm_sever_free_space(struct pm_fs *fs)
 		return;
 	pthread_mutex_lock(&fs->lock);
 	while (b < fs->nblocks) {
-		uint64_t s, e;
+		uint64_t s = pm_bmap_find(fs, b, fs->nblocks, false);
+		uint64_t e = pm_bmap_find(fs, s, fs->nblocks, true);
 
-		while (b < fs->nblocks && (fs->bmap[b >> 6] >> (b & 63)) & 1)
-			b++;
-		for (s = b; b < fs->nblocks && !((fs->bmap[b >> 6] >> (b & 63)) & 1); b++)
-			;
-		e = b;
+		b = e;
 		/* whole pages of the backing only */
 		s = PM_DIV_UP(s, g) * g;
 		e = e / g * g;
@@ -421,7 +431,6 @@ static bool q_push(struct pm_svrun **v, size_t *n, size_t *cap, const struct pm_
 void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 {
 	struct pm_svrun r = { b, n, must, 0 };
-	uint64_t t;
 	bool queued;
 
 	if (fs->sever_gran > 1 ||
@@ -429,9 +438,7 @@ void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 		release_now(fs, b, n, must);
 		return;
 	}
-	/* without a taint bitmap (no memory) every block is suspect */
-	for (t = b; !r.must && t < b + n; t++)
-		r.must = !fs->taint || tainted(fs, t);
+	r.must = must || any_tainted(fs, b, b + n);
 	pthread_mutex_lock(&fs->sv_lock);
 	queued = fs->sv_on && q_push(&fs->sv_pend, &fs->sv_npend, &fs->sv_cappend, &r);
 	if (queued) {
