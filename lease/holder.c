@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "lease/lease.h"
+#include "pmem/pool.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -185,32 +186,6 @@ static int cmp_u32(const void *a, const void *b)
  * fork, and a process forked during one round shows up in the next. */
 #define MAPS_ROUNDS_MAX 8
 
-/* Start time of process @pid in clock ticks since boot (/proc/PID/stat
- * field 22), or 0 when it cannot be read. */
-static uint64_t start_ticks(uint32_t pid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long st = 0;
-	ssize_t len;
-	int fd, i;
-
-	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return 0;
-	buf[len] = 0;
-	p = strrchr(buf, ')'); /* the command name may hold anything */
-	for (i = 2; p && i < 22; i++)
-		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p + 1, "%llu", &st) != 1)
-		return 0;
-	return st;
-}
-
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n)
 {
 	return lease_maps_since(dev, ino, 0, out, n);
@@ -219,16 +194,18 @@ int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_
 int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_mapping **out,
 		     size_t *n)
 {
-	uint64_t since = root ? start_ticks(root) : 0;
+	uint64_t since = 0; /* @root's start time: 0, every process */
 	struct collect c = { 0 };
 	uint32_t self = (uint32_t)getpid(), *seen = NULL;
 	size_t nseen = 0, capseen = 0, sorted = 0;
-	int round, rc = 0;
+	int round, rc = 0, mrc;
 
 	*out = NULL;
 	*n = 0;
 	if (!dev && !ino)
 		return 0;
+	if (root && pm_pid_start_ticks(root, &since) < 0)
+		since = 0;
 	/*
 	 * /proc is read again until a round meets no process it had not
 	 * read: readdir() of /proc may miss a process forked while it runs
@@ -253,13 +230,6 @@ int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_map
 				continue;
 			if (sorted && bsearch(&p32, seen, sorted, sizeof(*seen), cmp_u32))
 				continue;
-			/* a process older than @root cannot have inherited a
-			 * mapping from it (an unreadable start time: look) */
-			if (since && p32 != root) {
-				uint64_t t = start_ticks(p32);
-				if (t && t < since)
-					continue;
-			}
 			if (nseen == capseen) {
 				size_t ncap = capseen ? 2 * capseen : 256;
 				uint32_t *ns = realloc(seen, ncap * sizeof(*ns));
@@ -272,10 +242,21 @@ int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_map
 			}
 			seen[nseen++] = p32;
 			fresh++;
+			/* a process older than @root cannot have inherited a
+			 * mapping from it (an unreadable start time: look) */
+			if (since && p32 != root) {
+				uint64_t t = 0;
+				if (pm_pid_start_ticks(p32, &t) == 0 && t < since)
+					continue;
+			}
 			c.pid = p32;
 			/* a process gone meanwhile, or whose maps we may not
-			 * read, maps nothing we can know of */
-			(void)maps_each(c.pid, dev, ino, collect_one, &c);
+			 * read, maps nothing we can know of -- but @root's
+			 * unreadable maps may map the lease: the caller keeps
+			 * its blocks and the sweep decides */
+			mrc = maps_each(c.pid, dev, ino, collect_one, &c);
+			if (p32 == root && mrc < 0 && mrc != -ENOENT && mrc != -ESRCH)
+				rc = mrc;
 			if (c.nomem)
 				break;
 		}
