@@ -186,6 +186,28 @@ static long spawn2(int fd, void *addr, size_t len, int byte)
 	return gc;
 }
 
+/* The "close" command: closes FILE, "ok". */
+static void cmd_close(int *fd)
+{
+	close(*fd);
+	*fd = -1;
+	printf("ok\n");
+}
+
+/* The "fork" command: true in the parent, which prints "child PID" and must
+ * exit 0; false in the child, which reads the next commands (and after a
+ * failed fork, "err ERRNO"). */
+static bool cmd_fork(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		printf("err %d\n", errno);
+	else if (pid > 0)
+		printf("child %d\n", (int)pid);
+	return pid > 0;
+}
+
 /* SIGBUS and SIGIO blocked, @path opened and [0, @len) pinned and mapped
  * through the library: the file descriptor, or -1 (said on stderr). */
 static int open_and_pin(const char *path, uint64_t len, uint32_t flags, struct pinfs_map *m)
@@ -225,9 +247,7 @@ static int raw(const char *path, uint64_t len, const char *fl)
 	printf("lease=%llu\n", (unsigned long long)m.lease_id);
 	while (fgets(line, sizeof(line), stdin)) {
 		if (!strncmp(line, "close", 5)) {
-			close(fd);
-			fd = -1;
-			printf("ok\n");
+			cmd_close(&fd);
 		} else if (!strncmp(line, "unpin", 5)) {
 			struct pinfs_unpin u = { .lease_id = m.lease_id };
 			if (ioctl(fd, PINFS_IOC_UNPIN, &u) < 0)
@@ -235,13 +255,8 @@ static int raw(const char *path, uint64_t len, const char *fl)
 			else
 				printf("ok\n");
 		} else if (!strncmp(line, "fork", 4)) {
-			pid_t pid = fork();
-			if (pid < 0) {
-				printf("err %d\n", errno);
-			} else if (pid > 0) {
-				printf("child %d\n", (int)pid);
-				return 0; /* the holder exits; the child goes on */
-			}
+			if (cmd_fork())
+				return 0; /* the holder exits unpinned; the child goes on */
 		} else if (!strncmp(line, "spawn2 ", 7)) {
 			long gc = spawn2(fd, m.addr, m.len, atoi(line + 7));
 			if (gc < 0)
@@ -409,17 +424,10 @@ static int ring(const char *path, uint64_t len, const char *fl)
 			else
 				printf("ok\n");
 		} else if (!strncmp(line, "close", 5)) {
-			close(fd);
-			fd = -1;
-			printf("ok\n");
+			cmd_close(&fd);
 		} else if (!strncmp(line, "fork", 4)) {
-			pid_t pid = fork();
-			if (pid < 0) {
-				printf("err %d\n", errno);
-			} else if (pid > 0) {
-				printf("child %d\n", (int)pid);
-				return 0; /* exits without unpinning: the lease ends */
-			}
+			if (cmd_fork())
+				return 0; /* the holder exits unpinned; the child goes on */
 		} else if (!strncmp(line, "dma ", 4)) {
 			long n = ring_dma(&r, atoi(line + 4));
 			if (n < 0)

@@ -203,3 +203,14 @@ def test_stale_ring_case_is_in_the_picture(result):
     for c in cases:
         assert re.search(r'<text [^>]*font-weight="bold">%s</text><text [^>]*>%s</text>'
                          % (c['policy'], re.escape(html.escape(c['lease_end']))), text)
+
+
+def test_stale_ring_store_changes_no_other_file_under_any_policy(result):
+    """Whatever policy ended the lease, the daemon cut the freed blocks out
+    of the pool file before the other file got them: the stale DMA landed in
+    orphaned pages, the other file reads back its pattern, fsck is clean."""
+    for c in result['data']['stale_ring']:
+        assert c['other_unchanged'], c
+        assert c['fsck'] == 0, c
+        assert c['severed_blocks'] and c['severed_blocks'] >= (2 << 20) // 4096, c
+        assert c['unsevered_blocks'] == 0, c
