@@ -62,6 +62,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_NAME "iobench"
 #include "samples.h"
 
 #define MIB (1024L * 1024L)
@@ -151,20 +152,6 @@ static int parse_mode(const char *s)
 		return O_DIRECT;
 	fprintf(stderr, "iobench: mode must be buf or direct, not '%s'\n", s);
 	exit(1);
-}
-
-static long parse_long(const char *s)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || *end || v < 0) {
-		fprintf(stderr, "iobench: bad number '%s'\n", s);
-		exit(1);
-	}
-	return v;
 }
 
 /* O_DIRECT refused: report n/a (exit 2); anything else is a failure. */

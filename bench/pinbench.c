@@ -73,6 +73,7 @@
 
 #include "pinfs/abi.h"
 
+#define BENCH_NAME "pinbench"
 #include "samples.h"
 
 #define KIB 1024UL
@@ -96,32 +97,6 @@ static uint64_t now_ns(void)
 static double us(uint64_t ns)
 {
 	return (double)ns / 1e3;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "pinbench: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static void dief(const char *fmt, const char *s)
-{
-	fprintf(stderr, "pinbench: ");
-	fprintf(stderr, fmt, s);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static long parse_long(const char *s)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || *end || v < 0)
-		dief("bad number '%s'", s);
-	return v;
 }
 
 /* ------------------------------------------------------------ samples -- */

@@ -1,7 +1,9 @@
 /*
  * samples.h - the timing and percentile helpers the benchmark clients share
  * (iobench.c, pinbench.c, stallbench.c): a monotonic clock in seconds and a
- * growing array of samples with its nearest-rank percentile.
+ * growing array of samples with its nearest-rank percentile; and, for a
+ * client that defines BENCH_NAME (its name in messages) before including
+ * this file, die() and parse_long().
  *
  * The scripts compile each client alone with cc, some without -I, so the
  * clients include this file by its bare name ("samples.h"), which cc finds
@@ -82,5 +84,29 @@ static inline double samples_pct(struct samples *s, double p)
 		k = s->n;
 	return s->v[k - 1];
 }
+
+#ifdef BENCH_NAME
+/* "BENCH_NAME: @what: strerror(errno)" on stderr, exit 1. */
+static inline __attribute__((noreturn)) void die(const char *what)
+{
+	fprintf(stderr, BENCH_NAME ": %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* A decimal count >= 0, or exit 1 with "BENCH_NAME: bad number 'S'". */
+static inline long parse_long(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v < 0) {
+		fprintf(stderr, BENCH_NAME ": bad number '%s'\n", s);
+		exit(1);
+	}
+	return v;
+}
+#endif
 
 #endif

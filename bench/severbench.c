@@ -94,6 +94,7 @@
 #include "pinfs/abi.h"
 #include "pinfs/client.h"
 
+#define BENCH_NAME "severbench"
 #include "samples.h"
 
 #define MIB (1024L * 1024L)
@@ -101,26 +102,6 @@
 #define EXT (2 * MIB) /* a pinnable extent */
 
 static double max_seconds = 60.0;
-
-static void die(const char *what)
-{
-	fprintf(stderr, "severbench: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static long parse_long(const char *s)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || *end || v < 0) {
-		fprintf(stderr, "severbench: bad number '%s'\n", s);
-		exit(1);
-	}
-	return v;
-}
 
 static bool over_time(double t0)
 {
