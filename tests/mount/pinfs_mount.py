@@ -37,6 +37,7 @@ Environment:
                       own logic; tests that need the daemon are skipped
 """
 
+import atexit
 import json
 import os
 import re
@@ -235,6 +236,25 @@ def compile_helper(name, extra=(), sanitize=False):
         pytest.skip('no C compiler (%s) to build tests/mount/%s.c' % (cc, name))
     assert res.returncode == 0, 'compiling %s.c failed:\n%s' % (name, res.stderr)
     return exe
+
+
+_USER_RUNNABLE = {}
+
+
+def user_runnable(path):
+    """A copy of executable `path` that every user can run: the build (or a
+    clone) may sit in a directory other users cannot enter, such as root's
+    home (mode 0700). The copy lives, mode 0755, in a directory of its own
+    under /tmp for the rest of the session; the same path gives the same copy."""
+    if path not in _USER_RUNNABLE:
+        d = tempfile.mkdtemp(prefix='pinfs-user-bin-')
+        os.chmod(d, 0o755)
+        copy = os.path.join(d, os.path.basename(path))
+        shutil.copy2(path, copy)
+        os.chmod(copy, 0o755)
+        atexit.register(shutil.rmtree, d, True)
+        _USER_RUNNABLE[path] = copy
+    return _USER_RUNNABLE[path]
 
 
 def mounted(path):

@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from pinfs_mount import run, try_mount
+from pinfs_mount import run, try_mount, user_runnable
 from pinfs_util import KiB, MiB, as_user, expect_errno
 from test_pins import (IOC_PIN, IOC_SET_POLICY, PIN_HDR, PIN_SIZE, PIN_WRITE, PIN_REVOCABLE,
                        PINCLIENT, PINFSCTL, POLICY, POLICY_NUM, SEG, get_policy, list_leases,
@@ -103,8 +103,10 @@ def _drop_cap_lease():
 
 
 def _run_as(cmd, who, timeout=30):
-    return run(cmd, timeout=timeout, user=who['uid'], group=who['gid'],
-               extra_groups=who['groups'])
+    """Runs program cmd[0] of the build as `who`, from a copy that user can
+    reach (pinfs_mount.user_runnable)."""
+    return run([user_runnable(cmd[0])] + list(cmd[1:]), timeout=timeout, user=who['uid'],
+               group=who['gid'], extra_groups=who['groups'])
 
 
 # --------------------------------------------------------------------------
