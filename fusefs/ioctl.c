@@ -150,6 +150,39 @@ static void hook_ino_gone(void *ctx, uint64_t ino)
 	lease_mgr_forget_ino(((struct ffs *)ctx)->lm, ino);
 }
 
+/* pm_pin_hooks.mappings: who maps the pool file, in pool blocks. */
+static int hook_mappings(void *ctx, struct pm_run **out, size_t *n)
+{
+	struct ffs *f = ctx;
+	struct lease_mapping *mp = NULL;
+	struct pm_run *v;
+	uint64_t dev, ino;
+	size_t nmp = 0, i;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	lease_mgr_pool(f->lm, &dev, &ino);
+	rc = lease_maps_all(dev, ino, &mp, &nmp);
+	if (rc || !nmp) {
+		free(mp);
+		return rc;
+	}
+	v = malloc(nmp * sizeof(*v));
+	if (!v) {
+		free(mp);
+		return -ENOMEM;
+	}
+	for (i = 0; i < nmp; i++) {
+		v[i].start = mp[i].off >> 12;
+		v[i].n = ((mp[i].end + 4095) >> 12) - v[i].start;
+	}
+	free(mp);
+	*out = v;
+	*n = nmp;
+	return 0;
+}
+
 static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 {
 	pm_unquarantine(((struct ffs *)ctx)->fs, pblk, n);
@@ -159,7 +192,8 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
 	struct lease_ops ops = { lease_unpinned, holders_changed, f };
 	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
-				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone, .ctx = f };
+				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone,
+				  .mappings = hook_mappings, .ctx = f };
 	struct lease_cfg c = *cfg;
 	struct stat st;
 	int rc;

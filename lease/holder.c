@@ -43,7 +43,6 @@
 #include <unistd.h>
 
 #include "lease/lease.h"
-#include "pmem/pool.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -175,6 +174,32 @@ static bool collect_one(void *arg, uint64_t off, uint64_t end)
 	return false;
 }
 
+int lease_maps_pid(uint32_t pid, uint64_t dev, uint64_t ino, struct lease_mapping **out,
+		   size_t *n)
+{
+	struct collect c = { .pid = pid };
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if (!dev && !ino)
+		return 0;
+	/* gone: it maps nothing; unreadable: it may (the caller keeps the
+	 * blocks, the sweep decides) */
+	rc = maps_each(pid, dev, ino, collect_one, &c);
+	if (rc < 0 && rc != -ENOENT && rc != -ESRCH) {
+		free(c.v);
+		return rc;
+	}
+	if (c.nomem) {
+		free(c.v);
+		return -ENOMEM;
+	}
+	*out = c.v;
+	*n = c.n;
+	return 0;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -188,24 +213,15 @@ static int cmp_u32(const void *a, const void *b)
 
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n)
 {
-	return lease_maps_since(dev, ino, 0, out, n);
-}
-
-int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_mapping **out,
-		     size_t *n)
-{
-	uint64_t since = 0; /* @root's start time: 0, every process */
 	struct collect c = { 0 };
 	uint32_t self = (uint32_t)getpid(), *seen = NULL;
 	size_t nseen = 0, capseen = 0, sorted = 0;
-	int round, rc = 0, mrc;
+	int round, rc = 0;
 
 	*out = NULL;
 	*n = 0;
 	if (!dev && !ino)
 		return 0;
-	if (root && pm_pid_start_ticks(root, &since) < 0)
-		since = 0;
 	/*
 	 * /proc is read again until a round meets no process it had not
 	 * read: readdir() of /proc may miss a process forked while it runs
@@ -242,21 +258,10 @@ int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_map
 			}
 			seen[nseen++] = p32;
 			fresh++;
-			/* a process older than @root cannot have inherited a
-			 * mapping from it (an unreadable start time: look) */
-			if (since && p32 != root) {
-				uint64_t t = 0;
-				if (pm_pid_start_ticks(p32, &t) == 0 && t < since)
-					continue;
-			}
 			c.pid = p32;
 			/* a process gone meanwhile, or whose maps we may not
-			 * read, maps nothing we can know of -- but @root's
-			 * unreadable maps may map the lease: the caller keeps
-			 * its blocks and the sweep decides */
-			mrc = maps_each(c.pid, dev, ino, collect_one, &c);
-			if (p32 == root && mrc < 0 && mrc != -ENOENT && mrc != -ESRCH)
-				rc = mrc;
+			 * read, maps nothing we can know of */
+			(void)maps_each(c.pid, dev, ino, collect_one, &c);
 			if (c.nomem)
 				break;
 		}
@@ -707,9 +712,13 @@ void lease_watch_delete(struct lease_watch **wp)
  * the holder's alone to end: a process that mapped the pool file itself
  * may keep its mapping after UNPIN, and a child that inherited it (fork
  * without MADV_DONTFORK) outlives the holder. So at that end the daemon
- * reads who maps the lease's pool blocks in every process's maps -- at
- * UNPIN too: a child that inherited the mapping may have been reparented
- * by a double fork, so the holder's family is not enough. A lease still mapped is orphaned
+ * reads who maps the lease's pool blocks: the holder (UNPIN; every process
+ * if the holder has children, which may have inherited the mapping), or
+ * every process (exit, sweep). A child reparented by a double fork escapes
+ * the UNPIN check; the file system reads every process's maps again before
+ * it reuses a block a lease covered (pmem/sever.c), off the request path,
+ * so an UNPIN costs the holder's maps, not the machine's. A lease still
+ * mapped is orphaned
  * (LEASE_HOLDER_NONE, revoked) and its blocks stay pinned; the processes
  * mapping it join the watch (and the pool's holder record) as mappers; the
  * watch thread sweeps the orphans every 200 ms and ends each one no process
@@ -760,6 +769,34 @@ static bool lease_mapped(struct lease_mgr *m, uint64_t id, const struct lease_ma
 	return found;
 }
 
+/* Has process @pid a child (/proc/PID/task/TID/children)? */
+static bool has_children(uint32_t pid)
+{
+	char path[96], buf[16];
+	struct dirent *d;
+	bool any = false;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%u/task", pid);
+	dir = opendir(path);
+	if (!dir)
+		return false;
+	while (!any && (d = readdir(dir))) {
+		int fd;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%u/task/%.20s/children", pid, d->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		any = read(fd, buf, sizeof(buf)) > 0;
+		close(fd);
+	}
+	closedir(dir);
+	return any;
+}
+
 int lease_end_one(struct lease_mgr *m, const struct lease *l)
 {
 	struct lease_table *t = lease_mgr_table(m);
@@ -773,12 +810,10 @@ int lease_end_one(struct lease_mgr *m, const struct lease *l)
 		return -ENOENT; /* unpinned already, waiting for the unmap */
 	lease_mgr_pool(m, &dev, &ino);
 	if (l->holder != LEASE_HOLDER_NONE) {
-		/* the holder's word that it unmapped is not enough, nor its
-		 * family's maps: a child may have inherited the mapping and
-		 * been reparented (a double fork), so every process that
-		 * started after the holder (only those can have inherited it;
-		 * an older one could only have opened the pool itself) */
-		rc = lease_maps_since(dev, ino, l->holder, &mp, &nmp);
+		/* the holder's word that it unmapped is not enough; a child may
+		 * have inherited the mapping: with children, every process */
+		rc = has_children(l->holder) ? lease_maps_all(dev, ino, &mp, &nmp)
+					     : lease_maps_pid(l->holder, dev, ino, &mp, &nmp);
 		mapped = rc ? true : lease_mapped(m, l->id, mp, nmp, true, &changed);
 		free(mp);
 	}

@@ -102,8 +102,11 @@ void lease_pin_end(struct lease_mgr *m, uint64_t gen, bool pinned);
  * of a lease that outlived its holder): fills up to @max, returns how many. */
 size_t lease_mgr_holder_list(struct lease_mgr *m, uint32_t *out, size_t max);
 /* Ends a lease: its holder or root (@uid 0) only (-EPERM); -ENOENT. If
- * any process still maps the lease's blocks (every /proc/PID/maps is
- * read), the lease becomes LEASE_ENDED and keeps them until none does. */
+ * the holder (or, when it has children, any process) still maps the
+ * lease's blocks, the lease becomes LEASE_ENDED and keeps them until none
+ * does. A mapping this misses (a reparented grandchild) is found before
+ * the blocks are reused: the file system reads every process's maps then
+ * (lease_maps_all; pmem/sever.c). */
 int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t uid);
 /* Ends the PINFS_PIN_ON_CLOSE leases taken through open file @fh: they
  * become revoked (the holder may still map their blocks, which stay pinned
@@ -235,12 +238,10 @@ bool lease_maps_pool(uint32_t pid, uint64_t dev, uint64_t ino);
 /* Every mapping of file @dev:@ino by every process but this one whose maps
  * this process may read: a malloc'd array. 0 or -errno. */
 int lease_maps_all(uint64_t dev, uint64_t ino, struct lease_mapping **out, size_t *n);
-/* The same, among process @root and the processes that started after it
- * (all that can have inherited a mapping from it, by fork, however far
- * reparented): an UNPIN costs a read of /proc/PID/stat per older process,
- * not of its maps. */
-int lease_maps_since(uint64_t dev, uint64_t ino, uint32_t root, struct lease_mapping **out,
-		     size_t *n);
+/* The same for process @pid alone; -errno also when its maps exist but
+ * cannot be read (a process that is gone maps nothing: 0). */
+int lease_maps_pid(uint32_t pid, uint64_t dev, uint64_t ino, struct lease_mapping **out,
+		   size_t *n);
 
 /* lease/holder.c, for lease/policy.c: how leases end while a mapping may
  * live (see there). Lease @l (a snapshot) ends by UNPIN: 0 or -ENOENT. */

@@ -378,7 +378,7 @@ uint64_t pm_quarantined(struct pm_fs *fs)
 	uint64_t n;
 
 	pthread_mutex_lock(&fs->lock);
-	n = fs->qcount;
+	n = fs->qcount + fs->unsev_blocks + fs->unsev_lost;
 	pthread_mutex_unlock(&fs->lock);
 	return n;
 }

@@ -165,6 +165,11 @@ void pm_statfs(struct pm_fs *fs, struct statvfs *st);
  *             about to become allocatable: if it is still pinned it is
  *             quarantined instead, until pm_unquarantine().
  */
+/* A run of pool blocks [start, start + n). */
+struct pm_run {
+	uint64_t start, n;
+};
+
 struct pm_pin_hooks {
 	int (*may_free)(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n);
 	bool (*pinned)(void *ctx, uint64_t pblk);
@@ -173,6 +178,13 @@ struct pm_pin_hooks {
 			     void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg);
 	/* inode @ino is destroyed and its number free for reuse */
 	void (*ino_gone)(void *ctx, uint64_t ino);
+	/* every run of pool blocks that a process other than the daemon maps
+	 * now (malloc'd into *@out): 0, or -errno when that cannot be known
+	 * (every block then counts as mapped). Reads every process's maps:
+	 * the severer calls it once per batch of freed blocks a lease
+	 * covered, with no lock held (with fs->lock only when the pool is
+	 * full: pm_sever_wait). */
+	int (*mappings)(void *ctx, struct pm_run **out, size_t *n);
 	void *ctx;
 };
 void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h);
@@ -182,6 +194,9 @@ void pm_data_relock(struct pm_inode *ip);
 /* Pool blocks [pblk, pblk+n) are no longer pinned: release the quarantined
  * ones. */
 void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n);
+/* Blocks held out of use for former holders: freed while pinned, or freed
+ * after their lease ended but not yet cut out of the pool file or still
+ * mapped by some process (the unsevered ones, pm_sever_counts). */
 uint64_t pm_quarantined(struct pm_fs *fs);
 
 /*
@@ -198,7 +213,7 @@ void pm_sever_retry(struct pm_fs *fs);
  * pool comes back; pins from before the mount are severed). Takes fs->lock. */
 void pm_sever_free_space(struct pm_fs *fs);
 /* Blocks cut out before reuse since mount, and freed blocks held back now
- * because they could not be cut out yet. */
+ * because they could not be cut out yet or a process still maps them. */
 void pm_sever_counts(struct pm_fs *fs, uint64_t *severed, uint64_t *unsevered);
 
 /* Records in the superblock, durably (one transaction), the processes that

@@ -121,10 +121,6 @@ enum pm_sever_how {
 	PM_SEVER_DEVICE,  /* devdax or no PUNCH_HOLE: nothing can be cut */
 };
 
-struct pm_run {
-	uint64_t start, n;
-};
-
 /* A freed run on its way through the severer (sever.c). */
 struct pm_svrun {
 	uint64_t start, n;

@@ -25,6 +25,15 @@
  * page is free; otherwise it stays out of the free list ("unsevered") and
  * pm_sever_retry() tries again (the flusher calls it every interval).
  *
+ * Cutting a block out does nothing to a process that maps the pool file:
+ * its next store faults a fresh page back in, at the same offset. The
+ * lease manager reads the holder's maps when a lease ends (and everyone's
+ * when the holder has children or exits), but a grandchild reparented by
+ * a double fork escapes that. So before a block a lease covered is given
+ * back, every process's maps are read (pm_pin_hooks.mappings, once per
+ * batch, by the severer thread with no lock held): a block some process
+ * still maps stays held back ("unsevered") and is retried.
+ *
  * Blocks no lease ever covered are punched only where that returns memory
  * without splitting a huge page: their page can hold no kernel pin through
  * pinfs, and a process that maps the pool file itself is trusted like the
@@ -322,8 +331,37 @@ static void give_back(struct pm_fs *fs, uint64_t b, uint64_t e, bool sev)
 	pm_bavail_add(fs, b, e - b);
 }
 
-/* pm_sever_release(), done here and now (fs->lock held). */
-static void release_now(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
+/* Who maps the pool file: read once (pm_pin_hooks.mappings), then asked
+ * for many runs. */
+struct maps {
+	struct pm_run *v;
+	size_t n;
+	int state; /* 0 not read yet, 1 read, -1 unknown: all counts as mapped */
+};
+
+/* Does any process map a block of [b, e)? */
+static bool maps_reach(struct pm_fs *fs, struct maps *m, uint64_t b, uint64_t e)
+{
+	size_t i;
+
+	if (!m->state)
+		m->state = !fs->hooks.mappings ? 1
+			   : fs->hooks.mappings(fs->hooks.ctx, &m->v, &m->n) == 0 ? 1 : -1;
+	if (m->state < 0)
+		return true;
+	for (i = 0; i < m->n; i++)
+		if (m->v[i].start < e && b < m->v[i].start + m->v[i].n)
+			return true;
+	return false;
+}
+
+/*
+ * pm_sever_release(), done here and now (fs->lock held). A run a lease
+ * covered is given back only once it has left the pool file and no
+ * process maps it (@m: who maps the pool, read when first needed): a
+ * mapping the lease's end missed (a reparented grandchild) holds it back.
+ */
+static void release_now(struct pm_fs *fs, uint64_t b, uint64_t n, bool must, struct maps *m)
 {
 	uint64_t g = fs->sever_gran, e = b + n;
 
@@ -335,7 +373,9 @@ static void release_now(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 			pe = e;
 		if (must || any_tainted(fs, b, pe)) {
 			ok = sever_piece(fs, b, pe);
-			if (fs->sever_how == PM_SEVER_DEVICE) {
+			if (maps_reach(fs, m, b, pe)) {
+				keep_unsevered(fs, b, pe - b);
+			} else if (fs->sever_how == PM_SEVER_DEVICE) {
 				give_back(fs, b, pe, false);
 			} else {
 				give_back(fs, b, b + ok, true);
@@ -372,8 +412,9 @@ void pm_sever_retry(struct pm_fs *fs)
 	fs->unsev = NULL;
 	fs->nunsev = fs->capunsev = 0;
 	fs->unsev_blocks = 0;
+	/* to the severer, which reads who maps them off fs->lock */
 	for (i = 0; i < n; i++)
-		release_now(fs, v[i].start, v[i].n, true);
+		pm_sever_release(fs, v[i].start, v[i].n, true);
 	pthread_mutex_unlock(&fs->lock);
 	free(v);
 }
@@ -430,15 +471,17 @@ static bool q_push(struct pm_svrun **v, size_t *n, size_t *cap, const struct pm_
 
 void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 {
-	struct pm_svrun r = { b, n, must, 0 };
+	struct pm_svrun r = { b, n, must || any_tainted(fs, b, b + n), 0 };
+	struct maps m = { 0 };
 	bool queued;
 
-	if (fs->sever_gran > 1 ||
-	    (fs->sever_how != PM_SEVER_PUNCH && fs->sever_how != PM_SEVER_DAX)) {
-		release_now(fs, b, n, must);
+	/* a huge-page backing decides about blocks no lease covered from
+	 * their neighbours in fs->bmap, at once; nothing else is slow */
+	if (fs->sever_how == PM_SEVER_NONE || (fs->sever_gran > 1 && !r.must)) {
+		release_now(fs, b, n, r.must, &m);
+		free(m.v);
 		return;
 	}
-	r.must = must || any_tainted(fs, b, b + n);
 	pthread_mutex_lock(&fs->sv_lock);
 	queued = fs->sv_on && q_push(&fs->sv_pend, &fs->sv_npend, &fs->sv_cappend, &r);
 	if (queued) {
@@ -446,24 +489,29 @@ void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 		pthread_cond_broadcast(&fs->sv_cv);
 	}
 	pthread_mutex_unlock(&fs->sv_lock);
-	if (!queued)
-		release_now(fs, b, n, r.must);
+	if (!queued) {
+		release_now(fs, b, n, r.must, &m);
+		free(m.v);
+	}
 }
 
 /* Punches run @r (no lock needed: its blocks are taken in fs->bmap and
  * nobody touches them) and, if a lease covered it, asks whether the pages
- * left the pool file. */
-static void punch_run(struct pm_fs *fs, struct pm_svrun *r)
+ * left the pool file and whether a process maps them (@m). */
+static void punch_run(struct pm_fs *fs, struct pm_svrun *r, struct maps *m)
 {
 	uint64_t first;
 
 	r->punched = punch(fs, r->start, r->n);
 	if (!r->punched && r->must && resident(fs, r->start, r->n, &first))
 		r->punched = 1;
+	if (!r->punched && r->must && maps_reach(fs, m, r->start, r->start + r->n))
+		r->punched = 2;
 }
 
-/* Gives back what the severer has done (fs->lock held). */
-static void drain_done(struct pm_fs *fs)
+/* Gives back what the severer has done (fs->lock held); @m: who maps the
+ * pool, for the runs that need the careful way. */
+static void drain_done(struct pm_fs *fs, struct maps *m)
 {
 	struct pm_svrun *v;
 	uint64_t blocks = 0;
@@ -481,8 +529,10 @@ static void drain_done(struct pm_fs *fs)
 	for (i = 0; i < n; i++) {
 		if (v[i].punched == 0)
 			give_back(fs, v[i].start, v[i].start + v[i].n, true);
+		else if (v[i].punched == 2) /* still mapped: held back */
+			keep_unsevered(fs, v[i].start, v[i].n);
 		else /* not gone, or the punch failed: the careful way */
-			release_now(fs, v[i].start, v[i].n, v[i].must);
+			release_now(fs, v[i].start, v[i].n, v[i].must, m);
 	}
 	free(v);
 }
@@ -504,6 +554,7 @@ static void *severer_main(void *arg)
 
 	pthread_mutex_lock(&fs->sv_lock);
 	for (;;) {
+		struct maps m = { 0 };
 		struct pm_svrun *v;
 		size_t n, i, j;
 
@@ -514,8 +565,8 @@ static void *severer_main(void *arg)
 		v = take_pending(fs, &n);
 		fs->sv_inflight = n;
 		pthread_mutex_unlock(&fs->sv_lock);
-		for (i = 0; i < n; i++)
-			punch_run(fs, &v[i]);
+		for (i = 0; i < n; i++) /* one read of every process's maps */
+			punch_run(fs, &v[i], &m);
 		pthread_mutex_lock(&fs->sv_lock);
 		for (i = 0; i < n; i++)
 			if (!q_push(&fs->sv_done, &fs->sv_ndone, &fs->sv_capdone, &v[i]))
@@ -529,8 +580,9 @@ static void *severer_main(void *arg)
 		free(v);
 		/* give them back; an allocator that waited may have already */
 		pthread_mutex_lock(&fs->lock);
-		drain_done(fs);
+		drain_done(fs, &m);
 		pthread_mutex_unlock(&fs->lock);
+		free(m.v);
 		pthread_mutex_lock(&fs->sv_lock);
 	}
 	pthread_mutex_unlock(&fs->sv_lock);
@@ -539,6 +591,7 @@ static void *severer_main(void *arg)
 
 bool pm_sever_wait(struct pm_fs *fs)
 {
+	struct maps m = { 0 };
 	struct pm_svrun *v;
 	uint64_t before = fs->avail;
 	size_t n, i;
@@ -556,9 +609,10 @@ bool pm_sever_wait(struct pm_fs *fs)
 		pthread_cond_wait(&fs->sv_cv, &fs->sv_lock);
 	pthread_mutex_unlock(&fs->sv_lock);
 	for (i = 0; i < n; i++)
-		release_now(fs, v[i].start, v[i].n, v[i].must);
+		release_now(fs, v[i].start, v[i].n, v[i].must, &m);
 	free(v);
-	drain_done(fs);
+	drain_done(fs, &m);
+	free(m.v);
 	return fs->avail > before;
 }
 
@@ -581,8 +635,7 @@ uint64_t pm_sever_pending(struct pm_fs *fs)
 
 void pm_sever_start(struct pm_fs *fs)
 {
-	if (fs->sever_gran > 1 ||
-	    (fs->sever_how != PM_SEVER_PUNCH && fs->sever_how != PM_SEVER_DAX))
+	if (fs->sever_how == PM_SEVER_NONE)
 		return;
 	pthread_mutex_lock(&fs->sv_lock);
 	fs->sv_stop = false;
@@ -593,6 +646,7 @@ void pm_sever_start(struct pm_fs *fs)
 
 void pm_sever_stop(struct pm_fs *fs)
 {
+	struct maps m = { 0 };
 	bool on;
 
 	pthread_mutex_lock(&fs->sv_lock);
@@ -604,8 +658,9 @@ void pm_sever_stop(struct pm_fs *fs)
 	if (on)
 		pthread_join(fs->sv_thr, NULL); /* it empties the queue first */
 	pthread_mutex_lock(&fs->lock);
-	drain_done(fs);
+	drain_done(fs, &m);
 	pthread_mutex_unlock(&fs->lock);
+	free(m.v);
 }
 
 void pm_sever_counts(struct pm_fs *fs, uint64_t *severed, uint64_t *unsev)
