@@ -126,7 +126,9 @@ struct pm_svrun {
 	uint64_t start, n;
 	bool must;	/* a lease covered it: check that the punch severed */
 	int punched;	/* 0 punched and (if must) gone; 1 still resident;
-			 * -errno the punch failed */
+			 * 2 still mapped; -errno the punch failed */
+	bool held;	/* a retry of unsevered blocks: counted in
+			 * unsev_blocks, not in sv_blocks, until decided */
 };
 
 struct pm_fs {

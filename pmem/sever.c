@@ -397,6 +397,8 @@ static void release_now(struct pm_fs *fs, uint64_t b, uint64_t n, bool must, str
 	}
 }
 
+static bool enqueue(struct pm_fs *fs, const struct pm_svrun *r);
+
 void pm_sever_retry(struct pm_fs *fs)
 {
 	struct pm_run *v;
@@ -411,10 +413,17 @@ void pm_sever_retry(struct pm_fs *fs)
 	}
 	fs->unsev = NULL;
 	fs->nunsev = fs->capunsev = 0;
-	fs->unsev_blocks = 0;
-	/* to the severer, which reads who maps them off fs->lock */
-	for (i = 0; i < n; i++)
-		pm_sever_release(fs, v[i].start, v[i].n, true);
+	/* to the severer, which reads who maps them off fs->lock; they stay
+	 * counted as unsevered until it has decided */
+	for (i = 0; i < n; i++) {
+		struct pm_svrun r = { v[i].start, v[i].n, true, 0, true };
+		if (!enqueue(fs, &r)) {
+			struct maps m = { 0 };
+			fs->unsev_blocks -= r.n;
+			release_now(fs, r.start, r.n, true, &m);
+			free(m.v);
+		}
+	}
 	pthread_mutex_unlock(&fs->lock);
 	free(v);
 }
@@ -469,11 +478,26 @@ static bool q_push(struct pm_svrun **v, size_t *n, size_t *cap, const struct pm_
 	return true;
 }
 
+/* Queues run @r for the severer; false if it does not run (or no memory). */
+static bool enqueue(struct pm_fs *fs, const struct pm_svrun *r)
+{
+	bool queued;
+
+	pthread_mutex_lock(&fs->sv_lock);
+	queued = fs->sv_on && q_push(&fs->sv_pend, &fs->sv_npend, &fs->sv_cappend, r);
+	if (queued) {
+		if (!r->held)
+			fs->sv_blocks += r->n;
+		pthread_cond_broadcast(&fs->sv_cv);
+	}
+	pthread_mutex_unlock(&fs->sv_lock);
+	return queued;
+}
+
 void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 {
-	struct pm_svrun r = { b, n, must || any_tainted(fs, b, b + n), 0 };
+	struct pm_svrun r = { b, n, must || any_tainted(fs, b, b + n), 0, false };
 	struct maps m = { 0 };
-	bool queued;
 
 	/* a huge-page backing decides about blocks no lease covered from
 	 * their neighbours in fs->bmap, at once; nothing else is slow */
@@ -482,14 +506,7 @@ void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 		free(m.v);
 		return;
 	}
-	pthread_mutex_lock(&fs->sv_lock);
-	queued = fs->sv_on && q_push(&fs->sv_pend, &fs->sv_npend, &fs->sv_cappend, &r);
-	if (queued) {
-		fs->sv_blocks += n;
-		pthread_cond_broadcast(&fs->sv_cv);
-	}
-	pthread_mutex_unlock(&fs->sv_lock);
-	if (!queued) {
+	if (!enqueue(fs, &r)) {
 		release_now(fs, b, n, r.must, &m);
 		free(m.v);
 	}
@@ -523,10 +540,13 @@ static void drain_done(struct pm_fs *fs, struct maps *m)
 	fs->sv_done = NULL;
 	fs->sv_ndone = fs->sv_capdone = 0;
 	for (i = 0; i < n; i++)
-		blocks += v[i].n;
+		if (!v[i].held)
+			blocks += v[i].n;
 	fs->sv_blocks -= blocks;
 	pthread_mutex_unlock(&fs->sv_lock);
 	for (i = 0; i < n; i++) {
+		if (v[i].held) /* decided now: counted again if kept */
+			fs->unsev_blocks -= v[i].n;
 		if (v[i].punched == 0)
 			give_back(fs, v[i].start, v[i].start + v[i].n, true);
 		else if (v[i].punched == 2) /* still mapped: held back */
@@ -573,7 +593,8 @@ static void *severer_main(void *arg)
 				break;
 		for (j = i; j < n; j++) /* no memory: these stay taken until
 					 * the unmount (leaking is safe) */
-			fs->sv_blocks -= v[j].n;
+			if (!v[j].held)
+				fs->sv_blocks -= v[j].n;
 		fs->sv_inflight = 0;
 		pthread_cond_broadcast(&fs->sv_cv);
 		pthread_mutex_unlock(&fs->sv_lock);
@@ -603,13 +624,17 @@ bool pm_sever_wait(struct pm_fs *fs)
 	}
 	v = take_pending(fs, &n);
 	for (i = 0; i < n; i++)
-		fs->sv_blocks -= v[i].n;
+		if (!v[i].held)
+			fs->sv_blocks -= v[i].n;
 	/* the severer never takes fs->lock while it holds sv_lock */
 	while (fs->sv_inflight)
 		pthread_cond_wait(&fs->sv_cv, &fs->sv_lock);
 	pthread_mutex_unlock(&fs->sv_lock);
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
+		if (v[i].held)
+			fs->unsev_blocks -= v[i].n;
 		release_now(fs, v[i].start, v[i].n, v[i].must, &m);
+	}
 	free(v);
 	drain_done(fs, &m);
 	free(m.v);
