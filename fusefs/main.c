@@ -670,6 +670,9 @@ out_unmount:
 	fuse_session_unmount(se);
 	/* after the unmount: the kernel has cancelled the rings' commands */
 	ffs_uring_stop();
+	/* the workers answer into a gone session; they must end before the
+	 * engine does */
+	ffs_coh_stop();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_fs:

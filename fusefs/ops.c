@@ -111,6 +111,17 @@ static void file_put(struct ffs *f, struct fuse_file_info *fi)
 
 	if (f->lm)
 		lease_release_fh(f->lm, (uint64_t)(uintptr_t)file);
+	if (ffs_coh_cached(pm_ino(file->ip))) {
+		/* the last open file of a mapped inode: no mapping is left */
+		struct open_file *o;
+		bool other = false;
+		pthread_mutex_lock(&open_lock);
+		for (o = open_files.next; o != &open_files && !other; o = o->next)
+			other = &o->file != file && o->file.ip == file->ip;
+		pthread_mutex_unlock(&open_lock);
+		if (!other)
+			ffs_coh_released(pm_ino(file->ip));
+	}
 	pm_iput(f->fs, file->ip);
 	file_free((struct open_file *)file);
 }
@@ -654,6 +665,13 @@ static void ffs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	if (!fi->lock_owner) {
+		/* the kernel filling a page of a mapping (a direct read
+		 * always carries a lock owner): coherent.c */
+		ffs_coh_filled(pm_ino(ip));
+		if (ffs_coh_read(f, req, ip, (uint64_t)off, size))
+			return;
+	}
 	n = pm_read_begin(f->fs, ip, (uint64_t)off, size, iov, MAX_IOV, &bytes);
 	if (n < 0) {
 		fuse_reply_err(req, -n);
@@ -691,7 +709,19 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		iov[n].iov_base = (char *)b->mem + skip;
 		iov[n++].iov_len = b->size - skip;
 	}
-	rc = pm_write(f->fs, cred_get(req, &cb, false), ip, (uint64_t)off, iov, n);
+	cred_get(req, &cb, false);
+	if (!fi->writepage && ffs_coh_cached(pm_ino(ip))) {
+		/* the kernel may cache pages of this file: coherent.c */
+		ffs_coh_write(f, req, ip, &cb.cr, (uint64_t)off, iov, n);
+		return;
+	}
+	rc = pm_write(f->fs, &cb.cr, ip, (uint64_t)off, iov, n);
+	if (rc >= 0 && !fi->writepage && ffs_coh_cached(pm_ino(ip))) {
+		/* a first page fill read the pool while this write was
+		 * applied: done again the coherent way (coherent.c) */
+		ffs_coh_write(f, req, ip, &cb.cr, (uint64_t)off, iov, n);
+		return;
+	}
 	if (rc < 0 && fi->writepage) {
 		/* the kernel writing back a shared mapping's page: nobody waits
 		 * for this reply but the kernel, which keeps the errno for the
