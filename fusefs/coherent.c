@@ -49,10 +49,13 @@
  * notification, a pmem write or a reply other than that fill's.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fusefs/fusefs.h"
 
@@ -85,6 +88,7 @@ static struct {
 	struct coh_write *head, **tail;
 	pthread_t thr[COH_WORKERS];
 	int nthr;
+	int busy; /* writes taken off the queue, not yet answered */
 	bool stop;
 } coh = { .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .tail = &coh.head };
 
@@ -203,8 +207,9 @@ static void coh_apply(struct coh_write *w)
 	ssize_t rc;
 
 	/* step 2: the kernel writes back and drops the range's pages;
-	 * -ENOENT: it holds no inode, so no page either */
-	if (f->se)
+	 * -ENOENT: it holds no inode, so no page either. Not once the loop
+	 * has ended: nobody would serve the requests it waits for. */
+	if (f->se && !__atomic_load_n(&coh.stop, __ATOMIC_RELAXED))
 		fuse_lowlevel_notify_inval_inode(f->se, pm_ino(w->ip), (off_t)w->off, (off_t)w->len);
 	/* step 3 */
 	rc = pm_write(f->fs, &w->cr, w->ip, w->off, &iov, 1);
@@ -238,9 +243,12 @@ static void *coh_worker(void *arg)
 		coh.head = w->next_queued;
 		if (!coh.head)
 			coh.tail = &coh.head;
+		coh.busy++;
 		pthread_mutex_unlock(&coh.lock);
 		coh_apply(w);
 		pthread_mutex_lock(&coh.lock);
+		coh.busy--;
+		pthread_cond_broadcast(&coh.cv);
 	}
 	pthread_mutex_unlock(&coh.lock);
 	return NULL;
@@ -321,12 +329,32 @@ fail:
 	fuse_reply_err(req, -rc);
 }
 
-void ffs_coh_stop(void)
+void ffs_coh_stop(int fuse_fd)
 {
+	struct timespec until;
+	bool stuck = false;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
 	pthread_mutex_lock(&coh.lock);
 	coh.stop = true;
 	pthread_cond_broadcast(&coh.cv);
+	while ((coh.busy || coh.head) && !stuck)
+		stuck = pthread_cond_timedwait(&coh.cv, &coh.lock, &until) == ETIMEDOUT;
 	pthread_mutex_unlock(&coh.lock);
+	if (stuck && fuse_fd >= 0) {
+		/* the loop has ended, so nobody serves the page fills and
+		 * writebacks a worker's invalidation waits for: end the
+		 * connection (the kernel fails them), leaving /dev/null in the
+		 * descriptor for fuse_session_destroy() to close */
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		fprintf(stderr, "pinfs: stopping: a write to a mapped file waits on the kernel; "
+				"ending the connection\n");
+		if (null >= 0) {
+			dup2(null, fuse_fd);
+			close(null);
+		}
+	}
 	for (int i = 0; i < coh.nthr; i++)
 		pthread_join(coh.thr[i], NULL);
 	coh.nthr = 0;

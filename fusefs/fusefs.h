@@ -75,15 +75,16 @@ void ffs_inval_attr(struct ffs *f, uint64_t ino);
  * reads the pool, then ffs_coh_read(): true when it replied (the range
  * overlaps a pending write). A write to a file ffs_coh_cached() says yes
  * for goes to ffs_coh_write(), which replies later. ffs_coh_released():
- * the inode's last open file is gone. ffs_coh_stop(): before the engine
- * is unmounted. */
+ * the inode's last open file is gone. ffs_coh_stop(): after the loop,
+ * before the engine is unmounted; ends the connection on @fuse_fd if a
+ * worker still waits on the kernel after 2 s. */
 void ffs_coh_filled(uint64_t ino);
 bool ffs_coh_cached(uint64_t ino);
 bool ffs_coh_read(struct ffs *f, fuse_req_t req, struct pm_inode *ip, uint64_t off, size_t size);
 void ffs_coh_write(struct ffs *f, fuse_req_t req, struct pm_inode *ip, const struct pm_cred *cr,
 		   uint64_t off, const struct iovec *iov, int n);
 void ffs_coh_released(uint64_t ino);
-void ffs_coh_stop(void);
+void ffs_coh_stop(int fuse_fd);
 
 /* fusefs/access.c: who may pin and map the pool (the rules are there) */
 #define FFS_GROUPS_MAX 1024 /* supplementary groups looked at per caller */

@@ -672,7 +672,7 @@ out_unmount:
 	ffs_uring_stop();
 	/* the workers answer into a gone session; they must end before the
 	 * engine does */
-	ffs_coh_stop();
+	ffs_coh_stop(fuse_session_fd(se));
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_fs:
