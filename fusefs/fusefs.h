@@ -43,6 +43,7 @@ struct ffs {
 	char pool_path[4096]; /* realpath, served as PINFS_XATTR_POOL */
 	double timeout; /* entry and attribute cache timeout, seconds */
 	int pin_writer; /* -o pin_access=writer: whoever may write a file may pin it */
+	int posix_acl;	/* the kernel enforces POSIX ACLs (FUSE_CAP_POSIX_ACL, at INIT) */
 	int debug;
 	int init_unique_valid;
 	uint64_t init_unique; /* the INIT request, for the reply patch */
@@ -72,11 +73,11 @@ void ffs_inval_attr(struct ffs *f, uint64_t ino);
 
 /* fusefs/access.c: who may pin and map the pool (the rules are there) */
 #define FFS_GROUPS_MAX 1024 /* supplementary groups looked at per caller */
-/* May the caller pin the file of attributes @st? 0, -EACCES (the pin rule),
- * -EPERM (it could not open the pool for a @write_pin's access). On 0,
- * *may_alloc says whether the pin may fill holes (@fd_writable: the caller's
- * fd is open for writing). */
-int ffs_pin_access(fuse_req_t req, struct ffs *f, const struct stat *st, bool write_pin,
+/* May the caller pin file @ip? 0, -EACCES (the pin rule), -EPERM (it could
+ * not open the pool for a @write_pin's access). On 0, *may_alloc says
+ * whether the pin may fill holes (@fd_writable: the caller's fd is open for
+ * writing). */
+int ffs_pin_access(fuse_req_t req, struct ffs *f, struct pm_inode *ip, bool write_pin,
 		   bool fd_writable, bool *may_alloc);
 /* May the caller set @ip's truncate policy (ioctl or xattr)? 0 or -EACCES. */
 int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip);

@@ -22,6 +22,7 @@
 #include "fusefs/fusefs.h"
 #include "pinfs/abi.h"
 #include "lease/lease.h"
+#include "pmem/acl.h"
 
 #define MAX_IOV 1024
 
@@ -44,6 +45,9 @@ static const struct pm_cred *cred_get(fuse_req_t req, struct cred_buf *cb, bool 
 	cb->cr.gid = ctx->gid;
 	cb->cr.ngroups = 0;
 	cb->cr.groups = cb->g;
+	/* FUSE_CAP_DONT_MASK (with ACLs): the engine applies the umask of a
+	 * create, unless a default ACL replaces it; else the kernel has */
+	cb->cr.umask = ffs_of(req)->posix_acl ? ctx->umask : 0;
 	if (groups && ctx->uid != 0) {
 		int n = fuse_req_getgroups(req, 64, cb->g);
 		cb->cr.ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
@@ -325,9 +329,22 @@ static void async_park(fuse_req_t req, int kind, struct lease_wait **wp, struct 
 
 /* ---- lifetime ------------------------------------------------------------ */
 
+/*
+ * POSIX ACLs (FUSE_CAP_POSIX_ACL): the kernel checks every access against
+ * the ACL xattrs itself (the mount has default_permissions anyway) and
+ * caches them; the engine keeps the mode and the ACLs in step (pmem/xattr.c)
+ * and applies default ACLs to new objects, so the kernel must leave the
+ * umask to it (FUSE_CAP_DONT_MASK): POSIX ignores the umask under a
+ * default ACL.
+ */
 static void ffs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct ffs *f = userdata;
+
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		f->posix_acl = 1;
+	}
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
@@ -910,6 +927,7 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 			 size_t size, int flags)
 {
 	struct ffs *f = ffs_of(req);
+	struct cred_buf cb;
 	struct pm_inode *ip;
 	int rc;
 
@@ -936,7 +954,12 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		/* the policy needs what a pin needs (fusefs/access.c) */
 		if (!strcmp(name, PINFS_XATTR_POLICY))
 			rc = ffs_may_set_policy(req, f, ip);
-		if (!rc)
+		if (rc)
+			;
+		else if (pm_acl_name(name)) /* the mode follows (groups: setgid) */
+			rc = pm_set_acl(f->fs, cred_get(req, &cb, true), ip, name, value, size,
+					flags);
+		else
 			rc = pm_setxattr(f->fs, ip, name, value, size, flags);
 		pm_iput(f->fs, ip);
 	}

@@ -27,12 +27,16 @@ struct pm_fs;
 struct pm_inode;
 
 /* Who is asking: used for ownership of new inodes and POSIX checks the
- * kernel cannot make for us (chown to a supplementary group, suid clearing). */
+ * kernel cannot make for us (chown to a supplementary group, suid clearing).
+ * @umask: taken out of a new object's mode, unless its directory has a
+ * default ACL (POSIX.1e); 0 when the caller's kernel has already applied
+ * it. */
 struct pm_cred {
 	uid_t uid;
 	gid_t gid;
 	int ngroups;
 	const gid_t *groups;
+	mode_t umask;
 };
 
 /* Mounts the file system on @pool: replays the journal, frees orphans,
@@ -152,6 +156,18 @@ ssize_t pm_listxattr(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t si
 int pm_setxattr(struct pm_fs *fs, struct pm_inode *ip, const char *name, const void *value,
 		size_t size, int flags);
 int pm_removexattr(struct pm_fs *fs, struct pm_inode *ip, const char *name);
+/*
+ * POSIX ACLs are the xattrs of pmem/acl.h. Setting one keeps the mode in
+ * step, in the same transaction: an access ACL sets the permission bits
+ * (and is not stored when they say all of it), and a caller @cr that is
+ * neither root nor in the file's group loses its set-group-ID bit; a
+ * default ACL is for directories only (-EACCES). pm_setxattr() and
+ * pm_removexattr() on these names do the same without the group check.
+ * chmod (pm_setattr) rewrites the access ACL; pm_mknod() applies the
+ * directory's default ACL. -EINVAL: not a valid ACL.
+ */
+int pm_set_acl(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, const char *name,
+	       const void *value, size_t size, int flags);
 
 void pm_statfs(struct pm_fs *fs, struct statvfs *st);
 

@@ -170,11 +170,17 @@ static void dir_touch(struct pm_fs *fs, struct pm_inode *dir)
 	pm_inode_write(fs, dir);
 }
 
+/*
+ * The mode asked for is masked by the directory's default ACL, which the
+ * new inode inherits in the same transaction, or else by the caller's
+ * umask (pmem/xattr.c).
+ */
 int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, const char *name,
 	     mode_t mode, dev_t rdev, struct pm_inode **out)
 {
+	uint8_t xb[PM_BLOCK_SIZE];
 	struct pm_inode *ip = NULL;
-	int rc;
+	int acl, rc;
 
 	switch (mode & S_IFMT) {
 	case S_IFREG: case S_IFDIR: case S_IFIFO: case S_IFSOCK: case S_IFCHR: case S_IFBLK:
@@ -186,7 +192,8 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&fs->lock);
-	rc = may_add(fs, dir, name, 0);
+	acl = pm_acl_inherit(fs, dir, &mode, cr->umask, xb);
+	rc = acl < 0 ? acl : may_add(fs, dir, name, acl ? 1 : 0);
 	if (!rc && S_ISDIR(mode) && dir->d.nlink >= PM_LINK_MAX)
 		rc = -EMLINK;
 	if (!rc && !fs->sbc.free_inodes)
@@ -195,6 +202,10 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 		goto out;
 	pm_tx_begin(fs);
 	rc = inode_new(fs, cr, dir, mode, rdev, &ip);
+	if (!rc && acl) {
+		rc = pm_xattr_store(fs, ip, xb);
+		pm_inode_write(fs, ip);
+	}
 	if (!rc)
 		rc = pm_dir_add(fs, dir, name, ip->ino, pm_dtype((uint32_t)mode));
 	if (rc) { /* resources were checked above: the pool is corrupt */

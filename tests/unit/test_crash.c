@@ -173,7 +173,7 @@ static char *dump(struct pm_fs *fs, bool data)
 
 /* ---- the operations ------------------------------------------------------ */
 
-static const struct pm_cred root_cred = { 0, 0, 0, NULL };
+static const struct pm_cred root_cred = { 0, 0, 0, NULL, 0 };
 
 struct ctx {
 	struct pm_fs *fs;
