@@ -345,6 +345,10 @@ static void ffs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 		f->posix_acl = 1;
 	}
+	/* file handles (name_to_handle_at, NFS export) that outlive the
+	 * kernel's inode cache and the mount: see ffs_lookup */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
@@ -361,6 +365,15 @@ static void ffs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = 1u << 20;
 }
 
+/*
+ * Export support (FUSE_CAP_EXPORT_SUPPORT): a file handle is the node id,
+ * which is the inode number, and the generation, both persistent, so a
+ * handle opens the same file after the kernel forgot the inode or the pool
+ * was mounted again. To find such an inode the kernel looks up "." in it,
+ * whatever its type (and ".." in a directory, for its parent): "." names
+ * the inode itself. A freed inode is -ESTALE (pm_iget), and one whose slot
+ * was reused has another generation, which the kernel refuses (ESTALE).
+ */
 static void ffs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ffs *f = ffs_of(req);
@@ -369,6 +382,10 @@ static void ffs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (rc) {
 		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (!strcmp(name, ".")) {
+		reply_entry(req, dir, NULL);
 		return;
 	}
 	rc = pm_lookup(f->fs, dir, name, &ip);
