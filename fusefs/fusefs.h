@@ -54,6 +54,10 @@ struct ffs {
 };
 
 extern const struct fuse_lowlevel_ops ffs_ops;
+/* Each request as a transport read it (@len bytes from fuse_in_header on),
+ * before libfuse sees it: FUSE_TMPFILE becomes the FUSE_CREATE that
+ * ffs_create serves as O_TMPFILE (ops.c). */
+void ffs_request_fixup(void *buf, size_t len);
 
 /* fusefs/ioctl.c */
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/fuse.h>
+
 #include "fusefs/fusefs.h"
 #include "pinfs/abi.h"
 #include "lease/lease.h"
@@ -543,10 +545,48 @@ static void ffs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, con
 	make_node(req, parent, name, S_IFLNK | 0777, 0, link, NULL);
 }
 
+/*
+ * O_TMPFILE. The kernel (6.7+) sends FUSE_TMPFILE, which libfuse 3.14 has no
+ * handler for (its .tmpfile came in 3.16): it would answer ENOSYS, and the
+ * kernel would answer EOPNOTSUPP to every O_TMPFILE from then on. The
+ * request is a FUSE_CREATE in all but the opcode -- fuse_create_in, then
+ * the name of the anonymous dentry, "/", which no create can have -- and
+ * takes the same reply, so both transports hand it to libfuse as a CREATE
+ * (ffs_request_fixup) and ffs_create tells it by its name.
+ */
+#define TMPFILE_NAME "/"
+
+void ffs_request_fixup(void *buf, size_t len)
+{
+	struct fuse_in_header *in = buf;
+	const size_t name_at = sizeof(*in) + sizeof(struct fuse_create_in);
+
+	if (len >= name_at + sizeof(TMPFILE_NAME) && in->len == len && in->opcode == FUSE_TMPFILE &&
+	    !memcmp((char *)buf + name_at, TMPFILE_NAME, sizeof(TMPFILE_NAME)))
+		in->opcode = FUSE_CREATE;
+}
+
 static void ffs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		       struct fuse_file_info *fi)
 {
-	make_node(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, fi);
+	struct ffs *f = ffs_of(req);
+	struct cred_buf cb;
+	struct pm_inode *dir, *ip = NULL;
+	int rc;
+
+	if (strcmp(name, TMPFILE_NAME)) {
+		make_node(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, fi);
+		return;
+	}
+	rc = iget(req, parent, &dir);
+	if (!rc) {
+		rc = pm_tmpfile(f->fs, cred_get(req, &cb, mode & S_ISGID), dir, mode, &ip);
+		pm_iput(f->fs, dir);
+	}
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, ip, fi);
 }
 
 static void ffs_readlink(fuse_req_t req, fuse_ino_t ino)

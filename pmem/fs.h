@@ -87,6 +87,11 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 	     mode_t mode, dev_t rdev, struct pm_inode **out);
 int pm_symlink(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, const char *name,
 	       const char *target, struct pm_inode **out);
+/* An anonymous regular file (O_TMPFILE) for @dir: no name and no link, an
+ * orphan from the start (freed at its last pm_iput, or at the next mount
+ * after a crash) until pm_link() gives it its first name. */
+int pm_tmpfile(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, mode_t mode,
+	       struct pm_inode **out);
 int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const char *name);
 int pm_unlink(struct pm_fs *fs, struct pm_inode *dir, const char *name);
 int pm_rmdir(struct pm_fs *fs, struct pm_inode *dir, const char *name);

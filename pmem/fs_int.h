@@ -110,6 +110,8 @@ struct pm_inode {
 	struct pm_dir *dir;	 /* directories: index, built on first use */
 	struct pm_dirty dirty;	 /* data blocks written, not flushed */
 	struct pm_wb_stats wb;	 /* this file's writeback counters; dlock */
+	bool tmpfile;		 /* made by pm_tmpfile, no name yet: pm_link may
+				  * give it one (fs->lock) */
 };
 
 /* How freed blocks leave the pool file (sever.c). */

@@ -293,15 +293,64 @@ int pm_readlink(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t size)
 	return (int)n;
 }
 
+/*
+ * One transaction: the inode (mode masked as pm_mknod's, the directory's
+ * default ACL inherited) goes straight onto the orphan list with no link;
+ * the directory is not changed.
+ */
+int pm_tmpfile(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, mode_t mode,
+	       struct pm_inode **out)
+{
+	uint8_t xb[PM_BLOCK_SIZE];
+	struct pm_inode *ip = NULL;
+	int acl, rc;
+
+	mode = S_IFREG | (mode & 07777);
+	pthread_mutex_lock(&fs->lock);
+	rc = check_dir(dir);
+	if (!rc)
+		rc = pm_fs_writable(fs);
+	acl = rc ? rc : pm_acl_inherit(fs, dir, &mode, cr->umask, xb);
+	rc = acl < 0 ? acl : 0;
+	if (!rc && (!fs->sbc.free_inodes || (acl && pm_avail_for(fs, 1) < 1)))
+		rc = -ENOSPC;
+	if (rc)
+		goto out;
+	pm_tx_begin(fs);
+	rc = inode_new(fs, cr, dir, mode, 0, &ip);
+	if (!rc && acl)
+		rc = pm_xattr_store(fs, ip, xb);
+	if (rc) { /* resources were checked above: the pool is corrupt */
+		pm_tx_abort(fs);
+		if (ip)
+			pm_icache_discard(fs, ip);
+		goto out;
+	}
+	ip->d.nlink = 0;
+	pm_orphan_add(fs, ip);
+	pm_inode_write(fs, ip);
+	pm_tx_commit(fs);
+	ip->tmpfile = true;
+	*out = ip;
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* A link to an inode with none is refused (-ENOENT), but for a file made
+ * by pm_tmpfile and not yet linked (the kernel lets only O_TMPFILE files
+ * opened without O_EXCL get here): it leaves the orphan list. */
 int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const char *name)
 {
+	bool first;
 	int rc;
 
 	pthread_mutex_lock(&fs->lock);
+	first = ip->d.nlink == 0 && ip->tmpfile;
 	rc = may_add(fs, dir, name, 0);
 	if (!rc && S_ISDIR(ip->d.mode))
 		rc = -EPERM;
-	if (!rc && ip->d.nlink == 0)
+	if (!rc && ip->d.nlink == 0 && !first)
 		rc = -ENOENT;
 	if (!rc && ip->d.nlink >= PM_LINK_MAX)
 		rc = -EMLINK;
@@ -313,11 +362,15 @@ int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const c
 		tx_fail(fs, rc, dir, NULL);
 		goto out;
 	}
+	if (first)
+		pm_orphan_del(fs, ip);
 	ip->d.nlink++;
 	pm_touch(ip, false, true);
 	pm_inode_write(fs, ip);
 	dir_touch(fs, dir);
 	pm_tx_commit(fs);
+	if (first)
+		ip->tmpfile = false;
 out:
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
