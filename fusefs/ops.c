@@ -634,12 +634,15 @@ static void ffs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 {
 	struct ffs *f = ffs_of(req);
 	struct pm_inode *od = NULL, *nd = NULL;
+	struct cred_buf cb;
 	int rc = iget(req, parent, &od);
 
 	if (!rc)
 		rc = iget(req, newparent, &nd);
+	/* RENAME_WHITEOUT (overlayfs upper layers): the kernel has checked
+	 * CAP_MKNOD; the whiteout is the caller's */
 	if (!rc)
-		rc = pm_rename(f->fs, od, name, nd, newname, flags);
+		rc = pm_rename_as(f->fs, cred_get(req, &cb, false), od, name, nd, newname, flags);
 	pm_iput(f->fs, nd);
 	pm_iput(f->fs, od);
 	fuse_reply_err(req, -rc);

@@ -99,8 +99,17 @@ int pm_rmdir(struct pm_fs *fs, struct pm_inode *dir, const char *name);
 #define RENAME_NOREPLACE (1 << 0)
 #define RENAME_EXCHANGE (1 << 1)
 #endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
 int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct pm_inode *ndir,
 	      const char *nname, unsigned flags);
+/* pm_rename() for caller @cr, which may ask for RENAME_WHITEOUT (with
+ * RENAME_NOREPLACE or alone): in the same transaction the old name is
+ * given to a new whiteout, the character device 0:0 of mode 0 that
+ * overlayfs reads as "deleted here", owned by @cr. */
+int pm_rename_as(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *odir,
+		 const char *oname, struct pm_inode *ndir, const char *nname, unsigned flags);
 int pm_readlink(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t size);
 
 /* Directory listing: calls @fill for each entry from cookie @off on (0

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 
 #include "pmem/fs_int.h"
 
@@ -478,14 +479,23 @@ static void reparent(struct pm_inode *ip, struct pm_inode *from, struct pm_inode
 int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct pm_inode *ndir,
 	      const char *nname, unsigned flags)
 {
-	struct pm_inode *src = NULL, *dst = NULL;
+	return pm_rename_as(fs, NULL, odir, oname, ndir, nname, flags);
+}
+
+int pm_rename_as(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *odir,
+		 const char *oname, struct pm_inode *ndir, const char *nname, unsigned flags)
+{
+	struct pm_inode *src = NULL, *dst = NULL, *wh = NULL;
+	bool whiteout = flags & RENAME_WHITEOUT;
 	uint64_t sino, dino = 0;
 	uint32_t spos, dpos = 0;
 	int rc;
 
-	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return -EINVAL;
 	if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+		return -EINVAL;
+	if (whiteout && (!cr || (flags & RENAME_EXCHANGE)))
 		return -EINVAL;
 	if (is_dot(oname) || is_dot(nname))
 		return -EBUSY;
@@ -555,6 +565,10 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 		rc = -ENOSPC;
 		goto out;
 	}
+	if (whiteout && !fs->sbc.free_inodes) {
+		rc = -ENOSPC;
+		goto out;
+	}
 	if (S_ISDIR(src->d.mode) && odir != ndir) {
 		if (is_below(fs, ndir, src->ino)) {
 			rc = -EINVAL;
@@ -566,6 +580,13 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 		}
 	}
 	pm_tx_begin(fs);
+	if (whiteout) {
+		rc = inode_new(fs, cr, odir, S_IFCHR, makedev(0, 0), &wh);
+		if (rc) { /* a free slot was checked: the pool is corrupt */
+			tx_fail(fs, rc, odir, NULL);
+			goto out;
+		}
+	}
 	if (dst) {
 		pm_dir_set(fs, ndir, dpos, src->ino, pm_dtype(src->d.mode));
 		if (S_ISDIR(dst->d.mode))
@@ -574,11 +595,15 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 	} else {
 		rc = pm_dir_add(fs, ndir, nname, src->ino, pm_dtype(src->d.mode));
 		if (rc) { /* space was checked: the pool is corrupt */
-			tx_fail(fs, rc, ndir, NULL);
+			tx_fail(fs, rc, ndir, wh);
+			wh = NULL;
 			goto out;
 		}
 	}
-	pm_dir_del(fs, odir, spos);
+	if (whiteout) /* the old entry names the whiteout now */
+		pm_dir_set(fs, odir, spos, wh->ino, pm_dtype(S_IFCHR));
+	else
+		pm_dir_del(fs, odir, spos);
 	reparent(src, odir, ndir);
 commit:
 	pm_touch(src, false, true);
@@ -592,6 +617,7 @@ commit:
 		dir_touch(fs, ndir);
 	pm_tx_commit(fs);
 out:
+	pm_iput_locked(fs, wh);
 	pm_iput_locked(fs, dst);
 	pm_iput_locked(fs, src);
 	pthread_mutex_unlock(&fs->lock);

@@ -1,4 +1,4 @@
-"""O_TMPFILE on pinfs: an unnamed regular file in a directory, freed when its
+"""O_TMPFILE and RENAME_WHITEOUT on pinfs. O_TMPFILE: an unnamed regular file in a directory, freed when its
 last descriptor closes unless linkat() gives it a name first (what
 systemd, glibc's tmpfile(3) and atomic file writers do). The kernel's
 FUSE_TMPFILE request is served although libfuse 3.14 has no handler for it
@@ -102,3 +102,45 @@ def test_tmpfile_inherits_the_default_acl_of_its_directory(mnt):
     acl = subprocess.run(['getfacl', '-cnpE', os.path.join(d, 'f')], stdout=subprocess.PIPE,
                          universal_newlines=True, timeout=30).stdout.split()
     assert 'user:1001:rwx' in acl and 'mask::rw-' in acl
+
+
+# --------------------------------------------------------------------------
+# RENAME_WHITEOUT, the other creation overlayfs asks of an upper layer
+
+RENAME_WHITEOUT = 4
+
+
+def rename_whiteout(old, new):
+    if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new),
+                       RENAME_WHITEOUT) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), old)
+
+
+def test_rename_whiteout_leaves_a_whiteout_device_at_the_old_name(mnt):
+    os.mkdir(mnt.path('d'))
+    with open(mnt.path('d', 'f'), 'wb') as f:
+        f.write(b'moved')
+    rename_whiteout(mnt.path('d', 'f'), mnt.path('g'))
+    assert read_file(mnt.path('g')) == b'moved'
+    mnt.remount()
+    st = os.lstat(mnt.path('d', 'f'))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and st.st_mode & 0o7777 == 0
+    assert (st.st_uid, st.st_nlink) == (0, 1)
+    assert os.stat(mnt.path('d')).st_nlink == 2
+    assert read_file(mnt.path('g')) == b'moved'
+    # a directory moves out the same way; the whiteout is no directory
+    os.mkdir(mnt.path('d', 'sub'))
+    rename_whiteout(mnt.path('d', 'sub'), mnt.path('sub2'))
+    assert stat.S_ISCHR(os.lstat(mnt.path('d', 'sub')).st_mode)
+    assert os.stat(mnt.path('d')).st_nlink == 2
+    with pytest.raises(OSError) as e:     # with RENAME_EXCHANGE: the kernel says no
+        _libc_exchange_whiteout(mnt.path('g'), mnt.path('sub2'))
+    assert e.value.errno == errno.EINVAL
+
+
+def _libc_exchange_whiteout(a, b):
+    if _libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b),
+                       RENAME_WHITEOUT | 2) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), a)
