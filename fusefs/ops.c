@@ -546,7 +546,7 @@ static void ffs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, con
 }
 
 /*
- * O_TMPFILE. The kernel (6.7+) sends FUSE_TMPFILE, which libfuse 3.14 has no
+ * O_TMPFILE. The kernel sends FUSE_TMPFILE, which libfuse 3.14 has no
  * handler for (its .tmpfile came in 3.16): it would answer ENOSYS, and the
  * kernel would answer EOPNOTSUPP to every O_TMPFILE from then on. The
  * request is a FUSE_CREATE in all but the opcode -- fuse_create_in, then
