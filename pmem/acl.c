@@ -24,36 +24,51 @@
 #define ACL_MASK 0x10
 #define ACL_OTHER 0x20
 
-struct acl_ent {
-	uint16_t tag, perm; /* little-endian */
-	uint32_t id;
-};
-
+/* An entry is { u16 tag; u16 perm; u32 id; }, little-endian, and may sit at
+ * any address (xattr values are packed, requests are byte buffers): read
+ * and written through memcpy. */
+#define ENT 8u
 #define HDR 4u
 
 static unsigned count(size_t size)
 {
-	return (unsigned)((size - HDR) / sizeof(struct acl_ent));
+	return (unsigned)((size - HDR) / ENT);
 }
 
-static struct acl_ent *ent(const void *v, unsigned i)
+static uint8_t *ent(const void *v, unsigned i)
 {
-	return (struct acl_ent *)((uint8_t *)v + HDR) + i;
+	return (uint8_t *)v + HDR + (size_t)i * ENT;
 }
 
-static unsigned tag(const struct acl_ent *e)
+static unsigned tag(const uint8_t *e)
 {
-	return le16toh(e->tag);
+	uint16_t t;
+
+	memcpy(&t, e, sizeof(t));
+	return le16toh(t);
 }
 
-static unsigned perm(const struct acl_ent *e)
+static unsigned perm(const uint8_t *e)
 {
-	return le16toh(e->perm);
+	uint16_t p;
+
+	memcpy(&p, e + 2, sizeof(p));
+	return le16toh(p);
 }
 
-static void set_perm(struct acl_ent *e, unsigned p)
+static uint32_t id(const uint8_t *e)
 {
-	e->perm = htole16((uint16_t)p);
+	uint32_t i;
+
+	memcpy(&i, e + 4, sizeof(i));
+	return le32toh(i);
+}
+
+static void set_perm(uint8_t *e, unsigned p)
+{
+	uint16_t v = htole16((uint16_t)p);
+
+	memcpy(e + 2, &v, sizeof(v));
 }
 
 bool pm_acl_name(const char *name)
@@ -66,7 +81,7 @@ int pm_acl_valid(const void *v, size_t size)
 	unsigned i, n, state = ACL_USER_OBJ, needs_mask = 0;
 	uint32_t version;
 
-	if (size < HDR || size > PM_ACL_MAX_SIZE || (size - HDR) % sizeof(struct acl_ent))
+	if (size < HDR || size > PM_ACL_MAX_SIZE || (size - HDR) % ENT)
 		return -EINVAL;
 	memcpy(&version, v, sizeof(version));
 	if (le32toh(version) != ACL_VERSION)
@@ -77,7 +92,7 @@ int pm_acl_valid(const void *v, size_t size)
 	/* the state machine of posix_acl_valid(): each tag in its place (the
 	 * order of named entries is not checked, as the kernel does not) */
 	for (i = 0; i < n; i++) {
-		const struct acl_ent *e = ent(v, i);
+		const uint8_t *e = ent(v, i);
 
 		if (perm(e) & ~7u)
 			return -EINVAL;
@@ -127,7 +142,7 @@ int pm_acl_equiv_mode(const void *v, size_t size, mode_t *mode)
 	int not_equiv = 0;
 
 	for (i = 0; i < n; i++) {
-		const struct acl_ent *e = ent(v, i);
+		const uint8_t *e = ent(v, i);
 		switch (tag(e)) {
 		case ACL_USER_OBJ:
 			m |= (mode_t)(perm(e) & 7) << 6;
@@ -154,11 +169,11 @@ int pm_acl_equiv_mode(const void *v, size_t size, mode_t *mode)
 
 void pm_acl_chmod(void *v, size_t size, mode_t mode)
 {
-	struct acl_ent *group_obj = NULL, *mask = NULL;
+	uint8_t *group_obj = NULL, *mask = NULL;
 	unsigned i, n = count(size);
 
 	for (i = 0; i < n; i++) {
-		struct acl_ent *e = ent(v, i);
+		uint8_t *e = ent(v, i);
 		switch (tag(e)) {
 		case ACL_USER_OBJ:
 			set_perm(e, (mode >> 6) & 7);
@@ -182,13 +197,13 @@ void pm_acl_chmod(void *v, size_t size, mode_t mode)
 
 int pm_acl_create_masq(void *v, size_t size, mode_t *mode)
 {
-	struct acl_ent *group_obj = NULL, *mask = NULL;
+	uint8_t *group_obj = NULL, *mask = NULL;
 	unsigned i, n = count(size);
 	mode_t m = *mode;
 	int not_equiv = 0;
 
 	for (i = 0; i < n; i++) {
-		struct acl_ent *e = ent(v, i);
+		uint8_t *e = ent(v, i);
 		switch (tag(e)) {
 		case ACL_USER_OBJ:
 			set_perm(e, perm(e) & ((m >> 6) & 7));
@@ -212,7 +227,7 @@ int pm_acl_create_masq(void *v, size_t size, mode_t *mode)
 	}
 	/* the group class: the mask if any, else the owning group */
 	{
-		struct acl_ent *g = mask ? mask : group_obj;
+		uint8_t *g = mask ? mask : group_obj;
 		if (g) {
 			set_perm(g, perm(g) & ((m >> 3) & 7));
 			m &= (mode_t)(perm(g) << 3) | ~(mode_t)S_IRWXG;
@@ -225,7 +240,7 @@ int pm_acl_create_masq(void *v, size_t size, mode_t *mode)
 int pm_acl_permission(const void *v, size_t size, uid_t owner, gid_t group, mode_t mode, uid_t uid,
 		      pm_in_group_fn in_group, void *ctx, int want)
 {
-	const struct acl_ent *match = NULL;
+	const uint8_t *match = NULL;
 	unsigned i, n;
 	bool found = false;
 
@@ -240,19 +255,19 @@ int pm_acl_permission(const void *v, size_t size, uid_t owner, gid_t group, mode
 	/* posix_acl_permission(): the first entry that names the caller
 	 * decides; a named user or group entry is limited by the mask */
 	for (i = 0; i < n && !match; i++) {
-		const struct acl_ent *e = ent(v, i);
+		const uint8_t *e = ent(v, i);
 		switch (tag(e)) {
 		case ACL_USER_OBJ:
 			if (uid == owner)
 				return ((int)perm(e) & want) == want ? 0 : -EACCES;
 			break;
 		case ACL_USER:
-			if (le32toh(e->id) == (uint32_t)uid)
+			if (id(e) == (uint32_t)uid)
 				match = e;
 			break;
 		case ACL_GROUP_OBJ:
 		case ACL_GROUP:
-			if (in_group(ctx, tag(e) == ACL_GROUP_OBJ ? group : (gid_t)le32toh(e->id))) {
+			if (in_group(ctx, tag(e) == ACL_GROUP_OBJ ? group : (gid_t)id(e))) {
 				found = true;
 				if (((int)perm(e) & want) == want)
 					match = e;
@@ -269,7 +284,7 @@ int pm_acl_permission(const void *v, size_t size, uid_t owner, gid_t group, mode
 	if (!match)
 		return -EACCES;
 	for (; i < n; i++) {
-		const struct acl_ent *e = ent(v, i);
+		const uint8_t *e = ent(v, i);
 		if (tag(e) == ACL_MASK)
 			return ((int)(perm(e) & perm(match)) & want) == want ? 0 : -EACCES;
 	}
