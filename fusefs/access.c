@@ -23,11 +23,14 @@
  *
  * The caller's credentials are what FUSE reports (fsuid, fsgid, the thread
  * id) plus, from /proc, the supplementary groups (fuse_req_getgroups) and
- * the effective capabilities. Mode bits are checked as the kernel's
- * generic_permission() does without ACLs (pinfs has none); uid 0 passes
- * them, like CAP_DAC_OVERRIDE. A caller whose /proc entry cannot be read (it
- * exited, or lives in another pid namespace: pid 0) has no supplementary
- * groups and no capabilities.
+ * the effective capabilities. Access is decided as the kernel's
+ * generic_permission() does: by the access ACL when there is one
+ * (pmem/acl.c; the file's when the kernel enforces ACLs on this mount, the
+ * pool file's always, as its kernel enforces it when a holder opens the
+ * pool), else by the mode bits; uid 0 passes, like CAP_DAC_OVERRIDE. An
+ * ACL that cannot be read refuses. A caller whose /proc entry cannot be
+ * read (it exited, or lives in another pid namespace: pid 0) has no
+ * supplementary groups and no capabilities.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,9 +39,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "pmem/acl.h"
 #include "pmem/pool.h"
 
 #define CAP_LEASE_BIT 28 /* linux/capability.h CAP_LEASE */
@@ -107,62 +112,106 @@ static bool cred_has_cap_lease(const struct cred *c)
 	return found && (eff >> CAP_LEASE_BIT & 1);
 }
 
-/* May @c access an object of owner @uid, group @gid and @mode for @want
- * (a mask of R_OK, W_OK)? */
-static bool cred_may(struct cred *c, uid_t uid, gid_t gid, mode_t mode, int want)
+static bool cred_in_group_fn(void *c, gid_t g)
 {
-	unsigned bits;
+	return cred_in_group(c, g);
+}
 
+/* An object's access ACL, as pm_acl_permission() takes it: len 0 for none,
+ * -1 for one that cannot be read or is malformed (refuses). */
+struct acl_buf {
+	ssize_t len;
+	uint8_t v[PM_ACL_MAX_SIZE];
+};
+
+static void acl_take(struct acl_buf *a, ssize_t n)
+{
+	if (n == -ENODATA || n == -EOPNOTSUPP)
+		a->len = 0;
+	else if (n < 0 || pm_acl_valid(a->v, (size_t)n) < 0)
+		a->len = -1;
+	else
+		a->len = n;
+}
+
+/* May @c access an object of attributes @st and access ACL @a for @want
+ * (a mask of R_OK, W_OK)? */
+static bool cred_may(struct cred *c, const struct stat *st, const struct acl_buf *a, int want)
+{
 	if (c->uid == 0)
 		return true;
-	if (c->uid == uid)
-		bits = (mode >> 6) & 7;
-	else if (cred_in_group(c, gid))
-		bits = (mode >> 3) & 7;
-	else
-		bits = mode & 7;
-	return ((int)bits & want) == want;
+	if (a->len < 0)
+		return false;
+	return pm_acl_permission(a->len ? a->v : NULL, (size_t)a->len, st->st_uid, st->st_gid,
+				 st->st_mode, c->uid, cred_in_group_fn, c, want) == 0;
 }
 
 /* The pin rule (1. above): 0 or -EACCES. */
-static int cred_may_lease(const struct ffs *f, struct cred *c, const struct stat *st)
+static int cred_may_lease(const struct ffs *f, struct cred *c, const struct stat *st,
+			  const struct acl_buf *a)
 {
 	if (c->uid == st->st_uid)
 		return 0;
-	if (f->pin_writer && cred_may(c, st->st_uid, st->st_gid, st->st_mode, W_OK))
+	if (f->pin_writer && cred_may(c, st, a, W_OK))
 		return 0;
 	return cred_has_cap_lease(c) ? 0 : -EACCES;
 }
 
-int ffs_pin_access(fuse_req_t req, struct ffs *f, const struct stat *st, bool write_pin,
+/* @ip's attributes and, when the kernel enforces ACLs here, its access
+ * ACL (else the mode bits are what the kernel checks). */
+static void file_attrs(struct ffs *f, struct pm_inode *ip, struct stat *st, struct acl_buf *a)
+{
+	pm_stat(f->fs, ip, st);
+	a->len = 0;
+	if (f->posix_acl)
+		acl_take(a, pm_getxattr(f->fs, ip, PM_ACL_ACCESS, a->v, sizeof(a->v)));
+}
+
+int ffs_pin_access(fuse_req_t req, struct ffs *f, struct pm_inode *ip, bool write_pin,
 		   bool fd_writable, bool *may_alloc)
 {
+	struct acl_buf *a = malloc(sizeof(*a));
+	struct stat st, ps;
 	struct cred c;
-	struct stat ps;
+	ssize_t n;
 	int rc;
 
+	if (!a)
+		return -ENOMEM;
 	cred_get(req, &c);
-	rc = cred_may_lease(f, &c, st);
+	file_attrs(f, ip, &st, a);
+	rc = cred_may_lease(f, &c, &st, a);
 	if (rc)
-		return rc;
-	/* the pool as it is now: its mode or group may have been changed */
-	if (fstat(f->pool->fd, &ps) < 0)
-		return -errno;
-	if (!cred_may(&c, ps.st_uid, ps.st_gid, ps.st_mode, R_OK | (write_pin ? W_OK : 0)))
-		return -EPERM;
-	*may_alloc = write_pin || fd_writable ||
-		     cred_may(&c, st->st_uid, st->st_gid, st->st_mode, W_OK);
-	return 0;
+		goto out;
+	*may_alloc = write_pin || fd_writable || cred_may(&c, &st, a, W_OK);
+	/* the pool as it is now: its mode, group or ACL may have been changed */
+	if (fstat(f->pool->fd, &ps) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	n = fgetxattr(f->pool->fd, PM_ACL_ACCESS, a->v, sizeof(a->v));
+	acl_take(a, n < 0 ? -errno : n);
+	if (!cred_may(&c, &ps, a, R_OK | (write_pin ? W_OK : 0)))
+		rc = -EPERM;
+out:
+	free(a);
+	return rc;
 }
 
 int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip)
 {
+	struct acl_buf *a = malloc(sizeof(*a));
 	struct cred c;
 	struct stat st;
+	int rc;
 
-	pm_stat(f->fs, ip, &st);
+	if (!a)
+		return -ENOMEM;
+	file_attrs(f, ip, &st, a);
 	cred_get(req, &c);
-	return cred_may_lease(f, &c, &st);
+	rc = cred_may_lease(f, &c, &st, a);
+	free(a);
+	return rc;
 }
 
 int ffs_pool_share(struct ffs *f, const char *group, gid_t gid)

@@ -43,6 +43,7 @@ struct ffs {
 	char pool_path[4096]; /* realpath, served as PINFS_XATTR_POOL */
 	double timeout; /* entry and attribute cache timeout, seconds */
 	int pin_writer; /* -o pin_access=writer: whoever may write a file may pin it */
+	int posix_acl;	/* the kernel enforces POSIX ACLs (FUSE_CAP_POSIX_ACL, at INIT) */
 	int debug;
 	int init_unique_valid;
 	uint64_t init_unique; /* the INIT request, for the reply patch */
@@ -53,6 +54,10 @@ struct ffs {
 };
 
 extern const struct fuse_lowlevel_ops ffs_ops;
+/* Each request as a transport read it (@len bytes from fuse_in_header on),
+ * before libfuse sees it: FUSE_TMPFILE becomes the FUSE_CREATE that
+ * ffs_create serves as O_TMPFILE (ops.c). */
+void ffs_request_fixup(void *buf, size_t len);
 
 /* fusefs/ioctl.c */
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
@@ -88,11 +93,11 @@ void ffs_coh_stop(int fuse_fd);
 
 /* fusefs/access.c: who may pin and map the pool (the rules are there) */
 #define FFS_GROUPS_MAX 1024 /* supplementary groups looked at per caller */
-/* May the caller pin the file of attributes @st? 0, -EACCES (the pin rule),
- * -EPERM (it could not open the pool for a @write_pin's access). On 0,
- * *may_alloc says whether the pin may fill holes (@fd_writable: the caller's
- * fd is open for writing). */
-int ffs_pin_access(fuse_req_t req, struct ffs *f, const struct stat *st, bool write_pin,
+/* May the caller pin file @ip? 0, -EACCES (the pin rule), -EPERM (it could
+ * not open the pool for a @write_pin's access). On 0, *may_alloc says
+ * whether the pin may fill holes (@fd_writable: the caller's fd is open for
+ * writing). */
+int ffs_pin_access(fuse_req_t req, struct ffs *f, struct pm_inode *ip, bool write_pin,
 		   bool fd_writable, bool *may_alloc);
 /* May the caller set @ip's truncate policy (ioctl or xattr)? 0 or -EACCES. */
 int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip);

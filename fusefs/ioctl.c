@@ -372,7 +372,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	if (end > (uint64_t)st.st_size)
 		return -EINVAL; /* pinning past EOF */
 	/* who may pin (fusefs/access.c), before anything is allocated */
-	rc = ffs_pin_access(req, f, &st, in->flags & PINFS_PIN_WRITE,
+	rc = ffs_pin_access(req, f, file->ip, in->flags & PINFS_PIN_WRITE,
 			    (file->flags & O_ACCMODE) != O_RDONLY, &may_alloc);
 	if (rc)
 		return rc;

@@ -62,6 +62,9 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	ssize_t n = read(fd, buf, len);
 	struct ffs *f = userdata;
 
+	if (n > 0)
+		ffs_request_fixup(buf, (size_t)n);
+
 	if (n >= (ssize_t)(sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in))) {
 		const struct fuse_in_header *in = buf;
 		if (in->opcode == FUSE_INIT) {

@@ -19,9 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/fuse.h>
+
 #include "fusefs/fusefs.h"
 #include "pinfs/abi.h"
 #include "lease/lease.h"
+#include "pmem/acl.h"
 
 #define MAX_IOV 1024
 
@@ -44,6 +47,9 @@ static const struct pm_cred *cred_get(fuse_req_t req, struct cred_buf *cb, bool 
 	cb->cr.gid = ctx->gid;
 	cb->cr.ngroups = 0;
 	cb->cr.groups = cb->g;
+	/* FUSE_CAP_DONT_MASK (with ACLs): the engine applies the umask of a
+	 * create, unless a default ACL replaces it; else the kernel has */
+	cb->cr.umask = ffs_of(req)->posix_acl ? ctx->umask : 0;
 	if (groups && ctx->uid != 0) {
 		int n = fuse_req_getgroups(req, 64, cb->g);
 		cb->cr.ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
@@ -336,9 +342,26 @@ static void async_park(fuse_req_t req, int kind, struct lease_wait **wp, struct 
 
 /* ---- lifetime ------------------------------------------------------------ */
 
+/*
+ * POSIX ACLs (FUSE_CAP_POSIX_ACL): the kernel checks every access against
+ * the ACL xattrs itself (the mount has default_permissions anyway) and
+ * caches them; the engine keeps the mode and the ACLs in step (pmem/xattr.c)
+ * and applies default ACLs to new objects, so the kernel must leave the
+ * umask to it (FUSE_CAP_DONT_MASK): POSIX ignores the umask under a
+ * default ACL.
+ */
 static void ffs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct ffs *f = userdata;
+
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		f->posix_acl = 1;
+	}
+	/* file handles (name_to_handle_at, NFS export) that outlive the
+	 * kernel's inode cache and the mount: see ffs_lookup */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
@@ -355,6 +378,15 @@ static void ffs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = 1u << 20;
 }
 
+/*
+ * Export support (FUSE_CAP_EXPORT_SUPPORT): a file handle is the node id,
+ * which is the inode number, and the generation, both persistent, so a
+ * handle opens the same file after the kernel forgot the inode or the pool
+ * was mounted again. To find such an inode the kernel looks up "." in it,
+ * whatever its type (and ".." in a directory, for its parent): "." names
+ * the inode itself. A freed inode is -ESTALE (pm_iget), and one whose slot
+ * was reused has another generation, which the kernel refuses (ESTALE).
+ */
 static void ffs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ffs *f = ffs_of(req);
@@ -363,6 +395,10 @@ static void ffs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (rc) {
 		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (!strcmp(name, ".")) {
+		reply_entry(req, dir, NULL);
 		return;
 	}
 	rc = pm_lookup(f->fs, dir, name, &ip);
@@ -520,10 +556,48 @@ static void ffs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, con
 	make_node(req, parent, name, S_IFLNK | 0777, 0, link, NULL);
 }
 
+/*
+ * O_TMPFILE. The kernel sends FUSE_TMPFILE, which libfuse 3.14 has no
+ * handler for (its .tmpfile came in 3.16): it would answer ENOSYS, and the
+ * kernel would answer EOPNOTSUPP to every O_TMPFILE from then on. The
+ * request is a FUSE_CREATE in all but the opcode -- fuse_create_in, then
+ * the name of the anonymous dentry, "/", which no create can have -- and
+ * takes the same reply, so both transports hand it to libfuse as a CREATE
+ * (ffs_request_fixup) and ffs_create tells it by its name.
+ */
+#define TMPFILE_NAME "/"
+
+void ffs_request_fixup(void *buf, size_t len)
+{
+	struct fuse_in_header *in = buf;
+	const size_t name_at = sizeof(*in) + sizeof(struct fuse_create_in);
+
+	if (len >= name_at + sizeof(TMPFILE_NAME) && in->len == len && in->opcode == FUSE_TMPFILE &&
+	    !memcmp((char *)buf + name_at, TMPFILE_NAME, sizeof(TMPFILE_NAME)))
+		in->opcode = FUSE_CREATE;
+}
+
 static void ffs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		       struct fuse_file_info *fi)
 {
-	make_node(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, fi);
+	struct ffs *f = ffs_of(req);
+	struct cred_buf cb;
+	struct pm_inode *dir, *ip = NULL;
+	int rc;
+
+	if (strcmp(name, TMPFILE_NAME)) {
+		make_node(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, fi);
+		return;
+	}
+	rc = iget(req, parent, &dir);
+	if (!rc) {
+		rc = pm_tmpfile(f->fs, cred_get(req, &cb, mode & S_ISGID), dir, mode, &ip);
+		pm_iput(f->fs, dir);
+	}
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, ip, fi);
 }
 
 static void ffs_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -571,12 +645,15 @@ static void ffs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 {
 	struct ffs *f = ffs_of(req);
 	struct pm_inode *od = NULL, *nd = NULL;
+	struct cred_buf cb;
 	int rc = iget(req, parent, &od);
 
 	if (!rc)
 		rc = iget(req, newparent, &nd);
+	/* RENAME_WHITEOUT (overlayfs upper layers): the kernel has checked
+	 * CAP_MKNOD; the whiteout is the caller's */
 	if (!rc)
-		rc = pm_rename(f->fs, od, name, nd, newname, flags);
+		rc = pm_rename_as(f->fs, cred_get(req, &cb, false), od, name, nd, newname, flags);
 	pm_iput(f->fs, nd);
 	pm_iput(f->fs, od);
 	fuse_reply_err(req, -rc);
@@ -940,6 +1017,7 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 			 size_t size, int flags)
 {
 	struct ffs *f = ffs_of(req);
+	struct cred_buf cb;
 	struct pm_inode *ip;
 	int rc;
 
@@ -966,7 +1044,12 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		/* the policy needs what a pin needs (fusefs/access.c) */
 		if (!strcmp(name, PINFS_XATTR_POLICY))
 			rc = ffs_may_set_policy(req, f, ip);
-		if (!rc)
+		if (rc)
+			;
+		else if (pm_acl_name(name)) /* the mode follows (groups: setgid) */
+			rc = pm_set_acl(f->fs, cred_get(req, &cb, true), ip, name, value, size,
+					flags);
+		else
 			rc = pm_setxattr(f->fs, ip, name, value, size, flags);
 		pm_iput(f->fs, ip);
 	}

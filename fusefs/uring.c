@@ -72,6 +72,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fusefs/fusefs.h"
 #include "fusefs/uring.h"
 #include "pinfs/abi.h"
 
@@ -392,6 +393,7 @@ static bool serve(struct ring_ent *e)
 	}
 	memcpy(start, in, sizeof(*in));
 	memcpy(start + sizeof(*in), h->op_in, opsz);
+	ffs_request_fixup(start, in->len);
 	buf.mem = start;
 	buf.size = in->len;
 	pthread_mutex_lock(&t->lock);

@@ -27,12 +27,16 @@ struct pm_fs;
 struct pm_inode;
 
 /* Who is asking: used for ownership of new inodes and POSIX checks the
- * kernel cannot make for us (chown to a supplementary group, suid clearing). */
+ * kernel cannot make for us (chown to a supplementary group, suid clearing).
+ * @umask: taken out of a new object's mode, unless its directory has a
+ * default ACL (POSIX.1e); 0 when the caller's kernel has already applied
+ * it. */
 struct pm_cred {
 	uid_t uid;
 	gid_t gid;
 	int ngroups;
 	const gid_t *groups;
+	mode_t umask;
 };
 
 /* Mounts the file system on @pool: replays the journal, frees orphans,
@@ -83,6 +87,11 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 	     mode_t mode, dev_t rdev, struct pm_inode **out);
 int pm_symlink(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, const char *name,
 	       const char *target, struct pm_inode **out);
+/* An anonymous regular file (O_TMPFILE) for @dir: no name and no link, an
+ * orphan from the start (freed at its last pm_iput, or at the next mount
+ * after a crash) until pm_link() gives it its first name. */
+int pm_tmpfile(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, mode_t mode,
+	       struct pm_inode **out);
 int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const char *name);
 int pm_unlink(struct pm_fs *fs, struct pm_inode *dir, const char *name);
 int pm_rmdir(struct pm_fs *fs, struct pm_inode *dir, const char *name);
@@ -90,8 +99,17 @@ int pm_rmdir(struct pm_fs *fs, struct pm_inode *dir, const char *name);
 #define RENAME_NOREPLACE (1 << 0)
 #define RENAME_EXCHANGE (1 << 1)
 #endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
 int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct pm_inode *ndir,
 	      const char *nname, unsigned flags);
+/* pm_rename() for caller @cr, which may ask for RENAME_WHITEOUT (with
+ * RENAME_NOREPLACE or alone): in the same transaction the old name is
+ * given to a new whiteout, the character device 0:0 of mode 0 that
+ * overlayfs reads as "deleted here", owned by @cr. */
+int pm_rename_as(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *odir,
+		 const char *oname, struct pm_inode *ndir, const char *nname, unsigned flags);
 int pm_readlink(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t size);
 
 /* Directory listing: calls @fill for each entry from cookie @off on (0
@@ -152,6 +170,18 @@ ssize_t pm_listxattr(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t si
 int pm_setxattr(struct pm_fs *fs, struct pm_inode *ip, const char *name, const void *value,
 		size_t size, int flags);
 int pm_removexattr(struct pm_fs *fs, struct pm_inode *ip, const char *name);
+/*
+ * POSIX ACLs are the xattrs of pmem/acl.h. Setting one keeps the mode in
+ * step, in the same transaction: an access ACL sets the permission bits
+ * (and is not stored when they say all of it), and a caller @cr that is
+ * neither root nor in the file's group loses its set-group-ID bit; a
+ * default ACL is for directories only (-EACCES). pm_setxattr() and
+ * pm_removexattr() on these names do the same without the group check.
+ * chmod (pm_setattr) rewrites the access ACL; pm_mknod() applies the
+ * directory's default ACL. -EINVAL: not a valid ACL.
+ */
+int pm_set_acl(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, const char *name,
+	       const void *value, size_t size, int flags);
 
 void pm_statfs(struct pm_fs *fs, struct statvfs *st);
 

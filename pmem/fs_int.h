@@ -110,6 +110,8 @@ struct pm_inode {
 	struct pm_dir *dir;	 /* directories: index, built on first use */
 	struct pm_dirty dirty;	 /* data blocks written, not flushed */
 	struct pm_wb_stats wb;	 /* this file's writeback counters; dlock */
+	bool tmpfile;		 /* made by pm_tmpfile, no name yet: pm_link may
+				  * give it one (fs->lock) */
 };
 
 /* How freed blocks leave the pool file (sever.c). */
@@ -383,6 +385,36 @@ int pm_csum_verify(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_
 
 /* xattr.c */
 void pm_xattr_free(struct pm_fs *fs, struct pm_inode *ip);
+/* An attribute block image @nb (PM_BLOCK_SIZE bytes), edited outside a
+ * transaction and stored in one; fs->lock held throughout. */
+/* @nb becomes a copy of @ip's attribute block (checked), or an empty one. */
+int pm_xattr_load(struct pm_fs *fs, struct pm_inode *ip, uint8_t *nb);
+/* The value of @name in image @b (*@len its length), or NULL. */
+const void *pm_xattr_lookup(const uint8_t *b, const char *name, size_t *len);
+/* Removes @name from @nb and, unless @remove, appends name = value;
+ * XATTR_CREATE/REPLACE in @flags. -ENOSPC when it does not fit the block. */
+int pm_xattr_edit(uint8_t *nb, const char *name, const void *value, size_t vlen, int flags,
+		  bool remove);
+/* Will storing @nb allocate a block (the caller checks there is one)? */
+bool pm_xattr_needs_block(struct pm_inode *ip, const uint8_t *nb);
+/* Makes @nb @ip's attribute block (frees the block when @nb is empty); in a
+ * transaction; the caller writes the inode. -ENOSPC only on a corrupt pool. */
+int pm_xattr_store(struct pm_fs *fs, struct pm_inode *ip, const uint8_t *nb);
+/*
+ * POSIX ACL inheritance (posix_acl_create) for a new object of *@mode
+ * under @dir: with a default ACL on @dir, builds in @nb the new object's
+ * attributes (its access ACL when it says more than the mode, and for a
+ * directory the default ACL) and masks *@mode by it; without one, takes
+ * the bits of @umask out of *@mode. 1: @nb is to be stored, 0: nothing to
+ * store, -errno (-ENOSPC: the ACLs do not fit a block). Before the
+ * transaction.
+ */
+int pm_acl_inherit(struct pm_fs *fs, struct pm_inode *dir, mode_t *mode, mode_t umask,
+		   uint8_t *nb);
+/* chmod of @ip to @mode: when @ip has an access ACL, builds in @nb its
+ * attributes with the ACL changed as posix_acl_chmod() does. 1: @nb is to
+ * be stored, 0: no ACL, -errno. Before the transaction. */
+int pm_acl_chmod_prepare(struct pm_fs *fs, struct pm_inode *ip, mode_t mode, uint8_t *nb);
 
 #define PM_DIV_UP(a, b) (((a) + (b) - 1) / (b))
 

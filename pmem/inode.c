@@ -496,8 +496,9 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 	       const struct pm_setattr *sa)
 {
 	bool size = sa->valid & PM_SET_SIZE;
+	uint8_t xb[PM_BLOCK_SIZE];
 	struct pm_dinode nd;
-	int rc = 0;
+	int acl = 0, rc = 0;
 
 	if (size) {
 		if (S_ISDIR(ip->ftype))
@@ -543,6 +544,12 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 		nd.mode = (nd.mode & S_IFMT) | (sa->mode & 07777);
 		if (cr->uid != 0 && !pm_cred_in_group(cr, nd.gid))
 			nd.mode &= ~(uint32_t)S_ISGID;
+		/* an access ACL follows the mode (posix_acl_chmod) */
+		acl = pm_acl_chmod_prepare(fs, ip, nd.mode, xb);
+		if (acl < 0) {
+			rc = acl;
+			goto out;
+		}
 	}
 	if (sa->valid & PM_SET_ATIME_NOW)
 		pm_now(&nd.atime);
@@ -555,6 +562,12 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 
 	pm_tx_begin(fs);
 	ip->d = nd;
+	if (acl && (rc = pm_xattr_store(fs, ip, xb))) {
+		/* the block exists: only a corrupt pool fails here */
+		pm_tx_abort(fs);
+		pm_inode_reload(fs, ip);
+		goto out;
+	}
 	if (size && sa->size != ip->d.size) {
 		rc = pm_truncate_locked(fs, ip, sa->size);
 		if (rc) {

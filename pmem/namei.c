@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 
 #include "pmem/fs_int.h"
 
@@ -170,11 +171,17 @@ static void dir_touch(struct pm_fs *fs, struct pm_inode *dir)
 	pm_inode_write(fs, dir);
 }
 
+/*
+ * The mode asked for is masked by the directory's default ACL, which the
+ * new inode inherits in the same transaction, or else by the caller's
+ * umask (pmem/xattr.c).
+ */
 int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, const char *name,
 	     mode_t mode, dev_t rdev, struct pm_inode **out)
 {
+	uint8_t xb[PM_BLOCK_SIZE];
 	struct pm_inode *ip = NULL;
-	int rc;
+	int acl, rc;
 
 	switch (mode & S_IFMT) {
 	case S_IFREG: case S_IFDIR: case S_IFIFO: case S_IFSOCK: case S_IFCHR: case S_IFBLK:
@@ -186,7 +193,8 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&fs->lock);
-	rc = may_add(fs, dir, name, 0);
+	acl = pm_acl_inherit(fs, dir, &mode, cr->umask, xb);
+	rc = acl < 0 ? acl : may_add(fs, dir, name, acl ? 1 : 0);
 	if (!rc && S_ISDIR(mode) && dir->d.nlink >= PM_LINK_MAX)
 		rc = -EMLINK;
 	if (!rc && !fs->sbc.free_inodes)
@@ -195,6 +203,10 @@ int pm_mknod(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, c
 		goto out;
 	pm_tx_begin(fs);
 	rc = inode_new(fs, cr, dir, mode, rdev, &ip);
+	if (!rc && acl) {
+		rc = pm_xattr_store(fs, ip, xb);
+		pm_inode_write(fs, ip);
+	}
 	if (!rc)
 		rc = pm_dir_add(fs, dir, name, ip->ino, pm_dtype((uint32_t)mode));
 	if (rc) { /* resources were checked above: the pool is corrupt */
@@ -282,15 +294,64 @@ int pm_readlink(struct pm_fs *fs, struct pm_inode *ip, char *buf, size_t size)
 	return (int)n;
 }
 
+/*
+ * One transaction: the inode (mode masked as pm_mknod's, the directory's
+ * default ACL inherited) goes straight onto the orphan list with no link;
+ * the directory is not changed.
+ */
+int pm_tmpfile(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *dir, mode_t mode,
+	       struct pm_inode **out)
+{
+	uint8_t xb[PM_BLOCK_SIZE];
+	struct pm_inode *ip = NULL;
+	int acl, rc;
+
+	mode = S_IFREG | (mode & 07777);
+	pthread_mutex_lock(&fs->lock);
+	rc = check_dir(dir);
+	if (!rc)
+		rc = pm_fs_writable(fs);
+	acl = rc ? rc : pm_acl_inherit(fs, dir, &mode, cr->umask, xb);
+	rc = acl < 0 ? acl : 0;
+	if (!rc && (!fs->sbc.free_inodes || (acl && pm_avail_for(fs, 1) < 1)))
+		rc = -ENOSPC;
+	if (rc)
+		goto out;
+	pm_tx_begin(fs);
+	rc = inode_new(fs, cr, dir, mode, 0, &ip);
+	if (!rc && acl)
+		rc = pm_xattr_store(fs, ip, xb);
+	if (rc) { /* resources were checked above: the pool is corrupt */
+		pm_tx_abort(fs);
+		if (ip)
+			pm_icache_discard(fs, ip);
+		goto out;
+	}
+	ip->d.nlink = 0;
+	pm_orphan_add(fs, ip);
+	pm_inode_write(fs, ip);
+	pm_tx_commit(fs);
+	ip->tmpfile = true;
+	*out = ip;
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* A link to an inode with none is refused (-ENOENT), but for a file made
+ * by pm_tmpfile and not yet linked (the kernel lets only O_TMPFILE files
+ * opened without O_EXCL get here): it leaves the orphan list. */
 int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const char *name)
 {
+	bool first;
 	int rc;
 
 	pthread_mutex_lock(&fs->lock);
+	first = ip->d.nlink == 0 && ip->tmpfile;
 	rc = may_add(fs, dir, name, 0);
 	if (!rc && S_ISDIR(ip->d.mode))
 		rc = -EPERM;
-	if (!rc && ip->d.nlink == 0)
+	if (!rc && ip->d.nlink == 0 && !first)
 		rc = -ENOENT;
 	if (!rc && ip->d.nlink >= PM_LINK_MAX)
 		rc = -EMLINK;
@@ -302,11 +363,15 @@ int pm_link(struct pm_fs *fs, struct pm_inode *ip, struct pm_inode *dir, const c
 		tx_fail(fs, rc, dir, NULL);
 		goto out;
 	}
+	if (first)
+		pm_orphan_del(fs, ip);
 	ip->d.nlink++;
 	pm_touch(ip, false, true);
 	pm_inode_write(fs, ip);
 	dir_touch(fs, dir);
 	pm_tx_commit(fs);
+	if (first)
+		ip->tmpfile = false;
 out:
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
@@ -414,14 +479,23 @@ static void reparent(struct pm_inode *ip, struct pm_inode *from, struct pm_inode
 int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct pm_inode *ndir,
 	      const char *nname, unsigned flags)
 {
-	struct pm_inode *src = NULL, *dst = NULL;
+	return pm_rename_as(fs, NULL, odir, oname, ndir, nname, flags);
+}
+
+int pm_rename_as(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *odir,
+		 const char *oname, struct pm_inode *ndir, const char *nname, unsigned flags)
+{
+	struct pm_inode *src = NULL, *dst = NULL, *wh = NULL;
+	bool whiteout = flags & RENAME_WHITEOUT;
 	uint64_t sino, dino = 0;
 	uint32_t spos, dpos = 0;
 	int rc;
 
-	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return -EINVAL;
 	if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+		return -EINVAL;
+	if (whiteout && (!cr || (flags & RENAME_EXCHANGE)))
 		return -EINVAL;
 	if (is_dot(oname) || is_dot(nname))
 		return -EBUSY;
@@ -491,6 +565,10 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 		rc = -ENOSPC;
 		goto out;
 	}
+	if (whiteout && !fs->sbc.free_inodes) {
+		rc = -ENOSPC;
+		goto out;
+	}
 	if (S_ISDIR(src->d.mode) && odir != ndir) {
 		if (is_below(fs, ndir, src->ino)) {
 			rc = -EINVAL;
@@ -502,6 +580,13 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 		}
 	}
 	pm_tx_begin(fs);
+	if (whiteout) {
+		rc = inode_new(fs, cr, odir, S_IFCHR, makedev(0, 0), &wh);
+		if (rc) { /* a free slot was checked: the pool is corrupt */
+			tx_fail(fs, rc, odir, NULL);
+			goto out;
+		}
+	}
 	if (dst) {
 		pm_dir_set(fs, ndir, dpos, src->ino, pm_dtype(src->d.mode));
 		if (S_ISDIR(dst->d.mode))
@@ -510,11 +595,15 @@ int pm_rename(struct pm_fs *fs, struct pm_inode *odir, const char *oname, struct
 	} else {
 		rc = pm_dir_add(fs, ndir, nname, src->ino, pm_dtype(src->d.mode));
 		if (rc) { /* space was checked: the pool is corrupt */
-			tx_fail(fs, rc, ndir, NULL);
+			tx_fail(fs, rc, ndir, wh);
+			wh = NULL;
 			goto out;
 		}
 	}
-	pm_dir_del(fs, odir, spos);
+	if (whiteout) /* the old entry names the whiteout now */
+		pm_dir_set(fs, odir, spos, wh->ino, pm_dtype(S_IFCHR));
+	else
+		pm_dir_del(fs, odir, spos);
 	reparent(src, odir, ndir);
 commit:
 	pm_touch(src, false, true);
@@ -528,6 +617,7 @@ commit:
 		dir_touch(fs, ndir);
 	pm_tx_commit(fs);
 out:
+	pm_iput_locked(fs, wh);
 	pm_iput_locked(fs, dst);
 	pm_iput_locked(fs, src);
 	pthread_mutex_unlock(&fs->lock);

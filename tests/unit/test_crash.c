@@ -173,7 +173,7 @@ static char *dump(struct pm_fs *fs, bool data)
 
 /* ---- the operations ------------------------------------------------------ */
 
-static const struct pm_cred root_cred = { 0, 0, 0, NULL };
+static const struct pm_cred root_cred = { 0, 0, 0, NULL, 0 };
 
 struct ctx {
 	struct pm_fs *fs;
@@ -349,6 +349,74 @@ static int op_removexattr(struct ctx *c)
 	pm_iput(c->fs, ip);
 	return rc;
 }
+/* POSIX ACL xattrs (pmem/acl.h): owner, user 1000, group, mask, other */
+static size_t acl_value(uint8_t *v, unsigned o, unsigned u, unsigned g, unsigned m, unsigned ot)
+{
+	const uint16_t ent[5][2] = { { 0x01, o }, { 0x02, u }, { 0x04, g }, { 0x10, m },
+				     { 0x20, ot } };
+	uint32_t ver = 2, id;
+	int i;
+
+	memcpy(v, &ver, 4);
+	for (i = 0; i < 5; i++) {
+		id = ent[i][0] == 0x02 ? 1000 : 0xffffffffu;
+		memcpy(v + 4 + 8 * i, ent[i], 4);
+		memcpy(v + 8 + 8 * i, &id, 4);
+	}
+	return 4 + 5 * 8;
+}
+static int op_set_access_acl(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f2");
+	uint8_t v[64];
+	size_t n = acl_value(v, 6, 4, 4, 6, 0); /* the mode becomes 0660 with it */
+	int rc = ip ? pm_setxattr(c->fs, ip, "system.posix_acl_access", v, n, 0) : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_chmod_with_acl(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f2");
+	struct pm_setattr sa = { .valid = PM_SET_MODE, .mode = 0604 }; /* and the mask --- */
+	int rc = ip ? pm_setattr(c->fs, &root_cred, ip, &sa) : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_set_default_acl(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "d2");
+	uint8_t v[64];
+	size_t n = acl_value(v, 7, 7, 5, 7, 0);
+	int rc = ip ? pm_setxattr(c->fs, ip, "system.posix_acl_default", v, n, 0) : -ENOENT;
+	pm_iput(c->fs, ip);
+	return rc;
+}
+static int op_create_inheriting_acl(struct ctx *c)
+{
+	struct pm_inode *d = get(c, "d2");
+	int rc = d ? mk(c, d, "inherits", S_IFDIR | 0777) : -ENOENT;
+	pm_iput(c->fs, d);
+	return rc;
+}
+static int op_tmpfile(struct ctx *c)
+{
+	return pm_tmpfile(c->fs, &root_cred, c->root, 0600, &c->held);
+}
+static int op_link_tmpfile(struct ctx *c)
+{
+	int rc = pm_link(c->fs, c->held, c->root, "was-tmpfile");
+	pm_iput(c->fs, c->held);
+	c->held = NULL;
+	return rc;
+}
+static int op_rename_whiteout(struct ctx *c)
+{
+	struct pm_inode *d = get(c, "d2");
+	int rc = d ? pm_rename_as(c->fs, &root_cred, c->root, "was-tmpfile", d, "moved-out",
+				  RENAME_WHITEOUT) : -ENOENT;
+	pm_iput(c->fs, d);
+	return rc;
+}
 static int op_many_entries(struct ctx *c)
 {
 	struct pm_inode *d = get(c, "d2");
@@ -388,6 +456,10 @@ static const struct op ops[] = {
 	{ "fallocate_in_parts", op_fallocate_parts, false },
 	{ "setxattr", op_setxattr, false },
 	{ "removexattr", op_removexattr, false },
+	{ "set_access_acl", op_set_access_acl, false },
+	{ "chmod_with_acl", op_chmod_with_acl, false },
+	{ "set_default_acl", op_set_default_acl, false },
+	{ "create_inheriting_acl", op_create_inheriting_acl, false },
 	{ "chmod_chown", op_chmod, false },
 	{ "rmdir", op_rmdir, false },
 	{ "rename", op_rename, false },
@@ -401,6 +473,9 @@ static const struct op ops[] = {
 	{ "many_entries", op_many_entries, true },
 	{ "create_in_big_dir", NULL, false },
 	{ "unlink_file_with_blocks", op_unlink_last, false },
+	{ "tmpfile", op_tmpfile, false },
+	{ "link_tmpfile", op_link_tmpfile, false },
+	{ "rename_whiteout", op_rename_whiteout, false },
 };
 
 static int op_create_in_big_dir(struct ctx *c)

@@ -333,7 +333,7 @@ static const uint8_t *f1_pattern(void)
  */
 static int build_images(void)
 {
-	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
 	struct pm_mkfs_opts o = { .size = POOL_SIZE };
 	struct pm_inode *root, *d1, *d2, *d3, *f1, *f2, *sl, *sp, *chr, *fifo, *mv, *o1, *o2, *ip;
 	struct pm_pool *pool;
@@ -498,7 +498,7 @@ static int walk_tree(struct pm_fs *fs, struct pm_inode *dir, int depth)
  * unmounts: fsck must find it clean again. */
 static int exercise(uint8_t *img)
 {
-	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
 	struct pm_inode *root, *f, *d;
 	struct pm_pool *pool;
 	struct pm_fs *fs;
@@ -1204,7 +1204,7 @@ static int test_pool_without_backup_is_accepted(void)
  * it is not looked at. */
 static int test_checksums_are_verified(void)
 {
-	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
 	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = PM_FEAT_INCOMPAT_CSUM };
 	static uint8_t buf[3 * PM_BLOCK_SIZE];
 	struct pm_inode *root, *f;
@@ -1284,7 +1284,7 @@ static int test_random_engine_operations_stay_clean(void)
 	const char *s = getenv("FSCK_SEED"), *e = getenv("FSCK_OPS");
 	struct fuzz z = { .seed = s ? strtoull(s, NULL, 0) + 7 : (uint64_t)time(NULL) + 7 };
 	unsigned long nops = e ? strtoul(e, NULL, 0) : 3000, op, ok = 0;
-	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
 	struct pm_mkfs_opts o = { .size = POOL_SIZE };
 	struct pm_inode *dirs[4], *held[6] = { 0 };
 	static uint8_t data[64 << 10];

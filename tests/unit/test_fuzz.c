@@ -223,7 +223,7 @@ static void fix_times(uint8_t *im)
  */
 static int build(void)
 {
-	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
 	struct pm_mkfs_opts o = { .size = POOL_SIZE };
 	struct snap sn = { 0 };
 	struct pm_persist_ops ops = snap_ops;
@@ -722,7 +722,7 @@ static void delete_all(struct ctx *c, struct pm_inode *dir, int depth)
  * back as written (its blocks were nobody's). */
 static int write_new(struct ctx *c, struct pm_inode *root)
 {
-	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
 	struct pm_inode *ip;
 	ssize_t n;
 

@@ -253,7 +253,7 @@ static int test_inode_with_orphan_link_past_the_table_is_refused(void)
  * mount serves reads and refuses changes. */
 static int test_pool_marked_corrupt_is_refused_until_the_flag_is_cleared(void)
 {
-	struct pm_cred cr = { 0, 0, 0, NULL };
+	struct pm_cred cr = { 0, 0, 0, NULL, 0 };
 	struct pm_pool *pool;
 	struct pm_fs *fs;
 	struct pm_inode *root, *ip = NULL;
@@ -297,7 +297,7 @@ struct two {
 /* Builds /a and /d with two entries in a fresh image, unmounts it. */
 static int two_build(struct two *t)
 {
-	struct pm_cred cr = { 0, 0, 0, NULL };
+	struct pm_cred cr = { 0, 0, 0, NULL, 0 };
 	struct pm_inode *a, *d, *x;
 	char err[256], buf[4 * PM_BLOCK_SIZE];
 	struct iovec iov = { buf, sizeof(buf) };
@@ -385,7 +385,7 @@ static int test_dirent_with_zero_slots_does_not_stall_readdir(void)
 
 static int test_block_free_in_the_bitmap_is_never_given_to_a_new_file(void)
 {
-	struct pm_cred cr = { 0, 0, 0, NULL };
+	struct pm_cred cr = { 0, 0, 0, NULL, 0 };
 	struct two t;
 	struct pm_inode *a, *b;
 	uint64_t blk;

@@ -24,7 +24,7 @@
 
 #define POOL_SIZE (16u << 20)
 
-static const struct pm_cred root_cred = { 0, 0, 0, NULL };
+static const struct pm_cred root_cred = { 0, 0, 0, NULL, 0 };
 
 /* the pin double: pool blocks pinned, and the file range write-pinned */
 static uint64_t pinned_pblk[64];
