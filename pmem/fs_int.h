@@ -306,6 +306,16 @@ void pm_sb_dirty(struct pm_fs *fs);
 unsigned pm_dtype(uint32_t mode);
 /* Is @gid the caller's group or one of its supplementary groups? */
 bool pm_cred_in_group(const struct pm_cred *cr, gid_t gid);
+/*
+ * The setuid/setgid kill of a write or truncate (the kernel's
+ * should_remove_suid() and file_remove_privs()): an unprivileged caller
+ * (root stands in for CAP_FSETID) clears S_ISUID, and S_ISGID where group
+ * execute is set (S_ISGID alone marks mandatory locking and stays).
+ * pm_kill_priv_needed() says whether it would change @d; pm_kill_priv()
+ * changes it. Called with fs->lock held.
+ */
+bool pm_kill_priv_needed(const struct pm_cred *cr, const struct pm_dinode *d);
+void pm_kill_priv(struct pm_dinode *d);
 
 /* bmap.c -- block maps */
 /* Pool block of file block @fblk, 0 for a hole. @tx: see shadows. */
