@@ -331,6 +331,10 @@ int pm_bmap_set(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t p
 uint64_t pm_bmap_punch(struct pm_fs *fs, struct pm_inode *ip, uint64_t from, uint64_t to);
 /* Map nodes needed at most to map @n new blocks */
 uint64_t pm_bmap_worst(const struct pm_dinode *d, uint64_t n);
+/* Data blocks that one file can be given out of @nfree free blocks, the
+ * map nodes they need included: by one fallocate, or by writes of any size
+ * in order from its start (what statfs promises as f_bavail). */
+uint64_t pm_bmap_room(uint64_t nfree);
 /* Visits every allocated block (data and map nodes) */
 typedef void (*pm_bmap_visit_t)(void *ctx, uint64_t fblk, uint64_t pblk, unsigned level);
 int pm_bmap_walk(struct pm_pool *p, const struct pm_dinode *d, pm_bmap_visit_t fn, void *ctx);
