@@ -6,7 +6,9 @@
  *
  * Caching: entries and attributes are cached by the kernel for
  * ffs->timeout seconds (every change goes through this daemon, which the
- * kernel sees). File data is never cached by the kernel: every open is
+ * kernel sees; what the daemon changes on its own is told: "attributes
+ * changed behind the kernel's back" below). File data is never cached by
+ * the kernel: every open is
  * FOPEN_DIRECT_IO, so a read() always reaches the pool, including bytes
  * stored through a direct mapping of the pool behind FUSE's back. Shared
  * mmap of such a file still works because main.c negotiates
@@ -176,6 +178,27 @@ static void reply_entry(fuse_req_t req, struct pm_inode *ip, struct fuse_file_in
 		pm_forget(f->fs, e.ino, 1);
 }
 
+/*
+ * Attributes changed behind the kernel's back. The kernel keeps its cache
+ * right by itself for what it knows an operation changes: after a WRITE,
+ * a FALLOCATE or an O_TRUNC open it marks size, mtime, ctime and blocks
+ * stale (fs/fuse/file.c: fuse_write_update_attr, FUSE_STATX_MODSIZE), after
+ * SETXATTR/REMOVEXATTR ctime; SETATTR, CREATE, LINK and LOOKUP replies carry
+ * the attributes. What it cannot know, the daemon tells it
+ * (ffs_inval_attr: the cached attributes are dropped, before the reply, so
+ * whatever the caller does next asks again):
+ *  - the setuid/setgid kill of a write by an unprivileged caller (the
+ *    kernel leaves it to us on direct I/O) and of its O_TRUNC open (with
+ *    FUSE_CAP_ATOMIC_O_TRUNC the kernel drops the mode change it computed).
+ *    exec() and permission checks use the cached mode without asking:
+ *    a stale S_ISUID would let exec() run the rewritten file as its owner
+ *    for up to -o timeout seconds;
+ *  - st_blocks when an extended attribute takes or frees a block;
+ *  - the holes a pin fills, and a policy's ctime (ioctl.c).
+ * A notification is one write to /dev/fuse (with the io_uring transport
+ * too): it is sent only when such an attribute changed, never per write.
+ */
+
 static void reply_attr(fuse_req_t req, struct pm_inode *ip)
 {
 	struct ffs *f = ffs_of(req);
@@ -218,6 +241,32 @@ struct ffs_async {
 	uint64_t off, len;
 };
 
+/*
+ * The truncate of an O_TRUNC open (FUSE_CAP_ATOMIC_O_TRUNC: it arrives here,
+ * not as SETATTR), with the setuid/setgid kill the kernel then leaves to us
+ * (see "attributes changed behind the kernel's back"). 0, -errno, or
+ * -EINPROGRESS from a wait on pins (ffs_set_wait).
+ */
+static int open_trunc(struct ffs *f, const struct cred_buf *cb, struct pm_inode *ip)
+{
+	struct pm_setattr sa = { .valid = PM_SET_SIZE | PM_SET_KILL_PRIV, .size = 0 };
+	mode_t priv = S_ISUID | S_ISGID;
+	struct stat st;
+	int rc;
+
+	pm_stat(f->fs, ip, &st);
+	if (!S_ISREG(st.st_mode) || (st.st_size == 0 && !(st.st_mode & priv)))
+		return 0;
+	rc = pm_setattr(f->fs, &cb->cr, ip, &sa);
+	if (!rc && (st.st_mode & priv)) {
+		mode_t before = st.st_mode;
+		pm_stat(f->fs, ip, &st);
+		if (st.st_mode != before)
+			ffs_inval_attr(f, pm_ino(ip));
+	}
+	return rc;
+}
+
 /* Runs the engine call of @a; -EINPROGRESS: it waits on pins (a->w). */
 static int async_run(struct ffs_async *a)
 {
@@ -229,15 +278,9 @@ static int async_run(struct ffs_async *a)
 	case ASYNC_SETATTR:
 		rc = pm_setattr(f->fs, &a->cb.cr, a->ip, &a->sa);
 		break;
-	case ASYNC_OPEN: {
-		/* FUSE_CAP_ATOMIC_O_TRUNC: the truncate arrives here, not as SETATTR */
-		struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = 0 };
-		struct stat st;
-		pm_stat(f->fs, a->ip, &st);
-		if (S_ISREG(st.st_mode) && st.st_size != 0)
-			rc = pm_setattr(f->fs, &a->cb.cr, a->ip, &sa);
+	case ASYNC_OPEN:
+		rc = open_trunc(f, &a->cb, a->ip);
 		break;
-	}
 	default:
 		rc = pm_fallocate(f->fs, a->ip, a->mode, a->off, a->len);
 		break;
@@ -687,16 +730,11 @@ static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc = iget(req, ino, &ip);
 
 	if (!rc && (fi->flags & O_TRUNC)) {
-		/* FUSE_CAP_ATOMIC_O_TRUNC: the truncate arrives here, not as SETATTR */
 		struct cred_buf cb;
-		struct pm_setattr sa = { .valid = PM_SET_SIZE, .size = 0 };
 		struct lease_wait *w = NULL;
-		struct stat st;
-		pm_stat(f->fs, ip, &st);
 		cred_get(req, &cb, false);
 		ffs_set_wait(&w);
-		if (S_ISREG(st.st_mode) && st.st_size != 0)
-			rc = pm_setattr(f->fs, &cb.cr, ip, &sa);
+		rc = open_trunc(f, &cb, ip);
 		ffs_set_wait(NULL);
 		if (rc == -EINPROGRESS) {
 			/* waits on pins: parked, replied later (async_park) */
@@ -767,6 +805,7 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 	struct pm_inode *ip = file_of(fi)->ip;
 	struct iovec iov[64];
 	struct cred_buf cb;
+	bool killed;
 	size_t i;
 	int n = 0;
 	ssize_t rc;
@@ -792,7 +831,9 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		ffs_coh_write(f, req, ip, &cb.cr, (uint64_t)off, iov, n);
 		return;
 	}
-	rc = pm_write(f->fs, &cb.cr, ip, (uint64_t)off, iov, n);
+	rc = pm_write_kill(f->fs, &cb.cr, ip, (uint64_t)off, iov, n, &killed);
+	if (killed)
+		ffs_inval_attr(f, pm_ino(ip)); /* before the reply: exec looks next */
 	if (rc >= 0 && !fi->writepage && ffs_coh_cached(pm_ino(ip))) {
 		/* a first page fill read the pool while this write was
 		 * applied: done again the coherent way (coherent.c) */
@@ -1013,6 +1054,14 @@ static void ffs_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- extended attributes ------------------------------------------------- */
 
+static blkcnt_t blocks_of(struct ffs *f, struct pm_inode *ip)
+{
+	struct stat st;
+
+	pm_stat(f->fs, ip, &st);
+	return st.st_blocks;
+}
+
 static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
@@ -1041,6 +1090,7 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	}
 	rc = iget(req, ino, &ip);
 	if (!rc) {
+		blkcnt_t blocks = blocks_of(f, ip);
 		/* the policy needs what a pin needs (fusefs/access.c) */
 		if (!strcmp(name, PINFS_XATTR_POLICY))
 			rc = ffs_may_set_policy(req, f, ip);
@@ -1051,6 +1101,9 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 					flags);
 		else
 			rc = pm_setxattr(f->fs, ip, name, value, size, flags);
+		/* the kernel marks only ctime stale */
+		if (!rc && blocks_of(f, ip) != blocks)
+			ffs_inval_attr(f, pm_ino(ip));
 		pm_iput(f->fs, ip);
 	}
 	fuse_reply_err(req, -rc);
@@ -1114,10 +1167,13 @@ static void ffs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	int rc = iget(req, ino, &ip);
 
 	if (!rc) {
+		blkcnt_t blocks = blocks_of(f, ip);
 		if (!strcmp(name, PINFS_XATTR_POLICY))
 			rc = ffs_may_set_policy(req, f, ip);
 		if (!rc)
 			rc = pm_removexattr(f->fs, ip, name);
+		if (!rc && blocks_of(f, ip) != blocks)
+			ffs_inval_attr(f, pm_ino(ip));
 		pm_iput(f->fs, ip);
 	}
 	fuse_reply_err(req, -rc);

@@ -86,15 +86,41 @@ uint64_t pm_bmap_run(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk,
 	return n;
 }
 
-uint64_t pm_bmap_worst(const struct pm_dinode *d, uint64_t n)
+/* Nodes @n new blocks in a row can need: at each level the nodes their
+ * span crosses, plus a new root per level the tree may grow by. */
+static uint64_t worst_nodes(uint64_t n)
 {
 	uint64_t w = PM_MAP_MAX_HEIGHT + 2;
 	unsigned l;
 
-	(void)d;
 	for (l = 1; l <= PM_MAP_MAX_HEIGHT; l++)
 		w += (n >> (PM_MAP_SHIFT * l)) + 2;
 	return w;
+}
+
+uint64_t pm_bmap_worst(const struct pm_dinode *d, uint64_t n)
+{
+	(void)d;
+	return worst_nodes(n);
+}
+
+/*
+ * A fill of c holes starts only when c + worst_nodes(c) blocks are free
+ * (pmem/file.c: fill_start). So a file can be given n = @nfree -
+ * worst_nodes(@nfree) - PM_MAP_MAX_HEIGHT data blocks: one fallocate of n
+ * asks for n + worst_nodes(n) <= @nfree. Writes in pieces ask again for
+ * each piece; the last piece, c blocks after n - c written, finds
+ *   c + worst_nodes(@nfree) + PM_MAP_MAX_HEIGHT - nodes(n - c)
+ * blocks free, which is at least c + worst_nodes(c): a dense file of x
+ * blocks holds sum over its levels l of ceil(x / 512^l) nodes, at most its
+ * height (<= PM_MAP_MAX_HEIGHT) more than sum (x >> 9l), and
+ * (@nfree >> k) >= ((n - c) >> k) + (c >> k).
+ */
+uint64_t pm_bmap_room(uint64_t nfree)
+{
+	uint64_t keep = worst_nodes(nfree) + PM_MAP_MAX_HEIGHT;
+
+	return nfree > keep ? nfree - keep : 0;
 }
 
 static int node_alloc(struct pm_fs *fs, struct pm_inode *ip, uint64_t *out)

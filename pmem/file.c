@@ -500,12 +500,6 @@ static int fill_run(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl)
 	return rc;
 }
 
-static bool needs_kill_priv(const struct pm_cred *cr, const struct pm_inode *ip)
-{
-	if (cr->uid == 0)
-		return false;
-	return (ip->d.mode & S_ISUID) || ((ip->d.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
-}
 
 /*
  * Copies the caller's bytes to file bytes [off, off+len): into the mapped
@@ -565,10 +559,20 @@ static int copy_to_file(struct pm_fs *fs, struct pm_inode *ip, const struct fill
 ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
 		 const struct iovec *src, int n)
 {
+	bool killed;
+
+	return pm_write_kill(fs, cr, ip, off, src, n, &killed);
+}
+
+ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
+		      uint64_t off, const struct iovec *src, int n, bool *killed)
+{
 	struct cursor c = { .iov = src, .n = n };
 	uint64_t len = 0, end, first, last, holes;
 	bool ordered = false;
 	int i, rc = 0;
+
+	*killed = false;
 
 	for (i = 0; i < n; i++)
 		len += src[i].iov_len;
@@ -587,7 +591,7 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 	pthread_rwlock_wrlock(&ip->rw);
 	holes = count_holes(fs, ip, first, last, false);
 	pthread_mutex_lock(&fs->lock);
-	if (holes || end > ip->d.size || needs_kill_priv(cr, ip)) {
+	if (holes || end > ip->d.size || pm_kill_priv_needed(cr, &ip->d)) {
 		struct fill fl;
 
 		memset(&fl, 0, sizeof(fl));
@@ -627,10 +631,9 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 		}
 		if (end > ip->d.size)
 			ip->d.size = end;
-		if (needs_kill_priv(cr, ip)) {
-			ip->d.mode &= ~(uint32_t)S_ISUID;
-			if (ip->d.mode & S_IXGRP)
-				ip->d.mode &= ~(uint32_t)S_ISGID;
+		if (pm_kill_priv_needed(cr, &ip->d)) {
+			pm_kill_priv(&ip->d);
+			*killed = true;
 		}
 		pm_touch(ip, true, true);
 		pm_inode_write(fs, ip);

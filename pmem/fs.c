@@ -344,7 +344,10 @@ void pm_statfs(struct pm_fs *fs, struct statvfs *st)
 	/* blocks the severer is cutting out are free: an allocation that
 	 * needs them takes them (pm_sever_wait) */
 	st->f_bfree = fs->avail + pm_sever_pending(fs);
-	st->f_bavail = st->f_bfree;
+	/* what a file can really be given: f_bfree less the map nodes those
+	 * data blocks need at worst (df's Used stays f_blocks - f_bfree, the
+	 * blocks in use; the difference is kept for maps) */
+	st->f_bavail = pm_bmap_room(st->f_bfree);
 	st->f_files = sb->ninodes - 1;
 	st->f_ffree = fs->sbc.free_inodes;
 	st->f_favail = fs->sbc.free_inodes;

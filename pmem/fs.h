@@ -129,6 +129,10 @@ int pm_readdir(struct pm_fs *fs, struct pm_inode *dir, uint64_t off, pm_filldir_
 #define PM_SET_ATIME_NOW 0x40u
 #define PM_SET_MTIME_NOW 0x80u
 #define PM_SET_CTIME 0x100u
+/* clears setuid, and setgid with group execute, unless the caller is root:
+ * what a truncate by an unprivileged caller does (the kernel asks for it
+ * with a mode change, except on an O_TRUNC open, which it leaves to us) */
+#define PM_SET_KILL_PRIV 0x200u
 struct pm_setattr {
 	unsigned valid; /* PM_SET_* */
 	mode_t mode;
@@ -150,9 +154,16 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 		  struct iovec *iov, int maxiov, size_t *bytes);
 void pm_read_end(struct pm_fs *fs, struct pm_inode *ip);
 /* Copies @n iovecs of source data to the file at @off. Returns bytes written
- * or -errno (-ENOSPC, -EFBIG). */
+ * or -errno (-ENOSPC, -EFBIG). A write by anyone but root clears the
+ * setuid bit, and setgid with group execute, as the kernel's
+ * file_remove_privs() would. */
 ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
 		 const struct iovec *src, int n);
+/* pm_write() that also says, in *@killed, whether it cleared those bits:
+ * the one attribute a write changes that the kernel does not mark stale in
+ * its cache by itself (it does size, mtime, ctime and blocks). */
+ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
+		      uint64_t off, const struct iovec *src, int n, bool *killed);
 /* fallocate modes as in <linux/falloc.h> */
 int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, uint64_t len);
 /* Makes the file's data and metadata durable. */

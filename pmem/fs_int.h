@@ -308,6 +308,16 @@ void pm_sb_dirty(struct pm_fs *fs);
 unsigned pm_dtype(uint32_t mode);
 /* Is @gid the caller's group or one of its supplementary groups? */
 bool pm_cred_in_group(const struct pm_cred *cr, gid_t gid);
+/*
+ * The setuid/setgid kill of a write or truncate (the kernel's
+ * should_remove_suid() and file_remove_privs()): an unprivileged caller
+ * (root stands in for CAP_FSETID) clears S_ISUID, and S_ISGID where group
+ * execute is set (S_ISGID alone marks mandatory locking and stays).
+ * pm_kill_priv_needed() says whether it would change @d; pm_kill_priv()
+ * changes it. Called with fs->lock held.
+ */
+bool pm_kill_priv_needed(const struct pm_cred *cr, const struct pm_dinode *d);
+void pm_kill_priv(struct pm_dinode *d);
 
 /* bmap.c -- block maps */
 /* Pool block of file block @fblk, 0 for a hole. @tx: see shadows. */
@@ -323,6 +333,10 @@ int pm_bmap_set(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t p
 uint64_t pm_bmap_punch(struct pm_fs *fs, struct pm_inode *ip, uint64_t from, uint64_t to);
 /* Map nodes needed at most to map @n new blocks */
 uint64_t pm_bmap_worst(const struct pm_dinode *d, uint64_t n);
+/* Data blocks that one file can be given out of @nfree free blocks, the
+ * map nodes they need included: by one fallocate, or by writes of any size
+ * in order from its start (what statfs promises as f_bavail). */
+uint64_t pm_bmap_room(uint64_t nfree);
 /* Visits every allocated block (data and map nodes) */
 typedef void (*pm_bmap_visit_t)(void *ctx, uint64_t fblk, uint64_t pblk, unsigned level);
 int pm_bmap_walk(struct pm_pool *p, const struct pm_dinode *d, pm_bmap_visit_t fn, void *ctx);

@@ -479,6 +479,20 @@ bool pm_cred_in_group(const struct pm_cred *cr, gid_t gid)
 	return false;
 }
 
+bool pm_kill_priv_needed(const struct pm_cred *cr, const struct pm_dinode *d)
+{
+	if (cr->uid == 0 || S_ISDIR(d->mode))
+		return false;
+	return (d->mode & S_ISUID) || ((d->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
+}
+
+void pm_kill_priv(struct pm_dinode *d)
+{
+	d->mode &= ~(uint32_t)S_ISUID;
+	if (d->mode & S_IXGRP)
+		d->mode &= ~(uint32_t)S_ISGID;
+}
+
 static void set_time(struct pm_time *t, const struct timespec *ts)
 {
 	t->sec = ts->tv_sec;
@@ -534,11 +548,8 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 			nd.uid = sa->uid;
 		if (sa->valid & PM_SET_GID)
 			nd.gid = sa->gid;
-		if (!S_ISDIR(nd.mode)) {
-			nd.mode &= ~(uint32_t)S_ISUID;
-			if (nd.mode & S_IXGRP)
-				nd.mode &= ~(uint32_t)S_ISGID;
-		}
+		if (!S_ISDIR(nd.mode))
+			pm_kill_priv(&nd);
 	}
 	if (sa->valid & PM_SET_MODE) {
 		nd.mode = (nd.mode & S_IFMT) | (sa->mode & 07777);
@@ -551,6 +562,8 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 			goto out;
 		}
 	}
+	if ((sa->valid & PM_SET_KILL_PRIV) && pm_kill_priv_needed(cr, &nd))
+		pm_kill_priv(&nd);
 	if (sa->valid & PM_SET_ATIME_NOW)
 		pm_now(&nd.atime);
 	else if (sa->valid & PM_SET_ATIME)
