@@ -1029,8 +1029,61 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 	(*out)->owns_mapping = true;
 	(*out)->rdonly = rdonly;
 	(*out)->fd = fd;
+	(*out)->sparse = S_ISREG(st.st_mode);
 	snprintf((*out)->path, sizeof((*out)->path), "%s", path);
 	pm_persist_ops_libpmem(&(*out)->ops, is_pmem);
+	return 0;
+}
+
+bool pm_pool_data(const struct pm_pool *p, uint64_t off, uint64_t end, uint64_t *dstart,
+		  uint64_t *dend)
+{
+	off_t d, h;
+
+	if (off >= end)
+		return false;
+	*dstart = off;
+	*dend = end;
+	if (p->fd < 0 || !p->sparse)
+		return true;
+	d = lseek(p->fd, (off_t)off, SEEK_DATA);
+	if (d < 0)
+		return errno != ENXIO; /* ENXIO: nothing but hole from @off on */
+	if ((uint64_t)d >= end)
+		return false;
+	h = lseek(p->fd, d, SEEK_HOLE);
+	*dstart = (uint64_t)d;
+	if (h >= 0 && (uint64_t)h < end)
+		*dend = (uint64_t)h;
+	return true;
+}
+
+int pm_pool_read(const struct pm_pool *p, uint64_t off, void *buf, uint64_t len)
+{
+	uint64_t end = off + len, s, e;
+
+	if (!pm_range_ok(off, len, p->size))
+		return -EINVAL;
+	while (pm_pool_data(p, off, end, &s, &e)) {
+		char *dst = (char *)buf + (s - (end - len));
+
+		if (p->fd < 0 || !p->sparse) {
+			memcpy(dst, (const char *)p->base + s, e - s);
+		} else {
+			uint64_t done = 0;
+
+			while (done < e - s) {
+				ssize_t n = pread(p->fd, dst + done, e - s - done, (off_t)(s + done));
+
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0)
+					return n < 0 ? -errno : -EIO;
+				done += (uint64_t)n;
+			}
+		}
+		off = e;
+	}
 	return 0;
 }
 

@@ -29,6 +29,8 @@ struct pm_pool {
 	struct pm_super *sb_copy;  /* the backup superblock, in DRAM, while the
 				    * primary is corrupt; NULL otherwise */
 	bool rdonly;		   /* mapped PROT_READ (PM_POOL_RDONLY) */
+	bool sparse;		   /* a regular file: its holes read as zeros and
+				    * lseek(SEEK_DATA) finds them (pm_pool_data) */
 	char path[4096];	   /* as given at open */
 };
 
@@ -65,6 +67,25 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 #define PM_POOL_WAIT_LOCK 0x4u /* a pool in use: wait up to PM_POOL_LOCK_WAIT_MS
 				* for its user to let go (a daemon exiting) */
 #define PM_POOL_LOCK_WAIT_MS 5000u
+
+/*
+ * The first stretch at or after @off, below @end, of pool bytes that may be
+ * anything but zeros, as [*dstart, *dend); false if [off, end) reads as
+ * zeros. A hole of a pool file reads as zeros without being touched: a
+ * reader that skips it never allocates its backing (a read fault on a hole
+ * of a tmpfs file allocates a page, so scanning a 1 TiB pool's 32 GiB
+ * inode table through the mapping would fill the memory holding it).
+ * A device or an in-memory image is all data, and so is the rest of a file
+ * whose holes lseek(SEEK_DATA) cannot find.
+ */
+bool pm_pool_data(const struct pm_pool *p, uint64_t off, uint64_t end, uint64_t *dstart,
+		  uint64_t *dend);
+
+/* Copies pool bytes [off, off + len) to @buf, which the caller has zeroed
+ * (calloc): the parts that are holes are left alone and nothing of the
+ * backing is allocated (pread on a file, which reads a hole without
+ * filling it). 0 or -errno. */
+int pm_pool_read(const struct pm_pool *p, uint64_t off, void *buf, uint64_t len);
 
 /* Maps and validates @path. On failure returns -errno (-EUCLEAN for a corrupt
  * or foreign pool, -EPROTONOSUPPORT for a newer version) and leaves one line
