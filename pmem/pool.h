@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pmem/layout.h"
 #include "pmem/persist.h"
@@ -39,6 +40,8 @@ struct pm_mkfs_opts {
 	uint64_t ninodes;  /* 0: one per 8 KiB of pool */
 	uint64_t features; /* PM_FEAT_INCOMPAT_* */
 	bool force;	   /* overwrite what the target holds (see pm_mkfs) */
+	FILE *warn;	   /* where a warning line goes (a pool larger than the
+			    * free space of its file system); NULL: nowhere */
 };
 
 /* Computes the region layout of a pool of @size bytes, @ninodes inodes
@@ -46,7 +49,11 @@ struct pm_mkfs_opts {
 int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t incompat);
 
 /* Formats @path (created if missing) and writes an empty root directory.
- * Writes nothing until every check has passed. Returns 0; -EEXIST, unless
+ * Writes nothing until every check has passed. Into a regular file it
+ * writes only the blocks that are not zeros (about 1 MiB per TiB of pool;
+ * the rest is a hole), once its file system is known to have room for them
+ * and for the first mount's journal blocks (else -ENOSPC, the message naming
+ * both figures; a file mkfs created is removed). Returns 0; -EEXIST, unless
  * o->force, if it holds anything (a pinfs pool, another file's data, a
  * device), an empty or all-hole file being the exception; even with
  * o->force, -EBUSY while a pinfs process holds the pool lock or the pool's
@@ -56,7 +63,7 @@ int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t i
  * about what is there, is left in @err. */
 int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen);
 
-/* Formats an in-memory image (tests). */
+/* Formats an in-memory image (tests). Whatever it held is cleared. */
 int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		const struct pm_persist_ops *ops);
 
