@@ -30,19 +30,34 @@ static bool dbit(const struct pm_fs *fs, uint64_t b)
 	return (fs->bmap[b >> 6] >> (b & 63)) & 1;
 }
 
+/*
+ * The DRAM copy is read with pm_pool_read(): the bitmap of a new pool is
+ * mostly a hole (only the bits of the metadata are set), which it neither
+ * reads nor allocates, and the pages of fs->bmap it does not write stay
+ * untouched (calloc): a 1 TiB pool's 32 MiB bitmap costs the daemon's
+ * memory only where blocks were ever allocated.
+ */
 int pm_alloc_init(struct pm_fs *fs)
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t words = PM_DIV_UP(sb->bitmap_blocks * PM_BLOCK_SIZE * 8, 64);
 	uint64_t b, n = 0;
+	int rc;
 
-	fs->bmap = malloc(words * 8);
+	fs->bmap = calloc(words, 8);
 	if (!fs->bmap)
 		return -ENOMEM;
-	memcpy(fs->bmap, pm_block_ptr(fs->pool, sb->bitmap_start), words * 8);
-	for (b = sb->data_start; b < sb->nblocks; b++)
-		if (!dbit(fs, b))
-			n++;
+	rc = pm_pool_read(fs->pool, sb->bitmap_start << PM_BLOCK_SHIFT, fs->bmap, words * 8);
+	if (rc) {
+		fprintf(stderr, "pinfs: cannot read the allocation bitmap: %s\n", strerror(-rc));
+		return rc;
+	}
+	for (b = sb->data_start; b < sb->nblocks && (b & 63); b++)
+		n += !dbit(fs, b);
+	for (; b + 64 <= sb->nblocks; b += 64)
+		n += 64 - (uint64_t)__builtin_popcountll(fs->bmap[b >> 6]);
+	for (; b < sb->nblocks; b++)
+		n += !dbit(fs, b);
 	fs->avail = n;
 	fs->alloc_hint = sb->data_start;
 	fs->ino_hint = PM_ROOT_INO + 1;
@@ -523,12 +538,19 @@ static void ck_walk(struct ck *c, uint64_t b, unsigned level)
 static int ck_pass(struct ck *c)
 {
 	struct pm_fs *fs = c->fs;
-	uint64_t ino, ninodes = fs->pool->sb->ninodes;
+	uint64_t ino, lo, next = PM_ROOT_INO, hi = PM_ROOT_INO;
 
 	memset(c->used, 0, PM_DIV_UP(fs->nblocks, 64) * 8);
-	for (ino = PM_ROOT_INO; ino < ninodes; ino++) {
-		const struct pm_dinode *d = pm_dinode_ptr(fs->pool, ino);
+	for (ino = PM_ROOT_INO;; ino++) {
+		const struct pm_dinode *d;
 
+		if (ino >= hi) { /* the next stretch that is not a hole */
+			if (!pm_islots_next(fs->pool, next, UINT64_MAX, &lo, &hi))
+				break;
+			ino = lo;
+			next = hi;
+		}
+		d = pm_dinode_ptr(fs->pool, ino);
 		if (!d->mode)
 			continue;
 		if (pm_dinode_check(fs, d)) {

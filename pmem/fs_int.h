@@ -293,6 +293,13 @@ int pm_dinode_check(const struct pm_fs *fs, const struct pm_dinode *di);
 /* Drops a just-created in-core inode whose transaction was aborted. */
 void pm_icache_discard(struct pm_fs *fs, struct pm_inode *ip);
 struct pm_dinode *pm_dinode_ptr(struct pm_pool *p, uint64_t ino);
+/* The next stretch [*lo, *hi) of inode slots at or after @ino, below @end,
+ * that may be in use; false if none is left. Slots in a hole of the pool
+ * file read as zeros (free) and are skipped without being read: whoever
+ * walks the inode table goes through it, since reading a sparse pool's
+ * whole table through the mapping (32 GiB per TiB of pool with the default
+ * inode count) would allocate all of it on tmpfs (pm_pool_data). */
+bool pm_islots_next(struct pm_pool *p, uint64_t ino, uint64_t end, uint64_t *lo, uint64_t *hi);
 void pm_inode_write(struct pm_fs *fs, struct pm_inode *ip); /* in a tx */
 struct pm_inode *pm_icache_find(struct pm_fs *fs, uint64_t ino);
 int pm_iget_locked(struct pm_fs *fs, uint64_t ino, struct pm_inode **out);

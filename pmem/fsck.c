@@ -143,10 +143,15 @@ struct fsck {
 	unsigned long nerr, nfix; /* this round */
 	uint64_t nblocks, data_start, ninodes;
 	uint64_t backup;       /* the backup superblock's block, 0 if none */
-	uint8_t *bitmap;       /* the pool's allocation bitmap */
+	uint8_t *bitmap;       /* the pool's allocation bitmap, copied to DRAM
+				* (pm_pool_read: its holes stay unread) */
+	uint8_t *pbitmap;      /* the bitmap in the pool: repairs store there */
 	uint32_t *csum;	       /* the checksum table, NULL without */
 	uint64_t *ref;	       /* blocks claimed by some inode */
-	struct ino_state *is;  /* per inode slot */
+	struct ino_state *is;  /* per inode slot below nis (ist()) */
+	uint64_t nis;	       /* 1 + the highest slot in use: every slot from
+				* it on is free (see used_end()) */
+	struct ino_state none; /* what ist() says of a slot from nis on */
 	bool nomem;
 	bool pass1b;	       /* silent re-walk naming first owners */
 	bool unsure_leaks;     /* a pointer was invalid or duplicated: blocks it held look leaked */
@@ -183,6 +188,18 @@ struct fsck {
 	unsigned shown;
 	unsigned long hidden;
 };
+
+/* What the passes learn about inode slot @ino (< ninodes). Slots from
+ * f->nis on are free, all zeros, and not kept: a pool's inode table can
+ * have a billion slots, of which a few are used. Only a slot in use is
+ * ever written through what this returns. */
+static struct ino_state *ist(struct fsck *f, uint64_t ino)
+{
+	if (ino < f->nis)
+		return &f->is[ino];
+	memset(&f->none, 0, sizeof(f->none));
+	return &f->none;
+}
 
 /* ---- reporting ----------------------------------------------------------- */
 
@@ -319,6 +336,12 @@ static bool ref_get(const struct fsck *f, uint64_t b)
 	return (f->ref[b >> 6] >> (b & 63)) & 1;
 }
 
+/* Stores bytes [from, to) of the DRAM copy of the bitmap into the pool. */
+static void bm_store(struct fsck *f, uint64_t from, uint64_t to)
+{
+	put(f, f->pbitmap + from, f->bitmap + from, to - from);
+}
+
 static void bm_set(struct fsck *f, uint64_t b, bool on)
 {
 	uint8_t *p = &f->bitmap[b >> 3];
@@ -327,7 +350,30 @@ static void bm_set(struct fsck *f, uint64_t b, bool on)
 		*p |= (uint8_t)(1u << (b & 7));
 	else
 		*p &= (uint8_t)~(1u << (b & 7));
-	persist(f, p, 1);
+	bm_store(f, b >> 3, (b >> 3) + 1);
+}
+
+/* The 64 bits of @bm from @b (a multiple of 64) on. */
+static uint64_t bm_word(const uint8_t *bm, uint64_t b)
+{
+	uint64_t w;
+
+	memcpy(&w, bm + (b >> 3), sizeof(w));
+	return w;
+}
+
+/* How many bits of @bm in [from, to) are clear. */
+static uint64_t bm_zeros(const uint8_t *bm, uint64_t from, uint64_t to)
+{
+	uint64_t b = from, n = 0;
+
+	for (; b < to && (b & 63); b++)
+		n += !bm_get(bm, b);
+	for (; b + 64 <= to; b += 64)
+		n += 64 - (uint64_t)__builtin_popcountll(bm_word(bm, b));
+	for (; b < to; b++)
+		n += !bm_get(bm, b);
+	return n;
 }
 
 /* A block a pointer may name: the data region, but the backup superblock */
@@ -402,20 +448,33 @@ static bool same_static(const struct pm_super *a, const struct pm_super *b)
 	       a->csum_blocks == b->csum_blocks && a->mkfs_time == b->mkfs_time;
 }
 
+/* Checks the superblock and the journal header, and reads the bitmap.
+ * 0; 1 if the superblock is unusable (nothing else can be located); or
+ * -errno (no memory for the bitmap, or it cannot be read). */
 static int check_super(struct fsck *f)
 {
 	struct pm_super *sb = f->sb;
 	struct pm_jhdr *h;
 	char msg[256];
+	int rc;
 
 	if (pm_super_check(sb, f->pool->size, msg, sizeof(msg))) {
 		problem(f, false, "superblock: %s", msg);
-		return -1;
+		return 1;
 	}
 	f->nblocks = sb->nblocks;
 	f->data_start = sb->data_start;
 	f->ninodes = sb->ninodes;
-	f->bitmap = pm_block_ptr(f->pool, sb->bitmap_start);
+	f->pbitmap = pm_block_ptr(f->pool, sb->bitmap_start);
+	/* a DRAM copy: scanning a sparse pool's bitmap through the mapping
+	 * would allocate its holes (32 MiB per TiB of pool on tmpfs) */
+	f->bitmap = calloc((size_t)sb->bitmap_blocks, PM_BLOCK_SIZE);
+	if (!f->bitmap)
+		return -ENOMEM;
+	rc = pm_pool_read(f->pool, sb->bitmap_start << PM_BLOCK_SHIFT, f->bitmap,
+			  sb->bitmap_blocks << PM_BLOCK_SHIFT);
+	if (rc)
+		return rc;
 	f->backup = pm_backup_sb_block(sb);
 	f->csum = (sb->feat_incompat & PM_FEAT_INCOMPAT_CSUM) ? pm_block_ptr(f->pool, sb->csum_start)
 							      : NULL;
@@ -919,7 +978,7 @@ static const char *type_name(uint32_t mode)
 static void clear_inode(struct fsck *f, uint64_t ino)
 {
 	zero(f, pm_dinode_ptr(f->pool, ino), sizeof(struct pm_dinode));
-	f->is[ino].flags = 0;
+	ist(f, ino)->flags = 0;
 }
 
 /* A directory's blocks: holes and blocks past its size are errors; the
@@ -930,7 +989,7 @@ static void check_dir_shape(struct fsck *f, uint64_t ino, struct pm_dinode *d, s
 {
 	unsigned long long in = (unsigned long long)ino;
 	uint64_t want = d->size / PM_BLOCK_SIZE, below = 0, i, contig;
-	struct ino_state *st = &f->is[ino];
+	struct ino_state *st = ist(f, ino);
 	struct dirblocks *db;
 	bool bad = false;
 
@@ -1031,7 +1090,7 @@ static bool check_symlink(struct fsck *f, uint64_t ino, struct pm_dinode *d, con
 static void check_inode(struct fsck *f, uint64_t ino)
 {
 	struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
-	struct ino_state *st = &f->is[ino];
+	struct ino_state *st = ist(f, ino);
 	unsigned long long in = (unsigned long long)ino;
 	uint32_t type = d->mode & S_IFMT;
 	struct walk w = { .f = f, .ino = ino };
@@ -1167,12 +1226,24 @@ static int cmp_dup(const void *a, const void *b)
 	return x->blk < y->blk ? -1 : x->blk > y->blk;
 }
 
+/* 1 + the highest inode slot in use (the root's at least): fsck keeps
+ * what it learns of slots below it only. */
+static uint64_t used_end(struct fsck *f)
+{
+	uint64_t lo, next, ino, end = PM_ROOT_INO + 1;
+
+	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->ninodes, &lo, &next);)
+		for (ino = lo; ino < next; ino++)
+			if (pm_dinode_ptr(f->pool, ino)->mode && ino >= end)
+				end = ino + 1;
+	return end;
+}
+
 /* Pass 1b: names the first holder of every duplicated block. */
 static void report_dups(struct fsck *f)
 {
-	struct pm_super *sb = f->sb;
 	size_t i, words = (size_t)PM_DIV_UP(f->nblocks, 64);
-	uint64_t ino;
+	uint64_t ino, lo, next;
 
 	qsort(f->dups, f->ndups, sizeof(*f->dups), cmp_dup);
 	f->owners = calloc(f->ndups ? f->ndups : 1, sizeof(*f->owners)); /* none listed: dups_unlisted */
@@ -1188,11 +1259,13 @@ static void report_dups(struct fsck *f)
 	if (f->backup)
 		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
 	f->pass1b = true;
-	for (ino = PM_ROOT_INO; ino < sb->ninodes; ino++) {
-		struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
-		struct walk w = { .f = f, .ino = ino };
-		if (d->mode)
-			walk_blocks(&w, d);
+	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->nis, &lo, &next);) {
+		for (ino = lo; ino < next; ino++) {
+			struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+			struct walk w = { .f = f, .ino = ino };
+			if (d->mode)
+				walk_blocks(&w, d);
+		}
 	}
 	f->pass1b = false;
 
@@ -1250,7 +1323,7 @@ static void pass1(struct fsck *f)
 {
 	struct pm_dinode *slot0 = pm_dinode_ptr(f->pool, 0);
 	struct pm_dinode *root = pm_dinode_ptr(f->pool, PM_ROOT_INO);
-	uint64_t ino;
+	uint64_t ino, lo, next;
 
 	if (!all_zero(slot0, sizeof(*slot0))) {
 		problem_as(f, f->repair, "zeroed", "inode slot 0 is not zero");
@@ -1270,9 +1343,10 @@ static void pass1(struct fsck *f)
 				SET(f, root->nlink, 2);
 		}
 	}
-	for (ino = PM_ROOT_INO; ino < f->ninodes && !f->nomem; ino++)
-		if (pm_dinode_ptr(f->pool, ino)->mode)
-			check_inode(f, ino);
+	for (next = PM_ROOT_INO; !f->nomem && pm_islots_next(f->pool, next, f->nis, &lo, &next);)
+		for (ino = lo; ino < next && !f->nomem; ino++)
+			if (pm_dinode_ptr(f->pool, ino)->mode)
+				check_inode(f, ino);
 	if ((f->ndups || f->dups_unlisted) && !f->nomem)
 		report_dups(f);
 	if (f->repair && f->max_gen >= f->sb->next_generation) {
@@ -1351,9 +1425,9 @@ struct queue {
 
 static void enqueue(struct fsck *f, struct queue *q, uint64_t ino)
 {
-	if (f->is[ino].flags & IS_QUEUED)
+	if (ist(f, ino)->flags & IS_QUEUED)
 		return;
-	f->is[ino].flags |= IS_QUEUED;
+	ist(f, ino)->flags |= IS_QUEUED;
 	q->q[q->tail++] = (uint32_t)ino;
 }
 
@@ -1410,7 +1484,7 @@ static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, ui
 			   where, (unsigned long long)de->ino, (unsigned long long)f->ninodes);
 		bad = true;
 	}
-	if (!bad && !(f->is[de->ino].flags & IS_USED)) {
+	if (!bad && !(ist(f, de->ino)->flags & IS_USED)) {
 		problem_as(f, fix, dropped, "directory %llu: %s names free inode %llu", dn, where,
 			   (unsigned long long)de->ino);
 		bad = true;
@@ -1419,10 +1493,10 @@ static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, ui
 		problem_as(f, fix, dropped, "directory %llu: %s names the root directory", dn, where);
 		bad = true;
 	}
-	if (!bad && (f->is[de->ino].flags & IS_DIR) && f->is[de->ino].found_in) {
+	if (!bad && (ist(f, de->ino)->flags & IS_DIR) && ist(f, de->ino)->found_in) {
 		problem_as(f, fix, dropped,
 			   "directory %llu: %s names directory %llu, which already has an entry in directory %u (a hard link or a cycle)",
-			   dn, where, (unsigned long long)de->ino, f->is[de->ino].found_in);
+			   dn, where, (unsigned long long)de->ino, ist(f, de->ino)->found_in);
 		bad = true;
 	}
 	if (!bad && !names_add(f, de)) {
@@ -1435,12 +1509,12 @@ static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, ui
 			return false;
 		}
 		/* as before repair: a bad entry still names what it names */
-		if (de->ino < f->ninodes && (f->is[de->ino].flags & IS_USED) &&
-		    f->is[de->ino].nref < UINT32_MAX) {
-			f->is[de->ino].nref++;
-			if ((f->is[de->ino].flags & IS_DIR) && de->ino != PM_ROOT_INO &&
-			    f->is[dino].nsub < UINT32_MAX)
-				f->is[dino].nsub++;
+		if (de->ino < f->ninodes && (ist(f, de->ino)->flags & IS_USED) &&
+		    ist(f, de->ino)->nref < UINT32_MAX) {
+			ist(f, de->ino)->nref++;
+			if ((ist(f, de->ino)->flags & IS_DIR) && de->ino != PM_ROOT_INO &&
+			    ist(f, dino)->nsub < UINT32_MAX)
+				ist(f, dino)->nsub++;
 		}
 		return true;
 	}
@@ -1466,7 +1540,7 @@ static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, ui
 		if (fix)
 			SET(f, de->pad, 0);
 	}
-	xs = &f->is[de->ino];
+	xs = ist(f, de->ino);
 	xd = pm_dinode_ptr(f->pool, de->ino);
 	if (de->type != pm_dtype(xd->mode)) {
 		problem_as(f, fix, "corrected", "directory %llu: %s has type %u, but inode %llu has type %u",
@@ -1478,8 +1552,8 @@ static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, ui
 		xs->nref++;
 	if (!(xs->flags & IS_DIR))
 		return true;
-	if (f->is[dino].nsub < UINT32_MAX)
-		f->is[dino].nsub++;
+	if (ist(f, dino)->nsub < UINT32_MAX)
+		ist(f, dino)->nsub++;
 	xs->found_in = (uint32_t)dino;
 	if (xd->parent != dino) {
 		problem_as(f, fix, "set to the directory holding its entry",
@@ -1496,7 +1570,7 @@ static void scan_dir(struct fsck *f, uint64_t dino, struct queue *q, bool safe_c
 {
 	const struct dirblocks *db = dir_blocks(f, dino);
 	struct pm_dinode *d = pm_dinode_ptr(f->pool, dino);
-	struct ino_state *st = &f->is[dino];
+	struct ino_state *st = ist(f, dino);
 	uint64_t bi, live = 0;
 
 	if (!db)
@@ -1548,7 +1622,8 @@ static void scan_dir(struct fsck *f, uint64_t dino, struct queue *q, bool safe_c
  * root did not reach (their entries still count as links). */
 static void pass2(struct fsck *f)
 {
-	struct queue q = { .q = malloc(f->ninodes * sizeof(*q.q)) };
+	/* each directory is queued once; every one is below nis */
+	struct queue q = { .q = malloc(f->nis * sizeof(*q.q)) };
 	bool safe_counts = f->ndups == 0 && !f->dups_unlisted;
 	bool reached = true;
 	uint64_t next = PM_ROOT_INO;
@@ -1557,22 +1632,21 @@ static void pass2(struct fsck *f)
 		f->nomem = true;
 		return;
 	}
-	if ((f->is[PM_ROOT_INO].flags & (IS_USED | IS_DIR)) == (IS_USED | IS_DIR))
+	if ((ist(f, PM_ROOT_INO)->flags & (IS_USED | IS_DIR)) == (IS_USED | IS_DIR))
 		enqueue(f, &q, PM_ROOT_INO);
 	for (;;) {
 		while (q.head < q.tail && !f->nomem) {
 			uint64_t ino = q.q[q.head++];
 			if (reached)
-				f->is[ino].flags |= IS_REACHED;
+				ist(f, ino)->flags |= IS_REACHED;
 			scan_dir(f, ino, &q, safe_counts);
 		}
 		if (f->nomem)
 			break;
 		reached = false;
-		while (next < f->ninodes &&
-		       ((f->is[next].flags & (IS_DIR | IS_QUEUED)) != IS_DIR))
+		while (next < f->nis && ((ist(f, next)->flags & (IS_DIR | IS_QUEUED)) != IS_DIR))
 			next++;
-		if (next == f->ninodes)
+		if (next >= f->nis)
 			break;
 		enqueue(f, &q, next);
 	}
@@ -1608,7 +1682,7 @@ static void check_orphans(struct fsck *f)
 				       (unsigned long long)ino, (unsigned long long)prev);
 			break;
 		}
-		st = &f->is[ino];
+		st = ist(f, ino);
 		if (st->flags & IS_ORPHAN) {
 			orphan_problem(f, "orphan list: loops back to inode %llu (after %llu)",
 				       (unsigned long long)ino, (unsigned long long)prev);
@@ -1636,8 +1710,8 @@ static void check_orphans(struct fsck *f)
 		prev = ino;
 		ino = d->orphan_next;
 	}
-	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++)
-		if ((f->is[ino].flags & (IS_USED | IS_ORPHAN)) == IS_USED &&
+	for (ino = PM_ROOT_INO; ino < f->nis; ino++)
+		if ((ist(f, ino)->flags & (IS_USED | IS_ORPHAN)) == IS_USED &&
 		    (pm_dinode_ptr(f->pool, ino)->flags & PM_IFL_ORPHAN))
 			orphan_problem(f, "inode %llu: has the orphan flag but is not on the orphan list",
 				       (unsigned long long)ino);
@@ -1646,7 +1720,7 @@ static void check_orphans(struct fsck *f)
 /* Is @ino to be an orphan after the rebuild? */
 static bool wants_orphan(struct fsck *f, uint64_t ino)
 {
-	const struct ino_state *st = &f->is[ino];
+	const struct ino_state *st = ist(f, ino);
 
 	return ino != PM_ROOT_INO && (st->flags & IS_USED) && !st->nref &&
 	       ((st->flags & (IS_ORPHAN | IS_DROP)) ||
@@ -1660,9 +1734,9 @@ static void rebuild_orphans(struct fsck *f)
 {
 	uint64_t ino, prev = 0, head = 0;
 
-	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++) {
+	for (ino = PM_ROOT_INO; ino < f->nis; ino++) {
 		struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
-		const struct ino_state *st = &f->is[ino];
+		const struct ino_state *st = ist(f, ino);
 
 		if (!(st->flags & IS_USED))
 			continue;
@@ -1749,7 +1823,8 @@ static bool reconnect(struct fsck *f, uint64_t ino)
 	unsigned len;
 	uint64_t bi;
 
-	if ((f->is[PM_ROOT_INO].flags & IS_BADDIR) || !S_ISDIR(pm_dinode_ptr(f->pool, PM_ROOT_INO)->mode))
+	if ((ist(f, PM_ROOT_INO)->flags & IS_BADDIR) ||
+	    !S_ISDIR(pm_dinode_ptr(f->pool, PM_ROOT_INO)->mode))
 		return false;
 	len = (unsigned)snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino);
 	for (bi = 0; db && bi < db->n; bi++) {
@@ -1813,7 +1888,7 @@ static bool lost(struct fsck *f, uint64_t ino, const char *what)
 			   (unsigned long long)ino, what);
 		return S_ISDIR(pm_dinode_ptr(f->pool, ino)->mode);
 	}
-	f->is[ino].flags |= IS_DROP;
+	ist(f, ino)->flags |= IS_DROP;
 	f->orphans_bad = true;
 	problem_as(f, true, "no free slot in the root directory: put on the orphan list, the next mount frees it (dropped)",
 		   "%s %llu: %s", S_ISDIR(pm_dinode_ptr(f->pool, ino)->mode) ? "directory" : "inode",
@@ -1897,8 +1972,8 @@ static void pass3(struct fsck *f)
 	unsigned long dirs_back = 0;
 
 	check_orphans(f);
-	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++) {
-		struct ino_state *st = &f->is[ino];
+	for (ino = PM_ROOT_INO; ino < f->nis; ino++) {
+		struct ino_state *st = ist(f, ino);
 		struct pm_dinode *d;
 
 		if (!(st->flags & IS_USED))
@@ -1969,6 +2044,10 @@ static void bitmap_runs(struct fsck *f, uint64_t from, uint64_t to, bool bit, co
 	while (b < to) {
 		uint64_t start;
 		char rn[64];
+		if (!(b & 63) && b + 64 <= to && bm_word(f->bitmap, b) == (bit ? 0 : ~0ull)) {
+			b += 64;
+			continue;
+		}
 		if (bm_get(f->bitmap, b) != bit) {
 			b++;
 			continue;
@@ -1994,6 +2073,11 @@ static void leaked_runs(struct fsck *f)
 	while (b < f->nblocks) {
 		uint64_t start;
 		char rn[64];
+		/* 64 at a time where none is leaked: most of a big pool */
+		if (!(b & 63) && b + 64 <= f->nblocks && !(bm_word(f->bitmap, b) & ~f->ref[b >> 6])) {
+			b += 64;
+			continue;
+		}
 		if (!bm_get(f->bitmap, b) || ref_get(f, b)) {
 			b++;
 			continue;
@@ -2003,7 +2087,7 @@ static void leaked_runs(struct fsck *f)
 		if (fix) {
 			for (i = start; i < b; i++)
 				f->bitmap[i >> 3] &= (uint8_t)~(1u << (i & 7));
-			persist(f, f->bitmap + (start >> 3), ((b - 1) >> 3) - (start >> 3) + 1);
+			bm_store(f, start >> 3, ((b - 1) >> 3) + 1);
 		}
 		problem(f, fix, "%s: marked in use, but nothing references %s (leaked)",
 			run_name(rn, sizeof(rn), start, b - 1), b - start > 1 ? "them" : "it");
@@ -2016,19 +2100,18 @@ static void leaked_runs(struct fsck *f)
 static void pass4(struct fsck *f)
 {
 	struct pm_super *sb = f->sb;
-	uint64_t free_blocks = 0, free_inodes = 0, b, ino;
+	uint64_t free_blocks, free_inodes = 0, ino;
 
 	bitmap_runs(f, 0, f->data_start, false, "metadata, but marked free in the allocation bitmap");
 	leaked_runs(f);
 	bitmap_runs(f, f->nblocks, sb->bitmap_blocks * PM_BLOCK_SIZE * 8ull, false,
 		    "past the end of the pool, but marked free in the allocation bitmap");
 
-	for (b = f->data_start; b < f->nblocks; b++)
-		if (!bm_get(f->bitmap, b))
-			free_blocks++;
-	for (ino = PM_ROOT_INO; ino < f->ninodes; ino++)
-		if (!(f->is[ino].flags & IS_USED))
+	free_blocks = bm_zeros(f->bitmap, f->data_start, f->nblocks);
+	for (ino = PM_ROOT_INO; ino < f->nis; ino++)
+		if (!(ist(f, ino)->flags & IS_USED))
 			free_inodes++;
+	free_inodes += f->ninodes - f->nis; /* never in use */
 
 	if (sb->free_blocks != free_blocks) {
 		uint64_t old = sb->free_blocks;
@@ -2055,6 +2138,8 @@ static void pass4(struct fsck *f)
 /* Frees what one round allocated, for the next. */
 static void round_free(struct fsck *f)
 {
+	free(f->bitmap);
+	f->bitmap = NULL;
 	free(f->ref);
 	free(f->is);
 	free(f->dups);
@@ -2091,13 +2176,18 @@ static int fsck_round(struct fsck *f)
 	f->root_extra = 0;
 	f->max_gen = 0;
 	f->sb = f->pool->sb;
-	if (check_super(f)) {
+	rc = check_super(f);
+	if (rc < 0)
+		goto out;
+	if (rc) {
 		write_super(f);
-		return 0; /* nothing else can be located safely */
+		rc = 0;
+		goto out; /* nothing else can be located safely */
 	}
 	f->alloc_next = f->data_start;
 	f->ref = calloc((size_t)PM_DIV_UP(f->nblocks, 64), sizeof(*f->ref));
-	f->is = calloc((size_t)f->ninodes, sizeof(*f->is));
+	f->nis = used_end(f);
+	f->is = calloc((size_t)f->nis, sizeof(*f->is));
 	if (!f->ref || !f->is) {
 		rc = -ENOMEM;
 		goto out;

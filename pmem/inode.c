@@ -17,6 +17,24 @@ struct pm_dinode *pm_dinode_ptr(struct pm_pool *p, uint64_t ino)
 	       ino % PM_INODES_PER_BLOCK;
 }
 
+bool pm_islots_next(struct pm_pool *p, uint64_t ino, uint64_t end, uint64_t *lo, uint64_t *hi)
+{
+	const uint64_t isz = sizeof(struct pm_dinode);
+	uint64_t base = p->sb->itable_start << PM_BLOCK_SHIFT, s, e;
+
+	if (end > p->sb->ninodes)
+		end = p->sb->ninodes;
+	if (ino >= end || !pm_pool_data(p, base + ino * isz, base + end * isz, &s, &e))
+		return false;
+	*lo = (s - base) / isz;
+	*hi = PM_DIV_UP(e - base, isz);
+	if (*lo < ino)
+		*lo = ino;
+	if (*hi > end)
+		*hi = end;
+	return true;
+}
+
 void pm_now(struct pm_time *t)
 {
 	struct timespec ts;

@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <time.h>
@@ -192,16 +193,127 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 	return 0;
 }
 
-/* Writes a fresh file system into the image at @base. Order: everything but
- * the superblock is written and persisted first, the superblock (with its
- * magic) last, so a crash during mkfs never leaves something that looks like
- * a valid pool. */
-static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
-			const struct pm_persist_ops *ops)
+/* A stretch of pool blocks: [start, start + n). */
+struct blkext {
+	uint64_t start, n;
+};
+
+/*
+ * The journal blocks the first mount's transaction writes: the header and
+ * the records of one superblock (4 KiB and a record head: two blocks). The
+ * mount needs them at once; everything else it writes is file data and
+ * metadata that clients create later, which a full backing refuses with
+ * ENOSPC at the time.
+ */
+#define MKFS_MOUNT_JOURNAL_BLOCKS 3u
+#define MKFS_MAX_EXT 6u
+
+/* Bits that mark the metadata [0, data_start) in use fill these bitmap
+ * blocks from bitmap_start on. */
+static uint64_t meta_bitmap_blocks(const struct pm_super *sb)
 {
+	return div_up(sb->data_start, PM_BLOCK_SIZE * 8ull);
+}
+
+/*
+ * The blocks of a new pool that are not zeros, and the journal blocks its
+ * first mount writes: what the pool takes of its backing at once (everything
+ * else is a hole). Ascending, disjoint. Returns how many stretches are in
+ * @e (MKFS_MAX_EXT at most).
+ */
+static unsigned mkfs_extents(const struct pm_super *sb, struct blkext *e)
+{
+	uint64_t last_bm = sb->bitmap_start + sb->bitmap_blocks - 1;
+	struct blkext want[MKFS_MAX_EXT] = {
+		{ 0, 1 },						/* superblock */
+		{ sb->journal_start, MKFS_MOUNT_JOURNAL_BLOCKS },	/* header, records */
+		{ sb->itable_start, 1 },				/* slot 0, root */
+		{ sb->bitmap_start, meta_bitmap_blocks(sb) },		/* metadata bits */
+		{ last_bm, 1 },						/* bits past nblocks */
+		{ pm_backup_sb_block(sb), pm_backup_sb_block(sb) ? 1 : 0 },
+	};
+	unsigned i, n = 0;
+
+	for (i = 0; i < MKFS_MAX_EXT; i++) {
+		struct blkext w = want[i];
+
+		if (!w.n)
+			continue;
+		if (n && w.start <= e[n - 1].start + e[n - 1].n) {
+			uint64_t end = w.start + w.n;
+
+			if (end > e[n - 1].start + e[n - 1].n)
+				e[n - 1].n = end - e[n - 1].start;
+			continue;
+		}
+		e[n++] = w;
+	}
+	return n;
+}
+
+/* Bytes of backing a new pool of @sb's geometry takes at once (the blocks
+ * of mkfs_extents), counted in allocation units of @unit bytes (the backing
+ * file system's block: 4 KiB on tmpfs, 2 MiB on hugetlbfs). */
+static uint64_t mkfs_need(const struct pm_super *sb, uint64_t unit)
+{
+	struct blkext e[MKFS_MAX_EXT];
+	uint64_t units = 0, next = 0; /* first unit not yet counted */
+	unsigned i, n = mkfs_extents(sb, e);
+
+	if (unit < PM_BLOCK_SIZE)
+		unit = PM_BLOCK_SIZE;
+	for (i = 0; i < n; i++) {
+		uint64_t first = (e[i].start << PM_BLOCK_SHIFT) / unit;
+		uint64_t last = (((e[i].start + e[i].n) << PM_BLOCK_SHIFT) - 1) / unit;
+
+		if (first < next)
+			first = next;
+		if (first <= last)
+			units += last - first + 1;
+		if (last + 1 > next)
+			next = last + 1;
+	}
+	return units * unit;
+}
+
+/* Stores zeros over [off, off + len) of the image at @base and persists
+ * them, MKFS_ZERO_CHUNK at a time: a device's old metadata can be
+ * gigabytes, and what is written back can be dropped as it goes. */
+#define MKFS_ZERO_CHUNK (64ull << 20)
+static void zero_range(void *base, uint64_t off, uint64_t len, const struct pm_persist_ops *ops)
+{
+	while (len) {
+		uint64_t n = len < MKFS_ZERO_CHUNK ? len : MKFS_ZERO_CHUNK;
+
+		memset((char *)base + off, 0, n);
+		pm_persist(ops, (char *)base + off, n);
+		off += n;
+		len -= n;
+	}
+}
+
+/*
+ * Writes a new file system into the image at @base, @size bytes. @fresh:
+ * the image reads as zeros already (a file just truncated to its size: all
+ * hole), so only the blocks mkfs_extents() names are written and flushed;
+ * else the metadata [block 1, data_start) is zeroed first, in chunks.
+ *
+ * Order of writes and persists: the metadata (zeroed if not @fresh; the
+ * bitmap bits of the metadata, the root inode) is written and persisted
+ * first; then the backup superblock, persisted; the primary superblock, with
+ * its magic, last, persisted. A crash during mkfs never leaves something
+ * that looks like a valid pool, and a pool with a valid primary always has
+ * its backup.
+ */
+static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
+			const struct pm_persist_ops *ops, bool fresh)
+{
+	const uint64_t per = PM_BLOCK_SIZE * 8ull;
 	struct pm_super sb;
 	struct pm_dinode *root;
 	struct timespec now;
+	uint8_t *bm;
+	uint64_t b, end, low;
 	int rc;
 
 	memset(&sb, 0, sizeof(sb));
@@ -226,22 +338,31 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		}
 	}
 
-	/* journal header, inode table and bitmap start zeroed */
-	memset((char *)base + PM_BLOCK_SIZE, 0, (sb.data_start - 1) << PM_BLOCK_SHIFT);
+	/* the journal header (zeros: EMPTY), the inode table (zeros: free
+	 * slots), the bitmap and the checksum table start zeroed */
+	if (!fresh)
+		zero_range(base, PM_BLOCK_SIZE, (sb.data_start - 1) << PM_BLOCK_SHIFT, ops);
 	/* metadata blocks are never free: mark [0, data_start) in the bitmap
 	 * so the allocator and fsck need no special case for them */
-	{
-		uint8_t *bm = (uint8_t *)base + (sb.bitmap_start << PM_BLOCK_SHIFT);
-		uint64_t b;
-		for (b = 0; b < sb.data_start; b++)
-			bm[b >> 3] |= (uint8_t)(1u << (b & 7));
-		/* bits past nblocks are "in use" so they are never handed out */
-		for (b = sb.nblocks; b < sb.bitmap_blocks * PM_BLOCK_SIZE * 8; b++)
-			bm[b >> 3] |= (uint8_t)(1u << (b & 7));
-		/* the backup superblock's block is never allocated */
-		b = pm_backup_sb_block(&sb);
+	bm = (uint8_t *)base + (sb.bitmap_start << PM_BLOCK_SHIFT);
+	memset(bm, 0xff, sb.data_start >> 3);
+	for (b = sb.data_start & ~7ull; b < sb.data_start; b++)
 		bm[b >> 3] |= (uint8_t)(1u << (b & 7));
+	pm_flush(ops, bm, div_up(sb.data_start, 8));
+	/* bits past nblocks are "in use" so they are never handed out; the
+	 * backup superblock's block is never allocated */
+	end = sb.bitmap_blocks * per;
+	for (b = sb.nblocks; b < end && (b & 7); b++)
+		bm[b >> 3] |= (uint8_t)(1u << (b & 7));
+	memset(bm + (b >> 3), 0xff, (end - b) >> 3);
+	low = sb.nblocks; /* the lowest bit written since the metadata's */
+	b = pm_backup_sb_block(&sb);
+	if (b) {
+		bm[b >> 3] |= (uint8_t)(1u << (b & 7));
+		low = b;
 	}
+	pm_flush(ops, bm + (low >> 3), (end >> 3) - (low >> 3));
+
 	root = (struct pm_dinode *)((char *)base + (sb.itable_start << PM_BLOCK_SHIFT)) + PM_ROOT_INO;
 	root->mode = 040755;
 	root->nlink = 2;
@@ -252,11 +373,11 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		(uint32_t)now.tv_nsec;
 	root->parent = PM_ROOT_INO;
 	root->generation = 1;
+	pm_flush(ops, root, sizeof(*root));
 	sb.next_generation = 2;
 	sb.free_blocks = sb.nblocks - sb.data_start - 1; /* - the backup superblock */
 	sb.free_inodes = sb.ninodes - 2; /* slot 0 and the root */
 	sb.clean = 1;
-	pm_flush(ops, (char *)base + PM_BLOCK_SIZE, (sb.data_start - 1) << PM_BLOCK_SHIFT);
 	pm_drain(ops);
 
 	sb.sb_csum = pm_super_csum(&sb);
@@ -273,7 +394,7 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		const struct pm_persist_ops *ops)
 {
 	memset(base, 0, PM_BLOCK_SIZE);
-	return format_image(base, size, o, ops);
+	return format_image(base, size, o, ops, false);
 }
 
 /* ---- mkfs: what is there before it is formatted --------------------------
@@ -388,9 +509,10 @@ static uint64_t mkfs_device_size(int fd, const struct stat *st)
  * driver sees, and reopened through /proc/self/fd, so both are one inode.
  * A regular file owned by another user than the caller (euid) is refused
  * (-EPERM), root included: chown it first. A block device is opened O_EXCL:
- * the kernel refuses it while mounted. 0 or -errno, with a message in @err.
+ * the kernel refuses it while mounted. *@created says whether this call made
+ * the file. 0 or -errno, with a message in @err.
  */
-static int mkfs_open(const char *path, int *out, char *err, size_t errlen)
+static int mkfs_open(const char *path, int *out, bool *created, char *err, size_t errlen)
 {
 	int flags = O_RDWR | O_CLOEXEC, pfd, fd, rc;
 	char proc[64];
@@ -403,6 +525,7 @@ static int mkfs_open(const char *path, int *out, char *err, size_t errlen)
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0) {
 			*out = fd;
+			*created = true;
 			return 0;
 		}
 		if (errno == EEXIST) /* created meanwhile: look at it */
@@ -572,20 +695,112 @@ static int mkfs_check(int fd, const char *path, bool force, char *err, size_t er
 	return -EEXIST;
 }
 
-/*
- * Formats what @fd (@path, locked, checked) holds as a pool of @size bytes.
- * Order: a regular file's old contents are dropped (so a sparse pool stays
- * sparse), the superblock is zeroed and persisted, then format_image()
- * writes everything but the superblock and the superblock last.
- */
-static int mkfs_format(int fd, const char *path, uint64_t size, const struct pm_mkfs_opts *o,
-		       char *err, size_t errlen)
+/* "1056 KiB", "1 TiB", "5000 bytes": a size for a message, exact, in the
+ * largest unit that divides it. */
+static void human_size(char *buf, size_t len, uint64_t n)
 {
+	static const char *const unit[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	unsigned u = 0;
+
+	while (n && !(n & 1023) && u + 1 < sizeof(unit) / sizeof(unit[0])) {
+		n >>= 10;
+		u++;
+	}
+	snprintf(buf, len, "%llu %s", (unsigned long long)n, unit[u]);
+}
+
+/*
+ * Has the file system holding the regular file @fd (@path, @st) room for
+ * what a new pool of geometry @g takes at once (mkfs_need, in units of
+ * its block size)? 0 if so, or if it cannot tell; else -ENOSPC with one
+ * line naming both figures. What the file holds now counts as free:
+ * formatting truncates it first. A pool larger than the free space is
+ * legitimate (it is sparse: thin provisioning), but its writes fail with
+ * ENOSPC once the file system is full, so o->warn gets one line saying so.
+ * Called before anything is written.
+ */
+static int mkfs_space(int fd, const char *path, const struct stat *st, const struct pm_super *g,
+		      const struct pm_mkfs_opts *o, char *err, size_t errlen)
+{
+	char s_need[32], s_free[32], s_size[32];
+	struct statvfs v;
+	uint64_t avail, need, unit;
+
+	if (!S_ISREG(st->st_mode) || fstatvfs(fd, &v) < 0 || !v.f_frsize)
+		return 0;
+	unit = v.f_frsize;
+	avail = (uint64_t)v.f_bavail * v.f_frsize + (uint64_t)st->st_blocks * 512;
+	need = mkfs_need(g, unit);
+	human_size(s_need, sizeof(s_need), need);
+	human_size(s_free, sizeof(s_free), avail);
+	human_size(s_size, sizeof(s_size), g->pool_size);
+	if (need > avail) {
+		pm_errmsg(err, errlen, "%s: a pool of %s takes %s (%llu bytes) of its file system at "
+		    "once (superblocks, bitmap of the metadata, root inode, journal head), but only %s "
+		    "(%llu bytes) is free there: nothing was formatted", path, s_size, s_need,
+		    (unsigned long long)need, s_free, (unsigned long long)avail);
+		return -ENOSPC;
+	}
+	if (g->pool_size > avail && o->warn)
+		fprintf(o->warn, "mkfs.pinfs: warning: %s: the pool (%s) is larger than the free space "
+			"of its file system (%s): it is sparse and works until that fills up, then "
+			"writes fail with ENOSPC\n", path, s_size, s_free);
+	return 0;
+}
+
+/*
+ * Allocates the backing of the blocks a new pool of geometry @g in the
+ * regular file @fd takes at once (mkfs_extents), before anything is stored
+ * through the mapping: a file system that fills meanwhile fails this with
+ * ENOSPC instead of killing mkfs (or the first mount) with SIGBUS. A file
+ * system that cannot (EOPNOTSUPP) is left to mkfs_space's check.
+ */
+static int mkfs_reserve(int fd, const char *path, const struct pm_super *g, char *err,
+			size_t errlen)
+{
+	struct blkext e[MKFS_MAX_EXT];
+	unsigned i, n = mkfs_extents(g, e);
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if (!fallocate(fd, 0, (off_t)(e[i].start << PM_BLOCK_SHIFT),
+			       (off_t)(e[i].n << PM_BLOCK_SHIFT)))
+			continue;
+		if (errno == EOPNOTSUPP)
+			return 0;
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot allocate blocks %llu-%llu of %s: %s",
+		    (unsigned long long)e[i].start, (unsigned long long)(e[i].start + e[i].n - 1),
+		    path, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * Formats what @fd (@path, locked, checked) holds as a pool of geometry @g.
+ * A regular file is truncated to nothing and then to the pool's size: its
+ * old contents (an old pool's inode table, bitmap, journal) are gone and
+ * every byte reads as zero, a hole, so format_image() writes only what is
+ * not zero, into blocks reserved first (mkfs_reserve). A device keeps its
+ * bytes: its superblock is zeroed and persisted first (the old pool is no
+ * longer one), then format_image() zeroes the whole metadata area in chunks,
+ * and the last block of a device larger than the pool (where an old pool's
+ * backup superblock may be) is zeroed too.
+ *
+ * The mapping touches nothing by itself (no MAP_POPULATE): a 10 TiB pool
+ * file is mapped whole and only the pages written are allocated.
+ */
+static int mkfs_format(int fd, const char *path, const struct pm_super *g,
+		       const struct pm_mkfs_opts *o, char *err, size_t errlen)
+{
+	uint64_t size = g->pool_size;
 	struct pm_persist_ops ops;
 	char proc[64];
 	struct stat st;
 	size_t mapped;
 	int is_pmem, rc;
+	bool fresh;
 	void *base;
 
 	if (fstat(fd, &st) < 0) {
@@ -593,10 +808,16 @@ static int mkfs_format(int fd, const char *path, uint64_t size, const struct pm_
 		pm_errmsg(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
 		return rc;
 	}
-	if (S_ISREG(st.st_mode) && (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)) {
+	fresh = S_ISREG(st.st_mode);
+	if (fresh && (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)) {
 		rc = -errno;
 		pm_errmsg(err, errlen, "cannot size %s: %s", path, strerror(-rc));
 		return rc;
+	}
+	if (fresh) {
+		rc = mkfs_reserve(fd, path, g, err, errlen);
+		if (rc)
+			return rc;
 	}
 	/* map the very file that was checked and locked, not whatever @path
 	 * names by now */
@@ -614,13 +835,28 @@ static int mkfs_format(int fd, const char *path, uint64_t size, const struct pm_
 		return -ENOSPC;
 	}
 	pm_persist_ops_libpmem(&ops, is_pmem);
-	memset(base, 0, PM_BLOCK_SIZE);
-	pm_persist(&ops, base, PM_BLOCK_SIZE);
-	rc = format_image(base, size, o, &ops);
+	if (!fresh) {
+		memset(base, 0, PM_BLOCK_SIZE);
+		pm_persist(&ops, base, PM_BLOCK_SIZE);
+		if (mapped / PM_BLOCK_SIZE > size / PM_BLOCK_SIZE)
+			zero_range(base, (mapped / PM_BLOCK_SIZE - 1) * PM_BLOCK_SIZE, PM_BLOCK_SIZE,
+				   &ops);
+	}
+	rc = format_image(base, size, o, &ops, fresh);
 	pmem_unmap(base, mapped);
 	if (rc)
 		pm_errmsg(err, errlen, "cannot lay out a pool of %llu bytes", (unsigned long long)size);
 	return rc;
+}
+
+/* Removes @path, which mkfs created as @fd and could not format, if it
+ * still names that file: nothing is left behind. */
+static void mkfs_remove(int fd, const char *path)
+{
+	struct stat a, b;
+
+	if (!fstat(fd, &a) && !lstat(path, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		unlink(path);
 }
 
 /* Makes the regular file @fd (@path) mode 0600 before anything is written
@@ -649,13 +885,24 @@ static int mkfs_private(int fd, const char *path, char *err, size_t errlen)
 int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen)
 {
 	uint64_t size = o->size & ~(uint64_t)(PM_BLOCK_SIZE - 1);
-	int fd, rc;
+	struct pm_super g;
+	bool created = false;
+	struct stat st;
+	int fd = -1, rc;
 
+	memset(&g, 0, sizeof(g));
 	if (size < PM_POOL_MIN_SIZE || size > PM_POOL_MAX_SIZE) {
 		pm_errmsg(err, errlen, "pool size must be between 8 MiB and 64 TiB");
 		return -EINVAL;
 	}
-	rc = mkfs_open(path, &fd, err, errlen);
+	if (pm_geometry(&g, size, o->ninodes, o->features)) {
+		pm_errmsg(err, errlen, "cannot lay out a pool of %llu bytes with these options: its "
+		    "metadata would leave less than a quarter of it for data (or --inodes is above "
+		    "2^32)", (unsigned long long)size);
+		return -EINVAL;
+	}
+	g.feat_compat = PM_FEAT_COMPAT_BACKUP_SB;
+	rc = mkfs_open(path, &fd, &created, err, errlen);
 	if (rc)
 		return rc;
 	rc = mkfs_check(fd, path, o->force, err, errlen);
@@ -672,10 +919,19 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 	}
 	/* under the lock nobody else mounts, repairs or formats it: look again */
 	rc = mkfs_check(fd, path, o->force, err, errlen);
+	if (!rc && fstat(fd, &st) < 0) {
+		rc = -errno;
+		pm_errmsg(err, errlen, "cannot stat %s: %s", path, strerror(-rc));
+	}
+	if (!rc)
+		rc = mkfs_space(fd, path, &st, &g, o, err, errlen);
 	if (!rc)
 		rc = mkfs_private(fd, path, err, errlen);
 	if (!rc)
-		rc = mkfs_format(fd, path, size, o, err, errlen);
+		rc = mkfs_format(fd, path, &g, o, err, errlen);
+	/* a file this mkfs made and could not format goes, under the lock */
+	if (rc && created)
+		mkfs_remove(fd, path);
 out:
 	close(fd); /* drops the lock, after the pool is unmapped */
 	return rc;
@@ -1029,8 +1285,61 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 	(*out)->owns_mapping = true;
 	(*out)->rdonly = rdonly;
 	(*out)->fd = fd;
+	(*out)->sparse = S_ISREG(st.st_mode);
 	snprintf((*out)->path, sizeof((*out)->path), "%s", path);
 	pm_persist_ops_libpmem(&(*out)->ops, is_pmem);
+	return 0;
+}
+
+bool pm_pool_data(const struct pm_pool *p, uint64_t off, uint64_t end, uint64_t *dstart,
+		  uint64_t *dend)
+{
+	off_t d, h;
+
+	if (off >= end)
+		return false;
+	*dstart = off;
+	*dend = end;
+	if (p->fd < 0 || !p->sparse)
+		return true;
+	d = lseek(p->fd, (off_t)off, SEEK_DATA);
+	if (d < 0)
+		return errno != ENXIO; /* ENXIO: nothing but hole from @off on */
+	if ((uint64_t)d >= end)
+		return false;
+	h = lseek(p->fd, d, SEEK_HOLE);
+	*dstart = (uint64_t)d;
+	if (h >= 0 && (uint64_t)h < end)
+		*dend = (uint64_t)h;
+	return true;
+}
+
+int pm_pool_read(const struct pm_pool *p, uint64_t off, void *buf, uint64_t len)
+{
+	uint64_t end = off + len, s, e;
+
+	if (!pm_range_ok(off, len, p->size))
+		return -EINVAL;
+	while (pm_pool_data(p, off, end, &s, &e)) {
+		char *dst = (char *)buf + (s - (end - len));
+
+		if (p->fd < 0 || !p->sparse) {
+			memcpy(dst, (const char *)p->base + s, e - s);
+		} else {
+			uint64_t done = 0;
+
+			while (done < e - s) {
+				ssize_t n = pread(p->fd, dst + done, e - s - done, (off_t)(s + done));
+
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0)
+					return n < 0 ? -errno : -EIO;
+				done += (uint64_t)n;
+			}
+		}
+		off = e;
+	}
 	return 0;
 }
 

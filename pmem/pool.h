@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pmem/layout.h"
 #include "pmem/persist.h"
@@ -29,6 +30,8 @@ struct pm_pool {
 	struct pm_super *sb_copy;  /* the backup superblock, in DRAM, while the
 				    * primary is corrupt; NULL otherwise */
 	bool rdonly;		   /* mapped PROT_READ (PM_POOL_RDONLY) */
+	bool sparse;		   /* a regular file: its holes read as zeros and
+				    * lseek(SEEK_DATA) finds them (pm_pool_data) */
 	char path[4096];	   /* as given at open */
 };
 
@@ -37,6 +40,8 @@ struct pm_mkfs_opts {
 	uint64_t ninodes;  /* 0: one per 8 KiB of pool */
 	uint64_t features; /* PM_FEAT_INCOMPAT_* */
 	bool force;	   /* overwrite what the target holds (see pm_mkfs) */
+	FILE *warn;	   /* where a warning line goes (a pool larger than the
+			    * free space of its file system); NULL: nowhere */
 };
 
 /* Computes the region layout of a pool of @size bytes, @ninodes inodes
@@ -44,7 +49,11 @@ struct pm_mkfs_opts {
 int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t incompat);
 
 /* Formats @path (created if missing) and writes an empty root directory.
- * Writes nothing until every check has passed. Returns 0; -EEXIST, unless
+ * Writes nothing until every check has passed. Into a regular file it
+ * writes only the blocks that are not zeros (about 1 MiB per TiB of pool;
+ * the rest is a hole), once its file system is known to have room for them
+ * and for the first mount's journal blocks (else -ENOSPC, the message naming
+ * both figures; a file mkfs created is removed). Returns 0; -EEXIST, unless
  * o->force, if it holds anything (a pinfs pool, another file's data, a
  * device), an empty or all-hole file being the exception; even with
  * o->force, -EBUSY while a pinfs process holds the pool lock or the pool's
@@ -54,7 +63,7 @@ int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t i
  * about what is there, is left in @err. */
 int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t errlen);
 
-/* Formats an in-memory image (tests). */
+/* Formats an in-memory image (tests). Whatever it held is cleared. */
 int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 		const struct pm_persist_ops *ops);
 
@@ -65,6 +74,25 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 #define PM_POOL_WAIT_LOCK 0x4u /* a pool in use: wait up to PM_POOL_LOCK_WAIT_MS
 				* for its user to let go (a daemon exiting) */
 #define PM_POOL_LOCK_WAIT_MS 5000u
+
+/*
+ * The first stretch at or after @off, below @end, of pool bytes that may be
+ * anything but zeros, as [*dstart, *dend); false if [off, end) reads as
+ * zeros. A hole of a pool file reads as zeros without being touched: a
+ * reader that skips it never allocates its backing (a read fault on a hole
+ * of a tmpfs file allocates a page, so scanning a 1 TiB pool's 32 GiB
+ * inode table through the mapping would fill the memory holding it).
+ * A device or an in-memory image is all data, and so is the rest of a file
+ * whose holes lseek(SEEK_DATA) cannot find.
+ */
+bool pm_pool_data(const struct pm_pool *p, uint64_t off, uint64_t end, uint64_t *dstart,
+		  uint64_t *dend);
+
+/* Copies pool bytes [off, off + len) to @buf, which the caller has zeroed
+ * (calloc): the parts that are holes are left alone and nothing of the
+ * backing is allocated (pread on a file, which reads a hole without
+ * filling it). 0 or -errno. */
+int pm_pool_read(const struct pm_pool *p, uint64_t off, void *buf, uint64_t len);
 
 /* Maps and validates @path. On failure returns -errno (-EUCLEAN for a corrupt
  * or foreign pool, -EPROTONOSUPPORT for a newer version) and leaves one line

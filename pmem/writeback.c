@@ -443,7 +443,7 @@ static void scrub_inode(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *
 
 int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res)
 {
-	uint64_t ino;
+	uint64_t ino, lo, next;
 
 	memset(res, 0, sizeof(*res));
 	if (!fs->csum)
@@ -453,13 +453,16 @@ int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res)
 			scrub_inode(fs, ip, res);
 		return 0;
 	}
-	for (ino = PM_ROOT_INO + 1; ino < fs->pool->sb->ninodes; ino++) {
-		struct pm_inode *f;
-		if (!S_ISREG(pm_dinode_ptr(fs->pool, ino)->mode) || pm_iget(fs, ino, &f))
-			continue;
-		if (S_ISREG(f->d.mode))
-			scrub_inode(fs, f, res);
-		pm_iput(fs, f);
+	/* holes of the inode table hold no file: skipped unread */
+	for (next = PM_ROOT_INO + 1; pm_islots_next(fs->pool, next, UINT64_MAX, &lo, &next);) {
+		for (ino = lo; ino < next; ino++) {
+			struct pm_inode *f;
+			if (!S_ISREG(pm_dinode_ptr(fs->pool, ino)->mode) || pm_iget(fs, ino, &f))
+				continue;
+			if (S_ISREG(f->d.mode))
+				scrub_inode(fs, f, res);
+			pm_iput(fs, f);
+		}
 	}
 	return 0;
 }

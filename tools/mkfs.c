@@ -12,6 +12,11 @@
  * by another user than the caller (root included). A formatted regular file
  * ends mode 0600. A refusal writes nothing (pm_mkfs, pmem/pool.c).
  *
+ * A pool file is sparse: only what is not zeros is written (about 1 MiB per
+ * TiB of pool). A file system without room for that is refused, naming both
+ * figures; one with less free space than the whole pool gets a warning line
+ * on stderr (the pool still works until it fills up).
+ *
  * Exit: 0 formatted, 1 failed or refused (one line on stderr), 2 usage.
  */
 #include <errno.h>
@@ -63,7 +68,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct pm_mkfs_opts o = { .size = PM_POOL_DEFAULT_SIZE };
+	struct pm_mkfs_opts o = { .size = PM_POOL_DEFAULT_SIZE, .warn = stderr };
 	struct pm_super sb;
 	char err[256] = "";
 	int c, rc;

@@ -1,4 +1,4 @@
-"""mkfs.pinfs never destroys what it should not.
+"""mkfs.pinfs never destroys what it should not, and never takes the machine's memory.
 
 Without --force it refuses, with one line naming what is there, any existing
 non-empty file or device that is not a pinfs pool, and an existing pinfs pool
@@ -6,20 +6,30 @@ non-empty file or device that is not a pinfs pool, and an existing pinfs pool
 formatted. Even with --force it refuses a pool that a pinfs process holds
 (flock) and a pool whose holder record names a live process, which may still
 store into the pool through its mapping. A refusal changes nothing.
+
+A pool file is sparse: mkfs writes only the blocks that are not zeros (about
+1 MiB per TiB of pool), so a 1 TiB pool fits on a 64 MiB tmpfs, and neither
+mkfs, nor mounting it, nor fsck allocates its holes. A pool whose first
+blocks do not fit is refused with both figures, and a file mkfs created for
+it is removed.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import signal
 import struct
 import subprocess
+import sys
+import tempfile
 import uuid
 
 import pytest
 
-from pinfs_mount import BIN, _find_program, check_fsck, run
-from pinfs_util import read_file, write_file
+from pinfs_mount import BIN, PinfsMount, _find_program, check_fsck, describe, run
+from pinfs_util import pattern, read_file, write_file
 
 pytestmark = pytest.mark.needs_daemon
 
@@ -206,3 +216,214 @@ def test_pool_whose_holder_lives_is_refused_even_with_force_until_it_exits(mnt):
     assert res.returncode == 0, res.stderr
     check_fsck(mnt.pool)
     assert _pool_holders(mnt.pool) == []
+
+
+# ---- sparse pools: what mkfs and a mount take of the backing and of memory
+
+MIB = 1 << 20
+# mkfs.pinfs's peak RSS for a 1 TiB pool is about 5 MiB (12 MiB under ASan);
+# zeroing its metadata took 32 GiB
+MKFS_RSS_MAX = 64 * MIB
+BACKING_MAX = 16 * MIB     # a new 1 TiB pool takes 1056 KiB of it
+
+
+@contextlib.contextmanager
+def _tmpfs(size):
+    """A tmpfs of `size` (e.g. '64m') mounted on a fresh directory; unmounted after."""
+    d = tempfile.mkdtemp(prefix='pinfs-tmpfs-')
+    res = run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0700' % size, 'tmpfs', d])
+    assert res.returncode == 0, describe(res)
+    try:
+        yield d
+    finally:
+        res = run(['umount', d])
+        assert res.returncode == 0, describe(res)
+        os.rmdir(d)
+
+
+# Runs argv[1:] and prints its peak RSS (KiB, getrusage of its children) on
+# the last line of stderr: this process has no other child.
+_MAXRSS = ('import resource, subprocess, sys\n'
+           'rc = subprocess.run(sys.argv[1:]).returncode\n'
+           'sys.stderr.write("maxrss %d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n'
+           'sys.exit(rc if rc >= 0 else 128 - rc)\n')
+
+
+def _mkfs_measured(*args):
+    """mkfs.pinfs ARGS; returns (CompletedProcess without the RSS line, peak RSS in bytes)."""
+    res = run([sys.executable, '-c', _MAXRSS, BIN['mkfs.pinfs']] + list(args))
+    lines = res.stderr.splitlines()
+    assert lines and lines[-1].startswith('maxrss '), describe(res)
+    res.stderr = ''.join(l + '\n' for l in lines[:-1])
+    return res, int(lines[-1].split()[1]) * 1024
+
+
+def _used(fs):
+    """Bytes in use on the file system holding `fs`."""
+    st = os.statvfs(fs)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _allocated(path):
+    return os.stat(path).st_blocks * 512
+
+
+def _data_regions(path):
+    """(offset, bytes) of every stretch of `path` that is not a hole."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size
+        off = 0
+        while off < end:
+            try:
+                start = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                return
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+            yield start, os.pread(fd, stop - start, start)
+            off = stop
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize('checksums', [False, True], ids=['plain', 'checksums'])
+def test_1tib_pool_on_64mib_tmpfs_takes_1mib_of_it_and_mounts_and_checks_clean(
+        scratch, mountpoint, checksums):
+    extra = ['--checksums'] if checksums else []
+    with _tmpfs('64m') as fs:
+        pool = os.path.join(fs, 'pool')
+        res, rss = _mkfs_measured('--size', '1T', *(extra + [pool]))
+        assert res.returncode == 0, describe(res)
+        # thin provisioning works, but the user is told, in one line
+        warn = _one_line(res)
+        assert 'warning' in warn and pool in warn and '1 TiB' in warn and '64 MiB' in warn, warn
+        assert os.path.getsize(pool) == 1 << 40
+        assert _allocated(pool) < BACKING_MAX, 'mkfs allocated %d bytes' % _allocated(pool)
+        assert _used(fs) < BACKING_MAX
+        assert rss < MKFS_RSS_MAX, 'mkfs.pinfs peaked at %d MiB of RSS' % (rss >> 20)
+        after_mkfs = _allocated(pool)
+
+        # fsck reads the inode table and bitmap without allocating their holes
+        check_fsck(pool)
+        assert _allocated(pool) == after_mkfs
+
+        m = PinfsMount(pool, mountpoint, scratch)
+        m.start()
+        try:
+            # the mount itself (journal replay, fsck, bitmap, freeing free
+            # space) allocates nothing beyond the journal head mkfs reserved
+            assert _allocated(pool) == after_mkfs
+            st = os.statvfs(mountpoint)
+            assert st.f_blocks * st.f_frsize > (1 << 40) * 9 // 10, st
+            data = pattern(16, 4 * MIB)
+            write_file(m.path('f'), data)
+            os.mkdir(m.path('d'))
+            write_file(m.path('d', 'g'), b'small')
+            assert read_file(m.path('f')) == data
+            assert read_file(m.path('d', 'g')) == b'small'
+            if checksums:
+                # a scrub of the whole mount walks the inode table
+                pinfsctl = _find_program('pinfsctl')
+                assert pinfsctl, 'pinfsctl not built'
+                os.sync()
+                before = _allocated(pool)
+                res = run([pinfsctl, 'scrub', mountpoint])
+                assert res.returncode == 0, describe(res)
+                assert re.search(r'^bad:\s+0$', res.stdout, re.M), res.stdout
+                assert _allocated(pool) == before
+        finally:
+            m.unmount()
+        assert _allocated(pool) < after_mkfs + 4 * MIB + BACKING_MAX
+        check_fsck(pool)
+
+        # a forced mount walks every inode's map (pm_alloc_check): the
+        # holes of the inode table stay holes
+        before = _allocated(pool)
+        m = PinfsMount(pool, mountpoint, scratch, ['force'])
+        m.start()
+        try:
+            assert read_file(m.path('f')) == data
+            assert _allocated(pool) == before
+        finally:
+            m.unmount()
+        check_fsck(pool)
+        assert _used(fs) < 4 * MIB + 2 * BACKING_MAX
+
+
+def _figures(line):
+    """The (needed, free) byte counts a refusal for want of space names."""
+    m = re.search(r'takes [^(]*\((\d+) bytes\).* only [^(]*\((\d+) bytes\) is free', line)
+    assert m, 'the refusal should name what is needed and what is free: %r' % line
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_pool_whose_first_blocks_cannot_fit_is_refused_naming_both_figures(scratch):
+    with _tmpfs('1m') as fs:
+        free = os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
+        new = os.path.join(fs, 'pool')
+        res, _ = _mkfs_measured('--size', '1T', new)
+        assert res.returncode == 1, describe(res)
+        line = _one_line(res)
+        need, said_free = _figures(line)
+        assert new in line and '1 TiB' in line, line
+        assert said_free == free and need > free, line
+        assert need < 2 * MIB, 'a new 1 TiB pool needs about 1 MiB, not %d bytes' % need
+        assert not os.path.exists(new), 'the file mkfs created is left behind'
+        assert _used(fs) == 0
+
+        # an empty file the user made is refused the same way, and kept as it was
+        empty = os.path.join(fs, 'empty')
+        open(empty, 'wb').close()
+        res, _ = _mkfs_measured('--size', '1T', empty)
+        assert res.returncode == 1, describe(res)
+        assert _figures(_one_line(res))[0] == need
+        assert os.stat(empty).st_size == 0 and _allocated(empty) == 0
+
+        # what fits is formatted: half the pool, half the bitmap
+        res, _ = _mkfs_measured('--size', '512G', new)
+        assert res.returncode == 0, describe(res)
+        assert _allocated(new) <= free
+        check_fsck(new)
+
+
+def test_force_over_a_used_1tib_pool_leaves_an_empty_fs_and_frees_the_old_blocks(
+        scratch, mountpoint):
+    marker = b'old pinfs data \x01\x02\x03 that must not survive mkfs --force'
+    with _tmpfs('64m') as fs:
+        pool = os.path.join(fs, 'pool')
+        res = run([BIN['mkfs.pinfs'], '--size', '1T', pool])
+        assert res.returncode == 0, describe(res)
+        fresh_backing = _allocated(pool)
+
+        m = PinfsMount(pool, mountpoint, scratch)
+        m.start()
+        try:
+            fresh = os.statvfs(mountpoint)
+            os.mkdir(m.path('olddir'))
+            for i in range(200):
+                write_file(m.path('olddir', 'old-%03d' % i), marker * (i + 1))
+            write_file(m.path('oldbig'), marker * (8 * MIB // len(marker)))
+        finally:
+            m.unmount()
+        assert _allocated(pool) > fresh_backing + 8 * MIB
+
+        res = run([BIN['mkfs.pinfs'], '--size', '1T', '--force', pool])
+        assert res.returncode == 0, describe(res)
+        # the old pool's blocks are gone, not rewritten with zeros
+        assert _allocated(pool) == fresh_backing
+        assert not any(marker in data or b'old-0' in data or b'olddir' in data
+                       for _, data in _data_regions(pool)), 'old bytes survive in the pool file'
+        check_fsck(pool)
+
+        m = PinfsMount(pool, mountpoint, scratch)
+        m.start()
+        try:
+            assert os.listdir(mountpoint) == []
+            st = os.statvfs(mountpoint)
+            assert (st.f_blocks, st.f_bfree, st.f_files, st.f_ffree) == \
+                (fresh.f_blocks, fresh.f_bfree, fresh.f_files, fresh.f_ffree)
+            write_file(m.path('new'), b'new pool')
+            assert os.listdir(mountpoint) == ['new']
+        finally:
+            m.unmount()
+        check_fsck(pool)
