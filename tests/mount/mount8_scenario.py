@@ -89,12 +89,14 @@ def main():
             stat = f.read()
         fields = stat[stat.rindex(')') + 2:].split()
         out['daemon_is_session_leader'] = int(fields[3]) == daemon
-        out['daemon_threads'] = len(os.listdir('/proc/%d/task' % daemon))
         path = os.path.join(mnt, 'hello')
         with open(path, 'wb') as f:
             f.write(b'mounted by mount(8)\n')
         with open(path, 'rb') as f:
             out['read_back'] = f.read().decode()
+        # counted once it has served: mount(8) returns when the daemon has
+        # forked, before it starts its threads
+        out['daemon_threads'] = len(os.listdir('/proc/%d/task' % daemon))
         out['stat_uid'] = os.stat(path).st_uid
         out['umount'] = run(['umount', mnt])
         deadline = time.monotonic() + 10
