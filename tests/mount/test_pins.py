@@ -1264,10 +1264,12 @@ def test_fallocate_and_pin_bigger_than_one_transaction(mnt, holders):
     finally:
         os.close(fd)
     h = holders(path)
-    lease = h.pin(0, size, 'w')
+    # allocating 2.25 GiB: seconds, more with ASan on a busy machine (the
+    # watchdog bounds the whole test)
+    lease = h.pin(0, size, 'w', timeout=120)
     assert free0 - free_blocks(mnt) >= size // BLOCK
     assert sum(seg[2] for seg in h.last_pin['segs']) == size
-    h.unpin(lease)
+    h.unpin(lease, timeout=120)
     os.truncate(path, 0)
     assert free_blocks(mnt) == free0
     h.kill()                   # its open file would keep the mount busy
