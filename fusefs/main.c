@@ -6,9 +6,9 @@
  *   pinfs [-f] [-d] [-s] [-o OPTIONS] POOL MOUNTPOINT
  *
  * Without -f the daemon forks into the background once the mount is up
- * (fuse_daemonize) and logs to syslog, or to the file -o logfile= names;
- * every thread (holder watcher, flusher, FUSE workers) starts after that
- * fork.
+ * (fuse_daemonize) and logs to syslog, or to the file -o logfile= names,
+ * or, with no syslog daemon, to a fallback file (fusefs/log.h); every
+ * thread (holder watcher, flusher, FUSE workers) starts after that fork.
  *
  * Exit: 0 after a clean unmount (fusermount3 -u, umount, SIGTERM, SIGINT), 1
  * on any failure to start, with one line on stderr saying why; a usage error
@@ -28,11 +28,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "fusefs/log.h"
 #include "fusefs/uring.h"
 #include "pinfs/client.h"
 #include "lease/lease.h"
@@ -105,109 +104,6 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	if (init)
 		ffs_uring_init_done(oh->unique, n >= 0);
 	return n;
-}
-
-/*
- * Background logging. fuse_daemonize() points stderr at /dev/null, so a
- * background daemon sends what it would have written there to syslog
- * (LOG_DAEMON, ident "pinfs"), one record per line, as libfuse file systems
- * do; -f keeps stderr. Every message of pmem/, lease/ and fusefs/ goes
- * through stderr, so swapping the stream catches them all, libfuse's own
- * included (its default log function writes to stderr too).
- */
-static char log_line[1024];
-static size_t log_len;
-static int log_fd = -1; /* -o logfile: stderr, pointing at that file */
-
-/* One line of -o logfile, stamped as syslog would: local time to the
- * millisecond and the pid (the line itself says "pinfs: "). */
-static void log_file_line(const char *msg, size_t n)
-{
-	char buf[sizeof(log_line) + 64];
-	struct timespec ts;
-	struct tm tm;
-	size_t k;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	localtime_r(&ts.tv_sec, &tm);
-	k = strftime(buf, 32, "%Y-%m-%d %H:%M:%S", &tm);
-	k += (size_t)snprintf(buf + k, sizeof(buf) - k, ".%03ld [%d] ",
-			      ts.tv_nsec / 1000000, (int)getpid());
-	if (n > sizeof(buf) - k - 1)
-		n = sizeof(buf) - k - 1;
-	memcpy(buf + k, msg, n);
-	buf[k + n] = '\n';
-	if (write(log_fd, buf, k + n + 1) < 0) {
-		/* nowhere left to say it */
-	}
-}
-
-static void log_emit(void)
-{
-	size_t n = log_len;
-
-	while (n && (log_line[n - 1] == '\n' || log_line[n - 1] == '\r'))
-		n--;
-	if (n && log_fd >= 0)
-		log_file_line(log_line, n);
-	else if (n)
-		syslog(LOG_ERR, "%.*s", (int)n, log_line);
-	log_len = 0;
-}
-
-/* called with the stream's lock held (stdio locks the FILE) */
-static ssize_t log_write(void *cookie, const char *buf, size_t len)
-{
-	size_t i;
-
-	(void)cookie;
-	for (i = 0; i < len; i++) {
-		if (log_len == sizeof(log_line) - 1)
-			log_emit();
-		log_line[log_len++] = buf[i];
-		if (buf[i] == '\n')
-			log_emit();
-	}
-	return (ssize_t)len;
-}
-
-static int log_close(void *cookie)
-{
-	(void)cookie;
-	log_emit();
-	return 0;
-}
-
-static void fuse_log_syslog(enum fuse_log_level level, const char *fmt, va_list ap)
-{
-	vsyslog((int)level, fmt, ap);
-}
-
-/* After fuse_daemonize() (or with -f): from here on the log goes to syslog,
- * or with @fd >= 0 (-o logfile) to that file, which also becomes fd 2, so
- * whatever writes to fd 2 itself (a sanitizer's report, a crash message)
- * lands there too, not on /dev/null. */
-static void log_redirect(int fd)
-{
-	static const cookie_io_functions_t fns = { .write = log_write, .close = log_close };
-	FILE *f;
-
-	if (fd >= 0) {
-		if (fd != STDERR_FILENO) {
-			if (dup2(fd, STDERR_FILENO) < 0)
-				return;
-			close(fd);
-		}
-		log_fd = STDERR_FILENO;
-	} else {
-		openlog("pinfs", LOG_PID, LOG_DAEMON);
-		fuse_set_log_func(fuse_log_syslog);
-	}
-	f = fopencookie(NULL, "w", fns);
-	if (!f)
-		return;
-	setvbuf(f, NULL, _IOLBF, 0);
-	stderr = f;
 }
 
 const struct fuse_custom_io ffs_io = {
@@ -508,7 +404,6 @@ int main(int argc, char **argv)
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
 	gid_t share_gid = 0;
-	int logfd = -1;
 	int rc = 1;
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
@@ -565,15 +460,10 @@ int main(int argc, char **argv)
 	}
 	if (o.pin_group && pin_group_check(o.pin_group, &share_gid))
 		goto out_usage;
-	if (o.logfile) {
-		/* opened now, in the caller's directory and with its terminal
-		 * to say why not; private: the log names users' files */
-		logfd = open(o.logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
-		if (logfd < 0) {
-			fprintf(stderr, "pinfs: -o logfile=%s: %s\n", o.logfile, strerror(errno));
-			goto out_args;
-		}
-	}
+	/* -o logfile is opened now, in the caller's directory and with its
+	 * terminal to say why not; /dev/log is tried now too (fusefs/log.h) */
+	if (ffs_log_prepare(o.logfile, cl.foreground, o.pool))
+		goto out_args;
 	if (!realpath(o.pool, g_ffs.pool_path))
 		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
 
@@ -630,13 +520,13 @@ int main(int argc, char **argv)
 	/* Everything that can fail for a reason the user should see on the
 	 * terminal is done; from here on a background daemon logs to syslog.
 	 * fuse_daemonize() forks: a thread started before it would not exist
-	 * in the daemon, so every thread starts after it. */
+	 * in the daemon, so every thread starts after it. The one thing a
+	 * successful mount may say on the terminal: that there is no syslog
+	 * for its log, and where it goes instead. */
+	ffs_log_fallback();
 	if (fuse_daemonize(cl.foreground) != 0)
 		goto out_unmount;
-	if (logfd >= 0 || !cl.foreground) {
-		log_redirect(logfd);
-		logfd = -1;
-	}
+	ffs_log_start();
 	/* a successful mount is silent on the terminal, as mount helpers
 	 * are: what the pool is goes to the log */
 	fprintf(stderr, "pinfs: %s: %s; %s\n", o.pool,
@@ -667,7 +557,14 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(lc);
 	}
 	/* the loop returns the signal number after SIGTERM/SIGINT/SIGHUP: a
-	 * clean unmount; only a negative value is a failure */
+	 * clean unmount; only a negative value is a failure. The log says why
+	 * the daemon ends (a plain unmount says nothing: the user did it). */
+	if (rc < 0)
+		fprintf(stderr, "pinfs: %s: the FUSE session failed (%s): unmounting\n", o.pool,
+			strerror(-rc));
+	else if (rc > 0)
+		fprintf(stderr, "pinfs: %s: SIG%s: unmounting\n", o.pool,
+			sigabbrev_np(rc) ? sigabbrev_np(rc) : "?");
 	rc = rc < 0 ? 1 : 0;
 out_unmount:
 	fuse_session_unmount(se);
@@ -693,8 +590,7 @@ out_session:
 out_usage:
 	usage_error();
 out_args:
-	if (logfd >= 0)
-		close(logfd);
+	ffs_log_close();
 	free(cl.mountpoint);
 	free(o.logfile);
 	free(o.pool);

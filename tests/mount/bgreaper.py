@@ -67,6 +67,8 @@ def main():
         out.write('daemon -1 %d processes were left by the launcher: %s\n' % (len(kids), kids))
         for pid in kids:
             os.kill(pid, 9)
+        for pid in kids:          # gone (files closed) before the caller goes on
+            os.waitpid(pid, 0)
         return 1
     daemon = kids[0]
     out.write('daemon %d\n' % daemon)

@@ -7,8 +7,9 @@ Run by test_mount8.py.  mount(8) clears PATH before it runs a helper, so
 mount.fuse3's shell looks for `pinfs` in its default PATH (/usr/local/bin
 among it), where `meson install` puts it.  This script bind-mounts BINDIR (a
 `meson install --destdir` tree's bin directory) over /usr/local/bin, and for
-the fstab case a temporary fstab over /etc/fstab, in its own mount namespace,
-so neither the machine's /usr/local/bin nor its /etc/fstab is touched.
+the fstab case a temporary fstab over /etc/fstab, and a tmpfs over /var/log
+(the daemon's log with no syslog), in its own mount namespace, so neither
+the machine's /usr/local/bin nor its /etc/fstab nor its /var/log is touched.
 
 It becomes a child subreaper, so the background daemon (orphaned when
 pinfs's launcher exits) is reparented to it and its exit status can be read.
@@ -51,8 +52,11 @@ def main():
         out['error'] = 'prctl: %s' % os.strerror(ctypes.get_errno())
         print(json.dumps(out))
         return
+    # /var/log of the namespace's own: where the daemon logs with no syslog
     for step in (['mount', '--make-rprivate', '/'],
-                 ['mount', '--bind', bindir, '/usr/local/bin']):
+                 ['mount', '--bind', bindir, '/usr/local/bin'],
+                 ['mount', '-t', 'tmpfs', '-o', 'mode=0755,size=1M', 'pinfs-test-log',
+                  '/var/log']):
         r = run(step)
         out['steps'].append(r)
         if r['rc'] != 0:
@@ -85,12 +89,14 @@ def main():
             stat = f.read()
         fields = stat[stat.rindex(')') + 2:].split()
         out['daemon_is_session_leader'] = int(fields[3]) == daemon
-        out['daemon_threads'] = len(os.listdir('/proc/%d/task' % daemon))
         path = os.path.join(mnt, 'hello')
         with open(path, 'wb') as f:
             f.write(b'mounted by mount(8)\n')
         with open(path, 'rb') as f:
             out['read_back'] = f.read().decode()
+        # counted once it has served: mount(8) returns when the daemon has
+        # forked, before it starts its threads
+        out['daemon_threads'] = len(os.listdir('/proc/%d/task' % daemon))
         out['stat_uid'] = os.stat(path).st_uid
         out['umount'] = run(['umount', mnt])
         deadline = time.monotonic() + 10

@@ -61,6 +61,12 @@ WATCHDOG_S = float(os.environ.get('PINFS_TEST_TIMEOUT', '60'))
 MOUNT_TIMEOUT_S = 10     # daemon start until the mount answers
 EXIT_TIMEOUT_S = 10      # unmount until the daemon has exited
 CMD_TIMEOUT_S = 60       # mkfs / fsck / umount commands
+# How long an unmount may find the mount busy (EBUSY) before that is a
+# failure. A process a test has killed and reaped has closed its files, but
+# what the kernel tears down after it, asynchronously (an io_uring instance
+# and the files its requests hold, closed by a kworker), can keep the mount
+# busy a little longer, the longer the busier the machine.
+UNMOUNT_BUSY_S = 10
 
 DEFAULT_POOL_SIZE = '128M'
 
@@ -271,6 +277,68 @@ def mounted(path):
             if mp == path:
                 return True
     return False
+
+
+def mount_users(path):
+    """Processes using the mount at `path` (an open file, cwd, root or
+    mapping under it), as 'PID (COMM): WHAT' strings: who keeps it busy."""
+    path = os.path.realpath(path)
+    out = []
+
+    def under(p):
+        return p == path or p.startswith(path + '/')
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        what = []
+        try:
+            with open('/proc/%s/comm' % pid) as f:
+                comm = f.read().strip()
+            for link in ('cwd', 'root'):
+                try:
+                    if under(os.readlink('/proc/%s/%s' % (pid, link))):
+                        what.append(link)
+                except OSError:
+                    pass
+            for fd in os.listdir('/proc/%s/fd' % pid):
+                try:
+                    target = os.readlink('/proc/%s/fd/%s' % (pid, fd))
+                except OSError:
+                    continue
+                if under(target.replace(' (deleted)', '')):
+                    what.append('fd %s: %s' % (fd, target))
+            with open('/proc/%s/maps' % pid) as f:
+                maps = {line.split(None, 5)[5].strip() for line in f
+                        if len(line.split(None, 5)) == 6}
+            what += ['maps %s' % m for m in sorted(maps)
+                     if under(m.replace(' (deleted)', ''))]
+        except OSError:
+            continue
+        if what:
+            out.append('%s (%s): %s' % (pid, comm, ', '.join(what)))
+    return out
+
+
+def unmount(path, busy_timeout=UNMOUNT_BUSY_S):
+    """`fusermount3 -u path`, tried again while the mount is busy (EBUSY),
+    for up to `busy_timeout` s (UNMOUNT_BUSY_S). Returns None once unmounted,
+    else what went wrong (with who keeps the mount busy)."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            res = run(['fusermount3', '-u', path], timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return 'fusermount3 -u timed out'
+        if res.returncode == 0 or not mounted(path):
+            return None
+        busy = 'Device or resource busy' in res.stderr
+        if not busy or time.monotonic() >= deadline:
+            why = 'fusermount3 -u failed: %s' % res.stderr.strip()
+            if busy:
+                why += ' (for %s s); using it: %s' % (busy_timeout,
+                                                      '; '.join(mount_users(path)) or 'nobody')
+            return why
+        time.sleep(0.05)
 
 
 def force_unmount(path):
@@ -543,12 +611,9 @@ class PinfsMount:
                 force_unmount(self.dir)
             return problems
         if mounted(self.dir):
-            try:
-                res = run(['fusermount3', '-u', self.dir], timeout=EXIT_TIMEOUT_S)
-                if res.returncode != 0:
-                    problems.append('fusermount3 -u failed: %s' % res.stderr.strip())
-            except subprocess.TimeoutExpired:
-                problems.append('fusermount3 -u timed out')
+            why = unmount(self.dir)
+            if why:
+                problems.append(why)
             if mounted(self.dir):
                 force_unmount(self.dir)
         try:
@@ -610,8 +675,11 @@ class PinfsMount:
         if self.proc is not None:
             try:
                 self.proc.kill()
+            except ProcessLookupError:
+                pass                # it has just exited: reaped below all the same
+            try:
                 self.proc.wait(timeout=EXIT_TIMEOUT_S)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
             self.proc = None
 

@@ -393,9 +393,9 @@ class Holder:
         assert ans.startswith('ok'), 'pinhold %r: %s' % (line, ans)
         return ans[3:]
 
-    def pin(self, off, length, flags='w'):
+    def pin(self, off, length, flags='w', timeout=10):
         """Pins; returns the lease id (int) or raises OSError with the errno."""
-        ans = self.cmd('pin %d %d %s' % (off, length, flags or '-'))
+        ans = self.cmd('pin %d %d %s' % (off, length, flags or '-'), timeout)
         m = re.match(r'err errno=(\d+)', ans)
         if m:
             raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
@@ -406,8 +406,8 @@ class Holder:
             segs=[tuple(int(x) for x in s.split(':')) for s in m.group(5).split(',') if s])
         return self.last_pin['id']
 
-    def unpin(self, lease):
-        ans = self.cmd('unpin %d' % lease)
+    def unpin(self, lease, timeout=10):
+        ans = self.cmd('unpin %d' % lease, timeout)
         m = re.match(r'err errno=(\d+)', ans)
         if m:
             raise OSError(int(m.group(1)), os.strerror(int(m.group(1))))
