@@ -5,8 +5,8 @@ on a full pool that write fails, and the first msync/fsync says ENOSPC.
 Space allocated first (fallocate, or a pin) makes the same store safe.
 The loss is counted (mmap_lost_bytes of the mount's PINFS_IOC_STATS,
 `pinfsctl stats MOUNTPOINT`) and logged by the daemon (one line naming the
-inode, the byte range and the errno; not checked here: in background mode
-the log goes to syslog).
+inode, the byte range and the errno; not checked here: the log is syslog,
+or the file pinfs(8) LOGGING names).
 """
 
 import errno
