@@ -21,7 +21,7 @@
  *
  * The bytes may be anything. Every block number is checked against
  * [data_start, nblocks) before it is followed; every loop is bounded by the
- * geometry pm_super_check() has vouched for; a map node is descended into
+ * geometry pm_super_check_layout() has vouched for; a map node is descended into
  * only the first time it is claimed, so a map that points at itself (or at
  * another file's map) costs one visit and one report, and the orphan list
  * walk stops at the first inode it has already seen.
@@ -36,9 +36,10 @@
  * repaired, and how (the line says which):
  *  - the superblock: a corrupt primary is rewritten from the backup (the
  *    caller opened the pool with PM_POOL_BACKUP_SB); reserved bytes, the
- *    clean flag, the next generation, the free counters; a damaged or stale
- *    backup is rewritten from the primary. A committed journal the replay
- *    refused is discarded (its header reset);
+ *    clean flag, the next generation, the free counters and the orphan
+ *    head (out of range too: pm_super_check_layout() leaves them to fsck);
+ *    a damaged, stale or unusable backup is rewritten from the primary. A
+ *    committed journal the replay refused is discarded (its header reset);
  *  - inodes: reserved bytes, padding, nanoseconds, unknown mode bits and
  *    flags, stray orphan links, parent, device number, sizes; an inode of
  *    unknown type, or a symlink without its one block, is cleared (its
@@ -408,7 +409,10 @@ static int check_super(struct fsck *f)
 	struct pm_jhdr *h;
 	char msg[256];
 
-	if (pm_super_check(sb, f->pool->size, msg, sizeof(msg))) {
+	/* the free counters and the orphan head are not needed to find
+	 * anything: out of range, they are recomputed (pass 4) and rebuilt
+	 * (pass 3) like any other wrong value */
+	if (pm_super_check_layout(sb, f->pool->size, msg, sizeof(msg))) {
 		problem(f, false, "superblock: %s", msg);
 		return -1;
 	}
@@ -477,7 +481,9 @@ static int check_super(struct fsck *f)
 
 	if (f->backup) {
 		struct pm_super *bk = pm_block_ptr(f->pool, f->backup);
-		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) ||
+		bool unsound = pm_super_check(bk, f->pool->size, NULL, 0) != 0;
+
+		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) || unsound ||
 		    !bm_get(f->bitmap, f->backup)) {
 			if (!bm_get(f->bitmap, f->backup))
 				problem(f, f->repair,
@@ -488,7 +494,8 @@ static int check_super(struct fsck *f)
 					   "backup superblock (block %llu) is %s",
 					   (unsigned long long)f->backup,
 					   bk->sb_csum != pm_super_csum(bk) ? "corrupt (checksum mismatch)"
-									   : "not a copy of the superblock");
+					   : !same_static(bk, sb)	    ? "not a copy of the superblock"
+									    : "unusable (its counters are out of range)");
 			if (f->repair) {
 				if (!bm_get(f->bitmap, f->backup))
 					bm_set(f, f->backup, true);
@@ -519,7 +526,8 @@ static void write_super(struct fsck *f)
 	}
 	if (f->backup) {
 		bk = pm_block_ptr(f->pool, f->backup);
-		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb))
+		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) ||
+		    pm_super_check(bk, f->pool->size, NULL, 0))
 			put(f, bk, sb, sizeof(*sb));
 	}
 	f->sb_dirty = false;

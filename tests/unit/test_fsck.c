@@ -632,6 +632,45 @@ static int test_doubly_referenced_block_is_reported(void)
 	return T_EXIT_PASS;
 }
 
+/* A counter out of range in both superblock copies, both checksums valid:
+ * the mount refuses the pool naming the repair, and --repair recomputes
+ * the counter (and rewrites the backup) instead of giving up. */
+static int test_out_of_range_counters_in_both_superblocks_are_recomputed(void)
+{
+	static const struct {
+		size_t off;
+		const char *what;
+	} cases[] = {
+		{ offsetof(struct pm_super, free_inodes), "free inodes, but" },
+		{ offsetof(struct pm_super, free_blocks), "free blocks, but the bitmap has" },
+		{ offsetof(struct pm_super, orphan_head), "past the inode table" },
+	};
+	unsigned k;
+
+	for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		uint8_t *img = img_copy(clean_img);
+		struct pm_super *sb = sb_of(img), *bk = pm_backup_ptr(img, sb);
+		uint64_t v = cases[k].off == offsetof(struct pm_super, free_blocks) ? sb->nblocks
+										       : sb->ninodes + 5;
+		struct pm_pool *pool;
+		char err[512];
+
+		memcpy((uint8_t *)sb + cases[k].off, &v, sizeof(v));
+		memcpy((uint8_t *)bk + cases[k].off, &v, sizeof(v));
+		resum(img);
+		bk->sb_csum = pm_super_csum(bk);
+		CHECK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)) == -EUCLEAN);
+		CHECK_CONTAINS(err, "fsck.pinfs --repair recomputes them");
+		if (expect_problem(img, cases[k].what, true))
+			return T_EXIT_FAIL;
+		CHECK_OK(pm_super_check(sb, POOL_SIZE, err, sizeof(err)));
+		CHECK_OK(pm_super_check(bk, POOL_SIZE, err, sizeof(err)));
+		CHECK(memcmp((uint8_t *)bk + cases[k].off, (uint8_t *)sb + cases[k].off, 8) == 0);
+		free(img);
+	}
+	return T_EXIT_PASS;
+}
+
 static int test_wrong_link_count_is_repaired(void)
 {
 	uint8_t *img = img_copy(clean_img);
@@ -1676,6 +1715,7 @@ int main(void)
 	RUN(test_open_unlinked_files_are_clean_orphans);
 	RUN(test_leaked_block_is_repaired);
 	RUN(test_doubly_referenced_block_is_reported);
+	RUN(test_out_of_range_counters_in_both_superblocks_are_recomputed);
 	RUN(test_wrong_link_count_is_repaired);
 	RUN(test_entry_naming_free_inode_is_reported);
 	RUN(test_bad_entry_hash_is_reported);
