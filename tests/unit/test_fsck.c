@@ -671,6 +671,76 @@ static int test_out_of_range_counters_in_both_superblocks_are_recomputed(void)
 	return T_EXIT_PASS;
 }
 
+/* /o1 is on the orphan list (unlinked while open) but a directory entry
+ * names it again. A forced mount must not free it: the old one did, and the
+ * next create took its inode and blocks, under the old name. The mount
+ * keeps it with the link count its entries give; its name reads its bytes
+ * however many files are made after. */
+static int test_forced_mount_keeps_an_orphan_a_directory_names(void)
+{
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL };
+	uint8_t *img = img_copy(orphan_img), buf[10000];
+	struct pm_dirent *de = free_dirent(img, PM_ROOT_INO);
+	struct pm_inode *root, *ip, *nf;
+	struct pm_pool *pool;
+	struct pm_fs *fs;
+	struct stat st;
+	char err[512], name[32];
+	int k, pass;
+
+	CHECK(de);
+	CHECK(dino(img, ino.o1)->flags & PM_IFL_ORPHAN);
+	CHECK_EQ(dino(img, ino.o1)->nlink, 0);
+	put_dirent(de, ino.o1, "o1-again", pm_dtype(S_IFREG));
+	dino(img, PM_ROOT_INO)->nentries++;
+	memset(buf, 'n', sizeof(buf));
+
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK(pm_fs_mount(pool, &fs, err, sizeof(err)) == -EUCLEAN); /* the check refuses it */
+	CHECK_OK(pm_fs_mount_flags(pool, PM_MOUNT_FORCE, &fs, err, sizeof(err)));
+	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
+	CHECK_OK(pm_lookup(fs, root, "o1-again", &ip));
+	CHECK_UEQ(pm_ino(ip), ino.o1);
+	for (pass = 0; pass < 2; pass++) {
+		struct iovec iov[8];
+		size_t bytes, off = 0;
+		int n, i;
+
+		pm_stat(fs, ip, &st);
+		CHECK_EQ(st.st_nlink, 1);
+		CHECK_EQ(st.st_size, 3 * PM_BLOCK_SIZE);
+		n = pm_read_begin(fs, ip, 0, 3 * PM_BLOCK_SIZE, iov, 8, &bytes);
+		CHECK_GT(n, 0);
+		CHECK_UEQ(bytes, 3 * PM_BLOCK_SIZE);
+		for (i = 0; i < n; i++) {
+			if (memcmp(iov[i].iov_base, f1_pattern() + off, iov[i].iov_len)) {
+				fprintf(stderr, "o1-again, pass %d: not o1's bytes at %zu\n", pass, off);
+				pm_read_end(fs, ip);
+				return T_EXIT_FAIL;
+			}
+			off += iov[i].iov_len;
+		}
+		pm_read_end(fs, ip);
+		/* new files take what is free: never o1's inode or blocks */
+		for (k = 0; pass == 0 && k < 4; k++) {
+			snprintf(name, sizeof(name), "new-%d", k);
+			CHECK_OK(mk(fs, &cr, root, name, S_IFREG | 0644, &nf));
+			CHECK_NE(pm_ino(nf), ino.o1);
+			CHECK_EQ(write_str(fs, &cr, nf, 0, buf, sizeof(buf)), sizeof(buf));
+			pm_iput(fs, nf);
+		}
+	}
+	pm_iput(fs, ip);
+	pm_iput(fs, root);
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+	/* what the mount did is what fsck --repair does: the pool is clean */
+	if (expect_clean(img))
+		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
 static int test_wrong_link_count_is_repaired(void)
 {
 	uint8_t *img = img_copy(clean_img);
@@ -1716,6 +1786,7 @@ int main(void)
 	RUN(test_leaked_block_is_repaired);
 	RUN(test_doubly_referenced_block_is_reported);
 	RUN(test_out_of_range_counters_in_both_superblocks_are_recomputed);
+	RUN(test_forced_mount_keeps_an_orphan_a_directory_names);
 	RUN(test_wrong_link_count_is_repaired);
 	RUN(test_entry_naming_free_inode_is_reported);
 	RUN(test_bad_entry_hash_is_reported);
