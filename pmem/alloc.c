@@ -585,11 +585,63 @@ static int ck_pass(struct ck *c)
 	return 0;
 }
 
+/*
+ * Blocks a map names that a leaked block (in use, named by no map) that
+ * reads as a map node names too go on c->dups: the pointer to that node
+ * may be what was overwritten, and the map that names the block now may
+ * have got it by a pointer moved from its own block, which counts the
+ * same. Their owners are suspect like those of a block named twice.
+ * Returns how many.
+ */
+static size_t ck_ghosts(struct ck *c)
+{
+	struct pm_fs *fs = c->fs;
+	size_t n = 0;
+	uint64_t b;
+
+	for (b = fs->data_start; b < fs->nblocks && !c->nomem; b++) {
+		const uint64_t *node;
+		uint64_t s, e;
+		bool any = false;
+		unsigned i;
+
+		/* 64 at a time where none is leaked: most of a big pool */
+		if (!(b & 63) && b + 64 <= fs->nblocks && !(fs->bmap[b >> 6] & ~c->used[b >> 6])) {
+			b += 63;
+			continue;
+		}
+		if (b == pm_backup_sb_block(fs->pool->sb) || !dbit(fs, b) ||
+		    ((c->used[b >> 6] >> (b & 63)) & 1))
+			continue;
+		/* a hole reads as zeros, not a map node: not read (a read
+		 * fault on a hole of a tmpfs pool file allocates it) */
+		if (!pm_pool_data(fs->pool, b << PM_BLOCK_SHIFT, (b + 1) << PM_BLOCK_SHIFT, &s, &e))
+			continue;
+		node = pm_block_ptr(fs->pool, b);
+		for (i = 0; i < PM_MAP_FANOUT; i++) {
+			if (!node[i])
+				continue;
+			if (node[i] == b || !ck_in_data(fs, node[i]))
+				break;
+			any = true;
+		}
+		if (i < PM_MAP_FANOUT || !any)
+			continue; /* not a map node */
+		for (i = 0; i < PM_MAP_FANOUT && !c->nomem; i++)
+			if (node[i] && ((c->used[node[i] >> 6] >> (node[i] & 63)) & 1)) {
+				c->pass2 = false;
+				ck_claim(c, node[i]); /* named already: goes on c.dups */
+				n++;
+			}
+	}
+	return n;
+}
+
 int pm_alloc_check(struct pm_fs *fs)
 {
 	struct ck c = { .fs = fs };
 	uint64_t b, taken = 0;
-	size_t i, n, ndup;
+	size_t i, n, ndup, ghosts = 0;
 	int rc;
 
 	c.used = malloc(PM_DIV_UP(fs->nblocks, 64) * 8);
@@ -610,6 +662,8 @@ int pm_alloc_check(struct pm_fs *fs)
 				c.pass2 = false;
 				ck_claim(&c, b); /* named already: goes on c.dups */
 			}
+		if (!c.nomem)
+			ghosts = ck_ghosts(&c);
 		if (c.nomem)
 			rc = -ENOMEM;
 	}
@@ -643,6 +697,9 @@ int pm_alloc_check(struct pm_fs *fs)
 			      (unsigned long long)taken);
 	if (!rc && ndup)
 		pm_fs_corrupt(fs, "%zu blocks are named twice", ndup);
+	if (!rc && ghosts)
+		pm_fs_corrupt(fs, "%zu blocks a map names are named by a leaked map node too",
+			      ghosts);
 	if (!rc && fs->nbad)
 		pm_fs_corrupt(fs, "%zu inodes are refused: their maps are not to be trusted "
 				  "(first: inode %llu)",

@@ -95,17 +95,123 @@ void pm_fs_set_pin_hooks(struct pm_fs *fs, const struct pm_pin_hooks *h)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-/* Frees what unlinked-but-open files held when the pool was last used. */
-static int free_orphans(struct pm_fs *fs)
+static int cmp_ino(const void *a, const void *b)
 {
-	uint64_t n = 0;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Adds to @c[i] the entries of directory @d (if it is one) naming @o[i],
+ * for each of the @k sorted inodes of @o. */
+static void count_named(struct pm_fs *fs, const struct pm_dinode *d, const uint64_t *o, size_t k,
+			uint32_t *c)
+{
+	uint64_t bi;
+
+	/* pm_dinode_check bounds the size by the pool */
+	if (!S_ISDIR(d->mode) || pm_dinode_check(fs, d))
+		return;
+	for (bi = 0; bi < d->size / PM_BLOCK_SIZE; bi++) {
+		uint64_t blk = pm_bmap_get(fs, d, bi, false);
+		const uint8_t *b;
+		unsigned s = 0;
+
+		if (!blk)
+			continue;
+		b = pm_block_ptr(fs->pool, blk);
+		while (s < PM_DIR_SLOTS) {
+			int len = pm_dirent_len(fs, b, s);
+			const struct pm_dirent *de = (const void *)(b + s * PM_DIR_SLOT);
+			const uint64_t *hit;
+
+			if (len <= 0) {
+				s++;
+				continue;
+			}
+			hit = bsearch(&de->ino, o, k, sizeof(*o), cmp_ino);
+			if (hit && c[hit - o] < PM_LINK_MAX)
+				c[hit - o]++;
+			s += (unsigned)len;
+		}
+	}
+}
+
+/*
+ * A forced mount: the inodes on the orphan list (sorted, in *@orph, @n of
+ * them) and how many directory entries name each (@named). The mount
+ * check is what proves that no entry names an orphan; a forced mount has
+ * not run it, so it reads every directory, reachable or not, with the
+ * engine's own reading of entries (pm_dirent_len). Called with fs->lock
+ * held, before the pool is served.
+ */
+static int orphans_named(struct pm_fs *fs, uint64_t **orph, uint32_t **named, size_t *n)
+{
+	uint64_t ninodes = fs->pool->sb->ninodes, ino = fs->sbc.orphan_head, steps = 0, lo, next;
+	size_t k = 0, cap = 0;
+	uint64_t *o = NULL;
+	uint32_t *c;
+
+	/* as far as the list is sound: free_orphans() stops at the rest */
+	while (ino >= PM_ROOT_INO && ino < ninodes && steps++ < ninodes) {
+		const struct pm_dinode *d = pm_dinode_ptr(fs->pool, ino);
+		if (!d->mode || !(d->flags & PM_IFL_ORPHAN))
+			break;
+		if (k == cap) {
+			uint64_t *no;
+			cap = cap ? cap * 2 : 16;
+			no = realloc(o, cap * sizeof(*o));
+			if (!no) {
+				free(o);
+				return -ENOMEM;
+			}
+			o = no;
+		}
+		o[k++] = ino;
+		ino = d->orphan_next;
+	}
+	c = calloc(k ? k : 1, sizeof(*c));
+	if (!c) {
+		free(o);
+		return -ENOMEM;
+	}
+	if (k)
+		qsort(o, k, sizeof(*o), cmp_ino);
+	/* the slots in holes of the inode table are free: skipped unread */
+	for (next = PM_ROOT_INO; k && pm_islots_next(fs->pool, next, ninodes, &lo, &next);)
+		for (ino = lo; ino < next; ino++)
+			count_named(fs, pm_dinode_ptr(fs->pool, ino), o, k, c);
+	*orph = o;
+	*named = c;
+	*n = k;
+	return 0;
+}
+
+/*
+ * Frees what unlinked-but-open files held when the pool was last used. On
+ * a forced mount (@forced) an orphan that a directory entry still names is
+ * not freed: freeing it would hand its inode and blocks to the next create
+ * while the old name reads them. A file leaves the list with the link
+ * count its entries give it (what fsck.pinfs --repair does: the entries
+ * win); a directory makes the pool corrupt (read-only), for fsck.
+ */
+static int free_orphans(struct pm_fs *fs, bool forced)
+{
+	uint64_t n = 0, *orph = NULL;
+	uint32_t *named = NULL;
+	size_t norph = 0;
+	int rc = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	while (fs->sbc.orphan_head && !fs->errors) {
+	if (forced && fs->sbc.orphan_head)
+		rc = orphans_named(fs, &orph, &named, &norph);
+	while (!rc && fs->sbc.orphan_head && !fs->errors) {
 		struct pm_inode *ip;
 		uint64_t ino = fs->sbc.orphan_head;
-		int rc = pm_iget_locked(fs, ino, &ip);
+		const uint64_t *hit;
+		uint32_t links = 0;
 
+		rc = pm_iget_locked(fs, ino, &ip);
 		if (rc || !(ip->d.flags & PM_IFL_ORPHAN) || ip->d.orphan_prev || ++n > fs->pool->sb->ninodes) {
 			/* only a forced mount gets here (fsck reports it): serve
 			 * the pool read-only, the orphans stay for fsck */
@@ -113,19 +219,43 @@ static int free_orphans(struct pm_fs *fs)
 				      (unsigned long long)ino);
 			if (!rc)
 				pm_iput_locked(fs, ip); /* frees nothing now */
+			rc = 0;
 			break;
+		}
+		hit = norph ? bsearch(&ino, orph, norph, sizeof(*orph), cmp_ino) : NULL;
+		if (hit)
+			links = named[hit - orph];
+		if (links && !ip->d.nlink && S_ISDIR(ip->d.mode)) {
+			pm_fs_corrupt(fs, "directory %llu is on the orphan list, but %u entries name it",
+				      (unsigned long long)ino, links);
+			pm_iput_locked(fs, ip); /* frees nothing now */
+			break;
+		}
+		if (links && !ip->d.nlink) {
+			fprintf(stderr, "pinfs: inode %llu is on the orphan list, but %u directory "
+					"entr%s it: kept, with link count %u (run fsck.pinfs)\n",
+				(unsigned long long)ino, links, links == 1 ? "y names" : "ies name",
+				links);
+			ip->d.nlink = links;
 		}
 		if (ip->d.nlink) {
 			/* linked again: only take it off the list */
 			pm_tx_begin(fs);
 			pm_orphan_del(fs, ip);
+			if (fs->errors) { /* its neighbours were not what they say */
+				pm_tx_abort(fs);
+				pm_iput_locked(fs, ip); /* frees nothing now */
+				break;
+			}
 			pm_inode_write(fs, ip);
 			pm_tx_commit(fs);
 		}
 		pm_iput_locked(fs, ip); /* nlink 0: frees it and unlinks it */
 	}
 	pthread_mutex_unlock(&fs->lock);
-	return 0;
+	free(orph);
+	free(named);
+	return rc;
 }
 
 /*
@@ -229,7 +359,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	pm_sever_init(fs);
 	/* a corrupt pool keeps its orphans: freeing trusts their maps */
 	if (!rc && !fs->errors)
-		rc = free_orphans(fs);
+		rc = free_orphans(fs, flags & PM_MOUNT_FORCE);
 	if (rc) {
 		if (rc == -ENOMEM)
 			pm_errmsg(err, errlen, "out of memory");

@@ -7,11 +7,17 @@
  * Passes, in order:
  *  0. the superblock (again: journal replay may have rewritten it) and the
  *     journal header;
+ *  (with repair) a silent walk of every map first finds the blocks two
+ *     inodes name, "contested": no repair writes into one before it is
+ *     settled (it may be one file's data that another's corrupt pointer
+ *     reads as a map node or a directory block);
  *  1. the inode table: the fields of every in-use inode, its block map and
  *     xattr block. Every block pointer is claimed in a "referenced" bitmap;
  *     a block claimed twice is a duplicate;
- *  1b. only if there were duplicates: a second, silent walk finds who held
- *     each duplicated block first, so both owners can be named;
+ *  1b. only if there were duplicates (or, with repair, ghost claims): a
+ *     second, silent walk finds who held each such block first;
+ *  1c. with repair, the claims are settled: whose is a block two inodes
+ *     name, or a block the bitmap calls free (see "pass 1c" below);
  *  2. directories: the entries of every directory, breadth first from the
  *     root, then of any directory the root does not reach. Counts the
  *     entries naming each inode and where each directory was found;
@@ -21,7 +27,8 @@
  *
  * The bytes may be anything. Every block number is checked against
  * [data_start, nblocks) before it is followed; every loop is bounded by the
- * geometry pm_super_check() has vouched for; a map node is descended into
+ * geometry pm_super_check_layout() has vouched for, and the judging of
+ * claims by a budget of map entries per round; a map node is descended into
  * only the first time it is claimed, so a map that points at itself (or at
  * another file's map) costs one visit and one report, and the orphan list
  * walk stops at the first inode it has already seen.
@@ -36,20 +43,27 @@
  * repaired, and how (the line says which):
  *  - the superblock: a corrupt primary is rewritten from the backup (the
  *    caller opened the pool with PM_POOL_BACKUP_SB); reserved bytes, the
- *    clean flag, the next generation, the free counters; a damaged or stale
- *    backup is rewritten from the primary. A committed journal the replay
- *    refused is discarded (its header reset);
+ *    clean flag, the next generation, the free counters and the orphan
+ *    head (out of range too: pm_super_check_layout() leaves them to fsck);
+ *    a damaged, stale or unusable backup is rewritten from the primary. A
+ *    committed journal the replay refused is discarded (its header reset);
  *  - inodes: reserved bytes, padding, nanoseconds, unknown mode bits and
  *    flags, stray orphan links, parent, device number, sizes; an inode of
  *    unknown type, or a symlink without its one block, is cleared (its
  *    entries are dropped, its blocks freed);
  *  - block maps: a pointer outside the data region, or a map root or height
  *    that cannot be, is dropped (the file gets a hole there). A block that
- *    two pointers claim (e2fsck's "multiply-claimed blocks") stays with the
- *    first claimant in inode order; the second gets a copy of it in a free
- *    block (data, directory and xattr blocks), or loses the pointer (a map
- *    node: its file blocks become holes). A directory's size is set to the
- *    blocks it has from block 0 on, and blocks past a hole are dropped;
+ *    two inodes claim (e2fsck's "multiply-claimed blocks") stays with the
+ *    one whose structure vouches for it, or with neither: the others lose
+ *    the pointer (a hole; a map node's file blocks become holes), never
+ *    does one file get to read another's bytes. A block one inode names
+ *    twice stays with its first pointer; the second gets a copy of it in
+ *    a free block (data, directory and xattr blocks) or is dropped (a map
+ *    node). A pointer to a block the bitmap calls free is kept (the block
+ *    marked in use) only if its inode vouches for it: else it may hold a
+ *    deleted file's bytes, and the pointer is dropped. A directory's size
+ *    is set to the blocks it has from block 0 on, and blocks past a hole
+ *    are dropped;
  *  - xattr blocks that do not parse are dropped (the inode loses its
  *    extended attributes);
  *  - directory entries: a bad slot count, an empty or illegal name, . or ..,
@@ -64,8 +78,8 @@
  *  - the orphan list is rebuilt from the inodes that are orphans (no entry,
  *    orphan flag or on the old list), when anything about it is wrong; a
  *    removed directory's stale entries are dropped;
- *  - the allocation bitmap: in-use blocks and metadata marked free are
- *    marked in use, leaked blocks freed (in a round where no pointer was
+ *  - the allocation bitmap: metadata marked free is marked in use (blocks
+ *    in use: above), leaked blocks freed (in a round where no pointer was
  *    invalid or duplicated, so no block can be wanted back).
  * Left alone (reported, exit 4): a root inode that is not a directory, a
  * primary superblock with no intact backup, and data blocks whose checksum
@@ -90,6 +104,7 @@
 
 #define SHOW_PER_SUBJECT 16u /* problem lines printed per inode or directory */
 #define DUPS_LISTED 65536u   /* duplicate references kept to name their owners */
+#define LEAKS_LISTED 65536u  /* leaked blocks kept to weigh claims by (find_leaks) */
 #define NSEC_PER_SEC 1000000000u
 /* The engine's largest file (PM_MAX_FILE_SIZE in pmem/file.c; it belongs in
  * layout.h). Past it the data path's block arithmetic overflows. */
@@ -111,21 +126,75 @@ struct ino_state {
 #define IS_REACHED 0x10u /* directory reached from the root */
 #define IS_BADDIR 0x20u	 /* directory with holes or blocks past its size */
 #define IS_DROP 0x40u	 /* unreachable, no room to reconnect: orphan it */
+#define IS_SHARED 0x80u	 /* names a contested or free-marked block: settled this round */
 
 enum bkind { BK_MAP, BK_DATA, BK_XATTR };
+
+/* What a walk of the block maps is for (walk_blocks). */
+enum walkmode {
+	WM_CHECK,   /* pass 1: report, repair, record duplicates */
+	WM_PRESCAN, /* before pass 1, repair only, silent: finds blocks named twice */
+	WM_WHOSE,   /* then, if there are any: which of them two inodes name */
+	WM_OWNERS,  /* pass 1b, silent: finds the first claimant of each duplicate */
+};
 
 /* One block pointer that found its block already claimed. */
 struct dup {
 	uint64_t blk, ino, fblk;
 	enum bkind kind;
+	unsigned level; /* a map node's level as this pointer sees it; 0 else */
 	uint64_t *slot; /* the pointer in the pool */
+	bool deferred;	/* the pointer is in a contested node: settled later */
 };
 
 /* Pass 1b: the first claimant of a duplicated block. */
 struct owner {
 	uint64_t blk, ino, fblk;
 	enum bkind kind;
+	unsigned level;
+	uint64_t *slot; /* its pointer in the pool */
+	bool deferred;	/* as in struct dup */
 	bool set;
+};
+
+/* Repair: a pointer to a block the bitmap calls free (settle_frees). */
+struct freeref {
+	uint64_t blk, ino, fblk;
+	enum bkind kind;
+	unsigned level;
+	uint64_t *slot;
+};
+
+/* An inode's block count that its map disagrees with; fixed once the
+ * round's claims are settled (settle_counts), since census() reads it. */
+struct countfix {
+	uint64_t ino, counted;
+	bool partial; /* the walk skipped part of the map: counted is a guess */
+};
+
+/* Prescan: a block named twice, and whether by two inodes. */
+struct twice {
+	uint64_t blk, ino; /* ino: the first to name it */
+	bool contested;	   /* another inode names it too */
+};
+
+/* A block an inode's map names that a leaked map node names too: a pointer
+ * may have moved onto it from there (find_leaks). */
+struct ghost {
+	uint64_t blk, node;
+	uint64_t root; /* the leaked root @node lies under */
+};
+
+/* A leaked block no leaked map node names, and the blocks under it */
+struct leakroot {
+	uint64_t size, blk; /* size 0: too costly to count */
+};
+
+/* Does inode @ino's structure vouch for the blocks it names? (census()) */
+struct verdict {
+	uint64_t ino;
+	bool ok;
+	char why[120]; /* if not, what is wrong */
 };
 
 /* A directory's blocks below its size, in file order: dblk[first, first + n) */
@@ -153,7 +222,11 @@ struct fsck {
 				* it on is free (see used_end()) */
 	struct ino_state none; /* what ist() says of a slot from nis on */
 	bool nomem;
-	bool pass1b;	       /* silent re-walk naming first owners */
+	enum walkmode mode;    /* what the map walks are for */
+	uint64_t *contested;   /* repair: blocks two inodes name (prescan), else NULL */
+	struct twice *twice;   /* prescan: blocks named twice, sorted */
+	size_t ntwice;
+	bool withheld;	       /* a repair was put off to the next round (a contested block) */
 	bool unsure_leaks;     /* a pointer was invalid or duplicated: blocks it held look leaked */
 	bool sb_dirty;	       /* the superblock was changed: write it at the end */
 	uint32_t errors_flag;   /* the errors flag found set (and cleared) by --repair */
@@ -167,6 +240,22 @@ struct fsck {
 	unsigned long dups_unlisted; /* past DUPS_LISTED: counted only */
 	struct owner *owners; /* pass 1b, sorted by blk */
 	size_t nowners;
+
+	/* repair: pointers to blocks marked free, block counts, verdicts */
+	struct freeref *frees;
+	size_t nfrees, capfrees;
+	struct countfix *counts;
+	size_t ncounts, capcounts;
+	struct verdict *verdicts; /* sorted by ino */
+	size_t nverdicts;
+	uint64_t census_budget;	  /* map entries the judging may still read this round */
+	uint64_t *leaked;	  /* blocks in use that nothing names, sorted (find_leaks) */
+	size_t nleaked, capleaked;
+	bool leaks_unknown;	  /* more than LEAKS_LISTED, or too costly to weigh */
+	struct leakroot *roots;	  /* the leaked roots, sorted by size */
+	size_t nroots;
+	struct ghost *ghosts;	  /* sorted by blk */
+	size_t nghosts, capghosts;
 
 	/* data blocks found by the current walk (directories, symlinks) */
 	uint64_t *wfb, *wpb;
@@ -219,7 +308,7 @@ static void vproblem(struct fsck *f, bool fixed, const char *action, const char 
 {
 	char msg[512];
 
-	if (f->pass1b)
+	if (f->mode != WM_CHECK)
 		return;
 	f->nerr++;
 	if (fixed)
@@ -275,7 +364,7 @@ static void subject_begin(struct fsck *f, const char *what, uint64_t id)
 
 static void subject_end(struct fsck *f)
 {
-	if (f->hidden && !f->pass1b)
+	if (f->hidden && f->mode == WM_CHECK)
 		note(f, "%s %llu: %lu more problems not shown", f->subj_what,
 		     (unsigned long long)f->subj, f->hidden);
 	f->subj_what = NULL;
@@ -376,6 +465,15 @@ static uint64_t bm_zeros(const uint8_t *bm, uint64_t from, uint64_t to)
 	return n;
 }
 
+/* Repair: do two pointers name @b (found by prescan())? A contested block
+ * is not written by any repair until a decision settles whose it is: it
+ * may be one file's data that another's corrupt pointer reads as a map
+ * node or a directory block. */
+static bool contested(const struct fsck *f, uint64_t b)
+{
+	return f->contested && ((f->contested[b >> 6] >> (b & 63)) & 1);
+}
+
 /* A block a pointer may name: the data region, but the backup superblock */
 static bool in_data(const struct fsck *f, uint64_t b)
 {
@@ -458,7 +556,10 @@ static int check_super(struct fsck *f)
 	char msg[256];
 	int rc;
 
-	if (pm_super_check(sb, f->pool->size, msg, sizeof(msg))) {
+	/* the free counters and the orphan head are not needed to find
+	 * anything: out of range, they are recomputed (pass 4) and rebuilt
+	 * (pass 3) like any other wrong value */
+	if (pm_super_check_layout(sb, f->pool->size, msg, sizeof(msg))) {
 		problem(f, false, "superblock: %s", msg);
 		return 1;
 	}
@@ -536,7 +637,9 @@ static int check_super(struct fsck *f)
 
 	if (f->backup) {
 		struct pm_super *bk = pm_block_ptr(f->pool, f->backup);
-		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) ||
+		bool unsound = pm_super_check(bk, f->pool->size, NULL, 0) != 0;
+
+		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) || unsound ||
 		    !bm_get(f->bitmap, f->backup)) {
 			if (!bm_get(f->bitmap, f->backup))
 				problem(f, f->repair,
@@ -547,7 +650,8 @@ static int check_super(struct fsck *f)
 					   "backup superblock (block %llu) is %s",
 					   (unsigned long long)f->backup,
 					   bk->sb_csum != pm_super_csum(bk) ? "corrupt (checksum mismatch)"
-									   : "not a copy of the superblock");
+					   : !same_static(bk, sb)	    ? "not a copy of the superblock"
+									    : "unusable (its counters are out of range)");
 			if (f->repair) {
 				if (!bm_get(f->bitmap, f->backup))
 					bm_set(f, f->backup, true);
@@ -578,7 +682,8 @@ static void write_super(struct fsck *f)
 	}
 	if (f->backup) {
 		bk = pm_block_ptr(f->pool, f->backup);
-		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb))
+		if (bk->sb_csum != pm_super_csum(bk) || !same_static(bk, sb) ||
+		    pm_super_check(bk, f->pool->size, NULL, 0))
 			put(f, bk, sb, sizeof(*sb));
 	}
 	f->sb_dirty = false;
@@ -594,14 +699,16 @@ struct walk {
 	uint64_t ndata;	  /* data block pointers */
 	uint64_t end;	  /* 1 + the last file block mapped, 0 if none */
 	bool partial;	  /* part of the map was not walked: counted is a guess */
+	bool shared;	  /* it names a contested block (repair) */
+	bool in_shared;	  /* the node being walked, or one above it, is contested */
 	bool verify;	  /* --checksums: verify the data blocks' checksums */
 	size_t max;	  /* data blocks to keep in f->wfb/wpb (0: none) */
 	size_t n;	  /* kept so far */
 	bool overflow;	  /* more than max */
 };
 
-static void note_dup(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind, uint64_t fblk,
-		     uint64_t *slot)
+static void note_dup(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind, unsigned level,
+		     uint64_t fblk, uint64_t *slot, bool deferred)
 {
 	/* a pointer that should say something else: whatever it said looks leaked */
 	f->unsure_leaks = true;
@@ -611,7 +718,29 @@ static void note_dup(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind
 	}
 	f->dups = grow(f->dups, &f->capdups, f->ndups + 1, sizeof(*f->dups), &f->nomem);
 	if (f->ndups < f->capdups)
-		f->dups[f->ndups++] = (struct dup){ blk, ino, fblk, kind, slot };
+		f->dups[f->ndups++] = (struct dup){ blk, ino, fblk, kind, level, slot, deferred };
+}
+
+static void note_free(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kind, unsigned level,
+		      uint64_t fblk, uint64_t *slot)
+{
+	f->frees = grow(f->frees, &f->capfrees, f->nfrees + 1, sizeof(*f->frees), &f->nomem);
+	if (f->nfrees < f->capfrees)
+		f->frees[f->nfrees++] = (struct freeref){ blk, ino, fblk, kind, level, slot };
+}
+
+static struct twice *twice_of(struct fsck *f, uint64_t blk)
+{
+	size_t lo = 0, hi = f->ntwice;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (f->twice[mid].blk < blk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < f->ntwice && f->twice[lo].blk == blk ? &f->twice[lo] : NULL;
 }
 
 static struct owner *owner_of(struct fsck *f, uint64_t blk)
@@ -643,33 +772,56 @@ static const char *use_of(char *buf, size_t size, enum bkind kind, uint64_t ino,
 /*
  * Claims @blk (already known to be in the data region) for the walk's inode.
  * Returns true the first time; false if it was already claimed, which pass 1
- * records as a duplicate.
+ * records as a duplicate and the prescan as contested.
  */
-static bool claim(struct walk *w, uint64_t blk, enum bkind kind, uint64_t fblk, uint64_t *slot)
+static bool claim(struct walk *w, uint64_t blk, enum bkind kind, unsigned level, uint64_t fblk,
+		  uint64_t *slot)
 {
 	struct fsck *f = w->f;
 	uint64_t *word = &f->ref[blk >> 6], bit = 1ull << (blk & 63);
 	char use[96];
 
+	if (f->mode == WM_WHOSE) {
+		struct twice *t = twice_of(f, blk);
+		if (t && !t->ino)
+			t->ino = w->ino;
+		else if (t && t->ino != w->ino)
+			t->contested = true;
+		if (*word & bit)
+			return false;
+		*word |= bit;
+		return true;
+	}
+	if (f->mode == WM_CHECK && contested(f, blk))
+		w->shared = true;
 	if (*word & bit) {
-		if (!f->pass1b)
-			note_dup(f, blk, w->ino, kind, fblk, slot);
+		if (f->mode == WM_CHECK)
+			note_dup(f, blk, w->ino, kind, level, fblk, slot, w->in_shared);
+		else if (f->mode == WM_PRESCAN)
+			f->contested[blk >> 6] |= bit;
 		return false;
 	}
 	*word |= bit;
-	if (f->pass1b) {
+	if (f->mode == WM_OWNERS) {
 		struct owner *o = owner_of(f, blk);
 		if (o && !o->set)
-			*o = (struct owner){ blk, w->ino, fblk, kind, true };
+			*o = (struct owner){ blk, w->ino, fblk, kind, level, slot, w->in_shared, true };
 		return true;
 	}
-	if (!bm_get(f->bitmap, blk)) {
-		if (f->repair)
-			bm_set(f, blk, true);
-		problem_as(f, f->repair, "marked in use",
-			   "block %llu, %s, is marked free in the allocation bitmap",
-			   (unsigned long long)blk, use_of(use, sizeof(use), kind, w->ino, fblk));
+	if (f->mode != WM_CHECK || bm_get(f->bitmap, blk))
+		return true;
+	/* named, but marked free: the bitmap is wrong, or the pointer is and
+	 * the block may hold a deleted file's bytes. A repair decides when
+	 * every claim is known (settle_frees); not while the pointer is in a
+	 * node whose owner is not settled yet */
+	if (f->repair && f->nfrees < DUPS_LISTED && !w->in_shared) {
+		note_free(f, blk, w->ino, kind, level, fblk, slot);
+		return true;
 	}
+	if (f->repair)
+		f->withheld = true; /* the next round */
+	problem(f, false, "block %llu, %s, is marked free in the allocation bitmap",
+		(unsigned long long)blk, use_of(use, sizeof(use), kind, w->ino, fblk));
 	return true;
 }
 
@@ -736,26 +888,32 @@ static void verify_csum(struct walk *w, uint64_t blk, uint64_t fblk)
 
 /* Walks the map node @blk at @level (1: points at data) covering file blocks
  * from @base. Depth is bounded by PM_MAP_MAX_HEIGHT, and only first claims
- * are descended into, so the walk ends whatever the pointers say. */
-static void walk_node(struct walk *w, uint64_t blk, unsigned level, uint64_t base)
+ * are descended into, so the walk ends whatever the pointers say. @shared:
+ * @blk or a node above it is contested, so the node is not repaired this
+ * round (it may be another file's data, read as a map node). */
+static void walk_node(struct walk *w, uint64_t blk, unsigned level, uint64_t base, bool shared)
 {
 	struct fsck *f = w->f;
 	uint64_t *node = pm_block_ptr(f->pool, blk);
 	unsigned shift = PM_MAP_SHIFT * (level - 1), i;
+	bool fix = f->repair && f->mode == WM_CHECK && !shared;
 
 	for (i = 0; i < PM_MAP_FANOUT; i++) {
 		uint64_t e = node[i], fb = base + ((uint64_t)i << shift);
 
 		if (!e)
 			continue;
+		w->in_shared = shared; /* a deeper walk changed it */
 		if (!in_data(f, e)) {
-			problem_as(f, f->repair && !f->pass1b, "dropped (a hole)",
+			if (f->repair && f->mode == WM_CHECK && shared)
+				f->withheld = true;
+			problem_as(f, fix, "dropped (a hole)",
 				   "inode %llu: %s for file block %llu is %llu, outside the data region [%llu, %llu)%s",
 				   (unsigned long long)w->ino, level > 1 ? "map pointer" : "block pointer",
 				   (unsigned long long)fb, (unsigned long long)e,
 				   (unsigned long long)f->data_start, (unsigned long long)f->nblocks,
 				   e == f->backup && e ? " (it is the backup superblock)" : "");
-			if (f->repair && !f->pass1b)
+			if (fix)
 				SET(f, node[i], 0);
 			w->partial = true;
 			f->unsure_leaks = true;
@@ -763,15 +921,15 @@ static void walk_node(struct walk *w, uint64_t blk, unsigned level, uint64_t bas
 		}
 		w->counted++;
 		if (level > 1) {
-			if (claim(w, e, BK_MAP, fb, &node[i]))
-				walk_node(w, e, level - 1, fb);
+			if (claim(w, e, BK_MAP, level - 1, fb, &node[i]))
+				walk_node(w, e, level - 1, fb, shared || contested(f, e));
 			else
 				w->partial = true; /* its subtree belongs to the first claimant */
 		} else {
-			bool first = claim(w, e, BK_DATA, fb, &node[i]);
+			bool first = claim(w, e, BK_DATA, 0, fb, &node[i]);
 			w->ndata++;
 			w->end = fb + 1;
-			if (first && w->verify && !f->pass1b)
+			if (first && w->verify && f->mode == WM_CHECK)
 				verify_csum(w, e, fb);
 			keep(w, fb, e, first, &node[i]);
 		}
@@ -886,7 +1044,7 @@ static void walk_blocks(struct walk *w, struct pm_dinode *d)
 {
 	struct fsck *f = w->f;
 	unsigned long long in = (unsigned long long)w->ino;
-	bool fix = f->repair && !f->pass1b;
+	bool fix = f->repair && f->mode == WM_CHECK;
 	static const char dropped[] = "the map is dropped (the file's blocks are lost: it reads as zeros)";
 
 	if (d->map_height > PM_MAP_MAX_HEIGHT) {
@@ -916,8 +1074,9 @@ static void walk_blocks(struct walk *w, struct pm_dinode *d)
 			drop_map(f, d);
 	} else if (d->map_root) {
 		w->counted++;
-		if (claim(w, d->map_root, BK_MAP, 0, &d->map_root))
-			walk_node(w, d->map_root, d->map_height, 0);
+		w->in_shared = false; /* the pointer is in the inode */
+		if (claim(w, d->map_root, BK_MAP, d->map_height, 0, &d->map_root))
+			walk_node(w, d->map_root, d->map_height, 0, contested(f, d->map_root));
 		else
 			w->partial = true;
 	}
@@ -936,10 +1095,17 @@ static void walk_blocks(struct walk *w, struct pm_dinode *d)
 		return;
 	}
 	w->counted++;
-	if (claim(w, d->xattr_block, BK_XATTR, 0, &d->xattr_block) && !f->pass1b &&
-	    !check_xattr(f, w->ino, d->xattr_block, fix) && fix) {
-		SET(f, d->xattr_block, 0);
-		w->partial = true; /* the block count is right next round */
+	w->in_shared = false;
+	/* a contested block is left as it is: the settling judges the claim */
+	fix = fix && !contested(f, d->xattr_block);
+	if (claim(w, d->xattr_block, BK_XATTR, 0, 0, &d->xattr_block) && f->mode == WM_CHECK &&
+	    !check_xattr(f, w->ino, d->xattr_block, fix)) {
+		if (fix) {
+			SET(f, d->xattr_block, 0);
+			w->partial = true; /* the block count is right next round */
+		} else if (f->repair) {
+			f->withheld = true;
+		}
 	}
 }
 
@@ -1019,7 +1185,11 @@ static void check_dir_shape(struct fsck *f, uint64_t ino, struct pm_dinode *d, s
 			(unsigned long long)f->wfb[below], (unsigned long long)want);
 		bad = true;
 	}
-	if (bad && f->repair && !w->overflow && !f->pass1b) {
+	/* a directory that names a contested block is mended once it is
+	 * settled: its slots may be in another file's map node */
+	if (bad && f->repair && w->shared)
+		f->withheld = true;
+	if (bad && f->repair && !w->overflow && !w->shared) {
 		/* the problems above are counted unrepaired: this is their fix */
 		for (i = contig; i < w->n; i++)
 			SET(f, *f->wslot[i], 0);
@@ -1208,12 +1378,12 @@ static void check_inode(struct fsck *f, uint64_t ino)
 	}
 
 	if (d->blocks != w.counted) {
-		bool bfix = fix && !w.partial;
-		uint64_t old = d->blocks;
-		if (bfix)
-			SET(f, d->blocks, w.counted);
-		problem(f, bfix, "inode %llu: block count %llu, but its map and xattr block hold %llu", in,
-			(unsigned long long)old, (unsigned long long)w.counted);
+		/* settle_counts reports (and mends) it once the claims are
+		 * settled: census() judges claims by the count as found */
+		f->counts = grow(f->counts, &f->capcounts, f->ncounts + 1, sizeof(*f->counts),
+				 &f->nomem);
+		if (f->ncounts < f->capcounts)
+			f->counts[f->ncounts++] = (struct countfix){ ino, w.counted, w.partial };
 	}
 out:
 	subject_end(f);
@@ -1239,26 +1409,36 @@ static uint64_t used_end(struct fsck *f)
 	return end;
 }
 
-/* Pass 1b: names the first holder of every duplicated block. */
-static void report_dups(struct fsck *f)
+/* Pass 1b: finds the first holder of every duplicated block and of every
+ * block a ghost claims (and the pointer through which it holds it). */
+static void find_owners(struct fsck *f)
 {
-	size_t i, words = (size_t)PM_DIV_UP(f->nblocks, 64);
+	size_t i, j = 0, words = (size_t)PM_DIV_UP(f->nblocks, 64);
 	uint64_t ino, lo, next;
 
-	qsort(f->dups, f->ndups, sizeof(*f->dups), cmp_dup);
-	f->owners = calloc(f->ndups ? f->ndups : 1, sizeof(*f->owners)); /* none listed: dups_unlisted */
+	if (f->ndups)
+		qsort(f->dups, f->ndups, sizeof(*f->dups), cmp_dup);
+	/* none listed: dups_unlisted */
+	f->owners = calloc(f->ndups + f->nghosts ? f->ndups + f->nghosts : 1, sizeof(*f->owners));
 	if (!f->owners) {
 		f->nomem = true;
 		return;
 	}
-	for (i = 0; i < f->ndups; i++)
-		if (!f->nowners || f->owners[f->nowners - 1].blk != f->dups[i].blk)
-			f->owners[f->nowners++].blk = f->dups[i].blk;
+	/* the blocks of both sorted lists, once each, in order */
+	for (i = 0; i < f->ndups || j < f->nghosts;) {
+		uint64_t b;
+		if (j == f->nghosts || (i < f->ndups && f->dups[i].blk <= f->ghosts[j].blk))
+			b = f->dups[i++].blk;
+		else
+			b = f->ghosts[j++].blk;
+		if (!f->nowners || f->owners[f->nowners - 1].blk != b)
+			f->owners[f->nowners++].blk = b;
+	}
 
 	memset(f->ref, 0, words * sizeof(*f->ref));
 	if (f->backup)
 		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
-	f->pass1b = true;
+	f->mode = WM_OWNERS;
 	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->nis, &lo, &next);) {
 		for (ino = lo; ino < next; ino++) {
 			struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
@@ -1267,56 +1447,803 @@ static void report_dups(struct fsck *f)
 				walk_blocks(&w, d);
 		}
 	}
-	f->pass1b = false;
+	f->mode = WM_CHECK;
+}
 
-	/* one problem per extra reference, lines capped per block. With
-	 * repair the first claimant keeps the block; the other gets a copy
-	 * (data, directory, xattr block) or loses the pointer (a map node:
-	 * copying it would share its children in turn) */
-	for (i = 0; i < f->ndups; i++) {
-		const struct dup *u = &f->dups[i];
-		const struct owner *o = owner_of(f, u->blk);
-		struct pm_dinode *d = pm_dinode_ptr(f->pool, u->ino);
-		char a[96], b[96], act[128];
-		bool fix = f->repair && u->slot;
-		uint64_t nb = 0;
+/* ---- pass 1c: whose is a block two pointers name? ------------------------ */
 
-		if (!i || f->dups[i - 1].blk != u->blk) {
-			if (i)
-				subject_end(f);
-			subject_begin(f, "block", u->blk);
-		}
-		if (fix && u->kind != BK_MAP)
-			nb = alloc_block(f);
-		if (nb)
-			snprintf(act, sizeof(act), "inode %llu gets a copy, block %llu (multiply-claimed block cloned)",
-				 (unsigned long long)u->ino, (unsigned long long)nb);
-		else if (u->kind == BK_MAP)
-			snprintf(act, sizeof(act), "dropped from inode %llu: the file blocks it mapped become holes",
-				 (unsigned long long)u->ino);
-		else
-			snprintf(act, sizeof(act), "dropped from inode %llu (no free block for a copy)",
-				 (unsigned long long)u->ino);
-		problem_as(f, fix, act, "block %llu is used twice: as %s and as %s",
-			   (unsigned long long)u->blk,
-			   o && o->set ? use_of(a, sizeof(a), o->kind, o->ino, o->fblk) : "something",
-			   use_of(b, sizeof(b), u->kind, u->ino, u->fblk));
-		if (!fix)
+/*
+ * A block two inodes name belongs to the one whose structure vouches for
+ * it, or to neither: never to the first in inode order, which made a
+ * corrupt pointer of a low inode read a high inode's bytes. The format has
+ * no owner in a map node (see fsck.pinfs(8), NOTES), so what vouches is
+ * consistency: census() walks the inode's whole map, shared nodes
+ * included, and the inode is consistent if every pointer is in the data
+ * region, the blocks it names are the blocks it counts (a pointer put into
+ * a hole adds to them), a directory maps exactly the blocks below its size
+ * and a symlink its one block, and its xattr block is one. A pointer that
+ * replaced another keeps the count; what it leaves behind is weighed
+ * below (may_have_moved). The same rule settles a pointer to a block the
+ * bitmap calls free.
+ */
+
+struct census {
+	struct fsck *f;
+	uint32_t type;	   /* S_IFMT of the inode */
+	uint64_t count;	   /* map nodes, data blocks, xattr block so far */
+	uint64_t limit;	   /* what the inode counts: more is inconsistent */
+	uint64_t ndata;	   /* data blocks */
+	uint64_t dblocks;  /* directories: blocks below the size */
+	bool bad;
+	char *why;
+	size_t whylen;
+};
+
+static void __attribute__((format(printf, 2, 3))) census_bad(struct census *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->bad)
+		return;
+	c->bad = true;
+	va_start(ap, fmt);
+	vsnprintf(c->why, c->whylen, fmt, ap);
+	va_end(ap);
+}
+
+/* The subtree of map node @blk at @level. Bounded: every pointer counts,
+ * and more than c->limit ends the walk (an inode counts at most the data
+ * region), as does the round's budget. */
+static void census_node(struct census *c, uint64_t blk, unsigned level, uint64_t base)
+{
+	struct fsck *f = c->f;
+	const uint64_t *node = pm_block_ptr(f->pool, blk);
+	unsigned shift = PM_MAP_SHIFT * (level - 1), i;
+
+	if (f->census_budget < PM_MAP_FANOUT) {
+		census_bad(c, "its map is too damaged to judge");
+		return;
+	}
+	f->census_budget -= PM_MAP_FANOUT;
+	for (i = 0; i < PM_MAP_FANOUT && !c->bad; i++) {
+		uint64_t e = node[i], fb = base + ((uint64_t)i << shift);
+
+		if (!e)
 			continue;
-		if (nb) {
-			put(f, pm_block_ptr(f->pool, nb), pm_block_ptr(f->pool, u->blk), PM_BLOCK_SIZE);
-			SET(f, *u->slot, nb);
-		} else if (u->slot == &d->map_root) {
-			drop_map(f, d);
-		} else {
-			SET(f, *u->slot, 0);
+		if (!in_data(f, e)) {
+			census_bad(c, "its map points outside the data region");
+			return;
+		}
+		if (++c->count > c->limit) {
+			census_bad(c, "its map holds more than the %llu blocks it counts",
+				   (unsigned long long)c->limit);
+			return;
+		}
+		if (level > 1) {
+			census_node(c, e, level - 1, fb);
+			continue;
+		}
+		c->ndata++;
+		if (c->type == S_IFDIR && fb >= c->dblocks)
+			census_bad(c, "a directory of %llu blocks that maps file block %llu",
+				   (unsigned long long)c->dblocks, (unsigned long long)fb);
+		else if (c->type == S_IFLNK && fb)
+			census_bad(c, "a symlink that maps file block %llu", (unsigned long long)fb);
+	}
+}
+
+/* Is inode @ino consistent (see above)? If not, @why says why. */
+static bool census(struct fsck *f, uint64_t ino, char *why, size_t whylen)
+{
+	const struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+	struct census c = { .f = f, .type = d->mode & S_IFMT, .limit = d->blocks, .why = why,
+			    .whylen = whylen };
+
+	why[0] = 0;
+	if (!d->mode) {
+		census_bad(&c, "it was cleared");
+		return false;
+	}
+	if (d->blocks > f->nblocks - f->data_start)
+		census_bad(&c, "it counts %llu blocks, more than the pool has",
+			   (unsigned long long)d->blocks);
+	if (c.type == S_IFDIR) {
+		if (d->size % PM_BLOCK_SIZE)
+			census_bad(&c, "a directory whose size is not whole blocks");
+		c.dblocks = d->size / PM_BLOCK_SIZE;
+	}
+	if (d->map_height > PM_MAP_MAX_HEIGHT || !d->map_root != !d->map_height ||
+	    (d->map_root && !in_data(f, d->map_root)))
+		census_bad(&c, "its map root or height cannot be");
+	if (d->map_root && !c.bad) {
+		c.count = 1;
+		if (c.count > c.limit)
+			census_bad(&c, "its map holds more than the %llu blocks it counts",
+				   (unsigned long long)c.limit);
+		else
+			census_node(&c, d->map_root, d->map_height, 0);
+	}
+	if (d->xattr_block && !c.bad) {
+		if (!in_data(f, d->xattr_block))
+			census_bad(&c, "its xattr block is outside the data region");
+		else if (((const struct pm_xattr_hdr *)pm_block_ptr(f->pool, d->xattr_block))->magic !=
+			 PM_XATTR_MAGIC)
+			census_bad(&c, "its xattr block holds no attributes");
+		else
+			c.count++;
+	}
+	if (!c.bad && c.count != d->blocks)
+		census_bad(&c, "it counts %llu blocks, its map and xattr block hold %llu",
+			   (unsigned long long)d->blocks, (unsigned long long)c.count);
+	if (!c.bad && c.type == S_IFDIR && c.ndata != c.dblocks)
+		census_bad(&c, "a directory of %llu blocks with %llu mapped",
+			   (unsigned long long)c.dblocks, (unsigned long long)c.ndata);
+	if (!c.bad && c.type == S_IFLNK && c.ndata != 1)
+		census_bad(&c, "a symlink with %llu blocks", (unsigned long long)c.ndata);
+	if (!c.bad && c.type != S_IFREG && c.type != S_IFDIR && c.type != S_IFLNK && d->map_root)
+		census_bad(&c, "a %s with a block map",
+			   type_name(d->mode) ? type_name(d->mode) : "special file");
+	return !c.bad;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_verdict(const void *a, const void *b)
+{
+	return cmp_u64(&((const struct verdict *)a)->ino, &((const struct verdict *)b)->ino);
+}
+
+static const struct verdict *verdict_of(const struct fsck *f, uint64_t ino)
+{
+	struct verdict key = { .ino = ino };
+
+	return f->nverdicts ? bsearch(&key, f->verdicts, f->nverdicts, sizeof(key), cmp_verdict)
+			    : NULL;
+}
+
+/* Judges, before any claim is settled, every inode that names a contested
+ * block or one marked free. */
+static void judge(struct fsck *f)
+{
+	size_t n = f->ndups + f->nowners + f->nfrees, i, k = 0;
+	uint64_t *inos;
+
+	if (!n)
+		return;
+	inos = malloc(n * sizeof(*inos));
+	f->verdicts = calloc(n, sizeof(*f->verdicts));
+	if (!inos || !f->verdicts) {
+		free(inos);
+		f->nomem = true;
+		return;
+	}
+	for (i = 0; i < f->ndups; i++)
+		inos[k++] = f->dups[i].ino;
+	for (i = 0; i < f->nowners; i++)
+		if (f->owners[i].set)
+			inos[k++] = f->owners[i].ino;
+	for (i = 0; i < f->nfrees; i++)
+		inos[k++] = f->frees[i].ino;
+	qsort(inos, k, sizeof(*inos), cmp_u64);
+	for (i = 0; i < k; i++) {
+		struct verdict *v;
+		if (i && inos[i] == inos[i - 1])
+			continue;
+		v = &f->verdicts[f->nverdicts++];
+		v->ino = inos[i];
+		v->ok = census(f, v->ino, v->why, sizeof(v->why));
+	}
+	free(inos);
+}
+
+/*
+ * A moved pointer: a pointer overwritten with the number of another file's
+ * block (or of a free one) keeps its inode's counts, so census() finds
+ * nothing wrong with it; but the block it named before is left leaked (in
+ * use, named by nothing), and is a leaked root (no leaked map node names
+ * it), with as many blocks under it as the pointer now reaches. So a
+ * consistent inode vouches for a block only if no leaked root is as large
+ * as what its pointer reaches there (may_have_moved()). A pointer that
+ * went into a hole changes its inode's count, and census() sees it.
+ *
+ * The other way round, a leaked map node that names a block some map
+ * names too is a ghost claim on it: the pointer to the node may be the one
+ * that moved, and the block its owner's, reached now only through another
+ * file's moved pointer. Such a block stays with its one claimant only if
+ * that one vouches for it (the ghost's own root aside).
+ */
+
+static bool is_leaked(const struct fsck *f, uint64_t b)
+{
+	return f->nleaked && bsearch(&b, f->leaked, f->nleaked, sizeof(b), cmp_u64);
+}
+
+static size_t leak_index(const struct fsck *f, uint64_t b)
+{
+	const uint64_t *hit = bsearch(&b, f->leaked, f->nleaked, sizeof(b), cmp_u64);
+
+	return hit ? (size_t)(hit - f->leaked) : SIZE_MAX;
+}
+
+static bool spend(struct fsck *f, uint64_t n)
+{
+	if (f->census_budget < n)
+		return false;
+	f->census_budget -= n;
+	return true;
+}
+
+/* Is block @b a hole of the pool file? It reads as zeros and is not read:
+ * a read fault on a hole allocates it (tmpfs), and a block marked in use
+ * that nothing names may never have been written (pm_pool_data). */
+static bool blk_hole(const struct fsck *f, uint64_t b)
+{
+	uint64_t s, e;
+
+	return !pm_pool_data(f->pool, b << PM_BLOCK_SHIFT, (b + 1) << PM_BLOCK_SHIFT, &s, &e);
+}
+
+/* Could block @b be a map node? Each entry 0 or in the data region, one
+ * at least not 0, none itself; with @all_leaked, each names a leaked block. */
+static bool node_like(struct fsck *f, uint64_t b, bool all_leaked)
+{
+	const uint64_t *n = pm_block_ptr(f->pool, b);
+	bool any = false;
+	unsigned i;
+
+	if (blk_hole(f, b))
+		return false; /* all zeros */
+	for (i = 0; i < PM_MAP_FANOUT; i++) {
+		if (!n[i])
+			continue;
+		if (n[i] == b || !in_data(f, n[i]) || (all_leaked && !is_leaked(f, n[i])))
+			return false;
+		any = true;
+	}
+	return any;
+}
+
+/* Blocks under leaked block @b read as a map node of leaked blocks (itself
+ * included); 0 if the budget ran out. */
+static uint64_t leaked_size(struct fsck *f, uint64_t b, unsigned depth)
+{
+	const uint64_t *n = pm_block_ptr(f->pool, b);
+	uint64_t sum = 1, k;
+	unsigned i;
+
+	if (!spend(f, PM_MAP_FANOUT))
+		return 0;
+	if (!depth || !node_like(f, b, true))
+		return 1;
+	for (i = 0; i < PM_MAP_FANOUT; i++) {
+		if (!n[i])
+			continue;
+		k = leaked_size(f, n[i], depth - 1);
+		if (!k)
+			return 0;
+		sum += k;
+	}
+	return sum;
+}
+
+static int cmp_root(const void *a, const void *b)
+{
+	const struct leakroot *x = a, *y = b;
+
+	return x->size != y->size ? (x->size < y->size ? -1 : 1) : cmp_u64(&x->blk, &y->blk);
+}
+
+static int cmp_ghost(const void *a, const void *b)
+{
+	return cmp_u64(&((const struct ghost *)a)->blk, &((const struct ghost *)b)->blk);
+}
+
+/* Lists the leaked blocks, the leaked roots and their sizes, and the ghost
+ * claims. Before pass 1b, which walks the maps again; only when there are
+ * claims to settle. */
+static void find_leaks(struct fsck *f)
+{
+	uint64_t b;
+	size_t *parent, i, k;
+	unsigned e;
+
+	for (b = f->data_start; b < f->nblocks; b++) {
+		/* 64 at a time where none is leaked: most of a big pool */
+		if (!(b & 63) && b + 64 <= f->nblocks && !(bm_word(f->bitmap, b) & ~f->ref[b >> 6])) {
+			b += 63;
+			continue;
+		}
+		if (b == f->backup || !bm_get(f->bitmap, b) || ref_get(f, b))
+			continue;
+		if (f->nleaked == LEAKS_LISTED) {
+			f->leaks_unknown = true;
+			return;
+		}
+		f->leaked = grow(f->leaked, &f->capleaked, f->nleaked + 1, sizeof(*f->leaked), &f->nomem);
+		if (f->nleaked < f->capleaked)
+			f->leaked[f->nleaked++] = b;
+	}
+	if (!f->nleaked || f->nomem)
+		return;
+	parent = malloc(f->nleaked * sizeof(*parent));
+	f->roots = calloc(f->nleaked, sizeof(*f->roots));
+	if (!parent || !f->roots) {
+		free(parent);
+		f->nomem = true;
+		return;
+	}
+	for (i = 0; i < f->nleaked; i++)
+		parent[i] = SIZE_MAX;
+	for (i = 0; i < f->nleaked && !f->leaks_unknown && !f->nomem; i++) {
+		const uint64_t *n = pm_block_ptr(f->pool, f->leaked[i]);
+
+		if (!spend(f, 2 * PM_MAP_FANOUT)) {
+			f->leaks_unknown = true;
+			break;
+		}
+		if (!node_like(f, f->leaked[i], false))
+			continue;
+		for (e = 0; e < PM_MAP_FANOUT; e++) {
+			if (!n[e])
+				continue;
+			k = leak_index(f, n[e]);
+			if (k != SIZE_MAX) {
+				parent[k] = i; /* a leaked block under a leaked node */
+			} else if (ref_get(f, n[e]) && f->nghosts < DUPS_LISTED) {
+				f->ghosts = grow(f->ghosts, &f->capghosts, f->nghosts + 1,
+						 sizeof(*f->ghosts), &f->nomem);
+				if (f->nghosts < f->capghosts)
+					f->ghosts[f->nghosts++] = (struct ghost){ n[e], f->leaked[i], 0 };
+			} else if (ref_get(f, n[e])) {
+				f->leaks_unknown = true;
+			}
 		}
 	}
-	subject_end(f);
+	for (i = 0; i < f->nleaked && !f->leaks_unknown; i++) {
+		if (parent[i] != SIZE_MAX)
+			continue;
+		f->roots[f->nroots].blk = f->leaked[i];
+		f->roots[f->nroots++].size = leaked_size(f, f->leaked[i], PM_MAP_MAX_HEIGHT);
+	}
+	/* each ghost's root: up the parents, as far as a map is deep */
+	for (i = 0; i < f->nghosts; i++) {
+		unsigned d;
+		k = leak_index(f, f->ghosts[i].node);
+		for (d = 0; d < PM_MAP_MAX_HEIGHT && parent[k] != SIZE_MAX; d++)
+			k = parent[k];
+		f->ghosts[i].root = f->leaked[k];
+	}
+	free(parent);
+	qsort(f->roots, f->nroots, sizeof(*f->roots), cmp_root);
+	if (f->nghosts)
+		qsort(f->ghosts, f->nghosts, sizeof(*f->ghosts), cmp_ghost);
+}
+
+/* Blocks a pointer to @blk at @level reaches (itself included), as
+ * census() counts them; 0 if the budget ran out. */
+static uint64_t claim_size(struct fsck *f, uint64_t blk, unsigned level)
+{
+	const uint64_t *n = pm_block_ptr(f->pool, blk);
+	uint64_t sum = 1, k;
+	unsigned i;
+
+	if (!level)
+		return 1;
+	if (!spend(f, PM_MAP_FANOUT))
+		return 0;
+	for (i = 0; i < PM_MAP_FANOUT; i++) {
+		if (!n[i] || !in_data(f, n[i]))
+			continue;
+		k = claim_size(f, n[i], level - 1);
+		if (!k)
+			return 0;
+		sum += k;
+	}
+	return sum;
+}
+
+/* Could a pointer reaching @size blocks have moved here (see above), from
+ * a leaked root other than @except? */
+static bool may_have_moved(const struct fsck *f, uint64_t size, uint64_t except)
+{
+	size_t i;
+
+	if (f->leaks_unknown || !size)
+		return true;
+	for (i = 0; i < f->nroots; i++) /* sorted by size: unknown ones first */
+		if ((!f->roots[i].size || f->roots[i].size == size) && f->roots[i].blk != except)
+			return true;
+		else if (f->roots[i].size > size)
+			break;
+	return false;
+}
+
+/* Does inode @ino's pointer to @blk at @level vouch for it (a ghost under
+ * leaked root @except aside)? */
+static bool vouches(struct fsck *f, uint64_t ino, uint64_t blk, unsigned level, uint64_t except)
+{
+	const struct verdict *v = verdict_of(f, ino);
+
+	return v && v->ok && !may_have_moved(f, claim_size(f, blk, level), except);
+}
+
+/* Drops inode @ino's pointer at @slot: the map root (the whole map), a map
+ * or data pointer (a hole), or the xattr block. */
+static void drop_claim(struct fsck *f, uint64_t ino, uint64_t *slot)
+{
+	struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+
+	if (slot == &d->map_root)
+		drop_map(f, d);
+	else
+		SET(f, *slot, 0);
+	f->unsure_leaks = true; /* the block may look leaked now: freed next round */
+}
+
+/* One pointer to a contested block. */
+struct claimref {
+	uint64_t ino, fblk;
+	enum bkind kind;
+	unsigned level;
+	uint64_t *slot;
+	bool live;    /* its inode is in use and the pointer still names the block */
+	bool vouched; /* its inode vouches for the block (vouches()) */
+};
+
+static const char *loss_of(enum bkind kind)
+{
+	return kind == BK_MAP ? "the file blocks it mapped become holes"
+	       : kind == BK_DATA ? "a hole there" : "it loses its extended attributes";
+}
+
+static const char moved[] = "its structure is consistent, but its pointer may have moved there: a leaked block as large is left";
+
+/* Why inode @ino's pointer does not vouch for the block (@vouched: it does) */
+static const char *reason_of(const struct fsck *f, uint64_t ino, bool vouched)
+{
+	const struct verdict *v = verdict_of(f, ino);
+
+	if (v && !v->ok)
+		return v->why;
+	return vouched ? "its structure is consistent" : moved;
+}
+
+/* "inode 12: it counts ..." */
+static const char *why_of(const struct fsck *f, char *buf, size_t size, uint64_t ino, bool vouched)
+{
+	snprintf(buf, size, "inode %llu: %s", (unsigned long long)ino, reason_of(f, ino, vouched));
+	return buf;
+}
+
+/* The claims on block @blk: its first claimant's (@o, if pass 1b found
+ * it), the later ones (@u[0..n)), and the ghost claims of leaked map nodes
+ * (@g[0..ng)). Reports each extra claim and, with repair, settles whose the
+ * block is. */
+static void settle_block(struct fsck *f, uint64_t blk, const struct owner *o, const struct dup *u,
+			 size_t n, const struct ghost *g, size_t ng)
+{
+	uint64_t winner = 0, except = ng ? g[0].root : 0;
+	struct claimref *c;
+	size_t nc = 0, i, kept = SIZE_MAX;
+	bool one = true, ambiguous = false, deferred = false;
+	char a[96], b[96], act[512], w1[160], w2[160];
+
+	c = calloc(n + 1, sizeof(*c));
+	if (!c) {
+		f->nomem = true;
+		return;
+	}
+	if (o && o->set) {
+		c[nc++] = (struct claimref){ o->ino, o->fblk, o->kind, o->level, o->slot, false, false };
+		deferred = o->deferred;
+	}
+	for (i = 0; i < n; i++)
+		if (!nc || u[i].slot != c[0].slot) {
+			c[nc++] = (struct claimref){ u[i].ino, u[i].fblk, u[i].kind, u[i].level,
+						     u[i].slot, false, false };
+			deferred = deferred || u[i].deferred;
+		}
+	for (i = 0; i < nc; i++) {
+		c[i].live = c[i].slot && *c[i].slot == blk && pm_dinode_ptr(f->pool, c[i].ino)->mode;
+		if (c[i].ino != c[0].ino)
+			one = false;
+	}
+
+	if (f->repair && deferred) {
+		/* a pointer to it is in a node whose owner this round
+		 * settles: once that is done, the next round settles this */
+		for (i = 0; i < n; i++)
+			problem(f, false, "block %llu is used twice: as %s and as %s",
+				(unsigned long long)blk,
+				o && o->set ? use_of(a, sizeof(a), o->kind, o->ino, o->fblk) : "something",
+				use_of(b, sizeof(b), u[i].kind, u[i].ino, u[i].fblk));
+		f->withheld = true;
+		free(c);
+		return;
+	}
+	if (!nc) { /* a ghost claim on a block no map names any more */
+		free(c);
+		return;
+	}
+	if (f->repair && nc < 2 && !ng) {
+		/* the other pointer went between pass 1 and 1b (a repair
+		 * dropped it): nothing is left to settle */
+		for (i = 0; i < n; i++)
+			problem_as(f, true, "the other pointer is gone", "block %llu is used twice: as %s",
+				   (unsigned long long)blk,
+				   use_of(b, sizeof(b), u[i].kind, u[i].ino, u[i].fblk));
+		free(c);
+		return;
+	}
+	if (!f->repair || (one && !ng)) {
+		/* report only, or one inode naming the block twice: the first
+		 * pointer keeps it, a later one gets a copy (data, directory,
+		 * xattr block) or is dropped (a map node: a copy would share
+		 * its children in turn). No other file's bytes are involved */
+		for (i = 0; i < n; i++) {
+			struct pm_dinode *d = pm_dinode_ptr(f->pool, u[i].ino);
+			bool fix = f->repair && u[i].slot;
+			uint64_t nb = 0;
+
+			if (fix && u[i].kind != BK_MAP)
+				nb = alloc_block(f);
+			if (nb)
+				snprintf(act, sizeof(act), "inode %llu gets a copy, block %llu (multiply-claimed block cloned)",
+					 (unsigned long long)u[i].ino, (unsigned long long)nb);
+			else if (u[i].kind == BK_MAP)
+				snprintf(act, sizeof(act), "dropped from inode %llu: the file blocks it mapped become holes",
+					 (unsigned long long)u[i].ino);
+			else
+				snprintf(act, sizeof(act), "dropped from inode %llu (no free block for a copy)",
+					 (unsigned long long)u[i].ino);
+			problem_as(f, fix, act, "block %llu is used twice: as %s and as %s",
+				   (unsigned long long)blk,
+				   o && o->set ? use_of(a, sizeof(a), o->kind, o->ino, o->fblk) : "something",
+				   use_of(b, sizeof(b), u[i].kind, u[i].ino, u[i].fblk));
+			if (!fix)
+				continue;
+			if (nb) {
+				put(f, pm_block_ptr(f->pool, nb), pm_block_ptr(f->pool, blk), PM_BLOCK_SIZE);
+				SET(f, *u[i].slot, nb);
+			} else if (u[i].slot == &d->map_root) {
+				drop_map(f, d);
+			} else {
+				SET(f, *u[i].slot, 0);
+			}
+		}
+		free(c);
+		return;
+	}
+
+	/* two inodes or more (a ghost counts): the one inode whose structure
+	 * vouches for the block keeps it (its first pointer to it), or no one
+	 * does */
+	for (i = 0; i < nc; i++) {
+		c[i].vouched = c[i].live && vouches(f, c[i].ino, blk, c[i].level, except);
+		if (!c[i].vouched)
+			continue;
+		if (winner && winner != c[i].ino)
+			ambiguous = true;
+		winner = c[i].ino;
+	}
+	if (ambiguous)
+		winner = 0;
+	for (i = 0; i < nc && winner; i++)
+		if (c[i].live && c[i].ino == winner) {
+			kept = i;
+			break;
+		}
+
+	/* one line per extra claim, against the first one */
+	for (i = 1; i < nc; i++) {
+		const struct claimref *x = &c[0], *y = &c[i], *lost;
+		bool xd = x->live && kept != 0, yd = y->live && kept != i; /* dropped */
+
+		if (!xd && !yd) {
+			snprintf(act, sizeof(act), "%s", x->live || y->live ? "the other pointer is gone"
+							: "neither pointer names it any more");
+		} else if (xd != yd) {
+			lost = xd ? x : y;
+			if (winner)
+				snprintf(act, sizeof(act), "inode %llu keeps it, its structure is consistent; dropped from inode %llu (%s): %s",
+					 (unsigned long long)winner, (unsigned long long)lost->ino,
+					 reason_of(f, lost->ino, lost->vouched), loss_of(lost->kind));
+			else
+				snprintf(act, sizeof(act), "dropped from inode %llu (%s): %s",
+					 (unsigned long long)lost->ino,
+					 reason_of(f, lost->ino, lost->vouched), loss_of(lost->kind));
+		} else if (winner) {
+			snprintf(act, sizeof(act), "inode %llu keeps it, its structure is consistent; dropped from inodes %llu and %llu (%s; %s)",
+				 (unsigned long long)winner, (unsigned long long)x->ino,
+				 (unsigned long long)y->ino, why_of(f, w1, sizeof(w1), x->ino, x->vouched),
+				 why_of(f, w2, sizeof(w2), y->ino, y->vouched));
+		} else if (x->vouched && y->vouched) {
+			snprintf(act, sizeof(act), "dropped from both: both structures vouch for it, so whose it is cannot be told; neither file keeps it (a hole, or the blocks it mapped become holes)");
+		} else {
+			snprintf(act, sizeof(act), "dropped from both: no structure vouches for it (%s; %s); neither file keeps it (a hole, or the blocks it mapped become holes)",
+				 why_of(f, w1, sizeof(w1), x->ino, x->vouched),
+				 why_of(f, w2, sizeof(w2), y->ino, y->vouched));
+		}
+		problem_as(f, true, act, "block %llu is used twice: as %s and as %s",
+			   (unsigned long long)blk, use_of(a, sizeof(a), x->kind, x->ino, x->fblk),
+			   use_of(b, sizeof(b), y->kind, y->ino, y->fblk));
+	}
+
+	if (nc == 1 && c[0].live && kept != 0)
+		snprintf(act, sizeof(act), "dropped from inode %llu (%s): %s",
+			 (unsigned long long)c[0].ino, reason_of(f, c[0].ino, c[0].vouched),
+			 loss_of(c[0].kind));
+	if (nc == 1 && c[0].live && kept != 0)
+		problem_as(f, true, act, "block %llu, %s, is named by block %llu too, a leaked map node (the pointer to it may be what moved)",
+			   (unsigned long long)blk, use_of(a, sizeof(a), c[0].kind, c[0].ino, c[0].fblk),
+			   (unsigned long long)g[0].node);
+	for (i = 0; i < nc; i++) {
+		if (nc > 1 || kept != i)
+			ist(f, c[i].ino)->flags |= IS_SHARED;
+		if (c[i].live && i != kept)
+			drop_claim(f, c[i].ino, c[i].slot);
+	}
+	free(c);
+}
+
+/* Reports every duplicated block and, with repair, settles it and every
+ * block a ghost claims. */
+static void settle_dups(struct fsck *f)
+{
+	size_t k, i = 0, j, gi = 0, gj;
+
+	for (k = 0; k < f->nowners && !f->nomem; k++) {
+		uint64_t blk = f->owners[k].blk;
+
+		for (j = i; j < f->ndups && f->dups[j].blk == blk; j++)
+			;
+		for (gj = gi; gj < f->nghosts && f->ghosts[gj].blk == blk; gj++)
+			;
+		subject_begin(f, "block", blk);
+		settle_block(f, blk, &f->owners[k], j > i ? &f->dups[i] : NULL, j - i,
+			     gj > gi ? &f->ghosts[gi] : NULL, gj - gi);
+		subject_end(f);
+		i = j;
+		gi = gj;
+	}
 	if (f->dups_unlisted) {
 		f->nerr += f->dups_unlisted;
+		if (f->repair)
+			f->withheld = true;
 		note(f, "%lu more references to blocks already in use, not listed", f->dups_unlisted);
 	}
+}
+
+/*
+ * Repair: each pointer to a block the bitmap calls free. Either the bitmap
+ * lost a bit (the block is in use), or the pointer is wrong and the block
+ * is free, holding what a deleted file left there. The bitmap is trusted
+ * less only if the inode vouches for the block (vouches(): its structure
+ * is consistent and no pointer can have moved there unseen). Otherwise the
+ * pointer is dropped: no file gets a free block's old bytes on a guess.
+ */
+static void settle_frees(struct fsck *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->nfrees && !f->nomem; i++) {
+		const struct freeref *r = &f->frees[i];
+		char use[96], act[400], w[160];
+
+		use_of(use, sizeof(use), r->kind, r->ino, r->fblk);
+		if (*r->slot != r->blk || !pm_dinode_ptr(f->pool, r->ino)->mode) {
+			/* settle_dups dropped it: the block stays free */
+			problem_as(f, true, "its pointer is dropped", "block %llu, %s, is marked free in the allocation bitmap",
+				   (unsigned long long)r->blk, use);
+			continue;
+		}
+		if (vouches(f, r->ino, r->blk, r->level, 0)) {
+			bm_set(f, r->blk, true);
+			problem_as(f, true, "marked in use", "block %llu, %s, is marked free in the allocation bitmap",
+				   (unsigned long long)r->blk, use);
+			continue;
+		}
+		snprintf(act, sizeof(act), "the pointer is dropped (%s): a free block may hold a deleted file's bytes",
+			 why_of(f, w, sizeof(w), r->ino, false));
+		problem_as(f, true, act, "block %llu, %s, is marked free in the allocation bitmap",
+			   (unsigned long long)r->blk, use);
+		ist(f, r->ino)->flags |= IS_SHARED;
+		drop_claim(f, r->ino, r->slot);
+	}
+}
+
+/* Block counts that disagree with the maps (check_inode), now that no
+ * claim moves any more this round. An inode a settling touched is mended
+ * next round, when its map is walked as it now is. */
+static void settle_counts(struct fsck *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->ncounts; i++) {
+		const struct countfix *c = &f->counts[i];
+		struct pm_dinode *d = pm_dinode_ptr(f->pool, c->ino);
+		bool later = ist(f, c->ino)->flags & IS_SHARED;
+		bool fix = f->repair && !c->partial && !later;
+		uint64_t old = d->blocks;
+
+		if (!d->mode || old == c->counted)
+			continue;
+		if (f->repair && later)
+			f->withheld = true;
+		if (fix)
+			SET(f, d->blocks, c->counted);
+		problem(f, fix, "inode %llu: block count %llu, but its map and xattr block hold %llu",
+			(unsigned long long)c->ino, (unsigned long long)old,
+			(unsigned long long)c->counted);
+	}
+}
+
+/* Walks every map in @mode, from a clean slate. */
+static void walk_all(struct fsck *f, enum walkmode mode)
+{
+	size_t words = (size_t)PM_DIV_UP(f->nblocks, 64);
+	uint64_t ino, lo, next;
+
+	memset(f->ref, 0, words * sizeof(*f->ref));
+	if (f->backup)
+		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
+	f->mode = mode;
+	/* the slots in use, all below nis: holes of the table are not read */
+	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->nis, &lo, &next);) {
+		for (ino = lo; ino < next; ino++) {
+			struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+			struct walk w = { .f = f, .ino = ino };
+			if (d->mode)
+				walk_blocks(&w, d);
+		}
+	}
+	f->mode = WM_CHECK;
+	memset(f->ref, 0, words * sizeof(*f->ref));
+	if (f->backup)
+		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
+}
+
+/* Repair, before pass 1: silent walks of every map mark the blocks two
+ * inodes name (contested), so that pass 1 writes into none of them before
+ * they are settled. The first walk finds the blocks named twice; only if
+ * there are any, a second one tells those one inode names twice (its own
+ * business, a map pointing at itself) from those two inodes name. */
+static void prescan(struct fsck *f)
+{
+	size_t words = (size_t)PM_DIV_UP(f->nblocks, 64), i, n = 0;
+	uint64_t w;
+
+	f->contested = calloc(words, sizeof(*f->contested));
+	if (!f->contested) {
+		f->nomem = true;
+		return;
+	}
+	walk_all(f, WM_PRESCAN);
+	for (i = 0; i < words; i++)
+		n += (size_t)__builtin_popcountll(f->contested[i]);
+	if (!n)
+		return;
+	f->twice = calloc(n, sizeof(*f->twice));
+	if (!f->twice) {
+		f->nomem = true;
+		return;
+	}
+	for (i = 0; i < words; i++) /* in order, a word at a time */
+		for (w = f->contested[i]; w; w &= w - 1)
+			f->twice[f->ntwice++].blk = (uint64_t)i * 64 + (uint64_t)__builtin_ctzll(w);
+	walk_all(f, WM_WHOSE);
+	memset(f->contested, 0, words * sizeof(*f->contested));
+	for (i = 0; i < f->ntwice; i++)
+		if (f->twice[i].contested)
+			f->contested[f->twice[i].blk >> 6] |= 1ull << (f->twice[i].blk & 63);
+	free(f->twice);
+	f->twice = NULL;
+	f->ntwice = 0;
 }
 
 static void pass1(struct fsck *f)
@@ -1343,12 +2270,26 @@ static void pass1(struct fsck *f)
 				SET(f, root->nlink, 2);
 		}
 	}
+	if (f->repair)
+		prescan(f);
 	for (next = PM_ROOT_INO; !f->nomem && pm_islots_next(f->pool, next, f->nis, &lo, &next);)
 		for (ino = lo; ino < next && !f->nomem; ino++)
 			if (pm_dinode_ptr(f->pool, ino)->mode)
 				check_inode(f, ino);
-	if ((f->ndups || f->dups_unlisted) && !f->nomem)
-		report_dups(f);
+	/* the judging reads the maps again: a few times the pool's pointers */
+	f->census_budget = 8 * f->nblocks + (1ull << 20);
+	if (f->repair && !f->nomem)
+		find_leaks(f); /* before pass 1b walks the maps again */
+	if ((f->ndups || f->dups_unlisted || f->nghosts) && !f->nomem)
+		find_owners(f);
+	if (f->repair && !f->nomem)
+		judge(f);
+	if (!f->nomem)
+		settle_dups(f);
+	if (!f->nomem)
+		settle_frees(f);
+	if (!f->nomem)
+		settle_counts(f);
 	if (f->repair && f->max_gen >= f->sb->next_generation) {
 		f->sb->next_generation = f->max_gen + 1;
 		f->sb_dirty = true;
@@ -1439,13 +2380,12 @@ static void drop_entry(struct fsck *f, struct pm_dirent *de, unsigned n)
 }
 
 /* One live entry (ino != 0, nslots sane) at slot @s of pool block @blk of
- * directory @dino. Returns false if repair dropped it. */
+ * directory @dino. Returns false if repair (@fix) dropped it. */
 static bool check_dirent(struct fsck *f, uint64_t dino, struct pm_dirent *de, uint64_t blk,
-			 unsigned s, struct queue *q)
+			 unsigned s, struct queue *q, bool fix)
 {
 	static const char dropped[] = "the entry is dropped";
 	unsigned long long dn = (unsigned long long)dino;
-	bool fix = f->repair;
 	struct ino_state *xs;
 	struct pm_dinode *xd;
 	char nm[96], where[128];
@@ -1580,8 +2520,12 @@ static void scan_dir(struct fsck *f, uint64_t dino, struct queue *q, bool safe_c
 	for (bi = 0; bi < db->n && !f->nomem; bi++) {
 		uint64_t blk = f->dblk[db->first + bi];
 		uint8_t *b = pm_block_ptr(f->pool, blk);
+		/* a contested block may be a file's data: read, not mended */
+		bool fix = f->repair && !contested(f, blk);
 		unsigned s = 0;
 
+		if (f->repair && !fix)
+			f->withheld = true;
 		while (s < PM_DIR_SLOTS) {
 			struct pm_dirent *de = (void *)(b + s * PM_DIR_SLOT);
 			if (!de->ino) {
@@ -1590,17 +2534,17 @@ static void scan_dir(struct fsck *f, uint64_t dino, struct queue *q, bool safe_c
 			}
 			if (!de->nslots || s + de->nslots > PM_DIR_SLOTS) {
 				/* the engine takes it for a free slot (pm_dir_load) */
-				problem_as(f, f->repair, "the slot is freed",
+				problem_as(f, fix, "the slot is freed",
 					   "directory %llu: entry in block %llu slot %u claims %u slots",
 					   (unsigned long long)dino, (unsigned long long)blk, s, de->nslots);
-				if (f->repair)
+				if (fix)
 					drop_entry(f, de, 1);
 				s++;
 				continue;
 			}
 			{
 				unsigned n = de->nslots;
-				if (check_dirent(f, dino, de, blk, s, q))
+				if (check_dirent(f, dino, de, blk, s, q, fix))
 					live++;
 				s += n;
 			}
@@ -1784,6 +2728,7 @@ static uint64_t grow_root(struct fsck *f)
 
 	if (d->size % PM_BLOCK_SIZE || (d->map_height == 0 && n) ||
 	    (d->map_height == 1 && n >= PM_MAP_FANOUT) || d->map_height > 1 ||
+	    (d->map_height == 1 && contested(f, d->map_root)) ||
 	    (d->map_height == 1 && ((uint64_t *)pm_block_ptr(f->pool, d->map_root))[n]))
 		return 0;
 	if (d->map_height == 0) {
@@ -1830,6 +2775,8 @@ static bool reconnect(struct fsck *f, uint64_t ino)
 	for (bi = 0; db && bi < db->n; bi++) {
 		uint8_t *b = pm_block_ptr(f->pool, f->dblk[db->first + bi]);
 		unsigned s = 0;
+		if (contested(f, f->dblk[db->first + bi]))
+			continue; /* not written before it is settled */
 		while (s < PM_DIR_SLOTS) {
 			struct pm_dirent *e = (void *)(b + s * PM_DIR_SLOT);
 			if (!e->ino || !e->nslots || s + e->nslots > PM_DIR_SLOTS) {
@@ -1907,7 +2854,9 @@ static void clear_dir_entries(struct fsck *f, uint64_t ino)
 		return;
 	for (bi = 0; bi < db->n; bi++) {
 		uint8_t *b = pm_block_ptr(f->pool, f->dblk[db->first + bi]);
-		if (!all_zero(b, PM_BLOCK_SIZE))
+		if (contested(f, f->dblk[db->first + bi]))
+			f->withheld = true; /* not written before it is settled */
+		else if (!all_zero(b, PM_BLOCK_SIZE))
 			zero(f, b, PM_BLOCK_SIZE);
 	}
 	SET(f, pm_dinode_ptr(f->pool, ino)->nentries, 0);
@@ -2151,6 +3100,23 @@ static void round_free(struct fsck *f)
 	free(f->dblk);
 	free(f->dirs);
 	free(f->names);
+	free(f->contested);
+	free(f->frees);
+	free(f->counts);
+	free(f->verdicts);
+	free(f->leaked);
+	free(f->roots);
+	free(f->ghosts);
+	f->leaked = NULL;
+	f->roots = NULL;
+	f->ghosts = NULL;
+	f->nleaked = f->capleaked = f->nroots = f->nghosts = f->capghosts = 0;
+	f->leaks_unknown = false;
+	f->contested = NULL;
+	f->frees = NULL;
+	f->counts = NULL;
+	f->verdicts = NULL;
+	f->nfrees = f->capfrees = f->ncounts = f->capcounts = f->nverdicts = 0;
 	f->ref = NULL;
 	f->is = NULL;
 	f->dups = NULL;
@@ -2172,7 +3138,8 @@ static int fsck_round(struct fsck *f)
 	int rc = 0;
 
 	f->nerr = f->nfix = 0;
-	f->unsure_leaks = f->sb_dirty = f->orphans_bad = f->nomem = false;
+	f->unsure_leaks = f->sb_dirty = f->orphans_bad = f->nomem = f->withheld = false;
+	f->mode = WM_CHECK;
 	f->root_extra = 0;
 	f->max_gen = 0;
 	f->sb = f->pool->sb;
@@ -2240,7 +3207,9 @@ int pm_fsck_ex(struct pm_pool *pool, const struct pm_fsck_opts *o, FILE *out,
 		}
 		rc = fsck_round(&f);
 		fixed += f.nfix;
-		last = rc || !f.nfix || round + 1 == (o->repair ? MAX_ROUNDS : 1u);
+		/* a round that put a repair off (a contested block) is never
+		 * the last one that could run */
+		last = rc || (!f.nfix && !f.withheld) || round + 1 == (o->repair ? MAX_ROUNDS : 1u);
 		if (f.held) {
 			fclose(f.held);
 			if (last && len)

@@ -125,7 +125,7 @@ int pm_geometry(struct pm_super *sb, uint64_t size, uint64_t ninodes, uint64_t i
 	return 0;
 }
 
-int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t errlen)
+int pm_super_check_layout(const struct pm_super *sb, uint64_t avail, char *err, size_t errlen)
 {
 	struct pm_super g;
 
@@ -185,8 +185,21 @@ int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t 
 		pm_errmsg(err, errlen, "superblock geometry is inconsistent: the superblock is corrupt");
 		return -EUCLEAN;
 	}
+	if (sb->npinholders > PM_PINHOLDERS_MAX) {
+		pm_errmsg(err, errlen, "superblock holder record out of range: the superblock is corrupt");
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t errlen)
+{
+	int rc = pm_super_check_layout(sb, avail, err, errlen);
+
+	if (rc)
+		return rc;
 	if (sb->free_blocks > sb->nblocks - sb->data_start || sb->free_inodes >= sb->ninodes ||
-	    sb->orphan_head >= sb->ninodes || sb->npinholders > PM_PINHOLDERS_MAX) {
+	    sb->orphan_head >= sb->ninodes) {
 		pm_errmsg(err, errlen, "superblock counters out of range: the superblock is corrupt");
 		return -EUCLEAN;
 	}
@@ -640,8 +653,9 @@ static int mkfs_check(int fd, const char *path, bool force, char *err, size_t er
 
 	if (n >= (ssize_t)sizeof(head.sb.magic) && head.sb.magic == PM_SUPER_MAGIC) {
 		/* the holder record is trusted only in a superblock that checks out
-		 * (pm_super_check bounds npinholders) */
-		if (pm_super_check(&head.sb, size ? size : UINT64_MAX, why, sizeof(why))) {
+		 * (pm_super_check_layout bounds npinholders; a free counter out
+		 * of range does not make the record less true) */
+		if (pm_super_check_layout(&head.sb, size ? size : UINT64_MAX, why, sizeof(why))) {
 			if (force)
 				return 0;
 			pm_errmsg(err, errlen, "%s: holds a pinfs pool that does not validate (%s); use "
@@ -1018,9 +1032,19 @@ static int pool_new(void *base, uint64_t size, unsigned flags, struct pm_pool **
 	struct pm_super *copy = NULL;
 	int rc = pm_super_check(base, size, err, errlen);
 
-	/* corruption only (-EUCLEAN): a newer pool with a sound superblock is
-	 * not to be "restored" from a backup */
-	if (rc == -EUCLEAN && size >= PM_BLOCK_SIZE) {
+	if (rc == -EUCLEAN && !pm_super_check_layout(base, size, NULL, 0)) {
+		/* only what fsck recomputes is wrong (the free counters, the
+		 * orphan head): fsck takes the primary as it is, which keeps
+		 * its holder record and orphan list, rather than the backup */
+		if (!(flags & PM_POOL_BACKUP_SB)) {
+			size_t n = err ? strlen(err) : 0;
+			pm_errmsg(err + n, errlen - n, "; fsck.pinfs --repair recomputes them");
+			return rc;
+		}
+		rc = 0;
+	} else if (rc == -EUCLEAN && size >= PM_BLOCK_SIZE) {
+		/* corruption only (-EUCLEAN): a newer pool with a sound
+		 * superblock is not to be "restored" from a backup */
 		bk = find_backup(base, size);
 		if (bk && !(flags & PM_POOL_BACKUP_SB)) {
 			size_t n = err ? strlen(err) : 0;
@@ -1059,7 +1083,9 @@ int pm_pool_reload_super(struct pm_pool *p, char *err, size_t errlen)
 	const struct pm_super *bk;
 	int rc = pm_super_check(p->base, p->size, err, errlen);
 
-	if (!rc) {
+	/* a primary whose only fault is a counter fsck recomputes is kept,
+	 * as pool_new() keeps it */
+	if (!rc || (rc == -EUCLEAN && !pm_super_check_layout(p->base, p->size, NULL, 0))) {
 		p->sb = p->base;
 		return 0;
 	}

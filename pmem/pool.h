@@ -69,8 +69,11 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 
 /* pm_pool_open_flags() flags */
 #define PM_POOL_RDONLY 0x1u    /* open and map read-only: nothing can be written */
-#define PM_POOL_BACKUP_SB 0x2u /* a corrupt primary superblock: use the backup
-				* (a DRAM copy in pool->sb_copy) if it is intact */
+#define PM_POOL_BACKUP_SB 0x2u /* fsck: a corrupt primary superblock: use the
+				* backup (a DRAM copy in pool->sb_copy) if it is
+				* intact; a primary whose only fault is a counter
+				* out of range (pm_super_check_layout) is used as
+				* it is, for fsck to recompute */
 #define PM_POOL_WAIT_LOCK 0x4u /* a pool in use: wait up to PM_POOL_LOCK_WAIT_MS
 				* for its user to let go (a daemon exiting) */
 #define PM_POOL_LOCK_WAIT_MS 5000u
@@ -100,12 +103,13 @@ int pm_pool_read(const struct pm_pool *p, uint64_t off, void *buf, uint64_t len)
 int pm_pool_open(const char *path, struct pm_pool **out, char *err, size_t errlen);
 /* The same with PM_POOL_* @flags (fsck). Without PM_POOL_BACKUP_SB a pool
  * whose primary is corrupt is refused, and the message says whether the
- * backup is intact. */
+ * backup is intact (or that fsck recomputes the counters at fault). */
 int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, char *err,
 		       size_t errlen);
 /* Validates the superblock again (after a journal replay rewrote it): the
- * primary if it checks out, else an intact backup as PM_POOL_BACKUP_SB.
- * 0 or -errno with a message. */
+ * primary if it checks out (or only its counters are out of range, which
+ * fsck recomputes), else an intact backup as PM_POOL_BACKUP_SB. 0 or -errno
+ * with a message. */
 int pm_pool_reload_super(struct pm_pool *p, char *err, size_t errlen);
 
 /* Wraps an in-memory image with the given ops (tests, crash images). */
@@ -126,6 +130,11 @@ static inline struct pm_super *pm_backup_ptr(void *base, const struct pm_super *
 /* Checks a superblock against the size of what holds it; 0 or -errno with a
  * message, as pm_pool_open(). */
 int pm_super_check(const struct pm_super *sb, uint64_t avail, char *err, size_t errlen);
+/* pm_super_check() but for the fields fsck recomputes from the rest of the
+ * pool: the free counters and the orphan head. A superblock that passes
+ * this is one fsck can check and repair in place; the engine mounts only
+ * one that passes pm_super_check(). */
+int pm_super_check_layout(const struct pm_super *sb, uint64_t avail, char *err, size_t errlen);
 
 uint32_t pm_super_csum(const struct pm_super *sb);
 
@@ -160,7 +169,7 @@ int pm_pid_start_ticks(uint32_t pid, uint64_t *ticks);
 /* The pid of the first process in @sb's holder record that is still alive
  * (same pid, same start time), or 0 if none is. Such a process may still
  * store into the pool through its mapping. @sb must have passed
- * pm_super_check(), which bounds npinholders. */
+ * pm_super_check_layout() (or pm_super_check()), which bounds npinholders. */
 uint32_t pm_super_live_holder(const struct pm_super *sb);
 
 /* Leaves a one-line message for the user in @err (may be NULL). */

@@ -22,10 +22,13 @@ pytestmark = pytest.mark.needs_daemon
 
 BLOCK = 4096
 # struct pm_super offsets (pmem/layout.h), u64 each
+SB_NBLOCKS = 64
 SB_JOURNAL_START = 72
 SB_ITABLE_START = 88
+SB_NINODES = 104
 SB_BITMAP_START = 112
 SB_DATA_START = 128
+SB_FREE_INODES = 144
 INODE_SIZE = 256
 INODE_NLINK = 12                      # u32 in struct pm_dinode
 JOURNAL_MAGIC = 0x4c4e524a53464950    # "PIFSJRNL"
@@ -178,6 +181,44 @@ def test_repair_mends_a_damaged_bitmap_and_the_pool_mounts(scratch, mountpoint):
     assert 'left' not in res.stdout.splitlines()[-1], res.stdout
     res = _fsck(pool)
     assert res.returncode == 0, res.stdout + res.stderr
+    _check_files(pool, scratch, mountpoint, files)
+
+
+def test_counters_out_of_range_in_both_superblocks_are_recomputed(scratch, mountpoint):
+    """A free counter out of range in the superblock and in its backup, both
+    checksums valid (issue 16): the mount refuses the pool in one line that
+    names the repair, and --repair recomputes the counter (the old fsck
+    could not even open the pool: exit 4 with or without -y)."""
+    pool = os.path.join(scratch, 'pool')
+    mkfs(pool, '32M')
+    files, _ = _populate(pool, scratch, mountpoint)
+    nblocks = _super_u64(pool, SB_NBLOCKS)
+    ninodes = _super_u64(pool, SB_NINODES)
+    for base in (0, (nblocks - 1) * BLOCK):        # the superblock, its backup
+        with open(pool, 'r+b') as f:
+            f.seek(base)
+            sb = bytearray(f.read(BLOCK))
+            sb[SB_FREE_INODES:SB_FREE_INODES + 8] = struct.pack('<Q', ninodes + 3)
+            sb[SB_CSUM_OFFSET:SB_CSUM_OFFSET + 4] = bytes(4)
+            sb[SB_CSUM_OFFSET:SB_CSUM_OFFSET + 4] = struct.pack('<I', _crc32c(bytes(sb)))
+            f.seek(base)
+            f.write(sb)
+
+    rc, err = try_mount(pool, mountpoint)
+    assert rc > 0 and not mounted(mountpoint), err
+    assert 'fsck.pinfs --repair recomputes them' in err, err
+    res = _fsck(pool)
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert '%d free inodes, but' % (ninodes + 3) in res.stdout, res.stdout
+    res = _fsck(pool, '-y')
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'free inodes, but' in res.stdout and ': fixed' in res.stdout, res.stdout
+    assert 'backup superblock' in res.stdout, res.stdout
+    res = _fsck(pool)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with open(pool, 'rb') as f:
+        f.seek((nblocks - 1) * BLOCK + SB_FREE_INODES)
+        assert struct.unpack('<Q', f.read(8))[0] < ninodes
     _check_files(pool, scratch, mountpoint, files)
 
 

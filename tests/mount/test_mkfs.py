@@ -9,7 +9,8 @@ store into the pool through its mapping. A refusal changes nothing.
 
 A pool file is sparse: mkfs writes only the blocks that are not zeros (about
 1 MiB per TiB of pool), so a 1 TiB pool fits on a 64 MiB tmpfs, and neither
-mkfs, nor mounting it, nor fsck allocates its holes. A pool whose first
+mkfs, nor mounting it (forced too, with orphans to free and a leaked block
+to weigh), nor fsck (--repair too) allocates its holes. A pool whose first
 blocks do not fit is refused with both figures, and a file mkfs created for
 it is removed.
 """
@@ -28,7 +29,7 @@ import uuid
 
 import pytest
 
-from pinfs_mount import BIN, PinfsMount, _find_program, check_fsck, describe, run
+from pinfs_mount import BIN, PinfsMount, _find_program, check_fsck, describe, fsck, run
 from pinfs_util import pattern, read_file, write_file
 
 pytestmark = pytest.mark.needs_daemon
@@ -349,6 +350,96 @@ def test_1tib_pool_on_64mib_tmpfs_takes_1mib_of_it_and_mounts_and_checks_clean(
         check_fsck(pool)
         assert _used(fs) < 4 * MIB + 2 * BACKING_MAX
 
+
+SB_BITMAP_START = 112         # struct pm_super: u64 bitmap_start (a block number)
+SB_NBLOCKS = 64               # u64 nblocks
+
+
+def _super_u64(pool, off):
+    with open(pool, 'rb') as f:
+        f.seek(off)
+        return struct.unpack('<Q', f.read(8))[0]
+
+
+def _hole(path, off):
+    """Is byte `off` of `path` in a hole (never written, no backing)?"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, off, os.SEEK_DATA) > off
+    except OSError:
+        return True                  # ENXIO: nothing but hole from off on
+    finally:
+        os.close(fd)
+
+
+def test_1tib_pool_forced_mount_with_an_orphan_and_repair_of_a_leak_allocate_no_holes(
+        scratch, mountpoint):
+    """What a forced mount and fsck --repair read beyond the plain check: a
+    forced mount with orphans counts the entries naming them in every
+    directory, and weighs each leaked block as a possible map node; a repair
+    walks every map first (to find the blocks two inodes name) and weighs
+    the leaked blocks too. None of it may read a hole of the inode table,
+    and a leaked block that is a hole (marked in use, never written) reads
+    as zeros without being read: the backing stays as it was."""
+    with _tmpfs('64m') as fs:
+        pool = os.path.join(fs, 'pool')
+        res = run([BIN['mkfs.pinfs'], '--size', '1T', pool])
+        assert res.returncode == 0, describe(res)
+
+        m = PinfsMount(pool, mountpoint, scratch)
+        m.start()
+        fd = -1
+        try:
+            os.mkdir(m.path('d'))
+            write_file(m.path('d', 'kept'), b'kept' * 1000)
+            write_file(m.path('d', 'orphan'), b'orphan' * 1000)
+            # open and unlinked, then the daemon dies: it stays on the
+            # orphan list for the next mount to free
+            fd = os.open(m.path('d', 'orphan'), os.O_RDONLY)
+            os.unlink(m.path('d', 'orphan'))
+            assert m.kill_daemon() == -signal.SIGKILL
+        finally:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass             # the connection is gone
+            if m.proc is not None:
+                m.unmount()
+
+        # a block far into the data region, a hole, marked in use: leaked
+        nblocks = _super_u64(pool, SB_NBLOCKS)
+        leak = nblocks // 2
+        with open(pool, 'r+b') as f:
+            f.seek(_super_u64(pool, SB_BITMAP_START) * 4096 + leak // 8)
+            byte = f.read(1)[0]
+            assert not byte & (1 << (leak % 8))
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte | (1 << (leak % 8))]))
+        assert _hole(pool, leak * 4096)
+        before = _allocated(pool)
+
+        # (freeing the orphan gives its blocks' backing back: less, not more)
+        m = PinfsMount(pool, mountpoint, scratch, ['force'])
+        m.start()
+        try:
+            assert read_file(m.path('d', 'kept')) == b'kept' * 1000
+            assert os.listdir(m.path('d')) == ['kept']
+            assert _allocated(pool) <= before
+            assert _hole(pool, leak * 4096)
+        finally:
+            m.unmount()
+        assert _allocated(pool) <= before
+        before = _allocated(pool)
+
+        res = fsck(pool, '-y')
+        assert res.returncode == 1, describe(res)
+        assert 'block %d: marked in use, but nothing references it (leaked)' % leak \
+            in res.stdout, res.stdout
+        assert _allocated(pool) == before
+        assert _hole(pool, leak * 4096)
+        check_fsck(pool)
+        assert _allocated(pool) == before
 
 def _figures(line):
     """The (needed, free) byte counts a refusal for want of space names."""

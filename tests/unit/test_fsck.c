@@ -595,39 +595,525 @@ static int test_leaked_block_is_repaired(void)
 	return T_EXIT_PASS;
 }
 
-static int test_doubly_referenced_block_is_reported(void)
+/* ---- a block two files name, a free block, a named orphan (issue 16) ----- */
+
+/*
+ * users_img: two files of different owners whose every 8-byte word says
+ * whose block it is and which (never a valid block number), and a deleted
+ * third file whose bytes are still in its free blocks:
+ *	/a   uid 1001, A_BLOCKS blocks with a hole at A_HOLE: a map of height 2
+ *	/b   uid 1002, B_BLOCKS blocks: a map of height 2
+ *	/c   uid 1003, C_BLOCKS blocks, unlinked: free, its bytes left there
+ * /a is made first: it has the lower inode number, which the old rule gave
+ * every block two files name.
+ */
+#define A_BLOCKS 600u
+#define A_HOLE 100u
+#define B_BLOCKS 530u
+#define C_BLOCKS 3u
+#define WORDS (PM_BLOCK_SIZE / 8)
+
+static uint8_t *users_img;
+static uint64_t ua, ub;		    /* inode numbers of /a and /b */
+static uint64_t c_blocks[C_BLOCKS]; /* where /c's bytes are */
+
+static uint64_t word_of(char who, uint64_t fblk)
 {
-	uint8_t *img = img_copy(clean_img);
-	struct pm_dinode *f1 = dino(img, ino.f1);
-	uint64_t *leaf = blk_of(img, map_node(img, f1, 1, 1));
+	return 0xfeed000000000000ull | ((uint64_t)(unsigned char)who << 32) | fblk;
+}
 
-	uint64_t f2blk = map_get(img, dino(img, ino.f2), 0);
+static char owner_of_word(uint64_t w)
+{
+	return (w >> 48) == 0xfeed ? (char)((w >> 32) & 0xff) : 0;
+}
 
-	leaf[1] = f2blk;
-	/* f1 (lower inode number) claims it first: f2 gets the copy */
-	CHECK_LT(ino.f1, ino.f2);
-	if (expect_problem(img, "is used twice", true))
+static int write_words(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, char who,
+		       uint64_t from, uint64_t to)
+{
+	static uint64_t blk[WORDS];
+	uint64_t fb;
+	unsigned i;
+
+	for (fb = from; fb < to; fb++) {
+		for (i = 0; i < WORDS; i++)
+			blk[i] = word_of(who, fb);
+		CHECK_EQ(write_str(fs, cr, ip, fb * PM_BLOCK_SIZE, blk, PM_BLOCK_SIZE), PM_BLOCK_SIZE);
+	}
+	return T_EXIT_PASS;
+}
+
+static int build_users_image(void)
+{
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
+	struct pm_mkfs_opts o = { .size = POOL_SIZE };
+	struct pm_inode *root, *a, *b, *c;
+	struct pm_pool *pool;
+	struct pm_fs *fs;
+	uint8_t *img = img_copy(NULL);
+	char err[256];
+	unsigned i;
+
+	CHECK_OK(pm_mkfs_mem(img, POOL_SIZE, &o, &noop_ops));
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK_OK(pm_fs_mount(pool, &fs, err, sizeof(err)));
+	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
+	CHECK_OK(mk(fs, &cr, root, "a", S_IFREG | 0600, &a));
+	CHECK_OK(mk(fs, &cr, root, "b", S_IFREG | 0600, &b));
+	CHECK_OK(mk(fs, &cr, root, "c", S_IFREG | 0600, &c));
+	if (write_words(fs, &cr, a, 'A', 0, A_HOLE) ||
+	    write_words(fs, &cr, a, 'A', A_HOLE + 1, A_BLOCKS) ||
+	    write_words(fs, &cr, b, 'B', 0, B_BLOCKS) || write_words(fs, &cr, c, 'C', 0, C_BLOCKS))
 		return T_EXIT_FAIL;
-	CHECK_UEQ(leaf[1], f2blk);
-	CHECK_NE(map_get(img, dino(img, ino.f2), 0), f2blk);
-	if (others_intact(img, false))
+	for (i = 0; i < C_BLOCKS; i++)
+		c_blocks[i] = pm_bmap_get(fs, &c->d, i, false);
+	ua = pm_ino(a);
+	ub = pm_ino(b);
+	CHECK_OK(pm_unlink(fs, root, "c"));
+	pm_iput(fs, c);
+	pm_iput(fs, a);
+	pm_iput(fs, b);
+	pm_iput(fs, root);
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+	dino(img, ua)->uid = 1001;
+	dino(img, ub)->uid = 1002;
+	users_img = img;
+
+	CHECK_LT(ua, ub);
+	CHECK_EQ(dino(img, ua)->map_height, 2);
+	CHECK_EQ(dino(img, ub)->map_height, 2);
+	CHECK_EQ(map_get(img, dino(img, ua), A_HOLE), 0);
+	for (i = 0; i < C_BLOCKS; i++) {
+		CHECK(!bit_get(img, c_blocks[i]));
+		CHECK_UEQ(((uint64_t *)blk_of(img, c_blocks[i]))[0], word_of('C', i));
+	}
+	return expect_clean(img);
+}
+
+/* Runs fsck --repair on @img: everything must be repaired; the report goes
+ * to *text (caller frees). A second run must be clean. */
+static int repair_all(uint8_t *img, char **text)
+{
+	struct pm_fsck_result r;
+	char *t2;
+
+	CHECK_OK(fsck_img(img, true, &r, text));
+	CHECK_GT(r.errors, 0);
+	if (r.repaired != r.errors)
+		fprintf(stderr, "%s", *text);
+	CHECK_UEQ(r.repaired, r.errors);
+	CHECK_OK(fsck_img(img, false, &r, &t2));
+	if (r.errors)
+		fprintf(stderr, "%s", t2);
+	CHECK_EQ(r.errors, 0);
+	free(t2);
+	return T_EXIT_PASS;
+}
+
+/* Reads @nblk blocks of file @i of @img through the engine (a checked
+ * mount, as users get it) into @out. */
+static int engine_read(uint8_t *img, uint64_t i, uint64_t nblk, uint64_t *out)
+{
+	struct pm_pool *pool;
+	struct pm_inode *ip;
+	struct pm_fs *fs;
+	char err[256];
+	uint64_t off = 0, len = nblk * PM_BLOCK_SIZE;
+
+	memset(out, 0x55, len);
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	if (pm_fs_mount(pool, &fs, err, sizeof(err))) {
+		fprintf(stderr, "mount of a repaired pool failed: %s\n", err);
 		return T_EXIT_FAIL;
-	CHECK(memcmp(blk_of(img, leaf[1]), "hello", 5) == 0);
+	}
+	CHECK_OK(pm_iget(fs, i, &ip));
+	while (off < len) {
+		struct iovec iov[16];
+		size_t bytes, k;
+		int n = pm_read_begin(fs, ip, off, len - off, iov, 16, &bytes);
+
+		CHECK_GT(n, 0);
+		for (k = 0; k < (size_t)n; k++) {
+			memcpy((uint8_t *)out + off, iov[k].iov_base, iov[k].iov_len);
+			off += iov[k].iov_len;
+		}
+		pm_read_end(fs, ip);
+	}
+	pm_iput(fs, ip);
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+	return T_EXIT_PASS;
+}
+
+/* File block @fb as read (@w): its owner's own words, or zeros if @hole_ok */
+static int block_reads(const uint64_t *w, char who, uint64_t fb, bool hole_ok)
+{
+	unsigned i;
+	bool own = true, zero = true;
+
+	for (i = 0; i < WORDS; i++) {
+		own = own && w[i] == word_of(who, fb);
+		zero = zero && !w[i];
+	}
+	if (own || (hole_ok && zero))
+		return T_EXIT_PASS;
+	fprintf(stderr, "file %c, block %llu: reads 0x%016llx, not %s\n", who,
+		(unsigned long long)fb, (unsigned long long)w[0], hole_ok ? "its own or zeros" : "its own");
+	return T_EXIT_FAIL;
+}
+
+/* No word of @nblk blocks read by file @who belongs to another file. */
+static int reads_only_own(const uint64_t *w, uint64_t nblk, char who)
+{
+	uint64_t i;
+
+	for (i = 0; i < nblk * WORDS; i++)
+		if (owner_of_word(w[i]) && owner_of_word(w[i]) != who) {
+			fprintf(stderr, "file %c reads file %c's bytes (0x%016llx) at block %llu\n", who,
+				owner_of_word(w[i]), (unsigned long long)w[i],
+				(unsigned long long)(i / WORDS));
+			return T_EXIT_FAIL;
+		}
+	return T_EXIT_PASS;
+}
+
+/* /b reads all its bytes, except the blocks in [lost_from, lost_to), which
+ * read zeros; /a reads its own bytes or zeros, and zeros in [hole_from,
+ * hole_to) (besides its hole); neither reads another file's bytes. */
+static int users_after_repair(uint8_t *img, uint64_t lost_from, uint64_t lost_to,
+			      uint64_t hole_from, uint64_t hole_to)
+{
+	uint64_t *buf = malloc((size_t)A_BLOCKS * PM_BLOCK_SIZE), fb;
+	int bad = T_EXIT_PASS;
+
+	CHECK(buf);
+	if (engine_read(img, ub, B_BLOCKS, buf))
+		return T_EXIT_FAIL;
+	for (fb = 0; fb < B_BLOCKS && !bad; fb++) {
+		bool lost = fb >= lost_from && fb < lost_to;
+		bad = block_reads(buf + fb * WORDS, lost ? 0 : 'B', fb, lost);
+	}
+	if (!bad)
+		bad = reads_only_own(buf, B_BLOCKS, 'B');
+	if (!bad)
+		bad = engine_read(img, ua, A_BLOCKS, buf);
+	for (fb = 0; fb < A_BLOCKS && !bad; fb++) {
+		bool hole = fb == A_HOLE || (fb >= hole_from && fb < hole_to);
+		bad = block_reads(buf + fb * WORDS, hole ? 0 : 'A', fb, hole);
+	}
+	if (!bad)
+		bad = reads_only_own(buf, A_BLOCKS, 'A');
+	free(buf);
+	return bad;
+}
+
+/* /a's level-2 pointer names /b's second leaf: /a's map no longer holds
+ * the blocks it counts, /b's does. /b keeps its node; /a loses the file
+ * blocks of that pointer (holes), and reads none of /b's bytes. */
+static int test_shared_map_node_goes_to_the_consistent_owner(void)
+{
+	uint8_t *img = img_copy(users_img);
+	uint64_t *aroot = blk_of(img, dino(img, ua)->map_root);
+	uint64_t bleaf = ((uint64_t *)blk_of(img, dino(img, ub)->map_root))[1];
+	char *text, want[96];
+
+	CHECK_NE(bleaf, 0);
+	aroot[1] = bleaf;
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	snprintf(want, sizeof(want), "inode %llu keeps it", (unsigned long long)ub);
+	CHECK_CONTAINS(text, want);
+	snprintf(want, sizeof(want), "dropped from inode %llu (it counts", (unsigned long long)ua);
+	CHECK_CONTAINS(text, want);
+	free(text);
+	CHECK_UEQ(((uint64_t *)blk_of(img, dino(img, ub)->map_root))[1], bleaf);
+	CHECK_EQ(aroot[1], 0);
+	if (users_after_repair(img, 0, 0, PM_MAP_FANOUT, A_BLOCKS))
+		return T_EXIT_FAIL;
+	if (exercise(img))
+		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* /a's pointer at its hole names /b's block 7: /a now holds one block more
+ * than it counts. /b keeps it; /a's hole stays a hole. */
+static int test_shared_data_block_goes_to_the_consistent_owner(void)
+{
+	uint8_t *img = img_copy(users_img);
+	uint64_t *leaf = blk_of(img, map_node(img, dino(img, ua), A_HOLE, 1));
+	uint64_t b7 = map_get(img, dino(img, ub), 7);
+	char *text, want[64];
+
+	CHECK_EQ(leaf[A_HOLE], 0);
+	leaf[A_HOLE] = b7;
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	snprintf(want, sizeof(want), "inode %llu keeps it", (unsigned long long)ub);
+	CHECK_CONTAINS(text, want);
+	free(text);
+	CHECK_EQ(leaf[A_HOLE], 0);
+	CHECK_UEQ(map_get(img, dino(img, ub), 7), b7);
+	if (users_after_repair(img, 0, 0, 0, 0))
+		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* /a's pointer to its block 5 names /b's block 7 instead: both maps hold
+ * what they count, so nothing says whose the block is. Neither keeps it
+ * (both read zeros there), and the report says so. The old rule gave it
+ * to /a, the lower inode, which then read /b's bytes. */
+static int test_block_no_structure_vouches_for_goes_to_neither(void)
+{
+	uint8_t *img = img_copy(users_img);
+	uint64_t *leaf = blk_of(img, map_node(img, dino(img, ua), 5, 1));
+	uint64_t b7 = map_get(img, dino(img, ub), 7);
+	char *text;
+
+	leaf[5] = b7;
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	CHECK_CONTAINS(text, "dropped from both: no structure vouches for it");
+	CHECK_CONTAINS(text, "its pointer may have moved there");
+	free(text);
+	CHECK_EQ(leaf[5], 0);
+	CHECK_EQ(map_get(img, dino(img, ub), 7), 0);
+	if (users_after_repair(img, 7, 8, 5, 6))
+		return T_EXIT_FAIL;
 	free(img);
 
-	/* the report says which inode got the copy */
+	/* the engine-built tree: /f1's block 1 names /d1/f2's only block */
 	img = img_copy(clean_img);
 	leaf = blk_of(img, map_node(img, dino(img, ino.f1), 1, 1));
-	leaf[1] = f2blk;
-	{
-		struct pm_fsck_result r;
-		char *text, want[128];
-		CHECK_OK(fsck_img(img, true, &r, &text));
-		snprintf(want, sizeof(want), "inode %llu gets a copy", (unsigned long long)ino.f2);
-		CHECK_CONTAINS(text, want);
-		CHECK_CONTAINS(text, "multiply-claimed block cloned");
-		free(text);
+	b7 = map_get(img, dino(img, ino.f2), 0);
+	leaf[1] = b7;
+	if (expect_problem(img, "is used twice", true))
+		return T_EXIT_FAIL;
+	CHECK_EQ(leaf[1], 0);
+	CHECK_EQ(map_get(img, dino(img, ino.f2), 0), 0);
+	CHECK(memcmp(blk_of(img, leaf[2]), f1_pattern() + 2 * PM_BLOCK_SIZE, PM_BLOCK_SIZE) == 0);
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* /a's level-2 pointer names /b's data block 3, which /a's walk reads as a
+ * map node full of pointers outside the pool. The old repair "mended" that
+ * node, zeroing /b's block, before anyone asked whose it was. */
+static int test_repair_never_writes_into_a_block_another_file_owns(void)
+{
+	uint8_t *img = img_copy(users_img);
+	uint64_t *aroot = blk_of(img, dino(img, ua)->map_root);
+	uint64_t b3 = map_get(img, dino(img, ub), 3);
+	char *text;
+
+	aroot[1] = b3;
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	free(text);
+	CHECK_EQ(aroot[1], 0);
+	CHECK_UEQ(map_get(img, dino(img, ub), 3), b3);
+	if (users_after_repair(img, 0, 0, PM_MAP_FANOUT, A_BLOCKS))
+		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* A pointer to a free block that still holds a deleted file's bytes (/c's):
+ * moved there from /a's block 5 (which is left leaked), or put into /a's
+ * hole (a block more than /a counts). Either way the pointer is dropped:
+ * the old repair marked the block in use and /a read /c's bytes. */
+static int test_pointer_into_a_deleted_files_block_is_dropped(void)
+{
+	uint8_t *img = img_copy(users_img);
+	uint64_t *leaf = blk_of(img, map_node(img, dino(img, ua), 0, 1));
+	char *text;
+
+	leaf[5] = c_blocks[0];
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	CHECK_CONTAINS(text, "its pointer may have moved there");
+	free(text);
+	CHECK_EQ(leaf[5], 0);
+	CHECK(!bit_get(img, c_blocks[0]));
+	if (users_after_repair(img, 0, 0, 5, 6))
+		return T_EXIT_FAIL;
+	free(img);
+
+	img = img_copy(users_img);
+	leaf = blk_of(img, map_node(img, dino(img, ua), 0, 1));
+	leaf[A_HOLE] = c_blocks[1];
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	CHECK_CONTAINS(text, "the pointer is dropped (inode");
+	free(text);
+	CHECK_EQ(leaf[A_HOLE], 0);
+	if (users_after_repair(img, 0, 0, 0, 0))
+		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* /b's pointer to its second leaf is lost (that leaf is leaked now, still
+ * naming /b's blocks), and /a's pointer to its block 5 names /b's block
+ * 520 instead: /a's counts are right and no block is named twice. The
+ * leaked leaf and /a's own leaked block 5 say that /a's pointer may have
+ * moved: a forced mount refuses /a (it served /b's bytes as /a's), and
+ * --repair drops the pointer (it left it to /a). */
+static int test_a_pointer_moved_onto_a_block_its_owner_lost(void)
+{
+	uint8_t *img = img_copy(users_img);
+	uint64_t *broot = blk_of(img, dino(img, ub)->map_root);
+	uint64_t *aleaf = blk_of(img, map_node(img, dino(img, ua), 5, 1));
+	uint64_t b520 = map_get(img, dino(img, ub), 520), bytes = 0;
+	struct pm_pool *pool;
+	struct pm_inode *ip;
+	struct pm_fs *fs;
+	char err[512], *text;
+	int rc;
+
+	broot[1] = 0;
+	aleaf[5] = b520;
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK_OK(pm_fs_mount_flags(pool, PM_MOUNT_FORCE, &fs, err, sizeof(err)));
+	rc = pm_iget(fs, ua, &ip);
+	if (!rc) {
+		struct iovec iov[2];
+		size_t n;
+		int k = pm_read_begin(fs, ip, 5 * PM_BLOCK_SIZE, PM_BLOCK_SIZE, iov, 2, &n);
+		if (k > 0)
+			memcpy(&bytes, iov[0].iov_base, sizeof(bytes));
+		if (k >= 0)
+			pm_read_end(fs, ip);
+		pm_iput(fs, ip);
 	}
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+	if (bytes == word_of('B', 520)) {
+		fprintf(stderr, "a forced mount serves /b's block 520 as /a's block 5\n");
+		return T_EXIT_FAIL;
+	}
+	CHECK_EQ(rc, -EUCLEAN);
+
+	memcpy(img, users_img, POOL_SIZE);
+	broot[1] = 0;
+	aleaf[5] = b520;
+	if (repair_all(img, &text))
+		return T_EXIT_FAIL;
+	CHECK_CONTAINS(text, "a leaked map node");
+	free(text);
+	CHECK_EQ(aleaf[5], 0);
+	if (users_after_repair(img, PM_MAP_FANOUT, B_BLOCKS, 5, 6))
+		return T_EXIT_FAIL;
+	free(img);
+	return T_EXIT_PASS;
+}
+
+/* A counter out of range in both superblock copies, both checksums valid:
+ * the mount refuses the pool naming the repair, and --repair recomputes
+ * the counter (and rewrites the backup) instead of giving up. */
+static int test_out_of_range_counters_in_both_superblocks_are_recomputed(void)
+{
+	static const struct {
+		size_t off;
+		const char *what;
+	} cases[] = {
+		{ offsetof(struct pm_super, free_inodes), "free inodes, but" },
+		{ offsetof(struct pm_super, free_blocks), "free blocks, but the bitmap has" },
+		{ offsetof(struct pm_super, orphan_head), "past the inode table" },
+	};
+	unsigned k;
+
+	for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		uint8_t *img = img_copy(clean_img);
+		struct pm_super *sb = sb_of(img), *bk = pm_backup_ptr(img, sb);
+		uint64_t v = cases[k].off == offsetof(struct pm_super, free_blocks) ? sb->nblocks
+										       : sb->ninodes + 5;
+		struct pm_pool *pool;
+		char err[512];
+
+		memcpy((uint8_t *)sb + cases[k].off, &v, sizeof(v));
+		memcpy((uint8_t *)bk + cases[k].off, &v, sizeof(v));
+		resum(img);
+		bk->sb_csum = pm_super_csum(bk);
+		CHECK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)) == -EUCLEAN);
+		CHECK_CONTAINS(err, "fsck.pinfs --repair recomputes them");
+		if (expect_problem(img, cases[k].what, true))
+			return T_EXIT_FAIL;
+		CHECK_OK(pm_super_check(sb, POOL_SIZE, err, sizeof(err)));
+		CHECK_OK(pm_super_check(bk, POOL_SIZE, err, sizeof(err)));
+		CHECK(memcmp((uint8_t *)bk + cases[k].off, (uint8_t *)sb + cases[k].off, 8) == 0);
+		free(img);
+	}
+	return T_EXIT_PASS;
+}
+
+/* /o1 is on the orphan list (unlinked while open) but a directory entry
+ * names it again. A forced mount must not free it: the old one did, and the
+ * next create took its inode and blocks, under the old name. The mount
+ * keeps it with the link count its entries give; its name reads its bytes
+ * however many files are made after. */
+static int test_forced_mount_keeps_an_orphan_a_directory_names(void)
+{
+	struct pm_cred cr = { getuid(), getgid(), 0, NULL, 0 };
+	uint8_t *img = img_copy(orphan_img), buf[10000];
+	struct pm_dirent *de = free_dirent(img, PM_ROOT_INO);
+	struct pm_inode *root, *ip, *nf;
+	struct pm_pool *pool;
+	struct pm_fs *fs;
+	struct stat st;
+	char err[512], name[32];
+	int k, pass;
+
+	CHECK(de);
+	CHECK(dino(img, ino.o1)->flags & PM_IFL_ORPHAN);
+	CHECK_EQ(dino(img, ino.o1)->nlink, 0);
+	put_dirent(de, ino.o1, "o1-again", pm_dtype(S_IFREG));
+	dino(img, PM_ROOT_INO)->nentries++;
+	memset(buf, 'n', sizeof(buf));
+
+	CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)));
+	CHECK(pm_fs_mount(pool, &fs, err, sizeof(err)) == -EUCLEAN); /* the check refuses it */
+	CHECK_OK(pm_fs_mount_flags(pool, PM_MOUNT_FORCE, &fs, err, sizeof(err)));
+	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
+	CHECK_OK(pm_lookup(fs, root, "o1-again", &ip));
+	CHECK_UEQ(pm_ino(ip), ino.o1);
+	for (pass = 0; pass < 2; pass++) {
+		struct iovec iov[8];
+		size_t bytes, off = 0;
+		int n, i;
+
+		pm_stat(fs, ip, &st);
+		CHECK_EQ(st.st_nlink, 1);
+		CHECK_EQ(st.st_size, 3 * PM_BLOCK_SIZE);
+		n = pm_read_begin(fs, ip, 0, 3 * PM_BLOCK_SIZE, iov, 8, &bytes);
+		CHECK_GT(n, 0);
+		CHECK_UEQ(bytes, 3 * PM_BLOCK_SIZE);
+		for (i = 0; i < n; i++) {
+			if (memcmp(iov[i].iov_base, f1_pattern() + off, iov[i].iov_len)) {
+				fprintf(stderr, "o1-again, pass %d: not o1's bytes at %zu\n", pass, off);
+				pm_read_end(fs, ip);
+				return T_EXIT_FAIL;
+			}
+			off += iov[i].iov_len;
+		}
+		pm_read_end(fs, ip);
+		/* new files take what is free: never o1's inode or blocks */
+		for (k = 0; pass == 0 && k < 4; k++) {
+			snprintf(name, sizeof(name), "new-%d", k);
+			CHECK_OK(mk(fs, &cr, root, name, S_IFREG | 0644, &nf));
+			CHECK_NE(pm_ino(nf), ino.o1);
+			CHECK_EQ(write_str(fs, &cr, nf, 0, buf, sizeof(buf)), sizeof(buf));
+			pm_iput(fs, nf);
+		}
+	}
+	pm_iput(fs, ip);
+	pm_iput(fs, root);
+	pm_fs_unmount(&fs);
+	pm_pool_close(&pool);
+	/* what the mount did is what fsck --repair does: the pool is clean */
+	if (expect_clean(img))
+		return T_EXIT_FAIL;
 	free(img);
 	return T_EXIT_PASS;
 }
@@ -1675,7 +2161,15 @@ int main(void)
 	RUN(test_engine_built_tree_is_clean);
 	RUN(test_open_unlinked_files_are_clean_orphans);
 	RUN(test_leaked_block_is_repaired);
-	RUN(test_doubly_referenced_block_is_reported);
+	RUN(build_users_image);
+	RUN(test_shared_map_node_goes_to_the_consistent_owner);
+	RUN(test_shared_data_block_goes_to_the_consistent_owner);
+	RUN(test_block_no_structure_vouches_for_goes_to_neither);
+	RUN(test_repair_never_writes_into_a_block_another_file_owns);
+	RUN(test_pointer_into_a_deleted_files_block_is_dropped);
+	RUN(test_a_pointer_moved_onto_a_block_its_owner_lost);
+	RUN(test_out_of_range_counters_in_both_superblocks_are_recomputed);
+	RUN(test_forced_mount_keeps_an_orphan_a_directory_names);
 	RUN(test_wrong_link_count_is_repaired);
 	RUN(test_entry_naming_free_inode_is_reported);
 	RUN(test_bad_entry_hash_is_reported);

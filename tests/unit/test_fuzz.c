@@ -27,6 +27,16 @@
  * under ASan/UBSan, any report. Errors from the operations are fine:
  * EUCLEAN, EROFS, ESTALE, ... are what a corrupt pool should give.
  *
+ * One image in four gets, alone, one of the shapes of issue 16 instead: a
+ * map pointer of one file naming another file's map node, a data pointer
+ * naming another file's data block, an orphan a directory names, a counter
+ * out of range in both superblocks. Then every image goes through fsck
+ * --repair as fsck.pinfs runs it (a shape must be mended entirely); a
+ * second check must find only what the repair said it left, and the
+ * result is mounted (forced if problems are left) and walked as above: no
+ * file may read another file's tag, a deleted file's included, and a name
+ * a shape made must keep naming its inode (not ESTALE, not another file).
+ *
  * FUZZ_IMAGES sets the number of images (default 300), FUZZ_ONLY=N runs
  * image N alone, FUZZ_VERBOSE=1 names each image before it runs. With
  * FUZZ_WRITE=PATH and FUZZ_ONLY=N the program only writes mutated image N
@@ -50,6 +60,7 @@
 #include "pmem/crc32c.h"
 #include "pmem/fs.h"
 #include "pmem/fs_int.h"
+#include "pmem/fsck.h"
 #include "tests/unit/check.h"
 #include "tests/unit/names.h"
 #include "tests/unit/record.h"
@@ -77,6 +88,31 @@ struct blist {
 };
 static struct blist used_blocks, map_nodes, dir_blocks, xattr_blocks;
 static uint64_t maxino;
+
+/* The regular files' maps in the clean image, for the shapes that make
+ * one file name another's blocks: every map node (with its level) and
+ * every data block. */
+struct fblock {
+	uint64_t ino, blk;
+	unsigned level; /* 0: a data block */
+};
+static struct fblock *fblocks;
+static size_t nfblocks, capfblocks;
+
+/* Files of the tree by name, for the named-orphan shape. */
+struct named {
+	uint64_t dir, ino, size;
+	const char *name;
+};
+static struct named names_known[8];
+static unsigned nnames_known;
+
+/* Set by the shapes: what the image must still show. */
+static struct {
+	bool on;
+	struct named n;	 /* this name must keep naming this inode and size */
+} expect_name;
+static bool must_repair; /* fsck --repair must mend the image entirely */
 
 static uint8_t *region, *img; /* GUARD | image | GUARD */
 static uint8_t *saved;	      /* the mutated image, before a mount replays it */
@@ -187,9 +223,9 @@ static int mkfile(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *d
 }
 
 /* The same bytes whenever the tree is built, so a seed replays the same
- * run: timestamps and the uuid are fixed (the journal image's records
- * keep the build's times; they only reach inodes the mutations rarely
- * touch). */
+ * run: timestamps are fixed (the journal image's records keep the build's
+ * times; they only reach inodes the mutations rarely touch), and so are
+ * the uuid and mkfs time (fix_super, right after mkfs). */
 static void fix_times(uint8_t *im)
 {
 	struct pm_super *sb = (void *)im;
@@ -204,9 +240,19 @@ static void fix_times(uint8_t *im)
 		if (d->mode)
 			d->atime = d->mtime = d->ctime = d->btime = t;
 	}
+}
+
+/* The uuid and mkfs time, in the superblock and its backup (a copy of it
+ * as mkfs wrote it), before anything else is written: every later copy of
+ * the superblock, journal records included, has them. */
+static void fix_super(uint8_t *im)
+{
+	struct pm_super *sb = (void *)im;
+
 	memset(sb->uuid, 0x5a, sizeof(sb->uuid));
-	sb->mkfs_time = (uint64_t)t.sec;
+	sb->mkfs_time = 1700000000;
 	sb->sb_csum = pm_super_csum(sb);
+	*pm_backup_ptr(im, sb) = *sb;
 }
 
 /*
@@ -241,6 +287,7 @@ static int build(void)
 	sn.img = im;
 	ops.ctx = &sn;
 	CHECK_OK(pm_mkfs_mem(im, POOL_SIZE, &o, &ops));
+	fix_super(im);
 	CHECK_OK(pm_pool_open_mem(im, POOL_SIZE, &ops, &pool, err, sizeof(err)));
 	CHECK_OK(pm_fs_mount(pool, &fs, err, sizeof(err)));
 	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
@@ -307,15 +354,51 @@ static int build(void)
 	return T_EXIT_PASS;
 }
 
+struct visit_ctx {
+	const struct pm_dinode *d;
+	uint64_t ino;
+};
+
 static void visit(void *ctx, uint64_t fblk, uint64_t pblk, unsigned level)
 {
-	const struct pm_dinode *d = ctx;
+	const struct visit_ctx *v = ctx;
 
 	(void)fblk;
 	if (level > 0)
 		badd(&map_nodes, pblk);
-	else if (S_ISDIR(d->mode))
+	else if (S_ISDIR(v->d->mode))
 		badd(&dir_blocks, pblk);
+	if (S_ISREG(v->d->mode)) {
+		if (nfblocks == capfblocks) {
+			capfblocks = capfblocks ? capfblocks * 2 : 256;
+			fblocks = realloc(fblocks, capfblocks * sizeof(*fblocks));
+			if (!fblocks)
+				abort();
+		}
+		fblocks[nfblocks++] = (struct fblock){ v->ino, pblk, level };
+	}
+}
+
+/* The inode @path names in @fs, with its directory; 0 if none. */
+static int learn_name(struct pm_fs *fs, const char *dir, const char *name)
+{
+	struct pm_inode *root, *d, *ip;
+	struct stat st;
+
+	CHECK_OK(pm_iget(fs, PM_ROOT_INO, &root));
+	if (dir)
+		CHECK_OK(pm_lookup(fs, root, dir, &d));
+	else
+		d = root;
+	CHECK_OK(pm_lookup(fs, d, name, &ip));
+	pm_stat(fs, ip, &st);
+	names_known[nnames_known++] = (struct named){ pm_ino(d), pm_ino(ip), (uint64_t)st.st_size,
+						       name };
+	pm_iput(fs, ip);
+	if (d != root)
+		pm_iput(fs, d);
+	pm_iput(fs, root);
+	return T_EXIT_PASS;
 }
 
 /* Learns the tree from each base image, its journal replayed on a copy:
@@ -342,7 +425,10 @@ static int learn(void)
 				continue;
 			if (i > maxino)
 				maxino = i;
-			CHECK_OK(pm_bmap_walk(pool, d, visit, (void *)d));
+			{
+				struct visit_ctx v = { d, i };
+				CHECK_OK(pm_bmap_walk(pool, d, visit, &v));
+			}
 			if (d->xattr_block)
 				badd(&xattr_blocks, d->xattr_block);
 		}
@@ -350,6 +436,21 @@ static int learn(void)
 			for (b = geo.data_start; b < geo.nblocks; b++)
 				if (img[geo.bitmap_start * PM_BLOCK_SIZE + b / 8] & (1u << (b % 8)))
 					badd(&used_blocks, b);
+		pm_pool_close(&pool);
+	}
+	/* names of regular files, through the engine (on a copy) */
+	{
+		struct pm_fs *fs;
+		memcpy(img, base[B_CLEAN], POOL_SIZE);
+		CHECK_OK(pm_pool_open_mem(img, POOL_SIZE, &snap_ops, &pool, err, sizeof(err)));
+		if (pm_fs_mount(pool, &fs, err, sizeof(err))) {
+			fprintf(stderr, "mount: %s\n", err);
+			return T_EXIT_FAIL;
+		}
+		if (learn_name(fs, NULL, "small") || learn_name(fs, "d1", "tall") ||
+		    learn_name(fs, "d1", "deep"))
+			return T_EXIT_FAIL;
+		pm_fs_unmount(&fs);
 		pm_pool_close(&pool);
 	}
 	CHECK_GT(map_nodes.n, 3);
@@ -455,15 +556,126 @@ static void mutate_journal(void)
 		h->csum = jcsum(h, body);
 }
 
-static void mutate(void)
+/* An entry of map node @m: one in use, or any (a hole, mostly) */
+static unsigned some_entry(const uint64_t *m)
+{
+	unsigned i, start = (unsigned)(rnd() % PM_MAP_FANOUT);
+
+	if (rnd() % 2)
+		for (i = 0; i < PM_MAP_FANOUT; i++)
+			if (m[(start + i) % PM_MAP_FANOUT])
+				return (start + i) % PM_MAP_FANOUT;
+	return start;
+}
+
+/* A pointer in one regular file's map names a block of another file: a map
+ * node one level down (@data false), or a data block. The repair must give
+ * the block to the file whose structure vouches for it, or to neither. */
+static void share_block(bool data)
+{
+	unsigned tries;
+
+	for (tries = 0; tries < 256; tries++) {
+		const struct fblock *p = &fblocks[rnd() % nfblocks];
+		size_t i, start = (size_t)(rnd() % nfblocks);
+
+		if (p->level < (data ? 1u : 2u))
+			continue;
+		for (i = 0; i < nfblocks; i++) {
+			const struct fblock *x = &fblocks[(start + i) % nfblocks];
+			if (x->ino != p->ino && x->level == p->level - 1) {
+				uint64_t *m = blk(p->blk);
+				m[some_entry(m)] = x->blk;
+				return;
+			}
+		}
+	}
+}
+
+/* An inode on the orphan list that a directory entry names: /o1 or /o2 of
+ * the orphan image named again in the root, or a named file of the tree put
+ * on the list with link count 0. A forced mount must not free it. */
+static void named_orphan(int b)
+{
+	struct pm_super *sb = (void *)img;
+	struct pm_dinode *root = inode_at(PM_ROOT_INO), *d;
+
+	if (b == B_ORPHAN && sb->orphan_head && rnd() % 2 && root->map_height == 1) {
+		uint64_t o = sb->orphan_head;
+		uint8_t *dirb = blk(((uint64_t *)blk(root->map_root))[0]);
+		static const char name[] = "orphan-named";
+		unsigned s = 0;
+
+		while (s < PM_DIR_SLOTS) {
+			struct pm_dirent *de = (void *)(dirb + s * PM_DIR_SLOT);
+			if (de->ino) {
+				s += de->nslots ? de->nslots : 1;
+				continue;
+			}
+			memset(de, 0, sizeof(*de));
+			de->ino = o;
+			de->name_len = sizeof(name) - 1;
+			de->hash = pm_name_hash(name, de->name_len);
+			de->type = (uint8_t)pm_dtype(S_IFREG);
+			de->nslots = 1;
+			memcpy(de->name, name, de->name_len);
+			root->nentries++;
+			expect_name.n = (struct named){ PM_ROOT_INO, o, inode_at(o)->size, name };
+			expect_name.on = true;
+			return;
+		}
+	}
+	expect_name.n = names_known[rnd() % nnames_known];
+	expect_name.on = true;
+	d = inode_at(expect_name.n.ino);
+	d->nlink = 0;
+	d->flags |= PM_IFL_ORPHAN;
+	d->orphan_prev = 0;
+	d->orphan_next = sb->orphan_head < ninodes_geo ? sb->orphan_head : 0;
+	if (d->orphan_next)
+		inode_at(d->orphan_next)->orphan_prev = expect_name.n.ino;
+	sb->orphan_head = expect_name.n.ino;
+	resum();
+}
+
+/* A counter out of range in both superblock copies, both checksums valid:
+ * fsck recomputes it. */
+static void counters_out_of_range(void)
+{
+	struct pm_super *sb = (void *)img, *bk = pm_backup_ptr(img, sb);
+	uint64_t v = rnd() % 100;
+
+	switch (rnd() % 3) {
+	case 0: sb->free_inodes = bk->free_inodes = geo.ninodes + v; break;
+	case 1: sb->free_blocks = bk->free_blocks = geo.nblocks + v; break;
+	default: sb->orphan_head = bk->orphan_head = geo.ninodes + v; break;
+	}
+	resum();
+	bk->sb_csum = pm_super_csum(bk);
+}
+
+/*
+ * One image in four gets one of the shapes of issue 16, alone; the others
+ * one to four of the mutations before them. Alone, because two pointers
+ * swapped (each file's pointer overwritten with the other's block) leave
+ * no trace fsck can see: no block named twice, none leaked, every count
+ * right; only an owner recorded with each block would tell (fsck.pinfs(8),
+ * NOTES). Alone, each shape is one fsck must mend entirely (must_repair).
+ */
+static void mutate(int b)
 {
 	unsigned k, n = 1 + (unsigned)(rnd() % 4);
+	bool shape = rnd() % 4 == 0;
 
+	expect_name.on = false;
+	must_repair = false;
+	if (shape)
+		n = 1;
 	for (k = 0; k < n; k++) {
 		uint64_t ino = PM_ROOT_INO + rnd() % maxino;
 		struct pm_dinode *d = inode_at(ino);
 		uint8_t *db = (uint8_t *)d;
-		unsigned kind = (unsigned)(rnd() % 12);
+		unsigned kind = shape ? 12 + (unsigned)(rnd() % 4) : (unsigned)(rnd() % 12);
 
 		if (getenv("FUZZ_VERBOSE"))
 			fprintf(stderr, "fuzz:   mutation %u, inode %llu\n", kind,
@@ -549,6 +761,22 @@ static void mutate(void)
 			resum();
 			break;
 		}
+		case 12: /* a map node of another file (issue 16) */
+			share_block(false);
+			must_repair = true;
+			break;
+		case 13: /* a data block of another file */
+			share_block(true);
+			must_repair = true;
+			break;
+		case 14: /* an orphan a directory names */
+			named_orphan(b);
+			must_repair = true;
+			break;
+		case 15: /* counters out of range in both superblocks */
+			counters_out_of_range();
+			must_repair = true;
+			break;
 		default: /* journal records */
 			mutate_journal();
 			break;
@@ -565,6 +793,7 @@ struct ctx {
 	size_t nseen, capseen;
 	uint64_t bytes;
 	const char *phase;
+	bool repaired; /* the image went through fsck --repair */
 };
 
 static bool seen(struct ctx *c, uint64_t ino)
@@ -586,10 +815,13 @@ static bool seen(struct ctx *c, uint64_t ino)
 
 /* Every word a file returns is zero or its own tag; another file's tag
  * anywhere is a cross-link, and a regular file of the tree returns nothing
- * else (no map node, no directory block). */
+ * else (no map node, no directory block). After fsck --repair only the
+ * first holds: a repair may leave a file what its own map made of its own
+ * blocks (a map node it named as data), never another file's bytes, nor a
+ * deleted file's. */
 static int check_bytes(struct ctx *c, uint64_t ino, uint64_t off, const uint8_t *p, size_t len)
 {
-	bool reg = ino < ninodes_geo && orig_reg[c->base][ino];
+	bool reg = !c->repaired && ino < ninodes_geo && orig_reg[c->base][ino];
 	size_t i;
 
 	for (i = 0; i + 8 <= len; i += 8) {
@@ -750,10 +982,44 @@ static int write_new(struct ctx *c, struct pm_inode *root)
 	return T_EXIT_PASS;
 }
 
-/* Mounts the image; 1 if refused, 0 if it mounted and survived. */
-static int run_mount(int b, unsigned flags, int *refused, char *why, size_t whylen)
+/* The name a shape made must still name its inode (expect_name), or be
+ * refused as corrupt: a forced mount or a repair that freed an inode a
+ * directory names would let the name read whatever took the inode next
+ * (or ESTALE until something does). */
+static int check_name(struct ctx *c)
 {
-	struct ctx c = { .base = b };
+	const struct named *n = &expect_name.n;
+	struct pm_inode *d, *ip;
+	struct stat st;
+	int rc;
+
+	if (!expect_name.on)
+		return T_EXIT_PASS;
+	CHECK_OK(pm_iget(c->fs, n->dir, &d));
+	rc = pm_lookup(c->fs, d, n->name, &ip);
+	pm_iput(c->fs, d);
+	if (rc == -EUCLEAN)
+		return T_EXIT_PASS; /* refused: the engine found it corrupt */
+	if (rc) {
+		fprintf(stderr, "%s: \"%s\" no longer names inode %llu: %s\n", c->phase, n->name,
+			(unsigned long long)n->ino, strerror(-rc));
+		return T_EXIT_FAIL;
+	}
+	pm_stat(c->fs, ip, &st);
+	pm_iput(c->fs, ip);
+	if (st.st_ino != n->ino || (uint64_t)st.st_size != n->size) {
+		fprintf(stderr, "%s: \"%s\" names inode %llu of %lld bytes, not inode %llu of %llu\n",
+			c->phase, n->name, (unsigned long long)st.st_ino, (long long)st.st_size,
+			(unsigned long long)n->ino, (unsigned long long)n->size);
+		return T_EXIT_FAIL;
+	}
+	return T_EXIT_PASS;
+}
+
+/* Mounts the image; 1 if refused, 0 if it mounted and survived. */
+static int run_mount(int b, unsigned flags, bool repaired, int *refused, char *why, size_t whylen)
+{
+	struct ctx c = { .base = b, .repaired = repaired };
 	struct pm_pool *pool;
 	struct pm_inode *root;
 	int rc;
@@ -770,12 +1036,16 @@ static int run_mount(int b, unsigned flags, int *refused, char *why, size_t whyl
 	}
 	*refused = 0;
 	if (pm_iget(c.fs, PM_ROOT_INO, &root) == 0) {
-		c.phase = "first walk";
-		rc = walk(&c, root, 0);
+		c.phase = repaired ? "first walk after fsck --repair" : "first walk";
+		rc = check_name(&c);
+		if (!rc)
+			rc = walk(&c, root, 0);
 		if (!rc)
 			rc = write_new(&c, root);
 		c.nseen = 0;
-		c.phase = "walk after a write";
+		c.phase = repaired ? "walk after a write, after fsck --repair" : "walk after a write";
+		if (!rc)
+			rc = check_name(&c);
 		if (!rc)
 			rc = walk(&c, root, 0);
 		c.nseen = 0;
@@ -791,7 +1061,71 @@ static int run_mount(int b, unsigned flags, int *refused, char *why, size_t whyl
 
 struct counts {
 	unsigned long images, refused, mounted, forced, forced_refused, survived, roots[NBASE];
+	unsigned long fsck_refused, repaired_all, repaired_part;
 };
+
+/* fsck --repair on the mutated image, as fsck.pinfs runs it (the backup
+ * superblock if the primary is corrupt, the journal replayed), a second
+ * check that finds only what the repair said it left, then a mount of the
+ * result (forced if problems are left) that must survive as above: no
+ * file reads another file's bytes, no name a shape made loses its inode. */
+static int run_repair(int b, struct counts *n)
+{
+	struct pm_fsck_opts ro = { .repair = false }, rw = { .repair = true };
+	struct pm_fsck_result r, r2;
+	struct pm_pool *pool;
+	char why[512] = "";
+	int refused, rc;
+
+	memcpy(img, saved, POOL_SIZE);
+	if (pm_pool_open_mem_flags(img, POOL_SIZE, &snap_ops, PM_POOL_BACKUP_SB, &pool, why,
+				   sizeof(why))) {
+		if (getenv("FUZZ_VERBOSE"))
+			fprintf(stderr, "fuzz:   fsck refuses it: %s\n", why);
+		if (must_repair) {
+			fprintf(stderr, "fsck cannot open the pool: %s\n", why);
+			return T_EXIT_FAIL;
+		}
+		n->fsck_refused++;
+		return T_EXIT_PASS;
+	}
+	/* as fsck.pinfs: a journal the replay refuses is left for the check
+	 * (--repair discards it) */
+	(void)pm_journal_recover(pool, NULL, 0);
+	if (pm_pool_reload_super(pool, why, sizeof(why))) {
+		pm_pool_close(&pool);
+		if (must_repair) {
+			fprintf(stderr, "fsck cannot check the pool after the replay: %s\n", why);
+			return T_EXIT_FAIL;
+		}
+		n->fsck_refused++;
+		return T_EXIT_PASS;
+	}
+	rc = pm_fsck_ex(pool, &rw, getenv("FUZZ_VERBOSE") ? stderr : NULL, &r);
+	pm_pool_close(&pool);
+	CHECK_OK(rc);
+	CHECK_OK(pm_pool_open_mem_flags(img, POOL_SIZE, &snap_ops, PM_POOL_BACKUP_SB, &pool, why,
+					sizeof(why)));
+	rc = pm_fsck_ex(pool, &ro, NULL, &r2);
+	pm_pool_close(&pool);
+	CHECK_OK(rc);
+	CHECK_UEQ(r2.errors, r.errors - r.repaired);
+	if (must_repair)
+		CHECK_UEQ(r.repaired, r.errors);
+	if (r.repaired == r.errors)
+		n->repaired_all++;
+	else
+		n->repaired_part++;
+	rc = run_mount(b, r.repaired == r.errors ? 0 : PM_MOUNT_FORCE, true, &refused, why,
+		       sizeof(why));
+	if (rc)
+		return rc;
+	if (refused && r.repaired == r.errors) {
+		fprintf(stderr, "a pool fsck --repair left clean is refused: %s\n", why);
+		return T_EXIT_FAIL;
+	}
+	return T_EXIT_PASS;
+}
 
 static int one_image(unsigned long i, struct counts *n)
 {
@@ -801,7 +1135,7 @@ static int one_image(unsigned long i, struct counts *n)
 	rnd_state = run_seed * 0x100000001b3ull + i;
 	b = (int)(rnd() % NBASE);
 	memcpy(img, base[b], POOL_SIZE);
-	mutate();
+	mutate(b);
 	memcpy(saved, img, POOL_SIZE);
 	cur_image = (int)i;
 	alarm(IMAGE_SECONDS);
@@ -809,7 +1143,7 @@ static int one_image(unsigned long i, struct counts *n)
 		fprintf(stderr, "fuzz: image %lu (%s)\n", i, base_name[b]);
 	n->images++;
 	n->roots[b]++;
-	rc = run_mount(b, 0, &refused, why, sizeof(why));
+	rc = run_mount(b, 0, false, &refused, why, sizeof(why));
 	if (rc)
 		goto fail;
 	if (!refused) {
@@ -821,7 +1155,7 @@ static int one_image(unsigned long i, struct counts *n)
 			fprintf(stderr, "fuzz:   refused: %s\n", why);
 		/* the engine's own checks, on the pool the check refused */
 		memcpy(img, saved, POOL_SIZE);
-		rc = run_mount(b, PM_MOUNT_FORCE, &refused, why, sizeof(why));
+		rc = run_mount(b, PM_MOUNT_FORCE, false, &refused, why, sizeof(why));
 		if (rc)
 			goto fail;
 		if (refused) {
@@ -831,6 +1165,10 @@ static int one_image(unsigned long i, struct counts *n)
 			n->survived++;
 		}
 	}
+	/* and what fsck --repair makes of it */
+	rc = run_repair(b, n);
+	if (rc)
+		goto fail;
 	alarm(0);
 	return T_EXIT_PASS;
 fail:
@@ -848,7 +1186,7 @@ static int write_image(unsigned long i, const char *path)
 	rnd_state = run_seed * 0x100000001b3ull + i;
 	b = (int)(rnd() % NBASE);
 	memcpy(img, base[b], POOL_SIZE);
-	mutate();
+	mutate(b);
 	f = fopen(path, "wbx");
 	CHECK(f);
 	CHECK_EQ(fwrite(img, 1, POOL_SIZE, f), POOL_SIZE);
@@ -876,9 +1214,10 @@ static int test_mutated_pools_are_refused_or_served_safely(void)
 	fprintf(stderr,
 		"fuzz: %lu images (%lu clean, %lu orphan, %lu journal): %lu refused by the mount "
 		"check, %lu mounted; of the refused, %lu mounted forced, %lu refused even forced; "
-		"%lu mounts survived\n",
+		"%lu mounts survived; fsck --repair: %lu refused, %lu repaired entirely, %lu in part\n",
 		n.images, n.roots[B_CLEAN], n.roots[B_ORPHAN], n.roots[B_JOURNAL], n.refused,
-		n.mounted, n.forced, n.forced_refused, n.survived);
+		n.mounted, n.forced, n.forced_refused, n.survived, n.fsck_refused, n.repaired_all,
+		n.repaired_part);
 	CHECK_UEQ(n.survived, n.mounted + n.forced);
 	CHECK_GT(n.refused, 0);
 	CHECK_GT(n.mounted, 0);
@@ -913,6 +1252,7 @@ int main(void)
 	free(map_nodes.b);
 	free(dir_blocks.b);
 	free(xattr_blocks.b);
+	free(fblocks);
 	free(saved);
 	munmap(region, POOL_SIZE + 2 * GUARD);
 	return T_EXIT_PASS;
