@@ -18,15 +18,24 @@
  * the queue's other threads go on serving, as the workers of libfuse's
  * multi-threaded loop do. A request that its handler parks (a truncate
  * waiting on pins, an EVENTS read: answered later by the lease manager's
- * thread) keeps its entry until that answer, but not its thread: the
- * thread goes on, and registers one more entry when it has none left
- * waiting for requests (at most RING_MAX_ENTS), so parked requests never
- * starve the queue, however many one user parks. The answer is copied
- * into the entry by whoever gives it and the owner thread, woken through
- * an eventfd polled on its ring, commits it. The kernel reuses the most
+ * thread) keeps its entry until that answer -- the kernel ties a request
+ * to its entry until the commit, and has no way to give an entry back --
+ * but not its thread: the thread goes on, and registers one more entry
+ * when it has none left waiting for requests. The answer is copied into
+ * the entry by whoever gives it and the owner thread, woken through an
+ * eventfd polled on its ring, commits it. The kernel reuses the most
  * recently freed entry first, so a lone client keeps one hot thread. The
  * threads run on their queue's CPU when the daemon may run there (a daemon
  * started under taskset keeps its CPUs).
+ *
+ * Parked requests are bounded (issue 15: one user's 3 000 EVENTS readers
+ * once held every entry of every queue, and another user's stat waited
+ * seconds for one): a thread parks at most RING_PARK_MAX requests and has
+ * at most RING_PARK_MAX + 1 entries, so at least one entry of each thread,
+ * four of each queue -- what an idle mount serves with -- always waits for
+ * the requests that are answered at once. The lease manager asks
+ * ffs_uring_may_park() before it makes a wait, and answers at once when it
+ * says no (and counts each user's parked requests: lease/policy.c).
  *
  * A request is handed to libfuse 3.14 as if read from /dev/fuse:
  * fuse_in_header, the opcode's fixed struct (the header buffer's op_in) and
@@ -76,7 +85,10 @@
 #include "pinfs/abi.h"
 
 #define RING_THREADS 4		       /* threads per queue */
-#define RING_MAX_ENTS 256	       /* entries per thread, parked ones included */
+#define RING_PARK_MAX 8		       /* parked requests per thread */
+#define RING_MAX_ENTS (RING_PARK_MAX + 1) /* entries per thread: one always fetches */
+#define RING_SQ 32 /* SQEs: a command for every entry, two polls, a timeout */
+_Static_assert(RING_MAX_ENTS + 3 <= RING_SQ, "an SQE for every entry's command");
 #define RING_PAYLOAD (1u << 20)	       /* payload buffer: max_write, 256 pages */
 #define RING_PAD 4096u		       /* room for in_header + op_in before it */
 #define RING_SMALL (RING_PAD + (68u << 10)) /* copy buffer of non-write requests */
@@ -481,7 +493,8 @@ static int commit_ready(struct ring_thr *t)
 }
 
 /* After a request was parked: when none of @t's entries waits for a
- * request any more, registers one more (up to RING_MAX_ENTS). */
+ * request any more, registers one more (up to RING_MAX_ENTS, which
+ * ffs_uring_may_park() keeps it under). */
 static void keep_one_fetching(struct ring_thr *t)
 {
 	struct ring_ent *e;
@@ -598,6 +611,15 @@ static void *ring_thread(void *arg)
 			break;
 	}
 	return NULL;
+}
+
+bool ffs_uring_may_park(void)
+{
+	struct ring_ent *e = tl_cur;
+
+	/* a /dev/fuse request holds nothing of the rings while it waits;
+	 * t->nparked is the calling (owner) thread's own */
+	return !e || e->t->nparked < RING_PARK_MAX;
 }
 
 /* ---- replies -------------------------------------------------------------- */
@@ -747,8 +769,8 @@ static int thr_open(struct ring_thr *t, unsigned qid)
 	memset(&p, 0, sizeof(p));
 	/* room for a completion of every entry at once, and two polls */
 	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
-	p.cq_entries = 2 * RING_MAX_ENTS;
-	rc = io_uring_queue_init_params(64, &t->ring, &p);
+	p.cq_entries = 2 * RING_SQ;
+	rc = io_uring_queue_init_params(RING_SQ, &t->ring, &p);
 	if (rc < 0)
 		return rc;
 	t->ring_ok = true;
