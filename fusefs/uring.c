@@ -37,6 +37,20 @@
  * ffs_uring_may_park() before it makes a wait, and answers at once when it
  * says no (and counts each user's parked requests: lease/policy.c).
  *
+ * Memory: an entry's buffers (RING_ENT_SIZE, one anonymous mapping) hold
+ * pages only where a request or a reply was written, but a 1 MiB read
+ * fills the payload buffer, and pages once written stay. So an entry that
+ * waited in the kernel for RING_IDLE_NS without a request gives its pages
+ * back (MADV_DONTNEED), unless they are at most RING_KEEP bytes. That is
+ * safe only while nothing can write to it: the rings run with
+ * IORING_SETUP_DEFER_TASKRUN, so the kernel copies a request into an entry
+ * only inside its owner thread's io_uring_enter(), which posts the
+ * completion before it returns; the owner gives pages back after it has
+ * taken every completion and before it enters again, and only from
+ * entries whose command it submitted and saw no completion for. The most
+ * the buffers can hold is RING_ENT_SIZE for every entry: RING_MAX_ENTS
+ * of them per thread.
+ *
  * A request is handed to libfuse 3.14 as if read from /dev/fuse:
  * fuse_in_header, the opcode's fixed struct (the header buffer's op_in) and
  * the payload, made contiguous. For WRITE the header goes into a page kept
@@ -57,7 +71,8 @@
  *     e->parked, t->ready). The reply copy into an entry is done before
  *     it, by the replier, who owns the entry's buffers from taking it off
  *     the in-flight list until it sets e->replied. What only the owner
- *     thread reads and writes (t->nents, t->nparked) needs no lock.
+ *     thread reads and writes (t->nents, t->nparked, e->where, e->*_hw)
+ *     needs no lock.
  *     Only the owning thread touches its io_uring (single issuer): a reply
  *     from another thread to a parked request queues the entry on t->ready
  *     and wakes the owner (t->wake_fd), which commits it.
@@ -79,6 +94,8 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/uring.h"
@@ -92,10 +109,21 @@ _Static_assert(RING_MAX_ENTS + 3 <= RING_SQ, "an SQE for every entry's command")
 #define RING_PAYLOAD (1u << 20)	       /* payload buffer: max_write, 256 pages */
 #define RING_PAD 4096u		       /* room for in_header + op_in before it */
 #define RING_SMALL (RING_PAD + (68u << 10)) /* copy buffer of non-write requests */
+#define RING_HDR 4096u		       /* the header buffer's page */
+/* an entry's mapping: header page, copy buffer, pad, payload */
+#define RING_ENT_SIZE (RING_HDR + RING_SMALL + RING_PAD + RING_PAYLOAD)
+#define RING_IDLE_NS 1000000000ull     /* an entry idle this long gives its pages back */
+#define RING_KEEP (16u << 10)	       /* unless its buffers hold at most this */
 #define ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
 
 /* CQE user_data: an entry's address, or one of these */
-enum { UD_STOP = 2, UD_WAKE = 3 };
+enum { UD_STOP = 2, UD_WAKE = 3, UD_TIMER = 4 };
+
+/* Where an entry is, for its owner thread (it gives pages back only from
+ * entries in the kernel): its request is being served or parked (ours);
+ * its command is queued but not yet submitted; or the kernel holds it,
+ * waiting for a request to copy into it. */
+enum ent_where { E_OWNED, E_QUEUED, E_KERNEL };
 
 struct ring_thr;
 
@@ -103,11 +131,15 @@ struct ring_thr;
  * out through. Owned by one thread (its ring). */
 struct ring_ent {
 	struct ring_thr *t;
-	struct ffs_uring_req_header *hdr;
-	char *area;    /* RING_PAD + RING_PAYLOAD, mmap()ed */
-	char *payload; /* area + RING_PAD: registered as iov[1] */
+	char *area;    /* RING_ENT_SIZE, mmap()ed: the buffers below */
+	struct ffs_uring_req_header *hdr; /* area: registered as iov[0] */
 	char *small;   /* RING_SMALL: non-write requests are rebuilt here */
+	char *payload; /* RING_PAD after the copy buffer: registered as iov[1] */
 	struct iovec reg_iov[2];
+	enum ent_where where; /* owner only */
+	uint64_t since;	      /* owner only: queued for the kernel at (CLOCK_MONOTONIC ns) */
+	size_t small_hw;      /* owner only: bytes of small that may hold pages */
+	size_t pay_hw;	      /* owner only: the same from payload - RING_PAD on */
 	uint64_t unique;		    /* U.flight_lock: the request held, 0 if none */
 	struct ring_ent *fl_prev, *fl_next; /* U.flight_lock: in flight */
 	bool replied;			    /* t->lock: the answer is in the buffers */
@@ -125,6 +157,8 @@ struct ring_thr {
 	int wake_fd; /* eventfd: a parked request was answered */
 	struct ring_ent **ents; /* owner only: every entry, for tear-down */
 	unsigned nents;		/* owner only */
+	bool timer;		/* owner only: a UD_TIMER timeout is queued */
+	struct __kernel_timespec timer_ts; /* owner only: its time */
 	uint64_t requests;	/* written by the owner only, read atomically by
 				 * ffs_uring_requests(): requests it served */
 
@@ -236,6 +270,20 @@ static unsigned possible_cpus(void)
 
 /* ---- one thread, one ring, one entry ------------------------------------ */
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static size_t page_up(size_t n)
+{
+	return (n + 4095) & ~(size_t)4095;
+}
+
+
 /* Hands @t's queued SQEs to the kernel and waits until @wait_nr
  * completions are there: the count taken, or -errno. Retries an
  * io_uring_enter() that a ptrace stop (strace, gdb) interrupted, and, a few
@@ -293,7 +341,14 @@ static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_
 	if (cmd_op == FFS_URING_CMD_REGISTER) {
 		sqe->addr = (uint64_t)(uintptr_t)e->reg_iov;
 		sqe->len = 2;
+	} else {
+		/* the reply written into the payload buffer */
+		size_t hw = RING_PAD + e->hdr->ring_ent_in_out.payload_sz;
+		if (e->hdr->ring_ent_in_out.payload_sz && hw > e->pay_hw)
+			e->pay_hw = hw;
 	}
+	e->where = E_QUEUED;
+	e->since = mono_ns(); /* submitted right after this round */
 	return sqe;
 }
 
@@ -322,22 +377,17 @@ static struct ring_ent *ent_new(struct ring_thr *t)
 	if (!e)
 		return NULL;
 	e->t = t;
-	e->hdr = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	/* MAP_NORESERVE, untouched until used: an entry a burst of parked
-	 * requests made costs little once they are answered */
-	e->area = mmap(NULL, RING_PAD + RING_PAYLOAD, PROT_READ | PROT_WRITE,
+	/* MAP_NORESERVE, untouched until used; what is used is given back
+	 * when the entry is idle (ring_reclaim) */
+	e->area = mmap(NULL, RING_ENT_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	e->small = malloc(RING_SMALL);
-	if (e->hdr == MAP_FAILED || e->area == MAP_FAILED || !e->small) {
-		if (e->hdr != MAP_FAILED)
-			munmap(e->hdr, 4096);
-		if (e->area != MAP_FAILED)
-			munmap(e->area, RING_PAD + RING_PAYLOAD);
-		free(e->small);
+	if (e->area == MAP_FAILED) {
 		free(e);
 		return NULL;
 	}
-	e->payload = e->area + RING_PAD;
+	e->hdr = (void *)e->area;
+	e->small = e->area + RING_HDR;
+	e->payload = e->small + RING_SMALL + RING_PAD;
 	e->reg_iov[0].iov_base = e->hdr;
 	e->reg_iov[0].iov_len = sizeof(*e->hdr);
 	e->reg_iov[1].iov_base = e->payload;
@@ -348,10 +398,20 @@ static struct ring_ent *ent_new(struct ring_thr *t)
 
 static void ent_delete(struct ring_ent *e)
 {
-	munmap(e->hdr, 4096);
-	munmap(e->area, RING_PAD + RING_PAYLOAD);
-	free(e->small);
+	munmap(e->area, RING_ENT_SIZE);
 	free(e);
+}
+
+/* Gives back the pages of @e's copy buffer and payload (with the pad
+ * before it); the header page stays. Owner only, with @e in the kernel
+ * (see the top of this file) or owned. */
+static void ent_release(struct ring_ent *e)
+{
+	if (e->small_hw && madvise(e->small, page_up(e->small_hw), MADV_DONTNEED))
+		perror("pinfs: io_uring: madvise");
+	if (e->pay_hw && madvise(e->payload - RING_PAD, page_up(e->pay_hw), MADV_DONTNEED))
+		perror("pinfs: io_uring: madvise");
+	e->small_hw = e->pay_hw = 0;
 }
 
 /* Takes @e off the in-flight list; called with U.flight_lock held. */
@@ -382,6 +442,9 @@ static bool serve(struct ring_ent *e)
 	/* one writer: a plain increment, stored whole for the reader; no
 	 * counter every CPU's threads would bounce between them */
 	__atomic_store_n(&t->requests, t->requests + 1, __ATOMIC_RELAXED);
+	e->where = E_OWNED;
+	if (psz && psz <= RING_PAYLOAD && RING_PAD + psz > e->pay_hw)
+		e->pay_hw = RING_PAD + psz; /* the kernel wrote it */
 	if (in->len < sizeof(*in) + psz || in->len - sizeof(*in) - psz > FFS_URING_OP_IN_OUT_SZ ||
 	    psz > RING_PAYLOAD || in->unique != unique) {
 		/* not the layout this file knows: answer EIO, keep serving */
@@ -398,9 +461,13 @@ static bool serve(struct ring_ent *e)
 	opsz = in->len - sizeof(*in) - psz;
 	if (in->opcode == FUSE_WRITE || sizeof(*in) + opsz + psz > RING_SMALL) {
 		start = e->payload - sizeof(*in) - opsz;
+		if (RING_PAD + psz > e->pay_hw)
+			e->pay_hw = RING_PAD + psz; /* and the pad */
 	} else {
 		start = e->small;
 		memcpy(start + sizeof(*in) + opsz, e->payload, psz);
+		if (in->len > e->small_hw)
+			e->small_hw = in->len;
 	}
 	memcpy(start, in, sizeof(*in));
 	memcpy(start + sizeof(*in), h->op_in, opsz);
@@ -516,13 +583,16 @@ static int ring_complete(struct ring_thr *t, uint64_t ud, int res)
 
 	if (ud == UD_STOP)
 		return -ECANCELED;
-	if (ud == UD_WAKE) {
+	if (ud == UD_TIMER) {
+		t->timer = false; /* ring_reclaim looks after the round */
+	} else if (ud == UD_WAKE) {
 		rc = commit_ready(t);
 	} else if (res < 0) {
 		/* ENOTCONN, ECANCELED: unmounted or aborted */
 		if (res == -ENOTCONN || res == -ECANCELED || stopping())
 			return res;
 		/* this entry is lost to the queue; the others serve on */
+		((struct ring_ent *)(uintptr_t)ud)->where = E_OWNED;
 		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-res));
 		return 0;
 	} else {
@@ -536,6 +606,55 @@ static int ring_complete(struct ring_thr *t, uint64_t ud, int res)
 	if (rc < 0)
 		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
 	return rc;
+}
+
+/* After an io_uring_enter() of @t's: when it took every queued command
+ * (none is left in the SQ), their entries are in the kernel from now on. */
+static void ring_submitted(struct ring_thr *t)
+{
+	unsigned i;
+
+	if (io_uring_sq_ready(&t->ring))
+		return; /* some still queued: they stay E_QUEUED until next time */
+	for (i = 0; i < t->nents; i++)
+		if (t->ents[i]->where == E_QUEUED)
+			t->ents[i]->where = E_KERNEL;
+}
+
+/*
+ * Gives back the pages of @t's entries that waited in the kernel for
+ * RING_IDLE_NS without a request, and queues a timeout for the next one
+ * due (entries whose command is still queued included: the next
+ * io_uring_enter() submits them). Called after every completion of the
+ * round was taken, before that call: the kernel writes into an entry only
+ * inside it (DEFER_TASKRUN), and one it wrote into has its completion
+ * taken already, so it is E_OWNED now.
+ */
+static void ring_reclaim(struct ring_thr *t)
+{
+	uint64_t now = mono_ns(), next = UINT64_MAX;
+	struct io_uring_sqe *sqe;
+	unsigned i;
+
+	for (i = 0; i < t->nents; i++) {
+		struct ring_ent *e = t->ents[i];
+		if (e->where == E_OWNED || e->small_hw + e->pay_hw <= RING_KEEP)
+			continue;
+		if (e->where == E_KERNEL && now - e->since >= RING_IDLE_NS)
+			ent_release(e);
+		else if (e->since + RING_IDLE_NS < next)
+			next = e->since + RING_IDLE_NS;
+	}
+	if (next < now)
+		next = now; /* queued, and due: look again right after the submit */
+	if (next == UINT64_MAX || t->timer || !(sqe = ring_sqe(t)))
+		return;
+	next -= now;
+	t->timer_ts.tv_sec = (long long)(next / 1000000000ull);
+	t->timer_ts.tv_nsec = (long long)(next % 1000000000ull) + 1000000; /* a ms late */
+	io_uring_prep_timeout(sqe, &t->timer_ts, 0, 0);
+	sqe->user_data = UD_TIMER;
+	t->timer = true;
 }
 
 static void *ring_thread(void *arg)
@@ -569,6 +688,17 @@ static void *ring_thread(void *arg)
 	if (rc < 0)
 		return NULL;
 
+	/* this thread is the ring's single issuer from now on (liburing 2.3
+	 * declares io_uring_enable_rings() but does not export it) */
+	rc = (int)syscall(__NR_io_uring_register, t->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+			  NULL, 0);
+	if (rc < 0)
+		rc = -errno;
+	if (rc < 0) {
+		register_result(t, rc);
+		return NULL;
+	}
+
 	if (queue_poll(t, t->stop_fd, UD_STOP) || queue_poll(t, t->wake_fd, UD_WAKE)) {
 		register_result(t, -EBUSY);
 		return NULL;
@@ -583,6 +713,7 @@ static void *ring_thread(void *arg)
 		register_result(t, rc);
 		return NULL;
 	}
+	ring_submitted(t);
 	/* a refused REGISTER completes at once; a taken one only when a
 	 * request comes */
 	if (!io_uring_peek_cqe(&t->ring, &cqe) && cqe->user_data == (uintptr_t)e && cqe->res < 0) {
@@ -599,6 +730,7 @@ static void *ring_thread(void *arg)
 			fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 			break;
 		}
+		ring_submitted(t);
 		n = 0;
 		io_uring_for_each_cqe(&t->ring, head, cqe) {
 			n++;
@@ -609,6 +741,7 @@ static void *ring_thread(void *arg)
 		io_uring_cq_advance(&t->ring, n);
 		if (rc < 0)
 			break;
+		ring_reclaim(t);
 	}
 	return NULL;
 }
@@ -767,8 +900,13 @@ static int thr_open(struct ring_thr *t, unsigned qid)
 	if (t->stop_fd < 0 || t->wake_fd < 0)
 		return -errno;
 	memset(&p, 0, sizeof(p));
-	/* room for a completion of every entry at once, and two polls */
-	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
+	/* room for a completion of every entry at once, two polls and a
+	 * timeout. One issuer, the ring thread, which enables the ring
+	 * (R_DISABLED until then: this thread registers the file first);
+	 * DEFER_TASKRUN: the kernel writes requests into the entries only
+	 * inside that thread's io_uring_enter() (see ring_reclaim) */
+	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+		  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
 	p.cq_entries = 2 * RING_SQ;
 	rc = io_uring_queue_init_params(RING_SQ, &t->ring, &p);
 	if (rc < 0)

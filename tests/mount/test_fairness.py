@@ -7,7 +7,8 @@ pins) is answered later; over io_uring it keeps its ring entry until then.
 The daemon parks at most -o max_parked (default 16) of one user's requests
 and, over io_uring, at most 8 per ring thread, so that entries always wait
 for the requests answered at once; past that, EVENTS answers EAGAIN and a
-truncate that would wait is refused.
+truncate that would wait is refused. And what the ring buffers took during
+a load they give back once idle (1 s), within a documented bound meanwhile.
 
 The stat checks are liveness checks with a wide margin (no stat may take 2 s;
 before the bound, one stat waited 4 s and 97 were done in 5 s where 22 000
@@ -15,14 +16,17 @@ are now); the figures are in README.md (scripts/bench-fairness).
 """
 
 import errno
+import mmap
 import os
+import random
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
 
-from pinfs_mount import compile_helper, user_runnable, wait_until
+from pinfs_mount import TRANSPORT, compile_helper, user_runnable, wait_until
 from pinfs_util import OP_RESULT, reap_op, start_op
 
 MiB = 1 << 20
@@ -35,6 +39,11 @@ MAX_PARKED = 16                 # -o max_parked's default (fusefs/fusefs.h)
 STATS_SIZE = 2 * 20 * 8
 IOC_STATS = (2 << 30) | (STATS_SIZE << 16) | (0xb7 << 8) | 7
 PARKED_OFF = 20 * 8 + 17 * 8
+
+# fusefs/uring.c: 4 threads per possible CPU, at most 9 entries each, an
+# entry's buffers 4 KiB + 72 KiB + 4 KiB + 1 MiB (man/pinfs.8, "Memory")
+RING_ENT_SIZE = 4096 + 4096 + (68 << 10) + 4096 + MiB
+SLACK = 32 * MiB                # libfuse, malloc arenas, thread stacks
 
 
 @pytest.fixture(scope='module')
@@ -190,3 +199,114 @@ def test_a_truncate_past_the_parked_bound_is_refused_at_once(mnt, holders, pinho
     assert os.stat(a).st_size == 0
     assert os.stat(b).st_size == MiB
     assert parked(a) == 0
+
+
+def possible_cpus():
+    """Queues the kernel makes: the highest possible CPU + 1 (fusefs/uring.c)."""
+    hi = 0
+    with open('/sys/devices/system/cpu/possible') as f:
+        for part in f.read().strip().split(','):
+            hi = max(hi, int(part.split('-')[-1]) + 1)
+    return hi
+
+
+def rss_anon(pid):
+    """The daemon's anonymous resident memory (bytes): its own, without the
+    pages of the pool file it maps (RssShmem), which are the file system's
+    data, as page cache is."""
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('RssAnon:'):
+                return int(line.split()[1]) * 1024
+    raise AssertionError('no RssAnon in /proc/%d/status' % pid)
+
+
+class Sampler:
+    """The peak of rss_anon(pid), sampled every 20 ms while running."""
+
+    def __init__(self, pid):
+        self.pid, self.peak = pid, 0
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, rss_anon(self.pid))
+
+    def end(self):
+        self.stop.set()
+        self.t.join()
+        return self.peak
+
+
+def direct_reads(path, nthreads, seconds, span):
+    """`nthreads` threads read 1 MiB with O_DIRECT at random offsets of
+    [0, span) for `seconds`: the reads done."""
+    stop, done, problems = threading.Event(), [0] * nthreads, []
+
+    def reader(i):
+        rnd = random.Random(i)
+        buf = mmap.mmap(-1, MiB)      # page-aligned, as O_DIRECT wants
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            while not stop.is_set():
+                if os.preadv(fd, [buf], rnd.randrange(span // MiB) * MiB) != MiB:
+                    problems.append('short read')
+                    return
+                done[i] += 1
+        except OSError as e:
+            problems.append(str(e))
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(nthreads)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert not problems, problems[:3]
+    return sum(done)
+
+
+@pytest.mark.mount_options('allow_other', 'timeout=0')
+@pytest.mark.pool_size('256M')
+@pytest.mark.watchdog(180)
+def test_daemon_memory_stays_bounded_under_load_and_comes_back_after(mnt, evflood_exe):
+    """The daemon's own memory (RssAnon) during an EVENTS flood and then 400
+    concurrent 1 MiB O_DIRECT reads stays within the documented bound above
+    idle (the ring buffers: 4 threads x 9 entries x 1.08 MiB per possible
+    CPU, plus 32 MiB of slack), and 3 s after each load it is back within
+    16 MiB of idle. Before, the flood grew the rings to 2 048 entries and
+    the reads filled 400 of them: 746 MB, never given back."""
+    pid = mnt.proc.pid
+    path = shared_file(mnt, size=64 * MiB)
+    time.sleep(1.5)                   # the writes' buffers went idle
+    idle = rss_anon(pid)
+    bound = idle + possible_cpus() * 4 * 9 * RING_ENT_SIZE + SLACK
+
+    s = Sampler(pid)
+    fl = start_flood(evflood_exe, path, 4)
+    counts = end_flood(fl)
+    flood_peak = s.end()
+    assert counts['errors'] == 0, counts
+    time.sleep(3)
+    after_flood = rss_anon(pid)
+
+    s = Sampler(pid)
+    reads = direct_reads(path, 400, 4, 64 * MiB)
+    reads_peak = s.end()
+    assert reads >= 400, reads
+    # idle entries give their pages back after 1 s; allow for a slow machine
+    wait_until(lambda: rss_anon(pid) <= idle + 16 * MiB, 5, interval=0.1)
+    after_reads = rss_anon(pid)
+
+    msg = 'RssAnon MiB: idle %.1f, flood peak %.1f, after %.1f; reads peak %.1f, after %.1f; ' \
+          'bound %.1f (%s)' % (idle / MiB, flood_peak / MiB, after_flood / MiB, reads_peak / MiB,
+                               after_reads / MiB, bound / MiB, TRANSPORT or 'default transport')
+    assert flood_peak <= bound, msg
+    assert reads_peak <= bound, msg
+    assert after_flood <= idle + 16 * MiB, msg
+    assert after_reads <= idle + 16 * MiB, msg
