@@ -137,7 +137,8 @@ struct ring_ent {
 	char *payload; /* RING_PAD after the copy buffer: registered as iov[1] */
 	struct iovec reg_iov[2];
 	enum ent_where where; /* owner only */
-	uint64_t since;	      /* owner only: queued for the kernel at (CLOCK_MONOTONIC ns) */
+	uint64_t since;	      /* owner only: queued for the kernel at (CLOCK_MONOTONIC
+			       * ns), when its buffers hold more than RING_KEEP */
 	size_t small_hw;      /* owner only: bytes of small that may hold pages */
 	size_t pay_hw;	      /* owner only: the same from payload - RING_PAD on */
 	uint64_t unique;		    /* U.flight_lock: the request held, 0 if none */
@@ -348,7 +349,8 @@ static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_
 			e->pay_hw = hw;
 	}
 	e->where = E_QUEUED;
-	e->since = mono_ns(); /* submitted right after this round */
+	if (e->small_hw + e->pay_hw > RING_KEEP)
+		e->since = mono_ns(); /* submitted right after this round */
 	return sqe;
 }
 
@@ -632,7 +634,7 @@ static void ring_submitted(struct ring_thr *t)
  */
 static void ring_reclaim(struct ring_thr *t)
 {
-	uint64_t now = mono_ns(), next = UINT64_MAX;
+	uint64_t now = 0, next = UINT64_MAX;
 	struct io_uring_sqe *sqe;
 	unsigned i;
 
@@ -640,6 +642,8 @@ static void ring_reclaim(struct ring_thr *t)
 		struct ring_ent *e = t->ents[i];
 		if (e->where == E_OWNED || e->small_hw + e->pay_hw <= RING_KEEP)
 			continue;
+		if (!now)
+			now = mono_ns(); /* only when there is something to give back */
 		if (e->where == E_KERNEL && now - e->since >= RING_IDLE_NS)
 			ent_release(e);
 		else if (e->since + RING_IDLE_NS < next)
