@@ -289,11 +289,13 @@ static void ev_done(void *arg, int status)
 
 	/* waits for a running ev_interrupted, and no other comes: p may go */
 	fuse_req_interrupt_func(p->req, NULL, NULL);
+	/* before the reply: the reader's next call must find its place free
+	 * (its user's parked requests are counted until the wait ends) */
+	lease_wait_end(p->lm, &p->w);
 	if (status)
 		fuse_reply_err(p->req, EINTR); /* interrupted, or unmounting */
 	else
 		fuse_reply_ioctl(p->req, 0, p->out, sizeof(*p->out));
-	lease_wait_end(p->lm, &p->w);
 	free(p->out);
 	free(p);
 }
