@@ -30,12 +30,18 @@
  *
  * Parked requests are bounded (issue 15: one user's 3 000 EVENTS readers
  * once held every entry of every queue, and another user's stat waited
- * seconds for one): a thread parks at most RING_PARK_MAX requests and has
- * at most RING_PARK_MAX + 1 entries, so at least one entry of each thread,
- * four of each queue -- what an idle mount serves with -- always waits for
- * the requests that are answered at once. The lease manager asks
- * ffs_uring_may_park() before it makes a wait, and answers at once when it
- * says no (and counts each user's parked requests: lease/policy.c).
+ * seconds for one): a queue parks at most RING_QUEUE_PARK requests and a
+ * thread has at most RING_MAX_ENTS entries. The bound is the queue's, not
+ * each thread's: the kernel hands a request to the entry made available
+ * last, which after a park is the parking thread's new one, so one thread
+ * of the queue takes every parked request until it is full (all its
+ * entries parked, none waiting), then the next; with a bound per thread a
+ * queue would park no more than one thread may. RING_QUEUE_PARK <
+ * 2 * RING_MAX_ENTS: at most one thread of a queue is full, the other
+ * three keep an entry each for the requests answered at once. The lease
+ * manager asks ffs_uring_may_park() before it makes a wait, and answers at
+ * once when it says no (and counts each user's parked requests:
+ * lease/policy.c).
  *
  * Memory: an entry's buffers (RING_ENT_SIZE, one anonymous mapping) hold
  * pages only where a request or a reply was written, but a 1 MiB read
@@ -102,8 +108,9 @@
 #include "pinfs/abi.h"
 
 #define RING_THREADS 4		       /* threads per queue */
-#define RING_PARK_MAX 8		       /* parked requests per thread */
-#define RING_MAX_ENTS (RING_PARK_MAX + 1) /* entries per thread: one always fetches */
+#define RING_MAX_ENTS 17	       /* entries per thread, parked ones included */
+#define RING_QUEUE_PARK 32	       /* parked requests per queue */
+_Static_assert(RING_QUEUE_PARK < 2 * RING_MAX_ENTS, "one full thread per queue at most");
 #define RING_SQ 32 /* SQEs: a command for every entry, two polls, a timeout */
 _Static_assert(RING_MAX_ENTS + 3 <= RING_SQ, "an SQE for every entry's command");
 #define RING_PAYLOAD (1u << 20)	       /* payload buffer: max_write, 256 pages */
@@ -188,6 +195,9 @@ static struct {
 				* no io_uring); leaves 0 once, never returns to it */
 	bool stopping;	       /* atomic */
 	unsigned *q_registered; /* per queue */
+	unsigned *q_parked;	/* atomic, per queue: parked requests, and places
+				 * taken by ffs_uring_may_park() for the requests
+				 * being handled */
 	bool said;	       /* the transport line was printed */
 	uint32_t transport;    /* atomic: PINFS_TRANSPORT_* */
 	pthread_mutex_t flight_lock;
@@ -198,6 +208,8 @@ static struct {
 
 /* the entry whose request this thread is handling (fast path of a reply) */
 static __thread struct ring_ent *tl_cur;
+/* ffs_uring_may_park() took a place in the queue's U.q_parked for it */
+static __thread bool tl_park_place;
 
 static bool stopping(void)
 {
@@ -487,6 +499,7 @@ static bool serve(struct ring_ent *e)
 	U.flight.fl_prev = e;
 	pthread_mutex_unlock(&U.flight_lock);
 	tl_cur = e;
+	tl_park_place = false;
 	fuse_session_process_buf(U.se, &buf);
 	tl_cur = NULL;
 	/* answered in the handler (or already by another thread), or parked */
@@ -497,6 +510,12 @@ static bool serve(struct ring_ent *e)
 		t->nparked++;
 	}
 	pthread_mutex_unlock(&t->lock);
+	/* parked: it keeps the place taken for it (one that parked without
+	 * asking takes one now); answered: the place is free again */
+	if (done && tl_park_place)
+		__atomic_sub_fetch(&U.q_parked[t->qid], 1, __ATOMIC_RELAXED);
+	else if (!done && !tl_park_place)
+		__atomic_add_fetch(&U.q_parked[t->qid], 1, __ATOMIC_RELAXED);
 	return done;
 }
 
@@ -549,6 +568,7 @@ static int commit_ready(struct ring_thr *t)
 	for (e = sent; e != rest; e = e->next_ready) {
 		e->parked = false;
 		t->nparked--;
+		__atomic_sub_fetch(&U.q_parked[t->qid], 1, __ATOMIC_RELAXED);
 	}
 	if (rest) {
 		/* not sent: back in front of any answer that came meanwhile */
@@ -562,8 +582,8 @@ static int commit_ready(struct ring_thr *t)
 }
 
 /* After a request was parked: when none of @t's entries waits for a
- * request any more, registers one more (up to RING_MAX_ENTS, which
- * ffs_uring_may_park() keeps it under). */
+ * request any more, registers one more (up to RING_MAX_ENTS: then the
+ * queue's other threads serve, see the top of this file). */
 static void keep_one_fetching(struct ring_thr *t)
 {
 	struct ring_ent *e;
@@ -753,10 +773,20 @@ static void *ring_thread(void *arg)
 bool ffs_uring_may_park(void)
 {
 	struct ring_ent *e = tl_cur;
+	unsigned *q;
 
-	/* a /dev/fuse request holds nothing of the rings while it waits;
-	 * t->nparked is the calling (owner) thread's own */
-	return !e || e->t->nparked < RING_PARK_MAX;
+	/* a /dev/fuse request holds nothing of the rings while it waits */
+	if (!e || tl_park_place)
+		return true;
+	/* takes the place now, so that the queue's threads asking at once
+	 * cannot all pass; serve() gives it back if the request is answered */
+	q = &U.q_parked[e->t->qid];
+	if (__atomic_add_fetch(q, 1, __ATOMIC_RELAXED) > RING_QUEUE_PARK) {
+		__atomic_sub_fetch(q, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	tl_park_place = true;
+	return true;
 }
 
 /* ---- replies -------------------------------------------------------------- */
@@ -956,7 +986,8 @@ void ffs_uring_setup(struct fuse_session *se, bool want)
 	U.nthr = U.nq * RING_THREADS;
 	U.thr = calloc(U.nthr, sizeof(*U.thr));
 	U.q_registered = calloc(U.nq, sizeof(*U.q_registered));
-	if (!U.thr || !U.q_registered) {
+	U.q_parked = calloc(U.nq, sizeof(*U.q_parked));
+	if (!U.thr || !U.q_registered || !U.q_parked) {
 		snprintf(U.why, sizeof(U.why), "out of memory for %u ring threads", U.nthr);
 		goto fail;
 	}

@@ -97,9 +97,10 @@ ssize_t ffs_uring_reply(const struct iovec *iov, int count);
 
 /* May the request the calling thread is handling be parked (left
  * unanswered when its handler returns)? Over io_uring it keeps its ring
- * entry until answered, and each ring thread parks at most a few, so that
- * entries are left for the requests answered at once; false then. Always
- * true for a request that came through /dev/fuse. */
+ * entry until answered, and each queue parks at most 32, so that entries
+ * are left for the requests answered at once; false then (true: the place
+ * is taken for it). Always true for a request that came through
+ * /dev/fuse. */
 bool ffs_uring_may_park(void);
 
 /* What serves requests now: PINFS_TRANSPORT_IO_URING once every queue has

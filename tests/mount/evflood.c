@@ -5,11 +5,13 @@
  * with a 1 s timeout, asking only for events that have not happened yet, so
  * that every call the daemon takes is parked until its timeout.
  *
- *   evflood PATH THREADS SECONDS [BACKOFF_MS]
+ *   evflood PATH THREADS SECONDS [BACKOFF_MS [STAGGER_MS]]
  *
  * PATH: a file of the mount (each thread opens it). A call answered EAGAIN
  * (the daemon parks no more of this user's requests) is retried after
- * BACKOFF_MS milliseconds (default 250), as pinfsctl events does. Prints
+ * BACKOFF_MS milliseconds (default 250), as pinfsctl events does. Thread i
+ * makes its first call i * STAGGER_MS milliseconds after the start
+ * (default 0), so that requests come one after the other. Prints
  * "ready" once every thread runs, and at the end one line:
  *   "calls=N waited=N eagain=N errors=N first_error=ERRNO"
  * waited: calls that took at least 500 ms (parked until their timeout).
@@ -30,7 +32,7 @@
 #include "pinfs/abi.h"
 
 static const char *path;
-static unsigned backoff_ms = 250;
+static unsigned backoff_ms = 250, stagger_ms;
 static volatile int stop;
 static uint64_t calls, waited, eagain, errors;
 static int first_error;
@@ -51,8 +53,8 @@ static void *flood(void *arg)
 	uint64_t c = 0, w = 0, a = 0, e = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
 
-	(void)arg;
 	pthread_barrier_wait(&started);
+	usleep((useconds_t)((uintptr_t)arg * stagger_ms * 1000u));
 	if (fd < 0 || !ev) {
 		err = fd < 0 ? errno : ENOMEM;
 		e++;
@@ -100,15 +102,17 @@ int main(int argc, char **argv)
 	unsigned n, i;
 	double secs;
 
-	if (argc < 4 || argc > 5) {
-		fprintf(stderr, "usage: evflood PATH THREADS SECONDS [BACKOFF_MS]\n");
+	if (argc < 4 || argc > 6) {
+		fprintf(stderr, "usage: evflood PATH THREADS SECONDS [BACKOFF_MS [STAGGER_MS]]\n");
 		return 1;
 	}
 	path = argv[1];
 	n = (unsigned)strtoul(argv[2], NULL, 10);
 	secs = strtod(argv[3], NULL);
-	if (argc == 5)
+	if (argc >= 5)
 		backoff_ms = (unsigned)strtoul(argv[4], NULL, 10);
+	if (argc == 6)
+		stagger_ms = (unsigned)strtoul(argv[5], NULL, 10);
 	tid = calloc(n, sizeof(*tid));
 	if (!n || !tid || pthread_barrier_init(&started, NULL, n + 1)) {
 		fprintf(stderr, "evflood: cannot set up %u threads\n", n);
@@ -117,7 +121,7 @@ int main(int argc, char **argv)
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 64 << 10);
 	for (i = 0; i < n; i++) {
-		int rc = pthread_create(&tid[i], &attr, flood, NULL);
+		int rc = pthread_create(&tid[i], &attr, flood, (void *)(uintptr_t)i);
 		if (rc) {
 			/* the others wait at the barrier for all n: give up */
 			fprintf(stderr, "evflood: thread %u: %s\n", i + 1, strerror(rc));
