@@ -296,7 +296,6 @@ static size_t page_up(size_t n)
 	return (n + 4095) & ~(size_t)4095;
 }
 
-
 /* Hands @t's queued SQEs to the kernel and waits until @wait_nr
  * completions are there: the count taken, or -errno. Retries an
  * io_uring_enter() that a ptrace stop (strace, gdb) interrupted, and, a few
@@ -673,9 +672,9 @@ static void ring_reclaim(struct ring_thr *t)
 		next = now; /* queued, and due: look again right after the submit */
 	if (next == UINT64_MAX || t->timer || !(sqe = ring_sqe(t)))
 		return;
-	next -= now;
+	next = next - now + 1000000; /* a ms late: then it is due */
 	t->timer_ts.tv_sec = (long long)(next / 1000000000ull);
-	t->timer_ts.tv_nsec = (long long)(next % 1000000000ull) + 1000000; /* a ms late */
+	t->timer_ts.tv_nsec = (long long)(next % 1000000000ull);
 	io_uring_prep_timeout(sqe, &t->timer_ts, 0, 0);
 	sqe->user_data = UD_TIMER;
 	t->timer = true;
