@@ -19,6 +19,7 @@ import errno
 import mmap
 import os
 import random
+import shutil
 import struct
 import subprocess
 import threading
@@ -51,7 +52,10 @@ SLACK = 32 * MiB                # libfuse, malloc arenas, thread stacks
 def evflood_exe():
     """tests/mount/evflood.c, compiled, in a place user 1000 can run it from."""
     exe = compile_helper('evflood', extra=['-lpthread'])
-    return user_runnable(exe)
+    try:
+        yield user_runnable(exe)
+    finally:
+        shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
 
 
 def parked(path):
