@@ -974,6 +974,7 @@ static int cmd_stats(int argc, char **argv)
 		C("mmap_lost_bytes", mmap_lost_bytes),
 		C("severed", severed_blocks),
 		C("unsevered", unsevered_blocks),
+		C("parked", parked),
 		C("ring_requests", ring_requests),
 #undef C
 	};
@@ -1006,6 +1007,7 @@ static int cmd_stats(int argc, char **argv)
 		    (counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes) ||
 		     counters[i].off == offsetof(struct pinfs_counters, severed_blocks) ||
 		     counters[i].off == offsetof(struct pinfs_counters, unsevered_blocks) ||
+		     counters[i].off == offsetof(struct pinfs_counters, parked) ||
 		     counters[i].off == offsetof(struct pinfs_counters, ring_requests)))
 			continue;
 		printf("%-20s%12" PRIu64 "\n", counters[i].name,
@@ -1203,6 +1205,13 @@ static int cmd_events(int argc, char **argv)
 		rc = ctl_ioctl(mp, &fd, PINFS_IOC_EVENTS, ev);
 		if (rc == -EINTR)
 			continue;
+		if (rc == -EAGAIN) {
+			/* the daemon waits for no more of this user's requests
+			 * (-o max_parked): look again in a while, as a poll */
+			struct timespec ts = { 0, (long)(wait_ms < 250 ? wait_ms : 250) * 1000000L };
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		if (rc < 0) {
 			fprintf(stderr, "pinfsctl: events %s: %s\n", mp, ioctl_strerror(-rc));
 			goto out;

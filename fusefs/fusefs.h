@@ -53,6 +53,9 @@ struct ffs {
 	uint64_t mmap_lost_bytes; /* atomic: see struct pinfs_counters */
 };
 
+/* -o max_parked default: requests of one user parked at once (lease/policy.c) */
+#define FFS_MAX_PARKED 16
+
 extern const struct fuse_lowlevel_ops ffs_ops;
 /* Each request as a transport read it (@len bytes from fuse_in_header on),
  * before libfuse sees it: FUSE_TMPFILE becomes the FUSE_CREATE that
@@ -67,8 +70,9 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg);
 void ffs_leases_stop(struct ffs *f);
 /* While set (non-NULL), an engine call of this thread that would wait on
  * pins answers -EINPROGRESS instead and keeps its wait in *@wp, for the
- * handler to park the request (ops.c); NULL again after the call. */
-void ffs_set_wait(struct lease_wait **wp);
+ * handler to park the request (ops.c), one of user @uid's parked requests
+ * (or, past their bound, refuses); NULL again after the call. */
+void ffs_set_wait(struct lease_wait **wp, uint32_t uid);
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip);
 /* Tells the kernel to drop its cached attributes of @ino (what stat shows
  * changed behind its back). Touches no page cache, so a request handler may

@@ -24,12 +24,15 @@
 #include "lease/lease.h"
 
 /* Where the engine call this thread is running for a request keeps its
- * wait on pins (fusefs/ops.c): set, the may_free hook never sleeps. */
+ * wait on pins (fusefs/ops.c): set, the may_free hook never sleeps. The
+ * request's user, whose parked requests are counted (lease/policy.c). */
 static __thread struct lease_wait **cur_wait;
+static __thread uint32_t cur_uid;
 
-void ffs_set_wait(struct lease_wait **wp)
+void ffs_set_wait(struct lease_wait **wp, uint32_t uid)
 {
 	cur_wait = wp;
+	cur_uid = uid;
 }
 
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip)
@@ -93,8 +96,16 @@ static int hook_may_free(void *ctx, struct pm_inode *ip, uint64_t first, uint64_
 
 	if (cur_wait)
 		return lease_may_free_nowait(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip),
-					     cur_wait);
+					     cur_uid, cur_wait);
 	return lease_may_free(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip), &w);
+}
+
+/* lease_ops.may_park: over io_uring, a parked request keeps its ring entry,
+ * and some entries are kept for requests answered at once */
+static bool may_park(void *ctx)
+{
+	(void)ctx;
+	return ffs_uring_may_park();
 }
 
 static bool hook_pinned(void *ctx, uint64_t pblk)
@@ -190,7 +201,8 @@ static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
-	struct lease_ops ops = { lease_unpinned, holders_changed, f };
+	struct lease_ops ops = { .unpinned = lease_unpinned, .holders_changed = holders_changed,
+				 .ctx = f, .may_park = may_park };
 	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
 				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone,
 				  .mappings = hook_mappings, .ctx = f };
@@ -277,11 +289,13 @@ static void ev_done(void *arg, int status)
 
 	/* waits for a running ev_interrupted, and no other comes: p may go */
 	fuse_req_interrupt_func(p->req, NULL, NULL);
+	/* before the reply: the reader's next call must find its place free
+	 * (its user's parked requests are counted until the wait ends) */
+	lease_wait_end(p->lm, &p->w);
 	if (status)
 		fuse_reply_err(p->req, EINTR); /* interrupted, or unmounting */
 	else
 		fuse_reply_ioctl(p->req, 0, p->out, sizeof(*p->out));
-	lease_wait_end(p->lm, &p->w);
 	free(p->out);
 	free(p);
 }
@@ -541,6 +555,7 @@ static void do_stats(struct ffs *f, uint32_t uid, struct ffs_file *file, struct 
 		uint64_t nbytes;
 		lease_user_counts(lease_mgr_table(f->lm), uid, &out->mount.pins, &nbytes);
 		out->mount.pinned_blocks = nbytes >> 12;
+		out->mount.parked = lease_mgr_parked(f->lm, uid);
 	}
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
 	pm_sever_counts(f->fs, &out->mount.severed_blocks, &out->mount.unsevered_blocks);

@@ -122,6 +122,7 @@ struct opts {
 	char *max_pinned;
 	char *max_pins_per_user;
 	char *max_pinned_per_user;
+	char *max_parked;
 	double writeback_interval;
 	double dirty_expire;
 	char *pin_access;
@@ -142,6 +143,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
 	{ "max_pins_per_user=%s", offsetof(struct opts, max_pins_per_user), 0 },
 	{ "max_pinned_per_user=%s", offsetof(struct opts, max_pinned_per_user), 0 },
+	{ "max_parked=%s", offsetof(struct opts, max_parked), 0 },
 	{ "writeback_interval=%lf", offsetof(struct opts, writeback_interval), 0 },
 	{ "dirty_expire=%lf", offsetof(struct opts, dirty_expire), 0 },
 	{ "pin_access=%s", offsetof(struct opts, pin_access), 0 },
@@ -174,7 +176,7 @@ static int parse_count(const char *name, const char *s, unsigned long *out)
  * and -EINVAL for bad values. */
 static int lease_config(const struct opts *o, struct lease_cfg *c)
 {
-	unsigned long max_pins = 4096, max_pins_per_user = 0;
+	unsigned long max_pins = 4096, max_pins_per_user = 0, max_parked = FFS_MAX_PARKED;
 
 	memset(c, 0, sizeof(*c));
 	c->policy = PINFS_POLICY_FAIL;
@@ -183,8 +185,14 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	c->lease_break_time = o->lease_break_time;
 	if ((o->max_pins && parse_count("max_pins", o->max_pins, &max_pins)) ||
 	    (o->max_pins_per_user &&
-	     parse_count("max_pins_per_user", o->max_pins_per_user, &max_pins_per_user)))
+	     parse_count("max_pins_per_user", o->max_pins_per_user, &max_pins_per_user)) ||
+	    (o->max_parked && parse_count("max_parked", o->max_parked, &max_parked)))
 		return -EINVAL;
+	if (max_parked > UINT32_MAX) {
+		fprintf(stderr, "pinfs: -o max_parked=%s: at most %u\n", o->max_parked, UINT32_MAX);
+		return -EINVAL;
+	}
+	c->max_parked_per_user = (uint32_t)max_parked;
 	c->max_pins = max_pins;
 	c->max_pinned_bytes = 1ull << 30;
 	c->max_pins_per_user = max_pins_per_user;
@@ -371,6 +379,10 @@ static void usage(void)
 	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n"
 	       "    -o max_pins_per_user=N pins per user (default: no limit)\n"
 	       "    -o max_pinned_per_user=SIZE  pinned bytes per user (default: no limit)\n"
+	       "    -o max_parked=N        requests of one user left waiting at once (EVENTS\n"
+	       "                           reads, truncates waiting on pins; default 16, 0: no\n"
+	       "                           limit); beyond, EVENTS answers EAGAIN and such a\n"
+	       "                           truncate is refused (busy_errno)\n"
 	       "    -o writeback_interval=S  background flusher period (default 5)\n"
 	       "    -o dirty_expire=S      flush blocks dirty for this long (default 30)\n"
 	       "    -o pin_access=WHO      who may pin a file: owner (default; or CAP_LEASE),\n"
@@ -598,6 +610,7 @@ out_args:
 	free(o.busy_errno);
 	free(o.max_pins);
 	free(o.max_pins_per_user);
+	free(o.max_parked);
 	free(o.max_pinned);
 	free(o.max_pinned_per_user);
 	free(o.pin_access);

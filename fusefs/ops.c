@@ -273,7 +273,7 @@ static int async_run(struct ffs_async *a)
 	struct ffs *f = a->f;
 	int rc = 0;
 
-	ffs_set_wait(&a->w);
+	ffs_set_wait(&a->w, 0); /* a wait of its own already: no new one */
 	switch (a->kind) {
 	case ASYNC_SETATTR:
 		rc = pm_setattr(f->fs, &a->cb.cr, a->ip, &a->sa);
@@ -285,7 +285,7 @@ static int async_run(struct ffs_async *a)
 		rc = pm_fallocate(f->fs, a->ip, a->mode, a->off, a->len);
 		break;
 	}
-	ffs_set_wait(NULL);
+	ffs_set_wait(NULL, 0);
 	return rc;
 }
 
@@ -541,9 +541,9 @@ static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		return;
 	}
 	cred_get(req, &cb, to_set & (FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE));
-	ffs_set_wait(&w);
+	ffs_set_wait(&w, fuse_req_ctx(req)->uid);
 	rc = pm_setattr(f->fs, &cb.cr, ip, &sa);
-	ffs_set_wait(NULL);
+	ffs_set_wait(NULL, 0);
 	if (rc == -EINPROGRESS) {
 		/* waits on pins: parked, replied later (async_park) */
 		async_park(req, ASYNC_SETATTR, &w, ip, &cb, &sa, NULL, 0, 0, 0);
@@ -733,9 +733,9 @@ static void ffs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct cred_buf cb;
 		struct lease_wait *w = NULL;
 		cred_get(req, &cb, false);
-		ffs_set_wait(&w);
+		ffs_set_wait(&w, fuse_req_ctx(req)->uid);
 		rc = open_trunc(f, &cb, ip);
-		ffs_set_wait(NULL);
+		ffs_set_wait(NULL, 0);
 		if (rc == -EINPROGRESS) {
 			/* waits on pins: parked, replied later (async_park) */
 			async_park(req, ASYNC_OPEN, &w, ip, &cb, NULL, fi, 0, 0, 0);
@@ -888,9 +888,9 @@ static void ffs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, o
 	else {
 		struct pm_inode *ip = file_of(fi)->ip;
 		struct lease_wait *w = NULL;
-		ffs_set_wait(&w);
+		ffs_set_wait(&w, fuse_req_ctx(req)->uid);
 		rc = pm_fallocate(f->fs, ip, mode, (uint64_t)off, (uint64_t)len);
-		ffs_set_wait(NULL);
+		ffs_set_wait(NULL, 0);
 		if (rc == -EINPROGRESS) {
 			/* waits on pins: parked with an inode reference of its
 			 * own, replied later (async_park) */

@@ -18,15 +18,44 @@
  * the queue's other threads go on serving, as the workers of libfuse's
  * multi-threaded loop do. A request that its handler parks (a truncate
  * waiting on pins, an EVENTS read: answered later by the lease manager's
- * thread) keeps its entry until that answer, but not its thread: the
- * thread goes on, and registers one more entry when it has none left
- * waiting for requests (at most RING_MAX_ENTS), so parked requests never
- * starve the queue, however many one user parks. The answer is copied
- * into the entry by whoever gives it and the owner thread, woken through
- * an eventfd polled on its ring, commits it. The kernel reuses the most
+ * thread) keeps its entry until that answer -- the kernel ties a request
+ * to its entry until the commit, and has no way to give an entry back --
+ * but not its thread: the thread goes on, and registers one more entry
+ * when it has none left waiting for requests. The answer is copied into
+ * the entry by whoever gives it and the owner thread, woken through an
+ * eventfd polled on its ring, commits it. The kernel reuses the most
  * recently freed entry first, so a lone client keeps one hot thread. The
  * threads run on their queue's CPU when the daemon may run there (a daemon
  * started under taskset keeps its CPUs).
+ *
+ * Parked requests are bounded (issue 15: one user's 3 000 EVENTS readers
+ * once held every entry of every queue, and another user's stat waited
+ * seconds for one): a queue parks at most RING_QUEUE_PARK requests and a
+ * thread has at most RING_MAX_ENTS entries. The bound is the queue's, not
+ * each thread's: the kernel hands a request to the entry made available
+ * last, which after a park is the parking thread's new one, so one thread
+ * of the queue takes every parked request until it is full (all its
+ * entries parked, none waiting), then the next; with a bound per thread a
+ * queue would park no more than one thread may. RING_QUEUE_PARK <
+ * 2 * RING_MAX_ENTS: at most one thread of a queue is full, the other
+ * three keep an entry each for the requests answered at once. The lease
+ * manager asks ffs_uring_may_park() before it makes a wait, and answers at
+ * once when it says no (and counts each user's parked requests:
+ * lease/policy.c).
+ *
+ * Memory: an entry's buffers (RING_ENT_SIZE, one anonymous mapping) hold
+ * pages only where a request or a reply was written, but a 1 MiB read
+ * fills the payload buffer, and pages once written stay. So an entry that
+ * waited in the kernel for RING_IDLE_NS without a request gives its pages
+ * back (MADV_DONTNEED), unless they are at most RING_KEEP bytes. That is
+ * safe only while nothing can write to it: the rings run with
+ * IORING_SETUP_DEFER_TASKRUN, so the kernel copies a request into an entry
+ * only inside its owner thread's io_uring_enter(), which posts the
+ * completion before it returns; the owner gives pages back after it has
+ * taken every completion and before it enters again, and only from
+ * entries whose command it submitted and saw no completion for. The most
+ * the buffers can hold is RING_ENT_SIZE for every entry: RING_MAX_ENTS
+ * of them per thread.
  *
  * A request is handed to libfuse 3.14 as if read from /dev/fuse:
  * fuse_in_header, the opcode's fixed struct (the header buffer's op_in) and
@@ -48,7 +77,8 @@
  *     e->parked, t->ready). The reply copy into an entry is done before
  *     it, by the replier, who owns the entry's buffers from taking it off
  *     the in-flight list until it sets e->replied. What only the owner
- *     thread reads and writes (t->nents, t->nparked) needs no lock.
+ *     thread reads and writes (t->nents, t->nparked, e->where, e->*_hw)
+ *     needs no lock.
  *     Only the owning thread touches its io_uring (single issuer): a reply
  *     from another thread to a parked request queues the entry on t->ready
  *     and wakes the owner (t->wake_fd), which commits it.
@@ -70,6 +100,8 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
@@ -77,14 +109,29 @@
 #include "pinfs/abi.h"
 
 #define RING_THREADS 4		       /* threads per queue */
-#define RING_MAX_ENTS 256	       /* entries per thread, parked ones included */
+#define RING_MAX_ENTS 17	       /* entries per thread, parked ones included */
+#define RING_QUEUE_PARK 32	       /* parked requests per queue */
+_Static_assert(RING_QUEUE_PARK < 2 * RING_MAX_ENTS, "one full thread per queue at most");
+#define RING_SQ 32 /* SQEs: a command for every entry, two polls, a timeout */
+_Static_assert(RING_MAX_ENTS + 3 <= RING_SQ, "an SQE for every entry's command");
 #define RING_PAYLOAD (1u << 20)	       /* payload buffer: max_write, 256 pages */
 #define RING_PAD 4096u		       /* room for in_header + op_in before it */
 #define RING_SMALL (RING_PAD + (68u << 10)) /* copy buffer of non-write requests */
+#define RING_HDR 4096u		       /* the header buffer's page */
+/* an entry's mapping: header page, copy buffer, pad, payload */
+#define RING_ENT_SIZE (RING_HDR + RING_SMALL + RING_PAD + RING_PAYLOAD)
+#define RING_IDLE_NS 1000000000ull     /* an entry idle this long gives its pages back */
+#define RING_KEEP (16u << 10)	       /* unless its buffers hold at most this */
 #define ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
 
 /* CQE user_data: an entry's address, or one of these */
-enum { UD_STOP = 2, UD_WAKE = 3 };
+enum { UD_STOP = 2, UD_WAKE = 3, UD_TIMER = 4 };
+
+/* Where an entry is, for its owner thread (it gives pages back only from
+ * entries in the kernel): its request is being served or parked (ours);
+ * its command is queued but not yet submitted; or the kernel holds it,
+ * waiting for a request to copy into it. */
+enum ent_where { E_OWNED, E_QUEUED, E_KERNEL };
 
 struct ring_thr;
 
@@ -92,11 +139,16 @@ struct ring_thr;
  * out through. Owned by one thread (its ring). */
 struct ring_ent {
 	struct ring_thr *t;
-	struct ffs_uring_req_header *hdr;
-	char *area;    /* RING_PAD + RING_PAYLOAD, mmap()ed */
-	char *payload; /* area + RING_PAD: registered as iov[1] */
+	char *area;    /* RING_ENT_SIZE, mmap()ed: the buffers below */
+	struct ffs_uring_req_header *hdr; /* area: registered as iov[0] */
 	char *small;   /* RING_SMALL: non-write requests are rebuilt here */
+	char *payload; /* RING_PAD after the copy buffer: registered as iov[1] */
 	struct iovec reg_iov[2];
+	enum ent_where where; /* owner only */
+	uint64_t since;	      /* owner only: queued for the kernel at (CLOCK_MONOTONIC
+			       * ns), when its buffers hold more than RING_KEEP */
+	size_t small_hw;      /* owner only: bytes of small that may hold pages */
+	size_t pay_hw;	      /* owner only: the same from payload - RING_PAD on */
 	uint64_t unique;		    /* U.flight_lock: the request held, 0 if none */
 	struct ring_ent *fl_prev, *fl_next; /* U.flight_lock: in flight */
 	bool replied;			    /* t->lock: the answer is in the buffers */
@@ -114,6 +166,8 @@ struct ring_thr {
 	int wake_fd; /* eventfd: a parked request was answered */
 	struct ring_ent **ents; /* owner only: every entry, for tear-down */
 	unsigned nents;		/* owner only */
+	bool timer;		/* owner only: a UD_TIMER timeout is queued */
+	struct __kernel_timespec timer_ts; /* owner only: its time */
 	uint64_t requests;	/* written by the owner only, read atomically by
 				 * ffs_uring_requests(): requests it served */
 
@@ -142,6 +196,9 @@ static struct {
 				* no io_uring); leaves 0 once, never returns to it */
 	bool stopping;	       /* atomic */
 	unsigned *q_registered; /* per queue */
+	unsigned *q_parked;	/* atomic, per queue: parked requests, and places
+				 * taken by ffs_uring_may_park() for the requests
+				 * being handled */
 	bool said;	       /* the transport line was printed */
 	uint32_t transport;    /* atomic: PINFS_TRANSPORT_* */
 	pthread_mutex_t flight_lock;
@@ -152,6 +209,8 @@ static struct {
 
 /* the entry whose request this thread is handling (fast path of a reply) */
 static __thread struct ring_ent *tl_cur;
+/* ffs_uring_may_park() took a place in the queue's U.q_parked for it */
+static __thread bool tl_park_place;
 
 static bool stopping(void)
 {
@@ -225,6 +284,19 @@ static unsigned possible_cpus(void)
 
 /* ---- one thread, one ring, one entry ------------------------------------ */
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static size_t page_up(size_t n)
+{
+	return (n + 4095) & ~(size_t)4095;
+}
+
 /* Hands @t's queued SQEs to the kernel and waits until @wait_nr
  * completions are there: the count taken, or -errno. Retries an
  * io_uring_enter() that a ptrace stop (strace, gdb) interrupted, and, a few
@@ -282,7 +354,15 @@ static struct io_uring_sqe *sqe_cmd(struct ring_ent *e, uint32_t cmd_op, uint64_
 	if (cmd_op == FFS_URING_CMD_REGISTER) {
 		sqe->addr = (uint64_t)(uintptr_t)e->reg_iov;
 		sqe->len = 2;
+	} else {
+		/* the reply written into the payload buffer */
+		size_t hw = RING_PAD + e->hdr->ring_ent_in_out.payload_sz;
+		if (e->hdr->ring_ent_in_out.payload_sz && hw > e->pay_hw)
+			e->pay_hw = hw;
 	}
+	e->where = E_QUEUED;
+	if (e->small_hw + e->pay_hw > RING_KEEP)
+		e->since = mono_ns(); /* submitted right after this round */
 	return sqe;
 }
 
@@ -311,22 +391,17 @@ static struct ring_ent *ent_new(struct ring_thr *t)
 	if (!e)
 		return NULL;
 	e->t = t;
-	e->hdr = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	/* MAP_NORESERVE, untouched until used: an entry a burst of parked
-	 * requests made costs little once they are answered */
-	e->area = mmap(NULL, RING_PAD + RING_PAYLOAD, PROT_READ | PROT_WRITE,
+	/* MAP_NORESERVE, untouched until used; what is used is given back
+	 * when the entry is idle (ring_reclaim) */
+	e->area = mmap(NULL, RING_ENT_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	e->small = malloc(RING_SMALL);
-	if (e->hdr == MAP_FAILED || e->area == MAP_FAILED || !e->small) {
-		if (e->hdr != MAP_FAILED)
-			munmap(e->hdr, 4096);
-		if (e->area != MAP_FAILED)
-			munmap(e->area, RING_PAD + RING_PAYLOAD);
-		free(e->small);
+	if (e->area == MAP_FAILED) {
 		free(e);
 		return NULL;
 	}
-	e->payload = e->area + RING_PAD;
+	e->hdr = (void *)e->area;
+	e->small = e->area + RING_HDR;
+	e->payload = e->small + RING_SMALL + RING_PAD;
 	e->reg_iov[0].iov_base = e->hdr;
 	e->reg_iov[0].iov_len = sizeof(*e->hdr);
 	e->reg_iov[1].iov_base = e->payload;
@@ -337,10 +412,20 @@ static struct ring_ent *ent_new(struct ring_thr *t)
 
 static void ent_delete(struct ring_ent *e)
 {
-	munmap(e->hdr, 4096);
-	munmap(e->area, RING_PAD + RING_PAYLOAD);
-	free(e->small);
+	munmap(e->area, RING_ENT_SIZE);
 	free(e);
+}
+
+/* Gives back the pages of @e's copy buffer and payload (with the pad
+ * before it); the header page stays. Owner only, with @e in the kernel
+ * (see the top of this file) or owned. */
+static void ent_release(struct ring_ent *e)
+{
+	if (e->small_hw && madvise(e->small, page_up(e->small_hw), MADV_DONTNEED))
+		perror("pinfs: io_uring: madvise");
+	if (e->pay_hw && madvise(e->payload - RING_PAD, page_up(e->pay_hw), MADV_DONTNEED))
+		perror("pinfs: io_uring: madvise");
+	e->small_hw = e->pay_hw = 0;
 }
 
 /* Takes @e off the in-flight list; called with U.flight_lock held. */
@@ -371,6 +456,9 @@ static bool serve(struct ring_ent *e)
 	/* one writer: a plain increment, stored whole for the reader; no
 	 * counter every CPU's threads would bounce between them */
 	__atomic_store_n(&t->requests, t->requests + 1, __ATOMIC_RELAXED);
+	e->where = E_OWNED;
+	if (psz && psz <= RING_PAYLOAD && RING_PAD + psz > e->pay_hw)
+		e->pay_hw = RING_PAD + psz; /* the kernel wrote it */
 	if (in->len < sizeof(*in) + psz || in->len - sizeof(*in) - psz > FFS_URING_OP_IN_OUT_SZ ||
 	    psz > RING_PAYLOAD || in->unique != unique) {
 		/* not the layout this file knows: answer EIO, keep serving */
@@ -387,9 +475,13 @@ static bool serve(struct ring_ent *e)
 	opsz = in->len - sizeof(*in) - psz;
 	if (in->opcode == FUSE_WRITE || sizeof(*in) + opsz + psz > RING_SMALL) {
 		start = e->payload - sizeof(*in) - opsz;
+		if (RING_PAD + psz > e->pay_hw)
+			e->pay_hw = RING_PAD + psz; /* and the pad */
 	} else {
 		start = e->small;
 		memcpy(start + sizeof(*in) + opsz, e->payload, psz);
+		if (in->len > e->small_hw)
+			e->small_hw = in->len;
 	}
 	memcpy(start, in, sizeof(*in));
 	memcpy(start + sizeof(*in), h->op_in, opsz);
@@ -408,6 +500,7 @@ static bool serve(struct ring_ent *e)
 	U.flight.fl_prev = e;
 	pthread_mutex_unlock(&U.flight_lock);
 	tl_cur = e;
+	tl_park_place = false;
 	fuse_session_process_buf(U.se, &buf);
 	tl_cur = NULL;
 	/* answered in the handler (or already by another thread), or parked */
@@ -418,6 +511,12 @@ static bool serve(struct ring_ent *e)
 		t->nparked++;
 	}
 	pthread_mutex_unlock(&t->lock);
+	/* parked: it keeps the place taken for it (one that parked without
+	 * asking takes one now); answered: the place is free again */
+	if (done && tl_park_place)
+		__atomic_sub_fetch(&U.q_parked[t->qid], 1, __ATOMIC_RELAXED);
+	else if (!done && !tl_park_place)
+		__atomic_add_fetch(&U.q_parked[t->qid], 1, __ATOMIC_RELAXED);
 	return done;
 }
 
@@ -470,6 +569,7 @@ static int commit_ready(struct ring_thr *t)
 	for (e = sent; e != rest; e = e->next_ready) {
 		e->parked = false;
 		t->nparked--;
+		__atomic_sub_fetch(&U.q_parked[t->qid], 1, __ATOMIC_RELAXED);
 	}
 	if (rest) {
 		/* not sent: back in front of any answer that came meanwhile */
@@ -483,7 +583,8 @@ static int commit_ready(struct ring_thr *t)
 }
 
 /* After a request was parked: when none of @t's entries waits for a
- * request any more, registers one more (up to RING_MAX_ENTS). */
+ * request any more, registers one more (up to RING_MAX_ENTS: then the
+ * queue's other threads serve, see the top of this file). */
 static void keep_one_fetching(struct ring_thr *t)
 {
 	struct ring_ent *e;
@@ -505,13 +606,16 @@ static int ring_complete(struct ring_thr *t, uint64_t ud, int res)
 
 	if (ud == UD_STOP)
 		return -ECANCELED;
-	if (ud == UD_WAKE) {
+	if (ud == UD_TIMER) {
+		t->timer = false; /* ring_reclaim looks after the round */
+	} else if (ud == UD_WAKE) {
 		rc = commit_ready(t);
 	} else if (res < 0) {
 		/* ENOTCONN, ECANCELED: unmounted or aborted */
 		if (res == -ENOTCONN || res == -ECANCELED || stopping())
 			return res;
 		/* this entry is lost to the queue; the others serve on */
+		((struct ring_ent *)(uintptr_t)ud)->where = E_OWNED;
 		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-res));
 		return 0;
 	} else {
@@ -525,6 +629,57 @@ static int ring_complete(struct ring_thr *t, uint64_t ud, int res)
 	if (rc < 0)
 		fprintf(stderr, "pinfs: io_uring queue %u: %s\n", t->qid, strerror(-rc));
 	return rc;
+}
+
+/* After an io_uring_enter() of @t's: when it took every queued command
+ * (none is left in the SQ), their entries are in the kernel from now on. */
+static void ring_submitted(struct ring_thr *t)
+{
+	unsigned i;
+
+	if (io_uring_sq_ready(&t->ring))
+		return; /* some still queued: they stay E_QUEUED until next time */
+	for (i = 0; i < t->nents; i++)
+		if (t->ents[i]->where == E_QUEUED)
+			t->ents[i]->where = E_KERNEL;
+}
+
+/*
+ * Gives back the pages of @t's entries that waited in the kernel for
+ * RING_IDLE_NS without a request, and queues a timeout for the next one
+ * due (entries whose command is still queued included: the next
+ * io_uring_enter() submits them). Called after every completion of the
+ * round was taken, before that call: the kernel writes into an entry only
+ * inside it (DEFER_TASKRUN), and one it wrote into has its completion
+ * taken already, so it is E_OWNED now.
+ */
+static void ring_reclaim(struct ring_thr *t)
+{
+	uint64_t now = 0, next = UINT64_MAX;
+	struct io_uring_sqe *sqe;
+	unsigned i;
+
+	for (i = 0; i < t->nents; i++) {
+		struct ring_ent *e = t->ents[i];
+		if (e->where == E_OWNED || e->small_hw + e->pay_hw <= RING_KEEP)
+			continue;
+		if (!now)
+			now = mono_ns(); /* only when there is something to give back */
+		if (e->where == E_KERNEL && now - e->since >= RING_IDLE_NS)
+			ent_release(e);
+		else if (e->since + RING_IDLE_NS < next)
+			next = e->since + RING_IDLE_NS;
+	}
+	if (next < now)
+		next = now; /* queued, and due: look again right after the submit */
+	if (next == UINT64_MAX || t->timer || !(sqe = ring_sqe(t)))
+		return;
+	next = next - now + 1000000; /* a ms late: then it is due */
+	t->timer_ts.tv_sec = (long long)(next / 1000000000ull);
+	t->timer_ts.tv_nsec = (long long)(next % 1000000000ull);
+	io_uring_prep_timeout(sqe, &t->timer_ts, 0, 0);
+	sqe->user_data = UD_TIMER;
+	t->timer = true;
 }
 
 static void *ring_thread(void *arg)
@@ -558,6 +713,17 @@ static void *ring_thread(void *arg)
 	if (rc < 0)
 		return NULL;
 
+	/* this thread is the ring's single issuer from now on (liburing 2.3
+	 * declares io_uring_enable_rings() but does not export it) */
+	rc = (int)syscall(__NR_io_uring_register, t->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+			  NULL, 0);
+	if (rc < 0)
+		rc = -errno;
+	if (rc < 0) {
+		register_result(t, rc);
+		return NULL;
+	}
+
 	if (queue_poll(t, t->stop_fd, UD_STOP) || queue_poll(t, t->wake_fd, UD_WAKE)) {
 		register_result(t, -EBUSY);
 		return NULL;
@@ -572,6 +738,7 @@ static void *ring_thread(void *arg)
 		register_result(t, rc);
 		return NULL;
 	}
+	ring_submitted(t);
 	/* a refused REGISTER completes at once; a taken one only when a
 	 * request comes */
 	if (!io_uring_peek_cqe(&t->ring, &cqe) && cqe->user_data == (uintptr_t)e && cqe->res < 0) {
@@ -588,6 +755,7 @@ static void *ring_thread(void *arg)
 			fprintf(stderr, "pinfs: io_uring queue %u: submit: %s\n", t->qid, strerror(-rc));
 			break;
 		}
+		ring_submitted(t);
 		n = 0;
 		io_uring_for_each_cqe(&t->ring, head, cqe) {
 			n++;
@@ -598,8 +766,28 @@ static void *ring_thread(void *arg)
 		io_uring_cq_advance(&t->ring, n);
 		if (rc < 0)
 			break;
+		ring_reclaim(t);
 	}
 	return NULL;
+}
+
+bool ffs_uring_may_park(void)
+{
+	struct ring_ent *e = tl_cur;
+	unsigned *q;
+
+	/* a /dev/fuse request holds nothing of the rings while it waits */
+	if (!e || tl_park_place)
+		return true;
+	/* takes the place now, so that the queue's threads asking at once
+	 * cannot all pass; serve() gives it back if the request is answered */
+	q = &U.q_parked[e->t->qid];
+	if (__atomic_add_fetch(q, 1, __ATOMIC_RELAXED) > RING_QUEUE_PARK) {
+		__atomic_sub_fetch(q, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	tl_park_place = true;
+	return true;
 }
 
 /* ---- replies -------------------------------------------------------------- */
@@ -747,10 +935,15 @@ static int thr_open(struct ring_thr *t, unsigned qid)
 	if (t->stop_fd < 0 || t->wake_fd < 0)
 		return -errno;
 	memset(&p, 0, sizeof(p));
-	/* room for a completion of every entry at once, and two polls */
-	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
-	p.cq_entries = 2 * RING_MAX_ENTS;
-	rc = io_uring_queue_init_params(64, &t->ring, &p);
+	/* room for a completion of every entry at once, two polls and a
+	 * timeout. One issuer, the ring thread, which enables the ring
+	 * (R_DISABLED until then: this thread registers the file first);
+	 * DEFER_TASKRUN: the kernel writes requests into the entries only
+	 * inside that thread's io_uring_enter() (see ring_reclaim) */
+	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+		  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+	p.cq_entries = 2 * RING_SQ;
+	rc = io_uring_queue_init_params(RING_SQ, &t->ring, &p);
 	if (rc < 0)
 		return rc;
 	t->ring_ok = true;
@@ -794,7 +987,8 @@ void ffs_uring_setup(struct fuse_session *se, bool want)
 	U.nthr = U.nq * RING_THREADS;
 	U.thr = calloc(U.nthr, sizeof(*U.thr));
 	U.q_registered = calloc(U.nq, sizeof(*U.q_registered));
-	if (!U.thr || !U.q_registered) {
+	U.q_parked = calloc(U.nq, sizeof(*U.q_parked));
+	if (!U.thr || !U.q_registered || !U.q_parked) {
 		snprintf(U.why, sizeof(U.why), "out of memory for %u ring threads", U.nthr);
 		goto fail;
 	}

@@ -95,6 +95,14 @@ void ffs_uring_init_done(uint64_t unique, bool ok);
  * Any thread. */
 ssize_t ffs_uring_reply(const struct iovec *iov, int count);
 
+/* May the request the calling thread is handling be parked (left
+ * unanswered when its handler returns)? Over io_uring it keeps its ring
+ * entry until answered, and each queue parks at most 32, so that entries
+ * are left for the requests answered at once; false then (true: the place
+ * is taken for it). Always true for a request that came through
+ * /dev/fuse. */
+bool ffs_uring_may_park(void);
+
 /* What serves requests now: PINFS_TRANSPORT_IO_URING once every queue has
  * a registered entry, PINFS_TRANSPORT_DEV_FUSE otherwise; and how many
  * requests came in through the rings. */

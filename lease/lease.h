@@ -35,6 +35,8 @@ struct lease_cfg {
 				    * limit; one more gets EUSERS */
 	uint64_t max_pins_per_user;	     /* per user, 0 = no limit */
 	uint64_t max_pinned_bytes_per_user; /* per user, 0 = no limit */
+	uint32_t max_parked_per_user;	     /* parked requests (waits) per user,
+					      * 0 = no limit; see "Parked requests" */
 	/* the pool file (st_dev, st_ino), whose mappings in /proc/PID/maps
 	 * keep ended leases' blocks quarantined; both 0: not checked */
 	uint64_t pool_dev, pool_ino;
@@ -46,6 +48,11 @@ struct lease_ops {
 	/* the set of watched holders changed (lease_mgr_holder_list()) */
 	void (*holders_changed)(void *ctx);
 	void *ctx;
+	/* may the request the calling thread is handling be parked now? (the
+	 * transport has room for one more: fusefs/uring.c keeps ring entries
+	 * for requests answered at once). Called in the thread that makes the
+	 * wait, no lease lock held. NULL: always. */
+	bool (*may_park)(void *ctx);
 };
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
@@ -135,6 +142,13 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
  * lease_mgr_events_nowait() (which answer -EINPROGRESS then), armed by its
  * owner once it holds no lock, called back once per arming from the
  * manager's completion thread, and ended by its owner with lease_wait_end().
+ *
+ * A parked request holds what its transport needs to answer it later (over
+ * io_uring: a ring entry, see fusefs/uring.c), so a user may have at most
+ * cfg.max_parked_per_user waits at once, and a wait is made only when
+ * ops.may_park says the transport has room. Past either bound the request
+ * is answered at once: an EVENTS read with -EAGAIN, a truncate that would
+ * wait is refused as under policy fail (-busy_errno, a REFUSE event).
  */
 struct lease_wait;
 /* @status: 0 (look again / the events are in), -EINTR (an EVENTS read was
@@ -147,7 +161,9 @@ typedef void (*lease_wait_fn)(void *arg, int status);
  * lease_may_free() does, except where that would wait (policy wait or break
  * with live pins in the range): then it makes a wait, records the waiting
  * (event, SIGIO for break, new pins in the range refused) and returns
- * -EINPROGRESS with the wait in *@wp. The caller gives up its locks (the
+ * -EINPROGRESS with the wait in *@wp, counted as one of user @uid's parked
+ * requests -- unless that is over a bound (see above): then it refuses as
+ * policy fail does. The caller gives up its locks (the
  * operation fails unchanged), arms the wait, and when called back runs the
  * operation again with the same *@wp: this call then looks again (the
  * range and policy are the wait's) and answers 0, -busy_errno, -EINTR
@@ -155,7 +171,7 @@ typedef void (*lease_wait_fn)(void *arg, int status);
  * lease_may_free(); the deadline is fixed at the first look.
  */
 int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
-			  uint32_t policy, struct lease_wait **wp);
+			  uint32_t policy, uint32_t uid, struct lease_wait **wp);
 /* Parks @w: calls @fn(@arg, status) once, from the completion thread (or at
  * once with -ESHUTDOWN if the manager is stopping). Must not hold a lock
  * that @fn takes. */
@@ -165,6 +181,9 @@ void lease_wait_arm(struct lease_mgr *m, struct lease_wait *w, lease_wait_fn fn,
  * read is called back with -EINTR. Any thread, any time until the owner
  * ends @w. */
 void lease_wait_interrupt(struct lease_mgr *m, struct lease_wait *w);
+/* Parked requests (counted waits) of user @uid now; with @uid 0, of every
+ * user. */
+uint64_t lease_mgr_parked(struct lease_mgr *m, uint32_t uid);
 /* Ends and frees *@wp (NULL: nothing), disarming it; a truncate's wait that
  * never decided hands its breaking leases back (as a refusal does). */
 void lease_wait_end(struct lease_mgr *m, struct lease_wait **wp);
@@ -190,9 +209,11 @@ void lease_mgr_events(struct lease_mgr *m, uint64_t after, unsigned timeout_ms,
 /* The events with seq > @after that reader @uid may see: those about its
  * own holders' leases (the holder's uid when it pinned), every event for
  * root (0). Fills @out and returns 0 when there are some (or some were
- * lost, or @timeout_ms is 0); else makes a wait in *@wp and returns
- * -EINPROGRESS: once armed it is called back with @out filled when such an
- * event is recorded or after @timeout_ms (at most 1000; then n is 0). -ENOMEM. */
+ * lost, or @timeout_ms is 0); else makes a wait in *@wp, one of @uid's
+ * parked requests, and returns -EINPROGRESS: once armed it is called back
+ * with @out filled when such an event is recorded or after @timeout_ms (at
+ * most 1000; then n is 0). -EAGAIN: no wait made, over a bound on parked
+ * requests (see above); -ENOMEM. */
 int lease_mgr_events_nowait(struct lease_mgr *m, uint64_t after, unsigned timeout_ms, uint32_t uid,
 			    struct pinfs_events *out, struct lease_wait **wp);
 

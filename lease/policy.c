@@ -48,6 +48,16 @@
  * every decision is made under the data lock, as before) and replies from
  * there. EVENTS waits are answered by the completer itself once an event the
  * reader may see is recorded or its timeout passes.
+ *
+ * A parked request is cheap here (a struct lease_wait) but not in the
+ * transport: over io_uring it keeps a ring entry until it is answered
+ * (fusefs/uring.c), and one user's thousands of EVENTS reads once took
+ * every entry, so that other users' requests waited seconds for one. So
+ * each user may have cfg.max_parked_per_user waits at once (park_take),
+ * and a wait is made only when the transport says it has room
+ * (ops.may_park). Past either bound the request is answered at once: an
+ * EVENTS read with EAGAIN (pinfsctl then polls), a truncate that would wait
+ * with the refusal, as under policy fail.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -106,6 +116,14 @@ struct lease_wait {
 	uint64_t scanned;	  /* events up to here hold nothing for @uid; m->lock */
 	uint32_t uid;		  /* the reader: sees its holders' events, root all */
 	struct pinfs_events *out; /* filled by the completer before @fn */
+	/* both: one of user @park_uid's parked requests (park_take) */
+	bool counted;
+	uint32_t park_uid;
+};
+
+/* Parked waits of one user (m->park, for cfg.max_parked_per_user). */
+struct park_user {
+	uint32_t uid, n;
 };
 
 /*
@@ -141,6 +159,9 @@ struct lease_mgr {
 	size_t nfc, capfc;
 	uint32_t *ring_uid;	 /* whose event ring[i] is (UID_NONE: root's); lock */
 	struct lease_wait parked; /* armed waits (list head); lock */
+	struct park_user *park;	 /* users with counted waits (n > 0); lock */
+	size_t npark, cappark;	 /* lock */
+	uint64_t nparked;	 /* counted waits, all users; lock */
 	pthread_t completer;
 	bool stop;		 /* lease_mgr_stop began; lock */
 	struct {
@@ -410,6 +431,7 @@ void lease_mgr_delete(struct lease_mgr **mp)
 	free(m->ring);
 	free(m->ring_uid);
 	free(m->fc);
+	free(m->park);
 	free(m);
 	*mp = NULL;
 }
@@ -735,6 +757,93 @@ static void unbreak(struct lease_mgr *m, struct lease *v, long k)
 			lease_set_state(m->t, v[i].id, PINFS_LEASE_ACTIVE);
 }
 
+/* User @uid's entry in m->park, or NULL; m->lock held. */
+static struct park_user *park_find(struct lease_mgr *m, uint32_t uid)
+{
+	size_t i;
+
+	for (i = 0; i < m->npark; i++)
+		if (m->park[i].uid == uid)
+			return &m->park[i];
+	return NULL;
+}
+
+/*
+ * Counts @w as one of user @uid's parked requests: 0, or -EAGAIN when the
+ * transport has no room (ops.may_park) or @uid has max_parked_per_user
+ * already, -ENOMEM. Must not hold m->lock (may_park is the file system's).
+ * Users with parked waits are few (each has at most the bound), so the
+ * table is a plain array.
+ */
+static int park_take(struct lease_mgr *m, struct lease_wait *w, uint32_t uid)
+{
+	struct park_user *u;
+	int rc = 0;
+
+	if (m->ops.may_park && !m->ops.may_park(m->ops.ctx))
+		return -EAGAIN;
+	pthread_mutex_lock(&m->lock);
+	u = park_find(m, uid);
+	if (!u) {
+		if (m->npark == m->cappark) {
+			size_t cap = m->cappark ? 2 * m->cappark : 8;
+			struct park_user *p = realloc(m->park, cap * sizeof(*p));
+			if (!p) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			m->park = p;
+			m->cappark = cap;
+		}
+		u = &m->park[m->npark++];
+		u->uid = uid;
+		u->n = 0;
+	}
+	if (m->cfg.max_parked_per_user && u->n >= m->cfg.max_parked_per_user) {
+		if (!u->n)
+			*u = m->park[--m->npark];
+		rc = -EAGAIN;
+		goto out;
+	}
+	u->n++;
+	m->nparked++;
+	w->counted = true;
+	w->park_uid = uid;
+out:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/* Ends what park_take() counted for @w, if anything. */
+static void park_drop(struct lease_mgr *m, struct lease_wait *w)
+{
+	struct park_user *u;
+
+	if (!w->counted)
+		return;
+	pthread_mutex_lock(&m->lock);
+	u = park_find(m, w->park_uid);
+	if (!u || !u->n)
+		abort(); /* counted, so it is there */
+	if (!--u->n)
+		*u = m->park[--m->npark];
+	m->nparked--;
+	pthread_mutex_unlock(&m->lock);
+	w->counted = false;
+}
+
+uint64_t lease_mgr_parked(struct lease_mgr *m, uint32_t uid)
+{
+	struct park_user *u;
+	uint64_t n;
+
+	pthread_mutex_lock(&m->lock);
+	u = uid ? park_find(m, uid) : NULL;
+	n = !uid ? m->nparked : u ? u->n : 0;
+	pthread_mutex_unlock(&m->lock);
+	return n;
+}
+
 /*
  * One look at the pins in the way of a waiting truncate (policy wait or
  * break), with the file's data lock held: 0 (no pin left, or break revoked
@@ -801,8 +910,10 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 	return rc;
 }
 
-int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
-			  uint32_t policy, struct lease_wait **wp)
+/* lease_may_free_nowait(); @counted: the wait is a parked request of user
+ * @uid, bounded (the blocking lease_may_free() parks nothing). */
+static int may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			   uint32_t policy, bool counted, uint32_t uid, struct lease_wait **wp)
 {
 	struct lease_wait *w = *wp;
 	struct lease *v = NULL;
@@ -817,18 +928,24 @@ int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uin
 			free(v);
 			return (int)k;
 		}
-		if (policy == PINFS_POLICY_FAIL)
+		if (policy == PINFS_POLICY_FAIL) {
 			rc = refuse(m, &v[0], ino, first, n, policy);
-		else if (policy == PINFS_POLICY_REVOKE)
+		} else if (policy == PINFS_POLICY_REVOKE) {
 			rc = revoke_all(m, v, k, ino, first, n, policy);
-		else
-			rc = -EINPROGRESS;
+		} else if (!(w = calloc(1, sizeof(*w)))) {
+			rc = -ENOMEM;
+		} else {
+			rc = counted ? park_take(m, w, uid) : 0;
+			if (rc == -EAGAIN) /* no room to wait: as policy fail */
+				rc = refuse(m, &v[0], ino, first, n, policy);
+			if (!rc)
+				rc = -EINPROGRESS;
+		}
 		free(v);
-		if (rc != -EINPROGRESS)
+		if (rc != -EINPROGRESS) {
+			free(w);
 			return rc;
-		w = calloc(1, sizeof(*w));
-		if (!w)
-			return -ENOMEM;
+		}
 		w->kind = W_FREE;
 		w->ino = ino;
 		w->first = first;
@@ -839,6 +956,12 @@ int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uin
 	rc = free_step(m, w);
 	w->decided = rc != -EINPROGRESS;
 	return rc;
+}
+
+int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			  uint32_t policy, uint32_t uid, struct lease_wait **wp)
+{
+	return may_free_nowait(m, ino, first, n, policy, true, uid, wp);
 }
 
 void lease_wait_arm(struct lease_mgr *m, struct lease_wait *w, lease_wait_fn fn, void *arg)
@@ -894,6 +1017,7 @@ void lease_wait_end(struct lease_mgr *m, struct lease_wait **wp)
 	}
 	if (w->pending)
 		pend_del(m, w->ino, w->first, w->n);
+	park_drop(m, w);
 	free(w);
 	*wp = NULL;
 }
@@ -905,7 +1029,7 @@ int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n
 	int rc;
 
 	for (;;) {
-		rc = lease_may_free_nowait(m, ino, first, n, policy, &w);
+		rc = may_free_nowait(m, ino, first, n, policy, false, 0, &w);
 		if (rc != -EINPROGRESS)
 			break;
 		if (wt && wt->interrupted && wt->interrupted(wt->arg)) {
@@ -956,6 +1080,7 @@ void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters
 		}
 	} else {
 		*c = m->mc;
+		c->parked = m->nparked;
 	}
 	pthread_mutex_unlock(&m->lock);
 	if (ino) {
@@ -1032,6 +1157,7 @@ int lease_mgr_events_nowait(struct lease_mgr *m, uint64_t after, unsigned timeou
 			    struct pinfs_events *out, struct lease_wait **wp)
 {
 	struct lease_wait *w;
+	int rc;
 
 	pthread_mutex_lock(&m->lock);
 	events_fill(m, after, uid, out);
@@ -1043,6 +1169,11 @@ int lease_mgr_events_nowait(struct lease_mgr *m, uint64_t after, unsigned timeou
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
+	rc = park_take(m, w, uid);
+	if (rc) {
+		free(w);
+		return rc;
+	}
 	w->kind = W_EVENTS;
 	w->deadline = events_deadline(timeout_ms);
 	w->after = after;

@@ -171,7 +171,10 @@ struct pinfs_counters {
 	/* mount only: freed blocks held out of the free list now because they
 	 * could not be cut out yet (a huge page a pin keeps from splitting) */
 	uint64_t unsevered_blocks;
-	uint64_t reserved[1];
+	/* mount only: requests parked now (EVENTS reads waiting for events,
+	 * truncates waiting on pins); a user other than root sees their own.
+	 * (A reserved field, always 0, in daemons before it.) */
+	uint64_t parked;
 	/* mount only: requests that came in through FUSE over io_uring */
 	uint64_t ring_requests;
 	/* mount only: PINFS_TRANSPORT_*, what serves requests now (0: a

@@ -49,6 +49,7 @@ PIN_OFF, PIN_LEN = 512 * KiB, 64 * KiB   # inside what the truncate frees
 
 MOUNT_OPTS = ('allow_other', 'wait_timeout=%s' % WAIT_S, 'lease_break_time=%s' % WAIT_S,
               'timeout=0',               # every stat reaches the daemon
+              'max_parked=%d' % (2 * NSLEEP),   # alice's sleepers, all parked
               'pin_group=%d' % POOL_GID)
 
 

@@ -95,7 +95,7 @@ COUNTERS = ('pins', 'pinned_blocks', 'leases_revoked', 'leases_broken', 'refusal
             'quarantined_blocks', 'dirty_blocks', 'clean_blocks', 'pinned_dirty_blocks',
             'flushed_background', 'flushed_integrity', 'pinned_kept_dirty', 'csum_failures',
             'mmap_lost_bytes', 'flushed_write', 'severed_blocks', 'unsevered_blocks',
-            'reserved', 'ring_requests', 'transport')
+            'parked', 'ring_requests', 'transport')
 STATS_SIZE = 2 * 20 * 8
 
 EVENT_SIZE = 80                 # struct pinfs_event

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,7 +42,7 @@ static struct lease_mgr *mgr(uint32_t policy)
 {
 	struct lease_cfg cfg = { .policy = policy, .busy_errno = EBUSY, .wait_timeout = 0.3,
 				 .lease_break_time = 0.3 };
-	struct lease_ops ops = { on_unpinned, NULL, NULL };
+	struct lease_ops ops = { .unpinned = on_unpinned };
 	struct lease_mgr *m = NULL;
 
 	if (lease_mgr_new(&cfg, &ops, &m))
@@ -204,7 +205,7 @@ static int test_per_file_policy_overrides_and_busy_errno(void)
 {
 	struct lease_cfg cfg = { .policy = PINFS_POLICY_REVOKE, .busy_errno = ETXTBSY,
 				 .wait_timeout = 0.1, .lease_break_time = 0.1 };
-	struct lease_ops ops = { on_unpinned, NULL, NULL };
+	struct lease_ops ops = { .unpinned = on_unpinned };
 	struct lease_mgr *m = NULL;
 	uint64_t id, v;
 	uint32_t p;
@@ -379,7 +380,7 @@ static int test_a_holder_dying_during_its_pin_leaves_no_lease(void)
 {
 	struct lease_cfg cfg = { .policy = PINFS_POLICY_FAIL, .busy_errno = EBUSY,
 				 .wait_timeout = 0.3, .lease_break_time = 0.3 };
-	struct lease_ops ops = { on_unpinned, kill_dying, NULL };
+	struct lease_ops ops = { .unpinned = on_unpinned, .holders_changed = kill_dying };
 	struct lease_mgr *m = NULL;
 	uint64_t f = 0, p = 5000, n = 1, id = 0;
 	pid_t pid;
@@ -484,7 +485,7 @@ static int test_a_parked_truncate_is_called_back_when_the_pin_ends(void)
 	CHECK(m);
 	sem_init(&p.called, 0, 0);
 	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
-	CHECK_EQ(lease_may_free_nowait(m, 7, 4, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINPROGRESS);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 4, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), -EINPROGRESS);
 	CHECK(w);
 	/* it waits: its range takes no new pin meanwhile, and it said so */
 	CHECK_EQ(lease_pin(m, 7, 6, 2, (uint32_t)getpid(), 0, 0, &f, &pb, &n, 1, &id2), -EAGAIN);
@@ -496,7 +497,7 @@ static int test_a_parked_truncate_is_called_back_when_the_pin_ends(void)
 	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
 	CHECK_OK(parked_wait(&p, 1000));
 	CHECK_EQ(p.status, 0);
-	CHECK_EQ(lease_may_free_nowait(m, 7, 4, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), 0);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 4, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), 0);
 	lease_wait_end(m, &w);
 	CHECK(!w);
 	CHECK_OK(lease_pin(m, 7, 6, 2, (uint32_t)getpid(), 0, 0, &f, &pb, &n, 1, &id2));
@@ -519,12 +520,12 @@ static int test_a_parked_truncate_is_refused_at_the_deadline(void)
 	CHECK(m);
 	sem_init(&p.called, 0, 0);
 	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
-	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINPROGRESS);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), -EINPROGRESS);
 	lease_wait_arm(m, w, parked_fn, &p);
 	CHECK_OK(parked_wait(&p, 2000));
 	CHECK_EQ(p.status, 0);
 	CHECK_UGE(p.at_ns - t0, 300000000ull);
-	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EBUSY);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), -EBUSY);
 	lease_wait_end(m, &w);
 	lease_mgr_events(m, 0, 0, &ev);
 	CHECK_EQ(ev.n, 3);
@@ -540,7 +541,7 @@ static int test_an_interrupted_parked_break_answers_eintr_and_hands_the_lease_ba
 {
 	struct lease_cfg cfg = { .policy = PINFS_POLICY_BREAK, .busy_errno = EBUSY,
 				 .wait_timeout = 10, .lease_break_time = 10 };
-	struct lease_ops ops = { on_unpinned, NULL, NULL };
+	struct lease_ops ops = { .unpinned = on_unpinned };
 	struct lease_mgr *m = NULL;
 	struct lease_wait *w = NULL;
 	struct parked p;
@@ -552,7 +553,7 @@ static int test_an_interrupted_parked_break_answers_eintr_and_hands_the_lease_ba
 	p.m = m;
 	sem_init(&p.called, 0, 0);
 	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &id));
-	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINPROGRESS);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), -EINPROGRESS);
 	CHECK_EQ(next_signal(1000, &v), SIGIO);
 	CHECK_UEQ(v, id);
 	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
@@ -560,7 +561,7 @@ static int test_an_interrupted_parked_break_answers_eintr_and_hands_the_lease_ba
 	lease_wait_arm(m, w, parked_fn, &p);
 	lease_wait_interrupt(m, w);
 	CHECK_OK(parked_wait(&p, 1000));
-	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINTR);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), -EINTR);
 	lease_wait_end(m, &w);
 	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
 	CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
@@ -586,7 +587,7 @@ static int test_deleting_the_manager_answers_every_parked_wait(void)
 	sem_init(&pt.called, 0, 0);
 	sem_init(&pe.called, 0, 0);
 	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
-	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_WAIT, &pt.w), -EINPROGRESS);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_WAIT, 0, &pt.w), -EINPROGRESS);
 	lease_mgr_events(m, 0, 0, ev);
 	seq = ev->next_seq;
 	CHECK_EQ(lease_mgr_events_nowait(m, seq, 1000, 0, ev, &pe.w), -EINPROGRESS);
@@ -663,6 +664,130 @@ static int test_events_show_a_user_only_their_own_holders_events(void)
 	return 0;
 }
 
+/* ---- bounds on parked requests (cfg.max_parked_per_user, ops.may_park) ---- */
+
+static int room_for_more = 1;
+
+static bool may_park(void *ctx)
+{
+	(void)ctx;
+	return room_for_more;
+}
+
+/* A user's EVENTS reads past max_parked_per_user answer -EAGAIN and wait
+ * for nothing; another user's still wait; a place comes back when a wait
+ * ends. */
+static int test_parked_events_reads_are_bounded_per_user(void)
+{
+	struct lease_cfg cfg = { .policy = PINFS_POLICY_FAIL, .busy_errno = EBUSY,
+				 .max_parked_per_user = 3 };
+	struct lease_ops ops = { .unpinned = on_unpinned };
+	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	struct lease_wait *w[5] = { NULL };
+	struct lease_mgr *m = NULL;
+	int i;
+
+	CHECK(ev);
+	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+	for (i = 0; i < 3; i++)
+		CHECK_EQ(lease_mgr_events_nowait(m, 0, 1000, 1000, ev, &w[i]), -EINPROGRESS);
+	CHECK_UEQ(lease_mgr_parked(m, 1000), 3);
+	CHECK_EQ(lease_mgr_events_nowait(m, 0, 1000, 1000, ev, &w[3]), -EAGAIN);
+	CHECK(!w[3]);
+	CHECK_UEQ(lease_mgr_parked(m, 1000), 3);
+	/* an answer at once needs no place */
+	CHECK_OK(lease_mgr_events_nowait(m, 0, 0, 1000, ev, &w[3]));
+	CHECK(!w[3]);
+	/* the bound is each user's own */
+	CHECK_EQ(lease_mgr_events_nowait(m, 0, 1000, 1001, ev, &w[4]), -EINPROGRESS);
+	CHECK_UEQ(lease_mgr_parked(m, 1001), 1);
+	CHECK_UEQ(lease_mgr_parked(m, 0), 4); /* root's view: every user's */
+	lease_wait_end(m, &w[0]);
+	CHECK_UEQ(lease_mgr_parked(m, 1000), 2);
+	CHECK_EQ(lease_mgr_events_nowait(m, 0, 1000, 1000, ev, &w[0]), -EINPROGRESS);
+	for (i = 0; i < 5; i++)
+		lease_wait_end(m, &w[i]);
+	CHECK_UEQ(lease_mgr_parked(m, 0), 0);
+	lease_mgr_delete(&m);
+	free(ev);
+	return 0;
+}
+
+/* Past the bound a truncate that would wait is refused at once, as policy
+ * fail refuses (busy_errno, a REFUSE event), sends no break notice and
+ * leaves the range open to pins; under it, it waits. */
+static int test_a_truncate_past_the_parked_bound_is_refused_not_parked(void)
+{
+	struct lease_cfg cfg = { .policy = PINFS_POLICY_BREAK, .busy_errno = ETXTBSY,
+				 .wait_timeout = 10, .lease_break_time = 10,
+				 .max_parked_per_user = 1 };
+	struct lease_ops ops = { .unpinned = on_unpinned };
+	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	struct lease_wait *w = NULL, *w2 = NULL;
+	struct lease_mgr *m = NULL;
+	struct lease l;
+	uint64_t id, id2, v, seq, f = 6, pb = 2000, n = 2;
+
+	CHECK(ev);
+	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &id));
+	CHECK_EQ(lease_mgr_events_nowait(m, 1, 1000, 1000, ev, &w), -EINPROGRESS);
+	lease_mgr_events(m, 0, 0, ev);
+	seq = ev->next_seq;
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 1000, &w2),
+		 -ETXTBSY);
+	CHECK(!w2);
+	lease_mgr_events(m, seq, 0, ev);
+	CHECK_EQ(ev->n, 1);
+	CHECK_EQ(ev->ev[0].type, PINFS_EV_REFUSE);
+	CHECK_EQ(ev->ev[0].err, ETXTBSY);
+	CHECK_EQ(next_signal(0, &v), -1); /* no break notice */
+	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
+	CHECK_OK(lease_pin(m, 7, 6, 2, (uint32_t)getpid(), 0, 0, &f, &pb, &n, 1, &id2));
+	CHECK_OK(lease_unpin(m, id2, (uint32_t)getpid(), 1000));
+	/* another user's truncate may wait */
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 1001, &w2),
+		 -EINPROGRESS);
+	CHECK_EQ(next_signal(1000, &v), SIGIO);
+	lease_wait_end(m, &w2);
+	lease_wait_end(m, &w);
+	CHECK_UEQ(lease_mgr_parked(m, 0), 0);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	free(ev);
+	return 0;
+}
+
+/* When the transport has no room (ops.may_park), nothing is parked, for
+ * any user, root included. */
+static int test_no_wait_is_made_when_the_transport_has_no_room(void)
+{
+	struct lease_cfg cfg = { .policy = PINFS_POLICY_WAIT, .busy_errno = EBUSY,
+				 .wait_timeout = 10 };
+	struct lease_ops ops = { .unpinned = on_unpinned, .may_park = may_park };
+	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	struct lease_wait *w = NULL;
+	struct lease_mgr *m = NULL;
+	uint64_t id;
+
+	CHECK(ev);
+	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
+	room_for_more = 0;
+	CHECK_EQ(lease_mgr_events_nowait(m, 1, 1000, 0, ev, &w), -EAGAIN);
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w), -EBUSY);
+	CHECK(!w);
+	room_for_more = 1;
+	CHECK_EQ(lease_may_free_nowait(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0, &w),
+		 -EINPROGRESS);
+	lease_wait_end(m, &w);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	free(ev);
+	return 0;
+}
+
 int main(void)
 {
 	sigset_t set;
@@ -686,5 +811,8 @@ int main(void)
 	RUN(test_an_interrupted_parked_break_answers_eintr_and_hands_the_lease_back);
 	RUN(test_deleting_the_manager_answers_every_parked_wait);
 	RUN(test_events_show_a_user_only_their_own_holders_events);
+	RUN(test_parked_events_reads_are_bounded_per_user);
+	RUN(test_a_truncate_past_the_parked_bound_is_refused_not_parked);
+	RUN(test_no_wait_is_made_when_the_transport_has_no_room);
 	return T_EXIT_PASS;
 }
