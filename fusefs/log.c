@@ -66,6 +66,7 @@ static struct {
 	bool outage;	     /* SYSLOG: lines go to the fallback file (protected by L.lock) */
 	bool started;	     /* ffs_log_start() ran */
 	int no_syslog;	     /* errno of /dev/log at mount: no syslog daemon */
+	bool say_fallback;   /* the fallback file's first line says why */
 	int no_fallback;     /* errno of the fallback file, when it could not be had */
 	char fallback[PATH_MAX]; /* "" when there is no place for one */
 	char pool[PATH_MAX];
@@ -581,15 +582,17 @@ void ffs_log_fallback(void)
 	}
 	if (!L.no_syslog)
 		return;
-	/* No syslog daemon: the fallback file from the start, and the user
-	 * is told. Without one, the log keeps trying syslog, which may start
-	 * later. */
+	/* No syslog daemon: the fallback file from the start, silently on
+	 * the terminal (a successful mount prints nothing: mount helpers
+	 * don't, and scripts compare their output), and the file's first
+	 * line says why (ffs_log_start). Only a mount that will log nowhere
+	 * says so. Without a file, the log keeps trying syslog, which may
+	 * start later. */
 	if (L.fallback[0]) {
 		L.fd = fallback_open();
 		if (L.fd >= 0) {
 			L.to = LOG_TO_FILE;
-			fprintf(stderr, "pinfs: no syslog (%s: %s): logging to %s\n", _PATH_LOG,
-				strerror(L.no_syslog), L.fallback);
+			L.say_fallback = true;
 			return;
 		}
 		L.no_fallback = errno;
@@ -628,6 +631,9 @@ void ffs_log_start(void)
 		return;
 	setvbuf(f, NULL, _IOLBF, 0);
 	stderr = f;
+	if (L.say_fallback)
+		fprintf(stderr, "pinfs: no syslog (%s: %s): logging to %s\n", _PATH_LOG,
+			strerror(L.no_syslog), L.fallback);
 }
 
 void ffs_log_close(void)
