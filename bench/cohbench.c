@@ -13,6 +13,8 @@
  *            page the writes reach has been read through it first
  *   stores   as mapped, and a second thread stores into the mapping
  *            (one byte per page, round robin) the whole time
+ *   cold     the mapping is held, but only its first page was read: the
+ *            writes reach pages the kernel does not cache
  * Prints: "MODE BS ops/s p50_us p99_us".
  */
 #define BENCH_NAME "cohbench"
@@ -54,10 +56,18 @@ int main(int argc, char **argv)
 	uint64_t rnd = 88172645463325252ull;
 
 	if (argc != 5) {
-		fprintf(stderr, "usage: cohbench FILE plain|mapped|stores BS COUNT\n");
+		fprintf(stderr, "usage: cohbench FILE plain|mapped|stores|cold BS COUNT\n");
 		return 1;
 	}
-	mode = !strcmp(argv[2], "plain") ? 0 : !strcmp(argv[2], "mapped") ? 1 : 2;
+	mode = !strcmp(argv[2], "plain")    ? 0
+	       : !strcmp(argv[2], "mapped") ? 1
+	       : !strcmp(argv[2], "stores") ? 2
+	       : !strcmp(argv[2], "cold")   ? 3
+					    : -1;
+	if (mode < 0) {
+		fprintf(stderr, "cohbench: mode plain, mapped, stores or cold\n");
+		return 1;
+	}
 	bs = (size_t)parse_long(argv[3]);
 	count = (size_t)parse_long(argv[4]);
 	if (!bs || bs > FILE_SIZE || FILE_SIZE % bs)
@@ -76,7 +86,7 @@ int main(int argc, char **argv)
 		map = mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (map == MAP_FAILED)
 			die("mmap");
-		for (size_t off = 0; off < FILE_SIZE; off += 4096)
+		for (size_t off = 0; off < (mode == 3 ? 4096 : FILE_SIZE); off += 4096)
 			(void)map[off];
 	}
 	if (mode == 2 && pthread_create(&t, NULL, storer, NULL))

@@ -59,8 +59,11 @@
 
 #include "fusefs/fusefs.h"
 
+#define PAGE_SIZE_4K 4096u /* the kernel's page: what a fill and a drop cover */
+
 #define COH_BUCKETS 64
 #define COH_WORKERS 4
+#define COH_MAX_PAGES (1ull << 24) /* 64 GiB of file: a 2 MiB bitmap */
 
 struct coh_write {
 	struct ffs *f;
@@ -77,6 +80,12 @@ struct coh_write {
 struct coh_inode {
 	uint64_t ino;
 	struct coh_write *pending; /* registered (step 1), not applied: oldest first */
+	/* pages the kernel may cache: a bit set by each fill, cleared when
+	 * step 2 drops the page; all: every page (past COH_MAX_PAGES, or no
+	 * memory for the bits) */
+	uint64_t *pages;
+	size_t nwords;
+	bool all;
 	struct coh_inode *next;
 };
 
@@ -101,7 +110,42 @@ static struct coh_inode **coh_slot(uint64_t ino)
 	return pp;
 }
 
-void ffs_coh_filled(uint64_t ino)
+/* Sets (@on) or clears the bits of pages [@first, @last] of @ci. */
+static void coh_mark(struct coh_inode *ci, uint64_t first, uint64_t last, bool on)
+{
+	if (on && !ci->all && last / 64 >= ci->nwords) {
+		size_t n = (size_t)(last / 64 + 1) * 2;
+		uint64_t *p = last < COH_MAX_PAGES ? realloc(ci->pages, n * sizeof(*p)) : NULL;
+		if (!p) {
+			ci->all = true;
+		} else {
+			memset(p + ci->nwords, 0, (n - ci->nwords) * sizeof(*p));
+			ci->pages = p;
+			ci->nwords = n;
+		}
+	}
+	if (ci->all)
+		return; /* stays set: nobody knows which pages left */
+	for (uint64_t pg = first; pg <= last && pg / 64 < ci->nwords; pg++) {
+		if (on)
+			ci->pages[pg / 64] |= 1ull << (pg % 64);
+		else
+			ci->pages[pg / 64] &= ~(1ull << (pg % 64));
+	}
+}
+
+/* May the kernel cache a page of [@first, @last] of @ci? */
+static bool coh_any(const struct coh_inode *ci, uint64_t first, uint64_t last)
+{
+	if (ci->all)
+		return true;
+	for (uint64_t pg = first; pg <= last && pg / 64 < ci->nwords; pg++)
+		if (ci->pages[pg / 64] >> (pg % 64) & 1)
+			return true;
+	return false;
+}
+
+void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size)
 {
 	struct coh_inode **pp;
 
@@ -117,17 +161,21 @@ void ffs_coh_filled(uint64_t ino)
 		/* no memory: the fill is served as before; coherence is then
 		 * only as good as the kernel's own invalidation */
 	}
+	if (*pp)
+		coh_mark(*pp, off / PAGE_SIZE_4K, (off + (size ? size : 1) - 1) / PAGE_SIZE_4K, true);
 	pthread_mutex_unlock(&coh.lock);
 }
 
-bool ffs_coh_cached(uint64_t ino)
+bool ffs_coh_cached(uint64_t ino, uint64_t off, size_t len)
 {
+	struct coh_inode *ci;
 	bool yes;
 
 	if (!__atomic_load_n(&coh.ninodes, __ATOMIC_SEQ_CST))
 		return false;
 	pthread_mutex_lock(&coh.lock);
-	yes = *coh_slot(ino) != NULL;
+	ci = *coh_slot(ino);
+	yes = ci && (!len || coh_any(ci, off / PAGE_SIZE_4K, (off + len - 1) / PAGE_SIZE_4K));
 	pthread_mutex_unlock(&coh.lock);
 	return yes;
 }
@@ -144,6 +192,7 @@ void ffs_coh_released(uint64_t ino)
 	if (ci && !ci->pending) {
 		*pp = ci->next;
 		__atomic_sub_fetch(&coh.ninodes, 1, __ATOMIC_SEQ_CST);
+		free(ci->pages);
 		free(ci);
 	}
 	pthread_mutex_unlock(&coh.lock);
@@ -207,6 +256,13 @@ static void coh_apply(struct coh_write *w)
 	bool killed = false;
 	ssize_t rc;
 
+	/* the range's pages are dropped next: a fill from here on marks
+	 * its page again */
+	pthread_mutex_lock(&coh.lock);
+	ci = *coh_slot(pm_ino(w->ip));
+	if (w->len)
+		coh_mark(ci, w->off / PAGE_SIZE_4K, (w->off + w->len - 1) / PAGE_SIZE_4K, false);
+	pthread_mutex_unlock(&coh.lock);
 	/* step 2: the kernel writes back and drops the range's pages;
 	 * -ENOENT: it holds no inode, so no page either. Not once the loop
 	 * has ended: nobody would serve the requests it waits for. */
@@ -365,6 +421,7 @@ void ffs_coh_stop(int fuse_fd)
 		while (coh.tab[b]) {
 			struct coh_inode *ci = coh.tab[b];
 			coh.tab[b] = ci->next;
+			free(ci->pages);
 			free(ci);
 		}
 	coh.ninodes = 0;

@@ -82,13 +82,14 @@ void ffs_inval_attr(struct ffs *f, uint64_t ino);
 /* fusefs/coherent.c: shared mappings coherent with write() (the rules
  * are there). A fill READ (no lock owner) calls ffs_coh_filled() before it
  * reads the pool, then ffs_coh_read(): true when it replied (the range
- * overlaps a pending write). A write to a file ffs_coh_cached() says yes
- * for goes to ffs_coh_write(), which replies later. ffs_coh_released():
+ * overlaps a pending write). A write to a range ffs_coh_cached() says the
+ * kernel may cache a page of goes to ffs_coh_write(), which replies later
+ * (@len 0: any page of the file). ffs_coh_released():
  * the inode's last open file is gone. ffs_coh_stop(): after the loop,
  * before the engine is unmounted; ends the connection on @fuse_fd if a
  * worker still waits on the kernel after 2 s. */
-void ffs_coh_filled(uint64_t ino);
-bool ffs_coh_cached(uint64_t ino);
+void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size);
+bool ffs_coh_cached(uint64_t ino, uint64_t off, size_t len);
 bool ffs_coh_read(struct ffs *f, fuse_req_t req, struct pm_inode *ip, uint64_t off, size_t size);
 void ffs_coh_write(struct ffs *f, fuse_req_t req, struct pm_inode *ip, const struct pm_cred *cr,
 		   uint64_t off, const struct iovec *iov, int n);

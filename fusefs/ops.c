@@ -119,7 +119,7 @@ static void file_put(struct ffs *f, struct fuse_file_info *fi)
 
 	if (f->lm)
 		lease_release_fh(f->lm, (uint64_t)(uintptr_t)file);
-	if (ffs_coh_cached(pm_ino(file->ip))) {
+	if (ffs_coh_cached(pm_ino(file->ip), 0, 0)) {
 		/* the last open file of a mapped inode: no mapping is left */
 		struct open_file *o;
 		bool other = false;
@@ -783,7 +783,7 @@ static void ffs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (!fi->lock_owner) {
 		/* the kernel filling a page of a mapping (a direct read
 		 * always carries a lock owner): coherent.c */
-		ffs_coh_filled(pm_ino(ip));
+		ffs_coh_filled(pm_ino(ip), (uint64_t)off, size);
 		if (ffs_coh_read(f, req, ip, (uint64_t)off, size))
 			return;
 	}
@@ -806,7 +806,7 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 	struct iovec iov[64];
 	struct cred_buf cb;
 	bool killed;
-	size_t i;
+	size_t i, len = 0;
 	int n = 0;
 	ssize_t rc;
 
@@ -825,8 +825,10 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		iov[n].iov_base = (char *)b->mem + skip;
 		iov[n++].iov_len = b->size - skip;
 	}
+	for (i = 0; i < (size_t)n; i++)
+		len += iov[i].iov_len;
 	cred_get(req, &cb, false);
-	if (!fi->writepage && ffs_coh_cached(pm_ino(ip))) {
+	if (!fi->writepage && ffs_coh_cached(pm_ino(ip), (uint64_t)off, len)) {
 		/* the kernel may cache pages of this file: coherent.c */
 		ffs_coh_write(f, req, ip, &cb.cr, (uint64_t)off, iov, n);
 		return;
@@ -834,7 +836,7 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 	rc = pm_write_kill(f->fs, &cb.cr, ip, (uint64_t)off, iov, n, &killed);
 	if (killed)
 		ffs_inval_attr(f, pm_ino(ip)); /* before the reply: exec looks next */
-	if (rc >= 0 && !fi->writepage && ffs_coh_cached(pm_ino(ip))) {
+	if (rc >= 0 && !fi->writepage && ffs_coh_cached(pm_ino(ip), (uint64_t)off, len)) {
 		/* a first page fill read the pool while this write was
 		 * applied: done again the coherent way (coherent.c) */
 		ffs_coh_write(f, req, ip, &cb.cr, (uint64_t)off, iov, n);
@@ -846,9 +848,6 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		 * next fsync/msync and drops the page's bytes. Say so, once.
 		 * (Why the space cannot be reserved earlier: README, "A store
 		 * through a shared mapping on a full pool".) */
-		size_t len = 0;
-		for (i = 0; i < (size_t)n; i++)
-			len += iov[i].iov_len;
 		fprintf(stderr, "pinfs: inode %llu: bytes %lld-%lld stored through a shared mapping are lost: "
 				"page writeback failed: %s\n",
 			(unsigned long long)pm_ino(ip), (long long)off, (long long)(off + len - 1),
