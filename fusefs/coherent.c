@@ -41,7 +41,16 @@
  * Steps 1-3 run on worker threads of this file, not on the transport's:
  * step 2 waits for writepage and fill requests that transport threads must
  * serve, so the request is parked (the transport thread goes on) and the
- * worker answers it. Other files' writes never come here.
+ * worker answers it. Other files' writes never come here, and neither do
+ * writes to pages no fill has read since step 2 last dropped them (a bit
+ * per page; the check is made again after the write, as for the first
+ * fill). Over io_uring a parked write keeps its ring entry for the few
+ * microseconds to milliseconds this takes, and is not counted against
+ * max_parked (its writer is blocked in write(), so there is one per
+ * writing thread); a queue whose entries were all held by parked requests
+ * (32 waiting EVENTS/truncates and about 36 writes to mapped files on one
+ * CPU at once) would hold back the writeback step 2 waits for until one
+ * is answered elsewhere. Measured with 80 concurrent writers: none. 
  *
  * Locking: coh.lock guards the table, the pending lists and the queue; it
  * is taken before ip->rw (a fill READ with an overlap reads the pool under
