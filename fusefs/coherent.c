@@ -47,10 +47,12 @@
  * fill). Over io_uring a parked write keeps its ring entry for the few
  * microseconds to milliseconds this takes, and is not counted against
  * max_parked (its writer is blocked in write(), so there is one per
- * writing thread); a queue whose entries were all held by parked requests
- * (32 waiting EVENTS/truncates and about 36 writes to mapped files on one
- * CPU at once) would hold back the writeback step 2 waits for until one
- * is answered elsewhere. Measured with 80 concurrent writers: none. 
+ * writing thread). A limit: were every entry of one queue held by parked
+ * requests (32 waiting EVENTS reads or truncates plus about 36 writes to
+ * mapped files from that CPU at once), the writeback a worker's step 2
+ * sends from that CPU would wait for an entry, and the writes for the
+ * worker: a stall that needs that many writers to mapped files on one
+ * CPU; 80 concurrent writers on 2 CPUs did not come near it.
  *
  * Locking: coh.lock guards the table, the pending lists and the queue; it
  * is taken before ip->rw (a fill READ with an overlap reads the pool under
