@@ -485,10 +485,13 @@ static int fill_run(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl)
 		if (rc)
 			break;
 		pm_tx_begin(fs);
-		if (fill_map(fs, ip, fl, true)) {
+		rc = fill_map(fs, ip, fl, true);
+		if (rc) {
 			pm_tx_abort(fs);
 			pm_inode_reload(fs, ip);
-			rc = -EIO; /* space was held: a corrupt map */
+			/* a map node's backing could not be had (backing.c);
+			 * else the space was held: a corrupt map */
+			rc = rc == -ENOSPC ? -ENOSPC : -EIO;
 			break;
 		}
 		if (!fl->left)
@@ -619,10 +622,14 @@ ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inod
 			rc = pm_fs_writable(fs);
 		if (!rc) {
 			pm_tx_begin(fs);
-			if (holes && fill_map(fs, ip, &fl, false)) {
+			rc = holes ? fill_map(fs, ip, &fl, false) : 0;
+			if (rc) {
 				pm_tx_abort(fs);
 				pm_inode_reload(fs, ip);
-				rc = -EIO; /* space was held: a corrupt map */
+				/* a map node's backing could not be had
+				 * (backing.c); else the space was held: a
+				 * corrupt map */
+				rc = rc == -ENOSPC ? -ENOSPC : -EIO;
 			}
 		}
 		if (rc) {

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/backing.c -- the pool file's backing: allocated before the engine
+ * stores, and SIGBUS when it is lost all the same.
+ *
+ * A sparse pool (mkfs writes only its first metadata; freed blocks are
+ * punched out, sever.c) is mostly holes of its file. The first store into a
+ * hole makes the backing file system allocate a page, and a tmpfs with no
+ * page left answers with SIGBUS, which used to kill the daemon. So every
+ * block the engine hands out is backed first (pm_back_run, from the
+ * allocator: one fallocate(KEEP_SIZE) per run, with the bitmap and checksum
+ * pages its allocation writes), and so are an inode table page before an
+ * inode slot in it is read or written (pm_ialloc) and the journal pages a
+ * record takes (pm_tx_commit). A full backing store fails the allocation:
+ * the request gets ENOSPC and nothing was written. Metadata blocks once
+ * backed are remembered in fs->mback (they are never punched); data blocks
+ * are not (a freed one is punched), and fallocate over pages already
+ * allocated costs a page-cache lookup each (README, "A full backing store").
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pmem/fs_int.h"
+#include "pmem/pool.h"
+
+void pm_back_init(struct pm_fs *fs)
+{
+	/* a device has no holes; an in-memory or read-only pool is not
+	 * stored into through a file */
+	fs->back_on = fs->sever_how == PM_SEVER_PUNCH || fs->sever_how == PM_SEVER_HUGETLB ||
+		      fs->sever_how == PM_SEVER_DAX;
+	if (fs->back_on)
+		fs->mback = calloc(PM_DIV_UP(fs->data_start, 64), 8); /* NULL: no cache */
+}
+
+static int falloc(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	int e;
+
+	if (!fs->back_on || !n)
+		return 0;
+	do {
+		if (!fallocate(fs->pool->fd, FALLOC_FL_KEEP_SIZE, (off_t)(b << PM_BLOCK_SHIFT),
+			       (off_t)(n << PM_BLOCK_SHIFT)))
+			return 0;
+		e = errno;
+	} while (e == EINTR);
+	if (e == EOPNOTSUPP || e == ENOSYS) {
+		fs->back_on = false;
+		fprintf(stderr, "pinfs: %s: the pool file cannot allocate its backing ahead (%s): "
+				"a full backing store may fail a store with EIO\n",
+			fs->pool->path, strerror(e));
+		return 0;
+	}
+	if (fs->back_said < 8) {
+		fs->back_said++;
+		fprintf(stderr, "pinfs: %s: cannot allocate the backing of pool blocks %" PRIu64
+				"-%" PRIu64 ": %s: the request fails with %s%s\n",
+			fs->pool->path, b, b + n - 1, strerror(e),
+			e == ENOSPC || e == EDQUOT ? "ENOSPC" : "EIO",
+			fs->back_said == 8 ? " (further failures are not logged)" : "");
+	}
+	return e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO;
+}
+
+static bool mbit(const struct pm_fs *fs, uint64_t b)
+{
+	return (fs->mback[b >> 6] >> (b & 63)) & 1;
+}
+
+int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	uint64_t e = b + n, s;
+	int rc;
+
+	if (!fs->back_on || !n)
+		return 0;
+	if (!fs->mback || b >= fs->data_start)
+		return falloc(fs, b, n);
+	/* metadata: only the stretches not known backed */
+	while (b < e && b < fs->data_start) {
+		for (; b < e && b < fs->data_start && mbit(fs, b); b++)
+			;
+		for (s = b; b < e && b < fs->data_start && !mbit(fs, b); b++)
+			;
+		if (s == b)
+			break;
+		rc = falloc(fs, s, b - s);
+		if (rc)
+			return rc;
+		for (; s < b; s++)
+			fs->mback[s >> 6] |= 1ull << (s & 63);
+	}
+	return b < e ? falloc(fs, b, e - b) : 0;
+}
+
+int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return 0;
+	return pm_back(fs, off >> PM_BLOCK_SHIFT,
+		       ((off + len - 1) >> PM_BLOCK_SHIFT) - (off >> PM_BLOCK_SHIFT) + 1);
+}
+
+int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	const uint64_t per = PM_BLOCK_SIZE * 8ull; /* blocks per bitmap block */
+	const struct pm_super *sb = fs->pool->sb;
+	int rc;
+
+	if (!fs->back_on || !n)
+		return 0;
+	rc = pm_back(fs, b, n);
+	if (!rc)
+		rc = pm_back(fs, sb->bitmap_start + b / per, (b + n - 1) / per - b / per + 1);
+	if (!rc && fs->csum)
+		rc = pm_back_bytes(fs, (uint64_t)((char *)&fs->csum[b] - (char *)fs->pool->base),
+				   n * sizeof(*fs->csum));
+	return rc;
+}

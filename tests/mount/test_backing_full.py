@@ -1,0 +1,108 @@
+"""A backing store that cannot hold a store never kills the daemon (README,
+"A full backing store").
+
+A sparse pool is mostly holes of its file: the first store into one makes
+the file system under the pool allocate a page, and a full tmpfs answers
+with SIGBUS. The engine allocates the backing of every block before it
+stores into it, so a full backing store fails the request with ENOSPC, and
+statfs does not promise more than the backing store has.
+"""
+
+import errno
+import os
+
+import pytest
+
+
+pytestmark = [pytest.mark.needs_daemon]
+
+MiB = 1 << 20
+KEEP = bytes(range(256)) * 256          # 64 KiB, written before the fill
+
+
+def tmpfs_free(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@pytest.mark.pool_tmpfs('size=64M')
+@pytest.mark.pool_size('256M')
+def test_statfs_promises_no_more_than_the_backing_store_has(mnt):
+    backing = os.path.dirname(mnt.pool)
+    mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
+    st = os.statvfs(mnt.dir)
+    assert st.f_blocks * st.f_frsize > 200 * MiB            # the pool's size
+    assert st.f_bavail * st.f_frsize <= tmpfs_free(backing), \
+        (st.f_bavail * st.f_frsize, tmpfs_free(backing))
+    assert st.f_bfree * st.f_frsize <= tmpfs_free(backing) + 1 * MiB
+    assert st.f_bavail * st.f_frsize > 32 * MiB             # not nothing either
+    # as the backing store fills, so does the pool's free space: a file
+    # outside the pool takes 16 MiB of the tmpfs
+    before = st.f_bavail * st.f_frsize
+    with open(os.path.join(backing, 'other'), 'wb') as f:
+        f.write(b'o' * (16 * MiB))
+    st = os.statvfs(mnt.dir)
+    assert st.f_bavail * st.f_frsize <= tmpfs_free(backing)
+    assert before - st.f_bavail * st.f_frsize >= 15 * MiB
+    # writes stop at ENOSPC with statfs near zero, never above the tmpfs's
+    fd = os.open(mnt.path('fill'), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as ei:
+            while True:
+                os.write(fd, b'f' * MiB)
+        assert ei.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    st = os.statvfs(mnt.dir)
+    assert st.f_bavail * st.f_frsize <= tmpfs_free(backing) < 2 * MiB
+    os.unlink(os.path.join(backing, 'other'))
+
+
+@pytest.mark.pool_tmpfs('size=64M')
+@pytest.mark.pool_size('256M')
+@pytest.mark.watchdog(300)
+def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
+    backing = os.path.dirname(mnt.pool)
+    mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
+    keep = mnt.path('keep')
+    with open(keep, 'wb') as f:
+        f.write(KEEP)
+
+    # dd bs=1M count=100 into a 64 MiB tmpfs: ENOSPC at some point
+    chunk = b'\xa5' * MiB
+    written = 0
+    fd = os.open(mnt.path('fill'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with pytest.raises(OSError) as ei:
+            for _ in range(100):
+                n = os.write(fd, chunk)
+                written += n
+                assert n > 0
+        assert ei.value.errno == errno.ENOSPC, ei.value
+    finally:
+        os.close(fd)
+    assert 8 * MiB < written < 64 * MiB, written
+
+    # the daemon answers: stat, statfs, reads of what was there
+    assert os.stat(mnt.path('fill')).st_size == written
+    with open(keep, 'rb') as f:
+        assert f.read() == KEEP
+    with open(mnt.path('fill'), 'rb') as f:
+        got = f.read()
+    assert len(got) == written and got == b'\xa5' * written
+    # a create on a full backing store: ENOSPC or fine, never a dead daemon
+    try:
+        with open(mnt.path('new'), 'wb') as f:
+            f.write(b'x' * 8192)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    assert os.path.isdir(mnt.dir) and os.stat(keep).st_size == len(KEEP)
+
+    # freeing space makes writes work again
+    os.unlink(mnt.path('fill'))
+    with open(mnt.path('again'), 'wb') as f:
+        f.write(b'\x5a' * (4 * MiB))
+    with open(mnt.path('again'), 'rb') as f:
+        assert f.read() == b'\x5a' * (4 * MiB)
+    assert 'SIGBUS' not in mnt.output()
+    # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
