@@ -16,6 +16,11 @@
  * backed are remembered in fs->mback (they are never punched); data blocks
  * are not (a freed one is punched), and fallocate over pages already
  * allocated costs a page-cache lookup each (README, "A full backing store").
+ *
+ * What allocation cannot prevent -- the pool file truncated underneath the
+ * daemon, a poisoned line of persistent memory (BUS_MCEERR_AR) -- still
+ * raises SIGBUS: pm_fault_catch() turns it into EIO for the request and a
+ * read-only file system (see fs.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pmem/fs_int.h"
@@ -122,4 +128,108 @@ int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n)
 		rc = pm_back_bytes(fs, (uint64_t)((char *)&fs->csum[b] - (char *)fs->pool->base),
 				   n * sizeof(*fs->csum));
 	return rc;
+}
+
+/* ---- SIGBUS -------------------------------------------------------------- */
+
+/* Set by pm_fault_watch() before the daemon's threads start, read by the
+ * signal handler: no lock. */
+static struct {
+	char *base;
+	uint64_t size, page;
+	struct pm_fs *fs;
+} W;
+static uint64_t g_faults;  /* atomic */
+static int g_recorded;	   /* atomic: the superblock has the errors flag */
+/* initial-exec: a handler must not make the first access of a dynamic TLS
+ * block (which may allocate) */
+static __thread unsigned t_faults __attribute__((tls_model("initial-exec")));
+
+void pm_fault_watch(struct pm_fs *fs)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+
+	W.page = pg > 0 ? (uint64_t)pg : 4096;
+	/* a hugetlbfs mapping is unmapped (and replaced) whole pages only */
+	if (fs->sever_how == PM_SEVER_HUGETLB)
+		W.page = fs->sever_gran << PM_BLOCK_SHIFT;
+	W.size = fs->pool->size;
+	W.fs = fs;
+	__atomic_store_n(&W.base, (char *)fs->pool->base, __ATOMIC_RELEASE);
+}
+
+bool pm_fault_in_pool(const void *p)
+{
+	const char *base = __atomic_load_n(&W.base, __ATOMIC_ACQUIRE);
+
+	return base && (const char *)p >= base && (uint64_t)((const char *)p - base) < W.size;
+}
+
+bool pm_fault_catch(void *addr, uint64_t *off)
+{
+	char *base = __atomic_load_n(&W.base, __ATOMIC_ACQUIRE), *pg;
+
+	if (!pm_fault_in_pool(addr))
+		return false;
+	*off = (uint64_t)((char *)addr - base);
+	pg = base + (*off & ~(W.page - 1));
+	/* the page is gone from the file (or poisoned): a private zero page
+	 * in its place lets the access complete; nothing reaches the file
+	 * through it */
+	if (mmap(pg, W.page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+		 0) == MAP_FAILED)
+		return false;
+	__atomic_store_n(&W.fs->errors, true, __ATOMIC_RELAXED); /* pm_fs_writable: EROFS */
+	__atomic_add_fetch(&g_faults, 1, __ATOMIC_RELAXED);
+	t_faults++;
+	return true;
+}
+
+/* The errors flag to the superblock too (fs->lock held): fsck must look at
+ * the pool before it is mounted for writing again. */
+static void record(struct pm_fs *fs)
+{
+	if (!(fs->sbc.errors & PM_SB_ERR_CORRUPT)) {
+		fs->sbc.errors |= PM_SB_ERR_CORRUPT;
+		pm_super_set_errors(fs->pool, PM_SB_ERR_CORRUPT);
+	}
+}
+
+unsigned pm_fault_take(void)
+{
+	unsigned n = t_faults;
+	struct pm_fs *fs = W.fs;
+
+	if (!n)
+		return 0;
+	t_faults = 0;
+	/* a reply may be sent with fs->lock held (a lease callback): never
+	 * wait for it here; pm_fault_unmount() records it then */
+	if (fs && !__atomic_load_n(&g_recorded, __ATOMIC_RELAXED) &&
+	    !pthread_mutex_trylock(&fs->lock)) {
+		record(fs);
+		__atomic_store_n(&g_recorded, 1, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return n;
+}
+
+unsigned pm_fault_pending(void)
+{
+	return t_faults;
+}
+
+uint64_t pm_fault_count(void)
+{
+	return __atomic_load_n(&g_faults, __ATOMIC_RELAXED);
+}
+
+void pm_fault_unmount(struct pm_fs *fs)
+{
+	if (W.fs != fs)
+		return;
+	if (__atomic_load_n(&g_faults, __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&g_recorded, __ATOMIC_RELAXED))
+		record(fs);
+	__atomic_store_n(&W.base, NULL, __ATOMIC_RELEASE);
 }

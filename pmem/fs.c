@@ -442,6 +442,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 			pm_iput_locked(fs, ip);
 		}
 	}
+	pm_fault_unmount(fs);
 	pm_tx_begin(fs);
 	fs->sbc.clean = 1;
 	pm_sb_dirty(fs);

@@ -254,6 +254,9 @@ int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n);
 int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n);
 /* Backs the pool bytes [off, off + len) (rounded out to blocks). */
 int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len);
+/* Unmount: a SIGBUS met while mounted sets the superblock's errors flag
+ * (if pm_fault_take could not); the handler stops watching @fs. */
+void pm_fault_unmount(struct pm_fs *fs);
 
 /* alloc.c -- blocks and inode slots; all called in a transaction */
 int pm_alloc_init(struct pm_fs *fs);

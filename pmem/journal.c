@@ -263,7 +263,8 @@ void pm_tx_commit(struct pm_fs *fs)
 	/* 0. the journal pages the records take are backed before they are
 	 * stored into (mkfs backs only the journal's head: backing.c). A
 	 * backing store too full for them cannot fail the commit any more:
-	 * the store then faults with SIGBUS (backing.c). */
+	 * the store then faults, and pm_fault_catch() makes the request EIO
+	 * and the mount read-only (backing.c). */
 	if (fs->back_on) {
 		uint64_t need = 0;
 		for (i = 0; i < tx->nsh; i++)

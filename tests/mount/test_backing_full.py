@@ -5,14 +5,19 @@ A sparse pool is mostly holes of its file: the first store into one makes
 the file system under the pool allocate a page, and a full tmpfs answers
 with SIGBUS. The engine allocates the backing of every block before it
 stores into it, so a full backing store fails the request with ENOSPC, and
-statfs does not promise more than the backing store has.
+statfs does not promise more than the backing store has. What cannot be
+allocated ahead -- the pool file truncated underneath the daemon, a poisoned
+line of persistent memory -- still raises SIGBUS: the request gets EIO, the
+log names the fault, the daemon lives on, read-only.
 """
 
 import errno
 import os
+import re
 
 import pytest
 
+from pinfs_mount import PinfsMount, mkfs
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -106,3 +111,46 @@ def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
         assert f.read() == b'\x5a' * (4 * MiB)
     assert 'SIGBUS' not in mnt.output()
     # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
+
+
+def test_pool_truncated_underneath_gives_eio_and_the_daemon_lives(scratch, mountpoint):
+    pool = os.path.join(scratch, 'pool')
+    mkfs(pool, '64M')
+    m = PinfsMount(pool, mountpoint, scratch)
+    m.allow_stderr(r'SIGBUS')
+    m.start()
+    try:
+        path = m.path('f')
+        data = os.urandom(16 * MiB)
+        with open(path, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # the file's blocks lie past 8 MiB of the pool (the data area
+        # starts after about 2.5 MiB of metadata), the metadata below
+        os.truncate(pool, 8 * MiB)
+
+        with pytest.raises(OSError) as ei:
+            with open(path, 'rb') as f:
+                while f.read(MiB):
+                    pass
+        assert ei.value.errno == errno.EIO, (ei.value, m.output())
+        assert os.stat(path).st_size == len(data)       # the daemon answers
+        with pytest.raises(OSError) as ei:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b'y' * 4096, 12 * MiB)
+            finally:
+                os.close(fd)
+        assert ei.value.errno in (errno.EIO, errno.EROFS), ei.value
+        # read-only from now on
+        with pytest.raises(OSError) as ei:
+            open(m.path('g'), 'wb').close()
+        assert ei.value.errno == errno.EROFS, ei.value
+        assert os.listdir(mountpoint) == ['f']
+        log = m.output()
+        assert re.search(r'SIGBUS \(BUS_ADRERR\) at pool offset 0x[0-9a-f]+ \(block \d+\)', log), log
+        assert 'fatal signal' not in log
+    finally:
+        problems = m.stop()
+    assert not problems, '\n'.join(problems)
