@@ -85,17 +85,22 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
  * load per page, in user space: a page the pool file lost faults into
  * pm_fault_catch() (fs.h) instead of failing the kernel's copy with EFAULT,
  * after which the request would never be answered. A request whose thread
- * met such a fault, here or in the engine, is answered EIO. Returns the
- * iovec count to send.
+ * met such a fault, here or in the engine, is answered EIO, and so is a
+ * later one whose payload holds a page a fault replaced with zeros.
+ * Returns the iovec count to send.
  */
 static int reply_fault_check(struct iovec *iov, int count)
 {
 	struct fuse_out_header *oh = iov[0].iov_base;
+	bool lost = false;
 	int k;
 
 	if (iov[0].iov_len != sizeof(*oh) || !oh->unique)
 		return count; /* a notification: no request waits */
-	for (k = 1; k < count; k++) {
+	if (pm_fault_count())
+		for (k = 1; k < count && !lost; k++)
+			lost = pm_fault_lost(iov[k].iov_base, iov[k].iov_len);
+	for (k = 1; k < count && !lost; k++) {
 		const volatile char *p = iov[k].iov_base, *end = p + iov[k].iov_len;
 
 		if (!iov[k].iov_len || !pm_fault_in_pool(iov[k].iov_base))
@@ -105,7 +110,7 @@ static int reply_fault_check(struct iovec *iov, int count)
 		     p = (const volatile char *)(((uintptr_t)p | 4095) + 1))
 			(void)*p;
 	}
-	if (!pm_fault_take())
+	if (!pm_fault_take() && !lost)
 		return count;
 	oh->error = -EIO;
 	oh->len = sizeof(*oh);

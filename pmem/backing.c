@@ -140,6 +140,13 @@ static struct {
 	struct pm_fs *fs;
 } W;
 static uint64_t g_faults;  /* atomic */
+/* The pages replaced by zero pages (pool offsets): a later read of one
+ * must not return those zeros as the file's bytes (pm_fault_lost). Slots
+ * are claimed by an atomic counter and published with a release store;
+ * past FAULT_PAGES, every page of the pool counts as lost. */
+#define FAULT_PAGES 256
+static uint64_t g_lost[FAULT_PAGES]; /* offset + 1; 0: not yet published */
+static unsigned g_nlost;	     /* atomic: slots claimed */
 static int g_recorded;	   /* atomic: the superblock has the errors flag */
 /* initial-exec: a handler must not make the first access of a dynamic TLS
  * block (which may allocate) */
@@ -179,6 +186,11 @@ bool pm_fault_catch(void *addr, uint64_t *off)
 	if (mmap(pg, W.page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
 		 0) == MAP_FAILED)
 		return false;
+	{
+		unsigned i = __atomic_fetch_add(&g_nlost, 1, __ATOMIC_RELAXED);
+		if (i < FAULT_PAGES)
+			__atomic_store_n(&g_lost[i], (uint64_t)(pg - base) + 1, __ATOMIC_RELEASE);
+	}
 	__atomic_store_n(&W.fs->errors, true, __ATOMIC_RELAXED); /* pm_fs_writable: EROFS */
 	__atomic_add_fetch(&g_faults, 1, __ATOMIC_RELAXED);
 	t_faults++;
@@ -212,6 +224,26 @@ unsigned pm_fault_take(void)
 		pthread_mutex_unlock(&fs->lock);
 	}
 	return n;
+}
+
+bool pm_fault_lost(const void *p, size_t len)
+{
+	const char *base = __atomic_load_n(&W.base, __ATOMIC_ACQUIRE);
+	unsigned i, n = __atomic_load_n(&g_nlost, __ATOMIC_ACQUIRE);
+	uint64_t off, end;
+
+	if (!n || !len || !pm_fault_in_pool(p))
+		return false;
+	if (n > FAULT_PAGES)
+		return true;
+	off = (uint64_t)((const char *)p - base);
+	end = off + len;
+	for (i = 0; i < n; i++) {
+		uint64_t l = __atomic_load_n(&g_lost[i], __ATOMIC_ACQUIRE);
+		if (l && l - 1 < end && off < l - 1 + W.page)
+			return true;
+	}
+	return false;
 }
 
 unsigned pm_fault_pending(void)

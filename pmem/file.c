@@ -83,6 +83,16 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 		if (run_end > end)
 			run_end = end;
 		take = run_end - pos;
+		/* after a SIGBUS (backing.c): a page replaced with zeros, a map
+		 * node or data, is never passed off as the file's bytes */
+		if (pm_fault_count() &&
+		    (pm_bmap_lost(fs, &ip->d, fblk) ||
+		     (pblk && pm_fault_lost((uint8_t *)pm_block_ptr(fs->pool, pblk) +
+						    (pos & (PM_BLOCK_SIZE - 1)),
+					    take)))) {
+			pm_read_end(fs, ip);
+			return -EIO;
+		}
 		if (pblk) {
 			iov[n].iov_base = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (pos & (PM_BLOCK_SIZE - 1));
 			iov[n++].iov_len = take;

@@ -78,6 +78,9 @@ bool pm_fault_catch(void *addr, uint64_t *off);
  * first time a fault is seen, the errors flag also goes to the superblock
  * (if fs->lock can be had without waiting; else at unmount). */
 unsigned pm_fault_take(void);
+/* Does [p, p + len) overlap a pool page a fault replaced (its bytes are
+ * lost: zeros now)? A reply must not pass them off as a file's data. */
+bool pm_fault_lost(const void *p, size_t len);
 /* Faults the calling thread met and has not taken yet. */
 unsigned pm_fault_pending(void);
 /* Faults met since the mount (all threads). */

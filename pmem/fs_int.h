@@ -258,6 +258,11 @@ int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len);
  * (if pm_fault_take could not); the handler stops watching @fs. */
 void pm_fault_unmount(struct pm_fs *fs);
 
+/* bmap.c: does the path to @fblk in @d's map cross a node a SIGBUS
+ * replaced with zeros (pm_fault_lost)? Its pointers are lost: the file's
+ * blocks under it would read as holes. */
+bool pm_bmap_lost(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk);
+
 /* alloc.c -- blocks and inode slots; all called in a transaction */
 int pm_alloc_init(struct pm_fs *fs);
 /* Allocates up to @want contiguous blocks, near @goal; returns the first in
