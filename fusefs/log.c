@@ -452,6 +452,50 @@ static void fuse_log_to(enum fuse_log_level level, const char *fmt, va_list ap)
 
 static const int fatal_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
 
+/* ffs_log_sigbus(): set before the daemon's threads start */
+static bool (*sigbus_catch)(void *addr, uint64_t *off);
+static struct sigaction sigbus_old; /* what ffs_log_sigbus() replaced */
+static unsigned sigbus_said;	     /* pool faults logged (atomic) */
+
+static const char *bus_code(int code)
+{
+	switch (code) {
+	case BUS_ADRALN: return "BUS_ADRALN";
+	case BUS_ADRERR: return "BUS_ADRERR";
+	case BUS_OBJERR: return "BUS_OBJERR";
+	case BUS_MCEERR_AR: return "BUS_MCEERR_AR";
+	case BUS_MCEERR_AO: return "BUS_MCEERR_AO";
+	default: return "?";
+	}
+}
+
+/* A SIGBUS in the pool mapping that pm_fault_catch() recovered: one line. */
+static void log_pool_fault(const siginfo_t *si, uint64_t off, bool last)
+{
+	char msg[PATH_MAX + 512];
+	struct out o = { msg, 0, sizeof(msg) };
+
+	puts_(&o, "pinfs: ");
+	puts_(&o, L.pool);
+	puts_(&o, ": SIGBUS (");
+	puts_(&o, bus_code(si->si_code));
+	puts_(&o, ") at pool offset ");
+	put_hex(&o, off);
+	puts_(&o, " (block ");
+	put_uint(&o, off >> 12, 1, false);
+	puts_(&o, ") in thread ");
+	put_uint(&o, (unsigned)gettid(), 1, false);
+	puts_(&o, si->si_code == BUS_MCEERR_AR || si->si_code == BUS_MCEERR_AO
+			  ? ": a poisoned line of the pool"
+			  : ": the pool file lost that page (truncated underneath the daemon, or its "
+			    "file system full)");
+	puts_(&o, "; the request gets EIO and the file system is read-only (EROFS) until "
+		  "fsck.pinfs --repair");
+	if (last)
+		puts_(&o, " (further faults are not logged)");
+	emit(LOG_CRIT, msg, o.n, true);
+}
+
 /* Logs why the daemon dies, then lets it die of @sig as it would have. */
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
@@ -461,6 +505,29 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 	const char *name = sigabbrev_np(sig);
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 
+	if (sig == SIGBUS && si->si_code > 0 && sigbus_catch) {
+		uint64_t off;
+
+		if (sigbus_catch(si->si_addr, &off)) {
+			/* the first few: a lost range is met page by page */
+			unsigned said = __atomic_add_fetch(&sigbus_said, 1, __ATOMIC_RELAXED);
+			if (said <= 8)
+				log_pool_fault(si, off, said == 8);
+			errno = saved;
+			return; /* the faulting access runs again, on a zero page */
+		}
+		/* not the pool's: a crash, for the handler we replaced */
+		if ((sigbus_old.sa_flags & SA_SIGINFO) && sigbus_old.sa_sigaction &&
+		    sigbus_old.sa_sigaction != on_fatal) {
+			sigbus_old.sa_sigaction(sig, si, uc);
+			return;
+		}
+		if (!(sigbus_old.sa_flags & SA_SIGINFO) && sigbus_old.sa_handler != SIG_DFL &&
+		    sigbus_old.sa_handler != SIG_IGN) {
+			sigbus_old.sa_handler(sig);
+			return;
+		}
+	}
 	(void)uc;
 	puts_(&o, "pinfs: ");
 	puts_(&o, L.pool);
@@ -500,6 +567,20 @@ static void fatal_handlers_install(void)
 		    old.sa_handler == SIG_DFL)
 			sigaction(fatal_signals[i], &sa, NULL);
 	}
+}
+
+void ffs_log_sigbus(bool (*catch)(void *addr, uint64_t *off))
+{
+	struct sigaction sa = { .sa_sigaction = on_fatal, .sa_flags = SA_SIGINFO }, old;
+
+	sigemptyset(&sa.sa_mask);
+	sigbus_catch = catch;
+	/* installed even over a sanitizer's handler, which is chained to for
+	 * a SIGBUS outside the pool */
+	if (sigaction(SIGBUS, NULL, &old) == 0 &&
+	    !((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == on_fatal))
+		sigbus_old = old;
+	sigaction(SIGBUS, &sa, NULL);
 }
 
 /* ---- set-up -------------------------------------------------------------- */

@@ -29,6 +29,7 @@
 #define PINFS_FUSEFS_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* With the options, while stderr is the caller's: decides where the log of
  * the daemon serving @pool goes, opens -o @logfile or connects to syslog.
@@ -45,6 +46,14 @@ void ffs_log_fallback(void);
 /* After fuse_daemonize(): stderr (and libfuse's log) become the log, and
  * fatal signals are logged. Before any thread starts. */
 void ffs_log_start(void);
+
+/* After ffs_log_start(), once the pool is mapped: a SIGBUS (from a
+ * hardware fault, si_code > 0) is first offered to @catch, which is
+ * async-signal-safe: true, it recovered the fault at pool offset *off
+ * (pm_fault_catch); one line is logged and the daemon lives on. Else the
+ * handler found in place (a sanitizer's), if any, is called; else the
+ * daemon dies as before, logged. */
+void ffs_log_sigbus(bool (*catch)(void *addr, uint64_t *off));
 
 /* At exit: closes what ffs_log_prepare() opened and ffs_log_start() did
  * not take over. */

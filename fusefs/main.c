@@ -80,6 +80,43 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	return n;
 }
 
+/*
+ * A reply whose payload points into the pool (a read) is touched here, a
+ * load per page, in user space: a page the pool file lost faults into
+ * pm_fault_catch() (fs.h) instead of failing the kernel's copy with EFAULT,
+ * after which the request would never be answered. A request whose thread
+ * met such a fault, here or in the engine, is answered EIO, and so is a
+ * later one whose payload holds a page a fault replaced with zeros.
+ * Returns the iovec count to send.
+ */
+static int reply_fault_check(struct iovec *iov, int count)
+{
+	struct fuse_out_header *oh = iov[0].iov_base;
+	bool lost = false;
+	int k;
+
+	if (iov[0].iov_len != sizeof(*oh) || !oh->unique)
+		return count; /* a notification: no request waits */
+	if (pm_fault_count())
+		for (k = 1; k < count && !lost; k++)
+			lost = pm_fault_lost(iov[k].iov_base, iov[k].iov_len);
+	for (k = 1; k < count && !lost; k++) {
+		const volatile char *p = iov[k].iov_base, *end = p + iov[k].iov_len;
+
+		if (!iov[k].iov_len || !pm_fault_in_pool(iov[k].iov_base))
+			continue;
+		/* the first page lost is enough: the reply becomes EIO */
+		for (; p < end && !pm_fault_pending();
+		     p = (const volatile char *)(((uintptr_t)p | 4095) + 1))
+			(void)*p;
+	}
+	if (!pm_fault_take() && !lost)
+		return count;
+	oh->error = -EIO;
+	oh->len = sizeof(*oh);
+	return 1;
+}
+
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct ffs *f = userdata;
@@ -87,6 +124,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	bool init = false;
 	ssize_t n;
 
+	count = reply_fault_check(iov, count);
 	n = ffs_uring_reply(iov, count); /* the bytes committed, or -ENOENT */
 	if (n >= 0)
 		return n;
@@ -539,6 +577,10 @@ int main(int argc, char **argv)
 	if (fuse_daemonize(cl.foreground) != 0)
 		goto out_unmount;
 	ffs_log_start();
+	/* a SIGBUS from the pool mapping (its file truncated, its backing
+	 * store full, a poisoned line) fails a request, not the daemon */
+	pm_fault_watch(g_ffs.fs);
+	ffs_log_sigbus(pm_fault_catch);
 	/* a successful mount is silent on the terminal, as mount helpers
 	 * are: what the pool is goes to the log */
 	fprintf(stderr, "pinfs: %s: %s; %s\n", o.pool,

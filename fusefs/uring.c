@@ -694,8 +694,15 @@ static void *ring_thread(void *arg)
 	int rc;
 
 	/* signals (SIGTERM ...) are for libfuse's loop, never this thread
-	 * (a ptrace stop still interrupts io_uring_enter(): retried below) */
+	 * (a ptrace stop still interrupts io_uring_enter(): retried below).
+	 * A fault's signal stays deliverable: blocked, the kernel kills the
+	 * daemon without its handler (log.c), and a SIGBUS from the pool
+	 * mapping would not become the request's EIO (pm_fault_catch). */
 	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGILL);
+	sigdelset(&all, SIGFPE);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	snprintf(name, sizeof(name), "pinfs-ring%u", t->qid);
 	pthread_setname_np(pthread_self(), name);

@@ -172,6 +172,7 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t start, n;
+	int rc;
 
 	if (!want)
 		return -ENOSPC;
@@ -190,6 +191,11 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 	}
 	for (n = 0; n < want && start + n < sb->nblocks && !dbit(fs, start + n); n++)
 		;
+	/* its backing first: a full backing store fails the request here,
+	 * before anything is taken or written (backing.c) */
+	rc = pm_back_run(fs, start, n);
+	if (rc)
+		return rc;
 	take_run(fs, start, n, reserve_only);
 	fs->alloc_hint = start + n;
 	*out = start;
@@ -416,6 +422,7 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t c, start;
+	int rc;
 
 	if (want > PM_ALIGN_BLOCKS - phase)
 		want = PM_ALIGN_BLOCKS - phase;
@@ -426,6 +433,9 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 		start = c * PM_ALIGN_BLOCKS + phase;
 		if (!run_free(fs, start, want))
 			continue;
+		rc = pm_back_run(fs, start, want);
+		if (rc)
+			return rc;
 		reserve_run(fs, start, want);
 		*out = start;
 		return (int)want;
@@ -442,8 +452,16 @@ int pm_ialloc(struct pm_fs *fs, uint64_t *ino)
 		return -ENOSPC;
 	for (i = 0; i < n; i++, cand++) {
 		const struct pm_dinode *d;
+		int rc;
+
 		if (cand >= n)
 			cand = PM_ROOT_INO + 1;
+		/* an inode table page that is a hole is read (a read fault on
+		 * a tmpfs hole allocates a page too) and written: backed
+		 * first, and a full backing store fails the create here */
+		rc = pm_back(fs, sb->itable_start + cand / PM_INODES_PER_BLOCK, 1);
+		if (rc)
+			return rc;
 		d = (const struct pm_dinode *)pm_tx_peek(fs, sb->itable_start +
 								 cand / PM_INODES_PER_BLOCK) +
 		    cand % PM_INODES_PER_BLOCK;

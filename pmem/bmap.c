@@ -50,6 +50,25 @@ uint64_t pm_bmap_get(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk,
 	return blk;
 }
 
+bool pm_bmap_lost(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk)
+{
+	uint64_t blk = d->map_root;
+	unsigned level;
+
+	if (!blk || !fits(d->map_height, fblk) || !pm_blk_ok(fs, blk))
+		return false;
+	for (level = d->map_height; level >= 1; level--) {
+		const uint64_t *node = node_ro(fs, blk, false);
+
+		if (pm_fault_lost(node, PM_BLOCK_SIZE))
+			return true;
+		blk = node[(fblk >> shift_of(level)) & (PM_MAP_FANOUT - 1)];
+		if (!blk || !pm_blk_ok(fs, blk))
+			return false;
+	}
+	return false;
+}
+
 uint64_t pm_bmap_run(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk, uint64_t max,
 		     uint64_t *pblk, bool tx)
 {

@@ -83,6 +83,16 @@ int pm_read_begin(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t le
 		if (run_end > end)
 			run_end = end;
 		take = run_end - pos;
+		/* after a SIGBUS (backing.c): a page replaced with zeros, a map
+		 * node or data, is never passed off as the file's bytes */
+		if (pm_fault_count() &&
+		    (pm_bmap_lost(fs, &ip->d, fblk) ||
+		     (pblk && pm_fault_lost((uint8_t *)pm_block_ptr(fs->pool, pblk) +
+						    (pos & (PM_BLOCK_SIZE - 1)),
+					    take)))) {
+			pm_read_end(fs, ip);
+			return -EIO;
+		}
 		if (pblk) {
 			iov[n].iov_base = (uint8_t *)pm_block_ptr(fs->pool, pblk) + (pos & (PM_BLOCK_SIZE - 1));
 			iov[n++].iov_len = take;
@@ -485,10 +495,13 @@ static int fill_run(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl)
 		if (rc)
 			break;
 		pm_tx_begin(fs);
-		if (fill_map(fs, ip, fl, true)) {
+		rc = fill_map(fs, ip, fl, true);
+		if (rc) {
 			pm_tx_abort(fs);
 			pm_inode_reload(fs, ip);
-			rc = -EIO; /* space was held: a corrupt map */
+			/* a map node's backing could not be had (backing.c);
+			 * else the space was held: a corrupt map */
+			rc = rc == -ENOSPC ? -ENOSPC : -EIO;
 			break;
 		}
 		if (!fl->left)
@@ -619,10 +632,14 @@ ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inod
 			rc = pm_fs_writable(fs);
 		if (!rc) {
 			pm_tx_begin(fs);
-			if (holes && fill_map(fs, ip, &fl, false)) {
+			rc = holes ? fill_map(fs, ip, &fl, false) : 0;
+			if (rc) {
 				pm_tx_abort(fs);
 				pm_inode_reload(fs, ip);
-				rc = -EIO; /* space was held: a corrupt map */
+				/* a map node's backing could not be had
+				 * (backing.c); else the space was held: a
+				 * corrupt map */
+				rc = rc == -ENOSPC ? -ENOSPC : -EIO;
 			}
 		}
 		if (rc) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "pmem/fs_int.h"
@@ -357,6 +358,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	if (!rc && (flags & PM_MOUNT_FORCE))
 		rc = pm_alloc_check(fs);
 	pm_sever_init(fs);
+	pm_back_init(fs);
 	/* a corrupt pool keeps its orphans: freeing trusts their maps */
 	if (!rc && !fs->errors)
 		rc = free_orphans(fs, flags & PM_MOUNT_FORCE);
@@ -368,6 +370,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 		free(fs->bmap);
 		free(fs->bad);
 		free(fs->itab);
+		free(fs->mback);
 		free(fs);
 		return rc;
 	}
@@ -439,6 +442,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 			pm_iput_locked(fs, ip);
 		}
 	}
+	pm_fault_unmount(fs);
 	pm_tx_begin(fs);
 	fs->sbc.clean = 1;
 	pm_sb_dirty(fs);
@@ -458,6 +462,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	free(fs->bmap);
 	free(fs->bad);
 	free(fs->itab);
+	free(fs->mback);
 	free(fs);
 	*fsp = NULL;
 }
@@ -478,6 +483,23 @@ void pm_statfs(struct pm_fs *fs, struct statvfs *st)
 	 * data blocks need at worst (df's Used stays f_blocks - f_bfree, the
 	 * blocks in use; the difference is kept for maps) */
 	st->f_bavail = pm_bmap_room(st->f_bfree);
+	/* a sparse pool's free blocks are holes of its file (freed ones are
+	 * punched: sever.c): what its file system has left is all they can
+	 * get (backing.c). So free space is capped by the backing store's. */
+	if (fs->back_on) {
+		struct statvfs v;
+		if (fstatvfs(fs->pool->fd, &v) == 0 && v.f_frsize) {
+			uint64_t bfree = (uint64_t)v.f_bfree * v.f_frsize / PM_BLOCK_SIZE;
+			uint64_t bavail = pm_bmap_room((uint64_t)v.f_bavail * v.f_frsize /
+						       PM_BLOCK_SIZE);
+			if (st->f_bfree > bfree)
+				st->f_bfree = bfree;
+			if (st->f_bavail > bavail)
+				st->f_bavail = bavail;
+			if (st->f_bavail > st->f_bfree)
+				st->f_bavail = st->f_bfree;
+		}
+	}
 	st->f_files = sb->ninodes - 1;
 	st->f_ffree = fs->sbc.free_inodes;
 	st->f_favail = fs->sbc.free_inodes;

@@ -60,6 +60,34 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 /* Has the engine found the pool corrupt (errors flag)? Then every change
  * fails with -EROFS: the mount serves reads only. */
 bool pm_fs_errors(struct pm_fs *fs);
+/*
+ * SIGBUS from the pool mapping (backing.c): what the allocation of the
+ * backing before each store (ENOSPC) cannot prevent, a pool file truncated
+ * underneath the daemon or a poisoned line of persistent memory. The
+ * daemon's SIGBUS handler asks pm_fault_catch(), which is async-signal-safe:
+ * for an address inside the mapping of the watched mount it maps a zero
+ * page over the faulting page (the access completes: loads read zeros,
+ * stores are lost), stops every change of the file system (-EROFS, like a
+ * corrupt pool) and counts the fault on the calling thread, whose request
+ * then answers EIO (pm_fault_take). Returns false for any other address: a
+ * real crash.
+ */
+void pm_fault_watch(struct pm_fs *fs);
+bool pm_fault_catch(void *addr, uint64_t *off);
+/* Faults the calling thread met since its last call (0 almost always). The
+ * first time a fault is seen, the errors flag also goes to the superblock
+ * (if fs->lock can be had without waiting; else at unmount). */
+unsigned pm_fault_take(void);
+/* Does [p, p + len) overlap a pool page a fault replaced (its bytes are
+ * lost: zeros now)? A reply must not pass them off as a file's data. */
+bool pm_fault_lost(const void *p, size_t len);
+/* Faults the calling thread met and has not taken yet. */
+unsigned pm_fault_pending(void);
+/* Faults met since the mount (all threads). */
+uint64_t pm_fault_count(void);
+/* Is @p inside the watched pool mapping? */
+bool pm_fault_in_pool(const void *p);
+
 /* Persists pending timestamps, marks the pool clean and frees @*fsp. The
  * pool stays open; the caller closes it. */
 void pm_fs_unmount(struct pm_fs **fsp);

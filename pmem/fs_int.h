@@ -186,6 +186,13 @@ struct pm_fs {
 	unsigned nsaid;		/* corruption messages logged; lock */
 	uint64_t *bad;		/* inodes refused (-EUCLEAN): sorted; set at mount */
 	size_t nbad;
+	/* backing.c: the pool file's pages are allocated before the first
+	 * store into them (pm_back) */
+	bool back_on;		/* a file whose holes must be filled first;
+				 * cleared when fallocate says EOPNOTSUPP; lock */
+	uint64_t *mback;	/* metadata blocks (< data_start) known backed:
+				 * bitmap, NULL without; lock */
+	unsigned back_said;	/* backing failures logged; lock */
 };
 
 /* fs.c -- corruption. The engine met an impossible on-media state: logs
@@ -231,6 +238,30 @@ bool pm_blk_ok(struct pm_fs *fs, uint64_t b);
 /* Replays a committed journal transaction (see journal.c): 1 replayed, 0
  * none, -EUCLEAN (message in @err) if a record lies outside the pool. */
 int pm_jreplay(struct pm_pool *pool, uint64_t *seq, char *err, size_t errlen);
+
+/* backing.c -- the pool file's backing. A sparse pool's free blocks and
+ * untouched metadata are holes of its file; on tmpfs the first store into
+ * one allocates a page, and a full tmpfs answers that store with SIGBUS.
+ * So the engine allocates the backing (fallocate KEEP_SIZE) before it
+ * stores: a full backing store fails the request with ENOSPC, before
+ * anything is written. All with fs->lock held. */
+void pm_back_init(struct pm_fs *fs);
+/* Backs pool blocks [b, b + n): 0, -ENOSPC (the backing store is full), or
+ * -EIO. Blocks below data_start are remembered once backed. */
+int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n);
+/* Backs a data run about to be allocated and the metadata its allocation
+ * stores into: its bits in the bitmap, its checksum table entries. */
+int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n);
+/* Backs the pool bytes [off, off + len) (rounded out to blocks). */
+int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len);
+/* Unmount: a SIGBUS met while mounted sets the superblock's errors flag
+ * (if pm_fault_take could not); the handler stops watching @fs. */
+void pm_fault_unmount(struct pm_fs *fs);
+
+/* bmap.c: does the path to @fblk in @d's map cross a node a SIGBUS
+ * replaced with zeros (pm_fault_lost)? Its pointers are lost: the file's
+ * blocks under it would read as holes. */
+bool pm_bmap_lost(struct pm_fs *fs, const struct pm_dinode *d, uint64_t fblk);
 
 /* alloc.c -- blocks and inode slots; all called in a transaction */
 int pm_alloc_init(struct pm_fs *fs);

@@ -260,6 +260,21 @@ void pm_tx_commit(struct pm_fs *fs)
 		pm_tx_dirty(fs, b, sizeof(fs->sbc));
 	}
 
+	/* 0. the journal pages the records take are backed before they are
+	 * stored into (mkfs backs only the journal's head: backing.c). A
+	 * backing store too full for them cannot fail the commit any more:
+	 * the store then faults, and pm_fault_catch() makes the request EIO
+	 * and the mount read-only (backing.c). */
+	if (fs->back_on) {
+		uint64_t need = 0;
+		for (i = 0; i < tx->nsh; i++)
+			if (tx->sh[i].hi > tx->sh[i].lo)
+				need += sizeof(struct pm_jrec) +
+					((tx->sh[i].hi - tx->sh[i].lo + 7u) & ~7u);
+		if (need && need <= cap)
+			pm_back_bytes(fs, (uint64_t)(body - (uint8_t *)p->base), need);
+	}
+
 	/* 1. records */
 	for (i = 0; i < tx->nsh; i++) {
 		struct pm_shadow *s = &tx->sh[i];

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pmem/backing.c -- the pool file's backing: allocated before the engine
+ * stores, and SIGBUS when it is lost all the same.
+ *
+ * A sparse pool (mkfs writes only its first metadata; freed blocks are
+ * punched out, sever.c) is mostly holes of its file. The first store into a
+ * hole makes the backing file system allocate a page, and a tmpfs with no
+ * page left answers with SIGBUS, which used to kill the daemon. So every
+ * block the engine hands out is backed first (pm_back_run, from the
+ * allocator: one fallocate(KEEP_SIZE) per run, with the bitmap and checksum
+ * pages its allocation writes), and so are an inode table page before an
+ * inode slot in it is read or written (pm_ialloc) and the journal pages a
+ * record takes (pm_tx_commit). A full backing store fails the allocation:
+ * the request gets ENOSPC and nothing was written. Metadata blocks once
+ * backed are remembered in fs->mback (they are never punched); data blocks
+ * are not (a freed one is punched), and fallocate over pages already
+ * allocated costs a page-cache lookup each (README, "A full backing store").
+ *
+ * What allocation cannot prevent -- the pool file truncated underneath the
+ * daemon, a poisoned line of persistent memory (BUS_MCEERR_AR) -- still
+ * raises SIGBUS: pm_fault_catch() turns it into EIO for the request and a
+ * read-only file system (see fs.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "pmem/fs_int.h"
+#include "pmem/pool.h"
+
+void pm_back_init(struct pm_fs *fs)
+{
+	/* a device has no holes; an in-memory or read-only pool is not
+	 * stored into through a file */
+	fs->back_on = fs->sever_how == PM_SEVER_PUNCH || fs->sever_how == PM_SEVER_HUGETLB ||
+		      fs->sever_how == PM_SEVER_DAX;
+	if (fs->back_on)
+		fs->mback = calloc(PM_DIV_UP(fs->data_start, 64), 8); /* NULL: no cache */
+}
+
+static int falloc(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	int e;
+
+	if (!fs->back_on || !n)
+		return 0;
+	do {
+		if (!fallocate(fs->pool->fd, FALLOC_FL_KEEP_SIZE, (off_t)(b << PM_BLOCK_SHIFT),
+			       (off_t)(n << PM_BLOCK_SHIFT)))
+			return 0;
+		e = errno;
+	} while (e == EINTR);
+	if (e == EOPNOTSUPP || e == ENOSYS) {
+		fs->back_on = false;
+		fprintf(stderr, "pinfs: %s: the pool file cannot allocate its backing ahead (%s): "
+				"a full backing store may fail a store with EIO\n",
+			fs->pool->path, strerror(e));
+		return 0;
+	}
+	if (fs->back_said < 8) {
+		fs->back_said++;
+		fprintf(stderr, "pinfs: %s: cannot allocate the backing of pool blocks %" PRIu64
+				"-%" PRIu64 ": %s: the request fails with %s%s\n",
+			fs->pool->path, b, b + n - 1, strerror(e),
+			e == ENOSPC || e == EDQUOT ? "ENOSPC" : "EIO",
+			fs->back_said == 8 ? " (further failures are not logged)" : "");
+	}
+	return e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO;
+}
+
+static bool mbit(const struct pm_fs *fs, uint64_t b)
+{
+	return (fs->mback[b >> 6] >> (b & 63)) & 1;
+}
+
+int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	uint64_t e = b + n, s;
+	int rc;
+
+	if (!fs->back_on || !n)
+		return 0;
+	if (!fs->mback || b >= fs->data_start)
+		return falloc(fs, b, n);
+	/* metadata: only the stretches not known backed */
+	while (b < e && b < fs->data_start) {
+		for (; b < e && b < fs->data_start && mbit(fs, b); b++)
+			;
+		for (s = b; b < e && b < fs->data_start && !mbit(fs, b); b++)
+			;
+		if (s == b)
+			break;
+		rc = falloc(fs, s, b - s);
+		if (rc)
+			return rc;
+		for (; s < b; s++)
+			fs->mback[s >> 6] |= 1ull << (s & 63);
+	}
+	return b < e ? falloc(fs, b, e - b) : 0;
+}
+
+int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return 0;
+	return pm_back(fs, off >> PM_BLOCK_SHIFT,
+		       ((off + len - 1) >> PM_BLOCK_SHIFT) - (off >> PM_BLOCK_SHIFT) + 1);
+}
+
+int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	const uint64_t per = PM_BLOCK_SIZE * 8ull; /* blocks per bitmap block */
+	const struct pm_super *sb = fs->pool->sb;
+	int rc;
+
+	if (!fs->back_on || !n)
+		return 0;
+	rc = pm_back(fs, b, n);
+	if (!rc)
+		rc = pm_back(fs, sb->bitmap_start + b / per, (b + n - 1) / per - b / per + 1);
+	if (!rc && fs->csum)
+		rc = pm_back_bytes(fs, (uint64_t)((char *)&fs->csum[b] - (char *)fs->pool->base),
+				   n * sizeof(*fs->csum));
+	return rc;
+}
+
+/* ---- SIGBUS -------------------------------------------------------------- */
+
+/* Set by pm_fault_watch() before the daemon's threads start, read by the
+ * signal handler: no lock. */
+static struct {
+	char *base;
+	uint64_t size, page;
+	struct pm_fs *fs;
+} W;
+static uint64_t g_faults;  /* atomic */
+/* The pages replaced by zero pages (pool offsets): a later read of one
+ * must not return those zeros as the file's bytes (pm_fault_lost). Slots
+ * are claimed by an atomic counter and published with a release store;
+ * past FAULT_PAGES, every page of the pool counts as lost. */
+#define FAULT_PAGES 256
+static uint64_t g_lost[FAULT_PAGES]; /* offset + 1; 0: not yet published */
+static unsigned g_nlost;	     /* atomic: slots claimed */
+static int g_recorded;	   /* atomic: the superblock has the errors flag */
+/* initial-exec: a handler must not make the first access of a dynamic TLS
+ * block (which may allocate) */
+static __thread unsigned t_faults __attribute__((tls_model("initial-exec")));
+
+void pm_fault_watch(struct pm_fs *fs)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+
+	W.page = pg > 0 ? (uint64_t)pg : 4096;
+	/* a hugetlbfs mapping is unmapped (and replaced) whole pages only */
+	if (fs->sever_how == PM_SEVER_HUGETLB)
+		W.page = fs->sever_gran << PM_BLOCK_SHIFT;
+	W.size = fs->pool->size;
+	W.fs = fs;
+	__atomic_store_n(&W.base, (char *)fs->pool->base, __ATOMIC_RELEASE);
+}
+
+bool pm_fault_in_pool(const void *p)
+{
+	const char *base = __atomic_load_n(&W.base, __ATOMIC_ACQUIRE);
+
+	return base && (const char *)p >= base && (uint64_t)((const char *)p - base) < W.size;
+}
+
+bool pm_fault_catch(void *addr, uint64_t *off)
+{
+	char *base = __atomic_load_n(&W.base, __ATOMIC_ACQUIRE), *pg;
+
+	if (!pm_fault_in_pool(addr))
+		return false;
+	*off = (uint64_t)((char *)addr - base);
+	pg = base + (*off & ~(W.page - 1));
+	/* the page is gone from the file (or poisoned): a private zero page
+	 * in its place lets the access complete; nothing reaches the file
+	 * through it */
+	if (mmap(pg, W.page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+		 0) == MAP_FAILED)
+		return false;
+	{
+		unsigned i = __atomic_fetch_add(&g_nlost, 1, __ATOMIC_RELAXED);
+		if (i < FAULT_PAGES)
+			__atomic_store_n(&g_lost[i], (uint64_t)(pg - base) + 1, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&W.fs->errors, true, __ATOMIC_RELAXED); /* pm_fs_writable: EROFS */
+	__atomic_add_fetch(&g_faults, 1, __ATOMIC_RELAXED);
+	t_faults++;
+	return true;
+}
+
+/* The errors flag to the superblock too (fs->lock held): fsck must look at
+ * the pool before it is mounted for writing again. */
+static void record(struct pm_fs *fs)
+{
+	if (!(fs->sbc.errors & PM_SB_ERR_CORRUPT)) {
+		fs->sbc.errors |= PM_SB_ERR_CORRUPT;
+		pm_super_set_errors(fs->pool, PM_SB_ERR_CORRUPT);
+	}
+}
+
+unsigned pm_fault_take(void)
+{
+	unsigned n = t_faults;
+	struct pm_fs *fs = W.fs;
+
+	if (!n)
+		return 0;
+	t_faults = 0;
+	/* a reply may be sent with fs->lock held (a lease callback): never
+	 * wait for it here; pm_fault_unmount() records it then */
+	if (fs && !__atomic_load_n(&g_recorded, __ATOMIC_RELAXED) &&
+	    !pthread_mutex_trylock(&fs->lock)) {
+		record(fs);
+		__atomic_store_n(&g_recorded, 1, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return n;
+}
+
+bool pm_fault_lost(const void *p, size_t len)
+{
+	const char *base = __atomic_load_n(&W.base, __ATOMIC_ACQUIRE);
+	unsigned i, n = __atomic_load_n(&g_nlost, __ATOMIC_ACQUIRE);
+	uint64_t off, end;
+
+	if (!n || !len || !pm_fault_in_pool(p))
+		return false;
+	if (n > FAULT_PAGES)
+		return true;
+	off = (uint64_t)((const char *)p - base);
+	end = off + len;
+	for (i = 0; i < n; i++) {
+		uint64_t l = __atomic_load_n(&g_lost[i], __ATOMIC_ACQUIRE);
+		if (l && l - 1 < end && off < l - 1 + W.page)
+			return true;
+	}
+	return false;
+}
+
+unsigned pm_fault_pending(void)
+{
+	return t_faults;
+}
+
+uint64_t pm_fault_count(void)
+{
+	return __atomic_load_n(&g_faults, __ATOMIC_RELAXED);
+}
+
+void pm_fault_unmount(struct pm_fs *fs)
+{
+	if (W.fs != fs)
+		return;
+	if (__atomic_load_n(&g_faults, __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&g_recorded, __ATOMIC_RELAXED))
+		record(fs);
+	__atomic_store_n(&W.base, NULL, __ATOMIC_RELEASE);
+}

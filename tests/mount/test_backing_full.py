@@ -1,0 +1,170 @@
+"""A backing store that cannot hold a store never kills the daemon (README,
+"A full backing store").
+
+A sparse pool is mostly holes of its file: the first store into one makes
+the file system under the pool allocate a page, and a full tmpfs answers
+with SIGBUS. The engine allocates the backing of every block before it
+stores into it, so a full backing store fails the request with ENOSPC, and
+statfs does not promise more than the backing store has. What cannot be
+allocated ahead -- the pool file truncated underneath the daemon, a poisoned
+line of persistent memory -- still raises SIGBUS: the request gets EIO, the
+log names the fault, the daemon lives on, read-only.
+"""
+
+import errno
+import os
+import re
+
+import pytest
+
+from pinfs_mount import PinfsMount, mkfs, wait_until
+
+pytestmark = [pytest.mark.needs_daemon]
+
+MiB = 1 << 20
+KEEP = bytes(range(256)) * 256          # 64 KiB, written before the fill
+
+
+def tmpfs_free(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@pytest.mark.pool_tmpfs('size=64M')
+@pytest.mark.pool_size('256M')
+def test_statfs_promises_no_more_than_the_backing_store_has(mnt):
+    backing = os.path.dirname(mnt.pool)
+    mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
+    st = os.statvfs(mnt.dir)
+    assert st.f_blocks * st.f_frsize > 200 * MiB            # the pool's size
+    assert st.f_bavail * st.f_frsize <= tmpfs_free(backing), \
+        (st.f_bavail * st.f_frsize, tmpfs_free(backing))
+    assert st.f_bfree * st.f_frsize <= tmpfs_free(backing) + 1 * MiB
+    assert st.f_bavail * st.f_frsize > 32 * MiB             # not nothing either
+    # as the backing store fills, so does the pool's free space: a file
+    # outside the pool takes 16 MiB of the tmpfs
+    before = st.f_bavail * st.f_frsize
+    with open(os.path.join(backing, 'other'), 'wb') as f:
+        f.write(b'o' * (16 * MiB))
+    st = os.statvfs(mnt.dir)
+    assert st.f_bavail * st.f_frsize <= tmpfs_free(backing)
+    assert before - st.f_bavail * st.f_frsize >= 15 * MiB
+    # writes stop at ENOSPC with statfs near zero, never above the tmpfs's
+    fd = os.open(mnt.path('fill'), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as ei:
+            while True:
+                os.write(fd, b'f' * MiB)
+        assert ei.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    st = os.statvfs(mnt.dir)
+    assert st.f_bavail * st.f_frsize <= tmpfs_free(backing) < 2 * MiB
+    os.unlink(os.path.join(backing, 'other'))
+
+
+@pytest.mark.pool_tmpfs('size=64M')
+@pytest.mark.pool_size('256M')
+@pytest.mark.watchdog(300)
+def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
+    backing = os.path.dirname(mnt.pool)
+    mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
+    keep = mnt.path('keep')
+    with open(keep, 'wb') as f:
+        f.write(KEEP)
+
+    # dd bs=1M count=100 into a 64 MiB tmpfs: ENOSPC at some point
+    chunk = b'\xa5' * MiB
+    written = 0
+    fd = os.open(mnt.path('fill'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with pytest.raises(OSError) as ei:
+            for _ in range(100):
+                n = os.write(fd, chunk)
+                written += n
+                assert n > 0
+        assert ei.value.errno == errno.ENOSPC, ei.value
+    finally:
+        os.close(fd)
+    assert 8 * MiB < written < 64 * MiB, written
+
+    # the daemon answers: stat, statfs, reads of what was there
+    assert os.stat(mnt.path('fill')).st_size == written
+    with open(keep, 'rb') as f:
+        assert f.read() == KEEP
+    with open(mnt.path('fill'), 'rb') as f:
+        got = f.read()
+    assert len(got) == written and got == b'\xa5' * written
+    # a create on a full backing store: ENOSPC or fine, never a dead daemon
+    try:
+        with open(mnt.path('new'), 'wb') as f:
+            f.write(b'x' * 8192)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    assert os.path.isdir(mnt.dir) and os.stat(keep).st_size == len(KEEP)
+
+    # freeing space makes writes work again, once the freed blocks are
+    # cut out of the pool file (asynchronously: statfs counts them then)
+    os.unlink(mnt.path('fill'))
+    assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
+    with open(mnt.path('again'), 'wb') as f:
+        f.write(b'\x5a' * (4 * MiB))
+    with open(mnt.path('again'), 'rb') as f:
+        assert f.read() == b'\x5a' * (4 * MiB)
+    assert 'SIGBUS' not in mnt.output()
+    # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
+
+
+def test_pool_truncated_underneath_gives_eio_and_the_daemon_lives(scratch, mountpoint):
+    pool = os.path.join(scratch, 'pool')
+    mkfs(pool, '64M')
+    m = PinfsMount(pool, mountpoint, scratch)
+    m.allow_stderr(r'SIGBUS')
+    m.start()
+    try:
+        path = m.path('f')
+        data = os.urandom(16 * MiB)
+        with open(path, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # the file's blocks lie past 8 MiB of the pool (the data area
+        # starts after about 2.5 MiB of metadata), the metadata below
+        os.truncate(pool, 8 * MiB)
+
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            at = 0
+            with pytest.raises(OSError) as ei:
+                while at < len(data):
+                    assert os.pread(fd, 4096, at) == data[at:at + 4096]
+                    at += 4096
+            assert ei.value.errno == errno.EIO, (ei.value, m.output())
+            assert 0 < at < 8 * MiB, at
+            # again: the lost page is a zero page in the daemon now, never
+            # passed off as the file's bytes
+            with pytest.raises(OSError) as ei:
+                os.pread(fd, 4096, at)
+            assert ei.value.errno == errno.EIO, ei.value
+            assert os.pread(fd, MiB, 0) == data[:MiB]     # what is intact reads
+        finally:
+            os.close(fd)
+        assert os.stat(path).st_size == len(data)       # the daemon answers
+        with pytest.raises(OSError) as ei:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b'y' * 4096, 12 * MiB)
+            finally:
+                os.close(fd)
+        assert ei.value.errno in (errno.EIO, errno.EROFS), ei.value
+        # read-only from now on
+        with pytest.raises(OSError) as ei:
+            open(m.path('g'), 'wb').close()
+        assert ei.value.errno == errno.EROFS, ei.value
+        assert os.listdir(mountpoint) == ['f']
+        log = m.output()
+        assert re.search(r'SIGBUS \(BUS_ADRERR\) at pool offset 0x[0-9a-f]+ \(block \d+\)', log), log
+        assert 'fatal signal' not in log
+    finally:
+        problems = m.stop()
+    assert not problems, '\n'.join(problems)
