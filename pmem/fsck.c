@@ -729,32 +729,35 @@ static void note_free(struct fsck *f, uint64_t blk, uint64_t ino, enum bkind kin
 		f->frees[f->nfrees++] = (struct freeref){ blk, ino, fblk, kind, level, slot };
 }
 
-static struct twice *twice_of(struct fsck *f, uint64_t blk)
+/* The element of @base (@n of @size bytes, sorted by the uint64_t each
+ * starts with: a block or an inode number) that starts with @key, or NULL. */
+static void *find_sorted(const void *base, size_t n, size_t size, uint64_t key)
 {
-	size_t lo = 0, hi = f->ntwice;
+	size_t lo = 0, hi = n;
+	uint64_t k;
 
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (f->twice[mid].blk < blk)
+		memcpy(&k, (const char *)base + mid * size, sizeof(k));
+		if (k < key)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < f->ntwice && f->twice[lo].blk == blk ? &f->twice[lo] : NULL;
+	if (lo == n)
+		return NULL;
+	memcpy(&k, (const char *)base + lo * size, sizeof(k));
+	return k == key ? (char *)base + lo * size : NULL;
+}
+
+static struct twice *twice_of(struct fsck *f, uint64_t blk)
+{
+	return find_sorted(f->twice, f->ntwice, sizeof(*f->twice), blk);
 }
 
 static struct owner *owner_of(struct fsck *f, uint64_t blk)
 {
-	size_t lo = 0, hi = f->nowners;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (f->owners[mid].blk < blk)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < f->nowners && f->owners[lo].blk == blk ? &f->owners[lo] : NULL;
+	return find_sorted(f->owners, f->nowners, sizeof(*f->owners), blk);
 }
 
 static const char *use_of(char *buf, size_t size, enum bkind kind, uint64_t ino, uint64_t fblk)
@@ -2300,16 +2303,7 @@ static void pass1(struct fsck *f)
 
 static const struct dirblocks *dir_blocks(const struct fsck *f, uint64_t ino)
 {
-	size_t lo = 0, hi = f->ndirs;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (f->dirs[mid].ino < ino)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < f->ndirs && f->dirs[lo].ino == ino ? &f->dirs[lo] : NULL;
+	return find_sorted(f->dirs, f->ndirs, sizeof(*f->dirs), ino);
 }
 
 static const char *dname(const struct pm_dirent *de)

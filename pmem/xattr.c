@@ -258,6 +258,23 @@ int pm_xattr_store(struct pm_fs *fs, struct pm_inode *ip, const uint8_t *nb)
 	return 0;
 }
 
+/* Opens the transaction that stores attribute block @nb of @ip: 0 with
+ * the transaction open (the caller commits it), or -errno with none. */
+static int xstore_begin(struct pm_fs *fs, struct pm_inode *ip, const uint8_t *nb)
+{
+	int rc;
+
+	if (pm_xattr_needs_block(ip, nb) && fs->avail < 1)
+		return -ENOSPC;
+	pm_tx_begin(fs);
+	rc = pm_xattr_store(fs, ip, nb);
+	if (rc) {
+		pm_tx_abort(fs);
+		pm_inode_reload(fs, ip);
+	}
+	return rc;
+}
+
 /*
  * Rewrites the attribute block without @name and, if @value, with name =
  * value appended; the ACL xattrs go through pmem/acl_fs.c's rules first.
@@ -276,16 +293,9 @@ static int xupdate(struct pm_fs *fs, struct pm_inode *ip, const char *name, cons
 		rc = pm_xattr_edit(nb, name, value, vlen, flags, remove);
 	if (rc)
 		return rc;
-	if (pm_xattr_needs_block(ip, nb) && fs->avail < 1)
-		return -ENOSPC;
-
-	pm_tx_begin(fs);
-	rc = pm_xattr_store(fs, ip, nb);
-	if (rc) {
-		pm_tx_abort(fs);
-		pm_inode_reload(fs, ip);
+	rc = xstore_begin(fs, ip, nb);
+	if (rc)
 		return rc;
-	}
 	pm_touch(ip, false, true);
 	pm_inode_write(fs, ip);
 	pm_tx_commit(fs);
@@ -333,16 +343,9 @@ static int acl_update(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inod
 		rc = pm_xattr_edit(nb, name, NULL, 0, 0, true);
 	if (rc)
 		return rc;
-	if (pm_xattr_needs_block(ip, nb) && fs->avail < 1)
-		return -ENOSPC;
-
-	pm_tx_begin(fs);
-	rc = pm_xattr_store(fs, ip, nb);
-	if (rc) {
-		pm_tx_abort(fs);
-		pm_inode_reload(fs, ip);
+	rc = xstore_begin(fs, ip, nb);
+	if (rc)
 		return rc;
-	}
 	ip->d.mode = (uint32_t)mode;
 	pm_touch(ip, false, true);
 	pm_inode_write(fs, ip);
