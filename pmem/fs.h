@@ -348,6 +348,12 @@ int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res);
 #define PM_DEBUG_SKIP_BODY_PERSIST 0x1u	 /* journal body never flushed */
 #define PM_DEBUG_SKIP_APPLY_PERSIST 0x2u /* in-place updates never flushed */
 #define PM_DEBUG_SMALL_TX 0x4u		 /* hole fills commit in small parts */
+/* planted ordering bugs (scripts/crash-states --self-test must catch each) */
+#define PM_DEBUG_SKIP_APPLY_FENCE 0x8u	 /* no fence between apply and "empty" */
+#define PM_DEBUG_COMMIT_FIRST 0x10u	 /* commit record (checksummed as the body
+					  * is then) durable before the body */
+#define PM_DEBUG_APPLY_EARLY 0x20u	 /* in-place updates stored before the
+					  * commit point, outside the journal */
 void pm_fs_set_debug(struct pm_fs *fs, unsigned flags);
 unsigned pm_fs_debug(const struct pm_fs *fs);
 

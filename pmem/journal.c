@@ -242,6 +242,53 @@ static uint32_t jcsum(const struct pm_jhdr *h, const uint8_t *body)
 	return pm_crc32c(pm_crc32c(0, &t, sizeof(t)), body, h->body_len);
 }
 
+/*
+ * Planted ordering bugs for scripts/crash-states --self-test (PM_DEBUG_*,
+ * set only by tests through pm_fs_set_debug()).
+ */
+/* the in-place updates stored to their homes before the commit point */
+static void tx_debug_apply_early(struct pm_fs *fs)
+{
+	size_t i;
+
+	for (i = 0; i < fs->tx.nsh; i++) {
+		struct pm_shadow *s = &fs->tx.sh[i];
+		if (s->hi > s->lo)
+			memcpy((uint8_t *)pm_block_ptr(fs->pool, s->blk) + s->lo, s->buf + s->lo,
+			       s->hi - s->lo);
+	}
+}
+
+/* a commit record for the records about to be written, made durable before
+ * them, its checksum taken over the body as it is now */
+static void tx_debug_commit_first(struct pm_fs *fs)
+{
+	struct pm_tx *tx = &fs->tx;
+	struct pm_pool *p = fs->pool;
+	struct pm_jhdr *h = jhdr(p), nh;
+	uint64_t len = 0;
+	uint32_t nrecs = 0;
+	size_t i;
+
+	for (i = 0; i < tx->nsh; i++)
+		if (tx->sh[i].hi > tx->sh[i].lo) {
+			len += sizeof(struct pm_jrec) +
+			       ((tx->sh[i].hi - tx->sh[i].lo + 7u) & ~7u);
+			nrecs++;
+		}
+	if (!nrecs || len > jcap(p))
+		return;
+	memset(&nh, 0, sizeof(nh));
+	nh.magic = PM_JOURNAL_MAGIC;
+	nh.seq = ++fs->jseq;
+	nh.state = PM_JSTATE_COMMITTED;
+	nh.nrecs = nrecs;
+	nh.body_len = len;
+	nh.csum = jcsum(&nh, jbody(p));
+	memcpy(h, &nh, sizeof(nh));
+	pm_persist(&p->ops, h, sizeof(nh));
+}
+
 void pm_tx_commit(struct pm_fs *fs)
 {
 	struct pm_tx *tx = &fs->tx;
@@ -275,6 +322,11 @@ void pm_tx_commit(struct pm_fs *fs)
 			pm_back_bytes(fs, (uint64_t)(body - (uint8_t *)p->base), need);
 	}
 
+	if (fs->debug & PM_DEBUG_APPLY_EARLY)
+		tx_debug_apply_early(fs);
+	if (fs->debug & PM_DEBUG_COMMIT_FIRST)
+		tx_debug_commit_first(fs);
+
 	/* 1. records */
 	for (i = 0; i < tx->nsh; i++) {
 		struct pm_shadow *s = &tx->sh[i];
@@ -307,6 +359,8 @@ void pm_tx_commit(struct pm_fs *fs)
 		pm_drain(ops);
 
 		/* 3. commit point */
+		if (fs->debug & PM_DEBUG_COMMIT_FIRST)
+			goto apply; /* planted bug: it was made durable before */
 		memset(&nh, 0, sizeof(nh));
 		nh.magic = PM_JOURNAL_MAGIC;
 		nh.seq = ++fs->jseq;
@@ -318,6 +372,7 @@ void pm_tx_commit(struct pm_fs *fs)
 		pm_persist(ops, h, sizeof(nh));
 
 		/* 4. apply */
+apply:
 		for (i = 0; i < tx->nsh; i++) {
 			struct pm_shadow *s = &tx->sh[i];
 			uint8_t *dst;
@@ -329,7 +384,8 @@ void pm_tx_commit(struct pm_fs *fs)
 			if (!(fs->debug & PM_DEBUG_SKIP_APPLY_PERSIST))
 				pm_flush(ops, dst, s->hi - s->lo);
 		}
-		pm_drain(ops);
+		if (!(fs->debug & PM_DEBUG_SKIP_APPLY_FENCE))
+			pm_drain(ops);
 
 		/* 5. */
 		h->state = PM_JSTATE_EMPTY;
