@@ -65,7 +65,8 @@ static uint64_t fnv(const void *p, size_t n, uint64_t h)
 	return h;
 }
 
-static bool dump_data; /* include file contents */
+static bool dump_data;	 /* include file contents */
+static bool dump_times; /* include mtime (crash_states: utimes is an operation) */
 static void dump_inode(struct pm_fs *fs, struct pm_inode *ip, const char *path, struct sbuf *b);
 
 static void dump_dir(struct pm_fs *fs, struct pm_inode *dir, const char *path, struct sbuf *b)
@@ -105,6 +106,8 @@ static void dump_inode(struct pm_fs *fs, struct pm_inode *ip, const char *path, 
 	sb_printf(b, "%s ino=%llu mode=%o uid=%u gid=%u nlink=%lu size=%lld rdev=%llu",
 		  path, (unsigned long long)st.st_ino, st.st_mode, st.st_uid, st.st_gid,
 		  (unsigned long)st.st_nlink, (long long)st.st_size, (unsigned long long)st.st_rdev);
+	if (dump_times)
+		sb_printf(b, " mtime=%lld.%09ld", (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 	xn = pm_listxattr(fs, ip, xl, sizeof(xl));
 	if (xn > 0) {
 		char *p;
