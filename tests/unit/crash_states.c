@@ -31,6 +31,7 @@
  * final contents only; file contents are compared only at operation ends.
  *
  * Usage: crash_states [--quick | --full] [--self-test] [--seed N] [--keep DIR]
+ *	  [--only WORKLOAD (e.g. create+fsync_dir)]
  * Last line: "crash states: N checked, F failed, W workloads".
  */
 #include <errno.h>
@@ -465,7 +466,9 @@ struct limits {
 static uint8_t *prepared; /* the prepared tree, durable */
 static unsigned debug_flags;
 static const char *keep_dir;
+static const char *only; /* --only NAME: just the workloads so named */
 static unsigned long checked, failed;
+static unsigned nworkloads;
 
 static int prepare(void)
 {
@@ -678,10 +681,12 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 	for (i = 0; i < n; i++)
 		snprintf(wl + strlen(wl), sizeof(wl) - strlen(wl), "%s%s", i ? "+" : "",
 			 ops[seq[i]].name);
+	if (only && strcmp(only, wl))
+		return 0;
+	nworkloads++;
 	memcpy(live, prepared, POOL_SIZE);
 	r.live = live;
 	r.durable = malloc(POOL_SIZE);
-	memcpy(r.durable, prepared, POOL_SIZE);
 	r.fl = malloc(NLINES * sizeof(*r.fl));
 	r.fldata = malloc(POOL_SIZE);
 	r.flmark = calloc(NLINES, 1);
@@ -693,6 +698,8 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 		return 1;
 	}
 	pm_fs_set_debug(c.fs, debug_flags);
+	/* the mount persisted what it changed (not recorded): durable */
+	memcpy(r.durable, live, POOL_SIZE);
 	states[1] = dump(c.fs, false);
 	for (i = 0; i < n; i++) {
 		char *fin, *want;
@@ -750,7 +757,7 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 /* ---- the workloads -------------------------------------------------------- */
 
 static unsigned long run_all(const struct limits *single, const struct limits *pair,
-			     unsigned nrandom, unsigned randlen, unsigned *workloads)
+			     unsigned nrandom, unsigned randlen)
 {
 	unsigned long f0 = failed;
 	size_t a, b;
@@ -760,7 +767,6 @@ static unsigned long run_all(const struct limits *single, const struct limits *p
 	for (a = 0; a < NOPS; a++) {
 		seq[0] = (int)a;
 		run_workload(seq, 1, single);
-		(*workloads)++;
 	}
 	if (pair) {
 		for (a = 0; a < NOPS; a++)
@@ -768,7 +774,6 @@ static unsigned long run_all(const struct limits *single, const struct limits *p
 				seq[0] = (int)a;
 				seq[1] = (int)b;
 				run_workload(seq, 2, pair);
-				(*workloads)++;
 			}
 	}
 	for (t = 0; t < nrandom; t++) {
@@ -776,7 +781,6 @@ static unsigned long run_all(const struct limits *single, const struct limits *p
 		for (j = 0; j < randlen && j < 64; j++)
 			seq[j] = (int)(rnd() % NOPS);
 		run_workload(seq, (int)j, pair ? pair : single);
-		(*workloads)++;
 	}
 	return failed - f0;
 }
@@ -796,11 +800,11 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "quick", no_argument, NULL, 'q' }, { "full", no_argument, NULL, 'f' },
 		{ "self-test", no_argument, NULL, 's' }, { "seed", required_argument, NULL, 'S' },
-		{ "keep", required_argument, NULL, 'k' }, { NULL, 0, NULL, 0 },
+		{ "keep", required_argument, NULL, 'k' }, { "only", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
 	};
 	bool full = false, self = false;
 	uint64_t seed = 1;
-	unsigned workloads = 0;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -810,8 +814,9 @@ int main(int argc, char **argv)
 		case 's': self = true; break;
 		case 'S': seed = strtoull(optarg, NULL, 0); break;
 		case 'k': keep_dir = optarg; break;
+		case 'o': only = optarg; break;
 		default:
-			fprintf(stderr, "usage: %s [--quick|--full] [--self-test] [--seed N] [--keep DIR]\n",
+			fprintf(stderr, "usage: %s [--quick|--full] [--self-test] [--seed N] [--keep DIR] [--only WORKLOAD]\n",
 				argv[0]);
 			return 2;
 		}
@@ -830,9 +835,10 @@ int main(int argc, char **argv)
 		crash_quiet = true;
 		for (i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
 			unsigned long f;
-			unsigned w = 0;
+			unsigned w = nworkloads;
 			debug_flags = planted[i].flag;
-			f = run_all(&lim, NULL, 0, 0, &w);
+			f = run_all(&lim, NULL, 0, 0);
+			w = nworkloads - w;
 			printf("self-test: %s: %lu failing images in %u workloads%s\n", planted[i].bug, f,
 			       w, f ? "" : " -- NOT CAUGHT");
 			missed += !f;
@@ -843,12 +849,12 @@ int main(int argc, char **argv)
 		return missed ? 1 : 0;
 	}
 	if (full) {
-		struct limits single = { 12, 1024, 256 }, pair = { 10, 256, 64 };
-		run_all(&single, &pair, 200, 8, &workloads);
+		struct limits single = { 12, 1024, 256 }, pair = { 8, 64, 16 };
+		run_all(&single, &pair, 100, 8);
 	} else {
 		struct limits single = { 10, 256, 64 }, pair = { 4, 8, 4 };
-		run_all(&single, &pair, 20, 6, &workloads);
+		run_all(&single, &pair, 20, 6);
 	}
-	printf("crash states: %lu checked, %lu failed, %u workloads\n", checked, failed, workloads);
+	printf("crash states: %lu checked, %lu failed, %u workloads\n", checked, failed, nworkloads);
 	return failed ? 1 : 0;
 }
