@@ -242,6 +242,24 @@ static uint32_t jcsum(const struct pm_jhdr *h, const uint8_t *body)
 	return pm_crc32c(pm_crc32c(0, &t, sizeof(t)), body, h->body_len);
 }
 
+/* The commit point: a header naming @nrecs records, @len bytes of body,
+ * checksummed with the body as it is now, made durable. */
+static void jcommit(struct pm_fs *fs, uint32_t nrecs, uint64_t len)
+{
+	struct pm_pool *p = fs->pool;
+	struct pm_jhdr *h = jhdr(p), nh;
+
+	memset(&nh, 0, sizeof(nh));
+	nh.magic = PM_JOURNAL_MAGIC;
+	nh.seq = ++fs->jseq;
+	nh.state = PM_JSTATE_COMMITTED;
+	nh.nrecs = nrecs;
+	nh.body_len = len;
+	nh.csum = jcsum(&nh, jbody(p));
+	memcpy(h, &nh, sizeof(nh));
+	pm_persist(&p->ops, h, sizeof(nh));
+}
+
 /*
  * Planted ordering bugs for scripts/crash-states --self-test (PM_DEBUG_*,
  * set only by tests through pm_fs_set_debug()).
@@ -264,8 +282,6 @@ static void tx_debug_apply_early(struct pm_fs *fs)
 static void tx_debug_commit_first(struct pm_fs *fs)
 {
 	struct pm_tx *tx = &fs->tx;
-	struct pm_pool *p = fs->pool;
-	struct pm_jhdr *h = jhdr(p), nh;
 	uint64_t len = 0;
 	uint32_t nrecs = 0;
 	size_t i;
@@ -276,17 +292,9 @@ static void tx_debug_commit_first(struct pm_fs *fs)
 			       ((tx->sh[i].hi - tx->sh[i].lo + 7u) & ~7u);
 			nrecs++;
 		}
-	if (!nrecs || len > jcap(p))
+	if (!nrecs || len > jcap(fs->pool))
 		return;
-	memset(&nh, 0, sizeof(nh));
-	nh.magic = PM_JOURNAL_MAGIC;
-	nh.seq = ++fs->jseq;
-	nh.state = PM_JSTATE_COMMITTED;
-	nh.nrecs = nrecs;
-	nh.body_len = len;
-	nh.csum = jcsum(&nh, jbody(p));
-	memcpy(h, &nh, sizeof(nh));
-	pm_persist(&p->ops, h, sizeof(nh));
+	jcommit(fs, nrecs, len);
 }
 
 void pm_tx_commit(struct pm_fs *fs)
@@ -294,7 +302,7 @@ void pm_tx_commit(struct pm_fs *fs)
 	struct pm_tx *tx = &fs->tx;
 	struct pm_pool *p = fs->pool;
 	const struct pm_persist_ops *ops = &p->ops;
-	struct pm_jhdr *h = jhdr(p), nh;
+	struct pm_jhdr *h = jhdr(p);
 	uint8_t *body = jbody(p);
 	uint64_t len = 0, cap = jcap(p);
 	uint32_t nrecs = 0;
@@ -359,20 +367,10 @@ void pm_tx_commit(struct pm_fs *fs)
 		pm_drain(ops);
 
 		/* 3. commit point */
-		if (fs->debug & PM_DEBUG_COMMIT_FIRST)
-			goto apply; /* planted bug: it was made durable before */
-		memset(&nh, 0, sizeof(nh));
-		nh.magic = PM_JOURNAL_MAGIC;
-		nh.seq = ++fs->jseq;
-		nh.state = PM_JSTATE_COMMITTED;
-		nh.nrecs = nrecs;
-		nh.body_len = len;
-		nh.csum = jcsum(&nh, body);
-		memcpy(h, &nh, sizeof(nh));
-		pm_persist(ops, h, sizeof(nh));
+		if (!(fs->debug & PM_DEBUG_COMMIT_FIRST)) /* planted: it was, before */
+			jcommit(fs, nrecs, len);
 
 		/* 4. apply */
-apply:
 		for (i = 0; i < tx->nsh; i++) {
 			struct pm_shadow *s = &tx->sh[i];
 			uint8_t *dst;

@@ -254,18 +254,11 @@ static int mk(struct ctx *c, const char *dirpath, const char *name, mode_t mode)
 static int wr(struct ctx *c, const char *path, uint64_t off, size_t len, int seed)
 {
 	struct pm_inode *ip = get(c, path);
-	char *buf = malloc(len);
-	struct iovec iov = { buf, len };
-	ssize_t rc;
-	size_t i;
+	ssize_t rc = crash_write(c->fs, ip, off, len, seed);
 
-	for (i = 0; i < len; i++)
-		buf[i] = (char)(seed + i * 7);
-	rc = ip ? pm_write(c->fs, &root_cred, ip, off, &iov, 1) : -ENOENT;
 	if (rc >= 0)
 		mark_unsynced(c, ip);
 	pm_iput(c->fs, ip);
-	free(buf);
 	return rc < 0 ? (int)rc : 0;
 }
 
@@ -357,20 +350,21 @@ static int op_rename_dir(struct ctx *c)
 	return rc;
 }
 static int op_rename_over(struct ctx *c) { return pm_rename(c->fs, c->root, "f2", c->root, "f1", 0); }
-static int op_setxattr(struct ctx *c)
+/* sets @name to @value on @path, or removes it (@value NULL) */
+static int xattr(struct ctx *c, const char *path, const char *name, const char *value)
 {
-	struct pm_inode *ip = get(c, "f1");
-	int rc = ip ? pm_setxattr(c->fs, ip, "user.a", "a-value", 7, 0) : -ENOENT;
+	struct pm_inode *ip = get(c, path);
+	int rc = -ENOENT;
+
+	if (ip && value)
+		rc = pm_setxattr(c->fs, ip, name, value, strlen(value), 0);
+	else if (ip)
+		rc = pm_removexattr(c->fs, ip, name);
 	pm_iput(c->fs, ip);
 	return rc;
 }
-static int op_removexattr(struct ctx *c)
-{
-	struct pm_inode *ip = get(c, "f2");
-	int rc = ip ? pm_removexattr(c->fs, ip, "user.k") : -ENOENT;
-	pm_iput(c->fs, ip);
-	return rc;
-}
+static int op_setxattr(struct ctx *c) { return xattr(c, "f1", "user.a", "a-value"); }
+static int op_removexattr(struct ctx *c) { return xattr(c, "f2", "user.k", NULL); }
 static int op_chmod(struct ctx *c)
 {
 	struct pm_setattr sa = { .valid = PM_SET_MODE | PM_SET_UID, .mode = 0600, .uid = 1000 };
@@ -492,12 +486,8 @@ static int prepare(void)
 	    wr(&c, "f2", 0, 70000, 2) || wr(&c, "big", 0, 65536, 3) ||
 	    wr(&c, "big", 196608, 65536, 4)) /* a hole in between */
 		return -1;
-	{
-		struct pm_inode *ip = get(&c, "f2");
-		if (!ip || pm_setxattr(c.fs, ip, "user.k", "value", 5, 0))
-			return -1;
-		pm_iput(c.fs, ip);
-	}
+	if (xattr(&c, "f2", "user.k", "value"))
+		return -1;
 	if (pm_syncfs(c.fs))
 		return -1;
 	pm_iput(c.fs, c.root);

@@ -9,6 +9,7 @@
 #ifndef PINFS_TESTS_UNIT_CRASHLIB_H
 #define PINFS_TESTS_UNIT_CRASHLIB_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "pmem/fs.h"
 #include "pmem/fsck.h"
@@ -158,6 +160,25 @@ static char *dump(struct pm_fs *fs, bool data)
 	dump_inode(fs, root, "", &b);
 	pm_iput(fs, root);
 	return b.s;
+}
+
+/* Writes @len bytes of a pattern that @seed sets at @off of @ip (NULL:
+ * -ENOENT) as root; returns pm_write()'s result. */
+static ssize_t crash_write(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, size_t len, int seed)
+{
+	static const struct pm_cred cr = { 0, 0, 0, NULL, 0 };
+	char *buf = malloc(len);
+	struct iovec iov = { buf, len };
+	ssize_t rc;
+	size_t i;
+
+	if (!buf)
+		abort();
+	for (i = 0; i < len; i++)
+		buf[i] = (char)(seed + i * 7);
+	rc = ip ? pm_write(fs, &cr, ip, off, &iov, 1) : -ENOENT;
+	free(buf);
+	return rc;
 }
 
 /* Recovers a crash image of @size bytes and dumps it (file contents too

@@ -69,19 +69,12 @@ static int mk(struct ctx *c, struct pm_inode *dir, const char *name, mode_t mode
 static int wr(struct ctx *c, const char *name, uint64_t off, size_t len, int seed)
 {
 	struct pm_inode *ip = get(c, name);
-	char *buf = malloc(len);
-	struct iovec iov = { buf, len };
-	ssize_t rc;
-	size_t i;
+	ssize_t rc = crash_write(c->fs, ip, off, len, seed);
 
-	for (i = 0; i < len; i++)
-		buf[i] = (char)(seed + i * 7);
-	rc = ip ? pm_write(c->fs, &root_cred, ip, off, &iov, 1) : -ENOENT;
 	/* data written in place is durable only after fsync */
 	if (rc >= 0)
 		rc = pm_fsync(c->fs, ip, false);
 	pm_iput(c->fs, ip);
-	free(buf);
 	return rc < 0 ? (int)rc : 0;
 }
 
