@@ -660,7 +660,7 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 {
 	struct pmrec r = { 0 };
 	struct pm_persist_ops pops = { pm_rec_flush, pm_rec_drain, &r };
-	uint8_t *live = aligned_alloc(4096, POOL_SIZE), *base = aligned_alloc(4096, POOL_SIZE);
+	uint8_t *live, *base;
 	struct pm_pool *pool;
 	struct ctx c = { 0 };
 	char err[256], wl[512] = "", *states[2];
@@ -674,6 +674,8 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 	if (only && strcmp(only, wl))
 		return 0;
 	nworkloads++;
+	live = aligned_alloc(4096, POOL_SIZE);
+	base = aligned_alloc(4096, POOL_SIZE);
 	memcpy(live, prepared, POOL_SIZE);
 	r.live = live;
 	r.durable = malloc(POOL_SIZE);
