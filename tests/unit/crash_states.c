@@ -31,7 +31,7 @@
  * final contents only; file contents are compared only at operation ends.
  *
  * Usage: crash_states [--quick | --full] [--self-test] [--seed N] [--keep DIR]
- *	  [--only WORKLOAD (e.g. create+fsync_dir)]
+ *	  [--only WORKLOAD (e.g. create+fsync_dir)] [--plant PM_DEBUG_* bits]
  * Last line: "crash states: N checked, F failed, W workloads".
  */
 #include <errno.h>
@@ -793,7 +793,7 @@ int main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' }, { "full", no_argument, NULL, 'f' },
 		{ "self-test", no_argument, NULL, 's' }, { "seed", required_argument, NULL, 'S' },
 		{ "keep", required_argument, NULL, 'k' }, { "only", required_argument, NULL, 'o' },
-		{ NULL, 0, NULL, 0 },
+		{ "plant", required_argument, NULL, 'p' }, { NULL, 0, NULL, 0 },
 	};
 	bool full = false, self = false;
 	uint64_t seed = 1;
@@ -807,8 +807,9 @@ int main(int argc, char **argv)
 		case 'S': seed = strtoull(optarg, NULL, 0); break;
 		case 'k': keep_dir = optarg; break;
 		case 'o': only = optarg; break;
+		case 'p': debug_flags = (unsigned)strtoul(optarg, NULL, 0); break;
 		default:
-			fprintf(stderr, "usage: %s [--quick|--full] [--self-test] [--seed N] [--keep DIR] [--only WORKLOAD]\n",
+			fprintf(stderr, "usage: %s [--quick|--full] [--self-test] [--seed N] [--keep DIR] [--only WORKLOAD] [--plant BITS]\n",
 				argv[0]);
 			return 2;
 		}
