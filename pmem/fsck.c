@@ -1412,12 +1412,27 @@ static uint64_t used_end(struct fsck *f)
 	return end;
 }
 
+/* Walks the map of every inode in use in the current f->mode: the slots
+ * below nis, the table's holes not read. */
+static void walk_inodes(struct fsck *f)
+{
+	uint64_t lo, next, ino;
+
+	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->nis, &lo, &next);) {
+		for (ino = lo; ino < next; ino++) {
+			struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
+			struct walk w = { .f = f, .ino = ino };
+			if (d->mode)
+				walk_blocks(&w, d);
+		}
+	}
+}
+
 /* Pass 1b: finds the first holder of every duplicated block and of every
  * block a ghost claims (and the pointer through which it holds it). */
 static void find_owners(struct fsck *f)
 {
 	size_t i, j = 0, words = (size_t)PM_DIV_UP(f->nblocks, 64);
-	uint64_t ino, lo, next;
 
 	if (f->ndups)
 		qsort(f->dups, f->ndups, sizeof(*f->dups), cmp_dup);
@@ -1442,14 +1457,7 @@ static void find_owners(struct fsck *f)
 	if (f->backup)
 		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
 	f->mode = WM_OWNERS;
-	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->nis, &lo, &next);) {
-		for (ino = lo; ino < next; ino++) {
-			struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
-			struct walk w = { .f = f, .ino = ino };
-			if (d->mode)
-				walk_blocks(&w, d);
-		}
-	}
+	walk_inodes(f);
 	f->mode = WM_CHECK;
 }
 
@@ -2190,21 +2198,12 @@ static void settle_counts(struct fsck *f)
 static void walk_all(struct fsck *f, enum walkmode mode)
 {
 	size_t words = (size_t)PM_DIV_UP(f->nblocks, 64);
-	uint64_t ino, lo, next;
 
 	memset(f->ref, 0, words * sizeof(*f->ref));
 	if (f->backup)
 		f->ref[f->backup >> 6] |= 1ull << (f->backup & 63);
 	f->mode = mode;
-	/* the slots in use, all below nis: holes of the table are not read */
-	for (next = PM_ROOT_INO; pm_islots_next(f->pool, next, f->nis, &lo, &next);) {
-		for (ino = lo; ino < next; ino++) {
-			struct pm_dinode *d = pm_dinode_ptr(f->pool, ino);
-			struct walk w = { .f = f, .ino = ino };
-			if (d->mode)
-				walk_blocks(&w, d);
-		}
-	}
+	walk_inodes(f);
 	f->mode = WM_CHECK;
 	memset(f->ref, 0, words * sizeof(*f->ref));
 	if (f->backup)
