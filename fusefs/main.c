@@ -169,7 +169,11 @@ struct opts {
 	int force;
 	int io_uring; /* -1: not given (the default: io_uring, see main) */
 	char *logfile;
+	unsigned unsafe; /* PM_UNSAFE_*: the demonstration switches, -o unsafe=... */
+	bool unsafe_bad; /* an unknown unsafe= value (said on stderr) */
 };
+
+enum { KEY_UNSAFE = 1 };
 
 static const struct fuse_opt opt_spec[] = {
 	{ "timeout=%lf", offsetof(struct opts, timeout), 0 },
@@ -191,6 +195,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "io_uring", offsetof(struct opts, io_uring), 1 },
 	{ "no_io_uring", offsetof(struct opts, io_uring), 0 },
 	{ "logfile=%s", offsetof(struct opts, logfile), 0 },
+	FUSE_OPT_KEY("unsafe=%s", KEY_UNSAFE),
 	FUSE_OPT_END,
 };
 
@@ -380,11 +385,52 @@ static void say_pool_error(const char *pool, const char *err)
 		fprintf(stderr, "pinfs: %s: %s\n", pool, err);
 }
 
+/* The demonstration switches are loud: one line each in the log, at every
+ * mount, saying what the switch breaks. */
+static void log_unsafe(const char *pool, unsigned unsafe)
+{
+	if (unsafe & PM_UNSAFE_NO_QUARANTINE)
+		fprintf(stderr, "pinfs: %s: WARNING: UNSAFE -o unsafe=no_quarantine is on: freed "
+				"pinned blocks are reused at once and never cut out of the pool file; "
+				"a stale kernel pin stores into other files (demonstration only)\n",
+			pool);
+	if (unsafe & PM_UNSAFE_MARK_PINNED_CLEAN)
+		fprintf(stderr, "pinfs: %s: WARNING: UNSAFE -o unsafe=mark_pinned_clean is on: fsync "
+				"marks pinned blocks clean and checksums them; a later store through "
+				"the pin leaves a stale checksum (demonstration only)\n",
+			pool);
+}
+
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct opts *o = data;
 
 	(void)outargs;
+	if (key == KEY_UNSAFE) {
+		/* -o unsafe=NAME[+NAME...], repeatable: the switches add up */
+		char *v = strdup(arg + strlen("unsafe=")), *save = NULL, *name;
+
+		if (!v)
+			return -1;
+		for (name = strtok_r(v, "+", &save); name; name = strtok_r(NULL, "+", &save)) {
+			if (!strcmp(name, "no_quarantine"))
+				o->unsafe |= PM_UNSAFE_NO_QUARANTINE;
+			else if (!strcmp(name, "mark_pinned_clean"))
+				o->unsafe |= PM_UNSAFE_MARK_PINNED_CLEAN;
+			else {
+				fprintf(stderr, "pinfs: -o unsafe=%s: unknown switch (no_quarantine, "
+						"mark_pinned_clean)\n", name);
+				o->unsafe_bad = true;
+			}
+		}
+		if (!arg[strlen("unsafe=")]) {
+			fprintf(stderr, "pinfs: -o unsafe=: name a switch (no_quarantine, "
+					"mark_pinned_clean)\n");
+			o->unsafe_bad = true;
+		}
+		free(v);
+		return 0;
+	}
 	if (key == FUSE_OPT_KEY_NONOPT && !o->pool) {
 		o->pool = strdup(arg);
 		return 0;
@@ -437,7 +483,12 @@ static void usage(void)
 	       "    -o no_io_uring         serve requests through /dev/fuse only\n"
 	       "    -o logfile=PATH        once mounted, append the log (and anything else\n"
 	       "                           written to stderr) to PATH, not syslog (or the\n"
-	       "                           terminal with -f)\n\n");
+	       "                           terminal with -f)\n"
+	       "    -o unsafe=SWITCH[+SWITCH]  DEMONSTRATION ONLY, on a pool made with\n"
+	       "                           mkfs.pinfs --experimental: turn off a safety rule\n"
+	       "                           to show what it prevents: no_quarantine (freed\n"
+	       "                           pinned blocks are reused at once), mark_pinned_clean\n"
+	       "                           (fsync marks pinned blocks clean); see pinfs(8)\n\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -458,6 +509,10 @@ int main(int argc, char **argv)
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
 		usage_error(); /* libfuse said which option */
+		goto out_args_early;
+	}
+	if (o.unsafe_bad) {
+		usage_error();
 		goto out_args_early;
 	}
 	if (fuse_parse_cmdline(&args, &cl) != 0) {
@@ -558,6 +613,10 @@ int main(int argc, char **argv)
 		say_pool_error(o.pool, err);
 		goto out_pool;
 	}
+	if (pm_fs_set_unsafe(g_ffs.fs, o.unsafe, err, sizeof(err))) {
+		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
+		goto out_fs;
+	}
 	if (pm_fs_errors(g_ffs.fs))
 		fprintf(stderr, "pinfs: %s: the pool is corrupt: serving it read-only (EROFS) until "
 				"fsck.pinfs --repair\n", o.pool);
@@ -587,6 +646,7 @@ int main(int argc, char **argv)
 		g_ffs.pool->is_pmem ? "real persistent memory: durability by CPU cache flushes"
 				    : "not persistent memory: durability by msync",
 		pm_sever_describe(g_ffs.fs));
+	log_unsafe(o.pool, o.unsafe);
 	if (ffs_leases_start(&g_ffs, &lcfg)) {
 		fprintf(stderr, "pinfs: cannot start the lease manager\n");
 		goto out_unmount;

@@ -361,6 +361,15 @@ void pm_release_freed(struct pm_fs *fs)
 			qsort(tx->freed, tx->nfreed, sizeof(*tx->freed), cmp_u64);
 			break;
 		}
+	if (fs->unsafe & PM_UNSAFE_NO_QUARANTINE) {
+		/* the demonstration switch: every freed block, pinned or a
+		 * lease's once, is allocatable at once and stays in the pool
+		 * file -- a kernel pin on it now reaches the next owner */
+		for (i = 0; i < tx->nfreed; i++)
+			pm_bavail_add(fs, tx->freed[i], 1);
+		tx->nfreed = 0;
+		return;
+	}
 	for (i = 0; i < tx->nfreed; i++) {
 		uint64_t b = tx->freed[i];
 		/* a block that cannot be remembered as quarantined stays in use
@@ -385,6 +394,12 @@ void pm_unquarantine(struct pm_fs *fs, uint64_t pblk, uint64_t n)
 
 	pthread_mutex_lock(&fs->lock);
 	for (b = pblk; b < pblk + n; b++) {
+		if (fs->unsafe & PM_UNSAFE_NO_QUARANTINE) {
+			/* nothing was quarantined; taint nothing either */
+			if (q_del(fs, b))
+				pm_bavail_add(fs, b, 1);
+			continue;
+		}
 		if (q_del(fs, b))
 			run_add(fs, &r, b, true);
 		else

@@ -71,6 +71,40 @@ unsigned pm_fs_debug(const struct pm_fs *fs)
 	return fs->debug;
 }
 
+const char *pm_unsafe_name(unsigned bit)
+{
+	switch (bit) {
+	case PM_UNSAFE_NO_QUARANTINE:
+		return "no_quarantine";
+	case PM_UNSAFE_MARK_PINNED_CLEAN:
+		return "mark_pinned_clean";
+	}
+	return NULL;
+}
+
+int pm_fs_set_unsafe(struct pm_fs *fs, unsigned flags, char *err, size_t errlen)
+{
+	if (flags & ~PM_UNSAFE_ALL) {
+		pm_errmsg(err, errlen, "unknown unsafe switch 0x%x", flags & ~PM_UNSAFE_ALL);
+		return -EINVAL;
+	}
+	if (flags && !(fs->pool->sb->feat_compat & PM_FEAT_COMPAT_EXPERIMENTAL)) {
+		pm_errmsg(err, errlen, "-o unsafe=%s turns off a safety rule and may put data into "
+			  "the wrong file or lose it: refused on a pool not made for experiments "
+			  "(mkfs.pinfs --experimental)",
+			  pm_unsafe_name(flags & PM_UNSAFE_NO_QUARANTINE ? PM_UNSAFE_NO_QUARANTINE
+									 : PM_UNSAFE_MARK_PINNED_CLEAN));
+		return -EPERM;
+	}
+	fs->unsafe = flags;
+	return 0;
+}
+
+unsigned pm_fs_unsafe(const struct pm_fs *fs)
+{
+	return fs->unsafe;
+}
+
 void pm_fs_persist_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n)
 {
 	pthread_mutex_lock(&fs->lock);

@@ -357,4 +357,29 @@ int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res);
 void pm_fs_set_debug(struct pm_fs *fs, unsigned flags);
 unsigned pm_fs_debug(const struct pm_fs *fs);
 
+/*
+ * Demonstration switches (pinfs -o unsafe=..., pinfs(8)): each turns off one
+ * safety rule so that scripts/compare-policies can show what the rule
+ * prevents. Allowed only on a pool made with mkfs.pinfs --experimental
+ * (PM_FEAT_COMPAT_EXPERIMENTAL); never for data anyone wants to keep.
+ */
+#define PM_UNSAFE_NO_QUARANTINE 0x1u	 /* freed pinned blocks and blocks a lease
+					  * ended on go straight back to the free
+					  * list: no quarantine, no taint, never
+					  * cut out of the pool file (sever.c) */
+#define PM_UNSAFE_MARK_PINNED_CLEAN 0x2u /* integrity writeback marks pinned
+					  * blocks clean and checksums them, as
+					  * if they were stable (Kara's rule off);
+					  * scrub verifies them too */
+#define PM_UNSAFE_ALL (PM_UNSAFE_NO_QUARANTINE | PM_UNSAFE_MARK_PINNED_CLEAN)
+
+/* Sets the unsafe switches @flags (PM_UNSAFE_*), before the file system is
+ * used (no lock: read without one afterwards). -EPERM, with a message in
+ * @err, unless the pool is marked for experiments; -EINVAL for an unknown
+ * bit. */
+int pm_fs_set_unsafe(struct pm_fs *fs, unsigned flags, char *err, size_t errlen);
+unsigned pm_fs_unsafe(const struct pm_fs *fs);
+/* "no_quarantine" / "mark_pinned_clean" for one PM_UNSAFE_* bit, NULL else */
+const char *pm_unsafe_name(unsigned bit);
+
 #endif

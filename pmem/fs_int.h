@@ -148,6 +148,8 @@ struct pm_fs {
 	size_t icap, icount;	/* lock */
 	uint64_t jseq;		/* last journal sequence; lock */
 	unsigned debug;		/* PM_DEBUG_* */
+	unsigned unsafe;	/* PM_UNSAFE_*: set once before use, then read
+				 * without a lock (pm_fs_set_unsafe) */
 	struct pm_pin_hooks hooks; /* set once before use */
 	uint64_t *qset;		/* quarantined blocks: open addressing; lock */
 	size_t qcap, qcount;	/* lock */

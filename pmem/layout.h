@@ -50,7 +50,12 @@
  * refused; an unknown ro_compat bit allows read-only use only (refused too,
  * pinfs has no read-only mode); unknown compat bits are ignored. */
 #define PM_FEAT_COMPAT_BACKUP_SB 0x1ull /* backup superblock in the last block */
-#define PM_FEAT_COMPAT_SUPP PM_FEAT_COMPAT_BACKUP_SB
+/* Made for experiments (mkfs.pinfs --experimental): only such a pool may be
+ * mounted with the demonstration switches -o unsafe=... (pinfs(8)), which
+ * turn off a safety rule to show what it prevents. Compat: a pinfs that does
+ * not know it ignores it, and it changes nothing on media. */
+#define PM_FEAT_COMPAT_EXPERIMENTAL 0x2ull
+#define PM_FEAT_COMPAT_SUPP (PM_FEAT_COMPAT_BACKUP_SB | PM_FEAT_COMPAT_EXPERIMENTAL)
 #define PM_FEAT_INCOMPAT_CSUM 0x1ull /* CRC32C per data block (issue 4) */
 #define PM_FEAT_INCOMPAT_SUPP PM_FEAT_INCOMPAT_CSUM
 #define PM_FEAT_RO_COMPAT_SUPP 0ull

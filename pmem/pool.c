@@ -338,7 +338,7 @@ static int format_image(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 	sb.version = PM_VERSION;
 	sb.block_size = PM_BLOCK_SIZE;
 	sb.feat_incompat = o->features;
-	sb.feat_compat = PM_FEAT_COMPAT_BACKUP_SB;
+	sb.feat_compat = PM_FEAT_COMPAT_BACKUP_SB | o->compat;
 	clock_gettime(CLOCK_REALTIME, &now);
 	sb.mkfs_time = (uint64_t)now.tv_sec;
 	{
@@ -916,7 +916,7 @@ int pm_mkfs(const char *path, const struct pm_mkfs_opts *o, char *err, size_t er
 		    "2^32)", (unsigned long long)size);
 		return -EINVAL;
 	}
-	g.feat_compat = PM_FEAT_COMPAT_BACKUP_SB;
+	g.feat_compat = PM_FEAT_COMPAT_BACKUP_SB | o->compat;
 	rc = mkfs_open(path, &fd, &created, err, errlen);
 	if (rc)
 		return rc;

@@ -42,6 +42,8 @@ struct pm_mkfs_opts {
 	bool force;	   /* overwrite what the target holds (see pm_mkfs) */
 	FILE *warn;	   /* where a warning line goes (a pool larger than the
 			    * free space of its file system); NULL: nowhere */
+	uint64_t compat;   /* extra PM_FEAT_COMPAT_* (PM_FEAT_COMPAT_EXPERIMENTAL);
+			    * the backup superblock is always set */
 };
 
 /* Computes the region layout of a pool of @size bytes, @ninodes inodes

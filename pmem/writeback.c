@@ -281,6 +281,9 @@ void pm_writeback_inode(struct pm_fs *fs, struct pm_inode *ip, bool integrity,
 	}
 	if (!l.n && !nskipped)
 		return;
+	if (integrity && (fs->unsafe & PM_UNSAFE_MARK_PINNED_CLEAN))
+		for (k = 0; k < l.n; k++)
+			l.e[k].pinned = false; /* the demonstration switch: as if stable */
 
 	for (k = 0; k < l.n; k++) {
 		uint64_t pblk = l.e[k].pblk;
@@ -419,7 +422,7 @@ static void scrub_inode(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *
 		for (i = 0; pblk && i < n; i++) {
 			bool dirty;
 			int rc;
-			if (is_pinned(fs, pblk + i)) {
+			if (!(fs->unsafe & PM_UNSAFE_MARK_PINNED_CLEAN) && is_pinned(fs, pblk + i)) {
 				res->skipped_pinned++;
 				continue;
 			}

@@ -2,7 +2,7 @@
 /*
  * tools/mkfs.c -- mkfs.pinfs: formats a pool file or device.
  *
- *   mkfs.pinfs [--size SIZE] [--inodes N] [--checksums] [--force] POOL
+ *   mkfs.pinfs [--size SIZE] [--inodes N] [--checksums] [--experimental] [--force] POOL
  *
  * Without --force it formats only a new path or an empty (or all-hole) file
  * and refuses, naming what is there, anything else: another file's data, a
@@ -30,13 +30,17 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mkfs.pinfs [--size SIZE] [--inodes N] [--checksums] [--force] POOL\n"
+	fprintf(f, "usage: mkfs.pinfs [--size SIZE] [--inodes N] [--checksums] [--experimental]\n"
+		   "                  [--force] POOL\n"
 		   "  --size SIZE   pool size, e.g. 256M, 4G (default 256M; sparse on tmpfs)\n"
 		   "  --inodes N    inode slots (default: one per 8 KiB)\n"
 		   "  --force       overwrite what POOL holds: a non-empty file, a device or\n"
 		   "                a pinfs pool (never one in use, or whose recorded pin\n"
 		   "                holders are still alive)\n"
 		   "  --checksums   keep a CRC32C of every clean data block\n"
+		   "  --experimental  mark the pool for experiments: only such a pool may be\n"
+		   "                mounted with the unsafe demonstration switches (pinfs -o\n"
+		   "                unsafe=...), which can lose or misplace data\n"
 		   "  --help        print this help and exit\n"
 		   "  --version     print the version and exit\n"
 		   "Without --force only a new path or an empty file is formatted.\n"
@@ -64,6 +68,7 @@ int main(int argc, char **argv)
 		{ "inodes", required_argument, NULL, 'i' },
 		{ "force", no_argument, NULL, 'f' },
 		{ "checksums", no_argument, NULL, 'c' },
+		{ "experimental", no_argument, NULL, 'E' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -74,7 +79,7 @@ int main(int argc, char **argv)
 	int c, rc;
 
 	opterr = 0; /* our messages, in our format */
-	while ((c = getopt_long(argc, argv, ":s:i:fchV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":s:i:fcEhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (pinfs_parse_size(optarg, &o.size))
@@ -89,6 +94,9 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			o.features |= PM_FEAT_INCOMPAT_CSUM;
+			break;
+		case 'E':
+			o.compat |= PM_FEAT_COMPAT_EXPERIMENTAL;
 			break;
 		case 'h':
 			usage(stdout);
@@ -113,10 +121,12 @@ int main(int argc, char **argv)
 	}
 	memset(&sb, 0, sizeof(sb));
 	pm_geometry(&sb, o.size & ~(uint64_t)(PM_BLOCK_SIZE - 1), o.ninodes, o.features);
-	printf("mkfs.pinfs: %s: %llu MiB, %llu blocks of 4 KiB, %llu inodes, journal %llu KiB%s\n",
+	printf("mkfs.pinfs: %s: %llu MiB, %llu blocks of 4 KiB, %llu inodes, journal %llu KiB%s%s\n",
 	       argv[optind], (unsigned long long)(sb.pool_size >> 20),
 	       (unsigned long long)sb.nblocks, (unsigned long long)sb.ninodes - 1,
 	       (unsigned long long)(sb.journal_blocks * 4),
-	       (o.features & PM_FEAT_INCOMPAT_CSUM) ? ", block checksums" : "");
+	       (o.features & PM_FEAT_INCOMPAT_CSUM) ? ", block checksums" : "",
+	       o.compat & PM_FEAT_COMPAT_EXPERIMENTAL ? ", for experiments (unsafe switches allowed)"
+						      : "");
 	return 0;
 }
