@@ -169,6 +169,7 @@ struct opts {
 	int force;
 	int io_uring; /* -1: not given (the default: io_uring, see main) */
 	char *logfile;
+	char *pinned_writeback; /* skip (default) or bounce */
 	unsigned unsafe; /* PM_UNSAFE_*: the demonstration switches, -o unsafe=... */
 	bool unsafe_bad; /* an unknown unsafe= value (said on stderr) */
 };
@@ -195,6 +196,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "io_uring", offsetof(struct opts, io_uring), 1 },
 	{ "no_io_uring", offsetof(struct opts, io_uring), 0 },
 	{ "logfile=%s", offsetof(struct opts, logfile), 0 },
+	{ "pinned_writeback=%s", offsetof(struct opts, pinned_writeback), 0 },
 	FUSE_OPT_KEY("unsafe=%s", KEY_UNSAFE),
 	FUSE_OPT_END,
 };
@@ -484,6 +486,9 @@ static void usage(void)
 	       "    -o logfile=PATH        once mounted, append the log (and anything else\n"
 	       "                           written to stderr) to PATH, not syslog (or the\n"
 	       "                           terminal with -f)\n"
+	       "    -o pinned_writeback=MODE  fsync of write-pinned blocks: skip (default:\n"
+	       "                           flushed, left dirty, no checksum) or bounce\n"
+	       "                           (--checksums pools: also a checksummed snapshot)\n"
 	       "    -o unsafe=SWITCH[+SWITCH]  DEMONSTRATION ONLY, on a pool made with\n"
 	       "                           mkfs.pinfs --experimental: turn off a safety rule\n"
 	       "                           to show what it prevents: no_quarantine (freed\n"
@@ -509,6 +514,13 @@ int main(int argc, char **argv)
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
 		usage_error(); /* libfuse said which option */
+		goto out_args_early;
+	}
+	if (o.pinned_writeback && strcmp(o.pinned_writeback, "skip") &&
+	    strcmp(o.pinned_writeback, "bounce")) {
+		fprintf(stderr, "pinfs: -o pinned_writeback=%s: skip or bounce\n",
+			o.pinned_writeback);
+		usage_error();
 		goto out_args_early;
 	}
 	if (o.unsafe_bad) {
@@ -613,6 +625,13 @@ int main(int argc, char **argv)
 		say_pool_error(o.pool, err);
 		goto out_pool;
 	}
+	if (o.pinned_writeback &&
+	    pm_fs_set_pinned_writeback(g_ffs.fs, !strcmp(o.pinned_writeback, "bounce") ?
+							  PM_PINNED_WB_BOUNCE : PM_PINNED_WB_SKIP,
+				       err, sizeof(err))) {
+		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
+		goto out_fs;
+	}
 	if (pm_fs_set_unsafe(g_ffs.fs, o.unsafe, err, sizeof(err))) {
 		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
 		goto out_fs;
@@ -647,6 +666,9 @@ int main(int argc, char **argv)
 				    : "not persistent memory: durability by msync",
 		pm_sever_describe(g_ffs.fs));
 	log_unsafe(o.pool, o.unsafe);
+	if (o.pinned_writeback && !strcmp(o.pinned_writeback, "bounce"))
+		fprintf(stderr, "pinfs: %s: pinned_writeback=bounce: fsync writes a checksummed "
+				"snapshot of each write-pinned block to the file's shadow\n", o.pool);
 	if (ffs_leases_start(&g_ffs, &lcfg)) {
 		fprintf(stderr, "pinfs: cannot start the lease manager\n");
 		goto out_unmount;
@@ -709,6 +731,7 @@ out_args:
 	free(o.logfile);
 	free(o.pool);
 	free(o.policy);
+	free(o.pinned_writeback);
 	free(o.busy_errno);
 	free(o.max_pins);
 	free(o.max_pins_per_user);

@@ -814,6 +814,7 @@ int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync)
 {
 	pthread_rwlock_rdlock(&ip->rw);
 	pm_writeback_inode(fs, ip, true, 0);
+	pm_bounce_pinned(fs, ip); /* a failure is logged; the rule's fsync stands */
 	pthread_mutex_lock(&fs->lock);
 	/* every metadata change is already durable; only lazily kept
 	 * timestamps may be pending (fdatasync may skip them, as POSIX says) */

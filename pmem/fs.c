@@ -105,6 +105,21 @@ unsigned pm_fs_unsafe(const struct pm_fs *fs)
 	return fs->unsafe;
 }
 
+int pm_fs_set_pinned_writeback(struct pm_fs *fs, unsigned mode, char *err, size_t errlen)
+{
+	if (mode != PM_PINNED_WB_SKIP && mode != PM_PINNED_WB_BOUNCE) {
+		pm_errmsg(err, errlen, "unknown pinned writeback mode %u", mode);
+		return -EINVAL;
+	}
+	if (mode == PM_PINNED_WB_BOUNCE && !fs->csum) {
+		pm_errmsg(err, errlen, "-o pinned_writeback=bounce keeps checksummed snapshots of "
+			  "pinned blocks: the pool keeps no checksums (mkfs.pinfs --checksums)");
+		return -EINVAL;
+	}
+	fs->pinned_wb = mode;
+	return 0;
+}
+
 void pm_fs_persist_pinholders(struct pm_fs *fs, const struct pm_pinholder *h, unsigned n)
 {
 	pthread_mutex_lock(&fs->lock);
@@ -372,6 +387,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	fs->sbc = *pool->sb;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->wblock, NULL);
+	pthread_mutex_init(&fs->bounce_lock, NULL);
 	pthread_mutex_init(&fs->sv_lock, NULL);
 	pthread_cond_init(&fs->sv_cv, NULL);
 	{
@@ -485,6 +501,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	pm_tx_release(&fs->tx);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->wblock);
+	pthread_mutex_destroy(&fs->bounce_lock);
 	pthread_cond_destroy(&fs->wbcv);
 	pthread_mutex_destroy(&fs->sv_lock);
 	pthread_cond_destroy(&fs->sv_cv);

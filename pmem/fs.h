@@ -382,4 +382,23 @@ unsigned pm_fs_unsafe(const struct pm_fs *fs);
 /* "no_quarantine" / "mark_pinned_clean" for one PM_UNSAFE_* bit, NULL else */
 const char *pm_unsafe_name(unsigned bit);
 
+/*
+ * Integrity writeback of write-pinned blocks (pinfs -o pinned_writeback=,
+ * pinfs(8)). SKIP, the default, is Kara's rule as it stands: fsync flushes
+ * them but they stay dirty, with no checksum. BOUNCE (checksummed pools
+ * only) is Kara's 2019 plan, bounce buffers: fsync also copies each one to
+ * a bounce buffer and writes that snapshot to the file's shadow, an unnamed
+ * file (an orphan: fsck checks it, the next mount frees it) whose blocks get
+ * checksums the ordinary way; the live block stays dirty.
+ */
+#define PM_PINNED_WB_SKIP 0u
+#define PM_PINNED_WB_BOUNCE 1u
+/* Before use. -EINVAL (message in @err) for BOUNCE on a pool without
+ * checksums. */
+int pm_fs_set_pinned_writeback(struct pm_fs *fs, unsigned mode, char *err, size_t errlen);
+/* Bounce writeback of @ip's write-pinned blocks (nothing unless BOUNCE);
+ * called by pm_fsync with ip->rw held shared and fs->lock not held.
+ * Returns the blocks snapshotted, or -errno. */
+int pm_bounce_pinned(struct pm_fs *fs, struct pm_inode *ip);
+
 #endif

@@ -112,6 +112,12 @@ struct pm_inode {
 	struct pm_wb_stats wb;	 /* this file's writeback counters; dlock */
 	bool tmpfile;		 /* made by pm_tmpfile, no name yet: pm_link may
 				  * give it one (fs->lock) */
+	struct pm_inode *shadow; /* -o pinned_writeback=bounce: the unnamed
+				  * file (an orphan) holding the fsync snapshots
+				  * of this file's write-pinned blocks, one
+				  * reference; protected by fs->bounce_lock, but
+				  * the last pm_iput reads it without (no one
+				  * else has the inode then) */
 };
 
 /* How freed blocks leave the pool file (sever.c). */
@@ -150,6 +156,11 @@ struct pm_fs {
 	unsigned debug;		/* PM_DEBUG_* */
 	unsigned unsafe;	/* PM_UNSAFE_*: set once before use, then read
 				 * without a lock (pm_fs_set_unsafe) */
+	unsigned pinned_wb;	/* PM_PINNED_WB_*: set once before use */
+	/* bounce writeback (writeback.c): serializes making shadow files and
+	 * writing snapshots into them. Order: after ip->rw (the pinned file's,
+	 * shared), before the shadow's ip->rw and fs->lock. */
+	pthread_mutex_t bounce_lock;
 	struct pm_pin_hooks hooks; /* set once before use */
 	uint64_t *qset;		/* quarantined blocks: open addressing; lock */
 	size_t qcap, qcount;	/* lock */

@@ -385,6 +385,11 @@ void pm_iput_locked(struct pm_fs *fs, struct pm_inode *ip)
 		abort();
 	if (--ip->refs)
 		return;
+	if (ip->shadow) { /* its snapshots go with it (an orphan: freed now) */
+		struct pm_inode *sh = ip->shadow;
+		ip->shadow = NULL;
+		pm_iput_locked(fs, sh);
+	}
 	if (ip->d.nlink == 0) {
 		inode_destroy(fs, ip);
 	} else {

@@ -410,6 +410,181 @@ int pm_csum_verify(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_
 	return 0;
 }
 
+/* ---- bounce writeback of pinned blocks (-o pinned_writeback=bounce) --------
+ *
+ * Kara's 2019 plan for stable pages under a long-term pin: writeback copies
+ * the pinned page to a bounce buffer and writes that. Here "durable and
+ * checksummed" cannot mean the live block: the holder's DMA may change it
+ * between any two instructions, so no checksum of it can be trusted (the
+ * rule: it stays dirty, PM_CSUM_NONE). What can be made durable is a
+ * snapshot: fsync copies each write-pinned block to a bounce buffer and
+ * writes the copy, as an ordinary write, into the same file offset of the
+ * file's shadow -- an unnamed file (pm_tmpfile: on the orphan list) made at
+ * the first such fsync. The ordinary write path makes the shadow block
+ * durable and then records its checksum (pm_write_settle), so a valid
+ * checksum always covers the bytes the block held when fsync copied it.
+ *
+ * Who can verify it: scrub of the file verifies each pinned block's shadow
+ * (counted in checked / bad); fsck.pinfs --checksums of a crash image
+ * verifies the shadow like any file's blocks (an orphan is a file). The next
+ * mount frees orphans, shadows with them: after a crash there is no holder,
+ * and the live block is again an ordinary block. The shadow goes when the
+ * file leaves the inode cache (pm_iput_locked).
+ *
+ * Order of writes per run of pinned blocks: (1) the snapshot is taken
+ * (memcpy, no pool write); (2) pm_write invalidates the shadow blocks'
+ * checksums durably, stores the snapshot, flushes and drains it, then
+ * stores and persists the new checksums. A crash within (2) leaves a
+ * shadow block without a checksum (not covered), never a wrong one.
+ *
+ * Locking: fs->bounce_lock, taken with the file's ip->rw held shared and no
+ * other pmem lock, serializes making the shadow and writing it (pm_write
+ * takes the shadow's ip->rw and fs->lock inside).
+ */
+#define BOUNCE_RUN 64u /* blocks per bounce buffer (256 KiB) */
+
+struct bounce_list {
+	uint64_t *f;
+	size_t n, cap;
+};
+
+static void bounce_add(void *arg, uint64_t first, uint64_t n)
+{
+	struct bounce_list *b = arg;
+	uint64_t f;
+
+	for (f = first; f < first + n; f++) {
+		if (b->n == b->cap) {
+			size_t ncap = b->cap ? b->cap * 2 : 64;
+			uint64_t *nf = realloc(b->f, ncap * sizeof(*nf));
+			if (!nf)
+				return; /* the rest is not bounced: counted as not covered */
+			b->f = nf;
+			b->cap = ncap;
+		}
+		b->f[b->n++] = f;
+	}
+}
+
+static int cmp_fblk(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Makes @ip's shadow. Called with fs->bounce_lock held. */
+static int shadow_new(struct pm_fs *fs, struct pm_inode *ip)
+{
+	static const struct pm_cred root = { 0, 0, 0, NULL, 077 };
+	struct pm_inode *dir, *sh;
+	uint8_t of[8];
+	int rc;
+
+	rc = pm_iget(fs, PM_ROOT_INO, &dir);
+	if (rc)
+		return rc;
+	rc = pm_tmpfile(fs, &root, dir, 0600, &sh);
+	pm_iput(fs, dir);
+	if (rc)
+		return rc;
+	/* which file it shadows, for whoever reads the pool (little endian) */
+	for (rc = 0; rc < 8; rc++)
+		of[rc] = (uint8_t)(ip->ino >> (8 * rc));
+	rc = pm_setxattr(fs, sh, "trusted.pinfs.bounce_of", of, sizeof(of), 0);
+	if (rc) {
+		pm_iput(fs, sh);
+		return rc;
+	}
+	ip->shadow = sh;
+	return 0;
+}
+
+int pm_bounce_pinned(struct pm_fs *fs, struct pm_inode *ip)
+{
+	static const struct pm_cred root = { 0, 0, 0, NULL, 077 };
+	struct bounce_list bl = { 0 };
+	uint64_t nblk, done = 0;
+	uint8_t *buf;
+	size_t i, j;
+	int rc = 0;
+
+	if (fs->pinned_wb != PM_PINNED_WB_BOUNCE || !fs->csum || !S_ISREG(ip->ftype) ||
+	    !fs->hooks.write_pinned)
+		return 0;
+	fs->hooks.write_pinned(fs->hooks.ctx, ip->ino, bounce_add, &bl);
+	if (!bl.n)
+		return 0;
+	qsort(bl.f, bl.n, sizeof(*bl.f), cmp_fblk);
+	buf = malloc((size_t)BOUNCE_RUN * PM_BLOCK_SIZE);
+	if (!buf) {
+		free(bl.f);
+		return -ENOMEM;
+	}
+	nblk = PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE);
+	pthread_mutex_lock(&fs->bounce_lock);
+	if (!ip->shadow)
+		rc = shadow_new(fs, ip);
+	for (i = 0; !rc && i < bl.n; i = j) {
+		struct iovec v;
+		ssize_t n;
+
+		/* a run of adjacent pinned blocks, each mapped: one bounce copy
+		 * (the snapshot), one write */
+		for (j = i; j < bl.n && j - i < BOUNCE_RUN && bl.f[j] == bl.f[i] + (j - i) &&
+			    bl.f[j] < nblk;
+		     j++) {
+			uint64_t pblk = pm_bmap_get(fs, &ip->d, bl.f[j], false);
+			if (!pblk)
+				break;
+			memcpy(buf + (j - i) * PM_BLOCK_SIZE, pm_block_ptr(fs->pool, pblk),
+			       PM_BLOCK_SIZE);
+		}
+		if (j == i) { /* a hole or past the end: nothing to snapshot */
+			j = i + 1;
+			continue;
+		}
+		v.iov_base = buf;
+		v.iov_len = (j - i) * PM_BLOCK_SIZE;
+		n = pm_write(fs, &root, ip->shadow, bl.f[i] << PM_BLOCK_SHIFT, &v, 1);
+		if (n < 0)
+			rc = (int)n;
+		else
+			done += (uint64_t)n / PM_BLOCK_SIZE;
+	}
+	pthread_mutex_unlock(&fs->bounce_lock);
+	if (rc)
+		fprintf(stderr, "pinfs: inode %llu: bounce writeback of pinned blocks failed (%s): "
+				"%llu of %zu snapshotted\n",
+			(unsigned long long)ip->ino, strerror(-rc), (unsigned long long)done, bl.n);
+	free(buf);
+	free(bl.f);
+	return rc ? rc : (int)done;
+}
+
+/* Scrub of a write-pinned block @fblk of @ip: verifies its snapshot in the
+ * shadow, if it has one. 1 verified, 0 none, -EIO mismatch. Called with
+ * ip->rw held shared. */
+static int verify_shadow(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk)
+{
+	struct pm_inode *sh;
+	uint64_t spblk;
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->bounce_lock);
+	sh = ip->shadow;
+	if (sh) {
+		pthread_rwlock_rdlock(&sh->rw);
+		spblk = fblk < PM_DIV_UP(sh->d.size, PM_BLOCK_SIZE) ?
+				pm_bmap_get(fs, &sh->d, fblk, false) : 0;
+		if (spblk)
+			rc = verify_block(fs, sh, fblk, spblk, NULL);
+		pthread_rwlock_unlock(&sh->rw);
+	}
+	pthread_mutex_unlock(&fs->bounce_lock);
+	return rc;
+}
+
 static void scrub_inode(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res)
 {
 	uint64_t f, nblk;
@@ -422,8 +597,17 @@ static void scrub_inode(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *
 		for (i = 0; pblk && i < n; i++) {
 			bool dirty;
 			int rc;
+
 			if (!(fs->unsafe & PM_UNSAFE_MARK_PINNED_CLEAN) && is_pinned(fs, pblk + i)) {
 				res->skipped_pinned++;
+				/* bounce mode: its fsync snapshot is checked instead */
+				rc = verify_shadow(fs, ip, f + i);
+				if (rc > 0)
+					res->checked++;
+				else if (rc < 0 && !res->bad++) {
+					res->first_bad_ino = ip->ino;
+					res->first_bad_off = (f + i) << PM_BLOCK_SHIFT;
+				}
 				continue;
 			}
 			rc = verify_block(fs, ip, f + i, pblk + i, &dirty);
