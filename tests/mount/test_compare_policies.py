@@ -214,3 +214,30 @@ def test_stale_ring_store_changes_no_other_file_under_any_policy(result):
         assert c['fsck'] == 0, c
         assert c['severed_blocks'] and c['severed_blocks'] >= (2 << 20) // 4096, c
         assert c['unsevered_blocks'] == 0, c
+
+
+# --------------------------------------------------------------------------
+# what each rule prevents (issue 17, item 4): the unsafe switches and bounce
+
+def test_no_quarantine_puts_the_stale_store_into_another_file_and_the_rule_does_not(result):
+    rule, unsafe = result['data']['unsafe']['stale_ring']
+    assert rule['switch'] == '-' and unsafe['switch'] == 'unsafe=no_quarantine'
+    assert rule['other_unchanged'] and rule['fsck'] == 0, rule
+    assert unsafe['dma_bytes'] == 2 << 20, unsafe
+    assert not unsafe['other_unchanged'], unsafe
+
+
+def test_mark_pinned_clean_leaves_bad_checksums_skip_none_and_bounce_covers_the_pinned_data(
+        result):
+    c = {x['mode']: x for x in result['data']['unsafe']['pinned_clean']}
+    n = c['skip']['pinned_blocks']
+    assert c['skip']['image_mismatches'] == 0 and c['skip']['scrub_bad'] == 0, c['skip']
+    assert c['skip']['pinned_covered'] == 0, c['skip']
+    assert c['unsafe']['image_mismatches'] == n and c['unsafe']['scrub_bad'] == n, c['unsafe']
+    assert c['bounce']['image_mismatches'] == 0 and c['bounce']['scrub_bad'] == 0, c['bounce']
+    assert c['bounce']['pinned_covered'] == n, c['bounce']
+    text = result['stdout']
+    assert 'What each rule prevents' in text
+    assert 'pinned data under a valid checksum: %d/%d blocks' % (n, n) in text
+    with open(result['svg']) as f:
+        assert 'What each rule prevents' in f.read()
