@@ -59,9 +59,17 @@ struct world {
 	struct pm_inode *root, *f;
 };
 
+static int setup_ex(struct world *w, bool csum, uint64_t compat);
+
 static int setup(struct world *w, bool csum)
 {
-	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = csum ? PM_FEAT_INCOMPAT_CSUM : 0 };
+	return setup_ex(w, csum, 0);
+}
+
+static int setup_ex(struct world *w, bool csum, uint64_t compat)
+{
+	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = csum ? PM_FEAT_INCOMPAT_CSUM : 0,
+				  .compat = compat };
 	struct pm_pin_hooks h = { .pinned = t_pinned, .write_pinned = t_write_pinned };
 	char err[256];
 
@@ -671,6 +679,193 @@ static int test_noalloc_pin_of_a_hole_is_eacces_and_allocates_nothing(void)
 	return 0;
 }
 
+/* ---- issue 17, item 4: the unsafe switches and bounce writeback ---------- */
+
+static int test_unsafe_switches_need_a_pool_made_for_experiments(void)
+{
+	struct world w;
+	char err[256] = "";
+
+	CHECK_OK(setup(&w, true));
+	CHECK_EQ(pm_fs_set_unsafe(w.fs, PM_UNSAFE_NO_QUARANTINE, err, sizeof(err)), -EPERM);
+	CHECK(strstr(err, "mkfs.pinfs --experimental"));
+	CHECK_EQ(pm_fs_set_unsafe(w.fs, PM_UNSAFE_MARK_PINNED_CLEAN, err, sizeof(err)), -EPERM);
+	CHECK_EQ(pm_fs_unsafe(w.fs), 0);
+	teardown(&w);
+	CHECK_OK(setup_ex(&w, true, PM_FEAT_COMPAT_EXPERIMENTAL));
+	CHECK_EQ(pm_fs_set_unsafe(w.fs, 0x80, err, sizeof(err)), -EINVAL);
+	CHECK_OK(pm_fs_set_unsafe(w.fs, PM_UNSAFE_ALL, err, sizeof(err)));
+	CHECK_EQ(pm_fs_unsafe(w.fs), PM_UNSAFE_ALL);
+	teardown(&w);
+	return 0;
+}
+
+/* Blocks freed while pinned: quarantined by the rule, free at once without it. */
+static int no_quarantine(bool unsafe, uint64_t *quarantined, uint64_t *freed_now)
+{
+	struct world w;
+	struct statvfs before, after;
+	struct segs sg;
+	char err[256];
+
+	CHECK_OK(setup_ex(&w, false, PM_FEAT_COMPAT_EXPERIMENTAL));
+	if (unsafe)
+		CHECK_OK(pm_fs_set_unsafe(w.fs, PM_UNSAFE_NO_QUARANTINE, err, sizeof(err)));
+	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
+	CHECK_OK(pin(&w, 0, 16, &sg));
+	pm_statfs(w.fs, &before);
+	CHECK_OK(pm_fallocate(w.fs, w.f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			      16 * 4096));
+	pm_statfs(w.fs, &after);
+	*quarantined = pm_quarantined(w.fs);
+	*freed_now = after.f_bfree - before.f_bfree;
+	unpin_all();
+	pm_unquarantine(w.fs, sg.s[0].pblk, 16);
+	teardown(&w);
+	return 0;
+}
+
+static int test_no_quarantine_makes_pinned_blocks_free_at_once(void)
+{
+	uint64_t q, freed, map_freed;
+
+	CHECK_OK(no_quarantine(false, &q, &map_freed));
+	CHECK_EQ(q, 16); /* the rule: out of the free list while pinned */
+	CHECK(map_freed <= 1); /* the map node, never pinned, may go */
+	CHECK_OK(no_quarantine(true, &q, &freed));
+	CHECK_EQ(q, 0); /* the switch: allocatable at once */
+	CHECK_EQ(freed, map_freed + 16);
+	return 0;
+}
+
+static int test_mark_pinned_clean_checksums_pinned_blocks_and_a_store_breaks_them(void)
+{
+	struct world w;
+	struct pm_wb_stats st;
+	struct pm_scrub r;
+	struct segs sg;
+	char err[256];
+
+	CHECK_OK(setup_ex(&w, true, PM_FEAT_COMPAT_EXPERIMENTAL));
+	CHECK_OK(pm_fs_set_unsafe(w.fs, PM_UNSAFE_MARK_PINNED_CLEAN, err, sizeof(err)));
+	CHECK_OK(wr(&w, 0, 16 * 4096, 'a'));
+	CHECK_OK(pin(&w, 4, 4, &sg));
+	memset(w.img + (sg.s[0].pblk << 12), 'Z', 4096); /* the holder stores */
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	pm_inode_wb_stats(w.fs, w.f, &st);
+	CHECK_EQ(st.dirty, 0); /* clean while pinned: the rule is off */
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.checked, 16);
+	CHECK_EQ(r.bad, 0);
+	w.img[(sg.s[0].pblk << 12) + 7] = 'Y'; /* and stores again */
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.bad, 1);
+	CHECK_EQ(r.first_bad_off, 4 * 4096);
+	unpin_all();
+	teardown(&w);
+	return 0;
+}
+
+/* Pool block holding 4096 bytes of @c other than @not, or 0 */
+static uint64_t find_block(const uint8_t *img, int c, uint64_t not)
+{
+	uint64_t b;
+	size_t i;
+
+	for (b = 1; b < POOL_SIZE / 4096; b++) {
+		const uint8_t *p = img + (b << 12);
+		if (b == not)
+			continue;
+		for (i = 0; i < 4096 && p[i] == c; i++)
+			;
+		if (i == 4096)
+			return b;
+	}
+	return 0;
+}
+
+/* fsck --checksums of a crash image: its problem count (-1: no mount) */
+static long fsck_image(const uint8_t *src)
+{
+	uint8_t *img = aligned_alloc(4096, POOL_SIZE);
+	struct pm_fsck_opts o = { .repair = false, .checksums = true };
+	struct pm_fsck_result res;
+	struct pm_pool *p;
+	char err[256];
+	long n = -1;
+
+	memcpy(img, src, POOL_SIZE);
+	if (!pm_pool_open_mem(img, POOL_SIZE, &noop_ops, &p, err, sizeof(err))) {
+		if (pm_journal_recover(p, NULL, 0) >= 0 && pm_fsck_ex(p, &o, NULL, &res) == 0)
+			n = (long)res.errors;
+		pm_pool_close(&p);
+	}
+	free(img);
+	return n;
+}
+
+static int test_bounce_fsync_leaves_a_checksummed_snapshot_at_every_crash_point(void)
+{
+	struct world w;
+	struct pm_wb_stats st;
+	struct pm_scrub r;
+	struct segs sg;
+	uint8_t *before, *img;
+	uint64_t shadow;
+	size_t k, nd;
+	char err[256];
+
+	CHECK_OK(setup(&w, false));
+	CHECK_EQ(pm_fs_set_pinned_writeback(w.fs, PM_PINNED_WB_BOUNCE, err, sizeof(err)),
+		 -EINVAL); /* no checksums: nothing to bounce for */
+	teardown(&w);
+	CHECK_OK(setup(&w, true));
+	CHECK_OK(pm_fs_set_pinned_writeback(w.fs, PM_PINNED_WB_BOUNCE, err, sizeof(err)));
+	CHECK_OK(wr(&w, 0, 8 * 4096, 'a'));
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	CHECK_OK(pin(&w, 2, 2, &sg));
+	memset(w.img + (sg.s[0].pblk << 12), 'Z', 4096); /* the holder stores */
+	before = malloc(POOL_SIZE);
+	memcpy(before, w.img, POOL_SIZE);
+	rec_reset(&w.rec);
+	w.rec.on = true;
+	CHECK_OK(pm_fsync(w.fs, w.f, false));
+	w.rec.on = false;
+	/* after the fsync: a durable copy of the snapshot, checksummed */
+	img = durable_image(&w, before);
+	shadow = find_block(img, 'Z', sg.s[0].pblk);
+	CHECK(shadow != 0);
+	CHECK_EQ(fsck_image(img), 0);
+	img[(shadow << 12) + 5] ^= 1; /* the checksum covers it */
+	CHECK_EQ(fsck_image(img), 1);
+	free(img);
+	/* at every drain of the fsync a crash leaves no wrong checksum */
+	nd = drains_recorded(&w);
+	CHECK(nd > 2);
+	for (k = 0; k < nd; k++) {
+		img = image_at_drain(&w, before, k);
+		CHECK_EQ(fsck_image(img), 0);
+		free(img);
+	}
+	free(before);
+	pm_inode_wb_stats(w.fs, w.f, &st);
+	CHECK_EQ(st.dirty, 2); /* the live blocks stay dirty */
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.skipped_pinned, 2);
+	CHECK_EQ(r.checked, 8); /* 6 clean blocks, 2 snapshots */
+	w.img[(sg.s[0].pblk << 12) + 9] = 'Y'; /* the live block changes: */
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.bad, 0); /* the snapshot does not */
+	w.img[(shadow << 12) + 9] ^= 1; /* a damaged snapshot is caught */
+	CHECK_OK(pm_scrub(w.fs, w.f, &r));
+	CHECK_EQ(r.bad, 1);
+	CHECK_EQ(r.first_bad_off, 2 * 4096);
+	w.img[(shadow << 12) + 9] ^= 1;
+	unpin_all();
+	teardown(&w);
+	return 0;
+}
+
 int main(void)
 {
 	RUN(test_write_is_durable_when_it_returns);
@@ -683,5 +878,9 @@ int main(void)
 	RUN(test_background_flusher_never_flushes_pinned_blocks);
 	RUN(test_flipped_bit_in_a_clean_block_gives_eio_but_not_in_a_pinned_one);
 	RUN(test_noalloc_pin_of_a_hole_is_eacces_and_allocates_nothing);
+	RUN(test_unsafe_switches_need_a_pool_made_for_experiments);
+	RUN(test_no_quarantine_makes_pinned_blocks_free_at_once);
+	RUN(test_mark_pinned_clean_checksums_pinned_blocks_and_a_store_breaks_them);
+	RUN(test_bounce_fsync_leaves_a_checksummed_snapshot_at_every_crash_point);
 	return T_EXIT_PASS;
 }
