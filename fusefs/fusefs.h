@@ -7,6 +7,8 @@
  *	ip->rw  (pmem: a file's data lock)
  *	  fs->lock  (pmem: metadata, journal, allocator, inode cache)
  *	    ip->dlock  (pmem: a file's dirty-block set)
+ *	  fs->bounce_lock  (pmem, -o pinned_writeback=bounce: a file's shadow;
+ *	    then the shadow's ip->rw, then fs->lock: see pmem/fs_int.h)
  *
  * No lock is held across fuse_reply_*() except ip->rw (shared) while a read
  * reply copies out of the pool: that is what keeps the blocks from being

@@ -28,8 +28,14 @@
  *     severer holds nothing while it punches, and never takes fs->lock
  *     while it holds sv_lock, so an allocator holding fs->lock may wait on
  *     sv_cv for the blocks in flight.
+ *  5. fs->bounce_lock (a mutex, -o pinned_writeback=bounce, writeback.c)
+ *     serializes making a file's shadow and writing snapshots into it.
  *  Order: ip->rw before fs->lock before ip->dlock; fs->lock before sv_lock. When two inodes' rw are
- *  needed (never today) take the lower inode number first.
+ *  needed (never today) take the lower inode number first. The one exception,
+ *  bounce writeback: the file's ip->rw (shared), then fs->bounce_lock, then its
+ *  shadow's ip->rw, then fs->lock. A shadow is never locked before its file (it
+ *  has no name: only its file's fsync, scrub and last iput reach it), so
+ *  whatever the inode numbers, no cycle.
  */
 #ifndef PINFS_PMEM_FS_INT_H
 #define PINFS_PMEM_FS_INT_H
