@@ -610,11 +610,16 @@ static void ffs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, con
  */
 #define TMPFILE_NAME "/"
 
+uint64_t ffs_op_count[PINFS_OPS_MAX];
+
 void ffs_request_fixup(void *buf, size_t len)
 {
 	struct fuse_in_header *in = buf;
 	const size_t name_at = sizeof(*in) + sizeof(struct fuse_create_in);
 
+	if (len >= sizeof(*in))
+		__atomic_add_fetch(&ffs_op_count[in->opcode < PINFS_OPS_MAX ? in->opcode : PINFS_OPS_MAX - 1],
+				   1, __ATOMIC_RELAXED);
 	if (len >= name_at + sizeof(TMPFILE_NAME) && in->len == len && in->opcode == FUSE_TMPFILE &&
 	    !memcmp((char *)buf + name_at, TMPFILE_NAME, sizeof(TMPFILE_NAME)))
 		in->opcode = FUSE_CREATE;
