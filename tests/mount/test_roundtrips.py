@@ -23,6 +23,7 @@ import array
 import fcntl
 import os
 import stat
+import time
 
 import pytest
 
@@ -37,7 +38,7 @@ pytestmark = [pytest.mark.mount_options('allow_other'),
 
 # <linux/fuse.h> opcodes
 LOOKUP, GETATTR, SETATTR, WRITE, RELEASE = 1, 3, 4, 16, 18
-GETXATTR, CREATE, IOCTL = 22, 35, 39
+GETXATTR, RELEASEDIR, CREATE, IOCTL = 22, 29, 35, 39
 NAMES = {1: 'LOOKUP', 3: 'GETATTR', 4: 'SETATTR', 16: 'WRITE', 18: 'RELEASE',
          22: 'GETXATTR', 27: 'OPENDIR', 29: 'RELEASEDIR', 35: 'CREATE', 39: 'IOCTL'}
 
@@ -60,14 +61,36 @@ class Ops:
         fcntl.ioctl(self.fd, PINFS_IOC_OPS, buf, True)
         return list(buf)
 
-    def delta(self, fn):
-        """{opcode: requests} that fn() cost, the snapshot's IOCTL left out."""
+    def delta(self, fn, until=None):
+        """{opcode: requests} that fn() cost, the snapshots' own IOCTLs left
+        out. The kernel sends RELEASE and RELEASEDIR after close() returned
+        (and over io_uring on another queue than the snapshot's IOCTL):
+        snapshots are taken until until(delta) holds, or for 5 s."""
         before = self.snap()
         fn()
-        after = self.snap()
-        d = {op: after[op] - before[op] for op in range(OPS_MAX) if after[op] != before[op]}
-        d[IOCTL] -= 1
-        return {op: n for op, n in d.items() if n}
+        deadline = time.monotonic() + 5
+        snaps = 0
+        while True:
+            after = self.snap()
+            snaps += 1
+            d = {op: after[op] - before[op] for op in range(OPS_MAX) if after[op] != before[op]}
+            d[IOCTL] -= snaps
+            d = {op: n for op, n in d.items() if n}
+            if until is None or until(d) or time.monotonic() > deadline:
+                return d
+            time.sleep(0.01)
+
+    def settle(self):
+        """Waits (up to 5 s) until no request comes in for 50 ms: what an
+        earlier close() left to send is counted before a delta begins."""
+        deadline = time.monotonic() + 5
+        last = self.snap()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.snap()
+            if all(now[op] == last[op] for op in range(OPS_MAX) if op != IOCTL):
+                return
+            last = now
 
     def close(self):
         os.close(self.fd)
@@ -82,6 +105,11 @@ def ops(mnt):
 
 def _named(d):
     return {NAMES.get(op, 'op%d' % op): n for op, n in sorted(d.items())}
+
+
+def _closed(n):
+    """until= of Ops.delta for an _extract of @n files: every RELEASE in."""
+    return lambda d: d.get(RELEASE, 0) >= n and d.get(RELEASEDIR, 0) >= 1
 
 
 def _extract_ops(d):
@@ -126,7 +154,8 @@ def test_tar_like_extract_as_root_costs_nine_requests_per_file_not_ten(mnt, ops)
     d = mnt.path('x')
     os.mkdir(d)
     _prepare(d)
-    got = _extract_ops(ops.delta(lambda: _extract(d, N, chown=True)))
+    ops.settle()
+    got = _extract_ops(ops.delta(lambda: _extract(d, N, chown=True), until=_closed(N)))
     per_file = {k: v / N for k, v in got.items()}
     # chown no longer asks for the file's attributes first: one GETATTR per
     # file is left, the directory's after each CREATE
@@ -144,7 +173,9 @@ def test_tar_like_extract_as_a_user_costs_seven_requests_or_fewer_per_file(mnt, 
     os.mkdir(d)
     os.chown(d, BOB['uid'], BOB['gid'])
     as_user(lambda: _prepare(d), **BOB)
-    got = _extract_ops(ops.delta(lambda: as_user(lambda: _extract(d, N, chown=False), timeout=60, **BOB)))
+    ops.settle()
+    got = _extract_ops(ops.delta(lambda: as_user(lambda: _extract(d, N, chown=False), timeout=60, **BOB),
+                                 until=_closed(N)))
     # + 1: the path walk to open the directory descriptor (a user other
     # than the root's owner has the kernel fetch the root's access ACL on
     # every walk through it: README "Round trips")
