@@ -78,6 +78,8 @@ static void usage(FILE *f)
 		"                           its root, else of the file; POLICY is one of\n"
 		"                           fail, revoke, wait, break, default (files only)\n"
 		"  stats PATH               counters of the file, or of the mount for a directory\n"
+		"  stats --ops PATH         requests the kernel sent the daemon of PATH's mount\n"
+		"                           since it mounted, per FUSE opcode\n"
 		"  scrub PATH               verify the checksums of every clean block of the file,\n"
 		"                           or of every file for a directory (mkfs --checksums);\n"
 		"                           exit 1 if a block is bad\n"
@@ -950,6 +952,57 @@ static int cmd_policy(int argc, char **argv)
 
 /* ---- stats -------------------------------------------------------------- */
 
+/* pinfsctl stats --ops PATH: the requests the kernel sent the daemon since
+ * the mount, per FUSE opcode (PINFS_IOC_OPS), one "NAME: COUNT" line each
+ * for those sent at least once, then "total:". */
+static int cmd_stats_ops(const char *path)
+{
+	static const char *const names[PINFS_OPS_MAX] = {
+		[1] = "LOOKUP", [2] = "FORGET", [3] = "GETATTR", [4] = "SETATTR",
+		[5] = "READLINK", [6] = "SYMLINK", [8] = "MKNOD", [9] = "MKDIR",
+		[10] = "UNLINK", [11] = "RMDIR", [12] = "RENAME", [13] = "LINK",
+		[14] = "OPEN", [15] = "READ", [16] = "WRITE", [17] = "STATFS",
+		[18] = "RELEASE", [20] = "FSYNC", [21] = "SETXATTR", [22] = "GETXATTR",
+		[23] = "LISTXATTR", [24] = "REMOVEXATTR", [25] = "FLUSH", [26] = "INIT",
+		[27] = "OPENDIR", [28] = "READDIR", [29] = "RELEASEDIR", [30] = "FSYNCDIR",
+		[31] = "GETLK", [32] = "SETLK", [33] = "SETLKW", [34] = "ACCESS",
+		[35] = "CREATE", [36] = "INTERRUPT", [37] = "BMAP", [38] = "DESTROY",
+		[39] = "IOCTL", [40] = "POLL", [41] = "NOTIFY_REPLY", [42] = "BATCH_FORGET",
+		[43] = "FALLOCATE", [44] = "READDIRPLUS", [45] = "RENAME2", [46] = "LSEEK",
+		[47] = "COPY_FILE_RANGE", [48] = "SETUPMAPPING", [49] = "REMOVEMAPPING",
+		[50] = "SYNCFS", [51] = "TMPFILE", [52] = "STATX",
+		[PINFS_OPS_MAX - 1] = "OTHER",
+	};
+	struct pinfs_ops o;
+	uint64_t total = 0;
+	int fd, rc;
+
+	fd = open_path("stats", path, O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return EXIT_ERR;
+	memset(&o, 0, sizeof(o));
+	rc = ctl_ioctl(path, &fd, PINFS_IOC_OPS, &o);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: stats --ops %s: %s\n", path, ioctl_strerror(-rc));
+		return EXIT_ERR;
+	}
+	for (int i = 0; i < PINFS_OPS_MAX; i++) {
+		char name[24];
+
+		if (!o.count[i])
+			continue;
+		if (names[i])
+			snprintf(name, sizeof(name), "%s:", names[i]);
+		else
+			snprintf(name, sizeof(name), "OP%d:", i);
+		printf("%-20s%12" PRIu64 "\n", name, o.count[i]);
+		total += o.count[i];
+	}
+	printf("%-20s%12" PRIu64 "\n", "total:", total);
+	return EXIT_OK;
+}
+
 static int cmd_stats(int argc, char **argv)
 {
 	static const struct {
@@ -983,6 +1036,8 @@ static int cmd_stats(int argc, char **argv)
 	struct stat st;
 	int fd, rc;
 
+	if (argc == 3 && !strcmp(argv[1], "--ops"))
+		return cmd_stats_ops(argv[2]);
 	if (argc != 2)
 		return usage_operands("stats", argc - 1, 1, "PATH");
 	fd = open_path("stats", argv[1], O_RDONLY | O_NONBLOCK);

@@ -63,6 +63,11 @@ extern const struct fuse_lowlevel_ops ffs_ops;
  * before libfuse sees it: FUSE_TMPFILE becomes the FUSE_CREATE that
  * ffs_create serves as O_TMPFILE (ops.c). */
 void ffs_request_fixup(void *buf, size_t len);
+/* Requests served per FUSE opcode since the mount (PINFS_IOC_OPS; opcodes
+ * from PINFS_OPS_MAX - 1 up share the last slot). ffs_request_fixup counts
+ * each request once, whichever transport read it. Locking: none, each slot
+ * is a relaxed atomic counter (a snapshot is not one instant). */
+extern uint64_t ffs_op_count[];
 
 /* fusefs/ioctl.c */
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,

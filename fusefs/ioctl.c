@@ -612,6 +612,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		struct pinfs_stats stats;
 		struct pinfs_events events;
 		struct pinfs_scrub scrub;
+		struct pinfs_ops ops;
 	} *out = NULL;
 	size_t in_need = 0, out_len = 0;
 	struct attr_sig before, after;
@@ -633,6 +634,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_STATS: out_len = sizeof(struct pinfs_stats); break;
 	case PINFS_IOC_EVENTS: in_need = sizeof(struct pinfs_events); out_len = in_need; break;
 	case PINFS_IOC_SCRUB: in_need = sizeof(struct pinfs_scrub); out_len = in_need; break;
+	case PINFS_IOC_OPS: out_len = sizeof(struct pinfs_ops); break;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -678,6 +680,11 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		break;
 	case PINFS_IOC_SCRUB:
 		rc = do_scrub(f, file, in_buf, &out->scrub);
+		break;
+	case PINFS_IOC_OPS:
+		for (int i = 0; i < PINFS_OPS_MAX; i++)
+			out->ops.count[i] = __atomic_load_n(&ffs_op_count[i], __ATOMIC_RELAXED);
+		rc = 0;
 		break;
 	default: /* PINFS_IOC_EVENTS */
 		rc = do_events(req, f, in_buf, &out->events);

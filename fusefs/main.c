@@ -51,6 +51,9 @@ static struct ffs g_ffs;
  *    it, so that shared mmap keeps working on direct-I/O files (our
  *    coherence model, see ops.c), and FUSE_OVER_IO_URING when the rings
  *    can serve (uring.c decides and logs the transport);
+ *  - and FUSE_HANDLE_KILLPRIV_V2 (libfuse 3.14 does not know it either)
+ *    when offered: the daemon clears setuid/setgid itself (ops.c, "suid/sgid
+ *    kill"), which saves chown a GETATTR;
  *  - a reply to a request that came in on a ring entry is committed to
  *    that entry instead of being written to /dev/fuse.
  */
@@ -134,6 +137,9 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		struct fuse_init_out *io = iov[1].iov_base;
 		if (io->flags & FUSE_INIT_EXT && init_flags & FUSE_DIRECT_IO_ALLOW_MMAP)
 			io->flags2 |= (uint32_t)(FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+		/* fewer round trips (issue 18): ops.c, "suid/sgid kill" */
+		if (init_flags & FUSE_HANDLE_KILLPRIV_V2)
+			io->flags |= FUSE_HANDLE_KILLPRIV_V2;
 		ffs_uring_init_reply(oh->unique, io);
 		f->init_unique_valid = 0;
 		init = true;

@@ -491,6 +491,37 @@ static void ffs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		reply_attr(req, ip);
 }
 
+/*
+ * The suid/sgid kill. main.c answers the kernel's FUSE_HANDLE_KILLPRIV_V2
+ * at INIT (issue 18: fewer round trips): the daemon, not the kernel, clears
+ * setuid, and setgid with group execute, when a file is written, truncated
+ * or given away, so that a chown no longer costs a GETATTR first (without
+ * it fs/fuse/dir.c fuse_setattr refreshes the mode to compute the cleared
+ * one and sends it). The reply of the request that killed carries the new
+ * mode, except a write's (see "attributes changed behind the kernel's
+ * back"). Who decides:
+ *  - chown/chgrp of a non-directory: the kernel sends FATTR_KILL_SUIDGID
+ *    with the ids (it kills whoever the caller, root too); pm_setattr
+ *    kills on any id change anyway;
+ *  - truncate: FATTR_KILL_SUIDGID when the caller lacks CAP_FSETID;
+ *  - chown(f, -1, -1) and the kernel's own file_remove_privs (fallocate,
+ *    copy_file_range): the kernel drops its mode change and sends a
+ *    SETATTR that sets nothing, which only such a kill sends (utimensat
+ *    with both times UTIME_OMIT returns before the file system): it
+ *    kills;
+ *  - write and O_TRUNC open: by the caller's uid, as before
+ *    (pm_write_kill, open_trunc; the kernel's FUSE_WRITE_KILL_SUIDGID and
+ *    FUSE_OPEN_KILL_SUIDGID do not reach a libfuse 3.14 handler).
+ * security.capability is still the kernel's: notify_change() looks it up
+ * (the GETXATTR a chown costs) and removes it on chown and truncate; on a
+ * direct-I/O write it never did (fs/fuse/file.c calls no
+ * file_remove_privs there), with or without this flag.
+ */
+#define SETATTR_ANY                                                                           \
+	(FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |      \
+	 FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |                 \
+	 FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)
+
 static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			struct fuse_file_info *fi)
 {
@@ -535,6 +566,10 @@ static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		sa.valid |= PM_SET_CTIME;
 		sa.ctime = attr->st_ctim;
 	}
+	/* the suid/sgid kill (above): the kernel's FATTR_KILL_SUIDGID, or a
+	 * SETATTR that sets nothing */
+	if ((to_set & FUSE_SET_ATTR_KILL_SUID) || !(to_set & SETATTR_ANY))
+		sa.valid |= PM_SET_KILL_SUIDGID;
 	rc = iget(req, ino, &ip);
 	if (rc) {
 		fuse_reply_err(req, -rc);
@@ -610,11 +645,16 @@ static void ffs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, con
  */
 #define TMPFILE_NAME "/"
 
+uint64_t ffs_op_count[PINFS_OPS_MAX];
+
 void ffs_request_fixup(void *buf, size_t len)
 {
 	struct fuse_in_header *in = buf;
 	const size_t name_at = sizeof(*in) + sizeof(struct fuse_create_in);
 
+	if (len >= sizeof(*in))
+		__atomic_add_fetch(&ffs_op_count[in->opcode < PINFS_OPS_MAX ? in->opcode : PINFS_OPS_MAX - 1],
+				   1, __ATOMIC_RELAXED);
 	if (len >= name_at + sizeof(TMPFILE_NAME) && in->len == len && in->opcode == FUSE_TMPFILE &&
 	    !memcmp((char *)buf + name_at, TMPFILE_NAME, sizeof(TMPFILE_NAME)))
 		in->opcode = FUSE_CREATE;

@@ -161,6 +161,10 @@ int pm_readdir(struct pm_fs *fs, struct pm_inode *dir, uint64_t off, pm_filldir_
  * what a truncate by an unprivileged caller does (the kernel asks for it
  * with a mode change, except on an O_TRUNC open, which it leaves to us) */
 #define PM_SET_KILL_PRIV 0x200u
+/* clears setuid, and setgid with group execute, whoever the caller (not on
+ * a directory): the kernel decided (a chown, or FUSE_HANDLE_KILLPRIV_V2's
+ * FATTR_KILL_SUIDGID: it checked CAP_FSETID itself) */
+#define PM_SET_KILL_SUIDGID 0x400u
 struct pm_setattr {
 	unsigned valid; /* PM_SET_* */
 	mode_t mode;

@@ -587,6 +587,8 @@ int pm_setattr(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 	}
 	if ((sa->valid & PM_SET_KILL_PRIV) && pm_kill_priv_needed(cr, &nd))
 		pm_kill_priv(&nd);
+	if ((sa->valid & PM_SET_KILL_SUIDGID) && !S_ISDIR(nd.mode))
+		pm_kill_priv(&nd);
 	if (sa->valid & PM_SET_ATIME_NOW)
 		pm_now(&nd.atime);
 	else if (sa->valid & PM_SET_ATIME)

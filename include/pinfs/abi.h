@@ -265,6 +265,17 @@ struct pinfs_scrub {
 /* A file's policy as an xattr: "fail", "revoke", "wait", "break", "default" */
 #define PINFS_XATTR_POLICY "user.pinfs.policy"
 
+/* PINFS_IOC_OPS (on any file or directory of the mount, anyone): how many
+ * requests the kernel sent the daemon since the mount, per FUSE opcode
+ * (<linux/fuse.h>: count[FUSE_LOOKUP] ...; opcodes from PINFS_OPS_MAX - 1
+ * up, e.g. CUSE_INIT, are summed in the last slot). The ioctl's own OPEN,
+ * IOCTL and RELEASE are counted too. pinfsctl stats --ops prints them. */
+#define PINFS_OPS_MAX 64
+struct pinfs_ops {
+	uint64_t count[PINFS_OPS_MAX];
+};
+#define PINFS_IOC_OPS _IOR(PINFS_IOC_MAGIC, 0x40, struct pinfs_ops)
+
 /* Checked by every C build (C++ spells it static_assert). */
 #ifndef __cplusplus
 _Static_assert(sizeof(struct pinfs_pin) <= 16384, "restricted ioctl limit");
