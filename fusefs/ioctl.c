@@ -668,7 +668,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_LIST: in_need = sizeof(struct pinfs_list); out_len = in_need; break;
 	case PINFS_IOC_GET_POLICY: in_need = sizeof(struct pinfs_policy); out_len = in_need; break;
 	case PINFS_IOC_SET_POLICY: in_need = sizeof(struct pinfs_policy); break;
-	case PINFS_IOC_STATS: out_len = sizeof(struct pinfs_stats); break;
+	case PINFS_IOC_STATS: out_len = stats_len ? stats_len : sizeof(struct pinfs_stats); break;
 	case PINFS_IOC_EVENTS: in_need = sizeof(struct pinfs_events); out_len = in_need; break;
 	case PINFS_IOC_SCRUB: in_need = sizeof(struct pinfs_scrub); out_len = in_need; break;
 	default:
@@ -712,11 +712,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		break;
 	case PINFS_IOC_STATS:
 		do_stats(f, (uint32_t)ctx->uid, file, &out->stats);
-		if (stats_len) { /* the old layout: the first counters of each */
+		if (stats_len) /* the old layout: the first counters of each */
 			memmove((char *)&out->stats + stats_len / 2, &out->stats.mount,
 				stats_len / 2);
-			out_len = stats_len;
-		}
 		rc = 0;
 		break;
 	case PINFS_IOC_SCRUB:
