@@ -186,7 +186,8 @@ struct pinfs_counters {
 	 * daemon fills what the size holds). A pin (above: pins) is what
 	 * holds truncate back; an open file or a plain mapping never is.
 	 */
-	/* open files (FUSE handles, one per open(2)) of the file / mount */
+	/* open files (FUSE handles, one per open(2); for the mount open
+	 * directories too), the one the ioctl came through included */
 	uint64_t open_handles;
 	/* file: 1 while the kernel caches pages of the file for a plain
 	 * shared mapping (the daemon served a page fill for it, since its
