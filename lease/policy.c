@@ -82,7 +82,7 @@ struct fcount { /* per-file counters */
 };
 
 /* A live short-term pin (PINFS_PIN_SHORT) and when it expires
- * (CLOCK_MONOTONIC ns): the completer revokes it then (short_sweep). */
+ * (CLOCK_MONOTONIC ns): the completer revokes it then (short_expire). */
 struct short_pin {
 	uint64_t id, expires;
 };
@@ -174,7 +174,7 @@ struct lease_mgr {
 	uint64_t nparked;	 /* counted waits, all users; lock */
 	pthread_t completer;
 	bool stop;		 /* lease_mgr_stop began; lock */
-	struct short_pin *shorts; /* live short pins, unordered; lock */
+	struct short_pin *shorts; /* short pins by expiry (see short_add); lock */
 	size_t nshort, capshort; /* lock */
 	struct {
 		uint32_t tgid;
@@ -533,7 +533,9 @@ out:
 }
 
 /* Forgets short pin @id (unpinned); m->lock held. Ids grow, so the array
- * is sorted by id too. */
+ * is sorted by id too -- but for two pins racing between lease_add and
+ * short_add, which may land swapped: an entry this misses stays until its
+ * expiry, when its lease is found gone. */
 static void short_del(struct lease_mgr *m, uint64_t id)
 {
 	size_t lo = 0, hi = m->nshort;

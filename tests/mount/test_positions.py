@@ -27,7 +27,8 @@ import pytest
 from pinfs_mount import wait_until
 from pinfs_util import KiB, MiB, interrupt_op, pattern, read_file, write_file
 from conftest import holders, pinhold_exe  # noqa: F401
-from test_pins import (PINFSCTL, _waits, list_leases, needs_pinfsctl, set_policy, get_policy,
+from test_pins import (PINFSCTL, _waits, list_leases, mount_stats, needs_pinfsctl, set_policy,
+                       get_policy,
                        FILE_SIZE, PIN_OFF, PIN_LEN, TRUNC_TO)
 
 pytestmark = [pytest.mark.needs_daemon]
@@ -192,8 +193,13 @@ def test_mount_wait_inf_interrupted_gives_eintr_and_changes_nothing(mnt, holders
     time.sleep(0.5)
     op.kill()
     op.wait(10)
+    # the kernel sent INTERRUPT for it: answered, not left parked to run
+    # once the pin is gone
+    assert wait_until(lambda: mount_stats(path)['parked'] == 0, 10), mount_stats(path)
     assert read_file(path) == data
     h.unpin(lease)
+    time.sleep(0.2)
+    assert os.stat(path).st_size == FILE_SIZE
     os.truncate(path, TRUNC_TO)
     assert read_file(path) == data[:TRUNC_TO]
 
