@@ -269,3 +269,14 @@ def test_shipped_positions_are_in_the_table_and_the_picture(result):
               'refuse_longterm, short-term', 'waited for the unpin', 'fail, short kept',
               'short pin revoked at short_pin_max'):
         assert html.escape(s) in text, s
+
+
+def test_a_plain_mapping_is_no_pin_and_never_blocks_truncate(result):
+    r = shipped(result, 'plain mmap', 'fail')
+    assert r['refs']['pins'] == 0 and r['refs']['mapped'] == 1
+    assert r['refs']['open_handles'] >= 1
+    assert r['trunc'] == 'ok'
+    # the same policy refuses a pinned file's truncate
+    assert row(result, 'fail', 'not revocable')['trunc'] == 'EBUSY'
+    with open(result['svg']) as f:
+        assert 'fail, plain mmap (no pin)' in f.read()
