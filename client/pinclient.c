@@ -141,7 +141,8 @@ static int usage_error(const char *fmt, const char *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: pinclient [--revocable] [--cooperative] [--rate MBPS] [--duration SECONDS]\n"
+		"usage: pinclient [--revocable] [--cooperative] [--short] [--rate MBPS]\n"
+		"                 [--duration SECONDS]\n"
 		"                 [--source FILE] [--chunk BYTES] [--stale-ring] FILE OFFSET LENGTH\n"
 		"\n"
 		"Pins [OFFSET, OFFSET+LENGTH) of FILE (on a pinfs mount) for writing, maps it\n"
@@ -150,6 +151,10 @@ static void usage(FILE *f)
 		"\n"
 		"  --revocable       accept revocation (SIGBUS) instead of blocking truncates\n"
 		"  --cooperative     unpin and exit 0 on a lease-break notice (SIGIO)\n"
+		"  --short           a short-term pin (PINFS_PIN_SHORT, O_DIRECT style): allowed\n"
+		"                    under policy refuse_longterm, waited for by truncate under\n"
+		"                    every policy, revoked by the daemon after -o short_pin_max\n"
+		"                    (keep --duration below it; with --revocable exit 3 then)\n"
 		"  --rate MBPS       transfer rate in MB/s (10^6 bytes); 0 = unlimited (default 100)\n"
 		"  --duration SECS   stop after SECS seconds (default: until signalled)\n"
 		"  --source FILE     regular file to read from (default: a pattern file in /dev/shm)\n"
@@ -426,6 +431,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "revocable", no_argument, NULL, 'r' },
 		{ "cooperative", no_argument, NULL, 'c' },
+		{ "short", no_argument, NULL, 'T' },
 		{ "rate", required_argument, NULL, 'R' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "source", required_argument, NULL, 's' },
@@ -436,6 +442,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	bool revocable = false, cooperative = false, stale_ring = false, stale = false;
+	bool shortterm = false;
 	double rate = 100, duration = 0;
 	const char *source = NULL, *path;
 	uint64_t chunk = 256 << 10, off, len, next_check = 0, deadline = UINT64_MAX, lease;
@@ -450,6 +457,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'r': revocable = true; break;
 		case 'c': cooperative = true; break;
+		case 'T': shortterm = true; break;
 		case 'R':
 			if (parse_nonneg(optarg, &rate) < 0) {
 				return usage_error("--rate '%s' is not a rate in MB/s", optarg);
@@ -509,7 +517,9 @@ int main(int argc, char **argv)
 	}
 
 	c.pin_ns = now_ns(); /* before: a revocation may arrive while we map */
-	rc = pinfs_map_pin(c.fd, off, len, PINFS_PIN_WRITE | (revocable ? PINFS_PIN_REVOCABLE : 0),
+	rc = pinfs_map_pin(c.fd, off, len,
+			   PINFS_PIN_WRITE | (revocable ? PINFS_PIN_REVOCABLE : 0) |
+				   (shortterm ? PINFS_PIN_SHORT : 0),
 			   &c.map);
 	if (rc < 0) {
 		char why[8192];

@@ -52,6 +52,7 @@ static const char *const policy_names[] = {
 	[PINFS_POLICY_DEFAULT] = "default", [PINFS_POLICY_FAIL] = "fail",
 	[PINFS_POLICY_REVOKE] = "revoke",   [PINFS_POLICY_WAIT] = "wait",
 	[PINFS_POLICY_BREAK] = "break",
+	[PINFS_POLICY_NOLONGTERM] = "refuse_longterm",
 };
 #define NPOLICIES (sizeof(policy_names) / sizeof(policy_names[0]))
 
@@ -59,7 +60,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: pinfsctl COMMAND ...\n"
-		"  pin [--write] [--revocable] [--cooperative] [--on-close] [--hold SECONDS]\n"
+		"  pin [--write] [--revocable] [--cooperative] [--on-close] [--short]\n"
+		"      [--hold SECONDS]\n"
 		"      FILE OFFSET LENGTH   pin a range, print \"lease N\", hold it until SECONDS\n"
 		"                           pass (default: forever) or SIGINT/SIGTERM, then unpin;\n"
 		"                           --cooperative: unpin on a lease-break notice\n"
@@ -70,13 +72,15 @@ static void usage(FILE *f)
 		"                           LEASE FILE START END SIZE PID COMMAND FLAGS STATE AGE\n"
 		"                           START and END in bytes, END is exclusive; SIZE\n"
 		"                           human-readable; FLAGS R or W, then ,revocable\n"
-		"                           ,on-close; AGE in seconds; --noheadings: no header;\n"
+		"                           ,on-close ,short; AGE in seconds; --noheadings: no\n"
+		"                           header;\n"
 		"                           --json: {\"pins\": [{\"lease\", \"path\", \"start\",\n"
 		"                           \"end\", \"size\", \"pid\", \"command\", \"flags\": [...],\n"
 		"                           \"state\", \"age\"}, ...]}\n"
 		"  policy PATH [POLICY]     get/set the truncate policy: of the mount if PATH is\n"
 		"                           its root, else of the file; POLICY is one of\n"
-		"                           fail, revoke, wait, break, default (files only)\n"
+		"                           fail, revoke, wait, break, refuse_longterm,\n"
+		"                           default (files only)\n"
 		"  stats PATH               counters of the file, or of the mount for a directory\n"
 		"  stats --ops PATH         requests the kernel sent the daemon of PATH's mount\n"
 		"                           since it mounted, per FUSE opcode\n"
@@ -435,6 +439,7 @@ static int cmd_pin(int argc, char **argv)
 		{ "revocable", no_argument, NULL, 'r' },
 		{ "cooperative", no_argument, NULL, 'c' },
 		{ "on-close", no_argument, NULL, 'o' },
+		{ "short", no_argument, NULL, 's' },
 		{ "hold", required_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -452,6 +457,7 @@ static int cmd_pin(int argc, char **argv)
 		case 'w': flags |= PINFS_PIN_WRITE; break;
 		case 'r': flags |= PINFS_PIN_REVOCABLE; break;
 		case 'o': flags |= PINFS_PIN_ON_CLOSE; break;
+		case 's': flags |= PINFS_PIN_SHORT; break;
 		case 'c': cooperative = true; break;
 		case 'H':
 			errno = 0;
@@ -715,6 +721,8 @@ static void pins_print_json(const struct pinfs_lease_info *all, size_t n, char *
 			printf("%s\"revocable\"", sep);
 		if (e->flags & PINFS_PIN_ON_CLOSE)
 			printf("%s\"on-close\"", sep);
+		if (e->flags & PINFS_PIN_SHORT)
+			printf("%s\"short\"", sep);
 		printf("], \"state\": \"%s\", \"age\": %" PRIu64 "}", state_name(e->state),
 		       e->age_ns / 1000000000u);
 	}
@@ -752,9 +760,10 @@ static int pins_print_table(const struct pinfs_lease_info *all, size_t n, char *
 		    !(cell[i][COL_SIZE] = strdup(size)) ||
 		    asprintf(&cell[i][COL_PID], "%u", e->holder_pid) < 0 ||
 		    !(cell[i][COL_COMMAND] = escaped_dup(comm)) ||
-		    asprintf(&cell[i][COL_FLAGS], "%s%s%s", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
+		    asprintf(&cell[i][COL_FLAGS], "%s%s%s%s", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
 			     (e->flags & PINFS_PIN_REVOCABLE) ? ",revocable" : "",
-			     (e->flags & PINFS_PIN_ON_CLOSE) ? ",on-close" : "") < 0 ||
+			     (e->flags & PINFS_PIN_ON_CLOSE) ? ",on-close" : "",
+			     (e->flags & PINFS_PIN_SHORT) ? ",short" : "") < 0 ||
 		    !(cell[i][COL_STATE] = strdup(state_name(e->state))) ||
 		    asprintf(&cell[i][COL_AGE], "%" PRIu64, e->age_ns / 1000000000u) < 0) {
 			rc = -ENOMEM;
@@ -1068,6 +1077,15 @@ static int cmd_stats(int argc, char **argv)
 		printf("%-20s%12" PRIu64 "\n", counters[i].name,
 		       *(const uint64_t *)((const char *)c + counters[i].off));
 	}
+	/* pins beside ordinary references (Kara's pin counting): an open
+	 * file or a plain mapping never holds truncate back, a pin does */
+	printf("%-20s%12" PRIu64 "\n", "long_pins:", c->pins - c->short_pins);
+	printf("%-20s%12" PRIu64 "\n", "short_pins:", c->short_pins);
+	printf("%-20s%12" PRIu64 "\n", "open_handles:", c->open_handles);
+	printf("%-20s%12" PRIu64 "\n", S_ISDIR(st.st_mode) ? "mapped_files:" : "mapped:",
+	       c->mapped_files);
+	printf("%-20s%12" PRIu64 "\n", "short_expired:", c->short_pins_expired);
+	printf("%-20s%12" PRIu64 "\n", "longterm_refused:", c->longterm_refused);
 	/* mount only; 0 from a daemon older than the field: nothing said */
 	if (S_ISDIR(st.st_mode) && c->transport)
 		printf("%-20s%12s\n", "transport:",

@@ -191,6 +191,11 @@ bool ffs_coh_cached(uint64_t ino, uint64_t off, size_t len)
 	return yes;
 }
 
+uint64_t ffs_coh_files(void)
+{
+	return __atomic_load_n(&coh.ninodes, __ATOMIC_SEQ_CST);
+}
+
 void ffs_coh_released(uint64_t ino)
 {
 	struct coh_inode **pp, *ci;

@@ -81,6 +81,11 @@ void ffs_leases_stop(struct ffs *f);
  * (or, past their bound, refuses); NULL again after the call. */
 void ffs_set_wait(struct lease_wait **wp, uint32_t uid);
 uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip);
+/* The file's PINFS_XATTR_WAIT_TIMEOUT in seconds (INFINITY), -1: none. */
+double ffs_file_wait_timeout(struct ffs *f, struct pm_inode *ip);
+/* fusefs/ops.c: open files (FUSE handles) of @ip in *@file, of the mount
+ * in *@mount. Takes the open-files lock. */
+void ffs_open_counts(struct pm_inode *ip, uint64_t *file, uint64_t *mount);
 /* Tells the kernel to drop its cached attributes of @ino (what stat shows
  * changed behind its back). Touches no page cache, so a request handler may
  * call it; must not hold a pmem or lease lock (it writes to /dev/fuse). */
@@ -97,6 +102,8 @@ void ffs_inval_attr(struct ffs *f, uint64_t ino);
  * worker still waits on the kernel after 2 s. */
 void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size);
 bool ffs_coh_cached(uint64_t ino, uint64_t off, size_t len);
+/* How many files the kernel may cache pages of (plain shared mappings). */
+uint64_t ffs_coh_files(void);
 bool ffs_coh_read(struct ffs *f, fuse_req_t req, struct pm_inode *ip, uint64_t off, size_t size);
 void ffs_coh_write(struct ffs *f, fuse_req_t req, struct pm_inode *ip, const struct pm_cred *cr,
 		   uint64_t off, const struct iovec *iov, int n);

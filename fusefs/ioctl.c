@@ -47,6 +47,20 @@ uint32_t ffs_file_policy(struct ffs *f, struct pm_inode *ip)
 	return lease_policy_parse(v, &p) ? PINFS_POLICY_DEFAULT : p;
 }
 
+/* The file's own wait timeout (PINFS_XATTR_WAIT_TIMEOUT): seconds, INFINITY,
+ * or -1 when it has none (or an unreadable one): the mount's. */
+double ffs_file_wait_timeout(struct ffs *f, struct pm_inode *ip)
+{
+	char v[32];
+	ssize_t n = pm_getxattr(f->fs, ip, PINFS_XATTR_WAIT_TIMEOUT, v, sizeof(v) - 1);
+	double t;
+
+	if (n <= 0)
+		return -1;
+	v[n] = 0;
+	return lease_timeout_parse(v, &t) ? -1 : t;
+}
+
 void ffs_inval_attr(struct ffs *f, uint64_t ino)
 {
 	/* a negative offset: attributes only, no page cache; -ENOENT (the
@@ -95,9 +109,11 @@ static int hook_may_free(void *ctx, struct pm_inode *ip, uint64_t first, uint64_
 	struct lease_waiter w = { NULL, w_unlock, w_relock, ip };
 
 	if (cur_wait)
-		return lease_may_free_nowait(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip),
-					     cur_uid, cur_wait);
-	return lease_may_free(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip), &w);
+		return lease_may_free_nowait_timeout(f->lm, pm_ino(ip), first, n,
+						     ffs_file_policy(f, ip),
+						     ffs_file_wait_timeout(f, ip), cur_uid, cur_wait);
+	return lease_may_free_timeout(f->lm, pm_ino(ip), first, n, ffs_file_policy(f, ip),
+				      ffs_file_wait_timeout(f, ip), &w);
 }
 
 /* lease_ops.may_park: over io_uring, a parked request keeps its ring entry,
@@ -375,7 +391,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	uint64_t end;
 	int rc;
 
-	if (in->reserved || (in->flags & ~PINFS_PIN_FLAGS) || !in->length ||
+	if (in->reserved || (in->flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_SHORT)) || !in->length ||
 	    __builtin_add_overflow(in->offset, in->length, &end))
 		return -EINVAL;
 	if ((in->flags & PINFS_PIN_WRITE) && (file->flags & O_ACCMODE) == O_RDONLY)
@@ -388,6 +404,12 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	/* who may pin (fusefs/access.c), before anything is allocated */
 	rc = ffs_pin_access(req, f, file->ip, in->flags & PINFS_PIN_WRITE,
 			    (file->flags & O_ACCMODE) != O_RDONLY, &may_alloc);
+	if (rc)
+		return rc;
+	/* refuse_longterm: a long-term pin is refused before anything is
+	 * allocated, as FOLL_LONGTERM is on fs-dax */
+	rc = lease_pin_allowed(f->lm, pm_ino(file->ip), ffs_file_policy(f, file->ip), in->flags,
+			       lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid), (uint32_t)ctx->uid);
 	if (rc)
 		return rc;
 	memset(out, 0, sizeof(*out));
@@ -485,7 +507,7 @@ static int do_list(fuse_req_t req, uint64_t ino, const struct pinfs_list *in,
 		o->length = l[i].nblocks << 12;
 		/* an orphan (its holder gone, a mapping left) has no pid */
 		o->holder_pid = l[i].holder == LEASE_HOLDER_NONE ? 0 : l[i].holder;
-		o->flags = l[i].flags & PINFS_PIN_FLAGS;
+		o->flags = l[i].flags & (PINFS_PIN_FLAGS | PINFS_PIN_SHORT);
 		o->state = l[i].state;
 		o->age_ns = t > l[i].start_ns ? t - l[i].start_ns : 0;
 		if (l[i].holder == LEASE_HOLDER_NONE)
@@ -504,7 +526,8 @@ static int do_policy(fuse_req_t req, struct ffs_file *file, bool set, const stru
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	int rc;
 
-	if (in->reserved || in->mount > 1 || (set && in->policy > PINFS_POLICY_BREAK))
+	if (in->reserved || in->mount > 1 ||
+	    (set && in->policy > PINFS_POLICY_BREAK && in->policy != PINFS_POLICY_NOLONGTERM))
 		return -EINVAL;
 	if (set && in->mount && in->policy == PINFS_POLICY_DEFAULT)
 		return -EINVAL;
@@ -562,6 +585,10 @@ static void do_stats(struct ffs *f, uint32_t uid, struct ffs_file *file, struct 
 	out->mount.mmap_lost_bytes = __atomic_load_n(&f->mmap_lost_bytes, __ATOMIC_RELAXED);
 	out->mount.transport = ffs_uring_transport();
 	out->mount.ring_requests = ffs_uring_requests();
+	/* pins beside ordinary references (open files, plain mappings) */
+	ffs_open_counts(file->ip, &out->file.open_handles, &out->mount.open_handles);
+	out->file.mapped_files = ffs_coh_cached(pm_ino(file->ip), 0, 0);
+	out->mount.mapped_files = ffs_coh_files();
 	pm_inode_wb_stats(f->fs, file->ip, &w);
 	wb_fill(&out->file, &w);
 	/* a pinned block is always dirty: the pinned share of the dirty set */
@@ -619,10 +646,21 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	bool may_change;
 	int rc;
 
+	size_t stats_len = 0;
+
 	(void)arg;
 	if (flags & (FUSE_IOCTL_COMPAT | FUSE_IOCTL_UNRESTRICTED)) {
 		fuse_reply_err(req, ENOTTY);
 		return;
+	}
+	/* PINFS_IOC_STATS of a client built before struct pinfs_counters
+	 * grew: its size (in the command) says how many counters it knows,
+	 * and it gets those of the file and of the mount */
+	if (_IOC_TYPE(cmd) == PINFS_IOC_MAGIC && _IOC_NR(cmd) == _IOC_NR(PINFS_IOC_STATS) &&
+	    _IOC_DIR(cmd) == _IOC_READ && _IOC_SIZE(cmd) < sizeof(struct pinfs_stats) &&
+	    _IOC_SIZE(cmd) >= 2 * 13 * sizeof(uint64_t) && _IOC_SIZE(cmd) % 16 == 0) {
+		stats_len = _IOC_SIZE(cmd);
+		cmd = PINFS_IOC_STATS;
 	}
 	switch (cmd) {
 	case PINFS_IOC_PIN: in_need = sizeof(struct pinfs_pin); out_len = in_need; break;
@@ -631,7 +669,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_LIST: in_need = sizeof(struct pinfs_list); out_len = in_need; break;
 	case PINFS_IOC_GET_POLICY: in_need = sizeof(struct pinfs_policy); out_len = in_need; break;
 	case PINFS_IOC_SET_POLICY: in_need = sizeof(struct pinfs_policy); break;
-	case PINFS_IOC_STATS: out_len = sizeof(struct pinfs_stats); break;
+	case PINFS_IOC_STATS: out_len = stats_len ? stats_len : sizeof(struct pinfs_stats); break;
 	case PINFS_IOC_EVENTS: in_need = sizeof(struct pinfs_events); out_len = in_need; break;
 	case PINFS_IOC_SCRUB: in_need = sizeof(struct pinfs_scrub); out_len = in_need; break;
 	case PINFS_IOC_OPS: out_len = sizeof(struct pinfs_ops); break;
@@ -676,6 +714,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		break;
 	case PINFS_IOC_STATS:
 		do_stats(f, (uint32_t)ctx->uid, file, &out->stats);
+		if (stats_len) /* the old layout: the first counters of each */
+			memmove((char *)&out->stats + stats_len / 2, &out->stats.mount,
+				stats_len / 2);
 		rc = 0;
 		break;
 	case PINFS_IOC_SCRUB:

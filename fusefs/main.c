@@ -16,6 +16,7 @@
  * a bad command line never touches (or recovers) a pool.
  */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <grp.h>
@@ -162,6 +163,7 @@ struct opts {
 	char *busy_errno;
 	double wait_timeout;
 	double lease_break_time;
+	double short_pin_max;
 	char *max_pins;
 	char *max_pinned;
 	char *max_pins_per_user;
@@ -188,6 +190,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "busy_errno=%s", offsetof(struct opts, busy_errno), 0 },
 	{ "wait_timeout=%lf", offsetof(struct opts, wait_timeout), 0 },
 	{ "lease_break_time=%lf", offsetof(struct opts, lease_break_time), 0 },
+	{ "short_pin_max=%lf", offsetof(struct opts, short_pin_max), 0 },
 	{ "max_pins=%s", offsetof(struct opts, max_pins), 0 },
 	{ "max_pinned=%s", offsetof(struct opts, max_pinned), 0 },
 	{ "max_pins_per_user=%s", offsetof(struct opts, max_pins_per_user), 0 },
@@ -234,6 +237,7 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	c->busy_errno = EBUSY;
 	c->wait_timeout = o->wait_timeout;
 	c->lease_break_time = o->lease_break_time;
+	c->short_pin_max = o->short_pin_max;
 	if ((o->max_pins && parse_count("max_pins", o->max_pins, &max_pins)) ||
 	    (o->max_pins_per_user &&
 	     parse_count("max_pins_per_user", o->max_pins_per_user, &max_pins_per_user)) ||
@@ -251,7 +255,8 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	c->max_holders = PM_PINHOLDERS_MAX;
 	if (o->policy && (lease_policy_parse(o->policy, &c->policy) ||
 			  c->policy == PINFS_POLICY_DEFAULT)) {
-		fprintf(stderr, "pinfs: -o policy=%s: unknown policy (fail, revoke, wait, break)\n",
+		fprintf(stderr, "pinfs: -o policy=%s: unknown policy (fail, revoke, wait, break, "
+				"refuse_longterm)\n",
 			o->policy);
 		return -EINVAL;
 	}
@@ -277,8 +282,13 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 			o->max_pinned_per_user, o->max_pinned_per_user);
 		return -EINVAL;
 	}
-	if (c->wait_timeout < 0) {
+	if (!(c->wait_timeout >= 0)) { /* inf is a wait without bound */
 		fprintf(stderr, "pinfs: -o wait_timeout=%g: must not be negative\n", c->wait_timeout);
+		return -EINVAL;
+	}
+	if (!(c->short_pin_max > 0) || isinf(c->short_pin_max)) {
+		fprintf(stderr, "pinfs: -o short_pin_max=%g: must be a positive number of seconds\n",
+			c->short_pin_max);
 		return -EINVAL;
 	}
 	if (c->lease_break_time < 0) {
@@ -463,10 +473,16 @@ static void usage(void)
 	       "pinfs options:\n"
 	       "    -o timeout=SECONDS     entry/attribute cache timeout (default 86400)\n"
 	       "    -o policy=POLICY       truncate of pinned blocks: fail (default), revoke,\n"
-	       "                           wait, break\n"
+	       "                           wait, break, refuse_longterm (long-term pins are\n"
+	       "                           refused with EOPNOTSUPP, short ones waited for)\n"
 	       "    -o busy_errno=ERRNO    EBUSY (default) or ETXTBSY for refusals\n"
-	       "    -o wait_timeout=S      policy wait: give up after S seconds (default 30)\n"
+	       "    -o wait_timeout=S      policy wait: give up after S seconds (default 30;\n"
+	       "                           inf: wait as long as the pin lives; per file: the\n"
+	       "                           user.pinfs.wait_timeout xattr)\n"
 	       "    -o lease_break_time=S  policy break: grace before revoking (default 45)\n"
+	       "    -o short_pin_max=S     short-term pins (PINFS_PIN_SHORT) are revoked S\n"
+	       "                           seconds after they were taken (default 5);\n"
+	       "                           truncate waits for them under every policy\n"
 	       "    -o max_pins=N          pins per process (default 4096)\n"
 	       "    -o max_pinned=SIZE     pinned bytes per process (default 1G)\n"
 	       "    -o max_pins_per_user=N pins per user (default: no limit)\n"
@@ -510,6 +526,7 @@ int main(int argc, char **argv)
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *lc = NULL;
 	struct opts o = { .timeout = 86400, .wait_timeout = 30, .lease_break_time = 45,
+			  .short_pin_max = LEASE_SHORT_PIN_MAX,
 			  .writeback_interval = 5, .dirty_expire = 30,
 			  .io_uring = -1 };
 	struct lease_cfg lcfg;

@@ -134,6 +134,19 @@ static void file_put(struct ffs *f, struct fuse_file_info *fi)
 	file_free((struct open_file *)file);
 }
 
+void ffs_open_counts(struct pm_inode *ip, uint64_t *file, uint64_t *mount)
+{
+	struct open_file *o;
+
+	*file = *mount = 0;
+	pthread_mutex_lock(&open_lock);
+	for (o = open_files.next; o != &open_files; o = o->next) {
+		++*mount;
+		*file += o->file.ip == ip;
+	}
+	pthread_mutex_unlock(&open_lock);
+}
+
 /* The session ends (after the engine is unmounted: the inodes are gone,
  * so only the memory of files still open is freed). */
 static void ffs_destroy(void *userdata)
@@ -1127,11 +1140,25 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 			return;
 		}
 	}
+	if (!strcmp(name, PINFS_XATTR_WAIT_TIMEOUT)) {
+		char v[32];
+		double t;
+		if (size == 0 || size >= sizeof(v)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(v, value, size);
+		v[size] = 0;
+		if (lease_timeout_parse(v, &t)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+	}
 	rc = iget(req, ino, &ip);
 	if (!rc) {
 		blkcnt_t blocks = blocks_of(f, ip);
 		/* the policy needs what a pin needs (fusefs/access.c) */
-		if (!strcmp(name, PINFS_XATTR_POLICY))
+		if (!strcmp(name, PINFS_XATTR_POLICY) || !strcmp(name, PINFS_XATTR_WAIT_TIMEOUT))
 			rc = ffs_may_set_policy(req, f, ip);
 		if (rc)
 			;
@@ -1207,7 +1234,7 @@ static void ffs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 	if (!rc) {
 		blkcnt_t blocks = blocks_of(f, ip);
-		if (!strcmp(name, PINFS_XATTR_POLICY))
+		if (!strcmp(name, PINFS_XATTR_POLICY) || !strcmp(name, PINFS_XATTR_WAIT_TIMEOUT))
 			rc = ffs_may_set_policy(req, f, ip);
 		if (!rc)
 			rc = pm_removexattr(f->fs, ip, name);

@@ -40,7 +40,11 @@ struct lease_cfg {
 	/* the pool file (st_dev, st_ino), whose mappings in /proc/PID/maps
 	 * keep ended leases' blocks quarantined; both 0: not checked */
 	uint64_t pool_dev, pool_ino;
+	/* short-term pins (PINFS_PIN_SHORT): seconds one may live; past it
+	 * it is revoked (lease_mgr_new: 0 = LEASE_SHORT_PIN_MAX) */
+	double short_pin_max;
 };
+#define LEASE_SHORT_PIN_MAX 5.0 /* seconds: -o short_pin_max default */
 
 struct lease_ops {
 	/* pool blocks [pblk, pblk + n) are no longer pinned by anyone */
@@ -288,5 +292,45 @@ bool lease_watch_has(struct lease_watch *w, uint32_t tgid);
  * generation @gen; -ESRCH once it is gone. */
 int lease_watch_signal(struct lease_watch *w, uint64_t gen, int sig, uint64_t id);
 void lease_watch_delete(struct lease_watch **wp);
+
+/*
+ * The positions the kernel shipped (issue 17), beside the 2019 ones:
+ *
+ * Unbounded wait: a wait timeout (mount cfg.wait_timeout or per file) of
+ * INFINITY waits for as long as the pins live, as dax_layout_busy_page()
+ * does; the request stays interruptible (-EINTR, nothing changed), one of
+ * its user's parked requests (max_parked), and new pins of its range are
+ * refused (-EAGAIN) meanwhile, so it cannot be starved.
+ *
+ * Short-term pins (PINFS_PIN_SHORT), O_DIRECT style: a truncate or punch
+ * waits for them under every policy -- the policy decides only about
+ * long-term pins -- and they are bounded: cfg.short_pin_max seconds after
+ * the pin the manager revokes a short pin that is still there (SIGBUS only
+ * if it was also PINFS_PIN_REVOCABLE: no holder gets a signal it did not
+ * ask for), so such a wait ends by then.
+ *
+ * Policy refuse_longterm (PINFS_POLICY_NOLONGTERM), as the kernel refuses
+ * FOLL_LONGTERM on fs-dax: long-term pins are refused at pin time
+ * (-EOPNOTSUPP, lease_pin_allowed), short ones are allowed; a truncate
+ * waits for the short pins and refuses (busy_errno) if a long-term pin
+ * taken before the policy was set is in the way.
+ */
+
+/* lease_may_free_nowait() and lease_may_free() with the file's own wait
+ * timeout @timeout in seconds (INFINITY: no bound; < 0: the mount's
+ * cfg.wait_timeout). Policy wait only. */
+int lease_may_free_nowait_timeout(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+				  uint32_t policy, double timeout, uint32_t uid,
+				  struct lease_wait **wp);
+int lease_may_free_timeout(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			   uint32_t policy, double timeout, const struct lease_waiter *w);
+/* May a pin with @flags be taken of file @ino whose policy is @policy
+ * (DEFAULT: the mount's)? 0, or -EOPNOTSUPP for a long-term pin (no
+ * PINFS_PIN_SHORT) under refuse_longterm, counted and recorded (a REFUSE
+ * event with err EOPNOTSUPP) for holder @holder of user @uid. */
+int lease_pin_allowed(struct lease_mgr *m, uint64_t ino, uint32_t policy, uint32_t flags,
+		      uint32_t holder, uint32_t uid);
+/* Parses a wait timeout: seconds (a decimal >= 0) or "inf"; -EINVAL. */
+int lease_timeout_parse(const char *s, double *out);
 
 #endif

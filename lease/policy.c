@@ -61,6 +61,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,6 +78,13 @@
 
 struct fcount { /* per-file counters */
 	uint64_t ino, revoked, broken, refused;
+	uint64_t short_expired, longterm_refused; /* issue 17 */
+};
+
+/* A live short-term pin (PINFS_PIN_SHORT) and when it expires
+ * (CLOCK_MONOTONIC ns): the completer revokes it then (short_expire). */
+struct short_pin {
+	uint64_t id, expires;
 };
 
 /* A truncate or punch waiting on pins (wait/break): new pins on its range
@@ -107,7 +115,9 @@ struct lease_wait {
 	void *arg;
 	/* W_FREE: the range asked for; only the owner's thread touches these */
 	uint64_t ino, first, n;
-	uint32_t policy;	  /* WAIT or BREAK */
+	uint32_t policy;	  /* any but DEFAULT: WAIT, BREAK, or one that
+				   * waits only for short pins */
+	double timeout;		  /* policy wait: seconds (INFINITY), < 0: the mount's */
 	bool pending;		  /* on m->pend */
 	bool decided;		  /* the last step decided (no unbreak at the end) */
 	uint64_t gen;		  /* m->gen when last found pinned; m->lock */
@@ -164,6 +174,8 @@ struct lease_mgr {
 	uint64_t nparked;	 /* counted waits, all users; lock */
 	pthread_t completer;
 	bool stop;		 /* lease_mgr_stop began; lock */
+	struct short_pin *shorts; /* short pins by expiry (see short_add); lock */
+	size_t nshort, capshort; /* lock */
 	struct {
 		uint32_t tgid;
 		char comm[16];
@@ -345,6 +357,8 @@ int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,
 	if (!m)
 		return -ENOMEM;
 	m->cfg = *cfg;
+	if (!(m->cfg.short_pin_max > 0))
+		m->cfg.short_pin_max = LEASE_SHORT_PIN_MAX;
 	m->ops = *ops;
 	m->ring = calloc(EV_RING, sizeof(*m->ring));
 	m->ring_uid = calloc(EV_RING, sizeof(*m->ring_uid));
@@ -432,6 +446,7 @@ void lease_mgr_delete(struct lease_mgr **mp)
 	free(m->ring_uid);
 	free(m->fc);
 	free(m->park);
+	free(m->shorts);
 	free(m);
 	*mp = NULL;
 }
@@ -483,6 +498,150 @@ void lease_mgr_pool(struct lease_mgr *m, uint64_t *dev, uint64_t *ino)
 bool lease_mgr_block_pinned(struct lease_mgr *m, uint64_t pblk)
 {
 	return lease_block_pinned(m->t, pblk);
+}
+
+/*
+ * Short-term pins (see lease.h). m->shorts holds the live ones in the order
+ * they were pinned, which is the order they expire in (the bound is one
+ * for the mount and the expiry is taken under m->lock), so the completer
+ * pops expired ones off the front. An entry whose lease ended some other
+ * way than unpin (its holder exited) stays until its expiry and is then
+ * found gone.
+ */
+static int short_add(struct lease_mgr *m, uint64_t id)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->nshort == m->capshort) {
+		size_t cap = m->capshort ? 2 * m->capshort : 16;
+		struct short_pin *v = realloc(m->shorts, cap * sizeof(*v));
+		if (!v) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		m->shorts = v;
+		m->capshort = cap;
+	}
+	m->shorts[m->nshort].id = id;
+	m->shorts[m->nshort++].expires =
+		now_ns(CLOCK_MONOTONIC) + (uint64_t)(m->cfg.short_pin_max * 1e9);
+	pthread_cond_broadcast(&m->cv); /* the completer's next wake-up */
+out:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/* Forgets short pin @id (unpinned); m->lock held. Ids grow, so the array
+ * is sorted by id too -- but for two pins racing between lease_add and
+ * short_add, which may land swapped: an entry this misses stays until its
+ * expiry, when its lease is found gone. */
+static void short_del(struct lease_mgr *m, uint64_t id)
+{
+	size_t lo = 0, hi = m->nshort;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (m->shorts[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < m->nshort && m->shorts[lo].id == id) {
+		memmove(&m->shorts[lo], &m->shorts[lo + 1],
+			(m->nshort - lo - 1) * sizeof(m->shorts[0]));
+		m->nshort--;
+	}
+}
+
+/* Takes up to @max short pins expired at @now off m->shorts into @ids;
+ * lowers *@next to the next expiry. m->lock held. */
+static size_t short_take_expired(struct lease_mgr *m, uint64_t now, uint64_t *next,
+				 uint64_t *ids, size_t max)
+{
+	size_t k = 0;
+
+	while (k < max && k < m->nshort && m->shorts[k].expires <= now) {
+		ids[k] = m->shorts[k].id;
+		k++;
+	}
+	if (k) {
+		memmove(m->shorts, m->shorts + k, (m->nshort - k) * sizeof(m->shorts[0]));
+		m->nshort -= k;
+	}
+	if (m->nshort && m->shorts[0].expires < *next)
+		*next = m->shorts[0].expires;
+	return k;
+}
+
+/* Short pin @id outlived short_pin_max: revoked, as policy revoke does,
+ * but signalled (SIGBUS) only if its holder accepted revocation. Must not
+ * hold m->lock. */
+static void short_expire(struct lease_mgr *m, uint64_t id)
+{
+	struct lease l;
+	struct fcount *f;
+	uint64_t ino;
+
+	if (lease_get(m->t, id, &l) || l.state == PINFS_LEASE_REVOKED)
+		return; /* ended, or revoked already */
+	if (lease_set_state(m->t, id, PINFS_LEASE_REVOKED))
+		return;
+	if (l.flags & PINFS_PIN_REVOCABLE)
+		lease_watch_signal(m->w, l.holder_gen, SIGBUS, id);
+	ino = lease_file_ino(&l);
+	pthread_mutex_lock(&m->lock);
+	m->gen++; /* its range is free: a truncate waiting on it may go */
+	m->mc.leases_revoked++;
+	m->mc.short_pins_expired++;
+	f = ino ? fcount(m, ino) : NULL;
+	if (f) {
+		f->revoked++;
+		f->short_expired++;
+	}
+	ev_push(m, PINFS_EV_REVOKE, &l, 0, 0, 0, 0, 0);
+	pthread_mutex_unlock(&m->lock);
+}
+
+int lease_pin_allowed(struct lease_mgr *m, uint64_t ino, uint32_t policy, uint32_t flags,
+		      uint32_t holder, uint32_t uid)
+{
+	struct fcount *f;
+
+	if (policy == PINFS_POLICY_DEFAULT)
+		policy = lease_mgr_policy(m);
+	if (policy != PINFS_POLICY_NOLONGTERM || (flags & PINFS_PIN_SHORT))
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	m->mc.longterm_refused++;
+	f = fcount(m, ino);
+	if (f)
+		f->longterm_refused++;
+	ev_push(m, PINFS_EV_REFUSE, NULL, ino, 0, 0, EOPNOTSUPP, policy);
+	m->ring_uid[m->seq % EV_RING] = uid; /* the pinner's event */
+	m->ring[m->seq % EV_RING].holder_pid = holder;
+	memcpy(m->ring[m->seq % EV_RING].comm, comm_of(m, holder), 16);
+	pthread_mutex_unlock(&m->lock);
+	return -EOPNOTSUPP;
+}
+
+int lease_timeout_parse(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if (!strcmp(s, "inf") || !strcmp(s, "infinity")) {
+		*out = INFINITY;
+		return 0;
+	}
+	if (!(*s >= '0' && *s <= '9') && *s != '.')
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (*end || errno || !(v >= 0) || isinf(v))
+		return -EINVAL;
+	*out = v;
+	return 0;
 }
 
 /* -EAGAIN if a truncate is waiting for [first, first + n) of @ino. */
@@ -567,6 +726,10 @@ int lease_pin_gen(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
 		lease_remove(m->t, *id, unpinned, m);
 		return -ESRCH;
 	}
+	if ((flags & PINFS_PIN_SHORT) && (rc = short_add(m, *id))) {
+		lease_remove(m->t, *id, unpinned, m);
+		return rc;
+	}
 	pthread_mutex_lock(&m->lock);
 	m->mc.pins++;
 	if (lease_get(m->t, *id, &l) == 0)
@@ -588,6 +751,8 @@ int lease_unpin(struct lease_mgr *m, uint64_t id, uint32_t caller_tgid, uint32_t
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&m->lock);
+	if (l.flags & PINFS_PIN_SHORT)
+		short_del(m, l.id);
 	ev_push(m, PINFS_EV_UNPIN, &l, 0, 0, 0, 0, 0);
 	m->gen++;
 	pthread_mutex_unlock(&m->lock);
@@ -844,19 +1009,51 @@ uint64_t lease_mgr_parked(struct lease_mgr *m, uint32_t uid)
 	return n;
 }
 
+/* Moves the long-term leases of v[0..k) to the front (short ones, which
+ * every policy waits for, behind them); returns how many are long-term. */
+static long long_first(struct lease *v, long k)
+{
+	long i, nlong = 0;
+
+	for (i = 0; i < k; i++)
+		if (!(v[i].flags & PINFS_PIN_SHORT)) {
+			struct lease t = v[nlong];
+			v[nlong++] = v[i];
+			v[i] = t;
+		}
+	return nlong;
+}
+
+/* The deadline of a wait of @s seconds from now (UINT64_MAX: none). */
+static uint64_t deadline_in(double s)
+{
+	if (!(s < 1e9)) /* inf (or absurdly long): no bound */
+		return UINT64_MAX;
+	return now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9); /* never 0 */
+}
+
 /*
- * One look at the pins in the way of a waiting truncate (policy wait or
- * break), with the file's data lock held: 0 (no pin left, or break revoked
- * them at the deadline), the refusal, -EINTR, or -EINPROGRESS (look again
- * after a pin ends, at the deadline or when interrupted; w->gen says which
- * pins were seen). The first look records the wait (event, pending range)
- * and, for break, every look notices the leases not yet told.
+ * One look at the pins in the way of a waiting truncate, with the file's
+ * data lock held: 0 (no pin left, or break revoked them at the deadline),
+ * the refusal, -EINTR, or -EINPROGRESS (look again after a pin ends, at the
+ * deadline or when interrupted; w->gen says which pins were seen). The
+ * first look records the wait (event, pending range) and, for break, every
+ * look notices the leases not yet told.
+ *
+ * Policies wait and break wait for every live pin of the range, the others
+ * (fail, revoke, refuse_longterm) only for short-term pins, which end by
+ * themselves within short_pin_max (short_expire); when they are gone,
+ * revoke revokes the long-term ones, and fail or refuse_longterm refuse if
+ * a long-term pin is there. At the deadline of wait or break (their
+ * timeouts bound long-term pins only) the long-term pins are refused or
+ * revoked, and the short ones still waited for, without a deadline.
  */
 static int free_step(struct lease_mgr *m, struct lease_wait *w)
 {
+	bool waitpol = w->policy == PINFS_POLICY_WAIT || w->policy == PINFS_POLICY_BREAK;
 	uint64_t gen = gen_of(m);
 	struct lease *v = NULL;
-	long k, i;
+	long k, i, nlong;
 	int rc;
 
 	k = live_overlap(m, w->ino, w->first, w->n, &v);
@@ -866,17 +1063,32 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 		free(v);
 		return 0;
 	}
+	nlong = long_first(v, k);
+	if (!waitpol && nlong) {
+		/* short pins gone (or a long-term pin slipped in) */
+		if (nlong == k && w->policy == PINFS_POLICY_REVOKE)
+			rc = revoke_all(m, v, k, w->ino, w->first, w->n, w->policy);
+		else if (nlong == k || w->policy != PINFS_POLICY_REVOKE)
+			rc = refuse(m, &v[0], w->ino, w->first, w->n, w->policy);
+		else
+			rc = 1; /* revoke: the short ones first */
+		if (rc != 1) {
+			free(v);
+			return rc;
+		}
+	}
 	if (!w->deadline) {
 		double s = w->policy == PINFS_POLICY_BREAK ? m->cfg.lease_break_time
-							  : m->cfg.wait_timeout;
-		w->deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)(s * 1e9); /* never 0 */
+			   : w->timeout >= 0		   ? w->timeout
+							   : m->cfg.wait_timeout;
+		w->deadline = waitpol && nlong ? deadline_in(s) : UINT64_MAX;
 		pend_add(m, w->ino, w->first, w->n, &w->pending);
 		pthread_mutex_lock(&m->lock);
 		ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, w->policy);
 		pthread_mutex_unlock(&m->lock);
 	}
 	if (w->policy == PINFS_POLICY_BREAK) {
-		for (i = 0; i < k; i++) {
+		for (i = 0; i < nlong; i++) {
 			struct fcount *f;
 			if (v[i].state == PINFS_LEASE_BREAKING)
 				continue;
@@ -897,12 +1109,20 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 	rc = w->interrupted ? -EINTR : -EINPROGRESS;
 	pthread_mutex_unlock(&m->lock);
 	if (now_ns(CLOCK_MONOTONIC) >= w->deadline) {
-		if (w->policy == PINFS_POLICY_BREAK)
-			rc = revoke_all(m, v, k, w->ino, w->first, w->n, w->policy);
+		if (!nlong)
+			rc = -EINPROGRESS; /* only short pins left */
+		else if (w->policy == PINFS_POLICY_BREAK)
+			rc = revoke_all(m, v, nlong, w->ino, w->first, w->n, w->policy);
 		else
 			rc = refuse(m, &v[0], w->ino, w->first, w->n, w->policy);
-		if (rc)
+		if (rc == -EINPROGRESS || (!rc && nlong < k)) {
+			/* the short ones end by themselves: wait on, and
+			 * be called back when they do, not at once again */
+			w->deadline = UINT64_MAX;
+			rc = w->interrupted ? -EINTR : -EINPROGRESS;
+		} else if (rc) {
 			unbreak(m, v, k);
+		}
 	} else if (rc == -EINTR) {
 		unbreak(m, v, k);
 	}
@@ -911,13 +1131,15 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 }
 
 /* lease_may_free_nowait(); @counted: the wait is a parked request of user
- * @uid, bounded (the blocking lease_may_free() parks nothing). */
+ * @uid, bounded (the blocking lease_may_free() parks nothing). @timeout:
+ * policy wait's, in seconds (< 0: the mount's). */
 static int may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
-			   uint32_t policy, bool counted, uint32_t uid, struct lease_wait **wp)
+			   uint32_t policy, double timeout, bool counted, uint32_t uid,
+			   struct lease_wait **wp)
 {
 	struct lease_wait *w = *wp;
 	struct lease *v = NULL;
-	long k;
+	long k, nlong;
 	int rc;
 
 	if (!w) {
@@ -928,10 +1150,20 @@ static int may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, ui
 			free(v);
 			return (int)k;
 		}
-		if (policy == PINFS_POLICY_FAIL) {
+		nlong = long_first(v, k);
+		rc = -EINPROGRESS; /* a wait to make */
+		if ((policy == PINFS_POLICY_FAIL || policy == PINFS_POLICY_NOLONGTERM) && nlong) {
 			rc = refuse(m, &v[0], ino, first, n, policy);
-		} else if (policy == PINFS_POLICY_REVOKE) {
+		} else if (policy == PINFS_POLICY_REVOKE && nlong == k) {
 			rc = revoke_all(m, v, k, ino, first, n, policy);
+		} else if (policy == PINFS_POLICY_REVOKE && nlong) {
+			long i;
+			for (i = 0; i < nlong && rc == -EINPROGRESS; i++)
+				if (!(v[i].flags & PINFS_PIN_REVOCABLE))
+					rc = refuse(m, &v[i], ino, first, n, policy);
+		}
+		if (rc != -EINPROGRESS) {
+			;
 		} else if (!(w = calloc(1, sizeof(*w)))) {
 			rc = -ENOMEM;
 		} else {
@@ -951,6 +1183,7 @@ static int may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, ui
 		w->first = first;
 		w->n = n;
 		w->policy = policy;
+		w->timeout = timeout;
 		*wp = w;
 	}
 	rc = free_step(m, w);
@@ -961,7 +1194,14 @@ static int may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, ui
 int lease_may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
 			  uint32_t policy, uint32_t uid, struct lease_wait **wp)
 {
-	return may_free_nowait(m, ino, first, n, policy, true, uid, wp);
+	return may_free_nowait(m, ino, first, n, policy, -1, true, uid, wp);
+}
+
+int lease_may_free_nowait_timeout(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+				  uint32_t policy, double timeout, uint32_t uid,
+				  struct lease_wait **wp)
+{
+	return may_free_nowait(m, ino, first, n, policy, timeout, true, uid, wp);
 }
 
 void lease_wait_arm(struct lease_mgr *m, struct lease_wait *w, lease_wait_fn fn, void *arg)
@@ -1025,11 +1265,17 @@ void lease_wait_end(struct lease_mgr *m, struct lease_wait **wp)
 int lease_may_free(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
 		   uint32_t policy, const struct lease_waiter *wt)
 {
+	return lease_may_free_timeout(m, ino, first, n, policy, -1, wt);
+}
+
+int lease_may_free_timeout(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			   uint32_t policy, double timeout, const struct lease_waiter *wt)
+{
 	struct lease_wait *w = NULL;
 	int rc;
 
 	for (;;) {
-		rc = may_free_nowait(m, ino, first, n, policy, false, 0, &w);
+		rc = may_free_nowait(m, ino, first, n, policy, timeout, false, 0, &w);
 		if (rc != -EINPROGRESS)
 			break;
 		if (wt && wt->interrupted && wt->interrupted(wt->arg)) {
@@ -1077,6 +1323,8 @@ void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters
 			c->leases_revoked = f->revoked;
 			c->leases_broken = f->broken;
 			c->refusals = f->refused;
+			c->short_pins_expired = f->short_expired;
+			c->longterm_refused = f->longterm_refused;
 		}
 	} else {
 		*c = m->mc;
@@ -1089,14 +1337,28 @@ void lease_mgr_counters(struct lease_mgr *m, uint64_t ino, struct pinfs_counters
 		c->pins = lease_count_ino(m->t, ino);
 		do {
 			total = lease_list(m->t, ino, first, l, 64);
-			for (i = 0; i < 64 && first + i < total; i++)
+			for (i = 0; i < 64 && first + i < total; i++) {
 				c->pinned_blocks += l[i].nblocks;
+				c->short_pins += !!(l[i].flags & PINFS_PIN_SHORT);
+			}
 			first += 64;
 		} while (first < total);
 	} else {
+		struct lease l[64];
+		size_t total, i, first = 0;
+		bool any;
 		lease_table_counts(m->t, &nleases, &nblocks);
 		c->pins = nleases;
 		c->pinned_blocks = nblocks;
+		/* no short pin pinned within short_pin_max: none to count */
+		pthread_mutex_lock(&m->lock);
+		any = m->nshort != 0;
+		pthread_mutex_unlock(&m->lock);
+		for (total = any; first < total; first += 64) {
+			total = lease_list(m->t, 0, first, l, 64);
+			for (i = 0; i < 64 && first + i < total; i++)
+				c->short_pins += !!(l[i].flags & PINFS_PIN_SHORT);
+		}
 	}
 }
 
@@ -1199,6 +1461,16 @@ static void *completer_main(void *arg)
 		uint64_t now = now_ns(CLOCK_MONOTONIC), next = now + 1000000000ull;
 		struct lease_wait *w, *nx, *ready = NULL;
 		struct timespec ts;
+		uint64_t expired[64];
+		size_t nexp = short_take_expired(m, now, &next, expired, 64), i;
+
+		if (nexp) { /* short pins past short_pin_max: revoked */
+			pthread_mutex_unlock(&m->lock);
+			for (i = 0; i < nexp; i++)
+				short_expire(m, expired[i]);
+			pthread_mutex_lock(&m->lock);
+			continue;
+		}
 
 		for (w = m->parked.next; w != &m->parked; w = nx) {
 			bool go;
@@ -1244,7 +1516,8 @@ static void *completer_main(void *arg)
 	return NULL;
 }
 
-static const char *const names[] = { "default", "fail", "revoke", "wait", "break" };
+static const char *const names[] = { "default", "fail", "revoke", "wait", "break",
+				      "refuse_longterm" };
 
 int lease_policy_parse(const char *name, uint32_t *policy)
 {

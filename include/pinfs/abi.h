@@ -180,6 +180,25 @@ struct pinfs_counters {
 	/* mount only: PINFS_TRANSPORT_*, what serves requests now (0: a
 	 * daemon older than the field) */
 	uint64_t transport;
+	/*
+	 * Pins beside ordinary references (Kara's pin counting; pinfs_stats
+	 * of a daemon before these fields: size the ioctl without them, the
+	 * daemon fills what the size holds). A pin (above: pins) is what
+	 * holds truncate back; an open file or a plain mapping never is.
+	 */
+	/* open files (FUSE handles, one per open(2); for the mount open
+	 * directories too), the one the ioctl came through included */
+	uint64_t open_handles;
+	/* file: 1 while the kernel caches pages of the file for a plain
+	 * shared mapping (the daemon served a page fill for it, since its
+	 * last open file was released), else 0; mount: such files */
+	uint64_t mapped_files;
+	/* pins with PINFS_PIN_SHORT now (counted in pins too) */
+	uint64_t short_pins;
+	/* short pins revoked because they outlived -o short_pin_max */
+	uint64_t short_pins_expired;
+	/* long-term pins refused with EOPNOTSUPP (policy refuse_longterm) */
+	uint64_t longterm_refused;
 };
 #define PINFS_TRANSPORT_DEV_FUSE 1u /* read()/writev() on /dev/fuse */
 #define PINFS_TRANSPORT_IO_URING 2u /* FUSE over io_uring (pinfs -o io_uring) */
@@ -275,6 +294,37 @@ struct pinfs_ops {
 	uint64_t count[PINFS_OPS_MAX];
 };
 #define PINFS_IOC_OPS _IOR(PINFS_IOC_MAGIC, 0x40, struct pinfs_ops)
+/*
+ * The positions the kernel shipped, beside those of 2019:
+ *
+ * PINFS_PIN_SHORT: a short-term pin, as O_DIRECT's pin_user_pages() without
+ * FOLL_LONGTERM: held for one transfer, bounded. A truncate or hole punch
+ * waits for short pins of its range under every policy (the policy decides
+ * only about long-term pins); the wait is interruptible (EINTR) and ends
+ * at the latest when the pins expire: a short pin still there
+ * -o short_pin_max seconds (default 5) after it was taken is revoked --
+ * PINFS_LEASE_REVOKED, its blocks quarantined if freed, until unpin or
+ * exit, as any revoked lease -- and its holder gets SIGBUS only if the pin
+ * was also PINFS_PIN_REVOCABLE.
+ *
+ * PINFS_POLICY_NOLONGTERM ("refuse_longterm"): as the kernel refuses
+ * FOLL_LONGTERM on fs-dax files (EOPNOTSUPP) and on page-cache files
+ * (EFAULT), a pin without PINFS_PIN_SHORT of such a file is refused with
+ * EOPNOTSUPP at PINFS_IOC_PIN; short pins are allowed and waited for. A
+ * long-term pin taken before the policy was set makes truncate fail
+ * (busy_errno), as policy fail.
+ *
+ * PINFS_XATTR_WAIT_TIMEOUT: a file's own wait timeout for policy wait,
+ * seconds or "inf" (-o wait_timeout=inf is the mount's): with inf a
+ * truncate waits for as long as the pin lives, as today's kernel waits in
+ * dax_layout_busy_page(); it stays interruptible (EINTR, file unchanged),
+ * counts as one of its user's parked requests (-o max_parked: past it the
+ * truncate is refused, not parked), and new pins of its range get EAGAIN
+ * meanwhile. Setting it needs what setting the policy needs.
+ */
+#define PINFS_PIN_SHORT 0x20u
+#define PINFS_POLICY_NOLONGTERM 5u /* also in PINFS_XATTR_POLICY: "refuse_longterm" */
+#define PINFS_XATTR_WAIT_TIMEOUT "user.pinfs.wait_timeout"
 
 /* Checked by every C build (C++ spells it static_assert). */
 #ifndef __cplusplus

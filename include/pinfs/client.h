@@ -43,6 +43,15 @@
  * the mount -- or the caller exits. pinfs_map_unpin() after the close
  * unmaps, and its unpin fails (m->fd is closed).
  *
+ * PINFS_PIN_SHORT: a short-term pin, held for one transfer (as O_DIRECT
+ * pins pages): truncate and hole punch wait for it under every policy, a
+ * file under policy refuse_longterm allows only these (a long-term pin,
+ * without the flag, fails with -EOPNOTSUPP there), and the daemon revokes
+ * it -o short_pin_max seconds (default 5) after it was taken -- the lease
+ * shows as revoked, its blocks are kept from other files until the unpin,
+ * and SIGBUS comes only if the pin was also PINFS_PIN_REVOCABLE. So pin,
+ * transfer, pinfs_map_unpin() well within that time.
+ *
  * Errors: 0 or -errno, as the rest of pinfs. Not async-signal-safe.
  */
 #ifndef PINFS_LEASE_CLIENT_H

@@ -132,7 +132,7 @@ static void cmd_pin(uint64_t off, uint64_t len, const char *fl)
 
 	for (const char *c = fl; *c; c++)
 		flags |= *c == 'w' ? PINFS_PIN_WRITE : *c == 'r' ? PINFS_PIN_REVOCABLE
-			 : *c == 'c' ? PINFS_PIN_ON_CLOSE : 0;
+			 : *c == 'c' ? PINFS_PIN_ON_CLOSE : *c == 's' ? PINFS_PIN_SHORT : 0;
 	if (!p || !l) {
 		say_err(ENOMEM);
 		free(p);

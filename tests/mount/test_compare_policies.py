@@ -241,3 +241,69 @@ def test_mark_pinned_clean_leaves_bad_checksums_skip_none_and_bounce_covers_the_
     assert 'pinned data under a valid checksum: %d/%d blocks' % (n, n) in text
     with open(result['svg']) as f:
         assert 'What each rule prevents' in f.read()
+
+
+# --------------------------------------------------------------------------
+# what the kernel shipped (issue 17): wait without bound, refuse_longterm,
+# short-term pins
+
+def shipped(result, position, policy):
+    return next(r for r in result['data']['shipped']
+                if r['position'] == position and r['policy'] == policy)
+
+
+def test_wait_inf_waits_as_long_as_the_pin_lives(result):
+    r = shipped(result, 'wait=inf', 'wait')
+    # the holder was told to unpin 3 grace periods in: past any bound
+    # wait_timeout would give, and the truncate returned only after it
+    assert r['trunc'] == 'ok' and r['pin_lived_ms'] >= 3 * GRACE * 1000
+    assert r['trunc_ms'] >= r['pin_lived_ms']
+    assert r['saw'] == 'none' and r['exit'] == '0'
+
+
+def test_refuse_longterm_refuses_the_long_pin_and_waits_for_a_short_one(result):
+    r = shipped(result, 'refuse_longterm', 'refuse_longterm')
+    assert (r['holder'], r['pin'], r['exit']) == ('long-term', 'EOPNOTSUPP', '1')
+    assert r['trunc'] == 'ok'
+    s = shipped(result, 'short', 'refuse_longterm')
+    assert s['pin'] == 'ok' and s['trunc'] == 'ok' and s['trunc_ms'] >= s['pin_lived_ms']
+
+
+def test_truncate_waits_for_a_short_pin_under_every_policy(result):
+    for p in ('fail', 'revoke', 'wait', 'break', 'refuse_longterm'):
+        r = shipped(result, 'short', p)
+        assert r['holder'] == 'short-term' and r['trunc'] == 'ok', r
+        assert r['trunc_ms'] >= r['pin_lived_ms'], r
+        assert r['saw'] == 'none' and r['exit'] == '0', r
+
+
+def test_a_short_pin_kept_past_short_pin_max_is_revoked(result):
+    r = shipped(result, 'short, kept', 'fail')
+    assert r['trunc'] == 'ok' and r['pin_lived_ms'] is None
+    # not revocable: revoked without a signal
+    assert r['lease_end'] == 'revoked' and r['saw'] == 'none'
+    for p in ('fail', 'revoke', 'wait', 'break', 'refuse_longterm'):
+        assert shipped(result, 'short', p)['lease_end'] == 'unpinned'
+
+
+def test_shipped_positions_are_in_the_table_and_the_picture(result):
+    out = result['stdout']
+    assert 'What the kernel shipped' in out and 'FOLL_LONGTERM' in out
+    with open(result['svg']) as f:
+        text = f.read()
+    for s in ('What the kernel shipped', 'wait=inf, long-term', 'refuse_longterm, long-term',
+              'pin EOPNOTSUPP', 'fail, short-term', 'break, short-term',
+              'refuse_longterm, short-term', 'waited for the unpin', 'fail, short kept',
+              'short pin revoked at short_pin_max'):
+        assert html.escape(s) in text, s
+
+
+def test_a_plain_mapping_is_no_pin_and_never_blocks_truncate(result):
+    r = shipped(result, 'plain mmap', 'fail')
+    assert r['refs']['pins'] == 0 and r['refs']['mapped'] == 1
+    assert r['refs']['open_handles'] >= 1
+    assert r['trunc'] == 'ok'
+    # the same policy refuses a pinned file's truncate
+    assert row(result, 'fail', 'not revocable')['trunc'] == 'EBUSY'
+    with open(result['svg']) as f:
+        assert 'fail, plain mmap (no pin)' in f.read()

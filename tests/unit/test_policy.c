@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -788,6 +789,245 @@ static int test_no_wait_is_made_when_the_transport_has_no_room(void)
 	return 0;
 }
 
+/* ---- the positions the kernel shipped (issue 17) -------------------------- */
+
+static int unpinned_flag;
+
+static void *unpin_later_flag(void *arg)
+{
+	struct coop *c = arg;
+	struct timespec ts = { c->delay_ms / 1000, (long)(c->delay_ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+	__atomic_store_n(&unpinned_flag, 1, __ATOMIC_SEQ_CST);
+	lease_unpin(c->m, c->id, (uint32_t)getpid(), 1000);
+	return NULL;
+}
+
+static struct lease_mgr *mgr_cfg(uint32_t policy, double wait_timeout, double short_max)
+{
+	struct lease_cfg cfg = { .policy = policy, .busy_errno = EBUSY,
+				 .wait_timeout = wait_timeout, .lease_break_time = 0.3,
+				 .short_pin_max = short_max };
+	struct lease_ops ops = { .unpinned = on_unpinned };
+	struct lease_mgr *m = NULL;
+
+	if (lease_mgr_new(&cfg, &ops, &m))
+		return NULL;
+	return m;
+}
+
+/* wait_timeout=inf (the mount's) and a file's own inf both outlast the
+ * 0.3 s a bounded wait would give: the truncate goes ahead only after the
+ * unpin, 1 s later. */
+static int test_a_wait_without_bound_lasts_until_the_unpin(void)
+{
+	struct lease_mgr *m = mgr_cfg(PINFS_POLICY_WAIT, INFINITY, 0);
+	struct coop c;
+	pthread_t t;
+	int pass;
+
+	CHECK(m);
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 1) { /* the mount bounded, the file not */
+			lease_mgr_delete(&m);
+			m = mgr_cfg(PINFS_POLICY_WAIT, 0.3, 0);
+			CHECK(m);
+		}
+		CHECK_OK(pin(m, PINFS_PIN_WRITE, &c.id));
+		c.m = m;
+		c.delay_ms = 1000;
+		unpinned_flag = 0;
+		CHECK_OK(pthread_create(&t, NULL, unpin_later_flag, &c));
+		CHECK_EQ(lease_may_free_timeout(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT,
+						pass ? INFINITY : -1, NULL),
+			 0);
+		CHECK_EQ(__atomic_load_n(&unpinned_flag, __ATOMIC_SEQ_CST), 1);
+		pthread_join(t, NULL);
+	}
+	/* the file's own bound applies too: busy, the pin stays */
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &c.id));
+	CHECK_EQ(lease_may_free_timeout(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, 0.1, NULL),
+		 -EBUSY);
+	CHECK_OK(lease_unpin(m, c.id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
+static bool interrupt_soon(void *arg)
+{
+	int *n = arg;
+
+	return ++*n > 4; /* after about 4 * 50 ms of waiting */
+}
+
+static int test_a_wait_without_bound_is_interruptible(void)
+{
+	struct lease_mgr *m = mgr_cfg(PINFS_POLICY_WAIT, INFINITY, 0);
+	int n = 0;
+	struct lease_waiter w = { interrupt_soon, NULL, NULL, &n };
+	struct lease l;
+	uint64_t id;
+
+	CHECK(m);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, &w), -EINTR);
+	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
+	/* and parked: the bound on parked requests holds for it too */
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
+static int test_parse_wait_timeouts(void)
+{
+	double t;
+
+	CHECK_OK(lease_timeout_parse("inf", &t));
+	CHECK(isinf(t));
+	CHECK_OK(lease_timeout_parse("2.5", &t));
+	CHECK(t == 2.5);
+	CHECK_EQ(lease_timeout_parse("-1", &t), -EINVAL);
+	CHECK_EQ(lease_timeout_parse("nan", &t), -EINVAL);
+	CHECK_EQ(lease_timeout_parse("3s", &t), -EINVAL);
+	CHECK_EQ(lease_timeout_parse("", &t), -EINVAL);
+	return 0;
+}
+
+static int test_refuse_longterm_refuses_long_pins_and_allows_short_ones(void)
+{
+	struct lease_mgr *m = mgr_cfg(PINFS_POLICY_NOLONGTERM, 0.3, 0);
+	struct pinfs_counters c;
+	uint32_t p;
+
+	CHECK(m);
+	CHECK_OK(lease_policy_parse("refuse_longterm", &p));
+	CHECK_EQ(p, PINFS_POLICY_NOLONGTERM);
+	CHECK_STR_EQ(lease_policy_name(PINFS_POLICY_NOLONGTERM), "refuse_longterm");
+	CHECK_EQ(lease_pin_allowed(m, 7, PINFS_POLICY_DEFAULT, PINFS_PIN_WRITE, getpid(), 0),
+		 -EOPNOTSUPP);
+	CHECK_EQ(lease_pin_allowed(m, 7, PINFS_POLICY_DEFAULT, PINFS_PIN_REVOCABLE, getpid(), 0),
+		 -EOPNOTSUPP);
+	CHECK_OK(lease_pin_allowed(m, 7, PINFS_POLICY_DEFAULT, PINFS_PIN_WRITE | PINFS_PIN_SHORT,
+				   getpid(), 0));
+	/* a file's own policy decides over the mount's */
+	CHECK_OK(lease_pin_allowed(m, 7, PINFS_POLICY_FAIL, PINFS_PIN_WRITE, getpid(), 0));
+	lease_mgr_counters(m, 7, &c);
+	CHECK_UEQ(c.longterm_refused, 2);
+	lease_mgr_counters(m, 0, &c);
+	CHECK_UEQ(c.longterm_refused, 2);
+	lease_mgr_delete(&m);
+	return 0;
+}
+
+/* Under fail, revoke and refuse_longterm (which never wait for long-term
+ * pins) a truncate waits for a short pin, and goes ahead once it ends. */
+static int test_truncate_waits_for_short_pins_under_every_policy(void)
+{
+	static const uint32_t pols[] = { PINFS_POLICY_FAIL, PINFS_POLICY_REVOKE,
+					 PINFS_POLICY_WAIT, PINFS_POLICY_BREAK,
+					 PINFS_POLICY_NOLONGTERM };
+	size_t i;
+
+	for (i = 0; i < sizeof(pols) / sizeof(pols[0]); i++) {
+		struct lease_mgr *m = mgr_cfg(pols[i], 0.2, 30);
+		struct pinfs_counters cnt;
+		struct coop c;
+		pthread_t t;
+		uint64_t v;
+
+		CHECK(m);
+		CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_SHORT, &c.id));
+		lease_mgr_counters(m, 7, &cnt);
+		CHECK_UEQ(cnt.short_pins, 1);
+		lease_mgr_counters(m, 0, &cnt);
+		CHECK_UEQ(cnt.short_pins, 1);
+		c.m = m;
+		c.delay_ms = 600; /* past wait_timeout and lease_break_time */
+		unpinned_flag = 0;
+		CHECK_OK(pthread_create(&t, NULL, unpin_later_flag, &c));
+		CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+		CHECK_EQ(__atomic_load_n(&unpinned_flag, __ATOMIC_SEQ_CST), 1);
+		pthread_join(t, NULL);
+		CHECK_EQ(next_signal(0, &v), -1); /* nothing told, nothing revoked */
+		lease_mgr_counters(m, 0, &cnt);
+		CHECK_UEQ(cnt.leases_revoked, 0);
+		CHECK_UEQ(cnt.refusals, 0);
+		lease_mgr_delete(&m);
+	}
+	return 0;
+}
+
+/* A short pin that outlives short_pin_max is revoked -- with SIGBUS only if
+ * it is also revocable -- and a truncate waiting for it goes ahead then. */
+static int test_a_short_pin_is_revoked_at_short_pin_max(void)
+{
+	struct lease_mgr *m = mgr_cfg(PINFS_POLICY_FAIL, 0.3, 0.4);
+	struct pinfs_counters cnt;
+	struct lease l;
+	uint64_t id, id2, v = 0;
+
+	CHECK(m);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_SHORT | PINFS_PIN_REVOCABLE, &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_REVOKED);
+	CHECK_EQ(next_signal(1000, &v), SIGBUS);
+	CHECK_UEQ(v, id);
+	/* not revocable: revoked all the same, and never signalled */
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_SHORT, &id2));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_OK(lease_get(lease_mgr_table(m), id2, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_REVOKED);
+	CHECK_EQ(next_signal(200, &v), -1);
+	lease_mgr_counters(m, 0, &cnt);
+	CHECK_UEQ(cnt.short_pins_expired, 2);
+	lease_mgr_counters(m, 7, &cnt);
+	CHECK_UEQ(cnt.short_pins_expired, 2);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	CHECK_OK(lease_unpin(m, id2, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
+/* Beside a long-term pin, a short one is waited for first: fail and
+ * refuse_longterm still refuse (the long-term pin), revoke revokes the
+ * long-term pin once the short one ended. */
+static int test_long_and_short_pins_together(void)
+{
+	struct lease_mgr *m = mgr_cfg(PINFS_POLICY_REVOKE, 0.3, 30);
+	struct lease l;
+	struct coop c;
+	pthread_t t;
+	uint64_t lid, v = 0;
+
+	CHECK(m);
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &lid));
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_SHORT, &c.id));
+	c.m = m;
+	c.delay_ms = 300;
+	unpinned_flag = 0;
+	CHECK_OK(pthread_create(&t, NULL, unpin_later_flag, &c));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_EQ(__atomic_load_n(&unpinned_flag, __ATOMIC_SEQ_CST), 1);
+	pthread_join(t, NULL);
+	CHECK_OK(lease_get(lease_mgr_table(m), lid, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_REVOKED);
+	CHECK_EQ(next_signal(1000, &v), SIGBUS);
+	CHECK_UEQ(v, lid);
+	CHECK_OK(lease_unpin(m, lid, (uint32_t)getpid(), 1000));
+	/* fail, with both: refused at once, the short pin stays */
+	CHECK_OK(pin(m, PINFS_PIN_WRITE, &lid));
+	CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_SHORT, &c.id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_FAIL, NULL), -EBUSY);
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_NOLONGTERM, NULL), -EBUSY);
+	CHECK_OK(lease_unpin(m, lid, (uint32_t)getpid(), 1000));
+	CHECK_OK(lease_unpin(m, c.id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
 int main(void)
 {
 	sigset_t set;
@@ -814,5 +1054,12 @@ int main(void)
 	RUN(test_parked_events_reads_are_bounded_per_user);
 	RUN(test_a_truncate_past_the_parked_bound_is_refused_not_parked);
 	RUN(test_no_wait_is_made_when_the_transport_has_no_room);
+	RUN(test_a_wait_without_bound_lasts_until_the_unpin);
+	RUN(test_a_wait_without_bound_is_interruptible);
+	RUN(test_parse_wait_timeouts);
+	RUN(test_refuse_longterm_refuses_long_pins_and_allows_short_ones);
+	RUN(test_truncate_waits_for_short_pins_under_every_policy);
+	RUN(test_a_short_pin_is_revoked_at_short_pin_max);
+	RUN(test_long_and_short_pins_together);
 	return T_EXIT_PASS;
 }
