@@ -51,6 +51,9 @@ struct ffs {
 	 * by main() before the loop starts */
 	struct fuse_session *se;
 	uint64_t mmap_lost_bytes; /* atomic: see struct pinfs_counters */
+	/* the event channel (fusefs/evchan.c), NULL if it could not start; set
+	 * by ffs_leases_start(), gone after ffs_leases_stop() */
+	struct ffs_evchan *evchan;
 };
 
 /* -o max_parked default: requests of one user parked at once (lease/policy.c) */
