@@ -317,15 +317,24 @@ int pinfs_map_repin(struct pinfs_map *m)
 {
 	struct pinfs_lease_query q;
 	struct pinfs_map old = *m;
+	struct stat st;
+	uint64_t len;
 	int rc;
 
 	if (!m->addr || m->fd < 0 || m->pool_fd < 0)
 		return -EINVAL;
+	/* the mapping is rounded out to blocks, the file need not be: pin up
+	 * to its end, which rounds out to the same blocks */
+	if (fstat(m->fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size <= m->offset)
+		return -EINVAL;
+	len = (uint64_t)st.st_size - m->offset < m->len ? (uint64_t)st.st_size - m->offset : m->len;
 	/* the old lease's choice of notices and its cookie go to the new one */
 	rc = pinfs_lease_state(m->fd, m->lease_id, &q);
 	if (rc < 0)
 		return rc;
-	rc = map_pin(m->fd, m->offset, m->len, m->flags, (int)q.notify_sig, q.cookie, m, &old);
+	rc = map_pin(m->fd, m->offset, len, m->flags, (int)q.notify_sig, q.cookie, m, &old);
 	if (rc < 0) {
 		*m = old; /* the old lease stands; the range may be remapped in part */
 		return rc;
