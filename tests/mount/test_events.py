@@ -355,3 +355,34 @@ def test_repin_after_a_revoke_keeps_the_address(mnt, holders):
         assert f.read(65536) == b'\xab' * 65536
     h.ok('unpin 0')
     assert h.exit() == 0
+
+
+INFO_EX = struct.Struct('<4Q4IQ16sQII')     # struct pinfs_lease_info_ex, 88 bytes
+assert INFO_EX.size == 88
+LIST_EX_SIZE = 16 + 64 * INFO_EX.size
+IOC_LIST_EX = (3 << 30) | (LIST_EX_SIZE << 16) | (0xb7 << 8) | 12
+
+
+def test_list_ex_gives_each_lease_its_cookie_and_signal(mnt, holders):
+    import fcntl
+    path = _file(mnt, 'f', 'break')
+    h = holders(path)
+    a = int(h.ok('pin 0 4096 ws %d %d' % (signal.SIGUSR1, 0x1234))['lease'])
+    b = int(h.ok('pin 4096 4096 w 0 0')['lease'])
+    buf = bytearray(LIST_EX_SIZE)
+    struct.pack_into('<4I', buf, 0, 0, 1, 0, 0)      # first 0, all 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, IOC_LIST_EX, buf)
+    finally:
+        os.close(fd)
+    first, all_, n, total = struct.unpack_from('<4I', buf, 0)
+    assert (n, total) == (2, 2)
+    got = {}
+    for i in range(n):
+        f = INFO_EX.unpack_from(buf, 16 + i * INFO_EX.size)
+        got[f[0]] = (f[1], f[2], f[3], f[5], f[10], f[11])   # ino off len flags cookie sig
+    ino = os.stat(path).st_ino
+    assert got == {a: (ino, 0, 4096, 0x1 | 0x8, 0x1234, int(signal.SIGUSR1)),
+                   b: (ino, 4096, 4096, 0x1, 0, 0)}
+    assert h.exit() == 0
