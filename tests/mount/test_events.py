@@ -44,7 +44,7 @@ def evholder_exe():
     lib = os.path.join(BUILD, 'libpinfs_client.a')
     if not os.path.exists(lib):
         pytest.skip('no %s' % lib)
-    exe = compile_helper('evholder', [lib])
+    exe = compile_helper('evholder', [lib], sanitize=True)
     yield exe
     shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
 
