@@ -8,6 +8,10 @@
  *	  fs->lock  (pmem: metadata, journal, allocator, inode cache)
  *	    ip->dlock  (pmem: a file's dirty-block set)
  *
+ * The event channel's lock (fusefs/evchan.c) is a leaf taken under any of
+ * them (a notice is sent from inside a truncate's decision): nothing is
+ * done under it but non-blocking send() and close().
+ *
  * No lock is held across fuse_reply_*() except ip->rw (shared) while a read
  * reply copies out of the pool: that is what keeps the blocks from being
  * freed mid-copy. It cannot deadlock: the kernel copies into the reader's

@@ -386,3 +386,27 @@ def test_list_ex_gives_each_lease_its_cookie_and_signal(mnt, holders):
     assert got == {a: (ino, 0, 4096, 0x1 | 0x8, 0x1234, int(signal.SIGUSR1)),
                    b: (ino, 4096, 4096, 0x1, 0, 0)}
     assert h.exit() == 0
+
+
+def test_many_channels_each_get_their_own_records_and_a_dead_one_is_forgotten(mnt, holders):
+    files = [_file(mnt, 'f%d' % i, 'revoke', size=4096) for i in range(6)]
+    hs = []
+    for i, path in enumerate(files):
+        h = holders(path)
+        h.ok('catch %d' % signal.SIGBUS)
+        h.ok('open')
+        hs.append((h, int(h.ok('pin 0 4096 wre 0 %d' % (100 + i))['lease'])))
+    # one of them dies with its channel open and its lease pinned
+    dead, _ = hs.pop()
+    dead.p.kill()
+    assert dead.p.wait(10) == -signal.SIGKILL
+    for path in files:
+        assert _truncate(path) == 0
+    for i, (h, lease) in enumerate(hs):
+        assert h.cmd('wait 3000') == 'ok readable'
+        r = _record(h.ok('read'))
+        assert (r['event'], r['lease'], r['cookie']) == (EV_REVOKE, lease, 100 + i)
+        assert h.cmd('read') == 'err errno=11'     # nobody else's
+        h.ok('unpin 0')
+        assert h.exit() == 0
+    os.statvfs(mnt.dir)
