@@ -10,6 +10,7 @@
  * process the daemon holds responsible for it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -18,7 +19,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -185,29 +189,49 @@ static int segs_map(const struct segs *sg, char *base, uint64_t pin_offset, uint
 	return 0;
 }
 
-int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pinfs_map *m)
+/*
+ * Pins and maps. @fixed NULL: as pinfs_map_pin(), into a new range. @fixed
+ * set: a re-pin of *@m's range (pinfs_map_repin): the new blocks are mapped
+ * over [m->addr, + m->len) with MAP_FIXED, so the address stays; *@m is
+ * changed only on success (then the caller ends the old lease).
+ */
+static int map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, int sig, uint64_t cookie,
+		   struct pinfs_map *m, struct pinfs_map *fixed)
 {
-	struct pinfs_pin *p = calloc(1, sizeof(*p));
+	struct pinfs_pin_ex *x = calloc(1, sizeof(*x));
+	struct pinfs_pin *p = x ? &x->pin : NULL;
+	struct pinfs_map nm;
 	struct segs sg = { NULL, 0 };
 	struct stat st;
 	void *base = NULL;
 	int rc, pinned = 0;
 
-	map_clear(m);
-	if (!p)
+	map_clear(&nm);
+	if (!fixed)
+		map_clear(m);
+	if (!x)
 		return -ENOMEM;
+	if (!(flags & PINFS_PIN_NOTIFY_SIGNAL) && sig) {
+		free(x);
+		return -EINVAL;
+	}
 	p->offset = off;
 	p->length = len;
 	p->flags = flags;
-	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
+	if (flags & PINFS_PIN_NOTIFY_SIGNAL)
+		p->notify_sig = (uint32_t)sig;
+	x->cookie = cookie;
+	/* PINFS_IOC_PIN_EX only for a cookie: without one, a daemon older
+	 * than it still serves the pin */
+	if (ioctl(fd, cookie ? PINFS_IOC_PIN_EX : PINFS_IOC_PIN, cookie ? (void *)x : (void *)p) < 0) {
 		rc = -errno;
 		goto out;
 	}
 	pinned = 1;
-	m->lease_id = p->lease_id;
-	m->offset = p->pin_offset;
-	m->flags = flags;
-	m->fd = fd;
+	nm.lease_id = p->lease_id;
+	nm.offset = p->pin_offset;
+	nm.flags = flags;
+	nm.fd = fd;
 
 	rc = segs_fetch(fd, p, &sg);
 	if (rc < 0)
@@ -216,47 +240,169 @@ int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pin
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = pool_open(fd, flags, &m->pool_fd);
+	if (fixed && (p->pin_offset != fixed->offset || p->pin_length != fixed->len)) {
+		rc = -EINVAL; /* the file shrank under the old range */
+		goto out;
+	}
+	rc = fixed ? ((nm.pool_fd = fcntl(fixed->pool_fd, F_DUPFD_CLOEXEC, 0)) < 0 ? -errno : 0)
+		   : pool_open(fd, flags, &nm.pool_fd);
 	if (rc < 0)
 		goto out;
-	if (fstat(m->pool_fd, &st) < 0) {
+	if (fstat(nm.pool_fd, &st) < 0) {
 		rc = -errno;
 		goto out;
 	}
 	rc = segs_check(&sg, p->pin_offset, p->pin_length, (uint64_t)st.st_size);
 	if (rc < 0)
 		goto out;
-	m->len = (size_t)p->pin_length;
-	rc = va_reserve(m->len, sg.s[0].pool_off, &base);
-	if (rc < 0)
-		goto out;
-	rc = range_dontfork(base, m->len);
-	if (rc < 0)
-		goto out;
-	rc = segs_map(&sg, base, p->pin_offset, flags, m->pool_fd);
+	nm.len = (size_t)p->pin_length;
+	if (fixed) {
+		base = fixed->addr;
+	} else {
+		rc = va_reserve(nm.len, sg.s[0].pool_off, &base);
+		if (rc < 0)
+			goto out;
+		rc = range_dontfork(base, nm.len);
+		if (rc < 0)
+			goto out;
+	}
+	rc = segs_map(&sg, base, p->pin_offset, flags, nm.pool_fd);
 	if (rc < 0)
 		goto out;
 	/* MAP_FIXED made new mappings, which do not inherit the reservation's
 	 * flag: mark them again. */
-	rc = range_dontfork(base, m->len);
+	rc = range_dontfork(base, nm.len);
 	if (rc < 0)
 		goto out;
-	m->addr = base;
-	m->nsegs = sg.n;
+	nm.addr = base;
+	nm.nsegs = sg.n;
 	rc = 0;
 out:
 	if (rc < 0) {
-		if (base)
-			munmap(base, m->len);
-		if (m->pool_fd >= 0)
-			close(m->pool_fd);
+		if (base && !fixed)
+			munmap(base, nm.len);
+		if (nm.pool_fd >= 0)
+			close(nm.pool_fd);
 		if (pinned)
 			(void)lease_unpin(fd, p->lease_id);
-		map_clear(m);
+	} else {
+		*m = nm;
 	}
 	free(sg.s);
-	free(p);
+	free(x);
 	return rc;
+}
+
+int pinfs_map_pin(int fd, uint64_t off, uint64_t len, uint32_t flags, struct pinfs_map *m)
+{
+	return map_pin(fd, off, len, flags, 0, 0, m, NULL);
+}
+
+int pinfs_map_pin_ex(int fd, uint64_t off, uint64_t len, uint32_t flags, int sig,
+		     uint64_t cookie, struct pinfs_map *m)
+{
+	return map_pin(fd, off, len, flags, sig, cookie, m, NULL);
+}
+
+int pinfs_lease_state(int fd, uint64_t lease_id, struct pinfs_lease_query *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->lease_id = lease_id;
+	if (ioctl(fd, PINFS_IOC_LEASE, q) < 0)
+		return -errno;
+	return 0;
+}
+
+int pinfs_map_repin(struct pinfs_map *m)
+{
+	struct pinfs_lease_query q;
+	struct pinfs_map old = *m;
+	struct stat st;
+	uint64_t len;
+	int rc;
+
+	if (!m->addr || m->fd < 0 || m->pool_fd < 0)
+		return -EINVAL;
+	/* the mapping is rounded out to blocks, the file need not be: pin up
+	 * to its end, which rounds out to the same blocks */
+	if (fstat(m->fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size <= m->offset)
+		return -EINVAL;
+	len = (uint64_t)st.st_size - m->offset < m->len ? (uint64_t)st.st_size - m->offset : m->len;
+	/* the old lease's choice of notices and its cookie go to the new one */
+	rc = pinfs_lease_state(m->fd, m->lease_id, &q);
+	if (rc < 0)
+		return rc;
+	rc = map_pin(m->fd, m->offset, len, m->flags, (int)q.notify_sig, q.cookie, m, &old);
+	if (rc < 0) {
+		*m = old; /* the old lease stands; the range may be remapped in part */
+		return rc;
+	}
+	/* the new blocks are mapped over the old ones: end the old lease,
+	 * which acknowledges its revocation */
+	close(old.pool_fd);
+	rc = lease_unpin(old.fd, old.lease_id);
+	return rc == -ENOENT || rc == -EINVAL ? 0 : rc;
+}
+
+int pinfs_event_open(int fd)
+{
+	struct pinfs_lease_event hello;
+	struct sockaddr_un sa;
+	struct pollfd pfd;
+	char name[sizeof(sa.sun_path)];
+	ssize_t n = fgetxattr(fd, PINFS_XATTR_EVENTS, name, sizeof(name) - 1);
+	socklen_t alen;
+	int s, rc;
+
+	if (n < 0)
+		return errno == ENODATA || errno == ENOTSUP ? -ENOTSUP : -errno;
+	if (n < 2 || name[0] != '@' || memchr(name, 0, (size_t)n))
+		return -EPROTO;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path + 1, name + 1, (size_t)n - 1); /* abstract: a leading NUL */
+	alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, alen) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	/* the greeting: the daemon has accepted us, pins may ask for it */
+	pfd.fd = s;
+	pfd.events = POLLIN;
+	rc = poll(&pfd, 1, 10000);
+	if (rc <= 0) {
+		rc = rc < 0 ? -errno : -ETIMEDOUT;
+		goto fail;
+	}
+	n = recv(s, &hello, sizeof(hello), 0);
+	if (n != (ssize_t)sizeof(hello) || hello.event != PINFS_EV_GREETING) {
+		rc = n < 0 ? -errno : n == 0 ? -ECONNREFUSED : -EPROTO;
+		goto fail;
+	}
+	if (fcntl(s, F_SETFL, O_NONBLOCK) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	return s;
+fail:
+	close(s);
+	return rc;
+}
+
+int pinfs_event_read(int evfd, struct pinfs_lease_event *ev)
+{
+	ssize_t n = recv(evfd, ev, sizeof(*ev), MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (n == 0)
+		return -ENOTCONN; /* the daemon closed it: unmounted */
+	return n == (ssize_t)sizeof(*ev) ? 0 : -EPROTO;
 }
 
 int pinfs_map_unpin(struct pinfs_map *m)

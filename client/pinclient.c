@@ -11,7 +11,11 @@
  * It is the holder in the truncate-policy experiments: it reports a
  * revocation (SIGBUS) and its time, and with --cooperative gives the lease
  * back on a lease-break notice (SIGIO). The signal handlers only record what
- * arrived; the main loop acts on it.
+ * arrived; the main loop acts on it. Break notices come only to holders
+ * that ask (include/pinfs/abi.h, "Lease notices"): pinclient asks for
+ * SIGIO (PINFS_PIN_NOTIFY_SIGNAL) since it handles it, except with
+ * --unasked, which plays a holder written from client.h alone: no SIGIO
+ * handler (its default action would kill), no notices asked for.
  *
  * --stale-ring plays a careless RDMA user, on purpose: when its lease ends
  * it unpins as usual but keeps the io_uring fixed-buffer registration (the
@@ -98,10 +102,18 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 }
 
 /* SIGUSR2 only with @stale_ring: otherwise it keeps its default action. */
-static int signals_install(bool stale_ring)
+/* Without @sigio (--unasked) SIGIO keeps its default action too. */
+static int signals_install(bool stale_ring, bool sigio)
 {
-	static const int sigs[] = { SIGBUS, SIGIO, SIGINT, SIGTERM, SIGUSR2 };
+	static const int sigs[] = { SIGBUS, SIGINT, SIGTERM, SIGIO, SIGUSR2 };
+	const int *sv = sigs;
+	int only[4] = { SIGBUS, SIGINT, SIGTERM, SIGUSR2 };
 	size_t n = sizeof(sigs) / sizeof(sigs[0]) - (stale_ring ? 0 : 1);
+
+	if (!sigio) { /* the same list without SIGIO */
+		sv = only;
+		n--;
+	}
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
@@ -109,9 +121,9 @@ static int signals_install(bool stale_ring)
 	sa.sa_flags = SA_SIGINFO | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < n; i++)
-		sigaddset(&sa.sa_mask, sigs[i]);
+		sigaddset(&sa.sa_mask, sv[i]);
 	for (size_t i = 0; i < n; i++)
-		if (sigaction(sigs[i], &sa, NULL) < 0)
+		if (sigaction(sv[i], &sa, NULL) < 0)
 			return -errno;
 	return 0;
 }
@@ -155,6 +167,9 @@ static void usage(FILE *f)
 		"                    under policy refuse_longterm, waited for by truncate under\n"
 		"                    every policy, revoked by the daemon after -o short_pin_max\n"
 		"                    (keep --duration below it; with --revocable exit 3 then)\n"
+		"  --unasked         ask for no break notices and install no SIGIO handler (a\n"
+		"                    holder written from client.h alone); without it pinclient\n"
+		"                    asks for SIGIO (PINFS_PIN_NOTIFY_SIGNAL) and reports it\n"
 		"  --rate MBPS       transfer rate in MB/s (10^6 bytes); 0 = unlimited (default 100)\n"
 		"  --duration SECS   stop after SECS seconds (default: until signalled)\n"
 		"  --source FILE     regular file to read from (default: a pattern file in /dev/shm)\n"
@@ -437,12 +452,14 @@ int main(int argc, char **argv)
 		{ "source", required_argument, NULL, 's' },
 		{ "chunk", required_argument, NULL, 'C' },
 		{ "stale-ring", no_argument, NULL, 'S' },
+		{ "unasked", no_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool revocable = false, cooperative = false, stale_ring = false, stale = false;
 	bool shortterm = false;
+	bool unasked = false;
 	double rate = 100, duration = 0;
 	const char *source = NULL, *path;
 	uint64_t chunk = 256 << 10, off, len, next_check = 0, deadline = UINT64_MAX, lease;
@@ -470,6 +487,7 @@ int main(int argc, char **argv)
 			break;
 		case 's': source = optarg; break;
 		case 'S': stale_ring = true; break;
+		case 'u': unasked = true; break;
 		case 'C':
 			if (pinfs_parse_size(optarg, &chunk) < 0 || chunk == 0 || chunk > (1u << 30)) {
 				return usage_error("--chunk '%s' is not a size of 1 byte .. 1 GiB", optarg);
@@ -491,7 +509,10 @@ int main(int argc, char **argv)
 	if (pinfs_parse_size(argv[optind + 2], &len) < 0)
 		return usage_error("'%s' is not a size (LENGTH)", argv[optind + 2]);
 
-	rc = signals_install(stale_ring);
+	if (unasked && cooperative)
+		return usage_error("%s and --cooperative: a holder that asks for no notice "
+				   "cannot act on one", "--unasked");
+	rc = signals_install(stale_ring, !unasked);
 	if (rc < 0) {
 		fprintf(stderr, "pinclient: sigaction: %s\n", strerror(-rc));
 		return EXIT_ERR;
@@ -517,10 +538,11 @@ int main(int argc, char **argv)
 	}
 
 	c.pin_ns = now_ns(); /* before: a revocation may arrive while we map */
-	rc = pinfs_map_pin(c.fd, off, len,
-			   PINFS_PIN_WRITE | (revocable ? PINFS_PIN_REVOCABLE : 0) |
-				   (shortterm ? PINFS_PIN_SHORT : 0),
-			   &c.map);
+	rc = pinfs_map_pin_ex(c.fd, off, len,
+			      PINFS_PIN_WRITE | (revocable ? PINFS_PIN_REVOCABLE : 0) |
+				      (shortterm ? PINFS_PIN_SHORT : 0) |
+				      (unasked ? 0 : PINFS_PIN_NOTIFY_SIGNAL),
+			      unasked ? 0 : SIGIO, 0, &c.map);
 	if (rc < 0) {
 		char why[8192];
 		fprintf(stderr, "pinclient: pin %s [%" PRIu64 ", +%" PRIu64 "): %s\n", path, off, len,

@@ -495,7 +495,10 @@ static int cmd_pin(int argc, char **argv)
 	}
 	p->offset = off;
 	p->length = len;
-	p->flags = flags;
+	/* it reports break notices: it asks for them, as SIGIO (blocked
+	 * above and read with sigtimedwait) */
+	p->flags = flags | PINFS_PIN_NOTIFY_SIGNAL;
+	p->notify_sig = SIGIO;
 	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
 		char why[8192];
 		int err = errno;

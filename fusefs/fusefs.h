@@ -10,6 +10,10 @@
  *	  fs->bounce_lock  (pmem, -o pinned_writeback=bounce: a file's shadow;
  *	    then the shadow's ip->rw, then fs->lock: see pmem/fs_int.h)
  *
+ * The event channel's lock (fusefs/evchan.c) is a leaf taken under any of
+ * them (a notice is sent from inside a truncate's decision): nothing is
+ * done under it but non-blocking send() and close().
+ *
  * No lock is held across fuse_reply_*() except ip->rw (shared) while a read
  * reply copies out of the pool: that is what keeps the blocks from being
  * freed mid-copy. It cannot deadlock: the kernel copies into the reader's
@@ -53,6 +57,9 @@ struct ffs {
 	 * by main() before the loop starts */
 	struct fuse_session *se;
 	uint64_t mmap_lost_bytes; /* atomic: see struct pinfs_counters */
+	/* the event channel (fusefs/evchan.c), NULL if it could not start; set
+	 * by ffs_leases_start(), gone after ffs_leases_stop() */
+	struct ffs_evchan *evchan;
 };
 
 /* -o max_parked default: requests of one user parked at once (lease/policy.c) */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "fusefs/evchan.h"
 #include "fusefs/uring.h"
 #include "pinfs/abi.h"
 #include "lease/lease.h"
@@ -215,10 +217,33 @@ static void lease_unpinned(void *ctx, uint64_t pblk, uint64_t n)
 	pm_unquarantine(((struct ffs *)ctx)->fs, pblk, n);
 }
 
+/* lease_ops.notify: a notice for a PINFS_PIN_NOTIFY_EVENTS lease, to its
+ * holder's event channel (never blocks: fusefs/evchan.c). */
+static void lease_notify(void *ctx, const struct lease *l, uint32_t event, uint32_t policy,
+			 uint32_t break_ms)
+{
+	struct ffs *f = ctx;
+	struct pinfs_lease_event ev;
+
+	if (!f->evchan || l->holder == LEASE_HOLDER_NONE)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.lease_id = l->id;
+	ev.cookie = l->cookie;
+	ev.ino = lease_file_ino(l);
+	ev.offset = l->first << 12;
+	ev.length = l->nblocks << 12;
+	ev.event = event;
+	ev.reason = policy;
+	ev.break_ms = break_ms;
+	ev.holder_pid = l->holder;
+	ffs_evchan_send(f->evchan, l->holder, l->uid, &ev);
+}
+
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
 	struct lease_ops ops = { .unpinned = lease_unpinned, .holders_changed = holders_changed,
-				 .ctx = f, .may_park = may_park };
+				 .ctx = f, .may_park = may_park, .notify = lease_notify };
 	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
 				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone,
 				  .mappings = hook_mappings, .ctx = f };
@@ -231,10 +256,18 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 		return -errno;
 	c.pool_dev = st.st_dev;
 	c.pool_ino = st.st_ino;
+	/* the event channel first: the manager's notices go there. Without
+	 * it the mount works; PINFS_PIN_NOTIFY_EVENTS pins get ENOTCONN. */
+	rc = ffs_evchan_start(&f->evchan);
+	if (rc)
+		fprintf(stderr, "pinfs: no event channel (%s): PINFS_PIN_NOTIFY_EVENTS is refused\n",
+			strerror(-rc));
 	rc = lease_mgr_new(&c, &ops, &f->lm);
 
-	if (rc)
+	if (rc) {
+		ffs_evchan_stop(&f->evchan);
 		return rc;
+	}
 	pm_fs_set_pin_hooks(f->fs, &h);
 	return 0;
 }
@@ -277,6 +310,8 @@ void ffs_leases_stop(struct ffs *f)
 	if (f->fs)
 		pm_fs_set_pin_hooks(f->fs, &none);
 	lease_mgr_delete(&f->lm);
+	/* after the manager: no thread of it sends notices any more */
+	ffs_evchan_stop(&f->evchan);
 }
 
 /* ---- the ioctls ---------------------------------------------------------- */
@@ -347,7 +382,8 @@ static int do_events(fuse_req_t req, struct ffs *f, const struct pinfs_events *i
 struct pin_ctx {
 	struct ffs *f;
 	uint64_t ino, first, n, fh, gen;
-	uint32_t holder, uid, flags;
+	uint32_t holder, uid, flags, sig;
+	uint64_t cookie;
 	struct pinfs_pin *out;
 };
 
@@ -370,6 +406,10 @@ static int pin_cb(void *p, const struct pm_seg *segs, size_t nsegs)
 	free(a);
 	if (rc)
 		return rc;
+	/* with the file's data lock still held: no truncate can break the
+	 * lease before its holder's choice of notices is on it */
+	if (c->sig || c->cookie)
+		lease_set_notify(lease_mgr_table(c->f->lm), c->out->lease_id, c->sig, c->cookie);
 	c->out->nsegs_total = (uint32_t)nsegs;
 	for (i = 0; i < nsegs && i < PINFS_SEGS_MAX; i++) {
 		c->out->segs[i].file_off = segs[i].fblk << 12;
@@ -381,7 +421,7 @@ static int pin_cb(void *p, const struct pm_seg *segs, size_t nsegs)
 }
 
 static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin *in,
-		  struct pinfs_pin *out)
+		  uint64_t cookie, struct pinfs_pin *out)
 {
 	struct ffs *f = fuse_req_userdata(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -391,8 +431,14 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	uint64_t end;
 	int rc;
 
-	if (in->reserved || (in->flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_SHORT)) || !in->length ||
+	if ((in->flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT)) || !in->length ||
 	    __builtin_add_overflow(in->offset, in->length, &end))
+		return -EINVAL;
+	/* the signal a holder names is its choice (F_SETSIG), whatever its
+	 * default action; only a number that is no signal is refused */
+	if ((in->flags & PINFS_PIN_NOTIFY_SIGNAL)
+		    ? in->notify_sig < 1 || in->notify_sig > (uint32_t)SIGRTMAX
+		    : in->reserved != 0)
 		return -EINVAL;
 	if ((in->flags & PINFS_PIN_WRITE) && (file->flags & O_ACCMODE) == O_RDONLY)
 		return -EBADF;
@@ -412,10 +458,18 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 			       lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid), (uint32_t)ctx->uid);
 	if (rc)
 		return rc;
+	/* notices on the channel need the channel open, by this process as
+	 * this user, before the pin: else no notice could reach it */
+	if ((in->flags & PINFS_PIN_NOTIFY_EVENTS) &&
+	    (!f->evchan ||
+	     !ffs_evchan_connected(f->evchan, lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid),
+				   (uint32_t)ctx->uid)))
+		return -ENOTCONN;
 	memset(out, 0, sizeof(*out));
 	out->offset = in->offset;
 	out->length = in->length;
 	out->flags = in->flags;
+	out->notify_sig = in->flags & PINFS_PIN_NOTIFY_SIGNAL ? in->notify_sig : 0;
 	c.f = f;
 	c.ino = pm_ino(file->ip);
 	c.first = in->offset >> 12;
@@ -424,6 +478,8 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	c.holder = lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid);
 	c.uid = (uint32_t)ctx->uid;
 	c.flags = in->flags;
+	c.sig = (in->flags & PINFS_PIN_NOTIFY_SIGNAL) ? in->notify_sig : 0;
+	c.cookie = cookie;
 	c.out = out;
 	out->pin_offset = c.first << 12;
 	out->pin_length = c.n << 12;
@@ -476,6 +532,27 @@ static int do_segs(fuse_req_t req, const struct pinfs_segs *in, struct pinfs_seg
 	return 0;
 }
 
+/* What PINFS_IOC_LIST and PINFS_IOC_LEASE say of lease @l. */
+static void info_fill(struct ffs *f, const struct lease *l, const struct timespec *now,
+		      struct pinfs_lease_info *o)
+{
+	uint64_t t = (uint64_t)now->tv_sec * 1000000000ull + (uint64_t)now->tv_nsec;
+
+	o->lease_id = l->id;
+	o->ino = lease_file_ino(l);
+	o->offset = l->first << 12;
+	o->length = l->nblocks << 12;
+	/* an orphan (its holder gone, a mapping left) has no pid */
+	o->holder_pid = l->holder == LEASE_HOLDER_NONE ? 0 : l->holder;
+	o->flags = l->flags & (PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT);
+	o->state = l->state;
+	o->age_ns = t > l->start_ns ? t - l->start_ns : 0;
+	if (l->holder == LEASE_HOLDER_NONE)
+		strcpy(o->comm, "?");
+	else
+		lease_mgr_comm(f->lm, l->holder, o->comm);
+}
+
 /* The whole mount's leases are root's to see; any other user sees only
  * their own (a file's leases: whoever may open the file). */
 static int do_list(fuse_req_t req, uint64_t ino, const struct pinfs_list *in,
@@ -498,24 +575,69 @@ static int do_list(fuse_req_t req, uint64_t ino, const struct pinfs_list *in,
 	out->first = in->first;
 	out->all = in->all;
 	out->total = (uint32_t)total;
-	for (i = 0; i < PINFS_LIST_MAX && in->first + i < total; i++) {
-		struct pinfs_lease_info *o = &out->l[i];
-		uint64_t t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
-		o->lease_id = l[i].id;
-		o->ino = lease_file_ino(&l[i]);
-		o->offset = l[i].first << 12;
-		o->length = l[i].nblocks << 12;
-		/* an orphan (its holder gone, a mapping left) has no pid */
-		o->holder_pid = l[i].holder == LEASE_HOLDER_NONE ? 0 : l[i].holder;
-		o->flags = l[i].flags & (PINFS_PIN_FLAGS | PINFS_PIN_SHORT);
-		o->state = l[i].state;
-		o->age_ns = t > l[i].start_ns ? t - l[i].start_ns : 0;
-		if (l[i].holder == LEASE_HOLDER_NONE)
-			strcpy(o->comm, "?");
-		else
-			lease_mgr_comm(f->lm, l[i].holder, o->comm);
-	}
+	for (i = 0; i < PINFS_LIST_MAX && in->first + i < total; i++)
+		info_fill(f, &l[i], &now, &out->l[i]);
 	out->n = (uint32_t)i;
+	return 0;
+}
+
+/* PINFS_IOC_LIST_EX: as do_list, with the cookies. */
+static int do_list_ex(fuse_req_t req, uint64_t ino, const struct pinfs_list_ex *in,
+		      struct pinfs_list_ex *out)
+{
+	struct pinfs_list *plain = malloc(sizeof(*plain)), pin;
+	struct ffs *f = fuse_req_userdata(req);
+	struct lease l;
+	uint32_t i;
+	int rc;
+
+	if (!plain)
+		return -ENOMEM;
+	memset(&pin, 0, sizeof(pin));
+	pin.first = in->first;
+	pin.all = in->all;
+	rc = do_list(req, ino, &pin, plain);
+	memset(out, 0, sizeof(*out));
+	out->first = plain->first;
+	out->all = plain->all;
+	out->n = plain->n;
+	out->total = plain->total;
+	for (i = 0; !rc && i < plain->n; i++) {
+		out->l[i].info = plain->l[i];
+		/* a lease that ended between the two looks keeps cookie 0 */
+		if (!lease_get(lease_mgr_table(f->lm), plain->l[i].lease_id, &l)) {
+			out->l[i].cookie = l.cookie;
+			out->l[i].notify_sig = l.notify_sig;
+		}
+	}
+	free(plain);
+	return rc;
+}
+
+/* PINFS_IOC_LEASE: the holder, its user, or root. */
+static int do_lease(fuse_req_t req, const struct pinfs_lease_query *in,
+		    struct pinfs_lease_query *out)
+{
+	struct ffs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct timespec now;
+	struct lease l;
+	int rc;
+
+	if (in->reserved)
+		return -EINVAL;
+	rc = lease_get(lease_mgr_table(f->lm), in->lease_id, &l);
+	if (rc)
+		return rc;
+	if (ctx->uid != 0 && l.uid != (uint32_t)ctx->uid &&
+	    l.holder != lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid))
+		return -EPERM;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	memset(out, 0, sizeof(*out));
+	out->lease_id = l.id;
+	out->cookie = l.cookie;
+	out->notify_sig = l.notify_sig;
+	info_fill(f, &l, &now, &out->info);
 	return 0;
 }
 
@@ -640,6 +762,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		struct pinfs_events events;
 		struct pinfs_scrub scrub;
 		struct pinfs_ops ops;
+		struct pinfs_pin_ex pin_ex;
+		struct pinfs_lease_query lease;
+		struct pinfs_list_ex list_ex;
 	} *out = NULL;
 	size_t in_need = 0, out_len = 0;
 	struct attr_sig before, after;
@@ -673,6 +798,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_EVENTS: in_need = sizeof(struct pinfs_events); out_len = in_need; break;
 	case PINFS_IOC_SCRUB: in_need = sizeof(struct pinfs_scrub); out_len = in_need; break;
 	case PINFS_IOC_OPS: out_len = sizeof(struct pinfs_ops); break;
+	case PINFS_IOC_PIN_EX: in_need = sizeof(struct pinfs_pin_ex); out_len = in_need; break;
+	case PINFS_IOC_LEASE: in_need = sizeof(struct pinfs_lease_query); out_len = in_need; break;
+	case PINFS_IOC_LIST_EX: in_need = sizeof(struct pinfs_list_ex); out_len = in_need; break;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -686,12 +814,27 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		return;
 	}
 	(void)ino;
-	may_change = cmd == PINFS_IOC_PIN || cmd == PINFS_IOC_SET_POLICY;
+	may_change = cmd == PINFS_IOC_PIN || cmd == PINFS_IOC_PIN_EX || cmd == PINFS_IOC_SET_POLICY;
 	if (may_change)
 		attr_sig(f, file->ip, &before);
 	switch (cmd) {
 	case PINFS_IOC_PIN:
-		rc = do_pin(req, file, in_buf, &out->pin);
+		rc = do_pin(req, file, in_buf, 0, &out->pin);
+		break;
+	case PINFS_IOC_PIN_EX: {
+		const struct pinfs_pin_ex *x = in_buf;
+		rc = x->reserved[0] || x->reserved[1] || x->reserved[2]
+			     ? -EINVAL
+			     : do_pin(req, file, &x->pin, x->cookie, &out->pin_ex.pin);
+		if (!rc)
+			out->pin_ex.cookie = x->cookie;
+		break;
+	}
+	case PINFS_IOC_LEASE:
+		rc = do_lease(req, in_buf, &out->lease);
+		break;
+	case PINFS_IOC_LIST_EX:
+		rc = do_list_ex(req, pm_ino(file->ip), in_buf, &out->list_ex);
 		break;
 	case PINFS_IOC_SEGS:
 		rc = do_segs(req, in_buf, &out->segs);

@@ -24,6 +24,7 @@
 #include <linux/fuse.h>
 
 #include "fusefs/fusefs.h"
+#include "fusefs/evchan.h"
 #include "pinfs/abi.h"
 #include "lease/lease.h"
 #include "pmem/acl.h"
@@ -1122,7 +1123,7 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct pm_inode *ip;
 	int rc;
 
-	if (!strcmp(name, PINFS_XATTR_POOL)) {
+	if (!strcmp(name, PINFS_XATTR_POOL) || !strcmp(name, PINFS_XATTR_EVENTS)) {
 		fuse_reply_err(req, EPERM); /* read-only, computed */
 		return;
 	}
@@ -1198,6 +1199,16 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 		/* where to map leases from: the pool file (the trust boundary) */
 		size_t n = strlen(f->pool_path);
 		reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, f->pool_path);
+		return;
+	}
+	if (!strcmp(name, PINFS_XATTR_EVENTS)) {
+		/* the event channel's socket name (fusefs/evchan.c) */
+		const char *ev = f->evchan ? ffs_evchan_name(f->evchan) : NULL;
+		size_t n = ev ? strlen(ev) : 0;
+		if (!ev)
+			reply_xattr(req, -ENODATA, size, NULL);
+		else
+			reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, ev);
 		return;
 	}
 	rc = iget(req, ino, &ip);

@@ -57,6 +57,13 @@ struct lease_ops {
 	 * for requests answered at once). Called in the thread that makes the
 	 * wait, no lease lock held. NULL: always. */
 	bool (*may_park)(void *ctx);
+	/* lease @l (a snapshot), pinned with PINFS_PIN_NOTIFY_EVENTS, has
+	 * notice @event (PINFS_EV_WAIT, BREAK or REVOKE) decided by @policy;
+	 * @break_ms: BREAK's grace left. For the holder's event channel
+	 * (fusefs/evchan.c): must not block or call back into the manager.
+	 * Called without any lease lock held. NULL: none. */
+	void (*notify)(void *ctx, const struct lease *l, uint32_t event, uint32_t policy,
+		       uint32_t break_ms);
 };
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,

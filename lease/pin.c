@@ -852,7 +852,7 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	int rc;
 
 	if (!ino || !n || holder == LEASE_HOLDER_NONE || first > UINT64_MAX - n || n > (UINT64_MAX >> PM_BLOCK_SHIFT) ||
-	    (flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_SHORT)) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
+	    (flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT)) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
 		return -EINVAL;
 
 	/* One allocation: node, three segment arrays, the zero bitmap. nseg <= n. */
@@ -1247,6 +1247,18 @@ int lease_set_state(struct lease_table *t, uint64_t id, uint32_t state)
 	struct lease_node *n = umap_get_ptr(&t->by_id, id);
 	if (n)
 		n->l.state = state;
+	table_unlock(t);
+	return n ? 0 : -ENOENT;
+}
+
+int lease_set_notify(struct lease_table *t, uint64_t id, uint32_t sig, uint64_t cookie)
+{
+	table_lock(t);
+	struct lease_node *n = umap_get_ptr(&t->by_id, id);
+	if (n) {
+		n->l.notify_sig = sig;
+		n->l.cookie = cookie;
+	}
 	table_unlock(t);
 	return n ? 0 : -ENOENT;
 }

@@ -47,6 +47,8 @@ struct lease {
 	uint64_t fh;		/* opaque: the open file it came from (PINFS_PIN_ON_CLOSE) */
 	uint64_t nseg;		/* physical segments */
 	uint64_t *seg_pblk, *seg_fblk, *seg_len; /* owned by the table; NULL in snapshots */
+	uint64_t cookie;	/* the holder's (PINFS_IOC_PIN_EX), 0: none */
+	uint32_t notify_sig;	/* with PINFS_PIN_NOTIFY_SIGNAL: the break signal */
 };
 
 /* A run of pool blocks [pblk, pblk + n) whose pin count just reached 0.
@@ -199,6 +201,11 @@ int lease_get(struct lease_table *t, uint64_t id, struct lease *out);
 /* Sets the state of lease @id to PINFS_LEASE_*: 0, -ENOENT, or -EINVAL for
  * an unknown state. */
 int lease_set_state(struct lease_table *t, uint64_t id, uint32_t state);
+
+/* Sets how lease @id's holder is told (PINFS_PIN_NOTIFY_SIGNAL's signal
+ * @sig) and its @cookie: 0 or -ENOENT. Call it before anyone may break the
+ * lease (with the file's data lock held since the pin). */
+int lease_set_notify(struct lease_table *t, uint64_t id, uint32_t sig, uint64_t cookie);
 
 /* Copies the leases of @ino (0: every lease), ordered by id, from index
  * @first, into out[0..max); returns how many there are in total. Paging

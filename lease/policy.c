@@ -17,9 +17,13 @@
  *           lease id); the operation goes ahead at once
  *   wait    sleep until the affected pins are gone, at most wait_timeout
  *           seconds (then refuse); an interrupted caller gets EINTR
- *   break   send each holder SIGIO (si_value = lease id) and mark the lease
- *           breaking; wait up to lease_break_time for it to unpin; then
- *           revoke what is left, as "revoke" does
+ *   break   mark each lease breaking and tell the holders that asked (the
+ *           signal a PINFS_PIN_NOTIFY_SIGNAL holder named, si_value = lease
+ *           id; a record on a PINFS_PIN_NOTIFY_EVENTS holder's channel);
+ *           wait up to lease_break_time for them to unpin; then revoke what
+ *           is left, as "revoke" does. A holder that asked for nothing is
+ *           sent nothing (F_SETLEASE tells only who asked): its break time
+ *           passes, then it is revoked or the truncate refused
  *
  * A revoked lease no longer owns its file range -- the range may be
  * truncated and written again -- but its blocks stay pinned: the file system
@@ -304,6 +308,15 @@ static void ev_push(struct lease_mgr *m, uint32_t type, const struct lease *l, u
 		memcpy(e->comm, comm_of(m, l->holder), sizeof(e->comm));
 	}
 	pthread_cond_broadcast(&m->cv);
+}
+
+/* Tells @l's holder of @event on its event channel, if it asked for that;
+ * no lease lock held. */
+static void notify(struct lease_mgr *m, const struct lease *l, uint32_t event, uint32_t policy,
+		   uint32_t break_ms)
+{
+	if ((l->flags & PINFS_PIN_NOTIFY_EVENTS) && m->ops.notify)
+		m->ops.notify(m->ops.ctx, l, event, policy, break_ms);
 }
 
 static void unpinned(void *ctx, uint64_t pblk, uint64_t n)
@@ -846,6 +859,7 @@ static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino
 		/* the signal may fail if the holder just died: the watcher
 		 * then ends its pins anyway */
 		lease_watch_signal(m->w, v[i].holder_gen, SIGBUS, v[i].id);
+		notify(m, &v[i], PINFS_EV_REVOKE, policy, 0);
 		pthread_mutex_lock(&m->lock);
 		m->gen++; /* its range is free: a truncate waiting on it may go */
 		m->mc.leases_revoked++;
@@ -1086,6 +1100,8 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 		pthread_mutex_lock(&m->lock);
 		ev_push(m, PINFS_EV_WAIT, &v[0], 0, 0, 0, 0, w->policy);
 		pthread_mutex_unlock(&m->lock);
+		for (i = 0; i < k; i++)
+			notify(m, &v[i], PINFS_EV_WAIT, w->policy, 0);
 	}
 	if (w->policy == PINFS_POLICY_BREAK) {
 		for (i = 0; i < nlong; i++) {
@@ -1093,7 +1109,18 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 			if (v[i].state == PINFS_LEASE_BREAKING)
 				continue;
 			lease_set_state(m->t, v[i].id, PINFS_LEASE_BREAKING);
-			lease_watch_signal(m->w, v[i].holder_gen, SIGIO, v[i].id);
+			/* only to a holder that asked, by the means it chose: an
+			 * unasked one is sent nothing (never a signal that would
+			 * kill it) and waits out the break time */
+			if (v[i].flags & PINFS_PIN_NOTIFY_SIGNAL)
+				lease_watch_signal(m->w, v[i].holder_gen, (int)v[i].notify_sig,
+						   v[i].id);
+			{
+				uint64_t now = now_ns(CLOCK_MONOTONIC);
+				notify(m, &v[i], PINFS_EV_BREAK, w->policy,
+				       w->deadline > now ? (uint32_t)((w->deadline - now) / 1000000u)
+							 : 0);
+			}
 			pthread_mutex_lock(&m->lock);
 			m->mc.leases_broken++;
 			f = fcount(m, w->ino);

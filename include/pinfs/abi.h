@@ -72,7 +72,10 @@ struct pinfs_pin {
 	uint64_t offset;
 	uint64_t length;
 	uint32_t flags;	   /* PINFS_PIN_* */
-	uint32_t reserved; /* must be zero */
+	union {
+		uint32_t reserved;   /* must be zero without PINFS_PIN_NOTIFY_SIGNAL */
+		uint32_t notify_sig; /* with PINFS_PIN_NOTIFY_SIGNAL: the break signal */
+	};
 	/* out */
 	uint64_t lease_id;
 	uint64_t pin_offset; /* rounded down to a block */
@@ -270,7 +273,9 @@ struct pinfs_scrub {
 /*
  * Signals to holders, sent with pidfd_send_signal() and si_code SI_QUEUE;
  * si_value.sival_ptr carries the lease id (as uintptr_t):
- *   SIGIO   lease-break notice (policy "break"): unpin within the grace time
+ *   SIG     lease-break notice (policy "break"), only to a holder that pinned
+ *           with PINFS_PIN_NOTIFY_SIGNAL: the signal it named (below);
+ *           unpin within the grace time
  *   SIGBUS  the lease was revoked: stop using the mapping and unpin to
  *           acknowledge (its blocks stay quarantined until then or exit)
  */
@@ -333,6 +338,117 @@ _Static_assert(sizeof(struct pinfs_segs) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_list) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_events) < 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_event) == 80, "the event ABI is 80 bytes");
+#endif
+
+/*
+ * ---- Lease notices: who is told, and how (issue 17) -----------------------
+ *
+ * As with F_SETLEASE/F_SETSIG, notices go only to holders that asked for
+ * them, at pin time, on the channel they chose:
+ *
+ *  - PINFS_PIN_NOTIFY_SIGNAL: a lease break (policy break) sends signal
+ *    pinfs_pin.notify_sig (1..SIGRTMAX; anything else is EINVAL) with
+ *    si_code SI_QUEUE and the lease id in si_value.sival_ptr. The holder
+ *    named it: whatever its default action is, it is the holder's choice.
+ *  - PINFS_PIN_NOTIFY_EVENTS: break, revoke and wait notices are records
+ *    (struct pinfs_lease_event) on the event channel of the holder process
+ *    (see PINFS_XATTR_EVENTS). The process must have the channel open when
+ *    it pins: ENOTCONN otherwise.
+ *  Both may be set. A holder that set neither asked for nothing and is
+ *  treated as non-cooperative: under policy break no signal is sent, the
+ *  break time passes (its lease shows PINFS_LEASE_BREAKING meanwhile),
+ *  then the truncate fails with EBUSY or, with PINFS_PIN_REVOCABLE, the
+ *  lease is revoked.
+ *
+ * Revocation keeps its documented signal: a lease pinned with
+ * PINFS_PIN_REVOCABLE gets SIGBUS (si_code SI_QUEUE, si_value the lease
+ * id) when revoked, whatever else it asked for; by pinning revocable it
+ * accepted it. So a holder never receives a signal whose default action is
+ * fatal unless it named that signal or accepted revocation. (Before these
+ * flags, every break sent SIGIO, whose default action kills: a holder that
+ * pinned from client.h alone died of a truncate.)
+ */
+#define PINFS_PIN_NOTIFY_SIGNAL 0x8u /* break notice: the signal notify_sig */
+#define PINFS_PIN_NOTIFY_EVENTS 0x10u /* notices on the event channel */
+#define PINFS_PIN_NOTIFY_FLAGS (PINFS_PIN_NOTIFY_SIGNAL | PINFS_PIN_NOTIFY_EVENTS)
+
+/* The event channel: a unix socket (SOCK_SEQPACKET) the daemon listens on,
+ * named by this read-only xattr of every file of the mount: "@NAME", an
+ * abstract socket name (connect to "\0NAME"). Any user may connect; the
+ * daemon knows a connection by its SO_PEERCRED (pid, uid) and sends it the
+ * notices of the leases that process pinned with PINFS_PIN_NOTIFY_EVENTS
+ * as the same uid, and nothing else: no one reads another process's
+ * notices. Each read() is one struct pinfs_lease_event; the first one on a
+ * new connection has event 0 (the greeting: the daemon knows the
+ * connection now, pins may name it). The daemon never waits for a reader:
+ * what does not fit the connection's socket buffer is dropped and counted
+ * in the next record's @lost. A connection ends at close() or at the
+ * process's exit; the daemon's end is EOF (read() 0). The socket lives in
+ * the daemon's network namespace. See pinfs_event_open(3). */
+#define PINFS_XATTR_EVENTS "user.pinfs.events"
+
+#define PINFS_EV_GREETING 0u /* event channel only: the first record */
+struct pinfs_lease_event {
+	uint64_t lease_id;
+	uint64_t cookie;   /* the holder's, from PINFS_IOC_PIN_EX (0: none) */
+	uint64_t ino;	   /* the file (0: it is gone) */
+	uint64_t offset;   /* the lease's range, bytes */
+	uint64_t length;
+	uint64_t time_ns;  /* CLOCK_REALTIME */
+	uint64_t lost;	   /* records this connection dropped before this one */
+	uint32_t event;	   /* PINFS_EV_WAIT, PINFS_EV_BREAK, PINFS_EV_REVOKE
+			    * (or PINFS_EV_GREETING) */
+	uint32_t reason;   /* PINFS_POLICY_* that decided: WAIT (a truncate or
+			    * punch waits for this lease), BREAK, REVOKE */
+	uint32_t break_ms; /* BREAK: grace left, ms; unpin before it ends */
+	uint32_t holder_pid; /* the holder (GREETING: the connection's pid) */
+	uint64_t reserved[3];
+};
+
+/* PINFS_IOC_PIN_EX: PINFS_IOC_PIN with a cookie: an opaque u64 of the
+ * holder's, returned in its lease's events and by PINFS_IOC_LEASE and
+ * PINFS_IOC_LIST_EX. Everything else as PINFS_IOC_PIN (@pin in and out). */
+struct pinfs_pin_ex {
+	uint64_t cookie;      /* in */
+	uint64_t reserved[3]; /* in: must be zero */
+	struct pinfs_pin pin;
+};
+
+/* PINFS_IOC_LEASE: one lease's state. The holder, the user who pinned it
+ * or root may ask: EPERM for anyone else, ENOENT for no such lease (it was
+ * unpinned, or its holder exited). */
+struct pinfs_lease_query {
+	uint64_t lease_id;    /* in */
+	uint64_t cookie;      /* out */
+	uint32_t notify_sig;  /* out: with PINFS_PIN_NOTIFY_SIGNAL */
+	uint32_t reserved;    /* in: must be zero */
+	struct pinfs_lease_info info; /* out: info.state says ACTIVE,
+				       * BREAKING or REVOKED */
+};
+
+/* PINFS_IOC_LIST_EX: PINFS_IOC_LIST, each lease with its cookie. */
+struct pinfs_lease_info_ex {
+	struct pinfs_lease_info info;
+	uint64_t cookie;
+	uint32_t notify_sig;
+	uint32_t reserved;
+};
+struct pinfs_list_ex {
+	uint32_t first; /* in */
+	uint32_t all;	/* in */
+	uint32_t n;	/* out */
+	uint32_t total; /* out */
+	struct pinfs_lease_info_ex l[PINFS_LIST_MAX];
+};
+
+#define PINFS_IOC_PIN_EX _IOWR(PINFS_IOC_MAGIC, 10, struct pinfs_pin_ex)
+#define PINFS_IOC_LEASE _IOWR(PINFS_IOC_MAGIC, 11, struct pinfs_lease_query)
+#define PINFS_IOC_LIST_EX _IOWR(PINFS_IOC_MAGIC, 12, struct pinfs_list_ex)
+
+#ifndef __cplusplus
+_Static_assert(sizeof(struct pinfs_lease_event) == 96, "the channel record is 96 bytes");
+_Static_assert(sizeof(struct pinfs_pin_ex) <= 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_list_ex) <= 16384, "restricted ioctl limit");
 #endif
 
 #ifdef __cplusplus

@@ -14,7 +14,9 @@
  * all of it (the pool file's permissions are the trust boundary).
  *
  * Revocation: the daemon may revoke a PINFS_PIN_REVOCABLE lease (SIGBUS with
- * si_code SI_QUEUE, see include/pinfs/abi.h). The mapping stays valid -- its blocks
+ * si_code SI_QUEUE, see include/pinfs/abi.h; a lease that is not revocable
+ * is never revoked, and by default is sent no signal at all: see "Notices"
+ * below). The mapping stays valid -- its blocks
  * are quarantined, no longer part of the file -- until pinfs_map_unpin(),
  * which acknowledges the revocation.
  *
@@ -125,6 +127,88 @@ void *pinfs_map_ptr(const struct pinfs_map *m, uint64_t file_off);
 /* Parses a byte count: decimal or 0x hex, with an optional binary suffix k,
  * m, g or t (powers of 1024; "M", "MiB" and "MB" alike). 0 or -EINVAL. */
 int pinfs_parse_size(const char *s, uint64_t *out);
+
+/*
+ * ---- Notices, cookies, lease state, re-pin (since PINFS_0.2) -------------
+ *
+ * Who is told when a truncate needs a pinned range back (include/pinfs/abi.h,
+ * "Lease notices"): only a holder that asked, when it pinned.
+ *
+ *  - pinfs_map_pin() with neither PINFS_PIN_NOTIFY_* flag asks for nothing.
+ *    Under policy break such a holder is sent no signal: the break time
+ *    passes, then the truncate fails (EBUSY), or with PINFS_PIN_REVOCABLE
+ *    the lease is revoked (SIGBUS, see "Revocation" above). It is never
+ *    killed by a signal it did not name or accept.
+ *  - PINFS_PIN_NOTIFY_SIGNAL: the break notice is the signal @sig of
+ *    pinfs_map_pin_ex(), as F_SETSIG names a lease's signal; si_code
+ *    SI_QUEUE, si_value.sival_ptr the lease id. Install a handler (or block
+ *    it and read it with sigwaitinfo/signalfd) first.
+ *  - PINFS_PIN_NOTIFY_EVENTS: wait, break and revoke notices are records on
+ *    the process's event channel: pinfs_event_open() before the pin (else
+ *    the pin fails with ENOTCONN), then poll/epoll the fd and
+ *    pinfs_event_read() the records.
+ *
+ * Handling a revocation without giving up the address (as RDMA peers that
+ * know it would need): stop the I/O, release kernel pins of the range
+ * (io_uring buffers, RDMA MRs), then pinfs_map_repin(), then register
+ * again. examples/pinfs-example.c does exactly this.
+ */
+
+/*
+ * pinfs_map_pin() with the notices a holder asks for: @flags may add
+ * PINFS_PIN_NOTIFY_SIGNAL (then @sig, 1..SIGRTMAX, is the break signal;
+ * @sig must be 0 otherwise: EINVAL) and PINFS_PIN_NOTIFY_EVENTS (the
+ * caller's event channel must be open: ENOTCONN). @cookie, an opaque
+ * value of the caller's, comes back in the lease's events,
+ * pinfs_lease_state() and PINFS_IOC_LIST_EX; 0 is "none" (and works with a
+ * daemon older than cookies). Errors as pinfs_map_pin().
+ */
+int pinfs_map_pin_ex(int fd, uint64_t off, uint64_t len, uint32_t flags, int sig,
+		     uint64_t cookie, struct pinfs_map *m);
+
+/*
+ * Pins *@m's range again (the same file, offset, length, flags, notices and
+ * cookie) and maps the new lease's blocks at the same address, m->addr,
+ * with MAP_FIXED -- the address is never free in between -- then ends the
+ * old lease (acknowledging its revocation). For a revoked lease: release
+ * the kernel's pins of the range first. On success *@m describes the new
+ * lease (m->lease_id changed). On failure *@m still describes the old
+ * lease, which still stands; the range may be partly remapped:
+ * pinfs_map_unpin() it. Errors: those of pinfs_map_pin(), ENOENT (the old
+ * lease is gone already: pin anew), EINVAL (the file is now shorter than
+ * the range, or *@m is not mapped).
+ */
+int pinfs_map_repin(struct pinfs_map *m);
+
+/* The state of lease @lease_id (PINFS_IOC_LEASE through open pinfs file
+ * @fd) into *@q: q->info.state is PINFS_LEASE_ACTIVE, BREAKING or REVOKED;
+ * q->cookie and q->notify_sig as pinned. 0, -ENOENT (no such lease: it was
+ * unpinned), -EPERM (another user's), -ENOTTY (not pinfs, or a daemon
+ * older than the ioctl). */
+int pinfs_lease_state(int fd, uint64_t lease_id, struct pinfs_lease_query *q);
+
+/*
+ * Opens the calling process's event channel on the mount of open file @fd
+ * (PINFS_XATTR_EVENTS): a socket that is readable when a notice about one
+ * of the process's PINFS_PIN_NOTIFY_EVENTS leases is waiting. Returns the
+ * fd (close-on-exec, non-blocking; close() it when done), or -ENOTSUP (not
+ * pinfs, or a daemon without the channel), -ETIMEDOUT (no greeting within
+ * 10 s), -ECONNREFUSED (the daemon is at its connection limit), or a
+ * socket/connect -errno. One per process is enough; it serves every mount
+ * file of that daemon. A child does not inherit the parent's notices: it
+ * opens its own channel.
+ */
+int pinfs_event_open(int fd);
+
+/*
+ * Reads one record from event channel @evfd into *@ev: 0; -EAGAIN when
+ * none is waiting (poll for POLLIN); -ENOTCONN when the daemon closed the
+ * channel (unmounted). ev->lost counts the records the daemon dropped
+ * before this one because the channel was full: it never waits for a
+ * reader, so read promptly, and after a loss look at the leases
+ * (pinfs_lease_state) rather than trust the stream.
+ */
+int pinfs_event_read(int evfd, struct pinfs_lease_event *ev);
 
 #ifdef __cplusplus
 }

@@ -12,7 +12,9 @@
  *
  * Commands (answer "ok ..." or "err errno=N NAME"):
  *   pin OFF LEN FLAGS     FLAGS: letters w (write) r (revocable) c (on
- *                         close), or "-": "ok lease=ID off=O len=L
+ *                         close), u (unasked: no PINFS_PIN_NOTIFY_SIGNAL;
+ *                         without it every pin asks for break notices as
+ *                         SIGIO), or "-": "ok lease=ID off=O len=L
  *                         nsegs=N segs=FOFF:POFF:LEN,..."
  *   map ID                map the lease's blocks from the pool file (its
  *                         path from the user.pinfs.pool xattr), contiguously
@@ -141,6 +143,10 @@ static void cmd_pin(uint64_t off, uint64_t len, const char *fl)
 	p->offset = off;
 	p->length = len;
 	p->flags = flags;
+	if (!strchr(fl, 'u')) { /* the holder of these tests reads SIGIO */
+		p->flags |= PINFS_PIN_NOTIFY_SIGNAL;
+		p->notify_sig = SIGIO;
+	}
 	if (ioctl(fd, PINFS_IOC_PIN, p) < 0) {
 		say_err(errno);
 		free(p);

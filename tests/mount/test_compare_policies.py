@@ -101,6 +101,16 @@ def test_break_gets_a_cooperative_pin_back_without_sigbus(result):
     assert r['trunc_ms'] < GRACE * 1000
 
 
+def test_break_sends_an_unasked_holder_nothing_and_it_survives(result):
+    # issue 17: a holder from client.h alone (no notice asked for, SIGIO at
+    # its default action) used to die of SIGIO; now the break time passes,
+    # the truncate fails, and the holder keeps its pin, alive
+    r = row(result, 'break', 'unasked')
+    assert r['trunc'] == 'EBUSY' and r['trunc_ms'] >= GRACE * 1000 * 0.95
+    assert r['saw'] == 'none' and r['exit'] == 'held' and r['held_rc'] == 0
+    assert 'sent nothing, alive, kept its pin' in result['stdout']
+
+
 def test_kernel_pin_outlives_revocation_blocks_quarantined(result):
     k = result['data']['kernel_pin']
     assert k['trunc'] == 'ok'

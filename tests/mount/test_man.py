@@ -31,6 +31,10 @@ PAGES = {
     'pinclient.1': 'pinclient',
     'pinfs.7': None,
 }
+# section 3: the libpinfs functions of the lease notices (issue 17)
+PAGES.update({p: None for p in ('pinfs_map_pin_ex.3', 'pinfs_map_repin.3',
+                                'pinfs_lease_state.3', 'pinfs_event_open.3',
+                                'pinfs_event_read.3')})
 
 # libfuse's generic options start here in pinfs --help
 LIBFUSE_PART = re.compile(r'^\s*-h\s+--help\b', re.M)

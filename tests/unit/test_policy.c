@@ -51,8 +51,25 @@ static struct lease_mgr *mgr(uint32_t policy)
 	return m;
 }
 
-/* Pins file blocks [0, 8) of inode 7 (pool blocks 1000..1007). */
+/* Pins file blocks [0, 8) of inode 7 (pool blocks 1000..1007), asking
+ * for break notices as SIGIO (PINFS_PIN_NOTIFY_SIGNAL) unless @flags has
+ * NOTIFY_EVENTS (then: notices through lease_ops.notify only). */
 static int pin(struct lease_mgr *m, uint32_t flags, uint64_t *id)
+{
+	uint64_t f = 0, p = 1000, n = 8;
+	int rc;
+
+	if (!(flags & PINFS_PIN_NOTIFY_EVENTS))
+		flags |= PINFS_PIN_NOTIFY_SIGNAL;
+	rc = lease_pin(m, 7, 0, 8, (uint32_t)getpid(), flags, 0, &f, &p, &n, 1, id);
+	if (!rc && (flags & PINFS_PIN_NOTIFY_SIGNAL))
+		rc = lease_set_notify(lease_mgr_table(m), *id, SIGIO, 0);
+	return rc;
+}
+
+/* The same without asking for anything: a holder that pinned from
+ * client.h alone. */
+static int pin_unasked(struct lease_mgr *m, uint32_t flags, uint64_t *id)
 {
 	uint64_t f = 0, p = 1000, n = 8;
 
@@ -197,6 +214,44 @@ static int test_break_notices_then_revokes_or_refuses(void)
 	CHECK_EQ(next_signal(0, &v), -1);
 	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
 	CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
+/* Issue 17: a holder that asked for nothing is sent no signal under
+ * break (SIGIO's default action would kill it): its break time passes,
+ * then it is refused (not revocable) or revoked with SIGBUS (revocable:
+ * that it accepted). One that named a signal gets exactly that one. */
+static int test_break_signals_only_holders_that_asked(void)
+{
+	struct lease_mgr *m = mgr(PINFS_POLICY_BREAK);
+	struct lease l;
+	uint64_t id, v = 0;
+
+	CHECK(m);
+	CHECK_OK(pin_unasked(m, PINFS_PIN_WRITE, &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), -EBUSY);
+	CHECK_EQ(next_signal(200, &v), -1); /* no SIGIO, no SIGBUS */
+	CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+	CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+
+	CHECK_OK(pin_unasked(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_EQ(next_signal(1000, &v), SIGBUS); /* revocation only */
+	CHECK_UEQ(v, id);
+	CHECK_EQ(next_signal(100, &v), -1);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+
+	/* a named signal: SIGBUS here (blocked like SIGIO), as the break
+	 * notice; the refusal follows, no second signal */
+	CHECK_OK(pin_unasked(m, PINFS_PIN_WRITE | PINFS_PIN_NOTIFY_SIGNAL, &id));
+	CHECK_OK(lease_set_notify(lease_mgr_table(m), id, SIGBUS, 0));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), -EBUSY);
+	CHECK_EQ(next_signal(1000, &v), SIGBUS);
+	CHECK_UEQ(v, id);
+	CHECK_EQ(next_signal(100, &v), -1);
 	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
 	lease_mgr_delete(&m);
 	return 0;
@@ -1041,6 +1096,7 @@ int main(void)
 	RUN(test_revoke_signals_sigbus_with_the_lease_id);
 	RUN(test_wait_blocks_until_unpin_then_times_out);
 	RUN(test_break_notices_then_revokes_or_refuses);
+	RUN(test_break_signals_only_holders_that_asked);
 	RUN(test_per_file_policy_overrides_and_busy_errno);
 	RUN(test_pins_in_a_waiting_truncates_range_are_eagain);
 	RUN(test_a_reused_pid_keeps_its_new_leases);
