@@ -51,6 +51,11 @@ struct ffs {
 	 * by main() before the loop starts */
 	struct fuse_session *se;
 	uint64_t mmap_lost_bytes; /* atomic: see struct pinfs_counters */
+	/* PINFS_IOC_STATUS: set once by main() before the loop starts, only
+	 * read after that, so no lock. The options in effect but the mount
+	 * policy (which PINFS_IOC_SET_POLICY changes: read at each ioctl). */
+	char options[2048];
+	uint64_t start_mono_ns, start_real_ns; /* when the mount came up */
 };
 
 /* -o max_parked default: requests of one user parked at once (lease/policy.c) */

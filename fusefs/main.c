@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <linux/fuse.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
@@ -276,6 +278,41 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 	return 0;
 }
 
+/* The options in effect, "name=value,..." into g_ffs.options, for
+ * PINFS_IOC_STATUS (the mount policy is added there: it may change). */
+static void status_options(const struct opts *o, const struct lease_cfg *c, const char *fuse_opts)
+{
+	char *p = g_ffs.options, *end = g_ffs.options + sizeof(g_ffs.options);
+	int n;
+
+#define ADD(...)                                                                      \
+	do {                                                                          \
+		n = snprintf(p, (size_t)(end - p), __VA_ARGS__);                      \
+		if (n > 0)                                                            \
+			p += (size_t)n < (size_t)(end - p) ? (size_t)n : (size_t)(end - p - 1); \
+	} while (0)
+	ADD("busy_errno=%s", c->busy_errno == ETXTBSY ? "ETXTBSY" : "EBUSY");
+	ADD(",wait_timeout=%g,lease_break_time=%g", c->wait_timeout, c->lease_break_time);
+	ADD(",max_pins=%" PRIu64 ",max_pinned=%" PRIu64, c->max_pins, c->max_pinned_bytes);
+	ADD(",max_pins_per_user=%" PRIu64 ",max_pinned_per_user=%" PRIu64, c->max_pins_per_user,
+	    c->max_pinned_bytes_per_user);
+	ADD(",max_parked=%u,timeout=%g", c->max_parked_per_user, o->timeout);
+	ADD(",writeback_interval=%g,dirty_expire=%g", o->writeback_interval, o->dirty_expire);
+	ADD(",pin_access=%s", g_ffs.pin_writer ? "writer" : "owner");
+	if (o->pin_group)
+		ADD(",pin_group=%s", o->pin_group);
+	if (o->pool_shared)
+		ADD(",pool_shared");
+	if (o->force)
+		ADD(",force");
+	ADD(",%s", o->io_uring != 0 ? "io_uring" : "no_io_uring");
+	if (o->logfile)
+		ADD(",logfile=%s", o->logfile);
+	if (fuse_opts && *fuse_opts)
+		ADD(",%s", fuse_opts);
+#undef ADD
+}
+
 /* Does group @group (a name or a number) exist? Its gid in *@gid if so; a
  * message and -EINVAL if not. ffs_pool_share() applies it once the pool is
  * open. */
@@ -517,6 +554,20 @@ int main(int argc, char **argv)
 	if (!realpath(o.pool, g_ffs.pool_path))
 		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
 
+	/* libfuse's -o options left for the session (allow_other ...), as
+	 * given, then ours: what PINFS_IOC_STATUS shows */
+	{
+		char fo[1024] = "";
+		size_t k = 0;
+		for (int i = 1; i < args.argc; i++) {
+			const char *v = !strcmp(args.argv[i], "-o") && i + 1 < args.argc
+						? args.argv[++i]
+						: !strncmp(args.argv[i], "-o", 2) ? args.argv[i] + 2 : NULL;
+			if (v && k < sizeof(fo))
+				k += (size_t)snprintf(fo + k, sizeof(fo) - k, "%s%s", k ? "," : "", v);
+		}
+		status_options(&o, &lcfg, fo);
+	}
 	/* the kernel checks permissions against the attributes we report */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
 	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", o.pool);
@@ -598,6 +649,13 @@ int main(int argc, char **argv)
 	 * says, the mount works: uring.c falls back to /dev/fuse and logs one
 	 * line why. After fuse_daemonize(): it starts threads. */
 	ffs_uring_setup(se, o.io_uring != 0);
+	{
+		struct timespec m, r;
+		clock_gettime(CLOCK_MONOTONIC, &m);
+		clock_gettime(CLOCK_REALTIME, &r);
+		g_ffs.start_mono_ns = (uint64_t)m.tv_sec * 1000000000ull + (uint64_t)m.tv_nsec;
+		g_ffs.start_real_ns = (uint64_t)r.tv_sec * 1000000000ull + (uint64_t)r.tv_nsec;
+	}
 
 	if (cl.singlethread) {
 		rc = fuse_session_loop(se);

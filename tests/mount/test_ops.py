@@ -1,0 +1,193 @@
+"""Operations, as users of ndctl, PMDK and sshfs expect them: `pinfsctl
+status` (text and --json), --json for `pinfsctl stats` and `events`, and
+messages that say what is wrong (issue 17, item 7)."""
+import json
+import os
+import re
+import time
+
+import pytest
+
+from pinfs_mount import TRANSPORT, _find_program, describe, mount_transport, run
+from pinfs_util import write_file
+
+pytestmark = [pytest.mark.needs_daemon]
+
+PINFSCTL = _find_program('pinfsctl')
+
+
+def ctl(*args, **kw):
+    return run([PINFSCTL] + list(args), **kw)
+
+
+def status_json(path):
+    res = ctl('status', '--json', path)
+    assert res.returncode == 0, describe(res)
+    assert res.stderr == '', describe(res)
+    return json.loads(res.stdout)
+
+
+def expected_transport(mnt):
+    """What serves the mount: the transport the run asked for, as the stats
+    counter names it."""
+    want = {'io_uring': 'io_uring', 'dev_fuse': '/dev/fuse'}.get(TRANSPORT)
+    got = mount_transport(mnt.dir)[0]
+    if want:
+        assert got == want, (got, want)
+    return got
+
+
+# ---- status ---------------------------------------------------------------
+
+def test_status_json_names_the_daemon_pool_transport_and_options(mnt):
+    s = status_json(mnt.dir)
+    assert s['daemon_pid'] == mnt.proc.pid
+    assert s['mountpoint'] == os.path.realpath(mnt.dir)
+    assert s['pool'] == os.path.realpath(mnt.pool)
+    assert s['transport'] == expected_transport(mnt)
+    assert s['options']['policy'] == 'fail'
+    assert s['options']['busy_errno'] == 'EBUSY'
+    assert s['options']['max_pinned'] == 1 << 30
+    assert s['options']['wait_timeout'] == 30
+    assert s['options']['pin_access'] == 'owner'
+    assert s['read_only'] is False
+    assert s['leases'] == 0 and s['holders'] == [] and s['holders_hidden'] == 0
+
+
+@pytest.mark.mount_options('policy=revoke', 'max_pinned=8m', 'lease_break_time=7')
+def test_status_shows_the_options_given_and_the_policy_set_later(mnt):
+    s = status_json(mnt.dir)
+    assert s['options']['policy'] == 'revoke'
+    assert s['options']['max_pinned'] == 8 << 20
+    assert s['options']['lease_break_time'] == 7
+    res = ctl('policy', mnt.dir, 'wait')
+    assert res.returncode == 0, describe(res)
+    assert status_json(mnt.dir)['options']['policy'] == 'wait'
+
+
+def test_status_uptime_grows(mnt):
+    first = status_json(mnt.dir)['uptime']
+    assert first >= 0
+    time.sleep(1.2)
+    second = status_json(mnt.dir)['uptime']
+    assert second >= first + 1.0, (first, second)
+
+
+def test_status_lists_holders_with_lease_counts(mnt, holders):
+    path = mnt.path('f')
+    write_file(path, b'x' * (64 << 10))
+    h = holders(path)
+    h.pin(0, 4096)
+    h.pin(8192, 8192)
+    s = status_json(mnt.dir)
+    assert s['leases'] == 2
+    mine = [x for x in s['holders'] if x['pid'] == h.pid]
+    assert len(mine) == 1, s['holders']
+    assert mine[0]['leases'] == 2 and mine[0]['revoked'] == 0
+    assert mine[0]['pinned'] == 4096 + 8192
+    assert mine[0]['command'] == 'pinhold'
+    assert mine[0]['uid'] == os.getuid()
+    # the text form: one row per holder under a header
+    res = ctl('status', mnt.dir)
+    assert res.returncode == 0, describe(res)
+    assert re.search(r'^daemon: +pid %d$' % mnt.proc.pid, res.stdout, re.M), res.stdout
+    assert re.search(r'^ +%d +%d +2 +0 +12K pinhold$' % (h.pid, os.getuid()), res.stdout,
+                     re.M), res.stdout
+
+
+def test_status_text_names_pid_pool_transport_and_options(mnt):
+    res = ctl('status', mnt.dir)
+    assert res.returncode == 0, describe(res)
+    out = res.stdout
+    assert re.search(r'^daemon: +pid %d$' % mnt.proc.pid, out, re.M), out
+    assert re.search(r'^pool: +%s \(' % re.escape(os.path.realpath(mnt.pool)), out, re.M), out
+    assert re.search(r'^transport: +%s$' % re.escape(expected_transport(mnt)), out, re.M), out
+    assert re.search(r'^options: +policy=fail,busy_errno=EBUSY,', out, re.M), out
+    assert re.search(r'^uptime: +\d+ s \(since ', out, re.M), out
+
+
+def test_status_of_a_file_of_the_mount_is_the_mount_status(mnt):
+    write_file(mnt.path('g'), b'y')
+    assert status_json(mnt.path('g'))['daemon_pid'] == mnt.proc.pid
+
+
+def test_status_outside_pinfs_fails_saying_so(scratch):
+    res = ctl('status', scratch)
+    assert res.returncode == 1, describe(res)
+    assert 'not a pinfs mount' in res.stderr, describe(res)
+
+
+@pytest.mark.mount_options('allow_other')
+def test_status_as_another_user_hides_other_users_holders(mnt, holders):
+    """A user sees the daemon, pool and options, and only a count of root's
+    holders, not their pids or commands."""
+    import subprocess
+    from pinfs_mount import user_runnable
+    from pinfs_util import as_user
+    path = mnt.path('f')
+    write_file(path, b'x' * 8192)
+    os.chmod(mnt.dir, 0o755)
+    h = holders(path)
+    h.pin(0, 4096)
+    exe = user_runnable(PINFSCTL)
+
+    def status():
+        res = subprocess.run([exe, 'status', '--json', mnt.dir], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, timeout=30)
+        return res.returncode, res.stdout, res.stderr
+
+    rc, out, err = as_user(status, uid=1000, gid=1000, timeout=30)
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s['daemon_pid'] == mnt.proc.pid
+    assert s['pool'] == os.path.realpath(mnt.pool)
+    assert s['holders'] == [] and s['holders_hidden'] == 1 and s['leases'] == 0, s
+    assert str(h.pid) not in out
+    # root sees it
+    assert [x['pid'] for x in status_json(mnt.dir)['holders']] == [h.pid]
+
+
+# ---- stats and events --json ----------------------------------------------
+
+def test_stats_json_mount_and_file_counters(mnt, holders):
+    path = mnt.path('f')
+    write_file(path, b'x' * 65536)
+    h = holders(path)
+    h.pin(0, 8192)
+    res = ctl('stats', '--json', mnt.dir)
+    assert res.returncode == 0, describe(res)
+    m = json.loads(res.stdout)
+    assert m['scope'] == 'mount' and m['path'] == mnt.dir
+    assert m['pins'] == 1 and m['pinned'] == 2
+    assert m['transport'] == expected_transport(mnt)
+    assert 'ring_requests' in m and 'severed' in m
+    res = ctl('stats', '--json', path)
+    assert res.returncode == 0, describe(res)
+    f = json.loads(res.stdout)
+    assert f['scope'] == 'file' and f['pins'] == 1 and f['pinned'] == 2
+    assert 'transport' not in f and 'ring_requests' not in f
+    # the text form carries the same numbers
+    text = ctl('stats', mnt.dir).stdout
+    assert re.search(r'^pinned: +2$', text, re.M), text
+
+
+def test_events_json_one_object_a_line(mnt, holders):
+    path = mnt.path('f')
+    write_file(path, b'x' * 65536)
+    h = holders(path)
+    lease = h.pin(4096, 8192)
+    h.unpin(lease)
+    res = ctl('events', '--json', '--count', '2', '--timeout', '10', mnt.dir)
+    assert res.returncode == 0, describe(res)
+    lines = res.stdout.splitlines()
+    assert len(lines) == 2, res.stdout
+    evs = [json.loads(line) for line in lines]
+    assert [e['type'] for e in evs] == ['pin', 'unpin']
+    ino = os.stat(path).st_ino
+    for e in evs:
+        assert e['lease'] == lease and e['pid'] == h.pid and e['command'] == 'pinhold'
+        assert e['ino'] == ino and e['offset'] == 4096 and e['length'] == 8192
+        assert e['err'] is None
+        assert e['policy'] == 'default'      # no policy decides a pin or an unpin
+        assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z', e['time'])
+    assert evs[1]['seq'] == evs[0]['seq'] + 1
