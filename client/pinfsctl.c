@@ -542,6 +542,19 @@ static int cmd_unpin(int argc, char **argv)
 		return EXIT_ERR;
 	rc = unpin(fd, id);
 	close(fd);
+	if (rc == -ENOENT) {
+		/* not the file's ENOENT: the file is there, the lease is not */
+		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": no such lease (ENOENT): it ended "
+				"already or never was; 'pinfsctl pins %s' lists the mount's\n",
+			argv[1], id, argv[1]);
+		return EXIT_ERR;
+	}
+	if (rc == -EPERM) {
+		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": lease %" PRIu64 " is another "
+				"process's: only its holder or root may end it (EPERM)\n",
+			argv[1], id, id);
+		return EXIT_ERR;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": %s\n", argv[1], id,
 			ioctl_strerror(-rc));

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -516,6 +517,26 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: %s\n", o.pool ? "no mount point given" : "no pool given");
 		usage_error();
 		goto out_args;
+	}
+
+	/* A mount point whose FUSE daemon died answers ENOTCONN (or, once the
+	 * kernel aborted the connection, ECONNABORTED) to everything until it
+	 * is unmounted; libfuse would only say "bad mount point". */
+	{
+		struct stat mst;
+		struct statfs msf;
+		int e = 0;
+		/* stat may answer from the attribute cache: statfs always asks */
+		if (stat(cl.mountpoint, &mst) < 0)
+			e = errno;
+		if (e != ENOTCONN && e != ECONNABORTED && statfs(cl.mountpoint, &msf) < 0)
+			e = errno;
+		if (e == ENOTCONN || e == ECONNABORTED) {
+			fprintf(stderr, "pinfs: %s: %s: the daemon that served it is gone; unmount "
+					"it first: fusermount3 -u %s\n",
+				cl.mountpoint, strerror(e), cl.mountpoint);
+			goto out_args;
+		}
 	}
 
 	/* Every option is checked here, before the pool is opened: a typo

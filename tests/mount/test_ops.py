@@ -1,6 +1,7 @@
 """Operations, as users of ndctl, PMDK and sshfs expect them: `pinfsctl
 status` (text and --json), --json for `pinfsctl stats` and `events`, and
 messages that say what is wrong (issue 17, item 7)."""
+import errno
 import json
 import os
 import re
@@ -191,3 +192,73 @@ def test_events_json_one_object_a_line(mnt, holders):
         assert e['policy'] == 'default'      # no policy decides a pin or an unpin
         assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z', e['time'])
     assert evs[1]['seq'] == evs[0]['seq'] + 1
+
+
+# ---- messages that say what is wrong --------------------------------------
+
+def test_unpin_of_an_unknown_lease_says_no_such_lease(mnt):
+    path = mnt.path('f')
+    write_file(path, b'x' * 4096)
+    res = ctl('unpin', path, '999')
+    assert res.returncode == 1, describe(res)
+    assert res.stdout == ''
+    assert res.stderr == ("pinfsctl: unpin %s 999: no such lease (ENOENT): it ended already or "
+                          "never was; 'pinfsctl pins %s' lists the mount's\n" % (path, path)), \
+        describe(res)
+    assert 'No such file or directory' not in res.stderr
+
+
+@pytest.mark.mount_options('max_pinned=8k', 'max_pins=3')
+def test_a_pin_over_max_pinned_names_the_limit(mnt):
+    path = mnt.path('f')
+    write_file(path, b'x' * 65536)
+    want = ("the pin would exceed the mount's pin limits: per process max_pins=3, "
+            "max_pinned=8K (pinfs -o; Cannot allocate memory)")
+    res = ctl('pin', '--hold', '1', path, '0', '16k')
+    assert res.returncode == 1, describe(res)
+    assert res.stderr == 'pinfsctl: pin %s [0, +16384): %s\n' % (path, want), describe(res)
+    res = run([_find_program('pinclient'), '--duration', '1', path, '0', '16k'])
+    assert res.returncode == 1, describe(res)
+    assert res.stderr == 'pinclient: pin %s [0, +16384): %s\n' % (path, want), describe(res)
+
+
+@pytest.mark.mount_options('max_pinned_per_user=4k')
+def test_a_pin_over_a_per_user_limit_names_it(mnt):
+    path = mnt.path('f')
+    write_file(path, b'x' * 65536)
+    res = ctl('pin', '--hold', '1', path, '0', '8k')
+    assert res.returncode == 1, describe(res)
+    assert ('per user max_pins_per_user=unlimited, max_pinned_per_user=4K'
+            in res.stderr), describe(res)
+
+
+def test_pinclient_outside_pinfs_says_not_a_pinfs_mount(scratch):
+    path = os.path.join(scratch, 'plain')
+    write_file(path, b'x' * 8192)
+    res = run([_find_program('pinclient'), '--duration', '1', path, '0', '4k'])
+    assert res.returncode == 1, describe(res)
+    assert res.stderr.startswith('pinclient: pin %s [0, +4096): not a pinfs mount' % path), \
+        describe(res)
+
+
+def test_mount_over_a_dead_mount_suggests_fusermount3_u(mnt, scratch):
+    import signal
+    from pinfs_mount import BIN, mkfs, mounted
+    os.kill(mnt.proc.pid, signal.SIGKILL)
+    mnt.proc.wait(timeout=30)
+    mnt.proc = None                  # the fixture clears the dead mount away
+    assert mounted(mnt.dir)
+    with pytest.raises(OSError) as e:
+        os.statvfs(mnt.dir)
+    # ENOTCONN, or ECONNABORTED once the kernel aborted the connection
+    assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED), e.value
+    pool2 = os.path.join(scratch, 'pool2')
+    mkfs(pool2)
+    res = run([BIN['pinfs'], '-f', pool2, mnt.dir])
+    assert res.returncode == 1, describe(res)
+    assert re.fullmatch(r'pinfs: %s: (%s|%s): the daemon that served it is gone; unmount '
+                        r'it first: fusermount3 -u %s\n'
+                        % (re.escape(mnt.dir), os.strerror(errno.ENOTCONN),
+                           os.strerror(errno.ECONNABORTED), re.escape(mnt.dir)),
+                        res.stderr), describe(res)
+    assert mounted(mnt.dir)          # nothing was mounted over it
