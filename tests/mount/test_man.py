@@ -29,6 +29,8 @@ PAGES = {
     'fsck.pinfs.8': 'fsck.pinfs',
     'pinfsctl.8': 'pinfsctl',
     'pinclient.1': 'pinclient',
+    # scripts/compare-policies as meson builds and installs it
+    'pinfs-compare-policies.1': 'pinfs-compare-policies',
     'pinfs.7': None,
     # section 3: the client library (no program; pinfs_map_unpin.3,
     # pinfs_map_ptr.3 and pinfs_client.3 are .so links, checked installed)

@@ -262,3 +262,66 @@ def test_mount_over_a_dead_mount_suggests_fusermount3_u(mnt, scratch):
                            os.strerror(errno.ECONNABORTED), re.escape(mnt.dir)),
                         res.stderr), describe(res)
     assert mounted(mnt.dir)          # nothing was mounted over it
+
+
+# ---- installed: the comparison as a program, bash completion ---------------
+
+@pytest.fixture(scope='module')
+def installed():
+    """`meson install` of the build into a temporary destdir: (destdir, bindir)."""
+    import shutil
+    import tempfile
+    from pinfs_mount import BUILD
+    dest = tempfile.mkdtemp(prefix='pinfs-ops-destdir-', dir='/dev/shm')
+    try:
+        res = run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--no-rebuild',
+                   '--quiet'], timeout=300)
+        assert res.returncode == 0, 'meson install: ' + describe(res)
+        bins = [root for root, _, files in os.walk(dest) if 'pinfsctl' in files]
+        assert len(bins) == 1, bins
+        yield dest, bins[0]
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def test_compare_policies_is_installed_as_a_program_with_help(installed):
+    dest, bindir = installed
+    prog = os.path.join(bindir, 'pinfs-compare-policies')
+    assert os.access(prog, os.X_OK), os.listdir(bindir)
+    env = {k: v for k, v in os.environ.items() if k != 'PINFS_BUILD'}
+    res = run([prog, '--help'], env=env)
+    assert res.returncode == 0, describe(res)
+    assert res.stdout.startswith('usage: pinfs-compare-policies '), res.stdout
+    for opt in ('--out', '--json', '--grace', '--policies', '--binaries'):
+        assert opt in res.stdout, res.stdout
+    res = run([prog, '--version'], env=env)
+    assert res.returncode == 0 and re.fullmatch(
+        r'pinfs-compare-policies \(pinfs\) \d+\.\d+\.\d+\n', res.stdout), describe(res)
+
+
+def test_installed_compare_policies_runs_the_installed_programs(installed):
+    """Not run from the tree and without PINFS_BUILD, it takes the programs
+    installed beside it, not a build directory."""
+    dest, bindir = installed
+    env = {k: v for k, v in os.environ.items() if k != 'PINFS_BUILD'}
+    res = run([os.path.join(bindir, 'pinfs-compare-policies'), '--binaries'], env=env,
+              cwd='/')
+    assert res.returncode == 0, describe(res)
+    found = dict(line.split(' ', 1) for line in res.stdout.splitlines())
+    assert sorted(found) == sorted(['pinfs', 'mkfs.pinfs', 'fsck.pinfs', 'pinclient',
+                                    'pinfsctl']), res.stdout
+    for name, path in found.items():
+        assert path == os.path.join(bindir, name), (name, path)
+
+
+def test_installed_compare_policies_has_a_man_page(installed):
+    dest, _ = installed
+    pages = [os.path.join(root, 'pinfs-compare-policies.1') for root, _, files in os.walk(dest)
+             if 'pinfs-compare-policies.1' in files]
+    assert len(pages) == 1 and pages[0].endswith('share/man/man1/pinfs-compare-policies.1'), \
+        pages
+    manpath = os.path.dirname(os.path.dirname(pages[0]))
+    env = dict(os.environ, MANWIDTH='80', MANPAGER='cat', PAGER='cat', LC_ALL='C.UTF-8')
+    res = run(['man', '--warnings', '-M', manpath, '1', 'pinfs-compare-policies'], env=env)
+    assert res.returncode == 0 and res.stderr == '', describe(res)
+    assert re.search(r'^NAME\n\s+pinfs-compare-policies\s+-\s', res.stdout, re.M), res.stdout
