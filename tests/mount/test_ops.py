@@ -277,7 +277,8 @@ def installed():
         res = run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--no-rebuild',
                    '--quiet'], timeout=300)
         assert res.returncode == 0, 'meson install: ' + describe(res)
-        bins = [root for root, _, files in os.walk(dest) if 'pinfsctl' in files]
+        bins = [root for root, _, files in os.walk(dest) if 'pinfsctl' in files
+                and root.endswith('/bin')]
         assert len(bins) == 1, bins
         yield dest, bins[0]
     finally:
@@ -325,3 +326,91 @@ def test_installed_compare_policies_has_a_man_page(installed):
     res = run(['man', '--warnings', '-M', manpath, '1', 'pinfs-compare-policies'], env=env)
     assert res.returncode == 0 and res.stderr == '', describe(res)
     assert re.search(r'^NAME\n\s+pinfs-compare-policies\s+-\s', res.stdout, re.M), res.stdout
+
+
+def _complete(script, func, words, cwd=None):
+    """Sources `script` in bash, fills COMP_WORDS/COMP_CWORD as bash would for
+    `words` (the last one is being completed) and calls `func`; COMPREPLY."""
+    import shlex
+    cmd = ('. %s || exit 9; COMP_WORDS=(%s); COMP_CWORD=%d; COMP_LINE=%s; COMP_POINT=${#COMP_LINE}; '
+           '%s; printf "%%s\\n" "${COMPREPLY[@]}"'
+           % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1,
+              shlex.quote(' '.join(words)), func))
+    res = run(['bash', '--norc', '--noprofile', '-c', cmd], cwd=cwd)
+    assert res.returncode == 0, describe(res)
+    assert res.stderr == '', describe(res)
+    return sorted(x for x in res.stdout.split('\n') if x)
+
+
+def _completion_file(installed):
+    dest, _ = installed
+    files = [os.path.join(root, 'pinfs') for root, _, names in os.walk(dest)
+             if root.endswith('share/bash-completion/completions') and 'pinfs' in names]
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_bash_completion_is_installed_for_every_program(installed):
+    d = os.path.dirname(_completion_file(installed))
+    for name in ('pinfs', 'pinfsctl', 'pinclient', 'mkfs.pinfs', 'fsck.pinfs'):
+        path = os.path.join(d, name)
+        assert os.path.isfile(path), path     # bash-completion loads it by this name
+        with open(path) as f:
+            assert 'complete -F _%s %s' % (name.replace('.', '_'), name) in f.read()
+
+
+def test_bash_completion_of_pinfsctl(installed, scratch):
+    f = _completion_file(installed)
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'st']) == ['stats', 'status']
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'p']) == ['pin', 'pins', 'policy']
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'policy', '/x', '']) == \
+        ['break', 'default', 'fail', 'revoke', 'wait']
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'status', '--']) == ['--json']
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'events', '--']) == \
+        ['--count', '--json', '--new', '--timeout']
+    # paths: status takes the mount point (directories only)
+    os.mkdir(os.path.join(scratch, 'mnt-a'))
+    write_file(os.path.join(scratch, 'mnt-file'), b'x')
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'status', 'mnt-'], cwd=scratch) == ['mnt-a']
+    assert _complete(f, '_pinfsctl', ['pinfsctl', 'stats', 'mnt-'], cwd=scratch) == \
+        ['mnt-a', 'mnt-file']
+
+
+def test_bash_completion_of_pinfs_mount_options(installed):
+    f = _completion_file(installed)
+    assert _complete(f, '_pinfs', ['pinfs', '-o', 'pol']) == ['policy=']
+    assert _complete(f, '_pinfs', ['pinfs', '-o', 'max_pins=4,policy=w']) == \
+        ['max_pins=4,policy=wait']
+    assert _complete(f, '_pinfs', ['pinfs', '-o', 'busy_errno=']) == \
+        ['busy_errno=EBUSY', 'busy_errno=ETXTBSY']
+    assert 'io_uring' in _complete(f, '_pinfs', ['pinfs', '-o', ''])
+
+
+@pytest.mark.parametrize('prog,func', [('pinfs', '_pinfs'), ('pinfsctl', '_pinfsctl'),
+                                       ('pinclient', '_pinclient'),
+                                       ('mkfs.pinfs', '_mkfs_pinfs'),
+                                       ('fsck.pinfs', '_fsck_pinfs')])
+def test_bash_completion_offers_every_option_of_help(installed, prog, func):
+    """What `PROG --help` lists (pinfs: its own -o options; pinfsctl: its
+    commands and each command's options) is what completion offers."""
+    f = _completion_file(installed)
+    text = run([_find_program(prog), '--help']).stdout
+    if prog == 'pinfs':
+        text = text[:re.search(r'^\s*-h\s+--help\b', text, re.M).start()]
+        want = set(re.findall(r'-o ([a-z_]+=?)', text))
+        got = set(_complete(f, func, [prog, '-o', '']))
+        assert want <= got, sorted(want - got)
+        return
+    if prog == 'pinfsctl':
+        cmds = re.findall(r'^  ([a-z]+) ', text, re.M)
+        assert sorted(cmds) == sorted(c for c in _complete(f, func, [prog, ''])
+                                      if not c.startswith('-')), cmds
+        for cmd in cmds:
+            line = re.search(r'^  %s (.*)$' % cmd, text, re.M).group(1)
+            want = set(re.findall(r'(--[a-z][a-z-]*)', line.split('  ')[0]))
+            got = set(_complete(f, func, [prog, cmd, '--']))
+            assert want <= got, (cmd, sorted(want - got))
+        return
+    want = set(re.findall(r'(?<![\w-])(--[a-z][a-z-]*)', text))
+    got = set(_complete(f, func, [prog, '-']))
+    assert want <= got, sorted(want - got)
