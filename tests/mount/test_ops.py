@@ -414,3 +414,56 @@ def test_bash_completion_offers_every_option_of_help(installed, prog, func):
     want = set(re.findall(r'(?<![\w-])(--[a-z][a-z-]*)', text))
     got = set(_complete(f, func, [prog, '-']))
     assert want <= got, sorted(want - got)
+
+
+# ---- pinfs(8): the systemd mount unit -------------------------------------
+
+def _pinfs8_rendered():
+    from pinfs_mount import REPO
+    env = dict(os.environ, MANWIDTH='250', MANPAGER='cat', PAGER='cat', LC_ALL='C.UTF-8')
+    res = run(['man', '-l', os.path.join(REPO, 'man', 'pinfs.8')], env=env)
+    assert res.returncode == 0, describe(res)
+    return res.stdout
+
+
+def test_pinfs8_systemd_mount_unit_is_valid_and_its_options_mount(scratch, mountpoint):
+    from pinfs_mount import PinfsMount, mkfs
+    import shutil
+    page = _pinfs8_rendered()
+    m = re.search(r'^ *(\[Unit\]\n.*?WantedBy=\S+)\n', page, re.M | re.S)
+    assert m, 'pinfs(8) has no systemd mount unit'
+    unit = '\n'.join(line.strip() for line in m.group(1).splitlines()) + '\n'
+    name = re.search(r'as\s+/etc/systemd/system/(\S+\.mount)', page).group(1)
+    keys = dict(re.findall(r'^(\w+)=(.*)$', unit, re.M))
+    assert keys['Type'] == 'fuse.pinfs'
+    # systemd requires a mount unit to be named after its Where= path
+    if shutil.which('systemd-escape'):
+        esc = run(['systemd-escape', '--path', '--suffix=mount', keys['Where']])
+        assert esc.stdout.strip() == name, (esc.stdout, name)
+    if shutil.which('systemd-analyze'):
+        d = os.path.join(scratch, 'units')
+        os.mkdir(d)
+        with open(os.path.join(d, name), 'w') as f:
+            f.write(unit)
+        res = run(['systemd-analyze', 'verify', os.path.join(d, name)])
+        assert res.returncode == 0, describe(res)
+    # the fstab line says the same
+    fstab = re.search(r'^ *(%s +%s +fuse\.pinfs +(\S+) +0 +0)$'
+                      % (re.escape(keys['What']), re.escape(keys['Where'])), page, re.M)
+    assert fstab, 'no fstab line for the unit in pinfs(8)'
+    assert fstab.group(2).startswith(keys['Options'] + ','), fstab.group(2)
+    # what systemd runs (mount -t fuse.pinfs What Where -o Options) mounts
+    opts = [o for o in keys['Options'].split(',') if not o.startswith('logfile=')]
+    pool = os.path.join(scratch, 'pool')
+    mkfs(pool)
+    mnt = PinfsMount(pool, mountpoint, scratch, opts)
+    mnt.start()
+    try:
+        s = status_json(mountpoint)
+        assert s['daemon_pid'] == mnt.proc.pid
+        for o in opts:
+            k, _, v = o.partition('=')
+            assert str(s['options'][k]) == (v or 'True'), (k, s['options'])
+    finally:
+        problems = mnt.stop()
+    assert not problems, problems
