@@ -591,7 +591,8 @@ int main(int argc, char **argv)
 	}
 	/* the kernel checks permissions against the attributes we report */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
-	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", o.pool);
+	/* the pool's real path: what fsck.pinfs looks for in mountinfo */
+	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", g_ffs.pool_path);
 	fuse_opt_add_arg(&args, fsname);
 
 	/* The session checks libfuse's options (an unknown -o among them);
