@@ -630,6 +630,9 @@ static int do_status(struct ffs *f, uint32_t uid, const struct pinfs_status *in,
 {
 	struct lease_table *t = lease_mgr_table(f->lm);
 	uint32_t pids[PM_PINHOLDERS_MAX];
+	/* one record per holder, its uid from /proc until a lease says */
+	struct pinfs_status_holder h[PM_PINHOLDERS_MAX];
+	bool uid_known[PM_PINHOLDERS_MAX];
 	struct lease l[64];
 	struct timespec now;
 	size_t nh, total, first = 0, i, k;
@@ -663,9 +666,6 @@ static int do_status(struct ffs *f, uint32_t uid, const struct pinfs_status *in,
 	nh = lease_mgr_holder_list(f->lm, pids, PM_PINHOLDERS_MAX);
 	if (nh > PM_PINHOLDERS_MAX)
 		nh = PM_PINHOLDERS_MAX;
-	/* one record per holder, its uid from /proc until a lease says */
-	struct pinfs_status_holder h[PM_PINHOLDERS_MAX];
-	bool uid_known[PM_PINHOLDERS_MAX];
 	memset(h, 0, sizeof(h));
 	for (k = 0; k < nh; k++) {
 		h[k].pid = pids[k];
