@@ -584,6 +584,10 @@ int main(int argc, char **argv)
 			const char *v = !strcmp(args.argv[i], "-o") && i + 1 < args.argc
 						? args.argv[++i]
 						: !strncmp(args.argv[i], "-o", 2) ? args.argv[i] + 2 : NULL;
+			/* libfuse's own default (subtype= from the program name)
+			 * is no option the user gave */
+			if (v && !strncmp(v, "subtype=", 8))
+				continue;
 			if (v && k < sizeof(fo))
 				k += (size_t)snprintf(fo + k, sizeof(fo) - k, "%s%s", k ? "," : "", v);
 		}

@@ -53,6 +53,7 @@ def test_status_json_names_the_daemon_pool_transport_and_options(mnt):
     assert s['options']['pin_access'] == 'owner'
     assert s['read_only'] is False
     assert s['leases'] == 0 and s['holders'] == [] and s['holders_hidden'] == 0
+    assert 'subtype' not in s['options']          # libfuse's default, not an option given
 
 
 @pytest.mark.mount_options('policy=revoke', 'max_pinned=8m', 'lease_break_time=7')
