@@ -455,6 +455,74 @@ static const char *group_name(gid_t gid, char *buf, size_t size)
 	return buf;
 }
 
+/* A byte count as "8K", "1G" when it is a whole number of such units,
+ * else in bytes. */
+static void size_name(uint64_t v, char *out, size_t size)
+{
+	static const char units[] = "KMGTPE";
+	int u = -1;
+
+	while (v && !(v & 1023) && u < 5) {
+		v >>= 10;
+		u++;
+	}
+	if (u < 0)
+		snprintf(out, size, "%llu", (unsigned long long)v);
+	else
+		snprintf(out, size, "%llu%c", (unsigned long long)v, units[u]);
+}
+
+/* The value of option @name in @opts ("a=1,b=2"), as a number; 0 if
+ * absent. */
+static uint64_t option_value(const char *opts, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = opts; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (!strncmp(p, name, n) && p[n] == '=')
+			return strtoull(p + n + 1, NULL, 10);
+	return 0;
+}
+
+/* ENOMEM from PINFS_IOC_PIN: the mount's limits, named with their values
+ * (PINFS_IOC_STATUS); the bare limit names from a daemon without it. */
+static void limits_strerror(int fd, char *buf, size_t size)
+{
+	struct pinfs_status *st = calloc(1, sizeof(*st));
+	uint64_t pins, bytes, upins, ubytes;
+	char b[32], ub[32], up[32];
+	int k;
+
+	if (!st || ioctl(fd, PINFS_IOC_STATUS, st) < 0) {
+		snprintf(buf, size, "the pin would exceed the mount's pin limits (pinfs -o max_pins=N, "
+				    "-o max_pinned=SIZE per process, -o max_pins_per_user, "
+				    "-o max_pinned_per_user) (%s)", strerror(ENOMEM));
+		free(st);
+		return;
+	}
+	st->options[sizeof(st->options) - 1] = '\0';
+	pins = option_value(st->options, "max_pins");
+	bytes = option_value(st->options, "max_pinned");
+	upins = option_value(st->options, "max_pins_per_user");
+	ubytes = option_value(st->options, "max_pinned_per_user");
+	free(st);
+	size_name(bytes, b, sizeof(b));
+	size_name(ubytes, ub, sizeof(ub));
+	snprintf(up, sizeof(up), "%llu", (unsigned long long)upins);
+	k = snprintf(buf, size, "the pin would exceed the mount's pin limits: per process "
+				"max_pins=%llu, max_pinned=%s%s",
+		     (unsigned long long)pins, bytes ? b : "unlimited",
+		     upins || ubytes ? "; per user " : "");
+	if (k < 0 || (size_t)k >= size)
+		return;
+	if (upins || ubytes)
+		k += snprintf(buf + k, size - (size_t)k, "max_pins_per_user=%s, max_pinned_per_user=%s",
+			      upins ? up : "unlimited", ubytes ? ub : "unlimited");
+	if (k < 0 || (size_t)k >= size)
+		return;
+	snprintf(buf + k, size - (size_t)k, " (pinfs -o; %s)", strerror(ENOMEM));
+}
+
 const char *pinfs_pin_strerror(int fd, int err, char *buf, size_t size)
 {
 	char path[4096], u[64], g[64];
@@ -463,6 +531,20 @@ const char *pinfs_pin_strerror(int fd, int err, char *buf, size_t size)
 
 	if (err < 0)
 		err = -err;
+	if (err == ENOMEM) {
+		limits_strerror(fd, buf, size);
+		return buf;
+	}
+	if (err == ENOTTY) {
+		/* every file of a pinfs mount has the pool xattr */
+		if (fgetxattr(fd, PINFS_XATTR_POOL, path, sizeof(path) - 1) < 0)
+			snprintf(buf, size, "not a pinfs mount: the file is on no pinfs file system (%s)",
+				 strerror(err));
+		else
+			snprintf(buf, size, "the pinfs daemon does not serve this ioctl (%s)",
+				 strerror(err));
+		return buf;
+	}
 	if (err == EACCES) {
 		snprintf(buf, size, "you may not pin this file: a pin needs the file's owner or "
 				    "CAP_LEASE (or write access to it, if pinfs runs with "

@@ -81,17 +81,23 @@ static void usage(FILE *f)
 		"                           its root, else of the file; POLICY is one of\n"
 		"                           fail, revoke, wait, break, refuse_longterm,\n"
 		"                           default (files only)\n"
-		"  stats PATH               counters of the file, or of the mount for a directory\n"
+		"  stats [--json] PATH      counters of the file, or of the mount for a directory\n"
+		"                           (--json: one object {\"scope\", \"path\", NAME: N, ...})\n"
 		"  stats --ops PATH         requests the kernel sent the daemon of PATH's mount\n"
 		"                           since it mounted, per FUSE opcode\n"
 		"  scrub PATH               verify the checksums of every clean block of the file,\n"
 		"                           or of every file for a directory (mkfs --checksums);\n"
 		"                           exit 1 if a block is bad\n"
-		"  events [--count N] [--timeout SECONDS] [--new] MOUNTPOINT\n"
+		"  events [--json] [--count N] [--timeout SECONDS] [--new] MOUNTPOINT\n"
 		"                           print lease events as they happen (starting with those\n"
 		"                           the daemon still remembers, unless --new); stop after N;\n"
 		"                           give up after SECONDS: exit 1 if N events had not come\n"
-		"                           (0 without --count)\n"
+		"                           (0 without --count); --json: one JSON object a line\n"
+		"  status [--json] MOUNTPOINT\n"
+		"                           the daemon serving the mount: its pid, the pool, the\n"
+		"                           options in effect, the transport, the uptime and the\n"
+		"                           processes holding pins (root sees all; a user sees\n"
+		"                           their own, and how many of other users' there are)\n"
 		"  --help, --version        print this help, or the version, and exit\n"
 		"Sizes take a k/m/g/t suffix (powers of 1024).\n"
 		"Exit status: 0 success, 1 failure (or events --timeout before N events), 2 usage\n"
@@ -547,6 +553,19 @@ static int cmd_unpin(int argc, char **argv)
 		return EXIT_ERR;
 	rc = unpin(fd, id);
 	close(fd);
+	if (rc == -ENOENT) {
+		/* not the file's ENOENT: the file is there, the lease is not */
+		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": no such lease (ENOENT): it ended "
+				"already or never was; 'pinfsctl pins %s' lists the mount's\n",
+			argv[1], id, argv[1]);
+		return EXIT_ERR;
+	}
+	if (rc == -EPERM) {
+		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": lease %" PRIu64 " is another "
+				"process's: only its holder or root may end it (EPERM)\n",
+			argv[1], id, id);
+		return EXIT_ERR;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "pinfsctl: unpin %s %" PRIu64 ": %s\n", argv[1], id,
 			ioctl_strerror(-rc));
@@ -1043,31 +1062,50 @@ static int cmd_stats(int argc, char **argv)
 		C("ring_requests", ring_requests),
 #undef C
 	};
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct pinfs_stats s;
 	const struct pinfs_counters *c;
+	const char *path, *transport;
+	bool json = false;
 	struct stat st;
-	int fd, rc;
+	int fd, rc, opt;
 
 	if (argc == 3 && !strcmp(argv[1], "--ops"))
 		return cmd_stats_ops(argv[2]);
-	if (argc != 2)
-		return usage_operands("stats", argc - 1, 1, "PATH");
-	fd = open_path("stats", argv[1], O_RDONLY | O_NONBLOCK);
+	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'j': json = true; break;
+		default: return usage_bad_option("stats", argv);
+		}
+	}
+	if (argc - optind != 1)
+		return usage_operands("stats", argc - optind, 1, "PATH");
+	path = argv[optind];
+	fd = open_path("stats", path, O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return EXIT_ERR;
 	if (fstat(fd, &st) < 0) {
-		fprintf(stderr, "pinfsctl: stats: %s: %s\n", argv[1], strerror(errno));
+		fprintf(stderr, "pinfsctl: stats: %s: %s\n", path, strerror(errno));
 		close(fd);
 		return EXIT_ERR;
 	}
 	memset(&s, 0, sizeof(s));
-	rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_STATS, &s);
+	rc = ctl_ioctl(path, &fd, PINFS_IOC_STATS, &s);
 	close(fd);
 	if (rc < 0) {
-		fprintf(stderr, "pinfsctl: stats %s: %s\n", argv[1], ioctl_strerror(-rc));
+		fprintf(stderr, "pinfsctl: stats %s: %s\n", path, ioctl_strerror(-rc));
 		return EXIT_ERR;
 	}
 	c = S_ISDIR(st.st_mode) ? &s.mount : &s.file;
+	transport = c->transport == PINFS_TRANSPORT_IO_URING ? "io_uring"
+		    : c->transport == PINFS_TRANSPORT_DEV_FUSE ? "/dev/fuse" : "unknown";
+	if (json) {
+		printf("{\"scope\": \"%s\", \"path\": ", S_ISDIR(st.st_mode) ? "mount" : "file");
+		json_string(path);
+	}
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		/* counted for the mount only */
 		if (!S_ISDIR(st.st_mode) &&
@@ -1077,23 +1115,48 @@ static int cmd_stats(int argc, char **argv)
 		     counters[i].off == offsetof(struct pinfs_counters, parked) ||
 		     counters[i].off == offsetof(struct pinfs_counters, ring_requests)))
 			continue;
-		printf("%-20s%12" PRIu64 "\n", counters[i].name,
-		       *(const uint64_t *)((const char *)c + counters[i].off));
+		if (json)
+			printf(", \"%.*s\": %" PRIu64, (int)strlen(counters[i].name) - 1,
+			       counters[i].name,
+			       *(const uint64_t *)((const char *)c + counters[i].off));
+		else
+			printf("%-20s%12" PRIu64 "\n", counters[i].name,
+			       *(const uint64_t *)((const char *)c + counters[i].off));
 	}
 	/* pins beside ordinary references (Kara's pin counting): an open
 	 * file or a plain mapping never holds truncate back, a pin does */
-	printf("%-20s%12" PRIu64 "\n", "long_pins:", c->pins - c->short_pins);
-	printf("%-20s%12" PRIu64 "\n", "short_pins:", c->short_pins);
-	printf("%-20s%12" PRIu64 "\n", "open_handles:", c->open_handles);
-	printf("%-20s%12" PRIu64 "\n", S_ISDIR(st.st_mode) ? "mapped_files:" : "mapped:",
-	       c->mapped_files);
-	printf("%-20s%12" PRIu64 "\n", "short_expired:", c->short_pins_expired);
-	printf("%-20s%12" PRIu64 "\n", "longterm_refused:", c->longterm_refused);
+	{
+		const struct {
+			const char *name;
+			uint64_t v;
+		} refs[] = {
+			{ "long_pins", c->pins - c->short_pins },
+			{ "short_pins", c->short_pins },
+			{ "open_handles", c->open_handles },
+			{ S_ISDIR(st.st_mode) ? "mapped_files" : "mapped", c->mapped_files },
+			{ "short_expired", c->short_pins_expired },
+			{ "longterm_refused", c->longterm_refused },
+		};
+		for (size_t k = 0; k < sizeof(refs) / sizeof(refs[0]); k++) {
+			if (json)
+				printf(", \"%s\": %" PRIu64, refs[k].name, refs[k].v);
+			else {
+				char label[32];
+
+				snprintf(label, sizeof(label), "%s:", refs[k].name);
+				printf("%-20s%12" PRIu64 "\n", label, refs[k].v);
+			}
+		}
+	}
 	/* mount only; 0 from a daemon older than the field: nothing said */
-	if (S_ISDIR(st.st_mode) && c->transport)
-		printf("%-20s%12s\n", "transport:",
-		       c->transport == PINFS_TRANSPORT_IO_URING ? "io_uring"
-		       : c->transport == PINFS_TRANSPORT_DEV_FUSE ? "/dev/fuse" : "unknown");
+	if (S_ISDIR(st.st_mode) && c->transport) {
+		if (json)
+			printf(", \"transport\": \"%s\"", transport);
+		else
+			printf("%-20s%12s\n", "transport:", transport);
+	}
+	if (json)
+		printf("}\n");
 	return EXIT_OK;
 }
 
@@ -1192,15 +1255,56 @@ static void event_print(const struct pinfs_event *e)
 	printf(" policy=%s\n", policy_name(e->policy));
 }
 
+/* One JSON object on one line: {"time", "time_ns", "seq", "type", "lease",
+ * "pid", "command", "ino", "offset", "length" (an exit: "leases" instead),
+ * "err" (the errno's name, or null), "policy"}. */
+static void event_print_json(const struct pinfs_event *e)
+{
+	time_t sec = (time_t)(e->time_ns / 1000000000ull);
+	const char *type = event_name(e->type), *errname;
+	char when[64], comm[17];
+	struct tm tm;
+
+	gmtime_r(&sec, &tm);
+	strftime(when, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%06uZ",
+		 (unsigned)(e->time_ns % 1000000000ull / 1000));
+	printf("{\"time\": \"%s\", \"time_ns\": %" PRIu64 ", \"seq\": %" PRIu64 ", \"type\": ",
+	       when, e->time_ns, e->seq);
+	if (type)
+		printf("\"%s\"", type);
+	else
+		printf("\"type:%u\"", e->type);
+	memcpy(comm, e->comm, 16);
+	comm[16] = '\0';
+	printf(", \"lease\": %" PRIu64 ", \"pid\": %u, \"command\": ", e->lease_id, e->holder_pid);
+	json_string(comm);
+	printf(", \"ino\": %" PRIu64, e->ino);
+	if (e->type == PINFS_EV_EXIT)
+		printf(", \"leases\": %" PRIu64, e->nleases);
+	else
+		printf(", \"offset\": %" PRIu64 ", \"length\": %" PRIu64, e->offset, e->length);
+	errname = e->err ? strerrorname_np(e->err < 0 ? -e->err : e->err) : NULL;
+	if (errname)
+		printf(", \"err\": \"%s\"", errname);
+	else if (e->err)
+		printf(", \"err\": %d", e->err);
+	else
+		printf(", \"err\": null");
+	printf(", \"policy\": \"%s\"}\n", policy_name(e->policy));
+}
+
 static int cmd_events(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "new", no_argument, NULL, 'N' },
+		{ "json", no_argument, NULL, 'j' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pinfs_events *ev = calloc(1, sizeof(*ev));
+	bool json = false;
 	uint64_t count = 0, printed = 0, after = 0, lost = 0;
 	double timeout = -1; /* seconds; negative: none */
 	struct timespec t0;
@@ -1235,6 +1339,7 @@ static int cmd_events(int argc, char **argv)
 			}
 			break;
 		case 'N': skip_history = true; break;
+		case 'j': json = true; break;
 		default: free(ev); return usage_bad_option("events", argv);
 		}
 	}
@@ -1309,7 +1414,10 @@ static int cmd_events(int argc, char **argv)
 			lost = ev->lost;
 		}
 		for (uint32_t i = 0; i < ev->n; i++) {
-			event_print(&ev->ev[i]);
+			if (json)
+				event_print_json(&ev->ev[i]);
+			else
+				event_print(&ev->ev[i]);
 			fflush(stdout);
 			if (count && ++printed == count) {
 				status = EXIT_OK;
@@ -1326,6 +1434,173 @@ out:
 	return status;
 }
 
+/* ---- status ------------------------------------------------------------- */
+
+/* Is @s a JSON number as written (digits, one dot, no sign or exponent)? */
+static bool json_numeric(const char *s, size_t n)
+{
+	size_t dots = 0;
+
+	if (!n || s[0] == '.' || s[n - 1] == '.' || (n > 1 && s[0] == '0' && s[1] != '.'))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '.')
+			dots++;
+		else if (s[i] < '0' || s[i] > '9')
+			return false;
+	}
+	return dots <= 1;
+}
+
+/* "a=1,b=x,c" as {"a": 1, "b": "x", "c": true} */
+static void json_options(const char *opts)
+{
+	const char *p = opts;
+	bool first = true;
+
+	putchar('{');
+	while (*p) {
+		size_t len = strcspn(p, ","), klen = strcspn(p, "=,");
+		char *k = strndup(p, klen), *v = NULL;
+
+		if (klen < len)
+			v = strndup(p + klen + 1, len - klen - 1);
+		if (k && *k) {
+			printf("%s", first ? "" : ", ");
+			json_string(k);
+			printf(": ");
+			if (!v)
+				printf("true");
+			else if (json_numeric(v, strlen(v)))
+				printf("%s", v);
+			else
+				json_string(v);
+			first = false;
+		}
+		free(k);
+		free(v);
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	putchar('}');
+}
+
+static const char *transport_name(uint32_t t)
+{
+	return t == PINFS_TRANSPORT_IO_URING ? "io_uring"
+	       : t == PINFS_TRANSPORT_DEV_FUSE ? "/dev/fuse" : "unknown";
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pinfs_status *st = calloc(1, sizeof(*st));
+	char mp[PATH_MAX], since[64], comm[17], size[32];
+	const char *path;
+	bool json = false;
+	time_t sec;
+	struct tm tm;
+	int fd, rc, opt;
+
+	if (!st) {
+		fprintf(stderr, "pinfsctl: status: out of memory\n");
+		return EXIT_ERR;
+	}
+	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'j': json = true; break;
+		default: free(st); return usage_bad_option("status", argv);
+		}
+	}
+	if (argc - optind != 1) {
+		free(st);
+		return usage_operands("status", argc - optind, 1, "MOUNTPOINT");
+	}
+	path = argv[optind];
+	fd = open_path("status", path, O_RDONLY | O_NONBLOCK);
+	if (fd < 0) {
+		free(st);
+		return EXIT_ERR;
+	}
+	rc = ctl_ioctl(path, &fd, PINFS_IOC_STATUS, st);
+	close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "pinfsctl: status %s: %s\n", path, ioctl_strerror(-rc));
+		free(st);
+		return EXIT_ERR;
+	}
+	if (mount_root(path, mp, sizeof(mp)) < 0)
+		snprintf(mp, sizeof(mp), "%s", path);
+	st->pool[sizeof(st->pool) - 1] = '\0';
+	st->options[sizeof(st->options) - 1] = '\0';
+	if (st->nholders > PINFS_STATUS_HOLDERS_MAX)
+		st->nholders = PINFS_STATUS_HOLDERS_MAX;
+	sec = (time_t)(st->start_time_ns / 1000000000ull);
+	if (json) {
+		gmtime_r(&sec, &tm);
+		strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("{\"mountpoint\": ");
+		json_string(mp);
+		printf(", \"daemon_pid\": %u, \"pool\": ", st->daemon_pid);
+		json_string(st->pool);
+		printf(", \"pmem\": %s, \"read_only\": %s, \"transport\": \"%s\"",
+		       (st->flags & PINFS_STATUS_PMEM) ? "true" : "false",
+		       (st->flags & PINFS_STATUS_READONLY) ? "true" : "false",
+		       transport_name(st->transport));
+		printf(", \"started\": \"%s\", \"uptime\": %.3f, \"options\": ", since,
+		       (double)st->uptime_ns / 1e9);
+		json_options(st->options);
+		printf(", \"leases\": %" PRIu64 ", \"holders\": [", st->leases);
+		for (uint32_t i = 0; i < st->nholders; i++) {
+			const struct pinfs_status_holder *h = &st->holders[i];
+			memcpy(comm, h->comm, 16);
+			comm[16] = '\0';
+			printf("%s{\"pid\": %u, \"uid\": %u, \"command\": ", i ? ", " : "", h->pid,
+			       h->uid);
+			json_string(comm);
+			printf(", \"leases\": %u, \"revoked\": %u, \"pinned\": %" PRIu64 "}",
+			       h->leases, h->revoked, h->pinned_bytes);
+		}
+		printf("], \"holders_total\": %u, \"holders_hidden\": %u}\n", st->holders_total,
+		       st->holders_hidden);
+		free(st);
+		return EXIT_OK;
+	}
+	localtime_r(&sec, &tm);
+	strftime(since, sizeof(since), "%Y-%m-%d %H:%M:%S", &tm);
+	printf("mountpoint: %s\n", mp);
+	printf("daemon:     pid %u\n", st->daemon_pid);
+	printf("pool:       %s (%s%s)\n", st->pool,
+	       (st->flags & PINFS_STATUS_PMEM) ? "persistent memory" : "not persistent memory",
+	       (st->flags & PINFS_STATUS_READONLY) ? ", corrupt: read-only" : "");
+	printf("transport:  %s\n", transport_name(st->transport));
+	printf("uptime:     %.0f s (since %s)\n", (double)st->uptime_ns / 1e9, since);
+	printf("options:    %s\n", st->options);
+	printf("leases:     %" PRIu64 "\n", st->leases);
+	printf("holders:    %u", st->holders_total);
+	if (st->holders_hidden)
+		printf(" (and %u of other users, not shown)", st->holders_hidden);
+	putchar('\n');
+	if (st->nholders)
+		printf("%8s %6s %6s %7s %6s %s\n", "PID", "UID", "LEASES", "REVOKED", "PINNED",
+		       "COMMAND");
+	for (uint32_t i = 0; i < st->nholders; i++) {
+		const struct pinfs_status_holder *h = &st->holders[i];
+		memcpy(comm, h->comm, 16);
+		comm[16] = '\0';
+		human_size(h->pinned_bytes, size, sizeof(size));
+		printf("%8u %6u %6u %7u %6s ", h->pid, h->uid, h->leases, h->revoked, size);
+		print_comm(h->comm);
+		putchar('\n');
+	}
+	free(st);
+	return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -1334,7 +1609,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "pin", cmd_pin },	  { "unpin", cmd_unpin },   { "pins", cmd_pins },
 		{ "policy", cmd_policy }, { "stats", cmd_stats },   { "events", cmd_events },
-		{ "scrub", cmd_scrub },
+		{ "scrub", cmd_scrub },	  { "status", cmd_status },
 	};
 
 	opterr = 0; /* our messages, in our format */

@@ -60,6 +60,11 @@ struct ffs {
 	/* the event channel (fusefs/evchan.c), NULL if it could not start; set
 	 * by ffs_leases_start(), gone after ffs_leases_stop() */
 	struct ffs_evchan *evchan;
+	/* PINFS_IOC_STATUS: set once by main() before the loop starts, only
+	 * read after that, so no lock. The options in effect but the mount
+	 * policy (which PINFS_IOC_SET_POLICY changes: read at each ioctl). */
+	char options[2048];
+	uint64_t start_mono_ns, start_real_ns; /* when the mount came up */
 };
 
 /* -o max_parked default: requests of one user parked at once (lease/policy.c) */

@@ -746,6 +746,114 @@ static int do_scrub(struct ffs *f, struct ffs_file *file, const struct pinfs_scr
 	return 0;
 }
 
+/* The real uid of process @pid (the owner of /proc/PID/status), or @dflt. */
+static uint32_t proc_uid(uint32_t pid, uint32_t dflt)
+{
+	char path[64], line[256];
+	unsigned ruid;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%u/status", pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return dflt;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "Uid: %u", &ruid) == 1) {
+			dflt = ruid;
+			break;
+		}
+	fclose(fp);
+	return dflt;
+}
+
+/*
+ * PINFS_IOC_STATUS: who serves the mount, how, since when, and who holds
+ * pins. Every holder is listed for root; for another user only their own
+ * (the uid that pinned, or the process's real uid for a holder with no
+ * lease left), the others counted in holders_hidden. Takes the lease table
+ * lock per lease_list() call only: a holder that comes or goes meanwhile
+ * may be missed or listed without leases, as /proc readers expect.
+ */
+static int do_status(struct ffs *f, uint32_t uid, const struct pinfs_status *in,
+		     struct pinfs_status *out)
+{
+	struct lease_table *t = lease_mgr_table(f->lm);
+	uint32_t pids[PM_PINHOLDERS_MAX];
+	/* one record per holder, its uid from /proc until a lease says */
+	struct pinfs_status_holder h[PM_PINHOLDERS_MAX];
+	bool uid_known[PM_PINHOLDERS_MAX];
+	struct lease l[64];
+	struct timespec now;
+	size_t nh, total, first = 0, i, k;
+	uint64_t mono;
+	int n;
+
+	for (i = 0; i < sizeof(in->reserved) / sizeof(in->reserved[0]); i++)
+		if (in->reserved[i])
+			return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	mono = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+	out->daemon_pid = (uint32_t)getpid();
+	out->transport = ffs_uring_transport();
+	out->start_time_ns = f->start_real_ns;
+	out->uptime_ns = mono > f->start_mono_ns ? mono - f->start_mono_ns : 0;
+	if (f->pool->is_pmem)
+		out->flags |= PINFS_STATUS_PMEM;
+	if (pm_fs_errors(f->fs))
+		out->flags |= PINFS_STATUS_READONLY;
+	snprintf(out->pool, sizeof(out->pool), "%s", f->pool_path);
+	n = snprintf(out->options, sizeof(out->options), "policy=%s,",
+		     lease_policy_name(lease_mgr_policy(f->lm)));
+	/* the rest as much as fits (main.c keeps it far shorter) */
+	i = strnlen(f->options, sizeof(f->options));
+	if (i > sizeof(out->options) - 1 - (size_t)n)
+		i = sizeof(out->options) - 1 - (size_t)n;
+	memcpy(out->options + n, f->options, i);
+	out->options[n + i] = '\0';
+
+	nh = lease_mgr_holder_list(f->lm, pids, PM_PINHOLDERS_MAX);
+	if (nh > PM_PINHOLDERS_MAX)
+		nh = PM_PINHOLDERS_MAX;
+	memset(h, 0, sizeof(h));
+	for (k = 0; k < nh; k++) {
+		h[k].pid = pids[k];
+		uid_known[k] = false;
+	}
+	do {
+		total = lease_list(t, 0, first, l, 64);
+		for (i = 0; i < 64 && first + i < total; i++) {
+			if (uid == 0 || l[i].uid == uid)
+				out->leases++;
+			for (k = 0; k < nh && h[k].pid != l[i].holder; k++)
+				;
+			if (k == nh)
+				continue; /* an orphan, or a holder that came meanwhile */
+			h[k].uid = l[i].uid;
+			uid_known[k] = true;
+			h[k].leases++;
+			if (l[i].state != PINFS_LEASE_ACTIVE && l[i].state != PINFS_LEASE_BREAKING)
+				h[k].revoked++;
+			h[k].pinned_bytes += l[i].nblocks << 12;
+		}
+		first += 64;
+	} while (first < total);
+	for (k = 0; k < nh; k++) {
+		if (!uid_known[k])
+			h[k].uid = proc_uid(h[k].pid, UINT32_MAX);
+		if (uid != 0 && h[k].uid != uid) {
+			out->holders_hidden++;
+			continue;
+		}
+		out->holders_total++;
+		if (out->nholders < PINFS_STATUS_HOLDERS_MAX) {
+			lease_mgr_comm(f->lm, h[k].pid, h[k].comm);
+			out->holders[out->nholders++] = h[k];
+		}
+	}
+	return 0;
+}
+
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	       struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
 	       size_t out_bufsz)
@@ -765,6 +873,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		struct pinfs_pin_ex pin_ex;
 		struct pinfs_lease_query lease;
 		struct pinfs_list_ex list_ex;
+		struct pinfs_status status;
 	} *out = NULL;
 	size_t in_need = 0, out_len = 0;
 	struct attr_sig before, after;
@@ -801,6 +910,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_PIN_EX: in_need = sizeof(struct pinfs_pin_ex); out_len = in_need; break;
 	case PINFS_IOC_LEASE: in_need = sizeof(struct pinfs_lease_query); out_len = in_need; break;
 	case PINFS_IOC_LIST_EX: in_need = sizeof(struct pinfs_list_ex); out_len = in_need; break;
+	case PINFS_IOC_STATUS: in_need = sizeof(struct pinfs_status); out_len = in_need; break;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -869,6 +979,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		for (int i = 0; i < PINFS_OPS_MAX; i++)
 			out->ops.count[i] = __atomic_load_n(&ffs_op_count[i], __ATOMIC_RELAXED);
 		rc = 0;
+		break;
+	case PINFS_IOC_STATUS:
+		rc = do_status(f, (uint32_t)ctx->uid, in_buf, &out->status);
 		break;
 	default: /* PINFS_IOC_EVENTS */
 		rc = do_events(req, f, in_buf, &out->events);

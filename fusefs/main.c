@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <linux/fuse.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -28,7 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
@@ -297,6 +300,47 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* The options in effect, "name=value,..." into g_ffs.options, for
+ * PINFS_IOC_STATUS (the mount policy is added there: it may change). */
+static void status_options(const struct opts *o, const struct lease_cfg *c, const char *fuse_opts)
+{
+	char *p = g_ffs.options, *end = g_ffs.options + sizeof(g_ffs.options);
+	int n;
+
+#define ADD(...)                                                                      \
+	do {                                                                          \
+		n = snprintf(p, (size_t)(end - p), __VA_ARGS__);                      \
+		if (n > 0)                                                            \
+			p += (size_t)n < (size_t)(end - p) ? (size_t)n : (size_t)(end - p - 1); \
+	} while (0)
+	ADD("busy_errno=%s", c->busy_errno == ETXTBSY ? "ETXTBSY" : "EBUSY");
+	ADD(",wait_timeout=%g,lease_break_time=%g", c->wait_timeout, c->lease_break_time);
+	ADD(",max_pins=%" PRIu64 ",max_pinned=%" PRIu64, c->max_pins, c->max_pinned_bytes);
+	ADD(",max_pins_per_user=%" PRIu64 ",max_pinned_per_user=%" PRIu64, c->max_pins_per_user,
+	    c->max_pinned_bytes_per_user);
+	ADD(",max_parked=%u,timeout=%g", c->max_parked_per_user, o->timeout);
+	ADD(",writeback_interval=%g,dirty_expire=%g", o->writeback_interval, o->dirty_expire);
+	ADD(",pin_access=%s", g_ffs.pin_writer ? "writer" : "owner");
+	ADD(",short_pin_max=%g", c->short_pin_max);
+	ADD(",pinned_writeback=%s", o->pinned_writeback ? o->pinned_writeback : "skip");
+	if (o->unsafe & PM_UNSAFE_NO_QUARANTINE)
+		ADD(",unsafe=no_quarantine");
+	if (o->unsafe & PM_UNSAFE_MARK_PINNED_CLEAN)
+		ADD(",unsafe=mark_pinned_clean");
+	if (o->pin_group)
+		ADD(",pin_group=%s", o->pin_group);
+	if (o->pool_shared)
+		ADD(",pool_shared");
+	if (o->force)
+		ADD(",force");
+	ADD(",%s", o->io_uring != 0 ? "io_uring" : "no_io_uring");
+	if (o->logfile)
+		ADD(",logfile=%s", o->logfile);
+	if (fuse_opts && *fuse_opts)
+		ADD(",%s", fuse_opts);
+#undef ADD
 }
 
 /* Does group @group (a name or a number) exist? Its gid in *@gid if so; a
@@ -571,6 +615,26 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 
+	/* A mount point whose FUSE daemon died answers ENOTCONN (or, once the
+	 * kernel aborted the connection, ECONNABORTED) to everything until it
+	 * is unmounted; libfuse would only say "bad mount point". */
+	{
+		struct stat mst;
+		struct statfs msf;
+		int e = 0;
+		/* stat may answer from the attribute cache: statfs always asks */
+		if (stat(cl.mountpoint, &mst) < 0)
+			e = errno;
+		if (e != ENOTCONN && e != ECONNABORTED && statfs(cl.mountpoint, &msf) < 0)
+			e = errno;
+		if (e == ENOTCONN || e == ECONNABORTED) {
+			fprintf(stderr, "pinfs: %s: %s: the daemon that served it is gone; unmount "
+					"it first: fusermount3 -u %s\n",
+				cl.mountpoint, strerror(e), cl.mountpoint);
+			goto out_args;
+		}
+	}
+
 	/* Every option is checked here, before the pool is opened: a typo
 	 * must not cost a journal replay, nor leave a pool half-shared. */
 	if (o.timeout < 0) {
@@ -607,9 +671,28 @@ int main(int argc, char **argv)
 	if (!realpath(o.pool, g_ffs.pool_path))
 		snprintf(g_ffs.pool_path, sizeof(g_ffs.pool_path), "%s", o.pool);
 
+	/* libfuse's -o options left for the session (allow_other ...), as
+	 * given, then ours: what PINFS_IOC_STATUS shows */
+	{
+		char fo[1024] = "";
+		size_t k = 0;
+		for (int i = 1; i < args.argc; i++) {
+			const char *v = !strcmp(args.argv[i], "-o") && i + 1 < args.argc
+						? args.argv[++i]
+						: !strncmp(args.argv[i], "-o", 2) ? args.argv[i] + 2 : NULL;
+			/* libfuse's own default (subtype= from the program name)
+			 * is no option the user gave */
+			if (v && !strncmp(v, "subtype=", 8))
+				continue;
+			if (v && k < sizeof(fo))
+				k += (size_t)snprintf(fo + k, sizeof(fo) - k, "%s%s", k ? "," : "", v);
+		}
+		status_options(&o, &lcfg, fo);
+	}
 	/* the kernel checks permissions against the attributes we report */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
-	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", o.pool);
+	/* the pool's real path: what fsck.pinfs looks for in mountinfo */
+	snprintf(fsname, sizeof(fsname), "-ofsname=pinfs:%s,subtype=pinfs", g_ffs.pool_path);
 	fuse_opt_add_arg(&args, fsname);
 
 	/* The session checks libfuse's options (an unknown -o among them);
@@ -703,6 +786,13 @@ int main(int argc, char **argv)
 	 * says, the mount works: uring.c falls back to /dev/fuse and logs one
 	 * line why. After fuse_daemonize(): it starts threads. */
 	ffs_uring_setup(se, o.io_uring != 0);
+	{
+		struct timespec m, r;
+		clock_gettime(CLOCK_MONOTONIC, &m);
+		clock_gettime(CLOCK_REALTIME, &r);
+		g_ffs.start_mono_ns = (uint64_t)m.tv_sec * 1000000000ull + (uint64_t)m.tv_nsec;
+		g_ffs.start_real_ns = (uint64_t)r.tv_sec * 1000000000ull + (uint64_t)r.tv_nsec;
+	}
 
 	if (cl.singlethread) {
 		rc = fuse_session_loop(se);

@@ -1252,6 +1252,17 @@ static uint32_t pool_user(const struct stat *st, char *comm, size_t len)
 	return found ? found : any;
 }
 
+uint32_t pm_pool_user_of(const char *path, char *comm, size_t len)
+{
+	struct stat st;
+
+	if (len)
+		comm[0] = '\0';
+	if (stat(path, &st) < 0)
+		return 0;
+	return pool_user(&st, comm, len);
+}
+
 /*
  * One user at a time: two daemons (or a daemon and fsck) on one pool would
  * corrupt it. The lock goes away with the process, even on SIGKILL. With

@@ -122,6 +122,10 @@ int pm_pool_open_mem_flags(void *base, uint64_t size, const struct pm_persist_op
 			   unsigned flags, struct pm_pool **out, char *err, size_t errlen);
 
 void pm_pool_close(struct pm_pool **pp);
+/* The process that has pool @path open (a pinfs daemon, fsck.pinfs or
+ * mkfs.pinfs before any other), with its command name in @comm; 0 if none
+ * is found (reads /proc: another user's processes may be invisible). */
+uint32_t pm_pool_user_of(const char *path, char *comm, size_t len);
 
 /* Where @sb's backup superblock lies in the image at @base. */
 static inline struct pm_super *pm_backup_ptr(void *base, const struct pm_super *sb)

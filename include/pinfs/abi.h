@@ -451,6 +451,46 @@ _Static_assert(sizeof(struct pinfs_pin_ex) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_list_ex) <= 16384, "restricted ioctl limit");
 #endif
 
+/*
+ * PINFS_IOC_STATUS: the daemon serving the mount (pinfsctl status), on any
+ * open file of the mount. Anyone who may open a file of the mount sees the
+ * daemon, the pool's path and the options (as PINFS_XATTR_POOL shows the
+ * path already); root sees every holder, another user their own holders
+ * only, and how many of other users' there are (holders_hidden), without
+ * their pids or commands. A daemon older than the ioctl answers ENOTTY.
+ */
+#define PINFS_STATUS_HOLDERS_MAX 64
+#define PINFS_STATUS_PMEM 0x1u	   /* the pool is real persistent memory */
+#define PINFS_STATUS_READONLY 0x2u /* the pool is corrupt: served read-only */
+struct pinfs_status_holder {
+	uint32_t pid;		/* thread-group id */
+	uint32_t uid;		/* its real uid (/proc), or the uid that pinned */
+	uint32_t leases;	/* its leases now (0: it maps the pool, unpinned) */
+	uint32_t revoked;	/* of them revoked or ended, still held */
+	uint64_t pinned_bytes;	/* the length of its leases */
+	char comm[16];		/* its command name */
+};
+struct pinfs_status {
+	uint32_t daemon_pid;	  /* out: the daemon's pid */
+	uint32_t transport;	  /* out: PINFS_TRANSPORT_* */
+	uint64_t start_time_ns;	  /* out: CLOCK_REALTIME when the mount came up */
+	uint64_t uptime_ns;	  /* out: since then (CLOCK_MONOTONIC) */
+	uint32_t flags;		  /* out: PINFS_STATUS_* */
+	uint32_t nholders;	  /* out: valid entries of holders[] */
+	uint32_t holders_total;	  /* out: holders the caller may see listed */
+	uint32_t holders_hidden;  /* out: other users' holders (not root) */
+	uint64_t leases;	  /* out: leases of the mount (not root: the caller's) */
+	uint64_t reserved[4];	  /* must be zero */
+	char pool[4096];	  /* out: the pool file's real path */
+	char options[2048];	  /* out: the options in effect, "name=value,..." */
+	struct pinfs_status_holder holders[PINFS_STATUS_HOLDERS_MAX]; /* out */
+};
+#define PINFS_IOC_STATUS _IOWR(PINFS_IOC_MAGIC, 16, struct pinfs_status)
+#ifndef __cplusplus
+_Static_assert(sizeof(struct pinfs_status) <= 16384, "restricted ioctl limit");
+_Static_assert(sizeof(struct pinfs_status_holder) == 40, "the holder record is 40 bytes");
+#endif
+
 #ifdef __cplusplus
 }
 #endif

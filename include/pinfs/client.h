@@ -116,7 +116,10 @@ int pinfs_map_unpin(struct pinfs_map *m);
  * means, in one line for a person, into @buf; returns @buf. EPERM names the
  * pool (its path, mode, owner and group) and the rule: pinning needs root or
  * membership of the pool's group (pinfs -o pin_group=GROUP). EACCES names
- * the pin rule. Anything else is strerror().
+ * the pin rule. ENOMEM names the mount's pin limits with their values
+ * (max_pins, max_pinned and the per-user ones, from PINFS_IOC_STATUS).
+ * ENOTTY says "not a pinfs mount" when @fd is on another file system.
+ * Anything else is strerror().
  */
 const char *pinfs_pin_strerror(int fd, int err, char *buf, size_t size);
 

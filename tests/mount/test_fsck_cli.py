@@ -237,3 +237,27 @@ def test_options_and_exit_codes(scratch):
     mkfs(plain, '16M')
     res = _fsck(plain, '--checksums')
     assert res.returncode == 0 and 'keeps no block checksums' in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize('mode', [['-n'], [], ['--repair']])
+def test_fsck_on_a_mounted_pool_names_the_daemon_and_the_mount_point(scratch, mountpoint,
+                                                                      mode):
+    """As e2fsck on a mounted file system: refused (exit 8, nothing written),
+    and the message says which daemon (pid) serves the pool, where it is
+    mounted and how to unmount it."""
+    pool = os.path.join(scratch, 'pool')
+    mkfs(pool)
+    m = PinfsMount(pool, mountpoint, scratch)
+    m.start()
+    try:
+        write_file(m.path('f'), b'x' * 5000)
+        res = _fsck(pool, *mode)
+        assert res.returncode == 8, res
+        assert res.stdout == '', res
+        note = '; -n does not check a pool in use' if mode == ['-n'] else ''
+        assert res.stderr == (
+            'fsck.pinfs: %s: mounted at %s by the pinfs daemon (pid %d)%s: unmount it first '
+            '(fusermount3 -u %s), or look at it live (pinfsctl status %s, pinfsctl scrub %s)\n'
+            % (pool, mountpoint, m.proc.pid, note, mountpoint, mountpoint, mountpoint)), res
+    finally:
+        assert not m.stop()

@@ -29,7 +29,15 @@ PAGES = {
     'fsck.pinfs.8': 'fsck.pinfs',
     'pinfsctl.8': 'pinfsctl',
     'pinclient.1': 'pinclient',
+    # scripts/compare-policies as meson builds and installs it
+    'pinfs-compare-policies.1': 'pinfs-compare-policies',
     'pinfs.7': None,
+    # section 3: the client library (no program; pinfs_map_unpin.3,
+    # pinfs_map_ptr.3 and pinfs_client.3 are .so links, checked installed)
+    'libpinfs.3': None,
+    'pinfs_map_pin.3': None,
+    'pinfs_pin_strerror.3': None,
+    'pinfs_parse_size.3': None,
 }
 # section 3: the libpinfs functions of the lease notices (issue 17)
 PAGES.update({p: None for p in ('pinfs_map_pin_ex.3', 'pinfs_map_repin.3',
@@ -158,3 +166,89 @@ def test_meson_install_puts_man_pages_in_sections():
                 page, found.get(page), section)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+# ---- section 3: every function libpinfs exports has its page ---------------
+
+@pytest.fixture(scope='module')
+def installed_tree():
+    """`meson install` of the build into a temporary destdir."""
+    assert shutil.which('meson'), 'meson is not installed'
+    dest = tempfile.mkdtemp(prefix='pinfs-man3-destdir-')
+    try:
+        res = subprocess.run(['meson', 'install', '-C', BUILD, '--destdir', dest,
+                              '--no-rebuild', '--quiet'], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert res.returncode == 0, 'meson install: ' + res.stdout
+        yield dest
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def _installed(dest, name):
+    """Every path under dest whose file name is `name`."""
+    return [os.path.join(root, name) for root, _, files in os.walk(dest) if name in files]
+
+
+def _exported_symbols(dest):
+    """The global symbols the installed libpinfs.so.0 defines (nm -D
+    --defined-only), without the version nodes (type A)."""
+    assert shutil.which('nm'), 'nm is not installed (binutils)'
+    libs = _installed(dest, 'libpinfs.so.0')
+    assert len(libs) == 1, 'libpinfs.so.0 installed at %s' % libs
+    res = subprocess.run(['nm', '-D', '--defined-only', libs[0]], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    syms = set()
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] != 'A':
+            syms.add(parts[2].split('@')[0])
+    return sorted(syms)
+
+
+def test_every_exported_libpinfs_symbol_has_a_section_3_page(installed_tree):
+    """`man 3 NAME` works for every global symbol of the installed library,
+    today's and any a later change exports."""
+    syms = _exported_symbols(installed_tree)
+    assert 'pinfs_map_pin' in syms and 'pinfs_parse_size' in syms, syms
+    man3 = [d for d in (os.path.dirname(p) for p in _installed(installed_tree, 'libpinfs.3'))
+            if d.endswith('share/man/man3')]
+    assert len(man3) == 1, 'libpinfs.3 not installed in share/man/man3: %s' % man3
+    manpath = os.path.dirname(man3[0])
+    env = dict(os.environ, MANWIDTH='80', MANPAGER='cat', PAGER='cat', LC_ALL='C.UTF-8')
+    missing, bad = [], []
+    for sym in syms:
+        if not os.path.exists(os.path.join(man3[0], sym + '.3')):
+            missing.append(sym)
+            continue
+        res = subprocess.run(['man', '--warnings', '-M', manpath, '3', sym],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, timeout=60)
+        name = re.search(r'^NAME\n(.*?)\n\n', res.stdout, re.M | re.S)
+        if res.returncode != 0 or res.stderr or not name or \
+                not re.search(r'\b%s\b' % re.escape(sym), name.group(1)):
+            bad.append('%s: exit %d, stderr %r, NAME %r' % (
+                sym, res.returncode, res.stderr, name.group(1) if name else None))
+    assert not missing, 'exported by libpinfs without a section 3 page: %s' % ', '.join(missing)
+    assert not bad, 'section 3 pages that do not render as their function:\n' + '\n'.join(bad)
+
+
+def test_libpinfs_overview_page_lists_every_exported_function(installed_tree):
+    text = _page_text('libpinfs.3')
+    missing = [s for s in _exported_symbols(installed_tree)
+               if not re.search(r'^\.BR %s \(3\)' % re.escape(s), text, re.M)]
+    assert not missing, 'libpinfs.3 does not list: %s' % ', '.join(missing)
+    for alias in ('libpinfs', 'pinfs_client'):
+        res = subprocess.run(['man', '-w', '-M', os.path.dirname(os.path.dirname(
+            _installed(installed_tree, 'libpinfs.3')[0])), '3', alias],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        assert res.returncode == 0, 'man 3 %s: %s' % (alias, res.stderr)
+
+
+def test_pinfs7_files_names_the_installed_header_directory():
+    text = _page_text('pinfs.7')
+    files = text[text.index('.SH FILES'):text.index('.SH SEE ALSO')]
+    assert 'include/pinfs/abi.h' in files and 'include/pinfs/client.h' in files, files
+    assert 'in the source tree (the one header' not in files
+    assert '<pinfs/abi.h>' in files

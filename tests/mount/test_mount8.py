@@ -35,7 +35,9 @@ def installed():
         res = run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--no-rebuild',
                    '--quiet'], timeout=120)
         assert res.returncode == 0, 'meson install: ' + describe(res)
-        found = [os.path.join(root) for root, _, files in os.walk(dest) if 'pinfs' in files]
+        # the program, not the bash completion file of the same name
+        found = [os.path.join(root) for root, _, files in os.walk(dest) if 'pinfs' in files
+                 and os.access(os.path.join(root, 'pinfs'), os.X_OK)]
         assert len(found) == 1, 'meson install put pinfs in %s' % found
         assert found[0].endswith('/usr/local/bin'), \
             'pinfs installed in %s, not in the default prefix\'s bin' % found[0]
