@@ -43,6 +43,8 @@
 #include "fusefs/evchan.h"
 
 #define EVCHAN_MAX 1024		 /* connections at once; more are closed at once */
+#define EVCHAN_PER_USER 64	 /* of them, one user's other than root: no user
+				  * takes every connection (as -o max_parked) */
 #define EVCHAN_SNDBUF (32 * 1024) /* per connection: the bound on queued records */
 
 struct evconn {
@@ -104,7 +106,10 @@ static void accept_one(struct ffs_evchan *ch)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	pthread_mutex_lock(&ch->lock);
-	if (ch->n == EVCHAN_MAX) {
+	size_t mine = 0;
+	for (size_t i = 0; cr.uid != 0 && i < ch->n; i++)
+		mine += ch->c[i].uid == (uint32_t)cr.uid;
+	if (ch->n == EVCHAN_MAX || mine >= EVCHAN_PER_USER) {
 		pthread_mutex_unlock(&ch->lock);
 		close(fd); /* the client's open sees EOF instead of the greeting */
 		return;

@@ -410,3 +410,53 @@ def test_many_channels_each_get_their_own_records_and_a_dead_one_is_forgotten(mn
         h.ok('unpin 0')
         assert h.exit() == 0
     os.statvfs(mnt.dir)
+
+
+def test_one_user_cannot_take_every_channel_connection(mnt):
+    """64 connections per user other than root: the 65th of uid 1000 is
+    closed without a greeting, while root (and so everyone else) still
+    gets one."""
+    path = _file(mnt, 'f', 'break')
+    name = _evname(path)
+
+    def flood():
+        socks, greeted = [], 0
+        try:
+            for _ in range(80):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                socks.append(s)
+                s.settimeout(5)
+                s.connect(name)
+                try:
+                    greeted += len(s.recv(4096)) == RECORD.size
+                except (socket.timeout, ConnectionError):
+                    pass
+            # root connects while uid 1000 holds its connections
+            open(flagpath, 'w').close()
+            deadline = time.monotonic() + 10
+            while os.path.exists(flagpath) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            for s in socks:
+                s.close()
+        return greeted
+
+    flagdir = tempfile.mkdtemp(prefix='pinfs-flood-')
+    os.chmod(flagdir, 0o777)
+    flagpath = os.path.join(flagdir, 'holding')
+    try:
+        t, res = _in_thread(lambda: as_user(flood, uid=1000, gid=1000, timeout=60))
+        deadline = time.monotonic() + 30
+        while not os.path.exists(flagpath) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.path.exists(flagpath), 'uid 1000 never finished connecting'
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(5)
+        s.connect(name)
+        assert len(s.recv(4096)) == RECORD.size     # root is greeted
+        s.close()
+        os.unlink(flagpath)
+        t.join(60)
+    finally:
+        shutil.rmtree(flagdir, ignore_errors=True)
+    assert res['v'] == 64, 'uid 1000 was greeted on %r connections' % res['v']
