@@ -365,7 +365,7 @@ def test_bash_completion_of_pinfsctl(installed, scratch):
     assert _complete(f, '_pinfsctl', ['pinfsctl', 'st']) == ['stats', 'status']
     assert _complete(f, '_pinfsctl', ['pinfsctl', 'p']) == ['pin', 'pins', 'policy']
     assert _complete(f, '_pinfsctl', ['pinfsctl', 'policy', '/x', '']) == \
-        ['break', 'default', 'fail', 'revoke', 'wait']
+        ['break', 'default', 'fail', 'refuse_longterm', 'revoke', 'wait']
     assert _complete(f, '_pinfsctl', ['pinfsctl', 'status', '--']) == ['--json']
     assert _complete(f, '_pinfsctl', ['pinfsctl', 'events', '--']) == \
         ['--count', '--json', '--new', '--timeout']
