@@ -1069,7 +1069,7 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct pm_inode *ip;
 	int rc;
 
-	if (!strcmp(name, PINFS_XATTR_POOL)) {
+	if (!strcmp(name, PINFS_XATTR_POOL) || !strcmp(name, PINFS_XATTR_DAXSTATE)) {
 		fuse_reply_err(req, EPERM); /* read-only, computed */
 		return;
 	}
@@ -1131,6 +1131,13 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 		/* where to map leases from: the pool file (the trust boundary) */
 		size_t n = strlen(f->pool_path);
 		reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, f->pool_path);
+		return;
+	}
+	if (!strcmp(name, PINFS_XATTR_DAXSTATE)) {
+		/* pinfs-dax: where layout leases learn of revocations */
+		const char *p = ffs_dax_path();
+		size_t n = p ? strlen(p) : 0;
+		reply_xattr(req, !p ? -ENODATA : size && size < n ? -ERANGE : (ssize_t)n, size, p);
 		return;
 	}
 	rc = iget(req, ino, &ip);

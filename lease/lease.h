@@ -53,6 +53,10 @@ struct lease_ops {
 	 * for requests answered at once). Called in the thread that makes the
 	 * wait, no lease lock held. NULL: always. */
 	bool (*may_park)(void *ctx);
+	/* layout lease @id (PINFS_PIN_LAYOUT) was just revoked: publish it to
+	 * its holder (the dax state file). Called before the truncate or punch
+	 * that revoked it frees anything, no lease lock held. NULL: nothing. */
+	void (*layout_revoked)(void *ctx, uint64_t id);
 };
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,

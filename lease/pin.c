@@ -852,7 +852,7 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	int rc;
 
 	if (!ino || !n || holder == LEASE_HOLDER_NONE || first > UINT64_MAX - n || n > (UINT64_MAX >> PM_BLOCK_SHIFT) ||
-	    (flags & ~PINFS_PIN_FLAGS) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
+	    (flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_LAYOUT)) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
 		return -EINVAL;
 
 	/* One allocation: node, three segment arrays, the zero bitmap. nseg <= n. */

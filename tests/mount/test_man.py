@@ -29,6 +29,7 @@ PAGES = {
     'fsck.pinfs.8': 'fsck.pinfs',
     'pinfsctl.8': 'pinfsctl',
     'pinclient.1': 'pinclient',
+    'pinfs-dax.1': 'pinfs-dax',
     'pinfs.7': None,
 }
 
