@@ -65,6 +65,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
@@ -82,9 +83,11 @@
 #define PAGE 4096ull
 #define STAMP_NS 100000000ull
 #define RETRY_NS 100000000ull
-/* copies this large go through pread/pwrite on the pool file (the kernel's
- * copy, no page faults on a fresh map); smaller ones through the map */
-#define BIG_IO (64u << 10)
+/* Copies go through pread/pwrite on the pool file at the blocks' pool
+ * offsets: the kernel's copy, as tmpfs's own read() makes, with no page
+ * fault per fresh page of the map (a fault costs more than the syscall on
+ * a hypervisor guest: 4 KiB random reads ran at 0.5x tmpfs through the
+ * map, 1.0x through pread). The map serves when the pool fd is gone. */
 #define PFD_MIN 512 /* our pool fds live above the program's usual ones */
 
 struct ddev {
@@ -154,6 +157,8 @@ static int (*r_close_range)(unsigned, unsigned, int);
 static int (*r_execve)(const char *, char *const[], char *const[]);
 static int (*r_execvpe)(const char *, char *const[], char *const[]);
 static int (*r_fexecve)(int, char *const[], char *const[]);
+static void *(*r_mmap)(void *, size_t, int, int, int, off_t);
+static int (*r_munmap)(void *, size_t);
 
 static void syms(void);
 /* Another library's constructor may call us before ours ran. */
@@ -668,7 +673,7 @@ copy:
 		map_put(m);
 		return FALLBACK;
 	}
-	if ((n < BIG_IO && !write) || m->pfd < 0 || !pool_copy(m, iov, off, n, write))
+	if (m->pfd < 0 || !pool_copy(m, iov, off, n, write))
 		iov_copy(m->addr + off, iov, cnt, n, write);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	s2 = __atomic_load_n(&m->slot->seq, __ATOMIC_RELAXED);
@@ -711,6 +716,288 @@ static ssize_t dax_pos(int fd, const struct iovec *iov, int cnt, bool write)
 	if (r > 0 && lseek(fd, pos + r, SEEK_SET) < 0)
 		return -1;
 	return r;
+}
+
+/* ---- shared mappings ---------------------------------------------------- */
+
+/*
+ * mmap(MAP_SHARED) of a served file maps the pool's blocks of
+ * [off, min(off + len, size)) under a layout lease of that range, taken
+ * through a private dup of the fd (a mapping holds its file, as the
+ * kernel's does); the pages past EOF map an empty memfd: SIGBUS, as on a
+ * DAX file system. Not MADV_DONTFORK: a child keeps the mapping, as with
+ * the kernel's, and the daemon keeps the blocks while any process maps
+ * them (it reads /proc/PID/maps before reusing them).
+ *
+ * A revocation (truncate, punch) is seen by a thread that waits on the
+ * state file's revoke counter (a futex the daemon wakes): it replaces the
+ * whole range with the kernel's own FUSE mapping of the file (MAP_FIXED,
+ * so the address stays), which is coherent with write() (fusefs/coherent.c)
+ * and gives SIGBUS past the new EOF; then it unpins. Until it has, a load
+ * or store reaches the old, quarantined blocks: never another file's.
+ * munmap of a whole region unpins; mremap of one forgets it (its lease
+ * then lasts until exit).
+ */
+#define NREGIONS 256
+struct dregion {
+	char *addr;  /* 0: free; written under tab_lock */
+	size_t len;
+	off_t off;
+	int prot, flags, fd; /* fd: our dup */
+	uint64_t lease;
+	const struct pinfs_dax_slot *slot;
+	const struct pinfs_dax_hdr *hdr;
+};
+static struct dregion regions[NREGIONS];
+static int watcher_started;
+
+static void region_fallback(struct dregion *r)
+{
+	struct pinfs_unpin u = { .lease_id = r->lease };
+	int fd = r->fd, efd = -1;
+
+	if (fd < 0) /* the program closed our fd: SIGBUS, never stale bytes */
+		fd = efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
+	if (r_mmap(r->addr, r->len, r->prot, (r->flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
+		   efd >= 0 ? 0 : r->off) == MAP_FAILED)
+		(void)r_mmap(r->addr, r->len, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	if (efd >= 0)
+		r_close(efd);
+	else
+		(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+	r->lease = 0;
+}
+
+static void *watcher(void *arg)
+{
+	const struct pinfs_dax_hdr *hdr = arg;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		uint32_t seen = __atomic_load_n(&hdr->revokes, __ATOMIC_ACQUIRE);
+		sigset_t old;
+
+		lock(&old);
+		for (int i = 0; i < NREGIONS; i++) {
+			struct dregion *r = &regions[i];
+			if (r->addr && r->lease && r->hdr == hdr &&
+			    (__atomic_load_n(&r->slot->lease_id, __ATOMIC_ACQUIRE) != r->lease ||
+			     __atomic_load_n(&r->slot->state, __ATOMIC_ACQUIRE) != PINFS_LEASE_ACTIVE))
+				region_fallback(r);
+		}
+		unlock(&old);
+		syscall(SYS_futex, &hdr->revokes, FUTEX_WAIT, seen, NULL, NULL, 0);
+	}
+	return NULL;
+}
+
+static void watcher_start(const struct pinfs_dax_hdr *hdr)
+{
+	pthread_t t;
+	pthread_attr_t a;
+
+	if (__atomic_exchange_n(&watcher_started, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 64 << 10);
+	if (pthread_create(&t, &a, watcher, (void *)hdr))
+		watcher_started = 0;
+	pthread_attr_destroy(&a);
+}
+
+/* The pool mapping of [off, off + len) of @fd's file, or MAP_FAILED (the
+ * caller maps through the kernel then). */
+static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t off)
+{
+	struct pinfs_pin p;
+	struct pinfs_segs q;
+	struct pinfs_unpin u = { 0 };
+	struct dfile *d;
+	struct dregion *r = NULL;
+	struct stat st;
+	char *base = MAP_FAILED;
+	uint64_t size, plen;
+	uint32_t have = 0;
+	size_t mlen;
+	int pfd = -1, dfd = -1, efd = -1;
+	sigset_t old;
+
+	if (fd < 0 || fd >= FDMAX || !(d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)))
+		return MAP_FAILED;
+	if ((flags & MAP_TYPE) != MAP_SHARED || off < 0 || off % PAGE || !len ||
+	    (flags & (MAP_FIXED_NOREPLACE | MAP_HUGETLB)) || !(fdfl[fd] & FD_RD) ||
+	    ((prot & PROT_WRITE) && !(fdfl[fd] & FD_WR)) || (prot & PROT_EXEC))
+		return MAP_FAILED;
+	if (fstat(fd, &st) < 0)
+		return MAP_FAILED;
+	size = (uint64_t)st.st_size;
+	if ((uint64_t)off >= size || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
+		return MAP_FAILED;
+	mlen = (len + PAGE - 1) & ~(PAGE - 1);
+	plen = size - (uint64_t)off < len ? size - (uint64_t)off : len;
+	memset(&p, 0, sizeof(p));
+	p.offset = (uint64_t)off;
+	p.length = plen;
+	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | ((prot & PROT_WRITE) ? PINFS_PIN_WRITE : 0);
+	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0)
+		return MAP_FAILED;
+	u.lease_id = p.lease_id;
+	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != (uint64_t)off ||
+	    p.pin_length > mlen || !p.nsegs || p.nsegs > PINFS_SEGS_MAX)
+		goto fail;
+	lock(&old);
+	for (int i = 0; i < NREGIONS && !r; i++)
+		if (!regions[i].addr) {
+			r = &regions[i];
+			r->addr = (char *)1; /* taken */
+		}
+	unlock(&old);
+	if (!r)
+		goto fail;
+	dfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
+	pfd = r_open(d->dd->pool, ((prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (dfd < 0 || pfd < 0)
+		goto fail;
+	base = r_mmap(want, mlen, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			      (flags & MAP_FIXED), -1, 0);
+	if (base == MAP_FAILED)
+		goto fail;
+	while (have < p.nsegs_total) {
+		const struct pinfs_seg *sg = p.segs;
+		uint32_t n = p.nsegs;
+		if (have) {
+			memset(&q, 0, sizeof(q));
+			q.lease_id = p.lease_id;
+			q.first = have;
+			if (ioctl(fd, PINFS_IOC_SEGS, &q) < 0 || !q.nsegs || q.nsegs > PINFS_SEGS_MAX)
+				goto fail;
+			sg = q.segs;
+			n = q.nsegs;
+		}
+		for (uint32_t i = 0; i < n && have < p.nsegs_total; i++, have++) {
+			uint64_t at = sg[i].file_off - (uint64_t)off;
+			if (sg[i].file_off < (uint64_t)off || at + sg[i].len > mlen ||
+			    r_mmap(base + at, sg[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
+				   (off_t)sg[i].pool_off) == MAP_FAILED)
+				goto fail;
+		}
+	}
+	if (p.pin_length < mlen) {
+		/* past EOF: an empty file, so a load or store there is SIGBUS */
+		efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
+		if (efd < 0 || r_mmap(base + p.pin_length, mlen - p.pin_length, prot,
+				      MAP_SHARED | MAP_FIXED, efd, 0) == MAP_FAILED)
+			goto fail;
+		r_close(efd);
+		efd = -1;
+	}
+	r_close(pfd);
+	r->len = mlen;
+	r->off = off;
+	r->prot = prot;
+	r->flags = flags & ~MAP_FIXED;
+	r->fd = dfd;
+	r->lease = p.lease_id;
+	r->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
+	r->hdr = d->dd->hdr;
+	__atomic_store_n(&r->addr, base, __ATOMIC_RELEASE);
+	watcher_start(d->dd->hdr);
+	/* revoked before the watcher looked: it may have slept through it */
+	if (r->slot->lease_id != r->lease || r->slot->state != PINFS_LEASE_ACTIVE) {
+		lock(&old);
+		if (r->lease)
+			region_fallback(r);
+		unlock(&old);
+	}
+	return base;
+fail:
+	if (base != MAP_FAILED && !(flags & MAP_FIXED))
+		r_munmap(base, mlen);
+	if (efd >= 0)
+		r_close(efd);
+	if (pfd >= 0)
+		r_close(pfd);
+	if (dfd >= 0)
+		r_close(dfd);
+	if (r)
+		__atomic_store_n(&r->addr, NULL, __ATOMIC_RELEASE);
+	(void)ioctl(fd, PINFS_IOC_UNPIN, &u);
+	/* MAP_FIXED over @want was done: the kernel's mapping replaces it */
+	return MAP_FAILED;
+}
+
+/* [addr, addr + len) is unmapped or remapped: whole regions inside it end. */
+static void regions_gone(void *addr, size_t len, bool unpin)
+{
+	char *a = addr;
+	sigset_t old;
+
+	if (!__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE))
+		return;
+	lock(&old);
+	for (int i = 0; i < NREGIONS; i++) {
+		struct dregion *r = &regions[i];
+		if (!r->addr || r->addr == (char *)1 || r->addr + r->len <= a || r->addr >= a + len)
+			continue;
+		if (r->addr >= a && r->addr + r->len <= a + len) {
+			struct pinfs_unpin u = { .lease_id = r->lease };
+			if (unpin && r->lease && r->fd >= 0)
+				(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+			if (r->fd >= 0)
+				r_close(r->fd);
+			r->addr = NULL;
+		}
+		/* a part of it: the lease stays until the rest goes, or exit */
+	}
+	unlock(&old);
+}
+
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p;
+
+	ensure();
+	if (fd >= 0 && fd < FDMAX && __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
+		p = dax_mmap(addr, len, prot, flags, fd, off);
+		if (p != MAP_FAILED)
+			return p;
+	}
+	return r_mmap(addr, len, prot, flags, fd, off);
+}
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+	__attribute__((alias("mmap")));
+
+EXPORT int munmap(void *addr, size_t len)
+{
+	int rc;
+
+	ensure();
+	rc = r_munmap(addr, len);
+	if (!rc)
+		regions_gone(addr, len, true);
+	return rc;
+}
+
+EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
+{
+	static void *(*r_mremap)(void *, size_t, size_t, int, ...);
+	va_list ap;
+	void *want;
+
+	ensure();
+	if (!r_mremap)
+		r_mremap = dlsym(RTLD_NEXT, "mremap");
+	va_start(ap, flags);
+	want = va_arg(ap, void *);
+	va_end(ap);
+	/* the region moves or changes size: the watcher must not map over
+	 * its old place; its lease lasts until exit */
+	regions_gone(old, olen, false);
+	return r_mremap(old, olen, nlen, flags, want);
 }
 
 /* ---- the interposed calls ----------------------------------------------- */
@@ -844,6 +1131,9 @@ static void pfd_closing(int fd)
 	for (int i = 0; i < NMAPS; i++)
 		if (__atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED) == fd)
 			__atomic_store_n(&maps[i].pfd, -1, __ATOMIC_RELEASE);
+	for (int i = 0; i < NREGIONS; i++)
+		if (regions[i].addr && __atomic_load_n(&regions[i].fd, __ATOMIC_RELAXED) == fd)
+			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
 }
 
 EXPORT int close(int fd)
@@ -969,6 +1259,12 @@ static void drop_all(void)
 {
 	if (getpid() != owner_pid)
 		return; /* a vfork child: the leases are the parent's */
+	for (int i = 0; i < NREGIONS; i++) {
+		struct dregion *r = &regions[i];
+		struct pinfs_unpin u = { .lease_id = r->lease };
+		if (r->addr && r->addr != (char *)1 && r->lease)
+			(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+	}
 	for (int fd = 0; fd < FDMAX; fd++) {
 		struct dfile *d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
 		struct dmap *m;
@@ -1020,8 +1316,19 @@ EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
  * leases are the parent's; it takes its own. */
 static void atfork_child(void)
 {
+	const struct pinfs_dax_hdr *hdr = NULL;
+
 	owner_pid = getpid();
 	tab_lock = 0;
+	/* the mappings are here (not DONTFORK) but the leases are the
+	 * parent's: the child's watcher refreshes them through FUSE when
+	 * they are revoked, and never unpins them */
+	for (int i = 0; i < NREGIONS; i++)
+		if (regions[i].addr && regions[i].addr != (char *)1)
+			hdr = regions[i].hdr;
+	watcher_started = 0;
+	if (hdr)
+		watcher_start(hdr);
 	for (int i = 0; i < NMAPS; i++) {
 		/* the maps are not here; the pool fds are, close them */
 		if (maps[i].pfd >= 0 && maps[i].refs > 0)
@@ -1069,6 +1376,8 @@ static void syms(void)
 	SYM(r_close_range, "close_range");
 	SYM(r_execve, "execve");
 	SYM(r_execvpe, "execvpe");
+	SYM(r_mmap, "mmap64");
+	SYM(r_munmap, "munmap");
 	SYM(r_fexecve, "fexecve");
 #undef SYM
 }

@@ -23,15 +23,21 @@
  *                                pwrite then pread their own 4 KiB at OFF+i*4096
  *   sigread FD OFF LEN NSIG   -> "ok HEX" : preads in a loop while SIGALRM
  *                                handlers pread the same bytes, NSIG signals
+ *   mmap FD LEN rw|r          -> map id (MAP_SHARED of [0, LEN))
+ *   mget ID OFF LEN           -> hex bytes, or "SIGBUS"
+ *   mput ID OFF HEX           -> "ok", or "SIGBUS"
+ *   munmap ID                 -> 0
  *   quit
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -122,8 +128,24 @@ static void on_alarm(int s)
 	errno = e;
 }
 
+static sigjmp_buf bus_jmp;
+
+static void on_bus(int s)
+{
+	(void)s;
+	siglongjmp(bus_jmp, 1);
+}
+
+static char *maps_[16];
+static size_t maplen_[16];
+
 int main(void)
 {
+	struct sigaction bus;
+
+	memset(&bus, 0, sizeof(bus));
+	bus.sa_handler = on_bus;
+	sigaction(SIGBUS, &bus, NULL);
 	char line[1 << 17], cmd[32], a1[4096], a3[1 << 16];
 	static unsigned char buf[1 << 16];
 	long x, y, z;
@@ -271,6 +293,45 @@ int main(void)
 			memset(&it, 0, sizeof(it));
 			setitimer(ITIMER_REAL, &it, NULL);
 			printf("%s %ld\n", bad || sig_bad ? "mismatch" : "ok", (long)sig_seen);
+		} else if (!strcmp(cmd, "mmap")) {
+			char mode[8] = "r";
+			int id = 0;
+			sscanf(line, "%*s %ld %ld %7s", &x, &y, mode);
+			while (id < 16 && maps_[id])
+				id++;
+			void *p = mmap(NULL, (size_t)y, PROT_READ | (mode[1] == 'w' ? PROT_WRITE : 0),
+				       MAP_SHARED, (int)x, 0);
+			if (p == MAP_FAILED || id == 16) {
+				printf("ERR %d\n", errno);
+				continue;
+			}
+			maps_[id] = p;
+			maplen_[id] = (size_t)y;
+			printf("%d\n", id);
+		} else if (!strcmp(cmd, "mget") || !strcmp(cmd, "mput")) {
+			volatile int wr = cmd[1] == 'p';
+			size_t n = 0;
+			sscanf(line, "%*s %ld %ld %65535s", &x, &y, a3);
+			if (wr)
+				n = from_hex(a3, buf);
+			else
+				n = (size_t)strtol(a3, NULL, 10);
+			if (sigsetjmp(bus_jmp, 1)) {
+				printf("SIGBUS\n");
+				continue;
+			}
+			if (wr) {
+				memcpy(maps_[x] + y, buf, n);
+				printf("ok\n");
+			} else {
+				unsigned char tmp[65536];
+				memcpy(tmp, maps_[x] + y, n);
+				put_hex(tmp, (ssize_t)n);
+			}
+		} else if (!strcmp(cmd, "munmap")) {
+			sscanf(line, "%*s %ld", &x);
+			printf("%d\n", munmap(maps_[x], maplen_[x]));
+			maps_[x] = NULL;
 		} else if (!strcmp(cmd, "quit")) {
 			break;
 		} else {

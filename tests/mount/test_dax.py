@@ -443,3 +443,56 @@ def test_a_user_who_cannot_open_the_pool_goes_through_fuse(mnt, probe, probe_exe
         assert layout_pins(mnt, p.proc.pid) == []
     finally:
         p.close()
+
+
+# ------------------------------------------------------------- shared mmap
+
+@pytest.mark.parametrize('policy', ['fail', 'wait'])
+@pytest.mark.mount_options('wait_timeout=30')
+def test_shared_mmap_maps_the_pool_and_sigbus_past_eof_after_truncate(mnt, probe, policy):
+    path = mnt.path('f')
+    data = make_file(path, 256 * KiB)
+    os.setxattr(path, 'user.pinfs.policy', policy.encode())
+    pool = pool_of(mnt)
+    p = probe()
+    fd = p.open(path)
+    before = int(p('maps', pool))
+    mid = p('mmap', fd, 512 * KiB, 'rw')
+    assert not mid.startswith('ERR'), mid
+    # the pool's blocks, not the page cache: one more mapping of the pool,
+    # and a lease listed for it
+    assert int(p('maps', pool)) > before
+    assert len(layout_pins(mnt, p.proc.pid)) >= 1
+    assert bytes.fromhex(p('mget', mid, 4096, 64)) == data[4096:4160]
+    # past EOF: SIGBUS, as on a DAX file system
+    assert p('mget', mid, 256 * KiB, 1) == 'SIGBUS'
+    # stores are in the file at once, plain writes in the mapping at once
+    assert p('mput', mid, 100, b'stored'.hex()) == 'ok'
+    assert read_file(path)[100:106] == b'stored'
+    wfd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(wfd, b'written', 8192)
+    finally:
+        os.close(wfd)
+    assert bytes.fromhex(p('mget', mid, 8192, 7)) == b'written'
+
+    # a truncate does not wait for the mapping; past the new EOF the
+    # mapping gives SIGBUS (once the library has replaced it), below it
+    # the file's bytes
+    t0 = time.monotonic()
+    os.truncate(path, 10000)
+    assert time.monotonic() - t0 < 15
+    deadline = time.monotonic() + 10
+    while p('mget', mid, 64 * KiB, 1) != 'SIGBUS':
+        assert time.monotonic() < deadline, 'no SIGBUS past EOF after the truncate'
+        time.sleep(0.05)
+    assert p('mget', mid, 12 * KiB, 1) == 'SIGBUS'
+    assert bytes.fromhex(p('mget', mid, 100, 6)) == b'stored'
+    assert bytes.fromhex(p('mget', mid, 0, 100)) == data[:100]
+    fill_until_enospc(mnt.path('other'), 0xEE)
+    os.unlink(mnt.path('other'))
+    # the remaining page still maps the file (through FUSE now)
+    assert p('mput', mid, 200, b'again'.hex()) == 'ok'
+    assert p('munmap', mid) == '0'
+    assert read_file(path)[200:205] == b'again'
+    assert p.alive()
