@@ -496,3 +496,34 @@ def test_shared_mmap_maps_the_pool_and_sigbus_past_eof_after_truncate(mnt, probe
     assert p('munmap', mid) == '0'
     assert read_file(path)[200:205] == b'again'
     assert p.alive()
+
+
+def test_meson_installs_the_wrapper_the_library_and_the_man_page(mnt):
+    import tempfile
+    from pinfs_mount import BUILD
+    dest = tempfile.mkdtemp(prefix='pinfs-destdir-', dir='/dev/shm')
+    try:
+        res = run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--no-rebuild',
+                   '--quiet'], timeout=120)
+        assert res.returncode == 0, describe(res)
+        found = {}
+        for root, _, files in os.walk(dest):
+            for f in files:
+                found.setdefault(f, os.path.join(root, f))
+        wrapper, lib = found.get('pinfs-dax'), found.get('libpinfsdax.so')
+        assert wrapper and os.path.basename(os.path.dirname(wrapper)) == 'bin', found
+        assert os.access(wrapper, os.X_OK)
+        assert lib and lib.endswith('/pinfs/libpinfsdax.so'), lib
+        assert found.get('pinfs-dax.1', '').endswith('/man1/pinfs-dax.1')
+        # the installed wrapper names the library where the prefix puts it
+        with open(wrapper) as f:
+            text = f.read()
+        assert lib[len(dest):] in text
+        # and runs a program with it, served from the pool
+        path = mnt.path('f')
+        data = make_file(path, 100 * KiB)
+        out = subprocess.run([wrapper, 'cat', path], capture_output=True, timeout=60,
+                             env=dict(os.environ, PINFS_DAX_LIB=lib))
+        assert out.returncode == 0 and out.stdout == data
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
