@@ -1393,6 +1393,10 @@ __attribute__((constructor)) static void init(void)
 	owner_pid = getpid();
 	pthread_atfork(NULL, NULL, atfork_child);
 	atexit(at_exit);
-	/* fds inherited across exec: served when a dup or open names them
-	 * again; the ones already open stay with FUSE */
+	/* fds inherited across exec (a shell's "< file"): served too */
+	for (int fd = 0; fd < 256; fd++) {
+		int fl = r_fcntl(fd, F_GETFL);
+		if (fl >= 0)
+			fd_opened(fd, fl);
+	}
 }

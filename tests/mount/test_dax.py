@@ -338,6 +338,13 @@ def test_exec_keeps_the_preload_and_cat_cp_dd_give_identical_bytes(mnt, dax_exe,
     res = subprocess.run([dax_exe, 'sh', '-c', 'exec cat "$1"', 'sh', src], capture_output=True,
                          timeout=60)
     assert res.returncode == 0 and res.stdout == data
+    # an fd inherited across exec (the shell's "< file") is served too:
+    # cat pinned the file (a PIN event names it)
+    with open(src, 'rb') as f:
+        res = subprocess.run([dax_exe, 'sh', '-c', 'exec cat'], stdin=f, capture_output=True,
+                             timeout=60)
+    assert res.returncode == 0 and res.stdout == data
+    assert re.search(r' pin lease=\d+ pid=\d+/cat ', events(mnt)), events(mnt)
     res = subprocess.run([dax_exe, 'cp', src, mnt.path('copy')], capture_output=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert read_file(mnt.path('copy')) == data
