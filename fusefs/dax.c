@@ -16,9 +16,11 @@
  * reads it no more), so neither unpin nor exit needs a hook here.
  *
  * Locking: dax.lock guards the slot table's writes (allocation, state and
- * flag changes); it is a leaf lock (taken under the lease manager's calls
- * with no lease lock held, and under nothing of pmem's), never held across
- * a syscall other than futex wake.
+ * flag changes). It is taken under coh.lock (fusefs/coherent.c marks a
+ * file) and under a file's ip->rw (a revocation from lease_may_free), with
+ * no lease lock held; under it the lease table's lock is taken (lease_get,
+ * to find free slots), never the other way round. It is never held across
+ * a syscall other than the futex wake.
  */
 #include <errno.h>
 #include <fcntl.h>

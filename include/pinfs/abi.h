@@ -279,8 +279,9 @@ _Static_assert(sizeof(struct pinfs_event) == 80, "the event ABI is 80 bytes");
  * Layout leases (pinfs-dax, dax/): PINFS_PIN_LAYOUT marks a cooperative
  * lease taken by a library on behalf of an unmodified program. The daemon
  * never waits for one and never signals its holder: a truncate, O_TRUNC or
- * hole punch over it revokes it at once under every policy (policy fail
- * refuses only for the other pins of the range), its blocks quarantined
+ * hole punch over it revokes it at once under every policy (even when
+ * the operation is then refused or waits for the other pins of the range;
+ * a shrink also revokes the one on the new last block), its blocks quarantined
  * until the holder unpins or exits, and says so through the holder's slot
  * in the dax state file (PINFS_XATTR_DAXSTATE), with no round trip. A
  * layout pin needs only what mapping the pool needs (no pin rule: it can
