@@ -15,8 +15,9 @@
  *    fills holes) and the I/O lies inside the size (appends, writes past
  *    EOF and O_APPEND writes go through FUSE: the daemon allocates);
  *  - a write: the file has no page-cache user (PINFS_DAX_MAPPED clear).
- * The file's lease covers [0, size) when it is taken (the first such I/O),
- * and is taken again when the file grew past it (at most every 100 ms).
+ * A file's leases cover 256 MiB windows, [0, size) cut at window
+ * boundaries, each taken at the first such I/O in it and taken again when
+ * the file grew past it (at most every 100 ms).
  *
  * Revocation (a truncate or punch under any policy: the daemon never
  * waits): every copy is bracketed by two reads of the lease's slot in the
@@ -83,6 +84,11 @@
 #define PAGE 4096ull
 #define STAMP_NS 100000000ull
 #define RETRY_NS 100000000ull
+/* A file's leases cover windows of 256 MiB (a pin's cost grows with its
+ * blocks: the daemon counts pins per block), up to NWIN of them at once,
+ * window w in map[w % NWIN]. */
+#define WIN_SHIFT 28
+#define NWIN 4
 /* Copies go through pread/pwrite on the pool file at the blocks' pool
  * offsets: the kernel's copy, as tmpfs's own read() makes, with no page
  * fault per fresh page of the map (a fault costs more than the syscall on
@@ -100,8 +106,9 @@ struct ddev {
 struct dmap {
 	int refs;	  /* atomic; never rises from 0 */
 	int free;	  /* atomic: 1 = reusable */
-	char *addr;
-	size_t len;	  /* pinned bytes from file offset 0 */
+	char *addr;	  /* file offset @base */
+	uint64_t base;	  /* the window's first byte */
+	size_t len;	  /* pinned bytes from @base */
 	uint64_t size;	  /* the file's size at pin */
 	uint64_t lease;
 	const struct pinfs_dax_slot *slot;
@@ -117,9 +124,10 @@ struct dfile {
 	dev_t dev;
 	ino_t ino;
 	struct ddev *dd;
-	struct dmap *map; /* atomic */
+	struct dmap *map[NWIN]; /* atomic */
 	int pinning;	  /* atomic flag */
-	uint64_t retry_ns;
+	uint64_t retry_ns; /* no new lease for a held window before */
+	uint64_t fail_ns;  /* no pin before (the last one was refused) */
 	int dirty;	  /* atomic: stores not stamped */
 	uint64_t stamp_ns;
 };
@@ -210,10 +218,10 @@ static void map_put(struct dmap *m)
 	}
 }
 
-/* A reference on @d's map, or NULL. */
-static struct dmap *map_get(struct dfile *d)
+/* A reference on @d's map of window @w, or NULL. */
+static struct dmap *map_get(struct dfile *d, unsigned w)
 {
-	struct dmap *m = __atomic_load_n(&d->map, __ATOMIC_ACQUIRE);
+	struct dmap *m = __atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE);
 	int r;
 
 	if (!m)
@@ -224,19 +232,20 @@ static struct dmap *map_get(struct dfile *d)
 			return NULL;
 	} while (!__atomic_compare_exchange_n(&m->refs, &r, r + 1, false, __ATOMIC_ACQ_REL,
 					      __ATOMIC_RELAXED));
-	if (__atomic_load_n(&d->map, __ATOMIC_ACQUIRE) != m) {
+	if (__atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE) != m) {
 		map_put(m);
 		return NULL;
 	}
 	return m;
 }
 
-/* Drops @d's map @m (if it still is) and ends its lease through @fd. */
-static void map_drop(struct dfile *d, struct dmap *m, int fd)
+/* Drops @d's map @m of window @w (if it still is) and ends its lease
+ * through @fd. */
+static void map_drop(struct dfile *d, unsigned w, struct dmap *m, int fd)
 {
 	struct pinfs_unpin u = { 0 };
 
-	if (!__atomic_compare_exchange_n(&d->map, &m, NULL, false, __ATOMIC_ACQ_REL,
+	if (!__atomic_compare_exchange_n(&d->map[w], &m, NULL, false, __ATOMIC_ACQ_REL,
 					 __ATOMIC_RELAXED))
 		return;
 	u.lease_id = m->lease;
@@ -257,9 +266,11 @@ static struct dmap *map_alloc(void)
 	return NULL;
 }
 
-/* Pins [0, @size) of @d through @fd and maps it. */
-static void map_new(struct dfile *d, int fd, uint64_t size, bool write)
+/* Pins window @w of @d, [w << WIN_SHIFT, min(size, next window)), through
+ * @fd, and maps it. */
+static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, bool write)
 {
+	uint64_t from = (uint64_t)w << WIN_SHIFT, to = from + (1ull << WIN_SHIFT);
 	struct pinfs_pin p;
 	struct pinfs_segs q;
 	struct pinfs_unpin u = { 0 };
@@ -270,13 +281,15 @@ static void map_new(struct dfile *d, int fd, uint64_t size, bool write)
 	int pfd = -1, prot = PROT_READ | (write ? PROT_WRITE : 0);
 
 	memset(&p, 0, sizeof(p));
-	p.offset = 0;
-	p.length = size;
+	if (to > size)
+		to = size;
+	p.offset = from;
+	p.length = to - from;
 	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | (write ? PINFS_PIN_WRITE : 0);
 	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0)
 		return;
 	u.lease_id = p.lease_id;
-	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != 0 ||
+	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != from ||
 	    p.nsegs == 0 || p.nsegs > PINFS_SEGS_MAX || p.pin_length > SIZE_MAX)
 		goto fail;
 	len = (size_t)p.pin_length;
@@ -317,10 +330,10 @@ static void map_new(struct dfile *d, int fd, uint64_t size, bool write)
 			n = q.nsegs;
 		}
 		for (uint32_t i = 0; i < n && have < total; i++, have++) {
-			if (s[i].file_off + s[i].len > len || s[i].file_off % PAGE ||
-			    s[i].pool_off % PAGE)
+			if (s[i].file_off < from || s[i].file_off - from + s[i].len > len ||
+			    s[i].file_off % PAGE || s[i].pool_off % PAGE)
 				goto fail;
-			if (mmap(base + s[i].file_off, s[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
+			if (mmap(base + (s[i].file_off - from), s[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
 				 (off_t)s[i].pool_off) == MAP_FAILED)
 				goto fail;
 			m->segs[have] = s[i];
@@ -335,13 +348,14 @@ static void map_new(struct dfile *d, int fd, uint64_t size, bool write)
 	if (madvise(base, len, MADV_DONTFORK) < 0)
 		goto fail;
 	m->addr = base;
+	m->base = from;
 	m->len = len;
 	m->size = size;
 	m->lease = p.lease_id;
 	m->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
 	m->write = write;
 	__atomic_store_n(&m->refs, 1, __ATOMIC_RELEASE);
-	__atomic_store_n(&d->map, m, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->map[w % NWIN], m, __ATOMIC_RELEASE);
 	return;
 fail:
 	if (base != MAP_FAILED)
@@ -450,9 +464,10 @@ static void fd_opened(int fd, int flags)
 				d->dev = st.st_dev;
 				d->ino = st.st_ino;
 				d->dd = dd;
-				d->map = NULL;
+				memset(d->map, 0, sizeof(d->map));
 				d->pinning = 0;
 				d->retry_ns = 0;
+				d->fail_ns = 0;
 				d->dirty = 0;
 				d->stamp_ns = now_ns();
 			}
@@ -495,9 +510,11 @@ static void fd_closing(int fd)
 	if (!last)
 		return;
 	stamp(d, fd);
-	m = __atomic_load_n(&d->map, __ATOMIC_ACQUIRE);
-	if (m)
-		map_drop(d, m, fd);
+	for (unsigned w = 0; w < NWIN; w++) {
+		m = __atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE);
+		if (m)
+			map_drop(d, w, m, fd);
+	}
 	lock(&old);
 	d->refs--;
 	unlock(&old);
@@ -605,6 +622,7 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 	uint64_t s1, s2, size, t;
 	size_t n;
 	unsigned char fl;
+	unsigned w, mw;
 	int zero = 0;
 
 	if (fd < 0 || fd >= FDMAX || cnt < 0 || cnt > IOV_MAX)
@@ -618,10 +636,20 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 	n = iov_len(iov, cnt);
 	if (n == 0 || n > SSIZE_MAX)
 		return FALLBACK;
-	m = map_get(d);
-	/* inside the size at pin, the lease is all it takes: any shrink
-	 * revokes it (lease/policy.c, layout_first) */
-	if (m && off <= m->size && n <= m->size - off && (!write || m->write))
+	w = (unsigned)(off >> WIN_SHIFT);
+	if (((off + n - 1) >> WIN_SHIFT) != w)
+		return FALLBACK; /* across two windows: rare, through FUSE */
+	mw = w % NWIN;
+	m = map_get(d, mw);
+	if (m && m->base != ((uint64_t)w << WIN_SHIFT)) {
+		/* another window in that place: the new one replaces it */
+		map_put(m);
+		map_drop(d, mw, m, fd);
+		m = NULL;
+	}
+	/* inside the size at pin, the lease is all it takes: any shrink that
+	 * cuts into the window revokes it (lease/policy.c, layout_first) */
+	if (m && off + n <= m->base + m->len && off + n <= m->size && (!write || m->write))
 		goto copy;
 	/* else the kernel's size (its cache: every size change of the file
 	 * went through it) */
@@ -637,36 +665,39 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 		goto fallback; /* the daemon allocates */
 	if (!write && n > size - off)
 		n = (size_t)(size - off);
-	if (m && off + n <= m->size && (!write || m->write))
+	if (m && off + n <= m->base + m->len && off + n <= m->size && (!write || m->write))
 		goto copy;
 	/* no lease yet, the file grew past it, or it is read-only: take one
-	 * (not more often than every RETRY_NS) */
+	 * (not more often than every RETRY_NS, unless none is held) */
 	t = now_ns();
-	if (t < d->retry_ns || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
+	if ((m && t < d->retry_ns) || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
 		goto fallback; /* holes: a layout pin fills none */
-	d->retry_ns = t + RETRY_NS;
 	if (m) {
+		d->retry_ns = t + RETRY_NS;
 		map_put(m);
-		map_drop(d, m, fd);
+		map_drop(d, mw, m, fd);
 		m = NULL;
 	}
 	if (!__atomic_compare_exchange_n(&d->pinning, &zero, 1, false, __ATOMIC_ACQ_REL,
 					 __ATOMIC_RELAXED))
 		return FALLBACK;
-	if (!__atomic_load_n(&d->map, __ATOMIC_ACQUIRE))
-		map_new(d, fd, size, (fl & FD_WR) != 0);
+	if (!__atomic_load_n(&d->map[mw], __ATOMIC_ACQUIRE) && t >= d->fail_ns)
+		map_new(d, w, fd, size, (fl & FD_WR) != 0);
 	__atomic_store_n(&d->pinning, 0, __ATOMIC_RELEASE);
-	m = map_get(d);
-	if (!m)
+	m = map_get(d, mw);
+	if (!m) {
+		d->fail_ns = t + RETRY_NS; /* refused: not again for a while */
 		return FALLBACK;
-	if (off + n > m->size || (write && !m->write))
+	}
+	if (m->base != ((uint64_t)w << WIN_SHIFT) || off + n > m->base + m->len ||
+	    off + n > m->size || (write && !m->write))
 		goto fallback;
 copy:
 	s1 = __atomic_load_n(&m->slot->seq, __ATOMIC_ACQUIRE);
 	if (__atomic_load_n(&m->slot->lease_id, __ATOMIC_RELAXED) != m->lease ||
 	    __atomic_load_n(&m->slot->state, __ATOMIC_RELAXED) != PINFS_LEASE_ACTIVE) {
 		map_put(m);
-		map_drop(d, m, fd);
+		map_drop(d, mw, m, fd);
 		return FALLBACK;
 	}
 	if (write && (__atomic_load_n(&m->slot->flags, __ATOMIC_RELAXED) & PINFS_DAX_MAPPED)) {
@@ -674,16 +705,17 @@ copy:
 		return FALLBACK;
 	}
 	if (m->pfd < 0 || !pool_copy(m, iov, off, n, write))
-		iov_copy(m->addr + off, iov, cnt, n, write);
+		iov_copy(m->addr + (off - m->base), iov, cnt, n, write);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	s2 = __atomic_load_n(&m->slot->seq, __ATOMIC_RELAXED);
 	if (s1 != s2) {
 		/* revoked (or the file got page-cache users) during the copy:
 		 * through FUSE again, which is right either way */
+		bool gone = __atomic_load_n(&m->slot->state, __ATOMIC_RELAXED) != PINFS_LEASE_ACTIVE ||
+			    __atomic_load_n(&m->slot->lease_id, __ATOMIC_RELAXED) != m->lease;
 		map_put(m);
-		if (__atomic_load_n(&m->slot->state, __ATOMIC_RELAXED) != PINFS_LEASE_ACTIVE ||
-		    __atomic_load_n(&m->slot->lease_id, __ATOMIC_RELAXED) != m->lease)
-			map_drop(d, m, fd);
+		if (gone)
+			map_drop(d, mw, m, fd);
 		return FALLBACK;
 	}
 	map_put(m);
@@ -1271,9 +1303,11 @@ static void drop_all(void)
 		if (!d)
 			continue;
 		stamp(d, fd);
-		m = __atomic_load_n(&d->map, __ATOMIC_ACQUIRE);
-		if (m)
-			map_drop(d, m, fd);
+		for (unsigned w = 0; w < NWIN; w++) {
+			m = __atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE);
+			if (m)
+				map_drop(d, w, m, fd);
+		}
 	}
 }
 
@@ -1341,9 +1375,10 @@ static void atfork_child(void)
 		maps[i].free = 1;
 	}
 	for (int i = 0; i < NFILES; i++) {
-		files[i].map = NULL;
+		memset(files[i].map, 0, sizeof(files[i].map));
 		files[i].pinning = 0;
 		files[i].retry_ns = 0;
+		files[i].fail_ns = 0;
 	}
 }
 
