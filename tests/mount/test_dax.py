@@ -534,3 +534,27 @@ def test_meson_installs_the_wrapper_the_library_and_the_man_page(mnt):
         assert out.returncode == 0 and out.stdout == data
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+@pytest.mark.pool_size('400M')
+def test_a_big_file_is_pinned_in_windows_and_reads_across_them_are_right(mnt, probe):
+    path = mnt.path('big')
+    win = 256 * MiB
+    size = win + 8 * MiB
+    chunk = pattern(3, 1 * MiB)
+    with open(path, 'wb') as f:
+        for i in range(size // MiB):
+            f.write(bytes([i % 251]) + chunk[1:])
+    p = probe()
+    fd = p.open(path, 'r')
+    assert p.pread(fd, win + 5, 4) == chunk[5:9]           # only the second window
+    ls = layout_pins(mnt, p.proc.pid)
+    assert [(l['start'], l['end']) for l in ls] == [(win, size)], ls
+    assert p.pread(fd, 10 * MiB, 2) == bytes([10]) + chunk[1:2]
+    ls = layout_pins(mnt, p.proc.pid)
+    assert sorted((l['start'], l['end']) for l in ls) == [(0, win), (win, size)], ls
+    # a read across the boundary: right bytes (through FUSE)
+    got = p.pread(fd, win - 3, 6)
+    assert got == chunk[-3:] + bytes([256 % 251]) + chunk[1:3]
+    assert p('close', fd) == '0'
+    assert layout_pins(mnt, p.proc.pid) == []
