@@ -4,7 +4,7 @@
  * libpinfs) that tests/mount/test_dax.py runs under pinfs-dax and drives
  * line by line on stdin; one answer line per command on stdout:
  *
- *   open PATH r|w|rw|a|wa     -> fd          (a: O_APPEND)
+ *   open PATH r|w|rw|a|wa|d   -> fd          (a: O_APPEND, d: O_RDWR|O_DIRECT)
  *   pread FD OFF LEN          -> hex bytes   ("-" for none) or "ERR errno"
  *   read FD LEN               -> hex bytes
  *   readv FD LEN              -> hex bytes (two iovecs)
@@ -147,7 +147,7 @@ int main(void)
 	bus.sa_handler = on_bus;
 	sigaction(SIGBUS, &bus, NULL);
 	char line[1 << 17], cmd[32], a1[4096], a3[1 << 16];
-	static unsigned char buf[1 << 16];
+	static unsigned char buf[1 << 16] __attribute__((aligned(4096)));
 	long x, y, z;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -163,6 +163,8 @@ int main(void)
 			fl = !strcmp(mode, "r") ? O_RDONLY : !strcmp(mode, "w") ? O_WRONLY : O_RDWR;
 			if (strchr(mode, 'a'))
 				fl = (strchr(mode, 'w') ? O_WRONLY : O_RDWR) | O_APPEND;
+			if (strchr(mode, 'd'))
+				fl = O_RDWR | O_DIRECT;
 			int fd = open(a1, fl | O_CREAT, 0644);
 			printf("%d\n", fd < 0 ? -errno : fd);
 		} else if (!strcmp(cmd, "pread")) {

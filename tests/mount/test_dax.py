@@ -403,6 +403,18 @@ def test_o_append_writes_append(mnt, probe):
     assert read_file(path) == data + b'tail1tail2'
 
 
+def test_o_direct_is_served_from_the_pool_too(mnt, probe):
+    path = mnt.path('f')
+    data = bytearray(make_file(path, 64 * KiB))
+    p = probe()
+    fd = p.open(path, 'd')
+    assert p.pread(fd, 8192, 4096) == bytes(data[8192:12288])
+    assert int(p('maps', pool_of(mnt))) > 0
+    assert p.pwrite(fd, 4096, b'D' * 4096) == 4096
+    data[4096:8192] = b'D' * 4096
+    assert read_file(path) == bytes(data)
+
+
 def test_threads_and_signal_handlers(mnt, probe):
     path = mnt.path('f')
     make_file(path, 32 * 4096)
