@@ -446,9 +446,21 @@ static void fd_opened(int fd, int flags)
 	struct stat st;
 	sigset_t old;
 
-	if (fd < 0 || fd >= FDMAX || (flags & (O_PATH | O_DIRECTORY)))
+	if (fd < 0 || fd >= FDMAX)
 		return;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+	if (__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
+		/* the number was closed behind our back (a close this library
+		 * does not see): forget it, or the new file would be served
+		 * from the old one's blocks. Its lease, if it was the last fd,
+		 * stays until exit (no fd of it is left to unpin through). */
+		lock(&old);
+		d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
+		if (d)
+			d->refs--;
+		unlock(&old);
+		d = NULL;
+	}
+	if ((flags & (O_PATH | O_DIRECTORY)) || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return;
 	lock(&old);
 	dd = dev_find(fd, st.st_dev);
@@ -522,7 +534,7 @@ static void fd_closing(int fd)
 
 static void fd_dup(int from, int to, int cloexec_flags)
 {
-	struct dfile *d;
+	struct dfile *d, *stale;
 	sigset_t old;
 
 	(void)cloexec_flags;
@@ -530,11 +542,13 @@ static void fd_dup(int from, int to, int cloexec_flags)
 		return;
 	lock(&old);
 	d = __atomic_load_n(&fdtab[from], __ATOMIC_ACQUIRE);
-	if (d) {
+	if (d)
 		d->refs++;
-		fdfl[to] = fdfl[from];
-		__atomic_store_n(&fdtab[to], d, __ATOMIC_RELEASE);
-	}
+	fdfl[to] = fdfl[from];
+	/* a stale entry (its close unseen) goes: the kernel just gave @to out */
+	stale = __atomic_exchange_n(&fdtab[to], d, __ATOMIC_ACQ_REL);
+	if (stale)
+		stale->refs--;
 	unlock(&old);
 }
 

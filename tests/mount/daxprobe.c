@@ -13,6 +13,7 @@
  *   writev FD HEX             -> bytes written (two iovecs)
  *   seek FD OFF               -> new offset
  *   close FD | fsync FD       -> 0
+ *   rawclose FD               -> 0 (syscall(SYS_close): unseen by pinfs-dax)
  *   dup FD | dupfd FD         -> new fd (dup, fcntl F_DUPFD_CLOEXEC)
  *   dup2 FD TO | dup3 FD TO   -> TO
  *   setappend FD              -> 0 (fcntl F_SETFL |= O_APPEND)
@@ -39,6 +40,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -203,6 +205,9 @@ int main(void)
 		} else if (!strcmp(cmd, "close")) {
 			sscanf(line, "%*s %ld", &x);
 			printf("%d\n", close((int)x) ? -errno : 0);
+		} else if (!strcmp(cmd, "rawclose")) { /* a close no library sees */
+			sscanf(line, "%*s %ld", &x);
+			printf("%ld\n", syscall(SYS_close, (int)x) ? -(long)errno : 0L);
 		} else if (!strcmp(cmd, "fsync")) {
 			sscanf(line, "%*s %ld", &x);
 			printf("%d\n", fsync((int)x) ? -errno : 0);

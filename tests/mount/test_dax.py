@@ -387,6 +387,26 @@ def test_dup_dup2_dup3_and_f_dupfd_share_the_lease(mnt, probe):
     assert layout_pins(mnt, p.proc.pid) == []
 
 
+def test_an_fd_number_closed_behind_the_librarys_back_serves_the_new_file(mnt, probe,
+                                                                          tmp_path):
+    path = mnt.path('f')
+    make_file(path, 64 * KiB)
+    other = tmp_path / 'other'
+    other.write_bytes(b'not the pinfs file' * 100)
+    p = probe()
+    fd = p.open(path)
+    p.pread(fd, 0, 10)
+    assert p('rawclose', fd) == '0'
+    fd2 = p.open(str(other), 'r')
+    assert fd2 == fd
+    assert p.pread(fd2, 0, 18) == b'not the pinfs file'
+    # and a pinfs file opened on that number is its own
+    assert p('rawclose', fd2) == '0'
+    data2 = make_file(mnt.path('g'), 8 * KiB, seed=9)
+    assert p.open(mnt.path('g')) == fd
+    assert p.pread(fd, 0, 8 * KiB) == data2
+
+
 def test_o_append_writes_append(mnt, probe):
     path = mnt.path('f')
     data = make_file(path, 64 * KiB)
