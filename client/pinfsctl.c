@@ -72,8 +72,8 @@ static void usage(FILE *f)
 		"                           LEASE FILE START END SIZE PID COMMAND FLAGS STATE AGE\n"
 		"                           START and END in bytes, END is exclusive; SIZE\n"
 		"                           human-readable; FLAGS R or W, then ,revocable\n"
-		"                           ,on-close ,short; AGE in seconds; --noheadings: no\n"
-		"                           header;\n"
+		"                           ,on-close ,short ,layout (pinfs-dax); AGE in\n"
+		"                           seconds; --noheadings: no header;\n"
 		"                           --json: {\"pins\": [{\"lease\", \"path\", \"start\",\n"
 		"                           \"end\", \"size\", \"pid\", \"command\", \"flags\": [...],\n"
 		"                           \"state\", \"age\"}, ...]}\n"
@@ -746,6 +746,8 @@ static void pins_print_json(const struct pinfs_lease_info *all, size_t n, char *
 			printf("%s\"on-close\"", sep);
 		if (e->flags & PINFS_PIN_SHORT)
 			printf("%s\"short\"", sep);
+		if (e->flags & PINFS_PIN_LAYOUT)
+			printf("%s\"layout\"", sep);
 		printf("], \"state\": \"%s\", \"age\": %" PRIu64 "}", state_name(e->state),
 		       e->age_ns / 1000000000u);
 	}
@@ -783,10 +785,11 @@ static int pins_print_table(const struct pinfs_lease_info *all, size_t n, char *
 		    !(cell[i][COL_SIZE] = strdup(size)) ||
 		    asprintf(&cell[i][COL_PID], "%u", e->holder_pid) < 0 ||
 		    !(cell[i][COL_COMMAND] = escaped_dup(comm)) ||
-		    asprintf(&cell[i][COL_FLAGS], "%s%s%s%s", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
+		    asprintf(&cell[i][COL_FLAGS], "%s%s%s%s%s", (e->flags & PINFS_PIN_WRITE) ? "W" : "R",
 			     (e->flags & PINFS_PIN_REVOCABLE) ? ",revocable" : "",
 			     (e->flags & PINFS_PIN_ON_CLOSE) ? ",on-close" : "",
-			     (e->flags & PINFS_PIN_SHORT) ? ",short" : "") < 0 ||
+			     (e->flags & PINFS_PIN_SHORT) ? ",short" : "",
+			     (e->flags & PINFS_PIN_LAYOUT) ? ",layout" : "") < 0 ||
 		    !(cell[i][COL_STATE] = strdup(state_name(e->state))) ||
 		    asprintf(&cell[i][COL_AGE], "%" PRIu64, e->age_ns / 1000000000u) < 0) {
 			rc = -ENOMEM;

@@ -235,3 +235,27 @@ int ffs_pool_share(struct ffs *f, const char *group, gid_t gid)
 	}
 	return 0;
 }
+
+int ffs_pool_access(fuse_req_t req, struct ffs *f, bool write)
+{
+	struct acl_buf *a = malloc(sizeof(*a));
+	struct stat ps;
+	struct cred c;
+	ssize_t n;
+	int rc = 0;
+
+	if (!a)
+		return -ENOMEM;
+	cred_get(req, &c);
+	if (fstat(f->pool->fd, &ps) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	n = fgetxattr(f->pool->fd, PM_ACL_ACCESS, a->v, sizeof(a->v));
+	acl_take(a, n < 0 ? -errno : n);
+	if (!cred_may(&c, &ps, a, R_OK | (write ? W_OK : 0)))
+		rc = -EPERM;
+out:
+	free(a);
+	return rc;
+}

@@ -168,6 +168,10 @@ void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size)
 			ci->ino = ino;
 			*pp = ci;
 			__atomic_add_fetch(&coh.ninodes, 1, __ATOMIC_SEQ_CST);
+			/* before the fill reads the pool: pinfs-dax holders
+			 * of the file store through FUSE from now on
+			 * (fusefs/dax.c; a leaf lock) */
+			ffs_dax_mapped(ino, true);
 		}
 		/* no memory: the fill is served as before; coherence is then
 		 * only as good as the kernel's own invalidation */
@@ -210,6 +214,7 @@ void ffs_coh_released(uint64_t ino)
 		__atomic_sub_fetch(&coh.ninodes, 1, __ATOMIC_SEQ_CST);
 		free(ci->pages);
 		free(ci);
+		ffs_dax_mapped(ino, false);
 	}
 	pthread_mutex_unlock(&coh.lock);
 }

@@ -137,6 +137,22 @@ int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip);
  * after one line on stderr saying why not. */
 int ffs_pool_share(struct ffs *f, const char *group, gid_t gid);
 
+/* fusefs/dax.c: the dax state file of layout leases (the rules are
+ * there). ffs_dax_start: 0 or -errno (then layout pins are EOPNOTSUPP);
+ * ffs_dax_path: its path, NULL without one; ffs_dax_slot_new: a slot for
+ * new layout lease @id of @ino (0, -EOPNOTSUPP, -ENOMEM); ffs_dax_revoked:
+ * lease_ops.layout_revoked; ffs_dax_mapped: @ino's pages may (@on) or may
+ * no longer be cached by the kernel (fusefs/coherent.c). */
+int ffs_dax_start(struct ffs *f);
+void ffs_dax_stop(void);
+const char *ffs_dax_path(void);
+int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot);
+void ffs_dax_revoked(void *ctx, uint64_t id);
+void ffs_dax_mapped(uint64_t ino, bool on);
+/* fusefs/access.c: may the caller open the pool (for writing too, with
+ * @write)? 0 or -EPERM: what a layout pin needs (no pin rule). */
+int ffs_pool_access(fuse_req_t req, struct ffs *f, bool write);
+
 /* Custom /dev/fuse I/O (see main.c) */
 extern const struct fuse_custom_io ffs_io;
 

@@ -243,7 +243,8 @@ static void lease_notify(void *ctx, const struct lease *l, uint32_t event, uint3
 int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 {
 	struct lease_ops ops = { .unpinned = lease_unpinned, .holders_changed = holders_changed,
-				 .ctx = f, .may_park = may_park, .notify = lease_notify };
+				 .ctx = f, .may_park = may_park, .notify = lease_notify,
+				 .layout_revoked = ffs_dax_revoked };
 	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
 				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone,
 				  .mappings = hook_mappings, .ctx = f };
@@ -269,6 +270,8 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 		return rc;
 	}
 	pm_fs_set_pin_hooks(f->fs, &h);
+	/* without it pinfs-dax goes through FUSE: not a reason to fail */
+	(void)ffs_dax_start(f);
 	return 0;
 }
 
@@ -277,6 +280,7 @@ void ffs_leases_stop(struct ffs *f)
 	struct pm_pin_hooks none = { 0 };
 	uint64_t nleases = 0, nblocks = 0;
 
+	ffs_dax_stop();
 	if (f->lm) {
 		/* parked requests are answered (and no completion is running an
 		 * engine call) before the hooks go */
@@ -431,7 +435,13 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	uint64_t end;
 	int rc;
 
-	if ((in->flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT)) || !in->length ||
+	if ((in->flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT |
+			   PINFS_PIN_LAYOUT)) ||
+	    /* a layout lease is never waited for and never told: no notices,
+	     * and it is no transfer (short) either */
+	    ((in->flags & PINFS_PIN_LAYOUT) &&
+	     (in->flags & (PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT))) ||
+	    !in->length ||
 	    __builtin_add_overflow(in->offset, in->length, &end))
 		return -EINVAL;
 	/* the signal a holder names is its choice (F_SETSIG), whatever its
@@ -447,9 +457,18 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 		return -EINVAL;
 	if (end > (uint64_t)st.st_size)
 		return -EINVAL; /* pinning past EOF */
-	/* who may pin (fusefs/access.c), before anything is allocated */
-	rc = ffs_pin_access(req, f, file->ip, in->flags & PINFS_PIN_WRITE,
-			    (file->flags & O_ACCMODE) != O_RDONLY, &may_alloc);
+	/* who may pin (fusefs/access.c), before anything is allocated; a
+	 * layout lease holds up nobody: mapping the pool is all it needs, and
+	 * it never fills a hole (pinfs-dax writes holes through FUSE) */
+	if (in->flags & PINFS_PIN_LAYOUT) {
+		if (!ffs_dax_path())
+			return -EOPNOTSUPP;
+		rc = ffs_pool_access(req, f, in->flags & PINFS_PIN_WRITE);
+		may_alloc = false;
+	} else {
+		rc = ffs_pin_access(req, f, file->ip, in->flags & PINFS_PIN_WRITE,
+				    (file->flags & O_ACCMODE) != O_RDONLY, &may_alloc);
+	}
 	if (rc)
 		return rc;
 	/* refuse_longterm: a long-term pin is refused before anything is
@@ -493,6 +512,14 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 				   (may_alloc ? 0 : PM_PIN_NOALLOC),
 			   pin_cb, &c);
 	lease_pin_end(f->lm, c.gen, rc == 0);
+	if (!rc && (in->flags & PINFS_PIN_LAYOUT)) {
+		uint32_t slot;
+		rc = ffs_dax_slot_new(out->lease_id, c.ino, &slot);
+		if (rc)
+			(void)lease_unpin(f->lm, out->lease_id, c.holder, c.uid);
+		else
+			out->reserved = slot + 1;
+	}
 	return rc;
 }
 
@@ -544,7 +571,7 @@ static void info_fill(struct ffs *f, const struct lease *l, const struct timespe
 	o->length = l->nblocks << 12;
 	/* an orphan (its holder gone, a mapping left) has no pid */
 	o->holder_pid = l->holder == LEASE_HOLDER_NONE ? 0 : l->holder;
-	o->flags = l->flags & (PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT);
+	o->flags = l->flags & (PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT | PINFS_PIN_LAYOUT);
 	o->state = l->state;
 	o->age_ns = t > l->start_ns ? t - l->start_ns : 0;
 	if (l->holder == LEASE_HOLDER_NONE)

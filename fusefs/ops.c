@@ -1123,7 +1123,8 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct pm_inode *ip;
 	int rc;
 
-	if (!strcmp(name, PINFS_XATTR_POOL) || !strcmp(name, PINFS_XATTR_EVENTS)) {
+	if (!strcmp(name, PINFS_XATTR_POOL) || !strcmp(name, PINFS_XATTR_EVENTS) ||
+	    !strcmp(name, PINFS_XATTR_DAXSTATE)) {
 		fuse_reply_err(req, EPERM); /* read-only, computed */
 		return;
 	}
@@ -1209,6 +1210,13 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 			reply_xattr(req, -ENODATA, size, NULL);
 		else
 			reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, ev);
+		return;
+	}
+	if (!strcmp(name, PINFS_XATTR_DAXSTATE)) {
+		/* pinfs-dax: where layout leases learn of revocations */
+		const char *p = ffs_dax_path();
+		size_t n = p ? strlen(p) : 0;
+		reply_xattr(req, !p ? -ENODATA : size && size < n ? -ERANGE : (ssize_t)n, size, p);
 		return;
 	}
 	rc = iget(req, ino, &ip);

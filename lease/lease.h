@@ -64,6 +64,10 @@ struct lease_ops {
 	 * Called without any lease lock held. NULL: none. */
 	void (*notify)(void *ctx, const struct lease *l, uint32_t event, uint32_t policy,
 		       uint32_t break_ms);
+	/* layout lease @id (PINFS_PIN_LAYOUT) was just revoked: publish it to
+	 * its holder (the dax state file). Called before the truncate or punch
+	 * that revoked it frees anything, no lease lock held. NULL: nothing. */
+	void (*layout_revoked)(void *ctx, uint64_t id);
 };
 
 int lease_mgr_new(const struct lease_cfg *cfg, const struct lease_ops *ops,

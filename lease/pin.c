@@ -17,9 +17,11 @@
  *                    (per-user limits)
  *   all              every lease in id order (lease_list(ino 0), delete)
  *
- * and, per pool block, a pin count in `blocks`, an open-addressing hash
- * pblk -> count holding only blocks whose count is > 0. So "is this block
- * pinned" is one probe and the number of pinned blocks is its size.
+ * and, per pool block, a pin count, kept in its 2 MiB chunk (`chunks`, an
+ * open-addressing hash chunk -> struct chunk holding only chunks with a
+ * pinned block): "is this block pinned" is one probe and a bit, and pinning
+ * a run of blocks probes once per chunk, not once per block. A chunk with a
+ * pinned block takes about 2 KiB: at most 1/1024 of the pool's size.
  *
  * Removal cannot fail, yet must report the blocks whose count reached 0
  * after the lock is dropped. Rather than collect those runs in memory
@@ -253,12 +255,12 @@ struct lease_table {
 	uint64_t max_user_leases, max_user_bytes; /* protected by lock; 0: no limit */
 	struct umap by_id, by_ino, by_holder, by_fh; /* protected by lock */
 	struct umap by_user;			/* protected by lock: uid -> user_acct */
-	struct umap blocks;			/* protected by lock: pblk -> count */
+	size_t npinned;				/* protected by lock: blocks with a count > 0 */
 	/* protected by lock: 2 MiB chunk (pblk >> 9) -> struct chunk, a
-	 * bitmap of its pinned blocks. Small and cache-resident, so "is this
-	 * block pinned?" for the many blocks a truncate frees is answered from
-	 * it alone, never from the big block map, however many pins there
-	 * are (bench-pins: truncate with 100 000 pins). */
+	 * bitmap of its pinned blocks and their counts. The bitmap comes
+	 * first and the table is small, so "is this block pinned?" for the
+	 * many blocks a truncate frees touches a few cache lines, however many
+	 * pins there are (bench-pins: truncate with 100 000 pins). */
 	struct umap chunks;
 	struct lease_chain all;			/* protected by lock */
 	uint64_t nleases;			/* protected by lock */
@@ -501,10 +503,11 @@ static void tree_overlap(const struct lease_node *x, struct overlap_query *q)
 #define CHUNK_BLOCKS (1u << CHUNK_SHIFT)
 
 /* The pinned blocks of one 2 MiB chunk: bit i <=> block (chunk << 9) + i
- * has a non-zero count in t->blocks. */
+ * has a non-zero count[i]. */
 struct chunk {
 	uint32_t npinned; /* bits set */
 	uint64_t bits[CHUNK_BLOCKS / 64];
+	uint32_t count[CHUNK_BLOCKS];
 };
 
 static struct chunk *chunk_of(const struct lease_table *t, uint64_t pblk)
@@ -512,53 +515,60 @@ static struct chunk *chunk_of(const struct lease_table *t, uint64_t pblk)
 	return umap_get_ptr(&t->chunks, pblk >> CHUNK_SHIFT);
 }
 
+/* The chunk of the caller's previous block: a run of blocks probes the
+ * chunk table once per chunk. */
+struct chunk_cache {
+	struct chunk *c; /* NULL: none */
+	uint64_t key;
+};
+
 /* Called with t->lock held. 0 or -ENOMEM (count unchanged). */
-static int blocks_pin(struct lease_table *t, uint64_t pblk)
+static int blocks_pin(struct lease_table *t, uint64_t pblk, struct chunk_cache *cache)
 {
-	struct umap_ent *e = umap_find(&t->blocks, pblk);
-	struct chunk *c;
+	uint64_t key = pblk >> CHUNK_SHIFT;
+	struct chunk *c = cache->c && cache->key == key ? cache->c : chunk_of(t, pblk);
 	unsigned bit = (unsigned)(pblk & (CHUNK_BLOCKS - 1));
 
-	if (e) {
-		e->val++;
-		return 0;
-	}
-	int rc = umap_reserve(&t->blocks, t->blocks.used + 1);
-	if (!rc)
-		rc = umap_reserve(&t->chunks, t->chunks.used + 1);
-	if (rc)
-		return rc;
-	c = chunk_of(t, pblk);
 	if (!c) {
+		int rc = umap_reserve(&t->chunks, t->chunks.used + 1);
+		if (rc)
+			return rc;
 		c = calloc(1, sizeof(*c));
 		if (!c)
 			return -ENOMEM;
-		umap_insert(&t->chunks, pblk >> CHUNK_SHIFT, (uint64_t)(uintptr_t)c);
+		umap_insert(&t->chunks, key, (uint64_t)(uintptr_t)c);
 	}
-	umap_insert(&t->blocks, pblk, 1);
+	cache->c = c;
+	cache->key = key;
+	if (c->count[bit]++)
+		return 0;
 	c->bits[bit / 64] |= 1ull << (bit % 64);
 	c->npinned++;
+	t->npinned++;
 	return 0;
 }
 
 /* Called with t->lock held. True when the count reached 0. */
-static bool blocks_unpin(struct lease_table *t, uint64_t pblk)
+static bool blocks_unpin(struct lease_table *t, uint64_t pblk, struct chunk_cache *cache)
 {
-	struct umap_ent *e = umap_find(&t->blocks, pblk);
-	if (!e)
-		lease_bug("unpinning a block that is not pinned");
-	if (--e->val)
-		return false;
-	umap_del(&t->blocks, e);
-	e = umap_find(&t->chunks, pblk >> CHUNK_SHIFT);
-	if (!e)
-		lease_bug("a pinned block's chunk is not counted");
-	struct chunk *c = (struct chunk *)(uintptr_t)e->val;
+	uint64_t key = pblk >> CHUNK_SHIFT;
+	struct chunk *c = cache->c && cache->key == key ? cache->c : chunk_of(t, pblk);
 	unsigned bit = (unsigned)(pblk & (CHUNK_BLOCKS - 1));
+	struct umap_ent *e;
+
+	if (!c || !c->count[bit])
+		lease_bug("unpinning a block that is not pinned");
+	cache->c = c;
+	cache->key = key;
+	if (--c->count[bit])
+		return false;
 	c->bits[bit / 64] &= ~(1ull << (bit % 64));
+	t->npinned--;
 	if (!--c->npinned) {
+		e = umap_find(&t->chunks, key);
 		umap_del(&t->chunks, e);
 		free(c);
+		cache->c = NULL;
 	}
 	return true;
 }
@@ -572,12 +582,13 @@ static bool blocks_unpin(struct lease_table *t, uint64_t pblk)
 static void node_unpin_blocks(struct lease_table *t, struct lease_node *n, uint64_t upto,
 			      bool mark)
 {
+	struct chunk_cache cache = { NULL, 0 };
 	uint64_t b = 0;
 
 	ASSERT_LOCKED(t);
 	for (uint64_t i = 0; i < n->l.nseg && b < upto; i++)
 		for (uint64_t j = 0; j < n->l.seg_len[i] && b < upto; j++, b++)
-			if (blocks_unpin(t, n->l.seg_pblk[i] + j) && mark)
+			if (blocks_unpin(t, n->l.seg_pblk[i] + j, &cache) && mark)
 				n->zero[b / 64] |= 1ull << (b % 64);
 }
 
@@ -585,12 +596,13 @@ static void node_unpin_blocks(struct lease_table *t, struct lease_node *n, uint6
  * done. Called with t->lock held. 0 or -ENOMEM. */
 static int node_pin_blocks(struct lease_table *t, struct lease_node *n)
 {
+	struct chunk_cache cache = { NULL, 0 };
 	uint64_t b = 0;
 
 	ASSERT_LOCKED(t);
 	for (uint64_t i = 0; i < n->l.nseg; i++) {
 		for (uint64_t j = 0; j < n->l.seg_len[i]; j++, b++) {
-			int rc = blocks_pin(t, n->l.seg_pblk[i] + j);
+			int rc = blocks_pin(t, n->l.seg_pblk[i] + j, &cache);
 			if (rc) {
 				node_unpin_blocks(t, n, b, false);
 				return rc;
@@ -755,7 +767,6 @@ void lease_table_delete(struct lease_table **tp)
 	free_groups(&t->by_fh);
 	free_groups(&t->by_user);
 	umap_free(&t->by_id);
-	umap_free(&t->blocks);
 	for (size_t i = 0; i < t->chunks.cap; i++)
 		free((void *)(uintptr_t)t->chunks.e[i].val);
 	umap_free(&t->chunks);
@@ -852,7 +863,7 @@ int lease_add_gen(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t 
 	int rc;
 
 	if (!ino || !n || holder == LEASE_HOLDER_NONE || first > UINT64_MAX - n || n > (UINT64_MAX >> PM_BLOCK_SHIFT) ||
-	    (flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT)) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
+	    (flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT | PINFS_PIN_LAYOUT)) || !segs_valid(first, n, seg_fblk, seg_pblk, seg_len, nseg))
 		return -EINVAL;
 
 	/* One allocation: node, three segment arrays, the zero bitmap. nseg <= n. */
@@ -1330,7 +1341,7 @@ void lease_table_counts(struct lease_table *t, uint64_t *nleases, uint64_t *npin
 	if (nleases)
 		*nleases = t->nleases;
 	if (npinned_blocks)
-		*npinned_blocks = t->blocks.used;
+		*npinned_blocks = t->npinned;
 	table_unlock(t);
 }
 
@@ -1524,16 +1535,17 @@ static int check_locked(struct lease_table *t)
 		}
 	}
 	rc = 0;
-	if (counts.used != t->blocks.used) {
+	if (counts.used != t->npinned) {
 		fprintf(stderr, "pinfs: pin table check: %zu blocks pinned, %zu counted\n",
-			counts.used, t->blocks.used);
+			counts.used, t->npinned);
 		rc = -EUCLEAN;
 	}
 	for (size_t i = 0; !rc && i < counts.cap; i++) {
-		struct umap_ent *e = umap_find(&t->blocks, counts.e[i].key);
-		if (counts.e[i].val && (!e || e->val != counts.e[i].val)) {
+		const struct chunk *c = chunk_of(t, counts.e[i].key);
+		uint64_t have = c ? c->count[counts.e[i].key & (CHUNK_BLOCKS - 1)] : 0;
+		if (counts.e[i].val && have != counts.e[i].val) {
 			fprintf(stderr, "pinfs: pin table check: block %" PRIu64 " count %" PRIu64
-				", should be %" PRIu64 "\n", counts.e[i].key, e ? e->val : 0,
+				", should be %" PRIu64 "\n", counts.e[i].key, have,
 				counts.e[i].val);
 			rc = -EUCLEAN;
 		}
@@ -1548,6 +1560,14 @@ static int check_locked(struct lease_table *t)
 			continue;
 		for (unsigned w = 0; w < CHUNK_BLOCKS / 64; w++)
 			n += (unsigned)__builtin_popcountll(c->bits[w]);
+		for (unsigned k = 0; k < CHUNK_BLOCKS; k++)
+			if (!!c->count[k] != (c->bits[k / 64] >> (k % 64) & 1)) {
+				fprintf(stderr, "pinfs: pin table check: chunk %" PRIu64 " block %u: "
+					"count %u, bit %u\n", t->chunks.e[i].key, k, c->count[k],
+					(unsigned)(c->bits[k / 64] >> (k % 64) & 1));
+				rc = -EUCLEAN;
+				break;
+			}
 		if (!n || n != c->npinned) {
 			fprintf(stderr, "pinfs: pin table check: chunk %" PRIu64 " has %u bits, "
 				"counts %u\n", t->chunks.e[i].key, n, c->npinned);
@@ -1555,19 +1575,9 @@ static int check_locked(struct lease_table *t)
 		}
 		bits += n;
 	}
-	for (size_t i = 0; !rc && i < t->blocks.cap; i++) {
-		uint64_t p = t->blocks.e[i].key;
-		const struct chunk *c = chunk_of(t, p);
-		unsigned bit = (unsigned)(p & (CHUNK_BLOCKS - 1));
-		if (t->blocks.e[i].val && !(c && (c->bits[bit / 64] >> (bit % 64) & 1))) {
-			fprintf(stderr, "pinfs: pin table check: block %" PRIu64 " pinned, "
-				"its chunk bit clear\n", p);
-			rc = -EUCLEAN;
-		}
-	}
-	if (!rc && bits != t->blocks.used) {
+	if (!rc && bits != t->npinned) {
 		fprintf(stderr, "pinfs: pin table check: %zu chunk bits, %zu blocks pinned\n",
-			bits, t->blocks.used);
+			bits, t->npinned);
 		rc = -EUCLEAN;
 	}
 	return rc;

@@ -623,7 +623,7 @@ int lease_pin_allowed(struct lease_mgr *m, uint64_t ino, uint32_t policy, uint32
 
 	if (policy == PINFS_POLICY_DEFAULT)
 		policy = lease_mgr_policy(m);
-	if (policy != PINFS_POLICY_NOLONGTERM || (flags & PINFS_PIN_SHORT))
+	if (policy != PINFS_POLICY_NOLONGTERM || (flags & (PINFS_PIN_SHORT | PINFS_PIN_LAYOUT)))
 		return 0;
 	pthread_mutex_lock(&m->lock);
 	m->mc.longterm_refused++;
@@ -872,6 +872,67 @@ static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino
 	return 0;
 }
 
+/*
+ * Layout leases (PINFS_PIN_LAYOUT, pinfs-dax) in v[0..*k): revoked at once
+ * under every policy, with no signal and no wait (their holder is an
+ * unmodified program that cannot be asked, and falls back to FUSE on its
+ * own once the state file says so), and taken out of v. Their blocks stay
+ * pinned, so they are quarantined as any revoked lease's are.
+ */
+static void revoke_layout(struct lease_mgr *m, struct lease *v, long *k, uint64_t ino,
+			  uint32_t policy)
+{
+	long i, j = 0;
+
+	for (i = 0; i < *k; i++) {
+		struct fcount *f;
+
+		if (!(v[i].flags & PINFS_PIN_LAYOUT)) {
+			v[j++] = v[i];
+			continue;
+		}
+		if (lease_set_state(m->t, v[i].id, PINFS_LEASE_REVOKED))
+			continue; /* ended meanwhile */
+		if (m->ops.layout_revoked)
+			m->ops.layout_revoked(m->ops.ctx, v[i].id);
+		pthread_mutex_lock(&m->lock);
+		m->gen++;
+		m->mc.leases_revoked++;
+		f = fcount(m, ino);
+		if (f)
+			f->revoked++;
+		ev_push(m, PINFS_EV_REVOKE, &v[i], 0, 0, 0, 0, policy);
+		pthread_mutex_unlock(&m->lock);
+	}
+	*k = j;
+}
+
+/*
+ * Before any policy looks at the pins of [first, first + n) of @ino: the
+ * layout leases in the way are revoked (revoke_layout), under every policy
+ * and whatever the other pins say -- a revoked layout lease costs its
+ * holder one new pin, never a wrong byte. A shrink (n == UINT64_MAX) also
+ * revokes those on the block before @first: the new last block, whose
+ * tail it zeroes and whose bytes past the new size a holder must no
+ * longer serve. 0 or -ENOMEM.
+ */
+static long layout_first(struct lease_mgr *m, uint64_t ino, uint64_t first, uint64_t n,
+			 uint32_t policy)
+{
+	struct lease *v = NULL;
+	long k;
+
+	if (policy == PINFS_POLICY_DEFAULT)
+		policy = lease_mgr_policy(m);
+	if (n == UINT64_MAX && first > 0)
+		first--;
+	k = live_overlap(m, ino, first, n, &v);
+	if (k > 0)
+		revoke_layout(m, v, &k, ino, policy);
+	free(v);
+	return k < 0 ? k : 0;
+}
+
 /* Sleeps until a pin ends after generation @gen, until @deadline_ns
  * (CLOCK_MONOTONIC), or for at most 50 ms (to poll an interruption). */
 static void wait_gen(struct lease_mgr *m, uint64_t gen, uint64_t deadline_ns)
@@ -1070,7 +1131,9 @@ static int free_step(struct lease_mgr *m, struct lease_wait *w)
 	long k, i, nlong;
 	int rc;
 
-	k = live_overlap(m, w->ino, w->first, w->n, &v);
+	k = layout_first(m, w->ino, w->first, w->n, w->policy);
+	if (k >= 0)
+		k = live_overlap(m, w->ino, w->first, w->n, &v);
 	if (k < 0)
 		return (int)k;
 	if (k == 0) {
@@ -1172,7 +1235,9 @@ static int may_free_nowait(struct lease_mgr *m, uint64_t ino, uint64_t first, ui
 	if (!w) {
 		if (policy == PINFS_POLICY_DEFAULT)
 			policy = lease_mgr_policy(m);
-		k = live_overlap(m, ino, first, n, &v);
+		k = layout_first(m, ino, first, n, policy);
+		if (k >= 0)
+			k = live_overlap(m, ino, first, n, &v);
 		if (k <= 0) {
 			free(v);
 			return (int)k;

@@ -491,6 +491,57 @@ _Static_assert(sizeof(struct pinfs_status) <= 16384, "restricted ioctl limit");
 _Static_assert(sizeof(struct pinfs_status_holder) == 40, "the holder record is 40 bytes");
 #endif
 
+/*
+ * Layout leases (pinfs-dax, dax/): PINFS_PIN_LAYOUT marks a cooperative
+ * lease taken by a library on behalf of an unmodified program. The daemon
+ * never waits for one and never signals its holder: a truncate, O_TRUNC or
+ * hole punch over it revokes it at once under every policy (even when
+ * the operation is then refused or waits for the other pins of the range;
+ * a shrink also revokes the one on the new last block), its blocks quarantined
+ * until the holder unpins or exits, and says so through the holder's slot
+ * in the dax state file (PINFS_XATTR_DAXSTATE), with no round trip. A
+ * layout pin needs only what mapping the pool needs (no pin rule: it can
+ * hold up nobody) and never fills holes (EACCES for a range with holes).
+ * With PINFS_PIN_LAYOUT, the reply's @reserved carries the lease's slot
+ * index + 1. EOPNOTSUPP: the daemon has no state file.
+ */
+#define PINFS_PIN_LAYOUT 0x40u
+/* the dax state file's path: a read-only xattr of every file of the mount */
+#define PINFS_XATTR_DAXSTATE "user.pinfs.daxstate"
+#define PINFS_DAX_MAGIC 0x5844534e4950ull /* "PINSDX" */
+#define PINFS_DAX_SLOTS 4096u
+/* The state file: this header, then PINFS_DAX_SLOTS slots of 64 bytes.
+ * The daemon writes, holders map it read-only. @revokes counts every
+ * revocation (a FUTEX_WAKE follows each bump, so a holder thread may wait
+ * on it, FUTEX_WAIT without FUTEX_PRIVATE_FLAG). */
+struct pinfs_dax_hdr {
+	uint64_t magic;
+	uint32_t version; /* 1 */
+	uint32_t nslots;
+	uint32_t revokes;
+	uint32_t reserved0;
+	uint64_t reserved[5];
+};
+/* Slot flags: PINFS_DAX_MAPPED -- the kernel may cache pages of the file
+ * for plain mmap users (fusefs/coherent.c): stores must go through FUSE. */
+#define PINFS_DAX_MAPPED 0x1u
+/* One layout lease. The daemon changes @state/@flags, then bumps @seq
+ * (release); a holder reads @seq (acquire), checks @lease_id, @state and
+ * @flags, copies, and reads @seq again: unchanged means nothing was revoked
+ * during the copy (a seqlock). */
+struct pinfs_dax_slot {
+	uint64_t seq;
+	uint64_t lease_id; /* 0: free */
+	uint64_t ino;
+	uint32_t state;	   /* PINFS_LEASE_ACTIVE / PINFS_LEASE_REVOKED */
+	uint32_t flags;	   /* PINFS_DAX_* */
+	uint64_t reserved[4];
+};
+#ifndef __cplusplus
+_Static_assert(sizeof(struct pinfs_dax_hdr) == 64, "dax header ABI");
+_Static_assert(sizeof(struct pinfs_dax_slot) == 64, "dax slot ABI");
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,6 +31,7 @@ PAGES = {
     'pinclient.1': 'pinclient',
     # scripts/compare-policies as meson builds and installs it
     'pinfs-compare-policies.1': 'pinfs-compare-policies',
+    'pinfs-dax.1': 'pinfs-dax',
     'pinfs.7': None,
     # section 3: the client library (no program; pinfs_map_unpin.3,
     # pinfs_map_ptr.3 and pinfs_client.3 are .so links, checked installed)

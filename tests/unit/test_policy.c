@@ -844,6 +844,77 @@ static int test_no_wait_is_made_when_the_transport_has_no_room(void)
 	return 0;
 }
 
+static uint64_t layout_revoked_id;
+static int layout_revoked_calls;
+
+static void on_layout_revoked(void *ctx, uint64_t id)
+{
+	(void)ctx;
+	layout_revoked_id = id;
+	layout_revoked_calls++;
+}
+
+/* Layout leases (pinfs-dax): under every policy a truncate over one goes
+ * ahead at once, revokes it without a signal and says so through
+ * ops.layout_revoked; its blocks stay quarantined until the unpin. A
+ * shrink revokes the layout lease on the new last block too; policy fail
+ * still refuses for an ordinary pin in the range. */
+static int test_layout_leases_are_revoked_at_once_under_every_policy(void)
+{
+	static const uint32_t policies[] = { PINFS_POLICY_FAIL, PINFS_POLICY_REVOKE,
+					     PINFS_POLICY_WAIT, PINFS_POLICY_BREAK };
+
+	for (unsigned i = 0; i < 4; i++) {
+		struct lease_cfg cfg = { .policy = policies[i], .busy_errno = EBUSY,
+					 .wait_timeout = 30, .lease_break_time = 30 };
+		struct lease_ops ops = { .unpinned = on_unpinned,
+					 .layout_revoked = on_layout_revoked };
+		struct lease_mgr *m = NULL;
+		struct timespec t0, t1;
+		struct lease l;
+		uint64_t id, id2, v;
+
+		CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+		CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE | PINFS_PIN_LAYOUT, &id));
+		layout_revoked_calls = 0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		/* a shrink to inside block 7: frees nothing the lease has */
+		CHECK_EQ(lease_may_free(m, 7, 8, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		CHECK(t1.tv_sec - t0.tv_sec < 5); /* not the 30 s wait */
+		CHECK_EQ(layout_revoked_calls, 1);
+		CHECK_UEQ(layout_revoked_id, id);
+		CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+		CHECK_EQ(l.state, PINFS_LEASE_REVOKED);
+		CHECK_EQ(next_signal(0, &v), -1);
+		CHECK(lease_mgr_block_pinned(m, 1007));
+		unpinned_blocks = 0;
+		CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+		CHECK_UEQ(unpinned_blocks, 8);
+		/* a punch of a range that is not at the end: only the overlap */
+		CHECK_OK(pin(m, PINFS_PIN_LAYOUT, &id));
+		CHECK_EQ(lease_may_free(m, 7, 8, 4, PINFS_POLICY_DEFAULT, NULL), 0);
+		CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+		CHECK_EQ(l.state, PINFS_LEASE_ACTIVE);
+		CHECK_EQ(lease_may_free(m, 7, 2, 1, PINFS_POLICY_DEFAULT, NULL), 0);
+		CHECK_OK(lease_get(lease_mgr_table(m), id, &l));
+		CHECK_EQ(l.state, PINFS_LEASE_REVOKED);
+		CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+		if (policies[i] == PINFS_POLICY_FAIL) {
+			/* an ordinary pin still refuses under fail */
+			CHECK_OK(pin(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &id2));
+			CHECK_OK(pin(m, PINFS_PIN_LAYOUT, &id));
+			CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL),
+				 -EBUSY);
+			CHECK_OK(lease_unpin(m, id2, (uint32_t)getpid(), 1000));
+			CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+		}
+		CHECK_EQ(next_signal(0, &v), -1);
+		lease_mgr_delete(&m);
+	}
+	return 0;
+}
+
 /* ---- the positions the kernel shipped (issue 17) -------------------------- */
 
 static int unpinned_flag;
@@ -1110,6 +1181,7 @@ int main(void)
 	RUN(test_parked_events_reads_are_bounded_per_user);
 	RUN(test_a_truncate_past_the_parked_bound_is_refused_not_parked);
 	RUN(test_no_wait_is_made_when_the_transport_has_no_room);
+	RUN(test_layout_leases_are_revoked_at_once_under_every_policy);
 	RUN(test_a_wait_without_bound_lasts_until_the_unpin);
 	RUN(test_a_wait_without_bound_is_interruptible);
 	RUN(test_parse_wait_timeouts);

@@ -1,0 +1,1451 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dax/pinfsdax.c -- libpinfsdax.so, preloaded by pinfs-dax(1): serves
+ * read/pread/readv/preadv and write/pwrite/writev/pwritev of regular files
+ * of pinfs mounts straight from the pool, under a layout lease
+ * (PINFS_PIN_LAYOUT, include/pinfs/abi.h); everything else goes to the
+ * kernel (FUSE) untouched.
+ *
+ * When the pool is used:
+ *  - the fd was opened through open/openat/creat (the ones this library
+ *    sees; stdio's own opens are never served from the pool) or is a
+ *    dup/dup2/dup3/F_DUPFD of such an fd, on a pinfs mount whose pool the
+ *    caller may open (else: FUSE, decided once per mount);
+ *  - the file has no hole (st_blocks covers the size: a layout pin never
+ *    fills holes) and the I/O lies inside the size (appends, writes past
+ *    EOF and O_APPEND writes go through FUSE: the daemon allocates);
+ *  - a write: the file has no page-cache user (PINFS_DAX_MAPPED clear).
+ * A file's leases cover 256 MiB windows, [0, size) cut at window
+ * boundaries, each taken at the first such I/O in it and taken again when
+ * the file grew past it (at most every 100 ms).
+ *
+ * Revocation (a truncate or punch under any policy: the daemon never
+ * waits): every copy is bracketed by two reads of the lease's slot in the
+ * mapped state file (a seqlock). A copy during which the slot changed is
+ * done again through FUSE -- a read re-read, a write rewritten (the direct
+ * store went to a quarantined block nobody reads) -- and the map is
+ * dropped and the lease unpinned. Quarantine keeps the old blocks out of
+ * other files until then, so no copy ever sees another file's bytes.
+ *
+ * Coherence: read() and write() through FUSE are direct I/O, so plain
+ * readers and writers see the pool at once and the other way round; a
+ * file the kernel caches pages of (plain mmap users) gets its stores
+ * through FUSE (the daemon invalidates those pages).
+ *
+ * Timestamps: a direct store does not reach the daemon; mtime and ctime
+ * are set (futimens UTIME_NOW) at the first store after a stamp once
+ * 100 ms have passed, and at fsync/fdatasync/close/exec/exit of a file
+ * with unstamped stores.
+ *
+ * fork: maps are MADV_DONTFORK, and the child forgets them (it is not the
+ * leases' holder) and takes its own. exec: leases are unpinned first.
+ *
+ * Concurrency and signals: the I/O path takes no lock. A map is reached
+ * through an atomic pointer and a reference count that never rises from 0;
+ * its last reference unmaps it. open/close/dup take a spinlock with every
+ * signal blocked, so a handler can call any of these without deadlock.
+ * read() and write() find the file position with lseek before and after
+ * the copy: two threads reading one shared fd at once may see the same
+ * bytes (pread and readv at an offset are exact).
+ */
+/* the plain names are the interposed symbols: no 64-bit renaming */
+#undef _FILE_OFFSET_BITS
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pinfs/abi.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define FUSE_MAGIC 0x65735546
+#define FDMAX 65536
+#define NFILES 1024
+#define NMAPS 1024
+#define NDEVS 16
+#define PAGE 4096ull
+#define STAMP_NS 100000000ull
+#define RETRY_NS 100000000ull
+/* A file's leases cover windows of 256 MiB (a pin's cost grows with its
+ * blocks: the daemon counts pins per block), up to NWIN of them at once,
+ * window w in map[w % NWIN]. */
+#define WIN_SHIFT 28
+#define NWIN 4
+/* Copies go through pread/pwrite on the pool file at the blocks' pool
+ * offsets: the kernel's copy, as tmpfs's own read() makes, with no page
+ * fault per fresh page of the map (a fault costs more than the syscall on
+ * a hypervisor guest: 4 KiB random reads ran at 0.5x tmpfs through the
+ * map, 1.0x through pread). The map serves when the pool fd is gone. */
+#define PFD_MIN 512 /* our pool fds live above the program's usual ones */
+
+struct ddev {
+	dev_t dev;
+	int state; /* 0 free, 1 pinfs with dax, 2 not served */
+	const struct pinfs_dax_hdr *hdr;
+	char pool[4096];
+};
+
+struct dmap {
+	int refs;	  /* atomic; never rises from 0 */
+	int free;	  /* atomic: 1 = reusable */
+	char *addr;	  /* file offset @base */
+	uint64_t base;	  /* the window's first byte */
+	size_t len;	  /* pinned bytes from @base */
+	uint64_t size;	  /* the file's size at pin */
+	uint64_t lease;
+	const struct pinfs_dax_slot *slot;
+	bool write;
+	int pfd;	  /* the pool, for large copies (-1: none) */
+	struct pinfs_seg *segs; /* mmap'd, nsegs of them */
+	uint32_t nsegs;
+	size_t segs_len;
+};
+
+struct dfile {
+	int refs; /* fds (under tab_lock); 0: free */
+	dev_t dev;
+	ino_t ino;
+	struct ddev *dd;
+	struct dmap *map[NWIN]; /* atomic */
+	int pinning;	  /* atomic flag */
+	uint64_t retry_ns; /* no new lease for a held window before */
+	uint64_t fail_ns;  /* no pin before (the last one was refused) */
+	int dirty;	  /* atomic: stores not stamped */
+	uint64_t stamp_ns;
+};
+
+#define FD_WR 1
+#define FD_RD 2
+#define FD_APPEND 4
+static struct dfile *fdtab[FDMAX]; /* atomic pointers */
+static unsigned char fdfl[FDMAX];
+static struct dfile files[NFILES];
+static struct dmap maps[NMAPS];
+static struct ddev devs[NDEVS];
+static int tab_lock;
+static pid_t owner_pid;
+
+static ssize_t (*r_read)(int, void *, size_t);
+static ssize_t (*r_write)(int, const void *, size_t);
+static ssize_t (*r_pread)(int, void *, size_t, off_t);
+static ssize_t (*r_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*r_readv)(int, const struct iovec *, int);
+static ssize_t (*r_writev)(int, const struct iovec *, int);
+static ssize_t (*r_preadv)(int, const struct iovec *, int, off_t);
+static ssize_t (*r_pwritev)(int, const struct iovec *, int, off_t);
+static int (*r_open)(const char *, int, ...);
+static int (*r_openat)(int, const char *, int, ...);
+static int (*r_close)(int);
+static int (*r_dup)(int);
+static int (*r_dup2)(int, int);
+static int (*r_dup3)(int, int, int);
+static int (*r_fcntl)(int, int, ...);
+static int (*r_fsync)(int);
+static int (*r_fdatasync)(int);
+static int (*r_fclose)(FILE *);
+static int (*r_close_range)(unsigned, unsigned, int);
+static int (*r_execve)(const char *, char *const[], char *const[]);
+static int (*r_execvpe)(const char *, char *const[], char *const[]);
+static int (*r_fexecve)(int, char *const[], char *const[]);
+static void *(*r_mmap)(void *, size_t, int, int, int, off_t);
+static int (*r_munmap)(void *, size_t);
+
+static void syms(void);
+/* Another library's constructor may call us before ours ran. */
+static inline void ensure(void)
+{
+	if (__builtin_expect(!__atomic_load_n(&r_fexecve, __ATOMIC_ACQUIRE), 0))
+		syms();
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the table lock: every signal blocked while held ---------------- */
+
+static void lock(sigset_t *old)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, old);
+	while (__atomic_exchange_n(&tab_lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static void unlock(const sigset_t *old)
+{
+	__atomic_store_n(&tab_lock, 0, __ATOMIC_RELEASE);
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* ---- maps --------------------------------------------------------------- */
+
+static void map_put(struct dmap *m)
+{
+	if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		munmap(m->addr, m->len);
+		if (m->segs)
+			munmap(m->segs, m->segs_len);
+		m->segs = NULL;
+		if (m->pfd >= 0)
+			r_close(m->pfd);
+		m->pfd = -1;
+		__atomic_store_n(&m->free, 1, __ATOMIC_RELEASE);
+	}
+}
+
+/* A reference on @d's map of window @w, or NULL. */
+static struct dmap *map_get(struct dfile *d, unsigned w)
+{
+	struct dmap *m = __atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE);
+	int r;
+
+	if (!m)
+		return NULL;
+	r = __atomic_load_n(&m->refs, __ATOMIC_RELAXED);
+	do {
+		if (r <= 0)
+			return NULL;
+	} while (!__atomic_compare_exchange_n(&m->refs, &r, r + 1, false, __ATOMIC_ACQ_REL,
+					      __ATOMIC_RELAXED));
+	if (__atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE) != m) {
+		map_put(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Drops @d's map @m of window @w (if it still is) and ends its lease
+ * through @fd. */
+static void map_drop(struct dfile *d, unsigned w, struct dmap *m, int fd)
+{
+	struct pinfs_unpin u = { 0 };
+
+	if (!__atomic_compare_exchange_n(&d->map[w], &m, NULL, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return;
+	u.lease_id = m->lease;
+	/* unmapped first (unless a copy still runs: then the daemon keeps
+	 * the blocks, LEASE_ENDED, until no process maps them) */
+	map_put(m); /* the table's reference */
+	(void)ioctl(fd, PINFS_IOC_UNPIN, &u);
+}
+
+static struct dmap *map_alloc(void)
+{
+	for (int i = 0; i < NMAPS; i++) {
+		int one = 1;
+		if (__atomic_compare_exchange_n(&maps[i].free, &one, 0, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			return &maps[i];
+	}
+	return NULL;
+}
+
+/* Pins window @w of @d, [w << WIN_SHIFT, min(size, next window)), through
+ * @fd, and maps it. */
+static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, bool write)
+{
+	uint64_t from = (uint64_t)w << WIN_SHIFT, to = from + (1ull << WIN_SHIFT);
+	struct pinfs_pin p;
+	struct pinfs_segs q;
+	struct pinfs_unpin u = { 0 };
+	struct dmap *m = NULL;
+	char *base = MAP_FAILED;
+	uint32_t have, total;
+	size_t len;
+	int pfd = -1, prot = PROT_READ | (write ? PROT_WRITE : 0);
+
+	memset(&p, 0, sizeof(p));
+	if (to > size)
+		to = size;
+	p.offset = from;
+	p.length = to - from;
+	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | (write ? PINFS_PIN_WRITE : 0);
+	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0)
+		return;
+	u.lease_id = p.lease_id;
+	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != from ||
+	    p.nsegs == 0 || p.nsegs > PINFS_SEGS_MAX || p.pin_length > SIZE_MAX)
+		goto fail;
+	len = (size_t)p.pin_length;
+	pfd = r_open(d->dd->pool, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (pfd < 0)
+		goto fail;
+	m = map_alloc();
+	if (!m)
+		goto fail;
+	m->segs = NULL;
+	m->pfd = -1;
+	base = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED)
+		goto fail;
+	total = p.nsegs_total;
+	m->segs_len = ((size_t)total * sizeof(struct pinfs_seg) + PAGE - 1) & ~(PAGE - 1);
+	m->segs = mmap(NULL, m->segs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m->segs == MAP_FAILED) {
+		m->segs = NULL;
+		goto fail;
+	}
+	m->nsegs = total;
+	have = 0;
+	while (have < total) {
+		const struct pinfs_seg *s;
+		uint32_t n;
+		if (have == 0) {
+			s = p.segs;
+			n = p.nsegs;
+		} else {
+			memset(&q, 0, sizeof(q));
+			q.lease_id = p.lease_id;
+			q.first = have;
+			if (ioctl(fd, PINFS_IOC_SEGS, &q) < 0 || !q.nsegs ||
+			    q.nsegs > PINFS_SEGS_MAX)
+				goto fail;
+			s = q.segs;
+			n = q.nsegs;
+		}
+		for (uint32_t i = 0; i < n && have < total; i++, have++) {
+			if (s[i].file_off < from || s[i].file_off - from + s[i].len > len ||
+			    s[i].file_off % PAGE || s[i].pool_off % PAGE)
+				goto fail;
+			if (mmap(base + (s[i].file_off - from), s[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
+				 (off_t)s[i].pool_off) == MAP_FAILED)
+				goto fail;
+			m->segs[have] = s[i];
+		}
+	}
+	/* kept, out of the program's way, for large copies */
+	m->pfd = r_fcntl(pfd, F_DUPFD_CLOEXEC, PFD_MIN);
+	r_close(pfd);
+	pfd = -1;
+	/* the child of a fork is not the lease's holder: it must not reach
+	 * blocks the daemon frees once this process is gone */
+	if (madvise(base, len, MADV_DONTFORK) < 0)
+		goto fail;
+	m->addr = base;
+	m->base = from;
+	m->len = len;
+	m->size = size;
+	m->lease = p.lease_id;
+	m->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
+	m->write = write;
+	__atomic_store_n(&m->refs, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->map[w % NWIN], m, __ATOMIC_RELEASE);
+	return;
+fail:
+	if (base != MAP_FAILED)
+		munmap(base, len);
+	if (m) {
+		if (m->segs)
+			munmap(m->segs, m->segs_len);
+		m->segs = NULL;
+		__atomic_store_n(&m->free, 1, __ATOMIC_RELEASE);
+	}
+	if (pfd >= 0)
+		r_close(pfd);
+	(void)ioctl(fd, PINFS_IOC_UNPIN, &u);
+}
+
+/* ---- mounts ------------------------------------------------------------- */
+
+/* The mount of @dev as this process sees it; under tab_lock. */
+static struct ddev *dev_find(int fd, dev_t dev)
+{
+	struct ddev *free_dd = NULL;
+	struct statfs sf;
+	char path[4096];
+	ssize_t n;
+	int sfd;
+	void *p;
+
+	for (int i = 0; i < NDEVS; i++) {
+		if (devs[i].state && devs[i].dev == dev)
+			return devs[i].state == 1 ? &devs[i] : NULL;
+		if (!devs[i].state && !free_dd)
+			free_dd = &devs[i];
+	}
+	if (!free_dd)
+		return NULL;
+	free_dd->dev = dev;
+	free_dd->state = 2;
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != FUSE_MAGIC)
+		return NULL;
+	n = fgetxattr(fd, PINFS_XATTR_POOL, free_dd->pool, sizeof(free_dd->pool) - 1);
+	if (n <= 0)
+		return NULL;
+	free_dd->pool[n] = 0;
+	/* may we map the pool at all? (the daemon checks again at pin) */
+	sfd = r_open(free_dd->pool, O_RDONLY | O_CLOEXEC);
+	if (sfd < 0)
+		return NULL;
+	r_close(sfd);
+	n = fgetxattr(fd, PINFS_XATTR_DAXSTATE, path, sizeof(path) - 1);
+	if (n <= 0)
+		return NULL;
+	path[n] = 0;
+	sfd = r_open(path, O_RDONLY | O_CLOEXEC);
+	if (sfd < 0)
+		return NULL;
+	p = mmap(NULL, sizeof(struct pinfs_dax_hdr) + PINFS_DAX_SLOTS * sizeof(struct pinfs_dax_slot),
+		 PROT_READ, MAP_SHARED, sfd, 0);
+	r_close(sfd);
+	if (p == MAP_FAILED)
+		return NULL;
+	free_dd->hdr = p;
+	if (free_dd->hdr->magic != PINFS_DAX_MAGIC || free_dd->hdr->nslots > PINFS_DAX_SLOTS)
+		return NULL;
+	free_dd->state = 1;
+	return free_dd;
+}
+
+/* ---- fds ---------------------------------------------------------------- */
+
+static unsigned char acc_flags(int flags)
+{
+	unsigned char f = 0;
+
+	if ((flags & O_ACCMODE) != O_WRONLY)
+		f |= FD_RD;
+	if ((flags & O_ACCMODE) != O_RDONLY)
+		f |= FD_WR;
+	if (flags & O_APPEND)
+		f |= FD_APPEND;
+	return f;
+}
+
+/* @fd was just opened with @flags: is it ours to serve? */
+static void fd_opened(int fd, int flags)
+{
+	struct dfile *d = NULL;
+	struct ddev *dd;
+	struct stat st;
+	sigset_t old;
+
+	if (fd < 0 || fd >= FDMAX)
+		return;
+	if (__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
+		/* the number was closed behind our back (a close this library
+		 * does not see): forget it, or the new file would be served
+		 * from the old one's blocks. Its lease, if it was the last fd,
+		 * stays until exit (no fd of it is left to unpin through). */
+		lock(&old);
+		d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
+		if (d)
+			d->refs--;
+		unlock(&old);
+		d = NULL;
+	}
+	if ((flags & (O_PATH | O_DIRECTORY)) || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	lock(&old);
+	dd = dev_find(fd, st.st_dev);
+	if (dd) {
+		for (int i = 0; i < NFILES; i++)
+			if (files[i].refs && files[i].dev == st.st_dev && files[i].ino == st.st_ino) {
+				d = &files[i];
+				break;
+			}
+		for (int i = 0; !d && i < NFILES; i++)
+			if (!files[i].refs) {
+				d = &files[i];
+				d->dev = st.st_dev;
+				d->ino = st.st_ino;
+				d->dd = dd;
+				memset(d->map, 0, sizeof(d->map));
+				d->pinning = 0;
+				d->retry_ns = 0;
+				d->fail_ns = 0;
+				d->dirty = 0;
+				d->stamp_ns = now_ns();
+			}
+	}
+	if (d) {
+		d->refs++;
+		fdfl[fd] = acc_flags(flags);
+		__atomic_store_n(&fdtab[fd], d, __ATOMIC_RELEASE);
+	}
+	unlock(&old);
+}
+
+static void stamp(struct dfile *d, int fd)
+{
+	static const struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+
+	if (__atomic_exchange_n(&d->dirty, 0, __ATOMIC_ACQ_REL)) {
+		d->stamp_ns = now_ns();
+		(void)futimens(fd, ts);
+	}
+}
+
+/* @fd is about to be closed (it is still open). */
+static void fd_closing(int fd)
+{
+	struct dfile *d;
+	struct dmap *m = NULL;
+	sigset_t old;
+	bool last = false;
+
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+		return;
+	lock(&old);
+	d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
+	if (d && --d->refs == 0) {
+		last = true;
+		d->refs = 1; /* kept until the lease is gone */
+	}
+	unlock(&old);
+	if (!last)
+		return;
+	stamp(d, fd);
+	for (unsigned w = 0; w < NWIN; w++) {
+		m = __atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE);
+		if (m)
+			map_drop(d, w, m, fd);
+	}
+	lock(&old);
+	d->refs--;
+	unlock(&old);
+}
+
+static void fd_dup(int from, int to, int cloexec_flags)
+{
+	struct dfile *d, *stale;
+	sigset_t old;
+
+	(void)cloexec_flags;
+	if (from < 0 || from >= FDMAX || to < 0 || to >= FDMAX)
+		return;
+	lock(&old);
+	d = __atomic_load_n(&fdtab[from], __ATOMIC_ACQUIRE);
+	if (d)
+		d->refs++;
+	fdfl[to] = fdfl[from];
+	/* a stale entry (its close unseen) goes: the kernel just gave @to out */
+	stale = __atomic_exchange_n(&fdtab[to], d, __ATOMIC_ACQ_REL);
+	if (stale)
+		stale->refs--;
+	unlock(&old);
+}
+
+/* ---- the data path ------------------------------------------------------ */
+
+#define FALLBACK (-100000)
+
+static size_t iov_len(const struct iovec *iov, int cnt)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < cnt; i++)
+		n += iov[i].iov_len;
+	return n;
+}
+
+static void iov_copy(char *base, const struct iovec *iov, int cnt, size_t n, bool write)
+{
+	for (int i = 0; i < cnt && n; i++) {
+		size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+		if (write)
+			memcpy(base, iov[i].iov_base, k);
+		else
+			memcpy(iov[i].iov_base, base, k);
+		base += k;
+		n -= k;
+	}
+}
+
+/* Copies @n bytes at file offset @off between the pool file and @iov with
+ * pread/pwrite, segment by segment: true when all went. */
+static bool pool_copy(const struct dmap *m, const struct iovec *iov, uint64_t off,
+		      size_t n, bool write)
+{
+	uint32_t lo = 0, hi = m->nsegs;
+	int i = 0;
+	size_t in = 0; /* bytes used of iov[i] */
+
+	while (lo + 1 < hi) { /* the last segment starting at or before @off */
+		uint32_t mid = (lo + hi) / 2;
+		if (m->segs[mid].file_off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	for (uint32_t k = lo; n && k < m->nsegs; k++) {
+		const struct pinfs_seg *s = &m->segs[k];
+		uint64_t at = off - s->file_off, left = s->len - at;
+		while (n && left) {
+			size_t c = iov[i].iov_len - in;
+			ssize_t r;
+			if (c > n)
+				c = n;
+			if (c > left)
+				c = (size_t)left;
+			r = write ? r_pwrite(m->pfd, (char *)iov[i].iov_base + in, c,
+					     (off_t)(s->pool_off + at))
+				  : r_pread(m->pfd, (char *)iov[i].iov_base + in, c,
+					    (off_t)(s->pool_off + at));
+			if (r != (ssize_t)c)
+				return false;
+			n -= c;
+			off += c;
+			at += c;
+			left -= c;
+			in += c;
+			if (in == iov[i].iov_len) {
+				i++;
+				in = 0;
+			}
+		}
+	}
+	return n == 0;
+}
+
+/*
+ * Copies between the pool and @iov at @off: the bytes copied, or FALLBACK
+ * (do the call through FUSE).
+ */
+static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bool write)
+{
+	struct dfile *d;
+	struct dmap *m;
+	struct stat st;
+	uint64_t s1, s2, size, t;
+	size_t n;
+	unsigned char fl;
+	unsigned w, mw;
+	int zero = 0;
+
+	if (fd < 0 || fd >= FDMAX || cnt < 0 || cnt > IOV_MAX)
+		return FALLBACK;
+	d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
+	if (!d)
+		return FALLBACK;
+	fl = fdfl[fd];
+	if (!(fl & (write ? FD_WR : FD_RD)) || (write && (fl & FD_APPEND)))
+		return FALLBACK;
+	n = iov_len(iov, cnt);
+	if (n == 0 || n > SSIZE_MAX)
+		return FALLBACK;
+	w = (unsigned)(off >> WIN_SHIFT);
+	if (((off + n - 1) >> WIN_SHIFT) != w)
+		return FALLBACK; /* across two windows: rare, through FUSE */
+	mw = w % NWIN;
+	m = map_get(d, mw);
+	if (m && m->base != ((uint64_t)w << WIN_SHIFT)) {
+		/* another window in that place: the new one replaces it */
+		map_put(m);
+		map_drop(d, mw, m, fd);
+		m = NULL;
+	}
+	/* inside the size at pin, the lease is all it takes: any shrink that
+	 * cuts into the window revokes it (lease/policy.c, layout_first) */
+	if (m && off + n <= m->base + m->len && off + n <= m->size && (!write || m->write))
+		goto copy;
+	/* else the kernel's size (its cache: every size change of the file
+	 * went through it) */
+	if (fstat(fd, &st) < 0)
+		goto fallback;
+	size = (uint64_t)st.st_size;
+	if (!write && off >= size) {
+		if (m)
+			map_put(m);
+		return 0;
+	}
+	if (write && (off > size || n > size - off))
+		goto fallback; /* the daemon allocates */
+	if (!write && n > size - off)
+		n = (size_t)(size - off);
+	if (m && off + n <= m->base + m->len && off + n <= m->size && (!write || m->write))
+		goto copy;
+	/* no lease yet, the file grew past it, or it is read-only: take one
+	 * (not more often than every RETRY_NS, unless none is held) */
+	t = now_ns();
+	if ((m && t < d->retry_ns) || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
+		goto fallback; /* holes: a layout pin fills none */
+	if (m) {
+		d->retry_ns = t + RETRY_NS;
+		map_put(m);
+		map_drop(d, mw, m, fd);
+		m = NULL;
+	}
+	if (!__atomic_compare_exchange_n(&d->pinning, &zero, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return FALLBACK;
+	if (!__atomic_load_n(&d->map[mw], __ATOMIC_ACQUIRE) && t >= d->fail_ns)
+		map_new(d, w, fd, size, (fl & FD_WR) != 0);
+	__atomic_store_n(&d->pinning, 0, __ATOMIC_RELEASE);
+	m = map_get(d, mw);
+	if (!m) {
+		d->fail_ns = t + RETRY_NS; /* refused: not again for a while */
+		return FALLBACK;
+	}
+	if (m->base != ((uint64_t)w << WIN_SHIFT) || off + n > m->base + m->len ||
+	    off + n > m->size || (write && !m->write))
+		goto fallback;
+copy:
+	s1 = __atomic_load_n(&m->slot->seq, __ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&m->slot->lease_id, __ATOMIC_RELAXED) != m->lease ||
+	    __atomic_load_n(&m->slot->state, __ATOMIC_RELAXED) != PINFS_LEASE_ACTIVE) {
+		map_put(m);
+		map_drop(d, mw, m, fd);
+		return FALLBACK;
+	}
+	if (write && (__atomic_load_n(&m->slot->flags, __ATOMIC_RELAXED) & PINFS_DAX_MAPPED)) {
+		map_put(m);
+		return FALLBACK;
+	}
+	if (m->pfd < 0 || !pool_copy(m, iov, off, n, write))
+		iov_copy(m->addr + (off - m->base), iov, cnt, n, write);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	s2 = __atomic_load_n(&m->slot->seq, __ATOMIC_RELAXED);
+	if (s1 != s2) {
+		/* revoked (or the file got page-cache users) during the copy:
+		 * through FUSE again, which is right either way */
+		bool gone = __atomic_load_n(&m->slot->state, __ATOMIC_RELAXED) != PINFS_LEASE_ACTIVE ||
+			    __atomic_load_n(&m->slot->lease_id, __ATOMIC_RELAXED) != m->lease;
+		map_put(m);
+		if (gone)
+			map_drop(d, mw, m, fd);
+		return FALLBACK;
+	}
+	map_put(m);
+	if (write) {
+		__atomic_store_n(&d->dirty, 1, __ATOMIC_RELEASE);
+		if (now_ns() - d->stamp_ns > STAMP_NS)
+			stamp(d, fd);
+	}
+	return (ssize_t)n;
+fallback:
+	if (m)
+		map_put(m);
+	return FALLBACK;
+}
+
+/* read()/write()/readv()/writev(): at the file position */
+static ssize_t dax_pos(int fd, const struct iovec *iov, int cnt, bool write)
+{
+	off_t pos;
+	ssize_t r;
+
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+		return FALLBACK;
+	if (write && (fdfl[fd] & FD_APPEND))
+		return FALLBACK;
+	pos = lseek(fd, 0, SEEK_CUR);
+	if (pos < 0)
+		return FALLBACK;
+	r = dax_io(fd, iov, cnt, (uint64_t)pos, write);
+	if (r > 0 && lseek(fd, pos + r, SEEK_SET) < 0)
+		return -1;
+	return r;
+}
+
+/* ---- shared mappings ---------------------------------------------------- */
+
+/*
+ * mmap(MAP_SHARED) of a served file maps the pool's blocks of
+ * [off, min(off + len, size)) under a layout lease of that range, taken
+ * through a private dup of the fd (a mapping holds its file, as the
+ * kernel's does); the pages past EOF map an empty memfd: SIGBUS, as on a
+ * DAX file system. Not MADV_DONTFORK: a child keeps the mapping, as with
+ * the kernel's, and the daemon keeps the blocks while any process maps
+ * them (it reads /proc/PID/maps before reusing them).
+ *
+ * A revocation (truncate, punch) is seen by a thread that waits on the
+ * state file's revoke counter (a futex the daemon wakes): it replaces the
+ * whole range with the kernel's own FUSE mapping of the file (MAP_FIXED,
+ * so the address stays), which is coherent with write() (fusefs/coherent.c)
+ * and gives SIGBUS past the new EOF; then it unpins. Until it has, a load
+ * or store reaches the old, quarantined blocks: never another file's.
+ * munmap of a whole region unpins; mremap of one forgets it (its lease
+ * then lasts until exit).
+ */
+#define NREGIONS 256
+struct dregion {
+	char *addr;  /* 0: free; written under tab_lock */
+	size_t len;
+	off_t off;
+	int prot, flags, fd; /* fd: our dup */
+	uint64_t lease;
+	const struct pinfs_dax_slot *slot;
+	const struct pinfs_dax_hdr *hdr;
+};
+static struct dregion regions[NREGIONS];
+static int watcher_started;
+
+static void region_fallback(struct dregion *r)
+{
+	struct pinfs_unpin u = { .lease_id = r->lease };
+	int fd = r->fd, efd = -1;
+
+	if (fd < 0) /* the program closed our fd: SIGBUS, never stale bytes */
+		fd = efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
+	if (r_mmap(r->addr, r->len, r->prot, (r->flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
+		   efd >= 0 ? 0 : r->off) == MAP_FAILED)
+		(void)r_mmap(r->addr, r->len, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	if (efd >= 0)
+		r_close(efd);
+	else
+		(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+	r->lease = 0;
+}
+
+static void *watcher(void *arg)
+{
+	const struct pinfs_dax_hdr *hdr = arg;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		uint32_t seen = __atomic_load_n(&hdr->revokes, __ATOMIC_ACQUIRE);
+		sigset_t old;
+
+		lock(&old);
+		for (int i = 0; i < NREGIONS; i++) {
+			struct dregion *r = &regions[i];
+			if (r->addr && r->lease && r->hdr == hdr &&
+			    (__atomic_load_n(&r->slot->lease_id, __ATOMIC_ACQUIRE) != r->lease ||
+			     __atomic_load_n(&r->slot->state, __ATOMIC_ACQUIRE) != PINFS_LEASE_ACTIVE))
+				region_fallback(r);
+		}
+		unlock(&old);
+		syscall(SYS_futex, &hdr->revokes, FUTEX_WAIT, seen, NULL, NULL, 0);
+	}
+	return NULL;
+}
+
+static void watcher_start(const struct pinfs_dax_hdr *hdr)
+{
+	pthread_t t;
+	pthread_attr_t a;
+
+	if (__atomic_exchange_n(&watcher_started, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 64 << 10);
+	if (pthread_create(&t, &a, watcher, (void *)hdr))
+		watcher_started = 0;
+	pthread_attr_destroy(&a);
+}
+
+/* The pool mapping of [off, off + len) of @fd's file, or MAP_FAILED (the
+ * caller maps through the kernel then). */
+static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t off)
+{
+	struct pinfs_pin p;
+	struct pinfs_segs q;
+	struct pinfs_unpin u = { 0 };
+	struct dfile *d;
+	struct dregion *r = NULL;
+	struct stat st;
+	char *base = MAP_FAILED;
+	uint64_t size, plen;
+	uint32_t have = 0;
+	size_t mlen;
+	int pfd = -1, dfd = -1, efd = -1;
+	sigset_t old;
+
+	if (fd < 0 || fd >= FDMAX || !(d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)))
+		return MAP_FAILED;
+	if ((flags & MAP_TYPE) != MAP_SHARED || off < 0 || off % PAGE || !len ||
+	    (flags & (MAP_FIXED_NOREPLACE | MAP_HUGETLB)) || !(fdfl[fd] & FD_RD) ||
+	    ((prot & PROT_WRITE) && !(fdfl[fd] & FD_WR)) || (prot & PROT_EXEC))
+		return MAP_FAILED;
+	if (fstat(fd, &st) < 0)
+		return MAP_FAILED;
+	size = (uint64_t)st.st_size;
+	if ((uint64_t)off >= size || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
+		return MAP_FAILED;
+	mlen = (len + PAGE - 1) & ~(PAGE - 1);
+	plen = size - (uint64_t)off < len ? size - (uint64_t)off : len;
+	memset(&p, 0, sizeof(p));
+	p.offset = (uint64_t)off;
+	p.length = plen;
+	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | ((prot & PROT_WRITE) ? PINFS_PIN_WRITE : 0);
+	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0)
+		return MAP_FAILED;
+	u.lease_id = p.lease_id;
+	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != (uint64_t)off ||
+	    p.pin_length > mlen || !p.nsegs || p.nsegs > PINFS_SEGS_MAX)
+		goto fail;
+	lock(&old);
+	for (int i = 0; i < NREGIONS && !r; i++)
+		if (!regions[i].addr) {
+			r = &regions[i];
+			r->addr = (char *)1; /* taken */
+		}
+	unlock(&old);
+	if (!r)
+		goto fail;
+	dfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
+	pfd = r_open(d->dd->pool, ((prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (dfd < 0 || pfd < 0)
+		goto fail;
+	base = r_mmap(want, mlen, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			      (flags & MAP_FIXED), -1, 0);
+	if (base == MAP_FAILED)
+		goto fail;
+	while (have < p.nsegs_total) {
+		const struct pinfs_seg *sg = p.segs;
+		uint32_t n = p.nsegs;
+		if (have) {
+			memset(&q, 0, sizeof(q));
+			q.lease_id = p.lease_id;
+			q.first = have;
+			if (ioctl(fd, PINFS_IOC_SEGS, &q) < 0 || !q.nsegs || q.nsegs > PINFS_SEGS_MAX)
+				goto fail;
+			sg = q.segs;
+			n = q.nsegs;
+		}
+		for (uint32_t i = 0; i < n && have < p.nsegs_total; i++, have++) {
+			uint64_t at = sg[i].file_off - (uint64_t)off;
+			if (sg[i].file_off < (uint64_t)off || at + sg[i].len > mlen ||
+			    r_mmap(base + at, sg[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
+				   (off_t)sg[i].pool_off) == MAP_FAILED)
+				goto fail;
+		}
+	}
+	if (p.pin_length < mlen) {
+		/* past EOF: an empty file, so a load or store there is SIGBUS */
+		efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
+		if (efd < 0 || r_mmap(base + p.pin_length, mlen - p.pin_length, prot,
+				      MAP_SHARED | MAP_FIXED, efd, 0) == MAP_FAILED)
+			goto fail;
+		r_close(efd);
+		efd = -1;
+	}
+	r_close(pfd);
+	r->len = mlen;
+	r->off = off;
+	r->prot = prot;
+	r->flags = flags & ~MAP_FIXED;
+	r->fd = dfd;
+	r->lease = p.lease_id;
+	r->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
+	r->hdr = d->dd->hdr;
+	__atomic_store_n(&r->addr, base, __ATOMIC_RELEASE);
+	watcher_start(d->dd->hdr);
+	/* revoked before the watcher looked: it may have slept through it */
+	if (r->slot->lease_id != r->lease || r->slot->state != PINFS_LEASE_ACTIVE) {
+		lock(&old);
+		if (r->lease)
+			region_fallback(r);
+		unlock(&old);
+	}
+	return base;
+fail:
+	if (base != MAP_FAILED && !(flags & MAP_FIXED))
+		r_munmap(base, mlen);
+	if (efd >= 0)
+		r_close(efd);
+	if (pfd >= 0)
+		r_close(pfd);
+	if (dfd >= 0)
+		r_close(dfd);
+	if (r)
+		__atomic_store_n(&r->addr, NULL, __ATOMIC_RELEASE);
+	(void)ioctl(fd, PINFS_IOC_UNPIN, &u);
+	/* MAP_FIXED over @want was done: the kernel's mapping replaces it */
+	return MAP_FAILED;
+}
+
+/* [addr, addr + len) is unmapped or remapped: whole regions inside it end. */
+static void regions_gone(void *addr, size_t len, bool unpin)
+{
+	char *a = addr;
+	sigset_t old;
+
+	if (!__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE))
+		return;
+	lock(&old);
+	for (int i = 0; i < NREGIONS; i++) {
+		struct dregion *r = &regions[i];
+		if (!r->addr || r->addr == (char *)1 || r->addr + r->len <= a || r->addr >= a + len)
+			continue;
+		if (r->addr >= a && r->addr + r->len <= a + len) {
+			struct pinfs_unpin u = { .lease_id = r->lease };
+			if (unpin && r->lease && r->fd >= 0)
+				(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+			if (r->fd >= 0)
+				r_close(r->fd);
+			r->addr = NULL;
+		}
+		/* a part of it: the lease stays until the rest goes, or exit */
+	}
+	unlock(&old);
+}
+
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p;
+
+	ensure();
+	if (fd >= 0 && fd < FDMAX && __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
+		p = dax_mmap(addr, len, prot, flags, fd, off);
+		if (p != MAP_FAILED)
+			return p;
+	}
+	return r_mmap(addr, len, prot, flags, fd, off);
+}
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+	__attribute__((alias("mmap")));
+
+EXPORT int munmap(void *addr, size_t len)
+{
+	int rc;
+
+	ensure();
+	rc = r_munmap(addr, len);
+	if (!rc)
+		regions_gone(addr, len, true);
+	return rc;
+}
+
+EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
+{
+	static void *(*r_mremap)(void *, size_t, size_t, int, ...);
+	va_list ap;
+	void *want;
+
+	ensure();
+	if (!r_mremap)
+		r_mremap = dlsym(RTLD_NEXT, "mremap");
+	va_start(ap, flags);
+	want = va_arg(ap, void *);
+	va_end(ap);
+	/* the region moves or changes size: the watcher must not map over
+	 * its old place; its lease lasts until exit */
+	regions_gone(old, olen, false);
+	return r_mremap(old, olen, nlen, flags, want);
+}
+
+/* ---- the interposed calls ----------------------------------------------- */
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+	ensure();
+	struct iovec v = { buf, n };
+	ssize_t r = dax_pos(fd, &v, 1, false);
+
+	return r != FALLBACK ? r : r_read(fd, buf, n);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+	ensure();
+	struct iovec v = { (void *)buf, n };
+	ssize_t r = dax_pos(fd, &v, 1, true);
+
+	return r != FALLBACK ? r : r_write(fd, buf, n);
+}
+
+EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+	ensure();
+	struct iovec v = { buf, n };
+	ssize_t r = off < 0 ? FALLBACK : dax_io(fd, &v, 1, (uint64_t)off, false);
+
+	return r != FALLBACK ? r : r_pread(fd, buf, n, off);
+}
+EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__((alias("pread")));
+
+EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	ensure();
+	struct iovec v = { (void *)buf, n };
+	ssize_t r = off < 0 ? FALLBACK : dax_io(fd, &v, 1, (uint64_t)off, true);
+
+	return r != FALLBACK ? r : r_pwrite(fd, buf, n, off);
+}
+EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+	__attribute__((alias("pwrite")));
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	ensure();
+	ssize_t r = dax_pos(fd, iov, cnt, false);
+
+	return r != FALLBACK ? r : r_readv(fd, iov, cnt);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	ensure();
+	ssize_t r = dax_pos(fd, iov, cnt, true);
+
+	return r != FALLBACK ? r : r_writev(fd, iov, cnt);
+}
+
+EXPORT ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	ensure();
+	ssize_t r = off < 0 ? FALLBACK : dax_io(fd, iov, cnt, (uint64_t)off, false);
+
+	return r != FALLBACK ? r : r_preadv(fd, iov, cnt, off);
+}
+EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
+	__attribute__((alias("preadv")));
+
+EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	ensure();
+	ssize_t r = off < 0 ? FALLBACK : dax_io(fd, iov, cnt, (uint64_t)off, true);
+
+	return r != FALLBACK ? r : r_pwritev(fd, iov, cnt, off);
+}
+EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+	__attribute__((alias("pwritev")));
+
+static mode_t mode_arg(int flags, va_list ap)
+{
+	ensure();
+	return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
+}
+
+EXPORT int open(const char *path, int flags, ...)
+{
+	ensure();
+	va_list ap;
+	mode_t mode;
+	int fd;
+
+	va_start(ap, flags);
+	mode = mode_arg(flags, ap);
+	va_end(ap);
+	fd = r_open(path, flags, mode);
+	fd_opened(fd, flags);
+	return fd;
+}
+EXPORT int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+EXPORT int openat(int dfd, const char *path, int flags, ...)
+{
+	ensure();
+	va_list ap;
+	mode_t mode;
+	int fd;
+
+	va_start(ap, flags);
+	mode = mode_arg(flags, ap);
+	va_end(ap);
+	fd = r_openat(dfd, path, flags, mode);
+	fd_opened(fd, flags);
+	return fd;
+}
+EXPORT int openat64(int dfd, const char *path, int flags, ...) __attribute__((alias("openat")));
+
+EXPORT int creat(const char *path, mode_t mode)
+{
+	ensure();
+	return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+EXPORT int creat64(const char *path, mode_t mode) __attribute__((alias("creat")));
+
+/* The program closes one of our pool fds (close_range over everything):
+ * that map stops using it. */
+static void pfd_closing(int fd)
+{
+	if (fd < PFD_MIN)
+		return;
+	for (int i = 0; i < NMAPS; i++)
+		if (__atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED) == fd)
+			__atomic_store_n(&maps[i].pfd, -1, __ATOMIC_RELEASE);
+	for (int i = 0; i < NREGIONS; i++)
+		if (regions[i].addr && __atomic_load_n(&regions[i].fd, __ATOMIC_RELAXED) == fd)
+			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
+}
+
+EXPORT int close(int fd)
+{
+	ensure();
+	pfd_closing(fd);
+	fd_closing(fd);
+	return r_close(fd);
+}
+
+EXPORT int fclose(FILE *fp)
+{
+	ensure();
+	if (fp)
+		fd_closing(fileno(fp));
+	return r_fclose(fp);
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+	ensure();
+	if (!(flags & CLOSE_RANGE_CLOEXEC))
+		for (unsigned fd = first; fd <= last && fd < FDMAX; fd++) {
+			pfd_closing((int)fd);
+			fd_closing((int)fd);
+		}
+	return r_close_range(first, last, flags);
+}
+
+EXPORT int dup(int fd)
+{
+	ensure();
+	int n = r_dup(fd);
+
+	if (n >= 0)
+		fd_dup(fd, n, 0);
+	return n;
+}
+
+EXPORT int dup2(int fd, int to)
+{
+	ensure();
+	int n;
+
+	if (fd != to && fcntl(fd, F_GETFD) >= 0) {
+		pfd_closing(to);
+		fd_closing(to);
+	}
+	n = r_dup2(fd, to);
+	if (n >= 0 && fd != to)
+		fd_dup(fd, n, 0);
+	return n;
+}
+
+EXPORT int dup3(int fd, int to, int flags)
+{
+	ensure();
+	int n;
+
+	if (fd != to && fcntl(fd, F_GETFD) >= 0) {
+		pfd_closing(to);
+		fd_closing(to);
+	}
+	n = r_dup3(fd, to, flags);
+	if (n >= 0)
+		fd_dup(fd, n, flags);
+	return n;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+	ensure();
+	va_list ap;
+	long arg;
+	int r;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, long);
+	va_end(ap);
+	r = r_fcntl(fd, cmd, arg);
+	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+		fd_dup(fd, r, 0);
+	if (r >= 0 && cmd == F_SETFL && fd >= 0 && fd < FDMAX &&
+	    __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
+		/* O_APPEND is the description's: its dups' entries may lag,
+		 * so every fd of the file goes through FUSE for writes now */
+		int fl = r_fcntl(fd, F_GETFL);
+		if (fl >= 0 && (fl & O_APPEND)) {
+			struct dfile *d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
+			for (int i = 0; i < FDMAX; i++)
+				if (__atomic_load_n(&fdtab[i], __ATOMIC_RELAXED) == d)
+					fdfl[i] |= FD_APPEND;
+		}
+	}
+	return r;
+}
+EXPORT int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
+
+static void stamp_fd(int fd)
+{
+	struct dfile *d;
+
+	if (fd >= 0 && fd < FDMAX && (d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)))
+		stamp(d, fd);
+}
+
+EXPORT int fsync(int fd)
+{
+	ensure();
+	stamp_fd(fd);
+	return r_fsync(fd);
+}
+
+EXPORT int fdatasync(int fd)
+{
+	ensure();
+	stamp_fd(fd);
+	return r_fdatasync(fd);
+}
+
+/* Every lease ends and every file is stamped (exec, exit). */
+static void drop_all(void)
+{
+	if (getpid() != owner_pid)
+		return; /* a vfork child: the leases are the parent's */
+	for (int i = 0; i < NREGIONS; i++) {
+		struct dregion *r = &regions[i];
+		struct pinfs_unpin u = { .lease_id = r->lease };
+		if (r->addr && r->addr != (char *)1 && r->lease)
+			(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+	}
+	for (int fd = 0; fd < FDMAX; fd++) {
+		struct dfile *d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
+		struct dmap *m;
+		if (!d)
+			continue;
+		stamp(d, fd);
+		for (unsigned w = 0; w < NWIN; w++) {
+			m = __atomic_load_n(&d->map[w], __ATOMIC_ACQUIRE);
+			if (m)
+				map_drop(d, w, m, fd);
+		}
+	}
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	ensure();
+	drop_all();
+	return r_execve(path, argv, envp);
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	ensure();
+	drop_all();
+	return r_execve(path, argv, environ);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	ensure();
+	drop_all();
+	return r_execvpe(file, argv, envp);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	ensure();
+	drop_all();
+	return r_execvpe(file, argv, environ);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	ensure();
+	drop_all();
+	return r_fexecve(fd, argv, envp);
+}
+
+/* The child of a fork: the maps are not here (MADV_DONTFORK) and the
+ * leases are the parent's; it takes its own. */
+static void atfork_child(void)
+{
+	const struct pinfs_dax_hdr *hdr = NULL;
+
+	owner_pid = getpid();
+	tab_lock = 0;
+	/* the mappings are here (not DONTFORK) but the leases are the
+	 * parent's: the child's watcher refreshes them through FUSE when
+	 * they are revoked, and never unpins them */
+	for (int i = 0; i < NREGIONS; i++)
+		if (regions[i].addr && regions[i].addr != (char *)1)
+			hdr = regions[i].hdr;
+	watcher_started = 0;
+	if (hdr)
+		watcher_start(hdr);
+	for (int i = 0; i < NMAPS; i++) {
+		/* the maps are not here; the pool fds are, close them */
+		if (maps[i].pfd >= 0 && maps[i].refs > 0)
+			r_close(maps[i].pfd);
+		maps[i].pfd = -1;
+		if (maps[i].segs && maps[i].refs > 0)
+			munmap(maps[i].segs, maps[i].segs_len);
+		maps[i].segs = NULL;
+		maps[i].refs = 0;
+		maps[i].free = 1;
+	}
+	for (int i = 0; i < NFILES; i++) {
+		memset(files[i].map, 0, sizeof(files[i].map));
+		files[i].pinning = 0;
+		files[i].retry_ns = 0;
+		files[i].fail_ns = 0;
+	}
+}
+
+static void at_exit(void)
+{
+	drop_all();
+}
+
+static void syms(void)
+{
+#define SYM(v, name) v = dlsym(RTLD_NEXT, name)
+	SYM(r_read, "read");
+	SYM(r_write, "write");
+	SYM(r_pread, "pread64");
+	SYM(r_pwrite, "pwrite64");
+	SYM(r_readv, "readv");
+	SYM(r_writev, "writev");
+	SYM(r_preadv, "preadv64");
+	SYM(r_pwritev, "pwritev64");
+	SYM(r_open, "open64");
+	SYM(r_openat, "openat64");
+	SYM(r_close, "close");
+	SYM(r_dup, "dup");
+	SYM(r_dup2, "dup2");
+	SYM(r_dup3, "dup3");
+	SYM(r_fcntl, "fcntl64");
+	SYM(r_fsync, "fsync");
+	SYM(r_fdatasync, "fdatasync");
+	SYM(r_fclose, "fclose");
+	SYM(r_close_range, "close_range");
+	SYM(r_execve, "execve");
+	SYM(r_execvpe, "execvpe");
+	SYM(r_mmap, "mmap64");
+	SYM(r_munmap, "munmap");
+	SYM(r_fexecve, "fexecve");
+#undef SYM
+}
+
+
+__attribute__((constructor)) static void init(void)
+{
+	ensure();
+	for (int i = 0; i < NMAPS; i++) {
+		maps[i].free = 1;
+		maps[i].pfd = -1;
+	}
+	owner_pid = getpid();
+	pthread_atfork(NULL, NULL, atfork_child);
+	atexit(at_exit);
+	/* fds inherited across exec (a shell's "< file"): served too */
+	for (int fd = 0; fd < 256; fd++) {
+		int fl = r_fcntl(fd, F_GETFL);
+		if (fl >= 0)
+			fd_opened(fd, fl);
+	}
+}

@@ -1,0 +1,592 @@
+"""pinfs-dax: an unmodified program (tests/mount/daxprobe.c, or cat, cp, dd)
+served from the pool under layout leases (issue 18, items 1 and 2).
+
+Each test asserts what the program sees (bytes, sizes, errno), what plain
+readers and writers through FUSE see, and where it can, that the pool really
+served the I/O: the probe's own /proc/self/maps shows the pool file mapped
+after its first read (none without pinfs-dax), and `pinfsctl pins` lists the
+layout lease with the probe's pid.
+"""
+
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from pinfs_mount import _find_program, compile_helper, run, describe, user_runnable
+from pinfs_util import KiB, MiB, fill_until_enospc, pattern, read_file, write_file
+
+pytestmark = [pytest.mark.needs_daemon]
+
+BLOCK = 4 * KiB
+
+
+@pytest.fixture(scope='module')
+def probe_exe():
+    exe = compile_helper('daxprobe', ['-pthread'])
+    yield exe
+    shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def dax_exe():
+    exe = _find_program('pinfs-dax')
+    assert exe, 'pinfs-dax is not built'
+    return exe
+
+
+class Probe:
+    """daxprobe under pinfs-dax, one command a line."""
+
+    def __init__(self, dax_exe, probe_exe, preexec=None, env=None):
+        self.proc = subprocess.Popen([dax_exe, probe_exe], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     preexec_fn=preexec, env=env)
+
+    def __call__(self, *args):
+        self.proc.stdin.write(' '.join(str(a) for a in args) + '\n')
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, 'daxprobe died (status %s) on %r' % (self.proc.poll(), args)
+        return line.strip()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def open(self, path, mode='rw'):
+        fd = int(self('open', path, mode))
+        assert fd >= 0, 'open %s: errno %d' % (path, -fd)
+        return fd
+
+    def pread(self, fd, off, n):
+        out = self('pread', fd, off, n)
+        assert not out.startswith('ERR'), out
+        return b'' if out == '-' else bytes.fromhex(out)
+
+    def pwrite(self, fd, off, data):
+        return int(self('pwrite', fd, off, data.hex()))
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write('quit\n')
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def probe(dax_exe, probe_exe):
+    made = []
+
+    def make(**kw):
+        p = Probe(dax_exe, probe_exe, **kw)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()
+
+
+def pool_of(mnt):
+    return os.getxattr(mnt.dir, 'user.pinfs.pool').decode()
+
+
+def pins(mnt):
+    res = run([_find_program('pinfsctl'), 'pins', '--json', mnt.dir])
+    assert res.returncode == 0, describe(res)
+    return json.loads(res.stdout)['pins']
+
+
+def layout_pins(mnt, pid):
+    return [p for p in pins(mnt) if p['pid'] == pid and 'layout' in p['flags']]
+
+
+def make_file(path, size, seed=1):
+    data = pattern(seed, size)
+    write_file(path, data)
+    return data
+
+
+# ---------------------------------------------------------------- coherence
+
+def test_dax_writes_are_read_by_plain_reads_at_once_and_back(mnt, probe):
+    path = mnt.path('f')
+    data = bytearray(make_file(path, 256 * KiB))
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 8192) == bytes(data[:8192])
+    # the read was served from the pool: the probe maps it now
+    assert int(p('maps', pool_of(mnt))) > 0
+
+    # a pinfs-dax store, seen by a plain read() through FUSE at once
+    p.pwrite(fd, 5000, b'dax-store' * 100)
+    data[5000:5900] = b'dax-store' * 100
+    with open(path, 'rb') as f:
+        assert f.read() == bytes(data)
+
+    # a plain write through FUSE, seen by the pinfs-dax reader at once
+    pfd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(pfd, b'plain' * 1000, 100 * KiB)
+    finally:
+        os.close(pfd)
+    data[100 * KiB:100 * KiB + 5000] = b'plain' * 1000
+    assert p.pread(fd, 100 * KiB - 10, 5020) == bytes(data[100 * KiB - 10:100 * KiB + 5010])
+
+    # the positioned calls: seek, write, read, readv, writev
+    assert p('seek', fd, 7) == '7'
+    assert p('write', fd, (b'W' * 10).hex()) == '10'
+    assert p('writev', fd, (b'V' * 11).hex()) == '11'
+    data[7:28] = b'W' * 10 + b'V' * 11
+    assert p('seek', fd, 0) == '0'
+    assert bytes.fromhex(p('read', fd, 30)) == bytes(data[:30])
+    assert bytes.fromhex(p('readv', fd, 30)) == bytes(data[30:60])
+    assert read_file(path) == bytes(data)
+
+    # reads at and past EOF: short, then nothing
+    assert p.pread(fd, len(data) - 10, 100) == bytes(data[-10:])
+    assert p.pread(fd, len(data), 100) == b''
+
+
+def test_writes_past_eof_and_into_holes_go_through_fuse(mnt, probe):
+    path = mnt.path('f')
+    data = bytearray(make_file(path, 64 * KiB))
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 10) == bytes(data[:10])
+    # straddles EOF: the daemon allocates, the size follows
+    assert p.pwrite(fd, 64 * KiB - 5, b'x' * 10) == 10
+    assert os.stat(path).st_size == 64 * KiB + 5
+    assert p.pwrite(fd, 1 * MiB, b'far') == 3
+    assert os.stat(path).st_size == 1 * MiB + 3
+    got = read_file(path)
+    assert got[:64 * KiB - 5] == bytes(data[:64 * KiB - 5])
+    assert got[64 * KiB - 5:64 * KiB + 5] == b'x' * 10
+    assert got[64 * KiB + 5:1 * MiB] == bytes(1 * MiB - 64 * KiB - 5)
+    assert got[1 * MiB:] == b'far'
+    # into the hole, read back by both
+    assert p.pwrite(fd, 512 * KiB, b'hole') == 4
+    assert read_file(path)[512 * KiB:512 * KiB + 4] == b'hole'
+    assert p.pread(fd, 512 * KiB - 2, 8) == b'\0\0hole\0\0'
+
+
+def test_stores_go_through_fuse_while_a_plain_mapping_caches_the_file(mnt, probe):
+    import mmap
+    path = mnt.path('f')
+    make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    p.pread(fd, 0, 10)
+    mfd = os.open(path, os.O_RDWR)
+    try:
+        m = mmap.mmap(mfd, 64 * KiB, mmap.MAP_SHARED)
+        try:
+            assert m[8192:8200] == pattern(1, 64 * KiB)[8192:8200]   # a page in the cache
+            assert p.pwrite(fd, 8192, b'NEWBYTES') == 8
+            # the kernel's cached page shows the store: it went through FUSE
+            assert m[8192:8200] == b'NEWBYTES'
+            m[100:104] = b'mmap'
+            m.flush()
+            assert p.pread(fd, 100, 4) == b'mmap'
+        finally:
+            m.close()
+    finally:
+        os.close(mfd)
+
+
+def test_mtime_and_ctime_follow_direct_stores(mnt, probe):
+    path = mnt.path('f')
+    make_file(path, 64 * KiB)
+    old = time.time_ns() - 10 ** 10
+    os.utime(path, ns=(old, old))
+    ctime0 = os.stat(path).st_ctime_ns
+    p = probe()
+    fd = p.open(path)
+    assert p.pwrite(fd, 0, b'abc') == 3
+    assert p('fsync', fd) == '0'
+    st = os.stat(path)
+    assert st.st_mtime_ns > old
+    assert st.st_ctime_ns > ctime0
+    # and at close
+    os.utime(path, ns=(old, old))
+    assert p.pwrite(fd, 10, b'abc') == 3
+    assert p('close', fd) == '0'
+    assert os.stat(path).st_mtime_ns > old
+
+
+# ------------------------------------------------------------------- leases
+
+def test_layout_lease_is_listed_and_ends_at_close(mnt, probe):
+    path = mnt.path('f')
+    make_file(path, 128 * KiB)
+    p = probe()
+    fd = p.open(path)
+    p.pread(fd, 0, 10)
+    ls = layout_pins(mnt, p.proc.pid)
+    assert len(ls) == 1, pins(mnt)
+    assert ls[0]['start'] == 0 and ls[0]['end'] == 128 * KiB
+    assert ls[0]['state'] == 'active'
+    assert 'write' in ls[0]['flags']
+    assert p('close', fd) == '0'
+    assert layout_pins(mnt, p.proc.pid) == []
+
+
+def events(mnt):
+    res = run([_find_program('pinfsctl'), 'events', '--timeout', '0.5', mnt.dir])
+    return res.stdout
+
+
+@pytest.mark.pool_size('64M')
+@pytest.mark.mount_options('wait_timeout=30', 'lease_break_time=30')
+@pytest.mark.parametrize('policy', ['fail', 'revoke', 'wait', 'break'])
+def test_truncate_never_waits_and_never_shows_another_files_bytes(mnt, probe, policy):
+    path = mnt.path('f')
+    data = make_file(path, 1 * MiB)
+    os.setxattr(path, 'user.pinfs.policy', policy.encode())
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 4096) == data[:4096]
+    ls = layout_pins(mnt, p.proc.pid)
+    assert len(ls) == 1 and ls[0]['state'] == 'active', pins(mnt)
+    lease = ls[0]['lease']
+
+    # wait/break would take 30 s, fail would refuse, revoke would SIGBUS
+    # the probe: a layout lease is revoked at once, silently
+    t0 = time.monotonic()
+    os.truncate(path, 10000)             # inside block 2: the new last block
+    took = time.monotonic() - t0
+    assert took < 15, 'the truncate waited %.1f s' % took
+    assert p.alive()
+    ev = events(mnt)
+    mine = [l for l in ev.splitlines() if ' lease=%d ' % lease in l]
+    assert any(l.split()[2] == 'revoke' for l in mine), ev
+    assert not any(l.split()[2] in ('wait', 'break', 'refuse') for l in mine), ev
+
+    # the new size, at once
+    assert p.pread(fd, 0, 20000) == data[:10000]
+    assert p.pread(fd, 10000, 100) == b''
+
+    # the freed blocks go to another file; ours grows back over them
+    fill_until_enospc(mnt.path('other'), 0xEE)
+    os.unlink(mnt.path('other'))
+    os.truncate(path, 1 * MiB)
+    got = p.pread(fd, 0, 65536)
+    assert got[:10000] == data[:10000]
+    assert got[10000:] == bytes(65536 - 10000)
+    for off in range(64 * KiB, 1 * MiB, 64 * KiB):
+        assert p.pread(fd, off, 64 * KiB) == bytes(64 * KiB)
+    # and stores land in the file, not in a quarantined block
+    assert p.pwrite(fd, 2000, b'after') == 5
+    assert read_file(path)[2000:2005] == b'after'
+    assert read_file(path)[10000:] == bytes(1 * MiB - 10000)
+
+
+@pytest.mark.parametrize('policy', ['fail', 'revoke', 'wait', 'break'])
+@pytest.mark.mount_options('wait_timeout=30', 'lease_break_time=30')
+def test_punch_and_o_trunc_revoke_a_layout_lease_at_once(mnt, probe, policy):
+    from pinfs_util import fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+    path = mnt.path('f')
+    data = make_file(path, 256 * KiB)
+    os.setxattr(path, 'user.pinfs.policy', policy.encode())
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 10) == data[:10]
+    pfd = os.open(path, os.O_RDWR)
+    try:
+        fallocate(pfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 64 * KiB, 64 * KiB)
+    finally:
+        os.close(pfd)
+    assert p.pread(fd, 60 * KiB, 8 * KiB) == data[60 * KiB:64 * KiB] + bytes(4 * KiB)
+    assert p.alive()
+    with open(path, 'wb') as f:          # O_TRUNC
+        f.write(b'short')
+    assert p.pread(fd, 0, 100) == b'short'
+    assert p.alive()
+
+
+# ---------------------------------------------------- processes and fds
+
+def test_fork_child_reads_through_its_own_lease(mnt, probe):
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 16) == data[:16]
+    pool = pool_of(mnt)
+    assert int(p('maps', pool)) > 0
+    out = p('forkread', fd, 4096, 32, pool).split()
+    assert bytes.fromhex(out[0]) == data[4096:4128]
+    # the parent's mapping did not follow the child (MADV_DONTFORK); the
+    # child took its own
+    assert out[1] == '0' and int(out[2]) > 0, out
+
+
+def test_exec_keeps_the_preload_and_cat_cp_dd_give_identical_bytes(mnt, dax_exe, tmp_path):
+    src = mnt.path('src')
+    data = make_file(src, 3 * MiB + 1234, seed=7)
+    res = subprocess.run([dax_exe, 'sh', '-c', 'exec cat "$1"', 'sh', src], capture_output=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout == data
+    # an fd inherited across exec (the shell's "< file") is served too:
+    # cat pinned the file (a PIN event names it)
+    with open(src, 'rb') as f:
+        res = subprocess.run([dax_exe, 'sh', '-c', 'exec cat'], stdin=f, capture_output=True,
+                             timeout=60)
+    assert res.returncode == 0 and res.stdout == data
+    assert re.search(r' pin lease=\d+ pid=\d+/cat ', events(mnt)), events(mnt)
+    res = subprocess.run([dax_exe, 'cp', src, mnt.path('copy')], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert read_file(mnt.path('copy')) == data
+    # dd into an existing file of the same size: stores inside EOF, direct
+    write_file(mnt.path('dd'), bytes(len(data)))
+    res = subprocess.run([dax_exe, 'dd', 'if=' + src, 'of=' + mnt.path('dd'), 'bs=64k',
+                          'conv=notrunc', 'status=none'], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert read_file(mnt.path('dd')) == data
+    res = subprocess.run([dax_exe, 'dd', 'if=' + src, 'of=' + str(tmp_path / 'out'), 'bs=1M',
+                          'status=none'], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / 'out').read_bytes() == data
+
+
+def test_dup_dup2_dup3_and_f_dupfd_share_the_lease(mnt, probe):
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 8) == data[:8]
+    d1 = int(p('dup', fd))
+    d2 = int(p('dup2', fd, 40))
+    d3 = int(p('dup3', fd, 41))
+    d4 = int(p('dupfd', fd))
+    assert d2 == 40 and d3 == 41 and d1 >= 0 and d4 >= 100
+    assert p('close', fd) == '0'
+    for i, d in enumerate((d1, d2, d3, d4)):
+        assert p.pwrite(d, 100 + i, b'%d' % i) == 1
+        assert p.pread(d, 0, 200) == read_file(path)[:200]
+    assert len(layout_pins(mnt, p.proc.pid)) == 1
+    # dup2 over a pinfs fd closes that one, the rest keep the lease
+    other = p.open(mnt.path('f'), 'r')
+    assert p('dup2', other, d1) == str(d1)
+    for d in (d1, d2, d3):
+        assert p('close', d) == '0'
+    assert p('close', other) == '0'
+    assert len(layout_pins(mnt, p.proc.pid)) == 1
+    assert p('close', d4) == '0'
+    assert layout_pins(mnt, p.proc.pid) == []
+
+
+def test_an_fd_number_closed_behind_the_librarys_back_serves_the_new_file(mnt, probe,
+                                                                          tmp_path):
+    path = mnt.path('f')
+    make_file(path, 64 * KiB)
+    other = tmp_path / 'other'
+    other.write_bytes(b'not the pinfs file' * 100)
+    p = probe()
+    fd = p.open(path)
+    p.pread(fd, 0, 10)
+    assert p('rawclose', fd) == '0'
+    fd2 = p.open(str(other), 'r')
+    assert fd2 == fd
+    assert p.pread(fd2, 0, 18) == b'not the pinfs file'
+    # and a pinfs file opened on that number is its own
+    assert p('rawclose', fd2) == '0'
+    data2 = make_file(mnt.path('g'), 8 * KiB, seed=9)
+    assert p.open(mnt.path('g')) == fd
+    assert p.pread(fd, 0, 8 * KiB) == data2
+
+
+def test_o_append_writes_append(mnt, probe):
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path, 'a')
+    assert p('seek', fd, 0) == '0'
+    assert p('write', fd, b'tail1'.hex()) == '5'
+    assert read_file(path) == data + b'tail1'
+    rw = p.open(path, 'rw')
+    assert p.pread(rw, 0, 8) == data[:8]
+    assert p('setappend', rw) == '0'
+    assert p('seek', rw, 0) == '0'
+    assert p('write', rw, b'tail2'.hex()) == '5'
+    assert read_file(path) == data + b'tail1tail2'
+
+
+def test_o_direct_is_served_from_the_pool_too(mnt, probe):
+    path = mnt.path('f')
+    data = bytearray(make_file(path, 64 * KiB))
+    p = probe()
+    fd = p.open(path, 'd')
+    assert p.pread(fd, 8192, 4096) == bytes(data[8192:12288])
+    assert int(p('maps', pool_of(mnt))) > 0
+    assert p.pwrite(fd, 4096, b'D' * 4096) == 4096
+    data[4096:8192] = b'D' * 4096
+    assert read_file(path) == bytes(data)
+
+
+def test_threads_and_signal_handlers(mnt, probe):
+    path = mnt.path('f')
+    make_file(path, 32 * 4096)
+    p = probe()
+    fd = p.open(path)
+    p.pread(fd, 0, 1)
+    assert p('threads', fd, 32, 0) == 'ok'
+    got = read_file(path)
+    assert len(got) == 32 * 4096
+    for i in range(32):
+        blk = got[i * 4096:(i + 1) * 4096]
+        assert blk == bytes([blk[0]]) * 4096 and 0x41 <= blk[0] <= 0x5a
+    out = p('sigread', fd, 1000, 8000, 200).split()
+    assert out[0] == 'ok', out
+    assert int(out[1]) >= 200
+    assert int(p('maps', pool_of(mnt))) > 0
+
+
+@pytest.mark.mount_options('allow_other')
+def test_a_user_who_cannot_open_the_pool_goes_through_fuse(mnt, probe, probe_exe, dax_exe):
+    pool = pool_of(mnt)
+    assert os.stat(pool).st_mode & 0o077 == 0     # root's alone
+    path = mnt.path('f')
+    data = bytearray(make_file(path, 64 * KiB))
+    os.chmod(path, 0o666)
+    exe = user_runnable(probe_exe)
+    dax = user_runnable(dax_exe)
+    lib = os.path.join(os.path.dirname(dax_exe), 'libpinfsdax.so')
+    libcopy = os.path.join(os.path.dirname(dax), 'libpinfsdax.so')
+    shutil.copy(lib, libcopy)
+    os.chmod(libcopy, 0o755)
+
+    def drop():
+        os.setgroups([])
+        os.setgid(1000)
+        os.setuid(1000)
+    p = Probe(dax, exe, preexec=drop)
+    try:
+        fd = p.open(path)
+        assert p.pread(fd, 0, 4096) == bytes(data[:4096])
+        assert p.pwrite(fd, 10, b'user') == 4
+        data[10:14] = b'user'
+        assert read_file(path) == bytes(data)
+        assert p('maps', pool) == '0'
+        assert layout_pins(mnt, p.proc.pid) == []
+    finally:
+        p.close()
+
+
+# ------------------------------------------------------------- shared mmap
+
+@pytest.mark.parametrize('policy', ['fail', 'wait'])
+@pytest.mark.mount_options('wait_timeout=30')
+def test_shared_mmap_maps_the_pool_and_sigbus_past_eof_after_truncate(mnt, probe, policy):
+    path = mnt.path('f')
+    data = make_file(path, 256 * KiB)
+    os.setxattr(path, 'user.pinfs.policy', policy.encode())
+    pool = pool_of(mnt)
+    p = probe()
+    fd = p.open(path)
+    before = int(p('maps', pool))
+    mid = p('mmap', fd, 512 * KiB, 'rw')
+    assert not mid.startswith('ERR'), mid
+    # the pool's blocks, not the page cache: one more mapping of the pool,
+    # and a lease listed for it
+    assert int(p('maps', pool)) > before
+    assert len(layout_pins(mnt, p.proc.pid)) >= 1
+    assert bytes.fromhex(p('mget', mid, 4096, 64)) == data[4096:4160]
+    # past EOF: SIGBUS, as on a DAX file system
+    assert p('mget', mid, 256 * KiB, 1) == 'SIGBUS'
+    # stores are in the file at once, plain writes in the mapping at once
+    assert p('mput', mid, 100, b'stored'.hex()) == 'ok'
+    assert read_file(path)[100:106] == b'stored'
+    wfd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(wfd, b'written', 8192)
+    finally:
+        os.close(wfd)
+    assert bytes.fromhex(p('mget', mid, 8192, 7)) == b'written'
+
+    # a truncate does not wait for the mapping; past the new EOF the
+    # mapping gives SIGBUS (once the library has replaced it), below it
+    # the file's bytes
+    t0 = time.monotonic()
+    os.truncate(path, 10000)
+    assert time.monotonic() - t0 < 15
+    deadline = time.monotonic() + 10
+    while p('mget', mid, 64 * KiB, 1) != 'SIGBUS':
+        assert time.monotonic() < deadline, 'no SIGBUS past EOF after the truncate'
+        time.sleep(0.05)
+    assert p('mget', mid, 12 * KiB, 1) == 'SIGBUS'
+    assert bytes.fromhex(p('mget', mid, 100, 6)) == b'stored'
+    assert bytes.fromhex(p('mget', mid, 0, 100)) == data[:100]
+    fill_until_enospc(mnt.path('other'), 0xEE)
+    os.unlink(mnt.path('other'))
+    # the remaining page still maps the file (through FUSE now)
+    assert p('mput', mid, 200, b'again'.hex()) == 'ok'
+    assert p('munmap', mid) == '0'
+    assert read_file(path)[200:205] == b'again'
+    assert p.alive()
+
+
+def test_meson_installs_the_wrapper_the_library_and_the_man_page(mnt):
+    import tempfile
+    from pinfs_mount import BUILD
+    dest = tempfile.mkdtemp(prefix='pinfs-destdir-', dir='/dev/shm')
+    try:
+        res = run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--no-rebuild',
+                   '--quiet'], timeout=120)
+        assert res.returncode == 0, describe(res)
+        found = {}
+        for root, _, files in os.walk(dest):
+            for f in files:
+                found.setdefault(f, os.path.join(root, f))
+        wrapper, lib = found.get('pinfs-dax'), found.get('libpinfsdax.so')
+        assert wrapper and os.path.basename(os.path.dirname(wrapper)) == 'bin', found
+        assert os.access(wrapper, os.X_OK)
+        assert lib and lib.endswith('/pinfs/libpinfsdax.so'), lib
+        assert found.get('pinfs-dax.1', '').endswith('/man1/pinfs-dax.1')
+        # the installed wrapper names the library where the prefix puts it
+        with open(wrapper) as f:
+            text = f.read()
+        assert lib[len(dest):] in text
+        # and runs a program with it, served from the pool
+        path = mnt.path('f')
+        data = make_file(path, 100 * KiB)
+        out = subprocess.run([wrapper, 'cat', path], capture_output=True, timeout=60,
+                             env=dict(os.environ, PINFS_DAX_LIB=lib))
+        assert out.returncode == 0 and out.stdout == data
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+@pytest.mark.pool_size('400M')
+def test_a_big_file_is_pinned_in_windows_and_reads_across_them_are_right(mnt, probe):
+    path = mnt.path('big')
+    win = 256 * MiB
+    size = win + 8 * MiB
+    chunk = pattern(3, 1 * MiB)
+    with open(path, 'wb') as f:
+        for i in range(size // MiB):
+            f.write(bytes([i % 251]) + chunk[1:])
+    p = probe()
+    fd = p.open(path, 'r')
+    assert p.pread(fd, win + 5, 4) == chunk[5:9]           # only the second window
+    ls = layout_pins(mnt, p.proc.pid)
+    assert [(l['start'], l['end']) for l in ls] == [(win, size)], ls
+    assert p.pread(fd, 10 * MiB, 2) == bytes([10]) + chunk[1:2]
+    ls = layout_pins(mnt, p.proc.pid)
+    assert sorted((l['start'], l['end']) for l in ls) == [(0, win), (win, size)], ls
+    # a read across the boundary: right bytes (through FUSE)
+    got = p.pread(fd, win - 3, 6)
+    assert got == chunk[-3:] + bytes([256 % 251]) + chunk[1:3]
+    assert p('close', fd) == '0'
+    assert layout_pins(mnt, p.proc.pid) == []
