@@ -217,6 +217,8 @@ def test_event_fd_is_readable_on_wait_break_and_revoke_with_the_cookie(mnt, hold
     base = dict(lease=lease, cookie=cookie, ino=ino, off=8192, len=8192, lost=0, pid=pid)
     r = _record(h.ok('read'))
     assert r == dict(base, event=EV_WAIT, reason=POLICY_BREAK, break_ms=0)
+    # the break record follows the wait record, sent a moment later
+    assert h.cmd('wait 5000') == 'ok readable'
     r = _record(h.ok('read'))
     assert 0 < r.pop('break_ms') <= BREAK_S * 1000
     assert r == dict(base, event=EV_BREAK, reason=POLICY_BREAK)
