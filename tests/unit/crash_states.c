@@ -42,6 +42,9 @@
  * keeps its block dirty through writeback, and the unpin does what a
  * lease's end does (the hooks stop naming the block, pm_unquarantine()), so
  * an unpin then an fsync makes the block clean with its checksum recorded.
+ * Two lease lives run whole on both pools: a pinned block freed while pinned
+ * (quarantined) then unpinned, and pinned data fsynced before and after the
+ * unpin.
  * Limitations: values are those seen at flushes and fences, not at every
  * store; file contents are compared only at operation ends.
  *
@@ -1089,6 +1092,16 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 
 /* ---- the workloads -------------------------------------------------------- */
 
+static int op_index(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NOPS; i++)
+		if (!strcmp(ops[i].name, name))
+			return (int)i;
+	abort();
+}
+
 static unsigned long run_all(const struct limits *single, const struct limits *pair,
 			     unsigned nrandom, unsigned randlen, bool csum)
 {
@@ -1102,6 +1115,26 @@ static unsigned long run_all(const struct limits *single, const struct limits *p
 		seq[0] = (int)a;
 		run_workload(seq, 1, single);
 	}
+	/* a lease's whole life: the pinned block freed while pinned
+	 * (quarantined) then unpinned (released); pinned data made durable
+	 * while pinned (kept dirty), then after the unpin (clean, and on a
+	 * --checksums pool checksummed) */
+	for (variant = 0; variant < (csum ? 2 : 1); variant++) {
+		static const char *const lives[][5] = {
+			{ "pin_store", "unlink", "unpin", "create", NULL },
+			{ "pin_store", "fsync_f2", "unpin", "fsync_f2", NULL },
+		};
+		struct limits rl = *(pair ? pair : single);
+
+		rl.replay = single->replay;
+		for (t = 0; t < sizeof(lives) / sizeof(lives[0]); t++) {
+			int n = 0;
+			for (; lives[t][n]; n++)
+				seq[n] = op_index(lives[t][n]);
+			run_workload(seq, n, &rl);
+		}
+	}
+	variant = 0;
 	if (pair) {
 		for (a = 0; a < NOPS; a++)
 			for (b = 0; b < NOPS; b++) {
