@@ -847,21 +847,36 @@ static void explore_recovery(const uint8_t *img, const char *want, const char *w
 	buf_put(base);
 }
 
-/* Checks one image against the legal trees; counts it. With @explore, an
- * image whose recovery replays the journal has its recovery crashed too,
- * while *@explore, counted down, lasts. */
+/*
+ * The images of an epoch whose recovery is crashed: a uniform sample
+ * (reservoir) of the images that passed and whose journal holds a committed
+ * transaction, kept as their choices (an image is rebuilt from them), with
+ * the tree their recovery gave.
+ */
+#define RES_MAX 8
+struct reservoir {
+	unsigned cap, seen, n;
+	uint8_t *choice[RES_MAX];
+	long tl[RES_MAX];
+	uint8_t mask[RES_MAX];
+	char *want[RES_MAX];
+};
+
+/* Checks one image against the legal trees; counts it. With @res, an image
+ * that passed and whose recovery replays the journal is offered to it (its
+ * recovered tree in *@want, which the caller then owns). */
 static bool check_image(uint8_t *img, const char *wl, size_t ep, char *const *legal, int nlegal,
-			unsigned long *wfail, unsigned *explore)
+			unsigned long *wfail, const struct reservoir *res, char **want)
 {
 	uint8_t *copy = NULL;
-	bool rec = explore && *explore && !no_values && jcommitted(img);
+	bool rec = res && res->cap && !no_values && jcommitted(img);
 	char *s;
 	int i;
 
-	if (!explore)
+	if (!res)
 		rchecked++;
 	checked++;
-	if (keep_dir || rec) {
+	if (keep_dir) {
 		copy = buf_get();
 		memcpy(copy, img, POOL_SIZE);
 	}
@@ -870,11 +885,10 @@ static bool check_image(uint8_t *img, const char *wl, size_t ep, char *const *le
 		if (!strcmp(s, legal[i]))
 			break;
 	if (s && i < nlegal) {
-		if (rec) {
-			(*explore)--;
-			explore_recovery(copy, s, wl, ep, wfail);
-		}
-		free(s);
+		if (rec)
+			*want = s;
+		else
+			free(s);
 		buf_put(copy);
 		return true;
 	}
@@ -889,6 +903,32 @@ static bool check_image(uint8_t *img, const char *wl, size_t ep, char *const *le
 	free(s);
 	buf_put(copy);
 	return false;
+}
+
+/* Offers the image of @choice (@tl, @mask) whose recovery gave @want. */
+static void res_offer(struct reservoir *r, const uint8_t *choice, size_t n, long tl, uint8_t mask,
+		      char *want)
+{
+	unsigned k;
+
+	r->seen++;
+	if (r->n < r->cap) {
+		k = r->n++;
+		r->choice[k] = malloc(n ? n : 1);
+	} else {
+		k = (unsigned)(rnd() % r->seen);
+		if (k >= r->cap) {
+			free(want);
+			return;
+		}
+		free(r->want[k]);
+	}
+	if (!r->choice[k])
+		abort();
+	memcpy(r->choice[k], choice, n);
+	r->tl[k] = tl;
+	r->mask[k] = mask;
+	r->want[k] = want;
 }
 
 /* img = base + choice per line (0 old, 1.. new), then torn line @tl (word
@@ -917,8 +957,13 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 			const char *wl, size_t ei, char *const *legal, int nlegal,
 			unsigned long *wfail, bool nested)
 {
-	unsigned explore = nested ? 0 : replay_override >= 0 ? (unsigned)replay_override : lim->replay;
-	unsigned *ex = nested ? NULL : &explore;
+	struct reservoir res = { 0 }, *rs = nested ? NULL : &res;
+	char *want;
+	unsigned k;
+
+	res.cap = replay_override >= 0 ? (unsigned)replay_override : lim->replay;
+	if (res.cap > RES_MAX)
+		res.cap = RES_MAX;
 	uint8_t *img = buf_get(), *choice = calloc(e->n, 1);
 	double combos = 1;
 	size_t i, t;
@@ -930,7 +975,10 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 	if (combos <= (double)(1u << lim->k)) {
 		for (;;) {
 			build(img, base, e, choice, -1, 0);
-			check_image(img, wl, ei, legal, nlegal, wfail, ex);
+			want = NULL;
+			check_image(img, wl, ei, legal, nlegal, wfail, rs, &want);
+			if (want)
+				res_offer(&res, choice, e->n, -1, 0, want);
 			for (i = 0; i < e->n; i++) {
 				if (++choice[i] <= e->l[i].nval)
 					break;
@@ -944,7 +992,10 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 			for (i = 0; i < e->n; i++)
 				choice[i] = (uint8_t)(rnd() % (1u + e->l[i].nval));
 			build(img, base, e, choice, -1, 0);
-			check_image(img, wl, ei, legal, nlegal, wfail, ex);
+			want = NULL;
+			check_image(img, wl, ei, legal, nlegal, wfail, rs, &want);
+			if (want)
+				res_offer(&res, choice, e->n, -1, 0, want);
 		}
 	}
 	/* torn lines: ones whose old and new contents differ in some words
@@ -965,7 +1016,17 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 		/* the torn line: between its old contents and one of its values */
 		choice[tl] = (uint8_t)(1 + rnd() % e->l[tl].nval);
 		build(img, base, e, choice, tl, mask);
-		check_image(img, wl, ei, legal, nlegal, wfail, ex);
+		want = NULL;
+		check_image(img, wl, ei, legal, nlegal, wfail, rs, &want);
+		if (want)
+			res_offer(&res, choice, e->n, tl, mask, want);
+	}
+	/* the recoveries of the sampled images, crashed */
+	for (k = 0; k < res.n; k++) {
+		build(img, base, e, res.choice[k], res.tl[k], res.mask[k]);
+		explore_recovery(img, res.want[k], wl, ei, wfail);
+		free(res.choice[k]);
+		free(res.want[k]);
 	}
 	buf_put(img);
 	free(choice);
