@@ -116,7 +116,6 @@ struct pmrec {
 	struct epoch *ep;
 	size_t nep, capep;
 	int op;
-	unsigned long scans;
 };
 
 /* Pool-sized buffers, kept for reuse: fresh 8 MiB allocations are mapped
@@ -207,7 +206,6 @@ static void scan(struct pmrec *r)
 
 	if (no_values)
 		return;
-	r->scans++;
 	for (pg = 0; pg < POOL_SIZE; pg += 4096) {
 		if (!memcmp(r->live + pg, r->seen + pg, 4096))
 			continue;
