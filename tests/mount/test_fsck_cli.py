@@ -10,6 +10,7 @@ tests check the command line: options, exit codes, what is written."""
 
 import hashlib
 import os
+import shutil
 import struct
 
 import pytest
@@ -194,6 +195,15 @@ def test_torn_superblock_n_checks_what_the_replay_would_leave(scratch, mountpoin
     # pending-journal complaint from the pool as found)
     assert '1 problem found, 0 repaired, 1 left' in res.stdout, res.stdout
     assert _digest(pool) == before, 'fsck -n wrote to the pool'
+
+    # --repair judges it the same way: the replay is its one repair
+    copy = os.path.join(scratch, 'copy')
+    shutil.copyfile(pool, copy)
+    res = _fsck(copy, '--repair')
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'that rewrites it: replayed' in res.stdout, res.stdout
+    assert '1 problem found, all repaired' in res.stdout, res.stdout
+    os.unlink(copy)
 
     res = _fsck(pool)
     assert res.returncode == 1, res.stdout + res.stderr
