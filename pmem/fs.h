@@ -358,6 +358,16 @@ int pm_scrub(struct pm_fs *fs, struct pm_inode *ip, struct pm_scrub *res);
 					  * is then) durable before the body */
 #define PM_DEBUG_APPLY_EARLY 0x20u	 /* in-place updates stored before the
 					  * commit point, outside the journal */
+#define PM_DEBUG_COMMIT_GROWS 0x40u	 /* the commit record grown in place record
+					  * by record, each step flushed, one fence
+					  * (a valid partial commit is an
+					  * intermediate value: crash-states' per
+					  * flush values catch it) */
+/* Planted recovery bug (tests only; pool-wide, so it is a global): the
+ * journal marked EMPTY before its records are applied, so a crash during
+ * the replay loses a half-applied transaction (not idempotent). */
+#define PM_REPLAY_DEBUG_EMPTY_FIRST 0x1u
+extern unsigned pm_replay_debug;
 void pm_fs_set_debug(struct pm_fs *fs, unsigned flags);
 unsigned pm_fs_debug(const struct pm_fs *fs);
 

@@ -244,21 +244,30 @@ static uint32_t jcsum(const struct pm_jhdr *h, const uint8_t *body)
 
 /* The commit point: a header naming @nrecs records, @len bytes of body,
  * checksummed with the body as it is now, made durable. */
-static void jcommit(struct pm_fs *fs, uint32_t nrecs, uint64_t len)
+static void jhdr_store(struct pm_fs *fs, uint64_t seq, uint32_t nrecs, uint64_t len)
 {
 	struct pm_pool *p = fs->pool;
 	struct pm_jhdr *h = jhdr(p), nh;
 
 	memset(&nh, 0, sizeof(nh));
 	nh.magic = PM_JOURNAL_MAGIC;
-	nh.seq = ++fs->jseq;
+	nh.seq = seq;
 	nh.state = PM_JSTATE_COMMITTED;
 	nh.nrecs = nrecs;
 	nh.body_len = len;
 	nh.csum = jcsum(&nh, jbody(p));
 	memcpy(h, &nh, sizeof(nh));
-	pm_persist(&p->ops, h, sizeof(nh));
+	pm_flush(&p->ops, h, sizeof(nh));
 }
+
+static void jcommit(struct pm_fs *fs, uint32_t nrecs, uint64_t len)
+{
+	jhdr_store(fs, ++fs->jseq, nrecs, len);
+	pm_drain(&fs->pool->ops);
+}
+
+/* Recovery planted bugs (PM_REPLAY_DEBUG_*): set only by tests. */
+unsigned pm_replay_debug;
 
 /*
  * Planted ordering bugs for scripts/crash-states --self-test (PM_DEBUG_*,
@@ -295,6 +304,24 @@ static void tx_debug_commit_first(struct pm_fs *fs)
 	if (!nrecs || len > jcap(fs->pool))
 		return;
 	jcommit(fs, nrecs, len);
+}
+
+/* the commit record grown in place, one record at a time, each step
+ * flushed; only the last is fenced (jcommit). Each step is a valid commit
+ * of a part of the transaction, never at a fence: only a model that keeps
+ * every value a line held within an epoch sees it. */
+static void tx_debug_commit_grows(struct pm_fs *fs, uint32_t nrecs)
+{
+	const uint8_t *body = jbody(fs->pool);
+	uint64_t pos = 0;
+	uint32_t i;
+
+	for (i = 0; i + 1 < nrecs; i++) {
+		struct pm_jrec r;
+		memcpy(&r, body + pos, sizeof(r));
+		pos += sizeof(r) + ((r.len + 7u) & ~7u);
+		jhdr_store(fs, fs->jseq + 1, i + 1, pos);
+	}
 }
 
 void pm_tx_commit(struct pm_fs *fs)
@@ -367,6 +394,8 @@ void pm_tx_commit(struct pm_fs *fs)
 		pm_drain(ops);
 
 		/* 3. commit point */
+		if (fs->debug & PM_DEBUG_COMMIT_GROWS)
+			tx_debug_commit_grows(fs, nrecs);
 		if (!(fs->debug & PM_DEBUG_COMMIT_FIRST)) /* planted: it was, before */
 			jcommit(fs, nrecs, len);
 
@@ -477,6 +506,11 @@ int pm_jreplay(struct pm_pool *pool, uint64_t *seq, char *err, size_t errlen)
 			return -EUCLEAN;
 		}
 		pos += sizeof(r) + ((r.len + 7u) & ~7u);
+	}
+	if (pm_replay_debug & PM_REPLAY_DEBUG_EMPTY_FIRST) {
+		/* planted: "done" before it is done */
+		h->state = PM_JSTATE_EMPTY;
+		pm_persist(ops, &h->state, sizeof(h->state));
 	}
 	for (pos = 0, i = 0; i < h->nrecs; i++) {
 		struct pm_jrec r;

@@ -1031,20 +1031,24 @@ static const struct pm_super *find_backup(const void *base, uint64_t size)
  * leave the primary superblock half old, half new, failing its checksum,
  * while the journal holds it whole. So before the primary is judged, a
  * committed journal is replayed, found through a sound backup's layout (the
- * regions never move). With @ops NULL (read-only) nothing is written.
+ * regions never move). With @ops NULL (read-only) nothing is written; fsck
+ * -n gives a private view's ops (PM_POOL_PRIVATE). Says whether it replayed
+ * a transaction, and its size in @nrecs and @len.
  * Found by scripts/crash-states (tests/unit/test_crash.c keeps the image).
  */
-static void replay_under_torn_super(void *base, uint64_t size, const struct pm_persist_ops *ops)
+static bool replay_under_torn_super(void *base, uint64_t size, const struct pm_persist_ops *ops,
+				    uint32_t *nrecs, uint64_t *len)
 {
 	const struct pm_super *bk;
+	const struct pm_jhdr *h;
 	struct pm_super copy;
 	struct pm_pool p;
 
 	if (!ops || size < 2 * PM_BLOCK_SIZE || !pm_super_check(base, size, NULL, 0))
-		return;
+		return false;
 	bk = find_backup(base, size);
 	if (!bk)
-		return;
+		return false;
 	copy = *bk;
 	memset(&p, 0, sizeof(p));
 	p.base = base;
@@ -1052,8 +1056,27 @@ static void replay_under_torn_super(void *base, uint64_t size, const struct pm_p
 	p.size = copy.pool_size;
 	p.fd = -1;
 	p.ops = *ops;
-	pm_journal_recover(&p, NULL, 0);
+	h = pm_block_ptr(&p, copy.journal_start);
+	*nrecs = h->nrecs;
+	*len = h->body_len;
+	return pm_journal_recover(&p, NULL, 0) == 1;
 }
+
+/* The persistence ops of a private view (PM_POOL_PRIVATE): nothing to make
+ * durable, nothing may reach the pool. */
+static void private_flush(void *ctx, const void *addr, size_t len)
+{
+	(void)ctx;
+	(void)addr;
+	(void)len;
+}
+
+static void private_drain(void *ctx)
+{
+	(void)ctx;
+}
+
+static const struct pm_persist_ops private_ops = { private_flush, private_drain, NULL };
 
 static int pool_new(void *base, uint64_t size, unsigned flags, const struct pm_persist_ops *ops,
 		    struct pm_pool **out, char *err, size_t errlen)
@@ -1061,10 +1084,13 @@ static int pool_new(void *base, uint64_t size, unsigned flags, const struct pm_p
 	struct pm_pool *p;
 	const struct pm_super *bk = NULL;
 	struct pm_super *copy = NULL;
+	bool torn = false;
+	uint32_t tnrecs = 0;
+	uint64_t tlen = 0;
 	int rc;
 
-	if (!(flags & PM_POOL_RDONLY))
-		replay_under_torn_super(base, size, ops);
+	if (!(flags & PM_POOL_RDONLY) || (flags & PM_POOL_PRIVATE))
+		torn = replay_under_torn_super(base, size, ops, &tnrecs, &tlen);
 	rc = pm_super_check(base, size, err, errlen);
 
 	if (rc == -EUCLEAN && !pm_super_check_layout(base, size, NULL, 0)) {
@@ -1109,6 +1135,9 @@ static int pool_new(void *base, uint64_t size, unsigned flags, const struct pm_p
 	p->sb_copy = copy;
 	p->size = p->sb->pool_size;
 	p->fd = -1;
+	p->torn_replayed = torn;
+	p->torn_nrecs = tnrecs;
+	p->torn_len = tlen;
 	*out = p;
 	return 0;
 }
@@ -1157,7 +1186,8 @@ int pm_pool_open_mem(void *base, uint64_t size, const struct pm_persist_ops *ops
 
 /* Maps @fd (@path) read-only: a store through it faults, so a checker that
  * opened it so provably writes nothing. */
-static void *map_rdonly(int fd, const char *path, size_t *mapped, char *err, size_t errlen)
+static void *map_rdonly(int fd, const char *path, bool priv, size_t *mapped, char *err,
+			size_t errlen)
 {
 	struct stat st;
 	uint64_t size;
@@ -1173,7 +1203,10 @@ static void *map_rdonly(int fd, const char *path, size_t *mapped, char *err, siz
 		errno = EINVAL;
 		return NULL;
 	}
-	base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	/* private: stores copy the page, the file (opened O_RDONLY) is never
+	 * written */
+	base = priv ? mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0)
+		    : mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
 		pm_errmsg(err, errlen, "cannot map pool %s: %s", path, strerror(errno));
 		return NULL;
@@ -1333,7 +1366,7 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 		return rc;
 	}
 	if (rdonly) {
-		base = map_rdonly(fd, path, &mapped, err, errlen);
+		base = map_rdonly(fd, path, flags & PM_POOL_PRIVATE, &mapped, err, errlen);
 	} else {
 		base = pmem_map_file(path, 0, 0, 0, &mapped, &is_pmem);
 		if (!base)
@@ -1346,7 +1379,11 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 	}
 	if (!rdonly)
 		pm_persist_ops_libpmem(&ops, is_pmem);
-	rc = pool_new(base, mapped, flags, rdonly ? NULL : &ops, out, err, errlen);
+	if (!rdonly)
+		flags &= ~PM_POOL_PRIVATE;
+	rc = pool_new(base, mapped, flags,
+		      (flags & PM_POOL_PRIVATE) ? &private_ops : rdonly ? NULL : &ops, out, err,
+		      errlen);
 	if (rc) {
 		close(fd);
 		if (rdonly)
@@ -1363,6 +1400,18 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 	(*out)->sparse = S_ISREG(st.st_mode);
 	snprintf((*out)->path, sizeof((*out)->path), "%s", path);
 	pm_persist_ops_libpmem(&(*out)->ops, is_pmem);
+	if (flags & PM_POOL_PRIVATE) {
+		/* the replay, if any, is done: from now on a stray store
+		 * faults, as in any read-only open */
+		(*out)->ops = private_ops;
+		if (mprotect(base, mapped, PROT_READ) != 0) {
+			rc = -errno;
+			pm_errmsg(err, errlen, "cannot protect the mapping of pool %s: %s", path,
+				  strerror(-rc));
+			pm_pool_close(out);
+			return rc;
+		}
+	}
 	return 0;
 }
 

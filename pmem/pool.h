@@ -33,6 +33,12 @@ struct pm_pool {
 	bool sparse;		   /* a regular file: its holes read as zeros and
 				    * lseek(SEEK_DATA) finds them (pm_pool_data) */
 	char path[4096];	   /* as given at open */
+	/* the open found the primary superblock torn and replayed the
+	 * committed journal transaction that rewrites it (in a private view
+	 * with PM_POOL_PRIVATE): its record count and bytes of records */
+	bool torn_replayed;
+	uint32_t torn_nrecs;
+	uint64_t torn_len;
 };
 
 struct pm_mkfs_opts {
@@ -76,6 +82,11 @@ int pm_mkfs_mem(void *base, uint64_t size, const struct pm_mkfs_opts *o,
 				* intact; a primary whose only fault is a counter
 				* out of range (pm_super_check_layout) is used as
 				* it is, for fsck to recompute */
+#define PM_POOL_PRIVATE 0x8u   /* with PM_POOL_RDONLY (fsck -n): the mapping is
+				* private copy-on-write over a read-only file
+				* descriptor, so a journal replay can be
+				* simulated in it (what would it leave?) while
+				* nothing reaches the pool; flushes are no-ops */
 #define PM_POOL_WAIT_LOCK 0x4u /* a pool in use: wait up to PM_POOL_LOCK_WAIT_MS
 				* for its user to let go (a daemon exiting) */
 #define PM_POOL_LOCK_WAIT_MS 5000u

@@ -191,6 +191,29 @@ static void pending_tx(const struct pm_pool *pool, char *buf, size_t size)
 			 h->nrecs == 1 ? "" : "s", (unsigned long long)h->body_len);
 }
 
+/*
+ * The open found the primary superblock torn (a crash while a committed
+ * transaction was applied: it spans several cache lines) and replayed the
+ * journal, which holds it whole, before judging it (pmem/pool.c), as a mount
+ * does. Without -n that replay is a repair like the one below; with -n it
+ * ran in a private view of the pool (PM_POOL_PRIVATE: nothing reached the
+ * pool), so the check that follows sees what a replay would leave, as
+ * --repair would, and the replay is a problem left.
+ */
+static void report_torn_replay(const struct pm_pool *pool, const char *path, bool no_change,
+			       unsigned long *jerrors, unsigned long *jfixed)
+{
+	printf("fsck.pinfs: %s: the primary superblock is torn; the journal holds a committed "
+	       "transaction (%u record%s, %llu bytes of records) that rewrites it: %s\n",
+	       path, pool->torn_nrecs, pool->torn_nrecs == 1 ? "" : "s",
+	       (unsigned long long)pool->torn_len,
+	       no_change ? "a mount or fsck without -n replays it; not replayed (-n), the pool "
+			   "is checked as the replay would leave it"
+			 : "replayed");
+	*jerrors += 1;
+	*jfixed += !no_change;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -247,8 +270,9 @@ int main(int argc, char **argv)
 	 * corrupt it. -n maps it read-only: a stray store would fault. A
 	 * corrupt primary superblock is replaced by the backup (in DRAM; only
 	 * --repair writes it back) */
-	rc = pm_pool_open_flags(path, PM_POOL_BACKUP_SB | (no_change ? PM_POOL_RDONLY : 0), &pool,
-				err, sizeof(err));
+	rc = pm_pool_open_flags(path, PM_POOL_BACKUP_SB |
+					      (no_change ? PM_POOL_RDONLY | PM_POOL_PRIVATE : 0),
+				&pool, err, sizeof(err));
 	if (rc) {
 		if (rc != -EBUSY || !say_pool_mounted(path, no_change))
 			say_pool_error(path, err);
@@ -273,6 +297,8 @@ int main(int argc, char **argv)
 	if (!pool->sb->clean)
 		printf("fsck.pinfs: %s: was not cleanly unmounted\n", path);
 
+	if (pool->torn_replayed)
+		report_torn_replay(pool, path, no_change, &jerrors, &jfixed);
 	pending_tx(pool, tx, sizeof(tx));
 	if (no_change) {
 		/* the verdict is the pool as found: pm_fsck reports the

@@ -10,6 +10,7 @@ tests check the command line: options, exit codes, what is written."""
 
 import hashlib
 import os
+import shutil
 import struct
 
 import pytest
@@ -153,6 +154,60 @@ def test_pending_transaction_is_reported_and_replay_counts_as_a_repair(scratch, 
     res = _fsck(pool)
     assert res.returncode == 1, res.stdout + res.stderr
     assert 'was not applied: replayed' in res.stdout, res.stdout
+    assert '1 problem found, all repaired' in res.stdout, res.stdout
+    res = _fsck(pool)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _check_files(pool, scratch, mountpoint, files)
+
+
+def test_torn_superblock_n_checks_what_the_replay_would_leave(scratch, mountpoint):
+    """A crash while a committed transaction was applied can leave the
+    primary superblock torn, half old and half new (scripts/crash-states
+    found it): -n reports the replay that mends it and checks the pool as
+    that replay would leave it, writing nothing; without -n the replay is
+    done and counted as a repair, never a silent clean (issue 16)."""
+    from test_bad_pool import SB_SIZE, _super_csum
+    pool = os.path.join(scratch, 'pool')
+    mkfs(pool, '32M')
+    files, _ = _populate(pool, scratch, mountpoint)
+    with open(pool, 'rb') as f:
+        new = bytearray(f.read(SB_SIZE))
+    # the transaction took one inode: before it, one more was free
+    old = bytearray(new)
+    free = struct.unpack_from('<Q', new, SB_FREE_INODES)[0]
+    struct.pack_into('<Q', old, SB_FREE_INODES, free + 1)
+    struct.pack_into('<I', old, SB_CSUM_OFFSET, _super_csum(old))
+    # torn: the new counter reached the media, the new checksum did not
+    torn = bytearray(old)
+    struct.pack_into('<Q', torn, SB_FREE_INODES, free)
+    assert struct.unpack_from('<I', torn, SB_CSUM_OFFSET)[0] != _super_csum(torn)
+    with open(pool, 'r+b') as f:
+        f.write(torn)
+    _commit_transaction(pool, [(0, bytes(new))])
+
+    before = _digest(pool)
+    res = _fsck(pool, '-n')
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert 'the primary superblock is torn; the journal holds a committed transaction ' \
+        '(1 record' in res.stdout, res.stdout
+    assert 'checked as the replay would leave it' in res.stdout, res.stdout
+    # nothing else: the replayed pool is consistent (no checksum, counter or
+    # pending-journal complaint from the pool as found)
+    assert '1 problem found, 0 repaired, 1 left' in res.stdout, res.stdout
+    assert _digest(pool) == before, 'fsck -n wrote to the pool'
+
+    # --repair judges it the same way: the replay is its one repair
+    copy = os.path.join(scratch, 'copy')
+    shutil.copyfile(pool, copy)
+    res = _fsck(copy, '--repair')
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'that rewrites it: replayed' in res.stdout, res.stdout
+    assert '1 problem found, all repaired' in res.stdout, res.stdout
+    os.unlink(copy)
+
+    res = _fsck(pool)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'that rewrites it: replayed' in res.stdout, res.stdout
     assert '1 problem found, all repaired' in res.stdout, res.stdout
     res = _fsck(pool)
     assert res.returncode == 0, res.stdout + res.stderr

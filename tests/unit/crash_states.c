@@ -9,29 +9,50 @@
  * land in any order, and a line can be half old, half new at 8-byte
  * granularity. So this program keeps `durable`, the pool as of the last
  * drain, and at every drain closes an epoch whose in-flight lines are the
- * 64-byte lines flushed since the last drain (with their contents at the
- * flush) plus every line of the live pool that differs from `durable`
- * (stored, flushed or not). A crash inside the epoch leaves `durable` plus
- * any choice, per in-flight line, of its old or one of its new contents:
- * every choice when there are at most 2^K of them, a seeded random sample
- * beyond, and torn variants of lines an epoch wrote in part (each 8-byte
- * word old or new). After the operation returns, one more epoch holds the
+ * 64-byte lines flushed since the last drain plus every line that changed
+ * in the epoch. Stores are plain stores into the mapping and cannot be
+ * intercepted, so at every flush and every drain the whole pool is compared
+ * with what was seen last: each line keeps every value it held at one of
+ * those points (up to MAXV: the first ones and the latest), so a line stored
+ * several times in an epoch can reach the media with an intermediate value,
+ * not only its flushed or final one. A crash inside the epoch leaves
+ * `durable` plus any choice, per in-flight line, of its old contents or one
+ * of its values: every choice when there are at most 2^K of them, a seeded
+ * random sample beyond, and torn variants of lines (each 8-byte word old or
+ * one value's). After the operation returns, one more epoch holds the
  * stores never flushed: they too may or may not have reached the media.
  *
- * Each image is recovered (journal replay, fsck with no problem allowed,
- * mount) and its tree dumped; during operation i of a workload it must be
- * the tree before or after operation i, and after it returned, the tree
- * after it. At each operation's end the durable image must also hold the
- * data of every file whose data an fsync or fdatasync has covered since it
- * was last written.
+ * Each image is recovered (journal replay, fsck with no problem allowed and
+ * the data checksums verified, mount) and its tree dumped; during operation
+ * i of a workload it must be the tree before or after operation i, and
+ * after it returned, the tree after it. At each operation's end the durable
+ * image must also hold the data of every file whose data an fsync or
+ * fdatasync has covered since it was last written.
+ *
+ * Recovery crashes too. For a few images per epoch whose journal holds a
+ * committed transaction, the recovery (the open, with its replay under a
+ * torn superblock, the journal replay, the mount and the unmount) runs under
+ * the same model, and each of its crash images (replay_lim) must recover to
+ * the tree the uncrashed recovery gave: recovery is idempotent.
  *
  * Workloads are CrashMonkey ACE's: every operation alone and every pair, on
- * a small prepared tree, and seeded random sequences. Limitations: a line
- * stored several times in one epoch is modelled with its flushed and its
- * final contents only; file contents are compared only at operation ends.
+ * a small prepared tree, and seeded random sequences; then, on a --checksums
+ * pool, every operation alone and every pair whose first writes data. Pins
+ * go through the engine's pin hooks as the lease manager's do: a live pin
+ * keeps its block dirty through writeback, and the unpin does what a
+ * lease's end does (the hooks stop naming the block, pm_unquarantine()), so
+ * an unpin then an fsync makes the block clean with its checksum recorded.
+ * Two lease lives run whole on both pools: a pinned block freed while pinned
+ * (quarantined) then unpinned, and pinned data fsynced before and after the
+ * unpin.
+ * Limitations: values are those seen at flushes and fences, not at every
+ * store; file contents are compared only at operation ends.
  *
  * Usage: crash_states [--quick | --full] [--self-test] [--seed N] [--keep DIR]
  *	  [--only WORKLOAD (e.g. create+fsync_dir)] [--plant PM_DEBUG_* bits]
+ *	  [--plant-replay PM_REPLAY_DEBUG_* bits] [--no-values (the model
+ *	  without values per epoch nor recovery crashes: what the last two
+ *	  planted bugs need)]
  * Last line: "crash states: N checked, F failed, W workloads".
  */
 #include <errno.h>
@@ -55,11 +76,15 @@
 
 /* ---- the model: epochs of in-flight lines ------------------------------- */
 
+/* Values one line may hold at a crash besides its durable one: every value
+ * seen at a flush or fence of the epoch (the first MAXV - 1 and the last). */
+#define MAXV 4
+
 struct iline {
 	uint32_t line;
-	uint8_t nval;		  /* new contents: 1 or 2 */
-	bool flushed;		  /* vals[0] is what the flush took: durable after */
-	uint8_t old[LINE], vals[2][LINE];
+	uint8_t nval;		  /* new contents: 1..MAXV */
+	bool flushed;		  /* flval is what the last flush took: durable after */
+	uint8_t old[LINE], flval[LINE], vals[MAXV][LINE];
 };
 
 struct epoch {
@@ -69,18 +94,130 @@ struct epoch {
 	bool after; /* the operation had returned: only its "after" is legal */
 };
 
+/* per-line values seen during the current epoch */
+struct seenv {
+	uint8_t n;
+	uint8_t v[MAXV][LINE];
+};
+
 struct pmrec {
 	uint8_t *live, *durable;
+	uint8_t *seen; /* the pool as last looked at (a flush or a fence) */
 	bool on;
 	/* this epoch's flushed lines, in order, with their contents */
 	uint32_t *fl;
 	uint8_t *fldata; /* NLINES * LINE, indexed by line */
 	uint8_t *flmark; /* per line: flushed in this epoch */
 	size_t nfl;
+	/* this epoch's lines with values seen (index into sv, + 1; 0: none) */
+	uint32_t *svidx;
+	struct seenv *sv;
+	size_t nsv, capsv;
 	struct epoch *ep;
 	size_t nep, capep;
 	int op;
 };
+
+/* Pool-sized buffers, kept for reuse: fresh 8 MiB allocations are mapped
+ * and faulted in again each time, which cost more than the checks. */
+static uint8_t *bufs[32];
+static size_t nbufs;
+
+static uint8_t *buf_get(void)
+{
+	uint8_t *b = nbufs ? bufs[--nbufs] : aligned_alloc(4096, POOL_SIZE);
+
+	if (!b)
+		abort();
+	return b;
+}
+
+static void buf_put(void *b)
+{
+	if (!b)
+		return;
+	if (nbufs < sizeof(bufs) / sizeof(bufs[0]))
+		bufs[nbufs++] = b;
+	else
+		free(b);
+}
+
+static void pmrec_init(struct pmrec *r, uint8_t *live)
+{
+	memset(r, 0, sizeof(*r));
+	r->live = live;
+	r->durable = buf_get();
+	r->seen = buf_get();
+	r->fl = malloc(NLINES * sizeof(*r->fl));
+	r->fldata = buf_get();
+	r->flmark = calloc(NLINES, 1);
+	r->svidx = calloc(NLINES, sizeof(*r->svidx));
+	if (!r->durable || !r->seen || !r->fl || !r->fldata || !r->flmark || !r->svidx)
+		abort();
+	memcpy(r->durable, live, POOL_SIZE);
+	memcpy(r->seen, live, POOL_SIZE);
+}
+
+static void pmrec_free(struct pmrec *r)
+{
+	free(r->ep);
+	free(r->fl);
+	buf_put(r->fldata);
+	free(r->flmark);
+	buf_put(r->durable);
+	buf_put(r->seen);
+	free(r->svidx);
+	free(r->sv);
+}
+
+/* Adds @v to the values line @ln held in this epoch (if new). */
+static void seen_add(struct pmrec *r, size_t ln, const uint8_t *v)
+{
+	struct seenv *s;
+	unsigned i;
+
+	if (!r->svidx[ln]) {
+		if (r->nsv == r->capsv) {
+			r->capsv = r->capsv ? r->capsv * 2 : 256;
+			r->sv = realloc(r->sv, r->capsv * sizeof(*r->sv));
+			if (!r->sv)
+				abort();
+		}
+		r->sv[r->nsv].n = 0;
+		r->svidx[ln] = (uint32_t)++r->nsv;
+	}
+	s = &r->sv[r->svidx[ln] - 1];
+	for (i = 0; i < s->n; i++)
+		if (!memcmp(s->v[i], v, LINE))
+			return;
+	if (s->n == MAXV)
+		s->n--; /* keep the first ones and the latest */
+	memcpy(s->v[s->n++], v, LINE);
+}
+
+/* The stores cannot be intercepted (they are plain stores into the
+ * mapping), so every flush and fence looks at the whole pool: each line
+ * that changed since the last look adds its value to the epoch's. */
+static bool no_values; /* --no-values: the model before values per epoch */
+
+static void scan(struct pmrec *r)
+{
+	size_t pg, ln;
+
+	if (no_values)
+		return;
+	for (pg = 0; pg < POOL_SIZE; pg += 4096) {
+		if (!memcmp(r->live + pg, r->seen + pg, 4096))
+			continue;
+		for (ln = pg / LINE; ln < (pg + 4096) / LINE; ln++) {
+			if (!memcmp(r->live + ln * LINE, r->seen + ln * LINE, LINE))
+				continue;
+			memcpy(r->seen + ln * LINE, r->live + ln * LINE, LINE);
+			if (memcmp(r->live + ln * LINE, r->durable + ln * LINE, LINE))
+				seen_add(r, ln, r->live + ln * LINE);
+		}
+	}
+}
 
 static struct iline *ep_add(struct epoch *e, size_t *cap)
 {
@@ -93,33 +230,59 @@ static struct iline *ep_add(struct epoch *e, size_t *cap)
 	return &e->l[e->n++];
 }
 
-/* Closes an epoch: every flushed line and every line that differs from the
- * durable image is in flight; the flushed ones are durable afterwards. */
+/* Adds @v to @l's values unless it is the old contents or already there. */
+static void iline_val(struct iline *l, const uint8_t *v)
+{
+	unsigned i;
+
+	if (!memcmp(v, l->old, LINE))
+		return;
+	for (i = 0; i < l->nval; i++)
+		if (!memcmp(l->vals[i], v, LINE))
+			return;
+	if (l->nval == MAXV)
+		l->nval--;
+	memcpy(l->vals[l->nval++], v, LINE);
+}
+
+/* Closes an epoch: every flushed line, every line with a value seen in the
+ * epoch and every line that differs from the durable image is in flight,
+ * with each of those values; the flushed ones are durable afterwards (with
+ * what their last flush took). */
 static void close_epoch(struct pmrec *r, bool after)
 {
 	struct epoch e = { NULL, 0, r->op, after };
 	size_t cap = 0, i;
 
+	scan(r);
 	for (i = 0; i < NLINES; i++) {
 		const uint8_t *lv = r->live + i * LINE, *du = r->durable + i * LINE;
 		bool fl = r->flmark[i], differs = memcmp(lv, du, LINE) != 0;
 		struct iline *l;
+		unsigned v;
 
-		if (!fl && !differs)
-			continue;
-		if (fl && !memcmp(r->fldata + i * LINE, du, LINE) && !differs)
+		if (!fl && !differs && !r->svidx[i])
 			continue;
 		l = ep_add(&e, &cap);
 		l->line = (uint32_t)i;
 		l->flushed = fl;
+		l->nval = 0;
 		memcpy(l->old, du, LINE);
-		l->nval = 1;
-		memcpy(l->vals[0], fl ? r->fldata + i * LINE : lv, LINE);
-		if (fl && memcmp(lv, l->vals[0], LINE) && differs) {
-			memcpy(l->vals[1], lv, LINE);
-			l->nval = 2;
+		if (r->svidx[i]) {
+			const struct seenv *s = &r->sv[r->svidx[i] - 1];
+			for (v = 0; v < s->n; v++)
+				iline_val(l, s->v[v]);
+			r->svidx[i] = 0;
 		}
+		if (fl) {
+			memcpy(l->flval, r->fldata + i * LINE, LINE);
+			iline_val(l, l->flval);
+		}
+		iline_val(l, lv);
+		if (!l->nval)
+			e.n--; /* it only ever held its durable contents */
 	}
+	r->nsv = 0;
 	for (i = 0; i < r->nfl; i++) {
 		uint32_t ln = r->fl[i];
 		memcpy(r->durable + (size_t)ln * LINE, r->fldata + (size_t)ln * LINE, LINE);
@@ -146,6 +309,7 @@ static void pm_rec_flush(void *ctx, const void *addr, size_t len)
 
 	if (!r->on || !len)
 		return;
+	scan(r);
 	for (ln = off / LINE; ln <= (off + len - 1) / LINE && ln < NLINES; ln++) {
 		if (!r->flmark[ln]) {
 			r->flmark[ln] = 1;
@@ -381,71 +545,174 @@ static int op_fdatasync_big(struct ctx *c) { return do_sync(c, "big", true); }
 static int op_fsync_f2(struct ctx *c) { return do_sync(c, "f2", false); }
 static int op_fsync_dir(struct ctx *c) { return do_sync(c, "d1", false); }
 
-struct store_arg {
-	struct ctx *c;
-	int seed;
+/*
+ * Pins, as the lease manager keeps them for the engine (fusefs/ioctl.c's
+ * hooks): a table of live pins the engine's pin hooks read. Ending one does
+ * what a lease's end does at the engine level: the hooks stop naming its
+ * blocks (pinned, write_pinned: writeback may now clean them and record
+ * their checksums) and pm_unquarantine() releases those freed meanwhile.
+ * One workload at a time: the table is reset when a workload mounts.
+ */
+struct pin {
+	uint64_t ino, first, n, pblk;
+	bool write;
 };
+static struct pin pins[8];
+static size_t npins;
 
-static int store_cb(void *arg, const struct pm_seg *segs, size_t nsegs)
+static bool hook_pinned(void *ctx, uint64_t pblk)
 {
-	struct store_arg *a = arg;
-	uint8_t *p;
 	size_t i;
 
-	if (!nsegs)
-		return -EIO;
-	/* a store through the mapping: into the pool, no flush */
-	p = pm_block_ptr(a->c->pool, segs[0].pblk);
-	for (i = 0; i < 1000; i++)
-		p[100 + i] = (uint8_t)(a->seed + i * 3);
+	(void)ctx;
+	for (i = 0; i < npins; i++)
+		if (pblk >= pins[i].pblk && pblk < pins[i].pblk + pins[i].n)
+			return true;
+	return false;
+}
+
+static void hook_write_pinned(void *ctx, uint64_t ino, void (*fn)(void *arg, uint64_t first, uint64_t n),
+			      void *arg)
+{
+	size_t i;
+
+	(void)ctx;
+	for (i = 0; i < npins; i++)
+		if (pins[i].ino == ino && pins[i].write)
+			fn(arg, pins[i].first, pins[i].n);
+}
+
+static int hook_may_free(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n)
+{
+	(void)ctx;
+	(void)ip;
+	(void)first;
+	(void)n;
+	return 0; /* freeing goes ahead: a pinned block is quarantined */
+}
+
+static void hook_ino_gone(void *ctx, uint64_t ino)
+{
+	size_t i;
+
+	(void)ctx;
+	for (i = 0; i < npins; i++)
+		if (pins[i].ino == ino)
+			pins[i].ino = 0; /* the blocks stay pinned, the file is gone */
+}
+
+static int hook_mappings(void *ctx, struct pm_run **out, size_t *n)
+{
+	(void)ctx;
+	*out = NULL;
+	*n = 0; /* nobody maps the pool: the test stores through its own view */
 	return 0;
 }
 
-/* pin a block of f2 for writing, store through the mapping, unpin (the
- * engine holds no pin state: the lease manager does) */
-static int op_pin_store(struct ctx *c)
+static const struct pm_pin_hooks pin_hooks = { .may_free = hook_may_free, .pinned = hook_pinned,
+					       .write_pinned = hook_write_pinned,
+					       .ino_gone = hook_ino_gone, .mappings = hook_mappings };
+
+struct store_arg {
+	struct ctx *c;
+	uint64_t ino, first;
+	bool write;
+	int seed;
+};
+
+/* the pin takes effect: the lease is granted (fusefs/ioctl.c pin_cb); the
+ * holder learns where the block is from the reply, after pm_pin_blocks() */
+static int pin_cb(void *arg, const struct pm_seg *segs, size_t nsegs)
+{
+	struct store_arg *a = arg;
+
+	if (!nsegs || npins == sizeof(pins) / sizeof(pins[0]))
+		return -EIO;
+	pins[npins++] = (struct pin){ a->ino, a->first, segs[0].n, segs[0].pblk, a->write };
+	return 0;
+}
+
+/* pin block 1 of f2 for writing and store through the mapping */
+static int pin_store(struct ctx *c, int seed)
 {
 	struct pm_inode *ip = get(c, "f2");
-	struct store_arg a = { c, 11 };
-	int rc = ip ? pm_pin_blocks(c->fs, ip, 1, 1, PM_PIN_WRITE, store_cb, &a) : -ENOENT;
+	struct store_arg a = { c, 0, 1, true, seed };
+	int rc = -ENOENT;
 
-	if (!rc)
+	if (ip) {
+		a.ino = pm_ino(ip);
+		rc = pm_pin_blocks(c->fs, ip, 1, 1, PM_PIN_WRITE, pin_cb, &a);
+	}
+	if (!rc) {
+		/* a store through the mapping: into the pool, no flush */
+		uint8_t *p = pm_block_ptr(c->pool, pins[npins - 1].pblk);
+		size_t i;
+
+		for (i = 0; i < 1000; i++)
+			p[100 + i] = (uint8_t)(seed + i * 3);
 		mark_unsynced(c, ip);
+	}
 	pm_iput(c->fs, ip);
 	return rc;
 }
 
+/* the oldest pin ends, as a lease does (lease_mgr_unpinned) */
+static int unpin(struct ctx *c)
+{
+	struct pin p;
+
+	if (!npins)
+		return -ENOENT;
+	p = pins[0];
+	memmove(pins, pins + 1, --npins * sizeof(*pins));
+	pm_unquarantine(c->fs, p.pblk, p.n);
+	return 0;
+}
+
+static int op_pin_store_unpin(struct ctx *c)
+{
+	int rc = pin_store(c, 11);
+
+	return rc ? rc : unpin(c);
+}
+static int op_pin_store(struct ctx *c) { return pin_store(c, 13); }
+static int op_unpin(struct ctx *c) { return unpin(c); }
+
 struct op {
 	const char *name;
 	int (*fn)(struct ctx *c);
+	bool data; /* writes file data (pairs on the --checksums pool) */
 };
 
 static const struct op ops[] = {
-	{ "create", op_create },
-	{ "mkdir", op_mkdir },
-	{ "symlink", op_symlink },
-	{ "link", op_link },
-	{ "unlink", op_unlink },
-	{ "write_inplace", op_write_inplace },
-	{ "write_extend", op_write_extend },
-	{ "write_hole", op_write_hole },
-	{ "fallocate", op_fallocate },
-	{ "punch", op_punch },
-	{ "zero_range", op_zero_range },
-	{ "truncate_up", op_truncate_up },
-	{ "truncate_down", op_truncate_down },
-	{ "rename_file", op_rename_file },
-	{ "rename_dir", op_rename_dir },
-	{ "rename_over", op_rename_over },
-	{ "setxattr", op_setxattr },
-	{ "removexattr", op_removexattr },
-	{ "chmod", op_chmod },
-	{ "utimes", op_utimes },
-	{ "fsync_file", op_fsync_f1 },
-	{ "fdatasync_file", op_fdatasync_big },
-	{ "fsync_f2", op_fsync_f2 },
-	{ "fsync_dir", op_fsync_dir },
-	{ "pin_store_unpin", op_pin_store },
+	{ "create", op_create, false },
+	{ "mkdir", op_mkdir, false },
+	{ "symlink", op_symlink, false },
+	{ "link", op_link, false },
+	{ "unlink", op_unlink, false },
+	{ "write_inplace", op_write_inplace, true },
+	{ "write_extend", op_write_extend, true },
+	{ "write_hole", op_write_hole, true },
+	{ "fallocate", op_fallocate, true },
+	{ "punch", op_punch, true },
+	{ "zero_range", op_zero_range, true },
+	{ "truncate_up", op_truncate_up, false },
+	{ "truncate_down", op_truncate_down, false },
+	{ "rename_file", op_rename_file, false },
+	{ "rename_dir", op_rename_dir, false },
+	{ "rename_over", op_rename_over, false },
+	{ "setxattr", op_setxattr, false },
+	{ "removexattr", op_removexattr, false },
+	{ "chmod", op_chmod, false },
+	{ "utimes", op_utimes, false },
+	{ "fsync_file", op_fsync_f1, false },
+	{ "fdatasync_file", op_fdatasync_big, false },
+	{ "fsync_f2", op_fsync_f2, false },
+	{ "fsync_dir", op_fsync_dir, false },
+	{ "pin_store_unpin", op_pin_store_unpin, true },
+	/* the pin left live across the next operation, then ended alone */
+	{ "pin_store", op_pin_store, true },
+	{ "unpin", op_unpin, false },
 };
 #define NOPS (sizeof(ops) / sizeof(ops[0]))
 
@@ -455,23 +722,32 @@ struct limits {
 	unsigned k;	  /* enumerate every choice up to 2^k of them */
 	unsigned sample;  /* else this many random ones */
 	unsigned torn;	  /* torn variants per epoch */
+	unsigned replay;  /* images per epoch whose recovery is crashed too */
 };
 
-static uint8_t *prepared; /* the prepared tree, durable */
+/* the limits of the crash images of a recovery (no further nesting) */
+static const struct limits replay_lim = { 4, 8, 2, 0 };
+static int replay_override = -1; /* --replay N: images per epoch, for every run */
+
+/* the prepared tree, durable: on a plain pool and on a --checksums pool */
+static uint8_t *prepared_pool[2], *prepared;
+static const char *const variant_name[2] = { "", "csum:" };
+static int variant; /* which of them the workloads run on */
 static unsigned debug_flags;
 static const char *keep_dir;
 static const char *only; /* --only NAME: just the workloads so named */
-static unsigned long checked, failed;
+static unsigned long checked, failed, rchecked, rexplored;
 static unsigned nworkloads;
+static size_t jhdr_off; /* the journal header's offset in the prepared pool */
 
-static int prepare(void)
+static int prepare(int v)
 {
-	struct pm_mkfs_opts o = { .size = POOL_SIZE };
+	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = v ? PM_FEAT_INCOMPAT_CSUM : 0 };
 	struct pm_pool *pool;
 	struct ctx c = { 0 };
 	char err[256];
 
-	prepared = aligned_alloc(4096, POOL_SIZE);
+	prepared = prepared_pool[v] = aligned_alloc(4096, POOL_SIZE);
 	memset(prepared, 0, POOL_SIZE);
 	if (pm_mkfs_mem(prepared, POOL_SIZE, &o, &noop_ops) ||
 	    pm_pool_open_mem(prepared, POOL_SIZE, &noop_ops, &pool, err, sizeof(err)) ||
@@ -493,6 +769,7 @@ static int prepare(void)
 	pm_iput(c.fs, c.root);
 	pm_fs_unmount(&c.fs);
 	pm_pool_close(&pool);
+	jhdr_off = (size_t)((const struct pm_super *)prepared)->journal_start * PM_BLOCK_SIZE;
 	return 0;
 }
 
@@ -512,17 +789,93 @@ static void keep_image(const uint8_t *img, const char *wl, size_t ep)
 	}
 }
 
-/* Checks one image against the legal trees; counts it. */
+static void check_epoch(const uint8_t *base, const struct epoch *e, const struct limits *lim,
+			const char *wl, size_t ei, char *const *legal, int nlegal,
+			unsigned long *wfail, bool nested);
+
+/* Does the image hold a committed transaction (its recovery replays it)? */
+static bool jcommitted(const uint8_t *img)
+{
+	struct pm_jhdr h;
+
+	memcpy(&h, img + jhdr_off, sizeof(h));
+	return h.magic == PM_JOURNAL_MAGIC && h.state == PM_JSTATE_COMMITTED;
+}
+
+/*
+ * Crashes the recovery of @img: its opening (a replay under a torn
+ * superblock), journal replay, mount and unmount run under the same model,
+ * and every crash image of them (within replay_lim) must recover to @want,
+ * the tree the uncrashed recovery gave: recovery must be idempotent.
+ */
+static void explore_recovery(const uint8_t *img, const char *want, const char *wl, size_t ei,
+			     unsigned long *wfail)
+{
+	uint8_t *work = buf_get(), *base = buf_get();
+	struct pmrec r;
+	struct pm_persist_ops pops = { pm_rec_flush, pm_rec_drain, &r };
+	char name[600], *legal[1] = { (char *)want }, err[256];
+	struct pm_pool *p;
+	struct pm_fs *fs;
+	size_t k, j;
+
+	rexplored++;
+	memcpy(work, img, POOL_SIZE);
+	memcpy(base, img, POOL_SIZE);
+	pmrec_init(&r, work);
+	r.on = true;
+	if (!pm_pool_open_mem(work, POOL_SIZE, &pops, &p, err, sizeof(err))) {
+		if (pm_journal_recover(p, NULL, 0) >= 0 && !pm_fs_mount(p, &fs, err, sizeof(err)))
+			pm_fs_unmount(&fs);
+		pm_pool_close(&p);
+	}
+	close_epoch(&r, true);
+	r.on = false;
+	snprintf(name, sizeof(name), "%s (its recovery crashed)", wl);
+	for (k = 0; k < r.nep; k++) {
+		const struct epoch *e = &r.ep[k];
+		check_epoch(base, e, &replay_lim, name, ei, legal, 1, wfail, true);
+		for (j = 0; j < e->n; j++)
+			if (e->l[j].flushed)
+				memcpy(base + (size_t)e->l[j].line * LINE, e->l[j].flval, LINE);
+	}
+	epochs_free(&r);
+	pmrec_free(&r);
+	buf_put(work);
+	buf_put(base);
+}
+
+/*
+ * The images of an epoch whose recovery is crashed: a uniform sample
+ * (reservoir) of the images that passed and whose journal holds a committed
+ * transaction, kept as their choices (an image is rebuilt from them), with
+ * the tree their recovery gave.
+ */
+#define RES_MAX 8
+struct reservoir {
+	unsigned cap, seen, n;
+	uint8_t *choice[RES_MAX];
+	long tl[RES_MAX];
+	uint8_t mask[RES_MAX];
+	char *want[RES_MAX];
+};
+
+/* Checks one image against the legal trees; counts it. With @res, an image
+ * that passed and whose recovery replays the journal is offered to it (its
+ * recovered tree in *@want, which the caller then owns). */
 static bool check_image(uint8_t *img, const char *wl, size_t ep, char *const *legal, int nlegal,
-			unsigned long *wfail)
+			unsigned long *wfail, const struct reservoir *res, char **want)
 {
 	uint8_t *copy = NULL;
+	bool rec = res && res->cap && !no_values && jcommitted(img);
 	char *s;
 	int i;
 
+	if (!res)
+		rchecked++;
 	checked++;
 	if (keep_dir) {
-		copy = malloc(POOL_SIZE);
+		copy = buf_get();
 		memcpy(copy, img, POOL_SIZE);
 	}
 	s = recover_and_dump(img, POOL_SIZE, wl, ep, false);
@@ -530,8 +883,11 @@ static bool check_image(uint8_t *img, const char *wl, size_t ep, char *const *le
 		if (!strcmp(s, legal[i]))
 			break;
 	if (s && i < nlegal) {
-		free(s);
-		free(copy);
+		if (rec)
+			*want = s;
+		else
+			free(s);
+		buf_put(copy);
 		return true;
 	}
 	failed++;
@@ -543,8 +899,34 @@ static bool check_image(uint8_t *img, const char *wl, size_t ep, char *const *le
 			keep_image(copy, wl, ep);
 	}
 	free(s);
-	free(copy);
+	buf_put(copy);
 	return false;
+}
+
+/* Offers the image of @choice (@tl, @mask) whose recovery gave @want. */
+static void res_offer(struct reservoir *r, const uint8_t *choice, size_t n, long tl, uint8_t mask,
+		      char *want)
+{
+	unsigned k;
+
+	r->seen++;
+	if (r->n < r->cap) {
+		k = r->n++;
+		r->choice[k] = malloc(n ? n : 1);
+	} else {
+		k = (unsigned)(rnd() % r->seen);
+		if (k >= r->cap) {
+			free(want);
+			return;
+		}
+		free(r->want[k]);
+	}
+	if (!r->choice[k])
+		abort();
+	memcpy(r->choice[k], choice, n);
+	r->tl[k] = tl;
+	r->mask[k] = mask;
+	r->want[k] = want;
 }
 
 /* img = base + choice per line (0 old, 1.. new), then torn line @tl (word
@@ -558,7 +940,7 @@ static void build(uint8_t *img, const uint8_t *base, const struct epoch *e, cons
 	for (i = 0; i < e->n; i++) {
 		uint8_t *dst = img + (size_t)e->l[i].line * LINE;
 		if ((long)i == tl) {
-			const uint8_t *nv = e->l[i].vals[e->l[i].nval - 1];
+			const uint8_t *nv = e->l[i].vals[choice[i] ? choice[i] - 1 : e->l[i].nval - 1];
 			unsigned w;
 			for (w = 0; w < LINE / 8; w++)
 				memcpy(dst + w * 8, (mask >> w & 1) ? nv + w * 8 : e->l[i].old + w * 8, 8);
@@ -571,9 +953,16 @@ static void build(uint8_t *img, const uint8_t *base, const struct epoch *e, cons
 /* Enumerates the crash images of epoch @e over @base. */
 static void check_epoch(const uint8_t *base, const struct epoch *e, const struct limits *lim,
 			const char *wl, size_t ei, char *const *legal, int nlegal,
-			unsigned long *wfail)
+			unsigned long *wfail, bool nested)
 {
-	uint8_t *img = aligned_alloc(4096, POOL_SIZE), *choice = calloc(e->n, 1);
+	struct reservoir res = { 0 }, *rs = nested ? NULL : &res;
+	char *want;
+	unsigned k;
+
+	res.cap = replay_override >= 0 ? (unsigned)replay_override : lim->replay;
+	if (res.cap > RES_MAX)
+		res.cap = RES_MAX;
+	uint8_t *img = buf_get(), *choice = calloc(e->n, 1);
 	double combos = 1;
 	size_t i, t;
 	long torn[4096];
@@ -584,7 +973,10 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 	if (combos <= (double)(1u << lim->k)) {
 		for (;;) {
 			build(img, base, e, choice, -1, 0);
-			check_image(img, wl, ei, legal, nlegal, wfail);
+			want = NULL;
+			check_image(img, wl, ei, legal, nlegal, wfail, rs, &want);
+			if (want)
+				res_offer(&res, choice, e->n, -1, 0, want);
 			for (i = 0; i < e->n; i++) {
 				if (++choice[i] <= e->l[i].nval)
 					break;
@@ -598,16 +990,19 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 			for (i = 0; i < e->n; i++)
 				choice[i] = (uint8_t)(rnd() % (1u + e->l[i].nval));
 			build(img, base, e, choice, -1, 0);
-			check_image(img, wl, ei, legal, nlegal, wfail);
+			want = NULL;
+			check_image(img, wl, ei, legal, nlegal, wfail, rs, &want);
+			if (want)
+				res_offer(&res, choice, e->n, -1, 0, want);
 		}
 	}
 	/* torn lines: ones whose old and new contents differ in some words
 	 * but not all */
 	for (i = 0; i < e->n && ntorn < 4096; i++) {
-		const uint8_t *nv = e->l[i].vals[e->l[i].nval - 1];
-		unsigned w, diff = 0;
-		for (w = 0; w < LINE / 8; w++)
-			diff += memcmp(nv + w * 8, e->l[i].old + w * 8, 8) != 0;
+		unsigned w, v, diff = 0;
+		for (v = 0; v < e->l[i].nval && diff < 2; v++)
+			for (w = 0, diff = 0; w < LINE / 8; w++)
+				diff += memcmp(e->l[i].vals[v] + w * 8, e->l[i].old + w * 8, 8) != 0;
 		if (diff >= 2)
 			torn[ntorn++] = (long)i;
 	}
@@ -616,10 +1011,22 @@ static void check_epoch(const uint8_t *base, const struct epoch *e, const struct
 		uint8_t mask = (uint8_t)rnd();
 		for (i = 0; i < e->n; i++)
 			choice[i] = (uint8_t)(rnd() % (1u + e->l[i].nval));
+		/* the torn line: between its old contents and one of its values */
+		choice[tl] = (uint8_t)(1 + rnd() % e->l[tl].nval);
 		build(img, base, e, choice, tl, mask);
-		check_image(img, wl, ei, legal, nlegal, wfail);
+		want = NULL;
+		check_image(img, wl, ei, legal, nlegal, wfail, rs, &want);
+		if (want)
+			res_offer(&res, choice, e->n, tl, mask, want);
 	}
-	free(img);
+	/* the recoveries of the sampled images, crashed */
+	for (k = 0; k < res.n; k++) {
+		build(img, base, e, res.choice[k], res.tl[k], res.mask[k]);
+		explore_recovery(img, res.want[k], wl, ei, wfail);
+		free(res.choice[k]);
+		free(res.want[k]);
+	}
+	buf_put(img);
 	free(choice);
 }
 
@@ -668,20 +1075,17 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 	size_t ei = 0;
 	int i;
 
+	snprintf(wl, sizeof(wl), "%s", variant_name[variant]);
 	for (i = 0; i < n; i++)
 		snprintf(wl + strlen(wl), sizeof(wl) - strlen(wl), "%s%s", i ? "+" : "",
 			 ops[seq[i]].name);
 	if (only && strcmp(only, wl))
 		return 0;
 	nworkloads++;
-	live = aligned_alloc(4096, POOL_SIZE);
-	base = aligned_alloc(4096, POOL_SIZE);
-	memcpy(live, prepared, POOL_SIZE);
-	r.live = live;
-	r.durable = malloc(POOL_SIZE);
-	r.fl = malloc(NLINES * sizeof(*r.fl));
-	r.fldata = malloc(POOL_SIZE);
-	r.flmark = calloc(NLINES, 1);
+	live = buf_get();
+	base = buf_get();
+	memcpy(live, prepared_pool[variant], POOL_SIZE);
+	pmrec_init(&r, live);
 	if (pm_pool_open_mem(live, POOL_SIZE, &pops, &pool, err, sizeof(err)) ||
 	    !(c.pool = pool) ||
 	    pm_fs_mount(pool, &c.fs, err, sizeof(err)) || pm_iget(c.fs, 1, &c.root)) {
@@ -690,8 +1094,11 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 		return 1;
 	}
 	pm_fs_set_debug(c.fs, debug_flags);
+	npins = 0;
+	pm_fs_set_pin_hooks(c.fs, &pin_hooks);
 	/* the mount persisted what it changed (not recorded): durable */
 	memcpy(r.durable, live, POOL_SIZE);
+	memcpy(r.seen, live, POOL_SIZE);
 	states[1] = dump(c.fs, false);
 	for (i = 0; i < n; i++) {
 		char *fin, *want;
@@ -710,10 +1117,10 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 		for (k = 0; k < r.nep; k++, ei++) {
 			const struct epoch *e = &r.ep[k];
 			check_epoch(base, e, lim, wl, ei, e->after ? states + 1 : states,
-				    e->after ? 1 : 2, &wfail);
+				    e->after ? 1 : 2, &wfail, false);
 			for (size_t j = 0; j < e->n; j++)
 				if (e->l[j].flushed)
-					memcpy(base + (size_t)e->l[j].line * LINE, e->l[j].vals[0], LINE);
+					memcpy(base + (size_t)e->l[j].line * LINE, e->l[j].flval, LINE);
 		}
 		epochs_free(&r);
 		/* what returned is durable: the tree, and the data of files an
@@ -736,30 +1143,57 @@ static unsigned long run_workload(const int *seq, int n, const struct limits *li
 	pm_iput(c.fs, c.root);
 	pm_fs_unmount(&c.fs);
 	pm_pool_close(&pool);
-	free(r.ep);
-	free(r.fl);
-	free(r.fldata);
-	free(r.flmark);
-	free(r.durable);
-	free(live);
-	free(base);
+	pmrec_free(&r);
+	buf_put(live);
+	buf_put(base);
 	return wfail;
 }
 
 /* ---- the workloads -------------------------------------------------------- */
 
+static int op_index(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NOPS; i++)
+		if (!strcmp(ops[i].name, name))
+			return (int)i;
+	abort();
+}
+
 static unsigned long run_all(const struct limits *single, const struct limits *pair,
-			     unsigned nrandom, unsigned randlen)
+			     unsigned nrandom, unsigned randlen, bool csum)
 {
 	unsigned long f0 = failed;
 	size_t a, b;
 	unsigned t;
 	int seq[64];
 
+	variant = 0;
 	for (a = 0; a < NOPS; a++) {
 		seq[0] = (int)a;
 		run_workload(seq, 1, single);
 	}
+	/* a lease's whole life: the pinned block freed while pinned
+	 * (quarantined) then unpinned (released); pinned data made durable
+	 * while pinned (kept dirty), then after the unpin (clean, and on a
+	 * --checksums pool checksummed) */
+	for (variant = 0; variant < (csum ? 2 : 1); variant++) {
+		static const char *const lives[][5] = {
+			{ "pin_store", "unlink", "unpin", "create", NULL },
+			{ "pin_store", "fsync_f2", "unpin", "fsync_f2", NULL },
+		};
+		struct limits rl = *(pair ? pair : single);
+
+		rl.replay = single->replay;
+		for (t = 0; t < sizeof(lives) / sizeof(lives[0]); t++) {
+			int n = 0;
+			for (; lives[t][n]; n++)
+				seq[n] = op_index(lives[t][n]);
+			run_workload(seq, n, &rl);
+		}
+	}
+	variant = 0;
 	if (pair) {
 		for (a = 0; a < NOPS; a++)
 			for (b = 0; b < NOPS; b++) {
@@ -768,23 +1202,49 @@ static unsigned long run_all(const struct limits *single, const struct limits *p
 				run_workload(seq, 2, pair);
 			}
 	}
+	/* on a --checksums pool: every operation alone, and every pair whose
+	 * first writes data (a checksum is invalidated, and recorded again
+	 * only over durable bytes: after an fsync, an unpin then an fsync) */
+	variant = 1;
+	for (a = 0; csum && a < NOPS; a++) {
+		seq[0] = (int)a;
+		run_workload(seq, 1, single);
+	}
+	for (a = 0; csum && pair && a < NOPS; a++) {
+		if (!ops[a].data)
+			continue;
+		for (b = 0; b < NOPS; b++) {
+			seq[0] = (int)a;
+			seq[1] = (int)b;
+			run_workload(seq, 2, pair);
+		}
+	}
+	variant = 0;
 	for (t = 0; t < nrandom; t++) {
+		/* pair limits, but recoveries crashed as for single operations */
+		struct limits rl = *(pair ? pair : single);
 		unsigned j;
+
+		rl.replay = single->replay;
 		for (j = 0; j < randlen && j < 64; j++)
 			seq[j] = (int)(rnd() % NOPS);
-		run_workload(seq, (int)j, pair ? pair : single);
+		run_workload(seq, (int)j, &rl);
 	}
 	return failed - f0;
 }
 
 static const struct {
-	unsigned flag;
+	unsigned flag, replay_flag;
 	const char *bug;
 } planted[] = {
-	{ PM_DEBUG_SKIP_APPLY_PERSIST, "a missing flush (in-place updates)" },
-	{ PM_DEBUG_SKIP_APPLY_FENCE, "a missing fence (before the journal is marked empty)" },
-	{ PM_DEBUG_COMMIT_FIRST, "a commit record written before its body" },
-	{ PM_DEBUG_APPLY_EARLY, "an in-place update outside the journal" },
+	{ PM_DEBUG_SKIP_APPLY_PERSIST, 0, "a missing flush (in-place updates)" },
+	{ PM_DEBUG_SKIP_APPLY_FENCE, 0, "a missing fence (before the journal is marked empty)" },
+	{ PM_DEBUG_COMMIT_FIRST, 0, "a commit record written before its body" },
+	{ PM_DEBUG_APPLY_EARLY, 0, "an in-place update outside the journal" },
+	/* these two only the values within an epoch / crashes of the
+	 * recovery show */
+	{ PM_DEBUG_COMMIT_GROWS, 0, "a commit record grown in place (an intermediate value)" },
+	{ 0, PM_REPLAY_DEBUG_EMPTY_FIRST, "a replay that marks the journal empty first (not idempotent)" },
 };
 
 int main(int argc, char **argv)
@@ -793,7 +1253,10 @@ int main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' }, { "full", no_argument, NULL, 'f' },
 		{ "self-test", no_argument, NULL, 's' }, { "seed", required_argument, NULL, 'S' },
 		{ "keep", required_argument, NULL, 'k' }, { "only", required_argument, NULL, 'o' },
-		{ "plant", required_argument, NULL, 'p' }, { NULL, 0, NULL, 0 },
+		{ "plant", required_argument, NULL, 'p' },
+		{ "plant-replay", required_argument, NULL, 'r' },
+		{ "no-values", no_argument, NULL, 'V' },
+		{ "replay", required_argument, NULL, 'R' }, { NULL, 0, NULL, 0 },
 	};
 	bool full = false, self = false;
 	uint64_t seed = 1;
@@ -808,20 +1271,24 @@ int main(int argc, char **argv)
 		case 'k': keep_dir = optarg; break;
 		case 'o': only = optarg; break;
 		case 'p': debug_flags = (unsigned)strtoul(optarg, NULL, 0); break;
+		case 'r': pm_replay_debug = (unsigned)strtoul(optarg, NULL, 0); break;
+		case 'V': no_values = true; break;
+		case 'R': replay_override = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: %s [--quick|--full] [--self-test] [--seed N] [--keep DIR] [--only WORKLOAD] [--plant BITS]\n",
+			fprintf(stderr, "usage: %s [--quick|--full] [--self-test] [--seed N] [--keep DIR] [--only WORKLOAD] [--plant BITS] [--plant-replay BITS] [--no-values] [--replay N]\n",
 				argv[0]);
 			return 2;
 		}
 	}
 	rng_state = seed ? seed : 1;
 	dump_times = true;
-	if (prepare()) {
+	crash_checksums = true;
+	if (prepare(1) || prepare(0)) {
 		fprintf(stderr, "crash states: cannot prepare the tree\n");
 		return 1;
 	}
 	if (self) {
-		struct limits lim = { 8, 32, 8 };
+		struct limits lim = { 8, 32, 8, 0 };
 		int missed = 0;
 		size_t i;
 
@@ -830,7 +1297,10 @@ int main(int argc, char **argv)
 			unsigned long f;
 			unsigned w = nworkloads;
 			debug_flags = planted[i].flag;
-			f = run_all(&lim, NULL, 0, 0);
+			pm_replay_debug = planted[i].replay_flag;
+			/* recoveries crashed only where the planted bug is */
+			lim.replay = planted[i].replay_flag ? 1 : 0;
+			f = run_all(&lim, NULL, 0, 0, false);
 			w = nworkloads - w;
 			printf("self-test: %s: %lu failing images in %u workloads%s\n", planted[i].bug, f,
 			       w, f ? "" : " -- NOT CAUGHT");
@@ -842,12 +1312,14 @@ int main(int argc, char **argv)
 		return missed ? 1 : 0;
 	}
 	if (full) {
-		struct limits single = { 12, 1024, 256 }, pair = { 8, 64, 16 };
-		run_all(&single, &pair, 100, 8);
+		struct limits single = { 12, 1024, 256, 4 }, pair = { 8, 64, 16, 1 };
+		run_all(&single, &pair, 100, 8, true);
 	} else {
-		struct limits single = { 10, 256, 64 }, pair = { 4, 8, 4 };
-		run_all(&single, &pair, 20, 6);
+		struct limits single = { 10, 256, 64, 1 }, pair = { 4, 8, 4, 0 };
+		run_all(&single, &pair, 20, 6, true);
 	}
+	printf("crash states: %lu recoveries crashed, %lu images of them (in the count below)\n",
+	       rexplored, rchecked);
 	printf("crash states: %lu checked, %lu failed, %u workloads\n", checked, failed, nworkloads);
 	return failed ? 1 : 0;
 }

@@ -186,9 +186,11 @@ static ssize_t crash_write(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, 
  * consistent: the journal does not replay, fsck finds a problem, or the
  * mount fails. @op and @k name the image in messages. */
 static bool crash_quiet;
+static bool crash_checksums; /* fsck verifies the data blocks' checksums too */
 static char *recover_and_dump(uint8_t *img, size_t size, const char *op, size_t k, bool data)
 {
 	struct pm_fsck_result res = { 0, 0 };
+	struct pm_fsck_opts fo = { .repair = false, .checksums = crash_checksums };
 	struct pm_pool *p;
 	struct pm_fs *fs;
 	char err[256];
@@ -201,10 +203,10 @@ static char *recover_and_dump(uint8_t *img, size_t size, const char *op, size_t 
 		fclose(devnull);
 		return NULL;
 	}
-	if (pm_journal_recover(p, NULL, 0) < 0 || pm_fsck(p, false, devnull, &res) || res.errors) {
+	if (pm_journal_recover(p, NULL, 0) < 0 || pm_fsck_ex(p, &fo, devnull, &res) || res.errors) {
 		if (!crash_quiet) {
 			fprintf(stderr, "%s: crash point %zu: fsck found %lu problems:\n", op, k, res.errors);
-			pm_fsck(p, false, stderr, &res);
+			pm_fsck_ex(p, &fo, stderr, &res);
 		}
 		pm_pool_close(&p);
 		fclose(devnull);
