@@ -162,6 +162,7 @@ static int (*r_fsync)(int);
 static int (*r_fdatasync)(int);
 static int (*r_fclose)(FILE *);
 static int (*r_close_range)(unsigned, unsigned, int);
+static void (*r_closefrom)(int);
 static int (*r_execve)(const char *, char *const[], char *const[]);
 static int (*r_execvpe)(const char *, char *const[], char *const[]);
 static int (*r_fexecve)(int, char *const[], char *const[]);
@@ -1182,6 +1183,23 @@ static void pfd_closing(int fd)
 			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
 }
 
+/* pfd_closing() of every fd in [first, last], in one pass over the maps. */
+static void pfd_closing_range(unsigned first, unsigned last)
+{
+	if (last < PFD_MIN)
+		return;
+	for (int i = 0; i < NMAPS; i++) {
+		int fd = __atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED);
+		if (fd >= PFD_MIN && (unsigned)fd >= first && (unsigned)fd <= last)
+			__atomic_store_n(&maps[i].pfd, -1, __ATOMIC_RELEASE);
+	}
+	for (int i = 0; i < NREGIONS; i++) {
+		int fd = __atomic_load_n(&regions[i].fd, __ATOMIC_RELAXED);
+		if (regions[i].addr && fd >= PFD_MIN && (unsigned)fd >= first && (unsigned)fd <= last)
+			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
+	}
+}
+
 EXPORT int close(int fd)
 {
 	ensure();
@@ -1207,6 +1225,18 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 			fd_closing((int)fd);
 		}
 	return r_close_range(first, last, flags);
+}
+
+/* glibc's closefrom() closes through its own close_range (or a loop of
+ * its own close): seen here, or its fd numbers and our pool fds would be
+ * served from the old files' blocks once reused. */
+EXPORT void closefrom(int lowfd)
+{
+	ensure();
+	pfd_closing_range(lowfd < 0 ? 0 : (unsigned)lowfd, UINT_MAX);
+	for (int fd = lowfd < 0 ? 0 : lowfd; fd < FDMAX; fd++)
+		fd_closing(fd);
+	r_closefrom(lowfd);
 }
 
 EXPORT int dup(int fd)
@@ -1423,6 +1453,7 @@ static void syms(void)
 	SYM(r_fdatasync, "fdatasync");
 	SYM(r_fclose, "fclose");
 	SYM(r_close_range, "close_range");
+	SYM(r_closefrom, "closefrom");
 	SYM(r_execve, "execve");
 	SYM(r_execvpe, "execvpe");
 	SYM(r_mmap, "mmap64");

@@ -14,6 +14,8 @@
  *   seek FD OFF               -> new offset
  *   close FD | fsync FD       -> 0
  *   rawclose FD               -> 0 (syscall(SYS_close): unseen by pinfs-dax)
+ *   closefrom FD              -> 0 (glibc closefrom: every fd from FD up)
+ *   memfd                     -> fd of a new memfd (a descriptor no open() made)
  *   dup FD | dupfd FD         -> new fd (dup, fcntl F_DUPFD_CLOEXEC)
  *   dup2 FD TO | dup3 FD TO   -> TO
  *   setappend FD              -> 0 (fcntl F_SETFL |= O_APPEND)
@@ -208,6 +210,13 @@ int main(void)
 		} else if (!strcmp(cmd, "rawclose")) { /* a close no library sees */
 			sscanf(line, "%*s %ld", &x);
 			printf("%ld\n", syscall(SYS_close, (int)x) ? -(long)errno : 0L);
+		} else if (!strcmp(cmd, "closefrom")) {
+			sscanf(line, "%*s %ld", &x);
+			closefrom((int)x);
+			printf("0\n");
+		} else if (!strcmp(cmd, "memfd")) {
+			int fd = memfd_create("daxprobe", MFD_CLOEXEC);
+			printf("%d\n", fd < 0 ? -errno : fd);
 		} else if (!strcmp(cmd, "fsync")) {
 			sscanf(line, "%*s %ld", &x);
 			printf("%d\n", fsync((int)x) ? -errno : 0);

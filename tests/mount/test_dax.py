@@ -590,3 +590,22 @@ def test_a_big_file_is_pinned_in_windows_and_reads_across_them_are_right(mnt, pr
     assert got == chunk[-3:] + bytes([256 % 251]) + chunk[1:3]
     assert p('close', fd) == '0'
     assert layout_pins(mnt, p.proc.pid) == []
+
+
+def test_closefrom_is_seen_and_a_memfd_on_the_old_number_is_not_served(mnt, probe):
+    """glibc's closefrom() closes the program's fds and the library's pool
+    fds with them, through no close() the library sees. A descriptor made
+    later by something other than open() (memfd_create, pipe, socket) may
+    get the old number: its I/O must reach it, not the old file's blocks."""
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 4096) == data[:4096]
+    assert p('closefrom', fd) == '0'
+    mfd = int(p('memfd'))
+    assert mfd == fd
+    assert p.pwrite(mfd, 0, b'memfd bytes') == 11
+    assert p.pread(mfd, 0, 11) == b'memfd bytes'
+    assert read_file(path) == data
+    assert layout_pins(mnt, p.proc.pid) == []
