@@ -64,6 +64,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/futex.h>
@@ -163,6 +164,13 @@ static int (*r_fdatasync)(int);
 static int (*r_fclose)(FILE *);
 static int (*r_close_range)(unsigned, unsigned, int);
 static void (*r_closefrom)(int);
+static int (*r_memfd_create)(const char *, unsigned);
+static int (*r_pipe)(int[2]);
+static int (*r_pipe2)(int[2], int);
+static int (*r_socket)(int, int, int);
+static int (*r_socketpair)(int, int, int, int[2]);
+static int (*r_accept)(int, struct sockaddr *, socklen_t *);
+static int (*r_accept4)(int, struct sockaddr *, socklen_t *, int);
 static int (*r_execve)(const char *, char *const[], char *const[]);
 static int (*r_execvpe)(const char *, char *const[], char *const[]);
 static int (*r_fexecve)(int, char *const[], char *const[]);
@@ -1239,6 +1247,90 @@ EXPORT void closefrom(int lowfd)
 	r_closefrom(lowfd);
 }
 
+/*
+ * Descriptors made by something other than open: the number may be one
+ * closed behind our back (syscall(SYS_close), io_uring), whose entry would
+ * serve the new descriptor's pread/pwrite from the old file's blocks
+ * (fd_opened() does the same for opens). The common makers only.
+ */
+static void fd_made(int fd)
+{
+	struct dfile *d;
+	sigset_t old;
+
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+		return;
+	lock(&old);
+	d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
+	if (d)
+		d->refs--;
+	unlock(&old);
+}
+
+static void fd_made2(int r, const int fds[2])
+{
+	if (r == 0) {
+		fd_made(fds[0]);
+		fd_made(fds[1]);
+	}
+}
+
+EXPORT int memfd_create(const char *name, unsigned flags)
+{
+	ensure();
+	int fd = r_memfd_create(name, flags);
+	fd_made(fd);
+	return fd;
+}
+
+EXPORT int pipe(int fds[2])
+{
+	ensure();
+	int r = r_pipe(fds);
+	fd_made2(r, fds);
+	return r;
+}
+
+EXPORT int pipe2(int fds[2], int flags)
+{
+	ensure();
+	int r = r_pipe2(fds, flags);
+	fd_made2(r, fds);
+	return r;
+}
+
+EXPORT int socket(int domain, int type, int proto)
+{
+	ensure();
+	int fd = r_socket(domain, type, proto);
+	fd_made(fd);
+	return fd;
+}
+
+EXPORT int socketpair(int domain, int type, int proto, int fds[2])
+{
+	ensure();
+	int r = r_socketpair(domain, type, proto, fds);
+	fd_made2(r, fds);
+	return r;
+}
+
+EXPORT int accept(int s, struct sockaddr *addr, socklen_t *len)
+{
+	ensure();
+	int fd = r_accept(s, addr, len);
+	fd_made(fd);
+	return fd;
+}
+
+EXPORT int accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	ensure();
+	int fd = r_accept4(s, addr, len, flags);
+	fd_made(fd);
+	return fd;
+}
+
 EXPORT int dup(int fd)
 {
 	ensure();
@@ -1454,6 +1546,13 @@ static void syms(void)
 	SYM(r_fclose, "fclose");
 	SYM(r_close_range, "close_range");
 	SYM(r_closefrom, "closefrom");
+	SYM(r_memfd_create, "memfd_create");
+	SYM(r_pipe, "pipe");
+	SYM(r_pipe2, "pipe2");
+	SYM(r_socket, "socket");
+	SYM(r_socketpair, "socketpair");
+	SYM(r_accept, "accept");
+	SYM(r_accept4, "accept4");
 	SYM(r_execve, "execve");
 	SYM(r_execvpe, "execvpe");
 	SYM(r_mmap, "mmap64");

@@ -16,6 +16,7 @@
  *   rawclose FD               -> 0 (syscall(SYS_close): unseen by pinfs-dax)
  *   closefrom FD              -> 0 (glibc closefrom: every fd from FD up)
  *   memfd                     -> fd of a new memfd (a descriptor no open() made)
+ *   pipe | socketpair         -> the first fd of a new pipe or socket pair
  *   dup FD | dupfd FD         -> new fd (dup, fcntl F_DUPFD_CLOEXEC)
  *   dup2 FD TO | dup3 FD TO   -> TO
  *   setappend FD              -> 0 (fcntl F_SETFL |= O_APPEND)
@@ -41,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -217,6 +219,10 @@ int main(void)
 		} else if (!strcmp(cmd, "memfd")) {
 			int fd = memfd_create("daxprobe", MFD_CLOEXEC);
 			printf("%d\n", fd < 0 ? -errno : fd);
+		} else if (!strcmp(cmd, "pipe") || !strcmp(cmd, "socketpair")) {
+			int fds[2];
+			int r = cmd[0] == 'p' ? pipe(fds) : socketpair(AF_UNIX, SOCK_STREAM, 0, fds);
+			printf("%d\n", r < 0 ? -errno : fds[0]);
 		} else if (!strcmp(cmd, "fsync")) {
 			sscanf(line, "%*s %ld", &x);
 			printf("%d\n", fsync((int)x) ? -errno : 0);

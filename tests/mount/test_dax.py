@@ -609,3 +609,26 @@ def test_closefrom_is_seen_and_a_memfd_on_the_old_number_is_not_served(mnt, prob
     assert p.pread(mfd, 0, 11) == b'memfd bytes'
     assert read_file(path) == data
     assert layout_pins(mnt, p.proc.pid) == []
+
+
+@pytest.mark.parametrize('maker', ['memfd', 'pipe', 'socketpair'])
+def test_a_descriptor_no_open_made_on_a_number_closed_unseen_is_not_served(mnt, probe, maker):
+    """A close the library cannot see (syscall(SYS_close)), then a
+    descriptor made by memfd_create, pipe or socketpair on that number:
+    its I/O reaches it, and the old file keeps its bytes."""
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 4096) == data[:4096]
+    assert p('rawclose', fd) == '0'
+    nfd = int(p(maker))
+    assert nfd == fd
+    if maker == 'memfd':
+        assert p.pwrite(nfd, 0, b'memfd bytes') == 11
+        assert p.pread(nfd, 0, 11) == b'memfd bytes'
+    else:
+        # a pipe or socket has no offset: ESPIPE, never the file's bytes
+        assert p.pwrite(nfd, 0, b'pipe bytes') == -errno.ESPIPE
+        assert p('pread', nfd, 0, 10) == 'ERR %d' % errno.ESPIPE
+    assert read_file(path) == data
