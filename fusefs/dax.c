@@ -157,6 +157,13 @@ int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot)
 	dax.slot[i].flags = 0;
 	dax.slot[i].ino = ino;
 	__atomic_store_n(&dax.slot[i].lease_id, id, __ATOMIC_RELEASE);
+	/* a truncate may have revoked the lease between the pin and now:
+	 * its ffs_dax_revoked() found no slot to mark. The lease's state is
+	 * set before that call, which takes dax.lock: a revocation is seen
+	 * either here or there, never missed (else the holder would serve a
+	 * revoked lease, its stores lost in quarantined blocks) */
+	if (lease_get(t, id, &l) || l.state != PINFS_LEASE_ACTIVE)
+		dax.slot[i].state = PINFS_LEASE_REVOKED;
 	slot_bump(&dax.slot[i]);
 	pthread_mutex_unlock(&dax.lock);
 	/* after the slot names @ino: a fill that marks the file from now on
