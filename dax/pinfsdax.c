@@ -1425,14 +1425,20 @@ EXPORT int fdatasync(int fd)
 /* Every lease ends and every file is stamped (exec, exit). */
 static void drop_all(void)
 {
+	sigset_t old;
+
 	if (getpid() != owner_pid)
 		return; /* a vfork child: the leases are the parent's */
+	/* a shared mapping goes over to the kernel's FUSE mapping, then its
+	 * lease ends: if the exec fails, the program's stores still reach
+	 * the file and a truncate still gives SIGBUS past EOF */
+	lock(&old);
 	for (int i = 0; i < NREGIONS; i++) {
 		struct dregion *r = &regions[i];
-		struct pinfs_unpin u = { .lease_id = r->lease };
 		if (r->addr && r->addr != (char *)1 && r->lease)
-			(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+			region_fallback(r);
 	}
+	unlock(&old);
 	for (int fd = 0; fd < FDMAX; fd++) {
 		struct dfile *d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
 		struct dmap *m;

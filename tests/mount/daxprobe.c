@@ -17,6 +17,7 @@
  *   closefrom FD              -> 0 (glibc closefrom: every fd from FD up)
  *   memfd                     -> fd of a new memfd (a descriptor no open() made)
  *   pipe | socketpair         -> the first fd of a new pipe or socket pair
+ *   execfail PATH             -> -errno of an execve(PATH) that fails
  *   dup FD | dupfd FD         -> new fd (dup, fcntl F_DUPFD_CLOEXEC)
  *   dup2 FD TO | dup3 FD TO   -> TO
  *   setappend FD              -> 0 (fcntl F_SETFL |= O_APPEND)
@@ -223,6 +224,12 @@ int main(void)
 			int fds[2];
 			int r = cmd[0] == 'p' ? pipe(fds) : socketpair(AF_UNIX, SOCK_STREAM, 0, fds);
 			printf("%d\n", r < 0 ? -errno : fds[0]);
+		} else if (!strcmp(cmd, "execfail")) {
+			char *av[] = { a1, NULL };
+			extern char **environ;
+			sscanf(line, "%*s %4095s", a1);
+			execve(a1, av, environ);
+			printf("%d\n", -errno);
 		} else if (!strcmp(cmd, "fsync")) {
 			sscanf(line, "%*s %ld", &x);
 			printf("%d\n", fsync((int)x) ? -errno : 0);

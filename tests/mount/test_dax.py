@@ -632,3 +632,27 @@ def test_a_descriptor_no_open_made_on_a_number_closed_unseen_is_not_served(mnt, 
         assert p.pwrite(nfd, 0, b'pipe bytes') == -errno.ESPIPE
         assert p('pread', nfd, 0, 10) == 'ERR %d' % errno.ESPIPE
     assert read_file(path) == data
+
+
+def test_a_failed_execve_leaves_shared_mappings_coherent(mnt, probe):
+    """execve() unpins every lease first (the new image holds none). When
+    it fails the program goes on with its shared mappings: a store must
+    still reach the file and a truncate still give SIGBUS past EOF, not
+    land in blocks the file no longer has."""
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    mid = p('mmap', fd, 64 * KiB, 'rw')
+    assert not mid.startswith('ERR'), mid
+    assert bytes.fromhex(p('mget', mid, 0, 16)) == data[:16]
+    assert int(p('execfail', '/nonexistent/prog')) == -errno.ENOENT
+    os.truncate(path, 8192)
+    deadline = time.monotonic() + 10
+    while p('mget', mid, 32 * KiB, 1) != 'SIGBUS':
+        assert time.monotonic() < deadline, 'no SIGBUS past EOF after the truncate'
+        time.sleep(0.05)
+    assert p('mput', mid, 100, b'stored'.hex()) == 'ok'
+    assert read_file(path)[100:106] == b'stored'
+    assert p('munmap', mid) == '0'
+    assert p.alive()
