@@ -849,18 +849,36 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
+/* One watcher per state file (per mount): each waits on its own revoke
+ * counter. watched[] is claimed by compare-and-swap; two threads racing to
+ * start one mount's may start two, which is harmless (region_fallback runs
+ * under tab_lock and once per lease). */
+static const struct pinfs_dax_hdr *watched[NDEVS];
+
 static void watcher_start(const struct pinfs_dax_hdr *hdr)
 {
 	pthread_t t;
 	pthread_attr_t a;
+	int i;
 
-	if (__atomic_exchange_n(&watcher_started, 1, __ATOMIC_ACQ_REL))
-		return;
+	for (i = 0; i < NDEVS; i++)
+		if (__atomic_load_n(&watched[i], __ATOMIC_ACQUIRE) == hdr)
+			return;
+	for (i = 0; i < NDEVS; i++) {
+		const struct pinfs_dax_hdr *none = NULL;
+		if (__atomic_compare_exchange_n(&watched[i], &none, hdr, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			break;
+	}
+	if (i == NDEVS)
+		return; /* cannot happen: one state file per ddev */
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 64 << 10);
 	if (pthread_create(&t, &a, watcher, (void *)hdr))
-		watcher_started = 0;
+		__atomic_store_n(&watched[i], NULL, __ATOMIC_RELEASE);
+	else
+		__atomic_store_n(&watcher_started, 1, __ATOMIC_RELEASE);
 	pthread_attr_destroy(&a);
 }
 
@@ -1492,19 +1510,16 @@ EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
  * leases are the parent's; it takes its own. */
 static void atfork_child(void)
 {
-	const struct pinfs_dax_hdr *hdr = NULL;
-
 	owner_pid = getpid();
 	tab_lock = 0;
 	/* the mappings are here (not DONTFORK) but the leases are the
 	 * parent's: the child's watcher refreshes them through FUSE when
 	 * they are revoked, and never unpins them */
+	watcher_started = 0;
+	memset(watched, 0, sizeof(watched));
 	for (int i = 0; i < NREGIONS; i++)
 		if (regions[i].addr && regions[i].addr != (char *)1)
-			hdr = regions[i].hdr;
-	watcher_started = 0;
-	if (hdr)
-		watcher_start(hdr);
+			watcher_start(regions[i].hdr);
 	for (int i = 0; i < NMAPS; i++) {
 		/* the maps are not here; the pool fds are, close them */
 		if (maps[i].pfd >= 0 && maps[i].refs > 0)

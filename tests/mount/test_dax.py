@@ -656,3 +656,43 @@ def test_a_failed_execve_leaves_shared_mappings_coherent(mnt, probe):
     assert read_file(path)[100:106] == b'stored'
     assert p('munmap', mid) == '0'
     assert p.alive()
+
+
+def test_shared_mappings_of_a_second_mount_are_revoked_too(mnt, probe, scratch):
+    """One process maps files of two pinfs mounts: each mount's state file
+    is watched, so a truncate on the second gives SIGBUS past its new EOF
+    and later stores reach the file, as on the first."""
+    import tempfile
+    from pinfs_mount import PinfsMount, mkfs, force_unmount, mounted
+    pool2 = os.path.join(scratch, 'pool2')
+    mkfs(pool2, '64M')
+    mp2 = tempfile.mkdtemp(prefix='pinfs-mnt-')
+    m2 = PinfsMount(pool2, mp2, scratch)
+    try:
+        m2.start()
+        p = probe()
+        paths = [mnt.path('a'), m2.path('b')]
+        datas = [make_file(path, 64 * KiB, seed=i + 1) for i, path in enumerate(paths)]
+        mids = []
+        for path, data in zip(paths, datas):
+            fd = p.open(path)
+            mid = p('mmap', fd, 64 * KiB, 'rw')
+            assert not mid.startswith('ERR'), mid
+            assert bytes.fromhex(p('mget', mid, 0, 16)) == data[:16]
+            mids.append(mid)
+        for path, mid in zip(paths, mids):
+            os.truncate(path, 8192)
+            deadline = time.monotonic() + 10
+            while p('mget', mid, 32 * KiB, 1) != 'SIGBUS':
+                assert time.monotonic() < deadline, 'no SIGBUS past EOF on %s' % path
+                time.sleep(0.05)
+            assert p('mput', mid, 100, b'stored'.hex()) == 'ok'
+            assert read_file(path)[100:106] == b'stored'
+            assert p('munmap', mid) == '0'
+        p.close()
+    finally:
+        problems = m2.stop()
+        if mounted(mp2):
+            force_unmount(mp2)
+        os.rmdir(mp2)
+    assert not problems, problems
