@@ -64,6 +64,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/futex.h>
@@ -162,6 +163,14 @@ static int (*r_fsync)(int);
 static int (*r_fdatasync)(int);
 static int (*r_fclose)(FILE *);
 static int (*r_close_range)(unsigned, unsigned, int);
+static void (*r_closefrom)(int);
+static int (*r_memfd_create)(const char *, unsigned);
+static int (*r_pipe)(int[2]);
+static int (*r_pipe2)(int[2], int);
+static int (*r_socket)(int, int, int);
+static int (*r_socketpair)(int, int, int, int[2]);
+static int (*r_accept)(int, struct sockaddr *, socklen_t *);
+static int (*r_accept4)(int, struct sockaddr *, socklen_t *, int);
 static int (*r_execve)(const char *, char *const[], char *const[]);
 static int (*r_execvpe)(const char *, char *const[], char *const[]);
 static int (*r_fexecve)(int, char *const[], char *const[]);
@@ -840,18 +849,36 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
+/* One watcher per state file (per mount): each waits on its own revoke
+ * counter. watched[] is claimed by compare-and-swap; two threads racing to
+ * start one mount's may start two, which is harmless (region_fallback runs
+ * under tab_lock and once per lease). */
+static const struct pinfs_dax_hdr *watched[NDEVS];
+
 static void watcher_start(const struct pinfs_dax_hdr *hdr)
 {
 	pthread_t t;
 	pthread_attr_t a;
+	int i;
 
-	if (__atomic_exchange_n(&watcher_started, 1, __ATOMIC_ACQ_REL))
-		return;
+	for (i = 0; i < NDEVS; i++)
+		if (__atomic_load_n(&watched[i], __ATOMIC_ACQUIRE) == hdr)
+			return;
+	for (i = 0; i < NDEVS; i++) {
+		const struct pinfs_dax_hdr *none = NULL;
+		if (__atomic_compare_exchange_n(&watched[i], &none, hdr, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			break;
+	}
+	if (i == NDEVS)
+		return; /* cannot happen: one state file per ddev */
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 64 << 10);
 	if (pthread_create(&t, &a, watcher, (void *)hdr))
-		watcher_started = 0;
+		__atomic_store_n(&watched[i], NULL, __ATOMIC_RELEASE);
+	else
+		__atomic_store_n(&watcher_started, 1, __ATOMIC_RELEASE);
 	pthread_attr_destroy(&a);
 }
 
@@ -1182,6 +1209,23 @@ static void pfd_closing(int fd)
 			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
 }
 
+/* pfd_closing() of every fd in [first, last], in one pass over the maps. */
+static void pfd_closing_range(unsigned first, unsigned last)
+{
+	if (last < PFD_MIN)
+		return;
+	for (int i = 0; i < NMAPS; i++) {
+		int fd = __atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED);
+		if (fd >= PFD_MIN && (unsigned)fd >= first && (unsigned)fd <= last)
+			__atomic_store_n(&maps[i].pfd, -1, __ATOMIC_RELEASE);
+	}
+	for (int i = 0; i < NREGIONS; i++) {
+		int fd = __atomic_load_n(&regions[i].fd, __ATOMIC_RELAXED);
+		if (regions[i].addr && fd >= PFD_MIN && (unsigned)fd >= first && (unsigned)fd <= last)
+			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
+	}
+}
+
 EXPORT int close(int fd)
 {
 	ensure();
@@ -1207,6 +1251,102 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 			fd_closing((int)fd);
 		}
 	return r_close_range(first, last, flags);
+}
+
+/* glibc's closefrom() closes through its own close_range (or a loop of
+ * its own close): seen here, or its fd numbers and our pool fds would be
+ * served from the old files' blocks once reused. */
+EXPORT void closefrom(int lowfd)
+{
+	ensure();
+	pfd_closing_range(lowfd < 0 ? 0 : (unsigned)lowfd, UINT_MAX);
+	for (int fd = lowfd < 0 ? 0 : lowfd; fd < FDMAX; fd++)
+		fd_closing(fd);
+	r_closefrom(lowfd);
+}
+
+/*
+ * Descriptors made by something other than open: the number may be one
+ * closed behind our back (syscall(SYS_close), io_uring), whose entry would
+ * serve the new descriptor's pread/pwrite from the old file's blocks
+ * (fd_opened() does the same for opens). The common makers only.
+ */
+static void fd_made(int fd)
+{
+	struct dfile *d;
+	sigset_t old;
+
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+		return;
+	lock(&old);
+	d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
+	if (d)
+		d->refs--;
+	unlock(&old);
+}
+
+static void fd_made2(int r, const int fds[2])
+{
+	if (r == 0) {
+		fd_made(fds[0]);
+		fd_made(fds[1]);
+	}
+}
+
+EXPORT int memfd_create(const char *name, unsigned flags)
+{
+	ensure();
+	int fd = r_memfd_create(name, flags);
+	fd_made(fd);
+	return fd;
+}
+
+EXPORT int pipe(int fds[2])
+{
+	ensure();
+	int r = r_pipe(fds);
+	fd_made2(r, fds);
+	return r;
+}
+
+EXPORT int pipe2(int fds[2], int flags)
+{
+	ensure();
+	int r = r_pipe2(fds, flags);
+	fd_made2(r, fds);
+	return r;
+}
+
+EXPORT int socket(int domain, int type, int proto)
+{
+	ensure();
+	int fd = r_socket(domain, type, proto);
+	fd_made(fd);
+	return fd;
+}
+
+EXPORT int socketpair(int domain, int type, int proto, int fds[2])
+{
+	ensure();
+	int r = r_socketpair(domain, type, proto, fds);
+	fd_made2(r, fds);
+	return r;
+}
+
+EXPORT int accept(int s, struct sockaddr *addr, socklen_t *len)
+{
+	ensure();
+	int fd = r_accept(s, addr, len);
+	fd_made(fd);
+	return fd;
+}
+
+EXPORT int accept4(int s, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	ensure();
+	int fd = r_accept4(s, addr, len, flags);
+	fd_made(fd);
+	return fd;
 }
 
 EXPORT int dup(int fd)
@@ -1303,14 +1443,20 @@ EXPORT int fdatasync(int fd)
 /* Every lease ends and every file is stamped (exec, exit). */
 static void drop_all(void)
 {
+	sigset_t old;
+
 	if (getpid() != owner_pid)
 		return; /* a vfork child: the leases are the parent's */
+	/* a shared mapping goes over to the kernel's FUSE mapping, then its
+	 * lease ends: if the exec fails, the program's stores still reach
+	 * the file and a truncate still gives SIGBUS past EOF */
+	lock(&old);
 	for (int i = 0; i < NREGIONS; i++) {
 		struct dregion *r = &regions[i];
-		struct pinfs_unpin u = { .lease_id = r->lease };
 		if (r->addr && r->addr != (char *)1 && r->lease)
-			(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+			region_fallback(r);
 	}
+	unlock(&old);
 	for (int fd = 0; fd < FDMAX; fd++) {
 		struct dfile *d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
 		struct dmap *m;
@@ -1364,19 +1510,16 @@ EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
  * leases are the parent's; it takes its own. */
 static void atfork_child(void)
 {
-	const struct pinfs_dax_hdr *hdr = NULL;
-
 	owner_pid = getpid();
 	tab_lock = 0;
 	/* the mappings are here (not DONTFORK) but the leases are the
 	 * parent's: the child's watcher refreshes them through FUSE when
 	 * they are revoked, and never unpins them */
+	watcher_started = 0;
+	memset(watched, 0, sizeof(watched));
 	for (int i = 0; i < NREGIONS; i++)
 		if (regions[i].addr && regions[i].addr != (char *)1)
-			hdr = regions[i].hdr;
-	watcher_started = 0;
-	if (hdr)
-		watcher_start(hdr);
+			watcher_start(regions[i].hdr);
 	for (int i = 0; i < NMAPS; i++) {
 		/* the maps are not here; the pool fds are, close them */
 		if (maps[i].pfd >= 0 && maps[i].refs > 0)
@@ -1423,6 +1566,14 @@ static void syms(void)
 	SYM(r_fdatasync, "fdatasync");
 	SYM(r_fclose, "fclose");
 	SYM(r_close_range, "close_range");
+	SYM(r_closefrom, "closefrom");
+	SYM(r_memfd_create, "memfd_create");
+	SYM(r_pipe, "pipe");
+	SYM(r_pipe2, "pipe2");
+	SYM(r_socket, "socket");
+	SYM(r_socketpair, "socketpair");
+	SYM(r_accept, "accept");
+	SYM(r_accept4, "accept4");
 	SYM(r_execve, "execve");
 	SYM(r_execvpe, "execvpe");
 	SYM(r_mmap, "mmap64");

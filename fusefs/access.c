@@ -259,3 +259,29 @@ out:
 	free(a);
 	return rc;
 }
+
+/*
+ * A SETATTR that sets nothing: the suid/sgid kill of chown(f, -1, -1) or of
+ * the kernel's file_remove_privs (ops.c, "suid/sgid kill"), which FUSE does
+ * not tell apart. The kernel lets a chown kill only for the owner (the kill
+ * is a mode change: setattr_prepare), file_remove_privs for whoever opened
+ * the file for writing. So: root, the owner, or a user who may write the
+ * file (who could kill by writing anyway); else -EPERM. Called only when
+ * there is something to kill.
+ */
+int ffs_may_kill_privs(fuse_req_t req, struct ffs *f, struct pm_inode *ip)
+{
+	struct acl_buf *a = malloc(sizeof(*a));
+	struct cred c;
+	struct stat st;
+	int rc = 0;
+
+	if (!a)
+		return -ENOMEM;
+	file_attrs(f, ip, &st, a);
+	cred_get(req, &c);
+	if (c.uid != 0 && c.uid != st.st_uid && !cred_may(&c, &st, a, W_OK))
+		rc = -EPERM;
+	free(a);
+	return rc;
+}

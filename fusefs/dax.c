@@ -20,7 +20,10 @@
  * file) and under a file's ip->rw (a revocation from lease_may_free), with
  * no lease lock held; under it the lease table's lock is taken (lease_get,
  * to find free slots), never the other way round. It is never held across
- * a syscall other than the futex wake.
+ * a syscall other than the futex wake. dax.hdr is set before any request
+ * is served and cleared under dax.lock at stop (then unmapped): read
+ * without the lock only as a hint, and again under it before a slot is
+ * touched.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -104,6 +107,8 @@ static void revokes_bump(void)
 
 void ffs_dax_stop(void)
 {
+	struct pinfs_dax_hdr *hdr;
+
 	if (!dax.hdr)
 		return;
 	/* every holder stops using its map: nobody serves FUSE after this */
@@ -116,10 +121,13 @@ void ffs_dax_stop(void)
 		}
 	}
 	revokes_bump();
+	/* under the lock: a revocation or mark that waited for it finds no
+	 * state file, never an unmapped one */
+	hdr = dax.hdr;
+	__atomic_store_n(&dax.hdr, NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&dax.lock);
 	(void)unlink(dax.path);
-	munmap(dax.hdr, DAX_SIZE);
-	dax.hdr = NULL;
+	munmap(hdr, DAX_SIZE);
 }
 
 int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot)
@@ -132,6 +140,10 @@ int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot)
 		return -EOPNOTSUPP;
 	t = lease_mgr_table(dax.f->lm);
 	pthread_mutex_lock(&dax.lock);
+	if (!dax.hdr) { /* stopped meanwhile */
+		pthread_mutex_unlock(&dax.lock);
+		return -EOPNOTSUPP;
+	}
 	for (i = 0; i < PINFS_DAX_SLOTS; i++) {
 		struct pinfs_dax_slot *s = &dax.slot[i];
 		if (!s->lease_id || lease_get(t, s->lease_id, &l) == -ENOENT)
@@ -145,6 +157,13 @@ int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot)
 	dax.slot[i].flags = 0;
 	dax.slot[i].ino = ino;
 	__atomic_store_n(&dax.slot[i].lease_id, id, __ATOMIC_RELEASE);
+	/* a truncate may have revoked the lease between the pin and now:
+	 * its ffs_dax_revoked() found no slot to mark. The lease's state is
+	 * set before that call, which takes dax.lock: a revocation is seen
+	 * either here or there, never missed (else the holder would serve a
+	 * revoked lease, its stores lost in quarantined blocks) */
+	if (lease_get(t, id, &l) || l.state != PINFS_LEASE_ACTIVE)
+		dax.slot[i].state = PINFS_LEASE_REVOKED;
 	slot_bump(&dax.slot[i]);
 	pthread_mutex_unlock(&dax.lock);
 	/* after the slot names @ino: a fill that marks the file from now on
@@ -162,6 +181,10 @@ void ffs_dax_revoked(void *ctx, uint64_t id)
 	if (!dax.hdr)
 		return;
 	pthread_mutex_lock(&dax.lock);
+	if (!dax.hdr) { /* stopped meanwhile: every slot was revoked */
+		pthread_mutex_unlock(&dax.lock);
+		return;
+	}
 	for (uint32_t i = 0; i < PINFS_DAX_SLOTS; i++) {
 		struct pinfs_dax_slot *s = &dax.slot[i];
 		if (s->lease_id == id) {
@@ -179,7 +202,7 @@ void ffs_dax_mapped(uint64_t ino, bool on)
 	if (!dax.hdr)
 		return;
 	pthread_mutex_lock(&dax.lock);
-	for (uint32_t i = 0; i < PINFS_DAX_SLOTS; i++) {
+	for (uint32_t i = 0; dax.hdr && i < PINFS_DAX_SLOTS; i++) {
 		struct pinfs_dax_slot *s = &dax.slot[i];
 		if (s->lease_id && s->ino == ino &&
 		    !!(s->flags & PINFS_DAX_MAPPED) != on) {

@@ -132,6 +132,8 @@ int ffs_pin_access(fuse_req_t req, struct ffs *f, struct pm_inode *ip, bool writ
 		   bool fd_writable, bool *may_alloc);
 /* May the caller set @ip's truncate policy (ioctl or xattr)? 0 or -EACCES. */
 int ffs_may_set_policy(fuse_req_t req, struct ffs *f, struct pm_inode *ip);
+/* the bare suid/sgid kill of a SETATTR that sets nothing: 0 or -EPERM */
+int ffs_may_kill_privs(fuse_req_t req, struct ffs *f, struct pm_inode *ip);
 /* -o pin_group=GROUP (@group as given, @gid as main.c resolved it before the
  * pool was opened): makes the pool file group @gid, mode 0660. 0, or -errno
  * after one line on stderr saying why not. */

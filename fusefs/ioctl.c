@@ -614,6 +614,7 @@ static int do_list_ex(fuse_req_t req, uint64_t ino, const struct pinfs_list_ex *
 {
 	struct pinfs_list *plain = malloc(sizeof(*plain)), pin;
 	struct ffs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct lease l;
 	uint32_t i;
 	int rc;
@@ -631,8 +632,12 @@ static int do_list_ex(fuse_req_t req, uint64_t ino, const struct pinfs_list_ex *
 	out->total = plain->total;
 	for (i = 0; !rc && i < plain->n; i++) {
 		out->l[i].info = plain->l[i];
-		/* a lease that ended between the two looks keeps cookie 0 */
-		if (!lease_get(lease_mgr_table(f->lm), plain->l[i].lease_id, &l)) {
+		/* a lease that ended between the two looks keeps cookie 0; a
+		 * lease of another user's keeps it too, as PINFS_IOC_LEASE
+		 * tells it only to the holder, its user or root */
+		if (!lease_get(lease_mgr_table(f->lm), plain->l[i].lease_id, &l) &&
+		    (ctx->uid == 0 || l.uid == (uint32_t)ctx->uid ||
+		     l.holder == lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid))) {
 			out->l[i].cookie = l.cookie;
 			out->l[i].notify_sig = l.notify_sig;
 		}

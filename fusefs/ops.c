@@ -590,6 +590,22 @@ static void ffs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		return;
 	}
 	cred_get(req, &cb, to_set & (FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE));
+	/* a kill alone may be a stranger's chown(f, -1, -1): the kernel
+	 * refuses that when there is something to kill (access.c) */
+	if (!(to_set & (SETATTR_ANY | FUSE_SET_ATTR_KILL_SUID))) {
+		struct stat st;
+
+		pm_stat(f->fs, ip, &st);
+		if (!S_ISDIR(st.st_mode) &&
+		    ((st.st_mode & S_ISUID) ||
+		     (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
+			rc = ffs_may_kill_privs(req, f, ip);
+		if (rc) {
+			pm_iput(f->fs, ip);
+			fuse_reply_err(req, -rc);
+			return;
+		}
+	}
 	ffs_set_wait(&w, fuse_req_ctx(req)->uid);
 	rc = pm_setattr(f->fs, &cb.cr, ip, &sa);
 	ffs_set_wait(NULL, 0);

@@ -14,6 +14,10 @@
  *   seek FD OFF               -> new offset
  *   close FD | fsync FD       -> 0
  *   rawclose FD               -> 0 (syscall(SYS_close): unseen by pinfs-dax)
+ *   closefrom FD              -> 0 (glibc closefrom: every fd from FD up)
+ *   memfd                     -> fd of a new memfd (a descriptor no open() made)
+ *   pipe | socketpair         -> the first fd of a new pipe or socket pair
+ *   execfail PATH             -> -errno of an execve(PATH) that fails
  *   dup FD | dupfd FD         -> new fd (dup, fcntl F_DUPFD_CLOEXEC)
  *   dup2 FD TO | dup3 FD TO   -> TO
  *   setappend FD              -> 0 (fcntl F_SETFL |= O_APPEND)
@@ -39,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -208,6 +213,23 @@ int main(void)
 		} else if (!strcmp(cmd, "rawclose")) { /* a close no library sees */
 			sscanf(line, "%*s %ld", &x);
 			printf("%ld\n", syscall(SYS_close, (int)x) ? -(long)errno : 0L);
+		} else if (!strcmp(cmd, "closefrom")) {
+			sscanf(line, "%*s %ld", &x);
+			closefrom((int)x);
+			printf("0\n");
+		} else if (!strcmp(cmd, "memfd")) {
+			int fd = memfd_create("daxprobe", MFD_CLOEXEC);
+			printf("%d\n", fd < 0 ? -errno : fd);
+		} else if (!strcmp(cmd, "pipe") || !strcmp(cmd, "socketpair")) {
+			int fds[2];
+			int r = cmd[0] == 'p' ? pipe(fds) : socketpair(AF_UNIX, SOCK_STREAM, 0, fds);
+			printf("%d\n", r < 0 ? -errno : fds[0]);
+		} else if (!strcmp(cmd, "execfail")) {
+			char *av[] = { a1, NULL };
+			extern char **environ;
+			sscanf(line, "%*s %4095s", a1);
+			execve(a1, av, environ);
+			printf("%d\n", -errno);
 		} else if (!strcmp(cmd, "fsync")) {
 			sscanf(line, "%*s %ld", &x);
 			printf("%d\n", fsync((int)x) ? -errno : 0);

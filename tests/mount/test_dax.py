@@ -590,3 +590,109 @@ def test_a_big_file_is_pinned_in_windows_and_reads_across_them_are_right(mnt, pr
     assert got == chunk[-3:] + bytes([256 % 251]) + chunk[1:3]
     assert p('close', fd) == '0'
     assert layout_pins(mnt, p.proc.pid) == []
+
+
+def test_closefrom_is_seen_and_a_memfd_on_the_old_number_is_not_served(mnt, probe):
+    """glibc's closefrom() closes the program's fds and the library's pool
+    fds with them, through no close() the library sees. A descriptor made
+    later by something other than open() (memfd_create, pipe, socket) may
+    get the old number: its I/O must reach it, not the old file's blocks."""
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 4096) == data[:4096]
+    assert p('closefrom', fd) == '0'
+    mfd = int(p('memfd'))
+    assert mfd == fd
+    assert p.pwrite(mfd, 0, b'memfd bytes') == 11
+    assert p.pread(mfd, 0, 11) == b'memfd bytes'
+    assert read_file(path) == data
+    assert layout_pins(mnt, p.proc.pid) == []
+
+
+@pytest.mark.parametrize('maker', ['memfd', 'pipe', 'socketpair'])
+def test_a_descriptor_no_open_made_on_a_number_closed_unseen_is_not_served(mnt, probe, maker):
+    """A close the library cannot see (syscall(SYS_close)), then a
+    descriptor made by memfd_create, pipe or socketpair on that number:
+    its I/O reaches it, and the old file keeps its bytes."""
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    assert p.pread(fd, 0, 4096) == data[:4096]
+    assert p('rawclose', fd) == '0'
+    nfd = int(p(maker))
+    assert nfd == fd
+    if maker == 'memfd':
+        assert p.pwrite(nfd, 0, b'memfd bytes') == 11
+        assert p.pread(nfd, 0, 11) == b'memfd bytes'
+    else:
+        # a pipe or socket has no offset: ESPIPE, never the file's bytes
+        assert p.pwrite(nfd, 0, b'pipe bytes') == -errno.ESPIPE
+        assert p('pread', nfd, 0, 10) == 'ERR %d' % errno.ESPIPE
+    assert read_file(path) == data
+
+
+def test_a_failed_execve_leaves_shared_mappings_coherent(mnt, probe):
+    """execve() unpins every lease first (the new image holds none). When
+    it fails the program goes on with its shared mappings: a store must
+    still reach the file and a truncate still give SIGBUS past EOF, not
+    land in blocks the file no longer has."""
+    path = mnt.path('f')
+    data = make_file(path, 64 * KiB)
+    p = probe()
+    fd = p.open(path)
+    mid = p('mmap', fd, 64 * KiB, 'rw')
+    assert not mid.startswith('ERR'), mid
+    assert bytes.fromhex(p('mget', mid, 0, 16)) == data[:16]
+    assert int(p('execfail', '/nonexistent/prog')) == -errno.ENOENT
+    os.truncate(path, 8192)
+    deadline = time.monotonic() + 10
+    while p('mget', mid, 32 * KiB, 1) != 'SIGBUS':
+        assert time.monotonic() < deadline, 'no SIGBUS past EOF after the truncate'
+        time.sleep(0.05)
+    assert p('mput', mid, 100, b'stored'.hex()) == 'ok'
+    assert read_file(path)[100:106] == b'stored'
+    assert p('munmap', mid) == '0'
+    assert p.alive()
+
+
+def test_shared_mappings_of_a_second_mount_are_revoked_too(mnt, probe, scratch):
+    """One process maps files of two pinfs mounts: each mount's state file
+    is watched, so a truncate on the second gives SIGBUS past its new EOF
+    and later stores reach the file, as on the first."""
+    import tempfile
+    from pinfs_mount import PinfsMount, mkfs, force_unmount, mounted
+    pool2 = os.path.join(scratch, 'pool2')
+    mkfs(pool2, '64M')
+    mp2 = tempfile.mkdtemp(prefix='pinfs-mnt-')
+    m2 = PinfsMount(pool2, mp2, scratch)
+    try:
+        m2.start()
+        p = probe()
+        paths = [mnt.path('a'), m2.path('b')]
+        datas = [make_file(path, 64 * KiB, seed=i + 1) for i, path in enumerate(paths)]
+        mids = []
+        for path, data in zip(paths, datas):
+            fd = p.open(path)
+            mid = p('mmap', fd, 64 * KiB, 'rw')
+            assert not mid.startswith('ERR'), mid
+            assert bytes.fromhex(p('mget', mid, 0, 16)) == data[:16]
+            mids.append(mid)
+        for path, mid in zip(paths, mids):
+            os.truncate(path, 8192)
+            deadline = time.monotonic() + 10
+            while p('mget', mid, 32 * KiB, 1) != 'SIGBUS':
+                assert time.monotonic() < deadline, 'no SIGBUS past EOF on %s' % path
+                time.sleep(0.05)
+            assert p('mput', mid, 100, b'stored'.hex()) == 'ok'
+            assert read_file(path)[100:106] == b'stored'
+            assert p('munmap', mid) == '0'
+        p.close()
+    finally:
+        problems = m2.stop()
+        if mounted(mp2):
+            force_unmount(mp2)
+        os.rmdir(mp2)
+    assert not problems, problems

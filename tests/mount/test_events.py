@@ -462,3 +462,34 @@ def test_one_user_cannot_take_every_channel_connection(mnt):
     finally:
         shutil.rmtree(flagdir, ignore_errors=True)
     assert res['v'] == 64, 'uid 1000 was greeted on %r connections' % res['v']
+
+
+@pytest.mark.mount_options('allow_other')
+def test_list_ex_shows_cookies_only_to_their_user_as_lease_query_does(mnt, holders):
+    """A cookie is its holder's (often a pointer, as ibverbs' user context):
+    PINFS_IOC_LEASE gives it to the holder, its user or root only, and so
+    must PINFS_IOC_LIST_EX, which lists a file's leases to whoever may open
+    the file."""
+    import fcntl
+    path = _file(mnt, 'f', 'break')
+    os.chmod(path, 0o644)
+    h = holders(path)
+    lease = int(h.ok('pin 0 4096 ws %d %d' % (signal.SIGUSR1, 0x7ffd12345678))['lease'])
+
+    def list_ex():
+        buf = bytearray(LIST_EX_SIZE)
+        struct.pack_into('<4I', buf, 0, 0, 0, 0, 0)  # first 0, this file's
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, IOC_LIST_EX, buf)
+        finally:
+            os.close(fd)
+        n = struct.unpack_from('<4I', buf, 0)[2]
+        return [INFO_EX.unpack_from(buf, 16 + i * INFO_EX.size) for i in range(n)]
+
+    mine = list_ex()
+    assert [(f[0], f[10], f[11]) for f in mine] == [(lease, 0x7ffd12345678, int(signal.SIGUSR1))]
+    theirs = as_user(list_ex, uid=1001, gid=1001)
+    # the lease is listed, its cookie and signal are not
+    assert [(f[0], f[10], f[11]) for f in theirs] == [(lease, 0, 0)]
+    assert h.exit() == 0

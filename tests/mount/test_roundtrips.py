@@ -20,6 +20,7 @@ answered from that cache.
 """
 
 import array
+import errno
 import fcntl
 import os
 import stat
@@ -257,3 +258,28 @@ def test_chown_and_truncate_still_remove_security_capability(mnt):
         assert os.getxattr(path, 'security.capability') == cap
         change(path)
         assert 'security.capability' not in os.listxattr(path), name
+
+
+def test_chown_without_ids_by_a_stranger_is_refused_and_keeps_setuid(mnt):
+    """chown(f, -1, -1) reaches the daemon as a SETATTR that sets nothing,
+    the kill's own signature.  The kernel (notify_change: the kill is a mode
+    change, setattr_prepare wants the owner) refuses it with EPERM to a user
+    who neither owns the file nor may write it, and the mode stays: else any
+    user could strip setuid from root's programs.  One who may write the
+    file kills as the kernel's own file_remove_privs would (fallocate)."""
+    path = _file(mnt, 's', 0o6755)
+
+    def stranger_chown():
+        try:
+            os.chown(path, -1, -1)
+        except OSError as e:
+            return e.errno, _cached_and_pool_mode(path)
+        return 0, _cached_and_pool_mode(path)
+
+    assert as_user(stranger_chown, **BOB) == (errno.EPERM, (0o6755, 0o6755))
+    # nothing to kill: the kernel's chown succeeds, and so does ours
+    path = _file(mnt, 'n', 0o755)
+    assert as_user(stranger_chown, **BOB) == (0, (0o755, 0o755))
+    # a writer may kill (it could by writing anyway)
+    path = _file(mnt, 'w', 0o6777)
+    assert as_user(stranger_chown, **BOB) == (0, (0o777, 0o777))
