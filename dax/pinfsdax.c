@@ -373,6 +373,9 @@ fail:
 		if (m->segs)
 			munmap(m->segs, m->segs_len);
 		m->segs = NULL;
+		if (m->pfd >= 0)
+			r_close(m->pfd);
+		m->pfd = -1;
 		__atomic_store_n(&m->free, 1, __ATOMIC_RELEASE);
 	}
 	if (pfd >= 0)

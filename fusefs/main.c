@@ -289,13 +289,17 @@ static int lease_config(const struct opts *o, struct lease_cfg *c)
 		fprintf(stderr, "pinfs: -o wait_timeout=%g: must not be negative\n", c->wait_timeout);
 		return -EINVAL;
 	}
-	if (!(c->short_pin_max > 0) || isinf(c->short_pin_max)) {
-		fprintf(stderr, "pinfs: -o short_pin_max=%g: must be a positive number of seconds\n",
+	/* a short-term pin is short: a day at most (also keeps the deadline
+	 * arithmetic in range) */
+	if (!(c->short_pin_max > 0) || !(c->short_pin_max <= 86400)) {
+		fprintf(stderr,
+			"pinfs: -o short_pin_max=%g: must be a positive number of seconds, at most "
+			"86400\n",
 			c->short_pin_max);
 		return -EINVAL;
 	}
-	if (c->lease_break_time < 0) {
-		fprintf(stderr, "pinfs: -o lease_break_time=%g: must not be negative\n",
+	if (!(c->lease_break_time >= 0) || c->lease_break_time > 1e9) {
+		fprintf(stderr, "pinfs: -o lease_break_time=%g: must be 0 to 1e9 seconds\n",
 			c->lease_break_time);
 		return -EINVAL;
 	}

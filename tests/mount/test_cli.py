@@ -89,6 +89,10 @@ def test_a_bad_pool_path_is_said_once(name, mountpoint):
     ('busy_errno=EPERM', 'busy_errno=EPERM'),
     ('wait_timeout=-1', 'wait_timeout'),
     ('lease_break_time=-1', 'lease_break_time'),
+    ('lease_break_time=nan', 'lease_break_time'),
+    ('short_pin_max=0', 'short_pin_max'),
+    ('short_pin_max=1e300', 'short_pin_max'),      # overflowed the deadline
+    ('short_pin_max=nan', 'short_pin_max'),
     ('max_pinned=12Q', '12Q'),
     ('max_pinned_per_user=3 GiB', '3 GiB'),
     ('max_pins=-5', "'-5' is not a count"),         # not 2^64 - 5: no limit at all
