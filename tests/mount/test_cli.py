@@ -209,3 +209,23 @@ def test_pinfsctl_pins_json_of_no_pins_is_an_empty_list(mnt):
     res = run([_bin('pinfsctl'), 'pins', mnt.dir])
     assert res.stdout.split() == ['LEASE', 'FILE', 'START', 'END', 'SIZE', 'PID', 'COMMAND',
                                   'FLAGS', 'STATE', 'AGE'], res.stdout
+
+
+@pytest.mark.parametrize('order', [('--ops', '--json'), ('--json', '--ops')])
+def test_pinfsctl_stats_ops_json_is_one_object_with_the_text_counts(mnt, order):
+    """pinfsctl(8): stats --ops with --json prints one JSON object (it was
+    refused as "unknown option '--ops'", exit 2, in either order)."""
+    with open(mnt.path('f'), 'wb') as f:
+        f.write(b'x' * 8192)
+    res = run([_bin('pinfsctl'), 'stats'] + list(order) + [mnt.dir])
+    assert res.returncode == 0, res
+    doc = json.loads(res.stdout)
+    assert doc['scope'] == 'ops' and doc['path'] == mnt.dir, doc
+    assert doc['WRITE'] >= 1 and doc['CREATE'] == 1, doc
+    counts = {k: v for k, v in doc.items() if k not in ('scope', 'path', 'total')}
+    assert all(isinstance(v, int) and v > 0 for v in counts.values()), doc
+    assert doc['total'] == sum(counts.values()), doc
+    # the text form of the same command still works, and ends in total:
+    res = run([_bin('pinfsctl'), 'stats', '--ops', mnt.dir])
+    assert res.returncode == 0, res
+    assert res.stdout.splitlines()[-1].split()[0] == 'total:', res.stdout
