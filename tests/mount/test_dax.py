@@ -547,6 +547,9 @@ def test_meson_installs_the_wrapper_the_library_and_the_man_page(mnt):
         assert res.returncode == 0, describe(res)
         found = {}
         for root, _, files in os.walk(dest):
+            # the bash completion of pinfs-dax has the wrapper's name too
+            if root.endswith('bash-completion/completions'):
+                continue
             for f in files:
                 found.setdefault(f, os.path.join(root, f))
         wrapper, lib = found.get('pinfs-dax'), found.get('libpinfsdax.so')
