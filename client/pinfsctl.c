@@ -1198,6 +1198,12 @@ static int cmd_scrub(int argc, char **argv)
 	r.all = S_ISDIR(st.st_mode) ? 1 : 0;
 	rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_SCRUB, &r);
 	close(fd);
+	if (rc == -EOPNOTSUPP) {
+		/* pm_scrub's one EOPNOTSUPP: nothing to verify against */
+		fprintf(stderr, "pinfsctl: scrub %s: the pool has no block checksums (it was made "
+				"without mkfs.pinfs --checksums): nothing to verify\n", argv[1]);
+		return EXIT_ERR;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "pinfsctl: scrub %s: %s\n", argv[1], ioctl_strerror(-rc));
 		return EXIT_ERR;

@@ -229,3 +229,17 @@ def test_pinfsctl_stats_ops_json_is_one_object_with_the_text_counts(mnt, order):
     res = run([_bin('pinfsctl'), 'stats', '--ops', mnt.dir])
     assert res.returncode == 0, res
     assert res.stdout.splitlines()[-1].split()[0] == 'total:', res.stdout
+
+
+def test_pinfsctl_scrub_of_a_pool_without_checksums_says_so(mnt):
+    """pinfsctl scrub on a pool made without --checksums: exit 1 and one
+    line naming the reason (it said "Operation not supported")."""
+    with open(mnt.path('f'), 'wb') as f:
+        f.write(b'y' * 4096)
+    for path in (mnt.dir, mnt.path('f')):
+        res = run([_bin('pinfsctl'), 'scrub', path])
+        assert res.returncode == 1, res
+        assert res.stdout == '', res
+        assert res.stderr == ('pinfsctl: scrub %s: the pool has no block checksums (it was '
+                              'made without mkfs.pinfs --checksums): nothing to verify\n'
+                              % path), res
