@@ -433,6 +433,12 @@ static int hold(int fd, uint64_t id, double seconds, bool cooperative, const sig
 		fflush(stdout);
 	}
 	rc = unpin(fd, id);
+	if (rc == -ENOENT) {
+		/* root's "pinfsctl unpin" ended it under us: no signal says so */
+		fprintf(stderr, "pinfsctl: pin: lease %" PRIu64 " was already ended by another "
+				"process (pinfsctl unpin)\n", id);
+		return EXIT_ERR;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "pinfsctl: unpin %" PRIu64 ": %s\n", id, ioctl_strerror(-rc));
 		return EXIT_ERR;

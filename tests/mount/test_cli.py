@@ -243,3 +243,27 @@ def test_pinfsctl_scrub_of_a_pool_without_checksums_says_so(mnt):
         assert res.stderr == ('pinfsctl: scrub %s: the pool has no block checksums (it was '
                               'made without mkfs.pinfs --checksums): nothing to verify\n'
                               % path), res
+
+
+def test_pinfsctl_pin_whose_lease_root_unpinned_says_so_at_its_end(mnt):
+    """Root's `pinfsctl unpin FILE LEASE` ends another process's lease; the
+    holder (`pinfsctl pin --hold`) is not signalled, and at its end it said
+    only "pinfsctl: unpin N: No such file or directory"."""
+    path = mnt.path('held')
+    with open(path, 'wb') as f:
+        f.write(b'z' * 8192)
+    p = subprocess.Popen([_bin('pinfsctl'), 'pin', '--hold', '60', path, '0', '4k'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    try:
+        m = re.fullmatch(r'lease (\d+)\n', p.stdout.readline())
+        assert m, p.stderr.read()
+        lease = int(m.group(1))
+        res = run([_bin('pinfsctl'), 'unpin', path, str(lease)])
+        assert res.returncode == 0, res
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+    assert p.returncode == 1, (p.returncode, out, err)
+    assert err == ('pinfsctl: pin: lease %d was already ended by another process '
+                   '(pinfsctl unpin)\n' % lease), err
