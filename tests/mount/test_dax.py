@@ -593,3 +593,23 @@ def test_a_big_file_is_pinned_in_windows_and_reads_across_them_are_right(mnt, pr
     assert got == chunk[-3:] + bytes([256 % 251]) + chunk[1:3]
     assert p('close', fd) == '0'
     assert layout_pins(mnt, p.proc.pid) == []
+
+
+def test_wrapper_usage_errors_and_version_read_like_the_other_programs(dax_exe):
+    """pinfs-dax --version says "(pinfs)" as the others do; an unknown option
+    is a usage error (exit 2, one line and Try), not a command the shell
+    could not find; a missing command is named in one line (exit 127),
+    without the shell's "pinfs-dax: 36: exec:"; `--` ends the options."""
+    res = run([dax_exe, '--version'])
+    assert res.returncode == 0 and res.stdout == 'pinfs-dax (pinfs) 0.1.0\n', describe(res)
+    res = run([dax_exe, '-x', 'true'])
+    assert res.returncode == 2, describe(res)
+    assert res.stderr == "pinfs-dax: unknown option '-x'\nTry 'pinfs-dax --help'.\n", \
+        describe(res)
+    res = run([dax_exe, '/nonexistent/command', 'arg'])
+    assert res.returncode == 127, describe(res)
+    assert res.stderr == 'pinfs-dax: /nonexistent/command: command not found\n', describe(res)
+    res = run([dax_exe, '--', 'sh', '-c', 'echo "$LD_PRELOAD"'])
+    assert res.returncode == 0 and res.stdout.strip().endswith('libpinfsdax.so'), describe(res)
+    res = run([dax_exe, '--'])
+    assert res.returncode == 2 and res.stderr.startswith('usage: pinfs-dax '), describe(res)
