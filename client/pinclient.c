@@ -153,7 +153,7 @@ static int usage_error(const char *fmt, const char *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: pinclient [--revocable] [--cooperative] [--short] [--rate MBPS]\n"
+		"usage: pinclient [--revocable] [--cooperative] [--short] [--unasked] [--rate MBPS]\n"
 		"                 [--duration SECONDS]\n"
 		"                 [--source FILE] [--chunk BYTES] [--stale-ring] FILE OFFSET LENGTH\n"
 		"\n"

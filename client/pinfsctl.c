@@ -81,11 +81,12 @@ static void usage(FILE *f)
 		"                           its root, else of the file; POLICY is one of\n"
 		"                           fail, revoke, wait, break, refuse_longterm,\n"
 		"                           default (files only)\n"
-		"  stats [--json|--ops] PATH  counters of the file, or of the mount for a\n"
+		"  stats [--json] [--ops] PATH  counters of the file, or of the mount for a\n"
 		"                           directory (--json: one object {\"scope\", \"path\",\n"
 		"                           NAME: N, ...}); --ops: the requests the kernel sent\n"
 		"                           the daemon of PATH's mount since it mounted, per\n"
-		"                           FUSE opcode\n"
+		"                           FUSE opcode (with --json too: one object\n"
+		"                           {\"scope\": \"ops\", \"path\", NAME: N, ..., \"total\"})\n"
 		"  scrub PATH               verify the checksums of every clean block of the file,\n"
 		"                           or of every file for a directory (mkfs --checksums);\n"
 		"                           exit 1 if a block is bad\n"
@@ -432,6 +433,12 @@ static int hold(int fd, uint64_t id, double seconds, bool cooperative, const sig
 		fflush(stdout);
 	}
 	rc = unpin(fd, id);
+	if (rc == -ENOENT) {
+		/* root's "pinfsctl unpin" ended it under us: no signal says so */
+		fprintf(stderr, "pinfsctl: pin: lease %" PRIu64 " was already ended by another "
+				"process (pinfsctl unpin)\n", id);
+		return EXIT_ERR;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "pinfsctl: unpin %" PRIu64 ": %s\n", id, ioctl_strerror(-rc));
 		return EXIT_ERR;
@@ -989,8 +996,9 @@ static int cmd_policy(int argc, char **argv)
 
 /* pinfsctl stats --ops PATH: the requests the kernel sent the daemon since
  * the mount, per FUSE opcode (PINFS_IOC_OPS), one "NAME: COUNT" line each
- * for those sent at least once, then "total:". */
-static int cmd_stats_ops(const char *path)
+ * for those sent at least once, then "total:"; with --json one object
+ * {"scope": "ops", "path", NAME: COUNT..., "total"}. */
+static int cmd_stats_ops(const char *path, bool json)
 {
 	static const char *const names[PINFS_OPS_MAX] = {
 		[1] = "LOOKUP", [2] = "FORGET", [3] = "GETATTR", [4] = "SETATTR",
@@ -1022,6 +1030,10 @@ static int cmd_stats_ops(const char *path)
 		fprintf(stderr, "pinfsctl: stats --ops %s: %s\n", path, ioctl_strerror(-rc));
 		return EXIT_ERR;
 	}
+	if (json) {
+		printf("{\"scope\": \"ops\", \"path\": ");
+		json_string(path);
+	}
 	for (int i = 0; i < PINFS_OPS_MAX; i++) {
 		char name[24];
 
@@ -1031,10 +1043,16 @@ static int cmd_stats_ops(const char *path)
 			snprintf(name, sizeof(name), "%s:", names[i]);
 		else
 			snprintf(name, sizeof(name), "OP%d:", i);
-		printf("%-20s%12" PRIu64 "\n", name, o.count[i]);
+		if (json)
+			printf(", \"%.*s\": %" PRIu64, (int)strlen(name) - 1, name, o.count[i]);
+		else
+			printf("%-20s%12" PRIu64 "\n", name, o.count[i]);
 		total += o.count[i];
 	}
-	printf("%-20s%12" PRIu64 "\n", "total:", total);
+	if (json)
+		printf(", \"total\": %" PRIu64 "}\n", total);
+	else
+		printf("%-20s%12" PRIu64 "\n", "total:", total);
 	return EXIT_OK;
 }
 
@@ -1068,26 +1086,28 @@ static int cmd_stats(int argc, char **argv)
 	};
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "ops", no_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pinfs_stats s;
 	const struct pinfs_counters *c;
 	const char *path, *transport;
-	bool json = false;
+	bool json = false, ops = false;
 	struct stat st;
 	int fd, rc, opt;
 
-	if (argc == 3 && !strcmp(argv[1], "--ops"))
-		return cmd_stats_ops(argv[2]);
 	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'j': json = true; break;
+		case 'o': ops = true; break;
 		default: return usage_bad_option("stats", argv);
 		}
 	}
 	if (argc - optind != 1)
 		return usage_operands("stats", argc - optind, 1, "PATH");
 	path = argv[optind];
+	if (ops)
+		return cmd_stats_ops(path, json);
 	fd = open_path("stats", path, O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return EXIT_ERR;
@@ -1184,6 +1204,12 @@ static int cmd_scrub(int argc, char **argv)
 	r.all = S_ISDIR(st.st_mode) ? 1 : 0;
 	rc = ctl_ioctl(argv[1], &fd, PINFS_IOC_SCRUB, &r);
 	close(fd);
+	if (rc == -EOPNOTSUPP) {
+		/* pm_scrub's one EOPNOTSUPP: nothing to verify against */
+		fprintf(stderr, "pinfsctl: scrub %s: the pool has no block checksums (it was made "
+				"without mkfs.pinfs --checksums): nothing to verify\n", argv[1]);
+		return EXIT_ERR;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "pinfsctl: scrub %s: %s\n", argv[1], ioctl_strerror(-rc));
 		return EXIT_ERR;

@@ -196,18 +196,30 @@ int main(int argc, char **argv)
 	struct stat st;
 	sigset_t bus;
 	char msg[512];
-	int fd, rc, ok = 1, revoke = 0, evfd;
+	int fd, rc, ok = 1, revoke = 0, evfd, created = 0;
 
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: pinfs-example [--revoke] FILE-ON-A-PINFS-MOUNT [LEN]\n");
+		return 0;
+	}
 	if (argc > 1 && !strcmp(argv[1], "--revoke")) {
 		revoke = 1;
 		argv++;
 		argc--;
 	}
-	if (argc < 2 || argc > 3 || (argc == 3 && (pinfs_parse_size(argv[2], &len) < 0 || !len))) {
+	/* an option it does not know is no file name: never create "--foo" */
+	if (argc < 2 || argc > 3 || argv[1][0] == '-' ||
+	    (argc == 3 && (pinfs_parse_size(argv[2], &len) < 0 || !len))) {
 		fprintf(stderr, "usage: pinfs-example [--revoke] FILE-ON-A-PINFS-MOUNT [LEN]\n");
 		return 1;
 	}
-	fd = open(argv[1], O_RDWR | O_CREAT, 0644);
+	/* O_EXCL first, so that a file we made and could not pin (not on a
+	 * pinfs mount) is removed again */
+	fd = open(argv[1], O_RDWR | O_CREAT | O_EXCL, 0644);
+	if (fd >= 0)
+		created = 1;
+	else if (errno == EEXIST)
+		fd = open(argv[1], O_RDWR);
 	if (fd < 0) {
 		fprintf(stderr, "pinfs-example: %s: %s\n", argv[1], strerror(errno));
 		return 1;
@@ -226,9 +238,12 @@ int main(int argc, char **argv)
 	 * (a SIGBUS from a real fault is delivered all the same). */
 	evfd = pinfs_event_open(fd);
 	if (evfd < 0) {
-		fprintf(stderr, "pinfs-example: pin %s: the event channel: %s\n", argv[1],
-			strerror(-evfd));
+		fprintf(stderr, "pinfs-example: pin %s: the event channel: %s%s\n", argv[1],
+			strerror(-evfd),
+			evfd == -ENOTSUP ? " (is the file on a pinfs mount?)" : "");
 		close(fd);
+		if (created)
+			unlink(argv[1]);
 		return 1;
 	}
 	sigemptyset(&bus);

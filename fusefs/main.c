@@ -432,10 +432,19 @@ static int pool_private_check(int fd, const char *pool, bool share, gid_t share_
 		return -EPERM;
 	}
 	if ((st.st_mode & 0070) && S_ISREG(st.st_mode) && !(share && st.st_gid == share_gid)) {
+		struct group *gr = getgrgid(st.st_gid);
+		char gname[64];
+
+		/* name the pool's own group: -o pin_group=GROUP left it so (it
+		 * outlives the mount), and only that group is accepted */
+		if (gr && strlen(gr->gr_name) < sizeof(gname))
+			snprintf(gname, sizeof(gname), "%s", gr->gr_name);
+		else
+			snprintf(gname, sizeof(gname), "%u", (unsigned)st.st_gid);
 		id_name(name, sizeof(name), true, st.st_gid);
 		fprintf(stderr, "pinfs: %s: mode %s lets %s map the whole pool: chmod 600 it, or use "
-				"-o pin_group=GROUP (or -o pool_shared)\n",
-			pool, mode, name);
+				"-o pin_group=%s (or -o pool_shared)\n",
+			pool, mode, name, gname);
 		return -EPERM;
 	}
 	return 0;

@@ -1296,6 +1296,70 @@ uint32_t pm_pool_user_of(const char *path, char *comm, size_t len)
 	return pool_user(&st, comm, len);
 }
 
+/* Undoes the octal escapes (\040 ...) of /proc/self/mountinfo in place. */
+static void unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/*
+ * The mount points (", "-separated, into @out) of pool @path as this
+ * process sees them: /proc/self/mountinfo entries of type fuse.pinfs whose
+ * source is "pinfs:" and the pool's real path (what the daemon names it).
+ * Reads no file of the mount: a hung daemon cannot hang fsck (or a
+ * mount). How many.
+ */
+int pm_pool_mounts(const char *path, char *out, size_t size)
+{
+	char real[PATH_MAX], *line = NULL;
+	size_t cap = 0, used = 0;
+	int n = 0;
+	FILE *f;
+
+	out[0] = '\0';
+	if (!realpath(path, real) || !(f = fopen("/proc/self/mountinfo", "re")))
+		return 0;
+	while (getline(&line, &cap, f) > 0) {
+		char *mp, *sep, *fstype, *src, *save = NULL;
+		int field = 0;
+
+		mp = NULL;
+		for (char *t = strtok_r(line, " \n", &save); t && field < 5;
+		     t = strtok_r(NULL, " \n", &save))
+			if (++field == 5)
+				mp = t;
+		sep = mp ? strtok_r(NULL, " \n", &save) : NULL;
+		while (sep && strcmp(sep, "-"))
+			sep = strtok_r(NULL, " \n", &save); /* optional fields */
+		fstype = sep ? strtok_r(NULL, " \n", &save) : NULL;
+		src = fstype ? strtok_r(NULL, " \n", &save) : NULL;
+		if (!src || strcmp(fstype, "fuse.pinfs") || strncmp(src, "pinfs:", 6))
+			continue;
+		unescape(src);
+		if (strcmp(src + 6, real))
+			continue;
+		unescape(mp);
+		if (used + strlen(mp) + 3 < size) {
+			used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "", mp);
+			n++;
+		}
+	}
+	free(line);
+	fclose(f);
+	return n;
+}
+
 /*
  * One user at a time: two daemons (or a daemon and fsck) on one pool would
  * corrupt it. The lock goes away with the process, even on SIGKILL. With
@@ -1304,11 +1368,13 @@ uint32_t pm_pool_user_of(const char *path, char *comm, size_t len)
  * superblock (tens of ms after umount returns), and a script that remounts
  * at once must not fail for it. 0, -EBUSY or -errno, with a message.
  */
-static int pool_lock(int fd, const struct stat *st, bool wait, char *err, size_t errlen)
+static int pool_lock(const char *path, int fd, const struct stat *st, bool wait, char *err,
+		     size_t errlen)
 {
 	unsigned waited = 0;
 	uint32_t pid;
-	char comm[32] = "";
+	char comm[32] = "", mps[1024];
+	int n;
 
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int rc = -errno;
@@ -1316,6 +1382,15 @@ static int pool_lock(int fd, const struct stat *st, bool wait, char *err, size_t
 		if (rc != -EWOULDBLOCK && rc != -EINTR) {
 			pm_errmsg(err, errlen, "cannot lock pool: %s", strerror(-rc));
 			return rc;
+		}
+		/* a daemon that still serves the pool in a mount: waiting for
+		 * it is pointless, say where it is at once (as fsck.pinfs) */
+		if (wait && !waited && (pid = pool_user(st, comm, sizeof(comm))) &&
+		    !strcmp(comm, "pinfs") && (n = pm_pool_mounts(path, mps, sizeof(mps))) > 0) {
+			pm_errmsg(err, errlen, "pool is already mounted at %s by the pinfs daemon "
+				  "(pid %u): unmount it first (fusermount3 -u %s)", mps, pid,
+				  n == 1 ? mps : "MOUNTPOINT");
+			return -EBUSY;
 		}
 		if (wait && waited < PM_POOL_LOCK_WAIT_MS) {
 			usleep(10000);
@@ -1360,7 +1435,7 @@ int pm_pool_open_flags(const char *path, unsigned flags, struct pm_pool **out, c
 	/* one user at a time: two daemons (or a daemon and fsck) on one pool
 	 * would corrupt it. The lock goes away with the process, even on
 	 * SIGKILL. */
-	rc = pool_lock(fd, &st, flags & PM_POOL_WAIT_LOCK, err, errlen);
+	rc = pool_lock(path, fd, &st, flags & PM_POOL_WAIT_LOCK, err, errlen);
 	if (rc) {
 		close(fd);
 		return rc;

@@ -137,6 +137,10 @@ void pm_pool_close(struct pm_pool **pp);
  * mkfs.pinfs before any other), with its command name in @comm; 0 if none
  * is found (reads /proc: another user's processes may be invisible). */
 uint32_t pm_pool_user_of(const char *path, char *comm, size_t len);
+/* The mount points (", "-separated, into @out) of pool @path as this
+ * process sees them in /proc/self/mountinfo (fuse.pinfs, source "pinfs:"
+ * and the pool's real path); how many. Reads no file of the mounts. */
+int pm_pool_mounts(const char *path, char *out, size_t size);
 
 /* Where @sb's backup superblock lies in the image at @base. */
 static inline struct pm_super *pm_backup_ptr(void *base, const struct pm_super *sb)

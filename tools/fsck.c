@@ -75,69 +75,6 @@ static void say_pool_error(const char *path, const char *err)
 		fprintf(stderr, "fsck.pinfs: %s: %s\n", path, err);
 }
 
-/* Undoes the octal escapes (\040 ...) of /proc/self/mountinfo in place. */
-static void unescape(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
-			s += 3;
-		} else {
-			*w++ = *s;
-		}
-	}
-	*w = '\0';
-}
-
-/*
- * The mount points (", "-separated, into @out) of pool @path as this
- * process sees them: /proc/self/mountinfo entries of type fuse.pinfs whose
- * source is "pinfs:" and the pool's real path (what the daemon names it).
- * Reads no file of the mount: a hung daemon cannot hang fsck. How many.
- */
-static int pool_mounts(const char *path, char *out, size_t size)
-{
-	char real[PATH_MAX], *line = NULL;
-	size_t cap = 0, used = 0;
-	int n = 0;
-	FILE *f;
-
-	out[0] = '\0';
-	if (!realpath(path, real) || !(f = fopen("/proc/self/mountinfo", "re")))
-		return 0;
-	while (getline(&line, &cap, f) > 0) {
-		char *mp, *sep, *fstype, *src, *save = NULL;
-		int field = 0;
-
-		mp = NULL;
-		for (char *t = strtok_r(line, " \n", &save); t && field < 5;
-		     t = strtok_r(NULL, " \n", &save))
-			if (++field == 5)
-				mp = t;
-		sep = mp ? strtok_r(NULL, " \n", &save) : NULL;
-		while (sep && strcmp(sep, "-"))
-			sep = strtok_r(NULL, " \n", &save); /* optional fields */
-		fstype = sep ? strtok_r(NULL, " \n", &save) : NULL;
-		src = fstype ? strtok_r(NULL, " \n", &save) : NULL;
-		if (!src || strcmp(fstype, "fuse.pinfs") || strncmp(src, "pinfs:", 6))
-			continue;
-		unescape(src);
-		if (strcmp(src + 6, real))
-			continue;
-		unescape(mp);
-		if (used + strlen(mp) + 3 < size) {
-			used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "", mp);
-			n++;
-		}
-	}
-	free(line);
-	fclose(f);
-	return n;
-}
-
 /* The pool is locked: by a daemon serving it, say which and where, and how
  * to look at a live pool instead. False when it is no daemon (the caller
  * prints the lock's own message). */
@@ -149,7 +86,7 @@ static bool say_pool_mounted(const char *path, bool no_change)
 
 	if (!pid || strcmp(comm, "pinfs"))
 		return false;
-	n = pool_mounts(path, mps, sizeof(mps));
+	n = pm_pool_mounts(path, mps, sizeof(mps));
 	if (!n) {
 		fprintf(stderr, "fsck.pinfs: %s: in use by the pinfs daemon (pid %u), mounted where "
 				"this process cannot see it: unmount it first%s\n",

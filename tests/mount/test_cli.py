@@ -213,3 +213,61 @@ def test_pinfsctl_pins_json_of_no_pins_is_an_empty_list(mnt):
     res = run([_bin('pinfsctl'), 'pins', mnt.dir])
     assert res.stdout.split() == ['LEASE', 'FILE', 'START', 'END', 'SIZE', 'PID', 'COMMAND',
                                   'FLAGS', 'STATE', 'AGE'], res.stdout
+
+
+@pytest.mark.parametrize('order', [('--ops', '--json'), ('--json', '--ops')])
+def test_pinfsctl_stats_ops_json_is_one_object_with_the_text_counts(mnt, order):
+    """pinfsctl(8): stats --ops with --json prints one JSON object (it was
+    refused as "unknown option '--ops'", exit 2, in either order)."""
+    with open(mnt.path('f'), 'wb') as f:
+        f.write(b'x' * 8192)
+    res = run([_bin('pinfsctl'), 'stats'] + list(order) + [mnt.dir])
+    assert res.returncode == 0, res
+    doc = json.loads(res.stdout)
+    assert doc['scope'] == 'ops' and doc['path'] == mnt.dir, doc
+    assert doc['WRITE'] >= 1 and doc['CREATE'] == 1, doc
+    counts = {k: v for k, v in doc.items() if k not in ('scope', 'path', 'total')}
+    assert all(isinstance(v, int) and v > 0 for v in counts.values()), doc
+    assert doc['total'] == sum(counts.values()), doc
+    # the text form of the same command still works, and ends in total:
+    res = run([_bin('pinfsctl'), 'stats', '--ops', mnt.dir])
+    assert res.returncode == 0, res
+    assert res.stdout.splitlines()[-1].split()[0] == 'total:', res.stdout
+
+
+def test_pinfsctl_scrub_of_a_pool_without_checksums_says_so(mnt):
+    """pinfsctl scrub on a pool made without --checksums: exit 1 and one
+    line naming the reason (it said "Operation not supported")."""
+    with open(mnt.path('f'), 'wb') as f:
+        f.write(b'y' * 4096)
+    for path in (mnt.dir, mnt.path('f')):
+        res = run([_bin('pinfsctl'), 'scrub', path])
+        assert res.returncode == 1, res
+        assert res.stdout == '', res
+        assert res.stderr == ('pinfsctl: scrub %s: the pool has no block checksums (it was '
+                              'made without mkfs.pinfs --checksums): nothing to verify\n'
+                              % path), res
+
+
+def test_pinfsctl_pin_whose_lease_root_unpinned_says_so_at_its_end(mnt):
+    """Root's `pinfsctl unpin FILE LEASE` ends another process's lease; the
+    holder (`pinfsctl pin --hold`) is not signalled, and at its end it said
+    only "pinfsctl: unpin N: No such file or directory"."""
+    path = mnt.path('held')
+    with open(path, 'wb') as f:
+        f.write(b'z' * 8192)
+    p = subprocess.Popen([_bin('pinfsctl'), 'pin', '--hold', '60', path, '0', '4k'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    try:
+        m = re.fullmatch(r'lease (\d+)\n', p.stdout.readline())
+        assert m, p.stderr.read()
+        lease = int(m.group(1))
+        res = run([_bin('pinfsctl'), 'unpin', path, str(lease)])
+        assert res.returncode == 0, res
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+    assert p.returncode == 1, (p.returncode, out, err)
+    assert err == ('pinfsctl: pin: lease %d was already ended by another process '
+                   '(pinfsctl unpin)\n' % lease), err

@@ -14,6 +14,7 @@ sanitizer runtime, so the example is compiled with the same -fsanitize=.
 
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -177,6 +178,28 @@ def test_example_fails_with_a_message_off_a_pinfs_mount(installed, example, tmp_
     res = run([example, str(tmp_path / 'not-pinfs.dat'), '4096'], env=env, timeout=60)
     assert res.returncode == 1, describe(res)
     assert res.stderr.startswith('pinfs-example: pin '), describe(res)
+    assert 'is the file on a pinfs mount?' in res.stderr, describe(res)
+    # the file it made for the pin is gone again; one that was there stays
+    assert not (tmp_path / 'not-pinfs.dat').exists(), 'the example left the file it made'
+    (tmp_path / 'there.dat').write_bytes(b'kept')
+    res = run([example, str(tmp_path / 'there.dat'), '4096'], env=env, timeout=60)
+    assert res.returncode == 1, describe(res)
+    assert (tmp_path / 'there.dat').exists(), 'the example removed a file it did not make'
+
+
+def test_example_help_prints_usage_and_makes_no_file(installed, example, tmp_path):
+    """pinfs-example --help (or any option it does not know) is no file name:
+    it used to create a 1 MiB file named --help in the current directory."""
+    env = dict(os.environ, LD_LIBRARY_PATH=installed.libdir)
+    res = subprocess.run([example, '--help'], cwd=str(tmp_path), env=env, timeout=60,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res
+    assert res.stdout.startswith('usage: pinfs-example '), res
+    res = subprocess.run([example, '--bogus', '4096'], cwd=str(tmp_path), env=env,
+                         timeout=60, capture_output=True, text=True)
+    assert res.returncode == 1, res
+    assert res.stderr.startswith('usage: pinfs-example '), res
+    assert os.listdir(str(tmp_path)) == [], os.listdir(str(tmp_path))
 
 
 def test_example_handles_a_revoke_by_repinning_at_the_same_address(installed, example, mnt):

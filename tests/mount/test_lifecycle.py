@@ -80,6 +80,26 @@ def test_mount_right_after_umount_waits_for_the_daemon_that_is_exiting(mnt):
     assert read_file(mnt.path('f')) == b'kept across the remount\n'
 
 
+def test_mounting_a_mounted_pool_names_the_mount_and_the_daemon(mnt, tmp_path):
+    """A second pinfs on a pool a daemon serves in a mount is refused at
+    once, naming the mount point and the daemon as fsck.pinfs does; it used
+    to wait out the lock (5 s) and say only "pool is in use by another
+    pinfs process (pid N, pinfs): it still held the pool 5000 ms later"."""
+    other = tmp_path / 'second'
+    other.mkdir()
+    rc, err = try_mount(mnt.pool, str(other))
+    assert rc == 1, err
+    lines = [l for l in err.splitlines() if l]
+    assert len(lines) == 1, err
+    assert 'already mounted at %s by the pinfs daemon (pid %d)' % (
+        mnt.dir, mnt.proc.pid) in lines[0], err
+    assert 'fusermount3 -u %s' % mnt.dir in lines[0], err
+    assert 'still held the pool' not in err, err
+    # the first mount serves on
+    write_file(mnt.path('f'), b'still served\n')
+    assert read_file(mnt.path('f')) == b'still served\n'
+
+
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_unmounts_cleanly_and_daemon_exits_0(mnt, sig):
     data = b'not fsynced, but a clean unmount flushes everything\n' * 100

@@ -377,6 +377,20 @@ def test_bash_completion_of_pinfsctl(installed, scratch):
         ['mnt-a', 'mnt-file']
 
 
+def test_bash_completion_of_pinfs_dax(installed, scratch):
+    """pinfs-dax: its options, or a command, then the command's arguments
+    (file names without bash-completion); installed under its own name so
+    that bash-completion loads it (there was none)."""
+    f = _completion_file(installed)
+    link = os.path.join(os.path.dirname(f), 'pinfs-dax')
+    assert os.path.islink(link) and os.readlink(link) == 'pinfs', link
+    assert _complete(f, '_pinfs_dax', ['pinfs-dax', '--']) == ['--help', '--version']
+    assert 'sha256sum' in _complete(f, '_pinfs_dax', ['pinfs-dax', 'sha256'])
+    write_file(os.path.join(scratch, 'dax-file'), b'x')
+    assert _complete(f, '_pinfs_dax', ['pinfs-dax', 'cat', 'dax-'], cwd=scratch) == \
+        ['dax-file']
+
+
 def test_bash_completion_of_pinfs_mount_options(installed):
     f = _completion_file(installed)
     assert _complete(f, '_pinfs', ['pinfs', '-o', 'pol']) == ['policy=']

@@ -165,6 +165,23 @@ def test_pin_group_does_not_excuse_other_bits_or_another_group(pool, mountpoint,
     _mounts(pool, mountpoint, scratch, ['pin_group=%d' % POOL_GID])
 
 
+def test_pool_left_to_pin_group_names_that_group_when_mounted_without_it(pool, mountpoint,
+                                                                        scratch):
+    """-o pin_group leaves the pool its group's, 0660, after the unmount; a
+    mount without the option is refused, and the line names the option that
+    serves it (it said "-o pin_group=GROUP")."""
+    _mounts(pool, mountpoint, scratch, ['pin_group=%d' % POOL_GID])
+    assert _mode(pool) == 0o660 and os.stat(pool).st_gid == POOL_GID
+    line = _refused(pool, mountpoint)
+    try:
+        import grp
+        name = grp.getgrgid(POOL_GID).gr_name
+    except KeyError:
+        name = str(POOL_GID)
+    assert '-o pin_group=%s ' % name in line, line
+    _mounts(pool, mountpoint, scratch, ['pin_group=%s' % name])
+
+
 def test_root_daemon_refuses_a_pool_another_user_owns_unless_pool_shared(pool, mountpoint,
                                                                          scratch):
     os.chown(pool, OTHER_UID, -1)
