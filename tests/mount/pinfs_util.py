@@ -276,7 +276,17 @@ def start_op(pinhold_exe, args, **popen_kw):
     op = subprocess.Popen([pinhold_exe, '--op'] + list(args), stdout=subprocess.PIPE,
                           universal_newlines=True, **popen_kw)
     try:
-        assert op.stdout.readline().strip() == 'ready'
+        # byte by byte from the pipe itself: a readline() through the text
+        # wrapper could buffer the result line behind "ready" (a refusal is
+        # that fast), where communicate(timeout=...), which reads the file
+        # descriptor, would never see it
+        line = b''
+        while not line.endswith(b'\n'):
+            c = os.read(op.stdout.fileno(), 1)
+            if not c:
+                break
+            line += c
+        assert line.strip() == b'ready', line
     except BaseException:
         reap_op(op)
         raise

@@ -226,7 +226,7 @@ def test_a_truncate_past_the_parked_bound_is_refused_at_once(mnt, holders, pinho
         finally:
             reap_op(second)
         m = OP_RESULT.search(out)
-        assert m and int(m.group(1)) == errno.EBUSY, out
+        assert m and int(m.group(1)) == errno.EBUSY, (out, second.returncode)
         assert float(m.group(2)) < 2000, out
         assert first.poll() is None          # still waiting
         ha.unpin(lease)
