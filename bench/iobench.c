@@ -16,6 +16,8 @@
  *                                then fsync + close (all timed)     -> MiB/s
  *                                also KEY_nofsync: the rate up to the return
  *                                of the last write                  -> MiB/s
+ *   seqrewrite FILE MODE         overwrite the existing FILE in place in 1 MiB
+ *                                writes, then fsync + close (timed) -> MiB/s
  *   seqread   FILE MODE          drop FILE's cached pages (fadvise), then
  *                                read it in 1 MiB reads              -> MiB/s
  *   randwrite FILE NOPS MODE     NOPS 4 KiB pwrites at distinct random
@@ -44,7 +46,7 @@
  * A phase stops early when it exceeds IOBENCH_MAX_SECONDS (default 20);
  * the rate is then computed over the operations actually done.
  *
- * IOBENCH_WARMUP=1 (seqread, randread, randwrite): one untimed 4 KiB pread
+ * IOBENCH_WARMUP=1 (seqread, seqrewrite, randread, randwrite): one untimed 4 KiB pread
  * at offset 0 on the fd just before the clock starts, and "_warm" after
  * each KEY: what a program that already did one I/O on the file sees (under
  * pinfs-dax the first I/O takes the file's layout lease).
@@ -254,6 +256,42 @@ static int cmd_seqwrite(const char *path, long mib, int dflag)
 	t = now() - t0;
 	report_nofsync(key, (double)done, tw);
 	report(key, (double)done, t);
+	free(buf);
+	return 0;
+}
+
+static int cmd_seqrewrite(const char *path, int dflag)
+{
+	const char *key = dflag ? "seqrewrite_direct" : "seqrewrite_buf";
+	char *buf = aligned_buf(MIB);
+	double done = 0, t0, t;
+	struct stat st;
+	int fd;
+
+	fd = open_or_na(key, path, O_RDWR | dflag, 0); /* RDWR: the warm-up preads */
+	if (fstat(fd, &st) != 0 || st.st_size < MIB) {
+		fprintf(stderr, "iobench: %s: seqrewrite needs a file of 1 MiB or more\n", path);
+		return 1;
+	}
+	memset(buf, 0x5a, MIB);
+	warm(fd);
+	t0 = now();
+	for (off_t off = 0; off + MIB <= st.st_size; off += MIB) {
+		if (pwrite(fd, buf, MIB, off) != MIB) {
+			if (errno == 0)
+				errno = EIO;
+			io_fail(key, "pwrite", dflag);
+		}
+		done++;
+		if (now() - t0 > max_seconds)
+			break;
+	}
+	if (fsync(fd) != 0)
+		io_fail(key, "fsync", dflag);
+	if (close(fd) != 0)
+		io_fail(key, "close", dflag);
+	t = now() - t0;
+	report(key, done, t);
 	free(buf);
 	return 0;
 }
@@ -578,6 +616,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: iobench seqwrite FILE MIB buf|direct\n"
 		"       iobench seqread FILE buf|direct\n"
+		"       iobench seqrewrite FILE buf|direct\n"
 		"       iobench randwrite|randread FILE NOPS buf|direct\n"
 		"       iobench append FILE NOPS buf|direct\n"
 		"       iobench meta DIR N\n"
@@ -608,6 +647,8 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "seqwrite") == 0 && argc == 5)
 		return cmd_seqwrite(argv[2], parse_long(argv[3]),
 				    parse_mode(argv[4]));
+	if (strcmp(cmd, "seqrewrite") == 0 && argc == 4)
+		return cmd_seqrewrite(argv[2], parse_mode(argv[3]));
 	if (strcmp(cmd, "seqread") == 0 && argc == 4)
 		return cmd_seqread(argv[2], parse_mode(argv[3]));
 	if (strcmp(cmd, "randwrite") == 0 && argc == 5)
