@@ -38,6 +38,7 @@
 
 #include "pinfs/abi.h"
 #include "pinfs/client.h"
+#include "common/mountinfo.h"
 
 #define EXIT_OK 0
 #define EXIT_ERR 1
@@ -165,23 +166,6 @@ static const char *ioctl_strerror(int err)
 
 /* ---- the mount a path is on ------------------------------------------- */
 
-/* Undoes the octal escapes (\040 ...) of /proc/self/mountinfo in place. */
-static void unescape(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
-			s += 3;
-		} else {
-			*w++ = *s;
-		}
-	}
-	*w = '\0';
-}
-
 /* Is @mp the path @p or one of its ancestors? */
 static bool path_under(const char *p, const char *mp)
 {
@@ -216,7 +200,7 @@ static int mount_root(const char *path, char *out, size_t size)
 		snprintf(fmt, sizeof(fmt), "%%*d %%*d %%u:%%u %%*s %%%ds", PATH_MAX);
 		if (sscanf(line, fmt, &maj, &min, mp) != 3)
 			continue;
-		unescape(mp);
+		mountinfo_unescape(mp);
 		if (makedev(maj, min) != st.st_dev || !path_under(real, mp))
 			continue;
 		if (strlen(mp) >= best && strlen(mp) < size) {

@@ -29,6 +29,7 @@
 #include "pmem/crc32c.h"
 #include "pmem/fs.h"
 #include "pmem/pool.h"
+#include "common/mountinfo.h"
 
 void pm_errmsg(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -1296,23 +1297,6 @@ uint32_t pm_pool_user_of(const char *path, char *comm, size_t len)
 	return pool_user(&st, comm, len);
 }
 
-/* Undoes the octal escapes (\040 ...) of /proc/self/mountinfo in place. */
-static void unescape(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
-			s += 3;
-		} else {
-			*w++ = *s;
-		}
-	}
-	*w = '\0';
-}
-
 /*
  * The mount points (", "-separated, into @out) of pool @path as this
  * process sees them: /proc/self/mountinfo entries of type fuse.pinfs whose
@@ -1346,10 +1330,10 @@ int pm_pool_mounts(const char *path, char *out, size_t size)
 		src = fstype ? strtok_r(NULL, " \n", &save) : NULL;
 		if (!src || strcmp(fstype, "fuse.pinfs") || strncmp(src, "pinfs:", 6))
 			continue;
-		unescape(src);
+		mountinfo_unescape(src);
 		if (strcmp(src + 6, real))
 			continue;
-		unescape(mp);
+		mountinfo_unescape(mp);
 		if (used + strlen(mp) + 3 < size) {
 			used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "", mp);
 			n++;
