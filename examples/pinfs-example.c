@@ -194,7 +194,6 @@ int main(int argc, char **argv)
 	struct pinfs_map m;
 	struct io_uring ring;
 	struct stat st;
-	sigset_t bus;
 	char msg[512];
 	int fd, rc, ok = 1, revoke = 0, evfd, created = 0;
 
@@ -233,9 +232,8 @@ int main(int argc, char **argv)
 	}
 
 	/* Notices of our lease come as records on this pollable fd: open it
-	 * before the pin. A revocation also sends SIGBUS (a revocable pin
-	 * accepts it); we take the record instead, so SIGBUS stays blocked
-	 * (a SIGBUS from a real fault is delivered all the same). */
+	 * before the pin. Having chosen the channel, we are sent no SIGBUS on
+	 * revocation -- the record is the notice. */
 	evfd = pinfs_event_open(fd);
 	if (evfd < 0) {
 		fprintf(stderr, "pinfs-example: pin %s: the event channel: %s%s\n", argv[1],
@@ -246,9 +244,6 @@ int main(int argc, char **argv)
 			unlink(argv[1]);
 		return 1;
 	}
-	sigemptyset(&bus);
-	sigaddset(&bus, SIGBUS);
-	sigprocmask(SIG_BLOCK, &bus, NULL);
 	rc = pinfs_map_pin_ex(fd, 0, len,
 			      PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE | PINFS_PIN_NOTIFY_EVENTS, 0,
 			      COOKIE, &m);

@@ -587,9 +587,24 @@ static size_t short_take_expired(struct lease_mgr *m, uint64_t now, uint64_t *ne
 	return k;
 }
 
+/* Tells the holder of revoked lease @l, on the channel it chose: a holder
+ * that asked for the event channel (PINFS_PIN_NOTIFY_EVENTS) gets the
+ * revoke record there and no signal; any other revocable lease's holder
+ * gets SIGBUS (si_value = lease id), as PINFS_PIN_REVOCABLE promises. No
+ * lease lock held. */
+static void revoke_tell(struct lease_mgr *m, const struct lease *l, uint32_t policy)
+{
+	if (l->flags & PINFS_PIN_NOTIFY_EVENTS)
+		notify(m, l, PINFS_EV_REVOKE, policy, 0);
+	else if (l->flags & PINFS_PIN_REVOCABLE)
+		/* the signal may fail if the holder just died: the watcher
+		 * then ends its pins anyway */
+		lease_watch_signal(m->w, l->holder_gen, SIGBUS, l->id);
+}
+
 /* Short pin @id outlived short_pin_max: revoked, as policy revoke does,
- * but signalled (SIGBUS) only if its holder accepted revocation. Must not
- * hold m->lock. */
+ * but signalled (SIGBUS) only if its holder accepted revocation, or told
+ * on its event channel (revoke_tell). Must not hold m->lock. */
 static void short_expire(struct lease_mgr *m, uint64_t id)
 {
 	struct lease l;
@@ -600,8 +615,7 @@ static void short_expire(struct lease_mgr *m, uint64_t id)
 		return; /* ended, or revoked already */
 	if (lease_set_state(m->t, id, PINFS_LEASE_REVOKED))
 		return;
-	if (l.flags & PINFS_PIN_REVOCABLE)
-		lease_watch_signal(m->w, l.holder_gen, SIGBUS, id);
+	revoke_tell(m, &l, 0);
 	ino = lease_file_ino(&l);
 	pthread_mutex_lock(&m->lock);
 	m->gen++; /* its range is free: a truncate waiting on it may go */
@@ -856,10 +870,7 @@ static int revoke_all(struct lease_mgr *m, struct lease *v, long k, uint64_t ino
 		if (lease_set_state(m->t, v[i].id, PINFS_LEASE_REVOKED))
 			continue; /* ended meanwhile */
 		v[i].state = PINFS_LEASE_REVOKED;
-		/* the signal may fail if the holder just died: the watcher
-		 * then ends its pins anyway */
-		lease_watch_signal(m->w, v[i].holder_gen, SIGBUS, v[i].id);
-		notify(m, &v[i], PINFS_EV_REVOKE, policy, 0);
+		revoke_tell(m, &v[i], policy);
 		pthread_mutex_lock(&m->lock);
 		m->gen++; /* its range is free: a truncate waiting on it may go */
 		m->mc.leases_revoked++;

@@ -277,7 +277,9 @@ struct pinfs_scrub {
  *           with PINFS_PIN_NOTIFY_SIGNAL: the signal it named (below);
  *           unpin within the grace time
  *   SIGBUS  the lease was revoked: stop using the mapping and unpin to
- *           acknowledge (its blocks stay quarantined until then or exit)
+ *           acknowledge (its blocks stay quarantined until then or exit);
+ *           not sent to a lease pinned with PINFS_PIN_NOTIFY_EVENTS, whose
+ *           revoke record on the event channel is the notice
  */
 
 /* The pool's path, for clients that map leases: a read-only xattr of every
@@ -360,11 +362,12 @@ _Static_assert(sizeof(struct pinfs_event) == 80, "the event ABI is 80 bytes");
  *  then the truncate fails with EBUSY or, with PINFS_PIN_REVOCABLE, the
  *  lease is revoked.
  *
- * Revocation keeps its documented signal: a lease pinned with
- * PINFS_PIN_REVOCABLE gets SIGBUS (si_code SI_QUEUE, si_value the lease
- * id) when revoked, whatever else it asked for; by pinning revocable it
+ * Revocation is told on the channel the holder chose: a lease pinned with
+ * PINFS_PIN_NOTIFY_EVENTS gets its revoke record on the event channel and
+ * no signal; any other PINFS_PIN_REVOCABLE lease gets SIGBUS (si_code
+ * SI_QUEUE, si_value the lease id) when revoked: by pinning revocable it
  * accepted it. So a holder never receives a signal whose default action is
- * fatal unless it named that signal or accepted revocation. (Before these
+ * fatal unless it named that signal or accepted revocation by signal. (Before these
  * flags, every break sent SIGIO, whose default action kills: a holder that
  * pinned from client.h alone died of a truncate.)
  */

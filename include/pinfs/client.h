@@ -14,7 +14,9 @@
  * all of it (the pool file's permissions are the trust boundary).
  *
  * Revocation: the daemon may revoke a PINFS_PIN_REVOCABLE lease (SIGBUS with
- * si_code SI_QUEUE, see include/pinfs/abi.h; a lease that is not revocable
+ * si_code SI_QUEUE, see include/pinfs/abi.h -- or, for a lease pinned with
+ * PINFS_PIN_NOTIFY_EVENTS, a revoke record on the event channel and no
+ * signal; a lease that is not revocable
  * is never revoked, and by default is sent no signal at all: see "Notices"
  * below). The mapping stays valid -- its blocks
  * are quarantined, no longer part of the file -- until pinfs_map_unpin(),

@@ -230,7 +230,8 @@ def test_event_fd_is_readable_on_wait_break_and_revoke_with_the_cookie(mnt, hold
     t.join(10)
     assert res['v'] == 0
     assert h.ok('state 0') == {'state': str(LEASE_REVOKED), 'cookie': str(cookie), 'sig': '0'}
-    assert h.ok('sigwait 1000')['value'] == str(lease)   # revocation: SIGBUS as documented
+    # the holder chose the channel: the revoke record was its notice, no SIGBUS
+    assert h.ok('sigwait 500') == {}
     h.ok('unpin 0')
     assert h.exit() == 0
 

@@ -257,6 +257,64 @@ static int test_break_signals_only_holders_that_asked(void)
 	return 0;
 }
 
+static int notified_revokes;
+static uint64_t notified_id;
+
+static void on_notify(void *ctx, const struct lease *l, uint32_t event, uint32_t policy,
+		      uint32_t break_ms)
+{
+	(void)ctx, (void)policy, (void)break_ms;
+	if (event == PINFS_EV_REVOKE) {
+		notified_revokes++;
+		notified_id = l->id;
+	}
+}
+
+/* A revocable holder that chose the event channel is told of its
+ * revocation there, and sent no SIGBUS (under revoke, and when its short
+ * pin expires); one that did not gets SIGBUS and no record. */
+static int test_revocation_is_told_on_the_chosen_channel(void)
+{
+	struct lease_cfg cfg = { .policy = PINFS_POLICY_REVOKE, .busy_errno = EBUSY,
+				 .wait_timeout = 0.3, .lease_break_time = 0.3,
+				 .short_pin_max = 0.2 };
+	struct lease_ops ops = { .unpinned = on_unpinned, .notify = on_notify };
+	struct lease_mgr *m = NULL;
+	uint64_t id, v = 0;
+
+	CHECK_OK(lease_mgr_new(&cfg, &ops, &m));
+	notified_revokes = 0;
+	CHECK_OK(pin_unasked(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE | PINFS_PIN_NOTIFY_EVENTS,
+			     &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_EQ(notified_revokes, 1);
+	CHECK_UEQ(notified_id, id);
+	CHECK_EQ(next_signal(300, &v), -1); /* no SIGBUS */
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+
+	/* a short pin kept past short_pin_max: the record, no signal */
+	notified_revokes = 0;
+	CHECK_OK(pin_unasked(m,
+			     PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE | PINFS_PIN_SHORT |
+				     PINFS_PIN_NOTIFY_EVENTS,
+			     &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_EQ(notified_revokes, 1);
+	CHECK_EQ(next_signal(300, &v), -1);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+
+	/* without the channel: SIGBUS, no record */
+	notified_revokes = 0;
+	CHECK_OK(pin_unasked(m, PINFS_PIN_WRITE | PINFS_PIN_REVOCABLE, &id));
+	CHECK_EQ(lease_may_free(m, 7, 0, UINT64_MAX, PINFS_POLICY_DEFAULT, NULL), 0);
+	CHECK_EQ(next_signal(1000, &v), SIGBUS);
+	CHECK_UEQ(v, id);
+	CHECK_EQ(notified_revokes, 0);
+	CHECK_OK(lease_unpin(m, id, (uint32_t)getpid(), 1000));
+	lease_mgr_delete(&m);
+	return 0;
+}
+
 static int test_per_file_policy_overrides_and_busy_errno(void)
 {
 	struct lease_cfg cfg = { .policy = PINFS_POLICY_REVOKE, .busy_errno = ETXTBSY,
@@ -1168,6 +1226,7 @@ int main(void)
 	RUN(test_wait_blocks_until_unpin_then_times_out);
 	RUN(test_break_notices_then_revokes_or_refuses);
 	RUN(test_break_signals_only_holders_that_asked);
+	RUN(test_revocation_is_told_on_the_chosen_channel);
 	RUN(test_per_file_policy_overrides_and_busy_errno);
 	RUN(test_pins_in_a_waiting_truncates_range_are_eagain);
 	RUN(test_a_reused_pid_keeps_its_new_leases);
