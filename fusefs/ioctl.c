@@ -63,6 +63,16 @@ double ffs_file_wait_timeout(struct ffs *f, struct pm_inode *ip)
 	return lease_timeout_parse(v, &t) ? -1 : t;
 }
 
+bool ffs_write_kill_caps(struct ffs *f, struct pm_inode *ip)
+{
+	static const char caps[] = "security.capability";
+
+	/* no xattr block: -ENODATA at once */
+	if (pm_getxattr(f->fs, ip, caps, NULL, 0) < 0)
+		return false;
+	return pm_removexattr(f->fs, ip, caps) == 0;
+}
+
 void ffs_inval_attr(struct ffs *f, uint64_t ino)
 {
 	/* a negative offset: attributes only, no page cache; -ENOENT (the

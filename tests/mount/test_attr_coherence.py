@@ -14,9 +14,12 @@ copy of id(1).
 """
 
 import ctypes
+import errno
+import mmap
 import os
 import shutil
 import stat
+import struct
 import subprocess
 
 import pytest
@@ -241,3 +244,42 @@ def test_xattr_that_takes_and_frees_a_block_shows_in_cached_attributes(mnt):
     assert seen[0][3] > seen[1][3], 'the xattr took no block of its own: %s' % seen
     stale = [s for s in seen if s[2] != s[3]]
     assert not stale, '(xattr op, field, cached, pool): %s' % stale
+
+
+# security.capability, revision 2: CAP_NET_BIND_SERVICE permitted + effective
+CAPS = struct.pack('<IIIII', 0x02000001, 1 << 10, 0, 0, 0)
+
+
+@pytest.mark.parametrize('writer', ['root', 'other_user', 'mapped'])
+def test_a_write_drops_the_files_capabilities_as_other_file_systems_do(mnt, writer):
+    """file_remove_privs() on tmpfs or ext4 drops security.capability on any
+    write, by root too; with FUSE_HANDLE_KILLPRIV_V2 that is the file
+    system's job, also for a write through the coherent (mapped) path."""
+    d = _shared_dir(mnt)
+    path = _root_file(d, 'f', data=b'root file'.ljust(4096, b'.'))
+    os.setxattr(path, 'security.capability', CAPS)
+    assert os.getxattr(path, 'security.capability') == CAPS
+    other = _root_file(d, 'g')
+    os.setxattr(other, 'security.capability', CAPS)
+    if writer == 'root':
+        _pwrite(path, b'new bytes', off=3)
+    elif writer == 'other_user':
+        as_user(lambda: _pwrite(path, b'new bytes', off=3), **BOB)
+    else:
+        # a page of the file cached for a shared mapping: the write is
+        # applied by coherent.c's worker
+        fd = os.open(path, os.O_RDWR)
+        try:
+            m = mmap.mmap(fd, 4096)
+            assert m[:4] == b'root'
+            os.pwrite(fd, b'new bytes', 3)
+            assert m[3:12] == b'new bytes'
+            m.close()
+        finally:
+            os.close(fd)
+    with pytest.raises(OSError) as e:
+        os.getxattr(path, 'security.capability')
+    assert e.value.errno == errno.ENODATA
+    assert read_file(path)[3:12] == b'new bytes'
+    # a file nobody wrote keeps them
+    assert os.getxattr(other, 'security.capability') == CAPS
