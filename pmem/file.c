@@ -24,6 +24,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pmem/fs_int.h"
@@ -380,6 +381,9 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
 
 		if (a >= b) {
+			/* the pages in one call, not one fault each (a fresh
+			 * block of a sparse pool is a hole of its file) */
+			(void)madvise(p, hi - lo, MADV_POPULATE_WRITE);
 			memset(p, 0, hi - lo);
 			pm_flush(ops, p, hi - lo);
 		} else {
