@@ -695,6 +695,34 @@ int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
 	return 0;
 }
 
+/* Grows the size to @size, never shrinks it: the old last block's tail is
+ * zeroed in the transaction that sets the size (as a truncate up does);
+ * blocks past the old EOF are not touched (they hold zeros or are holes).
+ * Takes ip->rw exclusive and fs->lock. */
+int pm_grow(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
+{
+	int rc;
+
+	if (!S_ISREG(ip->ftype))
+		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
+	if (size > PM_MAX_FILE_SIZE)
+		return -EFBIG;
+	pthread_rwlock_wrlock(&ip->rw);
+	pthread_mutex_lock(&fs->lock);
+	rc = pm_fs_writable(fs); /* the pool was found corrupt */
+	if (!rc && size > ip->d.size) {
+		pm_tx_begin(fs);
+		zero_tail(fs, ip, size, true);
+		ip->d.size = size;
+		pm_touch(ip, true, true);
+		pm_inode_write(fs, ip);
+		pm_tx_commit(fs);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}
+
 /* Zeroes bytes [lo, hi) of the file where blocks are mapped. @tx: in a
  * transaction, durable at its commit; else without fs->lock (ip->rw held
  * exclusive), flushed, and the caller drains. */
@@ -888,7 +916,8 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 	if ((flags & PM_PIN_WRITE) && pm_fs_writable(fs)) /* the pool was found corrupt */
 		return -EROFS;
 	pthread_rwlock_wrlock(&ip->rw);
-	if (last >= PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE)) {
+	if (last >= PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE) &&
+	    (flags & (PM_PIN_PASTEOF | PM_PIN_NOALLOC)) != (PM_PIN_PASTEOF | PM_PIN_NOALLOC)) {
 		rc = -EINVAL; /* pinning past EOF */
 		goto out;
 	}
