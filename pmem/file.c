@@ -368,6 +368,25 @@ out:
  * drains before the commit that maps them. Called without fs->lock, ip->rw
  * held exclusive: the blocks are this fill's alone.
  */
+/* True when pool blocks [b, b + n) read as zeros without being written: a
+ * hole of a page-cache pool file per SEEK_DATA (tmpfs counts pages that
+ * fallocate allocated and nothing wrote as one, and clears them at first
+ * use). Only with PM_SEVER_PUNCH: freed data blocks are punched, and the
+ * blocks of a fill are reserved, so nothing else writes them meanwhile.
+ * lseek moves the pool fd's position, which nothing uses (pread/pwrite,
+ * mmap). */
+static bool pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	off_t d;
+
+	if (fs->sever_how != PM_SEVER_PUNCH || !fs->back_on)
+		return false;
+	d = lseek(fs->pool->fd, (off_t)(b << PM_BLOCK_SHIFT), SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO;
+	return (uint64_t)d >= (b + n) << PM_BLOCK_SHIFT;
+}
+
 static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo, uint64_t cover_hi)
 {
 	const struct pm_persist_ops *ops = &fs->pool->ops;
@@ -380,7 +399,9 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 		bool stale;
 		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
 
-		if (a >= b) {
+		if (a >= b && pool_zeros(fs, e->pblk, e->n)) {
+			; /* zeros already: a fresh block of a sparse pool */
+		} else if (a >= b) {
 			/* the pages in one call, not one fault each (a fresh
 			 * block of a sparse pool is a hole of its file) */
 			(void)madvise(p, hi - lo, MADV_POPULATE_WRITE);
