@@ -12,8 +12,11 @@
  *    dup/dup2/dup3/F_DUPFD of such an fd, on a pinfs mount whose pool the
  *    caller may open (else: FUSE, decided once per mount);
  *  - the file has no hole (st_blocks covers the size: a layout pin never
- *    fills holes) and the I/O lies inside the size (appends, writes past
- *    EOF and O_APPEND writes go through FUSE: the daemon allocates);
+ *    fills holes) and the I/O lies inside the size, or is a write of at
+ *    least GROW_MIN bytes starting inside it (grow: blocks preallocated
+ *    past EOF, the size grown by PINFS_IOC_GROW before the copy); other
+ *    writes past EOF and O_APPEND writes go through FUSE (the daemon
+ *    allocates, O_APPEND's position is atomic there);
  *  - a write: the file has no page-cache user (PINFS_DAX_MAPPED clear).
  * A file's leases cover 256 MiB windows, [0, size) cut at window
  * boundaries, each taken at the first such I/O in it and taken again when
@@ -96,6 +99,11 @@
  * a hypervisor guest: 4 KiB random reads ran at 0.5x tmpfs through the
  * map, 1.0x through pread). The map serves when the pool fd is gone. */
 #define PFD_MIN 512 /* our pool fds live above the program's usual ones */
+/* Extending writes of at least GROW_MIN bytes are served from the pool
+ * (grow): blocks preallocated past EOF in steps of up to GROW_MAX. */
+#define GROW_MIN (256u << 10)
+#define GROW_MAX (64ull << 20)
+#define GROW_ALIGN (2ull << 20)
 
 struct ddev {
 	dev_t dev;
@@ -110,7 +118,8 @@ struct dmap {
 	char *addr;	  /* file offset @base */
 	uint64_t base;	  /* the window's first byte */
 	size_t len;	  /* pinned bytes from @base */
-	uint64_t size;	  /* the file's size at pin */
+	uint64_t size;	  /* atomic: the file's size at pin, or as this
+			   * process grew it since (grow) */
 	uint64_t lease;
 	const struct pinfs_dax_slot *slot;
 	bool write;
@@ -275,9 +284,11 @@ static struct dmap *map_alloc(void)
 	return NULL;
 }
 
-/* Pins window @w of @d, [w << WIN_SHIFT, min(size, next window)), through
- * @fd, and maps it. */
-static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, bool write)
+/* Pins window @w of @d, [w << WIN_SHIFT, min(@end, next window)), through
+ * @fd, and maps it; @size is the file's size (@end past it: blocks
+ * preallocated past EOF, see grow). */
+static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, uint64_t end,
+		    bool write)
 {
 	uint64_t from = (uint64_t)w << WIN_SHIFT, to = from + (1ull << WIN_SHIFT);
 	struct pinfs_pin p;
@@ -290,8 +301,8 @@ static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, bool wri
 	int pfd = -1, prot = PROT_READ | (write ? PROT_WRITE : 0);
 
 	memset(&p, 0, sizeof(p));
-	if (to > size)
-		to = size;
+	if (to > end)
+		to = end;
 	p.offset = from;
 	p.length = to - from;
 	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | (write ? PINFS_PIN_WRITE : 0);
@@ -359,7 +370,7 @@ static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, bool wri
 	m->addr = base;
 	m->base = from;
 	m->len = len;
-	m->size = size;
+	__atomic_store_n(&m->size, size, __ATOMIC_RELAXED);
 	m->lease = p.lease_id;
 	m->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
 	m->write = write;
@@ -637,6 +648,83 @@ static bool pool_copy(const struct dmap *m, const struct iovec *iov, uint64_t of
 }
 
 /*
+ * An extending write of [off, off + n) in window @w, whose map @m (a
+ * reference, or NULL) is put; @st: the kernel's stat of the file (off <= its
+ * size), or NULL when @m already holds the blocks. Blocks past EOF are
+ * preallocated with fallocate(FALLOC_FL_KEEP_SIZE) -- zeroed, the size
+ * unchanged -- ahead of the write, in steps that double with the file up
+ * to GROW_MAX and never past the window, and the window's layout lease is
+ * taken again to cover them (a layout pin may cover allocated blocks past
+ * EOF; a truncate or punch into them revokes it). Then PINFS_IOC_GROW sets
+ * the size to off + n if it is below: the daemon never shrinks the file
+ * there, so writers in other processes race safely, and it zeroes the
+ * stale tail of the old last block, as a truncate up does. The size goes
+ * up before the copy: a plain reader may see zeros in [off, off + n) until
+ * the bytes land, never other bytes (blocks past EOF hold zeros: a direct
+ * copy only goes inside the size). Returns a reference on the map to copy
+ * through, or NULL (through FUSE).
+ */
+static struct dmap *grow(struct dfile *d, int fd, unsigned w, struct dmap *m, uint64_t off,
+			 size_t n, const struct stat *st)
+{
+	uint64_t from = (uint64_t)w << WIN_SHIFT, wend = from + (1ull << WIN_SHIFT);
+	uint64_t end = off + n, pre, t, cur;
+	struct pinfs_grow g = { 0 };
+	unsigned mw = w % NWIN;
+	int zero = 0;
+
+	if (!m || !m->write || end > m->base + m->len) {
+		t = now_ns();
+		if (!st || t < d->fail_ns ||
+		    (uint64_t)st->st_blocks * 512 < ((uint64_t)st->st_size & ~(PAGE - 1)))
+			goto fail; /* refused lately, or holes: a layout pin fills none */
+		pre = end - from;
+		if (pre < 4 * n)
+			pre = 4 * n;
+		if (pre > GROW_MAX)
+			pre = GROW_MAX;
+		pre = (end + pre + GROW_ALIGN - 1) & ~(GROW_ALIGN - 1);
+		if (pre > wend)
+			pre = wend;
+		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)(pre - off)) < 0) {
+			d->fail_ns = t + RETRY_NS; /* ENOSPC, EPERM: the daemon's to say */
+			goto fail;
+		}
+		if (m) {
+			map_put(m);
+			map_drop(d, mw, m, fd);
+			m = NULL;
+		}
+		if (!__atomic_compare_exchange_n(&d->pinning, &zero, 1, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_RELAXED))
+			return NULL;
+		if (!__atomic_load_n(&d->map[mw], __ATOMIC_ACQUIRE))
+			map_new(d, w, fd, (uint64_t)st->st_size, pre, true);
+		__atomic_store_n(&d->pinning, 0, __ATOMIC_RELEASE);
+		m = map_get(d, mw);
+		if (!m) {
+			d->fail_ns = t + RETRY_NS;
+			return NULL;
+		}
+		if (m->base != from || end > m->base + m->len || !m->write)
+			goto fail;
+	}
+	/* the size up to @end, never down */
+	g.size = end;
+	if (ioctl(fd, PINFS_IOC_GROW, &g) < 0)
+		goto fail;
+	cur = __atomic_load_n(&m->size, __ATOMIC_RELAXED);
+	while (cur < end && !__atomic_compare_exchange_n(&m->size, &cur, end, false,
+							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	return m;
+fail:
+	if (m)
+		map_put(m);
+	return NULL;
+}
+
+/*
  * Copies between the pool and @iov at @off: the bytes copied, or FALLBACK
  * (do the call through FUSE).
  */
@@ -675,8 +763,19 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 	}
 	/* inside the size at pin, the lease is all it takes: any shrink that
 	 * cuts into the window revokes it (lease/policy.c, layout_first) */
-	if (m && off + n <= m->base + m->len && off + n <= m->size && (!write || m->write))
+	if (m && off + n <= m->base + m->len && off + n <= __atomic_load_n(&m->size, __ATOMIC_RELAXED) && (!write || m->write))
 		goto copy;
+	/* a large write past the size this process knows, into blocks the
+	 * lease holds past EOF: grown without asking the kernel's size (a
+	 * GETATTR; and if the file was cut meanwhile, the lease is revoked
+	 * and the copy goes through FUSE) */
+	if (m && write && m->write && n >= GROW_MIN && off + n <= m->base + m->len &&
+	    off <= __atomic_load_n(&m->size, __ATOMIC_RELAXED)) {
+		m = grow(d, fd, w, m, off, n, NULL);
+		if (!m)
+			return FALLBACK;
+		goto copy;
+	}
 	/* else the kernel's size (its cache: every size change of the file
 	 * went through it) */
 	if (fstat(fd, &st) < 0)
@@ -687,11 +786,20 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 			map_put(m);
 		return 0;
 	}
-	if (write && (off > size || n > size - off))
-		goto fallback; /* the daemon allocates */
+	if (write && (off > size || n > size - off)) {
+		/* a write that extends the file: from the pool if it is large
+		 * and starts inside the size (grow); else the daemon
+		 * allocates */
+		if (off > size || n < GROW_MIN)
+			goto fallback;
+		m = grow(d, fd, w, m, off, n, &st);
+		if (!m)
+			return FALLBACK;
+		goto copy;
+	}
 	if (!write && n > size - off)
 		n = (size_t)(size - off);
-	if (m && off + n <= m->base + m->len && off + n <= m->size && (!write || m->write))
+	if (m && off + n <= m->base + m->len && off + n <= __atomic_load_n(&m->size, __ATOMIC_RELAXED) && (!write || m->write))
 		goto copy;
 	/* no lease yet, the file grew past it, or it is read-only: take one
 	 * (not more often than every RETRY_NS, unless none is held) */
@@ -708,7 +816,7 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 					 __ATOMIC_RELAXED))
 		return FALLBACK;
 	if (!__atomic_load_n(&d->map[mw], __ATOMIC_ACQUIRE) && t >= d->fail_ns)
-		map_new(d, w, fd, size, (fl & FD_WR) != 0);
+		map_new(d, w, fd, size, size, (fl & FD_WR) != 0);
 	__atomic_store_n(&d->pinning, 0, __ATOMIC_RELEASE);
 	m = map_get(d, mw);
 	if (!m) {
@@ -716,7 +824,7 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 		return FALLBACK;
 	}
 	if (m->base != ((uint64_t)w << WIN_SHIFT) || off + n > m->base + m->len ||
-	    off + n > m->size || (write && !m->write))
+	    off + n > __atomic_load_n(&m->size, __ATOMIC_RELAXED) || (write && !m->write))
 		goto fallback;
 copy:
 	s1 = __atomic_load_n(&m->slot->seq, __ATOMIC_ACQUIRE);

@@ -465,7 +465,10 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	pm_stat(f->fs, file->ip, &st);
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	if (end > (uint64_t)st.st_size)
+	/* a layout lease may cover allocated blocks past EOF (fallocate
+	 * KEEP_SIZE: pinfs-dax preallocates ahead of its appends); it fills
+	 * no hole there either, and a truncate or punch revokes it */
+	if (end > (uint64_t)st.st_size && !(in->flags & PINFS_PIN_LAYOUT))
 		return -EINVAL; /* pinning past EOF */
 	/* who may pin (fusefs/access.c), before anything is allocated; a
 	 * layout lease holds up nobody: mapping the pool is all it needs, and
@@ -519,7 +522,8 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 		return rc;
 	rc = pm_pin_blocks(f->fs, file->ip, c.first, c.n,
 			   ((in->flags & PINFS_PIN_WRITE) ? PM_PIN_WRITE : 0) |
-				   (may_alloc ? 0 : PM_PIN_NOALLOC),
+				   (may_alloc ? 0 : PM_PIN_NOALLOC) |
+				   ((in->flags & PINFS_PIN_LAYOUT) ? PM_PIN_PASTEOF : 0),
 			   pin_cb, &c);
 	lease_pin_end(f->lm, c.gen, rc == 0);
 	if (!rc && (in->flags & PINFS_PIN_LAYOUT)) {
@@ -896,6 +900,26 @@ static int do_status(struct ffs *f, uint32_t uid, const struct pinfs_status *in,
 	return 0;
 }
 
+/* PINFS_IOC_GROW: the size up to @in->size, never down (pm_grow); the
+ * kernel's cached size is dropped before the reply, so that a stat after
+ * the ioctl returns sees the new one. */
+static int do_grow(struct ffs *f, struct ffs_file *file, const struct pinfs_grow *in)
+{
+	struct stat a, b;
+	int rc;
+
+	if (in->reserved)
+		return -EINVAL;
+	if ((file->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	pm_stat(f->fs, file->ip, &a);
+	rc = pm_grow(f->fs, file->ip, in->size);
+	pm_stat(f->fs, file->ip, &b);
+	if (!rc && b.st_size != a.st_size)
+		ffs_inval_attr(f, pm_ino(file->ip));
+	return rc;
+}
+
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	       struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
 	       size_t out_bufsz)
@@ -953,6 +977,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_LEASE: in_need = sizeof(struct pinfs_lease_query); out_len = in_need; break;
 	case PINFS_IOC_LIST_EX: in_need = sizeof(struct pinfs_list_ex); out_len = in_need; break;
 	case PINFS_IOC_STATUS: in_need = sizeof(struct pinfs_status); out_len = in_need; break;
+	case PINFS_IOC_GROW: in_need = sizeof(struct pinfs_grow); break;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -1024,6 +1049,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		break;
 	case PINFS_IOC_STATUS:
 		rc = do_status(f, (uint32_t)ctx->uid, in_buf, &out->status);
+		break;
+	case PINFS_IOC_GROW:
+		rc = do_grow(f, file, in_buf);
 		break;
 	default: /* PINFS_IOC_EVENTS */
 		rc = do_events(req, f, in_buf, &out->events);

@@ -24,6 +24,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pmem/fs_int.h"
@@ -367,6 +368,25 @@ out:
  * drains before the commit that maps them. Called without fs->lock, ip->rw
  * held exclusive: the blocks are this fill's alone.
  */
+/* True when pool blocks [b, b + n) read as zeros without being written: a
+ * hole of a page-cache pool file per SEEK_DATA (tmpfs counts pages that
+ * fallocate allocated and nothing wrote as one, and clears them at first
+ * use). Only with PM_SEVER_PUNCH: freed data blocks are punched, and the
+ * blocks of a fill are reserved, so nothing else writes them meanwhile.
+ * lseek moves the pool fd's position, which nothing uses (pread/pwrite,
+ * mmap). */
+static bool pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	off_t d;
+
+	if (fs->sever_how != PM_SEVER_PUNCH || !fs->back_on)
+		return false;
+	d = lseek(fs->pool->fd, (off_t)(b << PM_BLOCK_SHIFT), SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO;
+	return (uint64_t)d >= (b + n) << PM_BLOCK_SHIFT;
+}
+
 static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo, uint64_t cover_hi)
 {
 	const struct pm_persist_ops *ops = &fs->pool->ops;
@@ -379,7 +399,12 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 		bool stale;
 		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
 
-		if (a >= b) {
+		if (a >= b && pool_zeros(fs, e->pblk, e->n)) {
+			; /* zeros already: a fresh block of a sparse pool */
+		} else if (a >= b) {
+			/* the pages in one call, not one fault each (a fresh
+			 * block of a sparse pool is a hole of its file) */
+			(void)madvise(p, hi - lo, MADV_POPULATE_WRITE);
 			memset(p, 0, hi - lo);
 			pm_flush(ops, p, hi - lo);
 		} else {
@@ -691,6 +716,34 @@ int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
 	return 0;
 }
 
+/* Grows the size to @size, never shrinks it: the old last block's tail is
+ * zeroed in the transaction that sets the size (as a truncate up does);
+ * blocks past the old EOF are not touched (they hold zeros or are holes).
+ * Takes ip->rw exclusive and fs->lock. */
+int pm_grow(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
+{
+	int rc;
+
+	if (!S_ISREG(ip->ftype))
+		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
+	if (size > PM_MAX_FILE_SIZE)
+		return -EFBIG;
+	pthread_rwlock_wrlock(&ip->rw);
+	pthread_mutex_lock(&fs->lock);
+	rc = pm_fs_writable(fs); /* the pool was found corrupt */
+	if (!rc && size > ip->d.size) {
+		pm_tx_begin(fs);
+		zero_tail(fs, ip, size, true);
+		ip->d.size = size;
+		pm_touch(ip, true, true);
+		pm_inode_write(fs, ip);
+		pm_tx_commit(fs);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}
+
 /* Zeroes bytes [lo, hi) of the file where blocks are mapped. @tx: in a
  * transaction, durable at its commit; else without fs->lock (ip->rw held
  * exclusive), flushed, and the caller drains. */
@@ -884,7 +937,8 @@ int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_
 	if ((flags & PM_PIN_WRITE) && pm_fs_writable(fs)) /* the pool was found corrupt */
 		return -EROFS;
 	pthread_rwlock_wrlock(&ip->rw);
-	if (last >= PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE)) {
+	if (last >= PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE) &&
+	    (flags & (PM_PIN_PASTEOF | PM_PIN_NOALLOC)) != (PM_PIN_PASTEOF | PM_PIN_NOALLOC)) {
 		rc = -EINVAL; /* pinning past EOF */
 		goto out;
 	}

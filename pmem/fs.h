@@ -198,6 +198,8 @@ ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inod
 		      uint64_t off, const struct iovec *src, int n, bool *killed);
 /* fallocate modes as in <linux/falloc.h> */
 int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, uint64_t len);
+/* The size to @size if that is larger (PINFS_IOC_GROW); 0 or -errno. */
+int pm_grow(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
 /* Makes the file's data and metadata durable. */
 int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync);
 /* Makes everything durable. */
@@ -309,6 +311,9 @@ struct pm_seg {
  */
 #define PM_PIN_WRITE 0x1u
 #define PM_PIN_NOALLOC 0x2u
+/* with PM_PIN_NOALLOC: blocks past EOF may be pinned too (allocated ones,
+ * fallocate KEEP_SIZE: a hole there is EACCES as anywhere) */
+#define PM_PIN_PASTEOF 0x4u
 typedef int (*pm_pin_cb)(void *ctx, const struct pm_seg *segs, size_t nsegs);
 int pm_pin_blocks(struct pm_fs *fs, struct pm_inode *ip, uint64_t first, uint64_t n,
 		  unsigned flags, pm_pin_cb cb, void *ctx);

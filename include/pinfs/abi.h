@@ -545,6 +545,24 @@ _Static_assert(sizeof(struct pinfs_dax_hdr) == 64, "dax header ABI");
 _Static_assert(sizeof(struct pinfs_dax_slot) == 64, "dax slot ABI");
 #endif
 
+/*
+ * PINFS_IOC_GROW: sets the file's size to @size if it is larger, never
+ * smaller (concurrent growers race safely: the largest wins), as a write
+ * ending there would: the stale tail of the old last block is zeroed, the
+ * blocks between are left as they are (allocated ones past EOF hold zeros:
+ * a truncate or a write past them keeps them so), mtime and ctime are set.
+ * Nothing is allocated. The fd must be open for writing (else EBADF); a
+ * regular file (else EINVAL); EFBIG past the largest file size. pinfs-dax
+ * grows a file by it before its direct stores past the old EOF, into blocks
+ * preallocated with fallocate(FALLOC_FL_KEEP_SIZE). The kernel's cached
+ * attributes are invalidated before the reply.
+ */
+struct pinfs_grow {
+	uint64_t size;
+	uint64_t reserved; /* 0 */
+};
+#define PINFS_IOC_GROW _IOW(PINFS_IOC_MAGIC, 0x21, struct pinfs_grow)
+
 #ifdef __cplusplus
 }
 #endif

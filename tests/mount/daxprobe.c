@@ -9,6 +9,7 @@
  *   read FD LEN               -> hex bytes
  *   readv FD LEN              -> hex bytes (two iovecs)
  *   pwrite FD OFF HEX         -> bytes written
+ *   pwritefile FD OFF PATH    -> bytes written: one pwrite of PATH's bytes
  *   write FD HEX              -> bytes written
  *   writev FD HEX             -> bytes written (two iovecs)
  *   seek FD OFF               -> new offset
@@ -193,6 +194,21 @@ int main(void)
 			size_t n = from_hex(a3, buf);
 			ssize_t r = pwrite((int)x, buf, n, y);
 			printf("%zd\n", r < 0 ? -errno : r);
+		} else if (!strcmp(cmd, "pwritefile")) {
+			struct stat st;
+			ssize_t r = -1;
+			char *big;
+			int sfd;
+			sscanf(line, "%*s %ld %ld %4095s", &x, &y, a1);
+			sfd = open(a1, O_RDONLY);
+			if (sfd >= 0 && !fstat(sfd, &st) && (big = malloc((size_t)st.st_size + 1))) {
+				if (read(sfd, big, (size_t)st.st_size) == st.st_size)
+					r = pwrite((int)x, big, (size_t)st.st_size, y);
+				free(big);
+			}
+			printf("%zd\n", r < 0 ? -errno : r);
+			if (sfd >= 0)
+				close(sfd);
 		} else if (!strcmp(cmd, "write") || !strcmp(cmd, "writev")) {
 			sscanf(line, "%*s %ld %65535s", &x, a3);
 			size_t n = from_hex(a3, buf);

@@ -71,6 +71,12 @@ class Probe:
     def pwrite(self, fd, off, data):
         return int(self('pwrite', fd, off, data.hex()))
 
+    def pwrite_big(self, fd, off, data, tmp):
+        """One pwrite of @data (any size), handed over in file @tmp."""
+        with open(tmp, 'wb') as f:
+            f.write(data)
+        return int(self('pwritefile', fd, off, tmp))
+
     def close(self):
         if self.proc.poll() is None:
             try:
@@ -719,3 +725,168 @@ def test_wrapper_usage_errors_and_version_read_like_the_other_programs(dax_exe):
     assert res.returncode == 0 and res.stdout.strip().endswith('libpinfsdax.so'), describe(res)
     res = run([dax_exe, '--'])
     assert res.returncode == 2 and res.stderr.startswith('usage: pinfs-dax '), describe(res)
+
+
+# ------------------------------------------------- appends from the pool
+
+def ops(mnt):
+    res = run([_find_program('pinfsctl'), 'stats', '--ops', '--json', mnt.dir])
+    assert res.returncode == 0, describe(res)
+    return json.loads(res.stdout)
+
+
+@pytest.mark.pool_size('256M')
+def test_large_appends_of_a_new_file_are_served_from_the_pool(mnt, dax_exe, tmp_path):
+    """dd bs=1M of a new file: the writes extend it, yet (blocks preallocated
+    past EOF under the layout lease, the size grown by fallocate) the bytes
+    go straight to the pool: a handful of FUSE WRITEs, not one per MiB
+    (there were 40). Size and bytes exact, and durable after fsync across a
+    remount."""
+    src = tmp_path / 'src'
+    data = pattern(11, 40 * MiB + 4321)
+    src.write_bytes(data)
+    dst = mnt.path('new')
+    before = ops(mnt).get('WRITE', 0)
+    res = subprocess.run([dax_exe, 'dd', 'if=' + str(src), 'of=' + dst, 'bs=1M',
+                          'conv=fsync', 'status=none'], capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    writes = ops(mnt).get('WRITE', 0) - before
+    assert writes <= 4, 'FUSE WRITEs for 41 extending writes: %d' % writes
+    st = os.stat(dst)
+    assert st.st_size == len(data)
+    # preallocated blocks past EOF are counted, as for any KEEP_SIZE
+    assert st.st_blocks * 512 >= len(data)
+    assert read_file(dst) == data
+    mnt.remount()
+    assert os.stat(dst).st_size == len(data)
+    assert read_file(dst) == data
+
+
+def test_pinfs_ioc_grow_only_grows_and_zeroes_the_old_tail(mnt):
+    """PINFS_IOC_GROW: the size up (stat sees it at once), never down; the
+    stale bytes past the old EOF in its last block read as zeros; a
+    read-only fd is EBADF, a reserved field EINVAL."""
+    import fcntl
+    import struct
+    grow = (1 << 30) | (16 << 16) | (0xb7 << 8) | 0x21   # _IOW(0xb7, 0x21, 16 bytes)
+    path = mnt.path('g')
+    write_file(path, b'a' * 8192)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.truncate(path, 5000)          # bytes 5000..8191 of block 1 are stale 'a's
+        fcntl.ioctl(fd, grow, struct.pack('QQ', 3 * MiB + 7, 0))
+        assert os.stat(path).st_size == 3 * MiB + 7
+        fcntl.ioctl(fd, grow, struct.pack('QQ', 1 * MiB, 0))
+        assert os.fstat(fd).st_size == 3 * MiB + 7
+        got = read_file(path)
+        assert got == b'a' * 5000 + bytes(3 * MiB + 7 - 5000)
+        with pytest.raises(OSError) as e:
+            fcntl.ioctl(fd, grow, struct.pack('QQ', 4 * MiB, 1))
+        assert e.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            fcntl.ioctl(fd, grow, struct.pack('QQ', 4 * MiB, 0))
+        assert e.value.errno == errno.EBADF
+    finally:
+        os.close(fd)
+    assert os.stat(path).st_size == 3 * MiB + 7
+
+
+@pytest.mark.pool_size('128M')
+def test_a_plain_reader_during_appends_sees_the_bytes_or_zeros(mnt, dax_exe, tmp_path):
+    """While dd appends from the pool, a plain reader through FUSE sees,
+    at every offset below the size it reads, the file's byte or a zero
+    (the size goes up before the copy), never anything else; at the end,
+    every byte."""
+    src = tmp_path / 'src'
+    data = pattern(12, 48 * MiB)
+    src.write_bytes(data)
+    dst = mnt.path('new')
+    write_file(dst, b'')
+    proc = subprocess.Popen([dax_exe, 'dd', 'if=' + str(src), 'of=' + dst, 'bs=512k',
+                             'conv=notrunc', 'status=none'])
+    checked = 0
+    try:
+        with open(dst, 'rb', buffering=0) as f:
+            while proc.poll() is None or checked < 2:
+                if proc.poll() is not None:
+                    checked += 1
+                f.seek(0)
+                got = f.read()
+                # the bytes that differ from the source are all zeros
+                diff = bytes(a ^ b for a, b in zip(got[-4 * MiB:], data[len(got) - 4 * MiB:]
+                                                   if len(got) >= 4 * MiB else data))
+                for i in range(0, len(got), 1 * MiB):
+                    a, b = got[i:i + 1 * MiB], data[i:i + 1 * MiB][:len(got[i:i + 1 * MiB])]
+                    if a != b:
+                        bad = [k for k in range(len(a)) if a[k] != b[k] and a[k] != 0]
+                        assert not bad, 'offset %d: %r' % (i + bad[0], a[bad[0]:bad[0] + 8])
+                del diff
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    assert read_file(dst) == data
+
+
+@pytest.mark.pool_size('64M')
+@pytest.mark.mount_options('wait_timeout=30', 'lease_break_time=30')
+@pytest.mark.parametrize('policy', ['fail', 'revoke', 'wait', 'break'])
+def test_a_truncate_during_appends_never_shows_another_files_bytes(mnt, probe, policy, tmp_path):
+    """A pinfs-dax appender whose file is cut (its preallocated blocks past
+    EOF too) under each policy: the truncate does not wait, the freed blocks
+    go to another file, and the appender's next appends land in its own
+    file, never in the other's blocks; sizes and bytes exact."""
+    tmp = str(tmp_path / 'chunk')
+    path = mnt.path('f')
+    write_file(path, b'')
+    os.setxattr(path, 'user.pinfs.policy', policy.encode())
+    p = probe()
+    fd = p.open(path)
+    chunk = [pattern(20 + i, 512 * KiB) for i in range(8)]
+    for i in range(4):
+        assert p.pwrite_big(fd, i * 512 * KiB, chunk[i], tmp) == 512 * KiB
+    assert os.stat(path).st_size == 2 * MiB
+    ls = layout_pins(mnt, p.proc.pid)
+    assert len(ls) == 1 and ls[0]['state'] == 'active', pins(mnt)
+    # the lease covers blocks past EOF: preallocated
+    assert ls[0]['end'] > 2 * MiB, ls
+    t0 = time.monotonic()
+    os.truncate(path, 10000)
+    assert time.monotonic() - t0 < 15
+    assert p.alive()
+    fill_until_enospc(mnt.path('other'), 0xEE)
+    for i in range(4, 8):
+        # past the (new) EOF: a hole, then the bytes
+        assert p.pwrite_big(fd, i * 512 * KiB, chunk[i], tmp) == 512 * KiB
+    os.unlink(mnt.path('other'))
+    got = read_file(path)
+    assert len(got) == 4 * MiB
+    assert got[:10000] == chunk[0][:10000]
+    assert got[10000:2 * MiB] == bytes(2 * MiB - 10000)
+    assert got[2 * MiB:] == b''.join(chunk[4:])
+    # and after that, appends from the pool again
+    assert p.pwrite_big(fd, 4 * MiB, chunk[0], tmp) == 512 * KiB
+    assert read_file(path)[4 * MiB:] == chunk[0]
+
+
+@pytest.mark.pool_size('128M')
+def test_appenders_in_two_processes_never_shrink_the_file(mnt, probe, tmp_path):
+    """Two pinfs-dax processes extending one file: a grow to a size below
+    the other's leaves the larger (a truncate would have cut the other's
+    bytes off)."""
+    tmp = str(tmp_path / 'chunk')
+    path = mnt.path('f')
+    write_file(path, b'')
+    a, b = probe(), probe()
+    fa, fb = a.open(path), b.open(path)
+    c = [pattern(30 + i, 1 * MiB) for i in range(4)]
+    assert a.pwrite_big(fa, 0, c[0], tmp) == MiB          # a knows the size as 1 MiB
+    assert b.pwrite_big(fb, 1 * MiB, c[1] + c[2], tmp) == 2 * MiB
+    assert os.stat(path).st_size == 3 * MiB
+    assert a.pwrite_big(fa, 1 * MiB, c[3], tmp) == MiB    # ends at 2 MiB: no shrink
+    assert os.stat(path).st_size == 3 * MiB
+    assert read_file(path) == c[0] + c[3] + c[2]
+    assert layout_pins(mnt, a.proc.pid) and layout_pins(mnt, b.proc.pid)
