@@ -255,7 +255,7 @@ def test_mount_over_a_dead_mount_suggests_fusermount3_u(mnt, scratch):
     assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED), e.value
     pool2 = os.path.join(scratch, 'pool2')
     mkfs(pool2)
-    res = run([BIN['pinfs'], '-f', pool2, mnt.dir])
+    res = run([BIN['pinfs'], pool2, mnt.dir])       # background, as users run it
     assert res.returncode == 1, describe(res)
     assert re.fullmatch(r'pinfs: %s: (%s|%s): the daemon that served it is gone; unmount '
                         r'it first: fusermount3 -u %s\n'
