@@ -274,7 +274,7 @@ static void coh_apply(struct coh_write *w)
 	struct iovec iov = { .iov_base = w->data, .iov_len = w->len };
 	struct coh_inode *ci;
 	struct coh_write **pp;
-	bool killed = false, capped;
+	bool killed = false;
 	ssize_t rc;
 
 	/* the range's pages are dropped next: a fill from here on marks
@@ -290,9 +290,8 @@ static void coh_apply(struct coh_write *w)
 	if (f->se && !__atomic_load_n(&coh.stop, __ATOMIC_RELAXED))
 		fuse_lowlevel_notify_inval_inode(f->se, pm_ino(w->ip), (off_t)w->off, (off_t)w->len);
 	/* step 3 */
-	capped = ffs_write_kill_caps(f, w->ip);
 	rc = pm_write_kill(f->fs, &w->cr, w->ip, w->off, &iov, 1, &killed);
-	if (killed || capped)
+	if (killed)
 		ffs_inval_attr(f, pm_ino(w->ip)); /* before the reply, as ops.c */
 	pthread_mutex_lock(&coh.lock);
 	ci = *coh_slot(pm_ino(w->ip));

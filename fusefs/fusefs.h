@@ -102,12 +102,6 @@ void ffs_open_counts(struct pm_inode *ip, uint64_t *file, uint64_t *mount);
  * changed behind its back). Touches no page cache, so a request handler may
  * call it; must not hold a pmem or lease lock (it writes to /dev/fuse). */
 void ffs_inval_attr(struct ffs *f, uint64_t ino);
-/* FUSE_HANDLE_KILLPRIV_V2 makes the file system drop what a write must
- * drop: besides setuid/setgid (pm_write_kill), the file's capabilities
- * (security.capability), whoever writes, as file_remove_privs() does on
- * other file systems. Before the write; true if there were any. No pmem
- * or lease lock held. */
-bool ffs_write_kill_caps(struct ffs *f, struct pm_inode *ip);
 
 /* fusefs/coherent.c: shared mappings coherent with write() (the rules
  * are there). A fill READ (no lock owner) calls ffs_coh_filled() before it

@@ -63,16 +63,6 @@ double ffs_file_wait_timeout(struct ffs *f, struct pm_inode *ip)
 	return lease_timeout_parse(v, &t) ? -1 : t;
 }
 
-bool ffs_write_kill_caps(struct ffs *f, struct pm_inode *ip)
-{
-	static const char caps[] = "security.capability";
-
-	/* no xattr block: -ENODATA at once */
-	if (pm_getxattr(f->fs, ip, caps, NULL, 0) < 0)
-		return false;
-	return pm_removexattr(f->fs, ip, caps) == 0;
-}
-
 void ffs_inval_attr(struct ffs *f, uint64_t ino)
 {
 	/* a negative offset: attributes only, no page cache; -ENOENT (the
@@ -622,6 +612,14 @@ static int do_list(fuse_req_t req, uint64_t ino, const struct pinfs_list *in,
 	return 0;
 }
 
+/* Who may read a lease's cookie and notice signal: its holder, the user
+ * who pinned it, or root (PINFS_IOC_LEASE, PINFS_IOC_LIST_EX). */
+static bool may_see_lease(struct ffs *f, const struct fuse_ctx *ctx, const struct lease *l)
+{
+	return ctx->uid == 0 || l->uid == (uint32_t)ctx->uid ||
+	       l->holder == lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid);
+}
+
 /* PINFS_IOC_LIST_EX: as do_list, with the cookies. */
 static int do_list_ex(fuse_req_t req, uint64_t ino, const struct pinfs_list_ex *in,
 		      struct pinfs_list_ex *out)
@@ -650,8 +648,7 @@ static int do_list_ex(fuse_req_t req, uint64_t ino, const struct pinfs_list_ex *
 		 * lease of another user's keeps it too, as PINFS_IOC_LEASE
 		 * tells it only to the holder, its user or root */
 		if (!lease_get(lease_mgr_table(f->lm), plain->l[i].lease_id, &l) &&
-		    (ctx->uid == 0 || l.uid == (uint32_t)ctx->uid ||
-		     l.holder == lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid))) {
+		    may_see_lease(f, ctx, &l)) {
 			out->l[i].cookie = l.cookie;
 			out->l[i].notify_sig = l.notify_sig;
 		}
@@ -675,8 +672,7 @@ static int do_lease(fuse_req_t req, const struct pinfs_lease_query *in,
 	rc = lease_get(lease_mgr_table(f->lm), in->lease_id, &l);
 	if (rc)
 		return rc;
-	if (ctx->uid != 0 && l.uid != (uint32_t)ctx->uid &&
-	    l.holder != lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid))
+	if (!may_see_lease(f, ctx, &l))
 		return -EPERM;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	memset(out, 0, sizeof(*out));

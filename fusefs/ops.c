@@ -875,7 +875,7 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 	struct pm_inode *ip = file_of(fi)->ip;
 	struct iovec iov[64];
 	struct cred_buf cb;
-	bool killed, capped;
+	bool killed;
 	size_t i, len = 0;
 	int n = 0;
 	ssize_t rc;
@@ -903,9 +903,8 @@ static void ffs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		ffs_coh_write(f, req, ip, &cb.cr, (uint64_t)off, iov, n);
 		return;
 	}
-	capped = ffs_write_kill_caps(f, ip);
 	rc = pm_write_kill(f->fs, &cb.cr, ip, (uint64_t)off, iov, n, &killed);
-	if (killed || capped)
+	if (killed)
 		ffs_inval_attr(f, pm_ino(ip)); /* before the reply: exec looks next */
 	if (rc >= 0 && !fi->writepage && ffs_coh_cached(pm_ino(ip), (uint64_t)off, len)) {
 		/* a first page fill read the pool while this write was

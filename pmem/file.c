@@ -602,6 +602,22 @@ ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip
 	return pm_write_kill(fs, cr, ip, off, src, n, &killed);
 }
 
+/* FUSE_HANDLE_KILLPRIV_V2 (fusefs/main.c) leaves a write's privilege drop
+ * to the file system: besides setuid/setgid (pm_write_kill), the file's
+ * capabilities go, whoever writes, before the bytes do (the order of
+ * file_remove_privs()). A relaxed look at the xattr block first, so a file
+ * without xattrs -- nearly every one -- takes no lock for it; a setxattr
+ * racing the write is unordered with it anyway. True if they were dropped. */
+static bool write_kill_caps(struct pm_fs *fs, struct pm_inode *ip)
+{
+	static const char caps[] = "security.capability";
+
+	if (!__atomic_load_n(&ip->d.xattr_block, __ATOMIC_RELAXED) ||
+	    pm_getxattr(fs, ip, caps, NULL, 0) < 0)
+		return false;
+	return pm_removexattr(fs, ip, caps) == 0;
+}
+
 ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
 		      uint64_t off, const struct iovec *src, int n, bool *killed)
 {
@@ -622,6 +638,7 @@ ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inod
 		return -EROFS;
 	if (off >= PM_MAX_FILE_SIZE || len > PM_MAX_FILE_SIZE - off)
 		return -EFBIG;
+	*killed = write_kill_caps(fs, ip);
 	end = off + len;
 	first = off >> PM_BLOCK_SHIFT;
 	last = (end - 1) >> PM_BLOCK_SHIFT;

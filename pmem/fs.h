@@ -191,7 +191,8 @@ void pm_read_end(struct pm_fs *fs, struct pm_inode *ip);
  * file_remove_privs() would. */
 ssize_t pm_write(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip, uint64_t off,
 		 const struct iovec *src, int n);
-/* pm_write() that also says, in *@killed, whether it cleared those bits:
+/* pm_write() that also says, in *@killed, whether it cleared those bits or
+ * dropped the file's capabilities (security.capability, before the bytes):
  * the one attribute a write changes that the kernel does not mark stale in
  * its cache by itself (it does size, mtime, ctime and blocks). */
 ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inode *ip,
