@@ -1131,6 +1131,26 @@ static blkcnt_t blocks_of(struct ffs *f, struct pm_inode *ip)
 	return st.st_blocks;
 }
 
+/* The read-only xattrs every file of the mount shows, computed by the
+ * daemon: the pool (where to map leases from: the trust boundary), the
+ * event channel's socket name (fusefs/evchan.c) and the dax state file
+ * (pinfs-dax: where layout leases learn of revocations). */
+static bool computed_xattr(const char *name)
+{
+	return !strcmp(name, PINFS_XATTR_POOL) || !strcmp(name, PINFS_XATTR_EVENTS) ||
+	       !strcmp(name, PINFS_XATTR_DAXSTATE);
+}
+
+/* Its value, or NULL (ENODATA) when that part of the daemon did not start. */
+static const char *computed_xattr_value(struct ffs *f, const char *name)
+{
+	if (!strcmp(name, PINFS_XATTR_POOL))
+		return f->pool_path;
+	if (!strcmp(name, PINFS_XATTR_EVENTS))
+		return f->evchan ? ffs_evchan_name(f->evchan) : NULL;
+	return ffs_dax_path();
+}
+
 static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
@@ -1139,8 +1159,7 @@ static void ffs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct pm_inode *ip;
 	int rc;
 
-	if (!strcmp(name, PINFS_XATTR_POOL) || !strcmp(name, PINFS_XATTR_EVENTS) ||
-	    !strcmp(name, PINFS_XATTR_DAXSTATE)) {
+	if (computed_xattr(name)) {
 		fuse_reply_err(req, EPERM); /* read-only, computed */
 		return;
 	}
@@ -1212,27 +1231,10 @@ static void ffs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 	char *buf = NULL;
 	ssize_t rc;
 
-	if (!strcmp(name, PINFS_XATTR_POOL)) {
-		/* where to map leases from: the pool file (the trust boundary) */
-		size_t n = strlen(f->pool_path);
-		reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, f->pool_path);
-		return;
-	}
-	if (!strcmp(name, PINFS_XATTR_EVENTS)) {
-		/* the event channel's socket name (fusefs/evchan.c) */
-		const char *ev = f->evchan ? ffs_evchan_name(f->evchan) : NULL;
-		size_t n = ev ? strlen(ev) : 0;
-		if (!ev)
-			reply_xattr(req, -ENODATA, size, NULL);
-		else
-			reply_xattr(req, size && size < n ? -ERANGE : (ssize_t)n, size, ev);
-		return;
-	}
-	if (!strcmp(name, PINFS_XATTR_DAXSTATE)) {
-		/* pinfs-dax: where layout leases learn of revocations */
-		const char *p = ffs_dax_path();
-		size_t n = p ? strlen(p) : 0;
-		reply_xattr(req, !p ? -ENODATA : size && size < n ? -ERANGE : (ssize_t)n, size, p);
+	if (computed_xattr(name)) {
+		const char *v = computed_xattr_value(f, name);
+		size_t n = v ? strlen(v) : 0;
+		reply_xattr(req, !v ? -ENODATA : size && size < n ? -ERANGE : (ssize_t)n, size, v);
 		return;
 	}
 	rc = iget(req, ino, &ip);
