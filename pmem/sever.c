@@ -157,17 +157,31 @@ const char *pm_sever_describe(struct pm_fs *fs)
 	}
 }
 
+/* Blocks cut out per fallocate call. A punch holds the pool file's inode
+ * lock, and so does every fallocate that backs an allocation (backing.c):
+ * one call for a 256 MiB unlink held that lock for ~80 ms on tmpfs, and a
+ * writer's allocation waited that long. 2 MiB at a time (~0.6 ms) lets it
+ * in between. A huge-page backing punches in one call: two calls that
+ * each cover part of a huge page zero it where one call frees it. */
+#define PUNCH_STEP 512u
+
 /* Cuts blocks [b, b+n) out of the pool file. 0 or -errno; the first
  * failure of each kind is logged, and a backing that cannot punch at all
  * is not asked again. */
 static int punch(struct pm_fs *fs, uint64_t b, uint64_t n)
 {
 	static int said;
+	uint64_t step = fs->sever_gran > 1 ? n : PUNCH_STEP, k;
 
 	if (fs->sever_how == PM_SEVER_NONE || fs->sever_how == PM_SEVER_DEVICE || !n)
 		return -EOPNOTSUPP;
-	if (fallocate(fs->pool->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)(b << PM_BLOCK_SHIFT), (off_t)(n << PM_BLOCK_SHIFT)) == 0)
+	for (; n; b += k, n -= k) {
+		k = n < step ? n : step;
+		if (fallocate(fs->pool->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(b << PM_BLOCK_SHIFT), (off_t)(k << PM_BLOCK_SHIFT)) != 0)
+			break;
+	}
+	if (!n)
 		return 0;
 	if (errno == EOPNOTSUPP || errno == ENODEV) {
 		fs->sever_how = PM_SEVER_DEVICE;
