@@ -140,6 +140,8 @@ struct dfile {
 	uint64_t fail_ns;  /* no pin before (the last one was refused) */
 	int dirty;	  /* atomic: stores not stamped */
 	uint64_t stamp_ns;
+	uint64_t pre_end; /* atomic: the end of what grow preallocated past
+			   * EOF and no trim has freed yet; 0: nothing */
 };
 
 #define FD_WR 1
@@ -505,6 +507,7 @@ static void fd_opened(int fd, int flags)
 				d->fail_ns = 0;
 				d->dirty = 0;
 				d->stamp_ns = now_ns();
+				d->pre_end = 0;
 			}
 	}
 	if (d) {
@@ -523,6 +526,22 @@ static void stamp(struct dfile *d, int fd)
 		d->stamp_ns = now_ns();
 		(void)futimens(fd, ts);
 	}
+}
+
+/* Frees what grow preallocated past EOF and nothing used, through @fd if
+ * it writes (PINFS_IOC_TRIM): the daemon cuts from the EOF it sees, under
+ * the file's data lock, so a writer elsewhere that extended the file
+ * meanwhile loses nothing. A program's own fallocate(FALLOC_FL_KEEP_SIZE)
+ * past that end is kept. */
+static void trim(struct dfile *d, int fd)
+{
+	struct pinfs_trim t = { 0 };
+
+	if (!(fdfl[fd] & FD_WR))
+		return;
+	t.end = __atomic_exchange_n(&d->pre_end, 0, __ATOMIC_ACQ_REL);
+	if (t.end)
+		(void)ioctl(fd, PINFS_IOC_TRIM, &t);
 }
 
 /* @fd is about to be closed (it is still open). */
@@ -550,6 +569,7 @@ static void fd_closing(int fd)
 		if (m)
 			map_drop(d, w, m, fd);
 	}
+	trim(d, fd);
 	lock(&old);
 	d->refs--;
 	unlock(&old);
@@ -647,6 +667,16 @@ static bool pool_copy(const struct dmap *m, const struct iovec *iov, uint64_t of
 	return n == 0;
 }
 
+/* *@p = max(*@p, @v), atomically (other threads raise it too) */
+static void raise_to(uint64_t *p, uint64_t v)
+{
+	uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+
+	while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, false, __ATOMIC_RELAXED,
+						       __ATOMIC_RELAXED))
+		;
+}
+
 /*
  * An extending write of [off, off + n) in window @w, whose map @m (a
  * reference, or NULL) is put; @st: the kernel's stat of the file (off <= its
@@ -668,7 +698,7 @@ static struct dmap *grow(struct dfile *d, int fd, unsigned w, struct dmap *m, ui
 			 size_t n, const struct stat *st)
 {
 	uint64_t from = (uint64_t)w << WIN_SHIFT, wend = from + (1ull << WIN_SHIFT);
-	uint64_t end = off + n, pre, t, cur;
+	uint64_t end = off + n, pre, t;
 	struct pinfs_grow g = { 0 };
 	unsigned mw = w % NWIN;
 	int zero = 0;
@@ -690,6 +720,7 @@ static struct dmap *grow(struct dfile *d, int fd, unsigned w, struct dmap *m, ui
 			d->fail_ns = t + RETRY_NS; /* ENOSPC, EPERM: the daemon's to say */
 			goto fail;
 		}
+		raise_to(&d->pre_end, pre);
 		if (m) {
 			map_put(m);
 			map_drop(d, mw, m, fd);
@@ -713,10 +744,7 @@ static struct dmap *grow(struct dfile *d, int fd, unsigned w, struct dmap *m, ui
 	g.size = end;
 	if (ioctl(fd, PINFS_IOC_GROW, &g) < 0)
 		goto fail;
-	cur = __atomic_load_n(&m->size, __ATOMIC_RELAXED);
-	while (cur < end && !__atomic_compare_exchange_n(&m->size, &cur, end, false,
-							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
+	raise_to(&m->size, end);
 	return m;
 fail:
 	if (m)
@@ -1579,6 +1607,7 @@ static void drop_all(void)
 			if (m)
 				map_drop(d, w, m, fd);
 		}
+		trim(d, fd);
 	}
 }
 
@@ -1647,6 +1676,7 @@ static void atfork_child(void)
 		files[i].pinning = 0;
 		files[i].retry_ns = 0;
 		files[i].fail_ns = 0;
+		files[i].pre_end = 0; /* the parent's to trim */
 	}
 }
 

@@ -916,6 +916,25 @@ static int do_grow(struct ffs *f, struct ffs_file *file, const struct pinfs_grow
 	return rc;
 }
 
+/* PINFS_IOC_TRIM: the blocks past EOF up to @in->end (pm_trim_eof). Only
+ * layout leases cover blocks past EOF, and they never make a punch wait;
+ * were one to, the trim (best effort) fails with EBUSY, unparked. */
+static int do_trim(struct ffs *f, struct ffs_file *file, const struct pinfs_trim *in, uint32_t uid)
+{
+	struct lease_wait *w = NULL;
+	int rc;
+
+	if (in->reserved)
+		return -EINVAL;
+	if ((file->flags & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	ffs_set_wait(&w, uid);
+	rc = pm_trim_eof(f->fs, file->ip, in->end);
+	ffs_set_wait(NULL, 0);
+	lease_wait_end(f->lm, &w);
+	return rc == -EINPROGRESS ? -EBUSY : rc;
+}
+
 void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	       struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
 	       size_t out_bufsz)
@@ -974,6 +993,7 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	case PINFS_IOC_LIST_EX: in_need = sizeof(struct pinfs_list_ex); out_len = in_need; break;
 	case PINFS_IOC_STATUS: in_need = sizeof(struct pinfs_status); out_len = in_need; break;
 	case PINFS_IOC_GROW: in_need = sizeof(struct pinfs_grow); break;
+	case PINFS_IOC_TRIM: in_need = sizeof(struct pinfs_trim); break;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -987,7 +1007,8 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		return;
 	}
 	(void)ino;
-	may_change = cmd == PINFS_IOC_PIN || cmd == PINFS_IOC_PIN_EX || cmd == PINFS_IOC_SET_POLICY;
+	may_change = cmd == PINFS_IOC_PIN || cmd == PINFS_IOC_PIN_EX || cmd == PINFS_IOC_SET_POLICY ||
+		     cmd == PINFS_IOC_TRIM;
 	if (may_change)
 		attr_sig(f, file->ip, &before);
 	switch (cmd) {
@@ -1048,6 +1069,9 @@ void ffs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		break;
 	case PINFS_IOC_GROW:
 		rc = do_grow(f, file, in_buf);
+		break;
+	case PINFS_IOC_TRIM:
+		rc = do_trim(f, file, in_buf, (uint32_t)ctx->uid);
 		break;
 	default: /* PINFS_IOC_EVENTS */
 		rc = do_events(req, f, in_buf, &out->events);

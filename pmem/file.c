@@ -761,6 +761,39 @@ int pm_grow(struct pm_fs *fs, struct pm_inode *ip, uint64_t size)
 	return rc;
 }
 
+int pm_trim_eof(struct pm_fs *fs, struct pm_inode *ip, uint64_t end)
+{
+	uint64_t from, to;
+	int rc;
+
+	if (!S_ISREG(ip->ftype))
+		return S_ISDIR(ip->ftype) ? -EISDIR : -EINVAL;
+	if (end > PM_MAX_FILE_SIZE)
+		end = PM_MAX_FILE_SIZE;
+	rc = pm_fs_writable(fs); /* the pool was found corrupt */
+	if (rc)
+		return rc;
+	pthread_rwlock_wrlock(&ip->rw); /* the size holds still under it */
+	from = PM_DIV_UP(ip->d.size, PM_BLOCK_SIZE);
+	to = PM_DIV_UP(end, PM_BLOCK_SIZE);
+	if (from >= to || count_holes(fs, ip, from, to - 1, false) == to - from)
+		goto out; /* nothing allocated there */
+	if (fs->hooks.may_free) {
+		rc = fs->hooks.may_free(fs->hooks.ctx, ip, from, to - from);
+		if (rc)
+			goto out;
+	}
+	pthread_mutex_lock(&fs->lock);
+	pm_tx_begin(fs);
+	pm_bmap_punch(fs, ip, from, to);
+	pm_inode_write(fs, ip);
+	pm_tx_commit(fs);
+	pthread_mutex_unlock(&fs->lock);
+out:
+	pthread_rwlock_unlock(&ip->rw);
+	return rc;
+}
+
 /* Zeroes bytes [lo, hi) of the file where blocks are mapped. @tx: in a
  * transaction, durable at its commit; else without fs->lock (ip->rw held
  * exclusive), flushed, and the caller drains. */

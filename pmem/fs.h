@@ -201,6 +201,11 @@ ssize_t pm_write_kill(struct pm_fs *fs, const struct pm_cred *cr, struct pm_inod
 int pm_fallocate(struct pm_fs *fs, struct pm_inode *ip, int mode, uint64_t off, uint64_t len);
 /* The size to @size if that is larger (PINFS_IOC_GROW); 0 or -errno. */
 int pm_grow(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
+/* Frees the file's blocks from its EOF (rounded up to a block) to byte
+ * @end: preallocation its writer no longer needs. Never a byte inside the
+ * size; the blocks are asked of the pins as a hole punch's are (may_free);
+ * timestamps are left alone. Takes ip->rw exclusive and fs->lock. */
+int pm_trim_eof(struct pm_fs *fs, struct pm_inode *ip, uint64_t end);
 /* Makes the file's data and metadata durable. */
 int pm_fsync(struct pm_fs *fs, struct pm_inode *ip, bool datasync);
 /* Makes everything durable. */

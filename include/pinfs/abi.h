@@ -563,6 +563,23 @@ struct pinfs_grow {
 };
 #define PINFS_IOC_GROW _IOW(PINFS_IOC_MAGIC, 0x21, struct pinfs_grow)
 
+/*
+ * PINFS_IOC_TRIM: frees the file's blocks from its EOF (rounded up to a
+ * block) to byte @end: preallocation past EOF that its writer no longer
+ * needs, as XFS trims its speculative preallocation at close. Nothing
+ * inside the size is touched, whatever @end says (the size is read under
+ * the file's data lock), and the timestamps are left alone. Pins are asked
+ * as for a hole punch: a layout lease over those blocks is revoked; where
+ * the policy would wait, EBUSY and nothing changes. The fd must be open for
+ * writing (else EBADF); a regular file (else EINVAL). pinfs-dax trims what
+ * it preallocated when it closes a file's last fd.
+ */
+struct pinfs_trim {
+	uint64_t end;
+	uint64_t reserved; /* 0 */
+};
+#define PINFS_IOC_TRIM _IOW(PINFS_IOC_MAGIC, 0x22, struct pinfs_trim)
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from pinfs_mount import _find_program, compile_helper, run, describe, user_runnable
-from pinfs_util import KiB, MiB, fill_until_enospc, pattern, read_file, write_file
+from pinfs_util import KiB, MiB, fallocate, fill_until_enospc, pattern, read_file, write_file
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -754,8 +754,9 @@ def test_large_appends_of_a_new_file_are_served_from_the_pool(mnt, dax_exe, tmp_
     assert writes <= 4, 'FUSE WRITEs for 41 extending writes: %d' % writes
     st = os.stat(dst)
     assert st.st_size == len(data)
-    # preallocated blocks past EOF are counted, as for any KEEP_SIZE
-    assert st.st_blocks * 512 >= len(data)
+    # what was preallocated past EOF and not written is freed at the last
+    # close (PINFS_IOC_TRIM): the data's blocks and the map's, no more
+    assert len(data) <= st.st_blocks * 512 <= len(data) + MiB
     assert read_file(dst) == data
     mnt.remount()
     assert os.stat(dst).st_size == len(data)
@@ -793,6 +794,64 @@ def test_pinfs_ioc_grow_only_grows_and_zeroes_the_old_tail(mnt):
     finally:
         os.close(fd)
     assert os.stat(path).st_size == 3 * MiB + 7
+
+
+def test_a_small_append_leaves_no_preallocation_after_close(mnt, dax_exe):
+    """dd bs=1M count=3 under pinfs-dax: it preallocated 6 MiB past the
+    start, and kept all of it after close (du said 6160 KiB) until the
+    library trimmed what it did not write at the last close."""
+    dst = mnt.path('small')
+    res = subprocess.run([dax_exe, 'dd', 'if=/dev/zero', 'of=' + dst, 'bs=1M', 'count=3',
+                          'status=none'], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    st = os.stat(dst)
+    assert st.st_size == 3 * MiB
+    assert st.st_blocks * 512 <= 3 * MiB + 256 * KiB, st.st_blocks
+
+
+def test_pinfs_ioc_trim_frees_only_past_eof_up_to_end(mnt):
+    """PINFS_IOC_TRIM: the blocks from EOF (rounded up) to @end go, those
+    past @end stay (a program's own preallocation), nothing inside the size
+    is touched whatever @end says; a read-only fd is EBADF, a reserved field
+    EINVAL."""
+    import fcntl
+    import struct
+    trim = (1 << 30) | (16 << 16) | (0xb7 << 8) | 0x22   # _IOW(0xb7, 0x22, 16 bytes)
+    path = mnt.path('t')
+    data = pattern(5, 8192 + 100)
+    write_file(path, data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, 1)     # nothing past EOF yet
+        base = os.fstat(fd).st_blocks
+        fallocate(fd, 1, 0, 4 * MiB)  # FALLOC_FL_KEEP_SIZE
+        full = os.fstat(fd).st_blocks
+        assert (full - base) * 512 >= 4 * MiB - 16 * KiB
+        fcntl.ioctl(fd, trim, struct.pack('QQ', 1 * MiB, 0))
+        part = os.fstat(fd).st_blocks
+        # [12 KiB, 1 MiB) went, [1 MiB, 4 MiB) stayed
+        assert (full - part) * 512 >= 1 * MiB - 12 * KiB - 8 * KiB
+        assert (part - base) * 512 >= 3 * MiB
+        fcntl.ioctl(fd, trim, struct.pack('QQ', 0, 0))   # below the size: nothing
+        assert os.fstat(fd).st_blocks == part
+        with pytest.raises(OSError) as e:
+            fcntl.ioctl(fd, trim, struct.pack('QQ', 8 * MiB, 1))
+        assert e.value.errno == errno.EINVAL
+        fcntl.ioctl(fd, trim, struct.pack('QQ', 8 * MiB, 0))
+        assert (os.fstat(fd).st_blocks - base) * 512 <= 8 * KiB
+        assert os.fstat(fd).st_size == len(data)
+    finally:
+        os.close(fd)
+    assert read_file(path) == data
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            fcntl.ioctl(fd, trim, struct.pack('QQ', 8 * MiB, 0))
+        assert e.value.errno == errno.EBADF
+    finally:
+        os.close(fd)
+    mnt.remount()
+    assert read_file(path) == data
 
 
 @pytest.mark.pool_size('128M')

@@ -484,6 +484,29 @@ static int op_punch(struct ctx *c)
 {
 	return falloc(c, "big", FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8000, 40000);
 }
+/* PINFS_IOC_GROW: the size up over holes, the old tail zeroed (pm_grow) */
+static int op_grow(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f2");
+	int rc = ip ? pm_grow(c->fs, ip, 150000) : -ENOENT;
+
+	pm_iput(c->fs, ip);
+	return rc;
+}
+/* what pinfs-dax does to an append: preallocate past EOF, then, at the
+ * last close, PINFS_IOC_TRIM frees what it did not write (pm_trim_eof) */
+static int op_prealloc_trim(struct ctx *c)
+{
+	struct pm_inode *ip = get(c, "f2");
+	int rc = ip ? pm_fallocate(c->fs, ip, FALLOC_FL_KEEP_SIZE, 70000, 200000) : -ENOENT;
+
+	/* nothing inside the size changes: its bytes are checked on every
+	 * image (not marked unsynced) */
+	if (!rc)
+		rc = pm_trim_eof(c->fs, ip, 170000);
+	pm_iput(c->fs, ip);
+	return rc;
+}
 static int op_zero_range(struct ctx *c)
 {
 	return falloc(c, "big", FALLOC_FL_ZERO_RANGE, 30000, 180000);
@@ -696,6 +719,8 @@ static const struct op ops[] = {
 	{ "fallocate", op_fallocate, true },
 	{ "punch", op_punch, true },
 	{ "zero_range", op_zero_range, true },
+	{ "grow", op_grow, false },
+	{ "prealloc_trim", op_prealloc_trim, false },
 	{ "truncate_up", op_truncate_up, false },
 	{ "truncate_down", op_truncate_down, false },
 	{ "rename_file", op_rename_file, false },
