@@ -192,10 +192,13 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 	for (n = 0; n < want && start + n < sb->nblocks && !dbit(fs, start + n); n++)
 		;
 	/* its backing first: a full backing store fails the request here,
-	 * before anything is taken or written (backing.c) */
-	rc = pm_back_run(fs, start, n);
-	if (rc)
-		return rc;
+	 * before anything is taken or written (backing.c); a reservation's
+	 * is its caller's, made without fs->lock */
+	if (!reserve_only) {
+		rc = pm_back_run(fs, start, n);
+		if (rc)
+			return rc;
+	}
 	take_run(fs, start, n, reserve_only);
 	fs->alloc_hint = start + n;
 	*out = start;
@@ -437,7 +440,6 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t c, start;
-	int rc;
 
 	if (want > PM_ALIGN_BLOCKS - phase)
 		want = PM_ALIGN_BLOCKS - phase;
@@ -448,9 +450,6 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 		start = c * PM_ALIGN_BLOCKS + phase;
 		if (!run_free(fs, start, want))
 			continue;
-		rc = pm_back_run(fs, start, want);
-		if (rc)
-			return rc;
 		reserve_run(fs, start, want);
 		*out = start;
 		return (int)want;

@@ -7,15 +7,17 @@
  * punched out, sever.c) is mostly holes of its file. The first store into a
  * hole makes the backing file system allocate a page, and a tmpfs with no
  * page left answers with SIGBUS, which used to kill the daemon. So every
- * block the engine hands out is backed first (pm_back_run, from the
- * allocator: one fallocate(KEEP_SIZE) per run, with the bitmap and checksum
- * pages its allocation writes), and so are an inode table page before an
- * inode slot in it is read or written (pm_ialloc) and the journal pages a
- * record takes (pm_tx_commit). A full backing store fails the allocation:
- * the request gets ENOSPC and nothing was written. Metadata blocks once
- * backed are remembered in fs->mback (they are never punched); data blocks
- * are not (a freed one is punched), and fallocate over pages already
- * allocated costs a page-cache lookup each (README, "A full backing store").
+ * block the engine hands out is backed first (pm_back_run: one
+ * fallocate(KEEP_SIZE) per run, with the bitmap and checksum pages its
+ * allocation writes; from the allocator under fs->lock, or, for a fill's
+ * reservation, by the fill without it), and so are an inode table page
+ * before an inode slot in it is read or written (pm_ialloc) and the journal
+ * pages a record takes (pm_tx_commit). A full backing store fails the
+ * allocation: the request gets ENOSPC and nothing was written. Metadata
+ * blocks once backed are remembered in fs->mback (they are never punched);
+ * data blocks are not (a freed one is punched), and fallocate over pages
+ * already allocated costs a page-cache lookup each (README, "A full backing
+ * store").
  *
  * What allocation cannot prevent -- the pool file truncated underneath the
  * daemon, a poisoned line of persistent memory (BUS_MCEERR_AR) -- still
@@ -74,9 +76,11 @@ static int falloc(struct pm_fs *fs, uint64_t b, uint64_t n)
 	return e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO;
 }
 
+/* mback is read and set with and without fs->lock (a fill backs its
+ * reservations without it): atomically; a bit is only ever set */
 static bool mbit(const struct pm_fs *fs, uint64_t b)
 {
-	return (fs->mback[b >> 6] >> (b & 63)) & 1;
+	return (__atomic_load_n(&fs->mback[b >> 6], __ATOMIC_RELAXED) >> (b & 63)) & 1;
 }
 
 int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n)
@@ -100,7 +104,7 @@ int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n)
 		if (rc)
 			return rc;
 		for (; s < b; s++)
-			fs->mback[s >> 6] |= 1ull << (s & 63);
+			__atomic_fetch_or(&fs->mback[s >> 6], 1ull << (s & 63), __ATOMIC_RELAXED);
 	}
 	return b < e ? falloc(fs, b, e - b) : 0;
 }

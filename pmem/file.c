@@ -187,10 +187,10 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end, b
 /*
  * A fill gives the holes of file blocks [first, last] new blocks, in
  * batches. A batch is reserved under fs->lock (pm_breserve: taken in DRAM
- * only), zeroed -- and, for a write, written -- and made durable without
- * it, then claimed and mapped by a transaction under it again. The caller
- * holds ip->rw exclusive from start to end, so no read or pin of the file
- * runs in between; until the commit the pool's bitmap still calls the
+ * only), backed, zeroed -- and, for a write, written -- and made durable
+ * without it, then claimed and mapped by a transaction under it again. The
+ * caller holds ip->rw exclusive from start to end, so no read or pin of the
+ * file runs in between; until the commit the pool's bitmap still calls the
  * blocks free and no map points at them, so a crash forgets them whatever
  * they hold. Space: the start takes all the fill can need (its holes and,
  * at worst, their map nodes) out of fs->avail, so that another client
@@ -294,8 +294,9 @@ static uint64_t fill_batch(const struct pm_fs *fs)
 }
 
 /*
- * Reserves blocks for the next holes, at most @max of them. Called with
- * fs->lock held, every run reserved before already mapped. Pinnable
+ * Reserves blocks for the next holes, at most @max of them, and backs them.
+ * Called with fs->lock held, every run reserved before already mapped;
+ * drops it while it backs the batch (ip->rw held exclusive). Pinnable
  * extents (@align) and whole 2 MiB chunks get the same offset inside a
  * 2 MiB chunk in the file and in the pool, so mappings can use huge pages.
  */
@@ -359,6 +360,17 @@ static int fill_reserve(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, 
 	fl->next = f;
 out:
 	fill_hold(fs, ip, fl);
+	if (rc || !fs->back_on)
+		return rc;
+	/* the batch's backing (a fallocate of the pool file: page allocation,
+	 * the longest part of a fill on tmpfs) without fs->lock: the blocks
+	 * are reserved and the rest's space is held. A full backing store
+	 * fails the fill here, before anything is written (fill_end gives
+	 * the batch back). */
+	pthread_mutex_unlock(&fs->lock);
+	for (size_t k = 0; k < fl->n && !rc; k++)
+		rc = pm_back_run(fs, fl->e[k].pblk, fl->e[k].n);
+	pthread_mutex_lock(&fs->lock);
 	return rc;
 }
 

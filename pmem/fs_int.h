@@ -9,7 +9,8 @@
  *     One lock is enough here: a transaction is a few microseconds of memory
  *     copies, far less than the FUSE round trip that carries it. So data
  *     never moves under fs->lock: a write or a fill that needs new blocks
- *     reserves them under it (pm_breserve), drops it to zero them, copy into
+ *     reserves them under it (pm_breserve), drops it to back them in the
+ *     pool file (a page allocation per block on tmpfs), zero them, copy into
  *     them and make them durable, and takes it again to map them in one
  *     transaction (pm_bclaim); a big fill (fallocate, a pin's holes) does
  *     that 8 MiB at a time. Other clients' operations then wait for at most
@@ -288,8 +289,9 @@ int pm_alloc_init(struct pm_fs *fs);
  * *out and the count (>= 1), or -ENOSPC. */
 int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
 /* Reservations (see alloc.c): like pm_balloc, but the blocks are only taken
- * in DRAM, outside any transaction; the caller fills them without
- * fs->lock, then, in the transaction that maps them, claims them
+ * in DRAM, outside any transaction, and not backed; the caller backs them
+ * (pm_back_run) and fills them without fs->lock, then, in the transaction
+ * that maps them, claims them
  * (pm_bclaim: a pm_tx_abort gives claimed blocks back) or gives them back
  * (pm_bunreserve). All with fs->lock held. */
 int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
