@@ -311,6 +311,8 @@ static void async_reply(struct ffs_async *a, int rc)
 
 	lease_wait_end(f->lm, &a->w);
 	if (rc) {
+		if (a->kind == ASYNC_FALLOCATE)
+			ffs_inval_attr(f, pm_ino(a->ip)); /* see ffs_fallocate */
 		pm_iput(f->fs, a->ip);
 		fuse_reply_err(req, -rc);
 	} else if (a->kind == ASYNC_SETATTR) {
@@ -945,6 +947,11 @@ static void ffs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 	fuse_reply_err(req, -rc);
 }
 
+/* A fill that fails part way (ENOSPC of the pool or of its backing store)
+ * keeps the parts it committed (pm_fallocate), but the kernel drops its
+ * cached attributes only after a fallocate that succeeded: a failed one
+ * drops them here, before the reply, so that stat shows the blocks the file
+ * holds (here and in async_reply). */
 static void ffs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			  struct fuse_file_info *fi)
 {
@@ -971,6 +978,8 @@ static void ffs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, o
 			}
 		}
 		lease_wait_end(f->lm, &w);
+		if (rc)
+			ffs_inval_attr(f, pm_ino(ip));
 	}
 	fuse_reply_err(req, -rc);
 }

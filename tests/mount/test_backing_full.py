@@ -18,6 +18,7 @@ import re
 import pytest
 
 from pinfs_mount import PinfsMount, mkfs, wait_until
+from test_attr_coherence import AT_STATX_FORCE_SYNC, STATX_BLOCKS, statx_field
 
 pytestmark = [pytest.mark.needs_daemon]
 
@@ -106,6 +107,55 @@ def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
     # freeing space makes writes work again, once the freed blocks are
     # cut out of the pool file (asynchronously: statfs counts them then)
     os.unlink(mnt.path('fill'))
+    assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
+    with open(mnt.path('again'), 'wb') as f:
+        f.write(b'\x5a' * (4 * MiB))
+    with open(mnt.path('again'), 'rb') as f:
+        assert f.read() == b'\x5a' * (4 * MiB)
+    assert 'SIGBUS' not in mnt.output()
+    # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
+
+
+@pytest.mark.pool_tmpfs('size=64M')
+@pytest.mark.pool_size('256M')
+@pytest.mark.watchdog(300)
+def test_full_backing_store_fails_a_large_fallocate_with_enospc(mnt):
+    """A fill backs each 8 MiB batch with fs->lock dropped: the batch the
+    backing store cannot hold fails the fallocate with ENOSPC, the batches
+    before it stay (a partial preallocation, as after a crash), its own
+    blocks go back, and the file and the pool stay consistent."""
+    backing = os.path.dirname(mnt.pool)
+    mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
+    keep = mnt.path('keep')
+    with open(keep, 'wb') as f:
+        f.write(KEEP)
+    free0 = os.statvfs(mnt.dir).f_bfree
+    fd = os.open(mnt.path('pre'), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with pytest.raises(OSError) as ei:
+            os.posix_fallocate(fd, 0, 100 * MiB)
+        assert ei.value.errno == errno.ENOSPC, ei.value
+        # the kernel's cached attributes were dropped: stat says what the
+        # daemon says
+        st = os.fstat(fd)
+        assert st.st_blocks == statx_field(mnt.path('pre'), STATX_BLOCKS,
+                                           AT_STATX_FORCE_SYNC)
+        assert st.st_size == 0                  # the size moves with the last part
+        assert 0 < st.st_blocks * 512 < 64 * MiB, st.st_blocks
+        # what was preallocated reads as zeros once the size covers it
+        have = st.st_blocks * 512
+        if have:
+            os.ftruncate(fd, have)
+            assert os.pread(fd, have, 0) == bytes(have)
+    finally:
+        os.close(fd)
+    with open(keep, 'rb') as f:
+        assert f.read() == KEEP
+    # the pool counts what the file holds, no more: the failed batch's
+    # blocks went back
+    used = (free0 - os.statvfs(mnt.dir).f_bfree) * os.statvfs(mnt.dir).f_frsize
+    assert used <= os.stat(mnt.path('pre')).st_blocks * 512 + 2 * MiB, used
+    os.unlink(mnt.path('pre'))
     assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
     with open(mnt.path('again'), 'wb') as f:
         f.write(b'\x5a' * (4 * MiB))
