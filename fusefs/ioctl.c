@@ -131,6 +131,11 @@ static bool hook_pinned(void *ctx, uint64_t pblk)
 	return lease_mgr_block_pinned(((struct ffs *)ctx)->lm, pblk);
 }
 
+static uint64_t hook_pinned_span(void *ctx, uint64_t pblk, uint64_t n, bool *pinned)
+{
+	return lease_pinned_span(lease_mgr_table(((struct ffs *)ctx)->lm), pblk, n, pinned);
+}
+
 /* Write-pinned ranges of a file, for integrity writeback. */
 static void hook_write_pinned(void *ctx, uint64_t ino,
 			      void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg)
@@ -246,6 +251,7 @@ int ffs_leases_start(struct ffs *f, const struct lease_cfg *cfg)
 				 .ctx = f, .may_park = may_park, .notify = lease_notify,
 				 .layout_revoked = ffs_dax_revoked };
 	struct pm_pin_hooks h = { .may_free = hook_may_free, .pinned = hook_pinned,
+				  .pinned_span = hook_pinned_span,
 				  .write_pinned = hook_write_pinned, .ino_gone = hook_ino_gone,
 				  .mappings = hook_mappings, .ctx = f };
 	struct lease_cfg c = *cfg;

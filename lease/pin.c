@@ -1219,6 +1219,45 @@ bool lease_block_pinned(struct lease_table *t, uint64_t pblk)
 	return pinned;
 }
 
+uint64_t lease_pinned_span(struct lease_table *t, uint64_t pblk, uint64_t n, bool *pinned)
+{
+	uint64_t b = pblk, end = pblk + n;
+	bool want = false;
+
+	table_lock(t);
+	while (b < end) {
+		const struct chunk *c = chunk_of(t, b);
+		uint64_t cend = ((b >> CHUNK_SHIFT) + 1) << CHUNK_SHIFT;
+
+		if (cend > end)
+			cend = end;
+		while (b < cend) {
+			unsigned bit = (unsigned)(b & (CHUNK_BLOCKS - 1));
+			uint64_t w = c ? c->bits[bit / 64] >> (bit % 64) : 0;
+			unsigned k = 64 - bit % 64, same;
+
+			if (b == pblk)
+				want = w & 1;
+			if (!want)
+				w = ~w;
+			/* the bits from b that equal want: trailing ones of w */
+			same = w == ~0ull ? 64 : (unsigned)__builtin_ctzll(~w);
+			if (same > k)
+				same = k;
+			if (same < k) {
+				b += same;
+				goto out;
+			}
+			b += k;
+		}
+		b = cend;
+	}
+out:
+	table_unlock(t);
+	*pinned = want;
+	return (b < end ? b : end) - pblk;
+}
+
 size_t lease_find_overlap(struct lease_table *t, uint64_t ino, uint64_t first, uint64_t n,
 			  struct lease *out, size_t max)
 {

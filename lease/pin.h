@@ -185,6 +185,9 @@ void lease_user_counts(struct lease_table *t, uint32_t uid, uint64_t *nleases, u
 /* Is pool block @pblk pinned by any lease? Exact (never false for a pinned
  * block, never true for an unpinned one at the moment of the call). O(1). */
 bool lease_block_pinned(struct lease_table *t, uint64_t pblk);
+/* Whether pool block @pblk is pinned (*@pinned), and how many blocks from
+ * it, at most @n (>= 1), are the same: one lock for a run. */
+uint64_t lease_pinned_span(struct lease_table *t, uint64_t pblk, uint64_t n, bool *pinned);
 
 /*
  * Copies the leases of @ino overlapping file blocks [first, first + n)

@@ -254,6 +254,9 @@ struct pm_run {
 struct pm_pin_hooks {
 	int (*may_free)(void *ctx, struct pm_inode *ip, uint64_t first, uint64_t n);
 	bool (*pinned)(void *ctx, uint64_t pblk);
+	/* optional: whether @pblk is pinned (*@pinned), and how many blocks
+	 * from it, at most @n (>= 1), are the same; one lookup for a run */
+	uint64_t (*pinned_span)(void *ctx, uint64_t pblk, uint64_t n, bool *pinned);
 	/* calls @fn for each file block range of @ino under a live write pin */
 	void (*write_pinned)(void *ctx, uint64_t ino,
 			     void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg);

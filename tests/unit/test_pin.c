@@ -943,6 +943,37 @@ static int test_user_limits_orphans_and_ended_leases(void)
 	return T_EXIT_PASS;
 }
 
+/* lease_pinned_span() agrees with lease_block_pinned() block by block:
+ * random pins over a few 2 MiB chunks (runs crossing chunk and word
+ * boundaries, chunks nobody pinned), then random spans. */
+static int test_pinned_span_matches_per_block_state(void)
+{
+	struct lease_table *t = NULL;
+	const uint64_t blocks = 4 * 512 + 100;
+	uint64_t id;
+
+	rng_state = 0x5eedull;
+	CHECK_OK(lease_table_new(&t));
+	for (int i = 0; i < 40; i++) {
+		uint64_t start = 512 + rnd_below(blocks - 512), n = 1 + rnd_below(i % 5 ? 70 : 700);
+		if (start + n > blocks)
+			n = blocks - start;
+		CHECK_OK(add1(t, 1 + (uint64_t)i, 0, n, start, 1, 0, 0, &id));
+	}
+	for (int q = 0; q < 20000; q++) {
+		uint64_t b = rnd_below(blocks + 64), n = 1 + rnd_below(q % 3 ? 80 : 1500), want;
+		bool pinned = !lease_block_pinned(t, b);
+		uint64_t got = lease_pinned_span(t, b, n, &pinned);
+
+		CHECK_UEQ(pinned, lease_block_pinned(t, b));
+		for (want = 1; want < n && lease_block_pinned(t, b + want) == pinned; want++)
+			;
+		CHECK_UEQ(got, want);
+	}
+	lease_table_delete(&t);
+	return T_EXIT_PASS;
+}
+
 int main(void)
 {
 	RUN(test_overlapping_pins_add_up_and_only_last_unpin_reports);
@@ -957,5 +988,6 @@ int main(void)
 	RUN(test_find_overlap_and_counts_match_brute_force_model);
 	RUN(test_concurrent_pins_keep_counts_exact);
 	RUN(test_perf_100k_leases_overlap_queries_do_not_scan);
+	RUN(test_pinned_span_matches_per_block_state);
 	return T_EXIT_PASS;
 }

@@ -42,6 +42,18 @@ static bool t_pinned(void *ctx, uint64_t pblk)
 	return false;
 }
 
+/* as the daemon's lease table answers: the run of blocks from @pblk that
+ * share its state (writeback then works in runs, not blocks) */
+static uint64_t t_pinned_span(void *ctx, uint64_t pblk, uint64_t n, bool *pinned)
+{
+	uint64_t k = 1;
+
+	*pinned = t_pinned(ctx, pblk);
+	while (k < n && t_pinned(ctx, pblk + k) == *pinned)
+		k++;
+	return k;
+}
+
 static void t_write_pinned(void *ctx, uint64_t ino, void (*fn)(void *, uint64_t, uint64_t),
 			   void *arg)
 {
@@ -70,7 +82,8 @@ static int setup_ex(struct world *w, bool csum, uint64_t compat)
 {
 	struct pm_mkfs_opts o = { .size = POOL_SIZE, .features = csum ? PM_FEAT_INCOMPAT_CSUM : 0,
 				  .compat = compat };
-	struct pm_pin_hooks h = { .pinned = t_pinned, .write_pinned = t_write_pinned };
+	struct pm_pin_hooks h = { .pinned = t_pinned, .pinned_span = t_pinned_span,
+				  .write_pinned = t_write_pinned };
 	char err[256];
 
 	memset(w, 0, sizeof(*w));
