@@ -149,7 +149,26 @@ void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_
 		pm_drain(ops);
 }
 
-static bool is_pinned(struct pm_fs *fs, uint64_t pblk);
+static uint64_t pinned_span(struct pm_fs *fs, uint64_t pblk, uint64_t n, bool *pinned);
+static void chunk_bits(struct pm_dchunk *c, unsigned i, unsigned n, bool set);
+
+/* Marks file blocks [f, f + n) dirty. Called with ip->dlock held. */
+static void dirty_set(struct pm_dirty *ds, uint64_t f, uint64_t n)
+{
+	uint64_t end = f + n;
+
+	while (f < end) {
+		uint64_t chunk = f / PM_ALIGN_BLOCKS, cend = (chunk + 1) * PM_ALIGN_BLOCKS;
+		struct pm_dchunk *c = chunk_of(ds, chunk, true);
+
+		if (!c)
+			abort(); /* untracked dirty data could never be made durable */
+		if (cend > end)
+			cend = end;
+		chunk_bits(c, (unsigned)(f % PM_ALIGN_BLOCKS), (unsigned)(cend - f), true);
+		f = cend;
+	}
+}
 
 void pm_dirty_mark_written(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_t n,
 			   bool tx)
@@ -161,17 +180,16 @@ void pm_dirty_mark_written(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk,
 		return;
 	}
 	pthread_mutex_lock(&ip->dlock);
-	for (; fblk < end; fblk++) {
-		uint64_t pblk = pm_bmap_get(fs, &ip->d, fblk, tx);
-		struct pm_dchunk *c;
-		unsigned i = (unsigned)(fblk % PM_ALIGN_BLOCKS);
+	while (fblk < end) {
+		uint64_t pblk, nb = pm_bmap_run(fs, &ip->d, fblk, end - fblk, &pblk, tx), p, sp;
+		bool pinned;
 
-		if (!pblk || !is_pinned(fs, pblk))
-			continue;
-		c = chunk_of(&ip->dirty, fblk / PM_ALIGN_BLOCKS, true);
-		if (!c)
-			abort(); /* untracked dirty data could never be made durable */
-		c->bits[i / 64] |= 1ull << (i % 64);
+		for (p = 0; pblk && p < nb; p += sp) {
+			sp = pinned_span(fs, pblk + p, nb - p, &pinned);
+			if (pinned)
+				dirty_set(&ip->dirty, fblk + p, sp);
+		}
+		fblk += nb;
 	}
 	pthread_mutex_unlock(&ip->dlock);
 }
@@ -876,22 +894,37 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 	struct flush_run r = { .ops = &fs->pool->ops };
 	uint64_t first = off >> PM_BLOCK_SHIFT, last = (off + len - 1) >> PM_BLOCK_SHIFT, f;
 	struct wb_list l = { 0 };
-	uint64_t nclean = 0;
+	uint64_t nclean = 0, left = 0, rlen = 0, rpblk = 0, span = 0, cno = UINT64_MAX;
+	struct pm_dchunk *c = NULL;
+	bool pinned = false;
 	size_t k;
 
 	if (!len)
 		return;
 	pthread_mutex_lock(&ip->dlock);
 	for (f = first; f <= last; f++) {
-		uint64_t pblk = pm_bmap_get(fs, &ip->d, f, false);
-		uint64_t lo = f << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE;
-		struct pm_dchunk *c = chunk_of(&ip->dirty, f / PM_ALIGN_BLOCKS, false);
+		uint64_t lo = f << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE, pblk;
 		unsigned i = (unsigned)(f % PM_ALIGN_BLOCKS);
-		bool pinned, dirty = c && bit(c, i);
+		bool dirty;
 
+		/* the map and the pin table once per run, the dirty set once
+		 * per chunk */
+		if (!left) {
+			rlen = left = pm_bmap_run(fs, &ip->d, f, last - f + 1, &rpblk, false);
+			span = 0;
+		}
+		pblk = rpblk ? rpblk + (rlen - left) : 0;
+		if (!span && pblk)
+			span = pinned_span(fs, pblk, left, &pinned);
+		if (cno != f / PM_ALIGN_BLOCKS) {
+			cno = f / PM_ALIGN_BLOCKS;
+			c = chunk_of(&ip->dirty, cno, false);
+		}
+		dirty = c && bit(c, i);
+		left--;
 		if (!pblk)
 			continue; /* cannot happen: write() maps every block first */
-		pinned = is_pinned(fs, pblk);
+		span--;
 		wb_push(&l, f, pblk, pinned);
 		if (dirty && !pinned) {
 			/* dirty from before (a former pin holder's stores, a
@@ -925,13 +958,16 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 	}
 
 	pthread_mutex_lock(&ip->dlock);
+	cno = UINT64_MAX; /* the set may have changed while unlocked */
 	for (k = 0; k < l.n; k++) {
-		struct pm_dchunk *c;
 		unsigned i = (unsigned)(l.e[k].fblk % PM_ALIGN_BLOCKS);
 
 		if (l.e[k].pinned)
 			continue; /* flushed, but never clean while pinned */
-		c = chunk_of(&ip->dirty, l.e[k].fblk / PM_ALIGN_BLOCKS, false);
+		if (cno != l.e[k].fblk / PM_ALIGN_BLOCKS) {
+			cno = l.e[k].fblk / PM_ALIGN_BLOCKS;
+			c = chunk_of(&ip->dirty, cno, false);
+		}
 		if (c && bit(c, i)) {
 			c->bits[i / 64] &= ~(1ull << (i % 64));
 			nclean++;
