@@ -194,32 +194,6 @@ void pm_dirty_mark_written(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk,
 	pthread_mutex_unlock(&ip->dlock);
 }
 
-/* One block to write back. */
-struct wb_ent {
-	uint64_t fblk, pblk;
-	bool pinned;
-};
-
-struct wb_list {
-	struct wb_ent *e;
-	size_t n, cap;
-};
-
-static void wb_push(struct wb_list *l, uint64_t fblk, uint64_t pblk, bool pinned)
-{
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 256;
-		struct wb_ent *ne = realloc(l->e, ncap * sizeof(*ne));
-		if (!ne)
-			abort(); /* cannot make data durable: do not pretend */
-		l->e = ne;
-		l->cap = ncap;
-	}
-	l->e[l->n].fblk = fblk;
-	l->e[l->n].pblk = pblk;
-	l->e[l->n++].pinned = pinned;
-}
-
 /* A run to write back: file blocks [fblk, fblk + n) in pool blocks
  * [pblk, pblk + n), all pinned or none. Integrity writeback of a file a
  * holder write-pinned whole lists every block of it: per block, the
@@ -893,7 +867,7 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 {
 	struct flush_run r = { .ops = &fs->pool->ops };
 	uint64_t first = off >> PM_BLOCK_SHIFT, last = (off + len - 1) >> PM_BLOCK_SHIFT, f;
-	struct wb_list l = { 0 };
+	struct wb_runs l = { 0 };
 	uint64_t nclean = 0, left = 0, rlen = 0, rpblk = 0, span = 0, cno = UINT64_MAX;
 	struct pm_dchunk *c = NULL;
 	bool pinned = false;
@@ -925,7 +899,7 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 		if (!pblk)
 			continue; /* cannot happen: write() maps every block first */
 		span--;
-		wb_push(&l, f, pblk, pinned);
+		runs_push(&l, f, pblk, 1, pinned);
 		if (dirty && !pinned) {
 			/* dirty from before (a former pin holder's stores, a
 			 * fill not yet checksummed): all of it, or writeback
@@ -947,12 +921,13 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 
 	if (fs->csum) {
 		for (k = 0; k < l.n; k++) {
-			uint64_t pblk = l.e[k].pblk;
-			if (l.e[k].pinned)
+			if (l.r[k].pinned)
 				continue;
-			fs->csum[pblk] = pm_csum_encode(
-				pm_crc32c(0, pm_block_ptr(fs->pool, pblk), PM_BLOCK_SIZE));
-			run_add(&r, (uint8_t *)&fs->csum[pblk], sizeof(fs->csum[pblk]));
+			for (uint64_t pblk = l.r[k].pblk; pblk < l.r[k].pblk + l.r[k].n; pblk++)
+				fs->csum[pblk] = pm_csum_encode(
+					pm_crc32c(0, pm_block_ptr(fs->pool, pblk), PM_BLOCK_SIZE));
+			run_add(&r, (uint8_t *)&fs->csum[l.r[k].pblk],
+				l.r[k].n * sizeof(*fs->csum));
 		}
 		run_end(&r);
 	}
@@ -960,27 +935,28 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 	pthread_mutex_lock(&ip->dlock);
 	cno = UINT64_MAX; /* the set may have changed while unlocked */
 	for (k = 0; k < l.n; k++) {
-		unsigned i = (unsigned)(l.e[k].fblk % PM_ALIGN_BLOCKS);
-
-		if (l.e[k].pinned)
+		if (l.r[k].pinned)
 			continue; /* flushed, but never clean while pinned */
-		if (cno != l.e[k].fblk / PM_ALIGN_BLOCKS) {
-			cno = l.e[k].fblk / PM_ALIGN_BLOCKS;
-			c = chunk_of(&ip->dirty, cno, false);
-		}
-		if (c && bit(c, i)) {
-			c->bits[i / 64] &= ~(1ull << (i % 64));
-			nclean++;
+		for (f = l.r[k].fblk; f < l.r[k].fblk + l.r[k].n; f++) {
+			unsigned i = (unsigned)(f % PM_ALIGN_BLOCKS);
+			if (cno != f / PM_ALIGN_BLOCKS) {
+				cno = f / PM_ALIGN_BLOCKS;
+				c = chunk_of(&ip->dirty, cno, false);
+			}
+			if (c && bit(c, i)) {
+				c->bits[i / 64] &= ~(1ull << (i % 64));
+				nclean++;
+			}
 		}
 	}
 	if (nclean)
 		drop_clean_chunks(&ip->dirty);
-	ip->wb.flushed_write += l.n;
+	ip->wb.flushed_write += l.blocks;
 	pthread_mutex_unlock(&ip->dlock);
 	pthread_mutex_lock(&fs->wblock);
-	fs->wb.flushed_write += l.n;
+	fs->wb.flushed_write += l.blocks;
 	pthread_mutex_unlock(&fs->wblock);
-	free(l.e);
+	free(l.r);
 }
 
 /* ---- the background flusher ------------------------------------------------- */

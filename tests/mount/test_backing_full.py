@@ -31,6 +31,20 @@ def tmpfs_free(path):
     return st.f_bavail * st.f_frsize
 
 
+def unlink_and_write_again(mnt, name):
+    """Freeing space makes writes work again, once the freed blocks are cut
+    out of the pool file (asynchronously: statfs counts them then); and
+    no store ever met a SIGBUS."""
+    os.unlink(mnt.path(name))
+    backing = os.path.dirname(mnt.pool)
+    assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
+    with open(mnt.path('again'), 'wb') as f:
+        f.write(b'\x5a' * (4 * MiB))
+    with open(mnt.path('again'), 'rb') as f:
+        assert f.read() == b'\x5a' * (4 * MiB)
+    assert 'SIGBUS' not in mnt.output()
+
+
 @pytest.mark.pool_tmpfs('size=64M')
 @pytest.mark.pool_size('256M')
 def test_statfs_promises_no_more_than_the_backing_store_has(mnt):
@@ -68,7 +82,6 @@ def test_statfs_promises_no_more_than_the_backing_store_has(mnt):
 @pytest.mark.pool_size('256M')
 @pytest.mark.watchdog(300)
 def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
-    backing = os.path.dirname(mnt.pool)
     mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
     keep = mnt.path('keep')
     with open(keep, 'wb') as f:
@@ -104,15 +117,7 @@ def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
         assert e.errno == errno.ENOSPC, e
     assert os.path.isdir(mnt.dir) and os.stat(keep).st_size == len(KEEP)
 
-    # freeing space makes writes work again, once the freed blocks are
-    # cut out of the pool file (asynchronously: statfs counts them then)
-    os.unlink(mnt.path('fill'))
-    assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
-    with open(mnt.path('again'), 'wb') as f:
-        f.write(b'\x5a' * (4 * MiB))
-    with open(mnt.path('again'), 'rb') as f:
-        assert f.read() == b'\x5a' * (4 * MiB)
-    assert 'SIGBUS' not in mnt.output()
+    unlink_and_write_again(mnt, 'fill')
     # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
 
 
@@ -124,7 +129,6 @@ def test_full_backing_store_fails_a_large_fallocate_with_enospc(mnt):
     backing store cannot hold fails the fallocate with ENOSPC, the batches
     before it stay (a partial preallocation, as after a crash), its own
     blocks go back, and the file and the pool stay consistent."""
-    backing = os.path.dirname(mnt.pool)
     mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
     keep = mnt.path('keep')
     with open(keep, 'wb') as f:
@@ -155,13 +159,7 @@ def test_full_backing_store_fails_a_large_fallocate_with_enospc(mnt):
     # blocks went back
     used = (free0 - os.statvfs(mnt.dir).f_bfree) * os.statvfs(mnt.dir).f_frsize
     assert used <= os.stat(mnt.path('pre')).st_blocks * 512 + 2 * MiB, used
-    os.unlink(mnt.path('pre'))
-    assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
-    with open(mnt.path('again'), 'wb') as f:
-        f.write(b'\x5a' * (4 * MiB))
-    with open(mnt.path('again'), 'rb') as f:
-        assert f.read() == b'\x5a' * (4 * MiB)
-    assert 'SIGBUS' not in mnt.output()
+    unlink_and_write_again(mnt, 'pre')
     # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
 
 
