@@ -14,6 +14,8 @@ log names the fault, the daemon lives on, read-only.
 import errno
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -35,7 +37,8 @@ def unlink_and_write_again(mnt, name):
     """Freeing space makes writes work again, once the freed blocks are cut
     out of the pool file (asynchronously: statfs counts them then); and
     no store ever met a SIGBUS."""
-    os.unlink(mnt.path(name))
+    if name:
+        os.unlink(mnt.path(name))
     backing = os.path.dirname(mnt.pool)
     assert wait_until(lambda: tmpfs_free(backing) >= 16 * MiB, 30), tmpfs_free(backing)
     with open(mnt.path('again'), 'wb') as f:
@@ -120,6 +123,65 @@ def test_full_backing_store_fails_writes_with_enospc_and_the_mount_lives(mnt):
     unlink_and_write_again(mnt, 'fill')
     # the fixture unmounts (the daemon must exit 0) and runs fsck (clean)
 
+
+
+@pytest.mark.pool_tmpfs('size=64M')
+@pytest.mark.pool_size('256M')
+@pytest.mark.watchdog(300)
+def test_concurrent_fills_on_a_full_backing_store(mnt):
+    """Fills back their batches with the engine's lock dropped, side by side:
+    four processes write and preallocate into a 64 MiB tmpfs at once, each
+    meeting ENOSPC somewhere. Every call either succeeds or fails with
+    ENOSPC, what each file says it holds reads back, the daemon lives, and
+    once the files are gone the space comes back (the fixture then checks
+    that fsck finds the pool clean)."""
+    mnt.allow_stderr(r'cannot allocate the backing of pool blocks .*No space left')
+    script = r"""
+import errno, os, sys
+d, k = sys.argv[1], int(sys.argv[2])
+pat = bytes([0x30 + k]) * (1 << 20)
+full = 0
+for i in range(24):
+    p = os.path.join(d, 'f%d-%d' % (k, i))
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if i % 2:
+            os.posix_fallocate(fd, 0, (3 + i % 5) << 20)
+        else:
+            for _ in range(3):
+                os.write(fd, pat)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        full += 1
+    finally:
+        os.close(fd)
+print('done', full)
+"""
+    procs = [subprocess.Popen([sys.executable, '-c', script, mnt.dir, str(k)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for k in range(4)]
+    full = 0
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0 and out.split()[0] == b'done', err
+        full += int(out.split()[1])
+    assert full > 0                     # the backing store did fill up
+    names = sorted(os.listdir(mnt.dir))
+    assert len(names) == 4 * 24
+    for name in names:
+        path = mnt.path(name)
+        st = os.stat(path)
+        k = int(name[1])
+        with open(path, 'rb') as f:
+            got = f.read()
+        assert len(got) == st.st_size
+        # written files hold their pattern up to the size; preallocated
+        # ones are either whole or hold zeros up to their size
+        assert got == bytes([0x30 + k]) * len(got) or got == bytes(len(got)), name
+    for name in names:
+        os.unlink(mnt.path(name))
+    unlink_and_write_again(mnt, None)
 
 @pytest.mark.pool_tmpfs('size=64M')
 @pytest.mark.pool_size('256M')
