@@ -905,15 +905,22 @@ static int do_status(struct ffs *f, uint32_t uid, const struct pinfs_status *in,
 /* PINFS_IOC_GROW: the size up to @in->size, never down (pm_grow); the
  * kernel's cached size is dropped before the reply, so that a stat after
  * the ioctl returns sees the new one. */
+/* GROW and TRIM change the file's blocks or size: a writer's fd, and a
+ * reserved field of 0. */
+static int writer_args(const struct ffs_file *file, uint64_t reserved)
+{
+	if (reserved)
+		return -EINVAL;
+	return (file->flags & O_ACCMODE) == O_RDONLY ? -EBADF : 0;
+}
+
 static int do_grow(struct ffs *f, struct ffs_file *file, const struct pinfs_grow *in)
 {
 	struct stat a, b;
-	int rc;
+	int rc = writer_args(file, in->reserved);
 
-	if (in->reserved)
-		return -EINVAL;
-	if ((file->flags & O_ACCMODE) == O_RDONLY)
-		return -EBADF;
+	if (rc)
+		return rc;
 	pm_stat(f->fs, file->ip, &a);
 	rc = pm_grow(f->fs, file->ip, in->size);
 	pm_stat(f->fs, file->ip, &b);
@@ -928,12 +935,10 @@ static int do_grow(struct ffs *f, struct ffs_file *file, const struct pinfs_grow
 static int do_trim(struct ffs *f, struct ffs_file *file, const struct pinfs_trim *in, uint32_t uid)
 {
 	struct lease_wait *w = NULL;
-	int rc;
+	int rc = writer_args(file, in->reserved);
 
-	if (in->reserved)
-		return -EINVAL;
-	if ((file->flags & O_ACCMODE) == O_RDONLY)
-		return -EBADF;
+	if (rc)
+		return rc;
 	ffs_set_wait(&w, uid);
 	rc = pm_trim_eof(f->fs, file->ip, in->end);
 	ffs_set_wait(NULL, 0);

@@ -1240,10 +1240,9 @@ uint64_t lease_pinned_span(struct lease_table *t, uint64_t pblk, uint64_t n, boo
 				want = w & 1;
 			if (!want)
 				w = ~w;
-			/* the bits from b that equal want: trailing ones of w */
+			/* the bits from b that equal want: trailing ones of w
+			 * (past this word's k bits they may be anything) */
 			same = w == ~0ull ? 64 : (unsigned)__builtin_ctzll(~w);
-			if (same > k)
-				same = k;
 			if (same < k) {
 				b += same;
 				goto out;

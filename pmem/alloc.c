@@ -353,16 +353,6 @@ static void run_flush(struct pm_fs *fs, struct pm_run *r, bool must)
 /* Called after the transaction that freed tx->freed committed: pinned
  * blocks go to quarantine, the others leave the pool file (sever.c) and
  * become allocatable, in runs. */
-/* Whether freed block @b is pinned, and how many blocks from it, at most
- * @n, are the same (pm_pin_hooks.pinned_span, or one by one). */
-static uint64_t freed_span(struct pm_fs *fs, uint64_t b, uint64_t n, bool *pinned)
-{
-	if (fs->hooks.pinned_span)
-		return fs->hooks.pinned_span(fs->hooks.ctx, b, n, pinned);
-	*pinned = fs->hooks.pinned && fs->hooks.pinned(fs->hooks.ctx, b);
-	return fs->hooks.pinned ? 1 : n;
-}
-
 void pm_release_freed(struct pm_fs *fs)
 {
 	struct pm_tx *tx = &fs->tx;
@@ -392,7 +382,7 @@ void pm_release_freed(struct pm_fs *fs)
 		while (i + n < tx->nfreed && tx->freed[i + n] == b + n)
 			n++;
 		for (k = 0; k < n; k += sp) {
-			sp = freed_span(fs, b + k, n - k, &pinned);
+			sp = pm_pinned_span(fs, b + k, n - k, &pinned);
 			/* a block that cannot be remembered as quarantined stays
 			 * in use until the next mount: leaking is safe, reusing
 			 * is not */

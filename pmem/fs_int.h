@@ -272,6 +272,10 @@ int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n);
 /* Backs a data run about to be allocated and the metadata its allocation
  * stores into: its bits in the bitmap, its checksum table entries. */
 int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n);
+/* Whether pool block @pblk is pinned (*@pinned), and how many blocks from
+ * it, at most @n (>= 1), are the same: the pin hooks' pinned_span, else
+ * their pinned one block at a time (writeback.c). */
+uint64_t pm_pinned_span(struct pm_fs *fs, uint64_t pblk, uint64_t n, bool *pinned);
 /* Backs the pool bytes [off, off + len) (rounded out to blocks). */
 int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len);
 /* Unmount: a SIGBUS met while mounted sets the superblock's errors flag

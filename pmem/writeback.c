@@ -149,7 +149,6 @@ void pm_dirty_mark(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk, uint64_
 		pm_drain(ops);
 }
 
-static uint64_t pinned_span(struct pm_fs *fs, uint64_t pblk, uint64_t n, bool *pinned);
 static void chunk_bits(struct pm_dchunk *c, unsigned i, unsigned n, bool set);
 
 /* Marks file blocks [f, f + n) dirty. Called with ip->dlock held. */
@@ -185,7 +184,7 @@ void pm_dirty_mark_written(struct pm_fs *fs, struct pm_inode *ip, uint64_t fblk,
 		bool pinned;
 
 		for (p = 0; pblk && p < nb; p += sp) {
-			sp = pinned_span(fs, pblk + p, nb - p, &pinned);
+			sp = pm_pinned_span(fs, pblk + p, nb - p, &pinned);
 			if (pinned)
 				dirty_set(&ip->dirty, fblk + p, sp);
 		}
@@ -239,14 +238,12 @@ static bool is_pinned(struct pm_fs *fs, uint64_t pblk)
 	return fs->hooks.pinned && fs->hooks.pinned(fs->hooks.ctx, pblk);
 }
 
-/* Whether pool block @pblk is pinned (*@pinned), and how many blocks from
- * it, at most @n (>= 1), are the same. */
-static uint64_t pinned_span(struct pm_fs *fs, uint64_t pblk, uint64_t n, bool *pinned)
+uint64_t pm_pinned_span(struct pm_fs *fs, uint64_t pblk, uint64_t n, bool *pinned)
 {
 	if (fs->hooks.pinned_span)
 		return fs->hooks.pinned_span(fs->hooks.ctx, pblk, n, pinned);
 	*pinned = is_pinned(fs, pblk);
-	return 1;
+	return fs->hooks.pinned ? 1 : n;
 }
 
 /* The first bit of @c at or after @i that is @set, or PM_ALIGN_BLOCKS. */
@@ -299,7 +296,7 @@ static void runs_add(struct pm_fs *fs, struct pm_inode *ip, struct wb_runs *l, u
 			continue;
 		}
 		for (p = 0; p < nb; p += sp) {
-			sp = pinned_all ? nb - p : pinned_span(fs, pblk + p, nb - p, &pinned);
+			sp = pinned_all ? nb - p : pm_pinned_span(fs, pblk + p, nb - p, &pinned);
 			if (pinned && !integrity)
 				*nskipped += sp; /* background writeback skips pinned blocks */
 			else
@@ -868,53 +865,44 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 	struct flush_run r = { .ops = &fs->pool->ops };
 	uint64_t first = off >> PM_BLOCK_SHIFT, last = (off + len - 1) >> PM_BLOCK_SHIFT, f;
 	struct wb_runs l = { 0 };
-	uint64_t nclean = 0, left = 0, rlen = 0, rpblk = 0, span = 0, cno = UINT64_MAX;
+	uint64_t nclean = 0, unused = 0, cno = UINT64_MAX, b;
 	struct pm_dchunk *c = NULL;
-	bool pinned = false;
 	size_t k;
 
 	if (!len)
 		return;
 	pthread_mutex_lock(&ip->dlock);
-	for (f = first; f <= last; f++) {
-		uint64_t lo = f << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE, pblk;
-		unsigned i = (unsigned)(f % PM_ALIGN_BLOCKS);
-		bool dirty;
+	/* the map and the pin table once per run (write() maps every block
+	 * first: no holes), the dirty set once per chunk */
+	runs_add(fs, ip, &l, first, last - first + 1, false, true, &unused, NULL);
+	for (k = 0; k < l.n; k++) {
+		for (b = 0; b < l.r[k].n; b++) {
+			uint64_t pblk = l.r[k].pblk + b;
+			uint64_t lo = (l.r[k].fblk + b) << PM_BLOCK_SHIFT, hi = lo + PM_BLOCK_SIZE;
+			unsigned i = (unsigned)((l.r[k].fblk + b) % PM_ALIGN_BLOCKS);
 
-		/* the map and the pin table once per run, the dirty set once
-		 * per chunk */
-		if (!left) {
-			rlen = left = pm_bmap_run(fs, &ip->d, f, last - f + 1, &rpblk, false);
-			span = 0;
+			if (cno != (l.r[k].fblk + b) / PM_ALIGN_BLOCKS) {
+				cno = (l.r[k].fblk + b) / PM_ALIGN_BLOCKS;
+				c = chunk_of(&ip->dirty, cno, false);
+			}
+			if (c && bit(c, i) && !l.r[k].pinned) {
+				/* dirty from before (a former pin holder's
+				 * stores, a fill not yet checksummed): all of
+				 * it, or writeback would never see the rest
+				 * once it is clean */
+				run_add(&r, pm_block_ptr(fs->pool, pblk), PM_BLOCK_SIZE);
+				continue;
+			}
+			if (ordered)
+				continue;
+			if (lo < off)
+				lo = off;
+			if (hi > off + len)
+				hi = off + len;
+			run_add(&r,
+				(uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1)),
+				hi - lo);
 		}
-		pblk = rpblk ? rpblk + (rlen - left) : 0;
-		if (!span && pblk)
-			span = pinned_span(fs, pblk, left, &pinned);
-		if (cno != f / PM_ALIGN_BLOCKS) {
-			cno = f / PM_ALIGN_BLOCKS;
-			c = chunk_of(&ip->dirty, cno, false);
-		}
-		dirty = c && bit(c, i);
-		left--;
-		if (!pblk)
-			continue; /* cannot happen: write() maps every block first */
-		span--;
-		runs_push(&l, f, pblk, 1, pinned);
-		if (dirty && !pinned) {
-			/* dirty from before (a former pin holder's stores, a
-			 * fill not yet checksummed): all of it, or writeback
-			 * would never see the rest once it is clean */
-			run_add(&r, pm_block_ptr(fs->pool, pblk), PM_BLOCK_SIZE);
-			continue;
-		}
-		if (ordered)
-			continue;
-		if (lo < off)
-			lo = off;
-		if (hi > off + len)
-			hi = off + len;
-		run_add(&r, (uint8_t *)pm_block_ptr(fs->pool, pblk) + (lo & (PM_BLOCK_SIZE - 1)),
-			hi - lo);
 	}
 	pthread_mutex_unlock(&ip->dlock);
 	run_end(&r);
