@@ -178,6 +178,7 @@ struct opts {
 	char *pin_group;
 	int pool_shared;
 	int force;
+	int dense;
 	int io_uring; /* -1: not given (the default: io_uring, see main) */
 	char *logfile;
 	char *pinned_writeback; /* skip (default) or bounce */
@@ -205,6 +206,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "pin_group=%s", offsetof(struct opts, pin_group), 0 },
 	{ "pool_shared", offsetof(struct opts, pool_shared), 1 },
 	{ "force", offsetof(struct opts, force), 1 },
+	{ "dense", offsetof(struct opts, dense), 1 },
 	{ "io_uring", offsetof(struct opts, io_uring), 1 },
 	{ "no_io_uring", offsetof(struct opts, io_uring), 0 },
 	{ "logfile=%s", offsetof(struct opts, logfile), 0 },
@@ -339,6 +341,8 @@ static void status_options(const struct opts *o, const struct lease_cfg *c, cons
 		ADD(",pool_shared");
 	if (o->force)
 		ADD(",force");
+	if (o->dense)
+		ADD(",dense");
 	ADD(",%s", o->io_uring != 0 ? "io_uring" : "no_io_uring");
 	if (o->logfile)
 		ADD(",logfile=%s", o->logfile);
@@ -559,6 +563,9 @@ static void usage(void)
 	       "                           trust everyone who can open the pool\n"
 	       "    -o force               serve a pool fsck calls corrupt (read-only if it\n"
 	       "                           is marked corrupt)\n"
+	       "    -o dense               keep free space backed by zeroed pages, like a\n"
+	       "                           persistent-memory device: new blocks need no page\n"
+	       "                           allocation, and the pool's memory stays in use\n"
 	       "    -o io_uring            serve requests through FUSE over io_uring when the\n"
 	       "                           kernel offers it (the default; /dev/fuse otherwise)\n"
 	       "    -o no_io_uring         serve requests through /dev/fuse only\n"
@@ -589,6 +596,8 @@ int main(int argc, char **argv)
 	struct lease_cfg lcfg;
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
+	const char *dense_why = NULL;
+	uint64_t dense_mib = 0;
 	gid_t share_gid = 0;
 	int rc = 1;
 
@@ -739,8 +748,9 @@ int main(int argc, char **argv)
 			goto out_pool;
 		}
 	}
-	if (pm_fs_mount_flags(g_ffs.pool, o.force ? PM_MOUNT_FORCE : 0, &g_ffs.fs, err,
-			      sizeof(err))) {
+	if (pm_fs_mount_flags(g_ffs.pool,
+			      (o.force ? PM_MOUNT_FORCE : 0) | (o.dense ? PM_MOUNT_DENSE : 0),
+			      &g_ffs.fs, err, sizeof(err))) {
 		say_pool_error(o.pool, err);
 		goto out_pool;
 	}
@@ -755,6 +765,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
 		goto out_fs;
 	}
+	if (o.dense && !pm_fs_dense(g_ffs.fs, &dense_why, &dense_mib)) /* on the terminal */
+		fprintf(stderr, "pinfs: %s: -o dense not taken up: %s; the pool stays sparse\n",
+			o.pool, dense_why ? dense_why : "a forced mount or a corrupt pool");
 	if (pm_fs_errors(g_ffs.fs))
 		fprintf(stderr, "pinfs: %s: the pool is corrupt: serving it read-only (EROFS) until "
 				"fsck.pinfs --repair\n", o.pool);
@@ -785,6 +798,11 @@ int main(int argc, char **argv)
 				    : "not persistent memory: durability by msync",
 		pm_sever_describe(g_ffs.fs));
 	log_unsafe(o.pool, o.unsafe);
+	if (o.dense && pm_fs_dense(g_ffs.fs, NULL, &dense_mib))
+		fprintf(stderr, "pinfs: %s: dense: free space is kept backed by zeroed pages "
+				"(%" PRIu64 " MiB now): new blocks need no page allocation, and "
+				"deleting files gives no memory back\n",
+			o.pool, dense_mib >> 8);
 	if (o.pinned_writeback && !strcmp(o.pinned_writeback, "bounce"))
 		fprintf(stderr, "pinfs: %s: pinned_writeback=bounce: fsync writes a checksummed "
 				"snapshot of each write-pinned block to the file's shadow\n", o.pool);

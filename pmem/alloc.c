@@ -130,14 +130,24 @@ uint64_t pm_bmap_find(const struct pm_fs *fs, uint64_t b, uint64_t end, bool use
 	return end;
 }
 
-/* Takes free blocks [start, start + n) in DRAM: nobody else gets them. */
-static void reserve_run(struct pm_fs *fs, uint64_t start, uint64_t n)
+/* Takes free blocks [start, start + n) in DRAM: nobody else gets them.
+ * Returns whether all of them were backed by zeroed pages (dense), which
+ * fs->zmap forgets: the taker is about to store into them. */
+static bool reserve_run(struct pm_fs *fs, uint64_t start, uint64_t n)
 {
+	bool zero = fs->zmap != NULL;
 	uint64_t b;
 
-	for (b = start; b < start + n; b++)
-		fs->bmap[b >> 6] |= 1ull << (b & 63);
+	for (b = start; b < start + n; b++) {
+		uint64_t bit = 1ull << (b & 63);
+		fs->bmap[b >> 6] |= bit;
+		if (fs->zmap) {
+			zero = zero && (fs->zmap[b >> 6] & bit);
+			fs->zmap[b >> 6] &= ~bit;
+		}
+	}
 	fs->avail -= n;
+	return zero;
 }
 
 void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n)
@@ -160,16 +170,20 @@ void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n)
 
 /* Takes free blocks [start, start + n): in DRAM, on media (in the
  * transaction, unless @reserve_only) and in the counters. */
-static void take_run(struct pm_fs *fs, uint64_t start, uint64_t n, bool reserve_only)
+static bool take_run(struct pm_fs *fs, uint64_t start, uint64_t n, bool reserve_only)
 {
-	reserve_run(fs, start, n);
+	bool zero = reserve_run(fs, start, n);
+
 	if (!reserve_only)
 		pm_bclaim(fs, start, n);
+	return zero;
 }
 
 static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
-		  bool reserve_only)
+		  bool reserve_only, bool *zero)
 {
+	bool z;
+
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t start, n;
 	int rc;
@@ -195,11 +209,13 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 	 * before anything is taken or written (backing.c); a reservation's
 	 * is its caller's, made without fs->lock */
 	if (!reserve_only) {
-		rc = pm_back_run(fs, start, n);
+		rc = pm_back_run(fs, start, n, false);
 		if (rc)
 			return rc;
 	}
-	take_run(fs, start, n, reserve_only);
+	z = take_run(fs, start, n, reserve_only);
+	if (zero)
+		*zero = z;
 	fs->alloc_hint = start + n;
 	*out = start;
 	return (int)n;
@@ -207,12 +223,12 @@ static int balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out,
 
 int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
 {
-	return balloc(fs, goal, want, out, false);
+	return balloc(fs, goal, want, out, false, NULL);
 }
 
-int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out)
+int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out, bool *zero)
 {
-	return balloc(fs, goal, want, out, true);
+	return balloc(fs, goal, want, out, true, zero);
 }
 
 void pm_bfree(struct pm_fs *fs, uint64_t blk)
@@ -448,7 +464,8 @@ static bool run_free(const struct pm_fs *fs, uint64_t b, uint64_t n)
 	return true;
 }
 
-int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out)
+int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out,
+			bool *zero)
 {
 	struct pm_super *sb = fs->pool->sb;
 	uint64_t c, start;
@@ -462,7 +479,7 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 		start = c * PM_ALIGN_BLOCKS + phase;
 		if (!run_free(fs, start, want))
 			continue;
-		reserve_run(fs, start, want);
+		*zero = reserve_run(fs, start, want);
 		*out = start;
 		return (int)want;
 	}

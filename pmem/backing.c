@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "pmem/fs_int.h"
@@ -117,21 +118,89 @@ int pm_back_bytes(struct pm_fs *fs, uint64_t off, uint64_t len)
 		       ((off + len - 1) >> PM_BLOCK_SHIFT) - (off >> PM_BLOCK_SHIFT) + 1);
 }
 
-int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n)
+int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n, bool data_backed)
 {
 	const uint64_t per = PM_BLOCK_SIZE * 8ull; /* blocks per bitmap block */
 	const struct pm_super *sb = fs->pool->sb;
-	int rc;
+	int rc = 0;
 
 	if (!fs->back_on || !n)
 		return 0;
-	rc = pm_back(fs, b, n);
+	if (!data_backed)
+		rc = pm_back(fs, b, n);
 	if (!rc)
 		rc = pm_back(fs, sb->bitmap_start + b / per, (b + n - 1) / per - b / per + 1);
 	if (!rc && fs->csum)
 		rc = pm_back_bytes(fs, (uint64_t)((char *)&fs->csum[b] - (char *)fs->pool->base),
 				   n * sizeof(*fs->csum));
 	return rc;
+}
+
+/* ---- dense pools ----------------------------------------------------------
+ *
+ * A sparse pool pays the backing's page allocation when a block is handed
+ * out (a fill's fallocate: on tmpfs about 80 ms per 256 MiB, most of what
+ * tmpfs's own write of a new file costs), because every freed block is
+ * punched out (sever.c) and comes back as a hole. With -o dense the
+ * daemon backs a freed block again right after its punch, in the severer
+ * thread, with fresh zeroed pages (MADV_POPULATE_WRITE on its own mapping:
+ * the punch already severed any kernel pin of the old page), and at mount
+ * all free space; fs->zmap remembers which free blocks are so backed, and
+ * a fill takes them with neither a fallocate nor a zeroing. The price is a
+ * pool file that stays allocated, as a persistent-memory device is: du of
+ * the pool no longer falls when files are deleted. Page-size backings
+ * only: a huge-page backing frees what it punches in whole pages.
+ */
+
+const char *pm_dense_init(struct pm_fs *fs)
+{
+	struct statfs sfs;
+
+	if (fs->sever_how != PM_SEVER_PUNCH || !fs->back_on)
+		return "the pool is not a file of a file system that punches holes";
+	if (fs->sever_gran != 1)
+		return "a huge-page backing frees what it punches in whole pages";
+	/* never a backing store filled by the pool's free space */
+	if (fstatfs(fs->pool->fd, &sfs) < 0 ||
+	    (uint64_t)sfs.f_bavail * (uint64_t)sfs.f_bsize < fs->avail << PM_BLOCK_SHIFT)
+		return "the backing store has less room than the pool's free space";
+	fs->zmap = calloc(PM_DIV_UP(fs->nblocks, 64), 8);
+	return fs->zmap ? NULL : "out of memory";
+}
+
+bool pm_zero_back(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	static int said;
+
+	if (!fs->zmap || __atomic_load_n(&fs->zfull, __ATOMIC_RELAXED) || !n)
+		return false;
+	if (madvise(pm_block_ptr(fs->pool, b), n << PM_BLOCK_SHIFT, MADV_POPULATE_WRITE) == 0)
+		return true;
+	/* a full backing store (EFAULT: the fault would have been SIGBUS;
+	 * ENOMEM): the rest of the free space stays sparse */
+	__atomic_store_n(&fs->zfull, true, __ATOMIC_RELAXED);
+	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+		fprintf(stderr, "pinfs: %s: dense: the backing refused zeroed pages (%s): free space "
+				"freed from now on stays unbacked\n",
+			fs->pool->path, strerror(errno));
+	return false;
+}
+
+void pm_zmap_set(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	if (!fs->zmap)
+		return;
+	for (; n; b++, n--)
+		fs->zmap[b >> 6] |= 1ull << (b & 63);
+}
+
+uint64_t pm_zmap_count(struct pm_fs *fs)
+{
+	uint64_t n = 0;
+
+	for (uint64_t i = 0; fs->zmap && i < PM_DIV_UP(fs->nblocks, 64); i++)
+		n += (uint64_t)__builtin_popcountll(fs->zmap[i]);
+	return n;
 }
 
 /* ---- SIGBUS -------------------------------------------------------------- */

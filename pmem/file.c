@@ -199,6 +199,7 @@ static void zero_tail(struct pm_fs *fs, struct pm_inode *ip, uint64_t new_end, b
  */
 struct fill_ext {
 	uint64_t fblk, pblk, n;
+	bool zero; /* backed by zeroed pages already (dense) */
 };
 
 struct fill {
@@ -252,11 +253,12 @@ static int fill_start(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, ui
 	return 0;
 }
 
-static int fill_push(struct fill *fl, uint64_t fblk, uint64_t pblk, uint64_t n)
+static int fill_push(struct fill *fl, uint64_t fblk, uint64_t pblk, uint64_t n, bool zero)
 {
 	struct fill_ext *last = fl->n ? &fl->e[fl->n - 1] : NULL;
 
-	if (last && last->fblk + last->n == fblk && last->pblk + last->n == pblk) {
+	if (last && last->fblk + last->n == fblk && last->pblk + last->n == pblk &&
+	    last->zero == zero) {
 		last->n += n;
 		return 0;
 	}
@@ -270,6 +272,7 @@ static int fill_push(struct fill *fl, uint64_t fblk, uint64_t pblk, uint64_t n)
 	}
 	fl->e[fl->n].fblk = fblk;
 	fl->e[fl->n].pblk = pblk;
+	fl->e[fl->n].zero = zero;
 	fl->e[fl->n++].n = n;
 	return 0;
 }
@@ -331,16 +334,18 @@ static int fill_reserve(struct pm_fs *fs, struct pm_inode *ip, struct fill *fl, 
 		while (n) {
 			uint64_t step = fill_step(fs), start, want = n < step ? n : step;
 			int got = -ENOSPC;
+			bool zero = false;
 
 			if (fl->align || want >= PM_ALIGN_BLOCKS)
-				got = pm_breserve_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), want, &start);
+				got = pm_breserve_aligned(fs, (unsigned)(f % PM_ALIGN_BLOCKS), want, &start,
+							  &zero);
 			if (got < 0)
-				got = pm_breserve(fs, fl->goal, want, &start);
+				got = pm_breserve(fs, fl->goal, want, &start, &zero);
 			if (got < 0) {
 				rc = got; /* the space was held: cannot happen */
 				goto out;
 			}
-			rc = fill_push(fl, f, start, (uint64_t)got);
+			rc = fill_push(fl, f, start, (uint64_t)got, zero);
 			if (rc) {
 				pm_bunreserve(fs, start, (uint64_t)got);
 				goto out;
@@ -369,7 +374,7 @@ out:
 	 * the batch back). */
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t k = 0; k < fl->n && !rc; k++)
-		rc = pm_back_run(fs, fl->e[k].pblk, fl->e[k].n);
+		rc = pm_back_run(fs, fl->e[k].pblk, fl->e[k].n, fl->e[k].zero);
 	pthread_mutex_lock(&fs->lock);
 	return rc;
 }
@@ -411,8 +416,9 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 		bool stale;
 		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
 
-		if (a >= b && pool_zeros(fs, e->pblk, e->n)) {
-			; /* zeros already: a fresh block of a sparse pool */
+		if (a >= b && (e->zero || pool_zeros(fs, e->pblk, e->n))) {
+			; /* zeros already: a fresh block of a sparse pool, or
+			   * one a dense pool backed again when it was freed */
 		} else if (a >= b) {
 			/* the pages in one call, not one fault each (a fresh
 			 * block of a sparse pool is a hole of its file) */

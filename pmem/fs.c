@@ -438,10 +438,22 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	 * kernel pin taken before this mount reaches no block handed out
 	 * now. Not on a forced mount: there only fs->bmap (the walk) knows
 	 * which free blocks a map still names. */
+	if (flags & PM_MOUNT_DENSE)
+		fs->dense_why = pm_dense_init(fs);
 	if (!fs->errors && !(flags & PM_MOUNT_FORCE))
 		pm_sever_free_space(fs);
 	*out = fs;
 	return 0;
+}
+
+bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed)
+{
+	if (why)
+		*why = fs->dense_why;
+	pthread_mutex_lock(&fs->lock);
+	*zeroed = pm_zmap_count(fs);
+	pthread_mutex_unlock(&fs->lock);
+	return fs->zmap != NULL;
 }
 
 int pm_syncfs(struct pm_fs *fs)

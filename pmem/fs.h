@@ -55,8 +55,15 @@ int pm_fs_mount(struct pm_pool *pool, struct pm_fs **out, char *err, size_t errl
  * the bitmap with every map already.
  */
 #define PM_MOUNT_FORCE 0x1u
+/* PM_MOUNT_DENSE: keep free space backed by zeroed pages (backing.c, "dense
+ * pools"), when the backing allows. */
+#define PM_MOUNT_DENSE 0x2u
 int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, char *err,
 		      size_t errlen);
+/* Is the pool dense (PM_MOUNT_DENSE taken up)? If asked and not, *@why
+ * says why (NULL: not asked); *@zeroed: free blocks backed by zeroed pages
+ * now. */
+bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed);
 /* Has the engine found the pool corrupt (errors flag)? Then every change
  * fails with -EROFS: the mount serves reads only. */
 bool pm_fs_errors(struct pm_fs *fs);

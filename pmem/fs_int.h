@@ -144,6 +144,7 @@ struct pm_svrun {
 			 * 2 still mapped; -errno the punch failed */
 	bool held;	/* a retry of unsevered blocks: counted in
 			 * unsev_blocks, not in sv_blocks, until decided */
+	bool zero;	/* dense: punched, then backed again by zeroed pages */
 };
 
 struct pm_fs {
@@ -213,6 +214,12 @@ struct pm_fs {
 	uint64_t *mback;	/* metadata blocks (< data_start) known backed:
 				 * bitmap, NULL without; lock */
 	unsigned back_said;	/* backing failures logged; lock */
+	/* dense (-o dense, PM_MOUNT_DENSE): free blocks are kept backed by
+	 * zeroed pages, so a fill neither allocates nor zeroes them */
+	uint64_t *zmap;		/* free blocks whose pool page is allocated and
+				 * holds zeros: bitmap, NULL unless dense; lock */
+	bool zfull;		/* the backing refused a page: no more; atomic */
+	const char *dense_why;	/* why -o dense was not taken up; set at mount */
 };
 
 /* fs.c -- corruption. The engine met an impossible on-media state: logs
@@ -269,9 +276,19 @@ void pm_back_init(struct pm_fs *fs);
 /* Backs pool blocks [b, b + n): 0, -ENOSPC (the backing store is full), or
  * -EIO. Blocks below data_start are remembered once backed. */
 int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n);
-/* Backs a data run about to be allocated and the metadata its allocation
- * stores into: its bits in the bitmap, its checksum table entries. */
-int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n);
+/* Backs a data run about to be allocated (unless @data_backed: a dense
+ * pool's zeroed blocks) and the metadata its allocation stores into: its
+ * bits in the bitmap, its checksum table entries. */
+int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n, bool data_backed);
+/* Dense pools (backing.c): sets fs->zmap up, at mount, if the backing
+ * allows (else why not, and the pool stays sparse); backs punched free
+ * blocks [b, b + n) with zeroed pages again (without fs->lock: the caller
+ * owns them; false once the backing refuses); marks them in fs->zmap
+ * (fs->lock); counts the blocks marked (fs->lock). */
+const char *pm_dense_init(struct pm_fs *fs);
+bool pm_zero_back(struct pm_fs *fs, uint64_t b, uint64_t n);
+void pm_zmap_set(struct pm_fs *fs, uint64_t b, uint64_t n);
+uint64_t pm_zmap_count(struct pm_fs *fs);
 /* Whether pool block @pblk is pinned (*@pinned), and how many blocks from
  * it, at most @n (>= 1), are the same: the pin hooks' pinned_span, else
  * their pinned one block at a time (writeback.c). */
@@ -298,11 +315,15 @@ int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
  * that maps them, claims them
  * (pm_bclaim: a pm_tx_abort gives claimed blocks back) or gives them back
  * (pm_bunreserve). All with fs->lock held. */
-int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
+int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out, bool *zero);
 /* Like pm_breserve, but the run starts at a block whose offset in its 2 MiB
  * chunk is @phase (0..511) and stays inside that chunk; -ENOSPC if there is
  * no such run, and the caller falls back to pm_breserve. */
-int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out);
+int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out,
+			bool *zero);
+/* A reservation's *@zero: true when every block of it was backed by zeroed
+ * pages (dense, fs->zmap): neither to back nor to zero. Taking a block
+ * always forgets that it was. */
 void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bfree(struct pm_fs *fs, uint64_t blk);

@@ -430,7 +430,7 @@ void pm_sever_retry(struct pm_fs *fs)
 	/* to the severer, which reads who maps them off fs->lock; they stay
 	 * counted as unsevered until it has decided */
 	for (i = 0; i < n; i++) {
-		struct pm_svrun r = { v[i].start, v[i].n, true, 0, true };
+		struct pm_svrun r = { v[i].start, v[i].n, true, 0, true, false };
 		if (!enqueue(fs, &r)) {
 			struct maps m = { 0 };
 			fs->unsev_blocks -= r.n;
@@ -457,8 +457,14 @@ void pm_sever_free_space(struct pm_fs *fs)
 		/* whole pages of the backing only */
 		s = PM_DIV_UP(s, g) * g;
 		e = e / g * g;
-		if (s < e && punch(fs, s, e - s) < 0 && fs->sever_how == PM_SEVER_DEVICE)
-			break;
+		if (s >= e)
+			continue;
+		if (punch(fs, s, e - s) < 0) {
+			if (fs->sever_how == PM_SEVER_DEVICE)
+				break;
+		} else if (pm_zero_back(fs, s, e - s)) {
+			pm_zmap_set(fs, s, e - s); /* dense */
+		}
 	}
 	pthread_mutex_unlock(&fs->lock);
 }
@@ -510,7 +516,7 @@ static bool enqueue(struct pm_fs *fs, const struct pm_svrun *r)
 
 void pm_sever_release(struct pm_fs *fs, uint64_t b, uint64_t n, bool must)
 {
-	struct pm_svrun r = { b, n, must || any_tainted(fs, b, b + n), 0, false };
+	struct pm_svrun r = { b, n, must || any_tainted(fs, b, b + n), 0, false, false };
 	struct maps m = { 0 };
 
 	/* a huge-page backing decides about blocks no lease covered from
@@ -538,6 +544,9 @@ static void punch_run(struct pm_fs *fs, struct pm_svrun *r, struct maps *m)
 		r->punched = 1;
 	if (!r->punched && r->must && maps_reach(fs, m, r->start, r->start + r->n))
 		r->punched = 2;
+	/* severed: a dense pool backs it again, with zeroed pages */
+	if (!r->punched)
+		r->zero = pm_zero_back(fs, r->start, r->n);
 }
 
 /* Gives back what the severer has done (fs->lock held); @m: who maps the
@@ -561,8 +570,11 @@ static void drain_done(struct pm_fs *fs, struct maps *m)
 	for (i = 0; i < n; i++) {
 		if (v[i].held) /* decided now: counted again if kept */
 			fs->unsev_blocks -= v[i].n;
-		if (v[i].punched == 0)
+		if (v[i].punched == 0) {
+			if (v[i].zero)
+				pm_zmap_set(fs, v[i].start, v[i].n);
 			give_back(fs, v[i].start, v[i].start + v[i].n, true);
+		}
 		else if (v[i].punched == 2) /* still mapped: held back */
 			keep_unsevered(fs, v[i].start, v[i].n);
 		else /* not gone, or the punch failed: the careful way */
