@@ -421,6 +421,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 		free(fs->bad);
 		free(fs->itab);
 		free(fs->mback);
+		free(fs->zmap);
 		free(fs);
 		return rc;
 	}
@@ -526,6 +527,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	free(fs->bad);
 	free(fs->itab);
 	free(fs->mback);
+	free(fs->zmap);
 	free(fs);
 	*fsp = NULL;
 }
