@@ -25,8 +25,8 @@ import pytest
 from pinfs_mount import describe, run, wait_until
 from pinfs_util import MiB, pattern, read_file, write_file
 from test_holders import needs_root, raw  # noqa: F401 (fixture)
-from test_kernel_pins import _ring_holder, _released, _stale_dma_changes_no_other_file
-from test_pins import PINFSCTL, list_leases, needs_pinfsctl
+from test_kernel_pins import ring_kept_after_revocation, ring_kept_after_unpin
+from test_pins import PINFSCTL, needs_pinfsctl
 from test_stale_mapping import staleholder  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.needs_daemon]
@@ -143,13 +143,7 @@ def test_dense_pool_io_uring_buffers_kept_after_unpin_never_store_into_another_u
     """The freed blocks are punched (the ring keeps the orphaned pages)
     before they are backed again and handed to the second user."""
     assert DENSE_LOG.search(mnt.output()), mnt.output()
-    path, h = _ring_holder(mnt, raw)
-    assert h.cmd('unpin') == 'ok'
-    assert list_leases(mnt.dir) == []
-    before = _released(mnt)
-    os.unlink(path)
-    assert h.cmd('close') == 'ok'
-    _stale_dma_changes_no_other_file(mnt, h, before)
+    ring_kept_after_unpin(mnt, raw)
 
 
 @needs_root
@@ -158,12 +152,7 @@ def test_dense_pool_io_uring_buffers_kept_after_unpin_never_store_into_another_u
 def test_dense_pool_io_uring_buffers_kept_after_revocation_never_store_into_another_users_files(
         mnt, raw):
     assert DENSE_LOG.search(mnt.output()), mnt.output()
-    path, h = _ring_holder(mnt, raw, 'wr')
-    before = _released(mnt)
-    os.truncate(path, 0)                       # revoked (SIGBUS, blocked), quarantined
-    assert [l['state'] for l in list_leases(mnt.dir)] == ['revoked']
-    assert h.cmd('unpin') == 'ok'              # acknowledged; the ring keeps the pages
-    _stale_dma_changes_no_other_file(mnt, h, before)
+    ring_kept_after_revocation(mnt, raw)
 
 
 @pytest.mark.pool_tmpfs('size=64M')

@@ -184,8 +184,9 @@ def _stale_dma_changes_no_other_file(mnt, h, before):
     _check_second_users_files(files, err)
 
 
-@pytest.mark.mount_options('allow_other')
-def test_io_uring_buffers_kept_after_unpin_never_store_into_another_users_files(mnt, raw):
+def ring_kept_after_unpin(mnt, raw):
+    """The holder unpins, keeping its ring; P is deleted (also run on a
+    dense pool by test_dense.py)."""
     path, h = _ring_holder(mnt, raw)
     assert h.cmd('unpin') == 'ok'                # munmap + UNPIN; the ring keeps the pages
     assert list_leases(mnt.dir) == []
@@ -195,15 +196,26 @@ def test_io_uring_buffers_kept_after_unpin_never_store_into_another_users_files(
     _stale_dma_changes_no_other_file(mnt, h, before)
 
 
-@pytest.mark.mount_options('allow_other', 'policy=revoke')
-def test_io_uring_buffers_kept_after_acknowledged_revocation_never_store_into_another_users_files(
-        mnt, raw):
+def ring_kept_after_revocation(mnt, raw):
+    """policy=revoke: a truncate revokes, the holder acknowledges and keeps
+    its ring (also run on a dense pool by test_dense.py)."""
     path, h = _ring_holder(mnt, raw, 'wr')
     before = _released(mnt)
     os.truncate(path, 0)                         # revoked (SIGBUS, blocked), quarantined
     assert [l['state'] for l in list_leases(mnt.dir)] == ['revoked']
     assert h.cmd('unpin') == 'ok'                # acknowledged; the ring keeps the pages
     _stale_dma_changes_no_other_file(mnt, h, before)
+
+
+@pytest.mark.mount_options('allow_other')
+def test_io_uring_buffers_kept_after_unpin_never_store_into_another_users_files(mnt, raw):
+    ring_kept_after_unpin(mnt, raw)
+
+
+@pytest.mark.mount_options('allow_other', 'policy=revoke')
+def test_io_uring_buffers_kept_after_acknowledged_revocation_never_store_into_another_users_files(
+        mnt, raw):
+    ring_kept_after_revocation(mnt, raw)
 
 
 @pytest.mark.mount_options('allow_other')
