@@ -314,16 +314,15 @@ int pm_balloc(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out);
  * (pm_back_run) and fills them without fs->lock, then, in the transaction
  * that maps them, claims them
  * (pm_bclaim: a pm_tx_abort gives claimed blocks back) or gives them back
- * (pm_bunreserve). All with fs->lock held. */
+ * (pm_bunreserve). All with fs->lock held. *@zero: whether every block of
+ * the run was backed by zeroed pages (dense, fs->zmap): neither to back nor
+ * to zero. Taking a block, by any of these, always forgets that it was. */
 int pm_breserve(struct pm_fs *fs, uint64_t goal, uint64_t want, uint64_t *out, bool *zero);
 /* Like pm_breserve, but the run starts at a block whose offset in its 2 MiB
  * chunk is @phase (0..511) and stays inside that chunk; -ENOSPC if there is
  * no such run, and the caller falls back to pm_breserve. */
 int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_t *out,
 			bool *zero);
-/* A reservation's *@zero: true when every block of it was backed by zeroed
- * pages (dense, fs->zmap): neither to back nor to zero. Taking a block
- * always forgets that it was. */
 void pm_bclaim(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bunreserve(struct pm_fs *fs, uint64_t start, uint64_t n);
 void pm_bfree(struct pm_fs *fs, uint64_t blk);

@@ -45,6 +45,10 @@
  * file system the kernel refuses long-term pins (FOLL_LONGTERM) outright,
  * and the punch waits for short-term ones (dax_layout_busy_page).
  *
+ * Dense pools (-o dense, backing.c): a run punched and checked is backed
+ * again with zeroed pages by the severer, still off every lock (the run is
+ * taken in fs->bmap), and marked in fs->zmap when it is given back.
+ *
  * Locking: the taint bitmap, the unsevered runs and the counters are
  * protected by fs->lock; the severer's queues by fs->sv_lock (see the
  * severer below, and pmem/fs_int.h for the order). A block is taken in
