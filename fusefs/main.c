@@ -800,8 +800,8 @@ int main(int argc, char **argv)
 	log_unsafe(o.pool, o.unsafe);
 	if (o.dense && pm_fs_dense(g_ffs.fs, NULL, &dense_mib))
 		fprintf(stderr, "pinfs: %s: dense: free space is kept backed by zeroed pages "
-				"(%" PRIu64 " MiB now): new blocks need no page allocation, and "
-				"deleting files gives no memory back\n",
+				"(%" PRIu64 " MiB, from now on, in the background): new blocks need "
+				"no page allocation, and deleting files gives no memory back\n",
 			o.pool, dense_mib >> 8);
 	if (o.pinned_writeback && !strcmp(o.pinned_writeback, "bounce"))
 		fprintf(stderr, "pinfs: %s: pinned_writeback=bounce: fsync writes a checksummed "

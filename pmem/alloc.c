@@ -147,6 +147,7 @@ static bool reserve_run(struct pm_fs *fs, uint64_t start, uint64_t n)
 		}
 	}
 	fs->avail -= n;
+	fs->zgen += n;
 	return zero;
 }
 
@@ -450,8 +451,7 @@ uint64_t pm_quarantined(struct pm_fs *fs)
 	return n;
 }
 
-/* Are blocks [b, b+n) all allocatable? */
-static bool run_free(const struct pm_fs *fs, uint64_t b, uint64_t n)
+bool pm_run_free(const struct pm_fs *fs, uint64_t b, uint64_t n)
 {
 	while (n) {
 		uint64_t bit = b & 63, k = 64 - bit < n ? 64 - bit : n;
@@ -477,7 +477,7 @@ int pm_breserve_aligned(struct pm_fs *fs, unsigned phase, uint64_t want, uint64_
 	for (c = PM_DIV_UP(sb->data_start, PM_ALIGN_BLOCKS); (c + 1) * PM_ALIGN_BLOCKS <= sb->nblocks;
 	     c++) {
 		start = c * PM_ALIGN_BLOCKS + phase;
-		if (!run_free(fs, start, want))
+		if (!pm_run_free(fs, start, want))
 			continue;
 		*zero = reserve_run(fs, start, want);
 		*out = start;

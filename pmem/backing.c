@@ -136,6 +136,23 @@ int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n, bool data_backed)
 	return rc;
 }
 
+/* SEEK_DATA (tmpfs counts pages that fallocate allocated and nothing wrote
+ * as a hole, and clears them at first use). Only with PM_SEVER_PUNCH:
+ * freed data blocks are punched, and a caller's blocks are reserved or
+ * checked free under fs->lock, so nothing writes them meanwhile. lseek
+ * moves the pool fd's position, which nothing uses (pread/pwrite, mmap). */
+bool pm_pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	off_t d;
+
+	if (fs->sever_how != PM_SEVER_PUNCH || !fs->back_on)
+		return false;
+	d = lseek(fs->pool->fd, (off_t)(b << PM_BLOCK_SHIFT), SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO;
+	return (uint64_t)d >= (b + n) << PM_BLOCK_SHIFT;
+}
+
 /* ---- dense pools ----------------------------------------------------------
  *
  * A sparse pool pays the backing's page allocation when a block is handed
@@ -144,8 +161,9 @@ int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n, bool data_backed)
  * punched out (sever.c) and comes back as a hole. With -o dense the
  * daemon backs a freed block again right after its punch, in the severer
  * thread, with fresh zeroed pages (MADV_POPULATE_WRITE on its own mapping:
- * the punch already severed any kernel pin of the old page), and at mount
- * all free space; fs->zmap remembers which free blocks are so backed, and
+ * the punch already severed any kernel pin of the old page), and all free
+ * space after the mount, as the severer finds time (sever.c, zero_some);
+ * fs->zmap remembers which free blocks are so backed, and
  * a fill takes them with neither a fallocate nor a zeroing. The price is a
  * pool file that stays allocated, as a persistent-memory device is: du of
  * the pool no longer falls when files are deleted. Page-size backings

@@ -385,25 +385,6 @@ out:
  * drains before the commit that maps them. Called without fs->lock, ip->rw
  * held exclusive: the blocks are this fill's alone.
  */
-/* True when pool blocks [b, b + n) read as zeros without being written: a
- * hole of a page-cache pool file per SEEK_DATA (tmpfs counts pages that
- * fallocate allocated and nothing wrote as one, and clears them at first
- * use). Only with PM_SEVER_PUNCH: freed data blocks are punched, and the
- * blocks of a fill are reserved, so nothing else writes them meanwhile.
- * lseek moves the pool fd's position, which nothing uses (pread/pwrite,
- * mmap). */
-static bool pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n)
-{
-	off_t d;
-
-	if (fs->sever_how != PM_SEVER_PUNCH || !fs->back_on)
-		return false;
-	d = lseek(fs->pool->fd, (off_t)(b << PM_BLOCK_SHIFT), SEEK_DATA);
-	if (d < 0)
-		return errno == ENXIO;
-	return (uint64_t)d >= (b + n) << PM_BLOCK_SHIFT;
-}
-
 static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo, uint64_t cover_hi)
 {
 	const struct pm_persist_ops *ops = &fs->pool->ops;
@@ -416,7 +397,7 @@ static void fill_zero(struct pm_fs *fs, const struct fill *fl, uint64_t cover_lo
 		bool stale;
 		uint8_t *p = pm_block_ptr(fs->pool, e->pblk);
 
-		if (a >= b && (e->zero || pool_zeros(fs, e->pblk, e->n))) {
+		if (a >= b && (e->zero || pm_pool_zeros(fs, e->pblk, e->n))) {
 			; /* zeros already: a fresh block of a sparse pool, or
 			   * one a dense pool backed again when it was freed */
 		} else if (a >= b) {

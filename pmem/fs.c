@@ -454,6 +454,10 @@ bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed)
 	pthread_mutex_lock(&fs->lock);
 	*zeroed = pm_zmap_count(fs);
 	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_lock(&fs->sv_lock);
+	for (size_t i = 0; i < fs->nzpend; i++)
+		*zeroed += fs->zpend[i].n;
+	pthread_mutex_unlock(&fs->sv_lock);
 	return fs->zmap != NULL;
 }
 
@@ -528,6 +532,7 @@ void pm_fs_unmount(struct pm_fs **fsp)
 	free(fs->itab);
 	free(fs->mback);
 	free(fs->zmap);
+	free(fs->zpend);
 	free(fs);
 	*fsp = NULL;
 }

@@ -195,6 +195,9 @@ struct pm_fs {
 	size_t sv_npend, sv_cappend, sv_ndone, sv_capdone;
 	uint64_t sv_inflight;	/* runs taken by the severer, not yet done */
 	uint64_t sv_blocks;	/* blocks queued, in flight or done: free soon */
+	struct pm_run *zpend;	/* dense: free runs the mount cut out, to back
+				 * with zeroed pages when the severer is idle */
+	size_t nzpend, capzpend;
 	uint32_t *csum;		/* checksum table in the pool, NULL without */
 	struct pm_wb_stats wb;	/* mount writeback counters; wblock */
 	pthread_mutex_t wblock;	/* guards wb and the flusher's state */
@@ -218,6 +221,7 @@ struct pm_fs {
 	 * zeroed pages, so a fill neither allocates nor zeroes them */
 	uint64_t *zmap;		/* free blocks whose pool page is allocated and
 				 * holds zeros: bitmap, NULL unless dense; lock */
+	uint64_t zgen;		/* blocks taken so far (a generation); lock */
 	bool zfull;		/* the backing refused a page: no more; atomic */
 	const char *dense_why;	/* why -o dense was not taken up; set at mount */
 };
@@ -289,6 +293,11 @@ const char *pm_dense_init(struct pm_fs *fs);
 bool pm_zero_back(struct pm_fs *fs, uint64_t b, uint64_t n);
 void pm_zmap_set(struct pm_fs *fs, uint64_t b, uint64_t n);
 uint64_t pm_zmap_count(struct pm_fs *fs);
+/* True when pool blocks [b, b + n) read as zeros without being written: a
+ * hole of a page-cache pool file (backing.c). */
+bool pm_pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n);
+/* Are blocks [b, b + n) all free in fs->bmap (alloc.c)? fs->lock held. */
+bool pm_run_free(const struct pm_fs *fs, uint64_t b, uint64_t n);
 /* Whether pool block @pblk is pinned (*@pinned), and how many blocks from
  * it, at most @n (>= 1), are the same: the pin hooks' pinned_span, else
  * their pinned one block at a time (writeback.c). */

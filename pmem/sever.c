@@ -446,6 +446,53 @@ void pm_sever_retry(struct pm_fs *fs)
 	free(v);
 }
 
+/* Queues run @r for zero_some (sv_lock held); dropped without memory: the
+ * blocks then stay sparse. */
+static void zq_push(struct pm_fs *fs, const struct pm_run *r)
+{
+	if (fs->nzpend == fs->capzpend) {
+		size_t ncap = fs->capzpend ? 2 * fs->capzpend : 64;
+		struct pm_run *nv = realloc(fs->zpend, ncap * sizeof(*nv));
+		if (!nv)
+			return;
+		fs->zpend = nv;
+		fs->capzpend = ncap;
+	}
+	fs->zpend[fs->nzpend++] = *r;
+}
+
+/*
+ * Dense: backs up to 2 MiB of the free space the mount cut out with zeroed
+ * pages, off every lock (sv_lock held on entry and exit, dropped inside).
+ * The blocks stay allocatable meanwhile, so a full pool never waits for
+ * it: they are marked in fs->zmap only if they were free holes before the
+ * populate and no block at all was taken during it (fs->zgen); otherwise
+ * they stay unmarked, which only costs a fill its fallocate.
+ */
+static void zero_some(struct pm_fs *fs)
+{
+	struct pm_run *r = &fs->zpend[fs->nzpend - 1];
+	uint64_t b = r->start, n = r->n < PM_ALIGN_BLOCKS ? r->n : PM_ALIGN_BLOCKS, gen;
+	bool ok;
+
+	r->start += n;
+	r->n -= n;
+	if (!r->n)
+		fs->nzpend--;
+	pthread_mutex_unlock(&fs->sv_lock);
+	pthread_mutex_lock(&fs->lock);
+	ok = pm_run_free(fs, b, n) && pm_pool_zeros(fs, b, n);
+	gen = fs->zgen;
+	pthread_mutex_unlock(&fs->lock);
+	if (ok && pm_zero_back(fs, b, n)) {
+		pthread_mutex_lock(&fs->lock);
+		if (fs->zgen == gen && pm_run_free(fs, b, n))
+			pm_zmap_set(fs, b, n);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	pthread_mutex_lock(&fs->sv_lock);
+}
+
 void pm_sever_free_space(struct pm_fs *fs)
 {
 	uint64_t b = fs->data_start, g = fs->sever_gran;
@@ -466,8 +513,12 @@ void pm_sever_free_space(struct pm_fs *fs)
 		if (punch(fs, s, e - s) < 0) {
 			if (fs->sever_how == PM_SEVER_DEVICE)
 				break;
-		} else if (pm_zero_back(fs, s, e - s)) {
-			pm_zmap_set(fs, s, e - s); /* dense */
+		} else if (fs->zmap) {
+			/* dense: backed by the severer, after the mount */
+			struct pm_run r = { s, e - s };
+			pthread_mutex_lock(&fs->sv_lock);
+			zq_push(fs, &r);
+			pthread_mutex_unlock(&fs->sv_lock);
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -608,10 +659,14 @@ static void *severer_main(void *arg)
 		struct pm_svrun *v;
 		size_t n, i, j;
 
-		while (!fs->sv_npend && !fs->sv_stop)
+		while (!fs->sv_npend && !fs->sv_stop && !fs->nzpend)
 			pthread_cond_wait(&fs->sv_cv, &fs->sv_lock);
-		if (!fs->sv_npend)
+		if (!fs->sv_npend && fs->sv_stop)
 			break;
+		if (!fs->sv_npend) { /* idle: back some free space (dense) */
+			zero_some(fs);
+			continue;
+		}
 		v = take_pending(fs, &n);
 		fs->sv_inflight = n;
 		pthread_mutex_unlock(&fs->sv_lock);
