@@ -475,6 +475,10 @@ static void zero_some(struct pm_fs *fs)
 	uint64_t b = r->start, n = r->n < PM_ALIGN_BLOCKS ? r->n : PM_ALIGN_BLOCKS, gen;
 	bool ok;
 
+	if (__atomic_load_n(&fs->zfull, __ATOMIC_RELAXED)) {
+		fs->nzpend = 0; /* the backing refused pages: the rest stays sparse */
+		return;
+	}
 	r->start += n;
 	r->n -= n;
 	if (!r->n)
