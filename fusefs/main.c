@@ -598,6 +598,7 @@ int main(int argc, char **argv)
 	char err[512] = "", fsname[4200];
 	const char *dense_why = NULL;
 	uint64_t dense_mib = 0;
+	bool dense = false;
 	gid_t share_gid = 0;
 	int rc = 1;
 
@@ -765,7 +766,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
 		goto out_fs;
 	}
-	if (o.dense && !pm_fs_dense(g_ffs.fs, &dense_why, &dense_mib)) /* on the terminal */
+	dense = o.dense && pm_fs_dense(g_ffs.fs, &dense_why, &dense_mib);
+	if (o.dense && !dense) /* on the terminal */
 		fprintf(stderr, "pinfs: %s: -o dense not taken up: %s; the pool stays sparse\n",
 			o.pool, dense_why ? dense_why : "a forced mount or a corrupt pool");
 	if (pm_fs_errors(g_ffs.fs))
@@ -798,7 +800,7 @@ int main(int argc, char **argv)
 				    : "not persistent memory: durability by msync",
 		pm_sever_describe(g_ffs.fs));
 	log_unsafe(o.pool, o.unsafe);
-	if (o.dense && pm_fs_dense(g_ffs.fs, NULL, &dense_mib))
+	if (dense)
 		fprintf(stderr, "pinfs: %s: dense: free space is kept backed by zeroed pages "
 				"(%" PRIu64 " MiB, from now on, in the background): new blocks need "
 				"no page allocation, and deleting files gives no memory back\n",

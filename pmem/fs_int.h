@@ -195,7 +195,7 @@ struct pm_fs {
 	size_t sv_npend, sv_cappend, sv_ndone, sv_capdone;
 	uint64_t sv_inflight;	/* runs taken by the severer, not yet done */
 	uint64_t sv_blocks;	/* blocks queued, in flight or done: free soon */
-	struct pm_run *zpend;	/* dense: free runs the mount cut out, to back
+	struct pm_svrun *zpend;	/* dense: free runs the mount cut out, to back
 				 * with zeroed pages when the severer is idle */
 	size_t nzpend, capzpend;
 	uint32_t *csum;		/* checksum table in the pool, NULL without */

@@ -446,20 +446,7 @@ void pm_sever_retry(struct pm_fs *fs)
 	free(v);
 }
 
-/* Queues run @r for zero_some (sv_lock held); dropped without memory: the
- * blocks then stay sparse. */
-static void zq_push(struct pm_fs *fs, const struct pm_run *r)
-{
-	if (fs->nzpend == fs->capzpend) {
-		size_t ncap = fs->capzpend ? 2 * fs->capzpend : 64;
-		struct pm_run *nv = realloc(fs->zpend, ncap * sizeof(*nv));
-		if (!nv)
-			return;
-		fs->zpend = nv;
-		fs->capzpend = ncap;
-	}
-	fs->zpend[fs->nzpend++] = *r;
-}
+static bool q_push(struct pm_svrun **v, size_t *n, size_t *cap, const struct pm_svrun *r);
 
 /*
  * Dense: backs up to 2 MiB of the free space the mount cut out with zeroed
@@ -471,7 +458,7 @@ static void zq_push(struct pm_fs *fs, const struct pm_run *r)
  */
 static void zero_some(struct pm_fs *fs)
 {
-	struct pm_run *r = &fs->zpend[fs->nzpend - 1];
+	struct pm_svrun *r = &fs->zpend[fs->nzpend - 1];
 	uint64_t b = r->start, n = r->n < PM_ALIGN_BLOCKS ? r->n : PM_ALIGN_BLOCKS, gen;
 	bool ok;
 
@@ -518,10 +505,11 @@ void pm_sever_free_space(struct pm_fs *fs)
 			if (fs->sever_how == PM_SEVER_DEVICE)
 				break;
 		} else if (fs->zmap) {
-			/* dense: backed by the severer, after the mount */
-			struct pm_run r = { s, e - s };
+			/* dense: backed by the severer, after the mount
+			 * (without memory for the queue: left sparse) */
+			struct pm_svrun r = { s, e - s, false, 0, false, false };
 			pthread_mutex_lock(&fs->sv_lock);
-			zq_push(fs, &r);
+			(void)q_push(&fs->zpend, &fs->nzpend, &fs->capzpend, &r);
 			pthread_mutex_unlock(&fs->sv_lock);
 		}
 	}

@@ -22,11 +22,12 @@ import re
 
 import pytest
 
-from pinfs_mount import describe, run, wait_until
+from pinfs_mount import wait_until
 from pinfs_util import MiB, pattern, read_file, write_file
 from test_holders import needs_root, raw  # noqa: F401 (fixture)
 from test_kernel_pins import ring_kept_after_revocation, ring_kept_after_unpin
-from test_pins import PINFSCTL, needs_pinfsctl
+from test_pins import needs_pinfsctl
+from test_stat_counters import ctl_stats
 from test_stale_mapping import staleholder  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.needs_daemon]
@@ -50,9 +51,7 @@ def pool_allocated(mnt):
 
 def severed(mnt):
     """Blocks the severer has cut out of the pool file (pinfsctl stats)."""
-    res = run([PINFSCTL, 'stats', mnt.dir])
-    assert res.returncode == 0, describe(res)
-    return int(re.search(r'^severed:\s+(\d+)$', res.stdout, re.M).group(1))
+    return ctl_stats(mnt.dir)['severed']
 
 
 def settle(mnt):
