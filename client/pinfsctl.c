@@ -1064,6 +1064,8 @@ static int cmd_stats(int argc, char **argv)
 		C("mmap_lost_bytes", mmap_lost_bytes),
 		C("severed", severed_blocks),
 		C("unsevered", unsevered_blocks),
+		C("zeroed", zeroed_blocks),
+		C("zeroing", zeroing_blocks),
 		C("parked", parked),
 		C("ring_requests", ring_requests),
 #undef C
@@ -1120,6 +1122,8 @@ static int cmd_stats(int argc, char **argv)
 		    (counters[i].off == offsetof(struct pinfs_counters, mmap_lost_bytes) ||
 		     counters[i].off == offsetof(struct pinfs_counters, severed_blocks) ||
 		     counters[i].off == offsetof(struct pinfs_counters, unsevered_blocks) ||
+		     counters[i].off == offsetof(struct pinfs_counters, zeroed_blocks) ||
+		     counters[i].off == offsetof(struct pinfs_counters, zeroing_blocks) ||
 		     counters[i].off == offsetof(struct pinfs_counters, parked) ||
 		     counters[i].off == offsetof(struct pinfs_counters, ring_requests)))
 			continue;

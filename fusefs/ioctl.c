@@ -752,6 +752,7 @@ static void do_stats(struct ffs *f, uint32_t uid, struct ffs_file *file, struct 
 	}
 	out->mount.quarantined_blocks = pm_quarantined(f->fs);
 	pm_sever_counts(f->fs, &out->mount.severed_blocks, &out->mount.unsevered_blocks);
+	(void)pm_fs_dense(f->fs, NULL, &out->mount.zeroed_blocks, &out->mount.zeroing_blocks);
 	out->mount.mmap_lost_bytes = __atomic_load_n(&f->mmap_lost_bytes, __ATOMIC_RELAXED);
 	out->mount.transport = ffs_uring_transport();
 	out->mount.ring_requests = ffs_uring_requests();

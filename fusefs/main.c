@@ -597,7 +597,7 @@ int main(int argc, char **argv)
 	struct fuse_session *se = NULL;
 	char err[512] = "", fsname[4200];
 	const char *dense_why = NULL;
-	uint64_t dense_mib = 0;
+	uint64_t dense_blocks = 0, dense_pend = 0;
 	bool dense = false;
 	gid_t share_gid = 0;
 	int rc = 1;
@@ -766,7 +766,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: %s: %s\n", o.pool, err);
 		goto out_fs;
 	}
-	dense = o.dense && pm_fs_dense(g_ffs.fs, &dense_why, &dense_mib);
+	dense = o.dense && pm_fs_dense(g_ffs.fs, &dense_why, &dense_blocks, &dense_pend);
+	dense_blocks += dense_pend;
 	if (o.dense && !dense) /* on the terminal */
 		fprintf(stderr, "pinfs: %s: -o dense not taken up: %s; the pool stays sparse\n",
 			o.pool, dense_why ? dense_why : "a forced mount or a corrupt pool");
@@ -804,7 +805,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pinfs: %s: dense: free space is kept backed by zeroed pages "
 				"(%" PRIu64 " MiB, from now on, in the background): new blocks need "
 				"no page allocation, and deleting files gives no memory back\n",
-			o.pool, dense_mib >> 8);
+			o.pool, dense_blocks >> 8);
 	if (o.pinned_writeback && !strcmp(o.pinned_writeback, "bounce"))
 		fprintf(stderr, "pinfs: %s: pinned_writeback=bounce: fsync writes a checksummed "
 				"snapshot of each write-pinned block to the file's shadow\n", o.pool);

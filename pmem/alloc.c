@@ -117,10 +117,13 @@ static void media_bits(struct pm_fs *fs, uint64_t b, uint64_t n, bool set)
 	}
 }
 
-uint64_t pm_bmap_find(const struct pm_fs *fs, uint64_t b, uint64_t end, bool used)
+/* The first bit in [b, end) set (@set) or clear in @x | @y (@y may be NULL). */
+static uint64_t bits_find(const uint64_t *x, const uint64_t *y, uint64_t b, uint64_t end,
+			  bool set)
 {
 	while (b < end) {
-		uint64_t w = (used ? fs->bmap[b >> 6] : ~fs->bmap[b >> 6]) & (~0ull << (b & 63));
+		uint64_t v = x[b >> 6] | (y ? y[b >> 6] : 0);
+		uint64_t w = (set ? v : ~v) & (~0ull << (b & 63));
 		if (w) {
 			uint64_t r = (b & ~63ull) + (uint64_t)__builtin_ctzll(w);
 			return r < end ? r : end;
@@ -128,6 +131,16 @@ uint64_t pm_bmap_find(const struct pm_fs *fs, uint64_t b, uint64_t end, bool use
 		b = (b | 63) + 1;
 	}
 	return end;
+}
+
+uint64_t pm_bmap_find(const struct pm_fs *fs, uint64_t b, uint64_t end, bool used)
+{
+	return bits_find(fs->bmap, NULL, b, end, used);
+}
+
+uint64_t pm_zfind(const struct pm_fs *fs, uint64_t b, uint64_t end, bool want)
+{
+	return bits_find(fs->bmap, fs->zmap, b, end, !want);
 }
 
 /* Takes free blocks [start, start + n) in DRAM: nobody else gets them.
@@ -147,7 +160,7 @@ static bool reserve_run(struct pm_fs *fs, uint64_t start, uint64_t n)
 		}
 	}
 	fs->avail -= n;
-	fs->zgen += n;
+	__atomic_store_n(&fs->zgen, fs->zgen + n, __ATOMIC_RELAXED);
 	return zero;
 }
 

@@ -159,10 +159,12 @@ bool pm_pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n)
  * out (a fill's fallocate: on tmpfs about 80 ms per 256 MiB, most of what
  * tmpfs's own write of a new file costs), because every freed block is
  * punched out (sever.c) and comes back as a hole. With -o dense the
- * daemon backs a freed block again right after its punch, in the severer
- * thread, with fresh zeroed pages (MADV_POPULATE_WRITE on its own mapping:
- * the punch already severed any kernel pin of the old page), and all free
- * space after the mount, as the severer finds time (sever.c, zero_some);
+ * severer thread backs all free space after the mount, and every freed
+ * block again after its punch, with fresh zeroed pages (MADV_POPULATE_WRITE
+ * on its own mapping: the punch already severed any kernel pin of the old
+ * page), 2 MiB at a time once no block has been taken for 0.1 s (sever.c,
+ * zero_now, zero_some): a writer taking new blocks meanwhile is not slowed
+ * by it, and takes unbacked ones as on a sparse pool.
  * fs->zmap remembers which free blocks are so backed, and
  * a fill takes them with neither a fallocate nor a zeroing. The price is a
  * pool file that stays allocated, as a persistent-memory device is: du of

@@ -389,11 +389,11 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	pthread_mutex_init(&fs->wblock, NULL);
 	pthread_mutex_init(&fs->bounce_lock, NULL);
 	pthread_mutex_init(&fs->sv_lock, NULL);
-	pthread_cond_init(&fs->sv_cv, NULL);
 	{
 		pthread_condattr_t ca;
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&fs->sv_cv, &ca); /* zero_now waits on it */
 		pthread_cond_init(&fs->wbcv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
@@ -447,18 +447,28 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	return 0;
 }
 
-bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed)
+bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed, uint64_t *pending)
 {
 	if (why)
 		*why = fs->dense_why;
+	*zeroed = *pending = 0;
+	if (!fs->zmap)
+		return false;
 	pthread_mutex_lock(&fs->lock);
 	*zeroed = pm_zmap_count(fs);
-	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&fs->sv_lock);
 	for (size_t i = 0; i < fs->nzpend; i++)
-		*zeroed += fs->zpend[i].n;
+		*pending += fs->zpend[i].n;
+	/* and what the severer will find in the bitmaps */
+	for (uint64_t b = fs->zscan_at; fs->zrescan && b < fs->nblocks;) {
+		uint64_t s = pm_zfind(fs, b, fs->nblocks, true);
+
+		b = pm_zfind(fs, s, fs->nblocks, false);
+		*pending += b - s;
+	}
 	pthread_mutex_unlock(&fs->sv_lock);
-	return fs->zmap != NULL;
+	pthread_mutex_unlock(&fs->lock);
+	return true;
 }
 
 int pm_syncfs(struct pm_fs *fs)

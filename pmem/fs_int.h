@@ -144,7 +144,6 @@ struct pm_svrun {
 			 * 2 still mapped; -errno the punch failed */
 	bool held;	/* a retry of unsevered blocks: counted in
 			 * unsev_blocks, not in sv_blocks, until decided */
-	bool zero;	/* dense: punched, then backed again by zeroed pages */
 };
 
 struct pm_fs {
@@ -195,9 +194,15 @@ struct pm_fs {
 	size_t sv_npend, sv_cappend, sv_ndone, sv_capdone;
 	uint64_t sv_inflight;	/* runs taken by the severer, not yet done */
 	uint64_t sv_blocks;	/* blocks queued, in flight or done: free soon */
-	struct pm_svrun *zpend;	/* dense: free runs the mount cut out, to back
-				 * with zeroed pages when the severer is idle */
+	struct pm_svrun *zpend;	/* dense: free runs not backed yet (the mount's
+				 * free space, runs the severer gave back), to
+				 * back with zeroed pages once the pool is idle */
 	size_t nzpend, capzpend;
+	bool zrescan;		/* the queue overflowed: find them in the
+				 * bitmaps, from zscan_at on; sv_lock */
+	uint64_t zscan_at;
+	uint64_t zseen, zseen_ns; /* fs->zgen as the severer last saw it, and
+				   * when (CLOCK_MONOTONIC); sv_lock */
 	uint32_t *csum;		/* checksum table in the pool, NULL without */
 	struct pm_wb_stats wb;	/* mount writeback counters; wblock */
 	pthread_mutex_t wblock;	/* guards wb and the flusher's state */
@@ -221,7 +226,8 @@ struct pm_fs {
 	 * zeroed pages, so a fill neither allocates nor zeroes them */
 	uint64_t *zmap;		/* free blocks whose pool page is allocated and
 				 * holds zeros: bitmap, NULL unless dense; lock */
-	uint64_t zgen;		/* blocks taken so far (a generation); lock */
+	uint64_t zgen;		/* blocks taken so far (a generation): set
+				 * under lock, read atomically without */
 	bool zfull;		/* the backing refused a page: no more; atomic */
 	const char *dense_why;	/* why -o dense was not taken up; set at mount */
 };
@@ -293,6 +299,9 @@ const char *pm_dense_init(struct pm_fs *fs);
 bool pm_zero_back(struct pm_fs *fs, uint64_t b, uint64_t n);
 void pm_zmap_set(struct pm_fs *fs, uint64_t b, uint64_t n);
 uint64_t pm_zmap_count(struct pm_fs *fs);
+/* The first block in [b, end) free and not in fs->zmap (@want), or taken
+ * or in it (!@want); fs->lock held (alloc.c). */
+uint64_t pm_zfind(const struct pm_fs *fs, uint64_t b, uint64_t end, bool want);
 /* True when pool blocks [b, b + n) read as zeros without being written: a
  * hole of a page-cache pool file (backing.c). */
 bool pm_pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n);
@@ -452,6 +461,7 @@ void pm_dirty_free(struct pm_dirty *ds);
 int pm_truncate_locked(struct pm_fs *fs, struct pm_inode *ip, uint64_t size);
 
 /* writeback.c */
+uint64_t pm_mono_ns(void); /* CLOCK_MONOTONIC, in ns */
 /* Marks file blocks [fblk, fblk+n) dirty before they are written in place:
  * a clean block's checksum is invalidated, durably, first. Called with
  * ip->rw held (either way) or the last reference. */

@@ -31,7 +31,7 @@
 #include "pmem/crc32c.h"
 #include "pmem/fs_int.h"
 
-static uint64_t mono_ns(void)
+uint64_t pm_mono_ns(void)
 {
 	struct timespec ts;
 
@@ -67,7 +67,7 @@ static struct pm_dchunk *chunk_of(struct pm_dirty *ds, uint64_t chunk, bool crea
 	memmove(&ds->c[lo + 1], &ds->c[lo], (ds->n - lo) * sizeof(*ds->c));
 	memset(&ds->c[lo], 0, sizeof(ds->c[lo]));
 	ds->c[lo].chunk = chunk;
-	ds->c[lo].since_ns = mono_ns();
+	ds->c[lo].since_ns = pm_mono_ns();
 	ds->n++;
 	return &ds->c[lo];
 }
@@ -951,7 +951,7 @@ void pm_write_settle(struct pm_fs *fs, struct pm_inode *ip, uint64_t off, uint64
 
 void pm_writeback_pass(struct pm_fs *fs, double expire_s)
 {
-	uint64_t now = mono_ns(), older = now - (uint64_t)(expire_s * 1e9);
+	uint64_t now = pm_mono_ns(), older = now - (uint64_t)(expire_s * 1e9);
 	struct pm_inode **v;
 	size_t i, n = 0;
 
@@ -987,7 +987,7 @@ static void *flusher_main(void *arg)
 	pthread_mutex_lock(&fs->wblock);
 	while (!fs->flusher_stop) {
 		struct timespec ts;
-		uint64_t until = mono_ns() + (uint64_t)(fs->wb_interval * 1e9);
+		uint64_t until = pm_mono_ns() + (uint64_t)(fs->wb_interval * 1e9);
 		ts.tv_sec = (time_t)(until / 1000000000ull);
 		ts.tv_nsec = (long)(until % 1000000000ull);
 		while (!fs->flusher_stop &&

@@ -202,6 +202,12 @@ struct pinfs_counters {
 	uint64_t short_pins_expired;
 	/* long-term pins refused with EOPNOTSUPP (policy refuse_longterm) */
 	uint64_t longterm_refused;
+	/* mount only, -o dense: free blocks backed by zeroed pages now (a
+	 * new block there needs no page allocation), and free blocks the
+	 * daemon backs so once the pool is idle (no block taken for 0.1 s):
+	 * the mount's free space, and blocks freed since */
+	uint64_t zeroed_blocks;
+	uint64_t zeroing_blocks;
 };
 #define PINFS_TRANSPORT_DEV_FUSE 1u /* read()/writev() on /dev/fuse */
 #define PINFS_TRANSPORT_IO_URING 2u /* FUSE over io_uring (pinfs -o io_uring) */
