@@ -291,10 +291,11 @@ int pm_back(struct pm_fs *fs, uint64_t b, uint64_t n);
  * bits in the bitmap, its checksum table entries. */
 int pm_back_run(struct pm_fs *fs, uint64_t b, uint64_t n, bool data_backed);
 /* Dense pools (backing.c): sets fs->zmap up, at mount, if the backing
- * allows (else why not, and the pool stays sparse); backs punched free
- * blocks [b, b + n) with zeroed pages again (without fs->lock: the caller
- * owns them; false once the backing refuses); marks them in fs->zmap
- * (fs->lock); counts the blocks marked (fs->lock). */
+ * allows (else why not, and the pool stays sparse); backs blocks
+ * [b, b + n), holes of the pool file, with pages that read as zeros
+ * (without fs->lock: allocating pages changes no byte, so the blocks may be
+ * taken and written meanwhile; false once the backing refuses); marks them
+ * in fs->zmap (fs->lock); counts the blocks marked (fs->lock). */
 const char *pm_dense_init(struct pm_fs *fs);
 bool pm_zero_back(struct pm_fs *fs, uint64_t b, uint64_t n);
 void pm_zmap_set(struct pm_fs *fs, uint64_t b, uint64_t n);
