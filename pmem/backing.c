@@ -169,7 +169,8 @@ bool pm_pool_zeros(struct pm_fs *fs, uint64_t b, uint64_t n)
  * 0.80-0.91x tmpfs, against 1.03-1.07x so). 2 MiB at a time, once no block
  * has been taken for 0.1 s (sever.c, zero_now, zero_some): a writer taking
  * new blocks meanwhile is not slowed by it, and takes unbacked ones as on
- * a sparse pool.
+ * a sparse pool; the punches themselves wait so too while the pool has
+ * room (severer_main).
  * fs->zmap remembers which free blocks are so backed, and
  * a fill takes them with neither a fallocate nor a zeroing. The price is a
  * pool file that stays allocated, as a persistent-memory device is: du of

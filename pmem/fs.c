@@ -457,6 +457,9 @@ bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed, uint64_t 
 	pthread_mutex_lock(&fs->lock);
 	*zeroed = pm_zmap_count(fs);
 	pthread_mutex_lock(&fs->sv_lock);
+	/* freed blocks the severer has still to cut out (it waits for the
+	 * pool to idle, then backs them at once) */
+	*pending = fs->sv_blocks;
 	for (size_t i = 0; i < fs->nzpend; i++)
 		*pending += fs->zpend[i].n;
 	/* and what the severer will find in the bitmaps */

@@ -63,7 +63,7 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 /* Is the pool dense (PM_MOUNT_DENSE taken up)? If asked and not, *@why
  * says why (NULL: not asked); *@zeroed: free blocks backed by zeroed pages;
  * *@pending: free blocks to be, once the pool is idle (the mount's free
- * space, blocks freed since). */
+ * space, blocks freed since, whether cut out of the pool file yet or not). */
 bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed, uint64_t *pending);
 /* Has the engine found the pool corrupt (errors flag)? Then every change
  * fails with -EROFS: the mount serves reads only. */

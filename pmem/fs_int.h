@@ -154,7 +154,8 @@ struct pm_fs {
 	struct pm_tx tx;	/* protected by lock */
 	struct pm_super sbc;	/* DRAM superblock; lock */
 	uint64_t *bmap;		/* DRAM bitmap: 1 = not allocatable; lock */
-	uint64_t avail;		/* blocks allocatable now; lock */
+	uint64_t avail;		/* blocks allocatable now; lock (the severer
+				 * reads it without, as a hint: READ_ONCE) */
 	uint64_t alloc_hint;	/* lock */
 	uint64_t ino_hint;	/* lock */
 	struct pm_inode **itab; /* inode cache buckets; lock */

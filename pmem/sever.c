@@ -339,6 +339,8 @@ static uint64_t sever_piece(struct pm_fs *fs, uint64_t b, uint64_t e)
 
 /* Makes [b, e) allocatable, after sever or not; counted as severed when
  * @sev. */
+static void zq_add(struct pm_fs *fs, uint64_t b, uint64_t n);
+
 static void give_back(struct pm_fs *fs, uint64_t b, uint64_t e, bool sev)
 {
 	if (b >= e)
@@ -346,6 +348,11 @@ static void give_back(struct pm_fs *fs, uint64_t b, uint64_t e, bool sev)
 	untaint(fs, b, e - b);
 	if (sev)
 		fs->severed += e - b;
+	if (sev && fs->zmap) { /* a dense pool backs it again once idle */
+		pthread_mutex_lock(&fs->sv_lock);
+		zq_add(fs, b, e - b);
+		pthread_mutex_unlock(&fs->sv_lock);
+	}
 	pm_bavail_add(fs, b, e - b);
 }
 
@@ -548,11 +555,11 @@ static void zq_rescan(struct pm_fs *fs)
 /*
  * Dense: may the severer back free space now (sv_lock held)? Only once no
  * block has been taken for ZIDLE_NS: a writer filling new blocks would
- * otherwise race the populate for the same CPU time and memory bandwidth
- * (a 256 MiB file written right after a 256 MiB unlink ran at 0.36-0.40x
- * tmpfs with the backing done at once, against 0.55x on a sparse pool),
- * and take the very blocks being backed (fs->zgen), wasting it. Otherwise
- * waits until the pool may be idle, or for other work.
+ * otherwise race the backing for CPU time and the pool file's inode lock
+ * (a 256 MiB file written right after a 256 MiB unlink ran at 0.36-0.47x
+ * tmpfs with freed blocks backed at once, below a sparse pool's
+ * 0.55-0.64x), and take the very blocks being backed (fs->zgen), wasting
+ * it. Otherwise waits until the pool may be idle, or for other work.
  */
 #define ZIDLE_NS 100000000ull
 static bool zero_now(struct pm_fs *fs)
@@ -693,12 +700,9 @@ static void drain_done(struct pm_fs *fs, struct maps *m)
 	n = fs->sv_ndone;
 	fs->sv_done = NULL;
 	fs->sv_ndone = fs->sv_capdone = 0;
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
 		if (!v[i].held)
 			blocks += v[i].n;
-		if (v[i].punched == 0) /* severed: a dense pool backs it again */
-			zq_add(fs, v[i].start, v[i].n);
-	}
 	fs->sv_blocks -= blocks;
 	pthread_mutex_unlock(&fs->sv_lock);
 	for (i = 0; i < n; i++) {
@@ -739,6 +743,19 @@ static void *severer_main(void *arg)
 			pthread_cond_wait(&fs->sv_cv, &fs->sv_lock);
 		if (!fs->sv_npend && fs->sv_stop)
 			break;
+		/* dense: freed blocks are cut out once the pool is idle too,
+		 * while as many blocks are free as wait: a writer's pwrites
+		 * into the pool file would otherwise wait for the punches'
+		 * inode lock. It only delays their reuse (they stay taken
+		 * until then), and the pool file never grows past the size
+		 * its store had room for at the mount (a sparse pool's freed
+		 * pages go back at once). With less free, they are cut out
+		 * now rather than by an allocation that finds no free block
+		 * (pm_sever_wait, under fs->lock) */
+		if (fs->sv_npend && fs->zmap && !fs->sv_stop &&
+		    !__atomic_load_n(&fs->zfull, __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&fs->avail, __ATOMIC_RELAXED) >= fs->sv_blocks && !zero_now(fs))
+			continue;
 		if (!fs->sv_npend) { /* idle: back some free space (dense) */
 			if (!zero_now(fs))
 				continue;

@@ -5,7 +5,8 @@ A sparse pool's freed blocks are punched out of the pool file and come back
 as holes, so the next file to take them pays the backing's page
 allocation. With -o dense the daemon backs a freed block again with fresh
 zeroed pages after its punch, and all free space after the mount, once
-the pool is idle. What a user relies on:
+the pool is idle (and, while it is busy and has room, punches later too).
+What a user relies on:
   - the mount says it is dense (or, on the terminal, why it is not), and
     the pool file stays allocated: deleting files gives no memory back;
   - a new file, its preallocation and its holes read zeros, never the
@@ -205,10 +206,12 @@ def fill_up(path):
 def test_dense_pool_whose_backing_store_fills_goes_on_sparse(mnt):
     """The pool's tmpfs fills after the mount (another program's file in
     it) while freed blocks wait for the pool to idle before they are
-    backed again. The daemon says once that the backing refused, backs no
-    more, and the pool works on as a sparse one: ENOSPC while the store
-    has no page, then writes, zeros in holes and the other files intact
-    once it has (the fixture runs fsck after the unmount)."""
+    backed again. (Fewer blocks are free than the unlink frees, so the
+    daemon cuts them out at once, busy or not: the hog gets those pages.)
+    The daemon says once that the backing refused, backs no more, and the
+    pool works on as a sparse one: ENOSPC while the store has no page,
+    then writes, zeros in holes and the other files intact once it has
+    (the fixture runs fsck after the unmount)."""
     mnt.allow_stderr(r'dense: the backing refused zeroed pages')
     refused = re.compile(r'dense: the backing refused zeroed pages \((.*)\): free space '
                          r'freed from now on stays unbacked')
@@ -280,8 +283,9 @@ def test_dense_pool_whose_backing_store_fills_goes_on_sparse(mnt):
 @pytest.mark.mount_options('dense')
 def test_dense_pool_backs_what_was_freed_while_busy_once_idle(mnt):
     """5 000 one-block files deleted, one in two, while the pool is never
-    idle: more separate freed runs than the daemon queues (4 096). Once
-    the pool idles, every free block is backed all the same."""
+    idle: they wait (zeroing), to be cut out and backed again once it
+    idles, more separate runs than the daemon queues (4 096). Every free
+    block is backed all the same."""
     settle(mnt)
     names = [mnt.path('f%05d' % i) for i in range(10000)]
     for n in names:
