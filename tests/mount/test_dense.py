@@ -40,12 +40,16 @@ DENSE_LOG = re.compile(r'dense: free space is kept backed by zeroed pages '
                        r'\((\d+) MiB, from now on, in the background\)')
 
 
-def libc_fallocate_keep_size(fd, length):
+def libc_fallocate(fd, mode, offset, length):
     libc = ctypes.CDLL(None, use_errno=True)
     libc.fallocate64.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    if libc.fallocate64(fd, 1, 0, length) != 0:          # FALLOC_FL_KEEP_SIZE
+    if libc.fallocate64(fd, mode, offset, length) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
+
+
+def libc_fallocate_keep_size(fd, length):
+    libc_fallocate(fd, 1, 0, length)                     # FALLOC_FL_KEEP_SIZE
 
 
 def pool_allocated(mnt):
@@ -282,14 +286,14 @@ def test_dense_pool_whose_backing_store_fills_goes_on_sparse(mnt):
 @pytest.mark.pool_size('96M')
 @pytest.mark.mount_options('dense')
 def test_dense_pool_backs_what_was_freed_while_busy_once_idle(mnt):
-    """5 000 one-block files deleted, one in two, while the pool is never
-    idle: they wait (zeroing), to be cut out and backed again once it
+    """5 000 blocks punched out of a file, one in two, while the pool is
+    never idle: they wait (zeroing), to be cut out and backed again once it
     idles, more separate runs than the daemon queues (4 096). Every free
-    block is backed all the same."""
+    block is backed all the same, and the file holds its bytes."""
     settle(mnt)
-    names = [mnt.path('f%05d' % i) for i in range(10000)]
-    for n in names:
-        write_file(n, b'\x03' * 4096)
+    path = mnt.path('sieve')
+    data = pattern(9, 10000 * 4096)
+    write_file(path, data)
     stop = threading.Event()
 
     def taker():
@@ -300,13 +304,15 @@ def test_dense_pool_backs_what_was_freed_while_busy_once_idle(mnt):
             stop.wait(0.01)
     th = threading.Thread(target=taker)
     th.start()
+    fd = os.open(path, os.O_RDWR)
     try:
-        for n in names[::2]:
-            os.unlink(n)
+        for i in range(0, 10000, 2):
+            libc_fallocate(fd, 3, i * 4096, 4096)     # PUNCH_HOLE | KEEP_SIZE
         # all of them waiting: queued, or to be found in the bitmaps
         assert wait_until(lambda: ctl_stats(mnt.dir)['zeroing'] >= 5000, 30, interval=0.1), \
             ctl_stats(mnt.dir)
     finally:
+        os.close(fd)
         stop.set()
         th.join(30)
     assert not th.is_alive()
@@ -315,5 +321,7 @@ def test_dense_pool_backs_what_was_freed_while_busy_once_idle(mnt):
     free = sv.f_bfree * sv.f_frsize // 4096
     zeroed = ctl_stats(mnt.dir)['zeroed']
     assert free - 256 <= zeroed <= free, (free, zeroed)
-    for n in names[1:200:2]:
-        assert read_file(n) == b'\x03' * 4096
+    want = bytearray(data)
+    for i in range(0, 10000, 2):
+        want[i * 4096:(i + 1) * 4096] = bytes(4096)
+    assert read_file(path) == want
