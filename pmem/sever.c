@@ -627,7 +627,7 @@ void pm_sever_free_space(struct pm_fs *fs)
 
 static bool q_push(struct pm_svrun **v, size_t *n, size_t *cap, const struct pm_svrun *r)
 {
-	if (*n == *cap) {
+	if (*n == *cap || !*v) { /* (!*v: then *n is 0, which clang-tidy cannot tell) */
 		size_t ncap = *cap ? 2 * *cap : 64;
 		struct pm_svrun *nv = realloc(*v, ncap * sizeof(*nv));
 		if (!nv)
