@@ -47,18 +47,25 @@ void pm_back_init(struct pm_fs *fs)
 		fs->mback = calloc(PM_DIV_UP(fs->data_start, 64), 8); /* NULL: no cache */
 }
 
+/* fallocate(KEEP_SIZE) of pool blocks [b, b + n): 0 or the errno. */
+static int falloc_blocks(struct pm_fs *fs, uint64_t b, uint64_t n)
+{
+	while (fallocate(fs->pool->fd, FALLOC_FL_KEEP_SIZE, (off_t)(b << PM_BLOCK_SHIFT),
+			 (off_t)(n << PM_BLOCK_SHIFT)) != 0)
+		if (errno != EINTR)
+			return errno;
+	return 0;
+}
+
 static int falloc(struct pm_fs *fs, uint64_t b, uint64_t n)
 {
 	int e;
 
 	if (!fs->back_on || !n)
 		return 0;
-	do {
-		if (!fallocate(fs->pool->fd, FALLOC_FL_KEEP_SIZE, (off_t)(b << PM_BLOCK_SHIFT),
-			       (off_t)(n << PM_BLOCK_SHIFT)))
-			return 0;
-		e = errno;
-	} while (e == EINTR);
+	e = falloc_blocks(fs, b, n);
+	if (!e)
+		return 0;
 	if (e == EOPNOTSUPP || e == ENOSYS) {
 		fs->back_on = false;
 		fprintf(stderr, "pinfs: %s: the pool file cannot allocate its backing ahead (%s): "
@@ -197,22 +204,20 @@ const char *pm_dense_init(struct pm_fs *fs)
 bool pm_zero_back(struct pm_fs *fs, uint64_t b, uint64_t n)
 {
 	static int said;
+	int e;
 
 	if (!fs->zmap || __atomic_load_n(&fs->zfull, __ATOMIC_RELAXED) || !n)
 		return false;
-	while (fallocate(fs->pool->fd, FALLOC_FL_KEEP_SIZE, (off_t)(b << PM_BLOCK_SHIFT),
-			 (off_t)(n << PM_BLOCK_SHIFT)) != 0)
-		if (errno != EINTR)
-			goto full;
-	return true;
-full:
+	e = falloc_blocks(fs, b, n);
+	if (!e)
+		return true;
 	/* a full backing store (ENOSPC): the rest of the free space stays
 	 * sparse */
 	__atomic_store_n(&fs->zfull, true, __ATOMIC_RELAXED);
 	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
 		fprintf(stderr, "pinfs: %s: dense: the backing refused zeroed pages (%s): free space "
 				"freed from now on stays unbacked\n",
-			fs->pool->path, strerror(errno));
+			fs->pool->path, strerror(e));
 	return false;
 }
 

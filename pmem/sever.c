@@ -45,9 +45,10 @@
  * file system the kernel refuses long-term pins (FOLL_LONGTERM) outright,
  * and the punch waits for short-term ones (dax_layout_busy_page).
  *
- * Dense pools (-o dense, backing.c): a run punched and checked is backed
- * again with zeroed pages by the severer, still off every lock (the run is
- * taken in fs->bmap), and marked in fs->zmap when it is given back.
+ * Dense pools (-o dense, backing.c): a run punched and given back is
+ * queued (fs->zpend), and the severer backs it again with zeroed pages
+ * once the pool is idle, still free and off every lock, marking it in
+ * fs->zmap only if no block was taken meanwhile (zero_some).
  *
  * Locking: the taint bitmap, the unsevered runs and the counters are
  * protected by fs->lock; the severer's queues by fs->sv_lock (see the
@@ -480,10 +481,12 @@ static void zero_some(struct pm_fs *fs)
 		fs->nzpend--;
 	pthread_mutex_unlock(&fs->sv_lock);
 	pthread_mutex_lock(&fs->lock);
-	ok = pm_run_free(fs, b, n) && pm_pool_zeros(fs, b, n);
+	ok = pm_run_free(fs, b, n);
 	gen = fs->zgen;
 	pthread_mutex_unlock(&fs->lock);
-	if (ok && pm_zero_back(fs, b, n)) {
+	/* a hole (SEEK_DATA) off the lock: a block taken from here on
+	 * changes fs->zgen, and the run is not marked */
+	if (ok && pm_pool_zeros(fs, b, n) && pm_zero_back(fs, b, n)) {
 		pthread_mutex_lock(&fs->lock);
 		if (fs->zgen == gen && pm_run_free(fs, b, n))
 			pm_zmap_set(fs, b, n);

@@ -18,7 +18,6 @@ What a user relies on:
     saying so once, with ENOSPC where the store has no page.
 """
 
-import ctypes
 import errno
 import os
 import re
@@ -27,7 +26,7 @@ import threading
 import pytest
 
 from pinfs_mount import wait_until
-from pinfs_util import MiB, pattern, read_file, write_file
+from pinfs_util import MiB, fallocate, pattern, read_file, write_file
 from test_holders import needs_root, raw  # noqa: F401 (fixture)
 from test_kernel_pins import ring_kept_after_revocation, ring_kept_after_unpin
 from test_pins import needs_pinfsctl
@@ -38,18 +37,6 @@ pytestmark = [pytest.mark.needs_daemon]
 
 DENSE_LOG = re.compile(r'dense: free space is kept backed by zeroed pages '
                        r'\((\d+) MiB, from now on, in the background\)')
-
-
-def libc_fallocate(fd, mode, offset, length):
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate64.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    if libc.fallocate64(fd, mode, offset, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-def libc_fallocate_keep_size(fd, length):
-    libc_fallocate(fd, 1, 0, length)                     # FALLOC_FL_KEEP_SIZE
 
 
 def pool_allocated(mnt):
@@ -118,7 +105,7 @@ def test_dense_pool_keeps_free_space_backed_and_new_files_read_zeros(mnt):
 
     fd = os.open(mnt.path('keepsize'), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        libc_fallocate_keep_size(fd, 20 * MiB)
+        fallocate(fd, 1, 0, 20 * MiB)               # FALLOC_FL_KEEP_SIZE
         os.ftruncate(fd, 20 * MiB)              # the preallocation comes into view
         assert os.pread(fd, 20 * MiB, 0) == bytes(20 * MiB)
     finally:
@@ -307,7 +294,7 @@ def test_dense_pool_backs_what_was_freed_while_busy_once_idle(mnt):
     fd = os.open(path, os.O_RDWR)
     try:
         for i in range(0, 10000, 2):
-            libc_fallocate(fd, 3, i * 4096, 4096)     # PUNCH_HOLE | KEEP_SIZE
+            fallocate(fd, 3, i * 4096, 4096)          # PUNCH_HOLE | KEEP_SIZE
         # all of them waiting: queued, or to be found in the bitmaps
         assert wait_until(lambda: ctl_stats(mnt.dir)['zeroing'] >= 5000, 30, interval=0.1), \
             ctl_stats(mnt.dir)
