@@ -30,8 +30,28 @@ def pytest_configure(config):
                             'its log in -o logfile)')
 
 
+def _shard():
+    """PINFS_TEST_SHARD=K/N: this run takes every N-th test from the K-th
+    (0-based) of the collected order, so N runs side by side share the suite
+    evenly whatever the files' sizes (scripts/test runs the sanitizer
+    build's suite as two). None when unset."""
+    spec = os.environ.get('PINFS_TEST_SHARD', '')
+    if not spec:
+        return None
+    k, _, n = spec.partition('/')
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise pytest.UsageError('PINFS_TEST_SHARD=%r: want K/N with 0 <= K < N' % spec)
+    return int(k), int(n)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip every test of this directory, with the reason, when pinfs is not usable."""
+    """Keep this run's shard (PINFS_TEST_SHARD); skip every test of this
+    directory, with the reason, when pinfs is not usable."""
+    shard = _shard()
+    if shard is not None:
+        k, n = shard
+        config.hook.pytest_deselected(items=[it for i, it in enumerate(items) if i % n != k])
+        items[:] = [it for i, it in enumerate(items) if i % n == k]
     for item in items:
         if not str(getattr(item, 'path', item.fspath)).startswith(HERE + os.sep):
             continue
