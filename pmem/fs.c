@@ -460,9 +460,17 @@ bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed, uint64_t 
 	/* freed blocks the severer has still to cut out (it waits for the
 	 * pool to idle, then backs them at once) */
 	*pending = fs->sv_blocks;
-	for (size_t i = 0; i < fs->nzpend; i++)
-		*pending += fs->zpend[i].n;
-	/* and what the severer will find in the bitmaps */
+	/* the queue, and what the severer will find in the bitmaps from
+	 * fs->zscan_at on, where a queued run is counted by the scan alone
+	 * (once, and only while it is still free and not backed) */
+	for (size_t i = 0; i < fs->nzpend; i++) {
+		const struct pm_svrun *r = &fs->zpend[i];
+
+		if (!fs->zrescan || r->start + r->n <= fs->zscan_at)
+			*pending += r->n;
+		else if (r->start < fs->zscan_at)
+			*pending += fs->zscan_at - r->start;
+	}
 	for (uint64_t b = fs->zscan_at; fs->zrescan && b < fs->nblocks;) {
 		uint64_t s = pm_zfind(fs, b, fs->nblocks, true);
 
