@@ -398,6 +398,33 @@ fail:
 
 /* ---- mounts ------------------------------------------------------------- */
 
+/* PINFS_DAX_VERBOSE set (pinfs-dax -v): one line on stderr for each pinfs
+ * mount this process reaches, saying whether its files are served from the
+ * pool and, if not, why. */
+static bool verbose;
+
+__attribute__((format(printf, 2, 3))) static void say_dev(int fd, const char *fmt, ...)
+{
+	char link[64], path[4096], msg[4200], line[8400];
+	int saved = errno, n;
+	va_list ap;
+	ssize_t k;
+
+	if (!verbose)
+		return;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	k = readlink(link, path, sizeof(path) - 1);
+	path[k > 0 ? k : 0] = 0;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	n = snprintf(line, sizeof(line), "pinfs-dax[%d]: %s: a pinfs mount: %s\n", (int)getpid(),
+		     k > 0 ? path : "?", msg);
+	if (n > 0)
+		(void)!r_write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	errno = saved;
+}
+
 /* The mount of @dev as this process sees it; under tab_lock. */
 static struct ddev *dev_find(int fd, dev_t dev)
 {
@@ -426,25 +453,41 @@ static struct ddev *dev_find(int fd, dev_t dev)
 	free_dd->pool[n] = 0;
 	/* may we map the pool at all? (the daemon checks again at pin) */
 	sfd = r_open(free_dd->pool, O_RDONLY | O_CLOEXEC);
-	if (sfd < 0)
+	if (sfd < 0) {
+		say_dev(fd, "its files go through FUSE: this user cannot open the pool %s (%s)",
+			free_dd->pool, strerror(errno));
 		return NULL;
+	}
 	r_close(sfd);
 	n = fgetxattr(fd, PINFS_XATTR_DAXSTATE, path, sizeof(path) - 1);
-	if (n <= 0)
+	if (n <= 0) {
+		say_dev(fd, "its files go through FUSE: its daemon names no pinfs-dax state (%s)",
+			n < 0 ? strerror(errno) : "empty");
 		return NULL;
+	}
 	path[n] = 0;
 	sfd = r_open(path, O_RDONLY | O_CLOEXEC);
-	if (sfd < 0)
+	if (sfd < 0) {
+		say_dev(fd, "its files go through FUSE: cannot open its pinfs-dax state %s (%s)", path,
+			strerror(errno));
 		return NULL;
+	}
 	p = mmap(NULL, sizeof(struct pinfs_dax_hdr) + PINFS_DAX_SLOTS * sizeof(struct pinfs_dax_slot),
 		 PROT_READ, MAP_SHARED, sfd, 0);
 	r_close(sfd);
-	if (p == MAP_FAILED)
+	if (p == MAP_FAILED) {
+		say_dev(fd, "its files go through FUSE: cannot map its pinfs-dax state %s (%s)", path,
+			strerror(errno));
 		return NULL;
+	}
 	free_dd->hdr = p;
-	if (free_dd->hdr->magic != PINFS_DAX_MAGIC || free_dd->hdr->nslots > PINFS_DAX_SLOTS)
+	if (free_dd->hdr->magic != PINFS_DAX_MAGIC || free_dd->hdr->nslots > PINFS_DAX_SLOTS) {
+		say_dev(fd, "its files go through FUSE: %s is no pinfs-dax state this library reads",
+			path);
 		return NULL;
+	}
 	free_dd->state = 1;
+	say_dev(fd, "its files are served from the pool %s", free_dd->pool);
 	return free_dd;
 }
 
@@ -1727,6 +1770,7 @@ static void syms(void)
 __attribute__((constructor)) static void init(void)
 {
 	ensure();
+	verbose = getenv("PINFS_DAX_VERBOSE") && *getenv("PINFS_DAX_VERBOSE");
 	for (int i = 0; i < NMAPS; i++) {
 		maps[i].free = 1;
 		maps[i].pfd = -1;

@@ -490,6 +490,57 @@ def test_a_user_who_cannot_open_the_pool_goes_through_fuse(mnt, probe, probe_exe
         p.close()
 
 
+@pytest.mark.mount_options('allow_other')
+def test_verbose_says_per_mount_whether_files_are_served_and_why_not(mnt, dax_exe):
+    """pinfs-dax -v (and PINFS_DAX_VERBOSE): one line per process and mount
+    on stderr: root's files are served from the pool; a user who cannot
+    open the pool is told so, with the errno, and is served through FUSE.
+    Without it, nothing is said. The bytes are right every way."""
+    pool = pool_of(mnt)
+    path = mnt.path('f')
+    data = make_file(path, 300 * KiB, seed=3)
+    os.chmod(path, 0o666)
+    def pid_of(line):
+        m = re.match(r'pinfs-dax\[(\d+)\]: ', line)
+        assert m, line
+        return int(m.group(1))
+    served = ('pinfs-dax[%d]: ' + path + ': a pinfs mount: its files are served from the pool '
+              + pool + '\n')
+    res = subprocess.run([dax_exe, '-v', 'sh', '-c', 'cat "$1"; cat "$1"', 'sh', path],
+                         capture_output=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == data * 2, res.stderr
+    lines = res.stderr.decode().splitlines(True)
+    assert len(lines) == 2, lines            # one per cat, none for the shell
+    for line in lines:
+        assert line == served % pid_of(line), line
+    res = subprocess.run([dax_exe, 'cat', path], capture_output=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == data and res.stderr == b''
+    # the library reads the variable itself
+    res = subprocess.run([dax_exe, '--', 'cat', path], capture_output=True, timeout=60,
+                         env=dict(os.environ, PINFS_DAX_VERBOSE='1'))
+    assert res.returncode == 0 and res.stdout == data
+    assert res.stderr.decode() == served % pid_of(res.stderr.decode())
+
+    dax = user_runnable(dax_exe)
+    lib = os.path.join(os.path.dirname(dax_exe), 'libpinfsdax.so')
+    libcopy = os.path.join(os.path.dirname(dax), 'libpinfsdax.so')
+    shutil.copy(lib, libcopy)
+    os.chmod(libcopy, 0o755)
+
+    def drop():
+        os.setgroups([])
+        os.setgid(1000)
+        os.setuid(1000)
+    res = subprocess.run([dax, '--verbose', 'dd', 'of=' + path, 'bs=4k', 'seek=1',
+                          'conv=notrunc', 'status=none'], input=b'u' * 4096, preexec_fn=drop,
+                         capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    m = re.fullmatch(r'pinfs-dax\[\d+\]: (.*): a pinfs mount: its files go through FUSE: this '
+                     r'user cannot open the pool (.*) \(Permission denied\)\n', res.stderr.decode())
+    assert m and m.groups() == (path, pool), res.stderr
+    assert read_file(path) == data[:4096] + b'u' * 4096 + data[8192:]
+
+
 # ------------------------------------------------------------- shared mmap
 
 @pytest.mark.parametrize('policy', ['fail', 'wait'])
