@@ -1769,8 +1769,11 @@ static void syms(void)
 
 __attribute__((constructor)) static void init(void)
 {
+	const char *v;
+
 	ensure();
-	verbose = getenv("PINFS_DAX_VERBOSE") && *getenv("PINFS_DAX_VERBOSE");
+	v = getenv("PINFS_DAX_VERBOSE");
+	verbose = v && *v;
 	for (int i = 0; i < NMAPS; i++) {
 		maps[i].free = 1;
 		maps[i].pfd = -1;
