@@ -28,19 +28,24 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'foreground: run the daemon with -f, its stderr '
                             'captured (default: in the background, as users run it, '
                             'its log in -o logfile)')
+    config.addinivalue_line('markers', 'exclusive: changes machine-wide state (enable_uring) '
+                            'that other mounts rely on: never run beside another shard')
 
 
 def _shard():
     """PINFS_TEST_SHARD=K/N: this run takes every N-th test from the K-th
     (0-based) of the collected order, so N runs side by side share the suite
     evenly whatever the files' sizes (scripts/test runs the sanitizer
-    build's suite as two). None when unset."""
+    build's suite as two), leaving out the tests marked `exclusive`;
+    PINFS_TEST_SHARD=exclusive runs those alone, afterwards. None when
+    unset (everything)."""
     spec = os.environ.get('PINFS_TEST_SHARD', '')
-    if not spec:
-        return None
+    if not spec or spec == 'exclusive':
+        return spec or None
     k, _, n = spec.partition('/')
     if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
-        raise pytest.UsageError('PINFS_TEST_SHARD=%r: want K/N with 0 <= K < N' % spec)
+        raise pytest.UsageError('PINFS_TEST_SHARD=%r: want K/N with 0 <= K < N, or exclusive'
+                                % spec)
     return int(k), int(n)
 
 
@@ -49,9 +54,16 @@ def pytest_collection_modifyitems(config, items):
     directory, with the reason, when pinfs is not usable."""
     shard = _shard()
     if shard is not None:
-        k, n = shard
-        config.hook.pytest_deselected(items=[it for i, it in enumerate(items) if i % n != k])
-        items[:] = [it for i, it in enumerate(items) if i % n == k]
+        alone = [it.get_closest_marker('exclusive') is not None for it in items]
+        if shard == 'exclusive':
+            keep = alone
+        else:
+            k, n = shard
+            shared = [it for it, a in zip(items, alone) if not a]
+            mine = set(id(it) for i, it in enumerate(shared) if i % n == k)
+            keep = [id(it) in mine for it in items]
+        config.hook.pytest_deselected(items=[it for it, kp in zip(items, keep) if not kp])
+        items[:] = [it for it, kp in zip(items, keep) if kp]
     for item in items:
         if not str(getattr(item, 'path', item.fspath)).startswith(HERE + os.sep):
             continue

@@ -33,7 +33,9 @@ Environment:
                       must then really serve through io_uring (STATS says so),
                       or the test fails: no silent fallback to /dev/fuse
   PINFS_TEST_SHARD    "K/N": run only every N-th test, from the K-th (0-based)
-                      of the collected order (conftest.py), for N runs side by side
+                      of the collected order (conftest.py), for N runs side by
+                      side, leaving out those marked exclusive (they change
+                      machine-wide state); "exclusive": run only those
   PINFS_TEST_FAKE     debug only: "tmpfs" runs the file-system tests on a
                       bind-mounted tmpfs instead of pinfs, to check the tests'
                       own logic; tests that need the daemon are skipped

@@ -24,7 +24,12 @@ from test_pins import PIN_LEN, PIN_OFF, FILE_SIZE, TRUNC_TO, _setup_file, list_l
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
 TRANSPORT_LINE = re.compile(r'pinfs: transport .*$', re.M)  # in the log after a stamp
 
-pytestmark = pytest.mark.needs_daemon
+# enable_uring is machine-wide and read when a mount registers its rings
+# (a live mount keeps serving through them when it turns N: tried on 6.18):
+# N set here while another test's io_uring mount starts sends that one to
+# /dev/fuse, and each test puts back what it found, maybe the other's
+# value. So these never run beside another shard (conftest.py).
+pytestmark = [pytest.mark.needs_daemon, pytest.mark.exclusive]
 
 
 def _set_enable_uring(value):
