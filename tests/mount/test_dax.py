@@ -459,6 +459,24 @@ def test_threads_and_signal_handlers(mnt, probe):
     assert int(p('maps', pool_of(mnt))) > 0
 
 
+def user_dax(dax_exe):
+    """A copy of the wrapper, with the library beside it, that user 1000 can
+    run (the build may sit in a directory only root can enter)."""
+    dax = user_runnable(dax_exe)
+    libcopy = os.path.join(os.path.dirname(dax), 'libpinfsdax.so')
+    if not os.path.exists(libcopy):
+        shutil.copy(os.path.join(os.path.dirname(dax_exe), 'libpinfsdax.so'), libcopy)
+        os.chmod(libcopy, 0o755)
+    return dax
+
+
+def to_user_1000():
+    """preexec_fn: become uid/gid 1000, no supplementary groups."""
+    os.setgroups([])
+    os.setgid(1000)
+    os.setuid(1000)
+
+
 @pytest.mark.mount_options('allow_other')
 def test_a_user_who_cannot_open_the_pool_goes_through_fuse(mnt, probe, probe_exe, dax_exe):
     pool = pool_of(mnt)
@@ -467,17 +485,7 @@ def test_a_user_who_cannot_open_the_pool_goes_through_fuse(mnt, probe, probe_exe
     data = bytearray(make_file(path, 64 * KiB))
     os.chmod(path, 0o666)
     exe = user_runnable(probe_exe)
-    dax = user_runnable(dax_exe)
-    lib = os.path.join(os.path.dirname(dax_exe), 'libpinfsdax.so')
-    libcopy = os.path.join(os.path.dirname(dax), 'libpinfsdax.so')
-    shutil.copy(lib, libcopy)
-    os.chmod(libcopy, 0o755)
-
-    def drop():
-        os.setgroups([])
-        os.setgid(1000)
-        os.setuid(1000)
-    p = Probe(dax, exe, preexec=drop)
+    p = Probe(user_dax(dax_exe), exe, preexec=to_user_1000)
     try:
         fd = p.open(path)
         assert p.pread(fd, 0, 4096) == bytes(data[:4096])
@@ -521,18 +529,9 @@ def test_verbose_says_per_mount_whether_files_are_served_and_why_not(mnt, dax_ex
     assert res.returncode == 0 and res.stdout == data
     assert res.stderr.decode() == served % pid_of(res.stderr.decode())
 
-    dax = user_runnable(dax_exe)
-    lib = os.path.join(os.path.dirname(dax_exe), 'libpinfsdax.so')
-    libcopy = os.path.join(os.path.dirname(dax), 'libpinfsdax.so')
-    shutil.copy(lib, libcopy)
-    os.chmod(libcopy, 0o755)
-
-    def drop():
-        os.setgroups([])
-        os.setgid(1000)
-        os.setuid(1000)
-    res = subprocess.run([dax, '--verbose', 'dd', 'of=' + path, 'bs=4k', 'seek=1',
-                          'conv=notrunc', 'status=none'], input=b'u' * 4096, preexec_fn=drop,
+    res = subprocess.run([user_dax(dax_exe), '--verbose', 'dd', 'of=' + path, 'bs=4k', 'seek=1',
+                          'conv=notrunc', 'status=none'], input=b'u' * 4096,
+                         preexec_fn=to_user_1000,
                          capture_output=True, timeout=60)
     assert res.returncode == 0, res.stderr
     m = re.fullmatch(r'pinfs-dax\[\d+\]: (.*): a pinfs mount: its files go through FUSE: this '
