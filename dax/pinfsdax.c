@@ -138,11 +138,22 @@ struct dfile {
 	int pinning;	  /* atomic flag */
 	uint64_t retry_ns; /* no new lease for a held window before */
 	uint64_t fail_ns;  /* no pin before (the last one was refused) */
+	int said;	  /* atomic: SAID_* already said (verbose) */
 	int dirty;	  /* atomic: stores not stamped */
 	uint64_t stamp_ns;
 	uint64_t pre_end; /* atomic: the end of what grow preallocated past
 			   * EOF and no trim has freed yet; 0: nothing */
 };
+
+#define SAID_REFUSED 1 /* a layout lease refused */
+#define SAID_HOLES 2
+#define SAID_MMAP 4
+/* Says it once per file (verbose). */
+#define SAY_ONCE(d, bit, fd, ...)                                                         \
+	do {                                                                               \
+		if (verbose && !(__atomic_fetch_or(&(d)->said, (bit), __ATOMIC_RELAXED) & (bit))) \
+			say((fd), __VA_ARGS__);                                             \
+	} while (0)
 
 #define FD_WR 1
 #define FD_RD 2
@@ -194,6 +205,35 @@ static inline void ensure(void)
 {
 	if (__builtin_expect(!__atomic_load_n(&r_fexecve, __ATOMIC_ACQUIRE), 0))
 		syms();
+}
+
+/* PINFS_DAX_VERBOSE set (pinfs-dax -v): one line on stderr for each pinfs
+ * mount this process reaches, saying whether its files are served from the
+ * pool and, if not, why; and one for each file that goes through FUSE for
+ * a reason of its own (a lease refused, holes). */
+static bool verbose;
+
+/* Says "pinfs-dax[PID]: PATH-OF-FD: MESSAGE" on stderr (verbose only). */
+__attribute__((format(printf, 2, 3))) static void say(int fd, const char *fmt, ...)
+{
+	char link[64], path[4096], msg[4200], line[8400];
+	int saved = errno, n;
+	va_list ap;
+	ssize_t k;
+
+	if (!verbose)
+		return;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	k = readlink(link, path, sizeof(path) - 1);
+	path[k > 0 ? k : 0] = 0;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	n = snprintf(line, sizeof(line), "pinfs-dax[%d]: %s: %s\n", (int)getpid(), k > 0 ? path : "?",
+		     msg);
+	if (n > 0)
+		(void)!r_write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	errno = saved;
 }
 
 static uint64_t now_ns(void)
@@ -308,8 +348,11 @@ static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, uint64_t
 	p.offset = from;
 	p.length = to - from;
 	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | (write ? PINFS_PIN_WRITE : 0);
-	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0)
+	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0) {
+		SAY_ONCE(d, SAID_REFUSED, fd, "through FUSE for now: the daemon refused its layout lease (%s)",
+			 strerror(errno));
 		return;
+	}
 	u.lease_id = p.lease_id;
 	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != from ||
 	    p.nsegs == 0 || p.nsegs > PINFS_SEGS_MAX || p.pin_length > SIZE_MAX)
@@ -398,33 +441,6 @@ fail:
 
 /* ---- mounts ------------------------------------------------------------- */
 
-/* PINFS_DAX_VERBOSE set (pinfs-dax -v): one line on stderr for each pinfs
- * mount this process reaches, saying whether its files are served from the
- * pool and, if not, why. */
-static bool verbose;
-
-__attribute__((format(printf, 2, 3))) static void say_dev(int fd, const char *fmt, ...)
-{
-	char link[64], path[4096], msg[4200], line[8400];
-	int saved = errno, n;
-	va_list ap;
-	ssize_t k;
-
-	if (!verbose)
-		return;
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	k = readlink(link, path, sizeof(path) - 1);
-	path[k > 0 ? k : 0] = 0;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	n = snprintf(line, sizeof(line), "pinfs-dax[%d]: %s: a pinfs mount: %s\n", (int)getpid(),
-		     k > 0 ? path : "?", msg);
-	if (n > 0)
-		(void)!r_write(2, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-	errno = saved;
-}
-
 /* The mount of @dev as this process sees it; under tab_lock. */
 static struct ddev *dev_find(int fd, dev_t dev)
 {
@@ -454,21 +470,21 @@ static struct ddev *dev_find(int fd, dev_t dev)
 	/* may we map the pool at all? (the daemon checks again at pin) */
 	sfd = r_open(free_dd->pool, O_RDONLY | O_CLOEXEC);
 	if (sfd < 0) {
-		say_dev(fd, "its files go through FUSE: this user cannot open the pool %s (%s)",
+		say(fd, "a pinfs mount: its files go through FUSE: this user cannot open the pool %s (%s)",
 			free_dd->pool, strerror(errno));
 		return NULL;
 	}
 	r_close(sfd);
 	n = fgetxattr(fd, PINFS_XATTR_DAXSTATE, path, sizeof(path) - 1);
 	if (n <= 0) {
-		say_dev(fd, "its files go through FUSE: its daemon names no pinfs-dax state (%s)",
+		say(fd, "a pinfs mount: its files go through FUSE: its daemon names no pinfs-dax state (%s)",
 			n < 0 ? strerror(errno) : "empty");
 		return NULL;
 	}
 	path[n] = 0;
 	sfd = r_open(path, O_RDONLY | O_CLOEXEC);
 	if (sfd < 0) {
-		say_dev(fd, "its files go through FUSE: cannot open its pinfs-dax state %s (%s)", path,
+		say(fd, "a pinfs mount: its files go through FUSE: cannot open its pinfs-dax state %s (%s)", path,
 			strerror(errno));
 		return NULL;
 	}
@@ -476,18 +492,18 @@ static struct ddev *dev_find(int fd, dev_t dev)
 		 PROT_READ, MAP_SHARED, sfd, 0);
 	r_close(sfd);
 	if (p == MAP_FAILED) {
-		say_dev(fd, "its files go through FUSE: cannot map its pinfs-dax state %s (%s)", path,
+		say(fd, "a pinfs mount: its files go through FUSE: cannot map its pinfs-dax state %s (%s)", path,
 			strerror(errno));
 		return NULL;
 	}
 	free_dd->hdr = p;
 	if (free_dd->hdr->magic != PINFS_DAX_MAGIC || free_dd->hdr->nslots > PINFS_DAX_SLOTS) {
-		say_dev(fd, "its files go through FUSE: %s is no pinfs-dax state this library reads",
+		say(fd, "a pinfs mount: its files go through FUSE: %s is no pinfs-dax state this library reads",
 			path);
 		return NULL;
 	}
 	free_dd->state = 1;
-	say_dev(fd, "its files are served from the pool %s", free_dd->pool);
+	say(fd, "a pinfs mount: its files are served from the pool %s", free_dd->pool);
 	return free_dd;
 }
 
@@ -533,14 +549,20 @@ static void fd_opened(int fd, int flags)
 	lock(&old);
 	dd = dev_find(fd, st.st_dev);
 	if (dd) {
+		struct dfile *last = NULL; /* a free slot this file had: what -v said stays */
+
 		for (int i = 0; i < NFILES; i++)
-			if (files[i].refs && files[i].dev == st.st_dev && files[i].ino == st.st_ino) {
-				d = &files[i];
-				break;
+			if (files[i].dev == st.st_dev && files[i].ino == st.st_ino && files[i].dd) {
+				if (files[i].refs) {
+					d = &files[i];
+					break;
+				}
+				last = &files[i];
 			}
 		for (int i = 0; !d && i < NFILES; i++)
-			if (!files[i].refs) {
+			if (!files[i].refs && (!last || &files[i] == last)) {
 				d = &files[i];
+				d->said = d == last ? d->said : 0;
 				d->dev = st.st_dev;
 				d->ino = st.st_ino;
 				d->dd = dd;
@@ -875,8 +897,14 @@ static ssize_t dax_io(int fd, const struct iovec *iov, int cnt, uint64_t off, bo
 	/* no lease yet, the file grew past it, or it is read-only: take one
 	 * (not more often than every RETRY_NS, unless none is held) */
 	t = now_ns();
-	if ((m && t < d->retry_ns) || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
-		goto fallback; /* holes: a layout pin fills none */
+	if (m && t < d->retry_ns)
+		goto fallback;
+	if ((uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1))) {
+		/* holes: a layout pin fills none */
+		SAY_ONCE(d, SAID_HOLES, fd, "through FUSE while it has holes (%llu of %llu bytes allocated)",
+			 (unsigned long long)st.st_blocks * 512, (unsigned long long)size);
+		goto fallback;
+	}
 	if (m) {
 		d->retry_ns = t + RETRY_NS;
 		map_put(m);
@@ -1090,16 +1118,24 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	if (fstat(fd, &st) < 0)
 		return MAP_FAILED;
 	size = (uint64_t)st.st_size;
-	if ((uint64_t)off >= size || (uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1)))
+	if ((uint64_t)off >= size)
 		return MAP_FAILED;
+	if ((uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1))) {
+		SAY_ONCE(d, SAID_MMAP, fd, "a shared mapping of it goes through FUSE's page cache while "
+					   "it has holes");
+		return MAP_FAILED;
+	}
 	mlen = (len + PAGE - 1) & ~(PAGE - 1);
 	plen = size - (uint64_t)off < len ? size - (uint64_t)off : len;
 	memset(&p, 0, sizeof(p));
 	p.offset = (uint64_t)off;
 	p.length = plen;
 	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | ((prot & PROT_WRITE) ? PINFS_PIN_WRITE : 0);
-	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0)
+	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0) {
+		SAY_ONCE(d, SAID_MMAP, fd, "a shared mapping of it goes through FUSE's page cache: the "
+					   "daemon refused its layout lease (%s)", strerror(errno));
 		return MAP_FAILED;
+	}
 	u.lease_id = p.lease_id;
 	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != (uint64_t)off ||
 	    p.pin_length > mlen || !p.nsegs || p.nsegs > PINFS_SEGS_MAX)

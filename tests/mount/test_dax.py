@@ -540,6 +540,48 @@ def test_verbose_says_per_mount_whether_files_are_served_and_why_not(mnt, dax_ex
     assert read_file(path) == data[:4096] + b'u' * 4096 + data[8192:]
 
 
+@pytest.mark.mount_options('allow_other', 'pin_group=2000', 'max_pinned_per_user=64K')
+def test_verbose_says_why_a_file_goes_through_fuse(mnt, dax_exe):
+    """pinfs-dax -v, for a user of the pool's group (-o pin_group) who may
+    open the pool: a file larger than the user may pin (-o
+    max_pinned_per_user) is read through FUSE, since the daemon refuses the
+    lease, and a file with holes too (a layout lease fills none), for read()
+    and for a shared mapping alike; each said once per file, the bytes right."""
+    os.chmod(os.path.dirname(mnt.pool), 0o755)     # the scratch dir is 0700
+    theirs = mnt.path('big')
+    data = make_file(theirs, 200 * KiB, seed=4)
+    os.chmod(theirs, 0o644)
+    holey = mnt.path('holey')
+    with open(holey, 'wb') as f:
+        f.truncate(1 * MiB)
+        f.seek(512 * KiB)
+        f.write(b'abc')
+    os.chmod(holey, 0o666)
+
+    def user():
+        os.setgroups([2000])
+        os.setgid(1000)
+        os.setuid(1000)
+    script = ('cat "$1" "$1"; cat "$2" | md5sum >/dev/null; '
+              'python3 -c "import mmap, os, sys; f = os.open(sys.argv[1], os.O_RDWR); '
+              'm = mmap.mmap(f, 1 << 20); sys.stdout.buffer.write(m[512 * 1024:512 * 1024 + 3])" "$2"')
+    res = subprocess.run([user_dax(dax_exe), '-v', 'sh', '-c', script, 'sh', theirs, holey],
+                         preexec_fn=user, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == data * 2 + b'abc'
+    said = re.sub(r'pinfs-dax\[\d+\]: ', '', res.stderr.decode()).splitlines()
+    served = ': a pinfs mount: its files are served from the pool ' + mnt.pool
+    assert said == [
+        theirs + served,
+        theirs + ': through FUSE for now: the daemon refused its layout lease (Cannot allocate memory)',
+        holey + served,
+        holey + ': through FUSE while it has holes (%d of 1048576 bytes allocated)'
+        % (os.stat(holey).st_blocks * 512),
+        holey + served,
+        holey + ": a shared mapping of it goes through FUSE's page cache while it has holes",
+    ], res.stderr
+
+
 # ------------------------------------------------------------- shared mmap
 
 @pytest.mark.parametrize('policy', ['fail', 'wait'])
