@@ -201,6 +201,8 @@ struct pm_fs {
 	size_t nzpend, capzpend;
 	bool zrescan;		/* the queue overflowed: find them in the
 				 * bitmaps, from zscan_at on; sv_lock */
+	bool zrestart;		/* it overflowed again while a rescan had
+				 * sv_lock dropped: start over; sv_lock */
 	uint64_t zscan_at;
 	uint64_t zseen, zseen_ns; /* fs->zgen as the severer last saw it, and
 				   * when (CLOCK_MONOTONIC); sv_lock */

@@ -482,6 +482,22 @@ static void zero_some(struct pm_fs *fs)
 	pthread_mutex_unlock(&fs->sv_lock);
 	pthread_mutex_lock(&fs->lock);
 	ok = pm_run_free(fs, b, n);
+	if (ok) {
+		/* only its first part not backed yet (a run freed again while
+		 * queued is queued twice, and a second fallocate clears the
+		 * pages the first allocated); the rest goes back in the queue */
+		uint64_t s = pm_zfind(fs, b, b + n, true);
+		uint64_t e = s < b + n ? pm_zfind(fs, s, b + n, false) : s;
+
+		if (e < b + n) {
+			pthread_mutex_lock(&fs->sv_lock);
+			zq_add(fs, e, b + n - e);
+			pthread_mutex_unlock(&fs->sv_lock);
+		}
+		b = s;
+		n = e - s;
+		ok = n > 0;
+	}
 	gen = fs->zgen;
 	pthread_mutex_unlock(&fs->lock);
 	/* a hole (SEEK_DATA) off the lock: a block taken from here on
@@ -517,6 +533,7 @@ static void zq_add(struct pm_fs *fs, uint64_t b, uint64_t n)
 	} else if (fs->nzpend >= ZQ_MAX || !q_push(&fs->zpend, &fs->nzpend, &fs->capzpend, &r)) {
 		fs->zrescan = true;
 		fs->zscan_at = fs->data_start;
+		fs->zrestart = true; /* for a rescan under way (zq_rescan) */
 	}
 	pthread_cond_broadcast(&fs->sv_cv);
 }
@@ -534,6 +551,7 @@ static void zq_rescan(struct pm_fs *fs)
 		fs->zrescan = false;
 		return;
 	}
+	fs->zrestart = false;
 	pthread_mutex_unlock(&fs->sv_lock);
 	pthread_mutex_lock(&fs->lock);
 	while (n < ZQ_MAX) {
@@ -547,11 +565,22 @@ static void zq_rescan(struct pm_fs *fs)
 	}
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&fs->sv_lock);
-	/* runs freed meanwhile were queued too, or the flag set again */
-	for (size_t i = 0; i < n && fs->nzpend < ZQ_MAX; i++)
-		(void)q_push(&fs->zpend, &fs->nzpend, &fs->capzpend, &v[i]);
-	fs->zscan_at = b;
-	fs->zrescan = b < fs->nblocks && n;
+	/* runs freed meanwhile were queued too; the scan goes on from the
+	 * first run that found no room (or from the start, if the queue
+	 * overflowed again meanwhile) */
+	for (size_t i = 0; i < n; i++)
+		if (fs->nzpend >= ZQ_MAX || !q_push(&fs->zpend, &fs->nzpend, &fs->capzpend, &v[i])) {
+			b = v[i].start;
+			break;
+		}
+	if (fs->zrestart) {
+		fs->zscan_at = fs->data_start;
+		fs->zrescan = true;
+	} else {
+		fs->zscan_at = b;
+		fs->zrescan = b < fs->nblocks && n;
+	}
+	fs->zrestart = false;
 	free(v);
 }
 
