@@ -447,6 +447,20 @@ int pm_fs_mount_flags(struct pm_pool *pool, unsigned flags, struct pm_fs **out, 
 	return 0;
 }
 
+/* Blocks in [b, end) free and not backed (dense; fs->lock held). */
+static uint64_t unbacked(const struct pm_fs *fs, uint64_t b, uint64_t end)
+{
+	uint64_t n = 0;
+
+	while (b < end) {
+		uint64_t s = pm_zfind(fs, b, end, true);
+
+		b = pm_zfind(fs, s, end, false);
+		n += b - s;
+	}
+	return n;
+}
+
 bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed, uint64_t *pending)
 {
 	if (why)
@@ -460,23 +474,19 @@ bool pm_fs_dense(struct pm_fs *fs, const char **why, uint64_t *zeroed, uint64_t 
 	/* freed blocks the severer has still to cut out (it waits for the
 	 * pool to idle, then backs them at once) */
 	*pending = fs->sv_blocks;
-	/* the queue, and what the severer will find in the bitmaps from
-	 * fs->zscan_at on, where a queued run is counted by the scan alone
-	 * (once, and only while it is still free and not backed) */
+	/* the queue's blocks still free and not backed, and what the
+	 * severer will find in the bitmaps from fs->zscan_at on, where a
+	 * queued run is counted by the scan alone */
 	for (size_t i = 0; i < fs->nzpend; i++) {
 		const struct pm_svrun *r = &fs->zpend[i];
+		uint64_t end = r->start + r->n;
 
-		if (!fs->zrescan || r->start + r->n <= fs->zscan_at)
-			*pending += r->n;
-		else if (r->start < fs->zscan_at)
-			*pending += fs->zscan_at - r->start;
+		if (fs->zrescan && end > fs->zscan_at)
+			end = r->start > fs->zscan_at ? r->start : fs->zscan_at;
+		*pending += unbacked(fs, r->start, end);
 	}
-	for (uint64_t b = fs->zscan_at; fs->zrescan && b < fs->nblocks;) {
-		uint64_t s = pm_zfind(fs, b, fs->nblocks, true);
-
-		b = pm_zfind(fs, s, fs->nblocks, false);
-		*pending += b - s;
-	}
+	if (fs->zrescan)
+		*pending += unbacked(fs, fs->zscan_at, fs->nblocks);
 	pthread_mutex_unlock(&fs->sv_lock);
 	pthread_mutex_unlock(&fs->lock);
 	return true;

@@ -305,12 +305,14 @@ def test_dense_pool_backs_what_was_freed_while_busy_once_idle(mnt, blocks, punch
             fallocate(fd, 3, i * 4096, 4096)          # PUNCH_HOLE | KEEP_SIZE
         # all of them waiting: to be punched, queued, or to be found in
         # the bitmaps
-        assert wait_until(lambda: ctl_stats(mnt.dir)['zeroing'] >= punched, 30,
+        assert wait_until(lambda: ctl_stats(mnt.dir)['zeroing'] >= punched - 16, 30,
                           interval=0.1), ctl_stats(mnt.dir)
         # each counted once, though the queue and the bitmaps both know
-        # some (the taker's freed blocks wait too: a few per file)
+        # some (the taker's blocks: a few per file, freed ones wait too,
+        # and it may take some of the punched ones)
         st = ctl_stats(mnt.dir)
-        assert punched <= st['zeroing'] <= punched + 4 * taken[0] + 16, (st, taken[0])
+        slack = 4 * taken[0] + 16
+        assert punched - slack <= st['zeroing'] <= punched + slack, (st, taken[0])
         if blocks > 20000:   # the severer did punch more than its queue holds
             assert st['severed'] > 4096, st
     finally:
