@@ -36,7 +36,7 @@ def _shard():
     """PINFS_TEST_SHARD=K/N: this run takes every N-th test from the K-th
     (0-based) of the collected order, so N runs side by side share the suite
     evenly whatever the files' sizes (scripts/test runs the sanitizer
-    build's suite as two), leaving out the tests marked `exclusive`;
+    build's suite in thirds), leaving out the tests marked `exclusive`;
     PINFS_TEST_SHARD=exclusive runs those alone, afterwards. None when
     unset (everything)."""
     spec = os.environ.get('PINFS_TEST_SHARD', '')
