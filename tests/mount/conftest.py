@@ -54,14 +54,13 @@ def pytest_collection_modifyitems(config, items):
     directory, with the reason, when pinfs is not usable."""
     shard = _shard()
     if shard is not None:
-        alone = [it.get_closest_marker('exclusive') is not None for it in items]
-        if shard == 'exclusive':
-            keep = alone
-        else:
-            k, n = shard
-            shared = [it for it, a in zip(items, alone) if not a]
-            mine = set(id(it) for i, it in enumerate(shared) if i % n == k)
-            keep = [id(it) in mine for it in items]
+        keep, i = [], 0
+        for it in items:
+            if it.get_closest_marker('exclusive') is not None:
+                keep.append(shard == 'exclusive')
+            else:   # the i-th of the others
+                keep.append(shard != 'exclusive' and i % shard[1] == shard[0])
+                i += 1
         config.hook.pytest_deselected(items=[it for it, kp in zip(items, keep) if not kp])
         items[:] = [it for it, kp in zip(items, keep) if kp]
     for item in items:
