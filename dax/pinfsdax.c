@@ -75,6 +75,8 @@
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <time.h>
+#include <utime.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "pinfs/abi.h"
@@ -143,6 +145,10 @@ struct dfile {
 	uint64_t stamp_ns;
 	uint64_t pre_end; /* atomic: the end of what grow preallocated past
 			   * EOF and no trim has freed yet; 0: nothing */
+	int wfd;	  /* atomic: our dup of a writer's fd, for the trim
+			   * (the last fd closed may be read-only); -1 */
+	bool foreign;	  /* blocks were allocated past EOF before us (the
+			   * program's fallocate KEEP_SIZE): never trimmed */
 };
 
 #define SAID_REFUSED 1 /* a layout lease refused */
@@ -165,6 +171,15 @@ static struct dmap maps[NMAPS];
 static struct ddev devs[NDEVS];
 static int tab_lock;
 static pid_t owner_pid;
+
+/* Not the process whose tables these are: a vfork() child (it shares our
+ * memory; a fork child's atfork handler made them its own), whose opens,
+ * closes and mappings must not change the parent's tables. */
+static bool borrowed(void)
+{
+	return getpid() != owner_pid;
+}
+
 
 static ssize_t (*r_read)(int, void *, size_t);
 static ssize_t (*r_write)(int, const void *, size_t);
@@ -198,6 +213,24 @@ static int (*r_execvpe)(const char *, char *const[], char *const[]);
 static int (*r_fexecve)(int, char *const[], char *const[]);
 static void *(*r_mmap)(void *, size_t, int, int, int, off_t);
 static int (*r_munmap)(void *, size_t);
+static FILE * (*r_fopen)(const char *, const char *);
+static FILE * (*r_fopen64)(const char *, const char *);
+static FILE * (*r_freopen)(const char *, const char *, FILE *);
+static FILE * (*r_freopen64)(const char *, const char *, FILE *);
+static FILE * (*r_tmpfile)(void);
+static int (*r_open_2)(const char *, int);
+static int (*r_open64_2)(const char *, int);
+static int (*r_openat_2)(int, const char *, int);
+static int (*r_openat64_2)(int, const char *, int);
+static ssize_t (*r_recvmsg)(int, struct msghdr *, int);
+static int (*r_recvmmsg)(int, struct mmsghdr *, unsigned, int, struct timespec *);
+static int (*r_futimens)(int, const struct timespec *);
+static int (*r_utimensat)(int, const char *, const struct timespec *, int);
+static int (*r_futimes)(int, const struct timeval *);
+static int (*r_utimes)(const char *, const struct timeval *);
+static int (*r_lutimes)(const char *, const struct timeval *);
+static int (*r_futimesat)(int, const char *, const struct timeval *);
+static int (*r_utime)(const char *, const struct utimbuf *);
 
 static void syms(void);
 /* Another library's constructor may call us before ours ran. */
@@ -530,7 +563,7 @@ static void fd_opened(int fd, int flags)
 	struct stat st;
 	sigset_t old;
 
-	if (fd < 0 || fd >= FDMAX)
+	if (fd < 0 || fd >= FDMAX || borrowed())
 		return;
 	if (__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
 		/* the number was closed behind our back (a close this library
@@ -573,6 +606,8 @@ static void fd_opened(int fd, int flags)
 				d->dirty = 0;
 				d->stamp_ns = now_ns();
 				d->pre_end = 0;
+				d->wfd = -1;
+				d->foreign = false;
 			}
 	}
 	if (d) {
@@ -601,12 +636,13 @@ static void stamp(struct dfile *d, int fd)
 static void trim(struct dfile *d, int fd)
 {
 	struct pinfs_trim t = { 0 };
+	int wfd = __atomic_exchange_n(&d->wfd, -1, __ATOMIC_ACQ_REL);
 
-	if (!(fdfl[fd] & FD_WR))
-		return;
 	t.end = __atomic_exchange_n(&d->pre_end, 0, __ATOMIC_ACQ_REL);
 	if (t.end)
-		(void)ioctl(fd, PINFS_IOC_TRIM, &t);
+		(void)ioctl(fdfl[fd] & FD_WR ? fd : wfd, PINFS_IOC_TRIM, &t);
+	if (wfd >= 0)
+		r_close(wfd);
 }
 
 /* @fd is about to be closed (it is still open). */
@@ -617,7 +653,7 @@ static void fd_closing(int fd)
 	sigset_t old;
 	bool last = false;
 
-	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE) || borrowed())
 		return;
 	lock(&old);
 	d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
@@ -646,7 +682,7 @@ static void fd_dup(int from, int to, int cloexec_flags)
 	sigset_t old;
 
 	(void)cloexec_flags;
-	if (from < 0 || from >= FDMAX || to < 0 || to >= FDMAX)
+	if (from < 0 || from >= FDMAX || to < 0 || to >= FDMAX || borrowed())
 		return;
 	lock(&old);
 	d = __atomic_load_n(&fdtab[from], __ATOMIC_ACQUIRE);
@@ -785,7 +821,22 @@ static struct dmap *grow(struct dfile *d, int fd, unsigned w, struct dmap *m, ui
 			d->fail_ns = t + RETRY_NS; /* ENOSPC, EPERM: the daemon's to say */
 			goto fail;
 		}
-		raise_to(&d->pre_end, pre);
+		if (!__atomic_load_n(&d->pre_end, __ATOMIC_ACQUIRE) && !d->foreign) {
+			/* the first step: what lies past EOF is ours to trim,
+			 * unless the file had blocks there already (map blocks
+			 * aside): a program's own preallocation stays whole */
+			uint64_t held = (uint64_t)st->st_blocks * 512,
+				 used = ((uint64_t)st->st_size + PAGE - 1) & ~(PAGE - 1);
+			int wfd = -1;
+			d->foreign = held > used + (used >> 8) + (64u << 10);
+			if (!d->foreign)
+				wfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
+			if (wfd >= 0 && !__atomic_compare_exchange_n(&d->wfd, &(int){ -1 }, wfd, false,
+								     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+				r_close(wfd);
+		}
+		if (!d->foreign)
+			raise_to(&d->pre_end, pre);
 		if (m) {
 			map_put(m);
 			map_drop(d, mw, m, fd);
@@ -933,7 +984,10 @@ copy:
 		map_drop(d, mw, m, fd);
 		return FALLBACK;
 	}
-	if (write && (__atomic_load_n(&m->slot->flags, __ATOMIC_RELAXED) & PINFS_DAX_MAPPED)) {
+	if (__atomic_load_n(&m->slot->flags, __ATOMIC_RELAXED) & PINFS_DAX_MAPPED) {
+		/* the kernel caches pages of the file (a plain mapping): they
+		 * may hold newer bytes than the pool, or be filled from it
+		 * before this store; FUSE writes them back or drops them */
 		map_put(m);
 		return FALLBACK;
 	}
@@ -964,51 +1018,89 @@ fallback:
 	return FALLBACK;
 }
 
-/* read()/write()/readv()/writev(): at the file position */
+/*
+ * read()/write()/readv()/writev(): at the file position, which the open
+ * file description may share with other processes (fork, a shell's
+ * redirection) and with threads. The range is taken from the position
+ * atomically, as the kernel's own read and write do: lseek(SEEK_CUR, +n)
+ * moves it under the description's position lock (fdget_pos), so two
+ * writers that share it get disjoint ranges and lose nothing. What a read
+ * or write did not do (EOF, an error) is given back. O_APPEND is asked of
+ * the description itself, which another process may have set: such a
+ * write goes through FUSE, which appends.
+ */
 static ssize_t dax_pos(int fd, const struct iovec *iov, int cnt, bool write)
 {
-	off_t pos;
+	off_t end, off;
+	size_t n;
 	ssize_t r;
 
-	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE) || cnt < 0 ||
+	    cnt > IOV_MAX)
 		return FALLBACK;
 	if (write && (fdfl[fd] & FD_APPEND))
 		return FALLBACK;
-	pos = lseek(fd, 0, SEEK_CUR);
-	if (pos < 0)
+	n = iov_len(iov, cnt);
+	if (n == 0 || n > SSIZE_MAX)
 		return FALLBACK;
-	r = dax_io(fd, iov, cnt, (uint64_t)pos, write);
-	if (r > 0 && lseek(fd, pos + r, SEEK_SET) < 0)
-		return -1;
+	if (write) {
+		int fl = r_fcntl(fd, F_GETFL);
+		if (fl < 0 || (fl & O_APPEND))
+			return FALLBACK;
+	}
+	end = lseek(fd, (off_t)n, SEEK_CUR);
+	if (end < (off_t)n)
+		return FALLBACK; /* past the largest offset: the kernel says */
+	off = end - (off_t)n;
+	r = dax_io(fd, iov, cnt, (uint64_t)off, write);
+	if (r == FALLBACK)
+		r = write ? r_pwritev(fd, iov, cnt, off) : r_preadv(fd, iov, cnt, off);
+	if (r < (ssize_t)n) {
+		int saved = errno;
+		(void)lseek(fd, (r > 0 ? (off_t)r : 0) - (off_t)n, SEEK_CUR);
+		errno = saved;
+	}
 	return r;
 }
 
 /* ---- shared mappings ---------------------------------------------------- */
 
 /*
- * mmap(MAP_SHARED) of a served file maps the pool's blocks of
- * [off, min(off + len, size)) under a layout lease of that range, taken
- * through a private dup of the fd (a mapping holds its file, as the
- * kernel's does); the pages past EOF map an empty memfd: SIGBUS, as on a
- * DAX file system. Not MADV_DONTFORK: a child keeps the mapping, as with
- * the kernel's, and the daemon keeps the blocks while any process maps
- * them (it reads /proc/PID/maps before reusing them).
+ * mmap(MAP_SHARED) of a served file, inside its size (up to the page that
+ * holds EOF), maps the pool's blocks under a layout lease of that range,
+ * taken through a private dup of the fd (a mapping holds its file, as the
+ * kernel's does). A mapping that reaches past EOF goes through FUSE: the
+ * file may grow under it, and the kernel's mapping then serves the new
+ * pages, as a DAX file system's does. So does a mapping of a file whose
+ * pages the kernel caches for a plain mapping (PINFS_DAX_MAPPED): two
+ * mappings of one file must be one memory. Not MADV_DONTFORK: a child
+ * keeps the mapping, as with the kernel's, and the daemon keeps the
+ * blocks while any process maps them (it reads /proc/PID/maps before
+ * reusing them); the lease stays the parent's, which alone unpins it.
  *
- * A revocation (truncate, punch) is seen by a thread that waits on the
- * state file's revoke counter (a futex the daemon wakes): it replaces the
- * whole range with the kernel's own FUSE mapping of the file (MAP_FIXED,
- * so the address stays), which is coherent with write() (fusefs/coherent.c)
- * and gives SIGBUS past the new EOF; then it unpins. Until it has, a load
- * or store reaches the old, quarantined blocks: never another file's.
- * munmap of a whole region unpins; mremap of one forgets it (its lease
- * then lasts until exit).
+ * A revocation (truncate, punch), or the file getting a plain mapping, is
+ * seen by a thread that waits on the state file's revoke counter (a futex
+ * the daemon wakes): it replaces the whole range with the kernel's own
+ * FUSE mapping of the file (MAP_FIXED, so the address stays), which is
+ * coherent with write() (fusefs/coherent.c) and gives SIGBUS past the new
+ * EOF; then it unpins. Until it has, a load or store reaches the old,
+ * quarantined blocks: never another file's.
+ *
+ * The program's own changes to a region's addresses: munmap of all of it
+ * unpins; munmap, MAP_FIXED or mprotect of a part of it, and mremap of
+ * any of it, first turn the whole region into the kernel's mapping of the
+ * file (which then grows, moves or splits as the kernel's does) and end
+ * its lease, so that no revocation later maps over what the program put
+ * there, and a mapping grown by mremap never reaches the pool's next
+ * blocks. MAP_FIXED over all of it ends it as munmap does.
  */
 #define NREGIONS 256
 struct dregion {
-	char *addr;  /* 0: free; written under tab_lock */
+	char *addr;  /* 0: free, 1: being set up; written under tab_lock */
 	size_t len;
 	off_t off;
 	int prot, flags, fd; /* fd: our dup */
+	pid_t owner;	     /* the lease's holder (a child of a fork is not) */
 	uint64_t lease;
 	const struct pinfs_dax_slot *slot;
 	const struct pinfs_dax_hdr *hdr;
@@ -1016,6 +1108,8 @@ struct dregion {
 static struct dregion regions[NREGIONS];
 static int watcher_started;
 
+/* Replaces region @r by the kernel's mapping of its file, and ends its
+ * lease if ours. Under tab_lock. */
 static void region_fallback(struct dregion *r)
 {
 	struct pinfs_unpin u = { .lease_id = r->lease };
@@ -1029,9 +1123,27 @@ static void region_fallback(struct dregion *r)
 			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	if (efd >= 0)
 		r_close(efd);
-	else
+	else if (r->owner == getpid())
 		(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
 	r->lease = 0;
+}
+
+/* Ends region @r: @keep, its addresses become the kernel's mapping of the
+ * file; else they are gone (munmap, MAP_FIXED over all of it). Under
+ * tab_lock. */
+static void region_end(struct dregion *r, bool keep)
+{
+	struct pinfs_unpin u = { .lease_id = r->lease };
+
+	if (keep)
+		region_fallback(r);
+	else if (r->lease && r->fd >= 0 && r->owner == getpid())
+		(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+	if (r->fd >= 0)
+		r_close(r->fd);
+	r->fd = -1;
+	r->lease = 0;
+	__atomic_store_n(&r->addr, NULL, __ATOMIC_RELEASE);
 }
 
 static void *watcher(void *arg)
@@ -1048,9 +1160,11 @@ static void *watcher(void *arg)
 		lock(&old);
 		for (int i = 0; i < NREGIONS; i++) {
 			struct dregion *r = &regions[i];
-			if (r->addr && r->lease && r->hdr == hdr &&
+			char *a = __atomic_load_n(&r->addr, __ATOMIC_ACQUIRE);
+			if (a && a != (char *)1 && r->lease && r->hdr == hdr &&
 			    (__atomic_load_n(&r->slot->lease_id, __ATOMIC_ACQUIRE) != r->lease ||
-			     __atomic_load_n(&r->slot->state, __ATOMIC_ACQUIRE) != PINFS_LEASE_ACTIVE))
+			     __atomic_load_n(&r->slot->state, __ATOMIC_ACQUIRE) != PINFS_LEASE_ACTIVE ||
+			     (__atomic_load_n(&r->slot->flags, __ATOMIC_ACQUIRE) & PINFS_DAX_MAPPED)))
 				region_fallback(r);
 		}
 		unlock(&old);
@@ -1106,7 +1220,7 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	uint64_t size, plen;
 	uint32_t have = 0;
 	size_t mlen;
-	int pfd = -1, dfd = -1, efd = -1;
+	int pfd = -1, dfd = -1;
 	sigset_t old;
 
 	if (fd < 0 || fd >= FDMAX || !(d = __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)))
@@ -1120,6 +1234,11 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	size = (uint64_t)st.st_size;
 	if ((uint64_t)off >= size)
 		return MAP_FAILED;
+	if (len > ((size + PAGE - 1) & ~(PAGE - 1)) - (uint64_t)off) {
+		SAY_ONCE(d, SAID_MMAP, fd, "a shared mapping past its end goes through FUSE's page cache "
+					   "(the file may grow under it)");
+		return MAP_FAILED;
+	}
 	if ((uint64_t)st.st_blocks * 512 < (size & ~(PAGE - 1))) {
 		SAY_ONCE(d, SAID_MMAP, fd, "a shared mapping of it goes through FUSE's page cache while "
 					   "it has holes");
@@ -1138,8 +1257,14 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	}
 	u.lease_id = p.lease_id;
 	if (!p.reserved || p.reserved > d->dd->hdr->nslots || p.pin_offset != (uint64_t)off ||
-	    p.pin_length > mlen || !p.nsegs || p.nsegs > PINFS_SEGS_MAX)
+	    p.pin_length != mlen || !p.nsegs || p.nsegs > PINFS_SEGS_MAX)
 		goto fail;
+	if (__atomic_load_n(&((const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1))->flags,
+			    __ATOMIC_ACQUIRE) & PINFS_DAX_MAPPED) {
+		SAY_ONCE(d, SAID_MMAP, fd, "a shared mapping of it goes through FUSE's page cache while "
+					   "another mapping uses it");
+		goto fail;
+	}
 	lock(&old);
 	for (int i = 0; i < NREGIONS && !r; i++)
 		if (!regions[i].addr) {
@@ -1177,28 +1302,21 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 				goto fail;
 		}
 	}
-	if (p.pin_length < mlen) {
-		/* past EOF: an empty file, so a load or store there is SIGBUS */
-		efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
-		if (efd < 0 || r_mmap(base + p.pin_length, mlen - p.pin_length, prot,
-				      MAP_SHARED | MAP_FIXED, efd, 0) == MAP_FAILED)
-			goto fail;
-		r_close(efd);
-		efd = -1;
-	}
 	r_close(pfd);
 	r->len = mlen;
 	r->off = off;
 	r->prot = prot;
 	r->flags = flags & ~MAP_FIXED;
 	r->fd = dfd;
+	r->owner = owner_pid;
 	r->lease = p.lease_id;
 	r->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
 	r->hdr = d->dd->hdr;
 	__atomic_store_n(&r->addr, base, __ATOMIC_RELEASE);
 	watcher_start(d->dd->hdr);
 	/* revoked before the watcher looked: it may have slept through it */
-	if (r->slot->lease_id != r->lease || r->slot->state != PINFS_LEASE_ACTIVE) {
+	if (r->slot->lease_id != r->lease || r->slot->state != PINFS_LEASE_ACTIVE ||
+	    (r->slot->flags & PINFS_DAX_MAPPED)) {
 		lock(&old);
 		if (r->lease)
 			region_fallback(r);
@@ -1208,8 +1326,6 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 fail:
 	if (base != MAP_FAILED && !(flags & MAP_FIXED))
 		r_munmap(base, mlen);
-	if (efd >= 0)
-		r_close(efd);
 	if (pfd >= 0)
 		r_close(pfd);
 	if (dfd >= 0)
@@ -1221,28 +1337,31 @@ fail:
 	return MAP_FAILED;
 }
 
-/* [addr, addr + len) is unmapped or remapped: whole regions inside it end. */
-static void regions_gone(void *addr, size_t len, bool unpin)
+/*
+ * The program is about to change the addresses [addr, addr + len): munmap
+ * or MAP_FIXED (@gone), mprotect or mremap (!@gone). A region that lies
+ * wholly inside a range that goes ends with it (after the call: @after);
+ * any other region it touches becomes the kernel's mapping of its file
+ * first (before the call), so that the call applies to that.
+ */
+static void regions_change(void *addr, size_t len, bool gone, bool after)
 {
 	char *a = addr;
 	sigset_t old;
 
-	if (!__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE))
+	if (!__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE) || borrowed())
 		return;
 	lock(&old);
 	for (int i = 0; i < NREGIONS; i++) {
 		struct dregion *r = &regions[i];
 		if (!r->addr || r->addr == (char *)1 || r->addr + r->len <= a || r->addr >= a + len)
 			continue;
-		if (r->addr >= a && r->addr + r->len <= a + len) {
-			struct pinfs_unpin u = { .lease_id = r->lease };
-			if (unpin && r->lease && r->fd >= 0)
-				(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
-			if (r->fd >= 0)
-				r_close(r->fd);
-			r->addr = NULL;
+		if (gone && r->addr >= a && r->addr + r->len <= a + len) {
+			if (after)
+				region_end(r, false);
+		} else if (!after) {
+			region_end(r, true);
 		}
-		/* a part of it: the lease stays until the rest goes, or exit */
 	}
 	unlock(&old);
 }
@@ -1252,12 +1371,16 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	void *p;
 
 	ensure();
-	if (fd >= 0 && fd < FDMAX && __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE)) {
+	if ((flags & MAP_FIXED) && len)
+		regions_change(addr, len, true, false);
+	p = MAP_FAILED;
+	if (fd >= 0 && fd < FDMAX && __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE) && !borrowed())
 		p = dax_mmap(addr, len, prot, flags, fd, off);
-		if (p != MAP_FAILED)
-			return p;
-	}
-	return r_mmap(addr, len, prot, flags, fd, off);
+	if (p == MAP_FAILED)
+		p = r_mmap(addr, len, prot, flags, fd, off);
+	if ((flags & MAP_FIXED) && len && p != MAP_FAILED)
+		regions_change(addr, len, true, true);
+	return p;
 }
 EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 	__attribute__((alias("mmap")));
@@ -1267,10 +1390,24 @@ EXPORT int munmap(void *addr, size_t len)
 	int rc;
 
 	ensure();
+	if (len)
+		regions_change(addr, len, true, false);
 	rc = r_munmap(addr, len);
-	if (!rc)
-		regions_gone(addr, len, true);
+	if (!rc && len)
+		regions_change(addr, len, true, true);
 	return rc;
+}
+
+EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+	static int (*r_mprotect)(void *, size_t, int);
+
+	ensure();
+	if (!r_mprotect)
+		r_mprotect = dlsym(RTLD_NEXT, "mprotect");
+	if (len)
+		regions_change(addr, len, false, false);
+	return r_mprotect(addr, len, prot);
 }
 
 EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
@@ -1285,9 +1422,9 @@ EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
 	va_start(ap, flags);
 	want = va_arg(ap, void *);
 	va_end(ap);
-	/* the region moves or changes size: the watcher must not map over
-	 * its old place; its lease lasts until exit */
-	regions_gone(old, olen, false);
+	/* the kernel's mapping moves and grows as the program expects (past
+	 * EOF: SIGBUS), and no revocation maps over the old place */
+	regions_change(old, olen ? olen : 1, false, false);
 	return r_mremap(old, olen, nlen, flags, want);
 }
 
@@ -1417,8 +1554,13 @@ EXPORT int creat64(const char *path, mode_t mode) __attribute__((alias("creat"))
  * that map stops using it. */
 static void pfd_closing(int fd)
 {
-	if (fd < PFD_MIN)
+	if (fd < PFD_MIN || borrowed())
 		return;
+	for (int i = 0; i < NFILES; i++) {
+		int w = fd;
+		__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_RELAXED);
+	}
 	for (int i = 0; i < NMAPS; i++)
 		if (__atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED) == fd)
 			__atomic_store_n(&maps[i].pfd, -1, __ATOMIC_RELEASE);
@@ -1430,8 +1572,14 @@ static void pfd_closing(int fd)
 /* pfd_closing() of every fd in [first, last], in one pass over the maps. */
 static void pfd_closing_range(unsigned first, unsigned last)
 {
-	if (last < PFD_MIN)
+	if (last < PFD_MIN || borrowed())
 		return;
+	for (int i = 0; i < NFILES; i++) {
+		int w = __atomic_load_n(&files[i].wfd, __ATOMIC_RELAXED);
+		if (w >= PFD_MIN && (unsigned)w >= first && (unsigned)w <= last)
+			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
+						    __ATOMIC_RELAXED);
+	}
 	for (int i = 0; i < NMAPS; i++) {
 		int fd = __atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED);
 		if (fd >= PFD_MIN && (unsigned)fd >= first && (unsigned)fd <= last)
@@ -1494,13 +1642,124 @@ static void fd_made(int fd)
 	struct dfile *d;
 	sigset_t old;
 
-	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE))
+	if (fd < 0 || fd >= FDMAX || !__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE) || borrowed())
 		return;
 	lock(&old);
 	d = __atomic_exchange_n(&fdtab[fd], NULL, __ATOMIC_ACQ_REL);
 	if (d)
 		d->refs--;
 	unlock(&old);
+}
+
+/* stdio's opens (never served from the pool): the fd number they got may
+ * be one closed behind our back -- freopen() closes its stream's own fd
+ * inside glibc -- so its entry goes. */
+static FILE *file_made(FILE *fp)
+{
+	if (fp)
+		fd_made(fileno(fp));
+	return fp;
+}
+
+EXPORT FILE *fopen(const char *path, const char *mode)
+{
+	ensure();
+	return file_made(r_fopen(path, mode));
+}
+
+EXPORT FILE *fopen64(const char *path, const char *mode)
+{
+	ensure();
+	return file_made(r_fopen64(path, mode));
+}
+
+EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
+{
+	ensure();
+	if (fp && path)
+		fd_closing(fileno(fp));
+	return file_made(r_freopen(path, mode, fp));
+}
+
+EXPORT FILE *freopen64(const char *path, const char *mode, FILE *fp)
+{
+	ensure();
+	if (fp && path)
+		fd_closing(fileno(fp));
+	return file_made(r_freopen64(path, mode, fp));
+}
+
+EXPORT FILE *tmpfile(void)
+{
+	ensure();
+	return file_made(r_tmpfile());
+}
+
+/* _FORTIFY_SOURCE's open and openat: served as open() is */
+EXPORT int __open_2(const char *path, int flags)
+{
+	ensure();
+	int fd = r_open_2(path, flags);
+	fd_opened(fd, flags);
+	return fd;
+}
+
+EXPORT int __open64_2(const char *path, int flags)
+{
+	ensure();
+	int fd = r_open64_2(path, flags);
+	fd_opened(fd, flags);
+	return fd;
+}
+
+EXPORT int __openat_2(int dfd, const char *path, int flags)
+{
+	ensure();
+	int fd = r_openat_2(dfd, path, flags);
+	fd_opened(fd, flags);
+	return fd;
+}
+
+EXPORT int __openat64_2(int dfd, const char *path, int flags)
+{
+	ensure();
+	int fd = r_openat64_2(dfd, path, flags);
+	fd_opened(fd, flags);
+	return fd;
+}
+
+/* descriptors passed in (SCM_RIGHTS) */
+static void msg_made(const struct msghdr *msg)
+{
+	for (const struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c;
+	     c = CMSG_NXTHDR((struct msghdr *)msg, (struct cmsghdr *)c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; (i + 1) * sizeof(int) <= c->cmsg_len - CMSG_LEN(0); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+			fd_made(fd);
+		}
+	}
+}
+
+EXPORT ssize_t recvmsg(int s, struct msghdr *msg, int flags)
+{
+	ensure();
+	ssize_t r = r_recvmsg(s, msg, flags);
+	if (r >= 0 && msg && msg->msg_controllen)
+		msg_made(msg);
+	return r;
+}
+
+EXPORT int recvmmsg(int s, struct mmsghdr *v, unsigned n, int flags, struct timespec *t)
+{
+	ensure();
+	int r = r_recvmmsg(s, v, n, flags, t);
+	for (int i = 0; i < r; i++)
+		if (v[i].msg_hdr.msg_controllen)
+			msg_made(&v[i].msg_hdr);
+	return r;
 }
 
 static void fd_made2(int r, const int fds[2])
@@ -1636,6 +1895,105 @@ EXPORT int fcntl(int fd, int cmd, ...)
 }
 EXPORT int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
+/*
+ * Times the program sets itself (tar, cp -p, touch -d) are the file's:
+ * stores it made before are no longer to be stamped at close -- that would
+ * put "now" over them. By fd, or by path (the file, if open here).
+ */
+static void times_set(struct dfile *d)
+{
+	if (d) {
+		__atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
+		d->stamp_ns = now_ns();
+	}
+}
+
+static void times_set_fd(int fd)
+{
+	if (fd >= 0 && fd < FDMAX)
+		times_set(__atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE));
+}
+
+static void times_set_at(int dfd, const char *path, int flags)
+{
+	struct stat st;
+
+	if (!path) {
+		times_set_fd(dfd);
+		return;
+	}
+	if (fstatat(dfd, path, &st, flags & (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return;
+	for (int i = 0; i < NFILES; i++)
+		if (__atomic_load_n(&files[i].refs, __ATOMIC_RELAXED) && files[i].dev == st.st_dev &&
+		    files[i].ino == st.st_ino)
+			times_set(&files[i]);
+}
+
+EXPORT int futimens(int fd, const struct timespec ts[2])
+{
+	ensure();
+	int r = r_futimens(fd, ts);
+	if (!r)
+		times_set_fd(fd);
+	return r;
+}
+
+EXPORT int utimensat(int dfd, const char *path, const struct timespec ts[2], int flags)
+{
+	ensure();
+	int r = r_utimensat(dfd, path, ts, flags);
+	if (!r)
+		times_set_at(dfd, path, flags);
+	return r;
+}
+
+EXPORT int futimes(int fd, const struct timeval tv[2])
+{
+	ensure();
+	int r = r_futimes(fd, tv);
+	if (!r)
+		times_set_fd(fd);
+	return r;
+}
+
+EXPORT int utimes(const char *path, const struct timeval tv[2])
+{
+	ensure();
+	int r = r_utimes(path, tv);
+	if (!r)
+		times_set_at(AT_FDCWD, path, 0);
+	return r;
+}
+
+EXPORT int lutimes(const char *path, const struct timeval tv[2])
+{
+	ensure();
+	int r = r_lutimes(path, tv);
+	if (!r)
+		times_set_at(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW);
+	return r;
+}
+
+EXPORT int futimesat(int dfd, const char *path, const struct timeval tv[2])
+{
+	ensure();
+	int r = r_futimesat(dfd, path, tv);
+	if (!r)
+		times_set_at(dfd, path, 0);
+	return r;
+}
+
+EXPORT int utime(const char *path, const struct utimbuf *t)
+{
+	ensure();
+	int r = r_utime(path, t);
+	if (!r)
+		times_set_at(AT_FDCWD, path, 0);
+	return r;
+}
+
 static void stamp_fd(int fd)
 {
 	struct dfile *d;
@@ -1671,7 +2029,7 @@ static void drop_all(void)
 	lock(&old);
 	for (int i = 0; i < NREGIONS; i++) {
 		struct dregion *r = &regions[i];
-		if (r->addr && r->addr != (char *)1 && r->lease)
+		if (r->addr && r->addr != (char *)1 && r->lease && r->owner == owner_pid)
 			region_fallback(r);
 	}
 	unlock(&old);
@@ -1756,6 +2114,9 @@ static void atfork_child(void)
 		files[i].retry_ns = 0;
 		files[i].fail_ns = 0;
 		files[i].pre_end = 0; /* the parent's to trim */
+		if (files[i].refs && files[i].wfd >= 0)
+			r_close(files[i].wfd);
+		files[i].wfd = -1;
 	}
 }
 
@@ -1798,6 +2159,24 @@ static void syms(void)
 	SYM(r_execvpe, "execvpe");
 	SYM(r_mmap, "mmap64");
 	SYM(r_munmap, "munmap");
+	SYM(r_fopen, "fopen");
+	SYM(r_fopen64, "fopen64");
+	SYM(r_freopen, "freopen");
+	SYM(r_freopen64, "freopen64");
+	SYM(r_tmpfile, "tmpfile");
+	SYM(r_open_2, "__open_2");
+	SYM(r_open64_2, "__open64_2");
+	SYM(r_openat_2, "__openat_2");
+	SYM(r_openat64_2, "__openat64_2");
+	SYM(r_recvmsg, "recvmsg");
+	SYM(r_recvmmsg, "recvmmsg");
+	SYM(r_futimens, "futimens");
+	SYM(r_utimensat, "utimensat");
+	SYM(r_futimes, "futimes");
+	SYM(r_utimes, "utimes");
+	SYM(r_lutimes, "lutimes");
+	SYM(r_futimesat, "futimesat");
+	SYM(r_utime, "utime");
 	SYM(r_fexecve, "fexecve");
 #undef SYM
 }
@@ -1814,6 +2193,8 @@ __attribute__((constructor)) static void init(void)
 		maps[i].free = 1;
 		maps[i].pfd = -1;
 	}
+	for (int i = 0; i < NFILES; i++)
+		files[i].wfd = -1;
 	owner_pid = getpid();
 	pthread_atfork(NULL, NULL, atfork_child);
 	atexit(at_exit);

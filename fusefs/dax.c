@@ -199,6 +199,8 @@ void ffs_dax_revoked(void *ctx, uint64_t id)
 
 void ffs_dax_mapped(uint64_t ino, bool on)
 {
+	bool changed = false;
+
 	if (!dax.hdr)
 		return;
 	pthread_mutex_lock(&dax.lock);
@@ -208,7 +210,13 @@ void ffs_dax_mapped(uint64_t ino, bool on)
 		    !!(s->flags & PINFS_DAX_MAPPED) != on) {
 			s->flags = on ? s->flags | PINFS_DAX_MAPPED : s->flags & ~PINFS_DAX_MAPPED;
 			slot_bump(s);
+			changed = true;
 		}
 	}
+	/* a holder's shared mapping of the pool (pinfs-dax mmap) must become
+	 * the kernel's, whose pages the plain mapping shares: its watcher
+	 * waits on the counter */
+	if (changed && on && dax.hdr)
+		revokes_bump();
 	pthread_mutex_unlock(&dax.lock);
 }
