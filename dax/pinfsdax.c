@@ -1249,7 +1249,8 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	memset(&p, 0, sizeof(p));
 	p.offset = (uint64_t)off;
 	p.length = plen;
-	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_REVOCABLE | ((prot & PROT_WRITE) ? PINFS_PIN_WRITE : 0);
+	p.flags = PINFS_PIN_LAYOUT | PINFS_PIN_MMAP | PINFS_PIN_REVOCABLE |
+		  ((prot & PROT_WRITE) ? PINFS_PIN_WRITE : 0);
 	if (ioctl(fd, PINFS_IOC_PIN, &p) < 0) {
 		SAY_ONCE(d, SAID_MMAP, fd, "a shared mapping of it goes through FUSE's page cache: the "
 					   "daemon refused its layout lease (%s)", strerror(errno));

@@ -159,6 +159,7 @@ static bool coh_any(const struct coh_inode *ci, uint64_t first, uint64_t last)
 void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size)
 {
 	struct coh_inode **pp;
+	bool first = false;
 
 	pthread_mutex_lock(&coh.lock);
 	pp = coh_slot(ino);
@@ -172,6 +173,7 @@ void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size)
 			 * of the file store through FUSE from now on
 			 * (fusefs/dax.c; a leaf lock) */
 			ffs_dax_mapped(ino, true);
+			first = true;
 		}
 		/* no memory: the fill is served as before; coherence is then
 		 * only as good as the kernel's own invalidation */
@@ -179,6 +181,10 @@ void ffs_coh_filled(uint64_t ino, uint64_t off, size_t size)
 	if (*pp)
 		coh_mark(*pp, off / PAGE_SIZE_4K, (off + (size ? size : 1) - 1) / PAGE_SIZE_4K, true);
 	pthread_mutex_unlock(&coh.lock);
+	/* and pinfs-dax shared mappings of the file give way, before the
+	 * fill reads the pool */
+	if (first)
+		ffs_dax_unmap_wait(ino);
 }
 
 bool ffs_coh_cached(uint64_t ino, uint64_t off, size_t len)

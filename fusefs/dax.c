@@ -130,7 +130,7 @@ void ffs_dax_stop(void)
 	munmap(hdr, DAX_SIZE);
 }
 
-int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot)
+int ffs_dax_slot_new(uint64_t id, uint64_t ino, bool mmap, uint32_t *slot)
 {
 	struct lease_table *t;
 	struct lease l;
@@ -154,7 +154,7 @@ int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot)
 		return -ENOMEM;
 	}
 	dax.slot[i].state = PINFS_LEASE_ACTIVE;
-	dax.slot[i].flags = 0;
+	dax.slot[i].flags = mmap ? PINFS_DAX_MMAP : 0;
 	dax.slot[i].ino = ino;
 	__atomic_store_n(&dax.slot[i].lease_id, id, __ATOMIC_RELEASE);
 	/* a truncate may have revoked the lease between the pin and now:
@@ -195,6 +195,37 @@ void ffs_dax_revoked(void *ctx, uint64_t id)
 	}
 	revokes_bump();
 	pthread_mutex_unlock(&dax.lock);
+}
+
+/*
+ * A plain mapping's first fill of @ino (fusefs/coherent.c), after
+ * ffs_dax_mapped(@ino, true) woke the holders: waits, up to a second, until
+ * no lease taken for a pinfs-dax shared mapping of it is left (each
+ * holder's watcher replaces its mapping by the kernel's and unpins), so
+ * that the fill reads every store made through them, and none is made
+ * after it. A holder that does not answer in time is left behind: its
+ * later stores can be lost to the page cache's writeback, as two programs'
+ * unsynchronized stores to one page could be anyway.
+ */
+void ffs_dax_unmap_wait(uint64_t ino)
+{
+	for (int i = 0; i < 10000; i++) {
+		struct lease_table *t;
+		struct lease l;
+		bool any = false;
+
+		pthread_mutex_lock(&dax.lock);
+		t = dax.hdr ? lease_mgr_table(dax.f->lm) : NULL;
+		for (uint32_t k = 0; t && k < PINFS_DAX_SLOTS && !any; k++) {
+			struct pinfs_dax_slot *s = &dax.slot[k];
+			any = s->lease_id && s->ino == ino && (s->flags & PINFS_DAX_MMAP) &&
+			      lease_get(t, s->lease_id, &l) != -ENOENT;
+		}
+		pthread_mutex_unlock(&dax.lock);
+		if (!any)
+			return;
+		usleep(100);
+	}
 }
 
 void ffs_dax_mapped(uint64_t ino, bool on)

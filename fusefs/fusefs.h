@@ -148,7 +148,8 @@ int ffs_pool_share(struct ffs *f, const char *group, gid_t gid);
 int ffs_dax_start(struct ffs *f);
 void ffs_dax_stop(void);
 const char *ffs_dax_path(void);
-int ffs_dax_slot_new(uint64_t id, uint64_t ino, uint32_t *slot);
+int ffs_dax_slot_new(uint64_t id, uint64_t ino, bool mmap, uint32_t *slot);
+void ffs_dax_unmap_wait(uint64_t ino);
 void ffs_dax_revoked(void *ctx, uint64_t id);
 void ffs_dax_mapped(uint64_t ino, bool on);
 /* fusefs/access.c: may the caller open the pool (for writing too, with

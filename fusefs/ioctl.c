@@ -442,7 +442,8 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	int rc;
 
 	if ((in->flags & ~(PINFS_PIN_FLAGS | PINFS_PIN_NOTIFY_FLAGS | PINFS_PIN_SHORT |
-			   PINFS_PIN_LAYOUT)) ||
+			   PINFS_PIN_LAYOUT | PINFS_PIN_MMAP)) ||
+	    ((in->flags & PINFS_PIN_MMAP) && !(in->flags & PINFS_PIN_LAYOUT)) ||
 	    /* a layout lease is never waited for and never told: no notices,
 	     * and it is no transfer (short) either */
 	    ((in->flags & PINFS_PIN_LAYOUT) &&
@@ -496,7 +497,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	memset(out, 0, sizeof(*out));
 	out->offset = in->offset;
 	out->length = in->length;
-	out->flags = in->flags;
+	out->flags = in->flags & ~PINFS_PIN_MMAP; /* the dax slot's note only */
 	out->notify_sig = in->flags & PINFS_PIN_NOTIFY_SIGNAL ? in->notify_sig : 0;
 	c.f = f;
 	c.ino = pm_ino(file->ip);
@@ -505,7 +506,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	c.fh = (uint64_t)(uintptr_t)file;
 	c.holder = lease_mgr_holder_of(f->lm, (uint32_t)ctx->pid);
 	c.uid = (uint32_t)ctx->uid;
-	c.flags = in->flags;
+	c.flags = in->flags & ~PINFS_PIN_MMAP;
 	c.sig = (in->flags & PINFS_PIN_NOTIFY_SIGNAL) ? in->notify_sig : 0;
 	c.cookie = cookie;
 	c.out = out;
@@ -524,7 +525,7 @@ static int do_pin(fuse_req_t req, struct ffs_file *file, const struct pinfs_pin 
 	lease_pin_end(f->lm, c.gen, rc == 0);
 	if (!rc && (in->flags & PINFS_PIN_LAYOUT)) {
 		uint32_t slot;
-		rc = ffs_dax_slot_new(out->lease_id, c.ino, &slot);
+		rc = ffs_dax_slot_new(out->lease_id, c.ino, (in->flags & PINFS_PIN_MMAP) != 0, &slot);
 		if (rc)
 			(void)lease_unpin(f->lm, out->lease_id, c.holder, c.uid);
 		else

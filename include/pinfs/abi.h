@@ -515,6 +515,13 @@ _Static_assert(sizeof(struct pinfs_status_holder) == 40, "the holder record is 4
  * index + 1. EOPNOTSUPP: the daemon has no state file.
  */
 #define PINFS_PIN_LAYOUT 0x40u
+/* With PINFS_PIN_LAYOUT: the lease backs a shared mapping of the pool that
+ * the holder gave a program (pinfs-dax mmap). Stores through it cannot be
+ * done again through FUSE, as a copy's can, so a plain mapping's first
+ * page-cache fill of the file (PINFS_DAX_MAPPED) waits, up to a second,
+ * until the holder has given the lease up: its mapping replaced by the
+ * kernel's, which shares the page cache, and unpinned. */
+#define PINFS_PIN_MMAP 0x80u
 /* the dax state file's path: a read-only xattr of every file of the mount */
 #define PINFS_XATTR_DAXSTATE "user.pinfs.daxstate"
 #define PINFS_DAX_MAGIC 0x5844534e4950ull /* "PINSDX" */
@@ -534,6 +541,9 @@ struct pinfs_dax_hdr {
 /* Slot flags: PINFS_DAX_MAPPED -- the kernel may cache pages of the file
  * for plain mmap users (fusefs/coherent.c): stores must go through FUSE. */
 #define PINFS_DAX_MAPPED 0x1u
+/* PINFS_DAX_MMAP -- the lease was taken with PINFS_PIN_MMAP (daemon's own
+ * note; holders need not read it). */
+#define PINFS_DAX_MMAP 0x2u
 /* One layout lease. The daemon changes @state/@flags, then bumps @seq
  * (release); a holder reads @seq (acquire), checks @lease_id, @state and
  * @flags, copies, and reads @seq again: unchanged means nothing was revoked
