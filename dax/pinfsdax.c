@@ -1399,6 +1399,43 @@ EXPORT int munmap(void *addr, size_t len)
 	return rc;
 }
 
+/*
+ * msync() of a writable pinfs-dax mapping: the pool's pages are the file's,
+ * so there is nothing to write back, but POSIX marks mtime and ctime for
+ * update between a store through a shared mapping and the next msync():
+ * the library cannot see stores, so it sets them here (futimens NOW).
+ */
+EXPORT int msync(void *addr, size_t len, int flags)
+{
+	static const struct timespec now[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+	static int (*r_msync)(void *, size_t, int);
+	char *a = addr;
+	int fds[8], n = 0, rc;
+	sigset_t old;
+
+	ensure();
+	if (!r_msync)
+		r_msync = dlsym(RTLD_NEXT, "msync");
+	rc = r_msync(addr, len, flags);
+	if (rc || !(flags & (MS_SYNC | MS_ASYNC)) ||
+	    !__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE) || borrowed())
+		return rc;
+	lock(&old);
+	for (int i = 0; i < NREGIONS && n < 8; i++) {
+		struct dregion *r = &regions[i];
+		if (r->addr && r->addr != (char *)1 && r->lease && (r->prot & PROT_WRITE) &&
+		    r->fd >= 0 && r->addr < a + len && r->addr + r->len > a)
+			fds[n++] = r_fcntl(r->fd, F_DUPFD_CLOEXEC, PFD_MIN);
+	}
+	unlock(&old);
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0) {
+			(void)r_futimens(fds[i], now);
+			r_close(fds[i]);
+		}
+	return rc;
+}
+
 EXPORT int mprotect(void *addr, size_t len, int prot)
 {
 	static int (*r_mprotect)(void *, size_t, int);
