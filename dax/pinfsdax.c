@@ -1340,16 +1340,22 @@ fail:
 
 /*
  * The program is about to change the addresses [addr, addr + len): munmap
- * or MAP_FIXED (@gone), mprotect or mremap (!@gone). A region that lies
- * wholly inside a range that goes ends with it (after the call: @after);
- * any other region it touches becomes the kernel's mapping of its file
- * first (before the call), so that the call applies to that.
+ * or MAP_FIXED (@gone), mprotect or mremap (!@gone). Any region it touches
+ * only in part (or at all, !@gone) becomes the kernel's mapping of its file
+ * now, so that the call applies to that. Regions wholly inside a range
+ * that goes are returned in @whole: regions_gone() ends them once the call
+ * has succeeded (not a region the call itself makes: dax_mmap MAP_FIXED).
  */
-static void regions_change(void *addr, size_t len, bool gone, bool after)
+struct region_set {
+	uint64_t bits[NREGIONS / 64];
+};
+
+static void regions_change(void *addr, size_t len, bool gone, struct region_set *whole)
 {
 	char *a = addr;
 	sigset_t old;
 
+	memset(whole, 0, sizeof(*whole));
 	if (!__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE) || borrowed())
 		return;
 	lock(&old);
@@ -1357,13 +1363,28 @@ static void regions_change(void *addr, size_t len, bool gone, bool after)
 		struct dregion *r = &regions[i];
 		if (!r->addr || r->addr == (char *)1 || r->addr + r->len <= a || r->addr >= a + len)
 			continue;
-		if (gone && r->addr >= a && r->addr + r->len <= a + len) {
-			if (after)
-				region_end(r, false);
-		} else if (!after) {
+		if (gone && r->addr >= a && r->addr + r->len <= a + len)
+			whole->bits[i / 64] |= 1ull << (i % 64);
+		else
 			region_end(r, true);
-		}
 	}
+	unlock(&old);
+}
+
+static void regions_gone(const struct region_set *whole)
+{
+	sigset_t old;
+	bool any = false;
+
+	for (int i = 0; i < NREGIONS / 64; i++)
+		any |= whole->bits[i] != 0;
+	if (!any)
+		return;
+	lock(&old);
+	for (int i = 0; i < NREGIONS; i++)
+		if ((whole->bits[i / 64] >> (i % 64) & 1) && regions[i].addr &&
+		    regions[i].addr != (char *)1)
+			region_end(&regions[i], false);
 	unlock(&old);
 }
 
@@ -1371,16 +1392,18 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 {
 	void *p;
 
+	struct region_set whole = { { 0 } };
+
 	ensure();
 	if ((flags & MAP_FIXED) && len)
-		regions_change(addr, len, true, false);
+		regions_change(addr, len, true, &whole);
 	p = MAP_FAILED;
 	if (fd >= 0 && fd < FDMAX && __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE) && !borrowed())
 		p = dax_mmap(addr, len, prot, flags, fd, off);
 	if (p == MAP_FAILED)
 		p = r_mmap(addr, len, prot, flags, fd, off);
-	if ((flags & MAP_FIXED) && len && p != MAP_FAILED)
-		regions_change(addr, len, true, true);
+	if (p != MAP_FAILED)
+		regions_gone(&whole);
 	return p;
 }
 EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -1390,12 +1413,14 @@ EXPORT int munmap(void *addr, size_t len)
 {
 	int rc;
 
+	struct region_set whole = { { 0 } };
+
 	ensure();
 	if (len)
-		regions_change(addr, len, true, false);
+		regions_change(addr, len, true, &whole);
 	rc = r_munmap(addr, len);
-	if (!rc && len)
-		regions_change(addr, len, true, true);
+	if (!rc)
+		regions_gone(&whole);
 	return rc;
 }
 
@@ -1443,14 +1468,17 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 	ensure();
 	if (!r_mprotect)
 		r_mprotect = dlsym(RTLD_NEXT, "mprotect");
+	struct region_set whole;
+
 	if (len)
-		regions_change(addr, len, false, false);
+		regions_change(addr, len, false, &whole);
 	return r_mprotect(addr, len, prot);
 }
 
 EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
 {
 	static void *(*r_mremap)(void *, size_t, size_t, int, ...);
+	struct region_set whole;
 	va_list ap;
 	void *want;
 
@@ -1462,7 +1490,7 @@ EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
 	va_end(ap);
 	/* the kernel's mapping moves and grows as the program expects (past
 	 * EOF: SIGBUS), and no revocation maps over the old place */
-	regions_change(old, olen ? olen : 1, false, false);
+	regions_change(old, olen ? olen : 1, false, &whole);
 	return r_mremap(old, olen, nlen, flags, want);
 }
 
