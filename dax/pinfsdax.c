@@ -1101,6 +1101,7 @@ struct dregion {
 	off_t off;
 	int prot, flags, fd; /* fd: our dup */
 	pid_t owner;	     /* the lease's holder (a child of a fork is not) */
+	char *spare;	     /* the kernel's mapping of the same range, aside */
 	uint64_t lease;
 	const struct pinfs_dax_slot *slot;
 	const struct pinfs_dax_hdr *hdr;
@@ -1115,15 +1116,29 @@ static void region_fallback(struct dregion *r)
 	struct pinfs_unpin u = { .lease_id = r->lease };
 	int fd = r->fd, efd = -1;
 
+	if (!r->lease)
+		return; /* done already */
+	/* the spare moved over the region: no mmap of the file now, which
+	 * would drop its page cache and wait for a page a plain mapping is
+	 * filling -- a fill that may be waiting for this (ffs_dax_unmap_wait) */
+	if (r->spare && syscall(SYS_mremap, r->spare, r->len, r->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+				r->addr) == (long)r->addr) {
+		r->spare = NULL;
+		goto unpin;
+	}
 	if (fd < 0) /* the program closed our fd: SIGBUS, never stale bytes */
 		fd = efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
 	if (r_mmap(r->addr, r->len, r->prot, (r->flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
 		   efd >= 0 ? 0 : r->off) == MAP_FAILED)
 		(void)r_mmap(r->addr, r->len, PROT_NONE,
 			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-	if (efd >= 0)
+	if (efd >= 0) {
 		r_close(efd);
-	else if (r->owner == getpid())
+		r->lease = 0;
+		return;
+	}
+unpin:
+	if (r->owner == getpid())
 		(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
 	r->lease = 0;
 }
@@ -1139,6 +1154,9 @@ static void region_end(struct dregion *r, bool keep)
 		region_fallback(r);
 	else if (r->lease && r->fd >= 0 && r->owner == getpid())
 		(void)ioctl(r->fd, PINFS_IOC_UNPIN, &u);
+	if (r->spare)
+		r_munmap(r->spare, r->len);
+	r->spare = NULL;
 	if (r->fd >= 0)
 		r_close(r->fd);
 	r->fd = -1;
@@ -1304,6 +1322,12 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 		}
 	}
 	r_close(pfd);
+	/* the kernel's mapping of the range, kept aside for the fallback (it
+	 * enters the file's cached-I/O mode and drops its page cache now,
+	 * when no plain mapping can be waiting for us) */
+	r->spare = r_mmap(NULL, mlen, prot, MAP_SHARED, dfd, off);
+	if (r->spare == MAP_FAILED)
+		r->spare = NULL;
 	r->len = mlen;
 	r->off = off;
 	r->prot = prot;
