@@ -71,6 +71,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/futex.h>
+#include <linux/kcmp.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
@@ -175,9 +176,21 @@ static pid_t owner_pid;
 /* Not the process whose tables these are: a vfork() child (it shares our
  * memory; a fork child's atfork handler made them its own), whose opens,
  * closes and mappings must not change the parent's tables. */
+static void atfork_child(void);
 static bool borrowed(void)
 {
-	return getpid() != owner_pid;
+	pid_t me = getpid();
+	long same;
+
+	if (me == owner_pid)
+		return false;
+	same = syscall(SYS_kcmp, me, owner_pid, KCMP_VM, 0, 0);
+	if (same == 0 || (same < 0 && errno != ESRCH))
+		return true; /* our memory (vfork), or cannot tell: hands off */
+	/* memory of its own, and no atfork handler ran (_Fork, a raw clone):
+	 * the tables are this process's from now on */
+	atfork_child();
+	return false;
 }
 
 
@@ -213,6 +226,9 @@ static int (*r_execvpe)(const char *, char *const[], char *const[]);
 static int (*r_fexecve)(int, char *const[], char *const[]);
 static void *(*r_mmap)(void *, size_t, int, int, int, off_t);
 static int (*r_munmap)(void *, size_t);
+static int (*r_mprotect)(void *, size_t, int);
+static int (*r_msync)(void *, size_t, int);
+static void *(*r_mremap)(void *, size_t, size_t, int, ...);
 static FILE * (*r_fopen)(const char *, const char *);
 static FILE * (*r_fopen64)(const char *, const char *);
 static FILE * (*r_freopen)(const char *, const char *, FILE *);
@@ -300,9 +316,9 @@ static void unlock(const sigset_t *old)
 static void map_put(struct dmap *m)
 {
 	if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-		munmap(m->addr, m->len);
+		r_munmap(m->addr, m->len);
 		if (m->segs)
-			munmap(m->segs, m->segs_len);
+			r_munmap(m->segs, m->segs_len);
 		m->segs = NULL;
 		if (m->pfd >= 0)
 			r_close(m->pfd);
@@ -399,12 +415,12 @@ static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, uint64_t
 		goto fail;
 	m->segs = NULL;
 	m->pfd = -1;
-	base = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	base = r_mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (base == MAP_FAILED)
 		goto fail;
 	total = p.nsegs_total;
 	m->segs_len = ((size_t)total * sizeof(struct pinfs_seg) + PAGE - 1) & ~(PAGE - 1);
-	m->segs = mmap(NULL, m->segs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m->segs = r_mmap(NULL, m->segs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m->segs == MAP_FAILED) {
 		m->segs = NULL;
 		goto fail;
@@ -431,7 +447,7 @@ static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, uint64_t
 			if (s[i].file_off < from || s[i].file_off - from + s[i].len > len ||
 			    s[i].file_off % PAGE || s[i].pool_off % PAGE)
 				goto fail;
-			if (mmap(base + (s[i].file_off - from), s[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
+			if (r_mmap(base + (s[i].file_off - from), s[i].len, prot, MAP_SHARED | MAP_FIXED, pfd,
 				 (off_t)s[i].pool_off) == MAP_FAILED)
 				goto fail;
 			m->segs[have] = s[i];
@@ -457,10 +473,10 @@ static void map_new(struct dfile *d, unsigned w, int fd, uint64_t size, uint64_t
 	return;
 fail:
 	if (base != MAP_FAILED)
-		munmap(base, len);
+		r_munmap(base, len);
 	if (m) {
 		if (m->segs)
-			munmap(m->segs, m->segs_len);
+			r_munmap(m->segs, m->segs_len);
 		m->segs = NULL;
 		if (m->pfd >= 0)
 			r_close(m->pfd);
@@ -1102,6 +1118,8 @@ struct dregion {
 	int prot, flags, fd; /* fd: our dup */
 	pid_t owner;	     /* the lease's holder (a child of a fork is not) */
 	char *spare;	     /* the kernel's mapping of the same range, aside */
+	bool going;	     /* the program is unmapping or replacing all of it:
+			      * the watcher leaves it alone (regions_change) */
 	uint64_t lease;
 	const struct pinfs_dax_slot *slot;
 	const struct pinfs_dax_hdr *hdr;
@@ -1128,7 +1146,9 @@ static void region_fallback(struct dregion *r)
 	}
 	if (fd < 0) /* the program closed our fd: SIGBUS, never stale bytes */
 		fd = efd = (int)syscall(SYS_memfd_create, "pinfs-dax-eof", MFD_CLOEXEC);
-	if (r_mmap(r->addr, r->len, r->prot, (r->flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
+	/* no populate: its fill would wait for this very lease */
+	if (r_mmap(r->addr, r->len, r->prot,
+		   (r->flags & ~(MAP_FIXED_NOREPLACE | MAP_POPULATE | MAP_LOCKED)) | MAP_FIXED, fd,
 		   efd >= 0 ? 0 : r->off) == MAP_FAILED)
 		(void)r_mmap(r->addr, r->len, PROT_NONE,
 			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
@@ -1179,7 +1199,7 @@ static void *watcher(void *arg)
 		for (int i = 0; i < NREGIONS; i++) {
 			struct dregion *r = &regions[i];
 			char *a = __atomic_load_n(&r->addr, __ATOMIC_ACQUIRE);
-			if (a && a != (char *)1 && r->lease && r->hdr == hdr &&
+			if (a && a != (char *)1 && r->lease && r->hdr == hdr && !r->going &&
 			    (__atomic_load_n(&r->slot->lease_id, __ATOMIC_ACQUIRE) != r->lease ||
 			     __atomic_load_n(&r->slot->state, __ATOMIC_ACQUIRE) != PINFS_LEASE_ACTIVE ||
 			     (__atomic_load_n(&r->slot->flags, __ATOMIC_ACQUIRE) & PINFS_DAX_MAPPED)))
@@ -1367,11 +1387,14 @@ fail:
  * or MAP_FIXED (@gone), mprotect or mremap (!@gone). Any region it touches
  * only in part (or at all, !@gone) becomes the kernel's mapping of its file
  * now, so that the call applies to that. Regions wholly inside a range
- * that goes are returned in @whole: regions_gone() ends them once the call
- * has succeeded (not a region the call itself makes: dax_mmap MAP_FIXED).
+ * that goes are returned in @whole, marked going (the watcher must not map
+ * the file back over them once the call took them away): regions_gone()
+ * ends them if the call succeeded, else unmarks them (not a region the
+ * call itself makes: dax_mmap MAP_FIXED).
  */
 struct region_set {
 	uint64_t bits[NREGIONS / 64];
+	char *addr[NREGIONS]; /* where each one was */
 };
 
 static void regions_change(void *addr, size_t len, bool gone, struct region_set *whole)
@@ -1387,15 +1410,17 @@ static void regions_change(void *addr, size_t len, bool gone, struct region_set 
 		struct dregion *r = &regions[i];
 		if (!r->addr || r->addr == (char *)1 || r->addr + r->len <= a || r->addr >= a + len)
 			continue;
-		if (gone && r->addr >= a && r->addr + r->len <= a + len)
+		if (gone && r->addr >= a && r->addr + r->len <= a + len) {
 			whole->bits[i / 64] |= 1ull << (i % 64);
-		else
+			whole->addr[i] = r->addr;
+			r->going = true;
+		} else
 			region_end(r, true);
 	}
 	unlock(&old);
 }
 
-static void regions_gone(const struct region_set *whole)
+static void regions_gone(const struct region_set *whole, bool ok)
 {
 	sigset_t old;
 	bool any = false;
@@ -1406,9 +1431,12 @@ static void regions_gone(const struct region_set *whole)
 		return;
 	lock(&old);
 	for (int i = 0; i < NREGIONS; i++)
-		if ((whole->bits[i / 64] >> (i % 64) & 1) && regions[i].addr &&
-		    regions[i].addr != (char *)1)
-			region_end(&regions[i], false);
+		if ((whole->bits[i / 64] >> (i % 64) & 1) && regions[i].addr == whole->addr[i] &&
+		    regions[i].going) {
+			regions[i].going = false;
+			if (ok)
+				region_end(&regions[i], false);
+		}
 	unlock(&old);
 }
 
@@ -1416,9 +1444,10 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 {
 	void *p;
 
-	struct region_set whole = { { 0 } };
+	struct region_set whole;
 
 	ensure();
+	memset(&whole, 0, sizeof(whole));
 	if ((flags & MAP_FIXED) && len)
 		regions_change(addr, len, true, &whole);
 	p = MAP_FAILED;
@@ -1426,8 +1455,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 		p = dax_mmap(addr, len, prot, flags, fd, off);
 	if (p == MAP_FAILED)
 		p = r_mmap(addr, len, prot, flags, fd, off);
-	if (p != MAP_FAILED)
-		regions_gone(&whole);
+	regions_gone(&whole, p != MAP_FAILED);
 	return p;
 }
 EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -1437,14 +1465,14 @@ EXPORT int munmap(void *addr, size_t len)
 {
 	int rc;
 
-	struct region_set whole = { { 0 } };
+	struct region_set whole;
 
 	ensure();
+	memset(&whole, 0, sizeof(whole));
 	if (len)
 		regions_change(addr, len, true, &whole);
 	rc = r_munmap(addr, len);
-	if (!rc)
-		regions_gone(&whole);
+	regions_gone(&whole, rc == 0);
 	return rc;
 }
 
@@ -1457,41 +1485,31 @@ EXPORT int munmap(void *addr, size_t len)
 EXPORT int msync(void *addr, size_t len, int flags)
 {
 	static const struct timespec now[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
-	static int (*r_msync)(void *, size_t, int);
 	char *a = addr;
-	int fds[8], n = 0, rc;
 	sigset_t old;
+	int rc;
 
 	ensure();
-	if (!r_msync)
-		r_msync = dlsym(RTLD_NEXT, "msync");
 	rc = r_msync(addr, len, flags);
 	if (rc || !(flags & (MS_SYNC | MS_ASYNC)) ||
 	    !__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE) || borrowed())
 		return rc;
+	/* through the region's own fd, under the lock that keeps it open (a
+	 * dup closed again would drop the program's fcntl locks on the file) */
 	lock(&old);
-	for (int i = 0; i < NREGIONS && n < 8; i++) {
+	for (int i = 0; i < NREGIONS; i++) {
 		struct dregion *r = &regions[i];
 		if (r->addr && r->addr != (char *)1 && r->lease && (r->prot & PROT_WRITE) &&
 		    r->fd >= 0 && r->addr < a + len && r->addr + r->len > a)
-			fds[n++] = r_fcntl(r->fd, F_DUPFD_CLOEXEC, PFD_MIN);
+			(void)r_futimens(r->fd, now);
 	}
 	unlock(&old);
-	for (int i = 0; i < n; i++)
-		if (fds[i] >= 0) {
-			(void)r_futimens(fds[i], now);
-			r_close(fds[i]);
-		}
 	return rc;
 }
 
 EXPORT int mprotect(void *addr, size_t len, int prot)
 {
-	static int (*r_mprotect)(void *, size_t, int);
-
 	ensure();
-	if (!r_mprotect)
-		r_mprotect = dlsym(RTLD_NEXT, "mprotect");
 	struct region_set whole;
 
 	if (len)
@@ -1501,21 +1519,24 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 
 EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
 {
-	static void *(*r_mremap)(void *, size_t, size_t, int, ...);
-	struct region_set whole;
+	struct region_set whole, dest;
 	va_list ap;
-	void *want;
+	void *want, *p;
 
 	ensure();
-	if (!r_mremap)
-		r_mremap = dlsym(RTLD_NEXT, "mremap");
 	va_start(ap, flags);
 	want = va_arg(ap, void *);
 	va_end(ap);
 	/* the kernel's mapping moves and grows as the program expects (past
-	 * EOF: SIGBUS), and no revocation maps over the old place */
+	 * EOF: SIGBUS), and no revocation maps over the old place; a fixed
+	 * destination unmaps what was there */
 	regions_change(old, olen ? olen : 1, false, &whole);
-	return r_mremap(old, olen, nlen, flags, want);
+	memset(&dest, 0, sizeof(dest));
+	if ((flags & MREMAP_FIXED) && nlen)
+		regions_change(want, nlen, true, &dest);
+	p = r_mremap(old, olen, nlen, flags, want);
+	regions_gone(&dest, p != MAP_FAILED);
+	return p;
 }
 
 /* ---- the interposed calls ----------------------------------------------- */
@@ -1648,8 +1669,9 @@ static void pfd_closing(int fd)
 		return;
 	for (int i = 0; i < NFILES; i++) {
 		int w = fd;
-		__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
-					    __ATOMIC_RELAXED);
+		if (__atomic_load_n(&files[i].wfd, __ATOMIC_RELAXED) == fd)
+			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
+						    __ATOMIC_RELAXED);
 	}
 	for (int i = 0; i < NMAPS; i++)
 		if (__atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED) == fd)
@@ -1701,11 +1723,11 @@ EXPORT int fclose(FILE *fp)
 EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
 	ensure();
-	if (!(flags & CLOSE_RANGE_CLOEXEC))
-		for (unsigned fd = first; fd <= last && fd < FDMAX; fd++) {
-			pfd_closing((int)fd);
+	if (!(flags & CLOSE_RANGE_CLOEXEC)) {
+		pfd_closing_range(first, last);
+		for (unsigned fd = first; fd <= last && fd < FDMAX; fd++)
 			fd_closing((int)fd);
-		}
+	}
 	return r_close_range(first, last, flags);
 }
 
@@ -2025,7 +2047,7 @@ EXPORT int futimens(int fd, const struct timespec ts[2])
 {
 	ensure();
 	int r = r_futimens(fd, ts);
-	if (!r)
+	if (!r && (!ts || ts[1].tv_nsec != UTIME_OMIT)) /* mtime set */
 		times_set_fd(fd);
 	return r;
 }
@@ -2034,7 +2056,7 @@ EXPORT int utimensat(int dfd, const char *path, const struct timespec ts[2], int
 {
 	ensure();
 	int r = r_utimensat(dfd, path, ts, flags);
-	if (!r)
+	if (!r && (!ts || ts[1].tv_nsec != UTIME_OMIT))
 		times_set_at(dfd, path, flags);
 	return r;
 }
@@ -2119,7 +2141,7 @@ static void drop_all(void)
 	lock(&old);
 	for (int i = 0; i < NREGIONS; i++) {
 		struct dregion *r = &regions[i];
-		if (r->addr && r->addr != (char *)1 && r->lease && r->owner == owner_pid)
+		if (r->addr && r->addr != (char *)1 && r->lease && r->owner == owner_pid && !r->going)
 			region_fallback(r);
 	}
 	unlock(&old);
@@ -2193,7 +2215,7 @@ static void atfork_child(void)
 			r_close(maps[i].pfd);
 		maps[i].pfd = -1;
 		if (maps[i].segs && maps[i].refs > 0)
-			munmap(maps[i].segs, maps[i].segs_len);
+			r_munmap(maps[i].segs, maps[i].segs_len);
 		maps[i].segs = NULL;
 		maps[i].refs = 0;
 		maps[i].free = 1;
@@ -2267,6 +2289,9 @@ static void syms(void)
 	SYM(r_lutimes, "lutimes");
 	SYM(r_futimesat, "futimesat");
 	SYM(r_utime, "utime");
+	SYM(r_mprotect, "mprotect");
+	SYM(r_msync, "msync");
+	SYM(r_mremap, "mremap");
 	SYM(r_fexecve, "fexecve");
 #undef SYM
 }

@@ -38,6 +38,7 @@
 
 #include "fusefs/fusefs.h"
 #include "lease/lease.h"
+#include "lease/pin.h"
 #include "pinfs/abi.h"
 
 #define DAX_SIZE (sizeof(struct pinfs_dax_hdr) + PINFS_DAX_SLOTS * sizeof(struct pinfs_dax_slot))
@@ -218,8 +219,11 @@ void ffs_dax_unmap_wait(uint64_t ino)
 		t = dax.hdr ? lease_mgr_table(dax.f->lm) : NULL;
 		for (uint32_t k = 0; t && k < PINFS_DAX_SLOTS && !any; k++) {
 			struct pinfs_dax_slot *s = &dax.slot[k];
+			/* an ended lease (unpinned while a fork child still
+			 * maps its blocks) is the child's library's to hand
+			 * over, and it does not unpin: not waited for */
 			any = s->lease_id && s->ino == ino && (s->flags & PINFS_DAX_MMAP) &&
-			      lease_get(t, s->lease_id, &l) != -ENOENT;
+			      lease_get(t, s->lease_id, &l) == 0 && !(l.flags & LEASE_ENDED);
 		}
 		pthread_mutex_unlock(&dax.lock);
 		if (!any)

@@ -60,7 +60,9 @@
  *                          "l OFF" load, "r OFF" pread, "m" msync(MS_SYNC)
  *   mtime FILE HOW         pwrite 4 MiB, then set the times to 2020-01-01
  *                          with futimens (HOW futimens) or utimensat by
- *                          path (utimensat), then close: "ok"
+ *                          path (utimensat), then close: "ok"; HOW atime:
+ *                          futimens of the atime alone (mtime UTIME_OMIT):
+ *                          "ok NS", NS the realtime clock after the pwrite
  *   trimleak FILE          writer and reader fds; 1 MiB written through
  *                          the writer, which is closed first: "ok"
  */
@@ -683,14 +685,22 @@ static int cmd_mtime(const char *path, const char *how)
 	struct timespec ts[2] = { { 1577836800, 0 }, { 1577836800, 0 } };
 	int fd = open_or_die(path, O_RDWR | O_CREAT | O_TRUNC);
 
+	struct timespec wrote;
+
 	memset(buf, 't', sizeof(buf));
 	if (pwrite(fd, buf, sizeof(buf), 0) != sizeof(buf))
 		die("pwrite");
-	if (!strcmp(how, "futimens") ? futimens(fd, ts) : utimensat(AT_FDCWD, path, ts, 0))
+	clock_gettime(CLOCK_REALTIME, &wrote);
+	if (!strcmp(how, "atime")) /* the atime only: mtime stays to be set */
+		ts[1].tv_nsec = UTIME_OMIT;
+	if (!strcmp(how, "utimensat") ? utimensat(AT_FDCWD, path, ts, 0) : futimens(fd, ts))
 		die(how);
 	if (close(fd))
 		die("close");
-	printf("ok\n");
+	if (!strcmp(how, "atime"))
+		printf("ok %lld\n", (long long)wrote.tv_sec * 1000000000ll + wrote.tv_nsec);
+	else
+		printf("ok\n");
 	return 0;
 }
 

@@ -398,6 +398,21 @@ def test_times_set_before_close_stay(mnt, dax_exe, hostile_exe, how):
     assert st.st_mtime_ns == JAN_2020_NS
 
 
+def test_setting_the_atime_alone_keeps_the_writes_mtime(mnt, dax_exe, hostile_exe):
+    """Writes, then futimens(fd, {2020-01-01, UTIME_OMIT}): the atime is
+    2020, and the mtime still that of the writes (set at close at the
+    latest), not the file's creation time: setting the atime alone does not
+    cancel the stamp the writes are owed."""
+    path = mnt.path('a')
+    line = run_hostile(dax_exe, hostile_exe, 'mtime', path, 'atime')
+    assert line.startswith('ok '), line
+    wrote = int(line.split()[1])
+    st = os.stat(path)
+    assert st.st_size == 4 * MiB
+    assert st.st_atime_ns == JAN_2020_NS
+    assert st.st_mtime_ns >= wrote, (st.st_mtime_ns, wrote)
+
+
 def test_a_programs_own_preallocation_survives_a_dax_writer(mnt, dax_exe):
     """`fallocate -n -l 50M` (KEEP_SIZE) reserves 50 MiB past EOF; a
     pinfs-dax dd then writes 1 MiB into the file: the reservation stays
