@@ -47,9 +47,16 @@
  * through an atomic pointer and a reference count that never rises from 0;
  * its last reference unmaps it. open/close/dup take a spinlock with every
  * signal blocked, so a handler can call any of these without deadlock.
- * read() and write() find the file position with lseek before and after
- * the copy: two threads reading one shared fd at once may see the same
- * bytes (pread and readv at an offset are exact).
+ * read() and write() take their range from the file position with one
+ * lseek(SEEK_CUR, +n), atomic under the description's position lock, and
+ * give back what they did not use (EOF, an error) with another: a sharer
+ * that takes its range between the two, while the file grows, may find a
+ * gap (the kernel holds the lock across the whole call).
+ *
+ * POSIX record locks: closing any fd of a file drops the process's fcntl
+ * locks on it. So the library's own dups of a file the program still has
+ * open (a mapping's) are parked in the file's entry and closed only at its
+ * last close, just before the program's own close drops them anyway.
  */
 /* the plain names are the interposed symbols: no 64-bit renaming */
 #undef _FILE_OFFSET_BITS
@@ -150,6 +157,8 @@ struct dfile {
 			   * (the last fd closed may be read-only); -1 */
 	bool foreign;	  /* blocks were allocated past EOF before us (the
 			   * program's fallocate KEEP_SIZE): never trimmed */
+	int parked[4];	  /* our dups of the file, closed at its last close
+			   * (see POSIX record locks above); -1 */
 };
 
 #define SAID_REFUSED 1 /* a layout lease refused */
@@ -624,6 +633,8 @@ static void fd_opened(int fd, int flags)
 				d->pre_end = 0;
 				d->wfd = -1;
 				d->foreign = false;
+				for (int k = 0; k < 4; k++)
+					d->parked[k] = -1;
 			}
 	}
 	if (d) {
@@ -688,6 +699,11 @@ static void fd_closing(int fd)
 	}
 	trim(d, fd);
 	lock(&old);
+	for (int k = 0; k < 4; k++) {
+		if (d->parked[k] >= 0)
+			r_close(d->parked[k]);
+		d->parked[k] = -1;
+	}
 	d->refs--;
 	unlock(&old);
 }
@@ -1118,6 +1134,8 @@ struct dregion {
 	int prot, flags, fd; /* fd: our dup */
 	pid_t owner;	     /* the lease's holder (a child of a fork is not) */
 	char *spare;	     /* the kernel's mapping of the same range, aside */
+	dev_t dev;	     /* the file */
+	ino_t ino;
 	bool going;	     /* the program is unmapping or replacing all of it:
 			      * the watcher leaves it alone (regions_change) */
 	uint64_t lease;
@@ -1126,6 +1144,25 @@ struct dregion {
 };
 static struct dregion regions[NREGIONS];
 static int watcher_started;
+
+/* Our dup @fd of file @dev/@ino is no longer needed: parked in the file's
+ * entry while the program has the file open (its close would drop the
+ * program's record locks), else closed. Under tab_lock. */
+static void fd_retire(dev_t dev, ino_t ino, int fd)
+{
+	for (int i = 0; i < NFILES; i++) {
+		struct dfile *d = &files[i];
+		if (!d->refs || d->dev != dev || d->ino != ino)
+			continue;
+		for (int k = 0; k < 4; k++)
+			if (d->parked[k] < 0) {
+				d->parked[k] = fd;
+				return;
+			}
+		break;
+	}
+	r_close(fd);
+}
 
 /* Replaces region @r by the kernel's mapping of its file, and ends its
  * lease if ours. Under tab_lock. */
@@ -1178,7 +1215,7 @@ static void region_end(struct dregion *r, bool keep)
 		r_munmap(r->spare, r->len);
 	r->spare = NULL;
 	if (r->fd >= 0)
-		r_close(r->fd);
+		fd_retire(r->dev, r->ino, r->fd);
 	r->fd = -1;
 	r->lease = 0;
 	__atomic_store_n(&r->addr, NULL, __ATOMIC_RELEASE);
@@ -1353,6 +1390,8 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	r->prot = prot;
 	r->flags = flags & ~MAP_FIXED;
 	r->fd = dfd;
+	r->dev = st.st_dev;
+	r->ino = st.st_ino;
 	r->owner = owner_pid;
 	r->lease = p.lease_id;
 	r->slot = (const struct pinfs_dax_slot *)(d->dd->hdr + 1) + (p.reserved - 1);
@@ -1373,8 +1412,11 @@ fail:
 		r_munmap(base, mlen);
 	if (pfd >= 0)
 		r_close(pfd);
-	if (dfd >= 0)
-		r_close(dfd);
+	if (dfd >= 0) {
+		lock(&old);
+		fd_retire(st.st_dev, st.st_ino, dfd);
+		unlock(&old);
+	}
 	if (r)
 		__atomic_store_n(&r->addr, NULL, __ATOMIC_RELEASE);
 	(void)ioctl(fd, PINFS_IOC_UNPIN, &u);
@@ -1672,6 +1714,12 @@ static void pfd_closing(int fd)
 		if (__atomic_load_n(&files[i].wfd, __ATOMIC_RELAXED) == fd)
 			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
 						    __ATOMIC_RELAXED);
+		for (int k = 0; k < 4; k++) {
+			int q = fd;
+			if (__atomic_load_n(&files[i].parked[k], __ATOMIC_RELAXED) == fd)
+				__atomic_compare_exchange_n(&files[i].parked[k], &q, -1, false,
+							    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+		}
 	}
 	for (int i = 0; i < NMAPS; i++)
 		if (__atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED) == fd)
@@ -1691,6 +1739,12 @@ static void pfd_closing_range(unsigned first, unsigned last)
 		if (w >= PFD_MIN && (unsigned)w >= first && (unsigned)w <= last)
 			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
 						    __ATOMIC_RELAXED);
+		for (int k = 0; k < 4; k++) {
+			int q = __atomic_load_n(&files[i].parked[k], __ATOMIC_RELAXED);
+			if (q >= PFD_MIN && (unsigned)q >= first && (unsigned)q <= last)
+				__atomic_compare_exchange_n(&files[i].parked[k], &q, -1, false,
+							    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+		}
 	}
 	for (int i = 0; i < NMAPS; i++) {
 		int fd = __atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED);
@@ -2229,6 +2283,11 @@ static void atfork_child(void)
 		if (files[i].refs && files[i].wfd >= 0)
 			r_close(files[i].wfd);
 		files[i].wfd = -1;
+		for (int k = 0; k < 4; k++) {
+			if (files[i].refs && files[i].parked[k] >= 0)
+				r_close(files[i].parked[k]);
+			files[i].parked[k] = -1;
+		}
 	}
 }
 
@@ -2308,8 +2367,11 @@ __attribute__((constructor)) static void init(void)
 		maps[i].free = 1;
 		maps[i].pfd = -1;
 	}
-	for (int i = 0; i < NFILES; i++)
+	for (int i = 0; i < NFILES; i++) {
 		files[i].wfd = -1;
+		for (int k = 0; k < 4; k++)
+			files[i].parked[k] = -1;
+	}
 	owner_pid = getpid();
 	pthread_atfork(NULL, NULL, atfork_child);
 	atexit(at_exit);

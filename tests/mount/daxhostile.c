@@ -63,6 +63,9 @@
  *                          path (utimensat), then close: "ok"; HOW atime:
  *                          futimens of the atime alone (mtime UTIME_OMIT):
  *                          "ok NS", NS the realtime clock after the pwrite
+ *   lockmap FILE           fcntl write lock on FILE, a shared mapping of it
+ *                          unmapped in part, "ready", a line, the rest
+ *                          unmapped, "ready", a line, "ok"
  *   trimleak FILE          writer and reader fds; 1 MiB written through
  *                          the writer, which is closed first: "ok"
  */
@@ -704,6 +707,40 @@ static int cmd_mtime(const char *path, const char *how)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- lockmap */
+
+/* An fcntl write lock on all of FILE (1 MiB), then a shared mapping of it
+ * that is unmapped in part, then in whole: "ready" after each (the test
+ * checks the lock is still held), "ok" at the end. */
+static int cmd_lockmap(const char *path)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char line[64];
+	int fd = open_or_die(path, O_RDWR);
+	char *p;
+
+	if (fcntl(fd, F_SETLK, &fl))
+		die("F_SETLK");
+	p = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	p[0] = 'x';
+	if (munmap(p, (256 << 10)))
+		die("munmap part");
+	printf("ready\n");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		die("stdin");
+	if (munmap(p + (256 << 10), MIB - (256 << 10)))
+		die("munmap rest");
+	printf("ready\n");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		die("stdin");
+	printf("ok\n");
+	return 0;
+}
+
 /* ---------------------------------------------------------------- trimleak */
 
 static int cmd_trimleak(const char *path)
@@ -748,6 +785,8 @@ int main(int argc, char **argv)
 		return cmd_mixmap(argv[2]);
 	if (!strcmp(cmd, "mtime") && argc == 4)
 		return cmd_mtime(argv[2], argv[3]);
+	if (!strcmp(cmd, "lockmap") && argc == 3)
+		return cmd_lockmap(argv[2]);
 	if (!strcmp(cmd, "trimleak") && argc == 3)
 		return cmd_trimleak(argv[2]);
 	fprintf(stderr, "usage: daxhostile COMMAND ARGS (see the source)\n");

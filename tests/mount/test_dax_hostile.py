@@ -11,6 +11,7 @@ preloaded. The programs are subcommands of tests/mount/daxhostile.c (see its
 header), a few are cat, dd, fallocate, sqlite3 and python3.
 """
 
+import errno
 import os
 import select
 import shutil
@@ -396,6 +397,31 @@ def test_times_set_before_close_stay(mnt, dax_exe, hostile_exe, how):
     st = os.stat(path)
     assert st.st_size == 4 * MiB
     assert st.st_mtime_ns == JAN_2020_NS
+
+
+def test_unmapping_a_mapping_keeps_the_programs_record_lock(mnt, spawn):
+    """A program holds an fcntl write lock on a file it maps; it unmaps the
+    mapping in part, then in whole. Another process must still find the
+    file locked each time: the library's own descriptor of the file, given
+    up with the mapping, is not closed while the program has the file open
+    (a close of any of its descriptors drops a process's record locks)."""
+    import fcntl
+    path = mnt.path('locked')
+    write_file(path, b'l' * MiB)
+    h = spawn('lockmap', path)
+    for _ in range(2):
+        assert h.line() == 'ready'
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as e:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert e.value.errno in (errno.EAGAIN, errno.EACCES)
+        finally:
+            os.close(fd)
+        h.send('go')
+    assert h.line() == 'ok'
+    assert h.finish() == 0
+    assert read_file(path)[:1] == b'x'
 
 
 def test_setting_the_atime_alone_keeps_the_writes_mtime(mnt, dax_exe, hostile_exe):
