@@ -92,6 +92,7 @@
 #define EXPORT __attribute__((visibility("default")))
 #define FUSE_MAGIC 0x65735546
 #define FDMAX 65536
+#define NPARKED 16
 #define NFILES 1024
 #define NMAPS 1024
 #define NDEVS 16
@@ -157,7 +158,7 @@ struct dfile {
 			   * (the last fd closed may be read-only); -1 */
 	bool foreign;	  /* blocks were allocated past EOF before us (the
 			   * program's fallocate KEEP_SIZE): never trimmed */
-	int parked[4];	  /* our dups of the file, closed at its last close
+	int parked[NPARKED]; /* our dups of the file, closed at its last close
 			   * (see POSIX record locks above); -1 */
 };
 
@@ -629,11 +630,11 @@ static void fd_opened(int fd, int flags)
 				d->retry_ns = 0;
 				d->fail_ns = 0;
 				d->dirty = 0;
-				d->stamp_ns = now_ns();
+				d->stamp_ns = 0; /* the first direct store stamps */
 				d->pre_end = 0;
 				d->wfd = -1;
 				d->foreign = false;
-				for (int k = 0; k < 4; k++)
+				for (int k = 0; k < NPARKED; k++)
 					d->parked[k] = -1;
 			}
 	}
@@ -699,7 +700,7 @@ static void fd_closing(int fd)
 	}
 	trim(d, fd);
 	lock(&old);
-	for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < NPARKED; k++) {
 		if (d->parked[k] >= 0)
 			r_close(d->parked[k]);
 		d->parked[k] = -1;
@@ -1154,7 +1155,7 @@ static void fd_retire(dev_t dev, ino_t ino, int fd)
 		struct dfile *d = &files[i];
 		if (!d->refs || d->dev != dev || d->ino != ino)
 			continue;
-		for (int k = 0; k < 4; k++)
+		for (int k = 0; k < NPARKED; k++)
 			if (d->parked[k] < 0) {
 				d->parked[k] = fd;
 				return;
@@ -1162,6 +1163,24 @@ static void fd_retire(dev_t dev, ino_t ino, int fd)
 		break;
 	}
 	r_close(fd);
+}
+
+/* A parked dup of @d's file to use again (for a new mapping), one open for
+ * writing if @write; -1: none. */
+static int fd_reuse(struct dfile *d, bool write)
+{
+	sigset_t old;
+	int fd = -1;
+
+	lock(&old);
+	for (int k = 0; k < NPARKED && fd < 0; k++)
+		if (d->parked[k] >= 0 &&
+		    (!write || (r_fcntl(d->parked[k], F_GETFL) & O_ACCMODE) == O_RDWR)) {
+			fd = d->parked[k];
+			d->parked[k] = -1;
+		}
+	unlock(&old);
+	return fd;
 }
 
 /* Replaces region @r by the kernel's mapping of its file, and ends its
@@ -1350,7 +1369,9 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	unlock(&old);
 	if (!r)
 		goto fail;
-	dfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
+	dfd = fd_reuse(d, (prot & PROT_WRITE) != 0);
+	if (dfd < 0)
+		dfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
 	pfd = r_open(d->dd->pool, ((prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (dfd < 0 || pfd < 0)
 		goto fail;
@@ -1714,7 +1735,7 @@ static void pfd_closing(int fd)
 		if (__atomic_load_n(&files[i].wfd, __ATOMIC_RELAXED) == fd)
 			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
 						    __ATOMIC_RELAXED);
-		for (int k = 0; k < 4; k++) {
+		for (int k = 0; k < NPARKED; k++) {
 			int q = fd;
 			if (__atomic_load_n(&files[i].parked[k], __ATOMIC_RELAXED) == fd)
 				__atomic_compare_exchange_n(&files[i].parked[k], &q, -1, false,
@@ -1739,7 +1760,7 @@ static void pfd_closing_range(unsigned first, unsigned last)
 		if (w >= PFD_MIN && (unsigned)w >= first && (unsigned)w <= last)
 			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
 						    __ATOMIC_RELAXED);
-		for (int k = 0; k < 4; k++) {
+		for (int k = 0; k < NPARKED; k++) {
 			int q = __atomic_load_n(&files[i].parked[k], __ATOMIC_RELAXED);
 			if (q >= PFD_MIN && (unsigned)q >= first && (unsigned)q <= last)
 				__atomic_compare_exchange_n(&files[i].parked[k], &q, -1, false,
@@ -2283,7 +2304,7 @@ static void atfork_child(void)
 		if (files[i].refs && files[i].wfd >= 0)
 			r_close(files[i].wfd);
 		files[i].wfd = -1;
-		for (int k = 0; k < 4; k++) {
+		for (int k = 0; k < NPARKED; k++) {
 			if (files[i].refs && files[i].parked[k] >= 0)
 				r_close(files[i].parked[k]);
 			files[i].parked[k] = -1;
@@ -2369,7 +2390,7 @@ __attribute__((constructor)) static void init(void)
 	}
 	for (int i = 0; i < NFILES; i++) {
 		files[i].wfd = -1;
-		for (int k = 0; k < 4; k++)
+		for (int k = 0; k < NPARKED; k++)
 			files[i].parked[k] = -1;
 	}
 	owner_pid = getpid();

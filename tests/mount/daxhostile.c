@@ -61,11 +61,14 @@
  *   mtime FILE HOW         pwrite 4 MiB, then set the times to 2020-01-01
  *                          with futimens (HOW futimens) or utimensat by
  *                          path (utimensat), then close: "ok"; HOW atime:
- *                          futimens of the atime alone (mtime UTIME_OMIT):
- *                          "ok NS", NS the realtime clock after the pwrite
- *   lockmap FILE           fcntl write lock on FILE, a shared mapping of it
- *                          unmapped in part, "ready", a line, the rest
- *                          unmapped, "ready", a line, "ok"
+ *                          the 4 MiB, then its first 2 MiB written again,
+ *                          then futimens of the atime alone (mtime
+ *                          UTIME_OMIT), close: "ok NS", NS the realtime
+ *                          clock before the second pwrite
+ *   lockmap FILE           fcntl write lock on FILE; 20 shared mappings of
+ *                          it made and unmapped, then one unmapped in
+ *                          part, "ready", a line, the rest unmapped,
+ *                          "ready", a line, "ok"
  *   trimleak FILE          writer and reader fds; 1 MiB written through
  *                          the writer, which is closed first: "ok"
  */
@@ -693,7 +696,12 @@ static int cmd_mtime(const char *path, const char *how)
 	memset(buf, 't', sizeof(buf));
 	if (pwrite(fd, buf, sizeof(buf), 0) != sizeof(buf))
 		die("pwrite");
+	/* then an overwrite inside the size: no size change tells the daemon
+	 * (an append's does), and pinfs-dax stamps at most every 100 ms, so
+	 * this one is owed a stamp at close */
 	clock_gettime(CLOCK_REALTIME, &wrote);
+	if (!strcmp(how, "atime") && pwrite(fd, buf, sizeof(buf) / 2, 0) != sizeof(buf) / 2)
+		die("pwrite");
 	if (!strcmp(how, "atime")) /* the atime only: mtime stays to be set */
 		ts[1].tv_nsec = UTIME_OMIT;
 	if (!strcmp(how, "utimensat") ? utimensat(AT_FDCWD, path, ts, 0) : futimens(fd, ts))
@@ -721,6 +729,14 @@ static int cmd_lockmap(const char *path)
 
 	if (fcntl(fd, F_SETLK, &fl))
 		die("F_SETLK");
+	for (int i = 0; i < 20; i++) { /* map, store, unmap: more than it parks */
+		p = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (p == MAP_FAILED)
+			die("mmap");
+		p[4096] = 'y';
+		if (munmap(p, MIB))
+			die("munmap");
+	}
 	p = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		die("mmap");
