@@ -154,8 +154,6 @@ struct dfile {
 	uint64_t stamp_ns;
 	uint64_t pre_end; /* atomic: the end of what grow preallocated past
 			   * EOF and no trim has freed yet; 0: nothing */
-	int wfd;	  /* atomic: our dup of a writer's fd, for the trim
-			   * (the last fd closed may be read-only); -1 */
 	bool foreign;	  /* blocks were allocated past EOF before us (the
 			   * program's fallocate KEEP_SIZE): never trimmed */
 	int parked[NPARKED]; /* our dups of the file, closed at its last close
@@ -203,7 +201,6 @@ static bool borrowed(void)
 	return false;
 }
 
-
 static ssize_t (*r_read)(int, void *, size_t);
 static ssize_t (*r_write)(int, const void *, size_t);
 static ssize_t (*r_pread)(int, void *, size_t, off_t);
@@ -240,14 +237,10 @@ static int (*r_mprotect)(void *, size_t, int);
 static int (*r_msync)(void *, size_t, int);
 static void *(*r_mremap)(void *, size_t, size_t, int, ...);
 static FILE * (*r_fopen)(const char *, const char *);
-static FILE * (*r_fopen64)(const char *, const char *);
 static FILE * (*r_freopen)(const char *, const char *, FILE *);
-static FILE * (*r_freopen64)(const char *, const char *, FILE *);
 static FILE * (*r_tmpfile)(void);
 static int (*r_open_2)(const char *, int);
-static int (*r_open64_2)(const char *, int);
 static int (*r_openat_2)(int, const char *, int);
-static int (*r_openat64_2)(int, const char *, int);
 static ssize_t (*r_recvmsg)(int, struct msghdr *, int);
 static int (*r_recvmmsg)(int, struct mmsghdr *, unsigned, int, struct timespec *);
 static int (*r_futimens)(int, const struct timespec *);
@@ -632,7 +625,6 @@ static void fd_opened(int fd, int flags)
 				d->dirty = 0;
 				d->stamp_ns = 0; /* the first direct store stamps */
 				d->pre_end = 0;
-				d->wfd = -1;
 				d->foreign = false;
 				for (int k = 0; k < NPARKED; k++)
 					d->parked[k] = -1;
@@ -661,16 +653,30 @@ static void stamp(struct dfile *d, int fd)
  * the file's data lock, so a writer elsewhere that extended the file
  * meanwhile loses nothing. A program's own fallocate(FALLOC_FL_KEEP_SIZE)
  * past that end is kept. */
+static int fd_reuse(struct dfile *d, int need);
+static void fd_retire(dev_t dev, ino_t ino, int fd);
+
 static void trim(struct dfile *d, int fd)
 {
 	struct pinfs_trim t = { 0 };
-	int wfd = __atomic_exchange_n(&d->wfd, -1, __ATOMIC_ACQ_REL);
+	sigset_t old;
+	int w;
 
 	t.end = __atomic_exchange_n(&d->pre_end, 0, __ATOMIC_ACQ_REL);
-	if (t.end)
-		(void)ioctl(fdfl[fd] & FD_WR ? fd : wfd, PINFS_IOC_TRIM, &t);
-	if (wfd >= 0)
-		r_close(wfd);
+	if (!t.end)
+		return;
+	if (fdfl[fd] & FD_WR) {
+		(void)ioctl(fd, PINFS_IOC_TRIM, &t);
+		return;
+	}
+	/* a read-only fd closes last: the writer's dup grow parked */
+	w = fd_reuse(d, O_WRONLY);
+	if (w < 0)
+		return;
+	(void)ioctl(w, PINFS_IOC_TRIM, &t);
+	lock(&old);
+	fd_retire(d->dev, d->ino, w);
+	unlock(&old);
 }
 
 /* @fd is about to be closed (it is still open). */
@@ -860,13 +866,18 @@ static struct dmap *grow(struct dfile *d, int fd, unsigned w, struct dmap *m, ui
 			 * aside): a program's own preallocation stays whole */
 			uint64_t held = (uint64_t)st->st_blocks * 512,
 				 used = ((uint64_t)st->st_size + PAGE - 1) & ~(PAGE - 1);
-			int wfd = -1;
 			d->foreign = held > used + (used >> 8) + (64u << 10);
-			if (!d->foreign)
-				wfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
-			if (wfd >= 0 && !__atomic_compare_exchange_n(&d->wfd, &(int){ -1 }, wfd, false,
-								     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-				r_close(wfd);
+			if (!d->foreign) {
+				/* a writer's dup, parked for the trim (the fd
+				 * closed last may be read-only) */
+				int w = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
+				sigset_t old;
+				if (w >= 0) {
+					lock(&old);
+					fd_retire(d->dev, d->ino, w);
+					unlock(&old);
+				}
+			}
 		}
 		if (!d->foreign)
 			raise_to(&d->pre_end, pre);
@@ -1165,20 +1176,21 @@ static void fd_retire(dev_t dev, ino_t ino, int fd)
 	r_close(fd);
 }
 
-/* A parked dup of @d's file to use again (for a new mapping), one open for
- * writing if @write; -1: none. */
-static int fd_reuse(struct dfile *d, bool write)
+/* A parked dup of @d's file taken back, one that allows @need (O_RDONLY,
+ * O_WRONLY or O_RDWR access); -1: none. */
+static int fd_reuse(struct dfile *d, int need)
 {
 	sigset_t old;
 	int fd = -1;
 
 	lock(&old);
-	for (int k = 0; k < NPARKED && fd < 0; k++)
-		if (d->parked[k] >= 0 &&
-		    (!write || (r_fcntl(d->parked[k], F_GETFL) & O_ACCMODE) == O_RDWR)) {
+	for (int k = 0; k < NPARKED && fd < 0; k++) {
+		int acc = d->parked[k] < 0 ? -1 : r_fcntl(d->parked[k], F_GETFL) & O_ACCMODE;
+		if (acc == O_RDWR || acc == need) {
 			fd = d->parked[k];
 			d->parked[k] = -1;
 		}
+	}
 	unlock(&old);
 	return fd;
 }
@@ -1369,7 +1381,7 @@ static void *dax_mmap(void *want, size_t len, int prot, int flags, int fd, off_t
 	unlock(&old);
 	if (!r)
 		goto fail;
-	dfd = fd_reuse(d, (prot & PROT_WRITE) != 0);
+	dfd = fd_reuse(d, (prot & PROT_WRITE) ? O_RDWR : O_RDONLY);
 	if (dfd < 0)
 		dfd = r_fcntl(fd, F_DUPFD_CLOEXEC, PFD_MIN);
 	pfd = r_open(d->dd->pool, ((prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
@@ -1465,7 +1477,7 @@ static void regions_change(void *addr, size_t len, bool gone, struct region_set 
 	char *a = addr;
 	sigset_t old;
 
-	memset(whole, 0, sizeof(*whole));
+	memset(whole->bits, 0, sizeof(whole->bits)); /* addr[i] is read where set */
 	if (!__atomic_load_n(&watcher_started, __ATOMIC_ACQUIRE) || borrowed())
 		return;
 	lock(&old);
@@ -1505,12 +1517,11 @@ static void regions_gone(const struct region_set *whole, bool ok)
 
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+	struct region_set whole;
 	void *p;
 
-	struct region_set whole;
-
 	ensure();
-	memset(&whole, 0, sizeof(whole));
+	memset(whole.bits, 0, sizeof(whole.bits));
 	if ((flags & MAP_FIXED) && len)
 		regions_change(addr, len, true, &whole);
 	p = MAP_FAILED;
@@ -1526,12 +1537,11 @@ EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t o
 
 EXPORT int munmap(void *addr, size_t len)
 {
+	struct region_set whole;
 	int rc;
 
-	struct region_set whole;
-
 	ensure();
-	memset(&whole, 0, sizeof(whole));
+	memset(whole.bits, 0, sizeof(whole.bits));
 	if (len)
 		regions_change(addr, len, true, &whole);
 	rc = r_munmap(addr, len);
@@ -1594,7 +1604,7 @@ EXPORT void *mremap(void *old, size_t olen, size_t nlen, int flags, ...)
 	 * EOF: SIGBUS), and no revocation maps over the old place; a fixed
 	 * destination unmaps what was there */
 	regions_change(old, olen ? olen : 1, false, &whole);
-	memset(&dest, 0, sizeof(dest));
+	memset(dest.bits, 0, sizeof(dest.bits));
 	if ((flags & MREMAP_FIXED) && nlen)
 		regions_change(want, nlen, true, &dest);
 	p = r_mremap(old, olen, nlen, flags, want);
@@ -1724,42 +1734,14 @@ EXPORT int creat(const char *path, mode_t mode)
 }
 EXPORT int creat64(const char *path, mode_t mode) __attribute__((alias("creat")));
 
-/* The program closes one of our pool fds (close_range over everything):
- * that map stops using it. */
-static void pfd_closing(int fd)
-{
-	if (fd < PFD_MIN || borrowed())
-		return;
-	for (int i = 0; i < NFILES; i++) {
-		int w = fd;
-		if (__atomic_load_n(&files[i].wfd, __ATOMIC_RELAXED) == fd)
-			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
-						    __ATOMIC_RELAXED);
-		for (int k = 0; k < NPARKED; k++) {
-			int q = fd;
-			if (__atomic_load_n(&files[i].parked[k], __ATOMIC_RELAXED) == fd)
-				__atomic_compare_exchange_n(&files[i].parked[k], &q, -1, false,
-							    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-		}
-	}
-	for (int i = 0; i < NMAPS; i++)
-		if (__atomic_load_n(&maps[i].pfd, __ATOMIC_RELAXED) == fd)
-			__atomic_store_n(&maps[i].pfd, -1, __ATOMIC_RELEASE);
-	for (int i = 0; i < NREGIONS; i++)
-		if (regions[i].addr && __atomic_load_n(&regions[i].fd, __ATOMIC_RELAXED) == fd)
-			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
-}
-
-/* pfd_closing() of every fd in [first, last], in one pass over the maps. */
+/* The program closes fds [first, last] (close, close_range over
+ * everything): those of ours among them are forgotten -- a map's pool fd,
+ * a region's or a parked dup -- so that we never close a number it reuses. */
 static void pfd_closing_range(unsigned first, unsigned last)
 {
 	if (last < PFD_MIN || borrowed())
 		return;
 	for (int i = 0; i < NFILES; i++) {
-		int w = __atomic_load_n(&files[i].wfd, __ATOMIC_RELAXED);
-		if (w >= PFD_MIN && (unsigned)w >= first && (unsigned)w <= last)
-			__atomic_compare_exchange_n(&files[i].wfd, &w, -1, false, __ATOMIC_ACQ_REL,
-						    __ATOMIC_RELAXED);
 		for (int k = 0; k < NPARKED; k++) {
 			int q = __atomic_load_n(&files[i].parked[k], __ATOMIC_RELAXED);
 			if (q >= PFD_MIN && (unsigned)q >= first && (unsigned)q <= last)
@@ -1777,6 +1759,12 @@ static void pfd_closing_range(unsigned first, unsigned last)
 		if (regions[i].addr && fd >= PFD_MIN && (unsigned)fd >= first && (unsigned)fd <= last)
 			__atomic_store_n(&regions[i].fd, -1, __ATOMIC_RELEASE);
 	}
+}
+
+static void pfd_closing(int fd)
+{
+	if (fd >= 0)
+		pfd_closing_range((unsigned)fd, (unsigned)fd);
 }
 
 EXPORT int close(int fd)
@@ -1854,11 +1842,8 @@ EXPORT FILE *fopen(const char *path, const char *mode)
 	return file_made(r_fopen(path, mode));
 }
 
-EXPORT FILE *fopen64(const char *path, const char *mode)
-{
-	ensure();
-	return file_made(r_fopen64(path, mode));
-}
+/* one off_t on this ABI: the 64-bit names are the same calls */
+EXPORT FILE *fopen64(const char *path, const char *mode) __attribute__((alias("fopen")));
 
 EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
 {
@@ -1869,12 +1854,7 @@ EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
 }
 
 EXPORT FILE *freopen64(const char *path, const char *mode, FILE *fp)
-{
-	ensure();
-	if (fp && path)
-		fd_closing(fileno(fp));
-	return file_made(r_freopen64(path, mode, fp));
-}
+	__attribute__((alias("freopen")));
 
 EXPORT FILE *tmpfile(void)
 {
@@ -1891,13 +1871,7 @@ EXPORT int __open_2(const char *path, int flags)
 	return fd;
 }
 
-EXPORT int __open64_2(const char *path, int flags)
-{
-	ensure();
-	int fd = r_open64_2(path, flags);
-	fd_opened(fd, flags);
-	return fd;
-}
+EXPORT int __open64_2(const char *path, int flags) __attribute__((alias("__open_2")));
 
 EXPORT int __openat_2(int dfd, const char *path, int flags)
 {
@@ -1907,13 +1881,7 @@ EXPORT int __openat_2(int dfd, const char *path, int flags)
 	return fd;
 }
 
-EXPORT int __openat64_2(int dfd, const char *path, int flags)
-{
-	ensure();
-	int fd = r_openat64_2(dfd, path, flags);
-	fd_opened(fd, flags);
-	return fd;
-}
+EXPORT int __openat64_2(int dfd, const char *path, int flags) __attribute__((alias("__openat_2")));
 
 /* descriptors passed in (SCM_RIGHTS) */
 static void msg_made(const struct msghdr *msg)
@@ -2301,9 +2269,6 @@ static void atfork_child(void)
 		files[i].retry_ns = 0;
 		files[i].fail_ns = 0;
 		files[i].pre_end = 0; /* the parent's to trim */
-		if (files[i].refs && files[i].wfd >= 0)
-			r_close(files[i].wfd);
-		files[i].wfd = -1;
 		for (int k = 0; k < NPARKED; k++) {
 			if (files[i].refs && files[i].parked[k] >= 0)
 				r_close(files[i].parked[k]);
@@ -2352,14 +2317,10 @@ static void syms(void)
 	SYM(r_mmap, "mmap64");
 	SYM(r_munmap, "munmap");
 	SYM(r_fopen, "fopen");
-	SYM(r_fopen64, "fopen64");
 	SYM(r_freopen, "freopen");
-	SYM(r_freopen64, "freopen64");
 	SYM(r_tmpfile, "tmpfile");
 	SYM(r_open_2, "__open_2");
-	SYM(r_open64_2, "__open64_2");
 	SYM(r_openat_2, "__openat_2");
-	SYM(r_openat64_2, "__openat64_2");
 	SYM(r_recvmsg, "recvmsg");
 	SYM(r_recvmmsg, "recvmmsg");
 	SYM(r_futimens, "futimens");
@@ -2389,7 +2350,6 @@ __attribute__((constructor)) static void init(void)
 		maps[i].pfd = -1;
 	}
 	for (int i = 0; i < NFILES; i++) {
-		files[i].wfd = -1;
 		for (int k = 0; k < NPARKED; k++)
 			files[i].parked[k] = -1;
 	}

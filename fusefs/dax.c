@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
@@ -210,7 +211,11 @@ void ffs_dax_revoked(void *ctx, uint64_t id)
  */
 void ffs_dax_unmap_wait(uint64_t ino)
 {
-	for (int i = 0; i < 10000; i++) {
+	struct timespec now, until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += 1;
+	for (;;) {
 		struct lease_table *t;
 		struct lease l;
 		bool any = false;
@@ -226,7 +231,9 @@ void ffs_dax_unmap_wait(uint64_t ino)
 			      lease_get(t, s->lease_id, &l) == 0 && !(l.flags & LEASE_ENDED);
 		}
 		pthread_mutex_unlock(&dax.lock);
-		if (!any)
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (!any || now.tv_sec > until.tv_sec ||
+		    (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
 			return;
 		usleep(100);
 	}
